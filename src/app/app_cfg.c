@@ -1,0 +1,179 @@
+/*
+ * app/app_cfg: [sip] and [log] tables; see app_cfg.h. The help texts here
+ * are the reference: `pushpbx --help-config` prints them and
+ * docs/configuration.md is generated from `pushpbx --help-config-md`.
+ */
+#include "app/app_cfg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "registrar/reg_cfg.h"
+#include "store/store_cfg.h"
+#include "transport/tp.h"
+
+static const struct cfg_option sip_options[] = {
+    {.key = "listen",
+     .type = CFG_LIST,
+     .def = "udp:0.0.0.0:5060 tcp:0.0.0.0:5060",
+     .offset = offsetof(struct app_sip_cfg, listen),
+     .help = "Sockets to listen on, as proto:host:port items separated by "
+             "spaces (proto udp or tcp; IPv6 as [::1]:5060). Port 0 picks "
+             "a free port; the real ports are logged and written to the "
+             "--ready-file."},
+    {.key = "domain",
+     .type = CFG_STRING,
+     .def = "localhost",
+     .offset = offsetof(struct app_sip_cfg, domain),
+     .help = "SIP domain served: the host part of the extensions' "
+             "addresses (sip:100@domain)."},
+    {.key = "realm",
+     .type = CFG_STRING,
+     .def = "",
+     .offset = offsetof(struct app_sip_cfg, realm),
+     .help = "Digest authentication realm. Empty means the same as "
+             "domain."},
+    {.key = "workers",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 64,
+     .def = "0",
+     .offset = offsetof(struct app_sip_cfg, workers),
+     .help = "Worker threads, each with its own event loop and sockets "
+             "(SO_REUSEPORT). 0 means one per CPU."},
+    {.key = "user_agent",
+     .type = CFG_STRING,
+     .def = "pushpbx/" PUSHPBX_VERSION,
+     .offset = offsetof(struct app_sip_cfg, user_agent),
+     .help = "Product name for the Server and User-Agent headers. Not "
+             "applied yet: responses carry the built-in Server: "
+             "pushpbx/VERSION of the SIP builder."},
+    {.key = "t1_ms",
+     .type = CFG_UINT,
+     .min = 10,
+     .max = 60000,
+     .def = "500",
+     .offset = offsetof(struct app_sip_cfg, t1_ms),
+     .help = "RFC 3261 timer T1 (round-trip estimate) in milliseconds."},
+    {.key = "t2_ms",
+     .type = CFG_UINT,
+     .min = 100,
+     .max = 600000,
+     .def = "4000",
+     .offset = offsetof(struct app_sip_cfg, t2_ms),
+     .help = "RFC 3261 timer T2 (longest retransmit interval for non-INVITE "
+             "requests and INVITE responses) in milliseconds; at least "
+             "t1_ms."},
+    {.key = "t4_ms",
+     .type = CFG_UINT,
+     .min = 100,
+     .max = 600000,
+     .def = "5000",
+     .offset = offsetof(struct app_sip_cfg, t4_ms),
+     .help = "RFC 3261 timer T4 (how long a message may stay in the "
+             "network) in milliseconds."},
+    {.key = "max_connections",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 1000000,
+     .def = "1024",
+     .offset = offsetof(struct app_sip_cfg, max_connections),
+     .help = "Open TCP connections per worker; more are accepted and "
+             "closed at once."},
+    {.key = "tcp_idle_timeout_s",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 86400,
+     .def = "600",
+     .offset = offsetof(struct app_sip_cfg, tcp_idle_timeout_s),
+     .help = "Close a TCP connection after this many seconds without "
+             "traffic; 0 never closes."},
+};
+
+/* Derive realm and check what a single key cannot: the listen items must
+ * parse (so --check-config catches them) and T2 >= T1. */
+static int
+sip_finish(void *sec, char *err, size_t errlen)
+{
+    struct app_sip_cfg *s = sec;
+    struct tp_listen_spec specs[TP_MAX_LISTENERS];
+    char why[256];
+    size_t n;
+
+    if (s->realm[0] == '\0') {
+        free(s->realm);
+        s->realm = xstrdup(s->domain);
+    }
+    if (s->listen.count == 0) {
+        snprintf(err, errlen, "'listen' is empty");
+        return -EINVAL;
+    }
+    if (s->listen.count > TP_MAX_LISTENERS) {
+        snprintf(err, errlen, "'listen': more than %d items", TP_MAX_LISTENERS);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < s->listen.count; i++) {
+        why[0] = '\0';
+        if (tp_listen_spec_parse(s->listen.items[i], specs, 1, &n, why,
+                                 sizeof(why)) < 0) {
+            snprintf(err, errlen, "'listen': bad item '%s'%s%s",
+                     s->listen.items[i], why[0] ? ": " : "", why);
+            return -EINVAL;
+        }
+    }
+    if (s->t2_ms < s->t1_ms) {
+        snprintf(err, errlen, "'t2_ms' (%u) is less than 't1_ms' (%u)",
+                 s->t2_ms, s->t1_ms);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+const struct cfg_section app_sip_section = {
+    .name = "sip",
+    .help = "SIP listeners, identity and protocol timers.",
+    .options = sip_options,
+    .option_count = sizeof(sip_options) / sizeof(sip_options[0]),
+    .size = sizeof(struct app_sip_cfg),
+    .finish = sip_finish,
+};
+
+/* Same order as enum log_level: the loaded index is the level. */
+_Static_assert(LOG_ERROR == 0 && LOG_DEBUG == 4, "log_levels[] order");
+static const char *const log_levels[] = {"error", "warn",  "notice",
+                                         "info",  "debug", NULL};
+
+static const struct cfg_option log_options[] = {
+    {.key = "level",
+     .type = CFG_ENUM,
+     .def = "notice",
+     .choices = log_levels,
+     .offset = offsetof(struct app_log_cfg, level),
+     .help = "Lowest level written to stderr. info adds one line per "
+             "request answered; debug adds protocol detail."},
+};
+
+const struct cfg_section app_log_section = {
+    .name = "log",
+    .help = "Logging (to stderr, one line per event).",
+    .options = log_options,
+    .option_count = sizeof(log_options) / sizeof(log_options[0]),
+    .size = sizeof(struct app_log_cfg),
+};
+
+static const struct cfg_section *const sections[] = {
+    &app_sip_section, &app_log_section, &reg_cfg_section, &store_cfg_section,
+    &reg_ext_cfg_section,
+    /* Later rooms add their sections here ([push.apns], ...). */
+};
+
+const struct cfg_section *const *
+app_cfg_sections(size_t *count)
+{
+    *count = sizeof(sections) / sizeof(sections[0]);
+    return sections;
+}

@@ -1,0 +1,40 @@
+/*
+ * app/app_cfg: the daemon's own option tables ([sip], [log]) and the list of
+ * every section pushpbx loads. Rooms added later (registrar, proxy, push,
+ * admin) declare their own struct cfg_section next to their code; the app
+ * only lists them in app_cfg_sections() so the loader, --help-config and
+ * docs/configuration.md see them.
+ *
+ * The transport and transaction options live in [sip] for now because the
+ * daemon hands them to tp_cfg/txn_cfg; they could move to the transport
+ * room's own table later without changing the file format.
+ */
+#ifndef PUSHPBX_APP_APP_CFG_H
+#define PUSHPBX_APP_APP_CFG_H
+
+#include <stddef.h>
+
+#include "config/cfg.h"
+
+struct app_sip_cfg {
+    struct cfg_list listen; /* "udp:0.0.0.0:5060" items */
+    char *domain;
+    char *realm;      /* = domain when not set */
+    unsigned workers; /* 0 = auto (CPUs), resolved by the daemon */
+    char *user_agent;
+    unsigned t1_ms, t2_ms, t4_ms;
+    unsigned max_connections;
+    unsigned tcp_idle_timeout_s;
+};
+
+struct app_log_cfg {
+    int level; /* enum log_level */
+};
+
+extern const struct cfg_section app_sip_section;
+extern const struct cfg_section app_log_section;
+
+/* Every section of the daemon, in documentation order. */
+const struct cfg_section *const *app_cfg_sections(size_t *count);
+
+#endif

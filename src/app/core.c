@@ -1,0 +1,384 @@
+/*
+ * app/core: minimal request handling; see core.h.
+ *
+ * What is answered here (RFC 3261 §8.2, RFC 4475 expectations):
+ *   OPTIONS            200 with Allow, Accept, Supported (also with
+ *                      Max-Forwards: 0: we are the endpoint, RFC 4475 zeromf)
+ *   ACK                absorbed (non-2xx ACKs by txn, the rest here)
+ *   CANCEL             481: there are no INVITE server transactions yet to
+ *                      match (a matching CANCEL is answered by txn)
+ *   REGISTER           the registrar room (reg_handle), shared by workers
+ *   INVITE, BYE and other methods we know but do not serve yet
+ *                      405 with Allow. Replaced by the [registrar] and
+ *                      [calls] rooms when they arrive.
+ *   unknown methods    501 with Allow
+ *   failed checks      416, 420 + Unsupported, 400 (sip_request_check)
+ *   parse failures     the parser's status and reason, stateless
+ */
+#include "app/core.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "registrar/reg.h"
+#include "sip/build.h"
+
+/* What we serve today; grows as rooms land. */
+#define CORE_ALLOW "OPTIONS, ACK, CANCEL, REGISTER"
+/* Option tags we implement (none yet). */
+#define CORE_SUPPORTED ""
+#define CORE_MAX_UNSUPPORTED 16
+
+void
+core_init(struct core *c, struct tp *tp)
+{
+    *c = (struct core){.tp = tp};
+    buf_init(&c->out, SIP_MAX_MSG_LEN);
+}
+
+void
+core_fini(struct core *c)
+{
+    buf_fini(&c->out);
+}
+
+static const char *
+src_text(const struct tp_src *src, char *out, size_t cap)
+{
+    char addr[TP_ADDRSTRLEN];
+
+    snprintf(out, cap, "%s/%s",
+             tp_addr_format(&src->remote, addr, sizeof(addr)),
+             tp_proto_name(src->proto));
+    return out;
+}
+
+static void
+reply(struct core *c, struct txn *t, const struct sip_msg *req,
+      const struct tp_src *src, int status, const char *reason,
+      const char *extra)
+{
+    char tag[17], where[TP_ADDRSTRLEN + 8];
+    int rc;
+
+    sip_new_tag(tag);
+    rc = txn_reply(t, status, reason, slice_cstr(tag), slice_cstr(extra),
+                   SLICE_NULL);
+    if (rc < 0) {
+        log_warn("core", "cannot answer %d: %s call_id=" SLICE_FMT " src=%s",
+                 status, strerror(-rc), SLICE_ARG(req->call_id),
+                 src_text(src, where, sizeof(where)));
+        return;
+    }
+    c->stats.answered++;
+    log_info("core", SLICE_FMT " answered %d call_id=" SLICE_FMT " src=%s",
+             SLICE_ARG(req->method_name), status, SLICE_ARG(req->call_id),
+             src_text(src, where, sizeof(where)));
+}
+
+/* 420: list what we do not support in Unsupported (RFC 3261 §8.2.2.3). */
+static void
+reply_unsupported(struct core *c, struct txn *t, const struct sip_msg *req,
+                  const struct tp_src *src, const struct sip_error *err)
+{
+    struct slice tags[CORE_MAX_UNSUPPORTED];
+    struct buf extra;
+    size_t n;
+
+    buf_init(&extra, 4096);
+    n = sip_unsupported_tags(req, SLICE_LIT(CORE_SUPPORTED), tags,
+                             CORE_MAX_UNSUPPORTED);
+    if (n > CORE_MAX_UNSUPPORTED)
+        n = CORE_MAX_UNSUPPORTED;
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&extra, "%s" SLICE_FMT,
+                   i ? ", " : "Unsupported: ", SLICE_ARG(tags[i]));
+    if (n)
+        buf_append_cstr(&extra, "\r\n");
+    reply(c, t, req, src, err->status, err->reason,
+          extra.data ? extra.data : "");
+    buf_fini(&extra);
+}
+
+/* REGISTER: the registrar builds the whole response; the server
+ * transaction sends it and absorbs retransmissions. */
+static void
+core_register(struct core *c, struct txn *t, const struct sip_msg *req,
+              const struct tp_src *src)
+{
+    char where[TP_ADDRSTRLEN + 8];
+    struct reg_src rs = {
+        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .flow_id = src->flow_id,
+    };
+
+    memcpy(&rs.addr, &src->remote.u.ss,
+           src->remote.len <= sizeof(rs.addr) ? src->remote.len
+                                              : sizeof(rs.addr));
+    buf_reset(&c->out);
+    int status = reg_handle(c->reg, req, &rs, &c->out);
+    if (status < 0 || txn_respond(t, status, buf_slice(&c->out)) < 0) {
+        log_warn("core", "REGISTER not answered: %s call_id=" SLICE_FMT
+                 " src=%s", strerror(status < 0 ? -status : EIO),
+                 SLICE_ARG(req->call_id), src_text(src, where, sizeof(where)));
+        if (status < 0)
+            reply(c, t, req, src, 500, NULL, "");
+        return;
+    }
+    c->stats.answered++;
+    log_info("core", "REGISTER answered %d call_id=" SLICE_FMT " src=%s",
+             status, SLICE_ARG(req->call_id),
+             src_text(src, where, sizeof(where)));
+}
+
+void
+core_on_request(struct txn_table *tt, struct txn *t, const struct sip_msg *req,
+                const struct tp_src *src, void *arg)
+{
+    struct core *c = arg;
+    struct sip_error err = {0};
+
+    if (!t) {
+        /* ACK for a 2xx we never sent, or stray: nothing to do. */
+        c->stats.acks_absorbed++;
+        return;
+    }
+    if (sip_request_check(req, SLICE_LIT(CORE_SUPPORTED), &err) < 0) {
+        if (err.status == 420)
+            reply_unsupported(c, t, req, src, &err);
+        else
+            reply(c, t, req, src, err.status, err.reason, "");
+        return;
+    }
+    switch (req->method) {
+    case SIP_METHOD_OPTIONS:
+        reply(c, t, req, src, 200, NULL,
+              "Allow: " CORE_ALLOW "\r\n"
+              "Accept: application/sdp\r\n"
+              "Supported: " CORE_SUPPORTED "\r\n");
+        return;
+    case SIP_METHOD_CANCEL:
+        reply(c, t, req, src, 481, NULL, "");
+        return;
+    case SIP_METHOD_REGISTER:
+        if (c->reg) {
+            core_register(c, t, req, src);
+            return;
+        }
+        reply(c, t, req, src, 405, NULL, "Allow: " CORE_ALLOW "\r\n");
+        return;
+    case SIP_METHOD_UNKNOWN:
+        reply(c, t, req, src, 501, NULL, "Allow: " CORE_ALLOW "\r\n");
+        return;
+    default:
+        /* TODO(registrar, calls): REGISTER, INVITE, BYE... are served by
+         * later rooms; until then they are known but not allowed here. */
+        reply(c, t, req, src, 405, NULL, "Allow: " CORE_ALLOW "\r\n");
+        return;
+    }
+}
+
+/* Headers a stateless error response copies (RFC 3261 §8.2.6.2). */
+enum raw_hdr {
+    RAW_NONE = -1,
+    RAW_VIA,
+    RAW_FROM,
+    RAW_TO,
+    RAW_CALL_ID,
+    RAW_CSEQ
+};
+
+static enum raw_hdr
+raw_hdr_kind(struct slice name)
+{
+    static const struct {
+        const char *name;
+        enum raw_hdr kind;
+    } names[] = {
+        {"Via", RAW_VIA},         {"v", RAW_VIA},     {"From", RAW_FROM},
+        {"f", RAW_FROM},          {"To", RAW_TO},     {"t", RAW_TO},
+        {"Call-ID", RAW_CALL_ID}, {"i", RAW_CALL_ID}, {"CSeq", RAW_CSEQ},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (slice_eq_nocase_cstr(name, names[i].name))
+            return names[i].kind;
+    return RAW_NONE;
+}
+
+/* The first value of a Via header must parse. A request with another SIP
+ * version (RFC 4475 badvers) has it in the Via too ("SIP/7.0/UDP"): we
+ * still answer its 505, so the version part is checked for shape only and
+ * the rest parsed as if it said 2.0. */
+static bool
+raw_via_ok(struct slice value)
+{
+    const char *comma = memchr(value.ptr, ',', value.len);
+    struct sip_via via;
+    struct sip_error e;
+    char tmp[1024];
+    size_t i = 4;
+
+    if (comma)
+        value = slice_make(value.ptr, (size_t)(comma - value.ptr));
+    value = slice_trim(value);
+    if (sip_via_parse(value, &via, &e) == 0)
+        return true;
+    if (value.len < 8 ||
+        !slice_eq_nocase_cstr(slice_make(value.ptr, 4), "SIP/"))
+        return false;
+    while (i < value.len && ((value.ptr[i] >= '0' && value.ptr[i] <= '9') ||
+                             value.ptr[i] == '.'))
+        i++;
+    if (i == 4 || i >= value.len || value.ptr[i] != '/' ||
+        value.len - i + 7 >= sizeof(tmp))
+        return false;
+    memcpy(tmp, "SIP/2.0", 7);
+    memcpy(tmp + 7, value.ptr + i, value.len - i);
+    return sip_via_parse(slice_make(tmp, value.len - i + 7), &via, &e) == 0;
+}
+
+/*
+ * Fallback for requests the parser rejected before it split the headers
+ * (505 on the request line, a duplicate header...): copy the Via, From,
+ * To, Call-ID and CSeq lines from the raw bytes (continuation lines
+ * kept), add our tag to To, CRLF line ends. The top Via value must parse
+ * and all five headers be present, otherwise -EINVAL (drop). Bounded by
+ * raw.len; never writes into raw.
+ */
+static int
+build_raw_error(struct buf *out, struct slice raw, int status,
+                const char *reason)
+{
+    const char *p = raw.ptr, *end = raw.ptr + raw.len, *lf;
+    unsigned seen = 0; /* bit per enum raw_hdr */
+    enum raw_hdr cur = RAW_NONE;
+    char tag[17];
+
+    while (p < end && (*p == '\r' || *p == '\n'))
+        p++;
+    lf = memchr(p, '\n', (size_t)(end - p));
+    if (!lf)
+        return -EINVAL;
+    if (lf - p >= 4 && (memcmp(p, "ACK ", 4) == 0 || memcmp(p, "SIP/", 4) == 0))
+        return -EINVAL; /* never answer an ACK or a response */
+    sip_new_tag(tag);
+    buf_printf(out, "SIP/2.0 %d %s\r\n", status, reason ? reason : "");
+    for (p = lf + 1; p < end; p = lf + 1) {
+        lf = memchr(p, '\n', (size_t)(end - p));
+        const char *le = lf ? lf : end;
+        struct slice line = slice_make(p, (size_t)(le - p));
+        if (line.len && line.ptr[line.len - 1] == '\r')
+            line.len--;
+        if (line.len == 0)
+            break; /* end of headers */
+        if (line.ptr[0] == ' ' || line.ptr[0] == '\t') {
+            /* Folded continuation: keep it with its header (not To,
+             * which we rewrite on one line). */
+            if (cur != RAW_NONE && cur != RAW_TO)
+                buf_printf(out, SLICE_FMT "\r\n", SLICE_ARG(line));
+        } else {
+            const char *colon = memchr(line.ptr, ':', line.len);
+            cur = RAW_NONE;
+            if (colon) {
+                struct slice name = slice_trim(
+                    slice_make(line.ptr, (size_t)(colon - line.ptr)));
+                struct slice value = slice_trim(slice_make(
+                    colon + 1, (size_t)(line.ptr + line.len - colon - 1)));
+                cur = raw_hdr_kind(name);
+                if (cur == RAW_VIA && !(seen & (1u << RAW_VIA)) &&
+                    !raw_via_ok(value))
+                    return -EINVAL;
+                if (cur == RAW_TO) {
+                    struct sip_name_addr na;
+                    struct sip_error e;
+                    struct slice tv;
+                    bool has_tag = sip_name_addr_parse(value, &na, &e) == 0 &&
+                                   sip_param_get(na.params, "tag", &tv);
+                    buf_printf(out, "To: " SLICE_FMT "%s%s\r\n",
+                               SLICE_ARG(value),
+                               has_tag ? "" : ";tag=", has_tag ? "" : tag);
+                } else if (cur != RAW_NONE) {
+                    buf_printf(out, SLICE_FMT "\r\n", SLICE_ARG(line));
+                }
+                if (cur != RAW_NONE)
+                    seen |= 1u << cur;
+            }
+        }
+        if (!lf)
+            break;
+    }
+    if (seen != 0x1fu)
+        return -EINVAL;
+    return buf_append_cstr(out, "Server: pushpbx/" PUSHPBX_VERSION
+                                "\r\nContent-Length: 0\r\n\r\n");
+}
+
+/* A request that failed to parse: answer statelessly when the top Via is
+ * usable (the response has to go somewhere the client listens), else drop.
+ * Responses that fail to parse never reach us (tp drops them). */
+static void
+bad_request(struct core *c, const struct tp_rx *rx)
+{
+    const struct sip_msg *m = rx->msg;
+    const struct sip_error *e = rx->err;
+    char where[TP_ADDRSTRLEN + 8];
+    struct tp_dest dst;
+    int rc = -EINVAL;
+
+    if (!m || !e || e->status < 400 || e->status > 699 ||
+        m->method == SIP_METHOD_ACK) {
+        c->stats.malformed_dropped++;
+        log_debug("core", "dropped malformed message (%s) src=%s",
+                  e && e->reason ? e->reason : "?",
+                  src_text(&rx->src, where, sizeof(where)));
+        return;
+    }
+    buf_reset(&c->out);
+    if (m->via.host.len)
+        rc = sip_build_response(&c->out, m, e->status, e->reason, SLICE_NULL,
+                                SLICE_NULL, SLICE_NULL);
+    if (rc == -EINVAL) {
+        buf_reset(&c->out);
+        rc = build_raw_error(&c->out, rx->raw, e->status, e->reason);
+    }
+    if (rc == 0) {
+        tp_dest_reply(&rx->src, &dst);
+        rc = tp_send(c->tp, &dst, buf_slice(&c->out), NULL);
+    }
+    if (rc < 0) {
+        c->stats.malformed_dropped++;
+        log_debug("core", "cannot answer malformed request (%s): %s src=%s",
+                  e->reason ? e->reason : "?", strerror(-rc),
+                  src_text(&rx->src, where, sizeof(where)));
+        return;
+    }
+    c->stats.malformed_answered++;
+    log_info("core", "malformed request answered %d \"%s\" src=%s", e->status,
+             e->reason ? e->reason : "",
+             src_text(&rx->src, where, sizeof(where)));
+}
+
+void
+core_on_recv(struct tp *tp, const struct tp_rx *rx, void *arg)
+{
+    struct core *c = arg;
+
+    if (rx->err) {
+        bad_request(c, rx);
+        return;
+    }
+    if (txn_recv(c->tt, rx) == -ENOENT)
+        c->stats.stray_responses++;
+}
+
+void
+core_on_flow_closed(struct tp *tp, uint64_t flow_id, int status, void *arg)
+{
+    struct core *c = arg;
+
+    log_debug("core", "flow %" PRIu64 " closed status=%d", flow_id, status);
+    txn_flow_closed(c->tt, flow_id);
+}

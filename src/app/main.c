@@ -1,0 +1,417 @@
+/*
+ * app/main: the pushpbx daemon. Loads the configuration, opens the
+ * listeners on every worker, reports where it listens (log lines and the
+ * --ready-file JSON that tests and scripts read), then waits on its own
+ * loop for SIGINT/SIGTERM and shuts down cleanly: every worker closes its
+ * handles, every thread is joined, everything is freed (the sanitizer
+ * build's leak check passes), exit code 0.
+ *
+ * Exit codes: 0 clean stop or valid --check-config, 1 run-time failure
+ * (cannot bind, cannot start a thread), 2 bad usage or bad configuration.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "app/app_cfg.h"
+#include "app/worker.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "config/cfg.h"
+#include "registrar/reg.h"
+#include "registrar/reg_cfg.h"
+#include "store/store.h"
+#include "store/store_cfg.h"
+
+#define EXIT_CONFIG 2
+
+struct daemon {
+    const struct cfg *cfg;
+    const struct app_sip_cfg *sip;
+    struct worker *workers;
+    unsigned worker_count;
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    struct store *store; /* SQLite writer thread */
+    struct reg *reg;     /* shared by every worker's core */
+    uv_timer_t expire;   /* reg_expire() once a second */
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: pushpbx --config FILE [--set section.key=value]...\n"
+               "               [--check-config] [--ready-file PATH]\n"
+               "       pushpbx --help-config | --help-config-md | --help | "
+               "--version\n"
+               "\n"
+               "  --config FILE       INI configuration (see --help-config)\n"
+               "  --set S.K=V         override one option (repeatable)\n"
+               "  --check-config      load and validate, then exit (0 = ok)\n"
+               "  --ready-file PATH   once listening, write {\"pid\":..,"
+               "\"listen\":[..]} there\n"
+               "  --help-config       print every option with its default\n"
+               "  --help-config-md    the same as Markdown "
+               "(docs/configuration.md)\n");
+}
+
+/* Write the ready file atomically (tmp + rename): a reader never sees a
+ * partial file. Hosts are numeric addresses, so no JSON escaping needed. */
+static int
+write_ready_file(const char *path, const struct tp *tp)
+{
+    struct tp_listen_spec spec;
+    char tmp[4096], host[TP_ADDRSTRLEN];
+    FILE *f;
+    int n;
+
+    n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    f = fopen(tmp, "we");
+    if (!f)
+        return -errno;
+    fprintf(f, "{\"pid\":%ld,\"listen\":[", (long)getpid());
+    for (size_t i = 0; i < tp_listener_count(tp); i++) {
+        if (tp_listener(tp, i, &spec) < 0)
+            continue;
+        fprintf(f, "%s{\"transport\":\"%s\",\"host\":\"%s\",\"port\":%u}",
+                i ? "," : "", tp_proto_name(spec.proto),
+                tp_addr_host(&spec.addr, host, sizeof(host)),
+                (unsigned)tp_addr_port(&spec.addr));
+    }
+    fprintf(f, "]}\n");
+    if (fflush(f) != 0 || ferror(f)) {
+        int rc = -errno;
+        fclose(f);
+        unlink(tmp);
+        return rc ? rc : -EIO;
+    }
+    fclose(f);
+    if (rename(tmp, path) < 0) {
+        int rc = -errno;
+        unlink(tmp);
+        return rc;
+    }
+    return 0;
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+
+    log_notice("app", "%s received, stopping",
+               signum == SIGINT ? "SIGINT" : "SIGTERM");
+    for (unsigned i = 0; i < d->worker_count; i++)
+        worker_stop(&d->workers[i]);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->expire, NULL);
+}
+
+static void
+on_expire(uv_timer_t *h)
+{
+    struct daemon *d = h->data;
+    size_t n = reg_expire(d->reg);
+
+    if (n)
+        log_debug("app", "expired bindings=%zu", n);
+}
+
+/* Open the store, restore the registrar from it, then import the
+ * configured extensions (passwords become HA1 values). Returns 0, or 1
+ * after logging why. */
+static int
+registrar_open(struct daemon *d)
+{
+    const struct store_cfg *sc = cfg_get(d->cfg, &store_cfg_section);
+    const struct reg_cfg *rc = cfg_get(d->cfg, &reg_cfg_section);
+    char err[512];
+
+    if (store_open(sc, &d->store, err, sizeof(err)) < 0) {
+        log_error("app", "%s", err);
+        return 1;
+    }
+    struct reg_opts o = {.cfg = rc, .domain = d->sip->domain,
+                         .realm = d->sip->realm, .store = d->store};
+    if (reg_new(&o, &d->reg) < 0 || reg_load(d->reg) < 0) {
+        log_error("app", "registrar: cannot restore from %s", sc->path);
+        return 1;
+    }
+    size_t n = cfg_instance_count(d->cfg, &reg_ext_cfg_section);
+    for (size_t i = 0; i < n; i++) {
+        const char *number;
+        const struct reg_ext_cfg *e =
+            cfg_instance(d->cfg, &reg_ext_cfg_section, i, &number);
+        if (reg_ext_set(d->reg, number, e->name, e->password, e->enabled,
+                        e->max_push_devices) < 0) {
+            log_error("app", "[extension.%s]: bad extension number", number);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void
+registrar_close(struct daemon *d)
+{
+    reg_free(d->reg);
+    store_close(d->store); /* commits what is queued */
+    d->reg = NULL;
+    d->store = NULL;
+}
+
+/* What `make run` shows: how to point a softphone at us. */
+static void
+print_softphone_help(const struct daemon *d, const struct tp *tp0)
+{
+    struct tp_listen_spec s;
+    char host[TP_ADDRSTRLEN];
+    size_t n = cfg_instance_count(d->cfg, &reg_ext_cfg_section);
+
+    if (n == 0)
+        return;
+    printf("\nRegister a softphone (SIP account):\n");
+    for (size_t j = 0; j < tp_listener_count(tp0); j++)
+        if (tp_listener(tp0, j, &s) == 0)
+            printf("  server    %s port %u (%s)\n",
+                   tp_addr_host(&s.addr, host, sizeof(host)),
+                   (unsigned)tp_addr_port(&s.addr), tp_proto_name(s.proto));
+    printf("  domain    %s (use the server's IP address if the phone "
+           "cannot resolve it)\n",
+           d->sip->domain);
+    for (size_t i = 0; i < n; i++) {
+        const char *number;
+        const struct reg_ext_cfg *e =
+            cfg_instance(d->cfg, &reg_ext_cfg_section, i, &number);
+        printf("  user %-5s password %-12s %s\n", number, e->password,
+               e->name);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Parse the configured listen items (validated at load). */
+static int
+listen_specs(const struct app_sip_cfg *sip, struct tp_listen_spec *specs,
+             size_t *count)
+{
+    size_t n = 0, got;
+
+    for (size_t i = 0; i < sip->listen.count && n < TP_MAX_LISTENERS; i++) {
+        if (tp_listen_spec_parse(sip->listen.items[i], &specs[n],
+                                 TP_MAX_LISTENERS - n, &got, NULL, 0) < 0)
+            return -EINVAL;
+        n += got;
+    }
+    *count = n;
+    return 0;
+}
+
+static int
+run_daemon(struct daemon *d, const char *ready_file)
+{
+    struct tp_listen_spec specs[TP_MAX_LISTENERS];
+    char err[512], text[TP_ADDRSTRLEN + 8];
+    size_t nspecs = 0;
+    unsigned started = 0;
+    struct tp *tp0;
+    int rc, status = 0;
+
+    d->worker_count = d->sip->workers;
+    if (d->worker_count == 0)
+        d->worker_count = uv_available_parallelism();
+    if (d->worker_count == 0)
+        d->worker_count = 1;
+    if (d->worker_count > TP_MAX_WORKERS)
+        d->worker_count = TP_MAX_WORKERS;
+    if (listen_specs(d->sip, specs, &nspecs) < 0)
+        return 1; /* cannot happen: checked when loading */
+    d->workers = xcalloc(d->worker_count, sizeof(*d->workers));
+
+    /* Worker 0 binds the configured addresses (port 0 picks a port); the
+     * others bind worker 0's real addresses with SO_REUSEPORT. */
+    for (unsigned i = 0; i < d->worker_count; i++) {
+        if (i == 1) {
+            for (size_t j = 0; j < nspecs; j++)
+                tp_listener(d->workers[0].tp, j, &specs[j]);
+        }
+        rc = worker_init(&d->workers[i], i, d->sip, specs, nspecs, err,
+                         sizeof(err));
+        if (rc < 0) {
+            log_error("app", "worker %u: %s", i, err);
+            d->worker_count = i;
+            status = 1;
+            goto stop;
+        }
+        d->workers[i].core.reg = d->reg;
+    }
+    for (; started < d->worker_count; started++) {
+        rc = worker_start(&d->workers[started]);
+        if (rc < 0) {
+            log_error("app", "cannot start worker thread: %s", uv_strerror(rc));
+            status = 1;
+            goto stop;
+        }
+    }
+
+    /* Signals first: whoever reads the ready file may signal at once. */
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sigterm);
+    d->sigint.data = d->sigterm.data = d;
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&d->loop, &d->expire);
+    d->expire.data = d;
+    uv_timer_start(&d->expire, on_expire, 1000, 1000);
+
+    tp0 = d->workers[0].tp;
+    for (size_t j = 0; j < tp_listener_count(tp0); j++) {
+        struct tp_listen_spec s;
+        if (tp_listener(tp0, j, &s) == 0)
+            log_notice("app", "listening %s",
+                       tp_listen_spec_format(&s, text, sizeof(text)));
+    }
+    log_notice("app", "pushpbx %s running: %u worker%s, domain %s",
+               PUSHPBX_VERSION, d->worker_count,
+               d->worker_count == 1 ? "" : "s", d->sip->domain);
+    print_softphone_help(d, tp0);
+    if (ready_file) {
+        rc = write_ready_file(ready_file, tp0);
+        if (rc < 0) {
+            log_error("app", "cannot write ready file %s: %s", ready_file,
+                      strerror(-rc));
+            status = 1;
+            uv_close((uv_handle_t *)&d->sigint, NULL);
+            uv_close((uv_handle_t *)&d->sigterm, NULL);
+            uv_close((uv_handle_t *)&d->expire, NULL);
+            goto stop;
+        }
+    }
+
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    goto join;
+
+stop:
+    for (unsigned i = 0; i < d->worker_count; i++)
+        worker_stop(&d->workers[i]);
+join:
+    /* Workers not started run their loop to the end in worker_fini. */
+    for (unsigned i = 0; i < d->worker_count; i++)
+        worker_fini(&d->workers[i]);
+    free(d->workers);
+    d->workers = NULL;
+    if (status == 0)
+        log_notice("app", "stopped");
+    return status;
+}
+
+int
+main(int argc, char **argv)
+{
+    enum {
+        OPT_CHECK = 256,
+        OPT_HELP_CONFIG,
+        OPT_HELP_CONFIG_MD,
+        OPT_READY,
+        OPT_VERSION
+    };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"set", required_argument, NULL, 's'},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"help-config", no_argument, NULL, OPT_HELP_CONFIG},
+        {"help-config-md", no_argument, NULL, OPT_HELP_CONFIG_MD},
+        {"ready-file", required_argument, NULL, OPT_READY},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *ready_file = NULL;
+    const char **sets = xcalloc((size_t)argc + 1, sizeof(char *));
+    size_t nsets = 0, nsections;
+    bool check = false;
+    struct cfg *cfg = NULL;
+    char err[1024];
+    int opt, status;
+    const struct cfg_section *const *sections = app_cfg_sections(&nsections);
+
+    while ((opt = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config = optarg;
+            break;
+        case 's':
+            sets[nsets++] = optarg;
+            break;
+        case OPT_CHECK:
+            check = true;
+            break;
+        case OPT_READY:
+            ready_file = optarg;
+            break;
+        case OPT_HELP_CONFIG:
+        case OPT_HELP_CONFIG_MD:
+            cfg_print_help(stdout, sections, nsections,
+                           opt == OPT_HELP_CONFIG_MD);
+            free(sets);
+            return 0;
+        case 'h':
+            usage(stdout);
+            free(sets);
+            return 0;
+        case OPT_VERSION:
+            printf("pushpbx %s\n", PUSHPBX_VERSION);
+            free(sets);
+            return 0;
+        default:
+            usage(stderr);
+            free(sets);
+            return EXIT_CONFIG;
+        }
+    }
+    if (optind < argc || !config) {
+        fprintf(stderr, "pushpbx: %s\n",
+                optind < argc ? "unexpected argument" : "--config is required");
+        usage(stderr);
+        free(sets);
+        return EXIT_CONFIG;
+    }
+
+    if (cfg_load(sections, nsections, config, sets, nsets, &cfg, err,
+                 sizeof(err)) < 0) {
+        fprintf(stderr, "pushpbx: %s\n", err);
+        free(sets);
+        return EXIT_CONFIG;
+    }
+    free(sets);
+    if (check) {
+        printf("%s: OK\n", config);
+        cfg_free(cfg);
+        return 0;
+    }
+
+    const struct app_log_cfg *lc = cfg_get(cfg, &app_log_section);
+    log_level = (enum log_level)lc->level;
+    signal(SIGPIPE, SIG_IGN);
+
+    struct daemon d = {.cfg = cfg, .sip = cfg_get(cfg, &app_sip_section)};
+    uv_loop_init(&d.loop);
+    status = registrar_open(&d);
+    if (status == 0)
+        status = run_daemon(&d, ready_file);
+    registrar_close(&d);
+    /* Run close callbacks of the signal handles, then free the loop. */
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&d.loop);
+    cfg_free(cfg);
+    return status;
+}

@@ -1,0 +1,143 @@
+/*
+ * app/worker: thread + loop per worker; see worker.h.
+ *
+ * Shutdown: worker_stop() wakes the loop through the stop async; on the
+ * worker thread that frees the transaction table (each transaction gets
+ * its TERMINATED event), then the transport, then closes the async itself.
+ * Once libuv has run every close callback the loop has no handles left and
+ * uv_run returns, ending the thread.
+ */
+#include "app/worker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/log.h"
+
+static void
+on_stop(uv_async_t *h)
+{
+    struct worker *w = h->data;
+
+    txn_table_free(w->tt);
+    w->tt = NULL;
+    tp_free(w->tp);
+    w->tp = NULL;
+    uv_close((uv_handle_t *)&w->stop, NULL);
+}
+
+int
+worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
+            const struct tp_listen_spec *specs, size_t count, char *err,
+            size_t errlen)
+{
+    struct tp_cfg tc;
+    struct txn_cfg xc;
+    int rc;
+
+    *w = (struct worker){.index = index};
+    rc = uv_loop_init(&w->loop);
+    if (rc < 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
+        return rc;
+    }
+    rc = uv_async_init(&w->loop, &w->stop, on_stop);
+    if (rc < 0) {
+        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+        uv_loop_close(&w->loop);
+        return rc;
+    }
+    w->stop.data = w;
+
+    tp_cfg_defaults(&tc);
+    tc.worker = index;
+    tc.max_conns = sip->max_connections;
+    tc.idle_timeout_ms = sip->tcp_idle_timeout_s * 1000u;
+    tc.on_recv = core_on_recv;
+    tc.on_flow_closed = core_on_flow_closed;
+    tc.arg = &w->core;
+    rc = tp_new(&w->loop, &tc, &w->tp);
+    if (rc < 0) {
+        snprintf(err, errlen, "transport: %s", strerror(-rc));
+        goto fail;
+    }
+    core_init(&w->core, w->tp);
+
+    txn_cfg_defaults(&xc);
+    xc.timers.t1_ms = sip->t1_ms;
+    xc.timers.t2_ms = sip->t2_ms;
+    xc.timers.t4_ms = sip->t4_ms;
+    xc.on_request = core_on_request;
+    xc.arg = &w->core;
+    rc = txn_table_new(w->tp, &xc, &w->tt);
+    if (rc < 0) {
+        snprintf(err, errlen, "transactions: %s", strerror(-rc));
+        goto fail;
+    }
+    w->core.tt = w->tt;
+
+    for (size_t i = 0; i < count; i++) {
+        rc = tp_listen(w->tp, &specs[i], err, errlen);
+        if (rc < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    /* Close what exists and let the loop run the close callbacks. */
+    on_stop(&w->stop);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    if (w->core.tp)
+        core_fini(&w->core);
+    return rc < 0 ? rc : -EINVAL;
+}
+
+static void
+run(void *arg)
+{
+    struct worker *w = arg;
+
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+int
+worker_start(struct worker *w)
+{
+    int rc = uv_thread_create(&w->thread, run, w);
+    if (rc == 0)
+        w->running = true;
+    return rc;
+}
+
+void
+worker_stop(struct worker *w)
+{
+    uv_async_send(&w->stop);
+}
+
+void
+worker_fini(struct worker *w)
+{
+    int rc;
+
+    if (w->running)
+        uv_thread_join(&w->thread);
+    else
+        uv_run(&w->loop, UV_RUN_DEFAULT); /* runs on_stop if sent */
+    {
+        const struct core_stats *st = &w->core.stats;
+        log_info("app",
+                 "worker %u: answered=%" PRIu64 " malformed_answered=%" PRIu64
+                 " malformed_dropped=%" PRIu64 " acks_absorbed=%" PRIu64
+                 " stray_responses=%" PRIu64,
+                 w->index, st->answered, st->malformed_answered,
+                 st->malformed_dropped, st->acks_absorbed, st->stray_responses);
+    }
+    rc = uv_loop_close(&w->loop);
+    if (rc < 0)
+        log_warn("app", "worker %u: loop still has handles at exit: %s",
+                 w->index, uv_strerror(rc));
+    core_fini(&w->core);
+}

@@ -1,0 +1,711 @@
+/*
+ * registrar/reg: the extension/binding tables (location service), start-up
+ * restore, lookups for the proxy and listings for admin. See reg.h for the
+ * locking and expiry design.
+ *
+ * Each shard is a chained hash of extensions that doubles when it holds
+ * two extensions per bucket; an extension keeps its bindings in a list,
+ * most recently updated first, at most max_contacts long (a handful), so
+ * per-extension work is a short list walk.
+ */
+#include "registrar/reg.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "registrar/reg_int.h"
+#include "sip/digest.h"
+#include "store/store.h"
+
+void
+reg_cfg_defaults(struct reg_cfg *c)
+{
+    *c = (struct reg_cfg){
+        .min_expires_s = 60,
+        .max_expires_s = 7200,
+        .default_expires_s = 3600,
+        .max_contacts = 10,
+        .nonce_ttl_s = 300,
+        .nonce_table_size = 65536,
+        .unknown_ext = REG_UNKNOWN_CHALLENGE,
+        .auth_fail_threshold = 10,
+        .auth_fail_window_s = 60,
+        .auth_block_s = 300,
+        .algorithms = REG_ALGS_SHA256_MD5,
+    };
+}
+
+int64_t
+reg_now_ms(const struct reg *r)
+{
+    if (r->clock_ms)
+        return r->clock_ms(r->clock_arg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+hash_number(struct slice s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < s.len; i++) {
+        h ^= (unsigned char)s.ptr[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+struct shard *
+reg_shard_of(struct reg *r, struct slice number)
+{
+    return &r->shards[hash_number(number) % REG_SHARDS];
+}
+
+static size_t
+bucket_of(const struct shard *s, struct slice number)
+{
+    return (hash_number(number) / REG_SHARDS) & (s->nbuckets - 1);
+}
+
+struct ext *
+reg_ext_find(struct shard *s, struct slice number)
+{
+    struct ext *e = s->tab[bucket_of(s, number)];
+
+    while (e && !slice_eq_cstr(number, e->number))
+        e = e->hnext;
+    return e;
+}
+
+static void
+shard_grow(struct shard *s)
+{
+    size_t old_n = s->nbuckets;
+    struct ext **old = s->tab;
+
+    s->nbuckets = old_n * 2;
+    s->tab = xcalloc(s->nbuckets, sizeof(*s->tab));
+    for (size_t i = 0; i < old_n; i++) {
+        struct ext *e = old[i];
+        while (e) {
+            struct ext *next = e->hnext;
+            size_t b = bucket_of(s, slice_cstr(e->number));
+            e->hnext = s->tab[b];
+            s->tab[b] = e;
+            e = next;
+        }
+    }
+    free(old);
+}
+
+static struct ext *
+shard_add(struct reg *r, struct shard *s, const char *number)
+{
+    struct ext *e = xcalloc(1, sizeof(*e));
+
+    e->number = xstrdup(number);
+    e->display = xstrdup("");
+    e->max_push_devices = 1;
+    list_init(&e->bindings);
+    if (s->count + 1 > 2 * s->nbuckets)
+        shard_grow(s);
+    size_t b = bucket_of(s, slice_cstr(number));
+    e->hnext = s->tab[b];
+    s->tab[b] = e;
+    s->count++;
+    atomic_fetch_add(&r->n_extensions, 1);
+    return e;
+}
+
+/* ---- bindings --------------------------------------------------------- */
+
+static size_t
+slen(const char *s)
+{
+    return s ? strlen(s) + 1 : 1;
+}
+
+static const char *
+pack(char **p, const char *s)
+{
+    const char *start = *p;
+    size_t n = s ? strlen(s) : 0;
+
+    if (n)
+        memcpy(*p, s, n);
+    (*p)[n] = '\0';
+    *p += n + 1;
+    return start;
+}
+
+struct binding *
+reg_binding_new(const struct binding *t)
+{
+    size_t extra = slen(t->key) + slen(t->uri) + slen(t->params) +
+                   slen(t->instance) + slen(t->call_id) + slen(t->path) +
+                   slen(t->user_agent);
+    struct binding *b = xmalloc(sizeof(*b) + extra);
+    char *p = (char *)(b + 1);
+
+    *b = *t;
+    list_init(&b->node);
+    b->key = pack(&p, t->key);
+    b->uri = pack(&p, t->uri);
+    b->params = pack(&p, t->params);
+    b->instance = pack(&p, t->instance);
+    b->call_id = pack(&p, t->call_id);
+    b->path = pack(&p, t->path);
+    b->user_agent = pack(&p, t->user_agent);
+    return b;
+}
+
+void
+reg_binding_link(struct reg *r, struct ext *e, struct binding *b)
+{
+    list_push_front(&e->bindings, &b->node);
+    e->binding_count++;
+    atomic_fetch_add(&r->n_bindings, 1);
+}
+
+void
+reg_binding_unlink_free(struct reg *r, struct ext *e, struct binding *b)
+{
+    list_remove(&b->node);
+    e->binding_count--;
+    atomic_fetch_sub(&r->n_bindings, 1);
+    free(b);
+}
+
+int
+reg_addr_format(const union reg_addr *a, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    if (a->sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &a->in.sin_addr, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(a->in.sin_port));
+        return 0;
+    }
+    if (a->sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
+        return 0;
+    }
+    snprintf(out, cap, "-");
+    return -EAFNOSUPPORT;
+}
+
+int
+reg_addr_parse(const char *s, union reg_addr *out)
+{
+    char host[INET6_ADDRSTRLEN + 2];
+    const char *colon;
+    const char *h = s;
+    size_t hlen;
+
+    memset(out, 0, sizeof(*out));
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return -EINVAL;
+        h = s + 1;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -EINVAL;
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    unsigned long long port;
+    if (slice_to_u64(slice_cstr(colon + 1), 65535, &port) < 0)
+        return -EINVAL;
+    if (inet_pton(AF_INET, host, &out->in.sin_addr) == 1) {
+        out->in.sin_family = AF_INET;
+        out->in.sin_port = htons((uint16_t)port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &out->in6.sin6_addr) == 1) {
+        out->in6.sin6_family = AF_INET6;
+        out->in6.sin6_port = htons((uint16_t)port);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+static void
+count_store_rc(struct reg *r, int rc)
+{
+    if (rc < 0) {
+        uint64_t n = atomic_fetch_add(&r->n_store_errors, 1);
+        if ((n & (n + 1)) == 0) /* log at 1, 2, 4, 8, ... failures */
+            log_error("registrar", "store queue full: %llu writes lost",
+                      (unsigned long long)n + 1);
+    }
+}
+
+void
+reg_binding_persist(struct reg *r, const struct ext *e,
+                    const struct binding *b)
+{
+    if (!r->store)
+        return;
+    char src[INET6_ADDRSTRLEN + 16];
+    reg_addr_format(&b->addr, src, sizeof(src));
+    struct store_binding sb = {
+        .ext = e->number,
+        .key = b->key,
+        .uri = b->uri,
+        .params = b->params,
+        .instance = b->instance,
+        .reg_id = b->reg_id,
+        .call_id = b->call_id,
+        .cseq = b->cseq,
+        .expires_at = b->expires_at,
+        .updated_at = b->updated_at,
+        .path = b->path,
+        .source = src,
+        .transport = (int)b->transport,
+        .flow_id = b->flow_id,
+        .user_agent = b->user_agent,
+    };
+    count_store_rc(r, store_binding_put(r->store, &sb));
+}
+
+void
+reg_binding_forget(struct reg *r, const struct ext *e,
+                   const struct binding *b)
+{
+    if (r->store)
+        count_store_rc(r, store_binding_del(r->store, e->number, b->key));
+}
+
+/* ---- life cycle ------------------------------------------------------- */
+
+int
+reg_new(const struct reg_opts *o, struct reg **out)
+{
+    if (!o->domain || !o->domain[0] || !o->realm || !o->realm[0])
+        return -EINVAL;
+    struct reg *r = xcalloc(1, sizeof(*r));
+    if (o->cfg)
+        r->cfg = *o->cfg;
+    else
+        reg_cfg_defaults(&r->cfg);
+    if (r->cfg.max_contacts == 0)
+        r->cfg.max_contacts = 1;
+    if (r->cfg.max_expires_s < r->cfg.min_expires_s)
+        r->cfg.max_expires_s = r->cfg.min_expires_s;
+    r->domain = xstrdup(o->domain);
+    r->realm = xstrdup(o->realm);
+    r->store = o->store;
+    r->clock_ms = o->clock_ms;
+    r->clock_arg = o->clock_arg;
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        pthread_mutex_init(&r->shards[i].lock, NULL);
+        r->shards[i].nbuckets = 16;
+        r->shards[i].tab = xcalloc(16, sizeof(struct ext *));
+    }
+    int rc = reg_auth_init(r);
+    if (rc < 0) {
+        reg_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+static void
+ext_free(struct reg *r, struct ext *e)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        reg_binding_unlink_free(r, e, container_of(pos, struct binding, node));
+    }
+    free(e->number);
+    free(e->display);
+    free(e);
+    atomic_fetch_sub(&r->n_extensions, 1);
+}
+
+void
+reg_free(struct reg *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        struct shard *s = &r->shards[i];
+        for (size_t b = 0; b < s->nbuckets; b++) {
+            struct ext *e = s->tab[b];
+            while (e) {
+                struct ext *next = e->hnext;
+                ext_free(r, e);
+                e = next;
+            }
+        }
+        free(s->tab);
+        pthread_mutex_destroy(&s->lock);
+    }
+    reg_auth_fini(r);
+    free(r->domain);
+    free(r->realm);
+    free(r);
+}
+
+/* ---- extensions ------------------------------------------------------- */
+
+static bool
+number_ok(const char *n)
+{
+    size_t len = n ? strlen(n) : 0;
+
+    if (len == 0 || len > REG_NUMBER_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = n[i];
+        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                  (c >= 'A' && c <= 'Z') || c == '_' || c == '-' ||
+                  c == '.' || c == '+';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void
+ext_persist(struct reg *r, const struct ext *e)
+{
+    if (!r->store)
+        return;
+    struct store_ext se = {
+        .number = e->number,
+        .display = e->display,
+        .realm = r->realm,
+        .ha1_md5 = e->ha1_md5,
+        .ha1_sha256 = e->ha1_sha256,
+        .enabled = e->enabled,
+        .max_push_devices = e->max_push_devices,
+    };
+    count_store_rc(r, store_ext_put(r->store, &se));
+}
+
+int
+reg_ext_set(struct reg *r, const char *number, const char *display,
+            const char *password, bool enabled, unsigned max_push_devices)
+{
+    if (!number_ok(number) || !password || !password[0])
+        return -EINVAL;
+    char md5[65], sha[65];
+    sip_digest_ha1(SIP_DIGEST_MD5, slice_cstr(number), slice_cstr(r->realm),
+                   slice_cstr(password), md5);
+    sip_digest_ha1(SIP_DIGEST_SHA256, slice_cstr(number),
+                   slice_cstr(r->realm), slice_cstr(password), sha);
+
+    struct shard *s = reg_shard_of(r, slice_cstr(number));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(number));
+    if (!e)
+        e = shard_add(r, s, number);
+    free(e->display);
+    e->display = xstrdup(display ? display : "");
+    memcpy(e->ha1_md5, md5, 32);
+    e->ha1_md5[32] = '\0';
+    memcpy(e->ha1_sha256, sha, 64);
+    e->ha1_sha256[64] = '\0';
+    e->ha1_valid = true;
+    e->enabled = enabled;
+    e->max_push_devices = max_push_devices ? max_push_devices : 1;
+    ext_persist(r, e);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int
+reg_ext_del(struct reg *r, const char *number)
+{
+    struct shard *s = reg_shard_of(r, slice_cstr(number));
+
+    pthread_mutex_lock(&s->lock);
+    struct ext **pp = &s->tab[bucket_of(s, slice_cstr(number))];
+    while (*pp && strcmp((*pp)->number, number) != 0)
+        pp = &(*pp)->hnext;
+    struct ext *e = *pp;
+    if (!e) {
+        pthread_mutex_unlock(&s->lock);
+        return -ENOENT;
+    }
+    *pp = e->hnext;
+    s->count--;
+    if (r->store) {
+        count_store_rc(r, store_binding_del_ext(r->store, number));
+        count_store_rc(r, store_ext_del(r->store, number));
+    }
+    ext_free(r, e);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+/* ---- restore ---------------------------------------------------------- */
+
+static bool
+is_hex(const char *s, size_t n)
+{
+    if (strlen(s) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static int
+load_ext_cb(const struct store_ext *se, void *arg)
+{
+    struct reg *r = arg;
+
+    if (!number_ok(se->number)) {
+        log_warn("registrar", "store: skipping bad extension number");
+        return 0;
+    }
+    struct shard *s = reg_shard_of(r, slice_cstr(se->number));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(se->number));
+    if (!e)
+        e = shard_add(r, s, se->number);
+    free(e->display);
+    e->display = xstrdup(se->display);
+    e->enabled = se->enabled;
+    e->max_push_devices = se->max_push_devices ? se->max_push_devices : 1;
+    e->ha1_valid = strcmp(se->realm, r->realm) == 0 &&
+                   is_hex(se->ha1_md5, 32) && is_hex(se->ha1_sha256, 64);
+    if (e->ha1_valid) {
+        memcpy(e->ha1_md5, se->ha1_md5, 33);
+        memcpy(e->ha1_sha256, se->ha1_sha256, 65);
+    } else {
+        log_warn("registrar",
+                 "extension %s: stored credentials are for realm \"%s\", "
+                 "not \"%s\": it cannot register until its password is "
+                 "set again",
+                 se->number, se->realm, r->realm);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static int
+load_binding_cb(const struct store_binding *sb, void *arg)
+{
+    struct reg *r = arg;
+    struct shard *s = reg_shard_of(r, slice_cstr(sb->ext));
+
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(sb->ext));
+    if (!e) {
+        pthread_mutex_unlock(&s->lock);
+        if (r->store)
+            store_binding_del(r->store, sb->ext, sb->key);
+        return 0;
+    }
+    struct binding t = {
+        .key = sb->key,
+        .uri = sb->uri,
+        .params = sb->params,
+        .instance = sb->instance,
+        .call_id = sb->call_id,
+        .path = sb->path,
+        .user_agent = sb->user_agent,
+        .reg_id = sb->reg_id,
+        .cseq = sb->cseq,
+        .expires_at = sb->expires_at,
+        .updated_at = sb->updated_at,
+        .transport = (enum reg_transport)sb->transport,
+        /* Connections do not survive a restart: route by address. */
+        .flow_id = 0,
+    };
+    reg_addr_parse(sb->source, &t.addr);
+    /* Rows come ordered by updated_at, so pushing each to the front
+     * rebuilds "most recent first". */
+    reg_binding_link(r, e, reg_binding_new(&t));
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int
+reg_load(struct reg *r)
+{
+    if (!r->store)
+        return 0;
+    int rc = store_ext_load(r->store, load_ext_cb, r);
+    if (rc == 0)
+        rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
+    if (rc == 0)
+        log_info("registrar", "restored extensions=%zu bindings=%zu",
+                 (size_t)atomic_load(&r->n_extensions),
+                 (size_t)atomic_load(&r->n_bindings));
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- lookup / listing / expiry ---------------------------------------- */
+
+static void
+fill_contact(struct reg_contact *c, const struct binding *b)
+{
+    c->uri = b->uri;
+    c->params = b->params;
+    c->instance = b->instance;
+    c->reg_id = b->reg_id;
+    c->expires_at = b->expires_at;
+    c->call_id = b->call_id;
+    c->cseq = b->cseq;
+    c->path = b->path;
+    c->user_agent = b->user_agent;
+    c->transport = b->transport;
+    memset(&c->addr, 0, sizeof(c->addr));
+    memcpy(&c->addr, &b->addr, sizeof(b->addr));
+    c->flow_id = b->flow_id;
+}
+
+static const char *
+arena_cstr(struct arena *a, const char *s)
+{
+    return arena_strndup(a, s, strlen(s));
+}
+
+int
+reg_lookup(struct reg *r, struct slice ext, struct arena *a,
+           struct reg_contact **out, size_t *count)
+{
+    int64_t now = reg_now_s(r);
+    struct shard *s = reg_shard_of(r, ext);
+    int rc = 0;
+
+    *out = NULL;
+    *count = 0;
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, ext);
+    if (!e) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if (e->binding_count == 0)
+        goto out;
+    struct reg_contact *v =
+        arena_alloc(a, e->binding_count * sizeof(struct reg_contact));
+    if (!v) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t n = 0;
+    struct list_node *pos, *tmp;
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        const struct binding *b = container_of(pos, struct binding, node);
+        if (b->expires_at <= now)
+            continue;
+        struct reg_contact *c = &v[n];
+        fill_contact(c, b);
+        c->uri = arena_cstr(a, b->uri);
+        c->params = arena_cstr(a, b->params);
+        c->instance = arena_cstr(a, b->instance);
+        c->call_id = arena_cstr(a, b->call_id);
+        c->path = arena_cstr(a, b->path);
+        c->user_agent = arena_cstr(a, b->user_agent);
+        if (!c->uri || !c->params || !c->instance || !c->call_id ||
+            !c->path || !c->user_agent) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        n++;
+    }
+    *out = v;
+    *count = n;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void
+reg_list(struct reg *r, reg_list_cb *cb, void *arg)
+{
+    int64_t now = reg_now_s(r);
+
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        struct shard *s = &r->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t bk = 0; bk < s->nbuckets; bk++) {
+            for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
+                /* max_contacts is small (config max 64): a stack array. */
+                struct reg_contact v[64];
+                size_t n = 0;
+                struct list_node *pos, *tmp;
+                list_for_each_safe(pos, tmp, &e->bindings)
+                {
+                    const struct binding *b =
+                        container_of(pos, struct binding, node);
+                    if (b->expires_at > now && n < 64)
+                        fill_contact(&v[n++], b);
+                }
+                cb(e->number, e->display, e->enabled, v, n, arg);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+size_t
+reg_expire(struct reg *r)
+{
+    int64_t now = reg_now_s(r);
+    size_t dropped = 0;
+
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        struct shard *s = &r->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t bk = 0; bk < s->nbuckets; bk++) {
+            for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
+                struct list_node *pos, *tmp;
+                list_for_each_safe(pos, tmp, &e->bindings)
+                {
+                    struct binding *b =
+                        container_of(pos, struct binding, node);
+                    if (b->expires_at <= now) {
+                        reg_binding_unlink_free(r, e, b);
+                        dropped++;
+                    }
+                }
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return dropped;
+}
+
+void
+reg_get_stats(struct reg *r, struct reg_stats *out)
+{
+    *out = (struct reg_stats){
+        .registers = atomic_load(&r->n_registers),
+        .ok = atomic_load(&r->n_ok),
+        .challenged = atomic_load(&r->n_challenged),
+        .auth_failures = atomic_load(&r->n_auth_failures),
+        .throttled = atomic_load(&r->n_throttled),
+        .blocks = atomic_load(&r->n_blocks),
+        .store_errors = atomic_load(&r->n_store_errors),
+        .extensions = atomic_load(&r->n_extensions),
+        .bindings = atomic_load(&r->n_bindings),
+    };
+}

@@ -1,0 +1,191 @@
+/*
+ * registrar/reg: extensions, REGISTER processing (RFC 3261 §10.3) with
+ * digest authentication (RFC 7616/8760), and the location service the proxy
+ * and the admin API read.
+ *
+ * The registrar is shared by every worker thread. State is split into
+ * REG_SHARDS shards by a hash of the extension number, each with its own
+ * mutex; a shard holds the extension records and, embedded in each, the
+ * list of its bindings. A REGISTER touches exactly one extension, so it
+ * takes one shard lock, which makes §10.3's "process atomically and in
+ * order" trivial, and workers registering different extensions do not
+ * contend. The nonce-count table and the brute-force table have one small
+ * lock each (held for a hash probe).
+ *
+ * Expiry: tq timer queues are per worker (single thread), but a binding can
+ * be refreshed from any worker, so bindings carry an absolute expiry and
+ * are (a) filtered out lazily by every read and (b) freed by reg_expire(),
+ * a sweep the daemon calls once a second. O(bindings) per second, which is
+ * 100k pointer walks at our largest target: cheap, and far simpler than
+ * cross-thread timer ownership.
+ *
+ * Persistence: every change is queued to the store (store.h), whose writer
+ * thread commits it within flush_ms; reg_load() restores extensions and
+ * unexpired bindings at start-up.
+ *
+ * Times are wall-clock (unix) because expiries are persisted and must mean
+ * the same after a restart. A clock hook lets tests move time.
+ */
+#ifndef PUSHPBX_REGISTRAR_REG_H
+#define PUSHPBX_REGISTRAR_REG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/slice.h"
+#include "sip/msg.h"
+
+struct reg;
+struct store;
+
+enum reg_transport {
+    REG_TP_UDP = 0,
+    REG_TP_TCP = 1,
+    REG_TP_TLS = 2,
+};
+
+enum reg_unknown_policy {
+    /* Unknown extensions are challenged like known ones and their
+     * credentials fail like a wrong password (401, counted), so a scanner
+     * cannot tell which extensions exist. Default. */
+    REG_UNKNOWN_CHALLENGE = 0,
+    /* Unknown extensions get 404 at once (reveals which exist). */
+    REG_UNKNOWN_404 = 1,
+};
+
+/* Digest algorithms offered, in challenge order (RFC 8760: most preferred
+ * first). Only offered algorithms are accepted in credentials. Some
+ * clients (SIPp 3.6, older desk phones) take the first challenge and fail
+ * if it is SHA-256: "md5,sha256" or "md5" serves them. */
+enum reg_algs {
+    REG_ALGS_SHA256_MD5 = 0, /* default */
+    REG_ALGS_MD5_SHA256 = 1,
+    REG_ALGS_SHA256 = 2,
+    REG_ALGS_MD5 = 3,
+};
+
+/* [registrar] section (option table in reg_cfg.c). */
+struct reg_cfg {
+    unsigned min_expires_s;     /* shorter (but > 0) → 423 + Min-Expires */
+    unsigned max_expires_s;     /* longer is shortened to this */
+    unsigned default_expires_s; /* no expires param and no Expires header */
+    unsigned max_contacts;      /* bindings per extension; oldest evicted */
+    unsigned nonce_ttl_s;       /* older nonces → 401 stale=true */
+    unsigned nonce_table_size;  /* nonces tracked for nonce-count replay */
+    int unknown_ext;            /* enum reg_unknown_policy */
+    unsigned auth_fail_threshold; /* failures per source within window */
+    unsigned auth_fail_window_s;
+    unsigned auth_block_s;      /* cool-down: every REGISTER → 403 */
+    int algorithms;             /* enum reg_algs */
+};
+
+/* One [extension.NUMBER] section. */
+struct reg_ext_cfg {
+    char *name;     /* display name */
+    char *password; /* imported as HA1 values; never stored */
+    bool enabled;
+    unsigned max_push_devices;
+};
+
+/* Fill *c with the documented defaults (the same as the option table's). */
+void reg_cfg_defaults(struct reg_cfg *c);
+
+struct reg_opts {
+    const struct reg_cfg *cfg; /* copied */
+    const char *domain;        /* [sip] domain; To host must match (or be
+                                  a numeric IP: requests reach us by IP) */
+    const char *realm;         /* [sip] realm */
+    struct store *store;       /* borrowed; NULL = no persistence */
+    /* Wall clock in ms; NULL = CLOCK_REALTIME. For tests. */
+    int64_t (*clock_ms)(void *arg);
+    void *clock_arg;
+};
+
+/* Create a registrar. Returns 0 and *out (owned; reg_free), or -EINVAL for
+ * an empty domain/realm. */
+int reg_new(const struct reg_opts *o, struct reg **out);
+/* NULL is a no-op. Does not touch the store (bindings stay persisted). */
+void reg_free(struct reg *r);
+
+/* Restore extensions, then unexpired bindings, from the store (start-up,
+ * before workers run; then apply the config's extensions with
+ * reg_ext_set). Returns 0, or -EIO. Extensions whose stored HA1 belongs to
+ * another realm are kept but cannot authenticate until re-imported. */
+int reg_load(struct reg *r);
+
+/* Create or update an extension: HA1 for MD5 and SHA-256 are computed from
+ * password and the realm (password is not kept). number: digits/letters
+ * ("100"), 1..32 chars. Persisted. Returns 0 or -EINVAL. Any thread. */
+int reg_ext_set(struct reg *r, const char *number, const char *display,
+                const char *password, bool enabled,
+                unsigned max_push_devices);
+/* Remove an extension and all its bindings. 0 or -ENOENT. */
+int reg_ext_del(struct reg *r, const char *number);
+
+/* Where a request came from (the transport's source descriptor). */
+struct reg_src {
+    enum reg_transport transport;
+    struct sockaddr_storage addr; /* remote address and port */
+    uint64_t flow_id;             /* connection id; 0 for UDP */
+};
+
+/* Process one REGISTER and build the complete response into out (the
+ * caller sends it back over src). Returns the status code put in the
+ * response (200, 401, 403, 404, 400, 420, 423, 500), or -EINVAL if req is
+ * not a REGISTER request, -EMSGSIZE if the response outgrew out's cap.
+ * Any worker thread. */
+int reg_handle(struct reg *r, const struct sip_msg *req,
+               const struct reg_src *src, struct buf *out);
+
+/* A binding as the proxy and admin see it (copies). */
+struct reg_contact {
+    const char *uri;      /* Contact URI as registered (pn-* kept) */
+    const char *params;   /* contact params as given, without expires */
+    const char *instance; /* +sip.instance ("" if none) */
+    uint32_t reg_id;
+    int64_t expires_at;   /* unix seconds */
+    const char *call_id;
+    uint32_t cseq;
+    const char *path;     /* Path values, comma-joined, "" if none */
+    const char *user_agent;
+    enum reg_transport transport; /* how the REGISTER arrived */
+    struct sockaddr_storage addr; /* its source: route here (NAT) */
+    uint64_t flow_id;             /* 0 after a restart or for UDP */
+};
+
+/* Current (unexpired) bindings of extension ext, newest first, copied into
+ * arena a. Returns 0 with *out and *count (count may be 0), -ENOENT for an
+ * unknown extension, -ENOMEM at the arena cap. Any thread. */
+int reg_lookup(struct reg *r, struct slice ext, struct arena *a,
+               struct reg_contact **out, size_t *count);
+
+/* Admin listing: cb once per extension (sorted by nothing: hash order),
+ * with its current bindings. Called under the extension's shard lock: cb
+ * must not call back into the registrar. */
+typedef void reg_list_cb(const char *ext, const char *display, bool enabled,
+                         const struct reg_contact *contacts, size_t count,
+                         void *arg);
+void reg_list(struct reg *r, reg_list_cb *cb, void *arg);
+
+/* Drop expired bindings (memory only: the store drops them at the next
+ * start). Returns how many were dropped. Call about once a second. */
+size_t reg_expire(struct reg *r);
+
+struct reg_stats {
+    uint64_t registers;      /* REGISTERs handled */
+    uint64_t ok;             /* answered 2xx */
+    uint64_t challenged;     /* 401 without credentials or stale */
+    uint64_t auth_failures;  /* wrong credentials, unknown user, ... */
+    uint64_t throttled;      /* answered 403 because the source is blocked */
+    uint64_t blocks;         /* times a source got blocked */
+    uint64_t store_errors;   /* writes the store refused */
+    size_t extensions;
+    size_t bindings;
+};
+void reg_get_stats(struct reg *r, struct reg_stats *out);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * registrar/reg_auth: stateless nonces, the nonce-count replay table and the
+ * per-source brute-force throttle.
+ *
+ * Nonce = 16 hex digits of the issue time (unix s) + 16 hex digits of a
+ * per-process counter (two challenges in one second must differ, or the
+ * second client's nc=1 would look like a replay) + the first 16 bytes of
+ * HMAC-SHA256(secret, time-hex counter-hex ":" realm) in hex. Verifying needs no
+ * per-nonce state, so challenges cost nothing to store and a flood of
+ * unauthenticated REGISTERs cannot fill memory. The secret is random per
+ * process: after a restart old nonces fail the MAC and the client is sent
+ * a fresh challenge with stale=true (its credentials were fine).
+ *
+ * Expected load: one nonce-table insert per authenticated REGISTER, and
+ * nonce_table_size entries at most (about 100 bytes each).
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/xmalloc.h"
+#include "sip/digest.h"
+#include "registrar/reg_int.h"
+
+static uint64_t
+fnv1a(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void
+hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+}
+
+int
+reg_auth_init(struct reg *r)
+{
+    uint64_t seq0;
+    if (RAND_bytes(r->secret, sizeof(r->secret)) != 1 ||
+        RAND_bytes((unsigned char *)&seq0, sizeof(seq0)) != 1)
+        return -EIO;
+    atomic_store(&r->nonce_seq, seq0);
+    struct nonce_table *nt = &r->nonces;
+    pthread_mutex_init(&nt->lock, NULL);
+    nt->cap = r->cfg.nonce_table_size ? r->cfg.nonce_table_size : 65536;
+    nt->nbuckets = 1;
+    while (nt->nbuckets < nt->cap)
+        nt->nbuckets <<= 1;
+    nt->tab = xcalloc(nt->nbuckets, sizeof(*nt->tab));
+    list_init(&nt->fifo);
+    r->throttle = xcalloc(1, sizeof(*r->throttle));
+    pthread_mutex_init(&r->throttle->lock, NULL);
+    return 0;
+}
+
+void
+reg_auth_fini(struct reg *r)
+{
+    struct nonce_table *nt = &r->nonces;
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &nt->fifo)
+    {
+        free(container_of(pos, struct nc_entry, fifo));
+    }
+    free(nt->tab);
+    pthread_mutex_destroy(&nt->lock);
+    if (r->throttle) {
+        pthread_mutex_destroy(&r->throttle->lock);
+        free(r->throttle);
+    }
+}
+
+static void
+nonce_mac(const struct reg *r, const char *ts_hex, char *out_hex)
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char data[32 + 1 + 256];
+    int n = snprintf(data, sizeof(data), "%.32s:%s", ts_hex, r->realm);
+    size_t dlen = n < 0 ? 0 : (size_t)n;
+
+    if (dlen >= sizeof(data))
+        dlen = sizeof(data) - 1;
+    HMAC(EVP_sha256(), r->secret, sizeof(r->secret),
+         (const unsigned char *)data, dlen, md, &mdlen);
+    hex_encode(md, 16, out_hex);
+}
+
+void
+reg_nonce_make(struct reg *r, int64_t now_s, char *out)
+{
+    uint64_t seq = atomic_fetch_add(&r->nonce_seq, 1);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)now_s,
+             (unsigned long long)seq);
+    nonce_mac(r, out, out + 32);
+    out[REG_NONCE_LEN] = '\0';
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool
+parse_hex_u64(const char *p, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (n == 0 || n > 16)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int d = hexval(p[i]);
+        if (d < 0)
+            return false;
+        v = (v << 4) | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+/* Drop entries whose nonce can no longer be accepted anyway. */
+static void
+nt_prune(struct reg *r, int64_t now_s)
+{
+    struct nonce_table *nt = &r->nonces;
+
+    while (!list_empty(&nt->fifo)) {
+        struct nc_entry *e = container_of(nt->fifo.next, struct nc_entry,
+                                          fifo);
+        if (e->ts + (int64_t)r->cfg.nonce_ttl_s >= now_s &&
+            nt->count < nt->cap)
+            break;
+        if (e->ts + (int64_t)r->cfg.nonce_ttl_s >= now_s &&
+            e->ts > nt->low_water_ts)
+            nt->low_water_ts = e->ts; /* evicting a live nonce */
+        uint64_t h = fnv1a(e->nonce, REG_NONCE_LEN) & (nt->nbuckets - 1);
+        struct nc_entry **pp = &nt->tab[h];
+        while (*pp != e)
+            pp = &(*pp)->hnext;
+        *pp = e->hnext;
+        list_remove(&e->fifo);
+        nt->count--;
+        free(e);
+    }
+}
+
+enum nonce_state
+reg_nonce_check(struct reg *r, struct slice nonce, struct slice nc,
+                int64_t now_s)
+{
+    uint64_t ts, ncv;
+    char mac[32];
+
+    if (nonce.len != REG_NONCE_LEN || !parse_hex_u64(nonce.ptr, 16, &ts))
+        return NONCE_BAD;
+    char ts_hex[33];
+    memcpy(ts_hex, nonce.ptr, 32);
+    ts_hex[32] = '\0';
+    nonce_mac(r, ts_hex, mac);
+    if (!sip_digest_equal(slice_make(mac, 32),
+                          slice_make(nonce.ptr + 32, 32)))
+        return NONCE_BAD;
+    if ((int64_t)ts > now_s + 5) /* from the future: not ours */
+        return NONCE_BAD;
+    if ((int64_t)ts + (int64_t)r->cfg.nonce_ttl_s < now_s)
+        return NONCE_STALE;
+    if (nc.len != 8 || !parse_hex_u64(nc.ptr, 8, &ncv) || ncv == 0)
+        return NONCE_REPLAY;
+
+    struct nonce_table *nt = &r->nonces;
+    enum nonce_state st = NONCE_OK;
+    uint64_t h = fnv1a(nonce.ptr, REG_NONCE_LEN) & (nt->nbuckets - 1);
+    pthread_mutex_lock(&nt->lock);
+    nt_prune(r, now_s);
+    struct nc_entry *e = nt->tab[h];
+    while (e && memcmp(e->nonce, nonce.ptr, REG_NONCE_LEN) != 0)
+        e = e->hnext;
+    if (e) {
+        if (ncv <= e->nc)
+            st = NONCE_REPLAY;
+        else
+            e->nc = (uint32_t)ncv;
+    } else if ((int64_t)ts <= nt->low_water_ts) {
+        st = NONCE_STALE;
+    } else {
+        e = xcalloc(1, sizeof(*e));
+        memcpy(e->nonce, nonce.ptr, REG_NONCE_LEN);
+        e->nc = (uint32_t)ncv;
+        e->ts = (int64_t)ts;
+        e->hnext = nt->tab[h];
+        nt->tab[h] = e;
+        list_push_back(&nt->fifo, &e->fifo);
+        nt->count++;
+    }
+    pthread_mutex_unlock(&nt->lock);
+    return st;
+}
+
+/* ---- throttle --------------------------------------------------------- */
+
+static size_t
+addr_key(const union reg_addr *a, uint8_t ip[16], uint8_t *family)
+{
+    memset(ip, 0, 16);
+    if (a->sa.sa_family == AF_INET) {
+        memcpy(ip, &a->in.sin_addr, 4);
+        *family = 4;
+        return 4;
+    }
+    if (a->sa.sa_family == AF_INET6) {
+        memcpy(ip, &a->in6.sin6_addr, 16);
+        *family = 6;
+        return 16;
+    }
+    *family = 0;
+    return 0;
+}
+
+static struct throttle_slot *
+slot_for(struct reg *r, const union reg_addr *a, bool *match)
+{
+    uint8_t ip[16], family;
+    size_t n = addr_key(a, ip, &family);
+    uint64_t h = fnv1a(ip, n) % REG_THROTTLE_SLOTS;
+    struct throttle_slot *s = &r->throttle->slots[h];
+
+    *match = s->family == family && memcmp(s->ip, ip, 16) == 0;
+    if (!*match) {
+        memset(s, 0, sizeof(*s));
+        memcpy(s->ip, ip, 16);
+        s->family = family;
+    }
+    return s;
+}
+
+bool
+reg_throttle_blocked(struct reg *r, const union reg_addr *a, int64_t now_s)
+{
+    if (r->cfg.auth_fail_threshold == 0)
+        return false;
+    bool match, blocked;
+    pthread_mutex_lock(&r->throttle->lock);
+    uint8_t ip[16], family;
+    size_t n = addr_key(a, ip, &family);
+    struct throttle_slot *s =
+        &r->throttle->slots[fnv1a(ip, n) % REG_THROTTLE_SLOTS];
+    match = s->family == family && memcmp(s->ip, ip, 16) == 0;
+    blocked = match && s->blocked_until > now_s;
+    pthread_mutex_unlock(&r->throttle->lock);
+    return blocked;
+}
+
+bool
+reg_throttle_fail(struct reg *r, const union reg_addr *a, int64_t now_s,
+                  uint32_t *fails)
+{
+    bool match, now_blocked = false;
+
+    if (r->cfg.auth_fail_threshold == 0)
+        return false;
+    pthread_mutex_lock(&r->throttle->lock);
+    struct throttle_slot *s = slot_for(r, a, &match);
+    if (s->window_start + (int64_t)r->cfg.auth_fail_window_s < now_s ||
+        s->fails == 0) {
+        s->window_start = now_s;
+        s->fails = 0;
+    }
+    s->fails++;
+    if (s->fails >= r->cfg.auth_fail_threshold && s->blocked_until <= now_s) {
+        s->blocked_until = now_s + (int64_t)r->cfg.auth_block_s;
+        now_blocked = true;
+    }
+    if (fails)
+        *fails = s->fails;
+    pthread_mutex_unlock(&r->throttle->lock);
+    return now_blocked;
+}

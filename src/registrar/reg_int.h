@@ -1,0 +1,170 @@
+/*
+ * registrar/reg_int: declarations shared inside the registrar room
+ * (tables in reg.c, authentication in reg_auth.c, REGISTER in
+ * reg_register.c). Not for other rooms.
+ */
+#ifndef PUSHPBX_REGISTRAR_REG_INT_H
+#define PUSHPBX_REGISTRAR_REG_INT_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/list.h"
+#include "registrar/reg.h"
+
+#define REG_SHARDS 64
+#define REG_NUMBER_MAX 32
+#define REG_NONCE_LEN 64 /* 16 hex time + 16 hex counter + 32 hex MAC */
+#define REG_THROTTLE_SLOTS 4096
+
+/* Compact socket address: a binding costs 28 bytes here instead of the 128
+ * of sockaddr_storage (100k bindings is the memory target). */
+union reg_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* One registered contact. All strings live in the same allocation, right
+ * after the struct (one malloc per binding; replaced, never edited, when
+ * refreshed with different values). */
+struct binding {
+    struct list_node node; /* in ext->bindings, most recently updated first */
+    const char *key;       /* store key: instance "#" reg-id, or the URI */
+    const char *uri;
+    const char *params;
+    const char *instance;
+    const char *call_id;
+    const char *path;
+    const char *user_agent;
+    uint32_t reg_id;
+    uint32_t cseq;
+    int64_t expires_at; /* unix s */
+    int64_t updated_at; /* unix s */
+    enum reg_transport transport;
+    union reg_addr addr;
+    uint64_t flow_id;
+};
+
+struct ext {
+    struct ext *hnext;
+    char *number;
+    char *display;
+    char ha1_md5[33];
+    char ha1_sha256[65];
+    bool ha1_valid; /* HA1 values belong to our realm */
+    bool enabled;
+    unsigned max_push_devices;
+    struct list_node bindings;
+    size_t binding_count;
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    struct ext **tab;
+    size_t nbuckets;
+    size_t count;
+};
+
+struct nc_entry {
+    struct nc_entry *hnext;
+    struct list_node fifo; /* oldest first */
+    char nonce[REG_NONCE_LEN];
+    uint32_t nc;
+    int64_t ts;
+};
+
+/* Highest nonce-count seen per nonce, bounded. Entries leave in FIFO order
+ * once their nonce has expired; if the table fills with live nonces the
+ * oldest is evicted and low_water_ts rises to its timestamp: a nonce not in
+ * the table whose timestamp is not newer than that may have been evicted,
+ * so it is answered stale (one extra round trip) instead of risking a
+ * replay. */
+struct nonce_table {
+    pthread_mutex_t lock;
+    struct nc_entry **tab;
+    size_t nbuckets;
+    size_t count, cap;
+    int64_t low_water_ts;
+    struct list_node fifo;
+};
+
+/* Direct-mapped table of failure counters per source IP. A collision
+ * resets the other address's counter: bounded memory matters more than
+ * perfect accounting under a distributed scan. */
+struct throttle_slot {
+    uint8_t ip[16];
+    uint8_t family;
+    uint32_t fails;
+    int64_t window_start;
+    int64_t blocked_until;
+};
+
+struct throttle {
+    pthread_mutex_t lock;
+    struct throttle_slot slots[REG_THROTTLE_SLOTS];
+};
+
+struct reg {
+    struct reg_cfg cfg;
+    char *domain;
+    char *realm;
+    struct store *store;
+    int64_t (*clock_ms)(void *arg);
+    void *clock_arg;
+    uint8_t secret[32]; /* nonce HMAC key, random per process */
+    atomic_uint_fast64_t nonce_seq; /* makes every nonce unique */
+
+    struct shard shards[REG_SHARDS];
+    struct nonce_table nonces;
+    struct throttle *throttle;
+
+    atomic_uint_fast64_t n_registers, n_ok, n_challenged, n_auth_failures,
+        n_throttled, n_blocks, n_store_errors;
+    atomic_size_t n_extensions, n_bindings;
+};
+
+int64_t reg_now_ms(const struct reg *r);
+static inline int64_t
+reg_now_s(const struct reg *r)
+{
+    return reg_now_ms(r) / 1000;
+}
+
+/* reg.c: tables. Callers hold the shard lock for the ext they touch. */
+struct shard *reg_shard_of(struct reg *r, struct slice number);
+struct ext *reg_ext_find(struct shard *s, struct slice number);
+struct binding *reg_binding_new(const struct binding *tmpl);
+void reg_binding_unlink_free(struct reg *r, struct ext *e, struct binding *b);
+void reg_binding_link(struct reg *r, struct ext *e, struct binding *b);
+void reg_binding_persist(struct reg *r, const struct ext *e,
+                         const struct binding *b);
+void reg_binding_forget(struct reg *r, const struct ext *e,
+                        const struct binding *b);
+int reg_addr_format(const union reg_addr *a, char *out, size_t cap);
+int reg_addr_parse(const char *s, union reg_addr *out);
+
+/* reg_auth.c */
+int reg_auth_init(struct reg *r);
+void reg_auth_fini(struct reg *r);
+/* Write a fresh nonce (REG_NONCE_LEN chars + NUL) into out. */
+void reg_nonce_make(struct reg *r, int64_t now_s, char *out);
+enum nonce_state {
+    NONCE_OK,
+    NONCE_STALE,  /* our nonce but too old, or possibly evicted */
+    NONCE_BAD,    /* not ours (bad MAC / wrong shape / from a restart) */
+    NONCE_REPLAY, /* nc not above the highest seen */
+};
+/* Check nonce authenticity and age, then record nc (8 hex) against it. */
+enum nonce_state reg_nonce_check(struct reg *r, struct slice nonce,
+                                 struct slice nc, int64_t now_s);
+bool reg_throttle_blocked(struct reg *r, const union reg_addr *a,
+                          int64_t now_s);
+/* Count a failure; returns true if it just blocked the source. */
+bool reg_throttle_fail(struct reg *r, const union reg_addr *a, int64_t now_s,
+                       uint32_t *fails);
+
+#endif

@@ -1,0 +1,742 @@
+/*
+ * registrar/reg_register: REGISTER processing, RFC 3261 §10.3 steps in
+ * order (protocols.md §4.1), with the digest rules of RFC 7616/8760.
+ *
+ * Order of checks, and why:
+ *  0. source blocked by the brute-force throttle → 403 (cheapest first; a
+ *     scanner gets nothing else from us);
+ *  1. Require → 420 (we support no extension in REGISTER);
+ *  2. To must be a sip/sips URI with a user, for our domain (or a numeric
+ *     IP: requests reach us by address) → 400 / 404;
+ *  3. credentials: none or foreign realm → 401 (SHA-256 then MD5
+ *     challenge); malformed → 400; username ≠ To user → 403; wrong
+ *     response or unknown extension → 401 again, counted per source (the
+ *     unknown_ext policy may answer 404 instead); right response but old
+ *     or foreign nonce, or nc replay → 401 stale=true;
+ *  4. From must name the same extension → 403;
+ *  5. Contacts and expiry (400 on garbage, 423 below min_expires), then
+ *     the binding update, atomically under the extension's shard lock:
+ *     every CSeq check passes before anything changes;
+ *  6. 200 with every current binding, its remaining expiry, and Date.
+ * Authentication runs before the Contact checks so an unauthenticated
+ * client learns nothing but "401".
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "registrar/reg_int.h"
+#include "sip/build.h"
+#include "sip/digest.h"
+#include "sip/uri.h"
+#include "store/store.h"
+
+#define MAX_REQ_CONTACTS 32
+#define MAX_UA_LEN 200
+#define REG_ARENA_CAP (128 * 1024)
+
+struct req_contact {
+    struct sip_contact c;
+    struct sip_uri uri;
+    long expires; /* granted, 0 = remove */
+    const char *key;
+    const char *params;
+    const char *uri_text;
+    const char *instance;
+    uint32_t reg_id;
+};
+
+struct ctx {
+    struct reg *r;
+    const struct sip_msg *m;
+    const struct reg_src *src;
+    struct buf *out;
+    struct arena a;
+    struct buf extra; /* headers for the response */
+    union reg_addr addr;
+    char src_text[INET6_ADDRSTRLEN + 16];
+    int64_t now;
+    struct slice ext; /* unescaped To user (arena) */
+};
+
+/* Logging caused by remote input is rate-limited (style.md §8): at most
+ * 20 lines per second from this room; the counters keep the totals. */
+static bool
+log_allowed(int64_t now_s)
+{
+    static _Atomic int64_t window;
+    static atomic_int count;
+
+    if (atomic_load(&window) != now_s) {
+        atomic_store(&window, now_s);
+        atomic_store(&count, 0);
+    }
+    return atomic_fetch_add(&count, 1) < 20;
+}
+
+static int
+respond(struct ctx *c, int status, const char *reason)
+{
+    char tag[17];
+
+    sip_new_tag(tag);
+    if (!reason)
+        reason = sip_reason_phrase(status);
+    int rc = sip_build_response(c->out, c->m, status, reason,
+                                slice_make(tag, strlen(tag)),
+                                buf_slice(&c->extra), SLICE_NULL);
+    return rc < 0 ? rc : status;
+}
+
+/* Challenge order per enum reg_algs; NULL ends a row. */
+static const char *const alg_order[4][3] = {
+    [REG_ALGS_SHA256_MD5] = { "SHA-256", "MD5", NULL },
+    [REG_ALGS_MD5_SHA256] = { "MD5", "SHA-256", NULL },
+    [REG_ALGS_SHA256] = { "SHA-256", NULL, NULL },
+    [REG_ALGS_MD5] = { "MD5", NULL, NULL },
+};
+
+static const char *const *
+offered(const struct reg *r)
+{
+    int k = r->cfg.algorithms;
+    return alg_order[k >= 0 && k < 4 ? k : 0];
+}
+
+static bool
+alg_offered(const struct reg *r, enum sip_digest_alg alg)
+{
+    bool sha = alg == SIP_DIGEST_SHA256 || alg == SIP_DIGEST_SHA256_SESS;
+    bool md5 = alg == SIP_DIGEST_MD5 || alg == SIP_DIGEST_MD5_SESS;
+    for (const char *const *a = offered(r); *a; a++)
+        if ((sha && strcmp(*a, "SHA-256") == 0) ||
+            (md5 && strcmp(*a, "MD5") == 0))
+            return true;
+    return false;
+}
+
+static int
+challenge(struct ctx *c, bool stale)
+{
+    char nonce[REG_NONCE_LEN + 1];
+    const char *const *algs = offered(c->r);
+
+    reg_nonce_make(c->r, c->now, nonce);
+    buf_reset(&c->extra);
+    for (size_t i = 0; algs[i]; i++) {
+        if (buf_printf(&c->extra,
+                       "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", "
+                       "algorithm=%s, qop=\"auth\"%s\r\n",
+                       c->r->realm, nonce, algs[i],
+                       stale ? ", stale=true" : "") < 0)
+            return -EMSGSIZE;
+    }
+    atomic_fetch_add(&c->r->n_challenged, 1);
+    return respond(c, 401, "Unauthorized");
+}
+
+static int
+forbidden(struct ctx *c, const char *reason)
+{
+    buf_reset(&c->extra);
+    return respond(c, 403, reason);
+}
+
+/* A failed authentication: counted per source; past the threshold the
+ * source is blocked and gets 403, else a fresh challenge. */
+static int
+auth_failed(struct ctx *c, const char *why)
+{
+    uint32_t fails = 0;
+    bool blocked = reg_throttle_fail(c->r, &c->addr, c->now, &fails);
+
+    atomic_fetch_add(&c->r->n_auth_failures, 1);
+    if (blocked) {
+        atomic_fetch_add(&c->r->n_blocks, 1);
+        if (log_allowed(c->now))
+            log_warn("registrar",
+                     "source blocked for %us after %u failed "
+                     "authentications src=%s/%s",
+                     c->r->cfg.auth_block_s, fails, c->src_text,
+                     c->src->transport == REG_TP_UDP ? "udp" : "tcp");
+        return forbidden(c, "Forbidden");
+    }
+    if (log_allowed(c->now))
+        log_info("registrar",
+                 "authentication failed: %s call_id=%.*s src=%s ext=%.*s "
+                 "fails=%u",
+                 why, SLICE_ARG(c->m->call_id), c->src_text,
+                 SLICE_ARG(c->ext), fails);
+    return challenge(c, false);
+}
+
+static bool
+host_is_ip(struct slice host)
+{
+    char tmp[INET6_ADDRSTRLEN + 1];
+    unsigned char bin[16];
+
+    if (host.len == 0 || host.len >= sizeof(tmp))
+        return false;
+    memcpy(tmp, host.ptr, host.len);
+    tmp[host.len] = '\0';
+    return inet_pton(AF_INET, tmp, bin) == 1 ||
+           inet_pton(AF_INET6, tmp, bin) == 1;
+}
+
+/* The unescaped user part of a name-addr's URI, or an empty slice. */
+static int
+uri_user(struct ctx *c, struct slice text, struct sip_uri *u,
+         struct slice *user)
+{
+    const char *why;
+
+    if (sip_uri_parse(text, u, &why) < 0)
+        return -EINVAL;
+    if (u->scheme != SIP_URI_SIP && u->scheme != SIP_URI_SIPS)
+        return -EPROTONOSUPPORT;
+    if (sip_unescape(u->user, &c->a, user) < 0)
+        return -EINVAL;
+    return 0;
+}
+
+static bool
+only_digits(struct slice s)
+{
+    if (s.len == 0)
+        return false;
+    for (size_t i = 0; i < s.len; i++)
+        if (s.ptr[i] < '0' || s.ptr[i] > '9')
+            return false;
+    return true;
+}
+
+/* Copy params without the "expires" param (it is per-binding state and is
+ * rewritten in every 200). Splits at ';' outside quotes. */
+static const char *
+strip_expires(struct arena *a, struct slice params)
+{
+    char *out = arena_alloc(a, params.len + 1);
+    size_t n = 0, i = 0;
+
+    if (!out)
+        return NULL;
+    while (i < params.len) {
+        size_t start = i;
+        bool q = false;
+        i++; /* the ';' (or first char) */
+        while (i < params.len && (q || params.ptr[i] != ';')) {
+            if (params.ptr[i] == '"')
+                q = !q;
+            i++;
+        }
+        struct slice seg = slice_make(params.ptr + start, i - start);
+        struct slice name = seg;
+        if (name.len && name.ptr[0] == ';') {
+            name.ptr++;
+            name.len--;
+        }
+        const char *eq = memchr(name.ptr, '=', name.len);
+        if (eq)
+            name.len = (size_t)(eq - name.ptr);
+        name = slice_trim(name);
+        if (!slice_eq_nocase_cstr(name, "expires")) {
+            memcpy(out + n, seg.ptr, seg.len);
+            n += seg.len;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static const char *
+arena_fmt_key(struct arena *a, struct slice instance, uint32_t reg_id)
+{
+    char *k = arena_alloc(a, instance.len + 16);
+    if (k)
+        snprintf(k, instance.len + 16, "%.*s#%u", SLICE_ARG(instance),
+                 reg_id);
+    return k;
+}
+
+static int
+bad_request(struct ctx *c, const char *reason)
+{
+    buf_reset(&c->extra);
+    return respond(c, 400, reason);
+}
+
+/* ---- authentication --------------------------------------------------- */
+
+struct ext_view {
+    bool found, enabled, ha1_valid;
+    char ha1_md5[33], ha1_sha256[65];
+};
+
+static void
+ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
+{
+    struct shard *s = reg_shard_of(r, number);
+
+    memset(v, 0, sizeof(*v));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, number);
+    if (e) {
+        v->found = true;
+        v->enabled = e->enabled;
+        v->ha1_valid = e->ha1_valid;
+        memcpy(v->ha1_md5, e->ha1_md5, sizeof(v->ha1_md5));
+        memcpy(v->ha1_sha256, e->ha1_sha256, sizeof(v->ha1_sha256));
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Returns 0 when the request is authenticated, else the status of the
+ * response already built. */
+static int
+authenticate(struct ctx *c)
+{
+    struct reg *r = c->r;
+    const struct sip_msg *m = c->m;
+    struct sip_auth au;
+    bool have = false;
+
+    for (size_t i = 0; i < m->hdr_count; i++) {
+        if (m->hdrs[i].id != SIP_HDR_AUTHORIZATION)
+            continue;
+        const char *why;
+        struct sip_auth cand;
+        if (sip_auth_parse(m->hdrs[i].value, &cand, &why) < 0)
+            return bad_request(c, "Bad Authorization");
+        if (!slice_eq_nocase_cstr(cand.scheme, "Digest") ||
+            !slice_eq_cstr(cand.realm, r->realm))
+            continue; /* someone else's credentials (RFC 3261 §22.4) */
+        au = cand;
+        have = true;
+        break;
+    }
+    if (!have)
+        return challenge(c, false);
+    if (!alg_offered(r, au.alg))
+        return challenge(c, false); /* not an algorithm we offered */
+    if (au.username.len == 0 || au.nonce.len == 0 || au.uri.len == 0 ||
+        au.response.len != sip_digest_hex_len(au.alg))
+        return bad_request(c, "Bad Authorization");
+    /* We always offer qop=auth, and nonce-count replay protection needs
+     * nc, so RFC 2069 answers (no qop) are refused as malformed. */
+    if (!slice_eq_nocase_cstr(au.qop, "auth") || au.nc.len != 8 ||
+        au.cnonce.len == 0)
+        return bad_request(c, "Bad Authorization qop");
+
+    if (!slice_eq(au.username, c->ext)) {
+        /* A valid account may not register another extension; counted
+         * as a failure because guessing pairs is what scanners do. */
+        uint32_t fails;
+        if (reg_throttle_fail(r, &c->addr, c->now, &fails))
+            atomic_fetch_add(&r->n_blocks, 1);
+        atomic_fetch_add(&r->n_auth_failures, 1);
+        return forbidden(c, "Username Does Not Match To");
+    }
+
+    struct ext_view v;
+    ext_snapshot(r, c->ext, &v);
+    if (!v.found && r->cfg.unknown_ext == REG_UNKNOWN_404) {
+        buf_reset(&c->extra);
+        return respond(c, 404, "Not Found");
+    }
+    if (!v.found || !v.ha1_valid)
+        return auth_failed(c, "unknown extension");
+    const char *ha1 = (au.alg == SIP_DIGEST_SHA256 ||
+                       au.alg == SIP_DIGEST_SHA256_SESS)
+                          ? v.ha1_sha256
+                          : v.ha1_md5;
+    char expect[65];
+    if (sip_digest_response(au.alg, slice_cstr(ha1), au.nonce, au.nc,
+                            au.cnonce, au.qop, SLICE_LIT("REGISTER"), au.uri,
+                            m->body, expect) < 0)
+        return bad_request(c, "Bad Authorization");
+    if (!sip_digest_equal(slice_cstr(expect), au.response))
+        return auth_failed(c, "wrong password");
+    if (!v.enabled)
+        return forbidden(c, "Extension Disabled");
+
+    switch (reg_nonce_check(r, au.nonce, au.nc, c->now)) {
+    case NONCE_OK:
+        return 0;
+    case NONCE_STALE:
+    case NONCE_BAD:
+    case NONCE_REPLAY:
+    default:
+        /* The password was right; only the nonce is unusable (old, from
+         * before a restart, evicted, or nc replayed): the client retries
+         * silently with a fresh nonce. */
+        return challenge(c, true);
+    }
+}
+
+/* ---- contacts --------------------------------------------------------- */
+
+/* Parse every Contact value into v. Returns the count, or -status after
+ * building a response. *star set for "Contact: *". */
+static long
+parse_contacts(struct ctx *c, struct req_contact *v, bool *star)
+{
+    const struct sip_msg *m = c->m;
+    const struct reg_cfg *cfg = &c->r->cfg;
+    struct sip_hdr_iter it;
+    struct slice val;
+    size_t n = 0;
+    bool hdr_expires = sip_msg_hdr(m, SIP_HDR_EXPIRES) != NULL;
+
+    *star = false;
+    if (hdr_expires && m->expires < 0)
+        return -bad_request(c, "Bad Expires");
+    sip_hdr_iter_init(&it, m, SIP_HDR_CONTACT);
+    while (sip_hdr_iter_next(&it, &val)) {
+        if (n == MAX_REQ_CONTACTS)
+            return -bad_request(c, "Too Many Contacts");
+        struct req_contact *rc = &v[n];
+        struct sip_error err;
+        memset(rc, 0, sizeof(*rc));
+        if (sip_contact_parse(val, &rc->c, &err) < 0)
+            return -bad_request(c, err.reason ? err.reason : "Bad Contact");
+        n++;
+        if (rc->c.star) {
+            *star = true;
+            continue;
+        }
+        struct slice ev;
+        if (sip_param_get(rc->c.na.params, "expires", &ev) &&
+            !only_digits(ev))
+            return -bad_request(c, "Bad Contact expires");
+        const char *why;
+        if (sip_uri_parse(rc->c.na.uri, &rc->uri, &why) < 0)
+            return -bad_request(c, "Bad Contact URI");
+        if (rc->uri.scheme != SIP_URI_SIP && rc->uri.scheme != SIP_URI_SIPS)
+            return -bad_request(c, "Unsupported Contact URI scheme");
+        long e = rc->c.expires >= 0 ? rc->c.expires
+                 : m->expires >= 0  ? m->expires
+                                    : (long)cfg->default_expires_s;
+        if (e > 0 && e < (long)cfg->min_expires_s) {
+            buf_reset(&c->extra);
+            buf_printf(&c->extra, "Min-Expires: %u\r\n", cfg->min_expires_s);
+            return -respond(c, 423, "Interval Too Brief");
+        }
+        if (e > (long)cfg->max_expires_s)
+            e = (long)cfg->max_expires_s;
+        rc->expires = e;
+        rc->uri_text = arena_strndup(&c->a, rc->c.na.uri.ptr,
+                                     rc->c.na.uri.len);
+        rc->params = strip_expires(&c->a, rc->c.na.params);
+        /* RFC 5626 §6: reg-id without +sip.instance is ignored. */
+        rc->reg_id = rc->c.instance.len ? rc->c.reg_id : 0;
+        rc->instance = arena_strndup(&c->a, rc->c.instance.ptr,
+                                     rc->c.instance.len);
+        rc->key = rc->c.instance.len
+                      ? arena_fmt_key(&c->a, rc->c.instance, rc->reg_id)
+                      : rc->uri_text;
+        if (!rc->uri_text || !rc->params || !rc->instance || !rc->key)
+            return -bad_request(c, "Request Too Large");
+    }
+    if (*star && (n != 1 || !hdr_expires || m->expires != 0))
+        return -bad_request(c, "Invalid Wildcard Contact");
+    return (long)n;
+}
+
+/* The existing binding a contact refers to: same (instance, reg-id), or
+ * for contacts without an instance, an equal URI (RFC 3261 §19.1.4). */
+static struct binding *
+find_binding(struct ext *e, const struct req_contact *rc)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        struct binding *b = container_of(pos, struct binding, node);
+        if (rc->instance[0]) {
+            if (strcmp(b->instance, rc->instance) == 0 &&
+                b->reg_id == rc->reg_id)
+                return b;
+            continue;
+        }
+        struct sip_uri bu;
+        const char *why;
+        if (sip_uri_parse(slice_cstr(b->uri), &bu, &why) == 0 &&
+            sip_uri_equal(&bu, &rc->uri))
+            return b;
+    }
+    return NULL;
+}
+
+static bool
+cseq_out_of_order(const struct sip_msg *m, const struct binding *b)
+{
+    return slice_eq_cstr(m->call_id, b->call_id) && m->cseq.num <= b->cseq;
+}
+
+static void
+src_to_addr(const struct reg_src *src, union reg_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (src->addr.ss_family == AF_INET)
+        memcpy(&a->in, &src->addr, sizeof(a->in));
+    else if (src->addr.ss_family == AF_INET6)
+        memcpy(&a->in6, &src->addr, sizeof(a->in6));
+}
+
+static const char *
+join_path(struct ctx *c)
+{
+    struct sip_hdr_iter it;
+    struct slice val;
+    struct buf b;
+    const char *out;
+
+    buf_init(&b, 8192);
+    sip_hdr_iter_init(&it, c->m, SIP_HDR_PATH);
+    while (sip_hdr_iter_next(&it, &val)) {
+        if (b.len)
+            buf_append_cstr(&b, ", ");
+        buf_append_slice(&b, val);
+    }
+    out = arena_strndup(&c->a, b.data ? b.data : "", b.len);
+    buf_fini(&b);
+    return out ? out : "";
+}
+
+static const char *
+user_agent(struct ctx *c)
+{
+    const struct sip_hdr *h = sip_msg_hdr(c->m, SIP_HDR_USER_AGENT);
+
+    if (!h)
+        return "";
+    size_t n = h->value.len > MAX_UA_LEN ? MAX_UA_LEN : h->value.len;
+    const char *s = arena_strndup(&c->a, h->value.ptr, n);
+    return s ? s : "";
+}
+
+static int
+add_date(struct buf *b, int64_t now_s)
+{
+    char date[64];
+    struct tm tm;
+    time_t t = (time_t)now_s;
+
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return buf_printf(b, "Date: %s\r\n", date);
+}
+
+/* Apply the contacts to extension e (shard lock held) and build the 200's
+ * headers. Returns 0, or a SIP status to answer instead (nothing changed). */
+static int
+update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
+                bool star)
+{
+    struct reg *r = c->r;
+    const struct sip_msg *m = c->m;
+    struct list_node *pos, *tmp;
+
+    /* Phase 1: checks only (all or nothing, §10.3 step 7). */
+    if (star) {
+        list_for_each_safe(pos, tmp, &e->bindings)
+        {
+            struct binding *b = container_of(pos, struct binding, node);
+            if (b->expires_at > c->now && cseq_out_of_order(m, b))
+                return 400;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            struct binding *b = find_binding(e, &v[i]);
+            if (b && b->expires_at > c->now && cseq_out_of_order(m, b))
+                return 400;
+        }
+    }
+
+    /* Phase 2: apply. */
+    if (star) {
+        list_for_each_safe(pos, tmp, &e->bindings)
+        {
+            reg_binding_unlink_free(r, e,
+                                    container_of(pos, struct binding, node));
+        }
+        if (r->store)
+            store_binding_del_ext(r->store, e->number);
+    }
+    const char *path = n && !star ? join_path(c) : "";
+    const char *ua = n && !star ? user_agent(c) : "";
+    char call_id[1024];
+    for (size_t i = 0; i < n && !star; i++) {
+        struct req_contact *rc = &v[i];
+        struct binding *old = find_binding(e, rc);
+        if (rc->expires == 0) {
+            if (old) {
+                reg_binding_forget(r, e, old);
+                reg_binding_unlink_free(r, e, old);
+            }
+            continue;
+        }
+        slice_to_cstr(m->call_id, call_id, sizeof(call_id));
+        struct binding t = {
+            .key = rc->key,
+            .uri = rc->uri_text,
+            .params = rc->params,
+            .instance = rc->instance,
+            .call_id = call_id,
+            .path = path,
+            .user_agent = ua,
+            .reg_id = rc->reg_id,
+            .cseq = m->cseq.num,
+            .expires_at = c->now + rc->expires,
+            .updated_at = c->now,
+            .transport = c->src->transport,
+            .addr = c->addr,
+            .flow_id = c->src->flow_id,
+        };
+        if (old) {
+            if (strcmp(old->key, rc->key) != 0)
+                reg_binding_forget(r, e, old);
+            reg_binding_unlink_free(r, e, old);
+        }
+        struct binding *b = reg_binding_new(&t);
+        reg_binding_link(r, e, b);
+        reg_binding_persist(r, e, b);
+    }
+
+    /* Drop expired bindings, then evict the least recently updated ones
+     * past max_contacts (a desk phone rebooting with a new port leaves a
+     * stale binding; the newest registration wins). */
+    size_t kept = 0;
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        struct binding *b = container_of(pos, struct binding, node);
+        if (b->expires_at <= c->now) {
+            reg_binding_unlink_free(r, e, b);
+        } else if (++kept > r->cfg.max_contacts) {
+            reg_binding_forget(r, e, b);
+            reg_binding_unlink_free(r, e, b);
+        }
+    }
+
+    buf_reset(&c->extra);
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        struct binding *b = container_of(pos, struct binding, node);
+        if (buf_printf(&c->extra, "Contact: <%s>%s;expires=%lld\r\n", b->uri,
+                       b->params,
+                       (long long)(b->expires_at - c->now)) < 0)
+            return 500;
+    }
+    if (path[0] && buf_printf(&c->extra, "Path: %s\r\n", path) < 0)
+        return 500;
+    if (add_date(&c->extra, c->now) < 0)
+        return 500;
+    return 0;
+}
+
+/* ---- entry point ------------------------------------------------------ */
+
+static int
+handle(struct ctx *c)
+{
+    struct reg *r = c->r;
+    const struct sip_msg *m = c->m;
+
+    if (reg_throttle_blocked(r, &c->addr, c->now)) {
+        atomic_fetch_add(&r->n_throttled, 1);
+        return forbidden(c, "Forbidden");
+    }
+
+    /* §10.3 step 2: we implement no option tag a REGISTER may require. */
+    struct sip_hdr_iter it;
+    struct slice val;
+    sip_hdr_iter_init(&it, m, SIP_HDR_REQUIRE);
+    while (sip_hdr_iter_next(&it, &val)) {
+        if (c->extra.len == 0)
+            buf_append_cstr(&c->extra, "Unsupported: ");
+        else
+            buf_append_cstr(&c->extra, ", ");
+        buf_append_slice(&c->extra, val);
+    }
+    if (c->extra.len) {
+        buf_append_cstr(&c->extra, "\r\n");
+        return respond(c, 420, "Bad Extension");
+    }
+
+    /* §10.3 step 5 (AOR) comes before authentication because we need the
+     * extension the credentials must be for. */
+    struct sip_uri to;
+    int rc = uri_user(c, m->to.uri, &to, &c->ext);
+    if (rc == -EPROTONOSUPPORT)
+        return bad_request(c, "Unsupported To URI scheme");
+    if (rc < 0)
+        return bad_request(c, "Bad To URI");
+    if (c->ext.len == 0 || c->ext.len > REG_NUMBER_MAX ||
+        memchr(c->ext.ptr, '\0', c->ext.len))
+        return respond(c, 404, "Not Found");
+    if (!slice_eq_nocase_cstr(to.host, r->domain) && !host_is_ip(to.host))
+        return respond(c, 404, "Not Found");
+
+    rc = authenticate(c);
+    if (rc != 0)
+        return rc;
+
+    struct sip_uri from;
+    struct slice from_user;
+    if (uri_user(c, m->from.uri, &from, &from_user) < 0)
+        return bad_request(c, "Bad From URI");
+    if (!slice_eq(from_user, c->ext))
+        return forbidden(c, "From Does Not Match To");
+
+    struct req_contact v[MAX_REQ_CONTACTS];
+    bool star;
+    long n = parse_contacts(c, v, &star);
+    if (n < 0)
+        return (int)-n;
+
+    struct shard *s = reg_shard_of(r, c->ext);
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, c->ext);
+    int status = e ? update_bindings(c, e, v, (size_t)n, star) : 404;
+    size_t count = e ? e->binding_count : 0;
+    pthread_mutex_unlock(&s->lock);
+    if (status == 400)
+        return bad_request(c, "Out Of Order CSeq");
+    if (status != 0) {
+        buf_reset(&c->extra);
+        return respond(c, status, NULL);
+    }
+    atomic_fetch_add(&r->n_ok, 1);
+    log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s",
+              SLICE_ARG(c->ext), count, c->src_text);
+    return respond(c, 200, "OK");
+}
+
+int
+reg_handle(struct reg *r, const struct sip_msg *req,
+           const struct reg_src *src, struct buf *out)
+{
+    if (!req->is_request || req->method != SIP_METHOD_REGISTER)
+        return -EINVAL;
+    struct ctx c = {
+        .r = r,
+        .m = req,
+        .src = src,
+        .out = out,
+        .now = reg_now_s(r),
+    };
+    arena_init(&c.a, REG_ARENA_CAP);
+    buf_init(&c.extra, 64 * 1024);
+    src_to_addr(src, &c.addr);
+    reg_addr_format(&c.addr, c.src_text, sizeof(c.src_text));
+    atomic_fetch_add(&r->n_registers, 1);
+    int rc = handle(&c);
+    buf_fini(&c.extra);
+    arena_fini(&c.a);
+    return rc;
+}

@@ -1,0 +1,689 @@
+/*
+ * store: SQLite persistence on a writer thread; see store.h.
+ *
+ * The queue is a list of owned row copies. The writer sleeps on a condition
+ * variable until a write arrives, then waits flush_ms more so that a burst
+ * of REGISTERs becomes one transaction, then takes the whole list at once
+ * (O(1) under the lock) and commits it outside the lock. Workers therefore
+ * hold the mutex only to link a node. Load expected: one write per accepted
+ * REGISTER (a few thousand per second at most), so one transaction per
+ * flush_ms keeps SQLite far from its limits.
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "base/list.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+
+enum op_kind {
+    OP_EXT_PUT,
+    OP_EXT_DEL,
+    OP_BIND_PUT,
+    OP_BIND_DEL,
+    OP_BIND_DEL_EXT,
+};
+
+struct op {
+    struct list_node node;
+    enum op_kind kind;
+    char *s[11]; /* owned strings, meaning depends on kind */
+    int64_t i[6];
+};
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_EXT_PUT,
+    ST_EXT_DEL,
+    ST_BIND_PUT,
+    ST_BIND_DEL,
+    ST_BIND_DEL_EXT,
+    ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_EXT_PUT] = "INSERT INTO extensions(number, display, realm, ha1_md5,"
+                   " ha1_sha256, enabled, max_push_devices)"
+                   " VALUES(?1,?2,?3,?4,?5,?6,?7)"
+                   " ON CONFLICT(number) DO UPDATE SET display=?2, realm=?3,"
+                   " ha1_md5=?4, ha1_sha256=?5, enabled=?6,"
+                   " max_push_devices=?7",
+    [ST_EXT_DEL] = "DELETE FROM extensions WHERE number=?1",
+    [ST_BIND_PUT] =
+        "INSERT OR REPLACE INTO bindings(ext, bkey, uri, params, instance,"
+        " reg_id, call_id, cseq, expires_at, updated_at, path, source,"
+        " transport, flow_id, user_agent)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+    [ST_BIND_DEL] = "DELETE FROM bindings WHERE ext=?1 AND bkey=?2",
+    [ST_BIND_DEL_EXT] = "DELETE FROM bindings WHERE ext=?1",
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS extensions("
+    " number TEXT PRIMARY KEY, display TEXT NOT NULL, realm TEXT NOT NULL,"
+    " ha1_md5 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL,"
+    " enabled INTEGER NOT NULL, max_push_devices INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS bindings("
+    " ext TEXT NOT NULL, bkey TEXT NOT NULL, uri TEXT NOT NULL,"
+    " params TEXT NOT NULL, instance TEXT NOT NULL, reg_id INTEGER NOT NULL,"
+    " call_id TEXT NOT NULL, cseq INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " path TEXT NOT NULL, source TEXT NOT NULL, transport INTEGER NOT NULL,"
+    " flow_id INTEGER NOT NULL, user_agent TEXT NOT NULL,"
+    " PRIMARY KEY(ext, bkey));";
+
+struct store {
+    char *path;
+    unsigned flush_ms;
+    unsigned max_queue;
+    sqlite3 *db;
+    sqlite3_stmt *stmt[ST__COUNT];
+
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* writer: work or stop */
+    pthread_cond_t done; /* store_sync waiters: a batch finished */
+    struct list_node queue;
+    size_t queue_len;
+    uint64_t seq_queued; /* sequence number of the last queued write */
+    uint64_t seq_done;   /* every write up to this one is finished */
+    bool failed_since_sync;
+    bool stop;
+    struct store_stats stats;
+};
+
+static void
+errf(char *err, size_t errlen, const char *path, const char *what,
+     const char *why)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "store: %s: %s: %s", path, what, why);
+}
+
+static int
+exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen,
+         const char *path)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+
+    if (rc != SQLITE_OK) {
+        errf(err, errlen, path, sql, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int
+open_db(const char *path, int flags, sqlite3 **out, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+
+    if (rc != SQLITE_OK) {
+        errf(err, errlen, path, "open",
+             db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -EIO;
+    }
+    /* The writer holds the write lock only briefly; a reader at start-up
+     * or a second process (pushpbxctl) waits instead of failing. */
+    sqlite3_busy_timeout(db, 5000);
+    *out = db;
+    return 0;
+}
+
+/* ---- writer thread ---------------------------------------------------- */
+
+static void
+op_free(struct op *o)
+{
+    for (size_t k = 0; k < sizeof(o->s) / sizeof(o->s[0]); k++)
+        free(o->s[k]);
+    free(o);
+}
+
+static int
+bind_text(sqlite3_stmt *s, int idx, const char *v)
+{
+    return sqlite3_bind_text(s, idx, v ? v : "", -1, SQLITE_STATIC);
+}
+
+/* Bind the op's values to its statement and step it. Returns SQLITE_DONE
+ * on success, another sqlite3 code otherwise. */
+static int
+run_op(struct store *st, const struct op *o)
+{
+    sqlite3_stmt *s;
+    int rc = SQLITE_OK;
+
+    switch (o->kind) {
+    case OP_EXT_PUT:
+        s = st->stmt[ST_EXT_PUT];
+        for (int k = 0; k < 5 && rc == SQLITE_OK; k++)
+            rc = bind_text(s, k + 1, o->s[k]);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(s, 6, o->i[0]);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(s, 7, o->i[1]);
+        break;
+    case OP_EXT_DEL:
+    case OP_BIND_DEL_EXT:
+        s = st->stmt[o->kind == OP_EXT_DEL ? ST_EXT_DEL : ST_BIND_DEL_EXT];
+        rc = bind_text(s, 1, o->s[0]);
+        break;
+    case OP_BIND_DEL:
+        s = st->stmt[ST_BIND_DEL];
+        rc = bind_text(s, 1, o->s[0]);
+        if (rc == SQLITE_OK)
+            rc = bind_text(s, 2, o->s[1]);
+        break;
+    case OP_BIND_PUT: {
+        s = st->stmt[ST_BIND_PUT];
+        /* s[]: ext key uri params instance call_id path source ua
+         * i[]: reg_id cseq expires_at updated_at transport flow_id */
+        static const int text_col[9] = { 1, 2, 3, 4, 5, 7, 11, 12, 15 };
+        static const int int_col[6] = { 6, 8, 9, 10, 13, 14 };
+        for (int k = 0; k < 9 && rc == SQLITE_OK; k++)
+            rc = bind_text(s, text_col[k], o->s[k]);
+        for (int k = 0; k < 6 && rc == SQLITE_OK; k++)
+            rc = sqlite3_bind_int64(s, int_col[k], o->i[k]);
+        break;
+    }
+    default:
+        return SQLITE_MISUSE;
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int
+step_simple(struct store *st, enum stmt_id id)
+{
+    int rc = sqlite3_step(st->stmt[id]);
+
+    sqlite3_reset(st->stmt[id]);
+    return rc;
+}
+
+/* Commit one batch. Returns true on success. */
+static bool
+commit_batch(struct store *st, struct list_node *batch, size_t count)
+{
+    struct list_node *pos, *tmp;
+    int rc = step_simple(st, ST_BEGIN);
+
+    if (rc != SQLITE_DONE) {
+        log_error("store", "BEGIN failed: %s ops=%zu", sqlite3_errstr(rc),
+                  count);
+        return false;
+    }
+    list_for_each_safe(pos, tmp, batch)
+    {
+        struct op *o = container_of(pos, struct op, node);
+        rc = run_op(st, o);
+        if (rc != SQLITE_DONE) {
+            log_error("store", "write failed: %s (%s) kind=%d",
+                      sqlite3_errstr(rc), sqlite3_errmsg(st->db), o->kind);
+            step_simple(st, ST_ROLLBACK);
+            return false;
+        }
+    }
+    rc = step_simple(st, ST_COMMIT);
+    if (rc != SQLITE_DONE) {
+        log_error("store", "COMMIT failed: %s ops=%zu", sqlite3_errstr(rc),
+                  count);
+        step_simple(st, ST_ROLLBACK);
+        return false;
+    }
+    return true;
+}
+
+static void
+deadline_after(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *
+writer_main(void *arg)
+{
+    struct store *st = arg;
+
+    pthread_mutex_lock(&st->lock);
+    for (;;) {
+        while (st->queue_len == 0 && !st->stop)
+            pthread_cond_wait(&st->wake, &st->lock);
+        if (st->queue_len == 0 && st->stop)
+            break;
+        if (!st->stop) {
+            /* Batch window: let a burst accumulate. A stop request ends
+             * the wait early so shutdown does not lose flush_ms. */
+            struct timespec until;
+            deadline_after(&until, st->flush_ms);
+            while (!st->stop) {
+                if (pthread_cond_timedwait(&st->wake, &st->lock, &until) ==
+                    ETIMEDOUT)
+                    break;
+            }
+        }
+        struct list_node batch;
+        list_init(&batch);
+        if (!list_empty(&st->queue)) {
+            /* Move the whole queue into batch in O(1). */
+            batch.next = st->queue.next;
+            batch.prev = st->queue.prev;
+            batch.next->prev = &batch;
+            batch.prev->next = &batch;
+            list_init(&st->queue);
+        }
+        size_t count = st->queue_len;
+        uint64_t last = st->seq_queued;
+        st->queue_len = 0;
+        pthread_mutex_unlock(&st->lock);
+
+        bool ok = commit_batch(st, &batch, count);
+        struct list_node *pos, *tmp;
+        list_for_each_safe(pos, tmp, &batch)
+        {
+            list_remove(pos);
+            op_free(container_of(pos, struct op, node));
+        }
+
+        pthread_mutex_lock(&st->lock);
+        if (ok) {
+            st->stats.committed += count;
+            st->stats.batches++;
+        } else {
+            st->stats.errors++;
+            st->failed_since_sync = true;
+        }
+        st->seq_done = last;
+        pthread_cond_broadcast(&st->done);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return NULL;
+}
+
+static int
+enqueue(struct store *st, struct op *o)
+{
+    pthread_mutex_lock(&st->lock);
+    if (st->queue_len >= st->max_queue || st->stop) {
+        st->stats.dropped++;
+        pthread_mutex_unlock(&st->lock);
+        op_free(o);
+        /* Logged by the writer's counters and the caller; keep this cheap
+         * because a full queue means we are already overloaded. */
+        return -ENOSPC;
+    }
+    list_push_back(&st->queue, &o->node);
+    st->queue_len++;
+    st->seq_queued++;
+    st->stats.queued++;
+    if (st->queue_len == 1)
+        pthread_cond_signal(&st->wake);
+    pthread_mutex_unlock(&st->lock);
+    return 0;
+}
+
+static char *
+dup_or_empty(const char *s)
+{
+    return xstrdup(s ? s : "");
+}
+
+static struct op *
+op_new(enum op_kind kind)
+{
+    struct op *o = xcalloc(1, sizeof(*o));
+    o->kind = kind;
+    return o;
+}
+
+int
+store_ext_put(struct store *st, const struct store_ext *e)
+{
+    struct op *o = op_new(OP_EXT_PUT);
+
+    o->s[0] = dup_or_empty(e->number);
+    o->s[1] = dup_or_empty(e->display);
+    o->s[2] = dup_or_empty(e->realm);
+    o->s[3] = dup_or_empty(e->ha1_md5);
+    o->s[4] = dup_or_empty(e->ha1_sha256);
+    o->i[0] = e->enabled ? 1 : 0;
+    o->i[1] = e->max_push_devices;
+    return enqueue(st, o);
+}
+
+int
+store_ext_del(struct store *st, const char *number)
+{
+    struct op *o = op_new(OP_EXT_DEL);
+
+    o->s[0] = dup_or_empty(number);
+    return enqueue(st, o);
+}
+
+int
+store_binding_put(struct store *st, const struct store_binding *b)
+{
+    struct op *o = op_new(OP_BIND_PUT);
+
+    o->s[0] = dup_or_empty(b->ext);
+    o->s[1] = dup_or_empty(b->key);
+    o->s[2] = dup_or_empty(b->uri);
+    o->s[3] = dup_or_empty(b->params);
+    o->s[4] = dup_or_empty(b->instance);
+    o->s[5] = dup_or_empty(b->call_id);
+    o->s[6] = dup_or_empty(b->path);
+    o->s[7] = dup_or_empty(b->source);
+    o->s[8] = dup_or_empty(b->user_agent);
+    o->i[0] = b->reg_id;
+    o->i[1] = b->cseq;
+    o->i[2] = b->expires_at;
+    o->i[3] = b->updated_at;
+    o->i[4] = b->transport;
+    /* SQLite integers are signed 64-bit; flow ids stay far below 2^63. */
+    o->i[5] = (int64_t)(b->flow_id & INT64_MAX);
+    return enqueue(st, o);
+}
+
+int
+store_binding_del(struct store *st, const char *ext, const char *key)
+{
+    struct op *o = op_new(OP_BIND_DEL);
+
+    o->s[0] = dup_or_empty(ext);
+    o->s[1] = dup_or_empty(key);
+    return enqueue(st, o);
+}
+
+int
+store_binding_del_ext(struct store *st, const char *ext)
+{
+    struct op *o = op_new(OP_BIND_DEL_EXT);
+
+    o->s[0] = dup_or_empty(ext);
+    return enqueue(st, o);
+}
+
+int
+store_sync(struct store *st)
+{
+    pthread_mutex_lock(&st->lock);
+    uint64_t target = st->seq_queued;
+    if (st->queue_len > 0)
+        pthread_cond_signal(&st->wake);
+    while (st->seq_done < target)
+        pthread_cond_wait(&st->done, &st->lock);
+    int rc = st->failed_since_sync ? -EIO : 0;
+    st->failed_since_sync = false;
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+void
+store_get_stats(struct store *st, struct store_stats *out)
+{
+    pthread_mutex_lock(&st->lock);
+    *out = st->stats;
+    out->queue_len = st->queue_len;
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static void
+finalize_all(struct store *st)
+{
+    for (int k = 0; k < ST__COUNT; k++) {
+        sqlite3_finalize(st->stmt[k]);
+        st->stmt[k] = NULL;
+    }
+}
+
+int
+store_open(const struct store_cfg *cfg, struct store **out, char *err,
+           size_t errlen)
+{
+    const char *path = cfg->path ? cfg->path : "";
+
+    if (path[0] == '\0' || strcmp(path, ":memory:") == 0) {
+        errf(err, errlen, path, "path", "a file path is required");
+        return -EINVAL;
+    }
+    /* Create the parent directory (one level: "var/" of `make run`). */
+    const char *slash = strrchr(path, '/');
+    if (slash && slash != path) {
+        char *dir = xstrndup(path, (size_t)(slash - path));
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+            errf(err, errlen, path, "mkdir", strerror(errno));
+            free(dir);
+            return -errno;
+        }
+        free(dir);
+    }
+    struct store *st = xcalloc(1, sizeof(*st));
+    st->path = xstrdup(path);
+    st->flush_ms = cfg->flush_ms < 10     ? 10
+                   : cfg->flush_ms > 1000 ? 1000
+                                          : cfg->flush_ms;
+    st->max_queue = cfg->max_queue ? cfg->max_queue : 100000;
+    list_init(&st->queue);
+
+    int rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                     &st->db, err, errlen);
+    if (rc < 0)
+        goto fail;
+    /* WAL: readers never block the writer; NORMAL: a commit is durable
+     * against a process crash (the WAL is in the OS cache), which is the
+     * failure this store is designed for. */
+    rc = exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen, path);
+    if (rc == 0)
+        rc = exec_sql(st->db, "PRAGMA synchronous=NORMAL", err, errlen, path);
+    if (rc == 0)
+        rc = exec_sql(st->db, schema_sql, err, errlen, path);
+    if (rc < 0)
+        goto fail;
+    sqlite3_stmt *jm = NULL;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode", -1, &jm, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(jm) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(jm, 0);
+        if (!mode || strcmp(mode, "wal") != 0) {
+            errf(err, errlen, path, "journal_mode", "WAL not available");
+            rc = -EIO;
+        }
+    }
+    sqlite3_finalize(jm);
+    if (rc < 0)
+        goto fail;
+    for (int k = 0; k < ST__COUNT; k++) {
+        int src = sqlite3_prepare_v3(st->db, stmt_sql[k], -1,
+                                     SQLITE_PREPARE_PERSISTENT, &st->stmt[k],
+                                     NULL);
+        if (src != SQLITE_OK) {
+            errf(err, errlen, path, stmt_sql[k], sqlite3_errmsg(st->db));
+            rc = -EIO;
+            goto fail;
+        }
+    }
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_cond_init(&st->wake, NULL);
+    pthread_cond_init(&st->done, NULL);
+    rc = -pthread_create(&st->thread, NULL, writer_main, st);
+    if (rc < 0) {
+        errf(err, errlen, path, "pthread_create", strerror(-rc));
+        pthread_cond_destroy(&st->done);
+        pthread_cond_destroy(&st->wake);
+        pthread_mutex_destroy(&st->lock);
+        goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    finalize_all(st);
+    sqlite3_close(st->db);
+    free(st->path);
+    free(st);
+    return rc;
+}
+
+void
+store_close(struct store *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->stop = true;
+    pthread_cond_signal(&st->wake);
+    pthread_mutex_unlock(&st->lock);
+    pthread_join(st->thread, NULL); /* the writer drains the queue first */
+    if (st->stats.errors)
+        log_warn("store", "closing after %llu failed batches",
+                 (unsigned long long)st->stats.errors);
+    finalize_all(st);
+    int rc = sqlite3_close(st->db);
+    if (rc != SQLITE_OK)
+        log_error("store", "close: %s", sqlite3_errstr(rc));
+    pthread_cond_destroy(&st->done);
+    pthread_cond_destroy(&st->wake);
+    pthread_mutex_destroy(&st->lock);
+    free(st->path);
+    free(st);
+}
+
+/* ---- start-up reads --------------------------------------------------- */
+
+static const char *
+col_text(sqlite3_stmt *s, int col)
+{
+    const char *t = (const char *)sqlite3_column_text(s, col);
+    return t ? t : "";
+}
+
+int
+store_ext_load(struct store *st, store_ext_cb *cb, void *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT number, display, realm, ha1_md5,"
+                           " ha1_sha256, enabled, max_push_devices"
+                           " FROM extensions ORDER BY number",
+                           -1, &s, NULL) != SQLITE_OK) {
+        log_error("store", "load extensions: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+        goto out;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_ext e = {
+            .number = col_text(s, 0),
+            .display = col_text(s, 1),
+            .realm = col_text(s, 2),
+            .ha1_md5 = col_text(s, 3),
+            .ha1_sha256 = col_text(s, 4),
+            .enabled = sqlite3_column_int(s, 5) != 0,
+            .max_push_devices = (unsigned)sqlite3_column_int(s, 6),
+        };
+        rc = cb(&e, arg);
+        if (rc != 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE) {
+        log_error("store", "load extensions: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+int
+store_binding_load(struct store *st, int64_t now_s, store_binding_cb *cb,
+                   void *arg)
+{
+    /* Expired rows are removed through the writer, so the only connection
+     * that writes stays the writer's. */
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT ext, bkey, uri, params, instance, reg_id, call_id, cseq,"
+            " expires_at, updated_at, path, source, transport, flow_id,"
+            " user_agent FROM bindings ORDER BY ext, updated_at",
+            -1, &s, NULL) != SQLITE_OK) {
+        log_error("store", "load bindings: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+        goto out;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_binding b = {
+            .ext = col_text(s, 0),
+            .key = col_text(s, 1),
+            .uri = col_text(s, 2),
+            .params = col_text(s, 3),
+            .instance = col_text(s, 4),
+            .reg_id = (uint32_t)sqlite3_column_int64(s, 5),
+            .call_id = col_text(s, 6),
+            .cseq = (uint32_t)sqlite3_column_int64(s, 7),
+            .expires_at = sqlite3_column_int64(s, 8),
+            .updated_at = sqlite3_column_int64(s, 9),
+            .path = col_text(s, 10),
+            .source = col_text(s, 11),
+            .transport = sqlite3_column_int(s, 12),
+            .flow_id = (uint64_t)sqlite3_column_int64(s, 13),
+            .user_agent = col_text(s, 14),
+        };
+        if (b.expires_at <= now_s) {
+            store_binding_del(st, b.ext, b.key);
+            continue;
+        }
+        rc = cb(&b, arg);
+        if (rc != 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE) {
+        log_error("store", "load bindings: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}

@@ -1,0 +1,1075 @@
+/*
+ * transport/tp: listeners, connections, framing and the worker timer.
+ *
+ * Invariants:
+ *  - Every libuv handle the tp opens is counted in open_handles; the tp
+ *    memory is freed by the close callback that brings it to zero, so a
+ *    tp_free() from inside any callback is safe.
+ *  - A connection leaves the flow table the moment it starts closing
+ *    (tp_flow_alive turns false at once); its memory is freed in its
+ *    close callback, which is also where on_flow_closed is reported, so
+ *    that callback never runs inside a tp_sendv() of the TU.
+ *  - After calling on_recv the read loops re-check tp->freeing and
+ *    c->closing before touching the buffer again.
+ *
+ * Expected load: thousands of UDP datagrams per second per worker and up
+ * to max_conns (about a thousand) mostly idle TCP connections.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/arena.h"
+#include "base/list.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "transport/tp.h"
+
+#define ROOM "transport"
+#define TCP_RBUF_MIN 4096
+/* A message plus a few keep-alive CRLFs in front of it. */
+#define TCP_RBUF_CAP (SIP_MAX_MSG_LEN + 64)
+#define INBOX_MAX 4096
+#define TIMER_RUN_MAX 1024
+
+struct tp_listener {
+    struct tp *tp;
+    enum tp_proto proto;
+    int index;
+    struct tp_addr addr; /* bound */
+    union {
+        uv_udp_t udp;
+        uv_tcp_t tcp;
+        uv_handle_t handle;
+    } h;
+};
+
+struct tp_conn {
+    uv_tcp_t tcp; /* first: the handle's data is not needed */
+    struct tp *tp;
+    uint64_t id;            /* 0 while not in the table */
+    struct list_node link;  /* tp->conns */
+    struct list_node hlink; /* hash bucket */
+    struct tq_entry timer;  /* connect timeout, then idle timeout */
+    struct tp_addr local, remote;
+    int listener;
+    char *rbuf;
+    size_t rlen, ralloc;
+    bool connecting, closing, report_close;
+    int close_status;
+    uv_connect_t connect_req;
+};
+
+struct wreq {
+    uv_write_t req;
+    size_t len;
+    char data[];
+};
+
+struct udp_sreq {
+    uv_udp_send_t req;
+    size_t len;
+    char data[];
+};
+
+struct inbox_item {
+    struct list_node node;
+    struct tp_src src;
+    size_t len;
+    char data[];
+};
+
+struct tp {
+    uv_loop_t *loop;
+    struct tp_cfg cfg;
+    struct tp_listener *listeners[TP_MAX_LISTENERS];
+    size_t nlisteners;
+    struct list_node conns;
+    size_t nconns;
+    struct list_node *buckets;
+    size_t bucket_mask;
+    struct arena arena;
+    char *udp_buf;
+    struct tq tq;
+    struct tq_fifo idle_fifo, connect_fifo;
+    uv_timer_t timer;
+    uv_async_t async;
+    pthread_mutex_t inbox_lock;
+    struct list_node inbox;
+    size_t inbox_count;
+    struct tp_stats stats;
+    bool freeing;
+    size_t open_handles;
+};
+
+static _Atomic uint64_t next_flow_seq = 1;
+
+void
+tp_cfg_defaults(struct tp_cfg *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_conns = 1024;
+    cfg->idle_timeout_ms = 600 * 1000;
+    cfg->udp_rcvbuf = 4 * 1024 * 1024;
+    cfg->max_write_queue = 1024 * 1024;
+    cfg->connect_timeout_ms = 10 * 1000;
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+static void
+tp_release(struct tp *tp)
+{
+    struct list_node *n, *tmp;
+
+    tq_fifo_fini(&tp->idle_fifo);
+    tq_fifo_fini(&tp->connect_fifo);
+    tq_fini(&tp->tq);
+    list_for_each_safe(n, tmp, &tp->inbox)
+    {
+        free(container_of(n, struct inbox_item, node));
+    }
+    pthread_mutex_destroy(&tp->inbox_lock);
+    for (size_t i = 0; i < tp->nlisteners; i++)
+        free(tp->listeners[i]);
+    arena_fini(&tp->arena);
+    free(tp->udp_buf);
+    free(tp->buckets);
+    free(tp);
+}
+
+static void
+handle_closed(struct tp *tp)
+{
+    if (--tp->open_handles == 0 && tp->freeing)
+        tp_release(tp);
+}
+
+static void
+on_plain_close(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t);
+
+/* Sleep until the earliest deadline of the worker's tq. Called by the tq
+ * notify hook when an entry became the earliest, and after each run. */
+static void
+timer_rearm(struct tp *tp)
+{
+    uint64_t due = tq_next_due(&tp->tq), now;
+
+    if (tp->freeing)
+        return;
+    if (due == TQ_NEVER) {
+        uv_timer_stop(&tp->timer);
+        return;
+    }
+    now = uv_now(tp->loop);
+    uv_timer_start(&tp->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void
+on_timer(uv_timer_t *t)
+{
+    struct tp *tp = t->data;
+
+    tq_run(&tp->tq, uv_now(tp->loop), TIMER_RUN_MAX);
+    timer_rearm(tp);
+}
+
+static void
+on_tq_notify(struct tq *q, void *arg)
+{
+    (void)q;
+    timer_rearm(arg);
+}
+
+struct tq *
+tp_tq(struct tp *tp)
+{
+    return &tp->tq;
+}
+
+uint64_t
+tp_now_ms(const struct tp *tp)
+{
+    return uv_now(tp->loop);
+}
+
+uv_loop_t *
+tp_loop(const struct tp *tp)
+{
+    return tp->loop;
+}
+
+unsigned
+tp_worker(const struct tp *tp)
+{
+    return tp->cfg.worker;
+}
+
+void
+tp_stats_get(const struct tp *tp, struct tp_stats *out)
+{
+    *out = tp->stats;
+}
+
+/* ---- receive ----------------------------------------------------------- */
+
+static bool
+looks_like_response(const char *buf, size_t len)
+{
+    return len >= 4 && memcmp(buf, "SIP/", 4) == 0;
+}
+
+/* Parse one framed message into the worker arena and hand it up. */
+static void
+dispatch(struct tp *tp, const char *buf, size_t len, const struct tp_src *src)
+{
+    struct sip_msg msg;
+    struct sip_error err = {0, NULL};
+    struct tp_rx rx;
+    int rc;
+
+    tp->stats.rx_msgs++;
+    tp->stats.rx_bytes += len;
+    arena_reset(&tp->arena);
+    memset(&msg, 0, sizeof(msg));
+    rc = sip_msg_parse(&msg, buf, len, &tp->arena, &err);
+    if (rc != 0) {
+        tp->stats.rx_parse_errors++;
+        if (looks_like_response(buf, len)) {
+            /* A response we cannot parse cannot be matched: drop it. */
+            log_debug(ROOM, "dropped bad response: %s proto=%s",
+                      err.reason ? err.reason : "?", tp_proto_name(src->proto));
+            return;
+        }
+        if (err.status == 0)
+            err.status = 400;
+        if (err.reason == NULL)
+            err.reason = "Bad Request";
+    }
+    rx.msg = &msg;
+    rx.err = rc == 0 ? NULL : &err;
+    rx.raw = slice_make(buf, len);
+    rx.src = *src;
+    tp->cfg.on_recv(tp, &rx, tp->cfg.arg);
+}
+
+/* ---- UDP --------------------------------------------------------------- */
+
+static void
+udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tp_listener *l = h->data;
+
+    (void)suggested;
+    /* One buffer per worker: libuv calls recv_cb for each datagram before
+     * asking for the next buffer. +1 to see oversized datagrams. */
+    buf->base = l->tp->udp_buf;
+    buf->len = SIP_MAX_MSG_LEN + 1;
+}
+
+static void
+udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+         const struct sockaddr *addr, unsigned flags)
+{
+    struct tp_listener *l = h->data;
+    struct tp *tp = l->tp;
+    struct tp_src src;
+
+    if (nread == 0 || addr == NULL || tp->freeing)
+        return; /* nothing more to read now */
+    if (nread < 0) {
+        log_debug(ROOM, "udp recv: %s", uv_strerror((int)nread));
+        return;
+    }
+    if ((flags & UV_UDP_PARTIAL) || (size_t)nread > SIP_MAX_MSG_LEN) {
+        tp->stats.rx_dropped++;
+        return;
+    }
+    const char *p = buf->base;
+    size_t len = (size_t)nread;
+    /* Keep-alive datagrams (CRLF only) and non-SIP datagrams such as STUN
+     * (first byte 0x00/0x01) are not messages. STUN binding answers for
+     * RFC 5626 UDP keep-alives are not implemented yet. */
+    if (sip_skip_keepalive(p, len) == len ||
+        !((p[0] >= 'A' && p[0] <= 'Z') || (p[0] >= 'a' && p[0] <= 'z'))) {
+        tp->stats.rx_dropped++;
+        return;
+    }
+    memset(&src, 0, sizeof(src));
+    src.proto = TP_UDP;
+    src.local = l->addr;
+    if (addr->sa_family == AF_INET) {
+        memcpy(&src.remote.u.in4, addr, sizeof(src.remote.u.in4));
+        src.remote.len = sizeof(src.remote.u.in4);
+    } else {
+        memcpy(&src.remote.u.in6, addr, sizeof(src.remote.u.in6));
+        src.remote.len = sizeof(src.remote.u.in6);
+    }
+    src.flow_id = 0;
+    src.listener = l->index;
+    src.worker = tp->cfg.worker;
+    dispatch(tp, p, len, &src);
+}
+
+/* ---- TCP connections ---------------------------------------------------- */
+
+static size_t
+bucket_of(const struct tp *tp, uint64_t id)
+{
+    return (size_t)(id >> 8) & tp->bucket_mask;
+}
+
+static struct tp_conn *
+conn_find(const struct tp *tp, uint64_t id)
+{
+    const struct list_node *head, *n;
+
+    if (id == 0 || tp_flow_worker(id) != tp->cfg.worker)
+        return NULL;
+    head = &tp->buckets[bucket_of(tp, id)];
+    for (n = head->next; n != head; n = n->next) {
+        struct tp_conn *c = container_of(n, struct tp_conn, hlink);
+        if (c->id == id)
+            return c;
+    }
+    return NULL;
+}
+
+bool
+tp_flow_alive(const struct tp *tp, uint64_t flow_id)
+{
+    const struct tp_conn *c = conn_find(tp, flow_id);
+
+    return c != NULL && !c->closing;
+}
+
+size_t
+tp_conn_count(const struct tp *tp)
+{
+    return tp->nconns;
+}
+
+static void
+conn_closed_cb(uv_handle_t *h)
+{
+    struct tp_conn *c = container_of((uv_tcp_t *)h, struct tp_conn, tcp);
+    struct tp *tp = c->tp;
+
+    if (c->report_close && !tp->freeing && tp->cfg.on_flow_closed)
+        tp->cfg.on_flow_closed(tp, c->id, c->close_status, tp->cfg.arg);
+    free(c->rbuf);
+    free(c);
+    handle_closed(tp);
+}
+
+/* Start closing c: out of the table now, memory freed in the close cb. */
+static void
+conn_close(struct tp_conn *c, int status)
+{
+    struct tp *tp = c->tp;
+
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_status = status;
+    tq_cancel(&c->timer);
+    if (c->id != 0) {
+        list_remove(&c->hlink);
+        list_remove(&c->link);
+        tp->nconns--;
+    }
+    uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
+}
+
+int
+tp_flow_close(struct tp *tp, uint64_t flow_id)
+{
+    struct tp_conn *c = conn_find(tp, flow_id);
+
+    if (c == NULL || c->closing)
+        return -ENOENT;
+    conn_close(c, 0);
+    return 0;
+}
+
+static void
+on_conn_timer(struct tq_entry *e)
+{
+    struct tp_conn *c = container_of(e, struct tp_conn, timer);
+
+    log_debug(ROOM, "tcp flow %llu: %s timeout", (unsigned long long)c->id,
+              c->connecting ? "connect" : "idle");
+    conn_close(c, UV_ETIMEDOUT);
+}
+
+static void
+conn_touch(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+
+    if (tp->cfg.idle_timeout_ms > 0 && !c->closing)
+        tq_fifo_add(&tp->idle_fifo, &c->timer, uv_now(tp->loop));
+}
+
+/* A new connection object with its handle initialised (counted). */
+static struct tp_conn *
+conn_new(struct tp *tp)
+{
+    struct tp_conn *c = xcalloc(1, sizeof(*c));
+
+    c->tp = tp;
+    c->listener = -1;
+    list_init(&c->link);
+    list_init(&c->hlink);
+    tq_entry_init(&c->timer, on_conn_timer);
+    uv_tcp_init(tp->loop, &c->tcp);
+    tp->open_handles++;
+    return c;
+}
+
+static void
+conn_register(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+    uint64_t seq = atomic_fetch_add(&next_flow_seq, 1);
+
+    c->id = (seq << 8) | (tp->cfg.worker & 0xff);
+    list_push_back(&tp->buckets[bucket_of(tp, c->id)], &c->hlink);
+    list_push_back(&tp->conns, &c->link);
+    tp->nconns++;
+    c->report_close = true;
+}
+
+static void
+tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tp_conn *c = container_of((uv_tcp_t *)h, struct tp_conn, tcp);
+
+    (void)suggested;
+    if (c->ralloc - c->rlen < TCP_RBUF_MIN / 2 && c->ralloc < TCP_RBUF_CAP) {
+        size_t n = c->ralloc ? c->ralloc * 2 : TCP_RBUF_MIN;
+        if (n > TCP_RBUF_CAP)
+            n = TCP_RBUF_CAP;
+        c->rbuf = xrealloc(c->rbuf, n);
+        c->ralloc = n;
+    }
+    /* len 0 when full: libuv then reports UV_ENOBUFS and we close. */
+    buf->base = c->rbuf + c->rlen;
+    buf->len = c->ralloc - c->rlen;
+}
+
+static void
+send_pong(struct tp_conn *c)
+{
+    static const char crlf[2] = {'\r', '\n'};
+    struct tp_dest d = {.proto = TP_TCP, .flow_id = c->id};
+
+    c->tp->stats.pings_answered++;
+    tp_send(c->tp, &d, slice_make(crlf, 2), NULL);
+}
+
+/* Cut and dispatch every whole message in the buffer. */
+static void
+conn_process(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+    size_t off = 0;
+    struct tp_src src;
+
+    memset(&src, 0, sizeof(src));
+    src.proto = TP_TCP;
+    src.local = c->local;
+    src.remote = c->remote;
+    src.flow_id = c->id;
+    src.listener = c->listener;
+    src.worker = tp->cfg.worker;
+
+    while (!c->closing && !tp->freeing && off < c->rlen) {
+        const char *p = c->rbuf + off;
+        size_t n = c->rlen - off;
+        size_t k = sip_skip_keepalive(p, n);
+        if (k == n) {
+            /* Only CR/LF so far: answer whole CRLFCRLF pings, keep a
+             * partial one until the rest arrives. */
+            size_t whole = k - k % 4;
+            if (whole > 0)
+                send_pong(c);
+            off += whole;
+            break;
+        }
+        if (k >= 4)
+            send_pong(c);
+        off += k;
+        p += k;
+        n -= k;
+        struct sip_error err = {0, NULL};
+        long fl = sip_frame(p, n, &err);
+        if (fl < 0 || (fl == 0 && n >= SIP_MAX_MSG_LEN)) {
+            log_debug(ROOM, "tcp flow %llu: cannot frame (%s), closing",
+                      (unsigned long long)c->id,
+                      err.reason ? err.reason : "too big");
+            tp->stats.conns_closed_garbage++;
+            conn_close(c, -EPROTO);
+            return;
+        }
+        if (fl == 0)
+            break;
+        off += (size_t)fl;
+        dispatch(tp, p, (size_t)fl, &src);
+    }
+    if (c->closing || tp->freeing)
+        return;
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+}
+
+static void
+tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tp_conn *c = container_of((uv_tcp_t *)s, struct tp_conn, tcp);
+
+    (void)buf;
+    if (c->closing || c->tp->freeing)
+        return;
+    if (nread < 0) {
+        conn_close(c, nread == UV_EOF ? 0 : (int)nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->rlen += (size_t)nread;
+    conn_touch(c);
+    conn_process(c);
+}
+
+static void
+fill_names(struct tp_conn *c)
+{
+    int len = (int)sizeof(c->local.u);
+
+    if (uv_tcp_getsockname(&c->tcp, &c->local.u.sa, &len) == 0)
+        c->local.len = (socklen_t)len;
+    len = (int)sizeof(c->remote.u);
+    if (uv_tcp_getpeername(&c->tcp, &c->remote.u.sa, &len) == 0)
+        c->remote.len = (socklen_t)len;
+}
+
+static void
+on_connection(uv_stream_t *server, int status)
+{
+    struct tp_listener *l = server->data;
+    struct tp *tp = l->tp;
+    struct tp_conn *c;
+
+    if (tp->freeing)
+        return;
+    if (status < 0) {
+        /* libuv already did the EMFILE spare-fd accept-and-close. */
+        log_warn(ROOM, "accept: %s", uv_strerror(status));
+        return;
+    }
+    c = conn_new(tp);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c, 0);
+        return;
+    }
+    if (tp->nconns >= tp->cfg.max_conns) {
+        tp->stats.conns_rejected++;
+        log_warn(ROOM, "max_conns %zu reached: connection refused",
+                 tp->cfg.max_conns);
+        conn_close(c, 0); /* never registered: not reported */
+        return;
+    }
+    tp->stats.conns_accepted++;
+    c->listener = l->index;
+    uv_tcp_nodelay(&c->tcp, 1);
+    fill_names(c);
+    conn_register(c);
+    conn_touch(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
+        conn_close(c, -EIO);
+}
+
+static void
+on_connect(uv_connect_t *req, int status)
+{
+    struct tp_conn *c = container_of(req, struct tp_conn, connect_req);
+    struct tp *tp = c->tp;
+
+    if (c->closing || tp->freeing)
+        return; /* UV_ECANCELED from our own close */
+    c->connecting = false;
+    if (status < 0) {
+        log_debug(ROOM, "tcp flow %llu: connect: %s", (unsigned long long)c->id,
+                  uv_strerror(status));
+        conn_close(c, status);
+        return;
+    }
+    fill_names(c);
+    tq_cancel(&c->timer);
+    conn_touch(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
+        conn_close(c, -EIO);
+}
+
+static int
+conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
+{
+    struct tp_conn *c;
+    int rc;
+
+    if (tp->nconns >= tp->cfg.max_conns)
+        return -EMFILE;
+    c = conn_new(tp);
+    c->remote = *addr;
+    c->connecting = true;
+    rc = uv_tcp_connect(&c->connect_req, &c->tcp, &addr->u.sa, on_connect);
+    if (rc < 0) {
+        conn_close(c, rc); /* not registered: not reported */
+        return rc;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_register(c);
+    tq_fifo_add(&tp->connect_fifo, &c->timer, uv_now(tp->loop));
+    *out = c;
+    return 0;
+}
+
+/* An open (or opening) connection to addr. O(connections): a linear scan,
+ * fine for the hundreds of flows a worker holds; connect-out is rare next
+ * to sends on a known flow id. */
+static struct tp_conn *
+conn_by_addr(const struct tp *tp, const struct tp_addr *addr)
+{
+    const struct list_node *n;
+
+    for (n = tp->conns.next; n != &tp->conns; n = n->next) {
+        struct tp_conn *c = container_of(n, struct tp_conn, link);
+        if (!c->closing && tp_addr_equal(&c->remote, addr))
+            return c;
+    }
+    return NULL;
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = container_of(req, struct wreq, req);
+    struct tp_conn *c =
+        container_of((uv_tcp_t *)req->handle, struct tp_conn, tcp);
+
+    free(w);
+    if (status < 0 && status != UV_ECANCELED) {
+        c->tp->stats.tx_errors++;
+        conn_close(c, status);
+    }
+}
+
+static int
+tcp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
+         size_t count, size_t total, uint64_t *flow_out)
+{
+    struct tp_conn *c = conn_find(tp, dst->flow_id);
+    int rc;
+
+    if (c != NULL && c->closing)
+        c = NULL;
+    if (c == NULL) {
+        if (dst->addr.len == 0)
+            return -ENOTCONN;
+        c = conn_by_addr(tp, &dst->addr);
+        if (c == NULL) {
+            rc = conn_connect(tp, &dst->addr, &c);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (c->tcp.write_queue_size + total > tp->cfg.max_write_queue) {
+        log_warn(ROOM, "tcp flow %llu: peer does not read, closing",
+                 (unsigned long long)c->id);
+        conn_close(c, -ENOBUFS);
+        return -ENOBUFS;
+    }
+    struct wreq *w = xmalloc(sizeof(*w) + total);
+    size_t off = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (parts[i].len)
+            memcpy(w->data + off, parts[i].ptr, parts[i].len);
+        off += parts[i].len;
+    }
+    w->len = total;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)total);
+    /* While connecting, libuv queues the write until the connect ends. */
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        free(w);
+        conn_close(c, rc);
+        return rc;
+    }
+    if (flow_out)
+        *flow_out = c->id;
+    return 0;
+}
+
+/* ---- UDP send ------------------------------------------------------------ */
+
+static void
+on_udp_sent(uv_udp_send_t *req, int status)
+{
+    struct udp_sreq *r = container_of(req, struct udp_sreq, req);
+
+    (void)status;
+    free(r);
+}
+
+static struct tp_listener *
+udp_pick(const struct tp *tp, const struct tp_dest *dst)
+{
+    int fam = dst->addr.u.sa.sa_family;
+
+    if (dst->listener >= 0 && (size_t)dst->listener < tp->nlisteners) {
+        struct tp_listener *l = tp->listeners[dst->listener];
+        if (l->proto == TP_UDP && l->addr.u.sa.sa_family == fam)
+            return l;
+    }
+    for (size_t i = 0; i < tp->nlisteners; i++) {
+        struct tp_listener *l = tp->listeners[i];
+        if (l->proto == TP_UDP && l->addr.u.sa.sa_family == fam)
+            return l;
+    }
+    return NULL;
+}
+
+static int
+udp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
+         size_t count, size_t total)
+{
+    struct tp_listener *l;
+    uv_buf_t bufs[8];
+    int rc;
+
+    if (dst->addr.len == 0)
+        return -EDESTADDRREQ;
+    l = udp_pick(tp, dst);
+    if (l == NULL)
+        return -EAFNOSUPPORT;
+    if (count <= 8) {
+        for (size_t i = 0; i < count; i++)
+            bufs[i] = uv_buf_init((char *)parts[i].ptr, (unsigned)parts[i].len);
+        rc = uv_udp_try_send(&l->h.udp, bufs, (unsigned)count, &dst->addr.u.sa);
+        if (rc >= 0)
+            return 0;
+        if (rc != UV_EAGAIN)
+            return rc;
+    }
+    /* Socket buffer full (or many parts): copy and queue. */
+    struct udp_sreq *r = xmalloc(sizeof(*r) + total);
+    size_t off = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (parts[i].len)
+            memcpy(r->data + off, parts[i].ptr, parts[i].len);
+        off += parts[i].len;
+    }
+    r->len = total;
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)total);
+    rc = uv_udp_send(&r->req, &l->h.udp, &b, 1, &dst->addr.u.sa, on_udp_sent);
+    if (rc < 0)
+        free(r);
+    return rc;
+}
+
+int
+tp_sendv(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
+         size_t count, uint64_t *flow_out)
+{
+    size_t total = 0;
+    int rc;
+
+    for (size_t i = 0; i < count; i++)
+        total += parts[i].len;
+    if (total > SIP_MAX_MSG_LEN)
+        return -EMSGSIZE;
+    if (tp->freeing)
+        return -ESHUTDOWN;
+    if (flow_out)
+        *flow_out = 0;
+    if (dst->proto == TP_UDP)
+        rc = udp_send(tp, dst, parts, count, total);
+    else if (dst->proto == TP_TCP)
+        rc = tcp_send(tp, dst, parts, count, total, flow_out);
+    else
+        rc = -EPROTONOSUPPORT;
+    if (rc < 0) {
+        tp->stats.tx_errors++;
+        return rc;
+    }
+    tp->stats.tx_msgs++;
+    tp->stats.tx_bytes += total;
+    return 0;
+}
+
+void
+tp_dest_reply(const struct tp_src *src, struct tp_dest *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->proto = src->proto;
+    out->addr = src->remote;
+    out->flow_id = src->flow_id;
+    out->listener = src->listener;
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+static int
+open_socket(struct tp *tp, const struct tp_listen_spec *spec, int *out_fd)
+{
+    int type = spec->proto == TP_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    int fam = spec->addr.u.sa.sa_family, one = 1, fd, rc;
+
+    fd = socket(fam, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* One socket per worker on the same address. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    /* [::] and 0.0.0.0 are separate listeners in a spec. */
+    if (fam == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (spec->proto == TP_UDP && tp->cfg.udp_rcvbuf > 0) {
+        /* Kernel drops on a full receive buffer are what limit UDP
+         * throughput. FORCE needs CAP_NET_ADMIN; otherwise the kernel
+         * clamps SO_RCVBUF to net.core.rmem_max, which is fine. */
+        int sz = tp->cfg.udp_rcvbuf;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
+            (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    }
+    if (bind(fd, &spec->addr.u.sa, spec->addr.len) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (spec->proto == TP_TCP && listen(fd, 511) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    *out_fd = fd;
+    return 0;
+fail:
+    close(fd);
+    return rc;
+}
+
+int
+tp_listen(struct tp *tp, const struct tp_listen_spec *spec, char *err,
+          size_t errlen)
+{
+    char what[TP_ADDRSTRLEN + 8];
+    struct tp_listener *l;
+    int fd = -1, rc;
+
+    tp_listen_spec_format(spec, what, sizeof(what));
+    if (tp->nlisteners == TP_MAX_LISTENERS) {
+        rc = -E2BIG;
+        goto fail;
+    }
+    if (spec->proto != TP_UDP && spec->proto != TP_TCP) {
+        rc = -EPROTONOSUPPORT;
+        goto fail;
+    }
+    rc = open_socket(tp, spec, &fd);
+    if (rc < 0)
+        goto fail;
+    l = xcalloc(1, sizeof(*l));
+    l->tp = tp;
+    l->proto = spec->proto;
+    l->index = (int)tp->nlisteners;
+    l->addr.len = sizeof(l->addr.u);
+    if (getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0) {
+        rc = -errno;
+        close(fd);
+        free(l);
+        goto fail;
+    }
+    if (spec->proto == TP_UDP) {
+        uv_udp_init(tp->loop, &l->h.udp);
+        rc = uv_udp_open(&l->h.udp, fd);
+    } else {
+        uv_tcp_init(tp->loop, &l->h.tcp);
+        rc = uv_tcp_open(&l->h.tcp, fd);
+    }
+    l->h.handle.data = l;
+    tp->listeners[tp->nlisteners++] = l;
+    tp->open_handles++;
+    if (rc < 0) {
+        close(fd); /* uv_*_open failed: the fd is still ours */
+        goto fail_handle;
+    }
+    if (spec->proto == TP_UDP)
+        rc = uv_udp_recv_start(&l->h.udp, udp_alloc, udp_recv);
+    else
+        rc = uv_listen((uv_stream_t *)&l->h.tcp, 511, on_connection);
+    if (rc < 0)
+        goto fail_handle;
+    return l->index;
+
+fail_handle:
+    /* Keep the slot (freed with the tp) but close the handle now. */
+    l->proto = 0;
+    l->h.handle.data = tp;
+    uv_close(&l->h.handle, on_plain_close);
+fail:
+    if (err)
+        snprintf(err, errlen, "%s: %s", what, strerror(-rc));
+    return rc;
+}
+
+size_t
+tp_listener_count(const struct tp *tp)
+{
+    return tp->nlisteners;
+}
+
+int
+tp_listener(const struct tp *tp, size_t i, struct tp_listen_spec *out)
+{
+    if (i >= tp->nlisteners || tp->listeners[i]->proto == 0)
+        return -ENOENT;
+    out->proto = tp->listeners[i]->proto;
+    out->addr = tp->listeners[i]->addr;
+    return 0;
+}
+
+/* ---- cross-worker inbox ----------------------------------------------------
+ */
+
+int
+tp_post(struct tp *target, struct slice raw, const struct tp_src *src)
+{
+    struct inbox_item *it;
+
+    if (raw.len > SIP_MAX_MSG_LEN)
+        return -EMSGSIZE;
+    it = xmalloc(sizeof(*it) + raw.len);
+    it->src = *src;
+    it->len = raw.len;
+    memcpy(it->data, raw.ptr, raw.len);
+    pthread_mutex_lock(&target->inbox_lock);
+    if (target->inbox_count >= INBOX_MAX) {
+        pthread_mutex_unlock(&target->inbox_lock);
+        free(it);
+        return -ENOBUFS;
+    }
+    list_push_back(&target->inbox, &it->node);
+    target->inbox_count++;
+    pthread_mutex_unlock(&target->inbox_lock);
+    uv_async_send(&target->async);
+    return 0;
+}
+
+static void
+on_async(uv_async_t *a)
+{
+    struct tp *tp = a->data;
+    struct list_node batch, *n, *tmp;
+
+    list_init(&batch);
+    pthread_mutex_lock(&tp->inbox_lock);
+    if (!list_empty(&tp->inbox)) {
+        /* Move the whole inbox to batch under the lock. */
+        batch.next = tp->inbox.next;
+        batch.prev = tp->inbox.prev;
+        batch.next->prev = &batch;
+        batch.prev->next = &batch;
+        list_init(&tp->inbox);
+        tp->inbox_count = 0;
+    }
+    pthread_mutex_unlock(&tp->inbox_lock);
+    list_for_each_safe(n, tmp, &batch)
+    {
+        struct inbox_item *it = container_of(n, struct inbox_item, node);
+        list_remove(n);
+        if (!tp->freeing)
+            dispatch(tp, it->data, it->len, &it->src);
+        free(it);
+    }
+}
+
+/* ---- create / free ------------------------------------------------------- */
+
+int
+tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
+{
+    struct tp *tp;
+    size_t nb = 64;
+
+    if (cfg->on_recv == NULL || cfg->worker >= TP_MAX_WORKERS ||
+        cfg->max_conns == 0)
+        return -EINVAL;
+    tp = xcalloc(1, sizeof(*tp));
+    tp->loop = loop;
+    tp->cfg = *cfg;
+    list_init(&tp->conns);
+    while (nb < cfg->max_conns)
+        nb *= 2;
+    tp->buckets = xmalloc(nb * sizeof(*tp->buckets));
+    for (size_t i = 0; i < nb; i++)
+        list_init(&tp->buckets[i]);
+    tp->bucket_mask = nb - 1;
+    arena_init(&tp->arena, SIP_MSG_ARENA_CAP);
+    tp->udp_buf = xmalloc(SIP_MAX_MSG_LEN + 1);
+    tq_init(&tp->tq);
+    tq_fifo_init(&tp->tq, &tp->idle_fifo, cfg->idle_timeout_ms);
+    tq_fifo_init(&tp->tq, &tp->connect_fifo, cfg->connect_timeout_ms);
+    tq_set_notify(&tp->tq, on_tq_notify, tp);
+    uv_timer_init(loop, &tp->timer);
+    tp->timer.data = tp;
+    tp->open_handles++;
+    pthread_mutex_init(&tp->inbox_lock, NULL);
+    list_init(&tp->inbox);
+    uv_async_init(loop, &tp->async, on_async);
+    tp->async.data = tp;
+    tp->open_handles++;
+    *out = tp;
+    return 0;
+}
+
+void
+tp_free(struct tp *tp)
+{
+    struct list_node *n, *tmp;
+
+    if (tp == NULL || tp->freeing)
+        return;
+    tp->freeing = true;
+    list_for_each_safe(n, tmp, &tp->conns)
+    {
+        conn_close(container_of(n, struct tp_conn, link), 0);
+    }
+    for (size_t i = 0; i < tp->nlisteners; i++) {
+        struct tp_listener *l = tp->listeners[i];
+        if (l->proto == 0)
+            continue; /* failed listen: already closed */
+        l->h.handle.data = tp;
+        uv_close(&l->h.handle, on_plain_close);
+    }
+    uv_close((uv_handle_t *)&tp->timer, on_plain_close);
+    uv_close((uv_handle_t *)&tp->async, on_plain_close);
+}

@@ -1,0 +1,259 @@
+/*
+ * transport/tp: SIP over UDP and TCP on one libuv loop (one struct tp per
+ * worker thread).
+ *
+ * A worker is a thread + uv_loop + one struct tp + one struct txn_table.
+ * The tp owns the worker's sockets (its own UDP socket per listener, opened
+ * by us with SO_REUSEPORT and handed to uv_udp_open because Debian's libuv
+ * 1.44 lacks UV_UDP_REUSEPORT; likewise its own TCP listening socket, so the
+ * kernel spreads new connections over the workers), its TCP connections
+ * (a connection stays on the worker that accepted or opened it), the
+ * per-message arena, and the worker's timer queue (struct tq) driven by one
+ * uv_timer. Later layers (txn) put their timers into that same queue.
+ *
+ * Receive path: a UDP datagram is one message; on TCP the stream is cut by
+ * sip_frame() (Content-Length), leading CRLFs are keep-alives (RFC 5626: a
+ * CRLFCRLF ping is answered with a CRLF pong), and a stream that can never
+ * frame (sip_frame -1, garbage, over SIP_MAX_MSG_LEN) closes the connection.
+ * Each message is parsed into the worker arena (reset per message) and given
+ * to the one receive callback with a source descriptor. Parse failures of
+ * requests are passed up too (rx->err set) so the TU can answer 400 when the
+ * top Via was decoded; unparseable responses, datagrams of only CR/LF and
+ * non-SIP datagrams (e.g. STUN: not answered yet) are dropped.
+ *
+ * NAT (RFC 3581): we always behave as if the client asked for rport
+ * ("force_rport"). The source descriptor carries the packet's real source,
+ * and tp_dest_reply() turns it into "back to source ip:port from the same
+ * local socket" for UDP and "over the same connection" for TCP. Adding
+ * ;received/;rport to the Via is the builder's job (it sees tp_rx.src).
+ *
+ * Flows: every TCP connection gets a uint64_t flow id that is never reused
+ * in the process (a global counter; the low 8 bits hold the owning worker's
+ * index). tp_flow_alive() answers "is it still open?" for bindings (RFC 5626
+ * flows). UDP has no flows: its flow id is 0 and is never alive.
+ *
+ * Limits: SIP_MAX_MSG_LEN per message; max_conns open TCP connections (more
+ * are accepted and closed at once; libuv itself keeps a spare fd and does
+ * the EMFILE accept-and-close trick in uv__server_io); TCP idle timeout; a
+ * cap on bytes queued for writing per connection (a peer that does not read
+ * is disconnected).
+ *
+ * Threads: everything here is worker-thread only (the thread running the
+ * loop), except tp_post(), which any thread may call.
+ */
+#ifndef PUSHPBX_TRANSPORT_TP_H
+#define PUSHPBX_TRANSPORT_TP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "base/slice.h"
+#include "base/tq.h"
+#include "sip/msg.h"
+
+#define TP_MAX_WORKERS 64
+#define TP_MAX_LISTENERS 16
+/* "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535" + NUL */
+#define TP_ADDRSTRLEN 56
+
+enum tp_proto {
+    TP_UDP = 1,
+    TP_TCP = 2,
+    /* TP_TLS = 3: not implemented yet */
+};
+
+/* "udp" / "tcp". */
+const char *tp_proto_name(enum tp_proto p);
+
+/* A socket address, IPv4 or IPv6. len is 0 when unset. */
+struct tp_addr {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+        struct sockaddr_storage ss;
+    } u;
+    socklen_t len;
+};
+
+/* Parse "1.2.3.4:5060", "[::1]:5060" (port required, 0 allowed) or, with
+ * allow_no_port, a bare "1.2.3.4"/"::1"/"[::1]" (port 0). Numeric only, no
+ * DNS. Returns 0 or -EINVAL. */
+int tp_addr_parse(struct slice s, bool allow_no_port, struct tp_addr *out);
+/* Numeric host (no port, IPv6 without brackets) into out; returns 0 or
+ * -EINVAL. For building Via sent-by and received= values. */
+int tp_addr_from_ip(struct slice ip, uint16_t port, struct tp_addr *out);
+/* "1.2.3.4:5060" or "[::1]:5060" into out (>= TP_ADDRSTRLEN); returns out. */
+char *tp_addr_format(const struct tp_addr *a, char *out, size_t cap);
+/* Host only ("1.2.3.4", "::1") into out; returns out. */
+char *tp_addr_host(const struct tp_addr *a, char *out, size_t cap);
+uint16_t tp_addr_port(const struct tp_addr *a);
+/* Same family, address and port. */
+bool tp_addr_equal(const struct tp_addr *a, const struct tp_addr *b);
+
+/* One listening address. */
+struct tp_listen_spec {
+    enum tp_proto proto;
+    struct tp_addr addr;
+};
+
+/* Parse a listen spec string: space-separated "proto:host:port" items, e.g.
+ * "udp:0.0.0.0:5060 tcp:[::1]:5060"; proto is udp or tcp; port 0 means
+ * ephemeral. Fills out[0..*count). Returns 0; -EINVAL with a message in err
+ * (may be NULL) for bad syntax; -E2BIG if more than cap items. */
+int tp_listen_spec_parse(const char *spec, struct tp_listen_spec *out,
+                         size_t cap, size_t *count, char *err, size_t errlen);
+/* "udp:127.0.0.1:5060" into out (>= TP_ADDRSTRLEN + 4); returns out. */
+char *tp_listen_spec_format(const struct tp_listen_spec *s, char *out,
+                            size_t cap);
+
+/* Where a message came from. */
+struct tp_src {
+    enum tp_proto proto;
+    struct tp_addr local;  /* our address it arrived on */
+    struct tp_addr remote; /* the packet's source (for received/rport) */
+    uint64_t flow_id;      /* TCP connection; 0 for UDP */
+    int listener;          /* index of the listener (UDP socket or TCP
+                              listener that accepted); -1 for outbound
+                              connections we opened */
+    unsigned worker;       /* worker that received it */
+};
+
+/* One received message, as given to the receive callback. */
+struct tp_rx {
+    /* Parsed message (worker arena; valid during the callback only). When
+     * err is set, msg was zeroed before the parse and holds whatever the
+     * parser filled before failing: check msg->via.host before answering. */
+    const struct sip_msg *msg;
+    const struct sip_error *err; /* NULL when the parse succeeded */
+    struct slice raw;            /* the framed bytes (borrowed) */
+    struct tp_src src;
+};
+
+struct tp;
+
+/* Receive callback: one per tp. It may send, close flows, even call
+ * tp_free() (the tp re-checks after every callback). */
+typedef void tp_recv_cb(struct tp *tp, const struct tp_rx *rx, void *arg);
+/* A TCP flow closed (peer close, error, idle timeout, connect failure, or
+ * tp_flow_close). status: 0 for an orderly close, else a negative errno or
+ * libuv error code (UV_ECONNREFUSED, UV_ETIMEDOUT...). Optional. */
+typedef void tp_flow_cb(struct tp *tp, uint64_t flow_id, int status, void *arg);
+
+struct tp_cfg {
+    unsigned worker;             /* this worker's index, < TP_MAX_WORKERS */
+    size_t max_conns;            /* open TCP connections; default 1024 */
+    uint32_t idle_timeout_ms;    /* TCP idle close; default 10 min; 0 = never */
+    int udp_rcvbuf;              /* SO_RCVBUF to ask for; default 4 MiB */
+    size_t max_write_queue;      /* bytes queued per connection; def 1 MiB */
+    uint32_t connect_timeout_ms; /* outbound TCP connect; default 10 s */
+    tp_recv_cb *on_recv;         /* required */
+    tp_flow_cb *on_flow_closed;
+    void *arg; /* passed to both callbacks */
+};
+
+/* Fill defaults (callbacks NULL). */
+void tp_cfg_defaults(struct tp_cfg *cfg);
+
+/* Create the transport of one worker on loop (not started: no listeners).
+ * cfg is copied. Returns 0 and *out, or -EINVAL (bad cfg). Loop thread. */
+int tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out);
+
+/* Close every handle and free tp once libuv has called the close
+ * callbacks: the caller keeps running the loop (uv_run) until it has no
+ * handles left. Safe inside a tp callback (freeing is deferred). NULL ok.
+ * Pending TCP writes are dropped; on_flow_closed is not called any more. */
+void tp_free(struct tp *tp);
+
+/* Open one listener. Port 0 binds an ephemeral port; read the result with
+ * tp_listener(). Sockets get SO_REUSEPORT (and SO_REUSEADDR for TCP), so
+ * several workers can listen on the same address: start worker 0 first
+ * and give the others its bound addresses. Returns the listener index
+ * (>= 0), or -errno; err (may be NULL) gets "udp:1.2.3.4:5060: reason". */
+int tp_listen(struct tp *tp, const struct tp_listen_spec *spec, char *err,
+              size_t errlen);
+size_t tp_listener_count(const struct tp *tp);
+/* Bound address of listener i (port filled in). -ENOENT if no such. */
+int tp_listener(const struct tp *tp, size_t i, struct tp_listen_spec *out);
+
+/* Where to send. */
+struct tp_dest {
+    enum tp_proto proto;
+    struct tp_addr addr; /* UDP: destination; TCP: where to connect if
+                            flow_id is not alive (len 0: do not connect) */
+    uint64_t flow_id;    /* TCP: preferred connection; 0 = by addr */
+    int listener;        /* UDP: send from this listener's socket; -1 =
+                            the first UDP listener of addr's family */
+};
+
+/* Reply destination for a message from src: back to the source address
+ * and port from the same socket (UDP, force_rport), or over the same
+ * connection (TCP; with addr = src->remote as the connect fallback, which
+ * a caller may replace by the Via sent-by per RFC 3261 §18.2.2). */
+void tp_dest_reply(const struct tp_src *src, struct tp_dest *out);
+
+/* Send one message (parts are concatenated; bytes are copied before
+ * return, so parts are borrowed). UDP: sendto now. TCP: queue on the live
+ * flow dst->flow_id; if that is not alive (or 0), reuse an open connection
+ * to dst->addr, else open one (connect-out; the bytes are written once it
+ * connects). *flow_out (may be NULL) gets the flow used (0 for UDP).
+ * Returns 0; -EMSGSIZE above SIP_MAX_MSG_LEN; -ENOTCONN if the flow is gone
+ * and there is no address; -EAFNOSUPPORT/-ENOENT if no UDP socket fits;
+ * -ENOBUFS over the write-queue cap; -EMFILE at max_conns; or a send
+ * error. Asynchronous connect/write failures close the flow and are
+ * reported through on_flow_closed. Worker thread only. */
+int tp_sendv(struct tp *tp, const struct tp_dest *dst,
+             const struct slice *parts, size_t count, uint64_t *flow_out);
+
+static inline int
+tp_send(struct tp *tp, const struct tp_dest *dst, struct slice data,
+        uint64_t *flow_out)
+{
+    return tp_sendv(tp, dst, &data, 1, flow_out);
+}
+
+/* Is this TCP flow still open on this worker? Never true for 0 or for an
+ * id of a flow that was closed (ids are not reused). A flow owned by
+ * another worker is not visible here: see tp_flow_worker(). */
+bool tp_flow_alive(const struct tp *tp, uint64_t flow_id);
+/* Worker index that owns a flow id. */
+static inline unsigned
+tp_flow_worker(uint64_t flow_id)
+{
+    return (unsigned)(flow_id & 0xff);
+}
+/* Close a flow (deferred; on_flow_closed is called with status 0). Returns
+ * 0 or -ENOENT. */
+int tp_flow_close(struct tp *tp, uint64_t flow_id);
+/* Number of open TCP connections (accepted + outbound). */
+size_t tp_conn_count(const struct tp *tp);
+
+/* Hand a received message to another worker (thread-safe): the bytes and
+ * src are copied into target's inbox (mutex) and target's loop is woken
+ * with uv_async_send; it parses them again and calls its own on_recv.
+ * Used when a response to one of worker N's client transactions arrives
+ * on another worker's UDP socket (the branch carries N, see txn.h).
+ * Returns 0, -EMSGSIZE, or -ENOBUFS if target's inbox is full. */
+int tp_post(struct tp *target, struct slice raw, const struct tp_src *src);
+
+/* The worker's timer queue (one uv_timer behind it) and its clock. */
+struct tq *tp_tq(struct tp *tp);
+uint64_t tp_now_ms(const struct tp *tp);
+uv_loop_t *tp_loop(const struct tp *tp);
+unsigned tp_worker(const struct tp *tp);
+
+/* Counters for metrics. */
+struct tp_stats {
+    uint64_t rx_msgs, rx_bytes, rx_parse_errors, rx_dropped;
+    uint64_t tx_msgs, tx_bytes, tx_errors;
+    uint64_t conns_accepted, conns_rejected, conns_closed_garbage;
+    uint64_t pings_answered;
+};
+void tp_stats_get(const struct tp *tp, struct tp_stats *out);
+
+#endif

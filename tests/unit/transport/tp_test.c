@@ -1,0 +1,628 @@
+/*
+ * tp_test: the transport on a real libuv loop bound to 127.0.0.1:0 (and
+ * ::1 when the machine has it), talking to plain POSIX sockets that play
+ * the peer. Every test counts callbacks, frees the tp, runs the loop until
+ * no handle is left and checks uv_loop_close() succeeds.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "transport/tp.h"
+
+#define OPTIONS_MSG(branch)                                                    \
+    "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\n"                                    \
+    "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=" branch "\r\n"                    \
+    "Max-Forwards: 70\r\n"                                                     \
+    "From: <sip:a@example.com>;tag=1928301774\r\n"                             \
+    "To: <sip:b@example.com>\r\n"                                              \
+    "Call-ID: a84b4c76e66710@pc33\r\n"                                         \
+    "CSeq: 63104 OPTIONS\r\n"                                                  \
+    "Content-Length: 0\r\n"                                                    \
+    "\r\n"
+
+struct ctx {
+    uv_loop_t loop;
+    struct tp *tp;
+    int recv_count;
+    int parse_errors;
+    char last_method[32];
+    char last_branch[64];
+    struct tp_src last_src;
+    int closed_count;
+    uint64_t closed_flow;
+    int closed_status;
+};
+
+static void
+on_recv(struct tp *tp, const struct tp_rx *rx, void *arg)
+{
+    struct ctx *c = arg;
+
+    (void)tp;
+    c->recv_count++;
+    c->last_src = rx->src;
+    if (rx->err) {
+        c->parse_errors++;
+        return;
+    }
+    slice_to_cstr(rx->msg->method_name, c->last_method, sizeof(c->last_method));
+    slice_to_cstr(rx->msg->via.branch, c->last_branch, sizeof(c->last_branch));
+}
+
+static void
+on_closed(struct tp *tp, uint64_t flow, int status, void *arg)
+{
+    struct ctx *c = arg;
+
+    (void)tp;
+    c->closed_count++;
+    c->closed_flow = flow;
+    c->closed_status = status;
+}
+
+static void
+ctx_init(struct ctx *c, size_t max_conns)
+{
+    struct tp_cfg cfg;
+
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(uv_loop_init(&c->loop), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.on_recv = on_recv;
+    cfg.on_flow_closed = on_closed;
+    cfg.arg = c;
+    if (max_conns)
+        cfg.max_conns = max_conns;
+    assert_int_equal(tp_new(&c->loop, &cfg, &c->tp), 0);
+}
+
+static void
+ctx_fini(struct ctx *c)
+{
+    tp_free(c->tp);
+    assert_int_equal(uv_run(&c->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run the loop until *counter >= want or ms elapsed. */
+static void
+run_until(struct ctx *c, const int *counter, int want, int ms)
+{
+    uv_timer_t tick;
+    uint64_t end;
+
+    uv_timer_init(&c->loop, &tick);
+    uv_timer_start(&tick, on_tick, 5, 5);
+    uv_update_time(&c->loop);
+    end = uv_now(&c->loop) + (uint64_t)ms;
+    while ((counter == NULL || *counter < want) && uv_now(&c->loop) < end)
+        uv_run(&c->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+}
+
+static struct tp_listen_spec
+spec_of(const char *s)
+{
+    struct tp_listen_spec sp[1];
+    size_t n = 0;
+
+    assert_int_equal(tp_listen_spec_parse(s, sp, 1, &n, NULL, 0), 0);
+    assert_int_equal(n, 1);
+    return sp[0];
+}
+
+static int
+listen_on(struct ctx *c, const char *s, struct tp_addr *bound)
+{
+    struct tp_listen_spec sp = spec_of(s), got;
+    char err[128];
+    int idx = tp_listen(c->tp, &sp, err, sizeof(err));
+
+    if (idx < 0)
+        return idx;
+    assert_int_equal(tp_listener(c->tp, (size_t)idx, &got), 0);
+    assert_int_not_equal(tp_addr_port(&got.addr), 0);
+    *bound = got.addr;
+    return idx;
+}
+
+static int
+tcp_client(const struct tp_addr *to)
+{
+    int fd = socket(to->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, &to->u.sa, to->len), 0);
+    return fd;
+}
+
+/* Read up to cap bytes within ms; returns bytes (0 = EOF), -1 timeout. */
+static ssize_t
+read_wait(struct ctx *c, int fd, char *buf, size_t cap, int ms)
+{
+    for (int waited = 0; waited < ms; waited += 5) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+        if (poll(&p, 1, 5) == 1)
+            return recv(fd, buf, cap, 0);
+    }
+    return -1;
+}
+
+static void
+write_all(int fd, const char *s, size_t n)
+{
+    assert_int_equal(write(fd, s, n), (ssize_t)n);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void
+test_spec_parse(void **state)
+{
+    struct tp_listen_spec sp[4];
+    size_t n = 0;
+    char err[128], buf[80];
+
+    assert_int_equal(tp_listen_spec_parse("udp:0.0.0.0:5060 tcp:[::1]:5061", sp,
+                                          4, &n, err, sizeof(err)),
+                     0);
+    assert_int_equal(n, 2);
+    assert_int_equal(sp[0].proto, TP_UDP);
+    assert_int_equal(sp[1].proto, TP_TCP);
+    assert_int_equal(tp_addr_port(&sp[1].addr), 5061);
+    assert_int_equal(sp[1].addr.u.sa.sa_family, AF_INET6);
+    assert_string_equal(tp_listen_spec_format(&sp[1], buf, sizeof(buf)),
+                        "tcp:[::1]:5061");
+    assert_string_equal(tp_listen_spec_format(&sp[0], buf, sizeof(buf)),
+                        "udp:0.0.0.0:5060");
+    assert_int_equal(
+        tp_listen_spec_parse("tls:1.2.3.4:5061", sp, 4, &n, err, sizeof(err)),
+        -EINVAL);
+    assert_non_null(strstr(err, "tls:1.2.3.4:5061"));
+    assert_int_equal(
+        tp_listen_spec_parse("udp:1.2.3.4", sp, 4, &n, err, sizeof(err)),
+        -EINVAL);
+    assert_int_equal(
+        tp_listen_spec_parse("udp:1.2.3.4:70000", sp, 4, &n, err, sizeof(err)),
+        -EINVAL);
+    assert_int_equal(tp_listen_spec_parse("udp:host.example:5060", sp, 4, &n,
+                                          err, sizeof(err)),
+                     -EINVAL);
+    assert_int_equal(tp_listen_spec_parse("   ", sp, 4, &n, err, sizeof(err)),
+                     -EINVAL);
+    assert_int_equal(tp_listen_spec_parse("udp:1.1.1.1:1 udp:1.1.1.1:2", sp, 1,
+                                          &n, err, sizeof(err)),
+                     -E2BIG);
+    struct tp_addr a;
+    assert_int_equal(tp_addr_parse(SLICE_LIT("::1"), true, &a), 0);
+    assert_int_equal(a.u.sa.sa_family, AF_INET6);
+    assert_int_equal(tp_addr_port(&a), 0);
+}
+
+static void
+test_udp_recv_and_reply(void **state)
+{
+    struct ctx c;
+    struct tp_addr bound, cli;
+    socklen_t clen = sizeof(cli.u);
+    char buf[2048];
+
+    ctx_init(&c, 0);
+    assert_true(listen_on(&c, "udp:127.0.0.1:0", &bound) >= 0);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in any = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&any, sizeof(any)), 0);
+    assert_int_equal(getsockname(fd, &cli.u.sa, &clen), 0);
+
+    static const char msg[] = OPTIONS_MSG("z9hG4bKudp1");
+    assert_int_equal(
+        sendto(fd, msg, sizeof(msg) - 1, 0, &bound.u.sa, bound.len),
+        (ssize_t)sizeof(msg) - 1);
+    /* A keep-alive datagram and a STUN-looking one are not messages. */
+    sendto(fd, "\r\n\r\n", 4, 0, &bound.u.sa, bound.len);
+    sendto(fd, "\x00\x01\x00\x00", 4, 0, &bound.u.sa, bound.len);
+    run_until(&c, &c.recv_count, 1, 2000);
+    run_until(&c, NULL, 0, 50);
+    assert_int_equal(c.recv_count, 1);
+    assert_int_equal(c.parse_errors, 0);
+    assert_string_equal(c.last_method, "OPTIONS");
+    assert_string_equal(c.last_branch, "z9hG4bKudp1");
+    assert_int_equal(c.last_src.proto, TP_UDP);
+    assert_int_equal(c.last_src.flow_id, 0);
+    assert_true(tp_addr_equal(&c.last_src.remote, &cli));
+    assert_true(tp_addr_equal(&c.last_src.local, &bound));
+    assert_false(tp_flow_alive(c.tp, 0));
+
+    /* Reply goes back to the packet's source (force_rport). */
+    struct tp_dest d;
+    tp_dest_reply(&c.last_src, &d);
+    assert_int_equal(
+        tp_send(c.tp, &d, SLICE_LIT("SIP/2.0 200 OK\r\n\r\n"), NULL), 0);
+    ssize_t n = read_wait(&c, fd, buf, sizeof(buf), 1000);
+    assert_int_equal(n, 18);
+    assert_memory_equal(buf, "SIP/2.0 200 OK", 14);
+
+    /* A malformed request is passed up with the parse error. */
+    static const char bad[] =
+        "OPTIONS sip:x SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb\r\n"
+        "\r\n";
+    sendto(fd, bad, sizeof(bad) - 1, 0, &bound.u.sa, bound.len);
+    /* A malformed response is dropped. */
+    sendto(fd, "SIP/2.0 200 OK\r\n\r\n", 18, 0, &bound.u.sa, bound.len);
+    run_until(&c, &c.recv_count, 2, 2000);
+    run_until(&c, NULL, 0, 50);
+    assert_int_equal(c.recv_count, 2);
+    assert_int_equal(c.parse_errors, 1);
+
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.rx_dropped, 2);
+    assert_int_equal(st.tx_msgs, 1);
+    close(fd);
+    ctx_fini(&c);
+}
+
+static void
+test_tcp_framing_split_and_batched(void **state)
+{
+    struct ctx c;
+    struct tp_addr bound;
+    static const char m1[] = OPTIONS_MSG("z9hG4bKtcp1");
+    static const char m2[] = OPTIONS_MSG("z9hG4bKtcp2");
+    static const char m3[] = OPTIONS_MSG("z9hG4bKtcp3");
+    char two[2 * sizeof(m2)];
+
+    ctx_init(&c, 0);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    int fd = tcp_client(&bound);
+    /* One message split over three writes with loop turns in between. */
+    size_t len = sizeof(m1) - 1;
+    write_all(fd, m1, 10);
+    run_until(&c, NULL, 0, 30);
+    write_all(fd, m1 + 10, 100);
+    run_until(&c, NULL, 0, 30);
+    assert_int_equal(c.recv_count, 0);
+    write_all(fd, m1 + 110, len - 110);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_string_equal(c.last_branch, "z9hG4bKtcp1");
+    assert_int_equal(c.last_src.proto, TP_TCP);
+    uint64_t flow = c.last_src.flow_id;
+    assert_true(flow != 0);
+    assert_int_equal(tp_flow_worker(flow), 0);
+    assert_true(tp_flow_alive(c.tp, flow));
+    assert_int_equal(tp_conn_count(c.tp), 1);
+
+    /* Two messages in one write, the second followed by half a third. */
+    size_t l2 = sizeof(m2) - 1, l3 = sizeof(m3) - 1;
+    memcpy(two, m2, l2);
+    memcpy(two + l2, m2, l2);
+    write_all(fd, two, 2 * l2);
+    run_until(&c, &c.recv_count, 3, 2000);
+    assert_int_equal(c.recv_count, 3);
+    write_all(fd, m3, l3 / 2);
+    run_until(&c, NULL, 0, 30);
+    assert_int_equal(c.recv_count, 3);
+    write_all(fd, m3 + l3 / 2, l3 - l3 / 2);
+    run_until(&c, &c.recv_count, 4, 2000);
+    assert_string_equal(c.last_branch, "z9hG4bKtcp3");
+    assert_int_equal(c.last_src.flow_id, flow);
+
+    /* Reply over the same connection. */
+    struct tp_dest d;
+    char buf[256];
+    tp_dest_reply(&c.last_src, &d);
+    assert_int_equal(tp_send(c.tp, &d,
+                             SLICE_LIT("SIP/2.0 200 OK\r\n"
+                                       "Content-Length: 0\r\n\r\n"),
+                             NULL),
+                     0);
+    ssize_t n = read_wait(&c, fd, buf, sizeof(buf), 1000);
+    assert_true(n > 0);
+    assert_memory_equal(buf, "SIP/2.0 200 OK", 14);
+
+    /* Peer closes: the flow dies, once, and its id stays dead. */
+    close(fd);
+    run_until(&c, &c.closed_count, 1, 2000);
+    assert_int_equal(c.closed_count, 1);
+    assert_true(c.closed_flow == flow);
+    assert_false(tp_flow_alive(c.tp, flow));
+    assert_int_equal(tp_conn_count(c.tp), 0);
+    assert_int_equal(tp_flow_close(c.tp, flow), -ENOENT);
+
+    /* A new connection never gets the old id. */
+    fd = tcp_client(&bound);
+    write_all(fd, m1, len);
+    run_until(&c, &c.recv_count, 5, 2000);
+    assert_true(c.last_src.flow_id != flow);
+    assert_true(tp_flow_alive(c.tp, c.last_src.flow_id));
+    /* Sending on the dead flow without an address fails cleanly. */
+    struct tp_dest dead = {.proto = TP_TCP, .flow_id = flow};
+    assert_int_equal(tp_send(c.tp, &dead, SLICE_LIT("x"), NULL), -ENOTCONN);
+    close(fd);
+    ctx_fini(&c);
+}
+
+static void
+test_tcp_ping_pong(void **state)
+{
+    struct ctx c;
+    struct tp_addr bound;
+    char buf[16];
+
+    ctx_init(&c, 0);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    int fd = tcp_client(&bound);
+    write_all(fd, "\r\n\r\n", 4);
+    ssize_t n = read_wait(&c, fd, buf, sizeof(buf), 2000);
+    assert_int_equal(n, 2);
+    assert_memory_equal(buf, "\r\n", 2);
+    /* A ping split in two halves is answered once it is whole. */
+    write_all(fd, "\r\n", 2);
+    assert_int_equal(read_wait(&c, fd, buf, sizeof(buf), 100), -1);
+    write_all(fd, "\r\n", 2);
+    n = read_wait(&c, fd, buf, sizeof(buf), 2000);
+    assert_int_equal(n, 2);
+    /* Ping followed by a message in the same write. */
+    static const char m[] = "\r\n\r\n" OPTIONS_MSG("z9hG4bKping");
+    write_all(fd, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_string_equal(c.last_branch, "z9hG4bKping");
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.pings_answered, 3);
+    assert_int_equal(c.closed_count, 0);
+    close(fd);
+    ctx_fini(&c);
+}
+
+static void
+test_tcp_garbage_closes(void **state)
+{
+    struct ctx c;
+    struct tp_addr bound;
+    char buf[64];
+
+    ctx_init(&c, 0);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    int fd = tcp_client(&bound);
+    /* Get the flow id with one good message first. */
+    static const char m[] = OPTIONS_MSG("z9hG4bKg1");
+    write_all(fd, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    uint64_t flow = c.last_src.flow_id;
+    assert_true(tp_flow_alive(c.tp, flow));
+    /* Headers without Content-Length cannot be framed on a stream. */
+    static const char junk[] = "GARBAGE nonsense\r\nFoo: bar\r\n\r\n";
+    write_all(fd, junk, sizeof(junk) - 1);
+    ssize_t n = read_wait(&c, fd, buf, sizeof(buf), 2000);
+    assert_int_equal(n, 0); /* EOF: we closed it */
+    run_until(&c, &c.closed_count, 1, 2000);
+    assert_int_equal(c.closed_count, 1);
+    assert_true(c.closed_flow == flow);
+    assert_int_equal(c.closed_status, -EPROTO);
+    assert_false(tp_flow_alive(c.tp, flow));
+    assert_int_equal(c.recv_count, 1);
+    close(fd);
+
+    /* Binary junk that never frames but keeps coming: closed at the cap. */
+    fd = tcp_client(&bound);
+    char *big = malloc(SIP_MAX_MSG_LEN + 1024);
+    memset(big, 'A', SIP_MAX_MSG_LEN + 1024);
+    ssize_t w = 0;
+    for (int i = 0; i < 200 && w < SIP_MAX_MSG_LEN + 1024; i++) {
+        ssize_t k = send(fd, big + w, (size_t)(SIP_MAX_MSG_LEN + 1024 - w),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k > 0)
+            w += k;
+        run_until(&c, NULL, 0, 5);
+    }
+    free(big);
+    for (int i = 0; i < 400 && c.closed_count < 2; i++)
+        run_until(&c, NULL, 0, 5);
+    assert_int_equal(c.closed_count, 2);
+    assert_int_equal(tp_conn_count(c.tp), 0);
+    close(fd);
+    ctx_fini(&c);
+}
+
+static void
+test_tcp_flow_close_and_max_conns(void **state)
+{
+    struct ctx c;
+    struct tp_addr bound;
+    char buf[16];
+    static const char m[] = OPTIONS_MSG("z9hG4bKmax");
+
+    ctx_init(&c, 1);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    int fd1 = tcp_client(&bound);
+    write_all(fd1, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    uint64_t flow = c.last_src.flow_id;
+    /* Second connection over max_conns=1: accepted and closed at once. */
+    int fd2 = tcp_client(&bound);
+    assert_int_equal(read_wait(&c, fd2, buf, sizeof(buf), 2000), 0);
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.conns_rejected, 1);
+    assert_int_equal(tp_conn_count(c.tp), 1);
+    assert_int_equal(c.closed_count, 0); /* never a flow: not reported */
+    /* Closing from our side. */
+    assert_int_equal(tp_flow_close(c.tp, flow), 0);
+    assert_false(tp_flow_alive(c.tp, flow));
+    assert_int_equal(read_wait(&c, fd1, buf, sizeof(buf), 2000), 0);
+    run_until(&c, &c.closed_count, 1, 1000);
+    assert_int_equal(c.closed_count, 1);
+    assert_int_equal(c.closed_status, 0);
+    close(fd1);
+    close(fd2);
+    ctx_fini(&c);
+}
+
+static void
+test_tcp_connect_out(void **state)
+{
+    struct ctx c;
+    struct tp_addr peer;
+    socklen_t plen = sizeof(peer.u);
+    char buf[2048];
+    static const char m[] = OPTIONS_MSG("z9hG4bKout");
+
+    ctx_init(&c, 0);
+    /* The peer: a plain listening socket. */
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, &peer.u.sa, &plen), 0);
+    peer.len = plen;
+
+    struct tp_dest d = {.proto = TP_TCP, .addr = peer, .listener = -1};
+    uint64_t flow = 0, flow2 = 0;
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m, sizeof(m) - 1), &flow), 0);
+    assert_true(flow != 0);
+    assert_true(tp_flow_alive(c.tp, flow));
+    /* A second send to the same address reuses the connection. */
+    assert_int_equal(tp_send(c.tp, &d, SLICE_LIT("\r\n\r\n"), &flow2), 0);
+    assert_true(flow2 == flow);
+    run_until(&c, NULL, 0, 50);
+    int pfd = accept(lfd, NULL, NULL);
+    assert_true(pfd >= 0);
+    size_t got = 0;
+    while (got < sizeof(m) - 1 + 4) {
+        ssize_t n = read_wait(&c, pfd, buf + got, sizeof(buf) - got, 2000);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    assert_memory_equal(buf, m, sizeof(m) - 1);
+    /* The peer answers over the same connection. */
+    write_all(pfd, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_true(c.last_src.flow_id == flow);
+    assert_int_equal(c.last_src.listener, -1);
+    close(pfd);
+    run_until(&c, &c.closed_count, 1, 2000);
+    assert_false(tp_flow_alive(c.tp, flow));
+
+    /* Connect to a port nobody listens on: the flow is reported closed
+     * with an error. */
+    close(lfd);
+    uint64_t f3 = 0;
+    assert_int_equal(tp_send(c.tp, &d, SLICE_LIT("x"), &f3), 0);
+    run_until(&c, &c.closed_count, 2, 2000);
+    assert_int_equal(c.closed_count, 2);
+    assert_true(c.closed_flow == f3);
+    assert_int_equal(c.closed_status, UV_ECONNREFUSED);
+    ctx_fini(&c);
+}
+
+static void
+test_ipv6(void **state)
+{
+    struct ctx c;
+    struct tp_addr ub, tb;
+    static const char m[] = OPTIONS_MSG("z9hG4bKv6");
+
+    ctx_init(&c, 0);
+    if (listen_on(&c, "udp:[::1]:0", &ub) < 0) {
+        ctx_fini(&c);
+        skip(); /* no IPv6 loopback on this machine */
+    }
+    assert_true(listen_on(&c, "tcp:[::1]:0", &tb) >= 0);
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(sendto(fd, m, sizeof(m) - 1, 0, &ub.u.sa, ub.len),
+                     (ssize_t)sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_int_equal(c.last_src.remote.u.sa.sa_family, AF_INET6);
+    char host[64];
+    assert_string_equal(tp_addr_host(&c.last_src.remote, host, sizeof(host)),
+                        "::1");
+    close(fd);
+    fd = tcp_client(&tb);
+    write_all(fd, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 2, 2000);
+    assert_int_equal(c.recv_count, 2);
+    assert_int_equal(c.last_src.proto, TP_TCP);
+    assert_int_equal(c.last_src.local.u.sa.sa_family, AF_INET6);
+    close(fd);
+    ctx_fini(&c);
+}
+
+/* tp_post from another thread reaches the target's on_recv. */
+struct post_arg {
+    struct tp *tp;
+    struct tp_src src;
+};
+
+static void
+post_thread(void *p)
+{
+    struct post_arg *a = p;
+    static const char m[] = OPTIONS_MSG("z9hG4bKpost");
+
+    assert_int_equal(tp_post(a->tp, slice_make(m, sizeof(m) - 1), &a->src), 0);
+}
+
+static void
+test_post_from_thread(void **state)
+{
+    struct ctx c;
+    uv_thread_t th;
+    struct post_arg a;
+
+    ctx_init(&c, 0);
+    memset(&a, 0, sizeof(a));
+    a.tp = c.tp;
+    a.src.proto = TP_UDP;
+    a.src.worker = 3;
+    assert_int_equal(uv_thread_create(&th, post_thread, &a), 0);
+    run_until(&c, &c.recv_count, 1, 2000);
+    uv_thread_join(&th);
+    assert_int_equal(c.recv_count, 1);
+    assert_string_equal(c.last_branch, "z9hG4bKpost");
+    assert_int_equal(c.last_src.worker, 3);
+    ctx_fini(&c);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test(test_udp_recv_and_reply),
+        cmocka_unit_test(test_tcp_framing_split_and_batched),
+        cmocka_unit_test(test_tcp_ping_pong),
+        cmocka_unit_test(test_tcp_garbage_closes),
+        cmocka_unit_test(test_tcp_flow_close_and_max_conns),
+        cmocka_unit_test(test_tcp_connect_out),
+        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_post_from_thread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
