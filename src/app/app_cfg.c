@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "proxy/proxy_cfg.h"
+#include "push/push_cfg.h"
 #include "registrar/reg_cfg.h"
 #include "store/store_cfg.h"
 #include "transport/tp.h"
@@ -167,7 +170,9 @@ const struct cfg_section app_log_section = {
 
 static const struct cfg_section *const sections[] = {
     &app_sip_section, &app_log_section, &reg_cfg_section, &store_cfg_section,
-    &reg_ext_cfg_section,
+    &reg_ext_cfg_section, &admin_cfg_section,
+    &proxy_cfg_section, &push_apns_cfg_section, &push_fcm_cfg_section,
+    &push_wake_cfg_section,
     /* Later rooms add their sections here ([push.apns], ...). */
 };
 

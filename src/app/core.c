@@ -8,9 +8,10 @@
  *   CANCEL             481: there are no INVITE server transactions yet to
  *                      match (a matching CANCEL is answered by txn)
  *   REGISTER           the registrar room (reg_handle), shared by workers
- *   INVITE, BYE and other methods we know but do not serve yet
- *                      405 with Allow. Replaced by the [registrar] and
- *                      [calls] rooms when they arrive.
+ *   INVITE, BYE, in-dialog requests and requests for a user
+ *                      the proxy room (proxy_wants / proxy_on_request)
+ *   other known methods addressed to the server itself
+ *                      405 with Allow
  *   unknown methods    501 with Allow
  *   failed checks      416, 420 + Unsupported, 400 (sip_request_check)
  *   parse failures     the parser's status and reason, stateless
@@ -23,11 +24,13 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "proxy/proxy.h"
 #include "registrar/reg.h"
 #include "sip/build.h"
 
 /* What we serve today; grows as rooms land. */
-#define CORE_ALLOW "OPTIONS, ACK, CANCEL, REGISTER"
+#define CORE_ALLOW                                                          \
+    "OPTIONS, ACK, CANCEL, REGISTER, INVITE, BYE, UPDATE, INFO, MESSAGE"
 /* Option tags we implement (none yet). */
 #define CORE_SUPPORTED ""
 #define CORE_MAX_UNSUPPORTED 16
@@ -129,6 +132,8 @@ core_register(struct core *c, struct txn *t, const struct sip_msg *req,
         return;
     }
     c->stats.answered++;
+    if (status == 200 && c->proxy)
+        proxy_register_ok(c->proxy, req); /* fork ringing calls to it */
     log_info("core", "REGISTER answered %d call_id=" SLICE_FMT " src=%s",
              status, SLICE_ARG(req->call_id),
              src_text(src, where, sizeof(where)));
@@ -141,6 +146,11 @@ core_on_request(struct txn_table *tt, struct txn *t, const struct sip_msg *req,
     struct core *c = arg;
     struct sip_error err = {0};
 
+    if (!t && c->proxy && req->to.tag.len) {
+        /* ACK for a 2xx: end to end, loose-routed by the proxy. */
+        proxy_on_request(c->proxy, NULL, req, src);
+        return;
+    }
     if (!t) {
         /* ACK for a 2xx we never sent, or stray: nothing to do. */
         c->stats.acks_absorbed++;
@@ -151,6 +161,10 @@ core_on_request(struct txn_table *tt, struct txn *t, const struct sip_msg *req,
             reply_unsupported(c, t, req, src, &err);
         else
             reply(c, t, req, src, err.status, err.reason, "");
+        return;
+    }
+    if (c->proxy && proxy_wants(req)) {
+        proxy_on_request(c->proxy, t, req, src);
         return;
     }
     switch (req->method) {
@@ -174,8 +188,8 @@ core_on_request(struct txn_table *tt, struct txn *t, const struct sip_msg *req,
         reply(c, t, req, src, 501, NULL, "Allow: " CORE_ALLOW "\r\n");
         return;
     default:
-        /* TODO(registrar, calls): REGISTER, INVITE, BYE... are served by
-         * later rooms; until then they are known but not allowed here. */
+        /* Methods we know but serve nowhere (SUBSCRIBE, PUBLISH, ...
+         * addressed to the server itself). */
         reply(c, t, req, src, 405, NULL, "Allow: " CORE_ALLOW "\r\n");
         return;
     }
@@ -370,6 +384,8 @@ core_on_recv(struct tp *tp, const struct tp_rx *rx, void *arg)
         bad_request(c, rx);
         return;
     }
+    if (c->proxy && proxy_steer(c->proxy, rx))
+        return; /* handed to the worker that owns it */
     if (txn_recv(c->tt, rx) == -ENOENT)
         c->stats.stray_responses++;
 }

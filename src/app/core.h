@@ -29,12 +29,14 @@ struct core_stats {
 };
 
 struct reg;
+struct proxy;
 
 struct core {
     struct tp *tp;        /* borrowed */
     struct reg *reg;      /* borrowed, shared by all workers; NULL = no
                              registrar (REGISTER gets 405) */
     struct txn_table *tt; /* borrowed; set after txn_table_new */
+    struct proxy *proxy;  /* borrowed; NULL = no calls (INVITE 405) */
     struct buf out;       /* scratch for stateless responses */
     struct core_stats stats;
 };

@@ -19,11 +19,16 @@
 
 #include <uv.h>
 
+#include "admin/admin.h"
+#include "app/app_admin.h"
 #include "app/app_cfg.h"
+#include "app/app_wake.h"
 #include "app/worker.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "config/cfg.h"
+#include "proxy/proxy.h"
+#include "proxy/proxy_cfg.h"
 #include "registrar/reg.h"
 #include "registrar/reg_cfg.h"
 #include "store/store.h"
@@ -41,6 +46,9 @@ struct daemon {
     struct store *store; /* SQLite writer thread */
     struct reg *reg;     /* shared by every worker's core */
     uv_timer_t expire;   /* reg_expire() once a second */
+    struct proxy_shared *proxy; /* calls: shared part of the proxy */
+    struct admin *admin; /* admin HTTP server (own thread); may be NULL */
+    struct app_wake *wake; /* push devices, push thread, wake-ups */
 };
 
 static void
@@ -64,7 +72,7 @@ usage(FILE *f)
 /* Write the ready file atomically (tmp + rename): a reader never sees a
  * partial file. Hosts are numeric addresses, so no JSON escaping needed. */
 static int
-write_ready_file(const char *path, const struct tp *tp)
+write_ready_file(const char *path, const struct tp *tp, unsigned admin_port)
 {
     struct tp_listen_spec spec;
     char tmp[4096], host[TP_ADDRSTRLEN];
@@ -86,7 +94,10 @@ write_ready_file(const char *path, const struct tp *tp)
                 tp_addr_host(&spec.addr, host, sizeof(host)),
                 (unsigned)tp_addr_port(&spec.addr));
     }
-    fprintf(f, "]}\n");
+    fprintf(f, "]");
+    if (admin_port)
+        fprintf(f, ",\"admin_port\":%u", admin_port);
+    fprintf(f, "}\n");
     if (fflush(f) != 0 || ferror(f)) {
         int rc = -errno;
         fclose(f);
@@ -124,6 +135,7 @@ on_expire(uv_timer_t *h)
 
     if (n)
         log_debug("app", "expired bindings=%zu", n);
+    app_wake_tick(d->wake);
 }
 
 /* Open the store, restore the registrar from it, then import the
@@ -188,13 +200,18 @@ print_softphone_help(const struct daemon *d, const struct tp *tp0)
     printf("  domain    %s (use the server's IP address if the phone "
            "cannot resolve it)\n",
            d->sip->domain);
-    for (size_t i = 0; i < n; i++) {
+    /* A handful (the demo accounts); a big list belongs to the admin
+     * API, not the terminal. */
+    for (size_t i = 0; i < n && i < 10; i++) {
         const char *number;
         const struct reg_ext_cfg *e =
             cfg_instance(d->cfg, &reg_ext_cfg_section, i, &number);
         printf("  user %-5s password %-12s %s\n", number, e->password,
                e->name);
     }
+    if (n > 10)
+        printf("  ... and %zu more extensions in the configuration\n",
+               n - 10);
     printf("\n");
     fflush(stdout);
 }
@@ -253,6 +270,15 @@ run_daemon(struct daemon *d, const char *ready_file)
             goto stop;
         }
         d->workers[i].core.reg = d->reg;
+        if (d->proxy &&
+            proxy_new(d->proxy, d->workers[i].tp, d->workers[i].tt,
+                      &d->workers[i].core.proxy) < 0) {
+            log_error("app", "worker %u: proxy set-up failed", i);
+            d->worker_count = i + 1;
+            status = 1;
+            goto stop;
+        }
+        app_wake_worker(d->wake, i, d->workers[i].tp);
     }
     for (; started < d->worker_count; started++) {
         rc = worker_start(&d->workers[started]);
@@ -284,8 +310,16 @@ run_daemon(struct daemon *d, const char *ready_file)
                PUSHPBX_VERSION, d->worker_count,
                d->worker_count == 1 ? "" : "s", d->sip->domain);
     print_softphone_help(d, tp0);
+    if (app_admin_start(d->cfg, d->sip, d->reg, tp0, &d->admin) < 0) {
+        status = 1;
+        uv_close((uv_handle_t *)&d->sigint, NULL);
+        uv_close((uv_handle_t *)&d->sigterm, NULL);
+        uv_close((uv_handle_t *)&d->expire, NULL);
+        goto stop;
+    }
     if (ready_file) {
-        rc = write_ready_file(ready_file, tp0);
+        rc = write_ready_file(ready_file, tp0,
+                              d->admin ? admin_port(d->admin) : 0);
         if (rc < 0) {
             log_error("app", "cannot write ready file %s: %s", ready_file,
                       strerror(-rc));
@@ -304,6 +338,8 @@ stop:
     for (unsigned i = 0; i < d->worker_count; i++)
         worker_stop(&d->workers[i]);
 join:
+    admin_stop(d->admin); /* its thread reads the registrar: stop first */
+    d->admin = NULL;
     /* Workers not started run their loop to the end in worker_fini. */
     for (unsigned i = 0; i < d->worker_count; i++)
         worker_fini(&d->workers[i]);
@@ -406,8 +442,18 @@ main(int argc, char **argv)
     struct daemon d = {.cfg = cfg, .sip = cfg_get(cfg, &app_sip_section)};
     uv_loop_init(&d.loop);
     status = registrar_open(&d);
+    if (status == 0 &&
+        proxy_shared_new(cfg_get(cfg, &proxy_cfg_section), d.reg,
+                         d.sip->domain, &d.proxy) < 0) {
+        log_error("app", "proxy: bad configuration");
+        status = 1;
+    }
+    if (status == 0)
+        status = app_wake_open(cfg, d.reg, d.proxy, &d.wake);
     if (status == 0)
         status = run_daemon(&d, ready_file);
+    app_wake_close(d.wake); /* after the workers: joins the push thread */
+    proxy_shared_free(d.proxy); /* after every worker has stopped */
     registrar_close(&d);
     /* Run close callbacks of the signal handles, then free the loop. */
     uv_run(&d.loop, UV_RUN_DEFAULT);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "proxy/proxy.h"
 
 static void
 on_stop(uv_async_t *h)
@@ -23,6 +24,8 @@ on_stop(uv_async_t *h)
 
     txn_table_free(w->tt);
     w->tt = NULL;
+    proxy_free(w->core.proxy); /* its calls ended with the txn table */
+    w->core.proxy = NULL;
     tp_free(w->tp);
     w->tp = NULL;
     uv_close((uv_handle_t *)&w->stop, NULL);

@@ -75,9 +75,12 @@ arena_reset(struct arena *a)
 void *
 arena_alloc(struct arena *a, size_t size)
 {
-    size_t need = (size + 15) & ~(size_t)15;
+    size_t need;
     struct arena_chunk *c;
 
+    if (size > SIZE_MAX / 2) /* no message asks for this: refuse, not wrap */
+        return NULL;
+    need = (size + 15) & ~(size_t)15;
     if (need == 0)
         need = 16;
     if (a->cap && (need > a->cap || a->used > a->cap - need))

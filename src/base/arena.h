@@ -32,7 +32,8 @@ void arena_init(struct arena *a, size_t cap);
 void arena_fini(struct arena *a);
 /* Free everything but keep the first chunk for reuse. */
 void arena_reset(struct arena *a);
-/* 16-byte aligned; NULL only when the cap would be exceeded. */
+/* 16-byte aligned; NULL only when the cap would be exceeded (or for an
+ * absurd size above SIZE_MAX / 2). */
 void *arena_alloc(struct arena *a, size_t size);
 /* Copy bytes into the arena; NUL-terminated for convenience. NULL at cap. */
 char *arena_strndup(struct arena *a, const char *s, size_t n);

@@ -300,6 +300,9 @@ easy_common(struct prov *p, CURL *e, const char *url, struct buf *resp,
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* Debug knob: curl's own trace on stderr. */
+    if (getenv("PUSHPBX_CURL_VERBOSE"))
+        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     if (p->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, p->ca_file);
     if (p->cert_file) {

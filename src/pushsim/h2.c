@@ -17,9 +17,20 @@
  * owned by their connection (list), freed on stream close or with the
  * connection.
  *
- * Limits: SETTINGS_MAX_CONCURRENT_STREAMS 1000, request body 64 KiB
+ * Limits: SETTINGS_MAX_CONCURRENT_STREAMS 1000, connection receive
+ * window 16 MiB (stream windows stay 64 KiB), request body 64 KiB
  * (beyond it the body is dropped and flagged), tracked header values
  * 8 KiB each; reading pauses while more than 8 MiB wait to be written.
+ *
+ * RST_STREAM accounting: libcurl 7.88 (Debian 12) ends every transfer
+ * with RST_STREAM(STREAM_CLOSED) on a stream we have already answered
+ * and closed. nghttp2's rapid-reset guard (CVE-2023-44487, backported to
+ * Debian's 1.52: burst 1000, 33/s) counts every received RST_STREAM, so
+ * after ~1000 pushes it sent GOAWAY(INTERNAL_ERROR) and the client had to
+ * reconnect and resend what the GOAWAY cut off (duplicate pushes). APNs
+ * and FCM do not do that. So the library guard is opened wide and we keep
+ * our own with the same budget counting only resets of streams that are
+ * still open here (a request cancelled before its answer went out).
  */
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
@@ -36,6 +47,10 @@
 #define HDR_VALUE_MAX 8192
 #define WRITE_HIGH (8u << 20)
 #define WRITE_LOW (1u << 20)
+/* Resets of open streams a connection may make: burst, then per second. */
+#define RST_BURST 1000
+#define RST_RATE 33
+#define CONN_WINDOW (16 << 20)
 
 struct psim_server {
     struct psim *ps;
@@ -61,6 +76,8 @@ struct conn {
     bool closing;
     bool close_after_write; /* GOAWAY fault */
     bool reading;
+    uint64_t rst_tokens;  /* RST_STREAM budget (see top comment) */
+    uint64_t rst_tick_ms; /* when rst_tokens was last refilled */
 };
 
 struct hdr_ref {
@@ -286,11 +303,40 @@ on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
     return 0;
 }
 
+/* A peer cancelled a stream we still had open: charge the budget; when it
+ * runs dry, GOAWAY(ENHANCE_YOUR_CALM) as a real front end would. Resets of
+ * streams already closed here (libcurl's habit) cost nothing. */
+static void
+rst_charge(struct conn *c)
+{
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t refill = (now - c->rst_tick_ms) * RST_RATE / 1000;
+
+    if (refill > 0) {
+        c->rst_tokens = c->rst_tokens + refill > RST_BURST
+                            ? RST_BURST
+                            : c->rst_tokens + refill;
+        c->rst_tick_ms = now;
+    }
+    if (c->rst_tokens > 0) {
+        c->rst_tokens--;
+        return;
+    }
+    nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
 static int
 on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user)
 {
     struct stream *s;
 
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
+        /* Called before nghttp2 closes the stream: user data is set only
+         * while the stream is open here. */
+        if (nghttp2_session_get_stream_user_data(h2, f->hd.stream_id))
+            rst_charge(user);
+        return 0;
+    }
     if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
@@ -417,6 +463,7 @@ start_h2(struct conn *c)
     };
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
+    nghttp2_option *opt;
     int rc;
 
     SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
@@ -430,12 +477,32 @@ start_h2(struct conn *c)
                                                               on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    rc = nghttp2_session_server_new(&c->h2, cb, c);
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        return -ENOMEM;
+    }
+#ifdef PSIM_HAVE_RST_RATE_LIMIT
+    /* Our own budget in rst_charge() replaces the library's, which also
+     * counts resets of closed streams (see the top comment). The bucket
+     * refills fast enough never to run dry; the rate stays far from
+     * overflowing nghttp2's rate * elapsed-seconds arithmetic. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, UINT32_MAX, 1000000);
+#endif
+    rc = nghttp2_session_server_new2(&c->h2, cb, c, opt);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)
         return -ENOMEM;
+    c->rst_tokens = RST_BURST;
+    c->rst_tick_ms = uv_now(c->srv->loop);
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv,
                             sizeof(iv) / sizeof(iv[0]));
+    /* Connection window 16 MiB (WINDOW_UPDATE on stream 0) instead of the
+     * default 64 KiB: 500 uploads in flight exhaust 64 KiB, and libcurl
+     * 7.88 then stalls some request bodies for seconds (timeouts, resets,
+     * resends). Memory stays bounded by the per-stream body limit. */
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0,
+                                          CONN_WINDOW);
     return 0;
 }
 
@@ -465,6 +532,7 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
+    ERR_clear_error(); /* SSL_get_error must see only this call's errors */
     if (!c->handshake_done) {
         n = SSL_do_handshake(c->ssl);
         if (n != 1) {
@@ -485,6 +553,7 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         }
     }
     for (;;) {
+        ERR_clear_error(); /* JWT checks in the callbacks may queue some */
         n = SSL_read(c->ssl, plain, sizeof(plain));
         if (n <= 0) {
             int err = SSL_get_error(c->ssl, n);

@@ -9,6 +9,7 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <string.h>
 
@@ -323,6 +324,9 @@ psim_key_load_pem_mem(const char *pem, size_t len)
         key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
     }
     BIO_free(bio);
+    /* A failed try leaves errors queued; SSL_get_error would later read
+     * them as a TLS failure on this thread. */
+    ERR_clear_error();
     return key;
 }
 

@@ -3,8 +3,9 @@
  * tests and the demo. The real push clients are pointed at it by URL; it
  * checks what they send as the real services do, answers with their status
  * codes and bodies, injects faults on command and tells harnesses, through
- * a small control API, which pushes arrived. The contract with the clients
- * is /work/notes/pushcontract.md (docs: pushsim --help).
+ * a small control API, which pushes arrived. The command line, endpoints
+ * and control API follow the push contract shared with src/push (see
+ * pushsim --help and the comments of psim.c and control.c).
  *
  * Threads: main runs the libuv loop with the HTTPS side (h2.c); the control
  * API runs on libmicrohttpd's thread (control.c). SIGINT/SIGTERM stop the

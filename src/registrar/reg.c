@@ -257,8 +257,7 @@ count_store_rc(struct reg *r, int rc)
 }
 
 void
-reg_binding_persist(struct reg *r, const struct ext *e,
-                    const struct binding *b)
+reg_binding_persist(struct reg *r, const struct ext *e, const struct binding *b)
 {
     if (!r->store)
         return;
@@ -285,8 +284,7 @@ reg_binding_persist(struct reg *r, const struct ext *e,
 }
 
 void
-reg_binding_forget(struct reg *r, const struct ext *e,
-                   const struct binding *b)
+reg_binding_forget(struct reg *r, const struct ext *e, const struct binding *b)
 {
     if (r->store)
         count_store_rc(r, store_binding_del(r->store, e->number, b->key));
@@ -378,8 +376,8 @@ number_ok(const char *n)
     for (size_t i = 0; i < len; i++) {
         char c = n[i];
         bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                  (c >= 'A' && c <= 'Z') || c == '_' || c == '-' ||
-                  c == '.' || c == '+';
+                  (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.' ||
+                  c == '+';
         if (!ok)
             return false;
     }
@@ -412,8 +410,8 @@ reg_ext_set(struct reg *r, const char *number, const char *display,
     char md5[65], sha[65];
     sip_digest_ha1(SIP_DIGEST_MD5, slice_cstr(number), slice_cstr(r->realm),
                    slice_cstr(password), md5);
-    sip_digest_ha1(SIP_DIGEST_SHA256, slice_cstr(number),
-                   slice_cstr(r->realm), slice_cstr(password), sha);
+    sip_digest_ha1(SIP_DIGEST_SHA256, slice_cstr(number), slice_cstr(r->realm),
+                   slice_cstr(password), sha);
 
     struct shard *s = reg_shard_of(r, slice_cstr(number));
     pthread_mutex_lock(&s->lock);
@@ -586,6 +584,30 @@ arena_cstr(struct arena *a, const char *s)
 }
 
 int
+reg_contact_copy(struct arena *a, struct reg_contact *c,
+                 const struct binding *b)
+{
+    fill_contact(c, b);
+    c->uri = arena_cstr(a, b->uri);
+    c->params = arena_cstr(a, b->params);
+    c->instance = arena_cstr(a, b->instance);
+    c->call_id = arena_cstr(a, b->call_id);
+    c->path = arena_cstr(a, b->path);
+    c->user_agent = arena_cstr(a, b->user_agent);
+    if (!c->uri || !c->params || !c->instance || !c->call_id || !c->path ||
+        !c->user_agent)
+        return -ENOMEM;
+    return 0;
+}
+
+void
+reg_set_bind_cb(struct reg *r, reg_bind_cb *cb, void *arg)
+{
+    r->bind_cb = cb;
+    r->bind_arg = arg;
+}
+
+int
 reg_lookup(struct reg *r, struct slice ext, struct arena *a,
            struct reg_contact **out, size_t *count)
 {
@@ -616,16 +638,7 @@ reg_lookup(struct reg *r, struct slice ext, struct arena *a,
         const struct binding *b = container_of(pos, struct binding, node);
         if (b->expires_at <= now)
             continue;
-        struct reg_contact *c = &v[n];
-        fill_contact(c, b);
-        c->uri = arena_cstr(a, b->uri);
-        c->params = arena_cstr(a, b->params);
-        c->instance = arena_cstr(a, b->instance);
-        c->call_id = arena_cstr(a, b->call_id);
-        c->path = arena_cstr(a, b->path);
-        c->user_agent = arena_cstr(a, b->user_agent);
-        if (!c->uri || !c->params || !c->instance || !c->call_id ||
-            !c->path || !c->user_agent) {
+        if (reg_contact_copy(a, &v[n], b) < 0) {
             rc = -ENOMEM;
             goto out;
         }
@@ -680,8 +693,7 @@ reg_expire(struct reg *r)
                 struct list_node *pos, *tmp;
                 list_for_each_safe(pos, tmp, &e->bindings)
                 {
-                    struct binding *b =
-                        container_of(pos, struct binding, node);
+                    struct binding *b = container_of(pos, struct binding, node);
                     if (b->expires_at <= now) {
                         reg_binding_unlink_free(r, e, b);
                         dropped++;

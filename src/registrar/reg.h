@@ -70,17 +70,17 @@ enum reg_algs {
 
 /* [registrar] section (option table in reg_cfg.c). */
 struct reg_cfg {
-    unsigned min_expires_s;     /* shorter (but > 0) → 423 + Min-Expires */
-    unsigned max_expires_s;     /* longer is shortened to this */
-    unsigned default_expires_s; /* no expires param and no Expires header */
-    unsigned max_contacts;      /* bindings per extension; oldest evicted */
-    unsigned nonce_ttl_s;       /* older nonces → 401 stale=true */
-    unsigned nonce_table_size;  /* nonces tracked for nonce-count replay */
-    int unknown_ext;            /* enum reg_unknown_policy */
+    unsigned min_expires_s;       /* shorter (but > 0) → 423 + Min-Expires */
+    unsigned max_expires_s;       /* longer is shortened to this */
+    unsigned default_expires_s;   /* no expires param and no Expires header */
+    unsigned max_contacts;        /* bindings per extension; oldest evicted */
+    unsigned nonce_ttl_s;         /* older nonces → 401 stale=true */
+    unsigned nonce_table_size;    /* nonces tracked for nonce-count replay */
+    int unknown_ext;              /* enum reg_unknown_policy */
     unsigned auth_fail_threshold; /* failures per source within window */
     unsigned auth_fail_window_s;
-    unsigned auth_block_s;      /* cool-down: every REGISTER → 403 */
-    int algorithms;             /* enum reg_algs */
+    unsigned auth_block_s; /* cool-down: every REGISTER → 403 */
+    int algorithms;        /* enum reg_algs */
 };
 
 /* One [extension.NUMBER] section. */
@@ -121,8 +121,7 @@ int reg_load(struct reg *r);
  * password and the realm (password is not kept). number: digits/letters
  * ("100"), 1..32 chars. Persisted. Returns 0 or -EINVAL. Any thread. */
 int reg_ext_set(struct reg *r, const char *number, const char *display,
-                const char *password, bool enabled,
-                unsigned max_push_devices);
+                const char *password, bool enabled, unsigned max_push_devices);
 /* Remove an extension and all its bindings. 0 or -ENOENT. */
 int reg_ext_del(struct reg *r, const char *number);
 
@@ -147,10 +146,10 @@ struct reg_contact {
     const char *params;   /* contact params as given, without expires */
     const char *instance; /* +sip.instance ("" if none) */
     uint32_t reg_id;
-    int64_t expires_at;   /* unix seconds */
+    int64_t expires_at; /* unix seconds */
     const char *call_id;
     uint32_t cseq;
-    const char *path;     /* Path values, comma-joined, "" if none */
+    const char *path; /* Path values, comma-joined, "" if none */
     const char *user_agent;
     enum reg_transport transport; /* how the REGISTER arrived */
     struct sockaddr_storage addr; /* its source: route here (NAT) */
@@ -162,6 +161,36 @@ struct reg_contact {
  * unknown extension, -ENOMEM at the arena cap. Any thread. */
 int reg_lookup(struct reg *r, struct slice ext, struct arena *a,
                struct reg_contact **out, size_t *count);
+
+/* Notification for the proxy (a woken phone's REGISTER releases a held
+ * call): after a REGISTER was accepted, cb gets the extension and the
+ * bindings that request added or refreshed (copies, valid during the
+ * call; count > 0). Runs on the worker that handled the REGISTER, with no
+ * registrar lock held, before the 200 OK is sent; cb may call reg_lookup.
+ * Set once before workers start (not synchronised). */
+typedef void reg_bind_cb(const char *ext, const struct reg_contact *contacts,
+                         size_t count, void *arg);
+void reg_set_bind_cb(struct reg *r, reg_bind_cb *cb, void *arg);
+
+/* Push devices ([wake], RFC 8599; pushdev.h). Set once before workers
+ * start (not synchronised). With a table set, a REGISTER whose Contact URI
+ * carries pn-provider/pn-prid/pn-param is checked (400 with a reason for a
+ * bad token or missing pn-param, 555 for a provider not served, both
+ * before anything is stored), the push device is committed to the table
+ * before the 200 is built, and the 200 carries Feature-Caps:
+ * *;+sip.pns="<provider>". Expires: 0 keeps the device (background mode);
+ * Contact: * removes the extension's devices too. An extension for which
+ * push_enabled returns false registers without push: no device, no
+ * Feature-Caps, and a Warning saying so. */
+struct pushdev_table;
+struct reg_push_opts {
+    struct pushdev_table *table; /* borrowed; NULL disables push */
+    bool apns, fcm;              /* providers served */
+    /* NULL = push enabled for every extension. Any thread. */
+    bool (*push_enabled)(const char *ext, void *arg);
+    void *arg;
+};
+void reg_set_push(struct reg *r, const struct reg_push_opts *o);
 
 /* Admin listing: cb once per extension (sorted by nothing: hash order),
  * with its current bindings. Called under the extension's shard lock: cb
@@ -175,14 +204,28 @@ void reg_list(struct reg *r, reg_list_cb *cb, void *arg);
  * start). Returns how many were dropped. Call about once a second. */
 size_t reg_expire(struct reg *r);
 
+/* Digest check of an out-of-dialog request that the proxy serves (INVITE,
+ * MESSAGE...; RFC 3261 §22.3), with the nonces, nonce-count replay table
+ * and brute-force throttle of REGISTER. The Proxy-Authorization whose
+ * realm is ours is checked against the extension its username names
+ * (the proxy then checks that From names the same extension). Returns 0
+ * and the authenticated extension (NUL-terminated) in ext (cap >= 33), or
+ * the status to answer: 407 with the Proxy-Authenticate lines (CRLF-ended,
+ * most preferred algorithm first, stale=true when only the nonce was
+ * unusable) appended to hdrs; 403 (source blocked, extension disabled);
+ * 400 (malformed credentials). Added for the proxy room. Any thread. */
+int reg_auth_request(struct reg *r, const struct sip_msg *req,
+                     const struct reg_src *src, char *ext, size_t cap,
+                     struct buf *hdrs);
+
 struct reg_stats {
-    uint64_t registers;      /* REGISTERs handled */
-    uint64_t ok;             /* answered 2xx */
-    uint64_t challenged;     /* 401 without credentials or stale */
-    uint64_t auth_failures;  /* wrong credentials, unknown user, ... */
-    uint64_t throttled;      /* answered 403 because the source is blocked */
-    uint64_t blocks;         /* times a source got blocked */
-    uint64_t store_errors;   /* writes the store refused */
+    uint64_t registers;     /* REGISTERs handled */
+    uint64_t ok;            /* answered 2xx */
+    uint64_t challenged;    /* 401 without credentials or stale */
+    uint64_t auth_failures; /* wrong credentials, unknown user, ... */
+    uint64_t throttled;     /* answered 403 because the source is blocked */
+    uint64_t blocks;        /* times a source got blocked */
+    uint64_t store_errors;  /* writes the store refused */
     size_t extensions;
     size_t bindings;
 };

@@ -5,8 +5,8 @@
  * Nonce = 16 hex digits of the issue time (unix s) + 16 hex digits of a
  * per-process counter (two challenges in one second must differ, or the
  * second client's nc=1 would look like a replay) + the first 16 bytes of
- * HMAC-SHA256(secret, time-hex counter-hex ":" realm) in hex. Verifying needs no
- * per-nonce state, so challenges cost nothing to store and a flood of
+ * HMAC-SHA256(secret, time-hex counter-hex ":" realm) in hex. Verifying needs
+ * no per-nonce state, so challenges cost nothing to store and a flood of
  * unauthenticated REGISTERs cannot fill memory. The secret is random per
  * process: after a restart old nonces fail the MAC and the client is sent
  * a fresh challenge with stale=true (its credentials were fine).
@@ -57,7 +57,9 @@ reg_auth_init(struct reg *r)
     if (RAND_bytes(r->secret, sizeof(r->secret)) != 1 ||
         RAND_bytes((unsigned char *)&seq0, sizeof(seq0)) != 1)
         return -EIO;
-    atomic_store(&r->nonce_seq, seq0);
+    /* Random start (nonces differ across restarts even within one
+     * second), top bit clear so the counter never wraps. */
+    atomic_store(&r->nonce_seq, seq0 >> 1);
     struct nonce_table *nt = &r->nonces;
     pthread_mutex_init(&nt->lock, NULL);
     nt->cap = r->cfg.nonce_table_size ? r->cfg.nonce_table_size : 65536;
@@ -151,14 +153,12 @@ nt_prune(struct reg *r, int64_t now_s)
     struct nonce_table *nt = &r->nonces;
 
     while (!list_empty(&nt->fifo)) {
-        struct nc_entry *e = container_of(nt->fifo.next, struct nc_entry,
-                                          fifo);
-        if (e->ts + (int64_t)r->cfg.nonce_ttl_s >= now_s &&
-            nt->count < nt->cap)
+        struct nc_entry *e = container_of(nt->fifo.next, struct nc_entry, fifo);
+        if (e->ts + (int64_t)r->cfg.nonce_ttl_s >= now_s && nt->count < nt->cap)
             break;
         if (e->ts + (int64_t)r->cfg.nonce_ttl_s >= now_s &&
-            e->ts > nt->low_water_ts)
-            nt->low_water_ts = e->ts; /* evicting a live nonce */
+            e->seq > nt->low_water_seq)
+            nt->low_water_seq = e->seq; /* evicting a live nonce */
         uint64_t h = fnv1a(e->nonce, REG_NONCE_LEN) & (nt->nbuckets - 1);
         struct nc_entry **pp = &nt->tab[h];
         while (*pp != e)
@@ -174,17 +174,17 @@ enum nonce_state
 reg_nonce_check(struct reg *r, struct slice nonce, struct slice nc,
                 int64_t now_s)
 {
-    uint64_t ts, ncv;
+    uint64_t ts, seq, ncv;
     char mac[32];
 
-    if (nonce.len != REG_NONCE_LEN || !parse_hex_u64(nonce.ptr, 16, &ts))
+    if (nonce.len != REG_NONCE_LEN || !parse_hex_u64(nonce.ptr, 16, &ts) ||
+        !parse_hex_u64(nonce.ptr + 16, 16, &seq))
         return NONCE_BAD;
     char ts_hex[33];
     memcpy(ts_hex, nonce.ptr, 32);
     ts_hex[32] = '\0';
     nonce_mac(r, ts_hex, mac);
-    if (!sip_digest_equal(slice_make(mac, 32),
-                          slice_make(nonce.ptr + 32, 32)))
+    if (!sip_digest_equal(slice_make(mac, 32), slice_make(nonce.ptr + 32, 32)))
         return NONCE_BAD;
     if ((int64_t)ts > now_s + 5) /* from the future: not ours */
         return NONCE_BAD;
@@ -206,13 +206,14 @@ reg_nonce_check(struct reg *r, struct slice nonce, struct slice nc,
             st = NONCE_REPLAY;
         else
             e->nc = (uint32_t)ncv;
-    } else if ((int64_t)ts <= nt->low_water_ts) {
+    } else if (seq <= nt->low_water_seq) {
         st = NONCE_STALE;
     } else {
         e = xcalloc(1, sizeof(*e));
         memcpy(e->nonce, nonce.ptr, REG_NONCE_LEN);
         e->nc = (uint32_t)ncv;
         e->ts = (int64_t)ts;
+        e->seq = seq;
         e->hnext = nt->tab[h];
         nt->tab[h] = e;
         list_push_back(&nt->fifo, &e->fifo);
@@ -300,4 +301,129 @@ reg_throttle_fail(struct reg *r, const union reg_addr *a, int64_t now_s,
         *fails = s->fails;
     pthread_mutex_unlock(&r->throttle->lock);
     return now_blocked;
+}
+
+/* ---- proxy authentication (reg_auth_request) -------------------------- */
+
+/* Same challenge order as REGISTER (reg_register.c keeps its own copy of
+ * this table; both follow enum reg_algs). */
+static const char *const proxy_alg_order[4][3] = {
+    [REG_ALGS_SHA256_MD5] = {"SHA-256", "MD5", NULL},
+    [REG_ALGS_MD5_SHA256] = {"MD5", "SHA-256", NULL},
+    [REG_ALGS_SHA256] = {"SHA-256", NULL, NULL},
+    [REG_ALGS_MD5] = {"MD5", NULL, NULL},
+};
+
+static const char *const *
+proxy_offered(const struct reg *r)
+{
+    int k = r->cfg.algorithms;
+    return proxy_alg_order[k >= 0 && k < 4 ? k : 0];
+}
+
+static int
+proxy_challenge(struct reg *r, int64_t now_s, bool stale, struct buf *hdrs)
+{
+    char nonce[REG_NONCE_LEN + 1];
+
+    reg_nonce_make(r, now_s, nonce);
+    for (const char *const *a = proxy_offered(r); *a; a++)
+        if (buf_printf(hdrs,
+                       "Proxy-Authenticate: Digest realm=\"%s\", "
+                       "nonce=\"%s\", algorithm=%s, qop=\"auth\"%s\r\n",
+                       r->realm, nonce, *a, stale ? ", stale=true" : "") < 0)
+            return 500;
+    atomic_fetch_add(&r->n_challenged, 1);
+    return 407;
+}
+
+int
+reg_auth_request(struct reg *r, const struct sip_msg *req,
+                 const struct reg_src *src, char *ext, size_t cap,
+                 struct buf *hdrs)
+{
+    int64_t now = reg_now_s(r);
+    union reg_addr addr;
+    struct sip_auth au;
+    bool have = false;
+
+    memset(&addr, 0, sizeof(addr));
+    memcpy(&addr, &src->addr,
+           src->addr.ss_family == AF_INET6 ? sizeof(addr.in6)
+                                           : sizeof(addr.in));
+    if (reg_throttle_blocked(r, &addr, now)) {
+        atomic_fetch_add(&r->n_throttled, 1);
+        return 403;
+    }
+    for (size_t i = 0; i < req->hdr_count; i++) {
+        if (req->hdrs[i].id != SIP_HDR_PROXY_AUTHORIZATION)
+            continue;
+        const char *why;
+        struct sip_auth cand;
+        if (sip_auth_parse(req->hdrs[i].value, &cand, &why) < 0)
+            return 400;
+        if (!slice_eq_nocase_cstr(cand.scheme, "Digest") ||
+            !slice_eq_cstr(cand.realm, r->realm))
+            continue; /* for another proxy (RFC 3261 §22.3) */
+        au = cand;
+        have = true;
+        break;
+    }
+    if (!have)
+        return proxy_challenge(r, now, false, hdrs);
+    bool offered = false;
+    bool sha = au.alg == SIP_DIGEST_SHA256 || au.alg == SIP_DIGEST_SHA256_SESS;
+    bool md5 = au.alg == SIP_DIGEST_MD5 || au.alg == SIP_DIGEST_MD5_SESS;
+    for (const char *const *a = proxy_offered(r); *a; a++)
+        if ((sha && strcmp(*a, "SHA-256") == 0) ||
+            (md5 && strcmp(*a, "MD5") == 0))
+            offered = true;
+    if (!offered)
+        return proxy_challenge(r, now, false, hdrs);
+    if (au.username.len == 0 || au.username.len > REG_NUMBER_MAX ||
+        au.username.len >= cap || au.nonce.len == 0 || au.uri.len == 0 ||
+        au.response.len != sip_digest_hex_len(au.alg) ||
+        !slice_eq_nocase_cstr(au.qop, "auth") || au.nc.len != 8 ||
+        au.cnonce.len == 0)
+        return 400;
+
+    struct ext_snap {
+        bool found, enabled, ha1_valid;
+        char md5[33], sha256[65];
+    } v = {0};
+    struct shard *s = reg_shard_of(r, au.username);
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, au.username);
+    if (e) {
+        v.found = true;
+        v.enabled = e->enabled;
+        v.ha1_valid = e->ha1_valid;
+        memcpy(v.md5, e->ha1_md5, sizeof(v.md5));
+        memcpy(v.sha256, e->ha1_sha256, sizeof(v.sha256));
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    char expect[65];
+    bool ok =
+        v.found && v.ha1_valid &&
+        sip_digest_response(au.alg, slice_cstr(sha ? v.sha256 : v.md5),
+                            au.nonce, au.nc, au.cnonce, au.qop,
+                            req->method_name, au.uri, req->body, expect) == 0 &&
+        sip_digest_equal(slice_cstr(expect), au.response);
+    if (!ok) {
+        uint32_t fails;
+        atomic_fetch_add(&r->n_auth_failures, 1);
+        if (reg_throttle_fail(r, &addr, now, &fails)) {
+            atomic_fetch_add(&r->n_blocks, 1);
+            return 403;
+        }
+        return proxy_challenge(r, now, false, hdrs);
+    }
+    if (!v.enabled)
+        return 403;
+    if (reg_nonce_check(r, au.nonce, au.nc, now) != NONCE_OK)
+        return proxy_challenge(r, now, true, hdrs);
+    memcpy(ext, au.username.ptr, au.username.len);
+    ext[au.username.len] = '\0';
+    return 0;
 }

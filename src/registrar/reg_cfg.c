@@ -10,60 +10,99 @@
 #include "config/cfg.h"
 #include "registrar/reg_cfg.h"
 
-static const char *const unknown_choices[] = { "challenge", "404", NULL };
+static const char *const unknown_choices[] = {"challenge", "404", NULL};
 /* Order matches enum reg_algs. */
-static const char *const alg_choices[] = { "sha256,md5", "md5,sha256",
-                                           "sha256", "md5", NULL };
+static const char *const alg_choices[] = {"sha256,md5", "md5,sha256", "sha256",
+                                          "md5", NULL};
 
 static const struct cfg_option reg_options[] = {
-    { .key = "min_expires", .type = CFG_UINT, .min = 1, .max = 86400,
-      .def = "60", .offset = offsetof(struct reg_cfg, min_expires_s),
-      .help = "Shortest registration accepted; shorter (but not 0) gets "
-              "423 Interval Too Brief with Min-Expires." },
-    { .key = "max_expires", .type = CFG_UINT, .min = 1, .max = 604800,
-      .def = "7200", .offset = offsetof(struct reg_cfg, max_expires_s),
-      .help = "Longer registrations are shortened to this (the 200 OK "
-              "tells the phone)." },
-    { .key = "default_expires", .type = CFG_UINT, .min = 1, .max = 604800,
-      .def = "3600", .offset = offsetof(struct reg_cfg, default_expires_s),
-      .help = "Expiry when neither the Contact nor an Expires header "
-              "gives one." },
-    { .key = "max_contacts", .type = CFG_UINT, .min = 1, .max = 64,
-      .def = "10", .offset = offsetof(struct reg_cfg, max_contacts),
-      .help = "SIP bindings per extension; a new one beyond this evicts "
-              "the least recently refreshed." },
-    { .key = "nonce_ttl", .type = CFG_UINT, .min = 5, .max = 86400,
-      .def = "300", .offset = offsetof(struct reg_cfg, nonce_ttl_s),
-      .help = "Seconds a digest nonce stays valid; older nonces are "
-              "answered 401 with stale=true." },
-    { .key = "nonce_table_size", .type = CFG_UINT, .min = 1024,
-      .max = 16777216, .def = "65536",
-      .offset = offsetof(struct reg_cfg, nonce_table_size),
-      .help = "Nonces tracked for nonce-count replay checks (about 100 "
-              "bytes each)." },
-    { .key = "unknown_extension", .type = CFG_ENUM, .def = "challenge",
-      .choices = unknown_choices,
-      .offset = offsetof(struct reg_cfg, unknown_ext),
-      .help = "challenge: unknown extensions are challenged and fail like "
-              "a wrong password, so scanners cannot enumerate extensions; "
-              "404: answer 404 Not Found at once." },
-    { .key = "auth_fail_threshold", .type = CFG_UINT, .min = 0, .max = 100000,
-      .def = "10", .offset = offsetof(struct reg_cfg, auth_fail_threshold),
-      .help = "Failed authentications from one IP address within "
-              "auth_fail_window that block it (0 = never block)." },
-    { .key = "auth_fail_window", .type = CFG_UINT, .min = 1, .max = 86400,
-      .def = "60", .offset = offsetof(struct reg_cfg, auth_fail_window_s),
-      .help = "Window in seconds for counting failed authentications." },
-    { .key = "auth_block", .type = CFG_UINT, .min = 1, .max = 604800,
-      .def = "300", .offset = offsetof(struct reg_cfg, auth_block_s),
-      .help = "Seconds a blocked address gets 403 Forbidden for every "
-              "REGISTER." },
-    { .key = "digest_algorithms", .type = CFG_ENUM, .def = "sha256,md5",
-      .choices = alg_choices,
-      .offset = offsetof(struct reg_cfg, algorithms),
-      .help = "Digest algorithms offered, most preferred first (one "
-              "WWW-Authenticate each; RFC 8760). Use md5,sha256 or md5 for "
-              "clients that only read the first challenge (SIPp 3.6)." },
+    {.key = "min_expires",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 86400,
+     .def = "60",
+     .offset = offsetof(struct reg_cfg, min_expires_s),
+     .help = "Shortest registration accepted; shorter (but not 0) gets "
+             "423 Interval Too Brief with Min-Expires."},
+    {.key = "max_expires",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 604800,
+     .def = "7200",
+     .offset = offsetof(struct reg_cfg, max_expires_s),
+     .help = "Longer registrations are shortened to this (the 200 OK "
+             "tells the phone)."},
+    {.key = "default_expires",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 604800,
+     .def = "3600",
+     .offset = offsetof(struct reg_cfg, default_expires_s),
+     .help = "Expiry when neither the Contact nor an Expires header "
+             "gives one."},
+    {.key = "max_contacts",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 64,
+     .def = "10",
+     .offset = offsetof(struct reg_cfg, max_contacts),
+     .help = "SIP bindings per extension; a new one beyond this evicts "
+             "the least recently refreshed."},
+    {.key = "nonce_ttl",
+     .type = CFG_UINT,
+     .min = 5,
+     .max = 86400,
+     .def = "300",
+     .offset = offsetof(struct reg_cfg, nonce_ttl_s),
+     .help = "Seconds a digest nonce stays valid; older nonces are "
+             "answered 401 with stale=true."},
+    {.key = "nonce_table_size",
+     .type = CFG_UINT,
+     .min = 1024,
+     .max = 16777216,
+     .def = "65536",
+     .offset = offsetof(struct reg_cfg, nonce_table_size),
+     .help = "Nonces tracked for nonce-count replay checks (about 100 "
+             "bytes each)."},
+    {.key = "unknown_extension",
+     .type = CFG_ENUM,
+     .def = "challenge",
+     .choices = unknown_choices,
+     .offset = offsetof(struct reg_cfg, unknown_ext),
+     .help = "challenge: unknown extensions are challenged and fail like "
+             "a wrong password, so scanners cannot enumerate extensions; "
+             "404: answer 404 Not Found at once."},
+    {.key = "auth_fail_threshold",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 100000,
+     .def = "10",
+     .offset = offsetof(struct reg_cfg, auth_fail_threshold),
+     .help = "Failed authentications from one IP address within "
+             "auth_fail_window that block it (0 = never block)."},
+    {.key = "auth_fail_window",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 86400,
+     .def = "60",
+     .offset = offsetof(struct reg_cfg, auth_fail_window_s),
+     .help = "Window in seconds for counting failed authentications."},
+    {.key = "auth_block",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 604800,
+     .def = "300",
+     .offset = offsetof(struct reg_cfg, auth_block_s),
+     .help = "Seconds a blocked address gets 403 Forbidden for every "
+             "REGISTER."},
+    {.key = "digest_algorithms",
+     .type = CFG_ENUM,
+     .def = "sha256,md5",
+     .choices = alg_choices,
+     .offset = offsetof(struct reg_cfg, algorithms),
+     .help = "Digest algorithms offered, most preferred first (one "
+             "WWW-Authenticate each; RFC 8760). Use md5,sha256 or md5 for "
+             "clients that only read the first challenge (SIPp 3.6)."},
 };
 
 const struct cfg_section reg_cfg_section = {
@@ -76,21 +115,31 @@ const struct cfg_section reg_cfg_section = {
 };
 
 static const struct cfg_option ext_options[] = {
-    { .key = "name", .type = CFG_STRING, .def = "",
-      .offset = offsetof(struct reg_ext_cfg, name),
-      .help = "Display name." },
-    { .key = "password", .type = CFG_STRING, .def = "",
-      .offset = offsetof(struct reg_ext_cfg, password),
-      .help = "SIP password. Imported at start as HA1 values (MD5 and "
-              "SHA-256, bound to [sip] realm); the database never holds "
-              "it. Required." },
-    { .key = "enabled", .type = CFG_BOOL, .def = "yes",
-      .offset = offsetof(struct reg_ext_cfg, enabled),
-      .help = "A disabled extension cannot register (403)." },
-    { .key = "max_push_devices", .type = CFG_UINT, .min = 1, .max = 16,
-      .def = "1", .offset = offsetof(struct reg_ext_cfg, max_push_devices),
-      .help = "Push devices per extension; the newest replaces the "
-              "oldest." },
+    {.key = "name",
+     .type = CFG_STRING,
+     .def = "",
+     .offset = offsetof(struct reg_ext_cfg, name),
+     .help = "Display name."},
+    {.key = "password",
+     .type = CFG_STRING,
+     .def = "",
+     .offset = offsetof(struct reg_ext_cfg, password),
+     .help = "SIP password. Imported at start as HA1 values (MD5 and "
+             "SHA-256, bound to [sip] realm); the database never holds "
+             "it. Required."},
+    {.key = "enabled",
+     .type = CFG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct reg_ext_cfg, enabled),
+     .help = "A disabled extension cannot register (403)."},
+    {.key = "max_push_devices",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 16,
+     .def = "1",
+     .offset = offsetof(struct reg_ext_cfg, max_push_devices),
+     .help = "Push devices per extension; the newest replaces the "
+             "oldest."},
 };
 
 static int

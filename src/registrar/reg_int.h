@@ -75,20 +75,22 @@ struct nc_entry {
     char nonce[REG_NONCE_LEN];
     uint32_t nc;
     int64_t ts;
+    uint64_t seq; /* the nonce's issue counter */
 };
 
 /* Highest nonce-count seen per nonce, bounded. Entries leave in FIFO order
  * once their nonce has expired; if the table fills with live nonces the
- * oldest is evicted and low_water_ts rises to its timestamp: a nonce not in
- * the table whose timestamp is not newer than that may have been evicted,
- * so it is answered stale (one extra round trip) instead of risking a
- * replay. */
+ * oldest is evicted and low_water_seq rises to its issue counter: a nonce
+ * not in the table that was issued before it may have been evicted, so it
+ * is answered stale (one extra round trip) instead of risking a replay.
+ * The counter, not the time, is compared so that a burst of more than
+ * cap nonces within one second does not make fresh nonces stale. */
 struct nonce_table {
     pthread_mutex_t lock;
     struct nc_entry **tab;
     size_t nbuckets;
     size_t count, cap;
-    int64_t low_water_ts;
+    uint64_t low_water_seq;
     struct list_node fifo;
 };
 
@@ -115,12 +117,15 @@ struct reg {
     struct store *store;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
-    uint8_t secret[32]; /* nonce HMAC key, random per process */
+    uint8_t secret[32];             /* nonce HMAC key, random per process */
     atomic_uint_fast64_t nonce_seq; /* makes every nonce unique */
 
     struct shard shards[REG_SHARDS];
     struct nonce_table nonces;
     struct throttle *throttle;
+    reg_bind_cb *bind_cb; /* set before workers start; read-only after */
+    struct reg_push_opts push; /* pushdev.c; set before workers start */
+    void *bind_arg;
 
     atomic_uint_fast64_t n_registers, n_ok, n_challenged, n_auth_failures,
         n_throttled, n_blocks, n_store_errors;
@@ -144,8 +149,32 @@ void reg_binding_persist(struct reg *r, const struct ext *e,
                          const struct binding *b);
 void reg_binding_forget(struct reg *r, const struct ext *e,
                         const struct binding *b);
+/* Copy b into c with its strings in arena a. 0 or -ENOMEM. */
+int reg_contact_copy(struct arena *a, struct reg_contact *c,
+                     const struct binding *b);
 int reg_addr_format(const union reg_addr *a, char *out, size_t cap);
 int reg_addr_parse(const char *s, union reg_addr *out);
+
+/* pushdev.c: the REGISTER side of push devices (see reg_set_push). */
+struct sip_uri;
+struct pushdev;
+struct reg_push_state {
+    bool any;      /* some contact named pn-provider */
+    bool device;   /* dev is to be stored (pn-prid given) */
+    bool disabled; /* push disabled for this extension */
+    const char *fc_provider; /* Feature-Caps to add: "apns", "fcm", "*"
+                                (every served one), or NULL */
+    struct pushdev *dev;     /* in the request arena */
+};
+/* Check one contact URI of the REGISTER. Returns 0, or 400/555 with the
+ * reason in *why (nothing stored yet). */
+int reg_push_contact(struct reg *r, struct slice ext, const struct sip_uri *u,
+                     struct slice instance, struct arena *a,
+                     struct reg_push_state *ps, const char **why);
+/* After the bindings were updated: store or remove devices and append
+ * Feature-Caps/Warning to hdrs. Returns 0 or 500 (device not stored). */
+int reg_push_commit(struct reg *r, struct slice ext, bool star,
+                    struct reg_push_state *ps, struct buf *hdrs);
 
 /* reg_auth.c */
 int reg_auth_init(struct reg *r);

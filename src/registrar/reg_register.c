@@ -94,10 +94,10 @@ respond(struct ctx *c, int status, const char *reason)
 
 /* Challenge order per enum reg_algs; NULL ends a row. */
 static const char *const alg_order[4][3] = {
-    [REG_ALGS_SHA256_MD5] = { "SHA-256", "MD5", NULL },
-    [REG_ALGS_MD5_SHA256] = { "MD5", "SHA-256", NULL },
-    [REG_ALGS_SHA256] = { "SHA-256", NULL, NULL },
-    [REG_ALGS_MD5] = { "MD5", NULL, NULL },
+    [REG_ALGS_SHA256_MD5] = {"SHA-256", "MD5", NULL},
+    [REG_ALGS_MD5_SHA256] = {"MD5", "SHA-256", NULL},
+    [REG_ALGS_SHA256] = {"SHA-256", NULL, NULL},
+    [REG_ALGS_MD5] = {"MD5", NULL, NULL},
 };
 
 static const char *const *
@@ -169,8 +169,8 @@ auth_failed(struct ctx *c, const char *why)
         log_info("registrar",
                  "authentication failed: %s call_id=%.*s src=%s ext=%.*s "
                  "fails=%u",
-                 why, SLICE_ARG(c->m->call_id), c->src_text,
-                 SLICE_ARG(c->ext), fails);
+                 why, SLICE_ARG(c->m->call_id), c->src_text, SLICE_ARG(c->ext),
+                 fails);
     return challenge(c, false);
 }
 
@@ -258,8 +258,7 @@ arena_fmt_key(struct arena *a, struct slice instance, uint32_t reg_id)
 {
     char *k = arena_alloc(a, instance.len + 16);
     if (k)
-        snprintf(k, instance.len + 16, "%.*s#%u", SLICE_ARG(instance),
-                 reg_id);
+        snprintf(k, instance.len + 16, "%.*s#%u", SLICE_ARG(instance), reg_id);
     return k;
 }
 
@@ -350,14 +349,14 @@ authenticate(struct ctx *c)
     }
     if (!v.found || !v.ha1_valid)
         return auth_failed(c, "unknown extension");
-    const char *ha1 = (au.alg == SIP_DIGEST_SHA256 ||
-                       au.alg == SIP_DIGEST_SHA256_SESS)
-                          ? v.ha1_sha256
-                          : v.ha1_md5;
+    const char *ha1 =
+        (au.alg == SIP_DIGEST_SHA256 || au.alg == SIP_DIGEST_SHA256_SESS)
+            ? v.ha1_sha256
+            : v.ha1_md5;
     char expect[65];
-    if (sip_digest_response(au.alg, slice_cstr(ha1), au.nonce, au.nc,
-                            au.cnonce, au.qop, SLICE_LIT("REGISTER"), au.uri,
-                            m->body, expect) < 0)
+    if (sip_digest_response(au.alg, slice_cstr(ha1), au.nonce, au.nc, au.cnonce,
+                            au.qop, SLICE_LIT("REGISTER"), au.uri, m->body,
+                            expect) < 0)
         return bad_request(c, "Bad Authorization");
     if (!sip_digest_equal(slice_cstr(expect), au.response))
         return auth_failed(c, "wrong password");
@@ -410,8 +409,7 @@ parse_contacts(struct ctx *c, struct req_contact *v, bool *star)
             continue;
         }
         struct slice ev;
-        if (sip_param_get(rc->c.na.params, "expires", &ev) &&
-            !only_digits(ev))
+        if (sip_param_get(rc->c.na.params, "expires", &ev) && !only_digits(ev))
             return -bad_request(c, "Bad Contact expires");
         const char *why;
         if (sip_uri_parse(rc->c.na.uri, &rc->uri, &why) < 0)
@@ -429,13 +427,12 @@ parse_contacts(struct ctx *c, struct req_contact *v, bool *star)
         if (e > (long)cfg->max_expires_s)
             e = (long)cfg->max_expires_s;
         rc->expires = e;
-        rc->uri_text = arena_strndup(&c->a, rc->c.na.uri.ptr,
-                                     rc->c.na.uri.len);
+        rc->uri_text = arena_strndup(&c->a, rc->c.na.uri.ptr, rc->c.na.uri.len);
         rc->params = strip_expires(&c->a, rc->c.na.params);
         /* RFC 5626 §6: reg-id without +sip.instance is ignored. */
         rc->reg_id = rc->c.instance.len ? rc->c.reg_id : 0;
-        rc->instance = arena_strndup(&c->a, rc->c.instance.ptr,
-                                     rc->c.instance.len);
+        rc->instance =
+            arena_strndup(&c->a, rc->c.instance.ptr, rc->c.instance.len);
         rc->key = rc->c.instance.len
                       ? arena_fmt_key(&c->a, rc->c.instance, rc->reg_id)
                       : rc->uri_text;
@@ -536,7 +533,7 @@ add_date(struct buf *b, int64_t now_s)
  * headers. Returns 0, or a SIP status to answer instead (nothing changed). */
 static int
 update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
-                bool star)
+                bool star, struct reg_contact *fresh, size_t *nfresh)
 {
     struct reg *r = c->r;
     const struct sip_msg *m = c->m;
@@ -606,6 +603,8 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
         struct binding *b = reg_binding_new(&t);
         reg_binding_link(r, e, b);
         reg_binding_persist(r, e, b);
+        if (r->bind_cb && reg_contact_copy(&c->a, &fresh[*nfresh], b) == 0)
+            (*nfresh)++;
     }
 
     /* Drop expired bindings, then evict the least recently updated ones
@@ -628,8 +627,7 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
     {
         struct binding *b = container_of(pos, struct binding, node);
         if (buf_printf(&c->extra, "Contact: <%s>%s;expires=%lld\r\n", b->uri,
-                       b->params,
-                       (long long)(b->expires_at - c->now)) < 0)
+                       b->params, (long long)(b->expires_at - c->now)) < 0)
             return 500;
     }
     if (path[0] && buf_printf(&c->extra, "Path: %s\r\n", path) < 0)
@@ -698,11 +696,25 @@ handle(struct ctx *c)
     long n = parse_contacts(c, v, &star);
     if (n < 0)
         return (int)-n;
+    /* [wake] RFC 8599 push params: 400/555 before anything is stored. */
+    struct reg_push_state ps = {0};
+    for (long i = 0; i < n && !star; i++) {
+        const char *why = NULL;
+        int pst = reg_push_contact(r, c->ext, &v[i].uri, v[i].c.instance,
+                                   &c->a, &ps, &why);
+        if (pst != 0) {
+            buf_reset(&c->extra);
+            return respond(c, pst, why);
+        }
+    }
 
     struct shard *s = reg_shard_of(r, c->ext);
     pthread_mutex_lock(&s->lock);
     struct ext *e = reg_ext_find(s, c->ext);
-    int status = e ? update_bindings(c, e, v, (size_t)n, star) : 404;
+    struct reg_contact fresh[MAX_REQ_CONTACTS];
+    size_t nfresh = 0;
+    int status =
+        e ? update_bindings(c, e, v, (size_t)n, star, fresh, &nfresh) : 404;
     size_t count = e ? e->binding_count : 0;
     pthread_mutex_unlock(&s->lock);
     if (status == 400)
@@ -711,15 +723,25 @@ handle(struct ctx *c)
         buf_reset(&c->extra);
         return respond(c, status, NULL);
     }
+    /* The push device is durable before the 200 (pushdev.h). */
+    if (reg_push_commit(r, c->ext, star, &ps, &c->extra) != 0) {
+        buf_reset(&c->extra);
+        return respond(c, 500, "Push Device Not Stored");
+    }
     atomic_fetch_add(&r->n_ok, 1);
+    if (nfresh && r->bind_cb) {
+        char ext[REG_NUMBER_MAX + 1];
+        slice_to_cstr(c->ext, ext, sizeof(ext));
+        r->bind_cb(ext, fresh, nfresh, r->bind_arg);
+    }
     log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s",
               SLICE_ARG(c->ext), count, c->src_text);
     return respond(c, 200, "OK");
 }
 
 int
-reg_handle(struct reg *r, const struct sip_msg *req,
-           const struct reg_src *src, struct buf *out)
+reg_handle(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
+           struct buf *out)
 {
     if (!req->is_request || req->method != SIP_METHOD_REGISTER)
         return -EINVAL;

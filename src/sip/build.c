@@ -465,7 +465,7 @@ sip_build_forward(struct buf *out, const struct sip_msg *req,
             pos = h->raw.ptr + h->raw.len;
     }
     put_range(&w, pos, headers_end(req, line.ptr + line.len));
-    if (req->max_forwards < 0)
+    if (mf_i < 0)
         put_c(&w, "Max-Forwards: 70\r\n");
     put_s(&w, f->extra);
     put_content_length(&w, req);

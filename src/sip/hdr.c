@@ -354,18 +354,6 @@ param_next(struct cursor *c, struct slice *name, struct slice *value,
 }
 
 bool
-sip_params_valid(struct slice params)
-{
-    struct cursor c = cur_of(params);
-    struct slice n, v;
-    int rc;
-
-    while ((rc = param_next(&c, &n, &v, true, false)) > 0)
-        ;
-    return rc == 0;
-}
-
-bool
 sip_param_get(struct slice params, const char *name, struct slice *value)
 {
     struct cursor c = cur_of(params);
@@ -432,9 +420,11 @@ port_value(struct slice s, uint16_t *port)
 int
 sip_via_parse(struct slice value, struct sip_via *out, struct sip_error *err)
 {
-    struct cursor c = cur_of(value);
-    struct slice proto, ver, port, v;
+    struct cursor c = cur_of(value), pc;
+    struct slice proto, ver, port, n, v;
+    bool seen_branch = false, seen_received = false;
     const char *start;
+    int rc;
 
     memset(out, 0, sizeof(*out));
     cur_skip_ws(&c);
@@ -476,20 +466,27 @@ sip_via_parse(struct slice value, struct sip_via *out, struct sip_error *err)
     out->raw = trim_end(start, c.end);
     if (out->params.len && out->params.ptr[0] != ';')
         return sip_fail(err, 400, "Bad Via sent-by");
-    if (!sip_params_valid(out->params))
+    /* One pass validates the params and picks the ones we decode (the
+     * first of each, as sip_param_get would); this is the hot path. */
+    pc = cur_of(out->params);
+    while ((rc = param_next(&pc, &n, &v, true, false)) > 0) {
+        if (n.len == 6 && eq_lit(n.ptr, "branch", 6) && !seen_branch) {
+            seen_branch = true;
+            if (v.len == 0)
+                return sip_fail(err, 400, "Bad Via branch");
+            out->branch = v;
+        } else if (n.len == 8 && eq_lit(n.ptr, "received", 8) &&
+                   !seen_received) {
+            seen_received = true;
+            out->received = v;
+        } else if (n.len == 5 && eq_lit(n.ptr, "rport", 5) && !out->rport) {
+            out->rport = true;
+            if (v.len && !port_value(v, &out->rport_value))
+                return sip_fail(err, 400, "Bad Via rport");
+        }
+    }
+    if (rc < 0)
         return sip_fail(err, 400, "Bad Via params");
-    if (sip_param_get(out->params, "branch", &v)) {
-        if (v.len == 0)
-            return sip_fail(err, 400, "Bad Via branch");
-        out->branch = v;
-    }
-    if (sip_param_get(out->params, "received", &v))
-        out->received = v;
-    if (sip_param_get(out->params, "rport", &v)) {
-        out->rport = true;
-        if (v.len && !port_value(v, &out->rport_value))
-            return sip_fail(err, 400, "Bad Via rport");
-    }
     return 0;
 }
 
@@ -528,7 +525,8 @@ sip_name_addr_parse(struct slice value, struct sip_name_addr *out,
 {
     struct cursor c = cur_of(value);
     const char *s, *gt;
-    struct slice params;
+    struct slice params, n, v;
+    int rc;
 
     memset(out, 0, sizeof(*out));
     cur_skip_ws(&c);
@@ -571,9 +569,13 @@ sip_name_addr_parse(struct slice value, struct sip_name_addr *out,
         return sip_fail(err, 400, "Junk after >");
 params:
     out->params = trim_end(params.ptr, params.ptr + params.len);
-    if (!sip_params_valid(out->params))
+    /* validate and find the (first) tag in one pass */
+    c = cur_of(out->params);
+    while ((rc = param_next(&c, &n, &v, true, false)) > 0)
+        if (n.len == 3 && eq_lit(n.ptr, "tag", 3) && !out->tag.ptr)
+            out->tag = v;
+    if (rc < 0)
         return sip_fail(err, 400, "Bad header params");
-    sip_param_get(out->params, "tag", &out->tag);
     return 0;
 }
 

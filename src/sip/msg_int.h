@@ -90,10 +90,6 @@ sip_fail(struct sip_error *err, int status, const char *reason)
  * without the quotes (escapes kept). False if unterminated. */
 bool sip_cur_quoted(struct cursor *c, struct slice *inner);
 
-/* Validate a header-param list ";a=b ; c ; d="q"" (possibly empty) as in
- * RFC 3261 generic-param. False on empty names, bad values, stray bytes. */
-bool sip_params_valid(struct slice params);
-
 /* Map a header name to its id (length + first char switch). */
 enum sip_hdr_id sip_hdr_lookup(const char *name, size_t len);
 

@@ -9,7 +9,9 @@
  * Load: a handful of URIs per message (R-URI, Contact, Route), most of them
  * short, so the code prefers plain loops over tables and the O(n*m)
  * parameter matching of sip_uri_equal() is fine for the few params a real
- * URI has (the fuzz target bounds the worst case by the input size).
+ * URI has. The parser caps params and headers at SIP_URI_MAX_PARAMS each,
+ * so a hostile 64 KB Contact cannot make one comparison quadratic in the
+ * message size.
  */
 #include "sip/uri.h"
 
@@ -57,46 +59,30 @@ hex_val(char c)
     return -1;
 }
 
+/* RFC 3261 §25.1 classes per byte (bits above). Generated from:
+ * unreserved = alphanum / "-_.!~*'()"; user-unreserved = "&=+$,;?/";
+ * password adds "&=+$,"; param-unreserved = "[]/:&+$"; hnv-unreserved =
+ * "[]/?:+$"; reserved = ";/?:@&=+$,". A table because the parser and
+ * every comparison look up each byte. */
+static const unsigned char uri_class[256] = {
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 1, 0, 0, 62, 0,  46, 1,  1, 1,  1,  62,
+    38, 1, 1, 58, 1, 1,  1, 1, 1, 1, 1, 1, 1, 1, 56, 34, 0,  38, 0, 50, 32, 1,
+    1,  1, 1, 1,  1, 1,  1, 1, 1, 1, 1, 1, 1, 1, 1,  1,  1,  1,  1, 1,  1,  1,
+    1,  1, 1, 24, 0, 24, 0, 1, 0, 1, 1, 1, 1, 1, 1,  1,  1,  1,  1, 1,  1,  1,
+    1,  1, 1, 1,  1, 1,  1, 1, 1, 1, 1, 1, 1, 0, 0,  0,  1,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0, 0,  0,  0,
+    0,  0, 0, 0,  0, 0,  0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 static unsigned
 char_class(char c)
 {
-    if (is_alnum(c))
-        return CL_UNRESERVED;
-    switch (c) {
-    case '-':
-    case '_':
-    case '.':
-    case '!':
-    case '~':
-    case '*':
-    case '\'':
-    case '(':
-    case ')':
-        return CL_UNRESERVED;
-    case '&':
-    case '+':
-    case '$':
-        return CL_USER | CL_PASSWORD | CL_PARAM | CL_RESERVED |
-               (c == '&' ? 0 : CL_HNV);
-    case '=':
-    case ',':
-        return CL_USER | CL_PASSWORD | CL_RESERVED;
-    case ';':
-        return CL_USER | CL_RESERVED;
-    case '?':
-        return CL_USER | CL_HNV | CL_RESERVED;
-    case '/':
-        return CL_USER | CL_PARAM | CL_HNV | CL_RESERVED;
-    case ':':
-        return CL_PARAM | CL_HNV | CL_RESERVED;
-    case '[':
-    case ']':
-        return CL_PARAM | CL_HNV;
-    case '@':
-        return CL_RESERVED;
-    default:
-        return 0;
-    }
+    return uri_class[(unsigned char)c];
 }
 
 static char
@@ -248,12 +234,15 @@ static const char *
 params_check(struct slice params, bool tel)
 {
     const char *p = params.ptr, *end = params.ptr + params.len;
+    size_t count = 0;
 
     /* Every element must be non-empty: ";;" and a trailing ';' are junk. */
     while (p < end) {
         const char *q;
         if (*p != ';')
             return "bad URI parameter";
+        if (++count > SIP_URI_MAX_PARAMS)
+            return "too many URI parameters";
         p++;
         q = find_char(p, end, ';');
         const char *eq = find_char(p, q, '=');
@@ -282,10 +271,13 @@ static const char *
 headers_check(struct slice h)
 {
     const char *p = h.ptr, *end = h.ptr + h.len;
+    size_t count = 0;
 
     if (h.len == 0)
         return "empty URI headers";
     for (;;) {
+        if (++count > SIP_URI_MAX_PARAMS)
+            return "too many URI headers";
         const char *q = find_char(p, end, '&');
         const char *eq = find_char(p, q, '=');
         if (eq == p || eq == q)
@@ -340,7 +332,11 @@ parse_sip(struct slice rest, struct sip_uri *u)
             return "bad IPv6 address";
         p = rb + 1;
     } else {
-        const char *h = find_any(p, end, ":;?");
+        const char *h = p;
+        while (h < end && (is_alnum(*h) || *h == '-' || *h == '.'))
+            h++;
+        if (h < end && *h != ':' && *h != ';' && *h != '?')
+            return "bad character in host";
         u->host = slice_make(p, (size_t)(h - p));
         why = host_check(u->host);
         if (why)
@@ -529,6 +525,15 @@ seq_equal(struct slice a, struct slice b, enum cmp_mode mode)
 {
     a = nz(a);
     b = nz(b);
+    /* Fast path: without escapes the lengths must agree. Most calls are
+     * param-name lookups that fail here. */
+    if (!memchr(a.ptr, '%', a.len) && !memchr(b.ptr, '%', b.len)) {
+        if (a.len != b.len)
+            return false;
+        if (mode == CMP_NOCASE)
+            return slice_eq_nocase(a, b);
+        return a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0;
+    }
     const char *p = a.ptr, *pe = a.ptr + a.len;
     const char *q = b.ptr, *qe = b.ptr + b.len;
 

@@ -15,6 +15,11 @@
 #include "base/arena.h"
 #include "base/slice.h"
 
+/* Limit on URI params, and separately on URI headers: more is a parse
+ * error ("too many URI parameters"). It bounds sip_uri_equal(), which is
+ * quadratic in the number of params. Real URIs carry fewer than 20. */
+#define SIP_URI_MAX_PARAMS 64
+
 enum sip_uri_scheme {
     SIP_URI_SIP = 1,
     SIP_URI_SIPS,

@@ -196,8 +196,8 @@ run_op(struct store *st, const struct op *o)
         s = st->stmt[ST_BIND_PUT];
         /* s[]: ext key uri params instance call_id path source ua
          * i[]: reg_id cseq expires_at updated_at transport flow_id */
-        static const int text_col[9] = { 1, 2, 3, 4, 5, 7, 11, 12, 15 };
-        static const int int_col[6] = { 6, 8, 9, 10, 13, 14 };
+        static const int text_col[9] = {1, 2, 3, 4, 5, 7, 11, 12, 15};
+        static const int int_col[6] = {6, 8, 9, 10, 13, 14};
         for (int k = 0; k < 9 && rc == SQLITE_OK; k++)
             rc = bind_text(s, text_col[k], o->s[k]);
         for (int k = 0; k < 6 && rc == SQLITE_OK; k++)
@@ -495,8 +495,8 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
     st->max_queue = cfg->max_queue ? cfg->max_queue : 100000;
     list_init(&st->queue);
 
-    int rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                     &st->db, err, errlen);
+    int rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &st->db,
+                     err, errlen);
     if (rc < 0)
         goto fail;
     /* WAL: readers never block the writer; NORMAL: a commit is durable
@@ -523,9 +523,9 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
     if (rc < 0)
         goto fail;
     for (int k = 0; k < ST__COUNT; k++) {
-        int src = sqlite3_prepare_v3(st->db, stmt_sql[k], -1,
-                                     SQLITE_PREPARE_PERSISTENT, &st->stmt[k],
-                                     NULL);
+        int src =
+            sqlite3_prepare_v3(st->db, stmt_sql[k], -1,
+                               SQLITE_PREPARE_PERSISTENT, &st->stmt[k], NULL);
         if (src != SQLITE_OK) {
             errf(err, errlen, path, stmt_sql[k], sqlite3_errmsg(st->db));
             rc = -EIO;

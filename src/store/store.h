@@ -32,9 +32,9 @@ struct store;
 
 /* [store] section of the configuration (option table in store_cfg.c). */
 struct store_cfg {
-    char *path;             /* SQLite file; ":memory:" is refused */
-    unsigned flush_ms;      /* batch window, 10..1000 */
-    unsigned max_queue;     /* queued writes before new ones are dropped */
+    char *path;         /* SQLite file; ":memory:" is refused */
+    unsigned flush_ms;  /* batch window, 10..1000 */
+    unsigned max_queue; /* queued writes before new ones are dropped */
 };
 
 /* An extension row. Strings are borrowed for the call. */
@@ -59,13 +59,13 @@ struct store_binding {
     uint32_t reg_id;
     const char *call_id;
     uint32_t cseq;
-    int64_t expires_at;   /* unix seconds */
-    int64_t updated_at;   /* unix seconds */
-    const char *path;     /* Path header values, comma-joined, "" if none */
-    const char *source;   /* "ip:port" the REGISTER came from */
-    int transport;        /* enum reg_transport value */
-    uint64_t flow_id;     /* transport connection id (not valid after a
-                             restart: connections do not survive it) */
+    int64_t expires_at; /* unix seconds */
+    int64_t updated_at; /* unix seconds */
+    const char *path;   /* Path header values, comma-joined, "" if none */
+    const char *source; /* "ip:port" the REGISTER came from */
+    int transport;      /* enum reg_transport value */
+    uint64_t flow_id;   /* transport connection id (not valid after a
+                           restart: connections do not survive it) */
     const char *user_agent;
 };
 

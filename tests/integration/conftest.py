@@ -149,6 +149,10 @@ def start_pbx(tmp_path):
     def start(workers=1, extra="", sets=(), args=()):
         d = tmp_path / ("pbx%d" % len(started))
         d.mkdir()
+        if "[admin]" not in extra:
+            # Never compete for the default admin port 8080 (parallel
+            # tests, or `make run` beside them).
+            sets = ["admin.listen=127.0.0.1:0"] + list(sets)
         p = Pbx(d, BASE_CONFIG.format(workers=workers) + extra, sets, args)
         started.append(p)
         return p

@@ -42,6 +42,11 @@ class Sim:
         self.log = tmp / "pushes.jsonl"
         run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
              "ec_paramgen_curve:P-256", "-out", str(self.key)]).check_returncode()
+        # pushsim gets only the public half (the push team's tests give it
+        # the .p8 itself); a failed private-key parse must not poison TLS.
+        self.pub = tmp / "apns.pub.pem"
+        run(["openssl", "pkey", "-in", str(self.key), "-pubout", "-out",
+             str(self.pub)]).check_returncode()
         run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
              "rsa_keygen_bits:2048", "-out", str(self.rsa)]).check_returncode()
         self.acct.write_text(json.dumps({
@@ -53,7 +58,7 @@ class Sim:
         self.proc = subprocess.Popen(
             [PUSHSIM, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0",
              "--cert-out", str(self.cert), "--ready-file", str(self.ready),
-             "--apns-key", f"{KID}:{TEAM}:{self.key}", "--apns-topic", BUNDLE,
+             "--apns-key", f"{KID}:{TEAM}:{self.pub}", "--apns-topic", BUNDLE,
              "--fcm-account", str(self.acct), "--log", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=self.stderr)
         deadline = time.time() + 15
@@ -416,3 +421,31 @@ def test_sigterm_exits_clean(tmp_path):
     finally:
         hang.kill()
         hang.wait(timeout=10)
+
+
+def test_resets_of_answered_streams_keep_one_connection(sim):
+    """Regression: libcurl 7.88 ends every transfer with
+    RST_STREAM(STREAM_CLOSED) on a stream pushsim already answered;
+    nghttp2's rapid-reset guard counted those and sent
+    GOAWAY(INTERNAL_ERROR) after ~1000 pushes, so clients reconnected and
+    resent. pushsim-bench --rst-closed does what libcurl does, over ONE
+    connection with 200 streams in flight; it exits 1 if the connection
+    is lost or any push is not answered 200."""
+    bench = os.environ.get("PUSHSIM_BENCH") or os.path.join(
+        os.path.dirname(PUSHSIM), "pushsim-bench")
+    n = 3000
+    before = sim.control("GET", "/stats")[1]
+    p = run([bench, str(sim.https), str(sim.cert), sim.apns_jwt(),
+             BUNDLE + ".voip", str(n), "200", "--rst-closed"], timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"ok={n} other=0" in p.stdout, p.stdout
+    after = sim.control("GET", "/stats")[1]
+    assert after["connections"] - before["connections"] == 1
+    assert after["streams"] - before["streams"] == n
+    assert after["pushes"]["apns"]["by_status"]["200"] - \
+        before["pushes"]["apns"]["by_status"].get("200", 0) == n
+    got = sim.pushes()
+    # Each push has its own token: exactly one record (= one answer) each.
+    assert len(got) == n
+    assert sorted(p["token"] for p in got) == [f"{i:064x}" for i in range(n)]
+    assert all(p["status"] == 200 for p in got)

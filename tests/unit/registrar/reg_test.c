@@ -56,17 +56,19 @@ fake_clock(void *arg)
 static void
 start_reg(struct t *t)
 {
-    struct reg_opts o = { .cfg = &t->cfg, .domain = DOMAIN, .realm = REALM,
-                          .store = t->st, .clock_ms = fake_clock,
-                          .clock_arg = t };
+    struct reg_opts o = {.cfg = &t->cfg,
+                         .domain = DOMAIN,
+                         .realm = REALM,
+                         .store = t->st,
+                         .clock_ms = fake_clock,
+                         .clock_arg = t};
     assert_int_equal(reg_new(&o, &t->r), 0);
 }
 
 static void
 open_store(struct t *t)
 {
-    struct store_cfg sc = { .path = t->path, .flush_ms = 10,
-                            .max_queue = 10000 };
+    struct store_cfg sc = {.path = t->path, .flush_ms = 10, .max_queue = 10000};
     char err[256];
     assert_int_equal(store_open(&sc, &t->st, err, sizeof(err)), 0);
 }
@@ -84,8 +86,7 @@ setup(void **state)
     start_reg(t);
     assert_int_equal(reg_ext_set(t->r, "100", "Alice", "secret100", true, 1),
                      0);
-    assert_int_equal(reg_ext_set(t->r, "101", "Bob", "secret101", true, 1),
-                     0);
+    assert_int_equal(reg_ext_set(t->r, "101", "Bob", "secret101", true, 1), 0);
     struct sockaddr_in *in = (struct sockaddr_in *)&t->src.addr;
     in->sin_family = AF_INET;
     in->sin_port = htons(5062);
@@ -107,7 +108,7 @@ teardown(void **state)
     buf_fini(&t->rsp);
     arena_fini(&t->a);
     char p[160];
-    static const char *const sfx[] = { "", "-wal", "-shm" };
+    static const char *const sfx[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < 3; i++) {
         snprintf(p, sizeof(p), "%s%s", t->path, sfx[i]);
         unlink(p);
@@ -158,17 +159,14 @@ send_reg(struct t *t, const struct req *q)
         uint32_t ncv = q->nc ? q->nc : ++t->nc;
         snprintf(nc, sizeof(nc), "%08x", ncv);
         const char *nonce = q->nonce ? q->nonce : t->nonce;
-        sip_digest_ha1(a, slice_cstr(user), SLICE_LIT(REALM),
-                       slice_cstr(pass), ha1);
-        assert_int_equal(sip_digest_response(a, slice_cstr(ha1),
-                                             slice_cstr(nonce),
-                                             slice_cstr(nc),
-                                             SLICE_LIT("0a4f113b"),
-                                             SLICE_LIT("auth"),
-                                             SLICE_LIT("REGISTER"),
-                                             SLICE_LIT("sip:" DOMAIN),
-                                             SLICE_NULL, resp),
-                         0);
+        sip_digest_ha1(a, slice_cstr(user), SLICE_LIT(REALM), slice_cstr(pass),
+                       ha1);
+        assert_int_equal(
+            sip_digest_response(a, slice_cstr(ha1), slice_cstr(nonce),
+                                slice_cstr(nc), SLICE_LIT("0a4f113b"),
+                                SLICE_LIT("auth"), SLICE_LIT("REGISTER"),
+                                SLICE_LIT("sip:" DOMAIN), SLICE_NULL, resp),
+            0);
         snprintf(auth, sizeof(auth),
                  "Authorization: Digest username=\"%s\", realm=\"%s\", "
                  "nonce=\"%s\", uri=\"sip:%s\", response=\"%s\", "
@@ -204,8 +202,7 @@ send_reg(struct t *t, const struct req *q)
     free(msg);
     assert_true(rc >= 100);
     arena_reset(&t->a);
-    assert_int_equal(sip_msg_parse(&t->m, t->rsp.data, t->rsp.len, &t->a,
-                                   &err),
+    assert_int_equal(sip_msg_parse(&t->m, t->rsp.data, t->rsp.len, &t->a, &err),
                      0);
     assert_false(t->m.is_request);
     assert_int_equal(t->m.status, rc);
@@ -259,7 +256,7 @@ static void
 test_challenge(void **state)
 {
     struct t *t = *state;
-    send_reg(t, &(struct req){ .contacts = C1 });
+    send_reg(t, &(struct req){.contacts = C1});
     assert_int_equal(t->status, 401);
     assert_int_equal(sip_msg_hdr_count(&t->m, SIP_HDR_WWW_AUTHENTICATE), 2);
     const char *sha = strstr(t->rsp.data, "algorithm=SHA-256");
@@ -282,15 +279,14 @@ test_algorithm_choice(void **state)
     start_reg(t);
     assert_int_equal(store_sync(t->st), 0);
     assert_int_equal(reg_load(t->r), 0); /* extensions from the store */
-    send_reg(t, &(struct req){ .contacts = C1 });
+    send_reg(t, &(struct req){.contacts = C1});
     assert_int_equal(t->status, 401);
     assert_int_equal(sip_msg_hdr_count(&t->m, SIP_HDR_WWW_AUTHENTICATE), 1);
     assert_true(rsp_has(t, "algorithm=MD5"));
     /* SHA-256 was not offered: its credentials get a new challenge. */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                               .alg = "SHA-256" });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true, .alg = "SHA-256"});
     assert_int_equal(t->status, 401);
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true, .alg = "MD5" });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true, .alg = "MD5"});
     assert_int_equal(t->status, 200);
 }
 
@@ -298,15 +294,16 @@ static void
 test_register_sha256_and_md5(void **state)
 {
     struct t *t = *state;
-    assert_int_equal(register_ok(t, (struct req){ .contacts = C1 }), 200);
+    assert_int_equal(register_ok(t, (struct req){.contacts = C1}), 200);
     assert_int_equal(contact_count(t), 1);
     assert_true(rsp_has(t, "Contact: <sip:100@192.0.2.7:5062>;expires=3600"));
     assert_non_null(sip_msg_hdr(&t->m, SIP_HDR_DATE));
     assert_true(rsp_has(t, " GMT\r\n"));
 
-    struct req q = { .to_user = "101",
-                     .contacts = "Contact: <sip:101@192.0.2.7:5062>\r\n",
-                     .alg = "MD5", .call_id = "cid-b" };
+    struct req q = {.to_user = "101",
+                    .contacts = "Contact: <sip:101@192.0.2.7:5062>\r\n",
+                    .alg = "MD5",
+                    .call_id = "cid-b"};
     assert_int_equal(register_ok(t, q), 200);
 
     struct arena a;
@@ -321,8 +318,7 @@ test_register_sha256_and_md5(void **state)
     assert_int_equal(in->sin_family, AF_INET);
     assert_int_equal(ntohs(in->sin_port), 5062);
     assert_int_equal(c[0].expires_at, t->now_ms / 1000 + 3600);
-    assert_int_equal(reg_lookup(t->r, SLICE_LIT("999"), &a, &c, &n),
-                     -ENOENT);
+    assert_int_equal(reg_lookup(t->r, SLICE_LIT("999"), &a, &c, &n), -ENOENT);
     arena_fini(&a);
 }
 
@@ -335,19 +331,19 @@ test_wrong_password_then_throttled(void **state)
     start_reg(t);
     reg_ext_set(t->r, "100", "Alice", "secret100", true, 1);
 
-    send_reg(t, &(struct req){ .contacts = C1 });
+    send_reg(t, &(struct req){.contacts = C1});
     assert_int_equal(t->status, 401);
     for (int i = 0; i < 2; i++) {
-        send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                                   .password = "guess" });
+        send_reg(t, &(struct req){
+                        .contacts = C1, .auth = true, .password = "guess"});
         assert_int_equal(t->status, 401); /* re-challenged, not stale */
         assert_false(rsp_has(t, "stale=true"));
     }
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                               .password = "guess" });
+    send_reg(t,
+             &(struct req){.contacts = C1, .auth = true, .password = "guess"});
     assert_int_equal(t->status, 403);
     /* Blocked: even the right password gets 403 now, without challenge */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
     assert_int_equal(t->status, 403);
     struct reg_stats s;
     reg_get_stats(t->r, &s);
@@ -356,15 +352,13 @@ test_wrong_password_then_throttled(void **state)
     assert_true(s.throttled >= 1);
     /* Another source is not affected. */
     struct reg_src keep = t->src;
-    ((struct sockaddr_in *)&t->src.addr)->sin_addr.s_addr =
-        htonl(0xc0000208);
-    assert_int_equal(register_ok(t, (struct req){ .contacts = C1 }), 200);
+    ((struct sockaddr_in *)&t->src.addr)->sin_addr.s_addr = htonl(0xc0000208);
+    assert_int_equal(register_ok(t, (struct req){.contacts = C1}), 200);
     t->src = keep;
     /* After the cool-down the source may register again. */
     t->now_ms += (int64_t)(t->cfg.auth_block_s + 1) * 1000;
-    assert_int_equal(register_ok(t, (struct req){ .contacts = C1,
-                                                  .call_id = "cid-2" }),
-                     200);
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = C1, .call_id = "cid-2"}), 200);
 }
 
 static void
@@ -372,22 +366,22 @@ test_unknown_extension_policies(void **state)
 {
     struct t *t = *state;
     /* Default: indistinguishable from a wrong password. */
-    send_reg(t, &(struct req){ .to_user = "555", .contacts = C1 });
+    send_reg(t, &(struct req){.to_user = "555", .contacts = C1});
     assert_int_equal(t->status, 401);
-    send_reg(t, &(struct req){ .to_user = "555", .contacts = C1,
-                               .auth = true });
+    send_reg(t, &(struct req){.to_user = "555", .contacts = C1, .auth = true});
     assert_int_equal(t->status, 401);
-    send_reg(t, &(struct req){ .to_user = "100", .contacts = C1,
-                               .auth = true, .password = "nope" });
+    send_reg(t, &(struct req){.to_user = "100",
+                              .contacts = C1,
+                              .auth = true,
+                              .password = "nope"});
     assert_int_equal(t->status, 401);
 
     t->cfg.unknown_ext = REG_UNKNOWN_404;
     reg_free(t->r);
     start_reg(t);
-    send_reg(t, &(struct req){ .to_user = "555", .contacts = C1 });
+    send_reg(t, &(struct req){.to_user = "555", .contacts = C1});
     assert_int_equal(t->status, 401);
-    send_reg(t, &(struct req){ .to_user = "555", .contacts = C1,
-                               .auth = true });
+    send_reg(t, &(struct req){.to_user = "555", .contacts = C1, .auth = true});
     assert_int_equal(t->status, 404);
 }
 
@@ -395,21 +389,20 @@ static void
 test_identity_checks(void **state)
 {
     struct t *t = *state;
-    send_reg(t, &(struct req){ .contacts = C1 });
+    send_reg(t, &(struct req){.contacts = C1});
     /* Credentials of 101 for AOR 100 → 403. */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                               .user = "101" });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true, .user = "101"});
     assert_int_equal(t->status, 403);
     /* From names someone else → 403 even with valid credentials. */
-    send_reg(t, &(struct req){ .contacts = C1 });
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                               .from_user = "101" });
+    send_reg(t, &(struct req){.contacts = C1});
+    send_reg(t,
+             &(struct req){.contacts = C1, .auth = true, .from_user = "101"});
     assert_int_equal(t->status, 403);
     /* Foreign domain → 404; tel: AOR → 400 */
-    send_reg(t, &(struct req){ .contacts = C1, .to_host = "evil.example" });
+    send_reg(t, &(struct req){.contacts = C1, .to_host = "evil.example"});
     assert_int_equal(t->status, 404);
     /* A numeric IP host is accepted as ours. */
-    send_reg(t, &(struct req){ .contacts = C1, .to_host = "192.0.2.1" });
+    send_reg(t, &(struct req){.contacts = C1, .to_host = "192.0.2.1"});
     assert_int_equal(t->status, 401);
 }
 
@@ -417,25 +410,50 @@ static void
 test_stale_and_replay(void **state)
 {
     struct t *t = *state;
-    assert_int_equal(register_ok(t, (struct req){ .contacts = C1 }), 200);
+    assert_int_equal(register_ok(t, (struct req){.contacts = C1}), 200);
     /* Same nonce, same nc: replay → stale challenge. */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true, .nc = 1 });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true, .nc = 1});
     assert_int_equal(t->status, 401);
     assert_true(rsp_has(t, "stale=true"));
     /* Fresh nonce from that challenge, nc 1 and 2 → fine. */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
     assert_int_equal(t->status, 200);
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
     assert_int_equal(t->status, 200);
     /* Time passes beyond nonce_ttl → stale. */
     t->now_ms += (int64_t)(t->cfg.nonce_ttl_s + 1) * 1000;
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true });
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
     assert_int_equal(t->status, 401);
     assert_true(rsp_has(t, "stale=true"));
     /* A nonce that is not ours (bad MAC) with a right password → stale */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                               .nonce = "00000000000000000000000000000000"
-                                        "0123456789abcdef0123456789abcdef" });
+    send_reg(t, &(struct req){.contacts = C1,
+                              .auth = true,
+                              .nonce = "00000000000000000000000000000000"
+                                       "0123456789abcdef0123456789abcdef"});
+    assert_int_equal(t->status, 401);
+    assert_true(rsp_has(t, "stale=true"));
+}
+
+/* More nonces in use than the table holds, all within one second: fresh
+ * nonces still work; an evicted one is never accepted again. */
+static void
+test_nonce_table_burst(void **state)
+{
+    struct t *t = *state;
+    t->cfg.nonce_table_size = 4;
+    reg_free(t->r);
+    start_reg(t);
+    assert_int_equal(store_sync(t->st), 0);
+    assert_int_equal(reg_load(t->r), 0);
+    char first[128] = "";
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(register_ok(t, (struct req){.contacts = C1}), 200);
+        if (i == 0)
+            snprintf(first, sizeof(first), "%s", t->nonce);
+    }
+    /* first was evicted long ago: nc=2 on it must not pass. */
+    send_reg(t, &(struct req){
+                    .contacts = C1, .auth = true, .nonce = first, .nc = 2});
     assert_int_equal(t->status, 401);
     assert_true(rsp_has(t, "stale=true"));
 }
@@ -444,24 +462,25 @@ static void
 test_bad_input(void **state)
 {
     struct t *t = *state;
-    send_reg(t, &(struct req){ .contacts = C1,
-                               .raw_auth = "Authorization: Digest "
-                                           "username=\"100, realm=x\r\n" });
+    send_reg(t, &(struct req){.contacts = C1,
+                              .raw_auth = "Authorization: Digest "
+                                          "username=\"100, realm=x\r\n"});
     assert_int_equal(t->status, 400);
-    send_reg(t, &(struct req){ .contacts = C1 });
-    send_reg(t, &(struct req){ .contacts = C1, .expires = "soon",
-                               .auth = true });
+    send_reg(t, &(struct req){.contacts = C1});
+    send_reg(t, &(struct req){.contacts = C1, .expires = "soon", .auth = true});
     assert_int_equal(t->status, 400);
-    send_reg(t, &(struct req){ .contacts = "Contact: <sip:100@h>;expires=x\r\n",
-                               .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: <sip:100@h>;expires=x\r\n",
+                              .auth = true});
     assert_int_equal(t->status, 400);
-    send_reg(t, &(struct req){ .contacts = "Contact: *\r\n", .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: *\r\n", .auth = true});
     assert_int_equal(t->status, 400); /* * without Expires: 0 */
-    send_reg(t, &(struct req){ .contacts = "Contact: *\r\n" C1,
-                               .expires = "0", .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: *\r\n" C1,
+                              .expires = "0",
+                              .auth = true});
     assert_int_equal(t->status, 400); /* * with another contact */
-    send_reg(t, &(struct req){ .contacts = C1, .auth = true,
-                               .extra = "Require: foo, bar\r\n" });
+    send_reg(t, &(struct req){.contacts = C1,
+                              .auth = true,
+                              .extra = "Require: foo, bar\r\n"});
     assert_int_equal(t->status, 420);
     assert_true(rsp_has(t, "Unsupported: foo, bar\r\n"));
     struct reg_stats s;
@@ -473,20 +492,18 @@ static void
 test_expires_rules(void **state)
 {
     struct t *t = *state;
-    send_reg(t, &(struct req){ .contacts = C1 });
-    send_reg(t, &(struct req){ .contacts = C1, .expires = "30",
-                               .auth = true });
+    send_reg(t, &(struct req){.contacts = C1});
+    send_reg(t, &(struct req){.contacts = C1, .expires = "30", .auth = true});
     assert_int_equal(t->status, 423);
     assert_true(rsp_has(t, "Min-Expires: 60\r\n"));
     /* Contact param beats the header; the max clamps. */
-    send_reg(t, &(struct req){
-                    .contacts = "Contact: <sip:100@192.0.2.7:5062>"
-                                ";expires=100000\r\n",
-                    .expires = "30", .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: <sip:100@192.0.2.7:5062>"
+                                          ";expires=100000\r\n",
+                              .expires = "30",
+                              .auth = true});
     assert_int_equal(t->status, 200);
     assert_true(rsp_has(t, ";expires=7200\r\n"));
-    send_reg(t, &(struct req){ .contacts = C1, .expires = "120",
-                               .auth = true });
+    send_reg(t, &(struct req){.contacts = C1, .expires = "120", .auth = true});
     assert_int_equal(t->status, 200);
     assert_true(rsp_has(t, ";expires=120\r\n"));
     /* Expiry: sweep and lookups drop it. */
@@ -508,37 +525,37 @@ static void
 test_contacts_unregister(void **state)
 {
     struct t *t = *state;
-    assert_int_equal(register_ok(t, (struct req){ .contacts = C1 C2 }), 200);
+    assert_int_equal(register_ok(t, (struct req){.contacts = C1 C2}), 200);
     assert_int_equal(contact_count(t), 2);
     /* A second device (other Call-ID) adds a third binding. */
-    send_reg(t, &(struct req){ .contacts = "Contact: <sip:100@10.0.0.3>\r\n",
-                               .call_id = "cid-other", .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: <sip:100@10.0.0.3>\r\n",
+                              .call_id = "cid-other",
+                              .auth = true});
     assert_int_equal(t->status, 200);
     assert_int_equal(contact_count(t), 3);
     /* Fetch: no Contact → lists all. */
-    send_reg(t, &(struct req){ .auth = true });
+    send_reg(t, &(struct req){.auth = true});
     assert_int_equal(t->status, 200);
     assert_int_equal(contact_count(t), 3);
     /* Unregister one. */
-    send_reg(t, &(struct req){
-                    .contacts = "Contact: <sip:100@198.51.100.9:5070"
-                                ";transport=tcp>;expires=0\r\n",
-                    .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: <sip:100@198.51.100.9:5070"
+                                          ";transport=tcp>;expires=0\r\n",
+                              .auth = true});
     assert_int_equal(t->status, 200);
     assert_int_equal(contact_count(t), 2);
     assert_false(rsp_has(t, "198.51.100.9"));
     /* Out-of-order CSeq on the same Call-ID → 400, nothing changed. */
     uint32_t keep = t->cseq;
     t->cseq = 1;
-    send_reg(t, &(struct req){ .contacts = C1, .expires = "0",
-                               .auth = true });
+    send_reg(t, &(struct req){.contacts = C1, .expires = "0", .auth = true});
     assert_int_equal(t->status, 400);
     t->cseq = keep;
-    send_reg(t, &(struct req){ .auth = true });
+    send_reg(t, &(struct req){.auth = true});
     assert_int_equal(contact_count(t), 2);
     /* Unregister all. */
-    send_reg(t, &(struct req){ .contacts = "Contact: *\r\n", .expires = "0",
-                               .auth = true });
+    send_reg(t, &(struct req){.contacts = "Contact: *\r\n",
+                              .expires = "0",
+                              .auth = true});
     assert_int_equal(t->status, 200);
     assert_int_equal(contact_count(t), 0);
     struct reg_stats s;
@@ -554,17 +571,16 @@ test_instance_replaces(void **state)
         "Contact: <sip:100@192.0.2.7:5062;pn-provider=apns;"
         "pn-param=ABCD.com.ex.voip;pn-prid=AAAA;transport=udp>;"
         "+sip.instance=\"<urn:uuid:1111>\";reg-id=1;expires=600\r\n";
-    const char *c2 =
-        "Contact: <sip:100@192.0.2.99:6000;pn-provider=apns;"
-        "pn-param=ABCD.com.ex.voip;pn-prid=BBBB;transport=udp>;"
-        "+sip.instance=\"<urn:uuid:1111>\";reg-id=1\r\n";
-    assert_int_equal(register_ok(t, (struct req){ .contacts = c1 }), 200);
+    const char *c2 = "Contact: <sip:100@192.0.2.99:6000;pn-provider=apns;"
+                     "pn-param=ABCD.com.ex.voip;pn-prid=BBBB;transport=udp>;"
+                     "+sip.instance=\"<urn:uuid:1111>\";reg-id=1\r\n";
+    assert_int_equal(register_ok(t, (struct req){.contacts = c1}), 200);
     assert_true(rsp_has(t, "pn-prid=AAAA"));
     assert_true(rsp_has(t, "+sip.instance=\"<urn:uuid:1111>\""));
     /* liblinphone: new token, new Call-ID, same instance → replaced. */
-    assert_int_equal(register_ok(t, (struct req){ .contacts = c2,
-                                                  .call_id = "cid-new" }),
-                     200);
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = c2, .call_id = "cid-new"}),
+        200);
     assert_int_equal(contact_count(t), 1);
     assert_true(rsp_has(t, "pn-prid=BBBB"));
     assert_false(rsp_has(t, "pn-prid=AAAA"));
@@ -592,12 +608,12 @@ test_max_contacts_evicts_oldest(void **state)
     reg_ext_set(t->r, "100", "Alice", "secret100", true, 1);
     char contact[128], cid[32];
     for (int i = 0; i < 3; i++) {
-        snprintf(contact, sizeof(contact),
-                 "Contact: <sip:100@10.0.0.%d>\r\n", i + 1);
+        snprintf(contact, sizeof(contact), "Contact: <sip:100@10.0.0.%d>\r\n",
+                 i + 1);
         snprintf(cid, sizeof(cid), "cid-%d", i);
-        assert_int_equal(register_ok(t, (struct req){ .contacts = contact,
-                                                      .call_id = cid }),
-                         200);
+        assert_int_equal(
+            register_ok(t, (struct req){.contacts = contact, .call_id = cid}),
+            200);
         t->now_ms += 1000;
     }
     assert_int_equal(contact_count(t), 2);
@@ -609,17 +625,17 @@ static void
 test_restart_restores(void **state)
 {
     struct t *t = *state;
-    assert_int_equal(register_ok(t, (struct req){ .contacts = C1 C2,
-                                                  .expires = "600" }),
-                     200);
-    send_reg(t, &(struct req){ .to_user = "101",
-                               .contacts = "Contact: <sip:101@10.1.1.1>;"
-                                           "expires=60\r\n",
-                               .call_id = "cid-b" });
-    send_reg(t, &(struct req){ .to_user = "101",
-                               .contacts = "Contact: <sip:101@10.1.1.1>;"
-                                           "expires=60\r\n",
-                               .call_id = "cid-b", .auth = true });
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = C1 C2, .expires = "600"}), 200);
+    send_reg(t, &(struct req){.to_user = "101",
+                              .contacts = "Contact: <sip:101@10.1.1.1>;"
+                                          "expires=60\r\n",
+                              .call_id = "cid-b"});
+    send_reg(t, &(struct req){.to_user = "101",
+                              .contacts = "Contact: <sip:101@10.1.1.1>;"
+                                          "expires=60\r\n",
+                              .call_id = "cid-b",
+                              .auth = true});
     assert_int_equal(t->status, 200);
 
     /* Restart: a new registrar on a reopened store. */
@@ -635,13 +651,61 @@ test_restart_restores(void **state)
     assert_int_equal(s.bindings, 2);
     /* Old nonces are from the previous process: stale, then OK with
      * the stored HA1 (no password given to this registrar). */
-    send_reg(t, &(struct req){ .auth = true });
+    send_reg(t, &(struct req){.auth = true});
     assert_int_equal(t->status, 401);
     assert_true(rsp_has(t, "stale=true"));
-    send_reg(t, &(struct req){ .auth = true });
+    send_reg(t, &(struct req){.auth = true});
     assert_int_equal(t->status, 200);
     assert_int_equal(contact_count(t), 2);
     assert_true(rsp_has(t, ";expires=500\r\n"));
+}
+
+struct bind_seen {
+    int calls;
+    size_t count;
+    char ext[16];
+    char uri[128];
+    bool lookup_ok;
+    struct reg *r;
+};
+
+static void
+on_bind(const char *ext, const struct reg_contact *c, size_t count, void *arg)
+{
+    struct bind_seen *s = arg;
+    s->calls++;
+    s->count = count;
+    snprintf(s->ext, sizeof(s->ext), "%s", ext);
+    snprintf(s->uri, sizeof(s->uri), "%s", c[0].uri);
+    /* No registrar lock is held: looking up from the callback works. */
+    struct arena a;
+    struct reg_contact *v;
+    size_t n;
+    arena_init(&a, 65536);
+    s->lookup_ok = reg_lookup(s->r, slice_cstr(ext), &a, &v, &n) == 0;
+    arena_fini(&a);
+}
+
+static void
+test_bind_callback(void **state)
+{
+    struct t *t = *state;
+    struct bind_seen seen = {.r = t->r};
+    reg_set_bind_cb(t->r, on_bind, &seen);
+    send_reg(t, &(struct req){.contacts = C1});
+    assert_int_equal(seen.calls, 0); /* a challenge binds nothing */
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
+    assert_int_equal(t->status, 200);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.count, 1);
+    assert_string_equal(seen.ext, "100");
+    assert_string_equal(seen.uri, "sip:100@192.0.2.7:5062");
+    assert_true(seen.lookup_ok);
+    /* Fetch and unregister add no binding: no notification. */
+    send_reg(t, &(struct req){.auth = true});
+    send_reg(t, &(struct req){.contacts = C1, .expires = "0", .auth = true});
+    assert_int_equal(t->status, 200);
+    assert_int_equal(seen.calls, 1);
 }
 
 /* Several worker threads registering at once, two per extension, each
@@ -659,13 +723,13 @@ worker_main(void *arg)
     struct worker *w = arg;
     char contact[96], cid[32];
     const char *ext = w->idx < 2 ? "100" : "101";
-    snprintf(contact, sizeof(contact), "Contact: <sip:%s@10.9.9.%d>\r\n",
-             ext, w->idx);
+    snprintf(contact, sizeof(contact), "Contact: <sip:%s@10.9.9.%d>\r\n", ext,
+             w->idx);
     snprintf(cid, sizeof(cid), "cid-thread-%d", w->idx);
     for (int i = 0; i < 100; i++)
-        if (register_ok(&w->t, (struct req){ .to_user = ext,
-                                             .contacts = contact,
-                                             .call_id = cid }) == 200)
+        if (register_ok(&w->t, (struct req){.to_user = ext,
+                                            .contacts = contact,
+                                            .call_id = cid}) == 200)
             w->ok++;
     return NULL;
 }
@@ -684,8 +748,7 @@ test_threads(void **state)
         w[i].idx = i;
         buf_init(&w[i].t.rsp, 65536);
         arena_init(&w[i].t.a, SIP_MSG_ARENA_CAP);
-        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &w[i]),
-                         0);
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
@@ -713,12 +776,10 @@ static void
 test_cfg_defaults(void **state)
 {
     (void)state;
-    const struct cfg_section *secs[] = { &reg_cfg_section,
-                                         &reg_ext_cfg_section };
+    const struct cfg_section *secs[] = {&reg_cfg_section, &reg_ext_cfg_section};
     struct cfg *cfg;
     char err[256];
-    assert_int_equal(cfg_load(secs, 2, NULL, NULL, 0, &cfg, err,
-                              sizeof(err)),
+    assert_int_equal(cfg_load(secs, 2, NULL, NULL, 0, &cfg, err, sizeof(err)),
                      0);
     const struct reg_cfg *got = cfg_get(cfg, &reg_cfg_section);
     struct reg_cfg want;
@@ -727,15 +788,13 @@ test_cfg_defaults(void **state)
     cfg_free(cfg);
 
     /* An extension without a password is refused with a reason. */
-    const char *sets[] = { "extension.100.name=Alice" };
-    assert_int_equal(cfg_load(secs, 2, NULL, sets, 1, &cfg, err,
-                              sizeof(err)),
+    const char *sets[] = {"extension.100.name=Alice"};
+    assert_int_equal(cfg_load(secs, 2, NULL, sets, 1, &cfg, err, sizeof(err)),
                      -EINVAL);
     assert_non_null(strstr(err, "password"));
-    const char *sets2[] = { "extension.100.password=pw",
-                            "registrar.unknown_extension=404" };
-    assert_int_equal(cfg_load(secs, 2, NULL, sets2, 2, &cfg, err,
-                              sizeof(err)),
+    const char *sets2[] = {"extension.100.password=pw",
+                           "registrar.unknown_extension=404"};
+    assert_int_equal(cfg_load(secs, 2, NULL, sets2, 2, &cfg, err, sizeof(err)),
                      0);
     got = cfg_get(cfg, &reg_cfg_section);
     assert_int_equal(got->unknown_ext, REG_UNKNOWN_404);
@@ -760,9 +819,9 @@ test_digest_rfc7616_vectors(void **state)
         enum sip_digest_alg alg;
         const char *want;
     } v[] = {
-        { SIP_DIGEST_MD5, "8ca523f5e9506fed4657c9700eebdbec" },
-        { SIP_DIGEST_SHA256, "753927fa0e85d155564e2e272a28d1802ca10daf449679"
-                             "4697cf8db5856cb6c1" },
+        {SIP_DIGEST_MD5, "8ca523f5e9506fed4657c9700eebdbec"},
+        {SIP_DIGEST_SHA256, "753927fa0e85d155564e2e272a28d1802ca10daf449679"
+                            "4697cf8db5856cb6c1"},
     };
     for (size_t i = 0; i < 2; i++) {
         char ha1[65], out[65];
@@ -795,12 +854,14 @@ main(void)
         T(test_identity_checks),
         T(test_stale_and_replay),
         T(test_bad_input),
+        T(test_nonce_table_burst),
         T(test_expires_rules),
         T(test_contacts_unregister),
         T(test_instance_replaces),
         T(test_max_contacts_evicts_oldest),
         T(test_restart_restores),
         T(test_threads),
+        T(test_bind_callback),
         cmocka_unit_test(test_cfg_defaults),
         cmocka_unit_test(test_digest_rfc7616_vectors),
     };

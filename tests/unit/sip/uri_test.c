@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cmocka.h>
 
 #include "base/arena.h"
@@ -207,6 +208,28 @@ test_rejects(void **state)
     assert_string_equal(parse_err("sip:[::1]x"), "bad character after host");
     assert_string_equal(parse_err("mailto:"), "empty URI after scheme");
     assert_string_equal(parse_err("sip:\"q\"@h"), "quote in URI");
+}
+
+static void
+test_limits(void **state)
+{
+    (void)state;
+    char buf[1024];
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "sip:h");
+
+    for (int i = 0; i < SIP_URI_MAX_PARAMS; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, ";p%d", i);
+    struct sip_uri u = parse_ok(buf);
+    assert_true(sip_uri_param(&u, "p63", NULL));
+    snprintf(buf + n, sizeof(buf) - n, ";x");
+    assert_string_equal(parse_err(buf), "too many URI parameters");
+
+    n = (size_t)snprintf(buf, sizeof(buf), "sip:h?a=1");
+    for (int i = 1; i < SIP_URI_MAX_PARAMS; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "&h%d=1", i);
+    parse_ok(buf);
+    snprintf(buf + n, sizeof(buf) - n, "&x=1");
+    assert_string_equal(parse_err(buf), "too many URI headers");
 }
 
 static void
@@ -432,6 +455,7 @@ main(void)
         cmocka_unit_test(test_tel_and_other),
         cmocka_unit_test(test_rfc4475_uris),
         cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_param_lookup),
         cmocka_unit_test(test_equal_rfc3261_examples),
         cmocka_unit_test(test_equal_rules),

@@ -31,8 +31,8 @@ setup(void **state)
     snprintf(f->dir, sizeof(f->dir), "/tmp/pp-store-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    f->cfg = (struct store_cfg){ .path = f->path, .flush_ms = 20,
-                                 .max_queue = 100000 };
+    f->cfg = (struct store_cfg){
+        .path = f->path, .flush_ms = 20, .max_queue = 100000};
     *state = f;
     return 0;
 }
@@ -42,7 +42,7 @@ teardown(void **state)
 {
     struct fixture *f = *state;
     char p[160];
-    static const char *const sfx[] = { "", "-wal", "-shm" };
+    static const char *const sfx[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < 3; i++) {
         snprintf(p, sizeof(p), "%s%s", f->path, sfx[i]);
         unlink(p);
@@ -94,10 +94,20 @@ static struct store_binding
 binding(const char *ext, const char *key, int64_t expires_at)
 {
     return (struct store_binding){
-        .ext = ext, .key = key, .uri = key, .params = ";+sip.instance=x",
-        .instance = "", .reg_id = 0, .call_id = "cid", .cseq = 7,
-        .expires_at = expires_at, .updated_at = 1000, .path = NULL,
-        .source = "127.0.0.1:5062", .transport = 0, .flow_id = 3,
+        .ext = ext,
+        .key = key,
+        .uri = key,
+        .params = ";+sip.instance=x",
+        .instance = "",
+        .reg_id = 0,
+        .call_id = "cid",
+        .cseq = 7,
+        .expires_at = expires_at,
+        .updated_at = 1000,
+        .path = NULL,
+        .source = "127.0.0.1:5062",
+        .transport = 0,
+        .flow_id = 3,
         .user_agent = "ua",
     };
 }
@@ -110,16 +120,19 @@ test_roundtrip_and_reopen(void **state)
     char err[256];
 
     assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), 0);
-    struct store_ext e = { .number = "100", .display = "Alice",
-                           .realm = "r", .ha1_md5 = "m",
-                           .ha1_sha256 = "abc", .enabled = true,
-                           .max_push_devices = 2 };
+    struct store_ext e = {.number = "100",
+                          .display = "Alice",
+                          .realm = "r",
+                          .ha1_md5 = "m",
+                          .ha1_sha256 = "abc",
+                          .enabled = true,
+                          .max_push_devices = 2};
     assert_int_equal(store_ext_put(st, &e), 0);
     struct store_binding b = binding("100", "sip:a@1.2.3.4", 5000);
     assert_int_equal(store_binding_put(st, &b), 0);
     assert_int_equal(store_sync(st), 0);
 
-    struct collect c = { 0 };
+    struct collect c = {0};
     assert_int_equal(store_ext_load(st, ext_cb, &c), 0);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.display, "Alice");
@@ -176,7 +189,7 @@ test_expired_not_loaded(void **state)
     store_binding_put(st, &live);
     store_binding_put(st, &dead);
     assert_int_equal(store_sync(st), 0);
-    struct collect c = { 0 };
+    struct collect c = {0};
     assert_int_equal(store_binding_load(st, 1500, bind_cb, &c), 0);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.last_key, "sip:live@h");
@@ -210,18 +223,16 @@ test_batched_and_wal(void **state)
     /* 2000 writes queued in well under flush_ms: a handful of
      * transactions, not one per write. */
     assert_true(s.batches >= 1 && s.batches <= 5);
-    struct collect c = { 0 };
+    struct collect c = {0};
     assert_int_equal(store_binding_load(st, 0, bind_cb, &c), 0);
     assert_int_equal(c.n, 2000);
 
     sqlite3 *db;
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY,
-                                     NULL),
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL),
                      SQLITE_OK);
     sqlite3_stmt *q;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q,
-                                        NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
     sqlite3_finalize(q);
@@ -261,10 +272,34 @@ test_bad_paths(void **state)
     f->cfg.path = ":memory:";
     assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "store:"));
-    f->cfg.path = "/nonexistent-dir-pp/x.db";
+    /* A parent "directory" that is a regular file: cannot be created or
+     * opened. (The parent is created when missing, like var/ of make run.)
+     */
+    char file[160], bad[200];
+    snprintf(file, sizeof(file), "%s/plainfile", f->dir);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    snprintf(bad, sizeof(bad), "%s/x.db", file);
+    f->cfg.path = bad;
     assert_true(store_open(&f->cfg, &st, err, sizeof(err)) < 0);
-    assert_non_null(strstr(err, "/nonexistent-dir-pp/x.db"));
+    assert_non_null(strstr(err, bad));
     assert_null(st);
+    unlink(file);
+
+    /* A missing parent directory is created. */
+    snprintf(bad, sizeof(bad), "%s/var", f->dir);
+    snprintf(file, sizeof(file), "%s/var/x.db", f->dir);
+    f->cfg.path = file;
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), 0);
+    store_close(st);
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[220];
+        snprintf(p, sizeof(p), "%s%s", file, sfx[i]);
+        unlink(p);
+    }
+    assert_int_equal(rmdir(bad), 0);
 }
 
 int
@@ -275,8 +310,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_expired_not_loaded, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_batched_and_wal, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_batched_and_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_paths, setup, teardown),
     };

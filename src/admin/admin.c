@@ -1,0 +1,1378 @@
+/*
+ * admin/admin: the HTTP server (libmicrohttpd, one internal thread), its
+ * routes and the JSON API; see admin.h for the contract and docs/admin.md
+ * for every route.
+ *
+ * The MHD thread handles one request at a time (internal polling thread,
+ * no thread per connection), so the admin's own state (the provisioning
+ * table, counters) needs no lock, and a check-then-act such as "409 if the
+ * extension exists, else create" cannot race with another admin request.
+ * It can race with nothing else: only the admin creates extensions while
+ * the daemon runs.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "admin/admin.h"
+#include "admin/admin_int.h"
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "registrar/reg.h"
+
+const double admin_latency_bounds_s[ADMIN_LATENCY_BUCKETS] = {
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+struct admin {
+    const struct admin_cfg *cfg;
+    struct reg *reg;
+    char *domain, *realm;
+    struct admin_sip_listener *listeners;
+    size_t listener_count;
+    struct {
+        char *fcm_project_id, *fcm_sender_id, *apns_environment, *apns_topic;
+    } push;
+    struct admin_sources src;
+    struct admin_prov *prov;
+    char token[129];
+    char base_url[256];
+    unsigned port;
+    struct MHD_Daemon *mhd;
+    /* admin thread only */
+    uint64_t requests, unauthorized;
+};
+
+/* Per-request state: the body, capped at cfg->max_body. */
+struct req {
+    struct buf body;
+    bool too_big;
+    bool answered; /* a response is queued already (early 413) */
+};
+
+static char *
+dup_or_null(const char *s)
+{
+    return s && s[0] ? xstrdup(s) : NULL;
+}
+
+static int64_t
+now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* ---- responses --------------------------------------------------------- */
+
+static enum MHD_Result
+send_raw(struct MHD_Connection *c, unsigned status, const char *type,
+         void *data, size_t len, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, mode);
+    enum MHD_Result ret;
+
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, "WWW-Authenticate",
+                                "Bearer realm=\"pushpbx\"");
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Send j (stolen) as the response body. */
+static enum MHD_Result
+send_json(struct MHD_Connection *c, unsigned status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+
+    json_decref(j);
+    if (!s)
+        return MHD_NO;
+    return send_raw(c, status, "application/json", s, strlen(s),
+                    MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result
+send_error(struct MHD_Connection *c, unsigned status, const char *reason,
+           const char *field)
+{
+    json_t *j = json_pack("{s:s, s:i}", "error", reason, "status", status);
+
+    if (field)
+        json_object_set_new(j, "field", json_string(field));
+    return send_json(c, status, j);
+}
+
+static enum MHD_Result
+send_empty(struct MHD_Connection *c, unsigned status)
+{
+    return send_raw(c, status, "application/json", (void *)"", 0,
+                    MHD_RESPMEM_PERSISTENT);
+}
+
+/* ---- extensions (through the registrar) ------------------------------- */
+
+struct ext_info {
+    char number[33];
+    char *display;
+    bool enabled;
+    size_t bindings;
+};
+
+struct ext_collect {
+    const char *want; /* NULL: all */
+    struct ext_info *v;
+    size_t count, alloc;
+};
+
+static void
+collect_ext(const char *ext, const char *display, bool enabled,
+            const struct reg_contact *contacts, size_t count, void *arg)
+{
+    struct ext_collect *ec = arg;
+
+    if (ec->want && strcmp(ec->want, ext) != 0)
+        return;
+    if (ec->count == ec->alloc) {
+        ec->alloc = ec->alloc ? 2 * ec->alloc : 16;
+        ec->v = xrealloc(ec->v, ec->alloc * sizeof(*ec->v));
+    }
+    struct ext_info *e = &ec->v[ec->count++];
+    snprintf(e->number, sizeof(e->number), "%s", ext);
+    e->display = xstrdup(display ? display : "");
+    e->enabled = enabled;
+    e->bindings = count;
+}
+
+static int
+cmp_ext(const void *a, const void *b)
+{
+    const struct ext_info *x = a, *y = b;
+    size_t lx = strlen(x->number), ly = strlen(y->number);
+
+    /* numeric-looking numbers sort by length first: 99 < 100 */
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return strcmp(x->number, y->number);
+}
+
+/* Snapshot of the extensions (one, or all sorted). Free with
+ * ext_collect_fini. reg_list's callback runs under a shard lock, so we
+ * only copy there. O(extensions) even for one: the registrar has no
+ * single-extension getter (reported). */
+static void
+ext_snapshot(struct admin *a, const char *want, struct ext_collect *ec)
+{
+    *ec = (struct ext_collect){.want = want};
+    reg_list(a->reg, collect_ext, ec);
+    if (ec->count > 1)
+        qsort(ec->v, ec->count, sizeof(*ec->v), cmp_ext);
+}
+
+static void
+ext_collect_fini(struct ext_collect *ec)
+{
+    for (size_t i = 0; i < ec->count; i++)
+        free(ec->v[i].display);
+    free(ec->v);
+}
+
+static bool
+ext_find(struct admin *a, const char *number, struct ext_info *out)
+{
+    struct ext_collect ec;
+    bool found;
+
+    ext_snapshot(a, number, &ec);
+    found = ec.count > 0;
+    if (found) {
+        *out = ec.v[0];
+        ec.v[0].display = NULL; /* moved to out */
+    }
+    ext_collect_fini(&ec);
+    return found;
+}
+
+static json_t *
+ext_json(const struct ext_info *e)
+{
+    return json_pack("{s:s, s:s, s:b, s:i}", "number", e->number, "name",
+                     e->display, "enabled", e->enabled, "bindings",
+                     (json_int_t)e->bindings);
+}
+
+static int
+gen_password(char *out, size_t outlen)
+{
+    /* 10 random bytes as 20 hex: 80 bits, typeable on a phone keypad */
+    if (outlen < ADMIN_PASSWORD_LEN + 1)
+        return -EINVAL;
+    return admin_random_hex(out, ADMIN_PASSWORD_LEN / 2);
+}
+
+/* Validation of a request body. Sets *field and returns a reason, or
+ * NULL when the value is acceptable. */
+static const char *
+check_name(json_t *v)
+{
+    if (!json_is_string(v))
+        return "must be a string";
+    const char *s = json_string_value(v);
+    if (strlen(s) > 64)
+        return "longer than 64 characters";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '<' || *p == '>')
+            return "contains a forbidden character";
+    return NULL;
+}
+
+static const char *
+check_password(json_t *v)
+{
+    if (!json_is_string(v))
+        return "must be a string";
+    size_t n = strlen(json_string_value(v));
+    if (n < 6 || n > 128)
+        return "must be 6 to 128 characters";
+    for (const unsigned char *p = (const unsigned char *)json_string_value(v);
+         *p; p++)
+        if (*p < 0x21 || *p == 0x7f)
+            return "contains a space or control character";
+    return NULL;
+}
+
+static json_t *
+parse_body(struct MHD_Connection *c, struct req *rq, enum MHD_Result *ret)
+{
+    json_error_t jerr;
+    json_t *j;
+
+    if (rq->body.len == 0) {
+        *ret = send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "empty body: JSON object "
+                          "expected",
+                          NULL);
+        return NULL;
+    }
+    j = json_loadb(rq->body.data, rq->body.len, 0, &jerr);
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        *ret = send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "invalid JSON: object "
+                          "expected",
+                          NULL);
+        return NULL;
+    }
+    return j;
+}
+
+/* Reject keys not in allowed (NULL-terminated): 400 naming the key. */
+static const char *
+unknown_key(json_t *obj, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(obj, key, v)
+    {
+        bool ok = false;
+        for (size_t i = 0; allowed[i]; i++)
+            ok = ok || strcmp(allowed[i], key) == 0;
+        if (!ok)
+            return key;
+    }
+    return NULL;
+}
+
+static enum MHD_Result
+ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
+{
+    static const char *const allowed[] = {
+        "number", "name", "password", "enabled", "max_push_devices", NULL};
+    enum MHD_Result ret;
+    json_t *j = parse_body(c, rq, &ret), *v;
+    const char *why, *bad;
+    char pw[129], genpw[ADMIN_PASSWORD_LEN + 1];
+    bool generated = false, enabled = true;
+    unsigned maxdev = 1;
+    struct ext_info e;
+
+    if (!j)
+        return ret;
+    bad = unknown_key(j, allowed);
+    if (bad) {
+        ret = send_error(c, MHD_HTTP_BAD_REQUEST, "unknown field", bad);
+        json_decref(j); /* after: bad points into j */
+        return ret;
+    }
+    v = json_object_get(j, "number");
+    if (!json_is_string(v) || !admin_number_ok(json_string_value(v))) {
+        json_decref(j);
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "1 to 32 of A-Z a-z 0-9 _ . + - required", "number");
+    }
+    const char *number = json_string_value(v);
+    const char *name = "";
+    if ((v = json_object_get(j, "name"))) {
+        if ((why = check_name(v))) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, why, "name");
+        }
+        name = json_string_value(v);
+    }
+    if ((v = json_object_get(j, "enabled"))) {
+        if (!json_is_boolean(v)) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be true or false",
+                              "enabled");
+        }
+        enabled = json_is_true(v);
+    }
+    if ((v = json_object_get(j, "max_push_devices"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 16) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be 1 to 16",
+                              "max_push_devices");
+        }
+        maxdev = (unsigned)json_integer_value(v);
+    }
+    if ((v = json_object_get(j, "password"))) {
+        if ((why = check_password(v))) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, why, "password");
+        }
+        snprintf(pw, sizeof(pw), "%s", json_string_value(v));
+    } else {
+        if (gen_password(genpw, sizeof(genpw)) < 0) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                              "no randomness", NULL);
+        }
+        snprintf(pw, sizeof(pw), "%s", genpw);
+        generated = true;
+    }
+    if (ext_find(a, number, &e)) {
+        free(e.display);
+        json_decref(j);
+        return send_error(c, MHD_HTTP_CONFLICT, "extension exists", "number");
+    }
+    if (reg_ext_set(a->reg, number, name, pw, enabled, maxdev) < 0) {
+        json_decref(j);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "rejected by the registrar",
+                          "number");
+    }
+    log_notice("admin", "extension created ext=%s", number);
+    e = (struct ext_info){.display = (char *)name, .enabled = enabled};
+    snprintf(e.number, sizeof(e.number), "%s", number);
+    json_t *out = ext_json(&e);
+    if (generated)
+        json_object_set_new(out, "password", json_string(pw));
+    json_decref(j);
+    explicit_bzero(pw, sizeof(pw));
+    return send_json(c, MHD_HTTP_CREATED, out);
+}
+
+/* PATCH: the registrar re-hashes on every change and keeps no password,
+ * so changing name/enabled needs the password in the same request
+ * (reg_ext_update, keeping the HA1 values, is requested in the report). */
+static enum MHD_Result
+ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
+           const struct ext_info *cur)
+{
+    static const char *const allowed[] = {"name", "password", "enabled",
+                                          "max_push_devices", NULL};
+    enum MHD_Result ret;
+    json_t *j = parse_body(c, rq, &ret), *v;
+    const char *why, *bad, *name = cur->display;
+    bool enabled = cur->enabled;
+    unsigned maxdev = 1;
+
+    if (!j)
+        return ret;
+    if ((bad = unknown_key(j, allowed))) {
+        ret = send_error(c, MHD_HTTP_BAD_REQUEST, "unknown field", bad);
+        json_decref(j); /* after: bad points into j */
+        return ret;
+    }
+    if ((v = json_object_get(j, "name")) && (why = check_name(v))) {
+        json_decref(j);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, why, "name");
+    }
+    if (v)
+        name = json_string_value(v);
+    if ((v = json_object_get(j, "enabled"))) {
+        if (!json_is_boolean(v)) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be true or false",
+                              "enabled");
+        }
+        enabled = json_is_true(v);
+    }
+    if ((v = json_object_get(j, "max_push_devices"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 16) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be 1 to 16",
+                              "max_push_devices");
+        }
+        maxdev = (unsigned)json_integer_value(v);
+    }
+    v = json_object_get(j, "password");
+    if (!v) {
+        json_decref(j);
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "required: the registrar stores only hashes, so "
+                          "every change re-sets the password",
+                          "password");
+    }
+    if ((why = check_password(v))) {
+        json_decref(j);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, why, "password");
+    }
+    if (reg_ext_set(a->reg, cur->number, name, json_string_value(v), enabled,
+                    maxdev) < 0) {
+        json_decref(j);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "rejected by the registrar", NULL);
+    }
+    /* A provisioning link hands out the password: keep it current. */
+    struct admin_prov_row row;
+    if (admin_prov_by_ext(a->prov, cur->number, &row) == 0) {
+        snprintf(row.password, sizeof(row.password), "%s",
+                 json_string_value(v));
+        admin_prov_put(a->prov, &row);
+        explicit_bzero(&row, sizeof(row));
+    }
+    struct ext_info e = *cur;
+    e.display = (char *)name;
+    e.enabled = enabled;
+    json_t *out = ext_json(&e);
+    json_decref(j);
+    log_notice("admin", "extension updated ext=%s", cur->number);
+    return send_json(c, MHD_HTTP_OK, out);
+}
+
+/* New generated password for cur (and for its provisioning link). */
+static int
+set_new_password(struct admin *a, const struct ext_info *cur, char *pw,
+                 size_t pwlen)
+{
+    struct admin_prov_row row;
+
+    if (gen_password(pw, pwlen) < 0)
+        return -EIO;
+    if (reg_ext_set(a->reg, cur->number, cur->display, pw, cur->enabled, 1) < 0)
+        return -EINVAL;
+    if (admin_prov_by_ext(a->prov, cur->number, &row) == 0) {
+        snprintf(row.password, sizeof(row.password), "%s", pw);
+        admin_prov_put(a->prov, &row);
+        explicit_bzero(&row, sizeof(row));
+    }
+    return 0;
+}
+
+/* ---- registrations ----------------------------------------------------- */
+
+static const char *
+tp_name(enum reg_transport t)
+{
+    switch (t) {
+    case REG_TP_TCP:
+        return "tcp";
+    case REG_TP_TLS:
+        return "tls";
+    default:
+        return "udp";
+    }
+}
+
+static void
+addr_text(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+        port = ntohs(s->sin_port);
+        snprintf(out, outlen, "%s:%u", host, port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+        port = ntohs(s->sin6_port);
+        snprintf(out, outlen, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, outlen, "-");
+    }
+}
+
+struct reg_collect {
+    const char *want;
+    json_t *items; /* array of {number, name, enabled, bindings:[]} */
+    int64_t now;
+};
+
+static void
+collect_reg(const char *ext, const char *display, bool enabled,
+            const struct reg_contact *contacts, size_t count, void *arg)
+{
+    struct reg_collect *rc = arg;
+    char uri[1024], src[INET6_ADDRSTRLEN + 16];
+
+    if (rc->want && strcmp(rc->want, ext) != 0)
+        return;
+    json_t *b = json_array();
+    for (size_t i = 0; i < count; i++) {
+        const struct reg_contact *k = &contacts[i];
+        admin_redact_uri(k->uri ? k->uri : "", uri, sizeof(uri));
+        addr_text(&k->addr, src, sizeof(src));
+        int64_t left = k->expires_at - rc->now;
+        json_array_append_new(
+            b, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "contact", uri,
+                         "source", src, "transport", tp_name(k->transport),
+                         "user_agent", k->user_agent ? k->user_agent : "",
+                         "instance", k->instance ? k->instance : "",
+                         "expires_at", (json_int_t)k->expires_at, "expires_in",
+                         (json_int_t)(left > 0 ? left : 0)));
+    }
+    json_array_append_new(rc->items,
+                          json_pack("{s:s, s:s, s:b, s:o, s:[]}", "number", ext,
+                                    "name", display ? display : "", "enabled",
+                                    enabled, "bindings", b, "push"));
+}
+
+static int
+cmp_item(const void *x, const void *y)
+{
+    const char *a = json_string_value(json_object_get(*(json_t **)x, "number"));
+    const char *b = json_string_value(json_object_get(*(json_t **)y, "number"));
+    size_t la = strlen(a), lb = strlen(b);
+
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static void
+sort_items(json_t *arr)
+{
+    size_t n = json_array_size(arr);
+    json_t **v = xcalloc(n ? n : 1, sizeof(*v));
+
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_incref(json_array_get(arr, i));
+    qsort(v, n, sizeof(*v), cmp_item);
+    json_array_clear(arr);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, v[i]);
+    free(v);
+}
+
+/* Replace a provider's full "token" by "token_prefix" (8 chars). */
+static void
+redact_device(json_t *d)
+{
+    json_t *t = json_object_get(d, "token");
+    char pre[16];
+
+    if (json_is_string(t)) {
+        snprintf(pre, sizeof(pre), "%.8s", json_string_value(t));
+        json_object_set_new(d, "token_prefix", json_string(pre));
+        json_object_del(d, "token");
+    }
+}
+
+/* A push device is suppressed while one of the extension's bindings is
+ * live for it: same +sip.instance, or a contact carrying its token. */
+static const char *
+device_state(json_t *dev, json_t *bindings, const char *full_token)
+{
+    const char *inst = json_string_value(json_object_get(dev, "instance"));
+    size_t i;
+    json_t *b;
+
+    json_array_foreach(bindings, i, b)
+    {
+        const char *bi = json_string_value(json_object_get(b, "instance"));
+        if (inst && inst[0] && bi && strcmp(inst, bi) == 0)
+            return "suppressed: registration live";
+        const char *c = json_string_value(json_object_get(b, "contact"));
+        char pre[24];
+        if (full_token && c) {
+            snprintf(pre, sizeof(pre), "pn-prid=%.8s", full_token);
+            if (strstr(c, pre))
+                return "suppressed: registration live";
+        }
+    }
+    return "push active";
+}
+
+static json_t *
+registrations(struct admin *a, const char *want)
+{
+    struct reg_collect rc = {
+        .want = want, .items = json_array(), .now = now_s()};
+    json_t *out = json_object();
+
+    reg_list(a->reg, collect_reg, &rc);
+    sort_items(rc.items);
+    if (a->src.list_devices) {
+        json_t *devs = json_array();
+        size_t i, k;
+        json_t *d, *item;
+        if (a->src.list_devices(a->src.arg, devs) == 0) {
+            json_array_foreach(devs, i, d)
+            {
+                const char *ext = json_string_value(json_object_get(d, "ext"));
+                json_array_foreach(rc.items, k, item)
+                {
+                    const char *n =
+                        json_string_value(json_object_get(item, "number"));
+                    if (!ext || strcmp(ext, n) != 0)
+                        continue;
+                    const char *tok =
+                        json_string_value(json_object_get(d, "token"));
+                    char *tokcopy = tok ? xstrdup(tok) : NULL;
+                    json_t *dc = json_deep_copy(d);
+                    redact_device(dc);
+                    json_object_set_new(
+                        dc, "state",
+                        json_string(device_state(
+                            dc, json_object_get(item, "bindings"), tokcopy)));
+                    free(tokcopy);
+                    json_array_append_new(json_object_get(item, "push"), dc);
+                }
+            }
+        }
+        json_decref(devs);
+    }
+    json_object_set_new(out, "push_available",
+                        json_boolean(a->src.list_devices != NULL));
+    json_object_set_new(out, "items", rc.items);
+    return out;
+}
+
+/* {"available": bool, "items": [...]} from an optional provider. */
+static json_t *
+provider_list(struct admin *a, admin_list_fn *fn, bool redact)
+{
+    json_t *items = json_array();
+    bool ok = fn != NULL;
+
+    if (fn && fn(a->src.arg, items) < 0) {
+        json_array_clear(items);
+        ok = false;
+    }
+    if (redact) {
+        size_t i;
+        json_t *d;
+        json_array_foreach(items, i, d) redact_device(d);
+    }
+    return json_pack("{s:b, s:o}", "available", ok, "items", items);
+}
+
+/* ---- provisioning ------------------------------------------------------ */
+
+static void
+prov_url(struct admin *a, const char *token, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/prov/%s", a->base_url, token);
+}
+
+static json_t *
+prov_doc(struct admin *a, const struct admin_prov_row *row,
+         const struct ext_info *e)
+{
+    const char *host = a->cfg->sip_host[0] ? a->cfg->sip_host : a->domain;
+    json_t *ports = json_object(), *tps = json_array();
+
+    for (size_t i = 0; i < a->listener_count; i++) {
+        const char *t = a->listeners[i].transport;
+        if (!json_object_get(ports, t)) {
+            json_object_set_new(ports, t, json_integer(a->listeners[i].port));
+            json_array_append_new(tps, json_string(t));
+        }
+    }
+    json_t *fcm, *apns;
+    if (a->push.fcm_project_id) {
+        fcm = json_pack("{s:b, s:s, s:s?}", "configured", 1, "project_id",
+                        a->push.fcm_project_id, "sender_id",
+                        a->push.fcm_sender_id);
+    } else {
+        fcm = json_pack("{s:b, s:s}", "configured", 0, "reason",
+                        "FCM is not configured on this server: Android "
+                        "phones cannot receive call pushes");
+    }
+    if (a->push.apns_environment) {
+        apns = json_pack("{s:b, s:s, s:s?}", "configured", 1, "environment",
+                         a->push.apns_environment, "topic", a->push.apns_topic);
+    } else {
+        apns = json_pack("{s:b, s:s}", "configured", 0, "reason",
+                         "APNs is not configured on this server");
+    }
+    json_t *providers = json_array();
+    if (a->push.apns_environment)
+        json_array_append_new(providers, json_string("apns"));
+    if (a->push.fcm_project_id)
+        json_array_append_new(providers, json_string("fcm"));
+    return json_pack(
+        "{s:i, s:s, s:s, s:s, s:{s:s, s:o, s:o}, s:{s:s, s:s, s:s},"
+        " s:{s:o, s:o, s:o}}",
+        "version", 1, "extension", e->number, "display_name", e->display,
+        "domain", a->domain, "server", "host", host, "ports", ports,
+        "transports", tps, "credentials", "username", e->number, "password",
+        row->password, "realm", a->realm, "push", "providers", providers, "fcm",
+        fcm, "apns", apns);
+}
+
+static enum MHD_Result
+prov_create(struct admin *a, struct MHD_Connection *c, const struct ext_info *e)
+{
+    struct admin_prov_row row = {.created_at = now_s()};
+    char url[512];
+
+    snprintf(row.ext, sizeof(row.ext), "%s", e->number);
+    if (admin_random_hex(row.token, ADMIN_PROV_TOKEN_LEN / 2) < 0 ||
+        gen_password(row.password, sizeof(row.password)) < 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness",
+                          NULL);
+    if (reg_ext_set(a->reg, e->number, e->display, row.password, e->enabled,
+                    1) < 0 ||
+        admin_prov_put(a->prov, &row) < 0) {
+        explicit_bzero(&row, sizeof(row));
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "cannot store the link", NULL);
+    }
+    prov_url(a, row.token, url, sizeof(url));
+    log_notice("admin", "provisioning link created ext=%s", e->number);
+    json_t *out = json_pack("{s:s, s:s, s:I}", "ext", e->number, "url", url,
+                            "created_at", (json_int_t)row.created_at);
+    explicit_bzero(&row, sizeof(row));
+    return send_json(c, MHD_HTTP_CREATED, out);
+}
+
+/* ---- metrics ----------------------------------------------------------- */
+
+static void
+metric(struct buf *b, const char *name, const char *type, const char *help,
+       uint64_t value)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
+               type, name, (unsigned long long)value);
+}
+
+static void
+metric2(struct buf *b, const char *name, const char *help, const uint64_t v[2])
+{
+    buf_printf(b,
+               "# HELP %s %s\n# TYPE %s counter\n%s{provider=\"apns\"} %llu\n"
+               "%s{provider=\"fcm\"} %llu\n",
+               name, help, name, name, (unsigned long long)v[0], name,
+               (unsigned long long)v[1]);
+}
+
+static char *
+metrics_text(struct admin *a, size_t *len)
+{
+    static const char *const methods[ADMIN_M_COUNT] = {
+        "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "other"};
+    struct reg_stats rs;
+    struct admin_counters k = {0};
+    struct buf b;
+
+    reg_get_stats(a->reg, &rs);
+    if (a->src.counters)
+        a->src.counters(a->src.arg, &k);
+    buf_init(&b, 0);
+    metric(&b, "pushpbx_extensions", "gauge", "Extensions configured.",
+           rs.extensions);
+    metric(&b, "pushpbx_registrations", "gauge",
+           "SIP bindings (registered contacts) now.", rs.bindings);
+    metric(&b, "pushpbx_push_devices", "gauge", "Push devices stored now.",
+           k.push_devices);
+    metric(&b, "pushpbx_register_requests_total", "counter",
+           "REGISTER requests handled.", rs.registers);
+    metric(&b, "pushpbx_auth_failures_total", "counter",
+           "Failed digest authentications (wrong credentials, unknown "
+           "user).",
+           rs.auth_failures);
+    metric(&b, "pushpbx_throttled_total", "counter",
+           "Requests refused (403) because their source was blocked.",
+           rs.throttled);
+    metric(&b, "pushpbx_throttled_sources_total", "counter",
+           "Times a source address got blocked for failed "
+           "authentications.",
+           rs.blocks);
+    metric(&b, "pushpbx_store_errors_total", "counter",
+           "Registrar writes the store refused.", rs.store_errors);
+    metric(&b, "pushpbx_calls_total", "counter", "Calls handled.",
+           k.calls_total);
+    metric(&b, "pushpbx_calls_active", "gauge", "Calls in progress.",
+           k.calls_active);
+    metric(&b, "pushpbx_pending_wakeups", "gauge",
+           "Calls waiting for a pushed device to register.", k.pending_wakeups);
+    metric2(&b, "pushpbx_pushes_sent_total", "Pushes the provider accepted.",
+            k.pushes_sent);
+    metric2(&b, "pushpbx_pushes_failed_total",
+            "Pushes that failed (retries exhausted, auth, payload).",
+            k.pushes_failed);
+    metric2(&b, "pushpbx_pushes_dead_total",
+            "Pushes answered with a dead token (device removed).",
+            k.pushes_dead);
+    buf_printf(&b, "# HELP pushpbx_push_latency_seconds Time from sending a "
+                   "push to the provider's answer.\n"
+                   "# TYPE pushpbx_push_latency_seconds histogram\n");
+    for (int i = 0; i < ADMIN_LATENCY_BUCKETS; i++)
+        buf_printf(&b, "pushpbx_push_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                   admin_latency_bounds_s[i],
+                   (unsigned long long)k.push_latency_bucket[i]);
+    buf_printf(&b,
+               "pushpbx_push_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+               "pushpbx_push_latency_seconds_sum %.6f\n"
+               "pushpbx_push_latency_seconds_count %llu\n",
+               (unsigned long long)k.push_latency_count, k.push_latency_sum_s,
+               (unsigned long long)k.push_latency_count);
+    buf_printf(&b, "# HELP pushpbx_sip_messages_total SIP requests received, "
+                   "by method.\n# TYPE pushpbx_sip_messages_total counter\n");
+    for (int i = 0; i < ADMIN_M_COUNT; i++) {
+        uint64_t v = k.sip_messages[i];
+        /* Until the app counts methods, REGISTER comes from the
+         * registrar's own counter. */
+        if (i == ADMIN_M_REGISTER && v == 0)
+            v = rs.registers;
+        buf_printf(&b, "pushpbx_sip_messages_total{method=\"%s\"} %llu\n",
+                   methods[i], (unsigned long long)v);
+    }
+    metric(&b, "pushpbx_admin_requests_total", "counter",
+           "Admin HTTP requests.", a->requests);
+    metric(&b, "pushpbx_admin_unauthorized_total", "counter",
+           "Admin HTTP requests refused for a bad or missing token.",
+           a->unauthorized);
+    *len = b.len;
+    return b.data;
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+#define MAX_SEGS 6
+
+/* Split "/api/extensions/100/prov" into segments (copied into buf). */
+static size_t
+split_url(const char *url, char *buf, size_t buflen, char **seg)
+{
+    size_t n = 0;
+
+    snprintf(buf, buflen, "%s", url);
+    for (char *p = buf; *p && n < MAX_SEGS + 1;) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        seg[n++] = p;
+        char *slash = strchr(p, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    return n;
+}
+
+static bool
+is(const char *method, const char *m)
+{
+    return strcmp(method, m) == 0;
+}
+
+static enum MHD_Result
+route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
+          struct req *rq, char **seg, size_t n)
+{
+    struct ext_info e;
+    enum MHD_Result ret;
+
+    /* seg[0]="api" seg[1]="extensions" seg[2]=number ... */
+    if (!admin_number_ok(seg[2]))
+        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
+    if (!ext_find(a, seg[2], &e))
+        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
+    if (n == 3 && is(method, "GET")) {
+        ret = send_json(c, MHD_HTTP_OK, ext_json(&e));
+    } else if (n == 3 && (is(method, "PATCH") || is(method, "PUT"))) {
+        ret = ext_update(a, c, rq, &e);
+    } else if (n == 3 && is(method, "DELETE")) {
+        reg_ext_del(a->reg, e.number);
+        admin_prov_del(a->prov, e.number);
+        if (a->src.device_del)
+            a->src.device_del(a->src.arg, e.number, NULL);
+        log_notice("admin", "extension deleted ext=%s", e.number);
+        ret = send_empty(c, MHD_HTTP_NO_CONTENT);
+    } else if (n == 4 && strcmp(seg[3], "password") == 0 &&
+               is(method, "POST")) {
+        char pw[ADMIN_PASSWORD_LEN + 1];
+        if (set_new_password(a, &e, pw, sizeof(pw)) < 0) {
+            ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                             "cannot set password", NULL);
+        } else {
+            log_notice("admin", "password reset ext=%s", e.number);
+            ret = send_json(
+                c, MHD_HTTP_OK,
+                json_pack("{s:s, s:s}", "number", e.number, "password", pw));
+        }
+        explicit_bzero(pw, sizeof(pw));
+    } else if (n == 4 && strcmp(seg[3], "registrations") == 0 &&
+               is(method, "GET")) {
+        ret = send_json(c, MHD_HTTP_OK, registrations(a, e.number));
+    } else if (n == 4 && strcmp(seg[3], "push") == 0 && is(method, "DELETE")) {
+        const char *id =
+            MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
+        if (!a->src.device_del)
+            ret = send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+                             "push devices not available yet", NULL);
+        else if (a->src.device_del(a->src.arg, e.number, id) < 0)
+            ret =
+                send_error(c, MHD_HTTP_NOT_FOUND, "no such push device", "id");
+        else
+            ret = send_empty(c, MHD_HTTP_NO_CONTENT);
+    } else if (n == 5 && strcmp(seg[3], "push") == 0 &&
+               strcmp(seg[4], "test") == 0 && is(method, "POST")) {
+        if (!a->src.push_test) {
+            ret = send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+                             "test push not available yet", NULL);
+        } else {
+            json_t *res = json_object();
+            int rc = a->src.push_test(a->src.arg, e.number, res);
+            if (rc == -ENOENT) {
+                json_decref(res);
+                ret = send_error(c, MHD_HTTP_NOT_FOUND,
+                                 "extension has no push device", NULL);
+            } else if (rc < 0) {
+                json_decref(res);
+                ret = send_error(c, MHD_HTTP_BAD_GATEWAY, "push failed", NULL);
+            } else {
+                ret = send_json(c, MHD_HTTP_OK, res);
+            }
+        }
+    } else if (n >= 4 && strcmp(seg[3], "prov") == 0) {
+        struct admin_prov_row row;
+        char url[512];
+        int rc = admin_prov_by_ext(a->prov, e.number, &row);
+        if (n == 4 && is(method, "POST")) {
+            ret = prov_create(a, c, &e);
+        } else if (n == 4 && is(method, "DELETE")) {
+            ret = rc == 0 && admin_prov_del(a->prov, e.number) == 0
+                      ? send_empty(c, MHD_HTTP_NO_CONTENT)
+                      : send_error(c, MHD_HTTP_NOT_FOUND,
+                                   "no provisioning link", NULL);
+        } else if (rc != 0 && is(method, "GET")) {
+            ret =
+                send_error(c, MHD_HTTP_NOT_FOUND, "no provisioning link", NULL);
+        } else if (n == 4 && is(method, "GET")) {
+            prov_url(a, row.token, url, sizeof(url));
+            ret = send_json(c, MHD_HTTP_OK,
+                            json_pack("{s:s, s:s, s:I}", "ext", e.number, "url",
+                                      url, "created_at",
+                                      (json_int_t)row.created_at));
+        } else if (n == 5 && is(method, "GET") &&
+                   (strcmp(seg[4], "qr.svg") == 0 ||
+                    strcmp(seg[4], "qr.png") == 0)) {
+            size_t len = 0;
+            bool svg = strcmp(seg[4], "qr.svg") == 0;
+            prov_url(a, row.token, url, sizeof(url));
+            void *img = svg ? (void *)admin_qr_svg(url, &len)
+                            : (void *)admin_qr_png(url, 8, &len);
+            ret = img ? send_raw(c, MHD_HTTP_OK,
+                                 svg ? "image/svg+xml" : "image/png", img, len,
+                                 MHD_RESPMEM_MUST_FREE)
+                      : send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                   "cannot encode QR", NULL);
+        } else {
+            ret = send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                             "method not allowed", NULL);
+        }
+        explicit_bzero(&row, sizeof(row));
+    } else {
+        ret = send_error(
+            c, n <= 5 ? MHD_HTTP_METHOD_NOT_ALLOWED : MHD_HTTP_NOT_FOUND,
+            "no such route or method", NULL);
+    }
+    free(e.display);
+    return ret;
+}
+
+static enum MHD_Result
+route_api(struct admin *a, struct MHD_Connection *c, const char *method,
+          struct req *rq, char **seg, size_t n)
+{
+    if (n == 2 && strcmp(seg[1], "extensions") == 0) {
+        if (is(method, "POST"))
+            return ext_create(a, c, rq);
+        if (!is(method, "GET"))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              "method not allowed", NULL);
+        struct ext_collect ec;
+        json_t *items = json_array();
+        ext_snapshot(a, NULL, &ec);
+        for (size_t i = 0; i < ec.count; i++)
+            json_array_append_new(items, ext_json(&ec.v[i]));
+        ext_collect_fini(&ec);
+        return send_json(c, MHD_HTTP_OK, json_pack("{s:o}", "items", items));
+    }
+    if (n >= 3 && strcmp(seg[1], "extensions") == 0)
+        return route_ext(a, c, method, rq, seg, n);
+    if (n == 2 && !is(method, "GET"))
+        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
+                          NULL);
+    if (n == 2 && strcmp(seg[1], "registrations") == 0)
+        return send_json(c, MHD_HTTP_OK, registrations(a, NULL));
+    if (n == 2 && strcmp(seg[1], "calls") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         provider_list(a, a->src.list_calls, false));
+    if (n == 2 && strcmp(seg[1], "pushes") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         provider_list(a, a->src.list_pushes, true));
+    if (n == 2 && strcmp(seg[1], "wakeups") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         provider_list(a, a->src.list_wakeups, false));
+    if (n == 2 && strcmp(seg[1], "devices") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         provider_list(a, a->src.list_devices, true));
+    if (n == 2 && strcmp(seg[1], "status") == 0) {
+        struct reg_stats rs;
+        reg_get_stats(a->reg, &rs);
+        return send_json(
+            c, MHD_HTTP_OK,
+            json_pack("{s:s, s:s, s:I, s:I, s:{s:b, s:b, s:b, s:b}}", "version",
+                      PUSHPBX_VERSION, "domain", a->domain, "extensions",
+                      (json_int_t)rs.extensions, "registrations",
+                      (json_int_t)rs.bindings, "available", "calls",
+                      a->src.list_calls != NULL, "pushes",
+                      a->src.list_pushes != NULL, "wakeups",
+                      a->src.list_wakeups != NULL, "devices",
+                      a->src.list_devices != NULL));
+    }
+    return send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
+}
+
+/* The public provisioning document: the link's token is the credential. */
+static enum MHD_Result
+route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
+{
+    struct admin_prov_row row;
+    struct ext_info e;
+    bool hex = strlen(token) == ADMIN_PROV_TOKEN_LEN;
+
+    for (const char *p = token; hex && *p; p++)
+        hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    if (!hex || admin_prov_by_token(a->prov, token, &row) < 0)
+        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
+                          NULL);
+    if (!ext_find(a, row.ext, &e)) {
+        explicit_bzero(&row, sizeof(row));
+        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
+                          NULL);
+    }
+    log_info("admin", "provisioning document fetched ext=%s", row.ext);
+    json_t *doc = prov_doc(a, &row, &e);
+    explicit_bzero(&row, sizeof(row));
+    free(e.display);
+    return send_json(c, MHD_HTTP_OK, doc);
+}
+
+static enum MHD_Result
+dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
+         const char *method, struct req *rq)
+{
+    char copy[512], *seg[MAX_SEGS + 1];
+    size_t n;
+
+    a->requests++;
+    if (strlen(url) >= sizeof(copy))
+        return send_error(c, MHD_HTTP_URI_TOO_LONG, "URL too long", NULL);
+    n = split_url(url, copy, sizeof(copy), seg);
+    if (n > MAX_SEGS)
+        return send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
+
+    /* Public: the page's static files and provisioning links. */
+    if (is(method, "GET") || is(method, "HEAD")) {
+        const char *path = n == 0 ? "/index.html" : url;
+        for (size_t i = 0; i < admin_asset_count; i++)
+            if (strcmp(admin_assets[i].path, path) == 0)
+                return send_raw(c, MHD_HTTP_OK, admin_assets[i].type,
+                                (void *)admin_assets[i].data,
+                                admin_assets[i].len, MHD_RESPMEM_PERSISTENT);
+        if (n == 2 && strcmp(seg[0], "prov") == 0)
+            return route_prov(a, c, seg[1]);
+    }
+
+    const char *auth =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!admin_bearer_ok(auth, a->token)) {
+        a->unauthorized++;
+        return send_error(c, MHD_HTTP_UNAUTHORIZED,
+                          auth ? "bad token" : "missing bearer token", NULL);
+    }
+    if (rq->too_big)
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
+                          "request body too large", NULL);
+    if (n == 1 && strcmp(seg[0], "metrics") == 0 && is(method, "GET")) {
+        size_t len;
+        char *text = metrics_text(a, &len);
+        return send_raw(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len,
+                        MHD_RESPMEM_MUST_FREE);
+    }
+    if (n >= 2 && strcmp(seg[0], "api") == 0)
+        return route_api(a, c, method, rq, seg, n);
+    return send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *c, const char *url,
+           const char *method, const char *version, const char *upload,
+           size_t *upload_size, void **con_cls)
+{
+    struct admin *a = cls;
+    struct req *rq = *con_cls;
+
+    if (!rq) {
+        rq = xcalloc(1, sizeof(*rq));
+        buf_init(&rq->body, a->cfg->max_body);
+        *con_cls = rq;
+        /* Refuse a declared oversize body before reading it. */
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl) {
+            char *end;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (*end == '\0' && v > a->cfg->max_body) {
+                a->requests++;
+                rq->answered = true;
+                return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
+                                  "request body too large", NULL);
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!rq->too_big && buf_append(&rq->body, upload, *upload_size) < 0)
+            rq->too_big = true;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (rq->answered)
+        return MHD_YES;
+    rq->answered = true;
+    return dispatch(a, c, url, method, rq);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    struct req *rq = *con_cls;
+
+    if (!rq)
+        return;
+    if (rq->body.data)
+        explicit_bzero(rq->body.data, rq->body.len); /* may hold a pw */
+    buf_fini(&rq->body);
+    free(rq);
+    *con_cls = NULL;
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+
+    vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_warn("admin", "http: %s", line);
+}
+
+/* ---- start / stop ------------------------------------------------------ */
+
+/* Create the parent directory of path (one level: "var/"), so a fresh
+ * checkout or test directory works. EEXIST and failures are left to the
+ * open that follows, which reports them. */
+static void
+mkdir_parent(const char *path)
+{
+    char dir[512];
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        mkdir(dir, 0700);
+    }
+}
+
+static int
+settle_token(struct admin *a, char *err, size_t errlen)
+{
+    const char *path = a->cfg->token_file;
+    int fd;
+
+    if (a->cfg->token[0]) {
+        snprintf(a->token, sizeof(a->token), "%s", a->cfg->token);
+        return 0;
+    }
+    if (admin_random_hex(a->token, 16) < 0) {
+        snprintf(err, errlen, "admin: no randomness for the token");
+        return -EIO;
+    }
+    mkdir_parent(path);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, a->token, strlen(a->token)) < 0 ||
+        write(fd, "\n", 1) < 0) {
+        int rc = -errno;
+        snprintf(err, errlen, "admin: %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    fchmod(fd, 0600);
+    close(fd);
+    /* Printed once, by design ([admin] token is empty): make run shows
+     * it. Never logged again. */
+    fprintf(stderr, "admin: generated API token %s (saved to %s)\n", a->token,
+            path);
+    return 0;
+}
+
+static int
+parse_listen(const char *listen, struct sockaddr_in *sin, char *host,
+             size_t hostlen)
+{
+    const char *colon = strrchr(listen, ':');
+    char *end;
+
+    if (!colon || (size_t)(colon - listen) >= hostlen)
+        return -EINVAL;
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (*end || port > 65535)
+        return -EINVAL;
+    memset(sin, 0, sizeof(*sin));
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+        return -EINVAL;
+    return 0;
+}
+
+int
+admin_start(const struct admin_opts *o, struct admin **out, char *err,
+            size_t errlen)
+{
+    struct admin *a = xcalloc(1, sizeof(*a));
+    struct sockaddr_in sin;
+    char host[64];
+    int rc;
+
+    a->cfg = o->cfg;
+    a->reg = o->reg;
+    a->domain = xstrdup(o->domain ? o->domain : "");
+    a->realm = xstrdup(o->realm ? o->realm : a->domain);
+    a->listener_count = o->listener_count;
+    a->listeners = xcalloc(o->listener_count + 1, sizeof(*a->listeners));
+    for (size_t i = 0; i < o->listener_count; i++) {
+        a->listeners[i].transport = xstrdup(o->listeners[i].transport);
+        a->listeners[i].port = o->listeners[i].port;
+    }
+    a->push.fcm_project_id = dup_or_null(o->push.fcm_project_id);
+    a->push.fcm_sender_id = dup_or_null(o->push.fcm_sender_id);
+    a->push.apns_environment = dup_or_null(o->push.apns_environment);
+    a->push.apns_topic = dup_or_null(o->push.apns_topic);
+    a->src = o->sources;
+
+    if (parse_listen(a->cfg->listen, &sin, host, sizeof(host)) < 0) {
+        snprintf(err, errlen, "admin: listen '%s': IPv4 host:port expected",
+                 a->cfg->listen);
+        rc = -EINVAL;
+        goto fail;
+    }
+    if (strcmp(a->cfg->prov_db, ":memory:") != 0)
+        mkdir_parent(a->cfg->prov_db);
+    rc = admin_prov_open(a->cfg->prov_db, &a->prov, err, errlen);
+    if (rc < 0)
+        goto fail;
+    rc = settle_token(a, err, errlen);
+    if (rc < 0)
+        goto fail;
+    a->mhd = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG, 0,
+        NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
+        MHD_OPTION_SOCK_ADDR, &sin, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+    if (!a->mhd) {
+        snprintf(err, errlen, "admin: cannot listen on %s", a->cfg->listen);
+        rc = -EADDRINUSE;
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    a->port = di ? di->port : ntohs(sin.sin_port);
+    if (a->cfg->public_url[0]) {
+        snprintf(a->base_url, sizeof(a->base_url), "%s", a->cfg->public_url);
+        size_t l = strlen(a->base_url);
+        if (l && a->base_url[l - 1] == '/')
+            a->base_url[l - 1] = '\0';
+    } else {
+        snprintf(a->base_url, sizeof(a->base_url), "http://%s:%u", host,
+                 a->port);
+    }
+    log_notice("admin", "admin API and page on http://%s:%u/", host, a->port);
+    *out = a;
+    return 0;
+fail:
+    admin_stop(a);
+    return rc;
+}
+
+unsigned
+admin_port(const struct admin *a)
+{
+    return a->port;
+}
+
+void
+admin_stop(struct admin *a)
+{
+    if (!a)
+        return;
+    if (a->mhd)
+        MHD_stop_daemon(a->mhd);
+    admin_prov_close(a->prov);
+    for (size_t i = 0; i < a->listener_count; i++)
+        free((char *)a->listeners[i].transport);
+    free(a->listeners);
+    free(a->push.fcm_project_id);
+    free(a->push.fcm_sender_id);
+    free(a->push.apns_environment);
+    free(a->push.apns_topic);
+    free(a->domain);
+    free(a->realm);
+    explicit_bzero(a->token, sizeof(a->token));
+    free(a);
+}

@@ -1,0 +1,172 @@
+/*
+ * admin: the administration HTTP server inside the daemon: JSON API
+ * (extensions, registrations, provisioning, push views), the web page
+ * (embedded at build time, no files at run time), provisioning links with
+ * QR codes, and Prometheus metrics on /metrics.
+ *
+ * libmicrohttpd runs its own single thread. From there the admin reaches
+ * daemon state only through thread-safe registrar calls (reg_list,
+ * reg_lookup, reg_ext_set, reg_ext_del, reg_get_stats) and the optional
+ * provider callbacks of struct admin_sources. It never touches a worker's
+ * libuv loop: a provider that needs a worker must hop with tp_post or
+ * uv_async_send itself and may block the admin thread while it waits
+ * (bounded: the admin thread serves one request at a time).
+ *
+ * Every request except GET of the page assets and /prov/<token> needs
+ * "Authorization: Bearer <token>" (constant-time compare); a bad or
+ * missing token is 401. Errors are JSON {"error": reason, "field": name}.
+ *
+ * Provisioning links (/prov/<32 hex>) live in a small SQLite database
+ * owned by the admin ([admin] prov_db); see docs/admin.md.
+ */
+#ifndef PUSHPBX_ADMIN_ADMIN_H
+#define PUSHPBX_ADMIN_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "config/cfg.h"
+
+struct reg;
+struct admin;
+
+/* [admin] section (option table in admin_cfg.c). */
+struct admin_cfg {
+    bool enabled;
+    char *listen;      /* "127.0.0.1:8080"; port 0 picks one */
+    char *token;       /* "" = generate at start */
+    char *token_file;  /* where a generated token is written (0600) */
+    char *prov_db;     /* SQLite file of provisioning links */
+    char *public_url;  /* base of provisioning links; "" = http://listen */
+    char *sip_host;    /* host phones use; "" = [sip] domain */
+    unsigned max_body; /* request body cap in bytes */
+};
+extern const struct cfg_section admin_cfg_section;
+
+/* Lists the admin asks its providers for. Each callback appends JSON
+ * objects to items (a borrowed array) and returns 0 or -errno. They run on
+ * the admin thread and must be thread-safe. A NULL callback means "this
+ * room is not there yet": the API answers {"available": false, "items":
+ * []} and the page shows "not available yet".
+ *
+ * Item fields the page shows (others are passed through):
+ *   calls:   call_id, from, to, state, started_at, ended_at, result
+ *   pushes:  at, ext, provider, type, token_prefix, status, http_status,
+ *            reason, latency_ms
+ *   wakeups: ext, call_id, from, since, expires_at, devices
+ *   devices: ext, id, provider, token (full; the admin shows only its
+ *            first 8 characters), param, instance, created_at,
+ *            last_seen_at */
+typedef int admin_list_fn(void *arg, json_t *items);
+/* Send a test push to the push devices of ext. Fill result (borrowed
+ * object) with what happened; 0, -ENOENT (no device) or -errno. */
+typedef int admin_push_test_fn(void *arg, const char *ext, json_t *result);
+/* Delete push device id of ext (id NULL = all of ext's devices). 0 or
+ * -ENOENT. */
+typedef int admin_device_del_fn(void *arg, const char *ext, const char *id);
+
+#define ADMIN_LATENCY_BUCKETS 8
+/* Bucket upper bounds of pushpbx_push_latency_seconds. */
+extern const double admin_latency_bounds_s[ADMIN_LATENCY_BUCKETS];
+
+enum admin_sip_method {
+    ADMIN_M_INVITE,
+    ADMIN_M_ACK,
+    ADMIN_M_BYE,
+    ADMIN_M_CANCEL,
+    ADMIN_M_REGISTER,
+    ADMIN_M_OPTIONS,
+    ADMIN_M_OTHER,
+    ADMIN_M_COUNT,
+};
+
+/* Counters of rooms other than the registrar, for /metrics. Fields a room
+ * does not provide stay zero (documented in docs/admin.md). Index
+ * [provider] is 0 = apns, 1 = fcm. */
+struct admin_counters {
+    uint64_t push_devices;
+    uint64_t calls_total;
+    uint64_t calls_active;
+    uint64_t pending_wakeups;
+    uint64_t pushes_sent[2];
+    uint64_t pushes_failed[2];
+    uint64_t pushes_dead[2];
+    /* cumulative counts per bucket (Prometheus "le" semantics) */
+    uint64_t push_latency_bucket[ADMIN_LATENCY_BUCKETS];
+    uint64_t push_latency_count;
+    double push_latency_sum_s;
+    uint64_t sip_messages[ADMIN_M_COUNT];
+};
+
+typedef void admin_counters_fn(void *arg, struct admin_counters *out);
+
+/* Push settings phones learn from the provisioning document. NULL or ""
+ * fields mean "not configured". */
+struct admin_push_info {
+    const char *fcm_project_id;
+    const char *fcm_sender_id;
+    const char *apns_environment; /* "production" or "sandbox" */
+    const char *apns_topic;
+};
+
+struct admin_sources {
+    void *arg;
+    admin_list_fn *list_calls;
+    admin_list_fn *list_pushes;
+    admin_list_fn *list_wakeups;
+    admin_list_fn *list_devices;
+    admin_push_test_fn *push_test;
+    admin_device_del_fn *device_del;
+    admin_counters_fn *counters;
+};
+
+/* A SIP listener, for the provisioning document. */
+struct admin_sip_listener {
+    const char *transport; /* "udp", "tcp", "tls" */
+    unsigned port;
+};
+
+struct admin_opts {
+    const struct admin_cfg *cfg; /* borrowed; must outlive the admin */
+    struct reg *reg;             /* borrowed; thread-safe */
+    const char *domain;          /* [sip] domain (copied) */
+    const char *realm;           /* [sip] realm (copied) */
+    const struct admin_sip_listener *listeners; /* copied */
+    size_t listener_count;
+    struct admin_push_info push;  /* copied */
+    struct admin_sources sources; /* copied; callbacks may be NULL */
+};
+
+/* Open the provisioning database, settle the token (generate, print once
+ * to stderr and write token_file when [admin] token is empty) and start
+ * the HTTP thread. Returns 0 and *out (owned; admin_stop), or -errno with
+ * "admin: reason" in err. Main thread. */
+int admin_start(const struct admin_opts *o, struct admin **out, char *err,
+                size_t errlen);
+/* Port actually bound (useful with listen port 0). */
+unsigned admin_port(const struct admin *a);
+/* Stop the HTTP thread (waits for the request in progress), close the
+ * database and free. NULL is a no-op. Main thread. */
+void admin_stop(struct admin *a);
+
+/* ---- pure helpers, exposed for unit tests -------------------------- */
+
+/* Fill out with 2*nbytes lower-case hex of random bytes (OpenSSL
+ * RAND_bytes) and a NUL. out must hold 2*nbytes+1. 0 or -EIO. */
+int admin_random_hex(char *out, size_t nbytes);
+/* Constant-time "Bearer <token>" check of an Authorization value. */
+bool admin_bearer_ok(const char *header, const char *token);
+/* Extension number rule of the registrar: 1..32 of [A-Za-z0-9_.+-]. */
+bool admin_number_ok(const char *number);
+/* Copy uri into out with the value of pn-prid cut to its first 8
+ * characters and "..." (the admin never shows whole device tokens). */
+void admin_redact_uri(const char *uri, char *out, size_t outlen);
+/* QR code of text as an SVG document / an 8-bit grayscale PNG. Return an
+ * owned buffer (free) and its length, or NULL if text cannot be encoded. */
+char *admin_qr_svg(const char *text, size_t *len);
+unsigned char *admin_qr_png(const char *text, unsigned scale, size_t *len);
+
+#endif

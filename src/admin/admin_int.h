@@ -1,0 +1,52 @@
+/*
+ * admin/admin_int: declarations shared inside the admin room: the
+ * provisioning-link table (admin_prov.c) and the embedded web assets
+ * (generated admin_www.c).
+ */
+#ifndef PUSHPBX_ADMIN_ADMIN_INT_H
+#define PUSHPBX_ADMIN_ADMIN_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Provisioning links: one row per extension in the admin's own SQLite file
+ * (table admin_prov; the registrar's store never sees it). A row holds the
+ * 128-bit link token (32 hex) and the password the link hands out: the
+ * registrar keeps only HA1 values, so (re)generating a link also sets a
+ * new password. Thread: the admin thread (and admin_start/admin_stop). */
+struct admin_prov;
+
+#define ADMIN_PROV_TOKEN_LEN 32
+#define ADMIN_PASSWORD_LEN 20
+
+struct admin_prov_row {
+    char ext[33];
+    char token[ADMIN_PROV_TOKEN_LEN + 1];
+    char password[129];
+    int64_t created_at;
+};
+
+int admin_prov_open(const char *path, struct admin_prov **out, char *err,
+                    size_t errlen);
+void admin_prov_close(struct admin_prov *p);
+/* 0 and *row, -ENOENT, or -EIO. */
+int admin_prov_by_ext(struct admin_prov *p, const char *ext,
+                      struct admin_prov_row *row);
+int admin_prov_by_token(struct admin_prov *p, const char *token,
+                        struct admin_prov_row *row);
+/* Insert or replace the row of row->ext. 0 or -EIO. */
+int admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row);
+/* 0, -ENOENT or -EIO. */
+int admin_prov_del(struct admin_prov *p, const char *ext);
+
+/* Embedded files of src/admin/www (generated at build time). */
+struct admin_asset {
+    const char *path; /* "/index.html" */
+    const char *type; /* Content-Type */
+    const unsigned char *data;
+    size_t len;
+};
+extern const struct admin_asset admin_assets[];
+extern const size_t admin_asset_count;
+
+#endif

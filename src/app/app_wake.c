@@ -1,0 +1,261 @@
+/*
+ * app/app_wake: see app_wake.h. Hooks that proxy.h does not offer yet
+ * (180 to the caller when a push is sent, a branch's provisional state
+ * for the UDP grace time, INVITE+CANCEL to a VoIP device woken for an
+ * ended call) are left NULL here; wake degrades as wake.h documents and
+ * docs/wake.md lists what the proxy needs to add.
+ *
+ * One daemon per process, so the instance the admin reads is kept in a
+ * file-static pointer (set and cleared on the main thread).
+ */
+#include "app/app_wake.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "admin/admin.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "config/cfg.h"
+#include "proxy/proxy.h"
+#include "proxy/proxy_cfg.h"
+#include "proxy/wake.h"
+#include "push/push_cfg.h"
+#include "registrar/pushdev.h"
+#include "registrar/reg.h"
+#include "store/store_cfg.h"
+#include "transport/tp.h"
+
+struct app_wake {
+    const struct push_wake_cfg *wc;
+    const struct push_apns_cfg *ac;
+    const struct push_fcm_cfg *fc;
+    struct pushdev_table *devices;
+    struct wake *wake;
+    struct tp *tps[TP_MAX_WORKERS];
+    unsigned ticks;
+    char fcm_project[128];
+};
+
+static struct app_wake *the_instance;
+
+static bool
+push_enabled(const char *ext, void *arg)
+{
+    const struct app_wake *aw = arg;
+    return !push_cfg_ext_disabled(aw->wc, ext);
+}
+
+static void
+on_bind(const char *ext, const struct reg_contact *c, size_t n, void *arg)
+{
+    struct app_wake *aw = arg;
+    wake_on_register(aw->wake, ext, c, n);
+}
+
+/* Called on the call's worker: only that worker's flows are visible; a
+ * flow of another worker is taken as open (the proxy reaches it or falls
+ * back to the Contact address, see proxy.h). */
+static bool
+flow_alive(unsigned worker, uint64_t flow_id, void *arg)
+{
+    struct app_wake *aw = arg;
+    if (worker >= TP_MAX_WORKERS || !aw->tps[worker] ||
+        tp_flow_worker(flow_id) != worker)
+        return true;
+    return tp_flow_alive(aw->tps[worker], flow_id);
+}
+
+static uint64_t
+tp_clock(void *arg)
+{
+    return tp_now_ms(arg);
+}
+
+/* The FCM project id phones need in their provisioning document. */
+static void
+read_fcm_project(struct app_wake *aw)
+{
+    json_error_t e;
+    if (!aw->fc->enabled)
+        return;
+    json_t *j = json_load_file(aw->fc->service_account_file, 0, &e);
+    const char *p =
+        j ? json_string_value(json_object_get(j, "project_id")) : NULL;
+    snprintf(aw->fcm_project, sizeof(aw->fcm_project), "%s", p ? p : "");
+    json_decref(j);
+}
+
+int
+app_wake_open(const struct cfg *cfg, struct reg *reg, struct proxy_shared *sh,
+              struct app_wake **out)
+{
+    struct app_wake *aw = xcalloc(1, sizeof(*aw));
+    const struct store_cfg *sc = cfg_get(cfg, &store_cfg_section);
+    const struct proxy_cfg *pc = cfg_get(cfg, &proxy_cfg_section);
+    char err[512];
+
+    aw->wc = cfg_get(cfg, &push_wake_cfg_section);
+    aw->ac = cfg_get(cfg, &push_apns_cfg_section);
+    aw->fc = cfg_get(cfg, &push_fcm_cfg_section);
+    struct pushdev_opts po = {.db_path = sc->path,
+                              .idle_expiry_s =
+                                  aw->wc->idle_expiry_days * 86400u};
+    if (pushdev_open(&po, &aw->devices, err, sizeof(err)) < 0) {
+        log_error("app", "%s", err);
+        free(aw);
+        return 1;
+    }
+    struct wake_opts wo = {
+        .devices = aw->devices,
+        .reg = reg,
+        .grace_ms = aw->wc->grace_ms,
+        .ring_s = pc->ring_timeout_s,
+        .ringing = aw->wc->ringing,
+        .recent_max = aw->wc->recent,
+        .ops = {.flow_alive = flow_alive, .arg = aw},
+    };
+    wake_new(&wo, &aw->wake);
+    if (aw->ac->enabled || aw->fc->enabled) {
+        struct push_conf conf;
+        push_cfg_conf(aw->ac, aw->fc, aw->wc, &conf);
+        if (wake_push_start(aw->wake, &conf, err, sizeof(err)) < 0) {
+            log_error("app", "push: %s", err);
+            app_wake_close(aw);
+            return 1;
+        }
+    }
+    if (wake_attach(aw->wake, sh) < 0) {
+        log_error("app", "wake: cannot observe the proxy");
+        app_wake_close(aw);
+        return 1;
+    }
+    struct reg_push_opts rp = {.table = aw->devices,
+                               .apns = aw->ac->enabled,
+                               .fcm = aw->fc->enabled,
+                               .push_enabled = push_enabled,
+                               .arg = aw};
+    reg_set_push(reg, &rp);
+    reg_set_bind_cb(reg, on_bind, aw);
+    read_fcm_project(aw);
+    log_notice("app", "push: apns %s, fcm %s, %zu push devices",
+               aw->ac->enabled ? "on" : "off", aw->fc->enabled ? "on" : "off",
+               pushdev_count(aw->devices));
+    the_instance = aw;
+    *out = aw;
+    return 0;
+}
+
+void
+app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp)
+{
+    if (!aw || idx >= TP_MAX_WORKERS)
+        return;
+    aw->tps[idx] = tp;
+    wake_worker_set(aw->wake, idx, tp_tq(tp), tp_clock, tp);
+}
+
+void
+app_wake_tick(struct app_wake *aw)
+{
+    if (!aw || ++aw->ticks % 60 != 0)
+        return;
+    size_t n = pushdev_expire(aw->devices);
+    if (n)
+        log_info("app", "idle push devices expired: %zu", n);
+}
+
+void
+app_wake_close(struct app_wake *aw)
+{
+    if (!aw)
+        return;
+    if (the_instance == aw)
+        the_instance = NULL;
+    wake_free(aw->wake); /* stops the push thread */
+    pushdev_close(aw->devices);
+    free(aw);
+}
+
+/* ---- admin ----------------------------------------------------------------
+ */
+
+static void
+device_json(const struct pushdev *d, void *arg)
+{
+    json_array_append_new(
+        arg, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "ext",
+                       d->ext, "id", d->prid, "provider", d->provider, "token",
+                       d->prid, "param", d->param, "instance", d->instance,
+                       "created_at", (json_int_t)d->created_at, "last_seen_at",
+                       (json_int_t)d->last_seen));
+}
+
+static int
+list_devices(void *arg, json_t *items)
+{
+    struct app_wake *aw = arg;
+    pushdev_list(aw->devices, device_json, items);
+    return 0;
+}
+
+static int
+list_pushes(void *arg, json_t *items)
+{
+    struct app_wake *aw = arg;
+    struct wake_push_entry *e = xcalloc(aw->wc->recent, sizeof(*e));
+    size_t n = wake_recent(aw->wake, e, aw->wc->recent);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            items,
+            json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:f, "
+                      "s:I}",
+                      "at", (json_int_t)(e[i].time_ms / 1000), "call_id",
+                      e[i].call_id, "ext", e[i].ext, "provider", e[i].provider,
+                      "type", e[i].type, "token_prefix", e[i].token, "status",
+                      e[i].result, "http_status", (json_int_t)e[i].http_status,
+                      "reason", e[i].reason, "latency_ms",
+                      (double)e[i].latency_us / 1000.0, "attempts",
+                      (json_int_t)e[i].attempts));
+    free(e);
+    return 0;
+}
+
+static int
+device_del(void *arg, const char *ext, const char *id)
+{
+    struct app_wake *aw = arg;
+    int n;
+    if (!id) {
+        n = pushdev_remove_ext(aw->devices, ext);
+    } else {
+        struct pushdev d;
+        if (!pushdev_match(aw->devices, ext, "apns", id, NULL, &d) &&
+            !pushdev_match(aw->devices, ext, "fcm", id, NULL, &d))
+            return -ENOENT;
+        n = pushdev_remove_token(aw->devices, d.provider, d.prid);
+    }
+    return n < 0 ? n : n == 0 ? -ENOENT : 0;
+}
+
+void
+app_wake_admin(struct admin_sources *src, struct admin_push_info *push)
+{
+    struct app_wake *aw = the_instance;
+    if (!aw)
+        return;
+    src->arg = aw;
+    src->list_devices = list_devices;
+    src->list_pushes = list_pushes;
+    src->device_del = device_del;
+    if (aw->fcm_project[0])
+        push->fcm_project_id = aw->fcm_project;
+    if (aw->ac->enabled) {
+        push->apns_environment = aw->ac->sandbox ? "sandbox" : "production";
+        push->apns_topic = aw->ac->topic[0] ? aw->ac->topic : NULL;
+    }
+}

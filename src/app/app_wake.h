@@ -1,0 +1,36 @@
+/*
+ * app/app_wake: wiring of push wake-up into the daemon ([wake]): opens the
+ * push-device table (same SQLite file as the store), tells the registrar
+ * which providers it serves, starts the push client on its own thread and
+ * the wake module as a proxy observer, gives it each worker's timer queue,
+ * and offers the admin its push devices and recent pushes.
+ */
+#ifndef PUSHPBX_APP_APP_WAKE_H
+#define PUSHPBX_APP_APP_WAKE_H
+
+struct admin_push_info;
+struct admin_sources;
+struct app_wake;
+struct cfg;
+struct proxy_shared;
+struct reg;
+struct tp;
+
+/* Main thread, after the registrar and the proxy's shared part exist and
+ * before workers start. Push devices are always kept; pushes are sent
+ * only for the providers [apns]/[fcm] enable. Returns 0 and *out, or 1
+ * after logging why (bad key file, unreadable database). */
+int app_wake_open(const struct cfg *cfg, struct reg *reg,
+                  struct proxy_shared *sh, struct app_wake **out);
+/* Worker idx's transport (timer queue, clock, flows). Before it starts. */
+void app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp);
+/* About once a second (main loop): idle push devices expire (checked once
+ * a minute). */
+void app_wake_tick(struct app_wake *aw);
+/* After every worker has stopped. NULL is a no-op. */
+void app_wake_close(struct app_wake *aw);
+/* Fill the admin's push sources and provisioning push info from the
+ * opened instance (no-op before app_wake_open). Main thread. */
+void app_wake_admin(struct admin_sources *src, struct admin_push_info *push);
+
+#endif

@@ -1,0 +1,672 @@
+/*
+ * ctl/pushpbxctl: command-line client of the admin HTTP API (libcurl +
+ * jansson), plus the push connectivity check, which needs no daemon.
+ *
+ * Output is a table for people, or the API's JSON with --json. Exit codes
+ * (docs/admin.md): 0 ok, 1 other server error, 2 usage, 3 cannot reach
+ * the daemon, 4 unauthorized (401), 5 not found (404), 6 conflict (409),
+ * 7 bad request (400/413), 8 connectivity check failed.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "base/buf.h"
+
+enum {
+    EX_OK = 0,
+    EX_SERVER = 1,
+    EX_USAGE = 2,
+    EX_UNREACHABLE = 3,
+    EX_UNAUTHORIZED = 4,
+    EX_NOTFOUND = 5,
+    EX_CONFLICT = 6,
+    EX_BADREQ = 7,
+    EX_CHECK = 8,
+};
+
+struct ctl {
+    const char *url;
+    char token[256];
+    bool json;
+    long timeout_s;
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: pushpbxctl [--url URL] [--token T | --token-file F] "
+               "[--json] COMMAND\n"
+               "\n"
+               "  ext list                     extensions\n"
+               "  ext add NUM [--name N] [--password P]  (no password: "
+               "generated, shown once)\n"
+               "  ext del NUM                  delete (bindings, devices, "
+               "link)\n"
+               "  ext passwd NUM               new generated password, shown "
+               "once\n"
+               "  reg list                     SIP bindings and push devices "
+               "per extension\n"
+               "  push list                    recent pushes\n"
+               "  push test EXT                send a test push\n"
+               "  push forget EXT              delete the extension's push "
+               "devices\n"
+               "  prov show EXT [--new]        provisioning link (create or "
+               "renew)\n"
+               "  prov revoke EXT              revoke the link\n"
+               "  check [--apns-url U] [--fcm-url U] [--oauth-url U] "
+               "[--cacert F]\n"
+               "                               DNS, TCP, TLS and HTTP towards "
+               "the push services\n"
+               "\n"
+               "  --url      admin base URL (default $PUSHPBX_URL or "
+               "http://127.0.0.1:8080)\n"
+               "  --token    API token (default $PUSHPBX_TOKEN, else "
+               "--token-file)\n"
+               "  --token-file  default var/admin.token\n"
+               "exit: 0 ok, 1 server error, 2 usage, 3 unreachable, 4 "
+               "unauthorized,\n"
+               "      5 not found, 6 conflict, 7 bad request, 8 check "
+               "failed\n");
+}
+
+/* ---- HTTP -------------------------------------------------------------- */
+
+static size_t
+on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct buf *b = arg;
+
+    if (buf_append(b, p, size * n) < 0)
+        return 0; /* over the cap: curl fails the transfer */
+    return size * n;
+}
+
+/* One API call. Returns the HTTP status (or -1 if unreachable) and the
+ * parsed body in *out (NULL when empty or not JSON). */
+static long
+call(const struct ctl *c, const char *method, const char *path, json_t *body,
+     json_t **out)
+{
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = NULL;
+    struct buf resp;
+    char url[1024], auth[300];
+    char *payload = NULL;
+    long status = -1;
+
+    *out = NULL;
+    buf_init(&resp, 16u << 20);
+    snprintf(url, sizeof(url), "%s%s", c->url, path);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
+    hdr = curl_slist_append(hdr, auth);
+    hdr = curl_slist_append(hdr, "Accept: application/json");
+    if (body) {
+        payload = json_dumps(body, JSON_COMPACT);
+        hdr = curl_slist_append(hdr, "Content-Type: application/json");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "POST") == 0 && !body)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, c->timeout_s);
+    CURLcode rc = curl_easy_perform(h);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (resp.len)
+            *out = json_loadb(resp.data, resp.len, 0, NULL);
+    } else {
+        fprintf(stderr, "pushpbxctl: %s: %s\n", url, curl_easy_strerror(rc));
+    }
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    free(payload);
+    buf_fini(&resp);
+    return status;
+}
+
+static int
+exit_for(long status)
+{
+    if (status < 0)
+        return EX_UNREACHABLE;
+    if (status < 300)
+        return EX_OK;
+    switch (status) {
+    case 401:
+        return EX_UNAUTHORIZED;
+    case 404:
+        return EX_NOTFOUND;
+    case 409:
+        return EX_CONFLICT;
+    case 400:
+    case 413:
+        return EX_BADREQ;
+    default:
+        return EX_SERVER;
+    }
+}
+
+/* Print an error answer; returns the exit code for status. */
+static int
+report(long status, json_t *j)
+{
+    if (status >= 300) {
+        const char *e = json_string_value(json_object_get(j, "error"));
+        const char *f = json_string_value(json_object_get(j, "field"));
+        fprintf(stderr, "pushpbxctl: %ld %s%s%s%s\n", status, e ? e : "error",
+                f ? " (field " : "", f ? f : "", f ? ")" : "");
+    }
+    return exit_for(status);
+}
+
+static void
+print_json(json_t *j)
+{
+    if (j) {
+        json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        putchar('\n');
+    }
+}
+
+static const char *
+str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+/* GET/POST/DELETE path; in --json mode print the body; call show(j) for
+ * tables. */
+static int
+simple(const struct ctl *c, const char *method, const char *path, json_t *body,
+       void (*show)(json_t *))
+{
+    json_t *j;
+    long st = call(c, method, path, body, &j);
+    int ex = report(st, j);
+
+    if (ex == EX_OK) {
+        if (c->json)
+            print_json(j);
+        else if (show)
+            show(j);
+    }
+    json_decref(j);
+    json_decref(body);
+    return ex;
+}
+
+/* ---- tables ------------------------------------------------------------ */
+
+static void
+show_ext_list(json_t *j)
+{
+    size_t i;
+    json_t *e;
+
+    printf("%-10s %-24s %-8s %s\n", "NUMBER", "NAME", "ENABLED", "BINDINGS");
+    json_array_foreach(json_object_get(j, "items"), i, e)
+    {
+        printf("%-10s %-24s %-8s %lld\n", str(e, "number"), str(e, "name"),
+               json_is_true(json_object_get(e, "enabled")) ? "yes" : "no",
+               (long long)json_integer_value(json_object_get(e, "bindings")));
+    }
+}
+
+static void
+show_ext_one(json_t *j)
+{
+    printf("extension %s (%s)\n", str(j, "number"), str(j, "name"));
+    if (json_object_get(j, "password"))
+        printf("password  %s  (shown once)\n", str(j, "password"));
+}
+
+static void
+show_reg_list(json_t *j)
+{
+    size_t i, k;
+    json_t *e, *b;
+
+    printf("%-8s %-12s %-5s %-22s %-8s %s\n", "EXT", "NAME", "TP", "SOURCE",
+           "EXPIRES", "CONTACT / PUSH");
+    json_array_foreach(json_object_get(j, "items"), i, e)
+    {
+        json_t *bs = json_object_get(e, "bindings");
+        json_t *ps = json_object_get(e, "push");
+        if (json_array_size(bs) == 0)
+            printf("%-8s %-12s %-5s %-22s %-8s %s\n", str(e, "number"),
+                   str(e, "name"), "-", "-", "-", "(not registered)");
+        json_array_foreach(bs, k, b)
+        {
+            printf(
+                "%-8s %-12s %-5s %-22s %-8lld %s\n", str(e, "number"),
+                str(e, "name"), str(b, "transport"), str(b, "source"),
+                (long long)json_integer_value(json_object_get(b, "expires_in")),
+                str(b, "contact"));
+        }
+        json_array_foreach(ps, k, b)
+        {
+            printf("%-8s %-12s %-5s %-22s %-8s push %s %s... %s\n",
+                   str(e, "number"), "", "", "", "", str(b, "provider"),
+                   str(b, "token_prefix"), str(b, "state"));
+        }
+    }
+    if (!json_is_true(json_object_get(j, "push_available")))
+        printf("(push devices: not available yet)\n");
+}
+
+static void
+show_push_list(json_t *j)
+{
+    size_t i;
+    json_t *p;
+
+    if (!json_is_true(json_object_get(j, "available"))) {
+        printf("recent pushes: not available yet\n");
+        return;
+    }
+    printf("%-10s %-8s %-5s %-10s %-10s %-18s %s\n", "TIME", "EXT", "PROV",
+           "TYPE", "TOKEN", "STATUS", "REASON");
+    json_array_foreach(json_object_get(j, "items"), i, p)
+    {
+        char when[16] = "";
+        time_t t = (time_t)json_integer_value(json_object_get(p, "at"));
+        struct tm tm;
+        if (t && localtime_r(&t, &tm))
+            strftime(when, sizeof(when), "%H:%M:%S", &tm);
+        printf("%-10s %-8s %-5s %-10s %-10s %-18s %s\n", when, str(p, "ext"),
+               str(p, "provider"), str(p, "type"), str(p, "token_prefix"),
+               str(p, "status"), str(p, "reason"));
+    }
+}
+
+static void
+show_push_test(json_t *j)
+{
+    printf("test push: %s %s\n", str(j, "status"), str(j, "reason"));
+}
+
+static void
+show_prov(json_t *j)
+{
+    printf("extension %s\nlink      %s\n", str(j, "ext"), str(j, "url"));
+}
+
+static void
+show_password(json_t *j)
+{
+    printf("extension %s\npassword  %s  (shown once)\n", str(j, "number"),
+           str(j, "password"));
+}
+
+/* ---- connectivity check ------------------------------------------------ */
+
+static size_t
+discard(char *p, size_t size, size_t n, void *arg)
+{
+    return size * n;
+}
+
+struct target {
+    const char *what;
+    const char *url;
+};
+
+static bool
+step(const char *name, bool ok, const char *detail)
+{
+    printf("  %-5s %s%s%s\n", ok ? "ok" : "FAIL", name, detail[0] ? ": " : "",
+           detail);
+    return ok;
+}
+
+/* DNS, TCP (curl CONNECT_ONLY over http), TLS (CONNECT_ONLY over https),
+ * then one HTTP request (any status counts: the API answered). The
+ * authenticated no-op (APNs JWT, FCM OAuth token) needs the push room's
+ * credentials and is not done yet (docs/admin.md). */
+static bool
+check_target(const struct target *t, const char *cacert, long timeout_s)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *scheme = NULL, detail[512];
+    bool ok = true;
+
+    printf("%s (%s)\n", t->what, t->url);
+    if (curl_url_set(u, CURLUPART_URL, t->url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        return step("url", false, "cannot parse");
+    }
+    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+
+    /* DNS */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int g = getaddrinfo(host, port, &hints, &ai);
+    if (g != 0) {
+        snprintf(detail, sizeof(detail), "%s: %s", host, gai_strerror(g));
+        ok = step("dns", false, detail);
+    } else {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        void *addr =
+            ai->ai_family == AF_INET6
+                ? (void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                : (void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        inet_ntop(ai->ai_family, addr, ip, sizeof(ip));
+        snprintf(detail, sizeof(detail), "%s -> %s", host, ip);
+        step("dns", true, detail);
+        freeaddrinfo(ai);
+    }
+
+    /* TCP, then TLS, then HTTP: each a fresh curl transfer so a failure
+     * names its step. */
+    const char *steps[] = {"tcp", "tls", "http"};
+    for (int s = 0; ok && s < 3; s++) {
+        CURL *h = curl_easy_init();
+        char url[600];
+        if (s == 0)
+            snprintf(url, sizeof(url), "telnet://%s:%s", host, port);
+        else
+            snprintf(url, sizeof(url), "%s", t->url);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout_s);
+        if (s < 2)
+            curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+        else
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        if (cacert)
+            curl_easy_setopt(h, CURLOPT_CAINFO, cacert);
+        CURLcode rc = curl_easy_perform(h);
+        if (rc == CURLE_OK) {
+            long code = 0;
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+            if (s == 2)
+                snprintf(detail, sizeof(detail),
+                         "HTTP %ld (unauthenticated probe; credentials "
+                         "not checked)",
+                         code);
+            else
+                snprintf(detail, sizeof(detail), "%s:%s", host, port);
+            step(steps[s], true, detail);
+        } else {
+            snprintf(detail, sizeof(detail), "%s", curl_easy_strerror(rc));
+            ok = step(steps[s], false, detail);
+        }
+        curl_easy_cleanup(h);
+        if (s == 0 && scheme && strcmp(scheme, "https") != 0)
+            s++; /* plain http: no TLS step */
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+static int
+cmd_check(int argc, char **argv, long timeout_s)
+{
+    static const struct option lo[] = {
+        {"apns-url", required_argument, NULL, 'a'},
+        {"fcm-url", required_argument, NULL, 'f'},
+        {"oauth-url", required_argument, NULL, 'o'},
+        {"cacert", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
+    struct target t[3];
+    size_t n = 0;
+    const char *cacert = NULL;
+    int opt;
+
+    optind = 0; /* glibc: 0 re-initialises getopt for a new argv */
+    while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (n == 3 && opt != 'c')
+            return EX_USAGE;
+        switch (opt) {
+        case 'a':
+            t[n++] = (struct target){"APNs", optarg};
+            break;
+        case 'f':
+            t[n++] = (struct target){"FCM", optarg};
+            break;
+        case 'o':
+            t[n++] = (struct target){"Google OAuth (FCM tokens)", optarg};
+            break;
+        case 'c':
+            cacert = optarg;
+            break;
+        default:
+            return EX_USAGE;
+        }
+    }
+    if (optind < argc)
+        return EX_USAGE;
+    if (n == 0) {
+        t[n++] = (struct target){"APNs", "https://api.push.apple.com"};
+        t[n++] = (struct target){"FCM", "https://fcm.googleapis.com"};
+        t[n++] = (struct target){"Google OAuth (FCM tokens)",
+                                 "https://oauth2.googleapis.com"};
+    }
+    bool all = true;
+    for (size_t i = 0; i < n; i++)
+        all = check_target(&t[i], cacert, timeout_s) && all;
+    if (all) {
+        printf("all push services reachable\n");
+        return EX_OK;
+    }
+    printf("\nA step failed. Open in the firewall:\n"
+           "  this server, outbound: TCP 443 to api.push.apple.com "
+           "(APNs; 2197 also allowed),\n"
+           "                         TCP 443 to fcm.googleapis.com and "
+           "oauth2.googleapis.com (FCM)\n"
+           "  phones, outbound:      TCP 5223 to *.push.apple.com (APNs), "
+           "TCP 5228-5230 to mtalk.google.com (FCM)\n"
+           "(DNS must resolve these names; a TLS-intercepting proxy breaks "
+           "APNs.)\n");
+    return EX_CHECK;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+static bool
+read_token(const char *path, char *out, size_t outlen)
+{
+    FILE *f = fopen(path, "re");
+
+    if (!f)
+        return false;
+    bool ok = fgets(out, (int)outlen, f) != NULL;
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return ok && out[0];
+}
+
+static int
+cmd_ext(struct ctl *c, int argc, char **argv)
+{
+    char path[256];
+
+    if (argc >= 1 && strcmp(argv[0], "list") == 0)
+        return simple(c, "GET", "/api/extensions", NULL, show_ext_list);
+    if (argc < 2)
+        return EX_USAGE;
+    snprintf(path, sizeof(path), "/api/extensions/%s", argv[1]);
+    if (strcmp(argv[0], "add") == 0) {
+        json_t *body = json_pack("{s:s}", "number", argv[1]);
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+                json_object_set_new(body, "name", json_string(argv[++i]));
+            else if (strcmp(argv[i], "--password") == 0 && i + 1 < argc)
+                json_object_set_new(body, "password", json_string(argv[++i]));
+            else {
+                json_decref(body);
+                return EX_USAGE;
+            }
+        }
+        return simple(c, "POST", "/api/extensions", body, show_ext_one);
+    }
+    if (argc != 2)
+        return EX_USAGE;
+    if (strcmp(argv[0], "del") == 0)
+        return simple(c, "DELETE", path, NULL, NULL);
+    if (strcmp(argv[0], "passwd") == 0) {
+        snprintf(path, sizeof(path), "/api/extensions/%s/password", argv[1]);
+        return simple(c, "POST", path, NULL, show_password);
+    }
+    return EX_USAGE;
+}
+
+static int
+cmd_prov(struct ctl *c, int argc, char **argv)
+{
+    char path[256];
+
+    if (argc < 2)
+        return EX_USAGE;
+    snprintf(path, sizeof(path), "/api/extensions/%s/prov", argv[1]);
+    if (strcmp(argv[0], "revoke") == 0 && argc == 2)
+        return simple(c, "DELETE", path, NULL, NULL);
+    if (strcmp(argv[0], "show") != 0)
+        return EX_USAGE;
+    bool renew = argc == 3 && strcmp(argv[2], "--new") == 0;
+    if (argc > 2 && !renew)
+        return EX_USAGE;
+    if (!renew) {
+        json_t *j;
+        long st = call(c, "GET", path, NULL, &j);
+        if (st != 404) {
+            int ex = report(st, j);
+            if (ex == EX_OK)
+                c->json ? print_json(j) : show_prov(j);
+            json_decref(j);
+            return ex;
+        }
+        json_decref(j); /* no link yet: create one */
+    }
+    return simple(c, "POST", path, NULL, show_prov);
+}
+
+static int
+cmd_push(struct ctl *c, int argc, char **argv)
+{
+    char path[256];
+
+    if (argc == 1 && strcmp(argv[0], "list") == 0)
+        return simple(c, "GET", "/api/pushes", NULL, show_push_list);
+    if (argc != 2)
+        return EX_USAGE;
+    if (strcmp(argv[0], "test") == 0) {
+        snprintf(path, sizeof(path), "/api/extensions/%s/push/test", argv[1]);
+        return simple(c, "POST", path, NULL, show_push_test);
+    }
+    if (strcmp(argv[0], "forget") == 0) {
+        snprintf(path, sizeof(path), "/api/extensions/%s/push", argv[1]);
+        return simple(c, "DELETE", path, NULL, NULL);
+    }
+    return EX_USAGE;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"url", required_argument, NULL, 'u'},
+        {"token", required_argument, NULL, 't'},
+        {"token-file", required_argument, NULL, 'T'},
+        {"json", no_argument, NULL, 'j'},
+        {"timeout", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct ctl c = {.timeout_s = 10};
+    const char *token = getenv("PUSHPBX_TOKEN");
+    const char *token_file = "var/admin.token";
+    int opt, ex;
+
+    c.url = getenv("PUSHPBX_URL");
+    if (!c.url || !c.url[0])
+        c.url = "http://127.0.0.1:8080";
+    /* "+": stop at the command, its options are its own */
+    while ((opt = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
+        switch (opt) {
+        case 'u':
+            c.url = optarg;
+            break;
+        case 't':
+            token = optarg;
+            break;
+        case 'T':
+            token_file = optarg;
+            token = NULL;
+            break;
+        case 'j':
+            c.json = true;
+            break;
+        case 'w': {
+            char *end;
+            c.timeout_s = strtol(optarg, &end, 10);
+            if (*end || c.timeout_s <= 0 || c.timeout_s > 600) {
+                usage(stderr);
+                return EX_USAGE;
+            }
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return EX_OK;
+        default:
+            usage(stderr);
+            return EX_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EX_USAGE;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const char *cmd = argv[optind];
+    int sub_argc = argc - optind - 1;
+    char **sub_argv = argv + optind + 1;
+    if (strcmp(cmd, "check") == 0) {
+        ex = cmd_check(argc - optind, argv + optind, c.timeout_s);
+    } else {
+        if (token && token[0])
+            snprintf(c.token, sizeof(c.token), "%s", token);
+        else if (!read_token(token_file, c.token, sizeof(c.token)))
+            fprintf(stderr,
+                    "pushpbxctl: no token (--token, $PUSHPBX_TOKEN or "
+                    "%s)\n",
+                    token_file);
+        if (strcmp(cmd, "ext") == 0)
+            ex = cmd_ext(&c, sub_argc, sub_argv);
+        else if (strcmp(cmd, "reg") == 0 && sub_argc == 1 &&
+                 strcmp(sub_argv[0], "list") == 0)
+            ex = simple(&c, "GET", "/api/registrations", NULL, show_reg_list);
+        else if (strcmp(cmd, "push") == 0)
+            ex = cmd_push(&c, sub_argc, sub_argv);
+        else if (strcmp(cmd, "prov") == 0)
+            ex = cmd_prov(&c, sub_argc, sub_argv);
+        else
+            ex = EX_USAGE;
+    }
+    if (ex == EX_USAGE)
+        usage(stderr);
+    curl_global_cleanup();
+    return ex;
+}

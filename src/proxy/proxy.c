@@ -1,0 +1,1128 @@
+/*
+ * proxy/proxy: per-worker call routing and forking; see proxy.h.
+ *
+ * A call (struct proxy_call) is one server transaction (the caller's
+ * INVITE, or an in-dialog request we relay) plus up to max_branches client
+ * transactions, all on this worker. It is freed when the server
+ * transaction and every client transaction have reported
+ * TXN_EV_TERMINATED (refs counts them), so no event can reach a freed
+ * call. The request forwarded to each branch is spliced from the server
+ * transaction's stored copy (sip_build_forward), never re-serialised.
+ *
+ * §16.7 in short: provisional responses above 100 are relayed at once;
+ * every 2xx is relayed at once and CANCELs the other branches; a 6xx
+ * CANCELs the others; other finals are kept (the best by
+ * proxy_status_better) until every branch is final, then the best goes
+ * upstream (503 as 500; none at all as 408). The ring timeout, caller
+ * CANCEL and 2xx are decided at once (the caller does not wait for the
+ * cancelled branches' 487s); late branch responses are then dropped.
+ *
+ * Record-Route: one entry "<sip:us;lr;pp-fa=F;pp-fb=G>" per branch, where
+ * F is the caller's TCP flow and G the branch's (0 for UDP). An in-dialog
+ * request popping that Route goes over the flow of the other side, so a
+ * NAT'd TCP phone is reached over its own connection.
+ *
+ * Cost per call: one malloc for the call, one per branch URI, one for a
+ * stored non-2xx final; everything per message is in the worker arena or
+ * p->out.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "proxy/proxy_int.h"
+#include "registrar/reg.h"
+#include "sip/build.h"
+#include "sip/uri.h"
+
+#define MAX_BRANCHES 32
+#define LOOKUP_ARENA_CAP (256 * 1024)
+
+enum call_kind { CALL_FORK, CALL_RELAY };
+
+struct branch {
+    struct proxy_call *call;
+    struct txn *ct; /* NULL before start and after TERMINATED */
+    int status;     /* final status (received or synthesised), 0 = none */
+    bool provisional, cancelled, started;
+    char *uri; /* Contact URI (owned) */
+};
+
+struct proxy_call {
+    struct list_node node; /* p->calls while a fork rings */
+    struct proxy *p;
+    enum call_kind kind;
+    struct txn *st; /* NULL after TERMINATED */
+    unsigned refs;
+    struct tq_entry ring;
+    bool final_sent, holding;
+    bool pop; /* the INVITE carried our Route (preloaded): pop it */
+    int final_status;
+    int best_status;
+    char *best; /* forwarded bytes of the best non-2xx final (owned) */
+    size_t best_len;
+    uint64_t flow_a; /* caller's TCP flow, 0 for UDP */
+    bool caller_tcp;
+    struct proxy_call_record rec;
+    size_t nbr;
+    struct branch br[MAX_BRANCHES];
+};
+
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+copy_cstr(char *dst, size_t cap, struct slice s)
+{
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+
+    memcpy(dst, s.ptr, n);
+    dst[n] = '\0';
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+
+static void
+on_notify(uv_async_t *h)
+{
+    proxy_notes_run(h->data);
+}
+
+static bool
+addr_wildcard(const struct tp_addr *a)
+{
+    if (a->u.sa.sa_family == AF_INET)
+        return a->u.in4.sin_addr.s_addr == 0;
+    if (a->u.sa.sa_family == AF_INET6)
+        return memcmp(&a->u.in6.sin6_addr, &in6addr_any, 16) == 0;
+    return true;
+}
+
+/* "host:port" we put in Via and Record-Route for listener spec s. */
+static void
+hostport(const struct proxy *p, const struct tp_listen_spec *s, char *out,
+         size_t cap)
+{
+    char host[TP_ADDRSTRLEN];
+
+    if (addr_wildcard(&s->addr))
+        snprintf(out, cap, "%s:%u", p->sh->domain,
+                 (unsigned)tp_addr_port(&s->addr));
+    else if (s->addr.u.sa.sa_family == AF_INET6)
+        snprintf(out, cap, "[%s]:%u",
+                 tp_addr_host(&s->addr, host, sizeof(host)),
+                 (unsigned)tp_addr_port(&s->addr));
+    else
+        tp_addr_format(&s->addr, out, cap);
+}
+
+int
+proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
+          struct proxy **out)
+{
+    unsigned w = tp_worker(tp);
+    struct proxy *p;
+
+    pthread_mutex_lock(&sh->lock);
+    if (w >= TP_MAX_WORKERS || sh->workers[w]) {
+        pthread_mutex_unlock(&sh->lock);
+        return -EINVAL;
+    }
+    p = xcalloc(1, sizeof(*p));
+    p->sh = sh;
+    p->tp = tp;
+    p->tt = tt;
+    p->worker = w;
+    list_init(&p->calls);
+    list_init(&p->notes);
+    buf_init(&p->out, SIP_MAX_MSG_LEN);
+    arena_init(&p->a, LOOKUP_ARENA_CAP);
+    uv_async_init(tp_loop(tp), &p->notify, on_notify);
+    p->notify.data = p;
+    for (size_t i = 0; i < tp_listener_count(tp); i++) {
+        struct tp_listen_spec s;
+        if (tp_listener(tp, i, &s) < 0)
+            continue;
+        int k = s.proto == TP_TCP ? 1 : 0;
+        if (!p->via_host[k][0])
+            hostport(p, &s, p->via_host[k], sizeof(p->via_host[k]));
+        if (!p->rr_host[0])
+            hostport(p, &s, p->rr_host, sizeof(p->rr_host));
+    }
+    for (int k = 0; k < 2; k++)
+        if (!p->via_host[k][0])
+            snprintf(p->via_host[k], sizeof(p->via_host[k]), "%s",
+                     p->rr_host[0] ? p->rr_host : sh->domain);
+    sh->workers[w] = p;
+    pthread_mutex_unlock(&sh->lock);
+    *out = p;
+    return 0;
+}
+
+static void
+on_closed(uv_handle_t *h)
+{
+    struct proxy *p = h->data;
+
+    buf_fini(&p->out);
+    arena_fini(&p->a);
+    free(p);
+}
+
+void
+proxy_free(struct proxy *p)
+{
+    struct list_node *n, *tmp;
+
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->sh->lock);
+    p->sh->workers[p->worker] = NULL;
+    list_for_each_safe(n, tmp, &p->notes)
+    {
+        list_remove(n);
+        free(container_of(n, struct proxy_note, node));
+    }
+    pthread_mutex_unlock(&p->sh->lock);
+    uv_close((uv_handle_t *)&p->notify, on_closed);
+}
+
+void
+proxy_stats_get(const struct proxy *p, struct proxy_stats *out)
+{
+    *out = p->stats;
+}
+
+/* ---- addresses --------------------------------------------------------- */
+
+/* Is uri one of our addresses (domain or listener host, our port)? */
+static bool
+uri_is_us(const struct proxy *p, const struct sip_uri *u)
+{
+    uint16_t port = u->has_port ? u->port : 0;
+    bool host = slice_eq_nocase_cstr(u->host, p->sh->domain);
+
+    for (int k = 0; k < 2 && !host; k++) {
+        const char *hp = p->via_host[k];
+        const char *colon = strrchr(hp, ':');
+        struct slice h = slice_make(hp, colon ? (size_t)(colon - hp) : 0);
+        if (h.len > 2 && h.ptr[0] == '[') {
+            h.ptr++;
+            h.len -= 2;
+        }
+        host = slice_eq_nocase(u->host, h);
+    }
+    if (!host)
+        return false;
+    if (port == 0)
+        return true;
+    for (int k = 0; k < 2; k++) {
+        const char *colon = strrchr(p->via_host[k], ':');
+        unsigned long long v;
+        if (colon && slice_to_u64(slice_cstr(colon + 1), 65535, &v) == 0 &&
+            v == port)
+            return true;
+    }
+    return false;
+}
+
+/* Request-URI host: ours (domain or a numeric address; requests reach us
+ * by IP) or foreign. */
+static bool
+host_is_numeric(struct slice host)
+{
+    struct tp_addr a;
+
+    return tp_addr_from_ip(host, 0, &a) == 0;
+}
+
+/* Destination for a URI: numeric host only (no DNS yet), transport
+ * param, default port 5060. */
+static int
+dest_from_uri(const struct sip_uri *u, struct tp_dest *d)
+{
+    struct slice tr;
+
+    *d = (struct tp_dest){.proto = TP_UDP, .listener = -1};
+    if (sip_uri_param(u, "transport", &tr) && slice_eq_nocase_cstr(tr, "tcp"))
+        d->proto = TP_TCP;
+    return tp_addr_from_ip(u->host, u->has_port ? u->port : 5060, &d->addr);
+}
+
+static uint64_t
+param_u64(struct slice params, const char *name)
+{
+    struct slice v;
+    uint64_t out = 0;
+
+    if (!sip_param_get(params, name, &v) || v.len == 0 || v.len > 16)
+        return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.ptr[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
+        if (d < 0)
+            return 0;
+        out = out << 4 | (uint64_t)d;
+    }
+    return out;
+}
+
+/* The flow of the other side of a dialog, from our Route's pp-fa/pp-fb. */
+static uint64_t
+other_flow(const struct sip_uri *route, const struct tp_src *src)
+{
+    uint64_t fa = param_u64(route->params, "pp-fa");
+    uint64_t fb = param_u64(route->params, "pp-fb");
+    uint64_t f = src->flow_id;
+
+    if (f && f == fa)
+        return fb;
+    if (f && f == fb)
+        return fa;
+    if (!f)
+        return fa ? fa : fb; /* UDP side: the TCP one, if any */
+    return 0;
+}
+
+/* The top Route value parsed, if any. Returns 1 found, 0 none, -1 bad. */
+static int
+top_route(const struct sip_msg *m, struct sip_name_addr *na, struct sip_uri *u,
+          struct slice *second)
+{
+    struct sip_hdr_iter it;
+    struct slice v;
+    struct sip_error e;
+    const char *why;
+
+    sip_hdr_iter_init(&it, m, SIP_HDR_ROUTE);
+    if (!sip_hdr_iter_next(&it, &v))
+        return 0;
+    if (sip_name_addr_parse(v, na, &e) < 0 ||
+        sip_uri_parse(na->uri, u, &why) < 0)
+        return -1;
+    *second = SLICE_NULL;
+    if (sip_hdr_iter_next(&it, &v))
+        *second = v;
+    return 1;
+}
+
+static void
+reg_src_of(const struct tp_src *src, struct reg_src *rs)
+{
+    *rs = (struct reg_src){
+        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .flow_id = src->flow_id,
+    };
+    memcpy(&rs->addr, &src->remote.u.ss,
+           src->remote.len <= sizeof(rs->addr) ? src->remote.len
+                                               : sizeof(rs->addr));
+}
+
+/* Unescaped user of a sip/sips URI into the arena. */
+static int
+uri_user(struct arena *a, const struct sip_uri *u, struct slice *user)
+{
+    if (u->scheme != SIP_URI_SIP && u->scheme != SIP_URI_SIPS)
+        return -EINVAL;
+    return sip_unescape(u->user, a, user);
+}
+
+/* ---- steering between workers ------------------------------------------ */
+
+static bool
+post_to(struct proxy *p, unsigned w, const struct tp_rx *rx)
+{
+    bool done = false;
+
+    if (w == p->worker || w >= TP_MAX_WORKERS)
+        return false;
+    pthread_mutex_lock(&p->sh->lock);
+    struct proxy *o = p->sh->workers[w];
+    if (o && tp_post(o->tp, rx->raw, &rx->src) == 0)
+        done = true;
+    pthread_mutex_unlock(&p->sh->lock);
+    if (done)
+        p->stats.steered++;
+    return done;
+}
+
+bool
+proxy_steer(struct proxy *p, const struct tp_rx *rx)
+{
+    const struct sip_msg *m = rx->msg;
+    struct sip_name_addr na;
+    struct sip_uri u, ru;
+    struct slice second, user;
+    const char *why;
+
+    if (rx->err || !m)
+        return false;
+    if (!m->is_request) {
+        int w = txn_branch_worker(m->via.branch);
+        return w >= 0 && post_to(p, (unsigned)w, rx);
+    }
+    /* Already steered once (src.worker is the receiver), or a TCP
+     * request (its responses must leave over its own flow here). */
+    if (rx->src.worker != p->worker || rx->src.proto != TP_UDP || !p->sh->reg)
+        return false;
+    int rt = top_route(m, &na, &u, &second);
+    if (rt == 1 && uri_is_us(p, &u) && m->to.tag.len) {
+        uint64_t f = other_flow(&u, &rx->src);
+        return f && post_to(p, tp_flow_worker(f), rx);
+    }
+    if (m->method != SIP_METHOD_INVITE && m->method != SIP_METHOD_CANCEL &&
+        m->method != SIP_METHOD_ACK)
+        return false;
+    if (m->method != SIP_METHOD_ACK && m->to.tag.len)
+        return false;
+    if (m->method == SIP_METHOD_INVITE &&
+        !sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION))
+        return false; /* will be challenged: nothing to steer */
+    if (sip_uri_parse(m->ruri, &ru, &why) < 0)
+        return false;
+    arena_reset(&p->a);
+    struct reg_contact *bs;
+    size_t n;
+    if (uri_user(&p->a, &ru, &user) < 0 || user.len == 0 ||
+        reg_lookup(p->sh->reg, user, &p->a, &bs, &n) < 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (bs[i].transport == REG_TP_TCP && bs[i].flow_id &&
+            tp_flow_worker(bs[i].flow_id) != p->worker)
+            return post_to(p, tp_flow_worker(bs[i].flow_id), rx);
+    return false;
+}
+
+bool
+proxy_wants(const struct sip_msg *req)
+{
+    switch (req->method) {
+    case SIP_METHOD_REGISTER:
+    case SIP_METHOD_CANCEL:
+        return false;
+    case SIP_METHOD_INVITE:
+    case SIP_METHOD_ACK:
+    case SIP_METHOD_BYE:
+        return true;
+    default:
+        break;
+    }
+    if (req->to.tag.len || sip_msg_hdr(req, SIP_HDR_ROUTE))
+        return true;
+    struct sip_uri u;
+    const char *why;
+    return req->method != SIP_METHOD_OPTIONS &&
+           sip_uri_parse(req->ruri, &u, &why) == 0 && u.user.len > 0;
+}
+
+/* ---- answers ----------------------------------------------------------- */
+
+static void
+reject(struct proxy *p, struct txn *t, int status, const char *reason,
+       struct slice extra)
+{
+    char tag[17];
+
+    sip_new_tag(tag);
+    p->stats.rejected++;
+    if (txn_reply(t, status, reason, slice_cstr(tag), extra, SLICE_NULL) < 0)
+        log_debug("proxy", "cannot answer %d", status);
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
+static void call_unref(struct proxy_call *c);
+static void check_done(struct proxy_call *c);
+
+static void
+call_record(struct proxy_call *c, enum proxy_outcome o, int status)
+{
+    if (c->kind != CALL_FORK || c->rec.ended_ms)
+        return;
+    c->rec.outcome = o;
+    c->rec.status = status;
+    c->rec.ended_ms = wall_ms();
+    c->rec.branches = (unsigned)c->nbr;
+    if (list_linked(&c->node))
+        list_remove(&c->node);
+    list_init(&c->node);
+    proxy_record_add(c->p->sh, &c->rec);
+    if (o == PROXY_OUT_ANSWERED)
+        c->p->stats.answered++;
+    log_info("proxy",
+             "call ended %s status=%d call_id=%s caller=%s callee=%s "
+             "branches=%zu%s%s",
+             proxy_outcome_name(o), status, c->rec.call_id, c->rec.caller,
+             c->rec.callee, c->nbr, c->rec.answered_by[0] ? " by=" : "",
+             c->rec.answered_by);
+}
+
+static void
+cancel_branches(struct proxy_call *c, struct branch *except, const char *reason)
+{
+    for (size_t i = 0; i < c->nbr; i++) {
+        struct branch *b = &c->br[i];
+        if (b == except || b->cancelled || b->status || !b->ct)
+            continue;
+        b->cancelled = true;
+        if (c->kind == CALL_FORK || txn_kind(b->ct) == TXN_INVITE_CLIENT)
+            (void)txn_cancel(b->ct, slice_cstr(reason));
+    }
+}
+
+/* Send a final response we generate (timeout, CANCEL, nothing left). */
+static void
+send_final(struct proxy_call *c, int status, const char *reason)
+{
+    char tag[17];
+
+    if (c->final_sent)
+        return;
+    c->final_sent = true;
+    c->final_status = status;
+    if (c->st) {
+        sip_new_tag(tag);
+        (void)txn_reply(c->st, status, reason, slice_cstr(tag), SLICE_NULL,
+                        SLICE_NULL);
+    }
+}
+
+static void
+on_ring_timeout(struct tq_entry *e)
+{
+    struct proxy_call *c = container_of(e, struct proxy_call, ring);
+    bool rang = c->rec.ringing_ms != 0;
+    /* Nobody rang: the request itself went unanswered (§16.7 would give
+     * 408 for no response); somebody rang but did not pick up: 480. */
+    int status = rang ? 480 : 408;
+
+    if (c->final_sent)
+        return;
+    cancel_branches(c, NULL, "");
+    send_final(c, status, NULL);
+    call_record(c, PROXY_OUT_NO_ANSWER, status);
+}
+
+static void on_branch_event(struct txn *t, enum txn_event ev,
+                            const struct sip_msg *rsp, void *arg);
+
+static void
+call_free(struct proxy_call *c)
+{
+    tq_cancel(&c->ring);
+    if (list_linked(&c->node))
+        list_remove(&c->node);
+    for (size_t i = 0; i < c->nbr; i++)
+        free(c->br[i].uri);
+    free(c->best);
+    free(c);
+}
+
+static void
+call_unref(struct proxy_call *c)
+{
+    if (--c->refs == 0)
+        call_free(c);
+}
+
+/* Every branch final (or none left) and nothing sent yet: send the best. */
+static void
+check_done(struct proxy_call *c)
+{
+    if (c->final_sent)
+        return;
+    for (size_t i = 0; i < c->nbr; i++)
+        if (c->br[i].started && c->br[i].status == 0)
+            return;
+    if (c->holding)
+        return; /* an observer keeps it ringing (wake) */
+    int up = proxy_status_upstream(c->best_status);
+    if (c->nbr == 0)
+        up = 480;
+    if (c->best && up == c->best_status && c->st) {
+        c->final_sent = true;
+        c->final_status = up;
+        (void)txn_respond(c->st, up, slice_make(c->best, c->best_len));
+    } else {
+        send_final(c, up, NULL);
+    }
+    call_record(c, c->nbr == 0 ? PROXY_OUT_UNAVAILABLE : proxy_outcome_for(up),
+                up);
+}
+
+static void
+branch_response(struct proxy_call *c, struct branch *b,
+                const struct sip_msg *rsp)
+{
+    struct proxy *p = c->p;
+    int st = rsp->status;
+
+    if (st == 100)
+        return;
+    buf_reset(&p->out);
+    if (sip_build_response_forward(&p->out, rsp) < 0) {
+        if (st >= 200 && !b->status) {
+            b->status = 502;
+            check_done(c);
+        }
+        return;
+    }
+    if (st < 200) {
+        b->provisional = true;
+        if (!c->rec.ringing_ms && st >= 180)
+            c->rec.ringing_ms = wall_ms();
+        if (!c->final_sent && c->st && !b->cancelled)
+            (void)txn_respond(c->st, st, buf_slice(&p->out));
+        return;
+    }
+    if (st < 300) {
+        /* Every 2xx goes upstream, even a second branch's (the caller
+         * ACKs and BYEs the one it does not want, §16.7 step 5). */
+        b->status = st;
+        if (c->st)
+            (void)txn_respond(c->st, st, buf_slice(&p->out));
+        if (!c->final_sent) {
+            c->final_sent = true;
+            c->final_status = st;
+            copy_cstr(c->rec.answered_by, sizeof(c->rec.answered_by),
+                      slice_cstr(b->uri ? b->uri : ""));
+            cancel_branches(c, b,
+                            "Reason: SIP;cause=200;text=\"Call completed "
+                            "elsewhere\"\r\n");
+            call_record(c, PROXY_OUT_ANSWERED, st);
+        }
+        return;
+    }
+    if (b->status)
+        return;
+    b->status = st;
+    if (proxy_status_better(st, c->best_status)) {
+        c->best_status = st;
+        free(c->best);
+        c->best_len = p->out.len;
+        c->best = xmalloc(c->best_len);
+        memcpy(c->best, p->out.data, c->best_len);
+    }
+    if (st >= 600)
+        cancel_branches(c, b, "");
+    check_done(c);
+}
+
+static void
+branch_synth(struct proxy_call *c, struct branch *b, int status)
+{
+    if (b->status)
+        return;
+    b->status = status;
+    if (proxy_status_better(status, c->best_status)) {
+        c->best_status = status;
+        free(c->best);
+        c->best = NULL;
+        c->best_len = 0;
+    }
+    check_done(c);
+}
+
+static void
+on_branch_event(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
+                void *arg)
+{
+    struct branch *b = arg;
+    struct proxy_call *c = b->call;
+
+    switch (ev) {
+    case TXN_EV_RESPONSE:
+        branch_response(c, b, rsp);
+        break;
+    case TXN_EV_TIMEOUT:
+        branch_synth(c, b, 408);
+        break;
+    case TXN_EV_TRANSPORT_ERROR:
+        branch_synth(c, b, 503);
+        break;
+    case TXN_EV_TERMINATED:
+        b->ct = NULL;
+        if (!b->status) /* ended without a final we saw */
+            branch_synth(c, b, 408);
+        call_unref(c);
+        break;
+    case TXN_EV_CANCELLED:
+        break;
+    }
+}
+
+static void
+on_server_event(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
+                void *arg)
+{
+    struct proxy_call *c = arg;
+
+    switch (ev) {
+    case TXN_EV_CANCELLED:
+        if (c->final_sent)
+            break;
+        cancel_branches(c, NULL, "");
+        send_final(c, 487, NULL);
+        call_record(c, PROXY_OUT_CANCELLED, 487);
+        break;
+    case TXN_EV_TERMINATED:
+        c->st = NULL;
+        /* A call whose caller is gone stops ringing. */
+        if (!c->final_sent) {
+            cancel_branches(c, NULL, "");
+            c->final_sent = true;
+            call_record(c, PROXY_OUT_FAILED, 0);
+        }
+        call_unref(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static struct proxy_call *
+call_new(struct proxy *p, struct txn *t, enum call_kind kind,
+         const struct sip_msg *req, const struct tp_src *src)
+{
+    struct proxy_call *c = xcalloc(1, sizeof(*c));
+
+    c->p = p;
+    c->kind = kind;
+    c->st = t;
+    c->refs = 1;
+    list_init(&c->node);
+    tq_entry_init(&c->ring, on_ring_timeout);
+    c->caller_tcp = src->proto == TP_TCP;
+    c->flow_a = src->flow_id;
+    copy_cstr(c->rec.call_id, sizeof(c->rec.call_id), req->call_id);
+    c->rec.started_ms = wall_ms();
+    txn_set_cb(t, on_server_event, c);
+    return c;
+}
+
+/* Start branch b of c towards dst with R-URI ruri (empty = keep), popping
+ * our Route when pop, recording route when rr. */
+static int
+branch_start(struct proxy_call *c, struct branch *b, const struct tp_dest *dst,
+             struct slice ruri, bool pop, uint64_t flow_b, struct slice next)
+{
+    struct proxy *p = c->p;
+    const struct sip_msg *req = txn_request(c->st);
+    char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
+    char rr[TP_ADDRSTRLEN + 96];
+    struct sip_fwd f = {.ruri = ruri, .pop_route = pop};
+    int rc;
+
+    (void)next;
+    txn_branch_new(p->tt, branch);
+    snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
+             dst->proto == TP_TCP ? "TCP" : "UDP",
+             p->via_host[dst->proto == TP_TCP], branch);
+    f.via = slice_cstr(via);
+    if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
+        snprintf(rr, sizeof(rr),
+                 "<sip:%s;%slr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
+                 p->rr_host, c->caller_tcp ? "transport=tcp;" : "", c->flow_a,
+                 flow_b);
+        f.record_route = slice_cstr(rr);
+    }
+    buf_reset(&p->out);
+    rc = sip_build_forward(&p->out, req, &f);
+    if (rc < 0)
+        return rc;
+    b->call = c;
+    rc = txn_client_start(p->tt, buf_slice(&p->out), dst, on_branch_event, b,
+                          &b->ct);
+    if (rc < 0)
+        return rc;
+    b->started = true;
+    c->refs++;
+    return 0;
+}
+
+static bool
+same_host(const struct tp_addr *a, const struct tp_addr *b)
+{
+    if (a->u.sa.sa_family != b->u.sa.sa_family)
+        return false;
+    if (a->u.sa.sa_family == AF_INET)
+        return a->u.in4.sin_addr.s_addr == b->u.in4.sin_addr.s_addr;
+    return memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, 16) == 0;
+}
+
+/* RFC 1918 / RFC 6598 / link-local / ULA: addresses behind a NAT. */
+static bool
+private_addr(const struct tp_addr *a)
+{
+    if (a->u.sa.sa_family == AF_INET) {
+        uint32_t ip = ntohl(a->u.in4.sin_addr.s_addr);
+        return (ip >> 24) == 10 || (ip >> 20) == 0xac1 ||
+               (ip >> 16) == 0xc0a8 || (ip >> 22) == 0x191 ||
+               (ip >> 16) == 0xa9fe;
+    }
+    const uint8_t *b = a->u.in6.sin6_addr.s6_addr;
+    return (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80);
+}
+
+static void
+dest_from_binding(const struct proxy *p, const struct reg_contact *b,
+                  struct tp_dest *d)
+{
+    struct sip_uri u;
+    const char *why;
+
+    *d = (struct tp_dest){.proto = TP_UDP, .listener = -1};
+    if (b->addr.ss_family == AF_INET6) {
+        memcpy(&d->addr.u.in6, &b->addr, sizeof(struct sockaddr_in6));
+        d->addr.len = sizeof(struct sockaddr_in6);
+    } else {
+        memcpy(&d->addr.u.in4, &b->addr, sizeof(struct sockaddr_in));
+        d->addr.len = sizeof(struct sockaddr_in);
+    }
+    if (b->transport == REG_TP_UDP) {
+        /* NAT rule: the source address is where a NAT'd phone is
+         * reachable; but a Contact on the source's own host, or on a
+         * non-private address, is honoured as written (a UA may register
+         * from one socket and listen on another). */
+        struct tp_dest cd;
+        if (sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
+            dest_from_uri(&u, &cd) == 0 && cd.proto == TP_UDP &&
+            (same_host(&cd.addr, &d->addr) || !private_addr(&cd.addr)))
+            d->addr = cd.addr;
+    }
+    if (b->transport != REG_TP_UDP) {
+        d->proto = TP_TCP;
+        d->flow_id = b->flow_id;
+        /* If the flow is gone (or lives on another worker), connect to
+         * the Contact address: the source port of a TCP client is not
+         * one it listens on. */
+        struct tp_dest cd;
+        if ((!b->flow_id || !tp_flow_alive(p->tp, b->flow_id)) &&
+            sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
+            dest_from_uri(&u, &cd) == 0)
+            d->addr = cd.addr;
+    }
+}
+
+int
+proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
+{
+    struct proxy *p = c->p;
+    struct tp_dest dst;
+
+    if (c->final_sent || !c->st)
+        return -EALREADY;
+    for (size_t i = 0; i < c->nbr; i++)
+        if (strcmp(c->br[i].uri, b->uri) == 0)
+            return -EEXIST;
+    if (c->nbr >= p->sh->cfg.max_branches || c->nbr >= MAX_BRANCHES)
+        return -ENOSPC;
+    struct branch *br = &c->br[c->nbr];
+    *br = (struct branch){.call = c, .uri = xstrdup(b->uri)};
+    c->nbr++;
+    dest_from_binding(p, b, &dst);
+    int rc = branch_start(c, br, &dst, slice_cstr(b->uri), c->pop,
+                          dst.proto == TP_TCP ? b->flow_id : 0, SLICE_NULL);
+    if (rc < 0) {
+        log_info("proxy", "branch to %s not started: %s call_id=%s", b->uri,
+                 strerror(-rc), c->rec.call_id);
+        br->status = 503; /* counted as tried; check_done sees it */
+    }
+    return rc;
+}
+
+/* Drain the binding notifications queued for this worker. */
+void
+proxy_notes_run(struct proxy *p)
+{
+    struct list_node batch, *n, *tmp;
+
+    list_init(&batch);
+    pthread_mutex_lock(&p->sh->lock);
+    list_for_each_safe(n, tmp, &p->notes)
+    {
+        list_remove(n);
+        list_push_back(&batch, n);
+    }
+    p->note_count = 0;
+    pthread_mutex_unlock(&p->sh->lock);
+
+    list_for_each_safe(n, tmp, &batch)
+    {
+        struct proxy_note *note = container_of(n, struct proxy_note, node);
+        struct list_node *cn, *ctmp;
+        list_remove(n);
+        list_for_each_safe(cn, ctmp, &p->calls)
+        {
+            struct proxy_call *c = container_of(cn, struct proxy_call, node);
+            struct reg_contact *bs;
+            size_t count;
+            if (c->final_sent || strcmp(c->rec.callee, note->ext) != 0)
+                continue;
+            arena_reset(&p->a);
+            if (reg_lookup(p->sh->reg, slice_cstr(note->ext), &p->a, &bs,
+                           &count) < 0)
+                continue;
+            for (size_t i = 0; i < count; i++)
+                if (proxy_call_add_branch(c, &bs[i]) == 0) {
+                    p->stats.branches_added++;
+                    log_info("proxy",
+                             "branch added to ringing call call_id=%s "
+                             "callee=%s contact=%s",
+                             c->rec.call_id, c->rec.callee, bs[i].uri);
+                }
+        }
+        free(note);
+    }
+}
+
+/* ---- request routing --------------------------------------------------- */
+
+/* A Via naming us with one of our branches means the request came back
+ * to us: a loop (we never spiral on purpose). */
+static bool
+looped(const struct proxy *p, const struct sip_msg *req)
+{
+    struct sip_hdr_iter it;
+    struct slice v;
+
+    sip_hdr_iter_init(&it, req, SIP_HDR_VIA);
+    while (sip_hdr_iter_next(&it, &v)) {
+        struct sip_via via;
+        struct sip_error e;
+        if (sip_via_parse(v, &via, &e) < 0)
+            continue;
+        if (txn_branch_worker(via.branch) < 0)
+            continue;
+        char hp[TP_ADDRSTRLEN + 8];
+        snprintf(hp, sizeof(hp), SLICE_FMT ":%u", SLICE_ARG(via.host),
+                 (unsigned)via.port);
+        if (strcmp(hp, p->via_host[0]) == 0 || strcmp(hp, p->via_host[1]) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void
+route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
+                const struct tp_src *src)
+{
+    struct sip_name_addr na;
+    struct sip_uri route, next;
+    struct slice second;
+    const char *why;
+    struct tp_dest dst;
+
+    int rt = top_route(req, &na, &route, &second);
+    if (rt != 1 || !uri_is_us(p, &route)) {
+        /* Not record-routed through us: we do not relay it. */
+        if (t)
+            reject(p, t, rt < 0 ? 400 : 403,
+                   rt < 0 ? "Bad Route" : "Not Routed Through Us", SLICE_NULL);
+        return;
+    }
+    if (req->max_forwards == 0) {
+        if (t)
+            reject(p, t, 483, NULL, SLICE_NULL);
+        return;
+    }
+    if (second.len) {
+        struct sip_name_addr na2;
+        struct sip_error e;
+        if (sip_name_addr_parse(second, &na2, &e) < 0 ||
+            sip_uri_parse(na2.uri, &next, &why) < 0) {
+            if (t)
+                reject(p, t, 400, "Bad Route", SLICE_NULL);
+            return;
+        }
+    } else if (sip_uri_parse(req->ruri, &next, &why) < 0) {
+        if (t)
+            reject(p, t, 400, "Bad Request-URI", SLICE_NULL);
+        return;
+    }
+    if (dest_from_uri(&next, &dst) < 0) {
+        /* TODO(dns): only numeric next hops are reachable today. */
+        if (t)
+            reject(p, t, 404, "Next Hop Not Numeric", SLICE_NULL);
+        return;
+    }
+    uint64_t f = other_flow(&route, src);
+    if (f) {
+        dst.proto = TP_TCP;
+        dst.flow_id = f;
+    }
+    if (!t) {
+        /* ACK for a 2xx: stateless, its own transaction downstream. */
+        char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
+        txn_branch_new(p->tt, branch);
+        snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
+                 dst.proto == TP_TCP ? "TCP" : "UDP",
+                 p->via_host[dst.proto == TP_TCP], branch);
+        struct sip_fwd fw = {.via = slice_cstr(via), .pop_route = true};
+        buf_reset(&p->out);
+        if (sip_build_forward(&p->out, req, &fw) == 0 &&
+            tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
+            p->stats.acks_forwarded++;
+        return;
+    }
+    struct proxy_call *c = call_new(p, t, CALL_RELAY, req, src);
+    c->nbr = 1;
+    c->br[0] = (struct branch){.call = c};
+    int rc = branch_start(c, &c->br[0], &dst, SLICE_NULL, true, 0, SLICE_NULL);
+    p->stats.in_dialog++;
+    if (rc < 0) {
+        c->br[0].status = 503;
+        send_final(c, 503, NULL);
+    }
+}
+
+static void
+route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
+              const struct tp_src *src)
+{
+    struct sip_name_addr na;
+    struct sip_uri ruri, route, from;
+    struct slice second, user, from_user;
+    const char *why;
+    bool pop = false;
+
+    if (req->max_forwards == 0) {
+        reject(p, t, 483, NULL, SLICE_NULL);
+        return;
+    }
+    if (looped(p, req)) {
+        reject(p, t, 482, NULL, SLICE_NULL);
+        return;
+    }
+    int rt = top_route(req, &na, &route, &second);
+    if (rt < 0) {
+        reject(p, t, 400, "Bad Route", SLICE_NULL);
+        return;
+    }
+    if (rt == 1) {
+        if (!uri_is_us(p, &route) || second.len) {
+            reject(p, t, 403, "Relaying Denied", SLICE_NULL);
+            return;
+        }
+        pop = true;
+    }
+    if (sip_uri_parse(req->ruri, &ruri, &why) < 0 ||
+        (ruri.scheme != SIP_URI_SIP && ruri.scheme != SIP_URI_SIPS)) {
+        reject(p, t, 416, NULL, SLICE_NULL);
+        return;
+    }
+    if (!slice_eq_nocase_cstr(ruri.host, p->sh->domain) &&
+        !host_is_numeric(ruri.host)) {
+        reject(p, t, 403, "Relaying Denied", SLICE_NULL);
+        return;
+    }
+    arena_reset(&p->a);
+    if (uri_user(&p->a, &ruri, &user) < 0 || user.len == 0 || user.len > 32) {
+        reject(p, t, 404, NULL, SLICE_NULL);
+        return;
+    }
+
+    /* Authentication (§22.3): every out-of-dialog request is challenged. */
+    char caller[33];
+    struct reg_src rs;
+    struct buf hdrs;
+    reg_src_of(src, &rs);
+    buf_init(&hdrs, 1024);
+    int st =
+        reg_auth_request(p->sh->reg, req, &rs, caller, sizeof(caller), &hdrs);
+    if (st != 0) {
+        reject(p, t, st, NULL, buf_slice(&hdrs));
+        buf_fini(&hdrs);
+        return;
+    }
+    buf_fini(&hdrs);
+    if (sip_uri_parse(req->from.uri, &from, &why) < 0 ||
+        uri_user(&p->a, &from, &from_user) < 0 ||
+        !slice_eq_cstr(from_user, caller)) {
+        reject(p, t, 403, "From Does Not Match Credentials", SLICE_NULL);
+        return;
+    }
+
+    struct reg_contact *bs;
+    size_t n;
+    int rc = reg_lookup(p->sh->reg, user, &p->a, &bs, &n);
+    if (rc == -ENOENT) {
+        reject(p, t, 404, NULL, SLICE_NULL);
+        return;
+    }
+    if (rc < 0) {
+        reject(p, t, 500, NULL, SLICE_NULL);
+        return;
+    }
+
+    struct proxy_call *c = call_new(p, t, CALL_FORK, req, src);
+    copy_cstr(c->rec.caller, sizeof(c->rec.caller), slice_cstr(caller));
+    copy_cstr(c->rec.callee, sizeof(c->rec.callee), user);
+    if (req->method == SIP_METHOD_INVITE) {
+        p->stats.calls++;
+        (void)txn_reply(t, 100, NULL, SLICE_NULL, SLICE_NULL, SLICE_NULL);
+    } else {
+        c->kind = CALL_RELAY; /* MESSAGE etc.: forked, no call record */
+    }
+    struct proxy_call_info info = {.call = c,
+                                   .call_id = c->rec.call_id,
+                                   .caller = c->rec.caller,
+                                   .callee = c->rec.callee,
+                                   .bindings = n,
+                                   .worker = p->worker};
+    if (c->kind == CALL_FORK) {
+        list_push_back(&p->calls, &c->node);
+        c->holding = proxy_notify_started(p->sh, &info) && n == 0;
+        tq_heap_add(tp_tq(p->tp), &c->ring,
+                    tp_now_ms(p->tp) +
+                        (uint64_t)p->sh->cfg.ring_timeout_s * 1000u);
+    }
+    c->pop = pop;
+    for (size_t i = 0; i < n; i++) {
+        if (c->final_sent)
+            break;
+        (void)proxy_call_add_branch(c, &bs[i]);
+    }
+    check_done(c);
+}
+
+void
+proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
+                 const struct tp_src *src)
+{
+    if (req->to.tag.len || !t) {
+        route_in_dialog(p, t, req, src);
+        return;
+    }
+    route_initial(p, t, req, src);
+}
+
+void
+proxy_register_ok(struct proxy *p, const struct sip_msg *reg)
+{
+    const struct sip_hdr *h = sip_msg_hdr(reg, SIP_HDR_CONTACT);
+    struct sip_uri u;
+    struct slice user;
+    const char *why;
+
+    if (!h || slice_eq_cstr(slice_trim(h->value), "*") ||
+        sip_uri_parse(reg->to.uri, &u, &why) < 0)
+        return;
+    arena_reset(&p->a);
+    if (uri_user(&p->a, &u, &user) == 0)
+        proxy_binding_added(p->sh, user);
+}

@@ -1,0 +1,199 @@
+/*
+ * proxy: the stateful, record-routing proxy that connects calls between
+ * extensions (RFC 3261 §16): caller authentication (407), routing of the
+ * Request-URI user to the extension's bindings, parallel forking with the
+ * §16.7 best-response rules, CANCEL propagation, a ring timeout, loose
+ * routing of in-dialog requests, and a record of every call's outcome.
+ *
+ * Shape: one struct proxy per worker (its calls, its scratch buffers,
+ * its transaction table) and one struct proxy_shared for the process (the
+ * config, the call-record ring, the observers, and the list of workers so
+ * that a registration on one worker can reach calls ringing on another).
+ * A call belongs to the worker whose transaction table holds its server
+ * transaction; every branch's client transaction lives on that worker too.
+ *
+ * Multi-worker rules (see docs/calls.md):
+ *  - a response whose top Via branch names another worker
+ *    (txn_branch_worker) is handed to that worker with tp_post;
+ *  - an INVITE arriving over UDP for an extension with a TCP binding owned
+ *    by another worker is handed to that worker (so the branch can use the
+ *    connection); likewise an in-dialog request over UDP whose target flow
+ *    (recorded in our Record-Route) belongs to another worker;
+ *  - TCP caller and TCP callee on different workers: the branch falls back
+ *    to a connection to the Contact address (works for UAs that listen,
+ *    not through NAT). TODO: cross-worker send queue.
+ *
+ * Threads: everything is worker-thread only unless a function says "any
+ * thread".
+ */
+#ifndef PUSHPBX_PROXY_PROXY_H
+#define PUSHPBX_PROXY_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/slice.h"
+#include "sip/msg.h"
+#include "transport/tp.h"
+#include "txn/txn.h"
+
+struct reg;
+struct reg_contact;
+struct proxy;
+struct proxy_shared;
+struct proxy_call;
+
+/* [proxy] section (option table in proxy_cfg.c). */
+struct proxy_cfg {
+    unsigned ring_timeout_s; /* default 45 */
+    unsigned call_records;   /* ring size of the call log; default 1000 */
+    unsigned max_branches;   /* forks per call; default 16 (<= 32) */
+};
+
+void proxy_cfg_defaults(struct proxy_cfg *c);
+
+enum proxy_outcome {
+    PROXY_OUT_ANSWERED = 1, /* a branch sent 2xx */
+    PROXY_OUT_CANCELLED,    /* the caller sent CANCEL */
+    PROXY_OUT_NO_ANSWER,    /* ring timeout, or every branch timed out */
+    PROXY_OUT_BUSY,         /* best final 486 or 600 */
+    PROXY_OUT_DECLINED,     /* best final 603 */
+    PROXY_OUT_UNAVAILABLE,  /* no binding at all (480) */
+    PROXY_OUT_FAILED,       /* any other final */
+};
+
+const char *proxy_outcome_name(enum proxy_outcome o);
+
+#define PROXY_REC_CALL_ID_MAX 128
+#define PROXY_REC_URI_MAX 256
+
+/* One finished call, as the [admin] listing and [wake] see it. Times are
+ * unix milliseconds (wall clock); ringing_ms is 0 if no branch ever sent a
+ * provisional response above 100. */
+struct proxy_call_record {
+    uint64_t id; /* increasing per process */
+    char call_id[PROXY_REC_CALL_ID_MAX];
+    char caller[33]; /* authenticated extension */
+    char callee[33]; /* extension called */
+    enum proxy_outcome outcome;
+    int status;                          /* final status sent to the caller */
+    char answered_by[PROXY_REC_URI_MAX]; /* Contact URI of the binding
+                                            that answered; "" otherwise */
+    unsigned branches; /* branches tried (including added ones) */
+    int64_t started_ms, ringing_ms, ended_ms;
+};
+
+/* What an observer learns when a call starts ringing. Borrowed for the
+ * callback only. */
+struct proxy_call_info {
+    struct proxy_call *call; /* valid until call_ended for it returns */
+    const char *call_id;
+    const char *caller, *callee;
+    size_t bindings; /* branches started at once (may be 0) */
+    unsigned worker; /* the worker that owns the call */
+};
+
+/* Observer interface for later rooms ([wake] pushes, [admin] metrics).
+ * Callbacks run on the worker that owns the call and must not block.
+ * call_started: the INVITE was authenticated and routed to callee's
+ *   bindings (info->bindings of them). Return true to keep the call
+ *   ringing when it has no binding ([wake]: a push will make the phone
+ *   register, and proxy_binding_added() then forks to it); false = no
+ *   opinion (a call with no binding then ends with 480).
+ * call_ended: the final outcome; rec is borrowed. */
+struct proxy_observer {
+    bool (*call_started)(const struct proxy_call_info *info, void *arg);
+    void (*call_ended)(const struct proxy_call_record *rec, void *arg);
+};
+
+/* Create the process-wide part. cfg is copied, reg and domain borrowed
+ * (they must outlive it). Returns 0 and *out, or -EINVAL. Main thread. */
+int proxy_shared_new(const struct proxy_cfg *cfg, struct reg *reg,
+                     const char *domain, struct proxy_shared **out);
+/* After every worker's proxy_free has completed. NULL ok. */
+void proxy_shared_free(struct proxy_shared *sh);
+
+/* Register an observer (at most 4) before the workers start. Returns 0 or
+ * -ENOSPC. */
+int proxy_observer_add(struct proxy_shared *sh,
+                       const struct proxy_observer *ops, void *arg);
+
+/* Newest first: copy up to cap records into out, return how many were
+ * copied. Any thread. */
+size_t proxy_records(struct proxy_shared *sh, struct proxy_call_record *out,
+                     size_t cap);
+
+/* Create the proxy of one worker on its transport and transaction table
+ * (borrowed). Registers it with sh so other workers can reach it. Main
+ * thread before the worker starts, or the worker thread. Returns 0 and
+ * *out, or -EINVAL (worker index already taken). */
+int proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
+              struct proxy **out);
+/* Unregister from sh and close. Call on the worker thread after
+ * txn_table_free (every call is gone then) and before tp_free; the
+ * memory is released by libuv's close callback (keep running the loop).
+ * NULL ok. */
+void proxy_free(struct proxy *p);
+
+/* Give the proxy a received message before the transaction layer sees
+ * it. Returns true if the message was handed to another worker (tp_post)
+ * and must not be processed here: a response whose branch names another
+ * worker, or a request whose target connection lives on another worker
+ * (see the file comment). Cheap for everything else. */
+bool proxy_steer(struct proxy *p, const struct tp_rx *rx);
+
+/* Does the proxy serve this request (vs. the app answering it itself)?
+ * INVITE, ACK, BYE, and every in-dialog request (To tag) or request for a
+ * user (R-URI with a user part) except REGISTER and CANCEL. */
+bool proxy_wants(const struct sip_msg *req);
+
+/* A request for the proxy (from the txn request callback). t is the
+ * server transaction (NULL for an ACK that matched none: forwarded
+ * statelessly if it is in-dialog through us, else dropped). Always
+ * answers or forwards. */
+void proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
+                      const struct tp_src *src);
+
+/* The registrar accepted a REGISTER for extension ext: every call ringing
+ * for ext (on any worker) looks up the bindings again and forks to the
+ * new ones at once. Any thread (queued to each worker, uv_async). */
+void proxy_binding_added(struct proxy_shared *sh, struct slice ext);
+
+/* The app's REGISTER handling answered 200 to reg: if it carried a
+ * Contact (other than "*"), call proxy_binding_added for its To user.
+ * Worker thread. */
+void proxy_register_ok(struct proxy *p, const struct sip_msg *reg);
+
+/* Add a branch to a running fork: send the INVITE to binding b too.
+ * Returns 0; -EALREADY if the call has a final response or is being
+ * cancelled; -EEXIST if b's Contact URI already has a branch; -ENOSPC at
+ * max_branches; or a send error. The call's owning worker only. */
+int proxy_call_add_branch(struct proxy_call *call, const struct reg_contact *b);
+
+struct proxy_stats {
+    uint64_t calls;          /* INVITEs routed to an extension */
+    uint64_t answered;       /* calls with a 2xx */
+    uint64_t in_dialog;      /* in-dialog requests relayed */
+    uint64_t acks_forwarded; /* stateless ACKs */
+    uint64_t steered;        /* messages posted to another worker */
+    uint64_t rejected;       /* 4xx/5xx we generated */
+    uint64_t branches_added; /* branches added to running forks */
+};
+void proxy_stats_get(const struct proxy *p, struct proxy_stats *out);
+
+/* ---- pure helpers (exposed for tests) ---------------------------------- */
+
+/* RFC 3261 §16.7 step 6: is final status a better than the current best b
+ * (0 = none yet)? 6xx beats everything; otherwise the lower class wins;
+ * within a class the first one stays. 2xx are never compared here. */
+bool proxy_status_better(int a, int b);
+
+/* What the caller is sent for a best branch status (§16.7: 503 becomes
+ * 500; no response at all becomes 408). */
+int proxy_status_upstream(int best);
+
+/* Outcome for a final status sent upstream. */
+enum proxy_outcome proxy_outcome_for(int status);
+
+#endif

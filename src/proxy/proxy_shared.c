@@ -1,0 +1,201 @@
+/*
+ * proxy/proxy_shared: the process-wide part of the proxy: the ring of
+ * finished-call records, the observers, and the registry of workers that
+ * binding notifications fan out to.
+ *
+ * The record ring is a fixed array written under one mutex: one write per
+ * finished call (a few hundred per second at our benchmark rate) and rare
+ * reads by the admin API, so contention is negligible and memory bounded
+ * (call_records * ~600 bytes).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "proxy/proxy_int.h"
+
+void
+proxy_cfg_defaults(struct proxy_cfg *c)
+{
+    *c = (struct proxy_cfg){
+        .ring_timeout_s = 45, .call_records = 1000, .max_branches = 16};
+}
+
+const char *
+proxy_outcome_name(enum proxy_outcome o)
+{
+    switch (o) {
+    case PROXY_OUT_ANSWERED:
+        return "answered";
+    case PROXY_OUT_CANCELLED:
+        return "cancelled";
+    case PROXY_OUT_NO_ANSWER:
+        return "no-answer";
+    case PROXY_OUT_BUSY:
+        return "busy";
+    case PROXY_OUT_DECLINED:
+        return "declined";
+    case PROXY_OUT_UNAVAILABLE:
+        return "unavailable";
+    case PROXY_OUT_FAILED:
+        return "failed";
+    }
+    return "?";
+}
+
+int
+proxy_shared_new(const struct proxy_cfg *cfg, struct reg *reg,
+                 const char *domain, struct proxy_shared **out)
+{
+    struct proxy_shared *sh;
+
+    if (!cfg || !domain || !domain[0] || cfg->call_records == 0 ||
+        cfg->max_branches == 0 || cfg->max_branches > 32 ||
+        cfg->ring_timeout_s == 0)
+        return -EINVAL;
+    sh = xcalloc(1, sizeof(*sh));
+    sh->cfg = *cfg;
+    sh->reg = reg;
+    sh->domain = xstrdup(domain);
+    pthread_mutex_init(&sh->lock, NULL);
+    pthread_mutex_init(&sh->rec_lock, NULL);
+    sh->rec_cap = cfg->call_records;
+    sh->recs = xcalloc(sh->rec_cap, sizeof(*sh->recs));
+    *out = sh;
+    return 0;
+}
+
+void
+proxy_shared_free(struct proxy_shared *sh)
+{
+    if (!sh)
+        return;
+    pthread_mutex_destroy(&sh->lock);
+    pthread_mutex_destroy(&sh->rec_lock);
+    free(sh->recs);
+    free(sh->domain);
+    free(sh);
+}
+
+int
+proxy_observer_add(struct proxy_shared *sh, const struct proxy_observer *ops,
+                   void *arg)
+{
+    if (sh->obs_count == PROXY_MAX_OBSERVERS)
+        return -ENOSPC;
+    sh->obs[sh->obs_count].ops = *ops;
+    sh->obs[sh->obs_count].arg = arg;
+    sh->obs_count++;
+    return 0;
+}
+
+bool
+proxy_notify_started(struct proxy_shared *sh,
+                     const struct proxy_call_info *info)
+{
+    bool hold = false;
+
+    for (size_t i = 0; i < sh->obs_count; i++)
+        if (sh->obs[i].ops.call_started &&
+            sh->obs[i].ops.call_started(info, sh->obs[i].arg))
+            hold = true;
+    return hold;
+}
+
+void
+proxy_record_add(struct proxy_shared *sh, const struct proxy_call_record *rec)
+{
+    struct proxy_call_record *slot;
+
+    pthread_mutex_lock(&sh->rec_lock);
+    slot = &sh->recs[sh->rec_next];
+    *slot = *rec;
+    slot->id = ++sh->rec_seq;
+    sh->rec_next = (sh->rec_next + 1) % sh->rec_cap;
+    if (sh->rec_count < sh->rec_cap)
+        sh->rec_count++;
+    struct proxy_call_record copy = *slot;
+    pthread_mutex_unlock(&sh->rec_lock);
+    for (size_t i = 0; i < sh->obs_count; i++)
+        if (sh->obs[i].ops.call_ended)
+            sh->obs[i].ops.call_ended(&copy, sh->obs[i].arg);
+}
+
+size_t
+proxy_records(struct proxy_shared *sh, struct proxy_call_record *out,
+              size_t cap)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&sh->rec_lock);
+    for (; n < cap && n < sh->rec_count; n++) {
+        size_t idx = (sh->rec_next + sh->rec_cap - 1 - n) % sh->rec_cap;
+        out[n] = sh->recs[idx];
+    }
+    pthread_mutex_unlock(&sh->rec_lock);
+    return n;
+}
+
+void
+proxy_binding_added(struct proxy_shared *sh, struct slice ext)
+{
+    if (!sh || ext.len == 0 || ext.len > 32)
+        return;
+    pthread_mutex_lock(&sh->lock);
+    for (size_t i = 0; i < TP_MAX_WORKERS; i++) {
+        struct proxy *p = sh->workers[i];
+        if (!p || p->note_count >= PROXY_NOTIFY_MAX)
+            continue;
+        struct proxy_note *n = xmalloc(sizeof(*n));
+        memcpy(n->ext, ext.ptr, ext.len);
+        n->ext[ext.len] = '\0';
+        list_push_back(&p->notes, &n->node);
+        p->note_count++;
+        uv_async_send(&p->notify);
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+bool
+proxy_status_better(int a, int b)
+{
+    if (b == 0)
+        return true;
+    if (b >= 600)
+        return false;
+    if (a >= 600)
+        return true;
+    return a / 100 < b / 100;
+}
+
+int
+proxy_status_upstream(int best)
+{
+    if (best == 0)
+        return 408;
+    if (best == 503)
+        return 500;
+    return best;
+}
+
+enum proxy_outcome
+proxy_outcome_for(int status)
+{
+    if (status >= 200 && status < 300)
+        return PROXY_OUT_ANSWERED;
+    switch (status) {
+    case 486:
+    case 600:
+        return PROXY_OUT_BUSY;
+    case 603:
+        return PROXY_OUT_DECLINED;
+    case 487:
+        return PROXY_OUT_CANCELLED;
+    case 408:
+        return PROXY_OUT_NO_ANSWER;
+    default:
+        return PROXY_OUT_FAILED;
+    }
+}

@@ -1,0 +1,822 @@
+/*
+ * proxy/wake: pending wake-ups; the design is in wake.h and docs/wake.md.
+ *
+ * Data: one struct wcall per ringing call that has push devices, in a
+ * list under w->lock (a handful at a time; looked up by Call-ID when the
+ * call ends or a device registers, O(pending calls), fine for hundreds).
+ * Each wcall has one grace timer on its worker's tq, touched only on that
+ * worker. Ended VoIP wakes (rule 7) wait in a second list, bounded, until
+ * their push expires. The recent-pushes ring is a fixed array.
+ *
+ * The push thread owns the push client and its loop. Jobs are malloc'ed
+ * by the worker with every string copied into the job, queued under
+ * w->qlock and signalled with uv_async_send; the push thread completes
+ * them (wake_job_done) and frees them.
+ */
+#include "proxy/wake.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "base/arena.h"
+#include "base/list.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "proxy/proxy.h"
+#include "registrar/pushdev.h"
+#include "registrar/reg.h"
+#include "sip/uri.h"
+#include "transport/tp.h"
+
+#define CALL_ID_MAX 128
+#define URI_MAX 512
+#define ENDED_MAX 1024 /* remembered VoIP wakes of ended calls */
+#define LOOKUP_ARENA (64 * 1024)
+
+enum wdev_state {
+    WD_DIRECT = 0, /* reachable directly: never pushed for this call */
+    WD_GRACE,      /* UDP binding: waiting for its provisional */
+    WD_PUSHED,     /* push sent */
+    WD_REFUSED,    /* push_send refused it (counted as failed) */
+    WD_NOW,        /* decided at call start: push at once */
+};
+
+struct wdev {
+    struct pushdev d;
+    enum wdev_state state;
+    char uri[URI_MAX]; /* its binding's Contact URI ("" if none) */
+    bool woken;        /* registered while the call rang */
+};
+
+struct wcall {
+    struct list_node node; /* w->calls */
+    struct wake *w;
+    struct proxy_call *call;
+    unsigned worker;
+    char call_id[CALL_ID_MAX];
+    char caller[33], callee[33];
+    int64_t expires_s; /* end of ring time: call pushes expire then */
+    bool ringing_sent;
+    struct tq_entry grace;
+    size_t ndev;
+    struct wdev dev[PUSHDEV_MAX_PER_EXT];
+};
+
+struct ended {
+    struct list_node node;
+    char ext[33], provider[8];
+    char prid[PUSHDEV_PRID_MAX + 1];
+    char instance[PUSHDEV_INSTANCE_MAX + 1];
+    char call_id[CALL_ID_MAX], caller[33];
+    char reason[64];
+    int64_t until_s;
+};
+
+struct wake_job {
+    struct list_node node;
+    struct wake *w;
+    struct push_msg m;
+    char token[PUSHDEV_PRID_MAX + 1];
+    char param[PUSHDEV_PARAM_MAX + 1];
+    char call_id[CALL_ID_MAX];
+    char from[33], to[33];
+};
+
+struct wworker {
+    struct tq *tq;
+    uint64_t (*now_ms)(void *arg);
+    void *now_arg;
+};
+
+struct wake {
+    struct wake_opts o;
+    struct wworker workers[TP_MAX_WORKERS];
+
+    pthread_mutex_t lock; /* calls, ended, recent */
+    struct list_node calls;
+    size_t ncalls;
+    struct list_node ended;
+    size_t nended;
+    struct wake_push_entry *recent;
+    size_t recent_cap, recent_count, recent_next;
+
+    /* push thread */
+    bool thread_started;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;
+    struct push_client *client;
+    pthread_mutex_t qlock; /* queue, stopping */
+    struct list_node queue;
+    bool stopping;
+
+    atomic_uint_fast64_t n_sent, n_delivered, n_failed, n_dead, n_live, n_grace,
+        n_woken, n_late;
+};
+
+static int64_t
+wall_ms(const struct wake *w)
+{
+    if (w->o.clock_ms)
+        return w->o.clock_ms(w->o.clock_arg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* ---- matching bindings and devices ------------------------------------- */
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* %-decode s into dst (cap). false if it does not fit or is malformed. */
+static bool
+unescape(struct slice s, char *dst, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        char c = s.ptr[i];
+        if (c == '%') {
+            if (i + 2 >= s.len)
+                return false;
+            int hi = hexval(s.ptr[i + 1]), lo = hexval(s.ptr[i + 2]);
+            if (hi < 0 || lo < 0)
+                return false;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (n + 1 >= cap || c == '\0')
+            return false;
+        dst[n++] = c;
+    }
+    dst[n] = '\0';
+    return true;
+}
+
+/* The RFC 8599 params of a Contact URI, unescaped. false if it has no
+ * pn-prid. */
+static bool
+uri_pn(const char *uri, char *provider, size_t pcap, char *prid, size_t cap)
+{
+    struct sip_uri u;
+    struct slice v;
+    const char *why;
+
+    if (sip_uri_parse(slice_cstr(uri), &u, &why) < 0)
+        return false;
+    if (!sip_uri_param(&u, "pn-provider", &v) || !unescape(v, provider, pcap))
+        return false;
+    if (!sip_uri_param(&u, "pn-prid", &v) || !unescape(v, prid, cap))
+        return false;
+    return prid[0] != '\0';
+}
+
+/* Does binding b belong to push device d? Same pn-provider + pn-prid in
+ * its Contact URI, or the same +sip.instance. */
+static bool
+binding_of(const struct reg_contact *b, const struct pushdev *d)
+{
+    char prov[16], prid[PUSHDEV_PRID_MAX + 1];
+
+    if (d->instance[0] && b->instance && strcmp(b->instance, d->instance) == 0)
+        return true;
+    return uri_pn(b->uri, prov, sizeof(prov), prid, sizeof(prid)) &&
+           strcmp(prov, d->provider) == 0 && strcmp(prid, d->prid) == 0;
+}
+
+/* ---- push submission and results ---------------------------------------- */
+
+static void
+recent_add(struct wake *w, const struct wake_job *j,
+           const struct push_result *r)
+{
+    struct wake_push_entry e;
+    size_t tl = strlen(j->token);
+
+    memset(&e, 0, sizeof(e));
+    e.time_ms = wall_ms(w);
+    copy_str(e.call_id, sizeof(e.call_id), j->call_id);
+    copy_str(e.ext, sizeof(e.ext), j->to);
+    copy_str(e.provider, sizeof(e.provider), push_provider_name(j->m.provider));
+    copy_str(e.token, sizeof(e.token), j->token + (tl > 12 ? tl - 12 : 0));
+    copy_str(e.type, sizeof(e.type), push_type_name(j->m.type));
+    copy_str(e.result, sizeof(e.result), push_status_name(r->status));
+    e.http_status = r->http_status;
+    copy_str(e.reason, sizeof(e.reason), r->reason);
+    e.attempts = r->attempts;
+    e.latency_us = r->latency_us;
+    e.write_us = r->write_us;
+    pthread_mutex_lock(&w->lock);
+    w->recent[w->recent_next] = e;
+    w->recent_next = (w->recent_next + 1) % w->recent_cap;
+    if (w->recent_count < w->recent_cap)
+        w->recent_count++;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void
+wake_job_done(struct wake_job *j, const struct push_result *r)
+{
+    struct wake *w = j->w;
+    const char *prov = push_provider_name(j->m.provider);
+
+    switch (r->status) {
+    case PUSH_DELIVERED:
+        atomic_fetch_add(&w->n_delivered, 1);
+        break;
+    case PUSH_DEAD_TOKEN:
+        atomic_fetch_add(&w->n_dead, 1);
+        /* The provider says the app is gone: forget the device (rule 4).
+         * A SQLite delete, fine here: we are not on a worker. */
+        if (w->o.devices)
+            (void)pushdev_remove_token(w->o.devices, prov, j->token);
+        break;
+    default:
+        atomic_fetch_add(&w->n_failed, 1);
+        break;
+    }
+    recent_add(w, j, r);
+    log_write(r->status == PUSH_DELIVERED ? LOG_INFO : LOG_WARN, "wake",
+              "push %s call_id=%s ext=%s provider=%s result=%s http=%ld "
+              "reason=%s attempts=%u latency_ms=%.1f",
+              push_type_name(j->m.type), j->call_id, j->to, prov,
+              push_status_name(r->status), r->http_status,
+              r->reason && r->reason[0] ? r->reason : "-", r->attempts,
+              (double)r->latency_us / 1000.0);
+    free(j);
+}
+
+static void
+job_fail(struct wake_job *j, const char *reason)
+{
+    struct push_result r = {.status = PUSH_FAILED,
+                            .provider = j->m.provider,
+                            .reason = reason,
+                            .id = ""};
+    wake_job_done(j, &r);
+}
+
+static void
+on_push_done(const struct push_result *r, void *arg)
+{
+    wake_job_done(arg, r);
+}
+
+/* Push thread: start every queued job, or cancel them when stopping. */
+static void
+on_async(uv_async_t *h)
+{
+    struct wake *w = h->data;
+    struct list_node batch, *n, *tmp;
+
+    list_init(&batch);
+    pthread_mutex_lock(&w->qlock);
+    bool stopping = w->stopping;
+    list_for_each_safe(n, tmp, &w->queue)
+    {
+        list_remove(n);
+        list_push_back(&batch, n);
+    }
+    pthread_mutex_unlock(&w->qlock);
+
+    list_for_each_safe(n, tmp, &batch)
+    {
+        struct wake_job *j = container_of(n, struct wake_job, node);
+        list_remove(n);
+        int rc = stopping ? -ECANCELED
+                          : push_send(w->client, &j->m, on_push_done, j);
+        if (rc < 0)
+            job_fail(j, stopping ? "stopping" : push_strerror(rc));
+    }
+    if (stopping) {
+        push_client_free(w->client); /* cancels what is in flight */
+        w->client = NULL;
+        uv_close((uv_handle_t *)&w->async, NULL);
+    }
+}
+
+static void
+push_thread(void *arg)
+{
+    struct wake *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+int
+wake_push_start(struct wake *w, const struct push_conf *conf, char *err,
+                size_t errlen)
+{
+    if (uv_loop_init(&w->loop) < 0) {
+        snprintf(err, errlen, "wake: cannot create the push loop");
+        return -EINVAL;
+    }
+    w->client = push_client_new(&w->loop, conf, err, errlen);
+    if (!w->client) {
+        uv_loop_close(&w->loop);
+        return -EINVAL;
+    }
+    uv_async_init(&w->loop, &w->async, on_async);
+    w->async.data = w;
+    if (uv_thread_create(&w->thread, push_thread, w) < 0) {
+        snprintf(err, errlen, "wake: cannot start the push thread");
+        push_client_free(w->client);
+        w->client = NULL;
+        uv_close((uv_handle_t *)&w->async, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        return -EINVAL;
+    }
+    w->thread_started = true;
+    return 0;
+}
+
+/* Hand a push to the provider client. Worker thread; never blocks beyond
+ * a mutex. Returns 0 when accepted for sending. */
+static int
+submit(struct wake *w, const struct pushdev *d, enum push_type type,
+       const struct wcall *c, int64_t expires_s)
+{
+    struct wake_job *j = xcalloc(1, sizeof(*j));
+
+    j->w = w;
+    copy_str(j->token, sizeof(j->token), d->prid);
+    copy_str(j->param, sizeof(j->param), d->param);
+    copy_str(j->call_id, sizeof(j->call_id), c->call_id);
+    copy_str(j->from, sizeof(j->from), c->caller);
+    copy_str(j->to, sizeof(j->to), c->callee);
+    j->m = (struct push_msg){
+        .provider = strcmp(d->provider, "apns") == 0 ? PUSH_APNS : PUSH_FCM,
+        .token = j->token,
+        .param = j->param[0] ? j->param : NULL,
+        .type = type,
+        .call_id = j->call_id,
+        .from = j->from,
+        .from_name = NULL,
+        .to = j->to,
+        .sent_at_s = wall_ms(w) / 1000,
+        .expires_at_s = type == PUSH_CALL ? expires_s : 0,
+    };
+    atomic_fetch_add(&w->n_sent, 1);
+    if (w->o.send) {
+        int rc = w->o.send(j, &j->m, w->o.send_arg);
+        if (rc < 0)
+            job_fail(j, push_strerror(rc));
+        return rc;
+    }
+    if (!w->thread_started) {
+        job_fail(j, "push not configured");
+        return -ENOTSUP;
+    }
+    pthread_mutex_lock(&w->qlock);
+    bool stopping = w->stopping;
+    if (!stopping)
+        list_push_back(&w->queue, &j->node);
+    pthread_mutex_unlock(&w->qlock);
+    if (stopping) {
+        job_fail(j, "stopping");
+        return -ECANCELED;
+    }
+    uv_async_send(&w->async);
+    return 0;
+}
+
+/* ---- calls ----------------------------------------------------------------
+ */
+
+static void
+push_call(struct wcall *c, struct wdev *dv)
+{
+    struct wake *w = c->w;
+
+    /* One call never sends two call pushes to one device: the state moves
+     * to PUSHED (or REFUSED) exactly once. */
+    if (dv->state == WD_PUSHED || dv->state == WD_REFUSED)
+        return;
+    if (submit(w, &dv->d, PUSH_CALL, c, c->expires_s) < 0) {
+        dv->state = WD_REFUSED;
+        return;
+    }
+    dv->state = WD_PUSHED;
+    log_info("wake", "push sent call_id=%s ext=%s provider=%s%s", c->call_id,
+             c->callee, dv->d.provider, pushdev_is_voip(&dv->d) ? " voip" : "");
+    if (w->o.ringing && !c->ringing_sent && w->o.ops.ringing) {
+        c->ringing_sent = true;
+        w->o.ops.ringing(c->call, w->o.ops.arg);
+    }
+}
+
+static void
+on_grace(struct tq_entry *e)
+{
+    struct wcall *c = container_of(e, struct wcall, grace);
+    struct wake *w = c->w;
+
+    for (size_t i = 0; i < c->ndev; i++) {
+        struct wdev *dv = &c->dev[i];
+        if (dv->state != WD_GRACE)
+            continue;
+        if (dv->woken ||
+            (w->o.ops.branch_provisional &&
+             w->o.ops.branch_provisional(c->call, dv->uri, w->o.ops.arg))) {
+            dv->state = WD_DIRECT; /* it is awake: rule 8 */
+            atomic_fetch_add(&w->n_grace, 1);
+            continue;
+        }
+        push_call(c, dv);
+    }
+}
+
+static bool
+flow_alive(const struct wake *w, unsigned worker, uint64_t flow_id)
+{
+    if (!flow_id)
+        return false;
+    if (w->o.ops.flow_alive)
+        return w->o.ops.flow_alive(worker, flow_id, w->o.ops.arg);
+    return true;
+}
+
+static bool
+on_call_started(const struct proxy_call_info *info, void *arg)
+{
+    struct wake *w = arg;
+    struct pushdev devs[PUSHDEV_MAX_PER_EXT];
+
+    if (!w->o.devices)
+        return false;
+    size_t nd =
+        pushdev_find_ext(w->o.devices, info->callee, devs, PUSHDEV_MAX_PER_EXT);
+    if (nd == 0)
+        return false;
+
+    struct wcall *c = xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->call = info->call;
+    c->worker = info->worker;
+    copy_str(c->call_id, sizeof(c->call_id), info->call_id);
+    copy_str(c->caller, sizeof(c->caller), info->caller);
+    copy_str(c->callee, sizeof(c->callee), info->callee);
+    c->expires_s = wall_ms(w) / 1000 + (int64_t)w->o.ring_s;
+    tq_entry_init(&c->grace, on_grace);
+
+    struct arena a;
+    struct reg_contact *bs = NULL;
+    size_t nb = 0;
+    arena_init(&a, LOOKUP_ARENA);
+    if (w->o.reg &&
+        reg_lookup(w->o.reg, slice_cstr(info->callee), &a, &bs, &nb) < 0)
+        nb = 0;
+
+    bool grace = false;
+    for (size_t i = 0; i < nd; i++) {
+        struct wdev *dv = &c->dev[c->ndev++];
+        dv->d = devs[i];
+        const struct reg_contact *b = NULL;
+        for (size_t k = 0; k < nb && !b; k++)
+            if (binding_of(&bs[k], &devs[i]))
+                b = &bs[k];
+        if (b)
+            copy_str(dv->uri, sizeof(dv->uri), b->uri);
+        if (b && b->transport != REG_TP_UDP &&
+            flow_alive(w, info->worker, b->flow_id)) {
+            dv->state = WD_DIRECT; /* rule 3: live connection, no push */
+            atomic_fetch_add(&w->n_live, 1);
+        } else if (b && b->transport == REG_TP_UDP && w->o.grace_ms &&
+                   info->worker < TP_MAX_WORKERS &&
+                   w->workers[info->worker].tq) {
+            dv->state = WD_GRACE; /* direct first; pushed if silent */
+            grace = true;
+        } else {
+            dv->state = WD_NOW;
+        }
+    }
+    arena_fini(&a);
+
+    pthread_mutex_lock(&w->lock);
+    list_push_back(&w->calls, &c->node);
+    w->ncalls++;
+    pthread_mutex_unlock(&w->lock);
+
+    for (size_t i = 0; i < c->ndev; i++)
+        if (c->dev[i].state == WD_NOW)
+            push_call(c, &c->dev[i]);
+    if (grace) {
+        const struct wworker *ww = &w->workers[info->worker];
+        tq_heap_add(ww->tq, &c->grace,
+                    ww->now_ms(ww->now_arg) + (uint64_t)w->o.grace_ms);
+    }
+    bool hold = false;
+    for (size_t i = 0; i < c->ndev; i++)
+        hold |= c->dev[i].state == WD_PUSHED || c->dev[i].state == WD_GRACE;
+    return hold;
+}
+
+static struct wcall *
+find_call_locked(struct wake *w, const char *call_id, const char *callee)
+{
+    struct list_node *n;
+    for (n = w->calls.next; n != &w->calls; n = n->next) {
+        struct wcall *c = container_of(n, struct wcall, node);
+        if (strcmp(c->call_id, call_id) == 0 && strcmp(c->callee, callee) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* Remember a VoIP device that was pushed and did not wake in time. */
+static void
+ended_add(struct wake *w, const struct wcall *c, const struct wdev *dv,
+          const char *reason)
+{
+    struct ended *e = xcalloc(1, sizeof(*e));
+
+    copy_str(e->ext, sizeof(e->ext), c->callee);
+    copy_str(e->provider, sizeof(e->provider), dv->d.provider);
+    copy_str(e->prid, sizeof(e->prid), dv->d.prid);
+    copy_str(e->instance, sizeof(e->instance), dv->d.instance);
+    copy_str(e->call_id, sizeof(e->call_id), c->call_id);
+    copy_str(e->caller, sizeof(e->caller), c->caller);
+    copy_str(e->reason, sizeof(e->reason), reason);
+    e->until_s = c->expires_s;
+    pthread_mutex_lock(&w->lock);
+    list_push_back(&w->ended, &e->node);
+    if (++w->nended > ENDED_MAX) { /* bounded: drop the oldest */
+        struct ended *old = container_of(w->ended.next, struct ended, node);
+        list_remove(&old->node);
+        w->nended--;
+        free(old);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void
+on_call_ended(const struct proxy_call_record *rec, void *arg)
+{
+    struct wake *w = arg;
+
+    pthread_mutex_lock(&w->lock);
+    struct wcall *c = find_call_locked(w, rec->call_id, rec->callee);
+    if (c) {
+        list_remove(&c->node);
+        w->ncalls--;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (!c)
+        return;
+    tq_cancel(&c->grace);
+
+    bool answered = rec->outcome == PROXY_OUT_ANSWERED;
+    const char *reason = answered
+                             ? "SIP;cause=200;text=\"Call completed elsewhere\""
+                             : "SIP;cause=487";
+    for (size_t i = 0; i < c->ndev; i++) {
+        struct wdev *dv = &c->dev[i];
+        if (dv->state != WD_PUSHED)
+            continue;
+        /* The device that answered needs no notification. */
+        if (answered && dv->uri[0] && strcmp(dv->uri, rec->answered_by) == 0)
+            continue;
+        if (answered && rec->answered_by[0]) {
+            char prov[16], prid[PUSHDEV_PRID_MAX + 1];
+            if (uri_pn(rec->answered_by, prov, sizeof(prov), prid,
+                       sizeof(prid)) &&
+                strcmp(prov, dv->d.provider) == 0 &&
+                strcmp(prid, dv->d.prid) == 0)
+                continue;
+        }
+        (void)submit(w, &dv->d,
+                     answered ? PUSH_ANSWERED_ELSEWHERE : PUSH_MISSED, c, 0);
+        if (!dv->woken && pushdev_is_voip(&dv->d))
+            ended_add(w, c, dv, reason);
+    }
+    free(c);
+}
+
+void
+wake_on_register(struct wake *w, const char *ext,
+                 const struct reg_contact *contacts, size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        const struct reg_contact *b = &contacts[k];
+        char prov[16], prid[PUSHDEV_PRID_MAX + 1];
+        bool pn = uri_pn(b->uri, prov, sizeof(prov), prid, sizeof(prid));
+        const char *inst = b->instance ? b->instance : "";
+        if (!pn && !inst[0])
+            continue;
+
+        /* Devices of ringing calls: woken (the proxy adds the branch). */
+        pthread_mutex_lock(&w->lock);
+        struct list_node *n;
+        for (n = w->calls.next; n != &w->calls; n = n->next) {
+            struct wcall *c = container_of(n, struct wcall, node);
+            if (strcmp(c->callee, ext) != 0)
+                continue;
+            for (size_t i = 0; i < c->ndev; i++) {
+                struct wdev *dv = &c->dev[i];
+                bool same = (pn && strcmp(prov, dv->d.provider) == 0 &&
+                             strcmp(prid, dv->d.prid) == 0) ||
+                            (inst[0] && strcmp(inst, dv->d.instance) == 0);
+                if (!same || dv->woken)
+                    continue;
+                dv->woken = true;
+                copy_str(dv->uri, sizeof(dv->uri), b->uri);
+                if (dv->state == WD_PUSHED)
+                    atomic_fetch_add(&w->n_woken, 1);
+            }
+        }
+        /* A VoIP device woken for a call that already ended (rule 7). */
+        struct ended *hit = NULL;
+        int64_t now_s = wall_ms(w) / 1000;
+        struct list_node *tmp;
+        list_for_each_safe(n, tmp, &w->ended)
+        {
+            struct ended *e = container_of(n, struct ended, node);
+            if (e->until_s < now_s) { /* its push has expired */
+                list_remove(n);
+                w->nended--;
+                free(e);
+                continue;
+            }
+            bool same = strcmp(e->ext, ext) == 0 &&
+                        ((pn && strcmp(prov, e->provider) == 0 &&
+                          strcmp(prid, e->prid) == 0) ||
+                         (inst[0] && strcmp(inst, e->instance) == 0));
+            if (same && !hit) {
+                list_remove(n);
+                w->nended--;
+                hit = e;
+            }
+        }
+        pthread_mutex_unlock(&w->lock);
+        if (hit) {
+            struct wake_late info = {.call_id = hit->call_id,
+                                     .caller = hit->caller,
+                                     .callee = hit->ext,
+                                     .reason = hit->reason};
+            atomic_fetch_add(&w->n_late, 1);
+            if (w->o.ops.late_cancel) {
+                log_info("wake",
+                         "ended call: INVITE+CANCEL to woken voip "
+                         "device call_id=%s ext=%s",
+                         hit->call_id, ext);
+                w->o.ops.late_cancel(b, &info, w->o.ops.arg);
+            } else {
+                log_notice("wake",
+                           "ended call: cannot INVITE+CANCEL the "
+                           "woken voip device (no hook) "
+                           "call_id=%s ext=%s",
+                           hit->call_id, ext);
+            }
+            free(hit);
+        }
+    }
+}
+
+/* ---- set-up ---------------------------------------------------------------
+ */
+
+int
+wake_new(const struct wake_opts *o, struct wake **out)
+{
+    if (!o)
+        return -EINVAL;
+    struct wake *w = xcalloc(1, sizeof(*w));
+    w->o = *o;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->qlock, NULL);
+    list_init(&w->calls);
+    list_init(&w->ended);
+    list_init(&w->queue);
+    w->recent_cap = o->recent_max ? o->recent_max : 200;
+    w->recent = xcalloc(w->recent_cap, sizeof(*w->recent));
+    *out = w;
+    return 0;
+}
+
+const struct proxy_observer *
+wake_observer(void)
+{
+    static const struct proxy_observer ops = {
+        .call_started = on_call_started,
+        .call_ended = on_call_ended,
+    };
+    return &ops;
+}
+
+int
+wake_attach(struct wake *w, struct proxy_shared *sh)
+{
+    return proxy_observer_add(sh, wake_observer(), w);
+}
+
+void
+wake_worker_set(struct wake *w, unsigned idx, struct tq *tq,
+                uint64_t (*now_ms)(void *arg), void *now_arg)
+{
+    if (idx >= TP_MAX_WORKERS)
+        return;
+    w->workers[idx] = (struct wworker){tq, now_ms, now_arg};
+}
+
+void
+wake_worker_fini(struct wake *w, unsigned idx)
+{
+    struct list_node *n, *tmp;
+
+    pthread_mutex_lock(&w->lock);
+    list_for_each_safe(n, tmp, &w->calls)
+    {
+        struct wcall *c = container_of(n, struct wcall, node);
+        if (c->worker != idx)
+            continue;
+        tq_cancel(&c->grace);
+        list_remove(n);
+        w->ncalls--;
+        free(c);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+void
+wake_free(struct wake *w)
+{
+    struct list_node *n, *tmp;
+
+    if (!w)
+        return;
+    if (w->thread_started) {
+        pthread_mutex_lock(&w->qlock);
+        w->stopping = true;
+        pthread_mutex_unlock(&w->qlock);
+        uv_async_send(&w->async);
+        uv_thread_join(&w->thread);
+        uv_loop_close(&w->loop);
+    }
+    /* Calls still listed belong to workers that are gone (their tq with
+     * them): free without touching the timers. */
+    list_for_each_safe(n, tmp, &w->calls)
+    {
+        free(container_of(n, struct wcall, node));
+    }
+    list_for_each_safe(n, tmp, &w->ended)
+    {
+        free(container_of(n, struct ended, node));
+    }
+    pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->qlock);
+    free(w->recent);
+    free(w);
+}
+
+size_t
+wake_recent(struct wake *w, struct wake_push_entry *out, size_t cap)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&w->lock);
+    for (size_t i = 0; i < w->recent_count && n < cap; i++) {
+        size_t idx = (w->recent_next + w->recent_cap - 1 - i) % w->recent_cap;
+        out[n++] = w->recent[idx];
+    }
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+void
+wake_stats_get(struct wake *w, struct wake_stats *out)
+{
+    out->sent = atomic_load(&w->n_sent);
+    out->delivered = atomic_load(&w->n_delivered);
+    out->failed = atomic_load(&w->n_failed);
+    out->dead = atomic_load(&w->n_dead);
+    out->suppressed_live = atomic_load(&w->n_live);
+    out->suppressed_grace = atomic_load(&w->n_grace);
+    out->woken = atomic_load(&w->n_woken);
+    out->late_cancels = atomic_load(&w->n_late);
+    pthread_mutex_lock(&w->lock);
+    out->pending_calls = w->ncalls;
+    pthread_mutex_unlock(&w->lock);
+}

@@ -1,0 +1,182 @@
+/*
+ * proxy/wake: pending wake-ups, the product's core behaviour
+ * (product.md "Behaviour of push" rules 3-9, docs/wake.md).
+ *
+ * wake is a proxy observer. When a call starts ringing for an extension
+ * with push devices, it decides per device:
+ *  - a TCP/TLS binding of the device whose connection is open: the proxy
+ *    already forks to it; no push (counted as suppressed_live);
+ *  - a UDP binding: the proxy forks to it at once, and a grace timer
+ *    (default 500 ms) runs; if that branch has sent no provisional
+ *    response by then, the device is pushed (rule 3, rule 8);
+ *  - no binding: pushed at once (type "call", expiring with the ring time).
+ * The caller gets 180 when the first push of the call is sent. The proxy
+ * holds a call that has no binding (call_started returns true). When the
+ * woken app's REGISTER is accepted, the proxy itself forks the ringing call
+ * to the fresh binding (proxy_register_ok → proxy_binding_added, which
+ * de-duplicates by Contact URI, and a 401-challenged REGISTER never gets
+ * there): exactly one branch per wake. wake only marks the device woken.
+ *
+ * When the call ends, every device that was pushed for it gets a "missed"
+ * push (caller cancelled, no answer, rejected elsewhere) or an
+ * "answered_elsewhere" push, with the call's collapse id so it replaces
+ * the call notification. An iOS VoIP device pushed for the call but not
+ * woken in time is remembered until its push expires: when it registers,
+ * the late_cancel hook sends it the INVITE followed at once by a CANCEL
+ * with a Reason (rule 7), so CallKit can close the call it had to show.
+ * An FCM or alert device registering after the end gets nothing.
+ *
+ * Pushes go to one push client on a dedicated thread and loop (push.h is
+ * single-loop): workers hand a job over through a mutex-protected queue
+ * and uv_async_send, never blocking. Results are logged, kept in a bounded
+ * recent-pushes ring and counted; a dead token removes the push device
+ * (pushdev_remove_token, on the push thread: a SQLite delete must not run
+ * on a worker). The worker never waits for a result: the call's fate does
+ * not depend on it (retries happen inside the client within the ring
+ * time), so nothing is posted back. TODO: a push that fails for good while
+ * the call has no other branch should end the held call with 480 at once
+ * (RFC 8599 §5.6.2 step 5); today it rings until the ring timeout.
+ *
+ * Threads: observer callbacks and wake_worker_* run on the call's worker;
+ * wake_on_register on the worker that handled the REGISTER; wake_recent
+ * and wake_stats_get on any thread. Pending calls are in one list under a
+ * mutex (a few per ringing call, looked up by Call-ID); each call's grace
+ * timer lives on its worker's tq and is only touched there.
+ */
+#ifndef PUSHPBX_PROXY_WAKE_H
+#define PUSHPBX_PROXY_WAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/tq.h"
+#include "proxy/proxy.h"
+#include "push/push.h"
+
+struct wake;
+struct proxy_call;
+struct proxy_shared;
+struct pushdev_table;
+struct reg;
+struct reg_contact;
+
+/* What late_cancel needs to build the INVITE of an ended call. */
+struct wake_late {
+    const char *call_id;
+    const char *caller, *callee;
+    const char *reason; /* Reason header value: SIP;cause=487 or
+                           SIP;cause=200;text="Call completed elsewhere" */
+};
+
+/* Hooks into the proxy for what proxy.h does not offer (yet). Any may be
+ * NULL: wake then degrades as documented per hook. */
+struct wake_proxy_ops {
+    /* Send 180 Ringing to the caller. NULL: no 180 from wake. */
+    void (*ringing)(struct proxy_call *call, void *arg);
+    /* Has the branch to Contact uri sent a provisional response? NULL:
+     * unknown, treated as silent (the device is pushed after the grace
+     * time even if it rang: a duplicate ring, never a lost call). */
+    bool (*branch_provisional)(struct proxy_call *call, const char *uri,
+                               void *arg);
+    /* Is TCP flow flow_id (a binding's) open? Called on worker `worker`.
+     * NULL: any non-zero flow_id counts as open. */
+    bool (*flow_alive)(unsigned worker, uint64_t flow_id, void *arg);
+    /* Rule 7: send the INVITE of an ended call to binding b and CANCEL it
+     * at once with info->reason. Runs on the worker that handled the
+     * REGISTER. NULL: not done (logged). */
+    void (*late_cancel)(const struct reg_contact *b,
+                        const struct wake_late *info, void *arg);
+    void *arg;
+};
+
+/* A push handed to a sender (tests) or the push thread. Opaque. */
+struct wake_job;
+
+struct wake_opts {
+    struct pushdev_table *devices; /* borrowed */
+    struct reg *reg;               /* borrowed */
+    unsigned grace_ms;             /* 0 = push UDP devices at once */
+    unsigned ring_s;               /* call pushes expire after this */
+    bool ringing;                  /* 180 when a push is sent */
+    unsigned recent_max;           /* ring size; 0 = 200 */
+    struct wake_proxy_ops ops;
+    /* Tests: instead of the push thread, hand each push to send (on the
+     * calling worker); the test completes it with wake_job_done. */
+    int (*send)(struct wake_job *j, const struct push_msg *m, void *arg);
+    void *send_arg;
+    int64_t (*clock_ms)(void *arg); /* wall clock; NULL = CLOCK_REALTIME */
+    void *clock_arg;
+};
+
+/* Create. Returns 0 and *out (owned; wake_free) or -EINVAL. Main thread. */
+int wake_new(const struct wake_opts *o, struct wake **out);
+
+/* Start the push thread with its client (conf borrowed for the call).
+ * Returns 0, or -EINVAL with the client's reason in err. Main thread. */
+int wake_push_start(struct wake *w, const struct push_conf *conf, char *err,
+                    size_t errlen);
+
+/* The observer callbacks (arg = the struct wake); wake_attach registers
+ * them. Exposed for tests. */
+const struct proxy_observer *wake_observer(void);
+
+/* Become an observer of the proxy (before workers start). */
+int wake_attach(struct wake *w, struct proxy_shared *sh);
+
+/* Give worker idx's timer queue and monotonic clock (tp_tq, tp_now_ms)
+ * before it starts. */
+void wake_worker_set(struct wake *w, unsigned idx, struct tq *tq,
+                     uint64_t (*now_ms)(void *arg), void *now_arg);
+/* On worker idx at shutdown, before its tq goes: drop its pending calls
+ * (no pushes are sent for them). */
+void wake_worker_fini(struct wake *w, unsigned idx);
+
+/* The registrar accepted a REGISTER of ext that added or refreshed these
+ * bindings (reg_bind_cb): marks woken devices of ringing calls, and runs
+ * late_cancel for a VoIP device woken for a call that already ended. */
+void wake_on_register(struct wake *w, const char *ext,
+                      const struct reg_contact *contacts, size_t count);
+
+/* Complete a job (the push thread does it; tests call it for jobs given
+ * to their send hook). r borrowed. Any thread. */
+void wake_job_done(struct wake_job *j, const struct push_result *r);
+
+/* Stop the push thread (pending pushes complete as cancelled), then free.
+ * Call after every worker is gone. NULL is a no-op. */
+void wake_free(struct wake *w);
+
+/* One push as the admin sees it. */
+struct wake_push_entry {
+    int64_t time_ms; /* completion, unix ms */
+    char call_id[64];
+    char ext[33];
+    char provider[8];
+    char token[16];  /* last 12 characters of the token: enough to tell
+                        devices apart, useless to send pushes */
+    char type[24];   /* call, missed, answered_elsewhere */
+    char result[24]; /* delivered, dead_token, ... */
+    long http_status;
+    char reason[48];
+    unsigned attempts;
+    uint64_t latency_us; /* push requested to provider's answer */
+    uint64_t write_us;   /* push requested to request written */
+};
+
+/* Newest first: copy up to cap entries, return how many. Any thread. */
+size_t wake_recent(struct wake *w, struct wake_push_entry *out, size_t cap);
+
+struct wake_stats {
+    uint64_t sent;      /* pushes handed to the provider client */
+    uint64_t delivered; /* provider answered 200 */
+    uint64_t failed;    /* failed, retries exhausted, refused, cancelled */
+    uint64_t dead;      /* dead tokens (device removed) */
+    uint64_t suppressed_live;  /* device reachable over an open flow */
+    uint64_t suppressed_grace; /* UDP branch rang within the grace time */
+    uint64_t woken;            /* pushed devices that registered in time */
+    uint64_t late_cancels;     /* INVITE+CANCEL to VoIP devices (rule 7) */
+    size_t pending_calls;      /* calls with pushed devices, ringing */
+};
+void wake_stats_get(struct wake *w, struct wake_stats *out);
+
+#endif

@@ -1,0 +1,781 @@
+/*
+ * registrar/pushdev: the push-device table; see pushdev.h for why it is
+ * durable before the 200 OK and how devices are matched.
+ *
+ * Memory: every device is one node on two intrusive lists, the hash chain
+ * of its extension and the hash chain of its token (a token belongs to one
+ * app installation, so it can be in one extension only: registering it for
+ * another extension moves it). 4096 buckets each: chains stay short up to
+ * ~100k devices, the largest deployment we target (~600 bytes a device).
+ *
+ * Writes: each put/remove runs one SQLite transaction on our connection
+ * while holding the table mutex, and changes memory only after COMMIT
+ * succeeded, so memory and disk never disagree. Contention is one short
+ * lock per REGISTER that changes a device; refreshes that change nothing
+ * only touch last_seen in memory (persisted at most hourly).
+ */
+#include "registrar/pushdev.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "base/list.h"
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "registrar/reg_int.h"
+#include "sip/uri.h"
+
+#define NBUCKETS 4096
+#define DEFAULT_IDLE_S (30u * 86400u)
+/* last_seen is rewritten to disk only when the stored one is older than
+ * this: idle expiry counts in days, so an hour of drift is harmless. */
+#define LAST_SEEN_PERSIST_S 3600
+
+struct node {
+    struct list_node by_ext;
+    struct list_node by_tok;
+    struct pushdev d;
+};
+
+struct pushdev_table {
+    pthread_mutex_t lock;
+    sqlite3 *db; /* NULL: memory only */
+    sqlite3_stmt *put, *del, *del_ext;
+    unsigned idle_s;
+    int64_t (*clock_ms)(void *arg);
+    void *clock_arg;
+    struct list_node ext_tab[NBUCKETS];
+    struct list_node tok_tab[NBUCKETS];
+    size_t count;
+};
+
+static int64_t
+now_s(const struct pushdev_table *t)
+{
+    if (t->clock_ms)
+        return t->clock_ms(t->clock_arg) / 1000;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* FNV-1a: short keys, no adversarial control over bucket choice matters
+ * here (tokens come from Apple/Google, extensions from the admin). */
+static size_t
+hash2(const char *a, const char *b)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = a; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0xff) * 16777619u;
+    for (const char *p = b ? b : ""; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % NBUCKETS;
+}
+
+static struct list_node *
+ext_chain(struct pushdev_table *t, const char *ext)
+{
+    return &t->ext_tab[hash2(ext, NULL)];
+}
+
+static struct list_node *
+tok_chain(struct pushdev_table *t, const char *provider, const char *prid)
+{
+    return &t->tok_tab[hash2(provider, prid)];
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+static bool
+is_hex(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
+              (*s >= 'A' && *s <= 'F')))
+            return false;
+    return true;
+}
+
+/* FCM registration tokens are base64url plus ':' (e.g. "dXk…:APA91b…"). */
+static bool
+is_token_chars(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+              (*s >= 'A' && *s <= 'Z') || *s == '-' || *s == '_' || *s == ':' ||
+              *s == '.'))
+            return false;
+    return true;
+}
+
+/* Topics (team.bundle.voip) and project ids: DNS-like labels. */
+static bool
+is_param_chars(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+              (*s >= 'A' && *s <= 'Z') || *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
+const char *
+pushdev_check(const char *provider, const char *prid, const char *param)
+{
+    bool apns = provider && strcmp(provider, "apns") == 0;
+    bool fcm = provider && strcmp(provider, "fcm") == 0;
+    size_t n = prid ? strlen(prid) : 0;
+
+    if (!apns && !fcm)
+        return "Unknown pn-provider";
+    if (n == 0)
+        return "Empty pn-prid";
+    if (n > PUSHDEV_PRID_MAX)
+        return "pn-prid Too Long";
+    /* APNs device tokens are hex (32 bytes today; Apple says the length
+     * may change, so accept an even length within 16..200 like the
+     * provider does). */
+    if (apns && (!is_hex(prid) || n % 2 != 0 || n < 16 || n > 200))
+        return "Bad pn-prid For apns";
+    if (fcm && !is_token_chars(prid))
+        return "Bad pn-prid For fcm";
+    if (!param || !param[0])
+        return "Missing pn-param";
+    if (strlen(param) > PUSHDEV_PARAM_MAX || !is_param_chars(param))
+        return "Bad pn-param";
+    /* RFC 8599 §10: "<TeamID>.<Topic>": at least one dot. */
+    if (apns && !strchr(param, '.'))
+        return "Bad pn-param For apns";
+    return NULL;
+}
+
+bool
+pushdev_is_voip(const struct pushdev *d)
+{
+    const char *dot = strrchr(d->param, '.');
+    return strcmp(d->provider, "apns") == 0 && dot && strcmp(dot, ".voip") == 0;
+}
+
+/* ---- database ----------------------------------------------------------- */
+
+static int
+db_exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+static int
+db_put(struct pushdev_table *t, const struct pushdev *d)
+{
+    sqlite3_stmt *s = t->put;
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, d->ext, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, d->provider, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, d->prid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, d->param, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, d->instance, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, d->created_at);
+    sqlite3_bind_int64(s, 7, d->last_seen);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int
+db_del(struct pushdev_table *t, const struct pushdev *d)
+{
+    sqlite3_stmt *s = t->del;
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, d->provider, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, d->prid, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int
+db_begin(struct pushdev_table *t)
+{
+    return t->db ? db_exec(t->db, "BEGIN IMMEDIATE") : 0;
+}
+
+static int
+db_end(struct pushdev_table *t, int rc)
+{
+    if (!t->db)
+        return rc;
+    if (rc == 0 && db_exec(t->db, "COMMIT") == 0)
+        return 0;
+    log_error("pushdev", "database write failed: %s", sqlite3_errmsg(t->db));
+    db_exec(t->db, "ROLLBACK");
+    return -EIO;
+}
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS push_devices ("
+    " provider TEXT NOT NULL, prid TEXT NOT NULL, ext TEXT NOT NULL,"
+    " param TEXT NOT NULL, instance TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+    " PRIMARY KEY (provider, prid));"
+    "CREATE INDEX IF NOT EXISTS push_devices_ext ON push_devices(ext);";
+
+static void
+copy_str(char *dst, size_t cap, const unsigned char *src)
+{
+    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+static void link_node(struct pushdev_table *t, struct node *n);
+
+static int
+db_open(struct pushdev_table *t, const char *path, char *err, size_t errlen)
+{
+    int rc = sqlite3_open_v2(
+        path, &t->db,
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(t->db, 2000); /* the store's writer shares the file */
+    if (db_exec(t->db, "PRAGMA journal_mode=WAL") < 0 ||
+        db_exec(t->db, "PRAGMA synchronous=NORMAL") < 0 ||
+        db_exec(t->db, schema) < 0)
+        goto fail;
+    if (sqlite3_prepare_v2(t->db,
+                           "INSERT OR REPLACE INTO push_devices (ext, "
+                           "provider, prid, param, instance, created_at, "
+                           "last_seen) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                           -1, &t->put, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(t->db,
+                           "DELETE FROM push_devices WHERE provider=?1 AND "
+                           "prid=?2",
+                           -1, &t->del, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(t->db, "DELETE FROM push_devices WHERE ext=?1", -1,
+                           &t->del_ext, NULL) != SQLITE_OK)
+        goto fail;
+
+    /* Load what is not idle-expired; expired rows are deleted. */
+    int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(t->db, "DELETE FROM push_devices WHERE last_seen<?1",
+                           -1, &q, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(q, 1, cutoff);
+    rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    if (sqlite3_prepare_v2(t->db,
+                           "SELECT ext, provider, prid, param, instance, "
+                           "created_at, last_seen FROM push_devices "
+                           "ORDER BY last_seen",
+                           -1, &q, NULL) != SQLITE_OK)
+        goto fail;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct node *n = xcalloc(1, sizeof(*n));
+        copy_str(n->d.ext, sizeof(n->d.ext), sqlite3_column_text(q, 0));
+        copy_str(n->d.provider, sizeof(n->d.provider),
+                 sqlite3_column_text(q, 1));
+        copy_str(n->d.prid, sizeof(n->d.prid), sqlite3_column_text(q, 2));
+        copy_str(n->d.param, sizeof(n->d.param), sqlite3_column_text(q, 3));
+        copy_str(n->d.instance, sizeof(n->d.instance),
+                 sqlite3_column_text(q, 4));
+        n->d.created_at = sqlite3_column_int64(q, 5);
+        n->d.last_seen = sqlite3_column_int64(q, 6);
+        link_node(t, n);
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "pushdev: %s: %s", path,
+             t->db ? sqlite3_errmsg(t->db) : "cannot open");
+    return -EIO;
+}
+
+/* ---- table -------------------------------------------------------------- */
+
+static void
+link_node(struct pushdev_table *t, struct node *n)
+{
+    /* Most recently seen first in the extension's chain. */
+    list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
+    list_push_front(tok_chain(t, n->d.provider, n->d.prid), &n->by_tok);
+    t->count++;
+}
+
+static void
+unlink_free(struct pushdev_table *t, struct node *n)
+{
+    list_remove(&n->by_ext);
+    list_remove(&n->by_tok);
+    t->count--;
+    free(n);
+}
+
+static void
+free_all(struct pushdev_table *t)
+{
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        struct list_node *h = &t->ext_tab[i];
+        while (!list_empty(h))
+            unlink_free(t, container_of(h->next, struct node, by_ext));
+    }
+}
+
+int
+pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
+             char *err, size_t errlen)
+{
+    struct pushdev_table *t = xcalloc(1, sizeof(*t));
+
+    pthread_mutex_init(&t->lock, NULL);
+    t->idle_s = o->idle_expiry_s ? o->idle_expiry_s : DEFAULT_IDLE_S;
+    t->clock_ms = o->clock_ms;
+    t->clock_arg = o->clock_arg;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        list_init(&t->ext_tab[i]);
+        list_init(&t->tok_tab[i]);
+    }
+    if (o->db_path && db_open(t, o->db_path, err, errlen) < 0) {
+        pushdev_close(t);
+        return -EIO;
+    }
+    *out = t;
+    return 0;
+}
+
+void
+pushdev_close(struct pushdev_table *t)
+{
+    if (!t)
+        return;
+    free_all(t);
+    sqlite3_finalize(t->put);
+    sqlite3_finalize(t->del);
+    sqlite3_finalize(t->del_ext);
+    sqlite3_close(t->db);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+static struct node *
+find_token(struct pushdev_table *t, const char *provider, const char *prid)
+{
+    struct list_node *h = tok_chain(t, provider, prid);
+    for (struct list_node *p = h->next; p != h; p = p->next) {
+        struct node *n = container_of(p, struct node, by_tok);
+        if (strcmp(n->d.provider, provider) == 0 &&
+            strcmp(n->d.prid, prid) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+static bool
+fits(const char *s, size_t cap)
+{
+    return s && strlen(s) < cap;
+}
+
+int
+pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
+            bool *created)
+{
+    struct node *drop[PUSHDEV_MAX_PER_EXT + 2];
+    size_t ndrop = 0;
+
+    if (created)
+        *created = false;
+    if (!d->ext[0] || !d->provider[0] || !d->prid[0] ||
+        !fits(d->ext, sizeof(d->ext)) || !fits(d->prid, sizeof(d->prid)) ||
+        !fits(d->param, sizeof(d->param)) ||
+        !fits(d->instance, sizeof(d->instance)))
+        return -EINVAL;
+    if (max < 1)
+        max = 1;
+    if (max > PUSHDEV_MAX_PER_EXT)
+        max = PUSHDEV_MAX_PER_EXT;
+
+    pthread_mutex_lock(&t->lock);
+    int64_t now = now_s(t);
+    struct node *same = find_token(t, d->provider, d->prid);
+
+    /* Pure refresh: same token, same extension, nothing changed. */
+    if (same && strcmp(same->d.ext, d->ext) == 0 &&
+        strcmp(same->d.param, d->param) == 0 &&
+        strcmp(same->d.instance, d->instance) == 0 &&
+        now - same->d.last_seen < LAST_SEEN_PERSIST_S) {
+        same->d.last_seen = now;
+        list_remove(&same->by_ext);
+        list_push_front(ext_chain(t, same->d.ext), &same->by_ext);
+        pthread_mutex_unlock(&t->lock);
+        return 0;
+    }
+
+    /* What the new device replaces: its token anywhere, and in its
+     * extension the device with the same instance. */
+    if (same)
+        drop[ndrop++] = same;
+    struct list_node *h = ext_chain(t, d->ext);
+    size_t kept = 0;
+    struct node *keep[PUSHDEV_MAX_PER_EXT * 2];
+    for (struct list_node *p = h->next; p != h; p = p->next) {
+        struct node *n = container_of(p, struct node, by_ext);
+        if (n == same || strcmp(n->d.ext, d->ext) != 0)
+            continue;
+        if (d->instance[0] && strcmp(n->d.instance, d->instance) == 0) {
+            drop[ndrop++] = n;
+            continue;
+        }
+        if (kept < sizeof(keep) / sizeof(keep[0]))
+            keep[kept++] = n;
+    }
+    /* Evict beyond max, least recently seen first (the chain is most
+     * recent first, so from the end of keep[]). */
+    while (kept + 1 > max && ndrop < sizeof(drop) / sizeof(drop[0]))
+        drop[ndrop++] = keep[--kept];
+
+    struct node *nn = xcalloc(1, sizeof(*nn));
+    nn->d = *d;
+    nn->d.created_at =
+        same && strcmp(same->d.ext, d->ext) == 0 ? same->d.created_at : now;
+    nn->d.last_seen = now;
+
+    int rc = db_begin(t);
+    for (size_t i = 0; rc == 0 && t->db && i < ndrop; i++)
+        rc = db_del(t, &drop[i]->d);
+    if (rc == 0 && t->db)
+        rc = db_put(t, &nn->d);
+    rc = db_end(t, rc);
+    if (rc < 0) {
+        pthread_mutex_unlock(&t->lock);
+        free(nn);
+        return rc;
+    }
+    bool is_new = !same || strcmp(same->d.ext, d->ext) != 0;
+    for (size_t i = 0; i < ndrop; i++) {
+        if (drop[i] != same || strcmp(same->d.ext, d->ext) != 0)
+            log_info("pushdev", "device replaced ext=%s provider=%s",
+                     drop[i]->d.ext, drop[i]->d.provider);
+        unlink_free(t, drop[i]);
+    }
+    link_node(t, nn);
+    pthread_mutex_unlock(&t->lock);
+    if (created)
+        *created = is_new;
+    return 0;
+}
+
+int
+pushdev_remove_ext(struct pushdev_table *t, const char *ext)
+{
+    struct list_node *h = ext_chain(t, ext);
+    int removed = 0;
+
+    pthread_mutex_lock(&t->lock);
+    int rc = db_begin(t);
+    if (rc == 0 && t->db) {
+        sqlite3_reset(t->del_ext);
+        sqlite3_bind_text(t->del_ext, 1, ext, -1, SQLITE_STATIC);
+        rc = sqlite3_step(t->del_ext) == SQLITE_DONE ? 0 : -EIO;
+        sqlite3_reset(t->del_ext);
+    }
+    rc = db_end(t, rc);
+    if (rc == 0) {
+        for (struct list_node *p = h->next, *nx; p != h; p = nx) {
+            nx = p->next;
+            struct node *n = container_of(p, struct node, by_ext);
+            if (strcmp(n->d.ext, ext) == 0) {
+                unlink_free(t, n);
+                removed++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc < 0 ? rc : removed;
+}
+
+int
+pushdev_remove_token(struct pushdev_table *t, const char *provider,
+                     const char *prid)
+{
+    int removed = 0;
+
+    pthread_mutex_lock(&t->lock);
+    struct node *n = find_token(t, provider, prid);
+    int rc = 0;
+    if (n) {
+        rc = db_begin(t);
+        if (rc == 0 && t->db)
+            rc = db_del(t, &n->d);
+        rc = db_end(t, rc);
+        if (rc == 0) {
+            log_notice("pushdev", "dead token removed ext=%s provider=%s",
+                       n->d.ext, provider);
+            unlink_free(t, n);
+            removed = 1;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc < 0 ? rc : removed;
+}
+
+size_t
+pushdev_find_ext(struct pushdev_table *t, const char *ext, struct pushdev *out,
+                 size_t cap)
+{
+    struct list_node *h = ext_chain(t, ext);
+    size_t n = 0;
+
+    pthread_mutex_lock(&t->lock);
+    for (struct list_node *p = h->next; p != h && n < cap; p = p->next) {
+        struct node *x = container_of(p, struct node, by_ext);
+        if (strcmp(x->d.ext, ext) == 0)
+            out[n++] = x->d;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+bool
+pushdev_match(struct pushdev_table *t, const char *ext, const char *provider,
+              const char *prid, const char *instance, struct pushdev *out)
+{
+    struct list_node *h = ext_chain(t, ext);
+    bool found = false;
+
+    pthread_mutex_lock(&t->lock);
+    for (struct list_node *p = h->next; p != h; p = p->next) {
+        struct node *x = container_of(p, struct node, by_ext);
+        if (strcmp(x->d.ext, ext) != 0)
+            continue;
+        bool tok = provider && prid && prid[0] &&
+                   strcmp(x->d.provider, provider) == 0 &&
+                   strcmp(x->d.prid, prid) == 0;
+        bool inst =
+            instance && instance[0] && strcmp(x->d.instance, instance) == 0;
+        if (tok || inst) {
+            *out = x->d;
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
+size_t
+pushdev_expire(struct pushdev_table *t)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&t->lock);
+    int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        struct list_node *h = &t->ext_tab[i];
+        for (struct list_node *p = h->next, *nx; p != h; p = nx) {
+            nx = p->next;
+            struct node *x = container_of(p, struct node, by_ext);
+            if (x->d.last_seen >= cutoff)
+                continue;
+            int rc = db_begin(t);
+            if (rc == 0 && t->db)
+                rc = db_del(t, &x->d);
+            if (db_end(t, rc) == 0) {
+                log_info("pushdev", "idle device expired ext=%s provider=%s",
+                         x->d.ext, x->d.provider);
+                unlink_free(t, x);
+                n++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+void
+pushdev_list(struct pushdev_table *t, pushdev_list_cb *cb, void *arg)
+{
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        struct list_node *h = &t->ext_tab[i];
+        for (struct list_node *p = h->next; p != h; p = p->next)
+            cb(&container_of(p, struct node, by_ext)->d, arg);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+size_t
+pushdev_count(struct pushdev_table *t)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t n = t->count;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+/* ---- the REGISTER side (reg_int.h) --------------------------------------- */
+
+void
+reg_set_push(struct reg *r, const struct reg_push_opts *o)
+{
+    r->push = *o;
+}
+
+static bool
+served(const struct reg *r, struct slice provider)
+{
+    return (r->push.apns && slice_eq_cstr(provider, "apns")) ||
+           (r->push.fcm && slice_eq_cstr(provider, "fcm"));
+}
+
+/* Unescaped URI param into dst (cap bytes, NUL-terminated). Returns 0,
+ * -ENOENT when absent, -EINVAL (bad escape, embedded NUL, too long). */
+static int
+uri_param_str(const struct sip_uri *u, const char *name, struct arena *a,
+              char *dst, size_t cap)
+{
+    struct slice v, un;
+
+    if (!sip_uri_param(u, name, &v))
+        return -ENOENT;
+    if (sip_unescape(v, a, &un) < 0 || un.len >= cap ||
+        memchr(un.ptr, '\0', un.len))
+        return -EINVAL;
+    memcpy(dst, un.ptr, un.len);
+    dst[un.len] = '\0';
+    return 0;
+}
+
+int
+reg_push_contact(struct reg *r, struct slice ext, const struct sip_uri *u,
+                 struct slice instance, struct arena *a,
+                 struct reg_push_state *ps, const char **why)
+{
+    struct slice prov;
+
+    if (!sip_uri_param(u, "pn-provider", &prov))
+        return 0; /* not a push contact: plain processing */
+    ps->any = true;
+    if (!r->push.table)
+        return 0; /* push not built in: a plain binding (RFC 8599 §5.6.1) */
+    char number[PUSHDEV_EXT_MAX + 1];
+    slice_to_cstr(ext, number, sizeof(number));
+    if (r->push.push_enabled && !r->push.push_enabled(number, r->push.arg)) {
+        ps->disabled = true;
+        return 0;
+    }
+    bool has_prid = sip_uri_param(u, "pn-prid", NULL);
+
+    /* Capability query (RFC 8599 §5.6.1.2): pn-provider without pn-prid. */
+    if (!has_prid) {
+        if (prov.len == 0) {
+            if (!r->push.apns && !r->push.fcm) {
+                *why = "Push Notification Service Not Supported";
+                return 555;
+            }
+            if (!ps->fc_provider)
+                ps->fc_provider = "*";
+            return 0;
+        }
+        if (!served(r, prov)) {
+            *why = "Push Notification Service Not Supported";
+            return 555;
+        }
+        if (!ps->fc_provider)
+            ps->fc_provider = slice_eq_cstr(prov, "apns") ? "apns" : "fcm";
+        return 0;
+    }
+
+    if (!served(r, prov)) {
+        *why = "Push Notification Service Not Supported";
+        return 555;
+    }
+    if (ps->device)
+        return 0; /* one push device per REGISTER: the first one wins */
+    struct pushdev *d = arena_alloc(a, sizeof(*d));
+    if (!d) {
+        *why = "Request Too Large";
+        return 400;
+    }
+    memset(d, 0, sizeof(*d));
+    memcpy(d->ext, number, sizeof(number));
+    snprintf(d->provider, sizeof(d->provider), "%s",
+             slice_eq_cstr(prov, "apns") ? "apns" : "fcm");
+    int rc = uri_param_str(u, "pn-prid", a, d->prid, sizeof(d->prid));
+    if (rc < 0) {
+        *why = rc == -EINVAL ? "Bad pn-prid" : "Empty pn-prid";
+        return 400;
+    }
+    rc = uri_param_str(u, "pn-param", a, d->param, sizeof(d->param));
+    if (rc == -EINVAL) {
+        *why = "Bad pn-param";
+        return 400;
+    }
+    const char *bad = pushdev_check(d->provider, d->prid, d->param);
+    if (bad) {
+        *why = bad;
+        return 400;
+    }
+    if (instance.len >= sizeof(d->instance)) {
+        *why = "Bad +sip.instance";
+        return 400;
+    }
+    if (instance.len)
+        memcpy(d->instance, instance.ptr, instance.len);
+    ps->dev = d;
+    ps->device = true;
+    ps->fc_provider = d->provider;
+    return 0;
+}
+
+int
+reg_push_commit(struct reg *r, struct slice ext, bool star,
+                struct reg_push_state *ps, struct buf *hdrs)
+{
+    if (!r->push.table)
+        return 0;
+    if (star) {
+        char number[PUSHDEV_EXT_MAX + 1];
+        slice_to_cstr(ext, number, sizeof(number));
+        if (pushdev_remove_ext(r->push.table, number) < 0)
+            return 500;
+        return 0;
+    }
+    if (ps->disabled) {
+        buf_printf(hdrs,
+                   "Warning: 399 pushpbx \"Push notifications are disabled "
+                   "for this extension\"\r\n");
+        return 0;
+    }
+    if (ps->device) {
+        unsigned max = 1;
+        struct shard *s = reg_shard_of(r, ext);
+        pthread_mutex_lock(&s->lock);
+        struct ext *e = reg_ext_find(s, ext);
+        if (e)
+            max = e->max_push_devices;
+        pthread_mutex_unlock(&s->lock);
+        if (pushdev_put(r->push.table, ps->dev, max, NULL) < 0)
+            return 500;
+    }
+    if (!ps->fc_provider)
+        return 0;
+    if (strcmp(ps->fc_provider, "*") == 0) {
+        if (r->push.apns)
+            buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"apns\"\r\n");
+        if (r->push.fcm)
+            buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"fcm\"\r\n");
+        return 0;
+    }
+    buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"%s\"\r\n", ps->fc_provider);
+    return 0;
+}

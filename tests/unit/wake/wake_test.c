@@ -1,0 +1,749 @@
+/*
+ * wake_test: the per-device decisions and call endings of proxy/wake.c
+ * (product.md rules 3-8), driven through its proxy observer with a real
+ * registrar and push-device table (bindings made by real REGISTERs), a
+ * fake push sender that records every push, a manual timer queue for the
+ * grace time, and fake proxy hooks (180 sent, branch provisional, late
+ * INVITE+CANCEL).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/buf.h"
+#include "base/tq.h"
+#include "proxy/proxy.h"
+#include "proxy/wake.h"
+#include "registrar/pushdev.h"
+#include "registrar/reg.h"
+#include "sip/digest.h"
+#include "sip/msg.h"
+#include "store/store.h"
+
+#define DOMAIN "pbx.test"
+#define REALM "pbx.test"
+
+/* Extension 102 has push disabled by policy. */
+static bool
+push_enabled(const char *ext, void *arg)
+{
+    (void)arg;
+    return strcmp(ext, "102") != 0;
+}
+
+struct sent {
+    enum push_provider provider;
+    char token[300];
+    enum push_type type;
+    char call_id[64];
+    int64_t expires_at;
+    struct wake_job *job;
+};
+
+struct t {
+    struct wake *w;
+    struct tq tq;
+    uint64_t mono_ms;
+    struct sent sent[32];
+    size_t nsent;
+    int ringing;
+    bool provisional;
+    int late;
+    char late_reason[96];
+    char late_uri[256];
+    struct reg *r;
+    struct pushdev_table *pd;
+    bool apns, fcm;
+    struct store *st;
+    struct reg_cfg cfg;
+    int64_t now_ms;
+    char dir[64], path[128];
+    struct reg_src src;
+    /* last response */
+    struct buf rsp;
+    struct arena a;
+    struct sip_msg m;
+    int status;
+    char nonce[128];
+    uint32_t nc;
+    uint32_t cseq;
+};
+
+static int64_t
+fake_clock(void *arg)
+{
+    return ((struct t *)arg)->now_ms;
+}
+
+static void
+open_pd(struct t *t)
+{
+    struct pushdev_opts o = {.db_path = t->path,
+                             .idle_expiry_s = 86400,
+                             .clock_ms = fake_clock,
+                             .clock_arg = t};
+    char err[256];
+    assert_int_equal(pushdev_open(&o, &t->pd, err, sizeof(err)), 0);
+}
+
+static void
+start_reg(struct t *t)
+{
+    struct reg_opts o = {.cfg = &t->cfg,
+                         .domain = DOMAIN,
+                         .realm = REALM,
+                         .store = t->st,
+                         .clock_ms = fake_clock,
+                         .clock_arg = t};
+    assert_int_equal(reg_new(&o, &t->r), 0);
+    struct reg_push_opts po = {.table = t->pd,
+                               .apns = t->apns,
+                               .fcm = t->fcm,
+                               .push_enabled = push_enabled};
+    reg_set_push(t->r, &po);
+}
+
+static void
+open_store(struct t *t)
+{
+    struct store_cfg sc = {.path = t->path, .flush_ms = 10, .max_queue = 10000};
+    char err[256];
+    assert_int_equal(store_open(&sc, &t->st, err, sizeof(err)), 0);
+}
+
+static int
+setup(void **state)
+{
+    struct t *t = calloc(1, sizeof(*t));
+    reg_cfg_defaults(&t->cfg);
+    t->now_ms = 1700000000000LL;
+    snprintf(t->dir, sizeof(t->dir), "/tmp/pp-reg-XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->path, sizeof(t->path), "%s/reg.db", t->dir);
+    open_store(t);
+    open_pd(t);
+    t->apns = t->fcm = true;
+    start_reg(t);
+    assert_int_equal(reg_ext_set(t->r, "100", "Alice", "secret100", true, 1),
+                     0);
+    assert_int_equal(reg_ext_set(t->r, "101", "Bob", "secret101", true, 2), 0);
+    assert_int_equal(reg_ext_set(t->r, "102", "Carol", "secret102", true, 1),
+                     0);
+    struct sockaddr_in *in = (struct sockaddr_in *)&t->src.addr;
+    in->sin_family = AF_INET;
+    in->sin_port = htons(5062);
+    inet_pton(AF_INET, "192.0.2.7", &in->sin_addr);
+    t->src.transport = REG_TP_UDP;
+    buf_init(&t->rsp, 65536);
+    arena_init(&t->a, SIP_MSG_ARENA_CAP);
+    t->cseq = 1;
+    *state = t;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct t *t = *state;
+    reg_free(t->r);
+    pushdev_close(t->pd);
+    store_close(t->st);
+    buf_fini(&t->rsp);
+    arena_fini(&t->a);
+    char p[160];
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s%s", t->path, sfx[i]);
+        unlink(p);
+    }
+    rmdir(t->dir);
+    free(t);
+    return 0;
+}
+
+struct req {
+    const char *to_user;   /* default "100" */
+    const char *from_user; /* default = to_user */
+    const char *to_host;   /* default DOMAIN */
+    const char *contacts;  /* full Contact header lines, or NULL */
+    const char *expires;   /* Expires header value or NULL */
+    const char *call_id;   /* default "cid-1" */
+    const char *extra;     /* extra header lines */
+    /* credentials */
+    bool auth;
+    const char *user;     /* Authorization username, default to_user */
+    const char *password; /* default "secret" + user */
+    const char *alg;      /* "SHA-256" (default) or "MD5" */
+    const char *nonce;    /* default t->nonce */
+    uint32_t nc;          /* default ++t->nc */
+    const char *raw_auth; /* whole Authorization header line instead */
+};
+
+/* Send one REGISTER; the response is parsed into t->m / t->status. */
+static int
+send_reg(struct t *t, const struct req *q)
+{
+    const char *to = q->to_user ? q->to_user : "100";
+    const char *from = q->from_user ? q->from_user : to;
+    const char *host = q->to_host ? q->to_host : DOMAIN;
+    const char *cid = q->call_id ? q->call_id : "cid-1";
+    char auth[1024] = "";
+
+    if (q->raw_auth) {
+        snprintf(auth, sizeof(auth), "%s", q->raw_auth);
+    } else if (q->auth) {
+        const char *user = q->user ? q->user : to;
+        char pw[64];
+        snprintf(pw, sizeof(pw), "secret%s", user);
+        const char *pass = q->password ? q->password : pw;
+        const char *alg = q->alg ? q->alg : "SHA-256";
+        enum sip_digest_alg a = sip_digest_alg_parse(slice_cstr(alg));
+        char ha1[65], resp[65], nc[9];
+        uint32_t ncv = q->nc ? q->nc : ++t->nc;
+        snprintf(nc, sizeof(nc), "%08x", ncv);
+        const char *nonce = q->nonce ? q->nonce : t->nonce;
+        sip_digest_ha1(a, slice_cstr(user), SLICE_LIT(REALM), slice_cstr(pass),
+                       ha1);
+        assert_int_equal(
+            sip_digest_response(a, slice_cstr(ha1), slice_cstr(nonce),
+                                slice_cstr(nc), SLICE_LIT("0a4f113b"),
+                                SLICE_LIT("auth"), SLICE_LIT("REGISTER"),
+                                SLICE_LIT("sip:" DOMAIN), SLICE_NULL, resp),
+            0);
+        snprintf(auth, sizeof(auth),
+                 "Authorization: Digest username=\"%s\", realm=\"%s\", "
+                 "nonce=\"%s\", uri=\"sip:%s\", response=\"%s\", "
+                 "algorithm=%s, cnonce=\"0a4f113b\", qop=auth, nc=%s\r\n",
+                 user, REALM, nonce, DOMAIN, resp, alg, nc);
+    }
+    char expires[64] = "";
+    if (q->expires)
+        snprintf(expires, sizeof(expires), "Expires: %s\r\n", q->expires);
+    char *msg = malloc(8192);
+    int n = snprintf(msg, 8192,
+                     "REGISTER sip:%s SIP/2.0\r\n"
+                     "Via: SIP/2.0/UDP 192.0.2.7:5062;branch=z9hG4bK%u\r\n"
+                     "Max-Forwards: 70\r\n"
+                     "From: <sip:%s@%s>;tag=f1\r\n"
+                     "To: <sip:%s@%s>\r\n"
+                     "Call-ID: %s\r\n"
+                     "CSeq: %u REGISTER\r\n"
+                     "%s%s%s%s"
+                     "Content-Length: 0\r\n\r\n",
+                     DOMAIN, t->cseq, from, host, to, host, cid, t->cseq,
+                     q->contacts ? q->contacts : "", expires, auth,
+                     q->extra ? q->extra : "");
+    t->cseq++;
+    struct arena a;
+    struct sip_msg req;
+    struct sip_error err;
+    arena_init(&a, SIP_MSG_ARENA_CAP);
+    assert_int_equal(sip_msg_parse(&req, msg, (size_t)n, &a, &err), 0);
+    buf_reset(&t->rsp);
+    int rc = reg_handle(t->r, &req, &t->src, &t->rsp);
+    arena_fini(&a);
+    free(msg);
+    assert_true(rc >= 100);
+    arena_reset(&t->a);
+    assert_int_equal(sip_msg_parse(&t->m, t->rsp.data, t->rsp.len, &t->a, &err),
+                     0);
+    assert_false(t->m.is_request);
+    assert_int_equal(t->m.status, rc);
+    t->status = rc;
+    /* Remember the first challenge's nonce for the next request. */
+    const struct sip_hdr *h = sip_msg_hdr(&t->m, SIP_HDR_WWW_AUTHENTICATE);
+    if (h) {
+        struct sip_auth ch;
+        const char *why;
+        assert_int_equal(sip_auth_parse(h->value, &ch, &why), 0);
+        slice_to_cstr(ch.nonce, t->nonce, sizeof(t->nonce));
+        t->nc = 0;
+    }
+    return rc;
+}
+
+static size_t
+contact_count(struct t *t)
+{
+    struct sip_hdr_iter it;
+    struct slice v;
+    size_t n = 0;
+    sip_hdr_iter_init(&it, &t->m, SIP_HDR_CONTACT);
+    while (sip_hdr_iter_next(&it, &v))
+        n++;
+    return n;
+}
+
+
+/* Challenge + authenticated REGISTER. */
+static int
+register_ok(struct t *t, struct req q)
+{
+    struct req first = q;
+    first.auth = false;
+    send_reg(t, &first);
+    if (t->status != 401)
+        return t->status;
+    q.auth = true;
+    return send_reg(t, &q);
+}
+
+#define TOK_A "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define TOK_F "fcm-token:APA91b_1"
+#define TOPIC_VOIP "TEAM.com.ex.app.voip"
+#define RING_S 30
+
+/* ---- fakes ------------------------------------------------------------- */
+
+static int
+fake_send(struct wake_job *j, const struct push_msg *m, void *arg)
+{
+    struct t *t = arg;
+    assert_true(t->nsent < 32);
+    struct sent *s = &t->sent[t->nsent++];
+    s->provider = m->provider;
+    snprintf(s->token, sizeof(s->token), "%s", m->token);
+    s->type = m->type;
+    snprintf(s->call_id, sizeof(s->call_id), "%s", m->call_id);
+    s->expires_at = m->expires_at_s;
+    s->job = j;
+    return 0;
+}
+
+static void
+fake_ringing(struct proxy_call *call, void *arg)
+{
+    (void)call;
+    ((struct t *)arg)->ringing++;
+}
+
+static bool
+fake_provisional(struct proxy_call *call, const char *uri, void *arg)
+{
+    (void)call;
+    (void)uri;
+    return ((struct t *)arg)->provisional;
+}
+
+static void
+fake_late(const struct reg_contact *b, const struct wake_late *info, void *arg)
+{
+    struct t *t = arg;
+    t->late++;
+    snprintf(t->late_reason, sizeof(t->late_reason), "%s", info->reason);
+    snprintf(t->late_uri, sizeof(t->late_uri), "%s", b->uri);
+}
+
+static uint64_t
+mono(void *arg)
+{
+    return ((struct t *)arg)->mono_ms;
+}
+
+/* Complete every push not yet completed, with status st. */
+static void
+complete_all(struct t *t, enum push_status st)
+{
+    for (size_t i = 0; i < t->nsent; i++) {
+        if (!t->sent[i].job)
+            continue;
+        struct push_result r = {
+            .status = st,
+            .provider = t->sent[i].provider,
+            .http_status = st == PUSH_DEAD_TOKEN ? 410 : 200,
+            .reason = st == PUSH_DEAD_TOKEN ? "Unregistered" : "",
+            .id = "x",
+            .attempts = 1,
+            .latency_us = 1500};
+        wake_job_done(t->sent[i].job, &r);
+        t->sent[i].job = NULL;
+    }
+}
+
+static void
+bind_cb(const char *ext, const struct reg_contact *c, size_t n, void *arg)
+{
+    struct t *t = arg;
+    if (t->w)
+        wake_on_register(t->w, ext, c, n);
+}
+
+static int
+wsetup(void **state)
+{
+    setup(state);
+    struct t *t = *state;
+    tq_init(&t->tq);
+    t->mono_ms = 1000;
+    struct wake_opts o = {
+        .devices = t->pd,
+        .reg = t->r,
+        .grace_ms = 500,
+        .ring_s = RING_S,
+        .ringing = true,
+        .recent_max = 4,
+        .ops = {.ringing = fake_ringing,
+                .branch_provisional = fake_provisional,
+                .late_cancel = fake_late,
+                .arg = t},
+        .send = fake_send,
+        .send_arg = t,
+        .clock_ms = fake_clock,
+        .clock_arg = t,
+    };
+    assert_int_equal(wake_new(&o, &t->w), 0);
+    wake_worker_set(t->w, 0, &t->tq, mono, t);
+    reg_set_bind_cb(t->r, bind_cb, t);
+    return 0;
+}
+
+static int
+wteardown(void **state)
+{
+    struct t *t = *state;
+    complete_all(t, PUSH_CANCELLED);
+    wake_worker_fini(t->w, 0);
+    wake_free(t->w);
+    t->w = NULL;
+    tq_fini(&t->tq);
+    return teardown(state);
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static int dummy_calls[8];
+
+static bool
+start_call(struct t *t, int k, const char *call_id, const char *callee)
+{
+    struct proxy_call_info info = {
+        .call = (struct proxy_call *)(void *)&dummy_calls[k],
+        .call_id = call_id,
+        .caller = "101",
+        .callee = callee,
+        .bindings = 0,
+        .worker = 0,
+    };
+    return wake_observer()->call_started(&info, t->w);
+}
+
+static void
+end_call(struct t *t, const char *call_id, const char *callee,
+         enum proxy_outcome o, const char *answered_by)
+{
+    struct proxy_call_record rec = {.outcome = o};
+    snprintf(rec.call_id, sizeof(rec.call_id), "%s", call_id);
+    snprintf(rec.callee, sizeof(rec.callee), "%s", callee);
+    snprintf(rec.caller, sizeof(rec.caller), "101");
+    snprintf(rec.answered_by, sizeof(rec.answered_by), "%s",
+             answered_by ? answered_by : "");
+    wake_observer()->call_ended(&rec, t->w);
+}
+
+static void
+advance(struct t *t, uint64_t ms)
+{
+    t->mono_ms += ms;
+    tq_run(&t->tq, t->mono_ms, 0);
+}
+
+static char contact_buf[512];
+
+static const char *
+pn_contact(const char *host, const char *prov, const char *prid,
+           const char *param, const char *transport)
+{
+    snprintf(contact_buf, sizeof(contact_buf),
+             "Contact: <sip:100@%s:5062;transport=%s;pn-provider=%s;"
+             "pn-prid=%s;pn-param=%s>\r\n",
+             host, transport, prov, prid, param);
+    return contact_buf;
+}
+
+/* Register the device (binding + push device), then background it. */
+static void
+device_background(struct t *t, const char *prov, const char *prid,
+                  const char *param)
+{
+    const char *c = pn_contact("192.0.2.7", prov, prid, param, "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = c, .expires = "0"}), 200);
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+/* Rule 5/6/7: no binding → pushed at once; cancelled → missed push; the
+ * VoIP device registering afterwards gets INVITE+CANCEL (cause=487),
+ * exactly once. */
+static void
+test_push_cancel_voip(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "apns", TOK_A, TOPIC_VOIP);
+    assert_int_equal(contact_count(t), 0);
+
+    assert_true(start_call(t, 0, "call-1", "100"));
+    assert_int_equal(t->nsent, 1);
+    assert_int_equal(t->sent[0].type, PUSH_CALL);
+    assert_int_equal(t->sent[0].provider, PUSH_APNS);
+    assert_string_equal(t->sent[0].token, TOK_A);
+    assert_int_equal(t->sent[0].expires_at, t->now_ms / 1000 + RING_S);
+    assert_int_equal(t->ringing, 1);
+    advance(t, 1000); /* no grace timer for a device without binding */
+    assert_int_equal(t->nsent, 1);
+
+    end_call(t, "call-1", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 2);
+    assert_int_equal(t->sent[1].type, PUSH_MISSED);
+    assert_string_equal(t->sent[1].call_id, "call-1");
+    assert_int_equal(t->sent[1].expires_at, 0);
+
+    /* The device wakes: challenged REGISTER first (nothing), then OK. */
+    const char *c = pn_contact("192.0.2.9", "apns", TOK_A, TOPIC_VOIP, "udp");
+    send_reg(t, &(struct req){.contacts = c});
+    assert_int_equal(t->status, 401);
+    assert_int_equal(t->late, 0);
+    assert_int_equal(send_reg(t, &(struct req){.contacts = c, .auth = true}),
+                     200);
+    assert_int_equal(t->late, 1);
+    assert_string_equal(t->late_reason, "SIP;cause=487");
+    assert_non_null(strstr(t->late_uri, "192.0.2.9"));
+    /* A refresh does not repeat it. */
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 1);
+    struct wake_stats st;
+    wake_stats_get(t->w, &st);
+    assert_int_equal(st.sent, 2);
+    assert_int_equal(st.late_cancels, 1);
+    assert_int_equal(st.pending_calls, 0);
+}
+
+/* FCM device: missed push, and registering afterwards gets nothing. Also
+ * a VoIP device registering after its push expired gets nothing. */
+static void
+test_push_cancel_fcm_and_expiry(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "fcm", TOK_F, "proj");
+    assert_true(start_call(t, 0, "call-2", "100"));
+    end_call(t, "call-2", "100", PROXY_OUT_NO_ANSWER, NULL);
+    assert_int_equal(t->nsent, 2);
+    assert_int_equal(t->sent[0].provider, PUSH_FCM);
+    assert_int_equal(t->sent[1].type, PUSH_MISSED);
+    const char *c = pn_contact("192.0.2.9", "fcm", TOK_F, "proj", "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 0);
+
+    /* VoIP, but too late. */
+    device_background(t, "apns", TOK_A, TOPIC_VOIP);
+    assert_true(start_call(t, 1, "call-3", "100"));
+    end_call(t, "call-3", "100", PROXY_OUT_CANCELLED, NULL);
+    t->now_ms += (RING_S + 5) * 1000LL;
+    c = pn_contact("192.0.2.9", "apns", TOK_A, TOPIC_VOIP, "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 0);
+}
+
+/* Rule 3: live TCP binding → no push, nothing held. */
+static void
+test_live_tcp(void **state)
+{
+    struct t *t = *state;
+    t->src.transport = REG_TP_TCP;
+    t->src.flow_id = 42;
+    const char *c = pn_contact("192.0.2.7", "fcm", TOK_F, "proj", "tcp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_false(start_call(t, 0, "call-4", "100"));
+    advance(t, 2000);
+    assert_int_equal(t->nsent, 0);
+    assert_int_equal(t->ringing, 0);
+    end_call(t, "call-4", "100", PROXY_OUT_ANSWERED, "sip:x");
+    assert_int_equal(t->nsent, 0);
+    struct wake_stats st;
+    wake_stats_get(t->w, &st);
+    assert_int_equal(st.suppressed_live, 1);
+}
+
+/* Rule 3/8: UDP binding; a provisional within the grace time → no push;
+ * a silent branch → pushed after the grace time, not before. */
+static void
+test_udp_grace(void **state)
+{
+    struct t *t = *state;
+    const char *c = pn_contact("192.0.2.7", "fcm", TOK_F, "proj", "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+
+    t->provisional = true;
+    assert_true(start_call(t, 0, "call-5", "100"));
+    assert_int_equal(t->nsent, 0);
+    advance(t, 600);
+    assert_int_equal(t->nsent, 0);
+    end_call(t, "call-5", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 0); /* never pushed: no missed push */
+
+    t->provisional = false;
+    assert_true(start_call(t, 1, "call-6", "100"));
+    advance(t, 499);
+    assert_int_equal(t->nsent, 0);
+    advance(t, 1);
+    assert_int_equal(t->nsent, 1);
+    assert_int_equal(t->sent[0].type, PUSH_CALL);
+    assert_int_equal(t->ringing, 1);
+    struct wake_stats st;
+    wake_stats_get(t->w, &st);
+    assert_int_equal(st.suppressed_grace, 1);
+    /* A call ending before its grace timer fires pushes nothing. */
+    assert_true(start_call(t, 2, "call-7", "100"));
+    end_call(t, "call-7", "100", PROXY_OUT_CANCELLED, NULL);
+    advance(t, 1000);
+    assert_int_equal(t->nsent, 1);
+    end_call(t, "call-6", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 2);
+}
+
+/* Rule 6: answered on another device → answered_elsewhere; the woken
+ * device that answered itself gets nothing; a woken VoIP device is not
+ * INVITE+CANCELled later (the proxy CANCELs its branch). */
+static void
+test_answered(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "apns", TOK_A, TOPIC_VOIP);
+    assert_true(start_call(t, 0, "call-8", "100"));
+    end_call(t, "call-8", "100", PROXY_OUT_ANSWERED, "sip:100@192.0.2.50");
+    assert_int_equal(t->nsent, 2);
+    assert_int_equal(t->sent[1].type, PUSH_ANSWERED_ELSEWHERE);
+    const char *c = pn_contact("192.0.2.9", "apns", TOK_A, TOPIC_VOIP, "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 1);
+    assert_string_equal(t->late_reason,
+                        "SIP;cause=200;text=\"Call completed elsewhere\"");
+
+    /* Woken during the call and answered on it: no more pushes. */
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = c, .expires = "0"}), 200);
+    assert_true(start_call(t, 1, "call-9", "100"));
+    assert_int_equal(t->nsent, 3);
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    char uri[256];
+    snprintf(uri, sizeof(uri),
+             "sip:100@192.0.2.9:5062;transport=udp;pn-provider=apns;"
+             "pn-prid=%s;pn-param=%s",
+             TOK_A, TOPIC_VOIP);
+    end_call(t, "call-9", "100", PROXY_OUT_ANSWERED, uri);
+    assert_int_equal(t->nsent, 3);
+    struct wake_stats st;
+    wake_stats_get(t->w, &st);
+    assert_int_equal(st.woken, 1);
+    /* Woken + cancelled elsewhere: no late INVITE+CANCEL either. */
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = c, .expires = "0"}), 200);
+    assert_true(start_call(t, 2, "call-10", "100"));
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    end_call(t, "call-10", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 5); /* call + missed */
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 1);
+}
+
+/* Max 2 devices: both pushed; two calls to one device: one push each;
+ * one call never pushes one device twice (grace + no-binding paths). */
+static void
+test_two_devices_two_calls(void **state)
+{
+    struct t *t = *state;
+    for (int i = 0; i < 2; i++) {
+        char c[256], cid[16], tok[32];
+        snprintf(tok, sizeof(tok), "tok-%d", i);
+        snprintf(c, sizeof(c),
+                 "Contact: <sip:101@192.0.2.%d:5062;pn-provider=fcm;"
+                 "pn-prid=%s;pn-param=proj>\r\n",
+                 10 + i, tok);
+        snprintf(cid, sizeof(cid), "c101-%d", i);
+        assert_int_equal(register_ok(t, (struct req){.to_user = "101",
+                                                     .call_id = cid,
+                                                     .contacts = c,
+                                                     .expires = "0"}),
+                         200);
+    }
+    assert_true(start_call(t, 0, "call-11", "101"));
+    assert_true(start_call(t, 1, "call-12", "101"));
+    assert_int_equal(t->nsent, 4);
+    advance(t, 5000);
+    assert_int_equal(t->nsent, 4);
+    assert_int_equal(t->ringing, 2); /* one 180 per call */
+    assert_string_not_equal(t->sent[0].token, t->sent[1].token);
+    assert_string_equal(t->sent[2].call_id, "call-12");
+}
+
+/* Dead token removes the device; results land in the bounded ring. */
+static void
+test_dead_token_and_recent(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "fcm", TOK_F, "proj");
+    assert_true(start_call(t, 0, "call-13", "100"));
+    complete_all(t, PUSH_DEAD_TOKEN);
+    struct pushdev d;
+    assert_false(pushdev_match(t->pd, "100", "fcm", TOK_F, "", &d));
+    end_call(t, "call-13", "100", PROXY_OUT_CANCELLED, NULL);
+    complete_all(t, PUSH_DELIVERED);
+    /* The next call finds no device: nothing held, nothing sent. */
+    assert_false(start_call(t, 1, "call-14", "100"));
+    assert_int_equal(t->nsent, 2);
+
+    struct wake_push_entry e[8];
+    assert_int_equal(wake_recent(t->w, e, 8), 2);
+    assert_string_equal(e[0].type, "missed");
+    assert_string_equal(e[0].result, "delivered");
+    assert_string_equal(e[1].type, "call");
+    assert_string_equal(e[1].result, "dead_token");
+    assert_int_equal(e[1].http_status, 410);
+    assert_string_equal(e[1].token, "ken:APA91b_1"); /* last 12 chars */
+    assert_string_equal(e[1].ext, "100");
+    struct wake_stats st;
+    wake_stats_get(t->w, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 1);
+    /* Bounded: 4 entries at most, newest first. */
+    device_background(t, "fcm", TOK_F, "proj");
+    for (int i = 0; i < 3; i++) {
+        char cid[16];
+        snprintf(cid, sizeof(cid), "call-r%d", i);
+        assert_true(start_call(t, 2, cid, "100"));
+        end_call(t, cid, "100", PROXY_OUT_CANCELLED, NULL);
+    }
+    complete_all(t, PUSH_DELIVERED);
+    assert_int_equal(wake_recent(t->w, e, 8), 4);
+    assert_string_equal(e[0].call_id, "call-r2");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_push_cancel_voip, wsetup,
+                                        wteardown),
+        cmocka_unit_test_setup_teardown(test_push_cancel_fcm_and_expiry, wsetup,
+                                        wteardown),
+        cmocka_unit_test_setup_teardown(test_live_tcp, wsetup, wteardown),
+        cmocka_unit_test_setup_teardown(test_udp_grace, wsetup, wteardown),
+        cmocka_unit_test_setup_teardown(test_answered, wsetup, wteardown),
+        cmocka_unit_test_setup_teardown(test_two_devices_two_calls, wsetup,
+                                        wteardown),
+        cmocka_unit_test_setup_teardown(test_dead_token_and_recent, wsetup,
+                                        wteardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
