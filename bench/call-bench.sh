@@ -2,7 +2,7 @@
 # call-bench: complete calls (INVITE with 407 digest auth, 180, 200, ACK,
 # BYE) through SIPp, pushpbx and
 # Kamailio measured by the same driver in the same run
-# (/work/shared/bench/kamailio/run-load.sh; see its README for the method:
+# (../shared/bench/kamailio/run-load.sh; see its README for the method:
 # step load, highest rate with < 0.1 % failed calls and retransmissions).
 #
 #   bench/call-bench.sh [BUILD_DIR]         (default: build, from `make build`)
@@ -19,7 +19,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 BIN="$BUILD/src/app/pushpbx"
-KAM=${KAM_DIR:-/work/shared/bench/kamailio}
+KAM=${KAM_DIR:-$ROOT/../shared/bench/kamailio}
 PORT=${PBX_PORT:-5080}
 WORKERS=${PBX_WORKERS:-2}
 STAMP=$(date -u +%Y%m%d-%H%M%S)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # register-bench: REGISTER with digest auth through SIPp, pushpbx and
 # Kamailio measured by the same driver in the same run
-# (/work/shared/bench/kamailio/run-load.sh; see its README for the method:
+# (../shared/bench/kamailio/run-load.sh; see its README for the method:
 # step load, highest rate with < 0.1 % failed calls and retransmissions).
 #
 #   bench/register-bench.sh [BUILD_DIR]     (default: build, from `make build`)
@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 BIN="$BUILD/src/app/pushpbx"
-KAM=${KAM_DIR:-/work/shared/bench/kamailio}
+KAM=${KAM_DIR:-$ROOT/../shared/bench/kamailio}
 PORT=${PBX_PORT:-5080}
 WORKERS=${PBX_WORKERS:-2}
 STAMP=$(date -u +%Y%m%d-%H%M%S)

@@ -20,6 +20,7 @@
 #include "admin/admin.h"
 #include "base/buf.h"
 #include "base/xmalloc.h"
+#include "registrar/reg.h"
 
 int
 admin_random_hex(char *out, size_t nbytes)
@@ -58,19 +59,7 @@ admin_bearer_ok(const char *header, const char *token)
 bool
 admin_number_ok(const char *n)
 {
-    size_t len = n ? strlen(n) : 0;
-
-    if (len == 0 || len > 32)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = n[i];
-        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                  (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.' ||
-                  c == '+';
-        if (!ok)
-            return false;
-    }
-    return true;
+    return reg_ext_number_valid(n);
 }
 
 void

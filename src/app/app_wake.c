@@ -184,12 +184,22 @@ app_wake_close(struct app_wake *aw)
 /* ---- admin ----------------------------------------------------------------
  */
 
+/* id: provider and the first 16 characters of the token, so the admin can
+ * name a device without the listing carrying a usable token. */
+static void
+device_id(const struct pushdev *d, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s:%.16s", d->provider, d->prid);
+}
+
 static void
 device_json(const struct pushdev *d, void *arg)
 {
+    char id[40];
+    device_id(d, id, sizeof(id));
     json_array_append_new(
         arg, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "ext",
-                       d->ext, "id", d->prid, "provider", d->provider, "token",
+                       d->ext, "id", id, "provider", d->provider, "token",
                        d->prid, "param", d->param, "instance", d->instance,
                        "created_at", (json_int_t)d->created_at, "last_seen_at",
                        (json_int_t)d->last_seen));
@@ -233,11 +243,15 @@ device_del(void *arg, const char *ext, const char *id)
     if (!id) {
         n = pushdev_remove_ext(aw->devices, ext);
     } else {
-        struct pushdev d;
-        if (!pushdev_match(aw->devices, ext, "apns", id, NULL, &d) &&
-            !pushdev_match(aw->devices, ext, "fcm", id, NULL, &d))
-            return -ENOENT;
-        n = pushdev_remove_token(aw->devices, d.provider, d.prid);
+        struct pushdev d[PUSHDEV_MAX_PER_EXT];
+        size_t k = pushdev_find_ext(aw->devices, ext, d, PUSHDEV_MAX_PER_EXT);
+        n = 0;
+        for (size_t i = 0; i < k && n == 0; i++) {
+            char did[40];
+            device_id(&d[i], did, sizeof(did));
+            if (strcmp(did, id) == 0)
+                n = pushdev_remove_token(aw->devices, d[i].provider, d[i].prid);
+        }
     }
     return n < 0 ? n : n == 0 ? -ENOENT : 0;
 }

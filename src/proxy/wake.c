@@ -214,14 +214,12 @@ recent_add(struct wake *w, const struct wake_job *j,
            const struct push_result *r)
 {
     struct wake_push_entry e;
-    size_t tl = strlen(j->token);
-
     memset(&e, 0, sizeof(e));
     e.time_ms = wall_ms(w);
     copy_str(e.call_id, sizeof(e.call_id), j->call_id);
     copy_str(e.ext, sizeof(e.ext), j->to);
     copy_str(e.provider, sizeof(e.provider), push_provider_name(j->m.provider));
-    copy_str(e.token, sizeof(e.token), j->token + (tl > 12 ? tl - 12 : 0));
+    snprintf(e.token, sizeof(e.token), "%.8s", j->token);
     copy_str(e.type, sizeof(e.type), push_type_name(j->m.type));
     copy_str(e.result, sizeof(e.result), push_status_name(r->status));
     e.http_status = r->http_status;

@@ -152,8 +152,9 @@ struct wake_push_entry {
     char call_id[64];
     char ext[33];
     char provider[8];
-    char token[16];  /* last 12 characters of the token: enough to tell
-                        devices apart, useless to send pushes */
+    char token[16];  /* first 8 characters of the token (as the admin
+                        shows devices): tells devices apart, useless to
+                        send pushes */
     char type[24];   /* call, missed, answered_elsewhere */
     char result[24]; /* delivered, dead_token, ... */
     long http_status;

@@ -366,8 +366,8 @@ reg_free(struct reg *r)
 
 /* ---- extensions ------------------------------------------------------- */
 
-static bool
-number_ok(const char *n)
+bool
+reg_ext_number_valid(const char *n)
 {
     size_t len = n ? strlen(n) : 0;
 
@@ -405,7 +405,7 @@ int
 reg_ext_set(struct reg *r, const char *number, const char *display,
             const char *password, bool enabled, unsigned max_push_devices)
 {
-    if (!number_ok(number) || !password || !password[0])
+    if (!reg_ext_number_valid(number) || !password || !password[0])
         return -EINVAL;
     char md5[65], sha[65];
     sip_digest_ha1(SIP_DIGEST_MD5, slice_cstr(number), slice_cstr(r->realm),
@@ -475,7 +475,7 @@ load_ext_cb(const struct store_ext *se, void *arg)
 {
     struct reg *r = arg;
 
-    if (!number_ok(se->number)) {
+    if (!reg_ext_number_valid(se->number)) {
         log_warn("registrar", "store: skipping bad extension number");
         return 0;
     }

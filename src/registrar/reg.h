@@ -117,6 +117,10 @@ void reg_free(struct reg *r);
  * another realm are kept but cannot authenticate until re-imported. */
 int reg_load(struct reg *r);
 
+/* Is number a valid extension number: 1..32 characters of
+ * [0-9A-Za-z_.+-]? (NULL is not.) Any thread. */
+bool reg_ext_number_valid(const char *number);
+
 /* Create or update an extension: HA1 for MD5 and SHA-256 are computed from
  * password and the realm (password is not kept). number: digits/letters
  * ("100"), 1..32 chars. Persisted. Returns 0 or -EINVAL. Any thread. */

@@ -45,7 +45,7 @@ level = info
 def vector(name):
     """Path of an RFC 4475 torture message (repo copy, else shared data)."""
     for d in (os.path.join(SOURCE_DIR, "tests", "unit", "sip", "vectors"),
-              "/work/shared/data/rfc4475"):
+              os.path.join(SOURCE_DIR, "..", "shared", "data", "rfc4475")):
         p = os.path.join(d, name + ".dat")
         if os.path.exists(p):
             return p

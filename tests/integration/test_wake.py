@@ -543,7 +543,8 @@ class Phone:
         with self.lock:
             return [m for m in self.log if "status" in m and
                     hget(m, "call-id") == call["call_id"] and
-                    "INVITE" in hget(m, "cseq")]
+                    hget(m, "cseq").split() == [str(call["cseq"]),
+                                                "INVITE"]]
 
     def wait_call_status(self, call, pred, timeout):
         end = time.time() + timeout
