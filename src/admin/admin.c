@@ -388,9 +388,19 @@ ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
     return send_json(c, MHD_HTTP_CREATED, out);
 }
 
-/* PATCH: the registrar re-hashes on every change and keeps no password,
- * so changing name/enabled needs the password in the same request
- * (reg_ext_update, keeping the HA1 values, is requested in the report). */
+/* The extension's push-device limit, kept when credentials change. */
+static unsigned
+cur_max_push(struct admin *a, const char *number)
+{
+    struct reg_ext_info info;
+
+    return reg_ext_get(a->reg, number, &info) == 0 ? info.max_push_devices
+                                                   : 1;
+}
+
+/* PATCH: name, enabled and max_push_devices change in place (the
+ * registrar keeps the HA1 values); a password in the body re-sets the
+ * credentials too. */
 static enum MHD_Result
 ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
            const struct ext_info *cur)
@@ -401,7 +411,7 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     json_t *j = parse_body(c, rq, &ret), *v;
     const char *why, *bad, *name = cur->display;
     bool enabled = cur->enabled;
-    unsigned maxdev = 1;
+    unsigned maxdev = cur_max_push(a, cur->number);
 
     if (!j)
         return ret;
@@ -435,11 +445,19 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     }
     v = json_object_get(j, "password");
     if (!v) {
+        /* Name, enabled flag, push limit: the credentials stay. */
+        if (reg_ext_update(a->reg, cur->number, name, enabled, maxdev) < 0) {
+            json_decref(j);
+            return send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
+                              NULL);
+        }
+        struct ext_info e = *cur;
+        e.display = (char *)name;
+        e.enabled = enabled;
+        json_t *out = ext_json(&e);
         json_decref(j);
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
-                          "required: the registrar stores only hashes, so "
-                          "every change re-sets the password",
-                          "password");
+        log_notice("admin", "extension updated ext=%s", cur->number);
+        return send_json(c, MHD_HTTP_OK, out);
     }
     if ((why = check_password(v))) {
         json_decref(j);
@@ -477,7 +495,8 @@ set_new_password(struct admin *a, const struct ext_info *cur, char *pw,
 
     if (gen_password(pw, pwlen) < 0)
         return -EIO;
-    if (reg_ext_set(a->reg, cur->number, cur->display, pw, cur->enabled, 1) < 0)
+    if (reg_ext_set(a->reg, cur->number, cur->display, pw, cur->enabled,
+                    cur_max_push(a, cur->number)) < 0)
         return -EINVAL;
     if (admin_prov_by_ext(a->prov, cur->number, &row) == 0) {
         snprintf(row.password, sizeof(row.password), "%s", pw);
@@ -754,7 +773,7 @@ prov_create(struct admin *a, struct MHD_Connection *c, const struct ext_info *e)
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness",
                           NULL);
     if (reg_ext_set(a->reg, e->number, e->display, row.password, e->enabled,
-                    1) < 0 ||
+                    cur_max_push(a, e->number)) < 0 ||
         admin_prov_put(a->prov, &row) < 0) {
         explicit_bzero(&row, sizeof(row));
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,

@@ -236,6 +236,51 @@ list_pushes(void *arg, json_t *items)
 }
 
 static int
+list_wakeups(void *arg, json_t *items)
+{
+    struct app_wake *aw = arg;
+    enum { CAP = 1000 }; /* the page shows a screenful; bounded copy */
+    struct wake_pending *e = xcalloc(CAP, sizeof(*e));
+    size_t n = wake_pending_list(aw->wake, e, CAP);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            items,
+            json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "ext", e[i].callee,
+                      "call_id", e[i].call_id, "from", e[i].caller, "since",
+                      (json_int_t)(e[i].since_ms / 1000), "expires_at",
+                      (json_int_t)e[i].expires_at, "devices",
+                      (json_int_t)e[i].pushed, "woken",
+                      (json_int_t)e[i].woken));
+    free(e);
+    return 0;
+}
+
+_Static_assert(WAKE_LATENCY_BUCKETS == ADMIN_LATENCY_BUCKETS,
+               "wake and admin latency histograms must match");
+
+/* Push counters for /metrics. Calls and SIP message counters belong to
+ * other rooms and stay zero here. */
+static void
+counters(void *arg, struct admin_counters *out)
+{
+    struct app_wake *aw = arg;
+    struct wake_stats st;
+
+    wake_stats_get(aw->wake, &st);
+    out->push_devices = pushdev_count(aw->devices);
+    out->pending_wakeups = st.pending_calls;
+    for (int p = 0; p < 2; p++) {
+        out->pushes_sent[p] = st.delivered_by[p]; /* "accepted" */
+        out->pushes_failed[p] = st.failed_by[p];
+        out->pushes_dead[p] = st.dead_by[p];
+    }
+    for (size_t i = 0; i < ADMIN_LATENCY_BUCKETS; i++)
+        out->push_latency_bucket[i] = st.latency_le[i];
+    out->push_latency_count = st.latency_count;
+    out->push_latency_sum_s = st.latency_sum_s;
+}
+
+static int
 device_del(void *arg, const char *ext, const char *id)
 {
     struct app_wake *aw = arg;
@@ -266,6 +311,9 @@ app_wake_admin(struct admin_sources *src, struct admin_push_info *push)
     src->list_devices = list_devices;
     src->list_pushes = list_pushes;
     src->device_del = device_del;
+    src->list_wakeups = list_wakeups;
+    if (!src->counters)
+        src->counters = counters;
     if (aw->fcm_project[0])
         push->fcm_project_id = aw->fcm_project;
     if (aw->ac->enabled) {

@@ -13,7 +13,9 @@
  *   other known methods addressed to the server itself
  *                      405 with Allow
  *   unknown methods    501 with Allow
- *   failed checks      416, 420 + Unsupported, 400 (sip_request_check)
+ *   failed checks      416, 420 + Unsupported, 400 (sip_request_check);
+ *                      for requests the proxy forwards, 420 only for
+ *                      Proxy-Require (Require is the callee's, §16.3)
  *   parse failures     the parser's status and reason, stateless
  */
 #include "app/core.h"
@@ -82,18 +84,66 @@ reply(struct core *c, struct txn *t, const struct sip_msg *req,
              src_text(src, where, sizeof(where)));
 }
 
-/* 420: list what we do not support in Unsupported (RFC 3261 §8.2.2.3). */
+/* Is option tag one of CORE_SUPPORTED (comma-separated)? */
+static bool
+tag_supported(struct slice tag)
+{
+    struct slice rest = SLICE_LIT(CORE_SUPPORTED);
+
+    while (rest.len) {
+        const char *comma = memchr(rest.ptr, ',', rest.len);
+        size_t n = comma ? (size_t)(comma - rest.ptr) : rest.len;
+
+        if (slice_eq_nocase(slice_trim(slice_make(rest.ptr, n)), tag))
+            return true;
+        rest = comma ? slice_make(comma + 1, rest.len - n - 1) : SLICE_NULL;
+    }
+    return false;
+}
+
+/* The Proxy-Require tags of req we do not support, without duplicates
+ * (at most cap into out); returns how many were stored. A proxy checks
+ * only these: Require is for the UAS at the end (RFC 3261 §16.3 item 6),
+ * so an INVITE with "Require: 100rel" must reach the callee. */
+static size_t
+proxy_require_unsupported(const struct sip_msg *req, struct slice *out,
+                          size_t cap)
+{
+    struct sip_hdr_iter it;
+    struct slice tag;
+    size_t n = 0;
+
+    sip_hdr_iter_init(&it, req, SIP_HDR_PROXY_REQUIRE);
+    while (n < cap && sip_hdr_iter_next(&it, &tag)) {
+        bool dup = false;
+
+        if (tag.len == 0 || tag_supported(tag))
+            continue;
+        for (size_t i = 0; i < n; i++)
+            dup = dup || slice_eq_nocase(out[i], tag);
+        if (!dup)
+            out[n++] = tag;
+    }
+    return n;
+}
+
+/* 420: list what we do not support in Unsupported (RFC 3261 §8.2.2.3).
+ * proxied: the request is one we forward, so only Proxy-Require counts. */
 static void
 reply_unsupported(struct core *c, struct txn *t, const struct sip_msg *req,
-                  const struct tp_src *src, const struct sip_error *err)
+                  const struct tp_src *src, const struct sip_error *err,
+                  bool proxied)
 {
     struct slice tags[CORE_MAX_UNSUPPORTED];
     struct buf extra;
     size_t n;
 
     buf_init(&extra, 4096);
-    n = sip_unsupported_tags(req, SLICE_LIT(CORE_SUPPORTED), tags,
-                             CORE_MAX_UNSUPPORTED);
+    if (proxied)
+        n = proxy_require_unsupported(req, tags, CORE_MAX_UNSUPPORTED);
+    else
+        n = sip_unsupported_tags(req, SLICE_LIT(CORE_SUPPORTED), tags,
+                                 CORE_MAX_UNSUPPORTED);
     if (n > CORE_MAX_UNSUPPORTED)
         n = CORE_MAX_UNSUPPORTED;
     for (size_t i = 0; i < n; i++)
@@ -156,14 +206,22 @@ core_on_request(struct txn_table *tt, struct txn *t, const struct sip_msg *req,
         c->stats.acks_absorbed++;
         return;
     }
-    if (sip_request_check(req, SLICE_LIT(CORE_SUPPORTED), &err) < 0) {
+    /* A request we forward is checked as a proxy does (§16.3): its
+     * Require tags are the callee's business, only Proxy-Require is ours.
+     * sip_request_check() reports 420 last, so every other check passed
+     * when it says 420. */
+    bool proxied = c->proxy && proxy_wants(req);
+    struct slice ptag;
+    if (sip_request_check(req, SLICE_LIT(CORE_SUPPORTED), &err) < 0 &&
+        (err.status != 420 || !proxied ||
+         proxy_require_unsupported(req, &ptag, 1) > 0)) {
         if (err.status == 420)
-            reply_unsupported(c, t, req, src, &err);
+            reply_unsupported(c, t, req, src, &err, proxied);
         else
             reply(c, t, req, src, err.status, err.reason, "");
         return;
     }
-    if (c->proxy && proxy_wants(req)) {
+    if (proxied) {
         proxy_on_request(c->proxy, t, req, src);
         return;
     }

@@ -47,7 +47,7 @@ struct daemon {
     struct reg *reg;     /* shared by every worker's core */
     uv_timer_t expire;   /* reg_expire() once a second */
     struct proxy_shared *proxy; /* calls: shared part of the proxy */
-    struct admin *admin; /* admin HTTP server (own thread); may be NULL */
+    struct admin *admin;   /* admin HTTP server (own thread); may be NULL */
     struct app_wake *wake; /* push devices, push thread, wake-ups */
 };
 
@@ -452,7 +452,7 @@ main(int argc, char **argv)
         status = app_wake_open(cfg, d.reg, d.proxy, &d.wake);
     if (status == 0)
         status = run_daemon(&d, ready_file);
-    app_wake_close(d.wake); /* after the workers: joins the push thread */
+    app_wake_close(d.wake);     /* after the workers: joins the push thread */
     proxy_shared_free(d.proxy); /* after every worker has stopped */
     registrar_close(&d);
     /* Run close callbacks of the signal handles, then free the loop. */

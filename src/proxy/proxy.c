@@ -13,9 +13,16 @@
  * every 2xx is relayed at once and CANCELs the other branches; a 6xx
  * CANCELs the others; other finals are kept (the best by
  * proxy_status_better) until every branch is final, then the best goes
- * upstream (503 as 500; none at all as 408). The ring timeout, caller
+ * upstream (503 as 500; none at all as 408; a 401/407 with the
+ * challenges of every branch's 401/407, step 7). The ring timeout, caller
  * CANCEL and 2xx are decided at once (the caller does not wait for the
- * cancelled branches' 487s); late branch responses are then dropped.
+ * cancelled branches' 487s); late non-2xx branch responses are then
+ * dropped, but a late 2xx is still relayed (statelessly once the server
+ * transaction has sent its non-2xx final or is gone: RFC 6026).
+ *
+ * Workers: a branch whose TCP flow lives on another worker is written
+ * there through tp's relay (relay_send); its responses come back by the
+ * branch's worker index (proxy_steer).
  *
  * Record-Route: one entry "<sip:us;lr;pp-fa=F;pp-fb=G>" per branch, where
  * F is the caller's TCP flow and G the branch's (0 for UDP). An in-dialog
@@ -51,7 +58,9 @@ struct branch {
     struct txn *ct; /* NULL before start and after TERMINATED */
     int status;     /* final status (received or synthesised), 0 = none */
     bool provisional, cancelled, started;
-    char *uri; /* Contact URI (owned) */
+    char *uri;       /* Contact URI (owned) */
+    char *auth;      /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
+    size_t auth_len; /* bytes in auth */
 };
 
 struct proxy_call {
@@ -67,7 +76,9 @@ struct proxy_call {
     int best_status;
     char *best; /* forwarded bytes of the best non-2xx final (owned) */
     size_t best_len;
-    uint64_t flow_a; /* caller's TCP flow, 0 for UDP */
+    struct branch *best_br; /* the branch whose bytes best holds */
+    struct tp_src src_a;    /* the caller's request source (late 2xx) */
+    uint64_t flow_a;        /* caller's TCP flow, 0 for UDP */
     bool caller_tcp;
     struct proxy_call_record rec;
     size_t nbr;
@@ -128,6 +139,34 @@ hostport(const struct proxy *p, const struct tp_listen_spec *s, char *out,
         tp_addr_format(&s->addr, out, cap);
 }
 
+/* tp relay (tp.h): a send on a TCP flow that another worker owns, e.g. a
+ * branch to a callee whose registered connection is on worker 1 while the
+ * call lives on worker 0 (its caller's connection is there). The bytes go
+ * to the owner's inbox and it writes them on the flow, so a NAT'd TCP
+ * phone is reached over its own connection; the callee's responses then
+ * arrive on the owner and proxy_steer hands them back to us by the
+ * branch's worker index. Our transaction keeps timer B: a failed write
+ * over there shows as a timeout here. */
+static int
+relay_send(struct tp *tp, unsigned w, const struct tp_dest *dst,
+           const struct slice *parts, size_t count, void *arg)
+{
+    struct proxy *p = arg;
+    int rc = -ENOENT;
+
+    (void)tp;
+    if (w >= TP_MAX_WORKERS || w == p->worker)
+        return -EINVAL;
+    pthread_mutex_lock(&p->sh->lock);
+    struct proxy *o = p->sh->workers[w];
+    if (o)
+        rc = tp_post_send(o->tp, dst, parts, count);
+    pthread_mutex_unlock(&p->sh->lock);
+    if (rc == 0)
+        p->stats.steered++;
+    return rc;
+}
+
 int
 proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
           struct proxy **out)
@@ -167,6 +206,7 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
                      p->rr_host[0] ? p->rr_host : sh->domain);
     sh->workers[w] = p;
     pthread_mutex_unlock(&sh->lock);
+    tp_set_relay(tp, relay_send, p);
     *out = p;
     return 0;
 }
@@ -188,6 +228,7 @@ proxy_free(struct proxy *p)
 
     if (!p)
         return;
+    tp_set_relay(p->tp, NULL, NULL);
     pthread_mutex_lock(&p->sh->lock);
     p->sh->workers[p->worker] = NULL;
     list_for_each_safe(n, tmp, &p->notes)
@@ -526,8 +567,10 @@ call_free(struct proxy_call *c)
     tq_cancel(&c->ring);
     if (list_linked(&c->node))
         list_remove(&c->node);
-    for (size_t i = 0; i < c->nbr; i++)
+    for (size_t i = 0; i < c->nbr; i++) {
         free(c->br[i].uri);
+        free(c->br[i].auth);
+    }
     free(c->best);
     free(c);
 }
@@ -537,6 +580,84 @@ call_unref(struct proxy_call *c)
 {
     if (--c->refs == 0)
         call_free(c);
+}
+
+/* Send the stored best response upstream. §16.7 step 7: a 401/407 carries
+ * every WWW-Authenticate and Proxy-Authenticate value of all the branches'
+ * 401/407 responses (unchanged), so the caller can answer each device's
+ * challenge in one go; the best one's own are already in its bytes, the
+ * others' go in before the blank line (our builder always ends the
+ * headers with "Content-Length: N\r\n\r\n", so the first CRLFCRLF is
+ * the end of the headers). Too big to merge: the best alone. */
+static void
+send_best(struct proxy_call *c, int status)
+{
+    struct slice bytes = slice_make(c->best, c->best_len);
+    const char *end = NULL;
+    size_t extra = 0;
+    struct buf m;
+
+    if (status == 401 || status == 407)
+        for (size_t i = 0; i < c->nbr; i++)
+            if (&c->br[i] != c->best_br)
+                extra += c->br[i].auth_len;
+    if (extra)
+        end = memmem(c->best, c->best_len, "\r\n\r\n", 4);
+    if (!end) {
+        (void)txn_respond(c->st, status, bytes);
+        return;
+    }
+    size_t head = (size_t)(end - c->best) + 2;
+    int rc;
+    buf_init(&m, SIP_MAX_MSG_LEN);
+    rc = buf_append(&m, c->best, head);
+    for (size_t i = 0; i < c->nbr && rc == 0; i++)
+        if (&c->br[i] != c->best_br && c->br[i].auth_len)
+            rc = buf_append(&m, c->br[i].auth, c->br[i].auth_len);
+    if (rc == 0)
+        rc = buf_append(&m, c->best + head, c->best_len - head);
+    (void)txn_respond(c->st, status, rc == 0 ? buf_slice(&m) : bytes);
+    buf_fini(&m);
+}
+
+/* Keep the challenge lines of a branch's 401/407 for send_best. */
+static void
+keep_challenges(struct branch *b, const struct sip_msg *rsp)
+{
+    struct buf lines;
+
+    buf_init(&lines, SIP_MAX_MSG_LEN);
+    for (size_t i = 0; i < rsp->hdr_count; i++) {
+        const struct sip_hdr *h = &rsp->hdrs[i];
+        if (h->id == SIP_HDR_WWW_AUTHENTICATE ||
+            h->id == SIP_HDR_PROXY_AUTHENTICATE)
+            (void)buf_printf(&lines, SLICE_FMT ": " SLICE_FMT "\r\n",
+                             SLICE_ARG(h->name), SLICE_ARG(h->value));
+    }
+    free(b->auth);
+    b->auth = NULL;
+    b->auth_len = lines.len;
+    if (lines.len) {
+        b->auth = xmalloc(lines.len);
+        memcpy(b->auth, lines.data, lines.len);
+    }
+    buf_fini(&lines);
+}
+
+/* A 2xx the server transaction cannot send any more: the caller already
+ * got our non-2xx final (CANCEL or ring timeout raced the answer) or the
+ * transaction is gone. RFC 3261 §16.7 step 5 / RFC 6026: every 2xx goes
+ * upstream anyway, statelessly to where the INVITE came from; the
+ * caller's UA ACKs and BYEs the dialog it does not want. */
+static void
+forward_2xx_stateless(struct proxy_call *c, struct slice bytes)
+{
+    struct tp_dest d;
+
+    tp_dest_reply(&c->src_a, &d);
+    int rc = tp_send(c->p->tp, &d, bytes, NULL);
+    log_info("proxy", "late 2xx relayed statelessly%s%s call_id=%s",
+             rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "", c->rec.call_id);
 }
 
 /* Every branch final (or none left) and nothing sent yet: send the best. */
@@ -556,7 +677,7 @@ check_done(struct proxy_call *c)
     if (c->best && up == c->best_status && c->st) {
         c->final_sent = true;
         c->final_status = up;
-        (void)txn_respond(c->st, up, slice_make(c->best, c->best_len));
+        send_best(c, up);
     } else {
         send_final(c, up, NULL);
     }
@@ -593,8 +714,8 @@ branch_response(struct proxy_call *c, struct branch *b,
         /* Every 2xx goes upstream, even a second branch's (the caller
          * ACKs and BYEs the one it does not want, §16.7 step 5). */
         b->status = st;
-        if (c->st)
-            (void)txn_respond(c->st, st, buf_slice(&p->out));
+        if (!c->st || txn_respond(c->st, st, buf_slice(&p->out)) < 0)
+            forward_2xx_stateless(c, buf_slice(&p->out));
         if (!c->final_sent) {
             c->final_sent = true;
             c->final_status = st;
@@ -610,8 +731,11 @@ branch_response(struct proxy_call *c, struct branch *b,
     if (b->status)
         return;
     b->status = st;
+    if (st == 401 || st == 407)
+        keep_challenges(b, rsp);
     if (proxy_status_better(st, c->best_status)) {
         c->best_status = st;
+        c->best_br = b;
         free(c->best);
         c->best_len = p->out.len;
         c->best = xmalloc(c->best_len);
@@ -630,6 +754,7 @@ branch_synth(struct proxy_call *c, struct branch *b, int status)
     b->status = status;
     if (proxy_status_better(status, c->best_status)) {
         c->best_status = status;
+        c->best_br = NULL;
         free(c->best);
         c->best = NULL;
         c->best_len = 0;
@@ -708,6 +833,7 @@ call_new(struct proxy *p, struct txn *t, enum call_kind kind,
     tq_entry_init(&c->ring, on_ring_timeout);
     c->caller_tcp = src->proto == TP_TCP;
     c->flow_a = src->flow_id;
+    c->src_a = *src;
     copy_cstr(c->rec.call_id, sizeof(c->rec.call_id), req->call_id);
     c->rec.started_ms = wall_ms();
     txn_set_cb(t, on_server_event, c);
@@ -807,9 +933,10 @@ dest_from_binding(const struct proxy *p, const struct reg_contact *b,
     if (b->transport != REG_TP_UDP) {
         d->proto = TP_TCP;
         d->flow_id = b->flow_id;
-        /* If the flow is gone (or lives on another worker), connect to
-         * the Contact address: the source port of a TCP client is not
-         * one it listens on. */
+        /* A flow on another worker is written there (relay_send); if the
+         * flow is gone, connect to the Contact address: the source port
+         * of a TCP client is not one it listens on. Either way the
+         * Contact address is the fallback tp uses. */
         struct tp_dest cd;
         if ((!b->flow_id || !tp_flow_alive(p->tp, b->flow_id)) &&
             sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&

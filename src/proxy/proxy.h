@@ -19,9 +19,11 @@
  *    by another worker is handed to that worker (so the branch can use the
  *    connection); likewise an in-dialog request over UDP whose target flow
  *    (recorded in our Record-Route) belongs to another worker;
- *  - TCP caller and TCP callee on different workers: the branch falls back
- *    to a connection to the Contact address (works for UAs that listen,
- *    not through NAT). TODO: cross-worker send queue.
+ *  - a request to be written on a TCP flow owned by another worker (TCP
+ *    caller and TCP callee on different workers) goes through the
+ *    transport's relay: tp_post_send hands the bytes to the owning worker,
+ *    which writes them on the flow (or connects to the Contact address if
+ *    the flow has closed); the responses come back by branch steering.
  *
  * Threads: everything is worker-thread only unless a function says "any
  * thread".

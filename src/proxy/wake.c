@@ -64,6 +64,7 @@ struct wcall {
     char call_id[CALL_ID_MAX];
     char caller[33], callee[33];
     int64_t expires_s; /* end of ring time: call pushes expire then */
+    int64_t since_ms;
     bool ringing_sent;
     struct tq_entry grace;
     size_t ndev;
@@ -120,7 +121,12 @@ struct wake {
 
     atomic_uint_fast64_t n_sent, n_delivered, n_failed, n_dead, n_live, n_grace,
         n_woken, n_late;
+    atomic_uint_fast64_t sent_by[2], delivered_by[2], failed_by[2], dead_by[2];
+    atomic_uint_fast64_t lat_le[WAKE_LATENCY_BUCKETS], lat_count, lat_sum_us;
 };
+
+const double wake_latency_bounds_s[WAKE_LATENCY_BUCKETS] = {
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 static int64_t
 wall_ms(const struct wake *w)
@@ -241,12 +247,22 @@ wake_job_done(struct wake_job *j, const struct push_result *r)
     struct wake *w = j->w;
     const char *prov = push_provider_name(j->m.provider);
 
+    unsigned pi = j->m.provider == PUSH_APNS ? 0 : 1;
+    if (r->latency_us && r->status != PUSH_CANCELLED) {
+        for (size_t i = 0; i < WAKE_LATENCY_BUCKETS; i++)
+            if ((double)r->latency_us / 1e6 <= wake_latency_bounds_s[i])
+                atomic_fetch_add(&w->lat_le[i], 1);
+        atomic_fetch_add(&w->lat_count, 1);
+        atomic_fetch_add(&w->lat_sum_us, r->latency_us);
+    }
     switch (r->status) {
     case PUSH_DELIVERED:
         atomic_fetch_add(&w->n_delivered, 1);
+        atomic_fetch_add(&w->delivered_by[pi], 1);
         break;
     case PUSH_DEAD_TOKEN:
         atomic_fetch_add(&w->n_dead, 1);
+        atomic_fetch_add(&w->dead_by[pi], 1);
         /* The provider says the app is gone: forget the device (rule 4).
          * A SQLite delete, fine here: we are not on a worker. */
         if (w->o.devices)
@@ -254,6 +270,7 @@ wake_job_done(struct wake_job *j, const struct push_result *r)
         break;
     default:
         atomic_fetch_add(&w->n_failed, 1);
+        atomic_fetch_add(&w->failed_by[pi], 1);
         break;
     }
     recent_add(w, j, r);
@@ -378,6 +395,7 @@ submit(struct wake *w, const struct pushdev *d, enum push_type type,
         .expires_at_s = type == PUSH_CALL ? expires_s : 0,
     };
     atomic_fetch_add(&w->n_sent, 1);
+    atomic_fetch_add(&w->sent_by[j->m.provider == PUSH_APNS ? 0 : 1], 1);
     if (w->o.send) {
         int rc = w->o.send(j, &j->m, w->o.send_arg);
         if (rc < 0)
@@ -477,7 +495,8 @@ on_call_started(const struct proxy_call_info *info, void *arg)
     copy_str(c->call_id, sizeof(c->call_id), info->call_id);
     copy_str(c->caller, sizeof(c->caller), info->caller);
     copy_str(c->callee, sizeof(c->callee), info->callee);
-    c->expires_s = wall_ms(w) / 1000 + (int64_t)w->o.ring_s;
+    c->since_ms = wall_ms(w);
+    c->expires_s = c->since_ms / 1000 + (int64_t)w->o.ring_s;
     tq_entry_init(&c->grace, on_grace);
 
     struct arena a;
@@ -814,7 +833,44 @@ wake_stats_get(struct wake *w, struct wake_stats *out)
     out->suppressed_grace = atomic_load(&w->n_grace);
     out->woken = atomic_load(&w->n_woken);
     out->late_cancels = atomic_load(&w->n_late);
+    for (int p = 0; p < 2; p++) {
+        out->sent_by[p] = atomic_load(&w->sent_by[p]);
+        out->delivered_by[p] = atomic_load(&w->delivered_by[p]);
+        out->failed_by[p] = atomic_load(&w->failed_by[p]);
+        out->dead_by[p] = atomic_load(&w->dead_by[p]);
+    }
+    for (size_t i = 0; i < WAKE_LATENCY_BUCKETS; i++)
+        out->latency_le[i] = atomic_load(&w->lat_le[i]);
+    out->latency_count = atomic_load(&w->lat_count);
+    out->latency_sum_s = (double)atomic_load(&w->lat_sum_us) / 1e6;
     pthread_mutex_lock(&w->lock);
     out->pending_calls = w->ncalls;
     pthread_mutex_unlock(&w->lock);
+}
+
+size_t
+wake_pending_list(struct wake *w, struct wake_pending *out, size_t cap)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&w->lock);
+    for (struct list_node *p = w->calls.next; p != &w->calls && n < cap;
+         p = p->next) {
+        const struct wcall *c = container_of(p, struct wcall, node);
+        struct wake_pending *e = &out[n++];
+        memset(e, 0, sizeof(*e));
+        copy_str(e->call_id, sizeof(e->call_id), c->call_id);
+        copy_str(e->caller, sizeof(e->caller), c->caller);
+        copy_str(e->callee, sizeof(e->callee), c->callee);
+        e->since_ms = c->since_ms;
+        e->expires_at = c->expires_s;
+        for (size_t i = 0; i < c->ndev; i++) {
+            if (c->dev[i].woken)
+                e->woken++;
+            else if (c->dev[i].state == WD_PUSHED)
+                e->pushed++;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return n;
 }

@@ -90,6 +90,10 @@ struct wake_proxy_ops {
     void *arg;
 };
 
+#define WAKE_LATENCY_BUCKETS 8
+/* Upper bounds in seconds; the same as the admin's histogram. */
+extern const double wake_latency_bounds_s[WAKE_LATENCY_BUCKETS];
+
 /* A push handed to a sender (tests) or the push thread. Opaque. */
 struct wake_job;
 
@@ -177,7 +181,27 @@ struct wake_stats {
     uint64_t woken;            /* pushed devices that registered in time */
     uint64_t late_cancels;     /* INVITE+CANCEL to VoIP devices (rule 7) */
     size_t pending_calls;      /* calls with pushed devices, ringing */
+    /* Per provider ([PUSH_APNS], [PUSH_FCM]). */
+    uint64_t sent_by[2], delivered_by[2], failed_by[2], dead_by[2];
+    /* Provider latency of completed pushes: cumulative counts at or below
+     * wake_latency_bounds_s[i] (Prometheus "le"), total count and sum. */
+    uint64_t latency_le[WAKE_LATENCY_BUCKETS];
+    uint64_t latency_count;
+    double latency_sum_s;
 };
 void wake_stats_get(struct wake *w, struct wake_stats *out);
+
+/* A ringing call waiting for pushed devices, for the admin. */
+struct wake_pending {
+    char call_id[64];
+    char caller[33], callee[33];
+    int64_t since_ms;   /* call start, unix ms */
+    int64_t expires_at; /* end of ring time, unix s */
+    unsigned pushed;    /* devices pushed and not yet woken */
+    unsigned woken;     /* devices that registered */
+};
+/* Copy up to cap pending calls, oldest first; returns how many. Any
+ * thread. */
+size_t wake_pending_list(struct wake *w, struct wake_pending *out, size_t cap);
 
 #endif

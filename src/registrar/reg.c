@@ -433,6 +433,52 @@ reg_ext_set(struct reg *r, const char *number, const char *display,
 }
 
 int
+reg_ext_update(struct reg *r, const char *number, const char *display,
+               bool enabled, unsigned max_push_devices)
+{
+    if (!reg_ext_number_valid(number))
+        return -ENOENT;
+    struct shard *s = reg_shard_of(r, slice_cstr(number));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(number));
+    if (!e) {
+        pthread_mutex_unlock(&s->lock);
+        return -ENOENT;
+    }
+    if (display) {
+        free(e->display);
+        e->display = xstrdup(display);
+    }
+    e->enabled = enabled;
+    if (max_push_devices)
+        e->max_push_devices = max_push_devices;
+    ext_persist(r, e);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int
+reg_ext_get(struct reg *r, const char *number, struct reg_ext_info *out)
+{
+    if (!reg_ext_number_valid(number))
+        return -ENOENT;
+    struct shard *s = reg_shard_of(r, slice_cstr(number));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(number));
+    if (!e) {
+        pthread_mutex_unlock(&s->lock);
+        return -ENOENT;
+    }
+    *out = (struct reg_ext_info){.enabled = e->enabled,
+                                 .max_push_devices = e->max_push_devices};
+    snprintf(out->number, sizeof(out->number), "%s", e->number);
+    snprintf(out->display, sizeof(out->display), "%s",
+             e->display ? e->display : "");
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int
 reg_ext_del(struct reg *r, const char *number)
 {
     struct shard *s = reg_shard_of(r, slice_cstr(number));

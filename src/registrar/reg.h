@@ -126,6 +126,23 @@ bool reg_ext_number_valid(const char *number);
  * ("100"), 1..32 chars. Persisted. Returns 0 or -EINVAL. Any thread. */
 int reg_ext_set(struct reg *r, const char *number, const char *display,
                 const char *password, bool enabled, unsigned max_push_devices);
+/* Change an existing extension's display name, enabled flag and push-device
+ * limit, keeping its credentials (the stored HA1 values). display NULL
+ * keeps the name; max_push_devices 0 keeps the limit. Persisted. Returns 0,
+ * -ENOENT for an unknown extension. Any thread. */
+int reg_ext_update(struct reg *r, const char *number, const char *display,
+                   bool enabled, unsigned max_push_devices);
+
+/* One extension as the admin sees it (a copy; display is truncated to fit). */
+struct reg_ext_info {
+    char number[33];
+    char display[128];
+    bool enabled;
+    unsigned max_push_devices;
+};
+/* Copy extension number into *out. Returns 0 or -ENOENT. Any thread. */
+int reg_ext_get(struct reg *r, const char *number, struct reg_ext_info *out);
+
 /* Remove an extension and all its bindings. 0 or -ENOENT. */
 int reg_ext_del(struct reg *r, const char *number);
 

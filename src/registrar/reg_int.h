@@ -123,7 +123,7 @@ struct reg {
     struct shard shards[REG_SHARDS];
     struct nonce_table nonces;
     struct throttle *throttle;
-    reg_bind_cb *bind_cb; /* set before workers start; read-only after */
+    reg_bind_cb *bind_cb;      /* set before workers start; read-only after */
     struct reg_push_opts push; /* pushdev.c; set before workers start */
     void *bind_arg;
 
@@ -159,9 +159,9 @@ int reg_addr_parse(const char *s, union reg_addr *out);
 struct sip_uri;
 struct pushdev;
 struct reg_push_state {
-    bool any;      /* some contact named pn-provider */
-    bool device;   /* dev is to be stored (pn-prid given) */
-    bool disabled; /* push disabled for this extension */
+    bool any;                /* some contact named pn-provider */
+    bool device;             /* dev is to be stored (pn-prid given) */
+    bool disabled;           /* push disabled for this extension */
     const char *fc_provider; /* Feature-Caps to add: "apns", "fcm", "*"
                                 (every served one), or NULL */
     struct pushdev *dev;     /* in the request arena */

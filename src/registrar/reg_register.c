@@ -700,8 +700,8 @@ handle(struct ctx *c)
     struct reg_push_state ps = {0};
     for (long i = 0; i < n && !star; i++) {
         const char *why = NULL;
-        int pst = reg_push_contact(r, c->ext, &v[i].uri, v[i].c.instance,
-                                   &c->a, &ps, &why);
+        int pst = reg_push_contact(r, c->ext, &v[i].uri, v[i].c.instance, &c->a,
+                                   &ps, &why);
         if (pst != 0) {
             buf_reset(&c->extra);
             return respond(c, pst, why);

@@ -76,9 +76,14 @@ struct udp_sreq {
     char data[];
 };
 
+/* A received message handed over by another worker (tp_post), or bytes
+ * to send on one of our flows for another worker (tp_post_send: send is
+ * true and dst says where). */
 struct inbox_item {
     struct list_node node;
     struct tp_src src;
+    bool send;
+    struct tp_dest dst;
     size_t len;
     char data[];
 };
@@ -101,6 +106,8 @@ struct tp {
     pthread_mutex_t inbox_lock;
     struct list_node inbox;
     size_t inbox_count;
+    tp_relay_cb *relay; /* sends on another worker's flow */
+    void *relay_arg;
     struct tp_stats stats;
     bool freeing;
     size_t open_handles;
@@ -806,6 +813,19 @@ tp_sendv(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
         return -ESHUTDOWN;
     if (flow_out)
         *flow_out = 0;
+    if (dst->proto == TP_TCP && dst->flow_id && tp->relay &&
+        tp_flow_worker(dst->flow_id) != tp->cfg.worker) {
+        /* The flow lives on another worker (a connection stays on its
+         * worker): hand the bytes over. If that fails (worker gone, inbox
+         * full) fall through: tcp_send connects to dst->addr. */
+        rc = tp->relay(tp, tp_flow_worker(dst->flow_id), dst, parts, count,
+                       tp->relay_arg);
+        if (rc == 0) {
+            if (flow_out)
+                *flow_out = dst->flow_id;
+            return 0;
+        }
+    }
     if (dst->proto == TP_UDP)
         rc = udp_send(tp, dst, parts, count, total);
     else if (dst->proto == TP_TCP)
@@ -960,17 +980,9 @@ tp_listener(const struct tp *tp, size_t i, struct tp_listen_spec *out)
 /* ---- cross-worker inbox ----------------------------------------------------
  */
 
-int
-tp_post(struct tp *target, struct slice raw, const struct tp_src *src)
+static int
+inbox_push(struct tp *target, struct inbox_item *it)
 {
-    struct inbox_item *it;
-
-    if (raw.len > SIP_MAX_MSG_LEN)
-        return -EMSGSIZE;
-    it = xmalloc(sizeof(*it) + raw.len);
-    it->src = *src;
-    it->len = raw.len;
-    memcpy(it->data, raw.ptr, raw.len);
     pthread_mutex_lock(&target->inbox_lock);
     if (target->inbox_count >= INBOX_MAX) {
         pthread_mutex_unlock(&target->inbox_lock);
@@ -982,6 +994,53 @@ tp_post(struct tp *target, struct slice raw, const struct tp_src *src)
     pthread_mutex_unlock(&target->inbox_lock);
     uv_async_send(&target->async);
     return 0;
+}
+
+int
+tp_post(struct tp *target, struct slice raw, const struct tp_src *src)
+{
+    struct inbox_item *it;
+
+    if (raw.len > SIP_MAX_MSG_LEN)
+        return -EMSGSIZE;
+    it = xcalloc(1, sizeof(*it) + raw.len);
+    it->src = *src;
+    it->len = raw.len;
+    memcpy(it->data, raw.ptr, raw.len);
+    return inbox_push(target, it);
+}
+
+int
+tp_post_send(struct tp *target, const struct tp_dest *dst,
+             const struct slice *parts, size_t count)
+{
+    struct inbox_item *it;
+    size_t total = 0, off = 0;
+
+    for (size_t i = 0; i < count; i++)
+        total += parts[i].len;
+    if (total > SIP_MAX_MSG_LEN)
+        return -EMSGSIZE;
+    if (dst->proto != TP_TCP ||
+        tp_flow_worker(dst->flow_id) != target->cfg.worker)
+        return -EINVAL;
+    it = xcalloc(1, sizeof(*it) + total);
+    it->send = true;
+    it->dst = *dst;
+    it->len = total;
+    for (size_t i = 0; i < count; i++) {
+        if (parts[i].len)
+            memcpy(it->data + off, parts[i].ptr, parts[i].len);
+        off += parts[i].len;
+    }
+    return inbox_push(target, it);
+}
+
+void
+tp_set_relay(struct tp *tp, tp_relay_cb *cb, void *arg)
+{
+    tp->relay = cb;
+    tp->relay_arg = arg;
 }
 
 static void
@@ -1006,8 +1065,22 @@ on_async(uv_async_t *a)
     {
         struct inbox_item *it = container_of(n, struct inbox_item, node);
         list_remove(n);
-        if (!tp->freeing)
+        if (tp->freeing) {
+            free(it);
+            continue;
+        }
+        if (it->send) {
+            /* Our flow (or, if it closed meanwhile, dst->addr). The
+             * sender's transaction learns of a failure only by its
+             * timeout: the send was already reported as queued. */
+            int rc = tp_sendv(tp, &it->dst, &(struct slice){it->data, it->len},
+                              1, NULL);
+            if (rc < 0)
+                log_debug(ROOM, "relayed send on flow %llu failed: %s",
+                          (unsigned long long)it->dst.flow_id, uv_strerror(rc));
+        } else {
             dispatch(tp, it->data, it->len, &it->src);
+        }
         free(it);
     }
 }

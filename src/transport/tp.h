@@ -39,7 +39,7 @@
  * is disconnected).
  *
  * Threads: everything here is worker-thread only (the thread running the
- * loop), except tp_post(), which any thread may call.
+ * loop), except tp_post() and tp_post_send(), which any thread may call.
  */
 #ifndef PUSHPBX_TRANSPORT_TP_H
 #define PUSHPBX_TRANSPORT_TP_H
@@ -240,6 +240,27 @@ size_t tp_conn_count(const struct tp *tp);
  * on another worker's UDP socket (the branch carries N, see txn.h).
  * Returns 0, -EMSGSIZE, or -ENOBUFS if target's inbox is full. */
 int tp_post(struct tp *target, struct slice raw, const struct tp_src *src);
+
+/* Sending on a TCP flow that another worker owns (tp_flow_worker() of
+ * dst->flow_id is not this tp's worker): tp_sendv() calls the relay (set
+ * by the layer that knows every worker's tp), which should hand parts to
+ * that worker with tp_post_send() and return 0, or return a negative code
+ * (owner gone, inbox full) to make tp_sendv() connect to dst->addr
+ * instead. On success *flow_out is dst->flow_id. Responses to what was
+ * sent then arrive on the owning worker (see txn_branch_worker). */
+typedef int tp_relay_cb(struct tp *tp, unsigned worker,
+                        const struct tp_dest *dst, const struct slice *parts,
+                        size_t count, void *arg);
+/* Set or clear (cb NULL) the relay. Worker thread. */
+void tp_set_relay(struct tp *tp, tp_relay_cb *cb, void *arg);
+
+/* Queue a send for target (thread-safe, like tp_post): the bytes (parts
+ * concatenated, copied) are written by target's loop with tp_sendv(dst),
+ * i.e. on target's flow dst->flow_id, or to dst->addr if that flow has
+ * closed. A failure there is only logged. Returns 0, -EMSGSIZE, -EINVAL
+ * (not TCP, or the flow is not target's), or -ENOBUFS (inbox full). */
+int tp_post_send(struct tp *target, const struct tp_dest *dst,
+                 const struct slice *parts, size_t count);
 
 /* The worker's timer queue (one uv_timer behind it) and its clock. */
 struct tq *tp_tq(struct tp *tp);

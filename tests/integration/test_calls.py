@@ -211,8 +211,9 @@ class UA:
             r = self.response("REGISTER")
         assert r.status == 200, r.raw
 
-    def answer(self, req, status, to_tag, body="", contact=True):
-        """Response to a received request (copies Via, Record-Route...)."""
+    def answer(self, req, status, to_tag, body="", contact=True, extra=()):
+        """Response to a received request (copies Via, Record-Route...);
+        extra: more header lines."""
         lines = ["SIP/2.0 %d %s" % (status, {180: "Ringing", 200: "OK",
                                               486: "Busy Here",
                                               487: "Request Terminated"}
@@ -228,6 +229,7 @@ class UA:
                                            ";tag=%s" % to_tag))
         if contact:
             lines.append("Contact: %s" % self.contact)
+        lines += list(extra)
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append("Content-Length: %d" % len(body))
@@ -245,11 +247,11 @@ class Call:
         self.to = "<sip:%s@%s>" % (callee_ext, domain)
         self.via = None
 
-    def invite(self, auth=True, expect_100=False):
+    def invite(self, auth=True, expect_100=False, extra=""):
         self.via = self.ua.via()
         self.ua.send(self.ua.build("INVITE", self.ruri, self.to,
                                    self.call_id, self.tag, body=SDP,
-                                   via=self.via))
+                                   via=self.via, extra=extra))
         r = self.ua.response("INVITE")
         if r.status != 407 or not auth:
             return r
@@ -262,7 +264,8 @@ class Call:
         self.ua.send(self.ua.build("INVITE", self.ruri, self.to,
                                    self.call_id, self.tag, body=SDP,
                                    via=self.via,
-                                   extra="Proxy-Authorization: %s\r\n" % cred))
+                                   extra="Proxy-Authorization: %s\r\n%s" %
+                                   (cred, extra)))
         self.invite_cseq = self.ua.cseq
         if expect_100:
             t = self.ua.expect(lambda m: m.status == 100, 2, "100 Trying")
@@ -610,3 +613,171 @@ def test_retransmissions_and_disorder(call_pbx, uas):
     time.sleep(0.5)
     assert pbx.alive()
     assert "call ended cancelled" in pbx.stderr()
+
+
+# --- review fixes: Require, late 2xx, merged challenges, TCP across workers
+
+
+def test_require_100rel_is_for_the_callee(call_pbx, uas):
+    """A proxy checks Proxy-Require only (RFC 3261 §16.3 item 6): an INVITE
+    with Require: 100rel reaches the callee unchanged; Proxy-Require with a
+    tag we lack is refused 420; a request we answer ourselves still gets
+    420 for Require."""
+    pbx = call_pbx()
+    caller, callee = uas(pbx, "100"), uas(pbx, "200")
+    call = Call(caller, "200")
+    r = call.invite(extra="Require: 100rel\r\nSupported: 100rel\r\n")
+    assert r is None, r and r.raw  # challenged (407) and sent again
+    inv = callee.request("INVITE")
+    assert inv.get("Require") == "100rel"
+    callee.answer(inv, 486, "q1")
+    assert caller.response("INVITE").status == 486
+    callee.request("ACK")
+
+    call = Call(caller, "200")
+    r = call.invite(auth=False, extra="Proxy-Require: foo, 100rel\r\n")
+    assert r.status == 420, r.raw
+    assert r.get("Unsupported") == "foo, 100rel"
+
+    caller.send(caller.build("OPTIONS", "sip:test.local", "<sip:test.local>",
+                             uuid.uuid4().hex, "o1",
+                             extra="Require: foo\r\n"))
+    r = caller.response("OPTIONS")
+    assert r.status == 420 and r.get("Unsupported") == "foo"
+
+
+def _dialog(call, ok):
+    d = Call(call.ua, "200")
+    d.call_id, d.tag, d.invite_cseq = call.call_id, call.tag, call.invite_cseq
+    d.established(ok)
+    return d
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_late_2xx_relayed_to_caller(call_pbx, uas, how):
+    """The callee answers after the caller got 487 (CANCEL race) or 408/480
+    (ring timeout): the 2xx still goes upstream (RFC 3261 §16.7, RFC 6026),
+    and the caller can ACK and BYE that dialog through us."""
+    sets = ("proxy.ring_timeout_s=1",) if how == "timeout" else ()
+    pbx = call_pbx(sets=sets)
+    caller, callee = uas(pbx, "100"), uas(pbx, "200")
+    call = Call(caller, "200")
+    call.invite()
+    inv = callee.request("INVITE")
+    callee.answer(inv, 180, "l1")
+    assert caller.response("INVITE").status == 180
+    if how == "cancel":
+        call.cancel()
+        assert caller.response("CANCEL").status == 200
+        assert caller.response("INVITE").status == 487
+    else:
+        assert caller.response("INVITE", timeout=4).status == 480
+    c = callee.request("CANCEL")
+    callee.answer(c, 200, "l1", contact=False)
+    callee.answer(inv, 200, "l1", SDP)  # answered anyway
+    ok = caller.expect(lambda m: m.status == 200 and
+                       m.cseq_method == "INVITE", 3, "late 200 OK")
+    assert _tag(ok.get("To")) == "l1"
+    d = _dialog(call, ok)
+    d.ack()
+    assert _tag(callee.request("ACK").get("To")) == "l1"
+    d.in_dialog("BYE")
+    bye = callee.request("BYE")
+    callee.answer(bye, 200, "l1", contact=False)
+    assert caller.response("BYE").status == 200
+    assert "late 2xx relayed statelessly call_id=%s" % call.call_id \
+        in pbx.stderr()
+
+
+def test_two_callees_both_answer(call_pbx, uas):
+    """Two devices answer before the CANCEL reaches the second: both 2xx go
+    to the caller (§16.7 step 5), each with its own To tag."""
+    pbx = call_pbx()
+    caller = uas(pbx, "100")
+    desk, app = uas(pbx, "200"), uas(pbx, "200")
+    call = Call(caller, "200")
+    call.invite()
+    inv1, inv2 = desk.request("INVITE"), app.request("INVITE")
+    app.answer(inv2, 200, "a1", SDP)
+    desk.answer(inv1, 200, "d1", SDP)
+    oks = [caller.expect(lambda m: m.status == 200 and
+                         m.cseq_method == "INVITE", 3, "200 OK %d" % i)
+           for i in range(2)]
+    assert sorted(_tag(m.get("To")) for m in oks) == ["a1", "d1"]
+    # No CANCEL reaches desk: it never sent a provisional (txn defers the
+    # CANCEL until one arrives) and its 200 ended the branch.
+    for ok in oks:
+        d = _dialog(call, ok)
+        d.ack()
+        ua = app if _tag(ok.get("To")) == "a1" else desk
+        assert _tag(ua.request("ACK").get("To")) == _tag(ok.get("To"))
+    time.sleep(0.2)
+    assert "call ended answered" in pbx.stderr()
+
+
+def test_401_407_challenges_merged(call_pbx, uas):
+    """§16.7 step 7: when the best response is a 401/407, the caller gets
+    the WWW-Authenticate and Proxy-Authenticate values of every branch's
+    401/407 in it."""
+    pbx = call_pbx()
+    caller = uas(pbx, "100")
+    desk, app = uas(pbx, "200"), uas(pbx, "200")
+    call = Call(caller, "200")
+    call.invite()
+    inv1, inv2 = desk.request("INVITE"), app.request("INVITE")
+    desk.answer(inv1, 407, "d1", extra=(
+        'Proxy-Authenticate: Digest realm="desk", nonce="n1"',))
+    desk.request("ACK")  # the 407 was received and kept
+    app.answer(inv2, 401, "a1", extra=(
+        'WWW-Authenticate: Digest realm="app", nonce="n2"',
+        'WWW-Authenticate: Digest realm="app", nonce="n3", '
+        'algorithm=SHA-256'))
+    app.request("ACK")
+    r = caller.response("INVITE")
+    assert r.status == 407, r.raw  # the first of the class stays
+    assert r.all("Proxy-Authenticate") == ['Digest realm="desk", nonce="n1"']
+    assert r.all("WWW-Authenticate") == [
+        'Digest realm="app", nonce="n2"',
+        'Digest realm="app", nonce="n3", algorithm=SHA-256']
+    assert _tag(r.get("To")) == "d1"
+
+
+def _flow_worker(rr, name):
+    return int(re.search(r";%s=([0-9a-f]+)" % name, rr).group(1), 16) & 0xff
+
+
+def test_tcp_caller_and_callee_on_any_workers(call_pbx, uas):
+    """TCP caller and TCP callee, 2 workers: the INVITE, ACK and the
+    callee's BYE reach the other side over its own registered connection,
+    whether both connections are on one worker or on two (the kernel
+    spreads connections; we repeat until both placements were seen). The
+    callee UA does not listen, so a new connection to its Contact would be
+    refused: only the registered flow works."""
+    pbx = call_pbx(workers=2)
+    seen = set()
+    for attempt in range(40):
+        if seen == {"same", "cross"}:
+            break
+        caller = uas(pbx, "100", tcp=True, register=False)
+        callee = uas(pbx, "200", tcp=True)
+        call = Call(caller, "200")
+        assert call.invite() is None
+        inv = callee.request("INVITE", timeout=3)
+        rr = inv.get("Record-Route")
+        fa, fb = _flow_worker(rr, "pp-fa"), _flow_worker(rr, "pp-fb")
+        seen.add("same" if fa == fb else "cross")
+        cl = Callee(callee, inv)
+        cl.reply(200, SDP)
+        ok = caller.response("INVITE")
+        assert ok.status == 200, ok.raw
+        call.established(ok)
+        call.ack()
+        assert _tag(callee.request("ACK").get("To")) == cl.tag
+        cl.bye()
+        bye = caller.request("BYE")
+        caller.answer(bye, 200, call.tag, contact=False)
+        assert callee.response("BYE").status == 200
+        callee.register(expires=0)
+        caller.close()
+        callee.close()
+    assert seen == {"same", "cross"}, (seen, attempt)

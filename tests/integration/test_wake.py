@@ -247,7 +247,7 @@ def env(keys, tmp_path):
     """env(apns=True, fcm=True, max100=1) -> (pbx, sim)."""
     made = []
 
-    def make(apns=True, fcm=True, max100=1, workers=1):
+    def make(apns=True, fcm=True, max100=1, workers=2):
         d = tmp_path / ("run%d" % len(made))
         d.mkdir()
         sim = Sim(keys, d)
@@ -270,12 +270,20 @@ def env(keys, tmp_path):
             sim.stop()
 
 
-def admin_get(pbx, path):
+def admin_get(pbx, path, raw=False):
     req = urllib.request.Request(
         "http://127.0.0.1:%d%s" % (pbx.info["admin_port"], path),
         headers={"authorization": "Bearer wake-test-token-0123456789"})
     with urllib.request.urlopen(req, timeout=5) as r:
-        return json.loads(r.read())
+        data = r.read()
+    return data.decode() if raw else json.loads(data)
+
+
+def metric(pbx, line_prefix):
+    for line in admin_get(pbx, "/metrics", raw=True).splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no metric " + line_prefix)
 
 
 # --- a SIP phone -------------------------------------------------------------
@@ -328,8 +336,11 @@ class Phone:
     message into self.log and answers incoming requests by policy:
     on_invite = "answer" (180 then 200), "ring" (180 only) or "silent"."""
 
-    def __init__(self, pbx, ext, transport="udp", on_invite="answer"):
-        self.pbx, self.ext, self.pw = pbx, ext, "pw" + ext
+    def __init__(self, pbx, ext, transport="udp", on_invite="answer",
+                 domain="test.local", password=None):
+        self.pbx, self.ext = pbx, ext
+        self.pw = password or "pw" + ext
+        self.domain = domain
         self.transport = transport
         self.on_invite = on_invite
         self.tcp = transport == "tcp"
@@ -353,7 +364,9 @@ class Phone:
 
     # transport
     def send(self, text):
-        data = text.encode()
+        # Messages are written for test.local; another domain (the demo
+        # against `make run`) is substituted here.
+        data = text.replace("test.local", self.domain).encode()
         if self.tcp:
             self.sock.sendall(data)
         else:
@@ -490,7 +503,7 @@ class Phone:
                 return r
             authz = "Authorization: %s\r\n" % digest(
                 hget(r, "www-authenticate"), self.ext, self.pw, "REGISTER",
-                "sip:test.local")
+                "sip:" + self.domain)
         return r
 
     # calls (as the caller)
@@ -498,6 +511,7 @@ class Phone:
         """Send an authenticated INVITE to extension to; returns call."""
         call = {"call_id": uuid.uuid4().hex, "to": to, "cseq": 0}
         ruri = "sip:%s@test.local" % to
+        wire_ruri = ruri.replace("test.local", self.domain)
         authz = ""
         for _ in range(2):
             call["cseq"] += 1
@@ -520,7 +534,7 @@ class Phone:
             self.ack(call, r)
             authz = "Proxy-Authorization: %s\r\n" % digest(
                 hget(r, "proxy-authenticate"), self.ext, self.pw, "INVITE",
-                ruri)
+                wire_ruri)
         return call
 
     def ack(self, call, resp):
@@ -722,6 +736,10 @@ def test_04_10_push_wake_answer(env, phones, provider):
         assert msg["data"]["to"] == "100"
     assert pcollapse(push)
     assert dev.invites_for(call) == []
+    wk = admin_get(pbx, "/api/wakeups")["items"]
+    assert [(w["ext"], w["call_id"], w["devices"]) for w in wk] == \
+        [("100", call["call_id"], 1)]
+    assert metric(pbx, "pushpbx_pending_wakeups") == 1
     dev.register(pn=pn)
     final = caller.wait_final(call, 5)
     assert final is not None and final["status"] == 200, final
@@ -830,6 +848,8 @@ def test_08_dead_token_removes_device(env, phones):
                       5)
     pushes = admin_get(pbx, "/api/pushes")["items"]
     assert pushes and pushes[0]["status"] == "dead_token"
+    assert pushes[0]["http_status"] == 410
+    assert metric(pbx, 'pushpbx_pushes_dead_total{provider="apns"}') == 1
     caller.cancel(call)
     caller.wait_final(call, 5)
 

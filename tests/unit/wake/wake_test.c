@@ -284,7 +284,6 @@ contact_count(struct t *t)
     return n;
 }
 
-
 /* Challenge + authenticated REGISTER. */
 static int
 register_ok(struct t *t, struct req q)
@@ -502,6 +501,12 @@ test_push_cancel_voip(void **state)
     assert_int_equal(t->ringing, 1);
     advance(t, 1000); /* no grace timer for a device without binding */
     assert_int_equal(t->nsent, 1);
+    struct wake_pending pend[4];
+    assert_int_equal(wake_pending_list(t->w, pend, 4), 1);
+    assert_string_equal(pend[0].call_id, "call-1");
+    assert_string_equal(pend[0].callee, "100");
+    assert_int_equal(pend[0].pushed, 1);
+    assert_int_equal(pend[0].expires_at, t->now_ms / 1000 + RING_S);
 
     end_call(t, "call-1", "100", PROXY_OUT_CANCELLED, NULL);
     assert_int_equal(t->nsent, 2);
@@ -716,6 +721,13 @@ test_dead_token_and_recent(void **state)
     wake_stats_get(t->w, &st);
     assert_int_equal(st.dead, 1);
     assert_int_equal(st.delivered, 1);
+    assert_int_equal(st.sent_by[PUSH_FCM], 2);
+    assert_int_equal(st.sent_by[PUSH_APNS], 0);
+    assert_int_equal(st.dead_by[PUSH_FCM], 1);
+    assert_int_equal(st.delivered_by[PUSH_FCM], 1);
+    assert_int_equal(st.latency_count, 2); /* 1.5 ms each */
+    assert_int_equal(st.latency_le[0], 2);
+    assert_int_equal(st.latency_le[WAKE_LATENCY_BUCKETS - 1], 2);
     /* Bounded: 4 entries at most, newest first. */
     device_background(t, "fcm", TOK_F, "proj");
     for (int i = 0; i < 3; i++) {
