@@ -194,6 +194,8 @@ level = info
 
 [registrar]
 min_expires = 1
+; SIPp 3.6 answers only the first challenge, and only MD5.
+digest_algorithms = md5,sha256
 
 [store]
 path = pbx.db
@@ -545,6 +547,18 @@ class Phone:
                   % (call["ruri"], call["via"], self.ext, self.tag,
                      hget(resp, "to"), call["call_id"], call["cseq"]))
 
+    def ack2xx(self, call, resp):
+        """End-to-end ACK for a 2xx: to its Contact, through the proxy's
+        Record-Route (one proxy: the route set is that one entry)."""
+        target = re.search(r"<([^>]+)>", hget(resp, "contact")).group(1)
+        route = "".join("Route: %s\r\n" % v for v in
+                        reversed(hget(resp, "record-route", True)))
+        self.send("ACK %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+                  "%sFrom: <sip:%s@test.local>;tag=%s\r\nTo: %s\r\n"
+                  "Call-ID: %s\r\nCSeq: %d ACK\r\nContent-Length: 0\r\n\r\n"
+                  % (target, self.via(), route, self.ext, self.tag,
+                     hget(resp, "to"), call["call_id"], call["cseq"]))
+
     def cancel(self, call):
         self.send("CANCEL %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
                   "From: <sip:%s@test.local>;tag=%s\r\n"
@@ -657,6 +671,28 @@ def test_01_register_push_and_555(env, phones):
     assert len(admin_get(pbx, "/api/devices")["items"]) == 1
 
 
+def test_01b_device_survives_restart(env, phones):
+    """The push device is committed before the 200: a restart right after
+    the background REGISTER keeps it, and a call still pushes it."""
+    pbx, sim = env()
+    pn = ("fcm", fcm_token(), PROJECT)
+    background(phones(pbx, "100"), pn)
+    assert pbx.stop(sig=signal.SIGKILL) == -signal.SIGKILL
+    pbx.exit_code = 0  # killed on purpose; the restarted one is checked
+    (pbx.dir / "ready.json").unlink()
+    again = Pbx(pbx.dir, pbx.conf.read_text())
+    try:
+        devs = admin_get(again, "/api/devices")["items"]
+        assert [d["token_prefix"] for d in devs] == [pn[1][:8]]
+        caller = phones(again, "101")
+        call = caller.invite("100")
+        sim.wait_push(pn[1])
+        caller.cancel(call)
+        assert caller.wait_final(call, 5)["status"] == 487
+    finally:
+        again.check_clean_exit()
+
+
 def test_02_replace_and_max_two(env, phones):
     pbx, sim = env()
     t1, t2 = apns_token(), apns_token()
@@ -746,6 +782,53 @@ def test_04_10_push_wake_answer(env, phones, provider):
     assert len(dev.invites_for(call)) == 1
     # The caller heard ringing (180) before the answer.
     assert caller.wait_call_status(call, lambda s: s == 180, 1)
+
+
+SIPP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
+
+
+def sipp_cmd(pbx, scenario, port, keys, timeout):
+    cmd = ["sipp", "%s:%d" % pbx.udp, "-sf", os.path.join(SIPP_DIR, scenario),
+           "-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1",
+           "-p", str(port), "-cp", str(free_port()), "-m", "1",
+           "-timeout", "%ds" % timeout, "-timeout_error", "-nostdin",
+           "-trace_err"]
+    for k, v in keys.items():
+        cmd += ["-key", k, v]
+    return cmd
+
+
+def test_04c_sipp_device_woken(env, phones, tmp_path):
+    """The same flow with SIPp as the woken phone: on the push it registers
+    (401, credentials, Feature-Caps), then answers the held INVITE."""
+    if not __import__("shutil").which("sipp"):
+        pytest.skip("sipp not installed")
+    pbx, sim = env()
+    pn = ("fcm", fcm_token(), PROJECT)
+    app, caller = phones(pbx, "100"), phones(pbx, "101")
+    background(app, pn)
+    call = caller.invite("100")
+    sim.wait_push(pn[1])
+    port = free_port()
+    keys = {"ext": "100", "provider": pn[0], "prid": pn[1], "param": pn[2]}
+    r = subprocess.run(sipp_cmd(pbx, "wake_register.xml", port, keys, 8) +
+                       ["-au", "100", "-ap", "pw100"], cwd=str(tmp_path),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=20)
+    assert r.returncode == 0, r.stdout.decode(errors="replace")
+    uas = subprocess.Popen(sipp_cmd(pbx, "wake_answer.xml", port, keys, 8),
+                           cwd=str(tmp_path), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    try:
+        final = caller.wait_final(call, 6)
+        assert final is not None and final["status"] == 200, final
+        caller.ack2xx(call, final)
+        out = uas.communicate(timeout=15)[0].decode(errors="replace")
+        assert uas.returncode == 0, out
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait()
 
 
 @pytest.mark.xfail(strict=True, reason="needs a proxy hook to send 180 "
