@@ -731,7 +731,7 @@ prov_doc(struct admin *a, const struct admin_prov_row *row,
     }
     json_t *fcm, *apns;
     if (a->push.fcm_project_id) {
-        fcm = json_pack("{s:b, s:s, s:s?}", "configured", 1, "project_id",
+        fcm = json_pack("{s:b, s:s, s:s*}", "configured", 1, "project_id",
                         a->push.fcm_project_id, "sender_id",
                         a->push.fcm_sender_id);
     } else {
@@ -740,7 +740,7 @@ prov_doc(struct admin *a, const struct admin_prov_row *row,
                         "phones cannot receive call pushes");
     }
     if (a->push.apns_environment) {
-        apns = json_pack("{s:b, s:s, s:s?}", "configured", 1, "environment",
+        apns = json_pack("{s:b, s:s, s:s*}", "configured", 1, "environment",
                          a->push.apns_environment, "topic", a->push.apns_topic);
     } else {
         apns = json_pack("{s:b, s:s}", "configured", 0, "reason",
@@ -843,6 +843,8 @@ metrics_text(struct admin *a, size_t *len)
            "Registrar writes the store refused.", rs.store_errors);
     metric(&b, "pushpbx_calls_total", "counter", "Calls handled.",
            k.calls_total);
+    metric(&b, "pushpbx_calls_answered_total", "counter",
+           "Calls answered (a branch sent 2xx).", k.calls_answered);
     metric(&b, "pushpbx_calls_active", "gauge", "Calls in progress.",
            k.calls_active);
     metric(&b, "pushpbx_pending_wakeups", "gauge",
@@ -870,15 +872,9 @@ metrics_text(struct admin *a, size_t *len)
                (unsigned long long)k.push_latency_count);
     buf_printf(&b, "# HELP pushpbx_sip_messages_total SIP requests received, "
                    "by method.\n# TYPE pushpbx_sip_messages_total counter\n");
-    for (int i = 0; i < ADMIN_M_COUNT; i++) {
-        uint64_t v = k.sip_messages[i];
-        /* Until the app counts methods, REGISTER comes from the
-         * registrar's own counter. */
-        if (i == ADMIN_M_REGISTER && v == 0)
-            v = rs.registers;
+    for (int i = 0; i < ADMIN_M_COUNT; i++)
         buf_printf(&b, "pushpbx_sip_messages_total{method=\"%s\"} %llu\n",
-                   methods[i], (unsigned long long)v);
-    }
+                   methods[i], (unsigned long long)k.sip_messages[i]);
     metric(&b, "pushpbx_admin_requests_total", "counter",
            "Admin HTTP requests.", a->requests);
     metric(&b, "pushpbx_admin_unauthorized_total", "counter",
@@ -1036,6 +1032,32 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
     return ret;
 }
 
+/* POST /api/push/check: the authenticated step of the push check, run by
+ * the daemon with its own [apns]/[fcm] credentials. */
+static enum MHD_Result
+push_check(struct admin *a, struct MHD_Connection *c, const char *method)
+{
+    if (!is(method, "POST"))
+        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
+                          NULL);
+    if (!a->src.push_check)
+        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+                          "push check not available", NULL);
+    json_t *items = json_array();
+    if (a->src.push_check(a->src.arg, items) < 0) {
+        json_decref(items);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "push check failed to run", NULL);
+    }
+    bool ok = json_array_size(items) > 0;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) ok =
+        ok && json_is_true(json_object_get(it, "ok"));
+    return send_json(c, MHD_HTTP_OK,
+                     json_pack("{s:b, s:o}", "ok", ok, "items", items));
+}
+
 static enum MHD_Result
 route_api(struct admin *a, struct MHD_Connection *c, const char *method,
           struct req *rq, char **seg, size_t n)
@@ -1056,6 +1078,8 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     }
     if (n >= 3 && strcmp(seg[1], "extensions") == 0)
         return route_ext(a, c, method, rq, seg, n);
+    if (n == 3 && strcmp(seg[1], "push") == 0 && strcmp(seg[2], "check") == 0)
+        return push_check(a, c, method);
     if (n == 2 && !is(method, "GET"))
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
                           NULL);

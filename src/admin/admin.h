@@ -54,6 +54,7 @@ extern const struct cfg_section admin_cfg_section;
  *
  * Item fields the page shows (others are passed through):
  *   calls:   call_id, from, to, state, started_at, ended_at, result
+ *            (outcome and final status, e.g. "answered 200")
  *   pushes:  at, ext, provider, type, token_prefix, status, http_status,
  *            reason, latency_ms
  *   wakeups: ext, call_id, from, since, expires_at, devices
@@ -67,6 +68,11 @@ typedef int admin_push_test_fn(void *arg, const char *ext, json_t *result);
 /* Delete push device id of ext (id NULL = all of ext's devices). 0 or
  * -ENOENT. */
 typedef int admin_device_del_fn(void *arg, const char *ext, const char *id);
+/* The authenticated push check (POST /api/push/check): one object per
+ * enabled provider appended to items, {provider, url, step, ok,
+ * http_status, reason, detail}. May block the admin thread for a bounded
+ * time (a real HTTP/2 exchange with the provider). 0 or -errno. */
+typedef int admin_push_check_fn(void *arg, json_t *items);
 
 #define ADMIN_LATENCY_BUCKETS 8
 /* Bucket upper bounds of pushpbx_push_latency_seconds. */
@@ -88,7 +94,8 @@ enum admin_sip_method {
  * [provider] is 0 = apns, 1 = fcm. */
 struct admin_counters {
     uint64_t push_devices;
-    uint64_t calls_total;
+    uint64_t calls_total;    /* calls the proxy routed (started) */
+    uint64_t calls_answered; /* of those, answered (2xx) */
     uint64_t calls_active;
     uint64_t pending_wakeups;
     uint64_t pushes_sent[2];
@@ -120,6 +127,7 @@ struct admin_sources {
     admin_list_fn *list_devices;
     admin_push_test_fn *push_test;
     admin_device_del_fn *device_del;
+    admin_push_check_fn *push_check;
     admin_counters_fn *counters;
 };
 

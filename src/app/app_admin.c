@@ -1,23 +1,660 @@
 /*
  * app/app_admin: wiring of the admin server into the daemon (see
- * app_admin.h). No provider callbacks yet: calls, pushes, wake-ups and push
- * devices show as "not available" until their rooms register here.
+ * app_admin.h).
+ *
+ * The admin takes one struct admin_sources with one arg. app_wake fills
+ * one for its push devices, recent pushes and wake-ups; this file keeps
+ * that one aside and hands the admin its own, which forwards to wake's
+ * callbacks and adds recent calls (proxy_records), call and SIP method
+ * counters, the test push and the push check. One daemon per process, so
+ * the state is a file-static struct (set on the main thread before the
+ * admin thread starts, read-only afterwards except the atomic counters).
  */
 #include "app/app_admin.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <uv.h>
 
 #include "admin/admin.h"
 #include "app/app_cfg.h"
 #include "app/app_wake.h"
+#include "app/worker.h"
 #include "base/log.h"
+#include "base/xmalloc.h"
+#include "proxy/proxy.h"
+#include "push/push.h"
+#include "push/push_cfg.h"
 #include "transport/tp.h"
+
+/* The admin shows at most this many finished calls (the proxy's ring may
+ * be larger: [proxy] call_records). */
+#define APP_ADMIN_CALLS_MAX 1000
+/* A probe or test push: per-attempt timeout, attempts, and deadline. The
+ * admin thread waits for it, so all three are small. */
+#define PROBE_TIMEOUT_MS 5000u
+#define PROBE_ATTEMPTS 2u
+#define PROBE_DEADLINE_S 12
+
+static struct app_admin {
+    const struct cfg *cfg;
+    struct proxy_shared *proxy;
+    const struct worker *workers;
+    unsigned worker_count;
+    struct admin_sources wake; /* app_wake's providers, forwarded */
+    _Atomic uint64_t calls_started, calls_ended, calls_answered;
+    char fcm_project[128], fcm_sender[64];
+} the;
+
+/* ---- call counters (proxy observer, on the workers) ------------------ */
+
+static bool
+on_call_started(const struct proxy_call_info *info, void *arg)
+{
+    atomic_fetch_add_explicit(&the.calls_started, 1, memory_order_relaxed);
+    return false; /* no opinion on holding the call */
+}
+
+static void
+on_call_ended(const struct proxy_call_record *rec, void *arg)
+{
+    atomic_fetch_add_explicit(&the.calls_ended, 1, memory_order_relaxed);
+    if (rec->outcome == PROXY_OUT_ANSWERED)
+        atomic_fetch_add_explicit(&the.calls_answered, 1, memory_order_relaxed);
+}
+
+int
+app_admin_attach(struct proxy_shared *sh)
+{
+    static const struct proxy_observer obs = {
+        .call_started = on_call_started,
+        .call_ended = on_call_ended,
+    };
+
+    the.proxy = sh;
+    if (!sh)
+        return 0;
+    int rc = proxy_observer_add(sh, &obs, NULL);
+    if (rc < 0)
+        log_warn("app", "admin: cannot observe calls, call counters stay 0");
+    return rc;
+}
+
+/* ---- forwarding to app_wake's providers ------------------------------- */
+
+static int
+fwd_pushes(void *arg, json_t *items)
+{
+    return the.wake.list_pushes(the.wake.arg, items);
+}
+
+static int
+fwd_wakeups(void *arg, json_t *items)
+{
+    return the.wake.list_wakeups(the.wake.arg, items);
+}
+
+static int
+fwd_devices(void *arg, json_t *items)
+{
+    return the.wake.list_devices(the.wake.arg, items);
+}
+
+static int
+fwd_device_del(void *arg, const char *ext, const char *id)
+{
+    return the.wake.device_del(the.wake.arg, ext, id);
+}
+
+/* ---- recent calls -------------------------------------------------------- */
+
+static int
+list_calls(void *arg, json_t *items)
+{
+    struct proxy_call_record *r = xcalloc(APP_ADMIN_CALLS_MAX, sizeof(*r));
+    size_t n = proxy_records(the.proxy, r, APP_ADMIN_CALLS_MAX);
+    char who[PROXY_REC_URI_MAX], result[48];
+
+    for (size_t i = 0; i < n; i++) {
+        const char *out = proxy_outcome_name(r[i].outcome);
+        /* the Contact of the answering binding may carry a push token */
+        admin_redact_uri(r[i].answered_by, who, sizeof(who));
+        snprintf(result, sizeof(result), "%s %d", out, r[i].status);
+        json_array_append_new(
+            items,
+            json_pack(
+                "{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i,"
+                " s:I, s:I, s:I, s:I}",
+                "id", (json_int_t)r[i].id, "call_id", r[i].call_id, "from",
+                r[i].caller, "to", r[i].callee, "state", "ended", "outcome",
+                out, "status", r[i].status, "result", result, "answered_by",
+                who, "branches", (int)r[i].branches, "started_at",
+                (json_int_t)(r[i].started_ms / 1000), "ended_at",
+                (json_int_t)(r[i].ended_ms / 1000), "ringing_ms",
+                (json_int_t)(r[i].ringing_ms ? r[i].ringing_ms - r[i].started_ms
+                                             : 0),
+                "duration_ms", (json_int_t)(r[i].ended_ms - r[i].started_ms)));
+    }
+    free(r);
+    return 0;
+}
+
+/* ---- counters ------------------------------------------------------------ */
+
+static enum admin_sip_method
+admin_method(int m)
+{
+    switch (m) {
+    case SIP_METHOD_INVITE:
+        return ADMIN_M_INVITE;
+    case SIP_METHOD_ACK:
+        return ADMIN_M_ACK;
+    case SIP_METHOD_BYE:
+        return ADMIN_M_BYE;
+    case SIP_METHOD_CANCEL:
+        return ADMIN_M_CANCEL;
+    case SIP_METHOD_REGISTER:
+        return ADMIN_M_REGISTER;
+    case SIP_METHOD_OPTIONS:
+        return ADMIN_M_OPTIONS;
+    default:
+        return ADMIN_M_OTHER;
+    }
+}
+
+static void
+counters(void *arg, struct admin_counters *out)
+{
+    if (the.wake.counters)
+        the.wake.counters(the.wake.arg, out); /* push side */
+    uint64_t st =
+        atomic_load_explicit(&the.calls_started, memory_order_relaxed);
+    uint64_t en = atomic_load_explicit(&the.calls_ended, memory_order_relaxed);
+    out->calls_total = st;
+    out->calls_active = st > en ? st - en : 0;
+    out->calls_answered =
+        atomic_load_explicit(&the.calls_answered, memory_order_relaxed);
+    for (int m = 0; m < CORE_METHODS; m++) {
+        uint64_t v = 0;
+        for (unsigned w = 0; w < the.worker_count; w++)
+            v += core_method_count(&the.workers[w].core, m);
+        out->sip_messages[admin_method(m)] += v;
+    }
+}
+
+/* ---- one-shot pushes (test push, push check) ----------------------------
+ */
+
+struct shot {
+    bool done;
+    enum push_status status;
+    long http_status;
+    char reason[160];
+    unsigned attempts;
+    uint64_t latency_us;
+};
+
+static void
+shot_done(const struct push_result *r, void *arg)
+{
+    struct shot *s = arg;
+
+    s->done = true;
+    s->status = r->status;
+    s->http_status = r->http_status;
+    snprintf(s->reason, sizeof(s->reason), "%s", r->reason ? r->reason : "");
+    s->attempts = r->attempts;
+    s->latency_us = r->latency_us;
+}
+
+/* The daemon's push settings, made small enough for a thread that waits.
+ * Strings point into cfg. */
+static void
+probe_conf(const struct cfg *cfg, struct push_conf *conf)
+{
+    push_cfg_conf(cfg_get(cfg, &push_apns_cfg_section),
+                  cfg_get(cfg, &push_fcm_cfg_section),
+                  cfg_get(cfg, &push_wake_cfg_section), conf);
+    if (!conf->apns.timeout_ms || conf->apns.timeout_ms > PROBE_TIMEOUT_MS)
+        conf->apns.timeout_ms = PROBE_TIMEOUT_MS;
+    if (!conf->fcm.timeout_ms || conf->fcm.timeout_ms > PROBE_TIMEOUT_MS)
+        conf->fcm.timeout_ms = PROBE_TIMEOUT_MS;
+    conf->max_attempts = PROBE_ATTEMPTS;
+    if (conf->backoff_initial_ms == 0 || conf->backoff_initial_ms > 500)
+        conf->backoff_initial_ms = 250;
+}
+
+/* Send msgs[0..n) with a fresh client on a private loop and wait until
+ * every one completed (the client guarantees completion: timeouts,
+ * deadline). shots[i] gets message i's result; a message push_send
+ * refused is marked done with status PUSH_FAILED and push_strerror as the
+ * reason. Returns 0, or -EINVAL with the client's reason in err (bad key
+ * file...). Any thread that owns no loop. */
+static int
+push_oneshot(const struct push_conf *conf, const struct push_msg *msgs,
+             struct shot *shots, size_t n, char *err, size_t errlen)
+{
+    uv_loop_t loop;
+    struct push_client *c;
+    int rc = uv_loop_init(&loop);
+
+    if (rc < 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
+        return -ENOMEM;
+    }
+    c = push_client_new(&loop, conf, err, errlen);
+    if (!c) {
+        uv_loop_close(&loop);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        shots[i] = (struct shot){0};
+        rc = push_send(c, &msgs[i], shot_done, &shots[i]);
+        if (rc < 0) {
+            shots[i].done = true;
+            shots[i].status = PUSH_FAILED;
+            snprintf(shots[i].reason, sizeof(shots[i].reason), "%s",
+                     push_strerror(rc));
+        }
+    }
+    for (;;) {
+        bool all = true;
+        for (size_t i = 0; i < n; i++)
+            all = all && shots[i].done;
+        if (all || uv_run(&loop, UV_RUN_ONCE) == 0)
+            break;
+    }
+    push_client_free(c); /* completes anything left as cancelled */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return 0;
+}
+
+static void
+random_call_id(const char *what, char *out, size_t cap)
+{
+    char hex[17];
+
+    if (admin_random_hex(hex, 8) < 0)
+        snprintf(hex, sizeof(hex), "%lx", (unsigned long)time(NULL));
+    snprintf(out, cap, "pushpbx-%s-%s", what, hex);
+}
+
+/* ---- test push ------------------------------------------------------------
+ */
+
+/* A "missed" push from "pushpbx": it shows a notification and does not
+ * ring (a "call" push would make the app start ringing for no call). */
+static int
+push_test(void *arg, const char *ext, json_t *result)
+{
+    json_t *all = json_array(), *d;
+    size_t i, n = 0;
+
+    if (!the.wake.list_devices || the.wake.list_devices(the.wake.arg, all)) {
+        json_decref(all);
+        return -EIO;
+    }
+    json_t *mine = json_array();
+    json_array_foreach(all, i, d)
+    {
+        const char *e = json_string_value(json_object_get(d, "ext"));
+        if (e && strcmp(e, ext) == 0)
+            json_array_append(mine, d);
+    }
+    json_decref(all);
+    n = json_array_size(mine);
+    if (n == 0) {
+        json_decref(mine);
+        return -ENOENT;
+    }
+    struct push_msg *m = xcalloc(n, sizeof(*m));
+    struct shot *s = xcalloc(n, sizeof(*s));
+    char call_id[64], err[512];
+    struct push_conf conf;
+
+    random_call_id("test", call_id, sizeof(call_id));
+    probe_conf(the.cfg, &conf);
+    json_array_foreach(mine, i, d)
+    {
+        const char *prov = json_string_value(json_object_get(d, "provider"));
+        const char *param = json_string_value(json_object_get(d, "param"));
+        m[i] = (struct push_msg){
+            .provider = prov && strcmp(prov, "fcm") == 0 ? PUSH_FCM : PUSH_APNS,
+            .token = json_string_value(json_object_get(d, "token")),
+            .param = param && param[0] ? param : NULL,
+            .type = PUSH_MISSED,
+            .call_id = call_id,
+            .from = "pushpbx",
+            .from_name = "pushpbx test push",
+            .to = ext,
+            .expires_at_s = (int64_t)time(NULL) + PROBE_DEADLINE_S,
+        };
+    }
+    int rc = push_oneshot(&conf, m, s, n, err, sizeof(err));
+    if (rc < 0) {
+        json_object_set_new(result, "status", json_string("failed"));
+        json_object_set_new(result, "reason", json_string(err));
+        json_object_set_new(result, "devices", json_array());
+    } else {
+        json_t *devs = json_array();
+        size_t delivered = 0;
+        json_array_foreach(mine, i, d)
+        {
+            char pre[16];
+            const char *id = json_string_value(json_object_get(d, "id"));
+            snprintf(pre, sizeof(pre), "%.8s", m[i].token ? m[i].token : "");
+            delivered += s[i].status == PUSH_DELIVERED;
+            json_array_append_new(
+                devs,
+                json_pack("{s:s?, s:s, s:s, s:s, s:I, s:s, s:i, s:f}", "id", id,
+                          "provider", push_provider_name(m[i].provider),
+                          "token_prefix", pre, "status",
+                          push_status_name(s[i].status), "http_status",
+                          (json_int_t)s[i].http_status, "reason", s[i].reason,
+                          "attempts", (int)s[i].attempts, "latency_ms",
+                          (double)s[i].latency_us / 1000.0));
+            /* A dead token means the app is gone: forget it, as a call's
+             * push would. */
+            if (s[i].status == PUSH_DEAD_TOKEN && id && the.wake.device_del)
+                the.wake.device_del(the.wake.arg, ext, id);
+        }
+        json_object_set_new(result, "ext", json_string(ext));
+        json_object_set_new(result, "call_id", json_string(call_id));
+        json_object_set_new(result, "status",
+                            json_string(delivered == n ? "delivered"
+                                        : n == 1 ? push_status_name(s[0].status)
+                                        : delivered ? "partly delivered"
+                                                    : "failed"));
+        json_object_set_new(result, "reason",
+                            json_string(n == 1 ? s[0].reason : ""));
+        json_object_set_new(result, "devices", devs);
+    }
+    log_notice("app", "test push ext=%s devices=%zu status=%s", ext, n,
+               json_string_value(json_object_get(result, "status")));
+    free(m);
+    free(s);
+    json_decref(mine);
+    return 0;
+}
+
+/* ---- push check ----------------------------------------------------------
+ */
+
+/* What one provider's authenticated step found. */
+struct check_res {
+    const char *provider;
+    char url[256];
+    const char *step; /* "jwt", "certificate", "oauth", "push" */
+    bool ok;
+    long http_status;
+    char reason[160];
+    char detail[768];
+};
+
+static void
+judge_apns(const struct push_apns_conf *a, const struct shot *s,
+           struct check_res *r)
+{
+    r->step = a->key_file ? "jwt" : "certificate";
+    r->http_status = s->http_status;
+    snprintf(r->reason, sizeof(r->reason), "%s", s->reason);
+    if (s->status == PUSH_DELIVERED ||
+        (s->http_status == 400 && strcmp(s->reason, "BadDeviceToken") == 0) ||
+        s->http_status == 410) {
+        r->ok = true;
+        snprintf(r->detail, sizeof(r->detail),
+                 "credentials accepted (HTTP %ld%s%s for the all-zero test "
+                 "token)",
+                 s->http_status, s->reason[0] ? " " : "", s->reason);
+    } else if (s->http_status == 403) {
+        snprintf(r->detail, sizeof(r->detail),
+                 "APNs refused the credentials (HTTP 403 %s): check "
+                 "key_file, key_id and team_id",
+                 s->reason);
+    } else if (s->http_status == 400) {
+        snprintf(r->detail, sizeof(r->detail),
+                 "authenticated, but the request was refused (HTTP 400 %s): "
+                 "check topic",
+                 s->reason);
+    } else if (s->http_status == 0) {
+        snprintf(r->detail, sizeof(r->detail), "no answer from APNs: %s",
+                 s->reason[0] ? s->reason : push_status_name(s->status));
+    } else {
+        snprintf(r->detail, sizeof(r->detail), "HTTP %ld %s", s->http_status,
+                 s->reason);
+    }
+}
+
+static void
+judge_fcm(const struct shot *s, struct check_res *r)
+{
+    r->http_status = s->http_status;
+    snprintf(r->reason, sizeof(r->reason), "%s", s->reason);
+    if (strncmp(s->reason, "oauth:", 6) == 0) {
+        r->step = "oauth";
+        snprintf(r->detail, sizeof(r->detail),
+                 "no OAuth access token (%s): check service_account_file "
+                 "and the route to its token_uri",
+                 s->reason);
+        return;
+    }
+    r->step = "push";
+    if (s->status == PUSH_DELIVERED || s->http_status == 400 ||
+        s->http_status == 404) {
+        r->ok = true;
+        snprintf(r->detail, sizeof(r->detail),
+                 "OAuth access token obtained; FCM accepted it (HTTP %ld%s%s "
+                 "for the dummy token)",
+                 s->http_status, s->reason[0] ? " " : "", s->reason);
+    } else if (s->http_status == 401 || s->http_status == 403) {
+        snprintf(r->detail, sizeof(r->detail),
+                 "OAuth access token obtained, but FCM refused it (HTTP %ld "
+                 "%s): check the project and the account's roles",
+                 s->http_status, s->reason);
+    } else if (s->http_status == 0) {
+        snprintf(r->detail, sizeof(r->detail), "no answer from FCM: %s",
+                 s->reason[0] ? s->reason : push_status_name(s->status));
+    } else {
+        snprintf(r->detail, sizeof(r->detail), "HTTP %ld %s", s->http_status,
+                 s->reason);
+    }
+}
+
+/* Run the authenticated step for each enabled provider; returns how many
+ * results were written to res (at most 2). */
+static size_t
+run_check(const struct cfg *cfg, struct check_res *res)
+{
+    static const char zero_token[] = "00000000000000000000000000000000"
+                                     "00000000000000000000000000000000";
+    struct push_conf conf;
+    struct push_msg m[2];
+    struct check_res *r[2];
+    struct shot s[2];
+    char call_id[64], err[512];
+    size_t n = 0;
+
+    probe_conf(cfg, &conf);
+    random_call_id("check", call_id, sizeof(call_id));
+    struct push_msg base = {
+        .type = PUSH_MISSED,
+        .call_id = call_id,
+        .from = "pushpbx",
+        .from_name = "pushpbx check",
+        .to = "check",
+        .expires_at_s = (int64_t)time(NULL) + PROBE_DEADLINE_S,
+    };
+    if (conf.apns.enabled) {
+        res[n] = (struct check_res){.provider = "apns"};
+        snprintf(res[n].url, sizeof(res[n].url), "%s",
+                 conf.apns.base_url  ? conf.apns.base_url
+                 : conf.apns.sandbox ? PUSH_APNS_SANDBOX_URL
+                                     : PUSH_APNS_PRODUCTION_URL);
+        m[n] = base;
+        m[n].provider = PUSH_APNS;
+        m[n].token = zero_token;
+        r[n] = &res[n];
+        n++;
+    }
+    if (conf.fcm.enabled) {
+        res[n] = (struct check_res){.provider = "fcm"};
+        snprintf(res[n].url, sizeof(res[n].url), "%s",
+                 conf.fcm.base_url ? conf.fcm.base_url : PUSH_FCM_DEFAULT_URL);
+        m[n] = base;
+        m[n].provider = PUSH_FCM;
+        m[n].token = "pushpbx-check-dummy-token";
+        r[n] = &res[n];
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    if (push_oneshot(&conf, m, s, n, err, sizeof(err)) < 0) {
+        for (size_t i = 0; i < n; i++) {
+            r[i]->step = "config";
+            snprintf(r[i]->detail, sizeof(r[i]->detail), "%s", err);
+        }
+        return n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].provider == PUSH_APNS)
+            judge_apns(&conf.apns, &s[i], r[i]);
+        else
+            judge_fcm(&s[i], r[i]);
+    }
+    return n;
+}
+
+static int
+push_check(void *arg, json_t *items)
+{
+    struct check_res res[2];
+    size_t n = run_check(the.cfg, res);
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            items, json_pack("{s:s, s:s, s:s, s:b, s:I, s:s, s:s}", "provider",
+                             res[i].provider, "url", res[i].url, "step",
+                             res[i].step, "ok", res[i].ok, "http_status",
+                             (json_int_t)res[i].http_status, "reason",
+                             res[i].reason, "detail", res[i].detail));
+    log_notice("app", "push check run: %zu provider%s", n, n == 1 ? "" : "s");
+    return 0;
+}
+
+int
+app_check_push(const struct cfg *cfg)
+{
+    struct check_res res[2];
+    size_t n = run_check(cfg, res);
+    bool all = true;
+
+    if (n == 0) {
+        printf("push check: no provider enabled ([apns] or [fcm] enabled = "
+               "yes)\n");
+        return 2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        printf("%s (%s)\n  %-5s %s: %s\n",
+               strcmp(res[i].provider, "apns") == 0 ? "APNs" : "FCM",
+               res[i].url, res[i].ok ? "ok" : "FAIL", res[i].step,
+               res[i].detail);
+        all = all && res[i].ok;
+    }
+    if (all) {
+        printf("push credentials accepted\n");
+        return 0;
+    }
+    printf("\nA step failed. If it is a network error, open in the firewall:\n"
+           "  this server, outbound: TCP 443 to api.push.apple.com "
+           "(APNs; 2197 also allowed),\n"
+           "                         TCP 443 to fcm.googleapis.com and "
+           "oauth2.googleapis.com (FCM)\n"
+           "  phones, outbound:      TCP 5223 to *.push.apple.com (APNs), "
+           "TCP 5228-5230 to mtalk.google.com (FCM)\n"
+           "(pushpbxctl check tests DNS, TCP and TLS step by step.)\n");
+    return 8;
+}
+
+/* ---- provisioning push settings -------------------------------------------
+ */
+
+/* production or sandbox: from base_url when it names one of Apple's hosts,
+ * else ([apns] sandbox) the flag, which is what base_url = "" means and
+ * the best hint for an emulator URL. */
+static const char *
+apns_environment(const struct push_apns_cfg *a)
+{
+    if (a->base_url[0]) {
+        if (strstr(a->base_url, "api.sandbox.push.apple.com") ||
+            strstr(a->base_url, "api.development.push.apple.com"))
+            return "sandbox";
+        if (strstr(a->base_url, "api.push.apple.com"))
+            return "production";
+    }
+    return a->sandbox ? "sandbox" : "production";
+}
+
+/* FCM project id (and the sender id when the file carries the project
+ * number, as google-services.json does; a service account has none). */
+static void
+fcm_identity(const struct push_fcm_cfg *f)
+{
+    json_error_t e;
+    json_t *j = json_load_file(f->service_account_file, 0, &e);
+
+    the.fcm_project[0] = the.fcm_sender[0] = '\0';
+    if (!j)
+        return;
+    const char *p = json_string_value(json_object_get(j, "project_id"));
+    json_t *num = json_object_get(j, "project_number");
+    snprintf(the.fcm_project, sizeof(the.fcm_project), "%s", p ? p : "");
+    if (json_is_string(num))
+        snprintf(the.fcm_sender, sizeof(the.fcm_sender), "%s",
+                 json_string_value(num));
+    else if (json_is_integer(num))
+        snprintf(the.fcm_sender, sizeof(the.fcm_sender), "%lld",
+                 (long long)json_integer_value(num));
+    json_decref(j);
+}
+
+static void
+push_info(const struct cfg *cfg, struct admin_push_info *pi)
+{
+    const struct push_apns_cfg *a = cfg_get(cfg, &push_apns_cfg_section);
+    const struct push_fcm_cfg *f = cfg_get(cfg, &push_fcm_cfg_section);
+
+    *pi = (struct admin_push_info){0};
+    if (a->enabled) {
+        pi->apns_environment = apns_environment(a);
+        pi->apns_topic = a->topic[0] ? a->topic : NULL;
+    }
+    if (f->enabled) {
+        fcm_identity(f);
+        pi->fcm_project_id = the.fcm_project[0] ? the.fcm_project : NULL;
+        pi->fcm_sender_id = the.fcm_sender[0] ? the.fcm_sender : NULL;
+    }
+}
+
+/* ---- start ----------------------------------------------------------------
+ */
 
 int
 app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
-                struct reg *reg, const struct tp *tp0, struct admin **out)
+                struct reg *reg, const struct tp *tp0,
+                const struct worker *workers, unsigned count,
+                struct admin **out)
 {
     const struct admin_cfg *ac = cfg_get(cfg, &admin_cfg_section);
     struct admin_sip_listener ls[TP_MAX_LISTENERS];
     struct tp_listen_spec s;
+    struct admin_push_info wake_push = {0};
     size_t n = 0;
     char err[512];
     int rc;
@@ -33,6 +670,12 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
         ls[n].port = tp_addr_port(&s.addr);
         n++;
     }
+    the.cfg = cfg;
+    the.workers = workers;
+    the.worker_count = count;
+    the.wake = (struct admin_sources){0};
+    app_wake_admin(&the.wake, &wake_push); /* devices, pushes, wake-ups */
+
     struct admin_opts o = {
         .cfg = ac,
         .reg = reg,
@@ -40,10 +683,19 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
         .realm = sip->realm,
         .listeners = ls,
         .listener_count = n,
-        /* push room: fill .push (FCM project/sender, APNs environment and
-         * topic) and .sources once its config section exists. */
+        .sources =
+            {
+                .list_calls = the.proxy ? list_calls : NULL,
+                .list_pushes = the.wake.list_pushes ? fwd_pushes : NULL,
+                .list_wakeups = the.wake.list_wakeups ? fwd_wakeups : NULL,
+                .list_devices = the.wake.list_devices ? fwd_devices : NULL,
+                .device_del = the.wake.device_del ? fwd_device_del : NULL,
+                .push_test = the.wake.list_devices ? push_test : NULL,
+                .push_check = push_check,
+                .counters = counters,
+            },
     };
-    app_wake_admin(&o.sources, &o.push); /* push devices, recent pushes */
+    push_info(cfg, &o.push);
     rc = admin_start(&o, out, err, sizeof(err));
     if (rc < 0) {
         /* The admin must not take SIP down (a busy port when several

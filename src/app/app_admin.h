@@ -1,9 +1,14 @@
 /*
- * app/app_admin: starts the admin HTTP server (src/admin) for the daemon:
- * hands it the [admin] config, the registrar, the SIP listeners (for the
- * provisioning document) and the providers the daemon has so far. Rooms
- * that come later (proxy calls, push devices, recent pushes, wake-ups) plug
- * their callbacks into struct admin_sources here.
+ * app/app_admin: starts the admin HTTP server (src/admin) for the daemon
+ * and gives it what the other rooms know: the [admin] config, the
+ * registrar, the SIP listeners (for the provisioning document), the push
+ * settings of [apns]/[fcm], the push devices, recent pushes and wake-ups
+ * of app_wake, the proxy's recent calls and call counters, the workers'
+ * per-method SIP counters, the test push and the authenticated push check.
+ *
+ * The test push and the push check run a one-shot push client (src/push)
+ * on a private loop on the calling thread: the daemon's own push client
+ * lives on the wake thread and takes no requests from outside wake.
  */
 #ifndef PUSHPBX_APP_APP_ADMIN_H
 #define PUSHPBX_APP_APP_ADMIN_H
@@ -12,12 +17,32 @@ struct admin;
 struct cfg;
 struct reg;
 struct tp;
+struct worker;
+struct proxy_shared;
 struct app_sip_cfg;
+
+/* Observe the proxy (call counters for /metrics). Main thread, after
+ * proxy_shared_new and before the workers start. sh may be NULL. Returns 0
+ * or -ENOSPC (too many observers; counters then stay zero). */
+int app_admin_attach(struct proxy_shared *sh);
 
 /* Start the admin unless [admin] enabled = no (then *out = NULL). A
  * failure is logged and leaves *out NULL: the daemon runs without admin.
- * Returns 0. Main thread, after worker 0 listens. */
+ * workers (borrowed, count of them) must outlive the admin: their SIP
+ * counters are read from the admin thread. Returns 0. Main thread, after
+ * worker 0 listens and after app_wake_open. */
 int app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
-                    struct reg *reg, const struct tp *tp0, struct admin **out);
+                    struct reg *reg, const struct tp *tp0,
+                    const struct worker *workers, unsigned count,
+                    struct admin **out);
+
+/* pushpbx --check-push: the authenticated step for every enabled provider
+ * (APNs: a JWT- or certificate-authenticated push to an all-zero token,
+ * where 400 BadDeviceToken means the credentials were accepted; FCM: an
+ * OAuth access token, then a push to a dummy token). Prints a report and,
+ * when a step fails, the firewall rules to stdout. Returns 0 when every
+ * enabled provider passed, 8 when one failed (as pushpbxctl check), 2 when
+ * no provider is enabled. Main thread, before the workers start. */
+int app_check_push(const struct cfg *cfg);
 
 #endif

@@ -21,6 +21,7 @@
 #include "app/core.h"
 
 #include <errno.h>
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,11 +38,34 @@
 #define CORE_SUPPORTED ""
 #define CORE_MAX_UNSUPPORTED 16
 
+static_assert(SIP_METHOD_PUBLISH + 1 == CORE_METHODS,
+              "CORE_METHODS must cover enum sip_method");
+
 void
 core_init(struct core *c, struct tp *tp)
 {
     *c = (struct core){.tp = tp};
+    for (int i = 0; i < CORE_METHODS; i++)
+        atomic_init(&c->methods[i], 0);
     buf_init(&c->out, SIP_MAX_MSG_LEN);
+}
+
+uint64_t
+core_method_count(const struct core *c, int m)
+{
+    if (m < 0 || m >= CORE_METHODS)
+        return 0;
+    return atomic_load_explicit(&c->methods[m], memory_order_relaxed);
+}
+
+/* Single writer (this worker): load + store, no read-modify-write. */
+static void
+count_method(struct core *c, enum sip_method m)
+{
+    unsigned i = (unsigned)m < CORE_METHODS ? (unsigned)m : 0;
+    uint64_t v = atomic_load_explicit(&c->methods[i], memory_order_relaxed);
+
+    atomic_store_explicit(&c->methods[i], v + 1, memory_order_relaxed);
 }
 
 void
@@ -444,6 +468,8 @@ core_on_recv(struct tp *tp, const struct tp_rx *rx, void *arg)
     }
     if (c->proxy && proxy_steer(c->proxy, rx))
         return; /* handed to the worker that owns it */
+    if (rx->msg && rx->msg->is_request)
+        count_method(c, rx->msg->method);
     if (txn_recv(c->tt, rx) == -ENOENT)
         c->stats.stray_responses++;
 }

@@ -14,6 +14,7 @@
 #ifndef PUSHPBX_APP_CORE_H
 #define PUSHPBX_APP_CORE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "base/buf.h"
@@ -28,6 +29,14 @@ struct core_stats {
     uint64_t stray_responses;    /* responses matching no client txn */
 };
 
+/* Requests received per method (index: enum sip_method, SIP_METHOD_UNKNOWN
+ * for extension methods), retransmissions included, counted on the worker
+ * that processes them (after proxy steering, so a request handed to another
+ * worker counts once). One writer, the worker: it bumps with a relaxed load
+ * and store (a plain add, no locked instruction); the admin thread reads
+ * with core_method_count and sums the workers. */
+#define CORE_METHODS 15 /* SIP_METHOD_PUBLISH + 1 */
+
 struct reg;
 struct proxy;
 
@@ -39,10 +48,14 @@ struct core {
     struct proxy *proxy;  /* borrowed; NULL = no calls (INVITE 405) */
     struct buf out;       /* scratch for stateless responses */
     struct core_stats stats;
+    _Atomic uint64_t methods[CORE_METHODS];
 };
 
 void core_init(struct core *c, struct tp *tp);
 void core_fini(struct core *c);
+
+/* Requests of method m (enum sip_method) c has received. Any thread. */
+uint64_t core_method_count(const struct core *c, int m);
 
 /* tp receive callback (arg = struct core *). */
 void core_on_recv(struct tp *tp, const struct tp_rx *rx, void *arg);

@@ -7,7 +7,8 @@
  * build's leak check passes), exit code 0.
  *
  * Exit codes: 0 clean stop or valid --check-config, 1 run-time failure
- * (cannot bind, cannot start a thread), 2 bad usage or bad configuration.
+ * (cannot bind, cannot start a thread), 2 bad usage or bad configuration
+ * (or --check-push with no provider enabled), 8 --check-push failed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -55,13 +56,18 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: pushpbx --config FILE [--set section.key=value]...\n"
-               "               [--check-config] [--ready-file PATH]\n"
+               "               [--check-config | --check-push] "
+               "[--ready-file PATH]\n"
                "       pushpbx --help-config | --help-config-md | --help | "
                "--version\n"
                "\n"
                "  --config FILE       INI configuration (see --help-config)\n"
                "  --set S.K=V         override one option (repeatable)\n"
                "  --check-config      load and validate, then exit (0 = ok)\n"
+               "  --check-push        authenticate to APNs/FCM with the "
+               "configured\n"
+               "                      credentials, then exit (0 ok, 8 "
+               "failed)\n"
                "  --ready-file PATH   once listening, write {\"pid\":..,"
                "\"listen\":[..]} there\n"
                "  --help-config       print every option with its default\n"
@@ -310,7 +316,8 @@ run_daemon(struct daemon *d, const char *ready_file)
                PUSHPBX_VERSION, d->worker_count,
                d->worker_count == 1 ? "" : "s", d->sip->domain);
     print_softphone_help(d, tp0);
-    if (app_admin_start(d->cfg, d->sip, d->reg, tp0, &d->admin) < 0) {
+    if (app_admin_start(d->cfg, d->sip, d->reg, tp0, d->workers,
+                        d->worker_count, &d->admin) < 0) {
         status = 1;
         uv_close((uv_handle_t *)&d->sigint, NULL);
         uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -355,6 +362,7 @@ main(int argc, char **argv)
 {
     enum {
         OPT_CHECK = 256,
+        OPT_CHECK_PUSH,
         OPT_HELP_CONFIG,
         OPT_HELP_CONFIG_MD,
         OPT_READY,
@@ -364,6 +372,7 @@ main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"set", required_argument, NULL, 's'},
         {"check-config", no_argument, NULL, OPT_CHECK},
+        {"check-push", no_argument, NULL, OPT_CHECK_PUSH},
         {"help-config", no_argument, NULL, OPT_HELP_CONFIG},
         {"help-config-md", no_argument, NULL, OPT_HELP_CONFIG_MD},
         {"ready-file", required_argument, NULL, OPT_READY},
@@ -374,7 +383,7 @@ main(int argc, char **argv)
     const char *config = NULL, *ready_file = NULL;
     const char **sets = xcalloc((size_t)argc + 1, sizeof(char *));
     size_t nsets = 0, nsections;
-    bool check = false;
+    bool check = false, check_push = false;
     struct cfg *cfg = NULL;
     char err[1024];
     int opt, status;
@@ -390,6 +399,9 @@ main(int argc, char **argv)
             break;
         case OPT_CHECK:
             check = true;
+            break;
+        case OPT_CHECK_PUSH:
+            check_push = true;
             break;
         case OPT_READY:
             ready_file = optarg;
@@ -438,6 +450,13 @@ main(int argc, char **argv)
     const struct app_log_cfg *lc = cfg_get(cfg, &app_log_section);
     log_level = (enum log_level)lc->level;
     signal(SIGPIPE, SIG_IGN);
+    if (check_push) {
+        /* The push client needs a loop: run it here, before any worker
+         * exists. Exit 0 ok, 8 a step failed, 2 no provider enabled. */
+        status = app_check_push(cfg);
+        cfg_free(cfg);
+        return status;
+    }
 
     struct daemon d = {.cfg = cfg, .sip = cfg_get(cfg, &app_sip_section)};
     uv_loop_init(&d.loop);
@@ -450,6 +469,8 @@ main(int argc, char **argv)
     }
     if (status == 0)
         status = app_wake_open(cfg, d.reg, d.proxy, &d.wake);
+    if (status == 0)
+        app_admin_attach(d.proxy); /* call counters; before the workers */
     if (status == 0)
         status = run_daemon(&d, ready_file);
     app_wake_close(d.wake);     /* after the workers: joins the push thread */

@@ -56,8 +56,11 @@ usage(FILE *f)
                "once\n"
                "  reg list                     SIP bindings and push devices "
                "per extension\n"
+               "  calls                        recent calls and their "
+               "outcome\n"
                "  push list                    recent pushes\n"
-               "  push test EXT                send a test push\n"
+               "  push test EXT                send a test push to EXT's "
+               "devices\n"
                "  push forget EXT              delete the extension's push "
                "devices\n"
                "  prov show EXT [--new]        provisioning link (create or "
@@ -66,7 +69,9 @@ usage(FILE *f)
                "  check [--apns-url U] [--fcm-url U] [--oauth-url U] "
                "[--cacert F]\n"
                "                               DNS, TCP, TLS and HTTP towards "
-               "the push services\n"
+               "the push services,\n"
+               "                               then (with a token) the "
+               "daemon's authenticated step\n"
                "\n"
                "  --url      admin base URL (default $PUSHPBX_URL or "
                "http://127.0.0.1:8080)\n"
@@ -266,7 +271,7 @@ show_reg_list(json_t *j)
         }
     }
     if (!json_is_true(json_object_get(j, "push_available")))
-        printf("(push devices: not available yet)\n");
+        printf("(push devices: not available)\n");
 }
 
 static void
@@ -276,7 +281,7 @@ show_push_list(json_t *j)
     json_t *p;
 
     if (!json_is_true(json_object_get(j, "available"))) {
-        printf("recent pushes: not available yet\n");
+        printf("recent pushes: not available\n");
         return;
     }
     printf("%-10s %-8s %-5s %-10s %-10s %-18s %s\n", "TIME", "EXT", "PROV",
@@ -297,7 +302,49 @@ show_push_list(json_t *j)
 static void
 show_push_test(json_t *j)
 {
+    size_t i;
+    json_t *d;
+
     printf("test push: %s %s\n", str(j, "status"), str(j, "reason"));
+    json_array_foreach(json_object_get(j, "devices"), i, d)
+    {
+        printf("  %-5s %s... %-16s HTTP %lld %s (%lld attempt%s, %.0f ms)\n",
+               str(d, "provider"), str(d, "token_prefix"), str(d, "status"),
+               (long long)json_integer_value(json_object_get(d, "http_status")),
+               str(d, "reason"),
+               (long long)json_integer_value(json_object_get(d, "attempts")),
+               json_integer_value(json_object_get(d, "attempts")) == 1 ? ""
+                                                                       : "s",
+               json_number_value(json_object_get(d, "latency_ms")));
+    }
+}
+
+static void
+show_calls(json_t *j)
+{
+    size_t i;
+    json_t *c;
+
+    if (!json_is_true(json_object_get(j, "available"))) {
+        printf("recent calls: not available\n");
+        return;
+    }
+    printf("%-10s %-8s %-8s %-16s %-9s %s\n", "TIME", "FROM", "TO", "RESULT",
+           "RING/DUR", "CALL-ID");
+    json_array_foreach(json_object_get(j, "items"), i, c)
+    {
+        char when[16] = "", dur[24];
+        time_t t = (time_t)json_integer_value(json_object_get(c, "started_at"));
+        struct tm tm;
+        if (t && localtime_r(&t, &tm))
+            strftime(when, sizeof(when), "%H:%M:%S", &tm);
+        snprintf(dur, sizeof(dur), "%.1fs",
+                 (double)json_integer_value(
+                     json_object_get(c, "duration_ms")) /
+                     1000.0);
+        printf("%-10s %-8s %-8s %-16s %-9s %s\n", when, str(c, "from"),
+               str(c, "to"), str(c, "result"), dur, str(c, "call_id"));
+    }
 }
 
 static void
@@ -336,8 +383,8 @@ step(const char *name, bool ok, const char *detail)
 
 /* DNS, TCP (curl CONNECT_ONLY over http), TLS (CONNECT_ONLY over https),
  * then one HTTP request (any status counts: the API answered). The
- * authenticated no-op (APNs JWT, FCM OAuth token) needs the push room's
- * credentials and is not done yet (docs/admin.md). */
+ * authenticated step needs the credentials, which only the daemon has:
+ * cmd_check asks it (POST /api/push/check). */
 static bool
 check_target(const struct target *t, const char *cacert, long timeout_s)
 {
@@ -419,9 +466,36 @@ check_target(const struct target *t, const char *cacert, long timeout_s)
     return ok;
 }
 
+/* The daemon's authenticated step: 1 all ok, 0 a provider failed, -1 not
+ * asked (no token) or not reachable. *out: its answer (owned). */
 static int
-cmd_check(int argc, char **argv, long timeout_s)
+daemon_check(const struct ctl *c, bool have_token, json_t **out)
 {
+    struct ctl slow = *c;
+    long st;
+
+    *out = NULL;
+    if (!have_token)
+        return -1;
+    if (slow.timeout_s < 40)
+        slow.timeout_s = 40; /* the daemon waits for APNs and FCM */
+    st = call(&slow, "POST", "/api/push/check", NULL, out);
+    if (st != 200 || !json_is_object(*out)) {
+        fprintf(stderr,
+                "pushpbxctl: authenticated step not run (daemon at %s "
+                "answered %ld)\n",
+                c->url, st);
+        json_decref(*out);
+        *out = NULL;
+        return -1;
+    }
+    return json_is_true(json_object_get(*out, "ok")) ? 1 : 0;
+}
+
+static int
+cmd_check(const struct ctl *c, bool have_token, int argc, char **argv)
+{
+    long timeout_s = c->timeout_s;
     static const struct option lo[] = {
         {"apns-url", required_argument, NULL, 'a'},
         {"fcm-url", required_argument, NULL, 'f'},
@@ -457,6 +531,24 @@ cmd_check(int argc, char **argv, long timeout_s)
     }
     if (optind < argc)
         return EX_USAGE;
+    json_t *auth = NULL;
+    int dc = daemon_check(c, have_token, &auth);
+    size_t k;
+    json_t *it;
+    /* The daemon's own provider URLs (pushsim in tests), unless given. */
+    if (n == 0 && auth) {
+        json_array_foreach(json_object_get(auth, "items"), k, it)
+        {
+            const char *url = str(it, "url");
+            bool apns = strcmp(str(it, "provider"), "apns") == 0;
+            if (n < 3 && url[0])
+                t[n++] = (struct target){apns ? "APNs" : "FCM", url};
+            if (!apns && n < 3 &&
+                strcmp(url, "https://fcm.googleapis.com") == 0)
+                t[n++] = (struct target){"Google OAuth (FCM tokens)",
+                                         "https://oauth2.googleapis.com"};
+        }
+    }
     if (n == 0) {
         t[n++] = (struct target){"APNs", "https://api.push.apple.com"};
         t[n++] = (struct target){"FCM", "https://fcm.googleapis.com"};
@@ -466,8 +558,24 @@ cmd_check(int argc, char **argv, long timeout_s)
     bool all = true;
     for (size_t i = 0; i < n; i++)
         all = check_target(&t[i], cacert, timeout_s) && all;
+    if (dc >= 0) {
+        printf("authenticated step (daemon at %s)\n", c->url);
+        if (json_array_size(json_object_get(auth, "items")) == 0)
+            printf("  -     no push provider enabled in the daemon\n");
+        json_array_foreach(json_object_get(auth, "items"), k, it)
+        {
+            char name[64];
+            snprintf(name, sizeof(name), "%s %s", str(it, "provider"),
+                     str(it, "step"));
+            step(name, json_is_true(json_object_get(it, "ok")),
+                 str(it, "detail"));
+        }
+        all = all && dc == 1;
+    }
+    json_decref(auth);
     if (all) {
-        printf("all push services reachable\n");
+        printf("all push services reachable%s\n",
+               dc == 1 ? ", credentials accepted" : "");
         return EX_OK;
     }
     printf("\nA step failed. Open in the firewall:\n"
@@ -643,12 +751,16 @@ main(int argc, char **argv)
     const char *cmd = argv[optind];
     int sub_argc = argc - optind - 1;
     char **sub_argv = argv + optind + 1;
+    bool have_token = true;
+    if (token && token[0])
+        snprintf(c.token, sizeof(c.token), "%s", token);
+    else if (!read_token(token_file, c.token, sizeof(c.token)))
+        have_token = false;
     if (strcmp(cmd, "check") == 0) {
-        ex = cmd_check(argc - optind, argv + optind, c.timeout_s);
+        /* no token: the network steps only, no daemon needed */
+        ex = cmd_check(&c, have_token, argc - optind, argv + optind);
     } else {
-        if (token && token[0])
-            snprintf(c.token, sizeof(c.token), "%s", token);
-        else if (!read_token(token_file, c.token, sizeof(c.token)))
+        if (!have_token)
             fprintf(stderr,
                     "pushpbxctl: no token (--token, $PUSHPBX_TOKEN or "
                     "%s)\n",
@@ -658,6 +770,8 @@ main(int argc, char **argv)
         else if (strcmp(cmd, "reg") == 0 && sub_argc == 1 &&
                  strcmp(sub_argv[0], "list") == 0)
             ex = simple(&c, "GET", "/api/registrations", NULL, show_reg_list);
+        else if (strcmp(cmd, "calls") == 0 && sub_argc == 0)
+            ex = simple(&c, "GET", "/api/calls", NULL, show_calls);
         else if (strcmp(cmd, "push") == 0)
             ex = cmd_push(&c, sub_argc, sub_argv);
         else if (strcmp(cmd, "prov") == 0)

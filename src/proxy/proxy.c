@@ -71,6 +71,13 @@ struct proxy_call {
     unsigned refs;
     struct tq_entry ring;
     bool final_sent, holding;
+    bool ringing_sent; /* we sent our own 180 (proxy_call_ringing) */
+    int release_status; /* proxy_call_release's status: the answer when no
+                           branch gave a final (a real phone's answer,
+                           e.g. a desk's 486, is more telling) */
+    char tag[17];      /* our To tag for what we answer ourselves; "" until
+                          first needed */
+    char caller_name[128]; /* From display name, unquoted, UTF-8 */
     bool pop; /* the INVITE carried our Route (preloaded): pop it */
     int final_status;
     int best_status;
@@ -525,30 +532,38 @@ cancel_branches(struct proxy_call *c, struct branch *except, const char *reason)
     }
 }
 
+/* Our To tag for responses the proxy generates itself for this call: one
+ * per call, so our 180 and our final (408/480/487) belong to the same
+ * early dialog at the caller. */
+static struct slice
+call_tag(struct proxy_call *c)
+{
+    if (!c->tag[0])
+        sip_new_tag(c->tag);
+    return slice_cstr(c->tag);
+}
+
 /* Send a final response we generate (timeout, CANCEL, nothing left). */
 static void
 send_final(struct proxy_call *c, int status, const char *reason)
 {
-    char tag[17];
-
     if (c->final_sent)
         return;
     c->final_sent = true;
     c->final_status = status;
-    if (c->st) {
-        sip_new_tag(tag);
-        (void)txn_reply(c->st, status, reason, slice_cstr(tag), SLICE_NULL,
+    if (c->st)
+        (void)txn_reply(c->st, status, reason, call_tag(c), SLICE_NULL,
                         SLICE_NULL);
-    }
 }
 
 static void
 on_ring_timeout(struct tq_entry *e)
 {
     struct proxy_call *c = container_of(e, struct proxy_call, ring);
-    bool rang = c->rec.ringing_ms != 0;
+    bool rang = c->rec.ringing_ms != 0 || c->ringing_sent;
     /* Nobody rang: the request itself went unanswered (§16.7 would give
-     * 408 for no response); somebody rang but did not pick up: 480. */
+     * 408 for no response); somebody rang (or we told the caller it rings
+     * while a phone was being woken) but did not pick up: 480. */
     int status = rang ? 480 : 408;
 
     if (c->final_sent)
@@ -674,6 +689,8 @@ check_done(struct proxy_call *c)
     int up = proxy_status_upstream(c->best_status);
     if (c->nbr == 0)
         up = 480;
+    else if (c->best_status == 0 && c->release_status)
+        up = c->release_status;
     if (c->best && up == c->best_status && c->st) {
         c->final_sent = true;
         c->final_status = up;
@@ -972,7 +989,268 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
     return rc;
 }
 
-/* Drain the binding notifications queued for this worker. */
+int
+proxy_call_ringing(struct proxy_call *c)
+{
+    if (c->final_sent || !c->st)
+        return -EALREADY;
+    if (c->ringing_sent)
+        return 0;
+    c->ringing_sent = true;
+    int rc = txn_reply(c->st, 180, NULL, call_tag(c), SLICE_NULL, SLICE_NULL);
+    log_info("proxy", "180 sent for a phone being woken call_id=%s%s%s",
+             c->rec.call_id, rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "");
+    return rc;
+}
+
+bool
+proxy_call_branch_rang(const struct proxy_call *c, const char *uri)
+{
+    for (size_t i = 0; i < c->nbr; i++)
+        if (c->br[i].uri && strcmp(c->br[i].uri, uri) == 0)
+            return c->br[i].provisional;
+    return false;
+}
+
+/* Re-read the callee's bindings and fork c to the new ones. */
+static void
+fork_new_bindings(struct proxy *p, struct proxy_call *c)
+{
+    struct reg_contact *bs;
+    size_t count;
+
+    arena_reset(&p->a);
+    if (reg_lookup(p->sh->reg, slice_cstr(c->rec.callee), &p->a, &bs,
+                   &count) < 0)
+        return;
+    for (size_t i = 0; i < count && !c->final_sent; i++)
+        if (proxy_call_add_branch(c, &bs[i]) == 0) {
+            p->stats.branches_added++;
+            log_info("proxy",
+                     "branch added to ringing call call_id=%s "
+                     "callee=%s contact=%s",
+                     c->rec.call_id, c->rec.callee, bs[i].uri);
+        }
+}
+
+static struct proxy_call *
+call_find(struct proxy *p, const char *call_id, const char *callee)
+{
+    struct list_node *n;
+
+    for (n = p->calls.next; n != &p->calls; n = n->next) {
+        struct proxy_call *c = container_of(n, struct proxy_call, node);
+        if (strcmp(c->rec.call_id, call_id) == 0 &&
+            strcmp(c->rec.callee, callee) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* proxy_call_release on the call's worker. The bindings are re-read first:
+ * a woken phone's REGISTER is stored before wake releases the call (its
+ * bind callback runs before the 200), so its branch exists before the
+ * hold goes and the call cannot end in between. */
+static void
+note_release(struct proxy *p, const struct proxy_note *n)
+{
+    struct proxy_call *c = call_find(p, n->call_id, n->ext);
+
+    if (!c || c->final_sent)
+        return;
+    fork_new_bindings(p, c);
+    if (c->final_sent)
+        return;
+    c->holding = false;
+    c->release_status = n->status;
+    log_info("proxy", "call released by its observer call_id=%s status=%d",
+             c->rec.call_id, n->status);
+    check_done(c);
+}
+
+/* ---- rule 7: INVITE + CANCEL to a phone woken for an ended call --------- */
+
+/* One late INVITE and, if the phone answers it, its BYE. Freed when both
+ * client transactions have terminated (refs). */
+struct late_call {
+    struct proxy *p;
+    struct tp_dest dst;
+    unsigned refs;
+    bool answered;
+    char ruri[PROXY_LATE_URI_MAX];
+    char from[256];
+    char call_id[PROXY_REC_CALL_ID_MAX];
+    char reason[128]; /* "Reason: ...\r\n" */
+};
+
+static void on_late_event(struct txn *t, enum txn_event ev,
+                          const struct sip_msg *rsp, void *arg);
+
+/* ACK (stateless) or BYE (own transaction) in the dialog a 2xx made. */
+static int
+late_in_dialog(struct late_call *l, const struct sip_msg *rsp, bool bye)
+{
+    struct proxy *p = l->p;
+    const struct sip_hdr *to = sip_msg_hdr(rsp, SIP_HDR_TO);
+    const struct sip_hdr *ct = sip_msg_hdr(rsp, SIP_HDR_CONTACT);
+    struct sip_name_addr na;
+    struct sip_error e;
+    struct slice target = slice_cstr(l->ruri);
+    char branch[TXN_BRANCH_MAX];
+
+    if (!to)
+        return -EINVAL;
+    /* Remote target: the 2xx's Contact (§12.1.2); its Record-Route is
+     * ignored: our bindings are the phones themselves, no proxy between. */
+    if (ct && sip_name_addr_parse(ct->value, &na, &e) == 0 && na.uri.len)
+        target = na.uri;
+    txn_branch_new(p->tt, branch);
+    buf_reset(&p->out);
+    int rc = buf_printf(&p->out,
+                        "%s " SLICE_FMT " SIP/2.0\r\n"
+                        "Via: SIP/2.0/%s %s;branch=%s;rport\r\n"
+                        "Max-Forwards: 70\r\n"
+                        "From: %s\r\nTo: " SLICE_FMT "\r\n"
+                        "Call-ID: %s\r\nCSeq: %u %s\r\n%s"
+                        "Content-Length: 0\r\n\r\n",
+                        bye ? "BYE" : "ACK", SLICE_ARG(target),
+                        l->dst.proto == TP_TCP ? "TCP" : "UDP",
+                        p->via_host[l->dst.proto == TP_TCP], branch, l->from,
+                        SLICE_ARG(to->value), l->call_id, bye ? 2u : 1u,
+                        bye ? "BYE" : "ACK", bye ? l->reason : "");
+    if (rc < 0)
+        return rc;
+    if (!bye)
+        return tp_send(p->tp, &l->dst, buf_slice(&p->out), NULL);
+    rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event,
+                          l, NULL);
+    if (rc == 0)
+        l->refs++;
+    return rc;
+}
+
+static void
+on_late_event(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
+              void *arg)
+{
+    struct late_call *l = arg;
+
+    switch (ev) {
+    case TXN_EV_RESPONSE:
+        if (txn_kind(t) != TXN_INVITE_CLIENT || rsp->status < 200 ||
+            rsp->status >= 300)
+            break; /* 1xx: txn sends our pending CANCEL; 487: txn ACKs */
+        /* The phone answered anyway (the CANCEL crossed its 200, or it
+         * never sent a provisional): ACK every 2xx, BYE once. */
+        if (late_in_dialog(l, rsp, false) < 0)
+            log_info("proxy", "late call: ACK not sent call_id=%s",
+                     l->call_id);
+        if (!l->answered) {
+            l->answered = true;
+            int rc = late_in_dialog(l, rsp, true);
+            log_info("proxy", "late call answered: BYE%s call_id=%s",
+                     rc < 0 ? " not sent" : " sent", l->call_id);
+        }
+        break;
+    case TXN_EV_TERMINATED:
+        if (--l->refs == 0)
+            free(l);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Append s to b as the inside of a quoted-string (escape " and \). */
+static int
+quoted(struct buf *b, const char *s)
+{
+    int rc = 0;
+
+    for (; *s && rc == 0; s++) {
+        if (*s == '"' || *s == '\\')
+            rc = buf_append(b, "\\", 1);
+        if (rc == 0)
+            rc = buf_append(b, s, 1);
+    }
+    return rc;
+}
+
+static void
+note_late(struct proxy *p, const struct proxy_note *n)
+{
+    struct reg_contact b = {.uri = n->uri,
+                            .instance = "",
+                            .transport = n->transport,
+                            .addr = n->addr,
+                            .flow_id = n->flow_id};
+    struct late_call *l = xcalloc(1, sizeof(*l));
+    char branch[TXN_BRANCH_MAX], tag[17];
+    struct buf from;
+    struct txn *t = NULL;
+    int rc;
+
+    l->p = p;
+    dest_from_binding(p, &b, &l->dst);
+    snprintf(l->ruri, sizeof(l->ruri), "%s", n->uri);
+    snprintf(l->call_id, sizeof(l->call_id), "%s", n->call_id);
+    snprintf(l->reason, sizeof(l->reason), "Reason: %s\r\n", n->reason);
+    sip_new_tag(tag);
+    buf_init(&from, sizeof(l->from) - 1);
+    rc = 0;
+    if (n->caller_name[0]) {
+        rc = buf_append(&from, "\"", 1);
+        if (rc == 0)
+            rc = quoted(&from, n->caller_name);
+        if (rc == 0)
+            rc = buf_append(&from, "\" ", 2);
+    }
+    if (rc == 0)
+        rc = buf_printf(&from, "<sip:%s@%s>;tag=%s", n->caller, p->sh->domain,
+                        tag);
+    if (rc < 0) { /* name too long for l->from: without it */
+        buf_reset(&from);
+        rc = buf_printf(&from, "<sip:%s@%s>;tag=%s", n->caller, p->sh->domain,
+                        tag);
+    }
+    snprintf(l->from, sizeof(l->from), "%.*s", rc < 0 ? 0 : (int)from.len,
+             from.data);
+    buf_fini(&from);
+
+    txn_branch_new(p->tt, branch);
+    buf_reset(&p->out);
+    rc = buf_printf(&p->out,
+                    "INVITE %s SIP/2.0\r\n"
+                    "Via: SIP/2.0/%s %s;branch=%s;rport\r\n"
+                    "Max-Forwards: 70\r\n"
+                    "From: %s\r\nTo: <sip:%s@%s>\r\n"
+                    "Call-ID: %s\r\nCSeq: 1 INVITE\r\n"
+                    "Contact: <sip:%s;transport=%s>\r\n"
+                    "Content-Length: 0\r\n\r\n",
+                    n->uri, l->dst.proto == TP_TCP ? "TCP" : "UDP",
+                    p->via_host[l->dst.proto == TP_TCP], branch, l->from,
+                    n->ext, p->sh->domain, n->call_id,
+                    p->via_host[l->dst.proto == TP_TCP],
+                    l->dst.proto == TP_TCP ? "tcp" : "udp");
+    if (rc == 0)
+        rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst,
+                              on_late_event, l, &t);
+    if (rc < 0 || !t) {
+        log_info("proxy", "late call to %s not sent: %s call_id=%s", n->uri,
+                 strerror(rc < 0 ? -rc : EINVAL), n->call_id);
+        free(l);
+        return;
+    }
+    l->refs = 1;
+    p->stats.late_invites++;
+    /* The CANCEL goes as soon as the phone sends a provisional response
+     * (§9.1; txn defers it until then). */
+    (void)txn_cancel(t, slice_cstr(l->reason));
+    log_info("proxy", "late INVITE+CANCEL to %s call_id=%s reason=%s",
+             n->uri, n->call_id, n->reason);
+}
+
+/* Drain the notifications queued for this worker. */
 void
 proxy_notes_run(struct proxy *p)
 {
@@ -991,30 +1269,105 @@ proxy_notes_run(struct proxy *p)
     list_for_each_safe(n, tmp, &batch)
     {
         struct proxy_note *note = container_of(n, struct proxy_note, node);
-        struct list_node *cn, *ctmp;
         list_remove(n);
-        list_for_each_safe(cn, ctmp, &p->calls)
-        {
-            struct proxy_call *c = container_of(cn, struct proxy_call, node);
-            struct reg_contact *bs;
-            size_t count;
-            if (c->final_sent || strcmp(c->rec.callee, note->ext) != 0)
-                continue;
-            arena_reset(&p->a);
-            if (reg_lookup(p->sh->reg, slice_cstr(note->ext), &p->a, &bs,
-                           &count) < 0)
-                continue;
-            for (size_t i = 0; i < count; i++)
-                if (proxy_call_add_branch(c, &bs[i]) == 0) {
-                    p->stats.branches_added++;
-                    log_info("proxy",
-                             "branch added to ringing call call_id=%s "
-                             "callee=%s contact=%s",
-                             c->rec.call_id, c->rec.callee, bs[i].uri);
-                }
+        switch (note->kind) {
+        case PROXY_NOTE_BINDING: {
+            struct list_node *cn, *ctmp;
+            list_for_each_safe(cn, ctmp, &p->calls)
+            {
+                struct proxy_call *c =
+                    container_of(cn, struct proxy_call, node);
+                if (!c->final_sent && strcmp(c->rec.callee, note->ext) == 0)
+                    fork_new_bindings(p, c);
+            }
+            break;
+        }
+        case PROXY_NOTE_RELEASE:
+            note_release(p, note);
+            break;
+        case PROXY_NOTE_LATE:
+            note_late(p, note);
+            break;
         }
         free(note);
     }
+}
+
+/* Length of the valid UTF-8 sequence starting at s[0] (at most left
+ * bytes), 0 if invalid. Overlongs and surrogates are refused, as JSON
+ * encoders (the push payload) do. */
+static size_t
+utf8_seq(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+/* The From display name for push payloads: quoted-pair escapes removed,
+ * cut at cap - 1 bytes on a character boundary, control characters
+ * dropped. Invalid UTF-8 gives "" (the caller chooses these bytes, and a
+ * payload that the provider or the JSON encoder refuses would lose the
+ * push, so the name is all or nothing). */
+static void
+display_name(struct slice d, char *out, size_t cap)
+{
+    unsigned char tmp[256];
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < d.len && n < sizeof(tmp); i++) {
+        unsigned char ch = (unsigned char)d.ptr[i];
+        if (ch == '\\' && i + 1 < d.len)
+            ch = (unsigned char)d.ptr[++i];
+        if (ch < 0x20 || ch == 0x7f)
+            continue;
+        tmp[n++] = ch;
+    }
+    size_t len = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(tmp + i, n - i);
+        if (k == 0) {
+            if (n == sizeof(tmp) && n - i < 4)
+                break; /* cut by tmp's size: keep what came before */
+            out[0] = '\0';
+            return;
+        }
+        if (len + k >= cap)
+            break;
+        memcpy(out + len, tmp + i, k);
+        len += k;
+        i += k;
+    }
+    while (len > 0 && out[len - 1] == ' ')
+        len--;
+    out[len] = '\0';
 }
 
 /* ---- request routing --------------------------------------------------- */
@@ -1205,15 +1558,20 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     } else {
         c->kind = CALL_RELAY; /* MESSAGE etc.: forked, no call record */
     }
+    display_name(req->from.display, c->caller_name, sizeof(c->caller_name));
     struct proxy_call_info info = {.call = c,
                                    .call_id = c->rec.call_id,
                                    .caller = c->rec.caller,
                                    .callee = c->rec.callee,
+                                   .caller_name = c->caller_name,
                                    .bindings = n,
                                    .worker = p->worker};
     if (c->kind == CALL_FORK) {
         list_push_back(&p->calls, &c->node);
-        c->holding = proxy_notify_started(p->sh, &info) && n == 0;
+        /* Held even when other bindings exist: a desk phone's 486 must
+         * not end the call while an app is being woken (product rule 5);
+         * the observer releases it (proxy_call_release). */
+        c->holding = proxy_notify_started(p->sh, &info);
         tq_heap_add(tp_tq(p->tp), &c->ring,
                     tp_now_ms(p->tp) +
                         (uint64_t)p->sh->cfg.ring_timeout_s * 1000u);

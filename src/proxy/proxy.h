@@ -92,17 +92,22 @@ struct proxy_call_info {
     struct proxy_call *call; /* valid until call_ended for it returns */
     const char *call_id;
     const char *caller, *callee;
-    size_t bindings; /* branches started at once (may be 0) */
+    const char *caller_name; /* From display name, unquoted, valid UTF-8
+                                ("" if none) */
+    size_t bindings;         /* branches started at once (may be 0) */
     unsigned worker; /* the worker that owns the call */
 };
 
 /* Observer interface for later rooms ([wake] pushes, [admin] metrics).
  * Callbacks run on the worker that owns the call and must not block.
  * call_started: the INVITE was authenticated and routed to callee's
- *   bindings (info->bindings of them). Return true to keep the call
- *   ringing when it has no binding ([wake]: a push will make the phone
- *   register, and proxy_binding_added() then forks to it); false = no
- *   opinion (a call with no binding then ends with 480).
+ *   bindings (info->bindings of them). Return true to hold the call
+ *   ([wake]: a push will make the phone register, and
+ *   proxy_binding_added() then forks to it): a held call does not end
+ *   when every branch has a final response (a desk phone's 486 does not
+ *   end it), only when the holder calls proxy_call_release(), the caller
+ *   cancels, a branch answers, or the ring time passes. false = no
+ *   opinion (a call with no binding then ends with 480 at once).
  * call_ended: the final outcome; rec is borrowed. */
 struct proxy_observer {
     bool (*call_started)(const struct proxy_call_info *info, void *arg);
@@ -173,6 +178,52 @@ void proxy_register_ok(struct proxy *p, const struct sip_msg *reg);
  * max_branches; or a send error. The call's owning worker only. */
 int proxy_call_add_branch(struct proxy_call *call, const struct reg_contact *b);
 
+/* The observer that held call call_id to extension callee (call_started
+ * returned true) no longer needs it held: its wake-ups have ended (the
+ * woken phones registered, or their pushes failed for good). The worker
+ * first re-reads callee's bindings and forks to new ones (a phone that
+ * has just registered), then, if every branch is final, sends the best
+ * response (§16.7). status: a final standing for the failed wake-ups
+ * (480, RFC 8599 §5.6.2 step 5), sent when no branch gave a final of its
+ * own (a real phone's answer, e.g. a desk's 486, wins), or 0. A call with
+ * no branch at all gets 480 either way. Any thread: queued to
+ * worker `worker` (mutex + uv_async). Unknown or ended calls: no-op. */
+void proxy_call_release(struct proxy_shared *sh, unsigned worker,
+                        const char *call_id, const char *callee, int status);
+
+/* Send 180 Ringing to the caller on behalf of the callee (the push for a
+ * sleeping phone went out). The proxy is the UAS of this provisional, so
+ * it needs a To tag: one random tag per call, also used for every final
+ * the proxy itself generates for that call (408/480/487), so the caller
+ * sees one early dialog for the proxy. Returns 0, or -EALREADY once a
+ * final was sent. The call's owning worker only. */
+int proxy_call_ringing(struct proxy_call *call);
+
+/* Has the branch to Contact URI uri sent a provisional response (above
+ * 100)? false if there is no such branch. The call's worker only. */
+bool proxy_call_branch_rang(const struct proxy_call *call, const char *uri);
+
+/* What proxy_late_cancel sends (strings borrowed for the call). */
+struct proxy_late {
+    const char *call_id;     /* the ended call's Call-ID */
+    const char *caller;      /* From user */
+    const char *caller_name; /* From display name ("" or NULL: none) */
+    const char *callee;      /* To user */
+    const char *reason;      /* Reason header value for the CANCEL (and
+                                the BYE), e.g. SIP;cause=487 */
+};
+
+/* Rule 7 (product.md): a VoIP-pushed phone woke for a call that already
+ * ended. Send binding b a fresh INVITE (the ended call's Call-ID, From the
+ * caller, no body) in its own client transaction and CANCEL it with
+ * `Reason: info->reason` as soon as it answers provisionally (RFC 3261
+ * §9.1); a 2xx it sends anyway is ACKed and BYEd (with the Reason). Any
+ * thread: b and info are copied and queued to the worker owning b's TCP
+ * flow, else the first worker. Returns 0, -EINVAL (bad input) or -ENOSPC
+ * (queue full). */
+int proxy_late_cancel(struct proxy_shared *sh, const struct reg_contact *b,
+                      const struct proxy_late *info);
+
 struct proxy_stats {
     uint64_t calls;          /* INVITEs routed to an extension */
     uint64_t answered;       /* calls with a 2xx */
@@ -181,6 +232,7 @@ struct proxy_stats {
     uint64_t steered;        /* messages posted to another worker */
     uint64_t rejected;       /* 4xx/5xx we generated */
     uint64_t branches_added; /* branches added to running forks */
+    uint64_t late_invites;   /* rule 7 INVITE+CANCELs sent */
 };
 void proxy_stats_get(const struct proxy *p, struct proxy_stats *out);
 

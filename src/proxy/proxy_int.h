@@ -15,6 +15,7 @@
 #include "base/buf.h"
 #include "base/list.h"
 #include "proxy/proxy.h"
+#include "registrar/reg.h"
 
 #define PROXY_MAX_OBSERVERS 4
 #define PROXY_NOTIFY_MAX 1024 /* queued binding notifications per worker */
@@ -37,10 +38,31 @@ struct proxy_shared {
     uint64_t rec_seq;
 };
 
-/* A queued "extension got a binding" notification. */
+#define PROXY_LATE_URI_MAX 512
+
+enum proxy_note_kind {
+    PROXY_NOTE_BINDING = 1, /* ext got a binding: fork ringing calls to it */
+    PROXY_NOTE_RELEASE,     /* proxy_call_release */
+    PROXY_NOTE_LATE,        /* proxy_late_cancel */
+};
+
+/* A notification queued to one worker (cross-thread work for its calls).
+ * Everything is copied in: the poster's strings are gone by the time the
+ * worker runs it. */
 struct proxy_note {
     struct list_node node;
-    char ext[33];
+    enum proxy_note_kind kind;
+    char ext[33];                        /* extension (callee) */
+    char call_id[PROXY_REC_CALL_ID_MAX]; /* RELEASE, LATE */
+    int status;                          /* RELEASE */
+    /* LATE: the binding and what to send it */
+    char uri[PROXY_LATE_URI_MAX];
+    enum reg_transport transport;
+    struct sockaddr_storage addr;
+    uint64_t flow_id;
+    char caller[33];
+    char caller_name[128];
+    char reason[96];
 };
 
 struct proxy {
@@ -64,6 +86,9 @@ void proxy_record_add(struct proxy_shared *sh,
                       const struct proxy_call_record *rec);
 bool proxy_notify_started(struct proxy_shared *sh,
                           const struct proxy_call_info *info);
+/* Queue note n (owned) to worker w. Returns 0, or -ENOSPC (queue full or
+ * no such worker; n is freed). Any thread. */
+int proxy_note_post(struct proxy_shared *sh, unsigned w, struct proxy_note *n);
 /* proxy.c: drain this worker's notifications (worker thread). */
 void proxy_notes_run(struct proxy *p);
 

@@ -9,6 +9,7 @@
  * (call_records * ~600 bytes).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,24 +139,93 @@ proxy_records(struct proxy_shared *sh, struct proxy_call_record *out,
     return n;
 }
 
+int
+proxy_note_post(struct proxy_shared *sh, unsigned w, struct proxy_note *n)
+{
+    int rc = -ENOSPC;
+
+    pthread_mutex_lock(&sh->lock);
+    struct proxy *p = w < TP_MAX_WORKERS ? sh->workers[w] : NULL;
+    if (p && p->note_count < PROXY_NOTIFY_MAX) {
+        list_push_back(&p->notes, &n->node);
+        p->note_count++;
+        uv_async_send(&p->notify);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (rc < 0) {
+        log_warn("proxy", "notification %d for worker %u dropped (queue full)",
+                 (int)n->kind, w);
+        free(n);
+    }
+    return rc;
+}
+
 void
 proxy_binding_added(struct proxy_shared *sh, struct slice ext)
 {
     if (!sh || ext.len == 0 || ext.len > 32)
         return;
-    pthread_mutex_lock(&sh->lock);
-    for (size_t i = 0; i < TP_MAX_WORKERS; i++) {
-        struct proxy *p = sh->workers[i];
-        if (!p || p->note_count >= PROXY_NOTIFY_MAX)
+    for (unsigned i = 0; i < TP_MAX_WORKERS; i++) {
+        pthread_mutex_lock(&sh->lock);
+        bool live = sh->workers[i] != NULL;
+        pthread_mutex_unlock(&sh->lock);
+        if (!live)
             continue;
-        struct proxy_note *n = xmalloc(sizeof(*n));
+        struct proxy_note *n = xcalloc(1, sizeof(*n));
+        n->kind = PROXY_NOTE_BINDING;
         memcpy(n->ext, ext.ptr, ext.len);
         n->ext[ext.len] = '\0';
-        list_push_back(&p->notes, &n->node);
-        p->note_count++;
-        uv_async_send(&p->notify);
+        (void)proxy_note_post(sh, i, n);
     }
+}
+
+void
+proxy_call_release(struct proxy_shared *sh, unsigned worker,
+                   const char *call_id, const char *callee, int status)
+{
+    if (!sh || !call_id || !callee)
+        return;
+    struct proxy_note *n = xcalloc(1, sizeof(*n));
+    n->kind = PROXY_NOTE_RELEASE;
+    snprintf(n->call_id, sizeof(n->call_id), "%s", call_id);
+    snprintf(n->ext, sizeof(n->ext), "%s", callee);
+    n->status = status;
+    (void)proxy_note_post(sh, worker, n);
+}
+
+int
+proxy_late_cancel(struct proxy_shared *sh, const struct reg_contact *b,
+                  const struct proxy_late *info)
+{
+    if (!sh || !b || !b->uri || !info || !info->call_id || !info->caller ||
+        !info->callee || !info->reason ||
+        strlen(b->uri) >= PROXY_LATE_URI_MAX)
+        return -EINVAL;
+    struct proxy_note *n = xcalloc(1, sizeof(*n));
+    n->kind = PROXY_NOTE_LATE;
+    snprintf(n->call_id, sizeof(n->call_id), "%s", info->call_id);
+    snprintf(n->ext, sizeof(n->ext), "%s", info->callee);
+    snprintf(n->uri, sizeof(n->uri), "%s", b->uri);
+    n->transport = b->transport;
+    n->addr = b->addr;
+    n->flow_id = b->flow_id;
+    snprintf(n->caller, sizeof(n->caller), "%s", info->caller);
+    snprintf(n->caller_name, sizeof(n->caller_name), "%s",
+             info->caller_name ? info->caller_name : "");
+    snprintf(n->reason, sizeof(n->reason), "%s", info->reason);
+    /* A TCP binding is reached over its flow, which lives on one worker;
+     * a UDP one from any worker (the responses find their way back by
+     * the branch's worker index, proxy_steer). */
+    unsigned w = 0;
+    if (b->transport != REG_TP_UDP && b->flow_id)
+        w = tp_flow_worker(b->flow_id);
+    pthread_mutex_lock(&sh->lock);
+    if (w >= TP_MAX_WORKERS || !sh->workers[w])
+        for (w = 0; w < TP_MAX_WORKERS && !sh->workers[w]; w++)
+            ;
     pthread_mutex_unlock(&sh->lock);
+    return proxy_note_post(sh, w, n);
 }
 
 bool

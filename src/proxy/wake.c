@@ -40,6 +40,7 @@
 #define URI_MAX 512
 #define ENDED_MAX 1024 /* remembered VoIP wakes of ended calls */
 #define LOOKUP_ARENA (64 * 1024)
+#define NAME_MAX_LEN 128 /* caller display name (proxy cuts it to fit) */
 
 enum wdev_state {
     WD_DIRECT = 0, /* reachable directly: never pushed for this call */
@@ -51,9 +52,11 @@ enum wdev_state {
 
 struct wdev {
     struct pushdev d;
-    enum wdev_state state;
-    char uri[URI_MAX]; /* its binding's Contact URI ("" if none) */
-    bool woken;        /* registered while the call rang */
+    enum wdev_state state; /* written on the call's worker, under w->lock */
+    char uri[URI_MAX];     /* its binding's Contact URI ("" if none) */
+    bool woken;            /* registered while the call rang */
+    bool failed;           /* its call push failed for good */
+    bool dead;             /* ... because the token is dead */
 };
 
 struct wcall {
@@ -63,9 +66,11 @@ struct wcall {
     unsigned worker;
     char call_id[CALL_ID_MAX];
     char caller[33], callee[33];
+    char caller_name[NAME_MAX_LEN];
     int64_t expires_s; /* end of ring time: call pushes expire then */
     int64_t since_ms;
     bool ringing_sent;
+    bool released; /* hold given up (ops.release called, or never held) */
     struct tq_entry grace;
     size_t ndev;
     struct wdev dev[PUSHDEV_MAX_PER_EXT];
@@ -77,6 +82,7 @@ struct ended {
     char prid[PUSHDEV_PRID_MAX + 1];
     char instance[PUSHDEV_INSTANCE_MAX + 1];
     char call_id[CALL_ID_MAX], caller[33];
+    char caller_name[NAME_MAX_LEN];
     char reason[64];
     int64_t until_s;
 };
@@ -89,6 +95,7 @@ struct wake_job {
     char param[PUSHDEV_PARAM_MAX + 1];
     char call_id[CALL_ID_MAX];
     char from[33], to[33];
+    char from_name[NAME_MAX_LEN];
 };
 
 struct wworker {
@@ -241,6 +248,35 @@ recent_add(struct wake *w, const struct wake_job *j,
     pthread_mutex_unlock(&w->lock);
 }
 
+static struct wcall *find_call_locked(struct wake *w, const char *call_id,
+                                      const char *callee);
+static bool dev_pending(const struct wdev *dv);
+static void maybe_release_locked(struct wake *w, struct wcall *c);
+
+/* A call push failed for good: the device will not wake for this call.
+ * If it was the last pending wake-up, the call is released (with 480 when
+ * nobody woke: RFC 8599 §5.6.2 step 5). */
+static void
+call_push_failed(struct wake *w, const struct wake_job *j, bool dead)
+{
+    const char *prov = push_provider_name(j->m.provider);
+
+    pthread_mutex_lock(&w->lock);
+    struct wcall *c = find_call_locked(w, j->call_id, j->to);
+    if (c) {
+        for (size_t i = 0; i < c->ndev; i++) {
+            struct wdev *dv = &c->dev[i];
+            if (strcmp(dv->d.provider, prov) == 0 &&
+                strcmp(dv->d.prid, j->token) == 0) {
+                dv->failed = true;
+                dv->dead = dead;
+            }
+        }
+        maybe_release_locked(w, c);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
 void
 wake_job_done(struct wake_job *j, const struct push_result *r)
 {
@@ -274,6 +310,9 @@ wake_job_done(struct wake_job *j, const struct push_result *r)
         break;
     }
     recent_add(w, j, r);
+    if (j->m.type == PUSH_CALL && r->status != PUSH_DELIVERED &&
+        r->status != PUSH_CANCELLED)
+        call_push_failed(w, j, r->status == PUSH_DEAD_TOKEN);
     log_write(r->status == PUSH_DELIVERED ? LOG_INFO : LOG_WARN, "wake",
               "push %s call_id=%s ext=%s provider=%s result=%s http=%ld "
               "reason=%s attempts=%u latency_ms=%.1f",
@@ -381,6 +420,7 @@ submit(struct wake *w, const struct pushdev *d, enum push_type type,
     copy_str(j->param, sizeof(j->param), d->param);
     copy_str(j->call_id, sizeof(j->call_id), c->call_id);
     copy_str(j->from, sizeof(j->from), c->caller);
+    copy_str(j->from_name, sizeof(j->from_name), c->caller_name);
     copy_str(j->to, sizeof(j->to), c->callee);
     j->m = (struct push_msg){
         .provider = strcmp(d->provider, "apns") == 0 ? PUSH_APNS : PUSH_FCM,
@@ -389,7 +429,7 @@ submit(struct wake *w, const struct pushdev *d, enum push_type type,
         .type = type,
         .call_id = j->call_id,
         .from = j->from,
-        .from_name = NULL,
+        .from_name = j->from_name,
         .to = j->to,
         .sent_at_s = wall_ms(w) / 1000,
         .expires_at_s = type == PUSH_CALL ? expires_s : 0,
@@ -422,6 +462,40 @@ submit(struct wake *w, const struct pushdev *d, enum push_type type,
 /* ---- calls ----------------------------------------------------------------
  */
 
+/* Is dv a wake-up still pending, so that the call must stay held? */
+static bool
+dev_pending(const struct wdev *dv)
+{
+    return dv->state == WD_GRACE || dv->state == WD_NOW ||
+           (dv->state == WD_PUSHED && !dv->woken && !dv->failed);
+}
+
+/* w->lock held. When no device of c is pending any more, give the hold up
+ * (once): the proxy then ends the call as soon as every branch is final.
+ * 480 stands for the wake-ups when pushes failed and nobody woke. */
+static void
+maybe_release_locked(struct wake *w, struct wcall *c)
+{
+    bool failed = false, woken = false;
+
+    if (c->released)
+        return;
+    for (size_t i = 0; i < c->ndev; i++) {
+        const struct wdev *dv = &c->dev[i];
+        if (dev_pending(dv))
+            return;
+        failed |= dv->failed || dv->state == WD_REFUSED;
+        woken |= dv->woken;
+    }
+    c->released = true;
+    int status = failed && !woken ? 480 : 0;
+    log_info("wake", "wake-ups over, call released call_id=%s status=%d",
+             c->call_id, status);
+    if (w->o.ops.release)
+        w->o.ops.release(c->worker, c->call_id, c->callee, status,
+                         w->o.ops.arg);
+}
+
 static void
 push_call(struct wcall *c, struct wdev *dv)
 {
@@ -431,11 +505,12 @@ push_call(struct wcall *c, struct wdev *dv)
      * to PUSHED (or REFUSED) exactly once. */
     if (dv->state == WD_PUSHED || dv->state == WD_REFUSED)
         return;
-    if (submit(w, &dv->d, PUSH_CALL, c, c->expires_s) < 0) {
-        dv->state = WD_REFUSED;
+    int rc = submit(w, &dv->d, PUSH_CALL, c, c->expires_s);
+    pthread_mutex_lock(&w->lock);
+    dv->state = rc < 0 ? WD_REFUSED : WD_PUSHED;
+    pthread_mutex_unlock(&w->lock);
+    if (rc < 0)
         return;
-    }
-    dv->state = WD_PUSHED;
     log_info("wake", "push sent call_id=%s ext=%s provider=%s%s", c->call_id,
              c->callee, dv->d.provider, pushdev_is_voip(&dv->d) ? " voip" : "");
     if (w->o.ringing && !c->ringing_sent && w->o.ops.ringing) {
@@ -449,7 +524,11 @@ on_grace(struct tq_entry *e)
 {
     struct wcall *c = container_of(e, struct wcall, grace);
     struct wake *w = c->w;
+    bool push[PUSHDEV_MAX_PER_EXT] = {false};
 
+    /* Decide under the lock (woken is written by other workers), push
+     * outside it (a test's send hook completes jobs synchronously). */
+    pthread_mutex_lock(&w->lock);
     for (size_t i = 0; i < c->ndev; i++) {
         struct wdev *dv = &c->dev[i];
         if (dv->state != WD_GRACE)
@@ -461,8 +540,15 @@ on_grace(struct tq_entry *e)
             atomic_fetch_add(&w->n_grace, 1);
             continue;
         }
-        push_call(c, dv);
+        push[i] = true;
     }
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < c->ndev; i++)
+        if (push[i])
+            push_call(c, &c->dev[i]);
+    pthread_mutex_lock(&w->lock);
+    maybe_release_locked(w, c);
+    pthread_mutex_unlock(&w->lock);
 }
 
 static bool
@@ -495,6 +581,7 @@ on_call_started(const struct proxy_call_info *info, void *arg)
     copy_str(c->call_id, sizeof(c->call_id), info->call_id);
     copy_str(c->caller, sizeof(c->caller), info->caller);
     copy_str(c->callee, sizeof(c->callee), info->callee);
+    copy_str(c->caller_name, sizeof(c->caller_name), info->caller_name);
     c->since_ms = wall_ms(w);
     c->expires_s = c->since_ms / 1000 + (int64_t)w->o.ring_s;
     tq_entry_init(&c->grace, on_grace);
@@ -545,9 +632,14 @@ on_call_started(const struct proxy_call_info *info, void *arg)
         tq_heap_add(ww->tq, &c->grace,
                     ww->now_ms(ww->now_arg) + (uint64_t)w->o.grace_ms);
     }
+    /* Held while a wake-up is pending; if none is (every push refused or
+     * already failed), the proxy never holds it and needs no release. */
     bool hold = false;
+    pthread_mutex_lock(&w->lock);
     for (size_t i = 0; i < c->ndev; i++)
-        hold |= c->dev[i].state == WD_PUSHED || c->dev[i].state == WD_GRACE;
+        hold |= dev_pending(&c->dev[i]);
+    c->released = !hold;
+    pthread_mutex_unlock(&w->lock);
     return hold;
 }
 
@@ -576,6 +668,7 @@ ended_add(struct wake *w, const struct wcall *c, const struct wdev *dv,
     copy_str(e->instance, sizeof(e->instance), dv->d.instance);
     copy_str(e->call_id, sizeof(e->call_id), c->call_id);
     copy_str(e->caller, sizeof(e->caller), c->caller);
+    copy_str(e->caller_name, sizeof(e->caller_name), c->caller_name);
     copy_str(e->reason, sizeof(e->reason), reason);
     e->until_s = c->expires_s;
     pthread_mutex_lock(&w->lock);
@@ -606,12 +699,20 @@ on_call_ended(const struct proxy_call_record *rec, void *arg)
     tq_cancel(&c->grace);
 
     bool answered = rec->outcome == PROXY_OUT_ANSWERED;
-    const char *reason = answered
-                             ? "SIP;cause=200;text=\"Call completed elsewhere\""
-                             : "SIP;cause=487";
+    /* RFC 3326 Reason for the rule 7 CANCEL: 200 tells CallKit (and the
+     * app) the call was answered on another device; 487 that it ended
+     * unanswered, the text says how. */
+    const char *reason =
+        answered ? "SIP;cause=200;text=\"Call completed elsewhere\""
+        : rec->outcome == PROXY_OUT_CANCELLED
+            ? "SIP;cause=487;text=\"Call cancelled\""
+        : rec->outcome == PROXY_OUT_NO_ANSWER
+            ? "SIP;cause=487;text=\"Call not answered\""
+            : "SIP;cause=487;text=\"Call ended\"";
     for (size_t i = 0; i < c->ndev; i++) {
         struct wdev *dv = &c->dev[i];
-        if (dv->state != WD_PUSHED)
+        /* A dead token cannot take a missed push either. */
+        if (dv->state != WD_PUSHED || dv->dead)
             continue;
         /* The device that answered needs no notification. */
         if (answered && dv->uri[0] && strcmp(dv->uri, rec->answered_by) == 0)
@@ -626,7 +727,9 @@ on_call_ended(const struct proxy_call_record *rec, void *arg)
         }
         (void)submit(w, &dv->d,
                      answered ? PUSH_ANSWERED_ELSEWHERE : PUSH_MISSED, c, 0);
-        if (!dv->woken && pushdev_is_voip(&dv->d))
+        /* Rule 7 only for a VoIP push that was delivered (or may still
+         * be): a failed one wakes nothing. */
+        if (!dv->woken && !dv->failed && pushdev_is_voip(&dv->d))
             ended_add(w, c, dv, reason);
     }
     free(c);
@@ -663,6 +766,9 @@ wake_on_register(struct wake *w, const char *ext,
                 if (dv->state == WD_PUSHED)
                     atomic_fetch_add(&w->n_woken, 1);
             }
+            /* Its binding is stored now (the bind callback runs before
+             * the 200), so the proxy forks to it before it lets go. */
+            maybe_release_locked(w, c);
         }
         /* A VoIP device woken for a call that already ended (rule 7). */
         struct ended *hit = NULL;
@@ -691,6 +797,7 @@ wake_on_register(struct wake *w, const char *ext,
         if (hit) {
             struct wake_late info = {.call_id = hit->call_id,
                                      .caller = hit->caller,
+                                     .caller_name = hit->caller_name,
                                      .callee = hit->ext,
                                      .reason = hit->reason};
             atomic_fetch_add(&w->n_late, 1);

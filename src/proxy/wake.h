@@ -11,7 +11,13 @@
  *    response by then, the device is pushed (rule 3, rule 8);
  *  - no binding: pushed at once (type "call", expiring with the ring time).
  * The caller gets 180 when the first push of the call is sent. The proxy
- * holds a call that has no binding (call_started returns true). When the
+ * holds the call while any device is pending (in its grace time, or pushed
+ * and neither woken nor failed), even if other bindings reject it
+ * (call_started returns true); when the last pending device resolves,
+ * wake releases it (ops.release): with 480 standing for the wake-ups if
+ * every push failed for good (dead token, refused, retries exhausted;
+ * RFC 8599 §5.6.2 step 5), so a call with nothing else ringing ends with
+ * 480 at once instead of at the ring timeout. When the
  * woken app's REGISTER is accepted, the proxy itself forks the ringing call
  * to the fresh binding (proxy_register_ok → proxy_binding_added, which
  * de-duplicates by Contact URI, and a 401-challenged REGISTER never gets
@@ -31,17 +37,16 @@
  * and uv_async_send, never blocking. Results are logged, kept in a bounded
  * recent-pushes ring and counted; a dead token removes the push device
  * (pushdev_remove_token, on the push thread: a SQLite delete must not run
- * on a worker). The worker never waits for a result: the call's fate does
- * not depend on it (retries happen inside the client within the ring
- * time), so nothing is posted back. TODO: a push that fails for good while
- * the call has no other branch should end the held call with 480 at once
- * (RFC 8599 §5.6.2 step 5); today it rings until the ring timeout.
+ * on a worker). The worker never waits for a result; a push that fails
+ * for good is marked on its call (under the lock) and may release it
+ * through ops.release, which the proxy queues to the call's worker.
  *
  * Threads: observer callbacks and wake_worker_* run on the call's worker;
  * wake_on_register on the worker that handled the REGISTER; wake_recent
  * and wake_stats_get on any thread. Pending calls are in one list under a
  * mutex (a few per ringing call, looked up by Call-ID); each call's grace
- * timer lives on its worker's tq and is only touched there.
+ * timer lives on its worker's tq and is only touched there. ops.release
+ * is called with that mutex held (lock order: wake, then the proxy's).
  */
 #ifndef PUSHPBX_PROXY_WAKE_H
 #define PUSHPBX_PROXY_WAKE_H
@@ -65,7 +70,8 @@ struct reg_contact;
 struct wake_late {
     const char *call_id;
     const char *caller, *callee;
-    const char *reason; /* Reason header value: SIP;cause=487 or
+    const char *caller_name; /* From display name ("" if none) */
+    const char *reason; /* Reason header value: SIP;cause=487;text=".." or
                            SIP;cause=200;text="Call completed elsewhere" */
 };
 
@@ -87,6 +93,13 @@ struct wake_proxy_ops {
      * REGISTER. NULL: not done (logged). */
     void (*late_cancel)(const struct reg_contact *b,
                         const struct wake_late *info, void *arg);
+    /* The call (on worker `worker`) no longer needs holding for wake:
+     * every pushed device woke or failed for good, every grace ended.
+     * status: 480 if no device woke and some push failed, else 0. Any
+     * thread, called with wake's lock held; at most once per call. NULL:
+     * the call is held until the ring time ends. */
+    void (*release)(unsigned worker, const char *call_id, const char *callee,
+                    int status, void *arg);
     void *arg;
 };
 

@@ -294,22 +294,30 @@ def test_registrations_show_sipp_binding(start_pbx, tmp_path):
     assert b["user_agent"] == "SIPp pushpbx-test"
     assert 0 < b["expires_in"] <= 600
     assert "dev=adm" in b["contact"]
-    # push devices belong to a later room: reported as unavailable
-    assert j["push_available"] is False and e["push"] == []
+    # push devices are kept even with no provider enabled: none here
+    assert j["push_available"] is True and e["push"] == []
 
 
-def test_provider_lists_not_available(start_pbx, tmp_path):
+def test_provider_lists_empty(start_pbx, tmp_path):
+    """Every room is wired: the lists are available and empty on a fresh
+    daemon; push actions on an extension without a device are 404."""
     pbx = admin_pbx(start_pbx, tmp_path)
     for path in ("/api/calls", "/api/pushes", "/api/wakeups",
                  "/api/devices"):
         st, j = pbx.admin.call("GET", path)
-        assert st == 200 and j == {"available": False, "items": []}, path
+        assert st == 200 and j == {"available": True, "items": []}, path
+    st, j = pbx.admin.call("GET", "/api/status")
+    assert all(j["available"].values()), j
     st, j = pbx.admin.call("POST", "/api/extensions/100/push/test")
-    assert st == 501
+    assert st == 404 and "no push device" in j["error"]
     st, j = pbx.admin.call("DELETE", "/api/extensions/100/push")
-    assert st == 501
+    assert st == 404
     st, j = pbx.admin.call("POST", "/api/extensions/999/push/test")
     assert st == 404
+    # the push check with no provider enabled: nothing to check
+    st, j = pbx.admin.call("POST", "/api/push/check")
+    assert st == 200 and j == {"ok": False, "items": []}
+    assert pbx.admin.call("GET", "/api/push/check")[0] == 405
 
 
 # --- provisioning -------------------------------------------------------------
@@ -336,8 +344,11 @@ def test_provisioning_document_and_qr(start_pbx, tmp_path):
     assert doc["server"]["transports"] == ["udp", "tcp"]
     assert doc["credentials"]["username"] == "100"
     assert doc["credentials"]["realm"] == "test.local"
+    # no [apns]/[fcm] enabled: the document says so for both
     assert doc["push"]["fcm"]["configured"] is False
     assert "FCM is not configured" in doc["push"]["fcm"]["reason"]
+    assert doc["push"]["apns"]["configured"] is False
+    assert "APNs is not configured" in doc["push"]["apns"]["reason"]
     assert doc["push"]["providers"] == []
     # its password is the extension's now
     rc, out = sipp_register(pbx, "100", doc["credentials"]["password"])
@@ -420,7 +431,39 @@ def test_metrics(start_pbx, tmp_path):
     _, s = parse_metrics(pbx.admin.raw("GET", "/metrics")[2].decode())
     assert s[("pushpbx_registrations", "")] == 1
     assert s[("pushpbx_auth_failures_total", "")] >= 1
+    # each SIPp run: REGISTER, 401, REGISTER with credentials
     assert s[("pushpbx_sip_messages_total", '{method="REGISTER"}')] >= 4
+
+
+def test_metrics_count_sip_methods(start_pbx, tmp_path, udp):
+    """pushpbx_sip_messages_total counts what the workers received, by
+    method: one OPTIONS and one REGISTER (answered 401) sent raw."""
+    from conftest import request, status_of
+    pbx = admin_pbx(start_pbx, tmp_path)
+
+    def sample():
+        _, s = parse_metrics(pbx.admin.raw("GET", "/metrics")[2].decode())
+        return {m: s[("pushpbx_sip_messages_total", '{method="%s"}' % m)]
+                for m in ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER",
+                          "OPTIONS", "other")}
+    before = sample()
+    assert before == dict.fromkeys(before, 0)
+    st, _ = status_of(udp.exchange(request("OPTIONS", udp.port), pbx.udp))
+    assert st == 200
+    reg = request("REGISTER", udp.port, ruri="sip:test.local",
+                  extra="Contact: <sip:100@127.0.0.1:%d>\r\n" % udp.port)
+    reg = reg.replace(b"To: <sip:test.local>", b"To: <sip:100@test.local>")
+    st, _ = status_of(udp.exchange(reg, pbx.udp))
+    assert st == 401
+    st, _ = status_of(udp.exchange(request("SUBSCRIBE", udp.port),
+                                   pbx.udp))
+    assert st == 405
+    after = sample()
+    assert after["OPTIONS"] == 1 and after["REGISTER"] == 1, after
+    assert after["other"] == 1 and after["INVITE"] == 0, after
+    _, s = parse_metrics(pbx.admin.raw("GET", "/metrics")[2].decode())
+    assert s[("pushpbx_calls_total", "")] == 0
+    assert s[("pushpbx_calls_answered_total", "")] == 0
 
 
 def test_page_served_from_memory(start_pbx, tmp_path):

@@ -67,16 +67,23 @@ def test_reg_push_prov(start_pbx, tmp_path):
     assert rc == 0, err
     row = [l for l in out.splitlines() if l.startswith("100")][0]
     assert "udp" in row and "127.0.0.1:" in row and "dev=adm" in row
-    assert "not available yet" in out
+    # push devices are available (none here: no pn-* parameters)
+    assert "not available" not in out and " push " not in out
     rc, out, _ = ctl(pbx, "--json", "reg", "list")
-    assert json.loads(out)["items"][0]["bindings"][0]["transport"] == "udp"
+    j = json.loads(out)
+    assert j["items"][0]["bindings"][0]["transport"] == "udp"
+    assert j["push_available"] is True and j["items"][0]["push"] == []
 
     rc, out, _ = ctl(pbx, "push", "list")
-    assert rc == 0 and "not available yet" in out
+    assert rc == 0 and out.split()[:3] == ["TIME", "EXT", "PROV"], out
+    assert len(out.splitlines()) == 1        # header only: no push yet
     rc, out, err = ctl(pbx, "push", "test", "100")
-    assert rc == 1 and "501" in err
+    assert rc == 5 and "no push device" in err
     rc, out, err = ctl(pbx, "push", "forget", "100")
-    assert rc == 1
+    assert rc == 5
+    rc, out, err = ctl(pbx, "calls")
+    assert rc == 0 and out.split()[:4] == ["TIME", "FROM", "TO", "RESULT"]
+    assert len(out.splitlines()) == 1        # no call yet
 
     rc, out, err = ctl(pbx, "prov", "show", "100")
     assert rc == 0, err

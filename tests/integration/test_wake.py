@@ -336,7 +336,8 @@ def digest(chal, user, pw, method, uri):
 class Phone:
     """A SIP UA for extension ext over UDP or TCP. A thread reads every
     message into self.log and answers incoming requests by policy:
-    on_invite = "answer" (180 then 200), "ring" (180 only) or "silent"."""
+    on_invite = "answer" (180 then 200), "ring" (180 only), "pickup" (200
+    without a provisional) or "silent"."""
 
     def __init__(self, pbx, ext, transport="udp", on_invite="answer",
                  domain="test.local", password=None):
@@ -437,7 +438,7 @@ class Phone:
                 self.invites.append(m)
             if self.on_invite in ("answer", "ring"):
                 self.reply(m, 180, "Ringing", self.tag)
-            if self.on_invite == "answer":
+            if self.on_invite in ("answer", "pickup"):
                 self.reply(m, 200, "OK", self.tag,
                            "Contact: <sip:%s@127.0.0.1:%d>\r\n" %
                            (self.ext, self.port))
@@ -509,8 +510,11 @@ class Phone:
         return r
 
     # calls (as the caller)
-    def invite(self, to):
-        """Send an authenticated INVITE to extension to; returns call."""
+    def invite(self, to, display=None):
+        """Send an authenticated INVITE to extension to (From display name
+        display: written as a quoted-string, escapes kept); returns
+        call."""
+        name = '"%s" ' % display if display is not None else ""
         call = {"call_id": uuid.uuid4().hex, "to": to, "cseq": 0}
         ruri = "sip:%s@test.local" % to
         wire_ruri = ruri.replace("test.local", self.domain)
@@ -520,11 +524,11 @@ class Phone:
             call["via"] = self.via()
             call["ruri"] = ruri
             self.send("INVITE %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
-                      "From: <sip:%s@test.local>;tag=%s\r\n"
+                      "From: %s<sip:%s@test.local>;tag=%s\r\n"
                       "To: <sip:%s@test.local>\r\nCall-ID: %s\r\n"
                       "CSeq: %d INVITE\r\nContact: <sip:%s@127.0.0.1:%d>\r\n"
                       "%sContent-Length: 0\r\n\r\n" %
-                      (ruri, call["via"], self.ext, self.tag, to,
+                      (ruri, call["via"], name, self.ext, self.tag, to,
                        call["call_id"], call["cseq"], self.ext, self.port,
                        authz))
             if authz:
@@ -598,6 +602,12 @@ class Phone:
         with self.lock:
             return [i for i in self.cancels
                     if hget(i, "call-id") == call["call_id"]]
+
+    def requests_for(self, call, method):
+        """Every request of method received for call, in order."""
+        with self.lock:
+            return [m for m in self.log if m.get("method") == method and
+                    hget(m, "call-id") == call["call_id"]]
 
     def close(self):
         self.running = False
@@ -831,16 +841,28 @@ def test_04c_sipp_device_woken(env, phones, tmp_path):
             uas.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="needs a proxy hook to send 180 "
-                   "when the push goes out (docs/wake.md)")
 def test_04b_180_when_push_sent(env, phones):
+    """[push] ringing: the proxy answers 180 itself when the push goes out
+    (no phone has the INVITE yet); its To tag is the proxy's one tag for
+    this call, also on the final it generates (487 here)."""
     pbx, sim = env()
     pn = ("fcm", fcm_token(), PROJECT)
     dev, caller = phones(pbx, "100"), phones(pbx, "101")
     background(dev, pn)
     call = caller.invite("100")
     sim.wait_push(pn[1])
-    assert caller.wait_call_status(call, lambda s: s == 180, 2)
+    ring = caller.wait_call_status(call, lambda s: s == 180, 2)
+    assert ring is not None
+    assert dev.invites_for(call) == []
+    tag = re.search(r";tag=([^;>\s]+)", hget(ring, "to"))
+    assert tag, hget(ring, "to")
+    time.sleep(0.3)
+    assert len([m for m in caller.call_responses(call)
+                if m["status"] == 180]) == 1
+    caller.cancel(call)
+    final = caller.wait_final(call, 5)
+    assert final["status"] == 487
+    assert ";tag=%s" % tag.group(1) in hget(final, "to")
 
 
 @pytest.mark.parametrize("provider", ["apns", "fcm"])
@@ -862,17 +884,59 @@ def test_05_10_cancel_before_wake(env, phones, provider):
         assert missed["headers"]["apns-push-type"] == "alert"
         assert missed["headers"]["apns-topic"] == BUNDLE
     assert dev.register(pn=pn)["status"] == 200
-    time.sleep(0.5)
     if provider == "fcm":
+        # Rule 7 is for iOS VoIP pushes only: an FCM device gets nothing.
+        time.sleep(1.0)
         assert dev.invites_for(call) == []
+    else:
+        # Rule 7: the INVITE, then the call is ended at once (CANCEL, or
+        # BYE when this phone's 200 crossed our CANCEL).
+        assert wait_until(lambda: dev.invites_for(call), 3)
+        assert wait_until(lambda: dev.cancels_for(call) or
+                          dev.requests_for(call, "BYE"), 3)
+        time.sleep(0.3)
+        assert len(dev.invites_for(call)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="rule 7 INVITE+CANCEL needs a proxy "
-                   "hook (wake_proxy_ops.late_cancel, docs/wake.md)")
 def test_05b_voip_woken_after_cancel_gets_invite_and_cancel(env, phones):
+    """Rule 7: the VoIP-pushed phone registers after the caller cancelled:
+    it gets the call's INVITE (same Call-ID, From the caller) and at once a
+    CANCEL with Reason cause=487; one VoIP push only."""
     pbx, sim = env()
     pn = ("apns", apns_token(), VOIP)
     dev, caller = phones(pbx, "100", on_invite="ring"), phones(pbx, "101")
+    background(dev, pn)
+    call = caller.invite("100", display="Alice")
+    sim.wait_push(pn[1])
+    caller.cancel(call)
+    assert caller.wait_final(call, 5)["status"] == 487
+    sim.wait_push(pn[1], kind="missed")
+    assert dev.register(pn=pn)["status"] == 200
+    inv = wait_until(lambda: dev.invites_for(call), 3)
+    assert inv
+    assert re.match(r'"Alice" <sip:101@', hget(inv[0], "from")), \
+        hget(inv[0], "from")
+    assert hget(inv[0], "to").startswith("<sip:100@")
+    c = wait_until(lambda: dev.cancels_for(call), 3)
+    assert c and hget(c[0], "reason") == 'SIP;cause=487;text="Call cancelled"'
+    # The CANCEL matches the INVITE (same branch and CSeq number, §9.1).
+    assert hget(c[0], "via") == hget(inv[0], "via")
+    assert hget(c[0], "cseq").split()[0] == hget(inv[0], "cseq").split()[0]
+    # Our side ACKs the phone's 487.
+    assert wait_until(lambda: dev.requests_for(call, "ACK"), 3)
+    time.sleep(0.3)
+    assert len(dev.invites_for(call)) == 1
+    assert [p["headers"]["apns-push-type"] for p in sim.pushes(pn[1])] == \
+        ["voip", "alert"]
+
+
+def test_05c_late_invite_answered_is_acked_and_byed(env, phones):
+    """Rule 7, a phone that answers the late INVITE with 200 (no
+    provisional, so no CANCEL can go): we ACK it and BYE it with the
+    Reason."""
+    pbx, sim = env()
+    pn = ("apns", apns_token(), VOIP)
+    dev, caller = phones(pbx, "100", on_invite="pickup"), phones(pbx, "101")
     background(dev, pn)
     call = caller.invite("100")
     sim.wait_push(pn[1])
@@ -880,8 +944,18 @@ def test_05b_voip_woken_after_cancel_gets_invite_and_cancel(env, phones):
     assert caller.wait_final(call, 5)["status"] == 487
     assert dev.register(pn=pn)["status"] == 200
     assert wait_until(lambda: dev.invites_for(call), 3)
-    c = wait_until(lambda: dev.cancels_for(call), 3)
-    assert c and hget(c[0], "reason") == "SIP;cause=487"
+    ack = wait_until(lambda: dev.requests_for(call, "ACK"), 3)
+    bye = wait_until(lambda: dev.requests_for(call, "BYE"), 3)
+    assert ack and bye
+    assert ack[0]["first"].startswith("ACK sip:100@127.0.0.1:%d" % dev.port)
+    assert hget(ack[0], "cseq") == "1 ACK"
+    assert hget(bye[0], "cseq") == "2 BYE"
+    assert ";tag=%s" % dev.tag in hget(bye[0], "to")
+    assert hget(bye[0], "reason") == 'SIP;cause=487;text="Call cancelled"'
+    assert dev.cancels_for(call) == []
+    # The BYE was answered (our phone says 200): no retransmissions.
+    time.sleep(1.0)
+    assert len(dev.requests_for(call, "BYE")) == 1
 
 
 def test_06_answered_elsewhere(env, phones):
@@ -902,6 +976,28 @@ def test_06_answered_elsewhere(env, phones):
     assert final is not None and final["status"] == 200
     ae = sim.wait_push(pn[1], kind="answered_elsewhere")[0]
     assert pcollapse(ae) == pcollapse(first)
+
+
+def test_06b_voip_woken_after_answered_elsewhere(env, phones):
+    """Rule 7 when a desk phone answered: the late CANCEL says
+    cause=200 "Call completed elsewhere" so CallKit shows it that way."""
+    pbx, sim = env()
+    pn = ("apns", apns_token(), VOIP)
+    app = phones(pbx, "100", on_invite="ring")
+    background(app, pn)
+    desk = phones(pbx, "100", on_invite="answer")
+    assert desk.register()["status"] == 200
+    caller = phones(pbx, "101")
+    call = caller.invite("100")
+    final = caller.wait_final(call, 5)
+    assert final is not None and final["status"] == 200
+    caller.ack2xx(call, final)
+    sim.wait_push(pn[1], kind="answered_elsewhere")
+    assert app.register(pn=pn)["status"] == 200
+    assert wait_until(lambda: app.invites_for(call), 3)
+    c = wait_until(lambda: app.cancels_for(call), 3)
+    assert c and hget(c[0], "reason") == \
+        'SIP;cause=200;text="Call completed elsewhere"'
 
 
 def test_07_no_answer_timeout_missed(env, phones):
@@ -995,9 +1091,9 @@ def test_12_udp_silent_pushed_after_grace(env, phones):
     caller.wait_final(call, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the proxy to tell wake a "
-                   "branch's provisional state (docs/wake.md)")
 def test_12b_udp_ringing_not_pushed(env, phones):
+    """Rules 3 and 8: the app is awake on UDP and its branch rings within
+    the grace time: no push now, and none (missed) when the call ends."""
     pbx, sim = env()
     pn = ("fcm", fcm_token(), PROJECT)
     dev = phones(pbx, "100", on_invite="ring")
@@ -1007,5 +1103,130 @@ def test_12b_udp_ringing_not_pushed(env, phones):
     assert caller.wait_call_status(call, lambda s: s == 180, 2)
     time.sleep(1.0)
     assert sim.pushes(pn[1]) == []
+    assert len(dev.invites_for(call)) == 1
     caller.cancel(call)
-    caller.wait_final(call, 5)
+    assert caller.wait_final(call, 5)["status"] == 487
+    time.sleep(0.5)
+    assert sim.pushes(pn[1]) == []
+
+
+def test_13_desk_busy_holds_call_for_woken_app(env, phones):
+    """Holding: a desk phone answering 486 does not end the call while the
+    app is being woken; the woken app answers it."""
+    pbx, sim = env()
+    pn = ("fcm", fcm_token(), PROJECT)
+    app = phones(pbx, "100")
+    background(app, pn)
+    desk = phones(pbx, "100", on_invite="silent")
+    assert desk.register()["status"] == 200
+    caller = phones(pbx, "101")
+    call = caller.invite("100")
+    sim.wait_push(pn[1])
+    inv = wait_until(lambda: desk.invites_for(call), 3)
+    assert inv
+    desk.reply(inv[0], 486, "Busy Here", desk.tag)
+    assert wait_until(lambda: desk.requests_for(call, "ACK"), 3)
+    time.sleep(1.0)
+    assert caller.wait_call_status(call, lambda s: s >= 200, 0.1) is None
+    wk = admin_get(pbx, "/api/wakeups")["items"]
+    assert [w["call_id"] for w in wk] == [call["call_id"]]
+    assert app.register(pn=pn)["status"] == 200
+    final = caller.wait_final(call, 5)
+    assert final is not None and final["status"] == 200, final
+    assert len(app.invites_for(call)) == 1
+    caller.ack2xx(call, final)
+
+
+def test_13b_desk_busy_then_app_declines_best_response(env, phones):
+    """When every branch and every wake-up has ended the best response goes
+    up (§16.7): desk 486 first, woken app 603 later -> 603."""
+    pbx, sim = env()
+    pn = ("fcm", fcm_token(), PROJECT)
+    app = phones(pbx, "100", on_invite="silent")
+    background(app, pn)
+    desk = phones(pbx, "100", on_invite="silent")
+    assert desk.register()["status"] == 200
+    caller = phones(pbx, "101")
+    call = caller.invite("100")
+    sim.wait_push(pn[1])
+    inv = wait_until(lambda: desk.invites_for(call), 3)
+    desk.reply(inv[0], 486, "Busy Here", desk.tag)
+    time.sleep(0.5)
+    assert caller.wait_call_status(call, lambda s: s >= 200, 0.1) is None
+    assert app.register(pn=pn)["status"] == 200
+    ainv = wait_until(lambda: app.invites_for(call), 3)
+    assert ainv
+    app.reply(ainv[0], 603, "Decline", app.tag)
+    final = caller.wait_final(call, 3)
+    assert final is not None and final["status"] == 603, final
+
+
+def test_14_push_failed_ends_held_call_480(env, phones):
+    """A push that fails for good (dead token) while nothing else rings
+    ends the held call with 480 at once (RFC 8599 §5.6.2 step 5), not at
+    the ring timeout; no missed push goes to the dead token."""
+    pbx, sim = env()
+    tok = apns_token()
+    dev, caller = phones(pbx, "100"), phones(pbx, "101")
+    background(dev, ("apns", tok, VOIP))
+    sim.dead(tok)
+    t0 = time.time()
+    call = caller.invite("100")
+    final = caller.wait_final(call, RING_S - 3)
+    assert final is not None and final["status"] == 480, final
+    assert time.time() - t0 < 3
+    time.sleep(0.5)
+    assert [ptype(p) for p in sim.pushes(tok)] == ["call"]
+    rec = admin_get(pbx, "/api/pushes")["items"]
+    assert rec[0]["status"] == "dead_token"
+
+
+def test_14b_push_failed_waits_for_ringing_desk(env, phones):
+    """A failed push does not end a call that still rings elsewhere: the
+    desk's later 486 is the answer (best response, §16.7)."""
+    pbx, sim = env()
+    tok = apns_token()
+    dev = phones(pbx, "100")
+    background(dev, ("apns", tok, VOIP))
+    desk = phones(pbx, "100", on_invite="silent")
+    assert desk.register()["status"] == 200
+    sim.dead(tok)
+    caller = phones(pbx, "101")
+    call = caller.invite("100")
+    assert wait_until(lambda: [p for p in admin_get(pbx, "/api/pushes")
+                               ["items"] if p["status"] == "dead_token"], 5)
+    inv = wait_until(lambda: desk.invites_for(call), 3)
+    time.sleep(0.5)
+    assert caller.wait_call_status(call, lambda s: s >= 200, 0.1) is None
+    desk.reply(inv[0], 486, "Busy Here", desk.tag)
+    final = caller.wait_final(call, 3)
+    assert final is not None and final["status"] == 486, final
+
+
+def test_15_from_name_in_payload(env, phones):
+    """The caller's From display name reaches the push payloads (APNs and
+    FCM, call and missed), unquoted."""
+    pbx, sim = env(max100=2)
+    ta, tf = apns_token(), fcm_token()
+    a, b = phones(pbx, "100"), phones(pbx, "100")
+    background(a, ("apns", ta, ALERT), instance="dev-a")
+    background(b, ("fcm", tf, PROJECT), instance="dev-b")
+    caller = phones(pbx, "101")
+    call = caller.invite("100", display='Alice \\"Al\\" Ex\u00e9mple')
+    pa = sim.wait_push(ta)[0]
+    pf = sim.wait_push(tf)[0]
+    name = 'Alice "Al" Ex\u00e9mple'
+    assert pa["payload"]["from_name"] == name
+    assert pa["payload"]["aps"]["alert"]["body"] == name
+    assert pf["payload"]["message"]["data"]["from_name"] == name
+    caller.cancel(call)
+    assert caller.wait_final(call, 5)["status"] == 487
+    ma = sim.wait_push(ta, kind="missed")[0]
+    assert ma["payload"]["from_name"] == name
+    # No display name: the key is there, empty.
+    call2 = caller.invite("100")
+    p2 = sim.wait_push(tf, count=2, kind="call")[1]
+    assert pcall_id(p2) == call2["call_id"]
+    assert p2["payload"]["message"]["data"]["from_name"] == ""
+    caller.cancel(call2)
+    caller.wait_final(call2, 5)

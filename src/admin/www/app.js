@@ -138,8 +138,11 @@ async function refreshCalls() {
     <td><code>${esc(x.call_id)}</code></td><td>${esc(x.from)}</td>
     <td>${esc(ago(x.since))}</td><td>${esc(when(x.expires_at))}</td></tr>`);
   const c = await api("GET", "/api/calls");
-  listTable("#call-table", "#calls-na", c, (x) => `<tr><td>${esc(when(x.started_at))}</td>
-    <td>${esc(x.from)}</td><td>${esc(x.to)}</td><td>${esc(x.state)}</td><td>${esc(x.result)}</td></tr>`);
+  listTable("#call-table", "#calls-na", c, (x) => `<tr data-call="${esc(x.call_id)}">
+    <td>${esc(when(x.started_at))}</td><td>${esc(x.from)}</td><td>${esc(x.to)}</td>
+    <td><span class="badge ${x.outcome === "answered" ? "ok" : "off"}">${esc(x.result)}</span></td>
+    <td>${esc(((x.duration_ms || 0) / 1000).toFixed(1))} s</td>
+    <td><code>${esc(x.answered_by || "")}</code></td></tr>`);
 }
 
 async function refresh() {

@@ -4,7 +4,7 @@
  * registrar and push-device table (bindings made by real REGISTERs), a
  * fake push sender that records every push, a manual timer queue for the
  * grace time, and fake proxy hooks (180 sent, branch provisional, late
- * INVITE+CANCEL).
+ * INVITE+CANCEL, release of a held call).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +46,7 @@ struct sent {
     char token[300];
     enum push_type type;
     char call_id[64];
+    char from_name[64];
     int64_t expires_at;
     struct wake_job *job;
 };
@@ -61,6 +62,11 @@ struct t {
     int late;
     char late_reason[96];
     char late_uri[256];
+    char late_name[64];
+    int released;
+    int release_status;
+    unsigned release_worker;
+    char release_call_id[64];
     struct reg *r;
     struct pushdev_table *pd;
     bool apns, fcm;
@@ -314,6 +320,8 @@ fake_send(struct wake_job *j, const struct push_msg *m, void *arg)
     snprintf(s->token, sizeof(s->token), "%s", m->token);
     s->type = m->type;
     snprintf(s->call_id, sizeof(s->call_id), "%s", m->call_id);
+    snprintf(s->from_name, sizeof(s->from_name), "%s",
+             m->from_name ? m->from_name : "(null)");
     s->expires_at = m->expires_at_s;
     s->job = j;
     return 0;
@@ -341,6 +349,19 @@ fake_late(const struct reg_contact *b, const struct wake_late *info, void *arg)
     t->late++;
     snprintf(t->late_reason, sizeof(t->late_reason), "%s", info->reason);
     snprintf(t->late_uri, sizeof(t->late_uri), "%s", b->uri);
+    snprintf(t->late_name, sizeof(t->late_name), "%s", info->caller_name);
+}
+
+static void
+fake_release(unsigned worker, const char *call_id, const char *callee,
+             int status, void *arg)
+{
+    struct t *t = arg;
+    (void)callee;
+    t->released++;
+    t->release_status = status;
+    t->release_worker = worker;
+    snprintf(t->release_call_id, sizeof(t->release_call_id), "%s", call_id);
 }
 
 static uint64_t
@@ -394,6 +415,7 @@ wsetup(void **state)
         .ops = {.ringing = fake_ringing,
                 .branch_provisional = fake_provisional,
                 .late_cancel = fake_late,
+                .release = fake_release,
                 .arg = t},
         .send = fake_send,
         .send_arg = t,
@@ -423,17 +445,25 @@ wteardown(void **state)
 static int dummy_calls[8];
 
 static bool
-start_call(struct t *t, int k, const char *call_id, const char *callee)
+start_call_named(struct t *t, int k, const char *call_id, const char *callee,
+                 const char *name)
 {
     struct proxy_call_info info = {
         .call = (struct proxy_call *)(void *)&dummy_calls[k],
         .call_id = call_id,
         .caller = "101",
         .callee = callee,
+        .caller_name = name,
         .bindings = 0,
         .worker = 0,
     };
     return wake_observer()->call_started(&info, t->w);
+}
+
+static bool
+start_call(struct t *t, int k, const char *call_id, const char *callee)
+{
+    return start_call_named(t, k, call_id, callee, "");
 }
 
 static void
@@ -522,7 +552,8 @@ test_push_cancel_voip(void **state)
     assert_int_equal(send_reg(t, &(struct req){.contacts = c, .auth = true}),
                      200);
     assert_int_equal(t->late, 1);
-    assert_string_equal(t->late_reason, "SIP;cause=487");
+    assert_string_equal(t->late_reason,
+                        "SIP;cause=487;text=\"Call cancelled\"");
     assert_non_null(strstr(t->late_uri, "192.0.2.9"));
     /* A refresh does not repeat it. */
     assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
@@ -702,32 +733,36 @@ test_dead_token_and_recent(void **state)
     complete_all(t, PUSH_DEAD_TOKEN);
     struct pushdev d;
     assert_false(pushdev_match(t->pd, "100", "fcm", TOK_F, "", &d));
-    end_call(t, "call-13", "100", PROXY_OUT_CANCELLED, NULL);
-    complete_all(t, PUSH_DELIVERED);
+    /* The only wake-up failed for good: the held call is let go with 480
+     * (RFC 8599 §5.6.2 step 5). */
+    assert_int_equal(t->released, 1);
+    assert_int_equal(t->release_status, 480);
+    assert_string_equal(t->release_call_id, "call-13");
+    end_call(t, "call-13", "100", PROXY_OUT_UNAVAILABLE, NULL);
+    /* No missed push to a dead token. */
+    assert_int_equal(t->nsent, 1);
     /* The next call finds no device: nothing held, nothing sent. */
     assert_false(start_call(t, 1, "call-14", "100"));
-    assert_int_equal(t->nsent, 2);
+    assert_int_equal(t->nsent, 1);
+    assert_int_equal(t->released, 1);
 
     struct wake_push_entry e[8];
-    assert_int_equal(wake_recent(t->w, e, 8), 2);
-    assert_string_equal(e[0].type, "missed");
-    assert_string_equal(e[0].result, "delivered");
-    assert_string_equal(e[1].type, "call");
-    assert_string_equal(e[1].result, "dead_token");
-    assert_int_equal(e[1].http_status, 410);
-    assert_string_equal(e[1].token, "fcm-toke"); /* first 8 chars */
-    assert_string_equal(e[1].ext, "100");
+    assert_int_equal(wake_recent(t->w, e, 8), 1);
+    assert_string_equal(e[0].type, "call");
+    assert_string_equal(e[0].result, "dead_token");
+    assert_int_equal(e[0].http_status, 410);
+    assert_string_equal(e[0].token, "fcm-toke"); /* first 8 chars */
+    assert_string_equal(e[0].ext, "100");
     struct wake_stats st;
     wake_stats_get(t->w, &st);
     assert_int_equal(st.dead, 1);
-    assert_int_equal(st.delivered, 1);
-    assert_int_equal(st.sent_by[PUSH_FCM], 2);
+    assert_int_equal(st.delivered, 0);
+    assert_int_equal(st.sent_by[PUSH_FCM], 1);
     assert_int_equal(st.sent_by[PUSH_APNS], 0);
     assert_int_equal(st.dead_by[PUSH_FCM], 1);
-    assert_int_equal(st.delivered_by[PUSH_FCM], 1);
-    assert_int_equal(st.latency_count, 2); /* 1.5 ms each */
-    assert_int_equal(st.latency_le[0], 2);
-    assert_int_equal(st.latency_le[WAKE_LATENCY_BUCKETS - 1], 2);
+    assert_int_equal(st.latency_count, 1); /* 1.5 ms */
+    assert_int_equal(st.latency_le[0], 1);
+    assert_int_equal(st.latency_le[WAKE_LATENCY_BUCKETS - 1], 1);
     /* Bounded: 4 entries at most, newest first. */
     device_background(t, "fcm", TOK_F, "proj");
     for (int i = 0; i < 3; i++) {
@@ -739,6 +774,95 @@ test_dead_token_and_recent(void **state)
     complete_all(t, PUSH_DELIVERED);
     assert_int_equal(wake_recent(t->w, e, 8), 4);
     assert_string_equal(e[0].call_id, "call-r2");
+}
+
+/* Holding: the call stays held while a wake-up is pending and is let go
+ * once, when the last one ends: woken (status 0), or failed (480 only if
+ * nobody woke). A delivered push alone does not release it. */
+static void
+test_release(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "apns", TOK_A, TOPIC_VOIP);
+    assert_true(start_call(t, 0, "call-20", "100"));
+    complete_all(t, PUSH_DELIVERED);
+    advance(t, 5000);
+    assert_int_equal(t->released, 0);
+    const char *c = pn_contact("192.0.2.9", "apns", TOK_A, TOPIC_VOIP, "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->released, 1);
+    assert_int_equal(t->release_status, 0);
+    assert_int_equal(t->release_worker, 0);
+    assert_string_equal(t->release_call_id, "call-20");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->released, 1); /* once */
+    end_call(t, "call-20", "100", PROXY_OUT_ANSWERED, NULL);
+
+    /* Retries exhausted: released with 480, no rule 7 later (the VoIP
+     * push never arrived), but a missed push is still tried. */
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = c, .expires = "0"}), 200);
+    size_t before = t->nsent;
+    assert_true(start_call(t, 1, "call-21", "100"));
+    assert_int_equal(t->nsent, before + 1);
+    complete_all(t, PUSH_RETRY_EXHAUSTED);
+    assert_int_equal(t->released, 2);
+    assert_int_equal(t->release_status, 480);
+    assert_string_equal(t->release_call_id, "call-21");
+    end_call(t, "call-21", "100", PROXY_OUT_UNAVAILABLE, NULL);
+    assert_int_equal(t->nsent, before + 2);
+    assert_int_equal(t->sent[before + 1].type, PUSH_MISSED);
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 0);
+}
+
+/* UDP device that rang within the grace time: not pushed, and the hold
+ * ends with the grace time (its branch decides from then on). A silent
+ * one is pushed and the hold stays. */
+static void
+test_release_after_grace(void **state)
+{
+    struct t *t = *state;
+    const char *c = pn_contact("192.0.2.7", "fcm", TOK_F, "proj", "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    t->provisional = true;
+    assert_true(start_call(t, 0, "call-22", "100"));
+    assert_int_equal(t->released, 0);
+    advance(t, 500);
+    assert_int_equal(t->nsent, 0);
+    assert_int_equal(t->released, 1);
+    assert_int_equal(t->release_status, 0);
+    end_call(t, "call-22", "100", PROXY_OUT_BUSY, NULL);
+
+    t->provisional = false;
+    assert_true(start_call(t, 1, "call-23", "100"));
+    advance(t, 500);
+    assert_int_equal(t->nsent, 1);
+    assert_int_equal(t->released, 1);
+    end_call(t, "call-23", "100", PROXY_OUT_CANCELLED, NULL);
+}
+
+/* The caller's display name reaches every push of the call and the late
+ * INVITE (rule 7). */
+static void
+test_from_name(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "apns", TOK_A, TOPIC_VOIP);
+    assert_true(start_call_named(t, 0, "call-24", "100", "Alice Ä"));
+    assert_int_equal(t->nsent, 1);
+    assert_string_equal(t->sent[0].from_name, "Alice Ä");
+    end_call(t, "call-24", "100", PROXY_OUT_ANSWERED, "sip:100@192.0.2.50");
+    assert_int_equal(t->nsent, 2);
+    assert_int_equal(t->sent[1].type, PUSH_ANSWERED_ELSEWHERE);
+    assert_string_equal(t->sent[1].from_name, "Alice Ä");
+    const char *c = pn_contact("192.0.2.9", "apns", TOK_A, TOPIC_VOIP, "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_int_equal(t->late, 1);
+    assert_string_equal(t->late_name, "Alice Ä");
+    /* No name: an empty string, never NULL (the payload has the key). */
+    assert_true(start_call(t, 1, "call-25", "100"));
+    assert_string_equal(t->sent[2].from_name, "");
 }
 
 int
@@ -756,6 +880,10 @@ main(void)
                                         wteardown),
         cmocka_unit_test_setup_teardown(test_dead_token_and_recent, wsetup,
                                         wteardown),
+        cmocka_unit_test_setup_teardown(test_release, wsetup, wteardown),
+        cmocka_unit_test_setup_teardown(test_release_after_grace, wsetup,
+                                        wteardown),
+        cmocka_unit_test_setup_teardown(test_from_name, wsetup, wteardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
