@@ -71,12 +71,12 @@ struct proxy_call {
     unsigned refs;
     struct tq_entry ring;
     bool final_sent, holding;
-    bool ringing_sent; /* we sent our own 180 (proxy_call_ringing) */
-    int release_status; /* proxy_call_release's status: the answer when no
-                           branch gave a final (a real phone's answer,
-                           e.g. a desk's 486, is more telling) */
-    char tag[17];      /* our To tag for what we answer ourselves; "" until
-                          first needed */
+    bool ringing_sent;     /* we sent our own 180 (proxy_call_ringing) */
+    int release_status;    /* proxy_call_release's status: the answer when no
+                              branch gave a final (a real phone's answer,
+                              e.g. a desk's 486, is more telling) */
+    char tag[17];          /* our To tag for what we answer ourselves; "" until
+                              first needed */
     char caller_name[128]; /* From display name, unquoted, UTF-8 */
     bool pop; /* the INVITE carried our Route (preloaded): pop it */
     int final_status;
@@ -1020,8 +1020,8 @@ fork_new_bindings(struct proxy *p, struct proxy_call *c)
     size_t count;
 
     arena_reset(&p->a);
-    if (reg_lookup(p->sh->reg, slice_cstr(c->rec.callee), &p->a, &bs,
-                   &count) < 0)
+    if (reg_lookup(p->sh->reg, slice_cstr(c->rec.callee), &p->a, &bs, &count) <
+        0)
         return;
     for (size_t i = 0; i < count && !c->final_sent; i++)
         if (proxy_call_add_branch(c, &bs[i]) == 0) {
@@ -1122,8 +1122,8 @@ late_in_dialog(struct late_call *l, const struct sip_msg *rsp, bool bye)
         return rc;
     if (!bye)
         return tp_send(p->tp, &l->dst, buf_slice(&p->out), NULL);
-    rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event,
-                          l, NULL);
+    rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event, l,
+                          NULL);
     if (rc == 0)
         l->refs++;
     return rc;
@@ -1143,8 +1143,7 @@ on_late_event(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
         /* The phone answered anyway (the CANCEL crossed its 200, or it
          * never sent a provisional): ACK every 2xx, BYE once. */
         if (late_in_dialog(l, rsp, false) < 0)
-            log_info("proxy", "late call: ACK not sent call_id=%s",
-                     l->call_id);
+            log_info("proxy", "late call: ACK not sent call_id=%s", l->call_id);
         if (!l->answered) {
             l->answered = true;
             int rc = late_in_dialog(l, rsp, true);
@@ -1233,8 +1232,8 @@ note_late(struct proxy *p, const struct proxy_note *n)
                     p->via_host[l->dst.proto == TP_TCP],
                     l->dst.proto == TP_TCP ? "tcp" : "udp");
     if (rc == 0)
-        rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst,
-                              on_late_event, l, &t);
+        rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event,
+                              l, &t);
     if (rc < 0 || !t) {
         log_info("proxy", "late call to %s not sent: %s call_id=%s", n->uri,
                  strerror(rc < 0 ? -rc : EINVAL), n->call_id);
@@ -1246,8 +1245,8 @@ note_late(struct proxy *p, const struct proxy_note *n)
     /* The CANCEL goes as soon as the phone sends a provisional response
      * (§9.1; txn defers it until then). */
     (void)txn_cancel(t, slice_cstr(l->reason));
-    log_info("proxy", "late INVITE+CANCEL to %s call_id=%s reason=%s",
-             n->uri, n->call_id, n->reason);
+    log_info("proxy", "late INVITE+CANCEL to %s call_id=%s reason=%s", n->uri,
+             n->call_id, n->reason);
 }
 
 /* Drain the notifications queued for this worker. */

@@ -95,7 +95,7 @@ struct proxy_call_info {
     const char *caller_name; /* From display name, unquoted, valid UTF-8
                                 ("" if none) */
     size_t bindings;         /* branches started at once (may be 0) */
-    unsigned worker; /* the worker that owns the call */
+    unsigned worker;         /* the worker that owns the call */
 };
 
 /* Observer interface for later rooms ([wake] pushes, [admin] metrics).

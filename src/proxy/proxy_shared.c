@@ -199,8 +199,7 @@ proxy_late_cancel(struct proxy_shared *sh, const struct reg_contact *b,
                   const struct proxy_late *info)
 {
     if (!sh || !b || !b->uri || !info || !info->call_id || !info->caller ||
-        !info->callee || !info->reason ||
-        strlen(b->uri) >= PROXY_LATE_URI_MAX)
+        !info->callee || !info->reason || strlen(b->uri) >= PROXY_LATE_URI_MAX)
         return -EINVAL;
     struct proxy_note *n = xcalloc(1, sizeof(*n));
     n->kind = PROXY_NOTE_LATE;

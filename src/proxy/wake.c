@@ -702,13 +702,13 @@ on_call_ended(const struct proxy_call_record *rec, void *arg)
     /* RFC 3326 Reason for the rule 7 CANCEL: 200 tells CallKit (and the
      * app) the call was answered on another device; 487 that it ended
      * unanswered, the text says how. */
-    const char *reason =
-        answered ? "SIP;cause=200;text=\"Call completed elsewhere\""
-        : rec->outcome == PROXY_OUT_CANCELLED
-            ? "SIP;cause=487;text=\"Call cancelled\""
-        : rec->outcome == PROXY_OUT_NO_ANSWER
-            ? "SIP;cause=487;text=\"Call not answered\""
-            : "SIP;cause=487;text=\"Call ended\"";
+    const char *reason = answered
+                             ? "SIP;cause=200;text=\"Call completed elsewhere\""
+                         : rec->outcome == PROXY_OUT_CANCELLED
+                             ? "SIP;cause=487;text=\"Call cancelled\""
+                         : rec->outcome == PROXY_OUT_NO_ANSWER
+                             ? "SIP;cause=487;text=\"Call not answered\""
+                             : "SIP;cause=487;text=\"Call ended\"";
     for (size_t i = 0; i < c->ndev; i++) {
         struct wdev *dv = &c->dev[i];
         /* A dead token cannot take a missed push either. */

@@ -71,8 +71,8 @@ struct wake_late {
     const char *call_id;
     const char *caller, *callee;
     const char *caller_name; /* From display name ("" if none) */
-    const char *reason; /* Reason header value: SIP;cause=487;text=".." or
-                           SIP;cause=200;text="Call completed elsewhere" */
+    const char *reason;      /* Reason header value: SIP;cause=487;text=".." or
+                                SIP;cause=200;text="Call completed elsewhere" */
 };
 
 /* Hooks into the proxy for what proxy.h does not offer (yet). Any may be
