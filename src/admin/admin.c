@@ -31,6 +31,10 @@
 #include "base/xmalloc.h"
 #include "registrar/reg.h"
 
+const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1};
+
 const double admin_latency_bounds_s[ADMIN_LATENCY_BUCKETS] = {
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
@@ -807,6 +811,21 @@ metric2(struct buf *b, const char *name, const char *help, const uint64_t v[2])
                (unsigned long long)v[1]);
 }
 
+static void
+wake_hist(struct buf *b, const char *name, const char *help,
+          const struct admin_wake_lat *l)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int i = 0; i < ADMIN_WAKE_BUCKETS; i++)
+        buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name,
+                   admin_wake_bounds_s[i], (unsigned long long)l->bucket[i]);
+    buf_printf(b,
+               "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n"
+               "%s_count %llu\n",
+               name, (unsigned long long)l->count, name, l->sum_s, name,
+               (unsigned long long)l->count);
+}
+
 static char *
 metrics_text(struct admin *a, size_t *len)
 {
@@ -870,6 +889,14 @@ metrics_text(struct admin *a, size_t *len)
                "pushpbx_push_latency_seconds_count %llu\n",
                (unsigned long long)k.push_latency_count, k.push_latency_sum_s,
                (unsigned long long)k.push_latency_count);
+    wake_hist(&b, "pushpbx_wake_invite_to_push_seconds",
+              "Time from reading a call's INVITE to its push request being "
+              "written to the provider connection (pushes sent at once).",
+              &k.wake_lat[0]);
+    wake_hist(&b, "pushpbx_wake_register_to_invite_seconds",
+              "Time from reading a pushed device's REGISTER to its INVITE "
+              "being handed to the socket.",
+              &k.wake_lat[1]);
     buf_printf(&b, "# HELP pushpbx_sip_messages_total SIP requests received, "
                    "by method.\n# TYPE pushpbx_sip_messages_total counter\n");
     for (int i = 0; i < ADMIN_M_COUNT; i++)
@@ -1058,6 +1085,42 @@ push_check(struct admin *a, struct MHD_Connection *c, const char *method)
                      json_pack("{s:b, s:o}", "ok", ok, "items", items));
 }
 
+static json_t *
+wake_lat_json(const struct admin_wake_lat *l)
+{
+    json_t *b = json_object();
+    for (int i = 0; i < ADMIN_WAKE_BUCKETS; i++) {
+        char le[32];
+        snprintf(le, sizeof(le), "%g", admin_wake_bounds_s[i]);
+        json_object_set_new(b, le, json_integer((json_int_t)l->bucket[i]));
+    }
+    return json_pack(
+        "{s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, "
+        "s:o}",
+        "count", (json_int_t)l->count, "sum_s", l->sum_s, "samples",
+        (json_int_t)l->samples, "min_us", (json_int_t)l->min_us, "p50_us",
+        (json_int_t)l->p50_us, "p90_us", (json_int_t)l->p90_us, "p99_us",
+        (json_int_t)l->p99_us, "p999_us", (json_int_t)l->p999_us, "max_us",
+        (json_int_t)l->max_us, "mean_us", l->mean_us, "buckets_le", b);
+}
+
+/* GET /api/wake/latency: the wake-path intervals with exact percentiles
+ * (bench/wake-bench.sh). */
+static enum MHD_Result
+route_wake_latency(struct admin *a, struct MHD_Connection *c)
+{
+    struct admin_counters k = {.want_wake_exact = true};
+
+    if (!a->src.counters)
+        return send_json(c, MHD_HTTP_OK, json_pack("{s:b}", "available", 0));
+    a->src.counters(a->src.arg, &k);
+    return send_json(c, MHD_HTTP_OK,
+                     json_pack("{s:b, s:o, s:o}", "available", 1,
+                               "invite_to_push", wake_lat_json(&k.wake_lat[0]),
+                               "register_to_invite",
+                               wake_lat_json(&k.wake_lat[1])));
+}
+
 static enum MHD_Result
 route_api(struct admin *a, struct MHD_Connection *c, const char *method,
           struct req *rq, char **seg, size_t n)
@@ -1097,6 +1160,9 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 2 && strcmp(seg[1], "devices") == 0)
         return send_json(c, MHD_HTTP_OK,
                          provider_list(a, a->src.list_devices, true));
+    if (n == 3 && strcmp(seg[1], "wake") == 0 &&
+        strcmp(seg[2], "latency") == 0 && is(method, "GET"))
+        return route_wake_latency(a, c);
     if (n == 2 && strcmp(seg[1], "status") == 0) {
         struct reg_stats rs;
         reg_get_stats(a->reg, &rs);

@@ -78,6 +78,23 @@ typedef int admin_push_check_fn(void *arg, json_t *items);
 /* Bucket upper bounds of pushpbx_push_latency_seconds. */
 extern const double admin_latency_bounds_s[ADMIN_LATENCY_BUCKETS];
 
+#define ADMIN_WAKE_BUCKETS 14
+/* Bucket upper bounds of the pushpbx_wake_*_seconds histograms (50 µs to
+ * 1 s). */
+extern const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS];
+
+/* One wake-path interval: histogram (cumulative, "le") over every sample
+ * since start, and exact figures over the last samples kept (only when
+ * admin_counters.want_wake_exact; nearest-rank percentiles, µs). */
+struct admin_wake_lat {
+    uint64_t bucket[ADMIN_WAKE_BUCKETS];
+    uint64_t count;
+    double sum_s;
+    uint64_t samples;
+    uint64_t min_us, p50_us, p90_us, p99_us, p999_us, max_us;
+    double mean_us;
+};
+
 enum admin_sip_method {
     ADMIN_M_INVITE,
     ADMIN_M_ACK,
@@ -106,6 +123,13 @@ struct admin_counters {
     uint64_t push_latency_count;
     double push_latency_sum_s;
     uint64_t sip_messages[ADMIN_M_COUNT];
+    /* Wake-path latency ([wake], bench/wake-bench.sh): [0] INVITE read to
+     * its push request written, [1] woken device's REGISTER read to its
+     * INVITE sent. Input: want_wake_exact is set by the admin when the
+     * exact percentiles are wanted (GET /api/wake/latency), which costs
+     * a sort; /metrics leaves it false. */
+    bool want_wake_exact;
+    struct admin_wake_lat wake_lat[2];
 };
 
 typedef void admin_counters_fn(void *arg, struct admin_counters *out);

@@ -59,6 +59,16 @@ on_bind(const char *ext, const struct reg_contact *c, size_t n, void *arg)
     wake_on_register(aw->wake, ext, c, n);
 }
 
+/* Every SIP send of every worker: REGISTER_TO_INVITE probe (cheap when no
+ * woken device waits for its INVITE). */
+static void
+on_sent(struct tp *tp, const struct slice *parts, size_t count, void *arg)
+{
+    struct app_wake *aw = arg;
+    (void)tp;
+    wake_on_sent(aw->wake, parts, count);
+}
+
 /* Called on the call's worker: only that worker's flows are visible; a
  * flow of another worker is taken as open (the proxy reaches it or falls
  * back to the Contact address, see proxy.h). */
@@ -205,6 +215,7 @@ app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp)
         return;
     aw->tps[idx] = tp;
     wake_worker_set(aw->wake, idx, tp_tq(tp), tp_clock, tp);
+    tp_set_sent_hook(tp, on_sent, aw);
 }
 
 void
@@ -271,14 +282,15 @@ list_pushes(void *arg, json_t *items)
         json_array_append_new(
             items,
             json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:f, "
-                      "s:I}",
+                      "s:I, s:I}",
                       "at", (json_int_t)(e[i].time_ms / 1000), "call_id",
                       e[i].call_id, "ext", e[i].ext, "provider", e[i].provider,
                       "type", e[i].type, "token_prefix", e[i].token, "status",
                       e[i].result, "http_status", (json_int_t)e[i].http_status,
                       "reason", e[i].reason, "latency_ms",
                       (double)e[i].latency_us / 1000.0, "attempts",
-                      (json_int_t)e[i].attempts));
+                      (json_int_t)e[i].attempts, "write_us",
+                      (json_int_t)e[i].write_us));
     free(e);
     return 0;
 }
@@ -305,6 +317,9 @@ list_wakeups(void *arg, json_t *items)
 
 _Static_assert(WAKE_LATENCY_BUCKETS == ADMIN_LATENCY_BUCKETS,
                "wake and admin latency histograms must match");
+_Static_assert(WAKE_HIST_BUCKETS == ADMIN_WAKE_BUCKETS,
+               "wake and admin wake-path histograms must match");
+_Static_assert(WAKE_LAT_COUNT == 2, "admin shows two wake-path intervals");
 
 /* Push counters for /metrics. Calls and SIP message counters belong to
  * other rooms and stay zero here. */
@@ -326,6 +341,23 @@ counters(void *arg, struct admin_counters *out)
         out->push_latency_bucket[i] = st.latency_le[i];
     out->push_latency_count = st.latency_count;
     out->push_latency_sum_s = st.latency_sum_s;
+    for (int i = 0; i < WAKE_LAT_COUNT && i < 2; i++) {
+        struct wake_lat_stats ls;
+        struct admin_wake_lat *l = &out->wake_lat[i];
+        wake_lat_get(aw->wake, (enum wake_interval)i, out->want_wake_exact,
+                     &ls);
+        memcpy(l->bucket, ls.le, sizeof(l->bucket));
+        l->count = ls.count;
+        l->sum_s = ls.sum_s;
+        l->samples = ls.samples;
+        l->min_us = ls.min_us;
+        l->p50_us = ls.p50_us;
+        l->p90_us = ls.p90_us;
+        l->p99_us = ls.p99_us;
+        l->p999_us = ls.p999_us;
+        l->max_us = ls.max_us;
+        l->mean_us = ls.mean_us;
+    }
 }
 
 static int

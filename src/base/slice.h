@@ -50,6 +50,19 @@ slice_eq_cstr(struct slice a, const char *s)
     return slice_eq(a, slice_cstr(s));
 }
 
+/* Value of a hexadecimal digit (either case), or -1. */
+static inline int
+hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* ASCII case-insensitive comparison (SIP tokens, header names). */
 bool slice_eq_nocase(struct slice a, struct slice b);
 bool slice_eq_nocase_cstr(struct slice a, const char *s);

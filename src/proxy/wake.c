@@ -12,6 +12,11 @@
  * by the worker with every string copied into the job, queued under
  * w->qlock and signalled with uv_async_send; the push thread completes
  * them (wake_job_done) and frees them.
+ *
+ * Wake-path latency (wake.h): two atomic histograms and two rings of
+ * exact samples under lat_lock; woken devices whose INVITE is not sent
+ * yet wait in a small array (WAIT_MAX) that the transport's send hook
+ * scans only while it is not empty.
  */
 #include "proxy/wake.h"
 
@@ -69,6 +74,7 @@ struct wcall {
     char caller_name[NAME_MAX_LEN];
     int64_t expires_s; /* end of ring time: call pushes expire then */
     int64_t since_ms;
+    uint64_t rx_us; /* INVITE read (tp_rx_us), 0 if unknown */
     bool ringing_sent;
     bool released; /* hold given up (ops.release called, or never held) */
     struct tq_entry grace;
@@ -96,6 +102,24 @@ struct wake_job {
     char call_id[CALL_ID_MAX];
     char from[33], to[33];
     char from_name[NAME_MAX_LEN];
+    uint64_t rx_us;   /* INVITE read; 0: not timed (INVITE_TO_PUSH) */
+    uint64_t send_us; /* handed to push_send (or the test hook) */
+};
+
+/* A device woken by a REGISTER read at reg_us whose INVITE (Request-URI
+ * = uri) has not been sent yet (REGISTER_TO_INVITE). */
+struct wwait {
+    char uri[URI_MAX];
+    uint64_t reg_us;
+};
+#define WAIT_MAX 64              /* woken devices awaiting their INVITE */
+#define WAIT_MAX_AGE_US 10000000 /* forget after 10 s (call ended) */
+
+struct wlat {
+    atomic_uint_fast64_t bucket[WAKE_HIST_BUCKETS]; /* not cumulative */
+    atomic_uint_fast64_t count, sum_us;
+    uint32_t *ring; /* WAKE_LAT_SAMPLES µs values, under lat_lock */
+    size_t next, n;
 };
 
 struct wworker {
@@ -130,7 +154,25 @@ struct wake {
         n_woken, n_late;
     atomic_uint_fast64_t sent_by[2], delivered_by[2], failed_by[2], dead_by[2];
     atomic_uint_fast64_t lat_le[WAKE_LATENCY_BUCKETS], lat_count, lat_sum_us;
+
+    /* wake-path latency: rings and waits under lat_lock (taken after
+     * lock, never before) */
+    pthread_mutex_t lat_lock;
+    struct wlat lat[WAKE_LAT_COUNT];
+    struct wwait wait[WAIT_MAX];
+    size_t nwait;
+    atomic_size_t nwait_hint; /* nwait, read without the lock */
 };
+
+const double wake_hist_bounds_s[WAKE_HIST_BUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1};
+
+static uint64_t
+mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
 
 const double wake_latency_bounds_s[WAKE_LATENCY_BUCKETS] = {
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -148,45 +190,24 @@ wall_ms(const struct wake *w)
 static void
 copy_str(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    /* Truncating on purpose: fixed-size fields of the recent-push ring. */
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 /* ---- matching bindings and devices ------------------------------------- */
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* %-decode s into dst (cap). false if it does not fit or is malformed. */
+/* %-decode s into dst (cap), refusing a decoded NUL: false if it does not
+ * fit or is malformed. */
 static bool
 unescape(struct slice s, char *dst, size_t cap)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        char c = s.ptr[i];
-        if (c == '%') {
-            if (i + 2 >= s.len)
-                return false;
-            int hi = hexval(s.ptr[i + 1]), lo = hexval(s.ptr[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (n + 1 >= cap || c == '\0')
-            return false;
-        dst[n++] = c;
-    }
-    dst[n] = '\0';
-    return true;
+    size_t len;
+
+    return sip_unescape_to(s, dst, cap, &len) == 0 && strlen(dst) == len;
 }
 
 /* The RFC 8599 params of a Contact URI, unescaped. false if it has no
@@ -310,16 +331,21 @@ wake_job_done(struct wake_job *j, const struct push_result *r)
         break;
     }
     recent_add(w, j, r);
+    if (j->rx_us && r->write_us && j->send_us >= j->rx_us)
+        wake_lat_add(w, WAKE_LAT_INVITE_TO_PUSH,
+                     j->send_us - j->rx_us + r->write_us);
     if (j->m.type == PUSH_CALL && r->status != PUSH_DELIVERED &&
         r->status != PUSH_CANCELLED)
         call_push_failed(w, j, r->status == PUSH_DEAD_TOKEN);
-    log_write(r->status == PUSH_DELIVERED ? LOG_INFO : LOG_WARN, "wake",
-              "push %s call_id=%s ext=%s provider=%s result=%s http=%ld "
-              "reason=%s attempts=%u latency_ms=%.1f",
-              push_type_name(j->m.type), j->call_id, j->to, prov,
-              push_status_name(r->status), r->http_status,
-              r->reason && r->reason[0] ? r->reason : "-", r->attempts,
-              (double)r->latency_us / 1000.0);
+    /* log_at: the level is checked before formatting (log_write alone
+     * wrote every push even at level warn, on the push thread). */
+    log_at(r->status == PUSH_DELIVERED ? LOG_INFO : LOG_WARN, "wake",
+           "push %s call_id=%s ext=%s provider=%s result=%s http=%ld "
+           "reason=%s attempts=%u latency_ms=%.1f",
+           push_type_name(j->m.type), j->call_id, j->to, prov,
+           push_status_name(r->status), r->http_status,
+           r->reason && r->reason[0] ? r->reason : "-", r->attempts,
+           (double)r->latency_us / 1000.0);
     free(j);
 }
 
@@ -360,6 +386,7 @@ on_async(uv_async_t *h)
     {
         struct wake_job *j = container_of(n, struct wake_job, node);
         list_remove(n);
+        j->send_us = mono_us();
         int rc = stopping ? -ECANCELED
                           : push_send(w->client, &j->m, on_push_done, j);
         if (rc < 0)
@@ -411,11 +438,12 @@ wake_push_start(struct wake *w, const struct push_conf *conf, char *err,
  * a mutex. Returns 0 when accepted for sending. */
 static int
 submit(struct wake *w, const struct pushdev *d, enum push_type type,
-       const struct wcall *c, int64_t expires_s)
+       const struct wcall *c, int64_t expires_s, uint64_t rx_us)
 {
     struct wake_job *j = xcalloc(1, sizeof(*j));
 
     j->w = w;
+    j->rx_us = rx_us;
     copy_str(j->token, sizeof(j->token), d->prid);
     copy_str(j->param, sizeof(j->param), d->param);
     copy_str(j->call_id, sizeof(j->call_id), c->call_id);
@@ -437,6 +465,7 @@ submit(struct wake *w, const struct pushdev *d, enum push_type type,
     atomic_fetch_add(&w->n_sent, 1);
     atomic_fetch_add(&w->sent_by[j->m.provider == PUSH_APNS ? 0 : 1], 1);
     if (w->o.send) {
+        j->send_us = mono_us();
         int rc = w->o.send(j, &j->m, w->o.send_arg);
         if (rc < 0)
             job_fail(j, push_strerror(rc));
@@ -505,7 +534,10 @@ push_call(struct wcall *c, struct wdev *dv)
      * to PUSHED (or REFUSED) exactly once. */
     if (dv->state == WD_PUSHED || dv->state == WD_REFUSED)
         return;
-    int rc = submit(w, &dv->d, PUSH_CALL, c, c->expires_s);
+    /* Timed from the INVITE only when pushed at once: after the UDP grace
+     * time the delay is policy, not pushpbx's latency. */
+    int rc = submit(w, &dv->d, PUSH_CALL, c, c->expires_s,
+                    dv->state == WD_NOW ? c->rx_us : 0);
     pthread_mutex_lock(&w->lock);
     dv->state = rc < 0 ? WD_REFUSED : WD_PUSHED;
     pthread_mutex_unlock(&w->lock);
@@ -583,6 +615,7 @@ on_call_started(const struct proxy_call_info *info, void *arg)
     copy_str(c->callee, sizeof(c->callee), info->callee);
     copy_str(c->caller_name, sizeof(c->caller_name), info->caller_name);
     c->since_ms = wall_ms(w);
+    c->rx_us = tp_rx_us();
     c->expires_s = c->since_ms / 1000 + (int64_t)w->o.ring_s;
     tq_entry_init(&c->grace, on_grace);
 
@@ -726,13 +759,157 @@ on_call_ended(const struct proxy_call_record *rec, void *arg)
                 continue;
         }
         (void)submit(w, &dv->d,
-                     answered ? PUSH_ANSWERED_ELSEWHERE : PUSH_MISSED, c, 0);
+                     answered ? PUSH_ANSWERED_ELSEWHERE : PUSH_MISSED, c, 0, 0);
         /* Rule 7 only for a VoIP push that was delivered (or may still
          * be): a failed one wakes nothing. */
         if (!dv->woken && !dv->failed && pushdev_is_voip(&dv->d))
             ended_add(w, c, dv, reason);
     }
     free(c);
+}
+
+/* A pushed device woke: time its INVITE from this REGISTER's read. */
+static void
+wait_add(struct wake *w, const char *uri)
+{
+    uint64_t rx = tp_rx_us();
+    if (!rx)
+        return; /* not inside a receive callback (unit tests) */
+    pthread_mutex_lock(&w->lat_lock);
+    size_t i = 0;
+    while (i < w->nwait && strcmp(w->wait[i].uri, uri) != 0)
+        i++;
+    if (i == w->nwait) {
+        if (w->nwait == WAIT_MAX) { /* bounded: drop the oldest */
+            memmove(&w->wait[0], &w->wait[1],
+                    (WAIT_MAX - 1) * sizeof(w->wait[0]));
+            w->nwait--;
+        }
+        i = w->nwait++;
+        copy_str(w->wait[i].uri, sizeof(w->wait[i].uri), uri);
+    }
+    w->wait[i].reg_us = rx;
+    atomic_store(&w->nwait_hint, w->nwait);
+    pthread_mutex_unlock(&w->lat_lock);
+}
+
+void
+wake_on_sent(struct wake *w, const struct slice *parts, size_t count)
+{
+    static const char inv[] = "INVITE ";
+
+    if (atomic_load_explicit(&w->nwait_hint, memory_order_relaxed) == 0 ||
+        count == 0 || parts[0].len < sizeof(inv) ||
+        memcmp(parts[0].ptr, inv, sizeof(inv) - 1) != 0)
+        return;
+    const char *u = parts[0].ptr + sizeof(inv) - 1;
+    const char *sp = memchr(u, ' ', parts[0].len - (sizeof(inv) - 1));
+    if (!sp)
+        return;
+    size_t ulen = (size_t)(sp - u);
+    uint64_t now = mono_us(), us = 0;
+    bool hit = false;
+
+    pthread_mutex_lock(&w->lat_lock);
+    /* O(WAIT_MAX), only while woken devices wait (a few at a time). */
+    for (size_t i = 0; i < w->nwait;) {
+        struct wwait *e = &w->wait[i];
+        bool match =
+            !hit && strlen(e->uri) == ulen && memcmp(e->uri, u, ulen) == 0;
+        if (match) {
+            hit = true;
+            us = now - e->reg_us;
+        }
+        if (match || now - e->reg_us > WAIT_MAX_AGE_US) {
+            memmove(e, e + 1, (w->nwait - i - 1) * sizeof(*e));
+            w->nwait--;
+            continue;
+        }
+        i++;
+    }
+    atomic_store(&w->nwait_hint, w->nwait);
+    pthread_mutex_unlock(&w->lat_lock);
+    if (hit)
+        wake_lat_add(w, WAKE_LAT_REGISTER_TO_INVITE, us);
+}
+
+void
+wake_lat_add(struct wake *w, enum wake_interval which, uint64_t us)
+{
+    if ((unsigned)which >= WAKE_LAT_COUNT)
+        return;
+    struct wlat *l = &w->lat[which];
+    size_t b = 0;
+    while (b < WAKE_HIST_BUCKETS && (double)us / 1e6 > wake_hist_bounds_s[b])
+        b++;
+    if (b < WAKE_HIST_BUCKETS)
+        atomic_fetch_add(&l->bucket[b], 1);
+    atomic_fetch_add(&l->count, 1);
+    atomic_fetch_add(&l->sum_us, us);
+    pthread_mutex_lock(&w->lat_lock);
+    l->ring[l->next] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    l->next = (l->next + 1) % WAKE_LAT_SAMPLES;
+    if (l->n < WAKE_LAT_SAMPLES)
+        l->n++;
+    pthread_mutex_unlock(&w->lat_lock);
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest rank: the smallest sample with at least q of them at or below. */
+static uint64_t
+rank(const uint32_t *v, size_t n, double q)
+{
+    size_t k = (size_t)(q * (double)n + 0.999999);
+    if (k < 1)
+        k = 1;
+    if (k > n)
+        k = n;
+    return v[k - 1];
+}
+
+void
+wake_lat_get(struct wake *w, enum wake_interval which, bool exact,
+             struct wake_lat_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if ((unsigned)which >= WAKE_LAT_COUNT)
+        return;
+    struct wlat *l = &w->lat[which];
+    uint64_t cum = 0;
+    for (size_t i = 0; i < WAKE_HIST_BUCKETS; i++) {
+        cum += atomic_load(&l->bucket[i]);
+        out->le[i] = cum;
+    }
+    out->count = atomic_load(&l->count);
+    out->sum_s = (double)atomic_load(&l->sum_us) / 1e6;
+    if (!exact)
+        return;
+    uint32_t *v = xmalloc(WAKE_LAT_SAMPLES * sizeof(*v));
+    pthread_mutex_lock(&w->lat_lock);
+    size_t n = l->n;
+    memcpy(v, l->ring, n * sizeof(*v)); /* order does not matter */
+    pthread_mutex_unlock(&w->lat_lock);
+    if (n) {
+        qsort(v, n, sizeof(*v), cmp_u32);
+        double sum = 0;
+        for (size_t i = 0; i < n; i++)
+            sum += v[i];
+        out->samples = n;
+        out->min_us = v[0];
+        out->p50_us = rank(v, n, 0.50);
+        out->p90_us = rank(v, n, 0.90);
+        out->p99_us = rank(v, n, 0.99);
+        out->p999_us = rank(v, n, 0.999);
+        out->max_us = v[n - 1];
+        out->mean_us = sum / (double)n;
+    }
+    free(v);
 }
 
 void
@@ -763,8 +940,10 @@ wake_on_register(struct wake *w, const char *ext,
                     continue;
                 dv->woken = true;
                 copy_str(dv->uri, sizeof(dv->uri), b->uri);
-                if (dv->state == WD_PUSHED)
+                if (dv->state == WD_PUSHED) {
                     atomic_fetch_add(&w->n_woken, 1);
+                    wait_add(w, b->uri);
+                }
             }
             /* Its binding is stored now (the bind callback runs before
              * the 200), so the proxy forks to it before it lets go. */
@@ -831,6 +1010,9 @@ wake_new(const struct wake_opts *o, struct wake **out)
     w->o = *o;
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->qlock, NULL);
+    pthread_mutex_init(&w->lat_lock, NULL);
+    for (size_t i = 0; i < WAKE_LAT_COUNT; i++)
+        w->lat[i].ring = xcalloc(WAKE_LAT_SAMPLES, sizeof(uint32_t));
     list_init(&w->calls);
     list_init(&w->ended);
     list_init(&w->queue);
@@ -911,6 +1093,9 @@ wake_free(struct wake *w)
     }
     pthread_mutex_destroy(&w->lock);
     pthread_mutex_destroy(&w->qlock);
+    pthread_mutex_destroy(&w->lat_lock);
+    for (size_t i = 0; i < WAKE_LAT_COUNT; i++)
+        free(w->lat[i].ring);
     free(w->recent);
     free(w);
 }

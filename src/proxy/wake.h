@@ -55,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/slice.h"
 #include "base/tq.h"
 #include "proxy/proxy.h"
 #include "push/push.h"
@@ -203,6 +204,63 @@ struct wake_stats {
     double latency_sum_s;
 };
 void wake_stats_get(struct wake *w, struct wake_stats *out);
+
+/* ---- wake-path latency (bench/wake-bench.sh, /metrics) ------------------
+ *
+ * Two intervals of pushpbx's own work on the wake path, in monotonic µs,
+ * always measured (a clock read per message and per push; a mutex per
+ * sample):
+ *  - INVITE_TO_PUSH: the INVITE's socket read (tp_src.rx_us, through
+ *    tp_rx_us() in call_started) to the call push about to be written on
+ *    the provider's HTTP/2 connection: (push_send on the push thread -
+ *    rx) + push_result.write_us (push_send to curl's PRETRANSFER, i.e. the
+ *    request is about to be written; curl tells nothing later). First
+ *    call push of a device only; pushes sent after the UDP grace time are
+ *    not counted (the grace is policy, not our latency).
+ *  - REGISTER_TO_INVITE: the woken device's REGISTER read to the INVITE
+ *    for its Contact handed to the socket (tp send hook, wake_on_sent);
+ *    includes the 200 OK, the bind callback and the proxy's hop to the
+ *    call's worker.
+ * Each has a histogram (cumulative buckets, WAKE_HIST_BUCKETS bounds
+ * from 50 µs to 1 s) and a ring of the last WAKE_LAT_SAMPLES exact
+ * samples from which exact percentiles are computed on request. */
+enum wake_interval {
+    WAKE_LAT_INVITE_TO_PUSH = 0,
+    WAKE_LAT_REGISTER_TO_INVITE = 1,
+    WAKE_LAT_COUNT
+};
+
+#define WAKE_HIST_BUCKETS 14
+/* Upper bounds in seconds (Prometheus "le"). */
+extern const double wake_hist_bounds_s[WAKE_HIST_BUCKETS];
+#define WAKE_LAT_SAMPLES 65536
+
+struct wake_lat_stats {
+    uint64_t le[WAKE_HIST_BUCKETS]; /* cumulative counts */
+    uint64_t count;                 /* every sample since start */
+    double sum_s;
+    /* Exact, over the samples in the ring (the last WAKE_LAT_SAMPLES);
+     * only filled when asked (exact = true), else zero. Nearest rank. */
+    uint64_t samples;
+    uint64_t min_us, p50_us, p90_us, p99_us, p999_us, max_us;
+    double mean_us;
+};
+
+/* Histogram and, with exact, percentiles of one interval (exact sorts a
+ * copy of the ring: O(n log n), for the admin and the bench, not for
+ * every scrape). Any thread. */
+void wake_lat_get(struct wake *w, enum wake_interval which, bool exact,
+                  struct wake_lat_stats *out);
+
+/* Add a sample (µs) to an interval. wake records its own; exposed for
+ * tests. Any thread. */
+void wake_lat_add(struct wake *w, enum wake_interval which, uint64_t us);
+
+/* Transport send hook (tp_set_sent_hook): a message was handed to the
+ * socket on this worker. If it is the INVITE for a device woken by a
+ * REGISTER (Request-URI = its Contact URI), records REGISTER_TO_INVITE.
+ * A load and a branch when no woken device waits. Worker thread. */
+void wake_on_sent(struct wake *w, const struct slice *parts, size_t count);
 
 /* A ringing call waiting for pushed devices, for the admin. */
 struct wake_pending {

@@ -128,17 +128,6 @@ oauth_error(struct psim_resp *resp, const char *why)
     set_body_json(resp, o);
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Percent-decode a form value ('+' is a space) into out (cap bytes). */
 static int
@@ -154,8 +143,8 @@ form_decode(struct slice v, char *out, size_t cap)
             int hi, lo;
             if (i + 2 >= v.len)
                 return -EINVAL;
-            hi = hexval(v.ptr[i + 1]);
-            lo = hexval(v.ptr[i + 2]);
+            hi = hex_digit(v.ptr[i + 1]);
+            lo = hex_digit(v.ptr[i + 2]);
             if (hi < 0 || lo < 0)
                 return -EINVAL;
             c = (char)(hi << 4 | lo);

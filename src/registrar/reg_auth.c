@@ -117,17 +117,6 @@ reg_nonce_make(struct reg *r, int64_t now_s, char *out)
     out[REG_NONCE_LEN] = '\0';
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static bool
 parse_hex_u64(const char *p, size_t n, uint64_t *out)
@@ -137,7 +126,7 @@ parse_hex_u64(const char *p, size_t n, uint64_t *out)
     if (n == 0 || n > 16)
         return false;
     for (size_t i = 0; i < n; i++) {
-        int d = hexval(p[i]);
+        int d = hex_digit(p[i]);
         if (d < 0)
             return false;
         v = (v << 4) | (uint64_t)d;

@@ -47,17 +47,6 @@ is_alnum(char c)
     return is_alpha(c) || is_digit(c);
 }
 
-static int
-hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* RFC 3261 §25.1 classes per byte (bits above). Generated from:
  * unreserved = alphanum / "-_.!~*'()"; user-unreserved = "&=+$,;?/";
@@ -403,7 +392,7 @@ parse_tel(struct slice rest, struct sip_uri *u)
     for (size_t i = global ? 1 : 0; i < u->user.len; i++) {
         char c = u->user.ptr[i];
         if (is_digit(c) ||
-            (!global && (hex_val(c) >= 0 || c == '*' || c == '#')))
+            (!global && (hex_digit(c) >= 0 || c == '*' || c == '#')))
             digits++;
         else if (!visual_sep(c))
             return "bad character in tel number";
@@ -442,8 +431,8 @@ sip_uri_parse(struct slice text, struct sip_uri *out, const char **reason)
             why = "quote in URI";
             goto fail;
         }
-        if (c == '%' && (i + 2 >= text.len || hex_val(p[i + 1]) < 0 ||
-                         hex_val(p[i + 2]) < 0)) {
+        if (c == '%' && (i + 2 >= text.len || hex_digit(p[i + 1]) < 0 ||
+                         hex_digit(p[i + 2]) < 0)) {
             why = "bad escape in URI";
             goto fail;
         }
@@ -504,8 +493,8 @@ dec_next(const char **pp, const char *end, bool *esc_reserved)
     int c = (unsigned char)*p;
 
     *esc_reserved = false;
-    if (c == '%' && end - p >= 3 && hex_val(p[1]) >= 0 && hex_val(p[2]) >= 0) {
-        c = hex_val(p[1]) * 16 + hex_val(p[2]);
+    if (c == '%' && end - p >= 3 && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
+        c = hex_digit(p[1]) * 16 + hex_digit(p[2]);
         *esc_reserved = (char_class((char)c) & CL_RESERVED) != 0;
         *pp = p + 3;
         return c;
@@ -727,33 +716,49 @@ sip_uri_pn_params_equal(const struct sip_uri *a, const struct sip_uri *b)
 /* ---- escapes ---------------------------------------------------------- */
 
 int
+sip_unescape_to(struct slice s, char *dst, size_t cap, size_t *len)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < s.len; j++) {
+        char c = s.ptr[i];
+        if (c == '%') {
+            if (i + 2 >= s.len || hex_digit(s.ptr[i + 1]) < 0 ||
+                hex_digit(s.ptr[i + 2]) < 0)
+                return -EINVAL;
+            c = (char)(hex_digit(s.ptr[i + 1]) * 16 + hex_digit(s.ptr[i + 2]));
+            i += 3;
+        } else {
+            i++;
+        }
+        if (j + 1 >= cap)
+            return -ENOSPC;
+        dst[j] = c;
+    }
+    if (cap == 0)
+        return -ENOSPC;
+    dst[j] = '\0';
+    *len = j;
+    return 0;
+}
+
+int
 sip_unescape(struct slice s, struct arena *a, struct slice *out)
 {
-    size_t n = 0;
+    size_t n = 0, len;
     char *dst;
 
-    for (size_t i = 0; i < s.len; i++) {
-        if (s.ptr[i] == '%') {
-            if (i + 2 >= s.len || hex_val(s.ptr[i + 1]) < 0 ||
-                hex_val(s.ptr[i + 2]) < 0)
-                return -EINVAL;
+    /* Decoded length first: never more than the escaped length. */
+    for (size_t i = 0; i < s.len; i++, n++)
+        if (s.ptr[i] == '%')
             i += 2;
-        }
-        n++;
-    }
     dst = arena_alloc(a, n + 1);
     if (!dst)
         return -ENOMEM;
-    for (size_t i = 0, j = 0; i < s.len; j++) {
-        if (s.ptr[i] == '%') {
-            dst[j] = (char)(hex_val(s.ptr[i + 1]) * 16 + hex_val(s.ptr[i + 2]));
-            i += 3;
-        } else {
-            dst[j] = s.ptr[i++];
-        }
-    }
-    dst[n] = '\0';
-    *out = slice_make(dst, n);
+    int rc = sip_unescape_to(s, dst, n + 1, &len);
+    if (rc < 0)
+        return rc == -ENOSPC ? -EINVAL : rc;
+    *out = slice_make(dst, len);
     return 0;
 }
 

@@ -76,6 +76,11 @@ bool sip_uri_pn_params_equal(const struct sip_uri *a, const struct sip_uri *b);
  * result has an explicit length). */
 int sip_unescape(struct slice s, struct arena *a, struct slice *out);
 
+/* Decode s's %XX escapes into dst (cap bytes, NUL-terminated) and set
+ * *len. Returns 0, -EINVAL on a malformed escape, -ENOSPC when the result
+ * (and its NUL) does not fit. A decoded NUL is kept. */
+int sip_unescape_to(struct slice s, char *dst, size_t cap, size_t *len);
+
 /* Is c allowed unescaped in a URI user part? (for builders) */
 bool sip_uri_user_char(char c);
 

@@ -108,12 +108,36 @@ struct tp {
     size_t inbox_count;
     tp_relay_cb *relay; /* sends on another worker's flow */
     void *relay_arg;
+    tp_sent_cb *sent_hook; /* latency probes (wake) */
+    void *sent_arg;
     struct tp_stats stats;
     bool freeing;
     size_t open_handles;
 };
 
 static _Atomic uint64_t next_flow_seq = 1;
+
+/* rx time of the message in on_recv on this thread (tp_rx_us). */
+static _Thread_local uint64_t cur_rx_us;
+
+static uint64_t
+mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+uint64_t
+tp_rx_us(void)
+{
+    return cur_rx_us;
+}
+
+void
+tp_set_sent_hook(struct tp *tp, tp_sent_cb *cb, void *arg)
+{
+    tp->sent_hook = cb;
+    tp->sent_arg = arg;
+}
 
 void
 tp_cfg_defaults(struct tp_cfg *cfg)
@@ -268,7 +292,9 @@ dispatch(struct tp *tp, const char *buf, size_t len, const struct tp_src *src)
     rx.err = rc == 0 ? NULL : &err;
     rx.raw = slice_make(buf, len);
     rx.src = *src;
+    cur_rx_us = src->rx_us;
     tp->cfg.on_recv(tp, &rx, tp->cfg.arg);
+    cur_rx_us = 0;
 }
 
 /* ---- UDP --------------------------------------------------------------- */
@@ -326,6 +352,7 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     src.flow_id = 0;
     src.listener = l->index;
     src.worker = tp->cfg.worker;
+    src.rx_us = mono_us();
     dispatch(tp, p, len, &src);
 }
 
@@ -501,6 +528,9 @@ conn_process(struct tp_conn *c)
     src.flow_id = c->id;
     src.listener = c->listener;
     src.worker = tp->cfg.worker;
+    /* Read just now (conn_process runs from the read callback): one
+     * timestamp for every message of this read. */
+    src.rx_us = mono_us();
 
     while (!c->closing && !tp->freeing && off < c->rlen) {
         const char *p = c->rbuf + off;
@@ -838,6 +868,8 @@ tp_sendv(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
     }
     tp->stats.tx_msgs++;
     tp->stats.tx_bytes += total;
+    if (tp->sent_hook)
+        tp->sent_hook(tp, parts, count, tp->sent_arg);
     return 0;
 }
 

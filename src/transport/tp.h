@@ -122,6 +122,9 @@ struct tp_src {
                               listener that accepted); -1 for outbound
                               connections we opened */
     unsigned worker;       /* worker that received it */
+    uint64_t rx_us;        /* monotonic µs (uv_hrtime) when the bytes were
+                              read; kept across tp_post, so latency is
+                              measured from the first socket read */
 };
 
 /* One received message, as given to the receive callback. */
@@ -267,6 +270,22 @@ struct tq *tp_tq(struct tp *tp);
 uint64_t tp_now_ms(const struct tp *tp);
 uv_loop_t *tp_loop(const struct tp *tp);
 unsigned tp_worker(const struct tp *tp);
+
+/* Monotonic µs (uv_hrtime) at which the message now being handed to
+ * on_recv on this thread was read (tp_src.rx_us); 0 outside a receive
+ * callback. Lets a layer deep in the call chain (proxy observers, the
+ * registrar's bind callback) time its work from the packet's arrival
+ * without every API passing the source along. Any thread (thread-local). */
+uint64_t tp_rx_us(void);
+
+/* Called after each message was handed to the socket (UDP sendto queued
+ * or done, TCP write queued) on this worker; parts as given to
+ * tp_sendv. Must be cheap: it runs on every send. */
+typedef void tp_sent_cb(struct tp *tp, const struct slice *parts, size_t count,
+                        void *arg);
+/* Set or clear (cb NULL) the send hook. Worker thread, or before the
+ * worker starts. */
+void tp_set_sent_hook(struct tp *tp, tp_sent_cb *cb, void *arg);
 
 /* Counters for metrics. */
 struct tp_stats {

@@ -841,15 +841,6 @@ txn_branch_new(const struct txn_table *tt, char *out)
              b + 7);
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
 
 int
 txn_branch_worker(struct slice branch)
@@ -857,7 +848,7 @@ txn_branch_worker(struct slice branch)
     if (branch.len < 11 || memcmp(branch.ptr, MAGIC "w", 8) != 0 ||
         branch.ptr[10] != '.')
         return -1;
-    int hi = hexval(branch.ptr[8]), lo = hexval(branch.ptr[9]);
+    int hi = hex_digit(branch.ptr[8]), lo = hex_digit(branch.ptr[9]);
     if (hi < 0 || lo < 0)
         return -1;
     return hi * 16 + lo;

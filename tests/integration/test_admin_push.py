@@ -1,6 +1,6 @@
 """The admin API, page data and pushpbxctl with push, calls and the push
 check wired in: pushpbx + pushsim (APNs and FCM emulator), phones played
-by the harness of test_wake.py (UDP SIP user agents with digest auth).
+by wakeharness.Phone (UDP SIP user agents with digest auth).
 
 Covers: push devices with provider, token prefix and state; recent calls
 with their outcome (a real call); the test push through the daemon
@@ -17,14 +17,15 @@ import time
 import pytest
 
 from conftest import sanitizer_report
-from test_wake import (BUNDLE, PROJECT, PUSHSIM, VOIP, admin_get,  # noqa
-                       apns_token, background, env, fcm_token, keys, phones,
-                       wait_until)
+from wakeharness import (BUNDLE, PROJECT, PUSHSIM, VOIP, admin_get,
+                         apns_token, background, fcm_token, wait_until)
+# Fixtures: pytest finds them in this module's namespace.
+from wakeharness import env, keys, phones  # noqa: F401
 
 BUILD = os.environ.get("PUSHPBX_BUILD_DIR", "")
 CTL = os.path.join(BUILD, "src", "ctl", "pushpbxctl")
 BIN = os.environ.get("PUSHPBX_BIN", "")
-TOKEN = "wake-test-token-0123456789"  # test_wake's [admin] token
+TOKEN = "wake-test-token-0123456789"  # wakeharness.CONF [admin] token
 
 pytestmark = pytest.mark.skipif(not os.path.exists(PUSHSIM),
                                 reason="pushsim not built")

@@ -446,6 +446,39 @@ test_user_char(void **state)
         assert_false(sip_uri_user_char(*p));
 }
 
+static void
+test_unescape_to(void **state)
+{
+    char buf[8];
+    size_t len = 99;
+
+    (void)state;
+    assert_int_equal(sip_unescape_to(SLICE_LIT("a%41%3a"), buf, sizeof(buf),
+                                     &len),
+                     0);
+    assert_int_equal(len, 3);
+    assert_string_equal(buf, "aA:");
+    /* a decoded NUL is kept and counted */
+    assert_int_equal(sip_unescape_to(SLICE_LIT("x%00y"), buf, sizeof(buf),
+                                     &len),
+                     0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(buf, "x\0y", 3);
+    /* malformed escapes */
+    assert_int_equal(sip_unescape_to(SLICE_LIT("%4"), buf, sizeof(buf), &len),
+                     -EINVAL);
+    assert_int_equal(sip_unescape_to(SLICE_LIT("%zz"), buf, sizeof(buf), &len),
+                     -EINVAL);
+    /* exactly fits (7 + NUL), then one too many */
+    assert_int_equal(sip_unescape_to(SLICE_LIT("abcdefg"), buf, sizeof(buf),
+                                     &len),
+                     0);
+    assert_int_equal(sip_unescape_to(SLICE_LIT("abcdefgh"), buf, sizeof(buf),
+                                     &len),
+                     -ENOSPC);
+    assert_int_equal(sip_unescape_to(SLICE_LIT(""), buf, 0, &len), -ENOSPC);
+}
+
 int
 main(void)
 {
@@ -461,6 +494,7 @@ main(void)
         cmocka_unit_test(test_equal_rules),
         cmocka_unit_test(test_pn_equal),
         cmocka_unit_test(test_unescape),
+        cmocka_unit_test(test_unescape_to),
         cmocka_unit_test(test_user_char),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
