@@ -59,16 +59,6 @@ on_bind(const char *ext, const struct reg_contact *c, size_t n, void *arg)
     wake_on_register(aw->wake, ext, c, n);
 }
 
-/* Every SIP send of every worker: REGISTER_TO_INVITE probe (cheap when no
- * woken device waits for its INVITE). */
-static void
-on_sent(struct tp *tp, const struct slice *parts, size_t count, void *arg)
-{
-    struct app_wake *aw = arg;
-    (void)tp;
-    wake_on_sent(aw->wake, parts, count);
-}
-
 /* Called on the call's worker: only that worker's flows are visible; a
  * flow of another worker is taken as open (the proxy reaches it or falls
  * back to the Contact address, see proxy.h). */
@@ -215,7 +205,6 @@ app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp)
         return;
     aw->tps[idx] = tp;
     wake_worker_set(aw->wake, idx, tp_tq(tp), tp_clock, tp);
-    tp_set_sent_hook(tp, on_sent, aw);
 }
 
 void

@@ -71,6 +71,7 @@ struct proxy_call {
     unsigned refs;
     struct tq_entry ring;
     bool final_sent, holding;
+    bool forked; /* the first branches are out: later ones are "added" */
     bool ringing_sent;     /* we sent our own 180 (proxy_call_ringing) */
     int release_status;    /* proxy_call_release's status: the answer when no
                               branch gave a final (a real phone's answer,
@@ -985,8 +986,18 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
         log_info("proxy", "branch to %s not started: %s call_id=%s", b->uri,
                  strerror(-rc), c->rec.call_id);
         br->status = 503; /* counted as tried; check_done sees it */
+        return rc;
     }
-    return rc;
+    if (c->kind == CALL_FORK) {
+        struct proxy_branch_info bi = {.call = c,
+                                       .call_id = c->rec.call_id,
+                                       .callee = c->rec.callee,
+                                       .uri = br->uri,
+                                       .added = c->forked,
+                                       .worker = p->worker};
+        proxy_notify_branch_sent(p->sh, &bi);
+    }
+    return 0;
 }
 
 int
@@ -1564,7 +1575,8 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
                                    .callee = c->rec.callee,
                                    .caller_name = c->caller_name,
                                    .bindings = n,
-                                   .worker = p->worker};
+                                   .worker = p->worker,
+                                   .rx_us = src->rx_us};
     if (c->kind == CALL_FORK) {
         list_push_back(&p->calls, &c->node);
         /* Held even when other bindings exist: a desk phone's 486 must
@@ -1581,6 +1593,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
             break;
         (void)proxy_call_add_branch(c, &bs[i]);
     }
+    c->forked = true;
     check_done(c);
 }
 
@@ -1609,4 +1622,11 @@ proxy_register_ok(struct proxy *p, const struct sip_msg *reg)
     arena_reset(&p->a);
     if (uri_user(&p->a, &u, &user) == 0)
         proxy_binding_added(p->sh, user);
+    /* A woken phone's REGISTER queued its call's release (wake, from the
+     * bind callback) and the binding note above: when the call rings on
+     * this worker, run them now that the 200 is out, not after the rest
+     * of this read batch (libuv reads up to 32 datagrams per callback)
+     * and a loop pass. The INVITE to the phone leaves before we return.
+     * Notes for other workers still go through their uv_async. */
+    proxy_notes_run(p);
 }

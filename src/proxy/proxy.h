@@ -96,6 +96,21 @@ struct proxy_call_info {
                                 ("" if none) */
     size_t bindings;         /* branches started at once (may be 0) */
     unsigned worker;         /* the worker that owns the call */
+    uint64_t rx_us;          /* monotonic µs (uv_hrtime) the INVITE was
+                                read (tp_src.rx_us); 0 if unknown */
+};
+
+/* A branch's request was handed to the transport (sent on its socket or
+ * queued on its flow), for observers that time the fork. Borrowed for
+ * the callback only. */
+struct proxy_branch_info {
+    struct proxy_call *call;
+    const char *call_id;
+    const char *callee;
+    const char *uri; /* the binding's Contact URI = the Request-URI */
+    bool added;      /* added to a running fork (a binding that appeared
+                        while the call rang), not one of the first */
+    unsigned worker; /* the worker that owns the call */
 };
 
 /* Observer interface for later rooms ([wake] pushes, [admin] metrics).
@@ -108,10 +123,15 @@ struct proxy_call_info {
  *   end it), only when the holder calls proxy_call_release(), the caller
  *   cancels, a branch answers, or the ring time passes. false = no
  *   opinion (a call with no binding then ends with 480 at once).
- * call_ended: the final outcome; rec is borrowed. */
+ * call_ended: the final outcome; rec is borrowed.
+ * branch_sent: a branch's request was just handed to the transport
+ *   (after txn_client_start succeeded): every branch of a fork, the first
+ *   ones and those added later. Called on every branch, so it must be
+ *   cheap. Any callback may be NULL. */
 struct proxy_observer {
     bool (*call_started)(const struct proxy_call_info *info, void *arg);
     void (*call_ended)(const struct proxy_call_record *rec, void *arg);
+    void (*branch_sent)(const struct proxy_branch_info *bi, void *arg);
 };
 
 /* Create the process-wide part. cfg is copied, reg and domain borrowed

@@ -86,6 +86,8 @@ void proxy_record_add(struct proxy_shared *sh,
                       const struct proxy_call_record *rec);
 bool proxy_notify_started(struct proxy_shared *sh,
                           const struct proxy_call_info *info);
+void proxy_notify_branch_sent(struct proxy_shared *sh,
+                              const struct proxy_branch_info *bi);
 /* Queue note n (owned) to worker w. Returns 0, or -ENOSPC (queue full or
  * no such worker; n is freed). Any thread. */
 int proxy_note_post(struct proxy_shared *sh, unsigned w, struct proxy_note *n);

@@ -106,6 +106,15 @@ proxy_notify_started(struct proxy_shared *sh,
 }
 
 void
+proxy_notify_branch_sent(struct proxy_shared *sh,
+                         const struct proxy_branch_info *bi)
+{
+    for (size_t i = 0; i < sh->obs_count; i++)
+        if (sh->obs[i].ops.branch_sent)
+            sh->obs[i].ops.branch_sent(bi, sh->obs[i].arg);
+}
+
+void
 proxy_record_add(struct proxy_shared *sh, const struct proxy_call_record *rec)
 {
     struct proxy_call_record *slot;

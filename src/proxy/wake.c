@@ -15,8 +15,8 @@
  *
  * Wake-path latency (wake.h): two atomic histograms and two rings of
  * exact samples under lat_lock; woken devices whose INVITE is not sent
- * yet wait in a small array (WAIT_MAX) that the transport's send hook
- * scans only while it is not empty.
+ * yet wait in a small array (WAIT_MAX) that the proxy's branch_sent
+ * observer scans only while it is not empty.
  */
 #include "proxy/wake.h"
 
@@ -74,7 +74,7 @@ struct wcall {
     char caller_name[NAME_MAX_LEN];
     int64_t expires_s; /* end of ring time: call pushes expire then */
     int64_t since_ms;
-    uint64_t rx_us; /* INVITE read (tp_rx_us), 0 if unknown */
+    uint64_t rx_us; /* INVITE read (proxy_call_info.rx_us), 0 if unknown */
     bool ringing_sent;
     bool released; /* hold given up (ops.release called, or never held) */
     struct tq_entry grace;
@@ -615,7 +615,7 @@ on_call_started(const struct proxy_call_info *info, void *arg)
     copy_str(c->callee, sizeof(c->callee), info->callee);
     copy_str(c->caller_name, sizeof(c->caller_name), info->caller_name);
     c->since_ms = wall_ms(w);
-    c->rx_us = tp_rx_us();
+    c->rx_us = info->rx_us;
     c->expires_s = c->since_ms / 1000 + (int64_t)w->o.ring_s;
     tq_entry_init(&c->grace, on_grace);
 
@@ -793,20 +793,16 @@ wait_add(struct wake *w, const char *uri)
     pthread_mutex_unlock(&w->lat_lock);
 }
 
-void
-wake_on_sent(struct wake *w, const struct slice *parts, size_t count)
+/* Proxy observer: a branch's INVITE was handed to the transport. If it
+ * goes to a device woken by a REGISTER (its Contact URI), that closes
+ * REGISTER_TO_INVITE. A load and a branch while no woken device waits. */
+static void
+on_branch_sent(const struct proxy_branch_info *bi, void *arg)
 {
-    static const char inv[] = "INVITE ";
+    struct wake *w = arg;
 
-    if (atomic_load_explicit(&w->nwait_hint, memory_order_relaxed) == 0 ||
-        count == 0 || parts[0].len < sizeof(inv) ||
-        memcmp(parts[0].ptr, inv, sizeof(inv) - 1) != 0)
+    if (atomic_load_explicit(&w->nwait_hint, memory_order_relaxed) == 0)
         return;
-    const char *u = parts[0].ptr + sizeof(inv) - 1;
-    const char *sp = memchr(u, ' ', parts[0].len - (sizeof(inv) - 1));
-    if (!sp)
-        return;
-    size_t ulen = (size_t)(sp - u);
     uint64_t now = mono_us(), us = 0;
     bool hit = false;
 
@@ -814,8 +810,7 @@ wake_on_sent(struct wake *w, const struct slice *parts, size_t count)
     /* O(WAIT_MAX), only while woken devices wait (a few at a time). */
     for (size_t i = 0; i < w->nwait;) {
         struct wwait *e = &w->wait[i];
-        bool match =
-            !hit && strlen(e->uri) == ulen && memcmp(e->uri, u, ulen) == 0;
+        bool match = !hit && strcmp(e->uri, bi->uri) == 0;
         if (match) {
             hit = true;
             us = now - e->reg_us;
@@ -1028,6 +1023,7 @@ wake_observer(void)
     static const struct proxy_observer ops = {
         .call_started = on_call_started,
         .call_ended = on_call_ended,
+        .branch_sent = on_branch_sent,
     };
     return &ops;
 }

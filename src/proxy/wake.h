@@ -210,17 +210,18 @@ void wake_stats_get(struct wake *w, struct wake_stats *out);
  * Two intervals of pushpbx's own work on the wake path, in monotonic µs,
  * always measured (a clock read per message and per push; a mutex per
  * sample):
- *  - INVITE_TO_PUSH: the INVITE's socket read (tp_src.rx_us, through
- *    tp_rx_us() in call_started) to the call push about to be written on
+ *  - INVITE_TO_PUSH: the INVITE's socket read (tp_src.rx_us, given in
+ *    proxy_call_info.rx_us) to the call push about to be written on
  *    the provider's HTTP/2 connection: (push_send on the push thread -
  *    rx) + push_result.write_us (push_send to curl's PRETRANSFER, i.e. the
  *    request is about to be written; curl tells nothing later). First
  *    call push of a device only; pushes sent after the UDP grace time are
  *    not counted (the grace is policy, not our latency).
- *  - REGISTER_TO_INVITE: the woken device's REGISTER read to the INVITE
- *    for its Contact handed to the socket (tp send hook, wake_on_sent);
- *    includes the 200 OK, the bind callback and the proxy's hop to the
- *    call's worker.
+ *  - REGISTER_TO_INVITE: the woken device's REGISTER read (tp_rx_us()
+ *    in the registrar's bind callback, which carries no source) to the
+ *    INVITE for its Contact handed to the transport (the proxy's
+ *    branch_sent observer); includes the 200 OK, the bind callback and,
+ *    when the call rings on another worker, the proxy's hop there.
  * Each has a histogram (cumulative buckets, WAKE_HIST_BUCKETS bounds
  * from 50 µs to 1 s) and a ring of the last WAKE_LAT_SAMPLES exact
  * samples from which exact percentiles are computed on request. */
@@ -255,12 +256,6 @@ void wake_lat_get(struct wake *w, enum wake_interval which, bool exact,
 /* Add a sample (µs) to an interval. wake records its own; exposed for
  * tests. Any thread. */
 void wake_lat_add(struct wake *w, enum wake_interval which, uint64_t us);
-
-/* Transport send hook (tp_set_sent_hook): a message was handed to the
- * socket on this worker. If it is the INVITE for a device woken by a
- * REGISTER (Request-URI = its Contact URI), records REGISTER_TO_INVITE.
- * A load and a branch when no woken device waits. Worker thread. */
-void wake_on_sent(struct wake *w, const struct slice *parts, size_t count);
 
 /* A ringing call waiting for pushed devices, for the admin. */
 struct wake_pending {

@@ -131,7 +131,8 @@ struct push_client {
     bool closing;
 };
 
-static void pump(struct prov *p);
+static bool pump(struct prov *p);
+static void check_done(struct prov *p);
 static void finish(struct job *j, enum push_status st);
 
 /* --- names --------------------------------------------------------------*/
@@ -516,8 +517,7 @@ fcm_token_done(struct prov *p, CURLcode res)
         json_decref(root);
         log_info("push", "fcm: access token obtained expires_in=%lld gen=%u",
                  (long long)ttl_s, p->tok_gen);
-        pump(p);
-        return;
+        return; /* check_done pumps the jobs that waited for it */
     }
     json_decref(root);
     if (res != CURLE_OK)
@@ -724,37 +724,50 @@ fcm_headers(struct prov *p, struct job *j)
     return 0;
 }
 
-/* Start one HTTP attempt; the job is not on any list. */
-static void
-start_attempt(struct job *j)
+/* FCM body of j; android.ttl is what is left of the ring time now. */
+static int
+fcm_body(struct job *j)
+{
+    long ttl = -1;
+
+    if (j->m.expires_at_s > 0) {
+        ttl = (long)(j->m.expires_at_s - wall_s());
+        if (ttl < 0)
+            ttl = 0;
+    }
+    return push_payload_fcm(&j->m, 0, ttl, &j->body);
+}
+
+/* Hand one HTTP attempt to curl: body (unless push_send built it),
+ * headers, easy handle, multi. The job is not on any list; on 0 it is in
+ * flight. On error nothing is started and the job is untouched but for
+ * j->reason: the caller finishes it (or, in push_send, queues it so the
+ * loop does, as callbacks never run inside push_send). curl is not driven
+ * here: see drive(). */
+static int
+launch(struct job *j)
 {
     struct prov *p = j->p;
     uint64_t now = uv_now(p->c->loop);
     long timeout = (long)p->timeout_ms;
     int rc;
 
-    buf_reset(&j->body);
-    buf_reset(&j->resp);
     if (p->kind == PUSH_APNS) {
         rc = apns_headers(p, j);
-        if (rc == 0)
+        if (rc == 0 && j->body.len == 0)
             rc = push_payload_apns(&j->m, j->voip, 0, &j->body);
     } else {
-        long ttl = -1;
-        if (j->m.expires_at_s > 0) {
-            ttl = (long)(j->m.expires_at_s - wall_s());
-            if (ttl < 0)
-                ttl = 0;
-        }
         rc = fcm_headers(p, j);
-        if (rc == 0)
-            rc = push_payload_fcm(&j->m, 0, ttl, &j->body);
+        if (rc == 0 && (j->body.len == 0 || j->attempts > 0)) {
+            buf_reset(&j->body); /* a retry: the ttl has shrunk */
+            rc = fcm_body(j);
+        }
     }
     if (rc < 0) {
         snprintf(j->reason, sizeof(j->reason), "cannot build request: %s",
                  push_strerror(rc));
-        finish(j, PUSH_FAILED);
-        return;
+        buf_reset(&j->body);
+        return rc;
     }
     /* Never let one attempt outlive the ring time (plus a little, so an
      * answer already on its way is not thrown away). */
@@ -763,6 +776,7 @@ start_attempt(struct job *j)
         if (left + 500 < timeout)
             timeout = left + 500;
     }
+    buf_reset(&j->resp);
     j->easy = curl_easy_init();
     easy_common(p, j->easy, j->url, &j->resp, timeout);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body.data);
@@ -773,33 +787,72 @@ start_attempt(struct job *j)
         curl_easy_cleanup(j->easy);
         j->easy = NULL;
         snprintf(j->reason, sizeof(j->reason), "curl_multi_add_handle");
-        finish(j, PUSH_FAILED);
-        return;
+        return -ENOMEM;
     }
     j->attempts++;
     p->n_inflight++;
     list_push_back(&p->inflight, &j->node);
+    return 0;
 }
 
-/* Move ready jobs into curl while there is room (and, for FCM, a token). */
+/* Start one HTTP attempt (pump); a failure finishes the job. */
+static int
+start_attempt(struct job *j)
+{
+    int rc = launch(j);
+
+    if (rc < 0)
+        finish(j, PUSH_FAILED);
+    return rc;
+}
+
+/* Let curl run the handles just added, now: curl_multi_add_handle only
+ * asks (through on_curl_timer) to be woken in 0 ms, and waiting for that
+ * uv_timer costs a loop iteration: every other callback of this pass
+ * (responses of other pushes, the rest of a queue batch) would run first.
+ * Here the request is written before we return (HTTP/2 on an open
+ * connection: HEADERS + DATA in this call). Only curl's own callbacks run
+ * inside (socket, timer, write); finished transfers wait in curl's message
+ * queue for check_done, so no push_done_cb runs from here. Must not be
+ * called from a curl callback. */
 static void
+drive(struct prov *p)
+{
+    int running;
+
+    curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+/* Move ready jobs into curl while there is room (and, for FCM, a token),
+ * then drive curl once for all of them. Returns true if any job went to
+ * curl (finished transfers may then be waiting: check_done loops). */
+static bool
 pump(struct prov *p)
 {
+    bool started = false;
+
     while (!list_empty(&p->ready) && p->n_inflight < PUSH_MAX_INFLIGHT) {
         if (p->kind == PUSH_FCM) {
             if (!fcm_token_usable(p)) {
+                bool asked = p->tok_easy != NULL;
                 if (fcm_token_request(p) < 0)
                     fail_ready(p, "oauth: cannot make the token request", 0,
                                false);
-                return;
+                else if (!asked)
+                    started = true; /* a new token request is in curl */
+                break;
             }
             if (uv_now(p->c->loop) >= p->tok_soft_ms)
                 fcm_token_request(p); /* refresh in the background */
         }
         struct job *j = container_of(p->ready.next, struct job, node);
         list_remove(&j->node);
-        start_attempt(j);
+        if (start_attempt(j) == 0)
+            started = true;
     }
+    if (started)
+        drive(p);
+    return started;
 }
 
 static void
@@ -819,7 +872,7 @@ on_retry_timer(uv_timer_t *t)
             next = j->due_ms;
         }
     }
-    pump(p);
+    check_done(p); /* pump, and read what push_send's drive() finished */
     if (next != UINT64_MAX &&
         (!uv_is_active((uv_handle_t *)&p->retry_timer) ||
          next - now < uv_timer_get_due_in(&p->retry_timer)))
@@ -914,27 +967,31 @@ job_done(struct prov *p, struct job *j, CURLcode res)
     kick(p);
 }
 
+/* Complete finished transfers, then start ready jobs; starting drives
+ * curl, which may finish more (a refused stream): loop until quiet. Each
+ * round takes jobs off the ready list, so it ends. */
 static void
 check_done(struct prov *p)
 {
     CURLMsg *m;
     int left;
 
-    while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        CURL *e = m->easy_handle;
-        CURLcode res = m->data.result;
-        curl_multi_remove_handle(p->multi, e);
-        if (e == p->tok_easy) {
-            fcm_token_done(p, res);
-        } else {
-            struct job *j = NULL;
-            curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
-            job_done(p, j, res);
+    do {
+        while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            CURL *e = m->easy_handle;
+            CURLcode res = m->data.result;
+            curl_multi_remove_handle(p->multi, e);
+            if (e == p->tok_easy) {
+                fcm_token_done(p, res);
+            } else {
+                struct job *j = NULL;
+                curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
+                job_done(p, j, res);
+            }
         }
-    }
-    pump(p);
+    } while (pump(p));
 }
 
 /* --- send ---------------------------------------------------------------*/
@@ -973,6 +1030,18 @@ ends_with(const char *s, const char *suffix)
     return n >= m && memcmp(s + n - m, suffix, m) == 0;
 }
 
+/* Can j go to curl right now, inside push_send? Only when nothing waits
+ * before it (FIFO), there is room, and (FCM) a fresh token exists. */
+static bool
+can_launch_now(const struct prov *p)
+{
+    if (!list_empty(&p->ready) || p->n_inflight >= PUSH_MAX_INFLIGHT)
+        return false;
+    if (p->kind == PUSH_FCM)
+        return p->tok_valid && uv_now(p->c->loop) < p->tok_soft_ms;
+    return true;
+}
+
 int
 push_send(struct push_client *c, const struct push_msg *msg,
           push_done_cb *cb, void *arg)
@@ -980,7 +1049,6 @@ push_send(struct push_client *c, const struct push_msg *msg,
     struct prov *p;
     struct job *j;
     const char *topic = NULL;
-    struct buf tmp;
     int rc;
 
     if (c->closing)
@@ -998,20 +1066,8 @@ push_send(struct push_client *c, const struct push_msg *msg,
         if (topic == NULL || *topic == '\0')
             return -EINVAL;
     }
-    /* Check the payload now so the caller hears -EMSGSIZE/-EINVAL here,
-     * not through the callback. */
-    buf_init(&tmp, 0);
-    if (p->kind == PUSH_APNS)
-        rc = push_payload_apns(msg, msg->type == PUSH_CALL &&
-                                        ends_with(topic, ".voip"),
-                               wall_s(), &tmp);
-    else
-        rc = push_payload_fcm(msg, wall_s(), 0, &tmp);
-    buf_fini(&tmp);
-    if (rc < 0)
-        return rc;
-    if (p->count >= c->queue_max)
-        return -ENOBUFS;
+    if (msg->call_id == NULL || msg->from == NULL || msg->to == NULL)
+        return -EINVAL; /* required (the payload checks their content) */
 
     j = xcalloc(1, sizeof(*j));
     j->p = p;
@@ -1039,7 +1095,6 @@ push_send(struct push_client *c, const struct push_msg *msg,
         w += n;
     }
     j->m.param = NULL;
-    push_collapse_id(j->m.call_id, j->collapse);
     buf_init(&j->body, 0);
     buf_init(&j->resp, PUSH_RESP_CAP);
     if (p->kind == PUSH_APNS) {
@@ -1051,25 +1106,50 @@ push_send(struct push_client *c, const struct push_msg *msg,
         if (!j->voip && ends_with(j->topic, ".voip"))
             ((char *)j->topic)[tl - 5] = '\0';
         j->push_type = j->voip ? "voip" : "alert";
+        rc = push_payload_apns(&j->m, j->voip, 0, &j->body);
+    } else {
+        rc = fcm_body(j);
+    }
+    /* The body is built once, here: the caller hears -EMSGSIZE/-EINVAL
+     * now, not through the callback, and the first attempt sends it as
+     * is (retries rebuild only what changes: FCM's ttl). */
+    if (rc == 0 && p->count >= c->queue_max)
+        rc = -ENOBUFS;
+    if (rc < 0) {
+        job_free(j);
+        return rc;
+    }
+    push_collapse_id(j->m.call_id, j->collapse);
+    struct buf u;
+    buf_init(&u, 0);
+    if (p->kind == PUSH_APNS) {
         make_uuid(j->apns_id);
         snprintf(j->id, sizeof(j->id), "%s", j->apns_id);
-        struct buf u;
-        buf_init(&u, 0);
         buf_printf(&u, "%s/3/device/%s", p->base_url, j->m.token);
-        j->url = u.data;
     } else {
-        struct buf u;
-        buf_init(&u, 0);
         buf_printf(&u, "%s/v1/projects/%s/messages:send", p->base_url,
                    msg->param && *msg->param ? msg->param : p->project);
-        j->url = u.data;
     }
+    j->url = u.data;
     if (msg->expires_at_s > 0) {
         int64_t left = msg->expires_at_s * 1000 - wall_ms();
         j->deadline_ms = uv_now(c->loop) + (uint64_t)(left > 0 ? left : 0);
     }
     p->count++;
-    list_push_back(&p->ready, &j->node);
+    /* Fast path: write the request during this call (launch + drive)
+     * rather than on a later pass of the loop. The retry timer is still
+     * kicked so that check_done reads a transfer drive() may have
+     * finished (and runs its callback from the loop, not from here). A
+     * launch that fails leaves the job ready: pump retries it from the
+     * loop and finishes it there if it fails again. */
+    if (can_launch_now(p)) {
+        if (launch(j) == 0)
+            drive(p);
+        else
+            list_push_back(&p->ready, &j->node);
+    } else {
+        list_push_back(&p->ready, &j->node);
+    }
     kick(p);
     return 0;
 }

@@ -108,8 +108,6 @@ struct tp {
     size_t inbox_count;
     tp_relay_cb *relay; /* sends on another worker's flow */
     void *relay_arg;
-    tp_sent_cb *sent_hook; /* latency probes (wake) */
-    void *sent_arg;
     struct tp_stats stats;
     bool freeing;
     size_t open_handles;
@@ -130,13 +128,6 @@ uint64_t
 tp_rx_us(void)
 {
     return cur_rx_us;
-}
-
-void
-tp_set_sent_hook(struct tp *tp, tp_sent_cb *cb, void *arg)
-{
-    tp->sent_hook = cb;
-    tp->sent_arg = arg;
 }
 
 void
@@ -868,8 +859,6 @@ tp_sendv(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
     }
     tp->stats.tx_msgs++;
     tp->stats.tx_bytes += total;
-    if (tp->sent_hook)
-        tp->sent_hook(tp, parts, count, tp->sent_arg);
     return 0;
 }
 

@@ -273,19 +273,11 @@ unsigned tp_worker(const struct tp *tp);
 
 /* Monotonic µs (uv_hrtime) at which the message now being handed to
  * on_recv on this thread was read (tp_src.rx_us); 0 outside a receive
- * callback. Lets a layer deep in the call chain (proxy observers, the
- * registrar's bind callback) time its work from the packet's arrival
- * without every API passing the source along. Any thread (thread-local). */
+ * callback. Lets the registrar's bind callback (wake: a woken phone's
+ * REGISTER) time its work from the packet's arrival, as reg_bind_cb
+ * carries no source; the proxy passes the INVITE's rx_us explicitly
+ * (proxy_call_info). Any thread (thread-local). */
 uint64_t tp_rx_us(void);
-
-/* Called after each message was handed to the socket (UDP sendto queued
- * or done, TCP write queued) on this worker; parts as given to
- * tp_sendv. Must be cheap: it runs on every send. */
-typedef void tp_sent_cb(struct tp *tp, const struct slice *parts, size_t count,
-                        void *arg);
-/* Set or clear (cb NULL) the send hook. Worker thread, or before the
- * worker starts. */
-void tp_set_sent_hook(struct tp *tp, tp_sent_cb *cb, void *arg);
 
 /* Counters for metrics. */
 struct tp_stats {
