@@ -79,6 +79,7 @@ struct job {
     char apns_id[37];
     char collapse[PUSH_COLLAPSE_ID_LEN + 1];
     uint64_t t0_ns;       /* uv_hrtime at push_send */
+    uint64_t launch_ns;   /* uv_hrtime when its first attempt went to curl */
     uint64_t write_us;
     uint64_t deadline_ms; /* loop time; 0 = none */
     uint64_t due_ms;      /* backoff wake-up, loop time */
@@ -789,10 +790,33 @@ launch(struct job *j)
         snprintf(j->reason, sizeof(j->reason), "curl_multi_add_handle");
         return -ENOMEM;
     }
+    if (j->launch_ns == 0)
+        j->launch_ns = uv_hrtime();
     j->attempts++;
     p->n_inflight++;
     list_push_back(&p->inflight, &j->node);
     return 0;
+}
+
+/* push_result.write_us, measured on our clock: right after the drive()
+ * that took j's first attempt to curl's PRETRANSFER (its request is
+ * written by then on an open HTTP/2 connection), j's time since
+ * push_send. An upper bound by the few µs drive() spends after the
+ * write. Jobs that did not get there in that call (connection still
+ * being set up) are timed in job_done instead. */
+static void
+stamp_written(struct job *j)
+{
+    curl_off_t pre_us = 0;
+
+    if (j->write_us || !j->easy ||
+        curl_easy_getinfo(j->easy, CURLINFO_PRETRANSFER_TIME_T, &pre_us) !=
+            CURLE_OK ||
+        pre_us <= 0)
+        return;
+    j->write_us = (uv_hrtime() - j->t0_ns) / 1000;
+    if (j->write_us == 0)
+        j->write_us = 1;
 }
 
 /* Start one HTTP attempt (pump); a failure finishes the job. */
@@ -830,6 +854,7 @@ static bool
 pump(struct prov *p)
 {
     bool started = false;
+    size_t jobs = 0; /* started now: the last ones on p->inflight */
 
     while (!list_empty(&p->ready) && p->n_inflight < PUSH_MAX_INFLIGHT) {
         if (p->kind == PUSH_FCM) {
@@ -847,11 +872,17 @@ pump(struct prov *p)
         }
         struct job *j = container_of(p->ready.next, struct job, node);
         list_remove(&j->node);
-        if (start_attempt(j) == 0)
+        if (start_attempt(j) == 0) {
             started = true;
+            jobs++;
+        }
     }
-    if (started)
+    if (started) {
         drive(p);
+        struct list_node *n = p->inflight.prev;
+        for (; jobs > 0 && n != &p->inflight; jobs--, n = n->prev)
+            stamp_written(container_of(n, struct job, node));
+    }
     return started;
 }
 
@@ -890,18 +921,16 @@ job_done(struct prov *p, struct job *j, CURLcode res)
     p->n_inflight--;
     curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(j->easy, CURLINFO_RETRY_AFTER, &retry_after);
-    if (j->write_us == 0 &&
+    if (j->write_us == 0 && j->launch_ns && j->attempts == 1 &&
         curl_easy_getinfo(j->easy, CURLINFO_PRETRANSFER_TIME_T, &pre_us) ==
             CURLE_OK &&
         pre_us > 0) {
-        /* push_send -> this attempt's start, plus curl's own time to the
-         * moment the request was about to be written. */
-        curl_off_t start_us = 0;
-        curl_easy_getinfo(j->easy, CURLINFO_TOTAL_TIME_T, &start_us);
-        uint64_t since_send = (uv_hrtime() - j->t0_ns) / 1000;
-        uint64_t total = (uint64_t)start_us;
-        j->write_us = since_send > total ? since_send - total + (uint64_t)pre_us
-                                         : (uint64_t)pre_us;
+        /* Not written in the drive() that launched it (stamp_written):
+         * push_send -> first attempt handed to curl, plus curl's own time
+         * from its start to PRETRANSFER. (push_send -> now minus
+         * TOTAL_TIME, used before, counted the provider's round trip in:
+         * curl's total stops at its last progress update.) */
+        j->write_us = (j->launch_ns - j->t0_ns) / 1000 + (uint64_t)pre_us;
     }
     curl_easy_cleanup(j->easy);
     j->easy = NULL;
@@ -1143,9 +1172,10 @@ push_send(struct push_client *c, const struct push_msg *msg,
      * launch that fails leaves the job ready: pump retries it from the
      * loop and finishes it there if it fails again. */
     if (can_launch_now(p)) {
-        if (launch(j) == 0)
+        if (launch(j) == 0) {
             drive(p);
-        else
+            stamp_written(j);
+        } else
             list_push_back(&p->ready, &j->node);
     } else {
         list_push_back(&p->ready, &j->node);

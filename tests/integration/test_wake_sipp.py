@@ -75,8 +75,8 @@ def wake(sipps, pbx, pn, answer, timeout=20, timeout_error=True):
 
 
 def woken_register(sipps, pbx, pn, uas):
-    keys = dict(pn_keys(DEV, pn), cport=str(uas.port))
-    reg = sipps(pbx, "wake_woken.xml", keys=keys, auth=creds(DEV))
+    k = dict(pn_keys(DEV, pn), cport=str(uas.port))
+    reg = sipps(pbx, "wake_woken.xml", keys=k, auth=creds(DEV))
     reg.expect(0)
     return reg
 
