@@ -311,7 +311,8 @@ _Static_assert(WAKE_HIST_BUCKETS == ADMIN_WAKE_BUCKETS,
 _Static_assert(WAKE_LAT_COUNT == 2, "admin shows two wake-path intervals");
 
 /* Push counters for /metrics. Calls and SIP message counters belong to
- * other rooms and stay zero here. */
+ * other rooms and stay zero here; the wake-path latency has its own
+ * source (app_wake_latency). */
 static void
 counters(void *arg, struct admin_counters *out)
 {
@@ -330,11 +331,20 @@ counters(void *arg, struct admin_counters *out)
         out->push_latency_bucket[i] = st.latency_le[i];
     out->push_latency_count = st.latency_count;
     out->push_latency_sum_s = st.latency_sum_s;
+}
+
+void
+app_wake_latency(bool exact, struct admin_wake_lat *out)
+{
+    struct app_wake *aw = the_instance;
+
+    memset(out, 0, 2 * sizeof(*out));
+    if (!aw)
+        return;
     for (int i = 0; i < WAKE_LAT_COUNT && i < 2; i++) {
         struct wake_lat_stats ls;
-        struct admin_wake_lat *l = &out->wake_lat[i];
-        wake_lat_get(aw->wake, (enum wake_interval)i, out->want_wake_exact,
-                     &ls);
+        struct admin_wake_lat *l = &out[i];
+        wake_lat_get(aw->wake, (enum wake_interval)i, exact, &ls);
         memcpy(l->bucket, ls.le, sizeof(l->bucket));
         l->count = ls.count;
         l->sum_s = ls.sum_s;

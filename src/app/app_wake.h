@@ -8,7 +8,10 @@
 #ifndef PUSHPBX_APP_APP_WAKE_H
 #define PUSHPBX_APP_APP_WAKE_H
 
+#include <stdbool.h>
+
 struct admin_push_info;
+struct admin_wake_lat;
 struct admin_sources;
 struct app_wake;
 struct cfg;
@@ -32,5 +35,11 @@ void app_wake_close(struct app_wake *aw);
 /* Fill the admin's push sources and provisioning push info from the
  * opened instance (no-op before app_wake_open). Main thread. */
 void app_wake_admin(struct admin_sources *src, struct admin_push_info *push);
+/* The two wake-path intervals ([0] INVITE_TO_PUSH, [1]
+ * REGISTER_TO_INVITE): histograms, and with exact the percentiles over
+ * the kept samples (a sort: for GET /api/wake/latency, not /metrics);
+ * out has 2 entries.
+ * Zeros before app_wake_open. Any thread (the admin's). */
+void app_wake_latency(bool exact, struct admin_wake_lat *out);
 
 #endif

@@ -70,8 +70,8 @@ struct proxy_call {
     struct txn *st; /* NULL after TERMINATED */
     unsigned refs;
     struct tq_entry ring;
-    bool final_sent, holding;
-    bool forked; /* the first branches are out: later ones are "added" */
+    /* forked: the first branches are out, later ones are "added" */
+    bool final_sent, holding, forked;
     bool ringing_sent;     /* we sent our own 180 (proxy_call_ringing) */
     int release_status;    /* proxy_call_release's status: the answer when no
                               branch gave a final (a real phone's answer,

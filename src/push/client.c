@@ -107,6 +107,8 @@ struct prov {
     unsigned n_inflight;
     char *base_url, *ca_file;
     unsigned timeout_ms;
+    bool verbose; /* PUSHPBX_CURL_VERBOSE: curl's trace on stderr (read
+                     once, not per push) */
     /* APNs */
     EVP_PKEY *key;
     char *key_id, *team_id, *topic, *cert_file, *cert_key_file;
@@ -302,8 +304,7 @@ easy_common(struct prov *p, CURL *e, const char *url, struct buf *resp,
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* Debug knob: curl's own trace on stderr. */
-    if (getenv("PUSHPBX_CURL_VERBOSE"))
+    if (p->verbose)
         curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     if (p->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, p->ca_file);
@@ -1373,6 +1374,7 @@ prov_start(struct push_client *c, struct prov *p)
     p->multi = curl_multi_init();
     if (p->multi == NULL)
         return -ENOMEM;
+    p->verbose = getenv("PUSHPBX_CURL_VERBOSE") != NULL;
     curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);

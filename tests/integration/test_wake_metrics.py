@@ -94,8 +94,8 @@ def test_one_wake_one_sample_each(env, phones):
 
 
 def test_call_to_registered_phone_adds_nothing(env, phones):
-    """No push device: no wake, no sample (the send hook ignores INVITEs
-    no woken device waits for)."""
+    """No push device: no wake, no sample (the proxy's branch_sent
+    observer ignores INVITEs no woken device waits for)."""
     pbx, sim = env(fcm=False)
     callee, caller = phones(pbx, "102"), phones(pbx, "101")
     assert callee.register()["status"] == 200
