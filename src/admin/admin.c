@@ -889,14 +889,17 @@ metrics_text(struct admin *a, size_t *len)
                "pushpbx_push_latency_seconds_count %llu\n",
                (unsigned long long)k.push_latency_count, k.push_latency_sum_s,
                (unsigned long long)k.push_latency_count);
+    struct admin_wake_lat lat[2] = {0};
+    if (a->src.wake_latency)
+        a->src.wake_latency(a->src.arg, false, lat);
     wake_hist(&b, "pushpbx_wake_invite_to_push_seconds",
               "Time from reading a call's INVITE to its push request being "
               "written to the provider connection (pushes sent at once).",
-              &k.wake_lat[0]);
+              &lat[0]);
     wake_hist(&b, "pushpbx_wake_register_to_invite_seconds",
               "Time from reading a pushed device's REGISTER to its INVITE "
               "being handed to the socket.",
-              &k.wake_lat[1]);
+              &lat[1]);
     buf_printf(&b, "# HELP pushpbx_sip_messages_total SIP requests received, "
                    "by method.\n# TYPE pushpbx_sip_messages_total counter\n");
     for (int i = 0; i < ADMIN_M_COUNT; i++)
@@ -1109,16 +1112,15 @@ wake_lat_json(const struct admin_wake_lat *l)
 static enum MHD_Result
 route_wake_latency(struct admin *a, struct MHD_Connection *c)
 {
-    struct admin_counters k = {.want_wake_exact = true};
+    struct admin_wake_lat lat[2] = {0};
 
-    if (!a->src.counters)
+    if (!a->src.wake_latency)
         return send_json(c, MHD_HTTP_OK, json_pack("{s:b}", "available", 0));
-    a->src.counters(a->src.arg, &k);
+    a->src.wake_latency(a->src.arg, true, lat);
     return send_json(c, MHD_HTTP_OK,
                      json_pack("{s:b, s:o, s:o}", "available", 1,
-                               "invite_to_push", wake_lat_json(&k.wake_lat[0]),
-                               "register_to_invite",
-                               wake_lat_json(&k.wake_lat[1])));
+                               "invite_to_push", wake_lat_json(&lat[0]),
+                               "register_to_invite", wake_lat_json(&lat[1])));
 }
 
 static enum MHD_Result

@@ -85,7 +85,7 @@ extern const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS];
 
 /* One wake-path interval: histogram (cumulative, "le") over every sample
  * since start, and exact figures over the last samples kept (only when
- * admin_counters.want_wake_exact; nearest-rank percentiles, µs). */
+ * asked for: nearest-rank percentiles, µs). */
 struct admin_wake_lat {
     uint64_t bucket[ADMIN_WAKE_BUCKETS];
     uint64_t count;
@@ -123,16 +123,16 @@ struct admin_counters {
     uint64_t push_latency_count;
     double push_latency_sum_s;
     uint64_t sip_messages[ADMIN_M_COUNT];
-    /* Wake-path latency ([wake], bench/wake-bench.sh): [0] INVITE read to
-     * its push request written, [1] woken device's REGISTER read to its
-     * INVITE sent. Input: want_wake_exact is set by the admin when the
-     * exact percentiles are wanted (GET /api/wake/latency), which costs
-     * a sort; /metrics leaves it false. */
-    bool want_wake_exact;
-    struct admin_wake_lat wake_lat[2];
 };
 
 typedef void admin_counters_fn(void *arg, struct admin_counters *out);
+
+/* Wake-path latency ([wake], bench/wake-bench.sh): out[0] INVITE read to
+ * its push request written, out[1] woken device's REGISTER read to its
+ * INVITE sent. exact: also compute the exact percentiles over the kept
+ * samples (GET /api/wake/latency; costs a sort); /metrics passes false. */
+typedef void admin_wake_latency_fn(void *arg, bool exact,
+                                   struct admin_wake_lat out[2]);
 
 /* Push settings phones learn from the provisioning document. NULL or ""
  * fields mean "not configured". */
@@ -153,6 +153,7 @@ struct admin_sources {
     admin_device_del_fn *device_del;
     admin_push_check_fn *push_check;
     admin_counters_fn *counters;
+    admin_wake_latency_fn *wake_latency;
 };
 
 /* A SIP listener, for the provisioning document. */

@@ -168,13 +168,11 @@ admin_method(int m)
     }
 }
 
-/* The wake-path latency samples: a source of their own (app_wake), not
- * part of app_wake's push counters. The admin still asks for them through
- * counters() with want_wake_exact (admin.h has no separate callback yet),
- * so this is the one place that flag is read. */
+/* The wake-path latency samples: a source of their own (app_wake). */
 static void
-wake_latency(bool exact, struct admin_wake_lat *out)
+wake_latency(void *arg, bool exact, struct admin_wake_lat out[2])
 {
+    (void)arg;
     app_wake_latency(exact, out);
 }
 
@@ -183,7 +181,6 @@ counters(void *arg, struct admin_counters *out)
 {
     if (the.wake.counters)
         the.wake.counters(the.wake.arg, out); /* push side */
-    wake_latency(out->want_wake_exact, out->wake_lat);
     uint64_t st =
         atomic_load_explicit(&the.calls_started, memory_order_relaxed);
     uint64_t en = atomic_load_explicit(&the.calls_ended, memory_order_relaxed);
@@ -704,6 +701,7 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .push_test = the.wake.list_devices ? push_test : NULL,
                 .push_check = push_check,
                 .counters = counters,
+                .wake_latency = wake_latency,
             },
     };
     push_info(cfg, &o.push);
