@@ -44,6 +44,8 @@ domain = 127.0.0.1
 workers = $WORKERS
 [log]
 level = warn
+[admin]
+enabled = no
 [registrar]
 digest_algorithms = md5
 [store]

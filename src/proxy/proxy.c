@@ -506,8 +506,10 @@ call_record(struct proxy_call *c, enum proxy_outcome o, int status)
     c->rec.status = status;
     c->rec.ended_ms = wall_ms();
     c->rec.branches = (unsigned)c->nbr;
-    if (list_linked(&c->node))
+    if (list_linked(&c->node)) {
         list_remove(&c->node);
+        proxy_waiting_done(c->p->sh);
+    }
     list_init(&c->node);
     proxy_record_add(c->p->sh, &c->rec);
     if (o == PROXY_OUT_ANSWERED)
@@ -581,8 +583,10 @@ static void
 call_free(struct proxy_call *c)
 {
     tq_cancel(&c->ring);
-    if (list_linked(&c->node))
+    if (list_linked(&c->node)) {
         list_remove(&c->node);
+        proxy_waiting_done(c->p->sh);
+    }
     for (size_t i = 0; i < c->nbr; i++) {
         free(c->br[i].uri);
         free(c->br[i].auth);
@@ -1549,12 +1553,17 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
 
     struct reg_contact *bs;
     size_t n;
+    /* Counted before the lookup so that a binding added after it still
+     * reaches this call (proxy_shared.waiting). */
+    proxy_waiting_add(p->sh);
     int rc = reg_lookup(p->sh->reg, user, &p->a, &bs, &n);
     if (rc == -ENOENT) {
+        proxy_waiting_done(p->sh);
         reject(p, t, 404, NULL, SLICE_NULL);
         return;
     }
     if (rc < 0) {
+        proxy_waiting_done(p->sh);
         reject(p, t, 500, NULL, SLICE_NULL);
         return;
     }
@@ -1567,6 +1576,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
         (void)txn_reply(t, 100, NULL, SLICE_NULL, SLICE_NULL, SLICE_NULL);
     } else {
         c->kind = CALL_RELAY; /* MESSAGE etc.: forked, no call record */
+        proxy_waiting_done(p->sh);
     }
     display_name(req->from.display, c->caller_name, sizeof(c->caller_name));
     struct proxy_call_info info = {.call = c,
@@ -1578,7 +1588,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
                                    .worker = p->worker,
                                    .rx_us = src->rx_us};
     if (c->kind == CALL_FORK) {
-        list_push_back(&p->calls, &c->node);
+        list_push_back(&p->calls, &c->node); /* keeps the waiting count */
         /* Held even when other bindings exist: a desk phone's 486 must
          * not end the call while an app is being woken (product rule 5);
          * the observer releases it (proxy_call_release). */
@@ -1616,6 +1626,10 @@ proxy_register_ok(struct proxy *p, const struct sip_msg *reg)
     struct slice user;
     const char *why;
 
+    /* Nothing rings or is held: no binding note, and any release note
+     * already queued runs from this worker's uv_async. */
+    if (atomic_load(&p->sh->waiting) == 0)
+        return;
     if (!h || slice_eq_cstr(slice_trim(h->value), "*") ||
         sip_uri_parse(reg->to.uri, &u, &why) < 0)
         return;

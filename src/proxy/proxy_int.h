@@ -7,6 +7,7 @@
 #define PUSHPBX_PROXY_PROXY_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -25,6 +26,13 @@ struct proxy_shared {
     struct reg *reg;
     char *domain;
     pthread_mutex_t lock; /* workers[], each worker's notify queue */
+    /* Fork calls that may want new bindings: on some worker's p->calls,
+     * or between their binding lookup and joining p->calls. While it is 0,
+     * proxy_binding_added does nothing (no note, no wake-up): the usual
+     * REGISTER has no call waiting for it. seq_cst: a worker increments
+     * before reg_lookup, the registrar stores the binding before
+     * proxy_binding_added reads it, so one of them sees the other. */
+    atomic_size_t waiting;
     struct proxy *workers[TP_MAX_WORKERS];
     struct {
         struct proxy_observer ops;
@@ -80,6 +88,18 @@ struct proxy {
     char rr_host[TP_ADDRSTRLEN];
     struct proxy_stats stats;
 };
+
+static inline void
+proxy_waiting_add(struct proxy_shared *sh)
+{
+    atomic_fetch_add(&sh->waiting, 1);
+}
+
+static inline void
+proxy_waiting_done(struct proxy_shared *sh)
+{
+    atomic_fetch_sub(&sh->waiting, 1);
+}
 
 /* proxy_shared.c */
 void proxy_record_add(struct proxy_shared *sh,

@@ -175,6 +175,8 @@ proxy_binding_added(struct proxy_shared *sh, struct slice ext)
 {
     if (!sh || ext.len == 0 || ext.len > 32)
         return;
+    if (atomic_load(&sh->waiting) == 0)
+        return; /* no call rings or is held anywhere */
     for (unsigned i = 0; i < TP_MAX_WORKERS; i++) {
         pthread_mutex_lock(&sh->lock);
         bool live = sh->workers[i] != NULL;

@@ -14,9 +14,9 @@
  * Expected load: one nonce-table insert per authenticated REGISTER, and
  * nonce_table_size entries at most (about 100 bytes each).
  */
+#include <assert.h>
 #include <errno.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +57,9 @@ reg_auth_init(struct reg *r)
     if (RAND_bytes(r->secret, sizeof(r->secret)) != 1 ||
         RAND_bytes((unsigned char *)&seq0, sizeof(seq0)) != 1)
         return -EIO;
+    r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (r->sha256 == NULL)
+        return -EIO;
     /* Random start (nonces differ across restarts even within one
      * second), top bit clear so the counter never wraps. */
     atomic_store(&r->nonce_seq, seq0 >> 1);
@@ -85,25 +88,51 @@ reg_auth_fini(struct reg *r)
     }
     free(nt->tab);
     pthread_mutex_destroy(&nt->lock);
+    EVP_MD_free(r->sha256);
+    r->sha256 = NULL;
     if (r->throttle) {
         pthread_mutex_destroy(&r->throttle->lock);
         free(r->throttle);
     }
 }
 
+/* HMAC-SHA256 (RFC 2104) over "<32 hex>:<realm>", written out with the
+ * digest fetched once at init: OpenSSL 3's HMAC() goes through EVP_Q_mac,
+ * which fetches the MAC and the digest by name on every call (about 1/8
+ * of the CPU of a REGISTER in the profile). Same bytes as HMAC(). */
+#define HMAC_BLOCK 64
+
 static void
 nonce_mac(const struct reg *r, const char *ts_hex, char *out_hex)
 {
+    uint8_t ipad[HMAC_BLOCK], opad[HMAC_BLOCK], inner[EVP_MAX_MD_SIZE];
     uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char data[32 + 1 + 256];
-    int n = snprintf(data, sizeof(data), "%.32s:%s", ts_hex, r->realm);
-    size_t dlen = n < 0 ? 0 : (size_t)n;
+    unsigned int ilen = 0, mdlen = 0;
+    size_t rlen = strlen(r->realm);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok;
 
-    if (dlen >= sizeof(data))
-        dlen = sizeof(data) - 1;
-    HMAC(EVP_sha256(), r->secret, sizeof(r->secret),
-         (const unsigned char *)data, dlen, md, &mdlen);
+    static_assert(sizeof(r->secret) <= HMAC_BLOCK, "key fits one block");
+    if (rlen > 255)
+        rlen = 255; /* as the old "%.32s:%s" into 289 bytes did */
+    memset(ipad, 0x36, sizeof(ipad));
+    memset(opad, 0x5c, sizeof(opad));
+    for (size_t i = 0; i < sizeof(r->secret); i++) {
+        ipad[i] ^= r->secret[i];
+        opad[i] ^= r->secret[i];
+    }
+    ok = ctx != NULL && EVP_DigestInit_ex2(ctx, r->sha256, NULL) &&
+         EVP_DigestUpdate(ctx, ipad, sizeof(ipad)) &&
+         EVP_DigestUpdate(ctx, ts_hex, 32) && EVP_DigestUpdate(ctx, ":", 1) &&
+         EVP_DigestUpdate(ctx, r->realm, rlen) &&
+         EVP_DigestFinal_ex(ctx, inner, &ilen) &&
+         EVP_DigestInit_ex2(ctx, r->sha256, NULL) &&
+         EVP_DigestUpdate(ctx, opad, sizeof(opad)) &&
+         EVP_DigestUpdate(ctx, inner, ilen) &&
+         EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (!ok || mdlen < 16)
+        abort(); /* OOM inside OpenSSL: fatal (style.md §4) */
     hex_encode(md, 16, out_hex);
 }
 
@@ -116,7 +145,6 @@ reg_nonce_make(struct reg *r, int64_t now_s, char *out)
     nonce_mac(r, out, out + 32);
     out[REG_NONCE_LEN] = '\0';
 }
-
 
 static bool
 parse_hex_u64(const char *p, size_t n, uint64_t *out)

@@ -7,6 +7,7 @@
 #define PUSHPBX_REGISTRAR_REG_INT_H
 
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -117,7 +118,8 @@ struct reg {
     struct store *store;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
-    uint8_t secret[32];             /* nonce HMAC key, random per process */
+    uint8_t secret[32]; /* nonce HMAC key, random per process */
+    EVP_MD *sha256;     /* fetched once: HMAC() fetches per call (slow) */
     atomic_uint_fast64_t nonce_seq; /* makes every nonce unique */
 
     struct shard shards[REG_SHARDS];

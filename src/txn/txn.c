@@ -15,8 +15,22 @@
  *
  * Matching uses two hash tables of list buckets (client: top-Via branch;
  * server: branch, or Call-ID for RFC 2543 requests without the cookie).
- * 4096 buckets each: a worker holds tens of thousands of transactions at
- * most (64*T1 = 32 s of traffic), so chains stay short.
+ * They grow with the number of transactions (doubling, load factor <= 1):
+ * non-INVITE server transactions live 64*T1 = 32 s after their final
+ * response on UDP (Timer J), so 8000 requests/s make 250k transactions on
+ * one worker. Each transaction keeps its full hash, compared before any
+ * bytes, and the branch is compared first.
+ *
+ * Compaction: once a transaction has its final response (server: sent;
+ * client: received) it never builds from its request again: a server
+ * resends its stored response, a client its stored ACK or nothing. The
+ * exception is an INVITE server in Accepted, where the TU may still
+ * txn_reply() a 2xx retransmission: it keeps its request. It needs only its
+ * matching keys, the stored bytes and the source/destination. At the end of the
+ * loop iteration in which the final was sent (so the TU's pointers into the
+ * request stay valid until it returns to the loop) the request copy, its parse
+ * and its arena are freed and the keys are copied into one small block.
+ * txn_request() is NULL after that.
  *
  * Deferred free: terminate() unlinks the transaction from the hash, cancels
  * its timers, reports TXN_EV_TERMINATED and parks it on the dead list; a
@@ -38,7 +52,7 @@
 #include "sip/build.h"
 
 #define ROOM "txn"
-#define NBUCKETS 4096
+#define NBUCKETS_MIN 1024
 #define TRYING_MS 200
 #define MAGIC "z9hG4bK"
 
@@ -48,6 +62,8 @@ struct txn {
     enum txn_state state;
     struct list_node hlink; /* client or server hash bucket */
     struct list_node link;  /* tt->all, then tt->dead */
+    struct list_node clink; /* tt->compact until compacted */
+    uint64_t hash;          /* of the bucket key (hash_slice) */
     struct tq_entry retrans;
     struct tq_entry timeout;
     struct tq_entry trying;
@@ -55,11 +71,19 @@ struct txn {
     bool reliable;
     bool rfc2543; /* server request without the magic cookie */
 
-    char *req_bytes;
+    char *req_bytes; /* NULL once compacted */
     size_t req_len;
-    struct sip_msg req; /* parsed from req_bytes into arena */
+    struct sip_msg *req; /* parsed from req_bytes, in arena; NULL once
+                            compacted */
     struct arena arena;
-    struct slice method; /* CSeq method of req (into req_bytes) */
+    /* Matching keys: into req_bytes, then into keys once compacted. */
+    struct slice method;            /* CSeq method */
+    struct slice branch;            /* top Via branch */
+    struct slice host;              /* top Via sent-by host */
+    uint16_t port;                  /* top Via sent-by port (0 absent) */
+    struct slice call_id, from_tag; /* RFC 2543 fallback */
+    uint32_t cseq;
+    char *keys;
 
     struct tp_src src;
     struct tp_dest dst;
@@ -75,12 +99,18 @@ struct txn {
     void *arg;
 };
 
+/* A hash table of list buckets that doubles with its entries. */
+struct htab {
+    struct list_node *b;
+    size_t mask; /* bucket count - 1 (a power of two) */
+    size_t count;
+};
+
 struct txn_table {
     struct tp *tp;
     struct txn_cfg cfg;
-    struct list_node cbuckets[NBUCKETS];
-    struct list_node sbuckets[NBUCKETS];
-    struct list_node all, dead;
+    struct htab ch, sh; /* client, server */
+    struct list_node all, dead, compact;
     size_t count;
     struct tq_fifo fifo_long, fifo_t4, fifo_zero, fifo_100;
     uv_check_t check;
@@ -132,7 +162,7 @@ txn_state_name(enum txn_state st)
 /* ---- helpers ---------------------------------------------------------------
  */
 
-static size_t
+static uint64_t
 hash_slice(struct slice s)
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
@@ -141,7 +171,59 @@ hash_slice(struct slice s)
         h ^= (unsigned char)s.ptr[i];
         h *= 1099511628211ULL;
     }
-    return (size_t)(h % NBUCKETS);
+    /* FNV's low bits mix poorly and we mask them: fmix64 (MurmurHash3). */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static void
+htab_init(struct htab *h)
+{
+    h->mask = NBUCKETS_MIN - 1;
+    h->count = 0;
+    h->b = xmalloc(NBUCKETS_MIN * sizeof(*h->b));
+    for (size_t i = 0; i < NBUCKETS_MIN; i++)
+        list_init(&h->b[i]);
+}
+
+static struct list_node *
+htab_bucket(const struct htab *h, uint64_t hash)
+{
+    return &h->b[hash & h->mask];
+}
+
+/* Double the buckets: O(entries) once per doubling, amortised O(1). */
+static void
+htab_grow(struct htab *h)
+{
+    size_t n = (h->mask + 1) * 2;
+    struct list_node *nb = xmalloc(n * sizeof(*nb));
+
+    for (size_t i = 0; i < n; i++)
+        list_init(&nb[i]);
+    for (size_t i = 0; i <= h->mask; i++) {
+        struct list_node *head = &h->b[i];
+        while (!list_empty(head)) {
+            struct list_node *node = head->next;
+            struct txn *t = container_of(node, struct txn, hlink);
+            list_remove(node);
+            list_push_back(&nb[t->hash & (n - 1)], node);
+        }
+    }
+    free(h->b);
+    h->b = nb;
+    h->mask = n - 1;
+}
+
+static void
+htab_add(struct htab *h, struct txn *t)
+{
+    if (h->count > h->mask)
+        htab_grow(h);
+    list_push_back(htab_bucket(h, t->hash), &t->hlink);
+    h->count++;
 }
 
 static bool
@@ -190,7 +272,14 @@ terminate(struct txn *t)
     tq_cancel(&t->retrans);
     tq_cancel(&t->timeout);
     tq_cancel(&t->trying);
-    list_remove(&t->hlink);
+    if (list_linked(&t->hlink)) {
+        list_remove(&t->hlink);
+        (is_server(t) ? &tt->sh : &tt->ch)->count--;
+    }
+    if (list_linked(&t->clink)) {
+        list_remove(&t->clink);
+        list_init(&t->clink);
+    }
     list_remove(&t->link);
     list_push_back(&tt->dead, &t->link);
     check_start(tt);
@@ -202,6 +291,7 @@ txn_release(struct txn *t)
 {
     arena_fini(&t->arena);
     free(t->req_bytes);
+    free(t->keys);
     free(t->out_bytes);
     free(t->cancel_extra);
     t->tt->count--;
@@ -220,11 +310,50 @@ free_dead(struct txn_table *tt)
     }
 }
 
+/* Keep only what matching and retransmission need (file comment). */
+static void
+compact(struct txn *t)
+{
+    size_t len = t->method.len + t->branch.len + t->host.len + t->call_id.len +
+                 t->from_tag.len;
+    char *p = xmalloc(len ? len : 1);
+    struct slice *keys[] = {&t->method, &t->branch, &t->host, &t->call_id,
+                            &t->from_tag};
+
+    free(t->keys);
+    t->keys = p;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (keys[i]->len)
+            memcpy(p, keys[i]->ptr, keys[i]->len);
+        *keys[i] = slice_make(p, keys[i]->len);
+        p += keys[i]->len;
+    }
+    arena_fini(&t->arena);
+    t->req = NULL;
+    free(t->req_bytes);
+    t->req_bytes = NULL;
+    t->req_len = 0;
+}
+
+static void
+compact_all(struct txn_table *tt)
+{
+    while (!list_empty(&tt->compact)) {
+        struct list_node *n = tt->compact.next;
+        struct txn *t = container_of(n, struct txn, clink);
+        list_remove(n);
+        list_init(n);
+        if (!terminated(t))
+            compact(t);
+    }
+}
+
 static void
 on_check(uv_check_t *h)
 {
     struct txn_table *tt = h->data;
 
+    compact_all(tt);
     free_dead(tt);
     uv_check_stop(h);
     tt->check_active = false;
@@ -380,10 +509,12 @@ static struct txn *
 txn_alloc(struct txn_table *tt, struct slice bytes, struct sip_error *err)
 {
     struct txn *t = xcalloc(1, sizeof(*t));
+    const struct sip_msg *r;
 
     t->tt = tt;
     list_init(&t->hlink);
     list_init(&t->link);
+    list_init(&t->clink);
     tq_entry_init(&t->retrans, on_retrans);
     tq_entry_init(&t->timeout, on_timeout);
     tq_entry_init(&t->trying, on_trying);
@@ -392,19 +523,39 @@ txn_alloc(struct txn_table *tt, struct slice bytes, struct sip_error *err)
     t->req_len = bytes.len;
     arena_init(&t->arena, SIP_MSG_ARENA_CAP);
     tt->count++;
-    if (sip_msg_parse(&t->req, t->req_bytes, t->req_len, &t->arena, err) != 0) {
+    t->req = arena_alloc(&t->arena, sizeof(*t->req));
+    if (t->req == NULL ||
+        sip_msg_parse(t->req, t->req_bytes, t->req_len, &t->arena, err) != 0) {
         txn_release(t);
         return NULL;
     }
-    t->method = t->req.cseq.method_name;
+    r = t->req;
+    t->method = r->cseq.method_name;
+    t->branch = r->via.branch;
+    t->host = r->via.host;
+    t->port = r->via.port;
+    t->call_id = r->call_id;
+    t->from_tag = r->from.tag;
+    t->cseq = r->cseq.num;
     return t;
 }
 
 static void
-link_txn(struct txn *t, struct list_node *buckets, struct slice key)
+link_txn(struct txn *t, struct htab *h, struct slice key)
 {
-    list_push_back(&buckets[hash_slice(key)], &t->hlink);
+    t->hash = hash_slice(key);
+    htab_add(h, t);
     list_push_back(&t->tt->all, &t->link);
+}
+
+/* Queue t for compaction at the end of this loop iteration. */
+static void
+compact_later(struct txn *t)
+{
+    if (t->req == NULL || list_linked(&t->clink))
+        return;
+    list_push_back(&t->tt->compact, &t->clink);
+    check_start(t->tt);
 }
 
 /* ---- matching -------------------------------------------------------------
@@ -413,20 +564,22 @@ link_txn(struct txn *t, struct list_node *buckets, struct slice key)
 static struct txn *
 client_find(struct txn_table *tt, struct slice branch, struct slice method)
 {
-    struct list_node *head = &tt->cbuckets[hash_slice(branch)], *n;
+    uint64_t h = hash_slice(branch);
+    struct list_node *head = htab_bucket(&tt->ch, h), *n;
 
     for (n = head->next; n != head; n = n->next) {
         struct txn *t = container_of(n, struct txn, hlink);
-        if (slice_eq(t->req.via.branch, branch) && slice_eq(t->method, method))
+        if (t->hash == h && slice_eq(t->branch, branch) &&
+            slice_eq(t->method, method))
             return t;
     }
     return NULL;
 }
 
 static bool
-sent_by_eq(const struct sip_via *a, const struct sip_via *b)
+sent_by_eq(const struct txn *t, const struct sip_via *v)
 {
-    return a->port == b->port && slice_eq_nocase(a->host, b->host);
+    return t->port == v->port && slice_eq_nocase(t->host, v->host);
 }
 
 /* §17.2.3; method is the transaction's method to look for (INVITE for an
@@ -436,24 +589,24 @@ server_find(struct txn_table *tt, const struct sip_msg *m, struct slice method)
 {
     bool cookie = has_cookie(m->via.branch);
     struct slice key = cookie ? m->via.branch : m->call_id;
-    struct list_node *head = &tt->sbuckets[hash_slice(key)], *n;
+    uint64_t h = hash_slice(key);
+    struct list_node *head = htab_bucket(&tt->sh, h), *n;
 
     for (n = head->next; n != head; n = n->next) {
         struct txn *t = container_of(n, struct txn, hlink);
-        const struct sip_msg *r = &t->req;
-        if (!slice_eq(t->method, method) || t->rfc2543 == cookie)
-            continue;
-        if (!sent_by_eq(&r->via, &m->via))
+        if (t->hash != h || t->rfc2543 == cookie)
             continue;
         if (cookie) {
-            if (slice_eq(r->via.branch, m->via.branch))
+            if (slice_eq(t->branch, m->via.branch) &&
+                slice_eq(t->method, method) && sent_by_eq(t, &m->via))
                 return t;
             continue;
         }
-        /* RFC 2543 fallback (basic): Call-ID, From tag, CSeq number and
-         * top Via sent-by (checked above). */
-        if (slice_eq(r->call_id, m->call_id) &&
-            slice_eq(r->from.tag, m->from.tag) && r->cseq.num == m->cseq.num)
+        /* RFC 2543 fallback (basic): Call-ID, From tag, CSeq number,
+         * top Via sent-by and method. */
+        if (slice_eq(t->call_id, m->call_id) &&
+            slice_eq(t->from_tag, m->from.tag) && t->cseq == m->cseq.num &&
+            slice_eq(t->method, method) && sent_by_eq(t, &m->via))
             return t;
     }
     return NULL;
@@ -476,17 +629,17 @@ txn_client_start(struct txn_table *tt, struct slice bytes,
     t = txn_alloc(tt, bytes, &err);
     if (t == NULL)
         return -EINVAL;
-    if (!t->req.is_request || t->req.method == SIP_METHOD_ACK ||
-        t->req.via.branch.len == 0) {
+    if (!t->req->is_request || t->req->method == SIP_METHOD_ACK ||
+        t->branch.len == 0) {
         rc = -EINVAL;
         goto fail;
     }
-    if (client_find(tt, t->req.via.branch, t->method) != NULL) {
+    if (client_find(tt, t->branch, t->method) != NULL) {
         rc = -EEXIST;
         goto fail;
     }
-    t->kind = t->req.method == SIP_METHOD_INVITE ? TXN_INVITE_CLIENT
-                                                 : TXN_NON_INVITE_CLIENT;
+    t->kind = t->req->method == SIP_METHOD_INVITE ? TXN_INVITE_CLIENT
+                                                  : TXN_NON_INVITE_CLIENT;
     t->state = t->kind == TXN_INVITE_CLIENT ? TXN_CALLING : TXN_TRYING;
     t->dst = *dst;
     t->reliable = dst->proto != TP_UDP;
@@ -498,7 +651,7 @@ txn_client_start(struct txn_table *tt, struct slice bytes,
     rc = send_bytes(t, t->req_bytes, t->req_len);
     if (rc < 0)
         goto fail;
-    link_txn(t, tt->cbuckets, t->req.via.branch);
+    link_txn(t, &tt->ch, t->branch);
     if (!t->reliable)
         arm_retrans(t, t1(tt)); /* A or E */
     arm_long(t);                /* B or F */
@@ -517,7 +670,7 @@ send_cancel(struct txn *t)
     int rc;
 
     buf_init(&b, SIP_MAX_MSG_LEN);
-    rc = sip_build_cancel(&b, &t->req,
+    rc = sip_build_cancel(&b, t->req,
                           slice_make(t->cancel_extra, t->cancel_extra_len));
     if (rc == 0) {
         struct tp_dest d = t->dst; /* same flow / address (§9.1) */
@@ -554,7 +707,7 @@ send_ack(struct txn *t, const struct sip_msg *rsp)
     struct buf b;
 
     buf_init(&b, SIP_MAX_MSG_LEN);
-    if (sip_build_ack(&b, &t->req, rsp) == 0) {
+    if (sip_build_ack(&b, t->req, rsp) == 0) {
         set_out(t, buf_slice(&b));
         (void)resend_out(t);
     }
@@ -591,6 +744,7 @@ client_response(struct txn *t, const struct sip_msg *rsp)
                 t->state = TXN_ACCEPTED;
                 t->status = st;
                 arm_long(t); /* M */
+                compact_later(t);
             }
             notify(t, TXN_EV_RESPONSE, rsp); /* every 2xx goes up */
             return;
@@ -606,6 +760,7 @@ client_response(struct txn *t, const struct sip_msg *rsp)
         t->status = st;
         send_ack(t, rsp);
         arm_short(t, false); /* D: 64*T1 on UDP, 0 on TCP */
+        compact_later(t);
         notify(t, TXN_EV_RESPONSE, rsp);
         return;
     }
@@ -616,6 +771,7 @@ client_response(struct txn *t, const struct sip_msg *rsp)
     t->state = TXN_COMPLETED;
     t->status = st;
     arm_short(t, true); /* K */
+    compact_later(t);
     notify(t, TXN_EV_RESPONSE, rsp);
 }
 
@@ -655,6 +811,7 @@ txn_respond(struct txn *t, int status, struct slice bytes)
             if (t->state != TXN_ACCEPTED) {
                 t->state = TXN_ACCEPTED;
                 arm_long(t); /* L */
+                /* Not compacted: txn_reply() may resend a 2xx here. */
             }
             return 0;
         }
@@ -662,10 +819,13 @@ txn_respond(struct txn *t, int status, struct slice bytes)
         if (!t->reliable)
             arm_retrans(t, t1(t->tt)); /* G */
         arm_long(t);                   /* H */
+        compact_later(t);
         return 0;
     }
     t->state = TXN_COMPLETED;
     arm_short(t, false); /* J: 64*T1 on UDP, 0 on TCP */
+    if (!t->reliable)
+        compact_later(t); /* over TCP J is 0: it dies next timer run */
     return 0;
 }
 
@@ -679,7 +839,9 @@ txn_reply(struct txn *t, int status, const char *reason, struct slice to_tag,
     if (!is_server(t))
         return -EINVAL;
     buf_init(&b, SIP_MAX_MSG_LEN);
-    rc = sip_build_response(&b, &t->req, status, reason,
+    if (t->req == NULL)
+        return -EALREADY; /* compacted: a final was sent */
+    rc = sip_build_response(&b, t->req, status, reason,
                             status == 100 ? SLICE_NULL : to_tag, extra, body);
     if (rc == 0)
         rc = txn_respond(t, status, buf_slice(&b));
@@ -695,23 +857,23 @@ server_new(struct txn_table *tt, const struct tp_rx *rx)
 
     if (t == NULL)
         return NULL;
-    t->kind = t->req.method == SIP_METHOD_INVITE ? TXN_INVITE_SERVER
-                                                 : TXN_NON_INVITE_SERVER;
+    t->kind = t->req->method == SIP_METHOD_INVITE ? TXN_INVITE_SERVER
+                                                  : TXN_NON_INVITE_SERVER;
     t->state = t->kind == TXN_INVITE_SERVER ? TXN_PROCEEDING : TXN_TRYING;
-    t->rfc2543 = !has_cookie(t->req.via.branch);
+    t->rfc2543 = !has_cookie(t->branch);
     t->src = rx->src;
     t->reliable = rx->src.proto != TP_UDP;
     tp_dest_reply(&rx->src, &t->dst);
     if (t->reliable) {
         /* If the connection is gone, connect to the received IP and the
          * sent-by port (§18.2.2). */
-        uint16_t port = t->req.via.port ? t->req.via.port : 5060;
+        uint16_t port = t->port ? t->port : 5060;
         if (t->dst.addr.u.sa.sa_family == AF_INET)
             t->dst.addr.u.in4.sin_port = htons(port);
         else if (t->dst.addr.u.sa.sa_family == AF_INET6)
             t->dst.addr.u.in6.sin6_port = htons(port);
     }
-    link_txn(t, tt->sbuckets, t->rfc2543 ? t->req.call_id : t->req.via.branch);
+    link_txn(t, &tt->sh, t->rfc2543 ? t->call_id : t->branch);
     if (t->kind == TXN_INVITE_SERVER && tt->cfg.auto_100)
         tq_fifo_add(&tt->fifo_100, &t->trying, tp_now_ms(tt->tp));
     return t;
@@ -754,7 +916,7 @@ handle_cancel(struct txn_table *tt, const struct tp_rx *rx)
         /* No INVITE: the TU answers (481) or forwards statelessly. */
         ct = server_new(tt, rx);
         if (ct != NULL)
-            tt->cfg.on_request(tt, ct, &ct->req, &rx->src, tt->cfg.arg);
+            tt->cfg.on_request(tt, ct, ct->req, &rx->src, tt->cfg.arg);
         return;
     }
     ct = server_new(tt, rx);
@@ -801,7 +963,7 @@ txn_recv(struct txn_table *tt, const struct tp_rx *rx)
     if (t == NULL)
         return -EINVAL;
     /* The TU gets the stored copy so pointers it keeps stay valid. */
-    tt->cfg.on_request(tt, t, &t->req, &rx->src, tt->cfg.arg);
+    tt->cfg.on_request(tt, t, t->req, &rx->src, tt->cfg.arg);
     return 0;
 }
 
@@ -841,7 +1003,6 @@ txn_branch_new(const struct txn_table *tt, char *out)
              b + 7);
 }
 
-
 int
 txn_branch_worker(struct slice branch)
 {
@@ -869,11 +1030,10 @@ txn_table_new(struct tp *tp, const struct txn_cfg *cfg, struct txn_table **out)
     tt = xcalloc(1, sizeof(*tt));
     tt->tp = tp;
     tt->cfg = *cfg;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        list_init(&tt->cbuckets[i]);
-        list_init(&tt->sbuckets[i]);
-    }
+    htab_init(&tt->ch);
+    htab_init(&tt->sh);
     list_init(&tt->all);
+    list_init(&tt->compact);
     list_init(&tt->dead);
     tq_fifo_init(tp_tq(tp), &tt->fifo_long, 64 * (uint64_t)tm->t1_ms);
     tq_fifo_init(tp_tq(tp), &tt->fifo_t4, tm->t4_ms);
@@ -888,7 +1048,11 @@ txn_table_new(struct tp *tp, const struct txn_cfg *cfg, struct txn_table **out)
 static void
 on_table_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct txn_table *tt = h->data;
+
+    free(tt->ch.b);
+    free(tt->sh.b);
+    free(tt);
 }
 
 void
@@ -927,7 +1091,7 @@ txn_arg(const struct txn *t)
 const struct sip_msg *
 txn_request(const struct txn *t)
 {
-    return &t->req;
+    return t->req;
 }
 
 const struct tp_src *

@@ -11,6 +11,12 @@
  * Each transaction keeps its own copy of the request bytes (parsed again
  * into its own arena, style.md §5) and, for server transactions, the last
  * response it sent, which it resends when the request is retransmitted.
+ * Once a transaction has its final response (sent or received; for an
+ * INVITE server a non-2xx) it drops the request copy at the end of that
+ * loop iteration, keeping only its
+ * matching keys and the bytes it may resend (txn_request() is NULL from
+ * then on): at 8000 requests/s a worker holds 250k transactions in Timer
+ * J/L/M, and the copy with its arena was ~5 KiB of each.
  *
  * 100 Trying: an INVITE server transaction sends 100 Trying by itself 200 ms
  * after the INVITE arrived unless the TU sent any response first (RFC 3261
@@ -192,7 +198,12 @@ int txn_reply(struct txn *t, int status, const char *reason,
 void txn_set_cb(struct txn *t, txn_event_cb *cb, void *arg);
 void *txn_arg(const struct txn *t);
 
-/* The stored request (parsed copy, valid for the transaction's life). */
+/* The stored request (parsed copy). Valid until the transaction has its
+ * final response (server: sent, client: received) and the current loop
+ * iteration ends; NULL after that (the copy is released; the request
+ * passed to on_request follows the same rule). Exception: an INVITE
+ * server transaction that sent a 2xx (Accepted) keeps it for its life,
+ * so txn_reply() can resend a 2xx. */
 const struct sip_msg *txn_request(const struct txn *t);
 /* Server: where the request came from. Client: src.flow_id is the flow the
  * request went out on (0 for UDP), the rest unset. */

@@ -97,6 +97,50 @@ test_record_ring(void **state)
 }
 
 static void
+on_recv_none(struct tp *tp, const struct tp_rx *rx, void *arg)
+{
+    (void)tp;
+    (void)rx;
+    (void)arg;
+}
+
+/* proxy_binding_added queues a note (and wakes the worker) only while a
+ * call is waiting for bindings somewhere (sh->waiting); the usual
+ * REGISTER with nothing ringing costs one atomic load. */
+static void
+test_binding_note_only_when_waiting(void **state)
+{
+    struct proxy_cfg cfg;
+    struct proxy_shared *sh;
+    struct proxy *p;
+    struct tp *tp;
+    struct tp_cfg tc;
+    uv_loop_t loop;
+    (void)state;
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    tp_cfg_defaults(&tc);
+    tc.on_recv = on_recv_none;
+    assert_int_equal(tp_new(&loop, &tc, &tp), 0);
+    proxy_cfg_defaults(&cfg);
+    assert_int_equal(proxy_shared_new(&cfg, NULL, "test.local", &sh), 0);
+    assert_int_equal(proxy_new(sh, tp, NULL, &p), 0);
+    proxy_binding_added(sh, slice_cstr("200"));
+    assert_int_equal(p->note_count, 0);
+    proxy_waiting_add(sh);
+    proxy_binding_added(sh, slice_cstr("200"));
+    assert_int_equal(p->note_count, 1);
+    proxy_waiting_done(sh);
+    proxy_binding_added(sh, slice_cstr("201"));
+    assert_int_equal(p->note_count, 1);
+    proxy_free(p); /* frees the queued note */
+    tp_free(tp);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    proxy_shared_free(sh);
+}
+
+static void
 test_cfg_defaults_match_table(void **state)
 {
     const struct cfg_section *secs[] = {&proxy_cfg_section};
@@ -121,6 +165,7 @@ main(void)
         cmocka_unit_test(test_best_response),
         cmocka_unit_test(test_upstream_status),
         cmocka_unit_test(test_record_ring),
+        cmocka_unit_test(test_binding_note_only_when_waiting),
         cmocka_unit_test(test_cfg_defaults_match_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

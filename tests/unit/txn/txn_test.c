@@ -370,12 +370,14 @@ test_non_invite_client_completes(void **state)
     run_for(&e, 10);
     assert_int_equal(e.ev[TXN_EV_RESPONSE], 1);
     assert_int_equal(txn_state(t), TXN_PROCEEDING);
+    assert_non_null(txn_request(t));
     peer_reply(&e, &g.m, 200);
     peer_reply(&e, &g.m, 200); /* retransmission: absorbed */
     run_for(&e, 20);
     assert_int_equal(e.ev[TXN_EV_RESPONSE], 2);
     assert_int_equal(e.statuses[1], 200);
     assert_int_equal(txn_state(t), TXN_COMPLETED);
+    assert_null(txn_request(t)); /* released after the final */
     /* Drain what was in flight, then nothing more is retransmitted. */
     while (peer_recv(&e, &g, 5))
         ;
@@ -695,6 +697,122 @@ test_invite_server_accepted_and_h(void **state)
     env_fini(&e);
 }
 
+/* Many non-INVITE server transactions: the table grows past its first
+ * 1024 buckets, each transaction drops its request copy once the loop
+ * turned after the final (txn_request() NULL), and a retransmission of
+ * any of them still gets its own stored response. */
+static void
+test_server_many_compacted(void **state)
+{
+    enum { N = 3000 };
+    struct env e;
+    char req[1024], br[32];
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    e.reply_at_once = true;
+    for (int i = 0; i < N; i++) {
+        snprintf(br, sizeof(br), "z9hG4bKmany%d", i);
+        size_t n = peer_request(req, sizeof(req), "OPTIONS", br, "OPTIONS");
+        peer_send(&e, req, n);
+        assert_true(peer_recv(&e, &g, 500));
+        assert_int_equal(g.m.status, 200);
+        if (i == 0) {
+            /* Still valid in the iteration that sent the final... */
+            assert_non_null(e.last_server);
+            run_for(&e, 2);
+            /* ...released after it. */
+            assert_null(txn_request(e.last_server));
+            assert_int_equal(txn_state(e.last_server), TXN_COMPLETED);
+        }
+    }
+    assert_int_equal(e.requests, N);
+    assert_int_equal(txn_count(e.tt), N);
+    for (int i = 0; i < N; i += 499) {
+        snprintf(br, sizeof(br), "z9hG4bKmany%d", i);
+        size_t n = peer_request(req, sizeof(req), "OPTIONS", br, "OPTIONS");
+        peer_send(&e, req, n);
+        assert_true(peer_recv(&e, &g, 500));
+        assert_int_equal(g.m.status, 200);
+        assert_true(slice_eq_cstr(g.m.via.branch, br));
+    }
+    /* Same branch, other method or other sent-by: new transactions. */
+    size_t n = peer_request(req, sizeof(req), "INFO", "z9hG4bKmany7", "INFO");
+    peer_send(&e, req, n);
+    assert_true(peer_recv(&e, &g, 500));
+    assert_int_equal(e.requests, N + 1);
+    char *port = strstr(req, ":5999");
+    assert_non_null(port);
+    memcpy(port, ":5998", 5);
+    peer_send(&e, req, n);
+    assert_true(peer_recv(&e, &g, 500));
+    assert_int_equal(e.requests, N + 2);
+    /* Timer J ends them all. */
+    run_for(&e, 64 * T1 + 300);
+    assert_int_equal(txn_count(e.tt), 0);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], N + 2);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
+/* RFC 2543 request (no magic cookie): a retransmission matches by Call-ID,
+ * From tag, CSeq and sent-by, also after the request copy was released;
+ * another CSeq is a new transaction. An INVITE answered 486 keeps matching
+ * its ACK after compaction (Completed -> Confirmed, no more 486). */
+static void
+test_server_rfc2543_compacted(void **state)
+{
+    struct env e;
+    char req[1024];
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    e.reply_at_once = true;
+    size_t n = peer_request(req, sizeof(req), "OPTIONS", "old1", "OPTIONS");
+    peer_send(&e, req, n);
+    assert_true(peer_recv(&e, &g, 500));
+    run_for(&e, 5);
+    assert_null(txn_request(e.last_server));
+    peer_send(&e, req, n);
+    assert_true(peer_recv(&e, &g, 500));
+    assert_int_equal(g.m.status, 200);
+    assert_int_equal(e.requests, 1);
+    char *cseq = strstr(req, "CSeq: 7");
+    assert_non_null(cseq);
+    cseq[6] = '8';
+    peer_send(&e, req, n);
+    assert_true(peer_recv(&e, &g, 500));
+    assert_int_equal(e.requests, 2);
+
+    e.reply_at_once = false;
+    n = peer_request(req, sizeof(req), "INVITE", "z9hG4bKbusy", "INVITE");
+    peer_send(&e, req, n);
+    run_for(&e, 20);
+    assert_int_equal(e.requests, 3);
+    struct txn *inv = e.last_server;
+    assert_non_null(txn_request(inv));
+    assert_int_equal(txn_reply(inv, 486, "Busy Here", SLICE_LIT("srvtag"),
+                               SLICE_NULL, SLICE_NULL),
+                     0);
+    assert_true(peer_recv(&e, &g, 500));
+    assert_int_equal(g.m.status, 486);
+    run_for(&e, 5);
+    assert_null(txn_request(inv));
+    peer_send(&e, req, n); /* retransmitted INVITE: 486 again */
+    assert_true(peer_recv(&e, &g, 500));
+    assert_int_equal(g.m.status, 486);
+    n = peer_request(req, sizeof(req), "ACK", "z9hG4bKbusy", "ACK");
+    peer_send(&e, req, n);
+    run_for(&e, 20);
+    assert_int_equal(txn_state(inv), TXN_CONFIRMED);
+    assert_int_equal(e.stateless, 0);
+    assert_false(peer_recv(&e, &g, 4 * T1)); /* G stopped */
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
 /* Freeing the table terminates what is left and tells each TU. */
 static void
 test_table_free_terminates(void **state)
@@ -728,6 +846,8 @@ main(void)
         cmocka_unit_test(test_invite_server_cancel),
         cmocka_unit_test(test_invite_server_accepted_and_h),
         cmocka_unit_test(test_table_free_terminates),
+        cmocka_unit_test(test_server_many_compacted),
+        cmocka_unit_test(test_server_rfc2543_compacted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
