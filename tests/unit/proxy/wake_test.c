@@ -41,7 +41,7 @@ struct sent {
     int release_status;                                                        \
     unsigned release_worker;                                                   \
     char release_call_id[64];
-#include "../registrar/reg_harness.h"
+#include "reg_harness.h"  /* tests/unit/registrar, via CMake */
 
 static int
 setup(void **state)
