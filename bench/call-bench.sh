@@ -1,81 +1,11 @@
 #!/bin/sh
 # call-bench: complete calls (INVITE with 407 digest auth, 180, 200, ACK,
-# BYE) through SIPp, pushpbx and
-# Kamailio measured by the same driver in the same run
-# (../shared/bench/kamailio/run-load.sh; see its README for the method:
-# step load, highest rate with < 0.1 % failed calls and retransmissions).
+# BYE) through SIPp, pushpbx and Kamailio measured by the same driver in the
+# same run (method and set-up: bench/lib.sh). Results:
+# bench/results/call-<stamp>/.
 #
 #   bench/call-bench.sh [BUILD_DIR]         (default: build, from `make build`)
-#
-# pushpbx runs on UDP 127.0.0.1:5080 with the 1000 users of the shared
-# users.csv (1000..1999 / pw<user>), digest_algorithms = md5 (SIPp 3.6
-# computes only MD5, and Kamailio offers only MD5), log level warn, and its
-# SQLite store in a temporary directory. Kamailio runs through its own
-# run-kamailio.sh (UDP 127.0.0.1:5070). Results: bench/results/.
-# Every process started here is stopped by its PID.
 set -eu
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${1:-build}
-case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
-BIN="$BUILD/src/app/pushpbx"
-KAM=${KAM_DIR:-$ROOT/../shared/bench/kamailio}
-PORT=${PBX_PORT:-5080}
-WORKERS=${PBX_WORKERS:-2}
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUTDIR="$ROOT/bench/results/call-$STAMP"
-
-[ -x "$BIN" ] || { echo "call-bench: $BIN missing (make build)" >&2; exit 1; }
-[ -x "$KAM/run-load.sh" ] || { echo "call-bench: $KAM missing" >&2; exit 1; }
-mkdir -p "$OUTDIR"
-TMP=$(mktemp -d)
-PBX_PID=
-cleanup() {
-    [ -n "$PBX_PID" ] && kill -TERM "$PBX_PID" 2>/dev/null && wait "$PBX_PID" || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-CONF="$TMP/pushpbx.conf"
-cat >"$CONF" <<CONF
-[sip]
-listen = udp:127.0.0.1:$PORT
-domain = 127.0.0.1
-workers = $WORKERS
-[log]
-level = warn
-[admin]
-enabled = no
-[registrar]
-digest_algorithms = md5
-[store]
-path = $TMP/bench.db
-CONF
-tail -n +2 "$KAM/users.csv" | while IFS=';' read -r user pw; do
-    printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
-done >>"$CONF"
-
-"$BIN" --config "$CONF" --ready-file "$TMP/ready" 2>"$OUTDIR/pushpbx.log" &
-PBX_PID=$!
-i=0
-while [ ! -s "$TMP/ready" ]; do
-    i=$((i + 1))
-    [ $i -gt 100 ] && { echo "pushpbx did not start" >&2; exit 1; }
-    sleep 0.1
-done
-
-echo "== pushpbx ($WORKERS workers) =="
-OUT="$OUTDIR/pushpbx" "$KAM/run-load.sh" --target "127.0.0.1:$PORT" \
-    --server-pid "$PBX_PID" --scenarios call | tee "$OUTDIR/pushpbx.txt"
-kill -TERM "$PBX_PID"
-wait "$PBX_PID" || true
-PBX_PID=
-
-echo "== Kamailio =="
-(cd "$KAM" && OUT="$OUTDIR/kamailio" ./run-kamailio.sh --scenarios call) |
-    tee "$OUTDIR/kamailio.txt"
-
-p=$(grep -o 'RESULT call: highest passing rate [0-9]*' "$OUTDIR/pushpbx.txt" | grep -o '[0-9]*$' || echo 0)
-k=$(grep -o 'RESULT call: highest passing rate [0-9]*' "$OUTDIR/kamailio.txt" | grep -o '[0-9]*$' || echo 0)
-echo "calls/s pushpbx=$p kamailio=$k ratio=$(awk -v p="$p" -v k="$k" 'BEGIN { if (k > 0) printf "%.2f", p / k; else print "n/a" }')" |
-    tee "$OUTDIR/ratio.txt"
+BENCH=call SCENARIO=call UNIT=calls/s
+. "$(dirname "$0")/lib.sh"
+bench_compare "$@"

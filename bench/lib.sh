@@ -1,0 +1,88 @@
+# bench/lib.sh: shared by the SIPp comparisons with Kamailio
+# (register-bench.sh, call-bench.sh). Sourced, not run. The caller sets
+#   BENCH     the bench's name (results go to bench/results/$BENCH-<stamp>/)
+#   SCENARIO  the run-load.sh scenario (register | call)
+#   UNIT      the label of the printed rate (REGISTER/s, calls/s)
+# and then calls `bench_compare [BUILD_DIR]`.
+#
+# Method (../shared/bench/kamailio/run-load.sh and its README): step load,
+# highest rate with < 0.1 % failed calls and retransmissions, the same
+# driver for both servers in the same run. pushpbx runs on UDP
+# 127.0.0.1:$PBX_PORT (5080) with the 1000 users of the shared users.csv
+# (1000..1999 / pw<user>), digest_algorithms = md5 (SIPp 3.6 computes only
+# MD5, and Kamailio offers only MD5), log level warn, and its SQLite store
+# in a temporary directory. Kamailio runs through its own run-kamailio.sh
+# (UDP 127.0.0.1:5070). Every process started here is stopped by its PID.
+
+bench_compare() {
+    ROOT=$(cd "$(dirname "$0")/.." && pwd)
+    BUILD=${1:-build}
+    case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+    BIN="$BUILD/src/app/pushpbx"
+    KAM=${KAM_DIR:-$ROOT/../shared/bench/kamailio}
+    PORT=${PBX_PORT:-5080}
+    WORKERS=${PBX_WORKERS:-2}
+    OUTDIR="$ROOT/bench/results/$BENCH-$(date -u +%Y%m%d-%H%M%S)"
+
+    [ -x "$BIN" ] || { echo "$BENCH: $BIN missing (make build)" >&2; exit 1; }
+    [ -x "$KAM/run-load.sh" ] || { echo "$BENCH: $KAM missing" >&2; exit 1; }
+    mkdir -p "$OUTDIR"
+    TMP=$(mktemp -d)
+    PBX_PID=
+    trap bench_cleanup EXIT INT TERM
+
+    CONF="$TMP/pushpbx.conf"
+    cat >"$CONF" <<CONF
+[sip]
+listen = udp:127.0.0.1:$PORT
+domain = 127.0.0.1
+workers = $WORKERS
+[log]
+level = warn
+[admin]
+enabled = no
+[registrar]
+digest_algorithms = md5
+[store]
+path = $TMP/bench.db
+CONF
+    tail -n +2 "$KAM/users.csv" | while IFS=';' read -r user pw; do
+        printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
+    done >>"$CONF"
+
+    "$BIN" --config "$CONF" --ready-file "$TMP/ready" 2>"$OUTDIR/pushpbx.log" &
+    PBX_PID=$!
+    i=0
+    while [ ! -s "$TMP/ready" ]; do
+        i=$((i + 1))
+        [ $i -gt 100 ] && { echo "pushpbx did not start" >&2; exit 1; }
+        sleep 0.1
+    done
+
+    echo "== pushpbx ($WORKERS workers) =="
+    OUT="$OUTDIR/pushpbx" "$KAM/run-load.sh" --target "127.0.0.1:$PORT" \
+        --server-pid "$PBX_PID" --scenarios "$SCENARIO" | tee "$OUTDIR/pushpbx.txt"
+    kill -TERM "$PBX_PID"
+    wait "$PBX_PID" || true
+    PBX_PID=
+
+    echo "== Kamailio =="
+    (cd "$KAM" && OUT="$OUTDIR/kamailio" ./run-kamailio.sh --scenarios "$SCENARIO") |
+        tee "$OUTDIR/kamailio.txt"
+
+    p=$(bench_rate "$OUTDIR/pushpbx.txt")
+    k=$(bench_rate "$OUTDIR/kamailio.txt")
+    echo "$UNIT pushpbx=$p kamailio=$k ratio=$(awk -v p="$p" -v k="$k" \
+        'BEGIN { if (k > 0) printf "%.2f", p / k; else print "n/a" }')" |
+        tee "$OUTDIR/ratio.txt"
+}
+
+bench_rate() { # the highest passing rate run-load.sh reported in FILE
+    grep -o "RESULT $SCENARIO: highest passing rate [0-9]*" "$1" |
+        grep -o '[0-9]*$' || echo 0
+}
+
+bench_cleanup() {
+    [ -n "$PBX_PID" ] && kill -TERM "$PBX_PID" 2>/dev/null && wait "$PBX_PID" || true
+    rm -rf "$TMP"
+}
