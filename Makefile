@@ -4,6 +4,9 @@
 #   make test   clang build with ASan+UBSan, runs every test through ctest
 #   make fuzz   libFuzzer targets, each for FUZZ_SECONDS (default 60)
 #   make bench  parser micro-benchmark (see BENCHMARKS.md for the rest)
+#   make install  programs, /etc config, systemd unit, man pages
+#               (PREFIX=/usr/local, DESTDIR= for a staging tree)
+#   make deb    the Debian package (dpkg-buildpackage), into build-deb/
 BUILD      ?= build
 TEST_BUILD ?= build-test
 FUZZ_BUILD ?= build-fuzz
@@ -11,7 +14,11 @@ JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 CTEST_ARGS ?=
 
-.PHONY: all deps build run test build-test fuzz bench clean
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+DEB_OUT    ?= build-deb
+
+.PHONY: all deps build run test build-test fuzz bench clean install deb
 
 all: build
 
@@ -39,5 +46,14 @@ fuzz: build-test
 bench: build
 	./scripts/bench $(BUILD)
 
+install: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+deb: deps
+	./scripts/make-deb $(DEB_OUT)
+
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD) $(DEB_OUT)

@@ -145,6 +145,8 @@ const struct cfg_section app_sip_section = {
     .finish = sip_finish,
 };
 
+const char *const app_log_journal_modes[] = {"auto", "yes", "no", NULL};
+
 /* Same order as enum log_level: the loaded index is the level. */
 _Static_assert(LOG_ERROR == 0 && LOG_DEBUG == 4, "log_levels[] order");
 static const char *const log_levels[] = {"error", "warn",  "notice",
@@ -158,11 +160,22 @@ static const struct cfg_option log_options[] = {
      .offset = offsetof(struct app_log_cfg, level),
      .help = "Lowest level written to stderr. info adds one line per "
              "request answered; debug adds protocol detail."},
+    {.key = "journal",
+     .type = CFG_ENUM,
+     .def = "auto",
+     .choices = app_log_journal_modes,
+     .offset = offsetof(struct app_log_cfg, journal),
+     .help = "Write to the systemd journal with structured fields "
+             "(PRIORITY, PUSHPBX_ROOM, PUSHPBX_CALL_ID, PUSHPBX_EXT) "
+             "instead of stderr lines. auto: when stderr is the journal "
+             "(started by systemd: $JOURNAL_STREAM names stderr); yes: "
+             "always (falls back to stderr when the journal is not "
+             "there); no: stderr."},
 };
 
 const struct cfg_section app_log_section = {
     .name = "log",
-    .help = "Logging (to stderr, one line per event).",
+    .help = "Logging: stderr lines, or the systemd journal.",
     .options = log_options,
     .option_count = sizeof(log_options) / sizeof(log_options[0]),
     .size = sizeof(struct app_log_cfg),

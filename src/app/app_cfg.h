@@ -28,8 +28,13 @@ struct app_sip_cfg {
 };
 
 struct app_log_cfg {
-    int level; /* enum log_level */
+    int level;   /* enum log_level */
+    int journal; /* enum app_log_journal */
 };
+
+/* [log] journal: the index into app_log_journal_modes. */
+enum app_log_journal { APP_JOURNAL_AUTO, APP_JOURNAL_YES, APP_JOURNAL_NO };
+extern const char *const app_log_journal_modes[];
 
 extern const struct cfg_section app_sip_section;
 extern const struct cfg_section app_log_section;

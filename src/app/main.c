@@ -18,11 +18,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
 #include <uv.h>
 
 #include "admin/admin.h"
 #include "app/app_admin.h"
 #include "app/app_cfg.h"
+#include "app/app_journal.h"
 #include "app/app_wake.h"
 #include "app/worker.h"
 #include "base/log.h"
@@ -47,6 +49,8 @@ struct daemon {
     struct store *store; /* SQLite writer thread */
     struct reg *reg;     /* shared by every worker's core */
     uv_timer_t expire;   /* reg_expire() once a second */
+    uv_timer_t watchdog; /* systemd WATCHDOG=1 pings (Type=notify) */
+    bool watchdog_on;
     struct proxy_shared *proxy; /* calls: shared part of the proxy */
     struct admin *admin;   /* admin HTTP server (own thread); may be NULL */
     struct app_wake *wake; /* push devices, push thread, wake-ups */
@@ -58,6 +62,7 @@ usage(FILE *f)
     fprintf(f, "usage: pushpbx --config FILE [--set section.key=value]...\n"
                "               [--check-config | --check-push] "
                "[--ready-file PATH]\n"
+               "               [--state-dir DIR]\n"
                "       pushpbx --help-config | --help-config-md | --help | "
                "--version\n"
                "\n"
@@ -70,6 +75,12 @@ usage(FILE *f)
                "failed)\n"
                "  --ready-file PATH   once listening, write {\"pid\":..,"
                "\"listen\":[..]} there\n"
+               "  --state-dir DIR     relative paths in the configuration are "
+               "relative\n"
+               "                      to DIR (default $STATE_DIRECTORY, else "
+               "the\n"
+               "                      working directory)\n"
+               "  --version           print the version\n"
                "  --help-config       print every option with its default\n"
                "  --help-config-md    the same as Markdown "
                "(docs/configuration.md)\n");
@@ -126,11 +137,37 @@ on_signal(uv_signal_t *h, int signum)
 
     log_notice("app", "%s received, stopping",
                signum == SIGINT ? "SIGINT" : "SIGTERM");
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, NULL);
     for (unsigned i = 0; i < d->worker_count; i++)
         worker_stop(&d->workers[i]);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->expire, NULL);
+}
+
+/* systemd's watchdog (WatchdogSec=): pinged from the main loop, so a hung
+ * main loop stops the pings and systemd restarts the service. */
+static void
+on_watchdog(uv_timer_t *h)
+{
+    (void)h;
+    sd_notify(0, "WATCHDOG=1");
+}
+
+static void
+watchdog_start(struct daemon *d)
+{
+    uint64_t usec = 0;
+
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return;
+    uint64_t ms = usec / 2000; /* ping at half the interval */
+    uv_timer_init(&d->loop, &d->watchdog);
+    d->watchdog.data = d;
+    uv_timer_start(&d->watchdog, on_watchdog, ms ? ms : 1, ms ? ms : 1);
+    d->watchdog_on = true;
 }
 
 static void
@@ -338,6 +375,12 @@ run_daemon(struct daemon *d, const char *ready_file)
         }
     }
 
+    /* Type=notify: systemd considers us started once we listen. */
+    sd_notifyf(0, "READY=1\nSTATUS=listening, %u worker%s\nMAINPID=%lu",
+               d->worker_count, d->worker_count == 1 ? "" : "s",
+               (unsigned long)getpid());
+    watchdog_start(d);
+
     uv_run(&d->loop, UV_RUN_DEFAULT);
     goto join;
 
@@ -366,6 +409,7 @@ main(int argc, char **argv)
         OPT_HELP_CONFIG,
         OPT_HELP_CONFIG_MD,
         OPT_READY,
+        OPT_STATE_DIR,
         OPT_VERSION
     };
     static const struct option longopts[] = {
@@ -376,11 +420,16 @@ main(int argc, char **argv)
         {"help-config", no_argument, NULL, OPT_HELP_CONFIG},
         {"help-config-md", no_argument, NULL, OPT_HELP_CONFIG_MD},
         {"ready-file", required_argument, NULL, OPT_READY},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *ready_file = NULL;
+    /* Relative paths in the configuration resolve here: --state-dir, else
+     * systemd's StateDirectory= ($STATE_DIRECTORY; the first of a list),
+     * else the working directory. */
+    const char *state_dir = getenv("STATE_DIRECTORY");
     const char **sets = xcalloc((size_t)argc + 1, sizeof(char *));
     size_t nsets = 0, nsections;
     bool check = false, check_push = false;
@@ -405,6 +454,9 @@ main(int argc, char **argv)
             break;
         case OPT_READY:
             ready_file = optarg;
+            break;
+        case OPT_STATE_DIR:
+            state_dir = optarg;
             break;
         case OPT_HELP_CONFIG:
         case OPT_HELP_CONFIG_MD:
@@ -434,8 +486,17 @@ main(int argc, char **argv)
         return EXIT_CONFIG;
     }
 
-    if (cfg_load(sections, nsections, config, sets, nsets, &cfg, err,
-                 sizeof(err)) < 0) {
+    char state_buf[4096] = "";
+    if (state_dir) {
+        /* $STATE_DIRECTORY may list several folders, colon-separated. */
+        size_t n = strcspn(state_dir, ":");
+        if (n >= sizeof(state_buf))
+            n = sizeof(state_buf) - 1;
+        memcpy(state_buf, state_dir, n);
+        state_buf[n] = '\0';
+    }
+    if (cfg_load_in(state_buf, sections, nsections, config, sets, nsets, &cfg,
+                    err, sizeof(err)) < 0) {
         fprintf(stderr, "pushpbx: %s\n", err);
         free(sets);
         return EXIT_CONFIG;
@@ -449,6 +510,7 @@ main(int argc, char **argv)
 
     const struct app_log_cfg *lc = cfg_get(cfg, &app_log_section);
     log_level = (enum log_level)lc->level;
+    app_journal_setup(lc->journal);
     signal(SIGPIPE, SIG_IGN);
     if (check_push) {
         /* The push client needs a loop: run it here, before any worker

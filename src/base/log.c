@@ -11,6 +11,13 @@
 enum log_level log_level = LOG_NOTICE;
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static log_sink_fn *log_sink;
+
+void
+log_set_sink(log_sink_fn *sink)
+{
+    log_sink = sink;
+}
 static const char *const names[] = { "ERROR", "WARN", "NOTICE", "INFO",
                                      "DEBUG" };
 
@@ -58,7 +65,9 @@ log_write(enum log_level lvl, const char *room, const char *fmt, ...)
         if ((unsigned char)*p < 0x20 && *p != '\t')
             *p = '.';
     pthread_mutex_lock(&log_lock);
-    fputs(line, stderr);
-    fputc('\n', stderr);
+    if (!log_sink || log_sink(lvl, room, line + n) != 0) {
+        fputs(line, stderr);
+        fputc('\n', stderr);
+    }
     pthread_mutex_unlock(&log_lock);
 }

@@ -25,6 +25,15 @@ const char *log_level_name(enum log_level l);
 void log_write(enum log_level lvl, const char *room, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Where finished lines go instead of stderr (the daemon's journal sink,
+ * app/app_journal.c). msg is the formatted message without time, level or
+ * room, control characters already replaced; borrowed for the call. The
+ * sink is called under the log lock, from any thread, and returns nonzero
+ * when it could not take the line (it then goes to stderr). Set once at
+ * start, before any thread logs; NULL restores stderr. */
+typedef int log_sink_fn(enum log_level lvl, const char *room, const char *msg);
+void log_set_sink(log_sink_fn *sink);
+
 #define log_at(lvl, room, ...)                     \
     do {                                           \
         if ((lvl) <= log_level)                    \

@@ -144,7 +144,8 @@ set_value(const struct cfg_option *opt, void *data, const char *v, bool append,
     int idx, rc;
 
     switch (opt->type) {
-    case CFG_STRING: {
+    case CFG_STRING:
+    case CFG_PATH: {
         char **sp = (char **)(void *)field;
         n = strlen(v);
         /* Optional double quotes keep leading/trailing spaces. */
@@ -209,7 +210,7 @@ free_values(const struct cfg_section *decl, void *data)
     for (size_t i = 0; i < decl->option_count; i++) {
         const struct cfg_option *o = &decl->options[i];
         char *field = (char *)data + o->offset;
-        if (o->type == CFG_STRING) {
+        if (o->type == CFG_STRING || o->type == CFG_PATH) {
             free(*(char **)(void *)field);
             *(char **)(void *)field = NULL;
         } else if (o->type == CFG_LIST) {
@@ -500,10 +501,50 @@ apply_set(struct cfg *c, const char *arg, char *err, size_t errlen)
     return 0;
 }
 
+/* Make every relative CFG_PATH value of every instance base/value. */
+static void
+resolve_paths(struct cfg *c, const char *base)
+{
+    size_t blen = strlen(base);
+
+    while (blen > 1 && base[blen - 1] == '/')
+        blen--;
+    for (size_t i = 0; i < c->count; i++) {
+        struct sec_state *s = &c->secs[i];
+        for (size_t j = 0; j < s->count; j++) {
+            for (size_t k = 0; k < s->decl->option_count; k++) {
+                const struct cfg_option *o = &s->decl->options[k];
+                if (o->type != CFG_PATH)
+                    continue;
+                char **sp = (char **)(void *)((char *)s->insts[j]->data +
+                                              o->offset);
+                if (!*sp || !(*sp)[0] || (*sp)[0] == '/')
+                    continue;
+                size_t vlen = strlen(*sp);
+                char *joined = xmalloc(blen + 1 + vlen + 1);
+                memcpy(joined, base, blen);
+                joined[blen] = '/';
+                memcpy(joined + blen + 1, *sp, vlen + 1);
+                free(*sp);
+                *sp = joined;
+            }
+        }
+    }
+}
+
 int
 cfg_load(const struct cfg_section *const *sections, size_t section_count,
          const char *path, const char *const *sets, size_t set_count,
          struct cfg **out, char *err, size_t errlen)
+{
+    return cfg_load_in(NULL, sections, section_count, path, sets, set_count,
+                       out, err, errlen);
+}
+
+int
+cfg_load_in(const char *base_dir, const struct cfg_section *const *sections,
+            size_t section_count, const char *path, const char *const *sets,
+            size_t set_count, struct cfg **out, char *err, size_t errlen)
 {
     struct cfg *c = xcalloc(1, sizeof(*c));
     char why[400];
@@ -533,6 +574,8 @@ cfg_load(const struct cfg_section *const *sections, size_t section_count,
         if (rc < 0)
             goto fail;
     }
+    if (base_dir && base_dir[0])
+        resolve_paths(c, base_dir);
     for (size_t i = 0; i < c->count; i++) {
         struct sec_state *s = &c->secs[i];
         for (size_t j = 0; j < s->count && s->decl->finish; j++) {
@@ -627,6 +670,9 @@ type_text(const struct cfg_option *o, char *out, size_t len)
     switch (o->type) {
     case CFG_STRING:
         snprintf(out, len, "string");
+        return;
+    case CFG_PATH:
+        snprintf(out, len, "path (relative: to the state directory)");
         return;
     case CFG_UINT:
         snprintf(out, len, "integer %u..%u", o->min, o->max);

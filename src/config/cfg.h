@@ -31,6 +31,8 @@ enum cfg_type {
     CFG_BOOL,   /* bool: yes/no, true/false, on/off, 1/0 */
     CFG_ENUM,   /* int: index into choices[] */
     CFG_LIST,   /* struct cfg_list: items split at spaces and commas */
+    CFG_PATH,   /* char *, like CFG_STRING; a relative path is resolved
+                   against the base folder given to cfg_load_in() */
 };
 
 /* Target of a CFG_LIST option. Items are owned by the cfg. */
@@ -77,6 +79,15 @@ struct cfg;
 int cfg_load(const struct cfg_section *const *sections, size_t section_count,
              const char *path, const char *const *sets, size_t set_count,
              struct cfg **out, char *err, size_t errlen);
+
+/* cfg_load, and then every non-empty relative CFG_PATH value (from the
+ * file, --set or a default) becomes base_dir/value, so that an installed
+ * configuration names its files relative to the state directory, not the
+ * working directory. base_dir NULL or "" resolves nothing (= cfg_load). */
+int cfg_load_in(const char *base_dir, const struct cfg_section *const *sections,
+                size_t section_count, const char *path,
+                const char *const *sets, size_t set_count, struct cfg **out,
+                char *err, size_t errlen);
 void cfg_free(struct cfg *c);
 
 /* The struct of a fixed section (defaults when the file omits it). sec

@@ -364,6 +364,58 @@ test_help(void **state)
     free(text);
 }
 
+/* CFG_PATH: relative values (default, file, --set) resolve against the
+ * base folder; absolute and empty ones stay; cfg_load resolves nothing. */
+struct t_paths {
+    char *db, *token, *abs, *empty;
+};
+static const struct cfg_option path_opts[] = {
+    {.key = "db", .type = CFG_PATH, .def = "pushpbx.db",
+     .offset = offsetof(struct t_paths, db), .help = "Database."},
+    {.key = "token", .type = CFG_PATH, .def = "",
+     .offset = offsetof(struct t_paths, token), .help = "Token."},
+    {.key = "abs", .type = CFG_PATH, .def = "/etc/x.pem",
+     .offset = offsetof(struct t_paths, abs), .help = "Absolute."},
+    {.key = "empty", .type = CFG_PATH, .def = "",
+     .offset = offsetof(struct t_paths, empty), .help = "Unset."},
+};
+static const struct cfg_section paths_sec = {
+    .name = "paths",
+    .help = "Files.",
+    .options = path_opts,
+    .option_count = sizeof(path_opts) / sizeof(path_opts[0]),
+    .size = sizeof(struct t_paths),
+};
+
+static void
+test_paths_resolve_against_base(void **state)
+{
+    const struct cfg_section *const secs[] = {&paths_sec};
+    const char *sets[] = {"paths.token=var/admin.token"};
+    struct cfg *c;
+    char err[256];
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    fputs("[paths]\nabs = /srv/cert.pem\n", f);
+    fclose(f);
+    assert_int_equal(cfg_load_in("/var/lib/pushpbx/", secs, 1, path, sets, 1,
+                                 &c, err, sizeof(err)),
+                     0);
+    const struct t_paths *p = cfg_get(c, &paths_sec);
+    assert_string_equal(p->db, "/var/lib/pushpbx/pushpbx.db");
+    assert_string_equal(p->token, "/var/lib/pushpbx/var/admin.token");
+    assert_string_equal(p->abs, "/srv/cert.pem");
+    assert_string_equal(p->empty, "");
+    cfg_free(c);
+
+    assert_int_equal(cfg_load(secs, 1, path, sets, 1, &c, err, sizeof(err)), 0);
+    p = cfg_get(c, &paths_sec);
+    assert_string_equal(p->db, "pushpbx.db");
+    assert_string_equal(p->token, "var/admin.token");
+    cfg_free(c);
+}
+
 static int
 setup(void **state)
 {
@@ -393,6 +445,7 @@ main(void)
         cmocka_unit_test(test_pattern_sections),
         cmocka_unit_test(test_set_overrides),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_paths_resolve_against_base),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
