@@ -546,8 +546,7 @@ maybe_release_locked(struct wake *w, struct wcall *c)
         const struct wdev *dv = &c->dev[i];
         if (dev_pending(dv))
             return;
-        failed |= dv->failed || dv->state == WD_REFUSED ||
-                  dv->state == WD_GONE;
+        failed |= dv->failed || dv->state == WD_REFUSED || dv->state == WD_GONE;
         woken |= dv->woken;
     }
     c->released = true;
@@ -824,10 +823,9 @@ on_call_ended(const struct proxy_call_record *rec, void *arg)
              (here && uri_has_token(rec->answered_by, &now))))
             continue;
         if (!here) {
-            log_info("wake",
-                     "no %s push, device gone call_id=%s ext=%s provider=%s",
-                     push_type_name(type), c->call_id, c->callee,
-                     dv->d.provider);
+            log_info(
+                "wake", "no %s push, device gone call_id=%s ext=%s provider=%s",
+                push_type_name(type), c->call_id, c->callee, dv->d.provider);
         } else {
             if (strcmp(now.prid, dv->d.prid) != 0)
                 log_info("wake",
