@@ -53,9 +53,14 @@ enum wdev_state {
     WD_PUSHED,     /* push sent */
     WD_REFUSED,    /* push_send refused it (counted as failed) */
     WD_NOW,        /* decided at call start: push at once */
+    WD_GONE,       /* removed before its grace push: never pushed, counts
+                      as failed for the hold */
 };
 
 struct wdev {
+    /* The device when the call started (its token when pushed). Endings
+     * and later pushes look it up again (device_now): it may have a new
+     * token by then, or be gone. */
     struct pushdev d;
     enum wdev_state state; /* written on the call's worker, under w->lock */
     char uri[URI_MAX];     /* its binding's Contact URI ("" if none) */
@@ -239,6 +244,34 @@ binding_of(const struct reg_contact *b, const struct pushdev *d)
         return true;
     return uri_pn(b->uri, prov, sizeof(prov), prid, sizeof(prid)) &&
            strcmp(prov, d->provider) == 0 && strcmp(prid, d->prid) == 0;
+}
+
+/* Does the Contact URI carry d's pn-provider and pn-prid? */
+static bool
+uri_has_token(const char *uri, const struct pushdev *d)
+{
+    char prov[16], prid[PUSHDEV_PRID_MAX + 1];
+
+    return uri_pn(uri, prov, sizeof(prov), prid, sizeof(prid)) &&
+           strcmp(prov, d->provider) == 0 && strcmp(prid, d->prid) == 0;
+}
+
+/* The device that d (copied into a call when it started) is now: the
+ * stored device of ext with d's token, else, when d has a +sip.instance,
+ * the one with that instance (the app registered a new token, with a new
+ * Call-ID, and pushdev replaced the device). false when it is gone: dead
+ * token, signed out (Contact: *), evicted by a newer phone, idle-expired,
+ * moved to another extension. Any thread (pushdev's lock). */
+static bool
+device_now(const struct wake *w, const char *ext, const struct pushdev *d,
+           struct pushdev *out)
+{
+    if (!w->o.devices)
+        return false;
+    if (pushdev_match(w->o.devices, ext, d->provider, d->prid, NULL, out))
+        return true;
+    return d->instance[0] &&
+           pushdev_match(w->o.devices, ext, NULL, NULL, d->instance, out);
 }
 
 /* ---- push submission and results ---------------------------------------- */
@@ -513,7 +546,7 @@ maybe_release_locked(struct wake *w, struct wcall *c)
         const struct wdev *dv = &c->dev[i];
         if (dev_pending(dv))
             return;
-        failed |= dv->failed || dv->state == WD_REFUSED;
+        failed |= dv->failed || dv->state == WD_REFUSED || dv->state == WD_GONE;
         woken |= dv->woken;
     }
     c->released = true;
@@ -531,9 +564,30 @@ push_call(struct wcall *c, struct wdev *dv)
     struct wake *w = c->w;
 
     /* One call never sends two call pushes to one device: the state moves
-     * to PUSHED (or REFUSED) exactly once. */
-    if (dv->state == WD_PUSHED || dv->state == WD_REFUSED)
+     * to PUSHED (or REFUSED, GONE) exactly once. A device replaced while
+     * the call rings stays this one entry (device_now), never a new one. */
+    if (dv->state == WD_PUSHED || dv->state == WD_REFUSED ||
+        dv->state == WD_GONE)
         return;
+    /* After the grace time the device may have changed since the call
+     * started: push its current token, or nothing if it is gone. */
+    if (dv->state == WD_GRACE) {
+        struct pushdev now;
+        bool here = device_now(w, c->callee, &dv->d, &now);
+        pthread_mutex_lock(&w->lock);
+        if (here)
+            dv->d = now; /* call_push_failed matches the job's token */
+        else
+            dv->state = WD_GONE;
+        pthread_mutex_unlock(&w->lock);
+        if (!here) {
+            log_info("wake",
+                     "no call push, device gone call_id=%s ext=%s "
+                     "provider=%s",
+                     c->call_id, c->callee, dv->d.provider);
+            return;
+        }
+    }
     /* Timed from the INVITE only when pushed at once: after the UDP grace
      * time the delay is policy, not pushpbx's latency. */
     int rc = submit(w, &dv->d, PUSH_CALL, c, c->expires_s,
@@ -688,17 +742,18 @@ find_call_locked(struct wake *w, const char *call_id, const char *callee)
     return NULL;
 }
 
-/* Remember a VoIP device that was pushed and did not wake in time. */
+/* Remember a VoIP device that was pushed and did not wake in time: d is
+ * the device as it is now (its current token; matched by instance too). */
 static void
-ended_add(struct wake *w, const struct wcall *c, const struct wdev *dv,
+ended_add(struct wake *w, const struct wcall *c, const struct pushdev *d,
           const char *reason)
 {
     struct ended *e = xcalloc(1, sizeof(*e));
 
     copy_str(e->ext, sizeof(e->ext), c->callee);
-    copy_str(e->provider, sizeof(e->provider), dv->d.provider);
-    copy_str(e->prid, sizeof(e->prid), dv->d.prid);
-    copy_str(e->instance, sizeof(e->instance), dv->d.instance);
+    copy_str(e->provider, sizeof(e->provider), d->provider);
+    copy_str(e->prid, sizeof(e->prid), d->prid);
+    copy_str(e->instance, sizeof(e->instance), d->instance);
     copy_str(e->call_id, sizeof(e->call_id), c->call_id);
     copy_str(e->caller, sizeof(e->caller), c->caller);
     copy_str(e->caller_name, sizeof(e->caller_name), c->caller_name);
@@ -742,28 +797,50 @@ on_call_ended(const struct proxy_call_record *rec, void *arg)
                          : rec->outcome == PROXY_OUT_NO_ANSWER
                              ? "SIP;cause=487;text=\"Call not answered\""
                              : "SIP;cause=487;text=\"Call ended\"";
+    enum push_type type = answered ? PUSH_ANSWERED_ELSEWHERE : PUSH_MISSED;
     for (size_t i = 0; i < c->ndev; i++) {
         struct wdev *dv = &c->dev[i];
-        /* A dead token cannot take a missed push either. */
-        if (dv->state != WD_PUSHED || dv->dead)
+        if (dv->state != WD_PUSHED)
             continue;
+        /* Endings go to the device as it is now, not to the token the
+         * call push went to: a woken app may have registered a new token
+         * (same +sip.instance), and the old one is dead at the provider
+         * after a real rotation. The wcall keeps one entry per device, so
+         * a replaced device still gets one ending push and never a second
+         * call push. */
+        struct pushdev now;
+        bool here = device_now(w, c->callee, &dv->d, &now);
+        /* A dead token cannot take a missed push either (normally gone
+         * from the table already; kept if its delete failed). */
+        if (here && dv->dead && strcmp(now.provider, dv->d.provider) == 0 &&
+            strcmp(now.prid, dv->d.prid) == 0)
+            here = false;
         /* The device that answered needs no notification. */
         if (answered && dv->uri[0] && strcmp(dv->uri, rec->answered_by) == 0)
             continue;
-        if (answered && rec->answered_by[0]) {
-            char prov[16], prid[PUSHDEV_PRID_MAX + 1];
-            if (uri_pn(rec->answered_by, prov, sizeof(prov), prid,
-                       sizeof(prid)) &&
-                strcmp(prov, dv->d.provider) == 0 &&
-                strcmp(prid, dv->d.prid) == 0)
-                continue;
+        if (answered && rec->answered_by[0] &&
+            (uri_has_token(rec->answered_by, &dv->d) ||
+             (here && uri_has_token(rec->answered_by, &now))))
+            continue;
+        if (!here) {
+            log_info(
+                "wake", "no %s push, device gone call_id=%s ext=%s provider=%s",
+                push_type_name(type), c->call_id, c->callee, dv->d.provider);
+        } else {
+            if (strcmp(now.prid, dv->d.prid) != 0)
+                log_info("wake",
+                         "%s push to the device's new token call_id=%s "
+                         "ext=%s provider=%s",
+                         push_type_name(type), c->call_id, c->callee,
+                         now.provider);
+            (void)submit(w, &now, type, c, 0, 0);
         }
-        (void)submit(w, &dv->d,
-                     answered ? PUSH_ANSWERED_ELSEWHERE : PUSH_MISSED, c, 0, 0);
         /* Rule 7 only for a VoIP push that was delivered (or may still
-         * be): a failed one wakes nothing. */
+         * be): a failed one wakes nothing. The call push's kind decides
+         * (dv->d); the entry matches the REGISTER by the current token or
+         * the instance. */
         if (!dv->woken && !dv->failed && pushdev_is_voip(&dv->d))
-            ended_add(w, c, dv, reason);
+            ended_add(w, c, here ? &now : &dv->d, reason);
     }
     free(c);
 }

@@ -26,10 +26,15 @@
  * When the call ends, every device that was pushed for it gets a "missed"
  * push (caller cancelled, no answer, rejected elsewhere) or an
  * "answered_elsewhere" push, with the call's collapse id so it replaces
- * the call notification. An iOS VoIP device pushed for the call but not
- * woken in time is remembered until its push expires: when it registers,
- * the late_cancel hook sends it the INVITE followed at once by a CANCEL
- * with a Reason (rule 7), so CallKit can close the call it had to show.
+ * the call notification. Endings (and the push after the grace time) go
+ * to the device as it is then: looked up again by the token it was pushed
+ * on, else by its +sip.instance (a woken app may register a new token
+ * with a new Call-ID; the old one is dead at the provider), and not at
+ * all if it is gone (signed out, dead token, evicted). An iOS VoIP device
+ * pushed for the call but not woken in time is remembered until its push
+ * expires: when it registers, the late_cancel hook sends it the INVITE
+ * followed at once by a CANCEL with a Reason (rule 7), so CallKit can
+ * close the call it had to show.
  * An FCM or alert device registering after the end gets nothing.
  *
  * Pushes go to one push client on a dedicated thread and loop (push.h is

@@ -112,7 +112,9 @@ size_t pushdev_find_ext(struct pushdev_table *t, const char *ext,
 
 /* The device of ext that a REGISTER's contact belongs to: same provider
  * and prid, or (when instance is non-empty) same instance. Returns true
- * and a copy in *out. */
+ * and a copy in *out. provider/prid NULL: by instance only; instance NULL
+ * or "": by token only (wake looks a call's device up both ways: the token
+ * it pushed, else the instance that replaced it with a new token). */
 bool pushdev_match(struct pushdev_table *t, const char *ext,
                    const char *provider, const char *prid, const char *instance,
                    struct pushdev *out);

@@ -618,6 +618,96 @@ test_from_name(void **state)
     assert_string_equal(t->sent[2].from_name, "");
 }
 
+/* Register the device with a +sip.instance: contact on host, REGISTER
+ * Call-ID cid (liblinphone sends a new token with a new Call-ID). */
+#define INSTANCE "urn:uuid:0a1b2c3d-0000-4000-8000-00000000abcd"
+#define TOK_B "b1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define TOK_C "c1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+static void
+register_instance(struct t *t, const char *host, const char *prid,
+                  const char *cid, const char *expires)
+{
+    char c[512];
+    snprintf(c, sizeof(c),
+             "Contact: <sip:100@%s:5062;transport=udp;pn-provider=apns;"
+             "pn-prid=%s;pn-param=%s>;+sip.instance=\"<%s>\"\r\n",
+             host, prid, TOPIC_VOIP, INSTANCE);
+    assert_int_equal(
+        register_ok(
+            t, (struct req){.contacts = c, .call_id = cid, .expires = expires}),
+        200);
+}
+
+/* A woken app registers a new token (same instance, new Call-ID): the
+ * device is replaced, and the call's ending push goes to the new token,
+ * missed or answered_elsewhere; one ending push, no second call push. */
+static void
+test_rotated_token_endings(void **state)
+{
+    struct t *t = *state;
+    struct pushdev d;
+    register_instance(t, "192.0.2.7", TOK_A, "cid-a", NULL);
+    register_instance(t, "192.0.2.7", TOK_A, "cid-a", "0");
+    assert_true(start_call(t, 0, "call-30", "100"));
+    assert_int_equal(t->nsent, 1);
+    assert_string_equal(t->sent[0].token, TOK_A);
+    register_instance(t, "192.0.2.9", TOK_B, "cid-b", NULL);
+    assert_false(pushdev_match(t->pd, "100", "apns", TOK_A, NULL, &d));
+    assert_true(pushdev_match(t->pd, "100", NULL, NULL, INSTANCE, &d));
+    assert_string_equal(d.prid, TOK_B);
+    assert_int_equal(t->nsent, 1); /* no call push to the "new" device */
+    end_call(t, "call-30", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 2);
+    assert_int_equal(t->sent[1].type, PUSH_MISSED);
+    assert_string_equal(t->sent[1].call_id, "call-30");
+    assert_string_equal(t->sent[1].token, TOK_B);
+
+    /* Answered on a desk after the app rotated again: to the newest. */
+    register_instance(t, "192.0.2.9", TOK_B, "cid-b", "0");
+    assert_true(start_call(t, 1, "call-31", "100"));
+    assert_int_equal(t->nsent, 3);
+    assert_string_equal(t->sent[2].token, TOK_B);
+    register_instance(t, "192.0.2.11", TOK_C, "cid-c", NULL);
+    end_call(t, "call-31", "100", PROXY_OUT_ANSWERED, "sip:100@192.0.2.50");
+    assert_int_equal(t->nsent, 4);
+    assert_int_equal(t->sent[3].type, PUSH_ANSWERED_ELSEWHERE);
+    assert_string_equal(t->sent[3].token, TOK_C);
+    /* Woken (by instance) during the call: no rule 7 afterwards. */
+    register_instance(t, "192.0.2.11", TOK_C, "cid-c", NULL);
+    assert_int_equal(t->late, 0);
+    struct wake_stats st;
+    wake_stats_get(t->w, &st);
+    assert_int_equal(st.woken, 2);
+}
+
+/* A device removed while the call rings (signed out) gets no ending push;
+ * one removed during its grace time is not pushed, and the hold ends
+ * with 480 (it cannot wake). */
+static void
+test_gone_device_no_push(void **state)
+{
+    struct t *t = *state;
+    device_background(t, "apns", TOK_A, TOPIC_VOIP);
+    assert_true(start_call(t, 0, "call-32", "100"));
+    assert_int_equal(t->nsent, 1);
+    assert_int_equal(pushdev_remove_ext(t->pd, "100"), 1);
+    end_call(t, "call-32", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 1);
+
+    const char *c = pn_contact("192.0.2.7", "fcm", TOK_F, "proj", "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    assert_true(start_call(t, 1, "call-33", "100"));
+    assert_int_equal(pushdev_remove_ext(t->pd, "100"), 1);
+    advance(t, 500);
+    assert_int_equal(t->nsent, 1);
+    assert_int_equal(t->released, 1);
+    assert_int_equal(t->release_status, 480);
+    assert_string_equal(t->release_call_id, "call-33");
+    end_call(t, "call-33", "100", PROXY_OUT_CANCELLED, NULL);
+    assert_int_equal(t->nsent, 1);
+}
+
 int
 main(void)
 {
@@ -637,6 +727,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_release_after_grace, wsetup,
                                         wteardown),
         cmocka_unit_test_setup_teardown(test_from_name, wsetup, wteardown),
+        cmocka_unit_test_setup_teardown(test_rotated_token_endings, wsetup,
+                                        wteardown),
+        cmocka_unit_test_setup_teardown(test_gone_device_no_push, wsetup,
+                                        wteardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
