@@ -9,7 +9,7 @@
 
 static const struct cfg_option store_options[] = {
     {.key = "path",
-     .type = CFG_STRING,
+     .type = CFG_PATH,
      .def = "var/pushpbx.db",
      .offset = offsetof(struct store_cfg, path),
      .help = "SQLite database file (created if missing; WAL mode, so "
