@@ -25,7 +25,10 @@
  * token_uri; a background refresh starts when it nears expiry while sends
  * go on with the old one; when no usable token exists, ready jobs wait
  * behind the one token request in flight. A 401 drops the token (once per
- * job) and the job waits for the next.
+ * job) and the job waits for the next. APNs certificate auth: the
+ * certificate is checked at set-up (apns_cert.h); a TLS alert about it
+ * from APNs fails the push at once ("certificate refused: <alert>", read
+ * from curl's per-attempt error buffer) instead of retrying.
  */
 #include "push/push.h"
 
