@@ -410,6 +410,8 @@ static void
 judge_apns(const struct push_apns_conf *a, const struct shot *s,
            struct check_res *r)
 {
+    bool cert = !a->key_file && a->cert_file;
+
     r->step = a->key_file ? "jwt" : "certificate";
     r->http_status = s->http_status;
     snprintf(r->reason, sizeof(r->reason), "%s", s->reason);
@@ -423,8 +425,14 @@ judge_apns(const struct push_apns_conf *a, const struct shot *s,
                  s->http_status, s->reason[0] ? " " : "", s->reason);
     } else if (s->http_status == 403) {
         snprintf(r->detail, sizeof(r->detail),
-                 "APNs refused the credentials (HTTP 403 %s): check "
-                 "key_file, key_id and team_id",
+                 "APNs refused the credentials (HTTP 403 %s): check %s",
+                 s->reason,
+                 cert ? "cert_file" : "key_file, key_id and team_id");
+    } else if (cert && strncmp(s->reason, "certificate refused", 19) == 0) {
+        snprintf(r->detail, sizeof(r->detail),
+                 "APNs refused the client certificate in the TLS handshake "
+                 "(%s): check cert_file (Apple-issued, not expired or "
+                 "revoked)",
                  s->reason);
     } else if (s->http_status == 400) {
         snprintf(r->detail, sizeof(r->detail),
@@ -438,6 +446,8 @@ judge_apns(const struct push_apns_conf *a, const struct shot *s,
         snprintf(r->detail, sizeof(r->detail), "HTTP %ld %s", s->http_status,
                  s->reason);
     }
+    if (cert) /* subject, topics, expiry: from src/push */
+        push_apns_cert_note(a, r->detail, sizeof(r->detail));
 }
 
 static void

@@ -25,7 +25,10 @@
  * token_uri; a background refresh starts when it nears expiry while sends
  * go on with the old one; when no usable token exists, ready jobs wait
  * behind the one token request in flight. A 401 drops the token (once per
- * job) and the job waits for the next.
+ * job) and the job waits for the next. APNs certificate auth: the
+ * certificate is checked at set-up (apns_cert.h); a TLS alert about it
+ * from APNs fails the push at once ("certificate refused: <alert>", read
+ * from curl's per-attempt error buffer) instead of retrying.
  */
 #include "push/push.h"
 
@@ -45,6 +48,7 @@
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "push/apns_cert.h"
 #include "push/errmap.h"
 #include "push/jwt.h"
 #include "push/payload.h"
@@ -89,6 +93,7 @@ struct job {
     long http_status;
     char reason[128];
     char id[160];
+    char errbuf[CURL_ERROR_SIZE]; /* curl's detail of a failed attempt */
     CURL *easy;
     struct curl_slist *hdrs;
     struct buf body;
@@ -785,6 +790,8 @@ launch(struct job *j)
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE, (long)j->body.len);
     curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (char *)j);
+    j->errbuf[0] = '\0';
+    curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
     if (curl_multi_add_handle(p->multi, j->easy) != CURLM_OK) {
         curl_easy_cleanup(j->easy);
         j->easy = NULL;
@@ -936,7 +943,15 @@ job_done(struct prov *p, struct job *j, CURLcode res)
     curl_easy_cleanup(j->easy);
     j->easy = NULL;
     j->http_status = status;
-    if (res != CURLE_OK) {
+    if (res != CURLE_OK && p->cert_file &&
+        push_tls_cert_refused(j->errbuf, j->reason, sizeof(j->reason))) {
+        /* APNs ended the handshake with an alert about our certificate
+         * (expired, revoked, not Apple's): retrying cannot help. */
+        act = PUSH_ACT_FAIL;
+        j->http_status = 0;
+        log_error("push", "apns: APNs refused the client certificate %s: "
+                  "%s", p->cert_file, j->errbuf);
+    } else if (res != CURLE_OK) {
         act = push_curl_classify(res);
         snprintf(j->reason, sizeof(j->reason), "%s",
                  res == CURLE_OPERATION_TIMEDOUT ? "timeout"
@@ -1246,6 +1261,41 @@ file_readable(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* Certificate auth: the certificate is checked now (readable, key
+ * matches, valid, has a UID) so a broken one stops pushpbx at start like
+ * a bad .p8 does, instead of failing every call in the TLS handshake. Its
+ * UID is the default topic; a configured topic must be one of its. */
+static int
+apns_cert_setup(struct prov *p, const struct push_apns_conf *a, char *err,
+                size_t errlen)
+{
+    struct push_apns_cert ci;
+    char facts[512];
+    long days;
+
+    if (push_apns_cert_load(a->cert_file, a->cert_key_file, wall_s(), &ci,
+                            err, errlen) < 0)
+        return -EINVAL;
+    if (p->topic && !push_apns_cert_topic_ok(&ci, p->topic)) {
+        snprintf(err, errlen, "%s: [apns] topic %s is not a topic of this "
+                 "certificate (%s, %s.voip, %s.complication)", a->cert_file,
+                 p->topic, ci.uid, ci.uid, ci.uid);
+        return -EINVAL;
+    }
+    if (p->topic == NULL)
+        p->topic = xstrdup(ci.uid);
+    p->cert_file = xstrdup(a->cert_file);
+    p->cert_key_file = xstrdup(a->cert_key_file);
+    push_apns_cert_describe(&ci, wall_s(), facts, sizeof(facts));
+    days = push_apns_cert_days_left(&ci, wall_s());
+    if (days < 30)
+        log_warn("push", "apns: certificate %s expires in %ld days: %s",
+                 a->cert_file, days, facts);
+    else
+        log_info("push", "apns: certificate %s: %s", a->cert_file, facts);
+    return 0;
+}
+
 static int
 apns_setup(struct prov *p, const struct push_apns_conf *a, char *err,
            size_t errlen)
@@ -1292,11 +1342,8 @@ apns_setup(struct prov *p, const struct push_apns_conf *a, char *err,
                      "cert_key_file", a->cert_file);
             return -EINVAL;
         }
-        if (file_readable(a->cert_file, err, errlen) < 0 ||
-            file_readable(a->cert_key_file, err, errlen) < 0)
+        if (apns_cert_setup(p, a, err, errlen) < 0)
             return -EINVAL;
-        p->cert_file = xstrdup(a->cert_file);
-        p->cert_key_file = xstrdup(a->cert_key_file);
     } else {
         snprintf(err, errlen, "apns: set key_file, key_id and team_id (token "
                  "auth) or cert_file and cert_key_file");

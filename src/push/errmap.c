@@ -6,6 +6,7 @@
  */
 #include "push/errmap.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -83,6 +84,31 @@ push_curl_classify(int curl_code)
     default:
         return PUSH_ACT_RETRY; /* resets, timeouts, refused, GOAWAY */
     }
+}
+
+bool
+push_tls_cert_refused(const char *curl_err, char *out, size_t cap)
+{
+    static const char *const alerts[] = {
+        "unknown ca",           "bad certificate",
+        "certificate expired",  "certificate revoked",
+        "certificate unknown",  "unsupported certificate",
+        "certificate required", "access denied",
+    };
+    const char *a = curl_err ? strstr(curl_err, "alert ") : NULL;
+
+    if (a == NULL)
+        return false;
+    a += 6;
+    for (size_t i = 0; i < sizeof(alerts) / sizeof(alerts[0]); i++) {
+        size_t n = strlen(alerts[i]);
+        if (strncmp(a, alerts[i], n) == 0 &&
+            (a[n] == '\0' || a[n] == ',' || a[n] == ' ')) {
+            snprintf(out, cap, "certificate refused: %s", alerts[i]);
+            return true;
+        }
+    }
+    return false;
 }
 
 static void

@@ -6,6 +6,7 @@
 #ifndef PUSHPBX_PUSH_ERRMAP_H
 #define PUSHPBX_PUSH_ERRMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum push_action {
@@ -26,6 +27,15 @@ enum push_action push_fcm_classify(long status, const char *reason);
 /* Transport failure (curl's CURLcode as int): retry, except errors that
  * only a configuration change can fix (TLS trust, bad URL, client cert). */
 enum push_action push_curl_classify(int curl_code);
+
+/* Did the server refuse our TLS client certificate? curl_err is curl's
+ * error buffer of a failed transfer ("OpenSSL SSL_read: ...: tlsv1 alert
+ * unknown ca, errno 0"). A TLS alert about the certificate (unknown ca,
+ * certificate expired/revoked/unknown, bad or unsupported certificate,
+ * certificate required, access denied) writes "certificate refused: <alert>"
+ * into out (cap >= 1) and returns true: only a new certificate fixes that,
+ * so the push fails rather than retries. */
+bool push_tls_cert_refused(const char *curl_err, char *out, size_t cap);
 
 /* Extract the reason from an APNs error body {"reason":".."} into out. */
 void push_apns_reason(const char *body, size_t len, char *out, size_t cap);

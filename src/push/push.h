@@ -153,6 +153,14 @@ unsigned push_pending(const struct push_client *c, enum push_provider p);
  * push_done_cb. NULL is a no-op. */
 void push_client_free(struct push_client *c);
 
+/* For the push check with certificate auth (a->cert_file set): append
+ * "; certificate <subject>; topics ...; expires <date> (N days left)" to
+ * the NUL-terminated text in detail (cap len, truncating), read from the
+ * certificate now. Appends nothing if it cannot be read (the client's
+ * set-up error says why). Any thread. */
+void push_apns_cert_note(const struct push_apns_conf *a, char *detail,
+                         size_t len);
+
 const char *push_status_name(enum push_status s);
 const char *push_provider_name(enum push_provider p);
 const char *push_type_name(enum push_type t);

@@ -10,6 +10,15 @@
  * more than everything else together. Only iat age is re-checked per push.
  * The "expire_provider_tokens" fault marks every cached token expired;
  * marked entries survive cache trimming so they stay expired.
+ *
+ * Certificate-based trust (--apns-client-ca, protocols.md §2.6): on a
+ * connection whose client certificate verified, the authorization header
+ * is ignored and the certificate decides the topics. Kept simple: the
+ * subject UID is the bundle id, and the topics are <UID>, <UID>.voip and
+ * <UID>.complication (what Apple's "Sandbox & Production" certificates
+ * cover; their topics extension 1.2.840.113635.100.6.3.6 is not read).
+ * Another topic is 400 TopicDisallowed; no apns-topic means <UID>; a
+ * verified certificate without a UID is 403 BadCertificate.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -91,6 +100,12 @@ psim_apns_describe(const struct psim_req *req, struct slice token, json_t *rec)
     json_t *payload = NULL;
 
     json_object_set_new(rec, "token", json_stringn(token.ptr, token.len));
+    json_object_set_new(
+        rec, "auth",
+        json_string(req->cert == PSIM_CERT_NONE ? "token" : "certificate"));
+    if (req->cert == PSIM_CERT_OK)
+        json_object_set_new(rec, "cert_uid",
+                            json_stringn(req->cert_uid.ptr, req->cert_uid.len));
     for (int i = PSIM_H_APNS_TOPIC; i <= PSIM_H_APNS_ID; i++) {
         struct slice v = req->hdr[i];
         if (v.ptr != NULL)
@@ -226,8 +241,11 @@ static const struct {
 };
 
 static bool
-bundle_allowed(const struct psim *ps, struct slice bundle)
+bundle_allowed(const struct psim *ps, const struct psim_req *req,
+               struct slice bundle)
 {
+    if (req->cert == PSIM_CERT_OK)
+        return slice_eq(bundle, req->cert_uid);
     if (ps->ntopics == 0)
         return bundle.len > 0; /* no --apns-topic: any bundle */
     for (size_t i = 0; i < ps->ntopics; i++)
@@ -251,11 +269,29 @@ topic_base(struct slice topic)
     return topic;
 }
 
+/* With certificate trust: is topic one of the certificate's topics? */
+static bool
+cert_topic(const struct psim_req *req, struct slice topic)
+{
+    static const char *const sfx[] = {"", ".voip", ".complication"};
+    struct slice uid = req->cert_uid;
+
+    for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+        size_t n = strlen(sfx[i]);
+        if (topic.len == uid.len + n &&
+            memcmp(topic.ptr, uid.ptr, uid.len) == 0 &&
+            memcmp(topic.ptr + uid.len, sfx[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Returns the 400 reason, or NULL when topic and push type fit. */
 static const char *
-apns_topic(const struct psim *ps, struct slice topic, struct slice type,
-           bool *voip)
+apns_topic(const struct psim *ps, const struct psim_req *req, bool *voip)
 {
+    struct slice topic = req->hdr[PSIM_H_APNS_TOPIC];
+    struct slice type = req->hdr[PSIM_H_APNS_PUSH_TYPE];
     int t = -1;
 
     if (type.ptr == NULL)
@@ -266,8 +302,12 @@ apns_topic(const struct psim *ps, struct slice topic, struct slice type,
     if (t < 0)
         return "InvalidPushType";
     *voip = strcmp(push_types[t].type, "voip") == 0;
+    if ((topic.ptr == NULL || topic.len == 0) && req->cert == PSIM_CERT_OK)
+        topic = req->cert_uid; /* the certificate's own topic */
     if (topic.ptr == NULL || topic.len == 0)
         return "MissingTopic";
+    if (req->cert == PSIM_CERT_OK && !cert_topic(req, topic))
+        return "TopicDisallowed";
     if (push_types[t].suffix == NULL)
         return NULL;
     size_t n = strlen(push_types[t].suffix);
@@ -275,7 +315,7 @@ apns_topic(const struct psim *ps, struct slice topic, struct slice type,
                 memcmp(topic.ptr + topic.len - n, push_types[t].suffix, n) == 0;
     struct slice base = fits && n > 0 ? slice_make(topic.ptr, topic.len - n)
                                       : topic_base(topic);
-    if (!bundle_allowed(ps, base))
+    if (!bundle_allowed(ps, req, base))
         return "TopicDisallowed";
     if (!fits || (n == 0 && base.len != topic.len))
         return "BadTopic"; /* allowed app, wrong topic for this type */
@@ -322,12 +362,15 @@ apns_validate(struct psim *ps, const struct psim_req *req, struct slice token,
     if (token.len < 16 || token.len > 200 || token.len % 2 || !is_hex(token))
         return "BadDeviceToken";
     *status = 403;
-    reason = apns_auth(ps, req->hdr[PSIM_H_AUTH]);
-    if (reason != NULL)
-        return reason;
+    if (req->cert == PSIM_CERT_NO_UID)
+        return "BadCertificate";
+    if (req->cert == PSIM_CERT_NONE) {
+        reason = apns_auth(ps, req->hdr[PSIM_H_AUTH]);
+        if (reason != NULL)
+            return reason;
+    } /* else certificate trust: authorization is ignored, as by APNs */
     *status = 400;
-    reason = apns_topic(ps, req->hdr[PSIM_H_APNS_TOPIC],
-                        req->hdr[PSIM_H_APNS_PUSH_TYPE], &voip);
+    reason = apns_topic(ps, req, &voip);
     if (reason != NULL)
         return reason;
     if (pri.ptr != NULL && !slice_eq_cstr(pri, "10") &&

@@ -22,6 +22,15 @@
  * (beyond it the body is dropped and flagged), tracked header values
  * 8 KiB each; reading pauses while more than 8 MiB wait to be written.
  *
+ * Client certificates (--apns-client-ca): asked for, never required,
+ * since token-auth and FCM clients share the port, as on Apple's hosts. A
+ * certificate that does not verify (other CA, expired, not yet valid)
+ * fails the handshake with OpenSSL's alert for it; the connection then
+ * sends FIN after the alert and drops input until the client closes
+ * (bounded by TLS_DRAIN_MAX bytes, not by time: a test emulator), so the
+ * alert is not lost to a TCP RST. A verified certificate's subject UID
+ * goes with every request of the connection (struct psim_req.cert).
+ *
  * RST_STREAM accounting: libcurl 7.88 (Debian 12) ends every transfer
  * with RST_STREAM(STREAM_CLOSED) on a stream we have already answered
  * and closed. nghttp2's rapid-reset guard (CVE-2023-44487, backported to
@@ -51,6 +60,8 @@
 #define RST_BURST 1000
 #define RST_RATE 33
 #define CONN_WINDOW (16 << 20)
+/* Input dropped after a failed handshake before we close anyway. */
+#define TLS_DRAIN_MAX (1u << 20)
 
 struct psim_server {
     struct psim *ps;
@@ -73,11 +84,16 @@ struct conn {
     nghttp2_session *h2;
     struct list_node streams;
     bool handshake_done;
+    bool tls_failed; /* handshake failed: alert sent, draining input */
     bool closing;
     bool close_after_write; /* GOAWAY fault */
     bool reading;
     uint64_t rst_tokens;  /* RST_STREAM budget (see top comment) */
     uint64_t rst_tick_ms; /* when rst_tokens was last refilled */
+    size_t drained;       /* bytes read and dropped after tls_failed */
+    uv_shutdown_t shutdown;
+    enum psim_cert cert;
+    char cert_uid[256];
 };
 
 struct hdr_ref {
@@ -211,6 +227,9 @@ stream_request_done(struct stream *s)
         if (s->hdr[i].set)
             req.hdr[i] =
                 slice_make(s->hdrbuf.data + s->hdr[i].off, s->hdr[i].len);
+    req.cert = c->cert;
+    if (c->cert == PSIM_CERT_OK)
+        req.cert_uid = slice_cstr(c->cert_uid);
     req.dup_header = s->dup_header;
     req.body_too_large = s->body_too_large;
     req.body = slice_make(s->body.data, s->body.len);
@@ -411,6 +430,8 @@ write_wbio(struct conn *c)
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
+static void tls_fail(struct conn *c);
+static void conn_peer(struct conn *c);
 
 static void
 conn_flush(struct conn *c)
@@ -528,6 +549,17 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
+    if (c->tls_failed) {
+        /* Lingering close: the client may still be sending (TLS 1.3 sends
+         * its request right after its Finished, before it learns that its
+         * certificate was refused). Closing with unread input would send
+         * a TCP RST, which can overtake the alert; so drop input until
+         * the client closes, within a bound. */
+        c->drained += (size_t)nread;
+        if (c->drained > TLS_DRAIN_MAX)
+            conn_close(c);
+        return;
+    }
     if (BIO_write(c->rbio, b->base, (int)nread) != nread) {
         conn_close(c);
         return;
@@ -538,15 +570,12 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         if (n != 1) {
             int err = SSL_get_error(c->ssl, n);
             write_wbio(c); /* handshake messages or an alert */
-            if (err != SSL_ERROR_WANT_READ) {
-                ERR_clear_error();
-                c->close_after_write = true;
-                if (uv_stream_get_write_queue_size(st) == 0)
-                    conn_close(c);
-            }
+            if (err != SSL_ERROR_WANT_READ && !c->closing)
+                tls_fail(c);
             return;
         }
         c->handshake_done = true;
+        conn_peer(c);
         if (start_h2(c) < 0) {
             conn_close(c);
             return;
@@ -572,6 +601,66 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
             return;
     }
     conn_flush(c);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+    /* Nothing to do: the connection closes when the client does. */
+}
+
+/* The handshake failed and its alert is queued: say so on stderr (a
+ * refused client certificate is what tests look for), send FIN after the
+ * alert and keep reading until the client closes (see on_read). */
+static void
+tls_fail(struct conn *c)
+{
+    long v = SSL_get_verify_result(c->ssl);
+    unsigned long e = ERR_peek_error();
+    char why[256] = "";
+
+    if (e != 0)
+        ERR_error_string_n(e, why, sizeof(why));
+    ERR_clear_error();
+    if (v != X509_V_OK)
+        fprintf(stderr,
+                "pushsim: TLS handshake failed: client certificate: "
+                "%s\n",
+                X509_verify_cert_error_string(v));
+    else if (c->srv->ps->apns_client_ca != NULL)
+        fprintf(stderr, "pushsim: TLS handshake failed: %s\n", why);
+    c->tls_failed = true;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+        conn_close(c);
+}
+
+/* After a successful handshake: what the client certificate (if any; it
+ * was verified by then) says. Its subject UID is the app's bundle id, as
+ * in Apple's push certificates. */
+static void
+conn_peer(struct conn *c)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    X509_NAME *name;
+    unsigned char *utf8 = NULL;
+    int i, len;
+
+    if (peer == NULL)
+        return;
+    c->cert = PSIM_CERT_NO_UID;
+    name = X509_get_subject_name(peer);
+    i = X509_NAME_get_index_by_NID(name, NID_userId, -1);
+    if (i < 0)
+        return;
+    len = ASN1_STRING_to_UTF8(
+        &utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    if (len > 0 && (size_t)len < sizeof(c->cert_uid) &&
+        memchr(utf8, '\0', (size_t)len) == NULL) {
+        memcpy(c->cert_uid, utf8, (size_t)len);
+        c->cert_uid[len] = '\0';
+        c->cert = PSIM_CERT_OK;
+    }
+    OPENSSL_free(utf8);
 }
 
 static void
@@ -669,8 +758,32 @@ alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_ALERT_FATAL; /* h2 only, like APNs */
 }
 
+/* Ask for a client certificate (optional: token-auth and FCM clients
+ * send none) and verify the one given against client_ca, as APNs does for
+ * certificate-based trust. A failed verification fails the handshake with
+ * OpenSSL's alert for it (unknown ca, certificate expired...). */
+static int
+want_client_cert(SSL_CTX *ctx, const char *client_ca)
+{
+    static const unsigned char sid[] = "pushsim";
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
+
+    if (names == NULL ||
+        SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        return -EINVAL;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify_depth(ctx, 4);
+    /* Resumed sessions keep their peer certificate; OpenSSL refuses to
+     * resume with SSL_VERIFY_PEER unless a session id context is set. */
+    SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+    return 0;
+}
+
 static SSL_CTX *
-make_ssl_ctx(X509 *cert, EVP_PKEY *key)
+make_ssl_ctx(X509 *cert, EVP_PKEY *key, const char *client_ca)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
@@ -683,7 +796,8 @@ make_ssl_ctx(X509 *cert, EVP_PKEY *key)
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     if (SSL_CTX_use_certificate(ctx, cert) != 1 ||
         SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_check_private_key(ctx) != 1 ||
+        (client_ca != NULL && want_client_cert(ctx, client_ca) < 0)) {
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -707,7 +821,7 @@ psim_server_start(struct psim *ps, void *uv_loop, const char *addr, X509 *cert,
     srv->loop = uv_loop;
     list_init(&srv->conns);
     list_init(&srv->delayed);
-    srv->ssl_ctx = make_ssl_ctx(cert, key);
+    srv->ssl_ctx = make_ssl_ctx(cert, key, ps->apns_client_ca);
     if (srv->ssl_ctx == NULL) {
         free(srv);
         return -EINVAL;

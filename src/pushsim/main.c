@@ -48,6 +48,11 @@ usage(FILE *f)
                "  --apns-key KID:TEAM:PEM  APNs ES256 key (repeatable)\n"
                "  --apns-topic BUNDLE      allowed bundle id (repeatable; none "
                "= any)\n"
+               "  --apns-client-ca FILE    ask for APNs client certificates "
+               "and verify\n"
+               "                           them against this CA (PEM): "
+               "certificate trust,\n"
+               "                           topics from the subject UID\n"
                "  --fcm-account FILE       service-account JSON (repeatable)\n"
                "  --fcm-token-ttl SECONDS  access token lifetime (3600)\n"
                "  --log FILE               JSONL, one line per push\n");
@@ -202,6 +207,22 @@ write_file_atomic(const char *path, const char *text, X509 *cert)
     return 0;
 }
 
+/* Does path hold at least one PEM certificate? */
+static bool
+ca_loads(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    X509 *x;
+
+    if (f == NULL)
+        return false;
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    X509_free(x);
+    ERR_clear_error();
+    return x != NULL;
+}
+
 struct app {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
@@ -230,6 +251,7 @@ parse_args(int argc, char **argv, struct opts *o, struct psim *ps)
         {"ready-file", required_argument, NULL, 'r'},
         {"apns-key", required_argument, NULL, 'a'},
         {"apns-topic", required_argument, NULL, 't'},
+        {"apns-client-ca", required_argument, NULL, 'A'},
         {"fcm-account", required_argument, NULL, 'f'},
         {"fcm-token-ttl", required_argument, NULL, 'T'},
         {"log", required_argument, NULL, 'L'},
@@ -270,6 +292,17 @@ parse_args(int argc, char **argv, struct opts *o, struct psim *ps)
                         optarg);
                 return -EINVAL;
             }
+            break;
+        case 'A':
+            if (!ca_loads(optarg)) {
+                fprintf(stderr,
+                        "pushsim: --apns-client-ca %s: no PEM certificate "
+                        "in it\n",
+                        optarg);
+                return -EINVAL;
+            }
+            free(ps->apns_client_ca);
+            ps->apns_client_ca = xstrdup(optarg);
             break;
         case 't':
             if (ps->ntopics >= PSIM_MAX_TOPICS)

@@ -87,6 +87,7 @@ psim_init(struct psim *ps, FILE *log)
 void
 psim_fini(struct psim *ps)
 {
+    free(ps->apns_client_ca);
     for (size_t i = 0; i < ps->nkeys; i++)
         EVP_PKEY_free(ps->keys[i].key);
     for (size_t i = 0; i < ps->ntopics; i++)

@@ -148,6 +148,9 @@ struct psim_account {
 };
 
 struct psim {
+    /* --apns-client-ca (owned path): the TLS server asks for a client
+     * certificate and verifies it against this CA. NULL: none asked. */
+    char *apns_client_ca;
     struct psim_apns_key keys[PSIM_MAX_KEYS];
     size_t nkeys;
     char *topics[PSIM_MAX_TOPICS]; /* owned; none = any bundle allowed */
@@ -183,10 +186,22 @@ enum psim_hdr {
 /* Header name (lower case, as HTTP/2 sends it) to index, or -1. */
 int psim_hdr_index(struct slice name);
 
+/* What the TLS handshake proved about a connection's client certificate
+ * (only asked for with --apns-client-ca). A certificate that is not
+ * trusted, expired or not yet valid never gets here: its handshake fails
+ * with the matching TLS alert, as with APNs. */
+enum psim_cert {
+    PSIM_CERT_NONE = 0, /* no client certificate: token auth */
+    PSIM_CERT_OK,       /* verified; its subject UID (bundle id) known */
+    PSIM_CERT_NO_UID,   /* verified, but no UID: not a push certificate */
+};
+
 /* One request as the h2 layer hands it over; all views borrowed. A header
  * that is absent has ptr == NULL. */
 struct psim_req {
     struct slice hdr[PSIM_H_COUNT];
+    enum psim_cert cert; /* of the connection the request came on */
+    struct slice cert_uid; /* PSIM_CERT_OK: the certificate's UID */
     bool dup_header;     /* an apns-* header or :path came twice */
     bool body_too_large; /* more than PSIM_BODY_MAX bytes arrived */
     struct slice body;
@@ -246,8 +261,10 @@ void psim_fini(struct psim *ps);
 /* ---- HTTPS server (h2.c) and control API (control.c) ----------------- */
 struct psim_server;
 /* Listen on addr ("ip:port") serving TLS with cert and key (borrowed;
- * the SSL_CTX takes its own references). Sets *port to the bound port.
- * Returns 0 or a negative libuv/errno code. Loop thread. */
+ * the SSL_CTX takes its own references); with ps->apns_client_ca, client
+ * certificates are asked for (optional) and verified. Sets *port to the
+ * bound port. Returns 0 or a negative libuv/errno code (-EINVAL: bad
+ * address or TLS setup). Loop thread. */
 int psim_server_start(struct psim *ps, void *uv_loop, const char *addr,
                       X509 *cert, EVP_PKEY *key, struct psim_server **out,
                       int *port);

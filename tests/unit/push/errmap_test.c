@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -135,6 +137,56 @@ test_reason_extraction(void **state)
     assert_string_equal(r, "Unr");
 }
 
+/* curl's error buffer after APNs ended the TLS handshake with an alert:
+ * TLS 1.3 reports it on the first read, TLS 1.2 during the connect. */
+static void
+test_tls_cert_refused(void **state)
+{
+    static const struct {
+        const char *err, *want; /* want NULL: not a certificate refusal */
+    } cases[] = {
+        {"OpenSSL SSL_read: OpenSSL/3.0.19: error:0A000418:SSL routines::"
+         "tlsv1 alert unknown ca, errno 0",
+         "certificate refused: unknown ca"},
+        {"OpenSSL SSL_read: OpenSSL/3.0.19: error:0A000415:SSL routines::"
+         "sslv3 alert certificate expired, errno 0",
+         "certificate refused: certificate expired"},
+        {"OpenSSL/3.0.19: error:0A000412:SSL routines::sslv3 alert bad "
+         "certificate",
+         "certificate refused: bad certificate"},
+        {"error:0A000414:SSL routines::sslv3 alert certificate revoked",
+         "certificate refused: certificate revoked"},
+        {"error:0A00045C:SSL routines::tlsv13 alert certificate required, "
+         "errno 0",
+         "certificate refused: certificate required"},
+        {"OpenSSL SSL_read: error:0A000438:SSL routines::tlsv1 alert "
+         "internal error, errno 0",
+         NULL},
+        {"SSL certificate problem: unable to get local issuer certificate",
+         NULL},
+        {"Failure when receiving data from the peer", NULL},
+        {"", NULL},
+        {NULL, NULL},
+    };
+    char r[48];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(r, sizeof(r), "untouched");
+        bool got = push_tls_cert_refused(cases[i].err, r, sizeof(r));
+        if (cases[i].want == NULL) {
+            assert_false(got);
+            assert_string_equal(r, "untouched");
+        } else {
+            assert_true(got);
+            assert_string_equal(r, cases[i].want);
+        }
+    }
+    /* Truncated to the caller's buffer, terminated. */
+    char small[12];
+    assert_true(push_tls_cert_refused(cases[0].err, small, sizeof(small)));
+    assert_string_equal(small, "certificate");
+}
+
 int
 main(void)
 {
@@ -143,6 +195,7 @@ main(void)
         cmocka_unit_test(test_fcm_table),
         cmocka_unit_test(test_curl_table),
         cmocka_unit_test(test_reason_extraction),
+        cmocka_unit_test(test_tls_cert_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -244,6 +244,81 @@ test_apns_table(void **state)
     psim_resp_fini(&resp);
 }
 
+/* Certificate trust (--apns-client-ca): the connection's verified
+ * certificate replaces the JWT and decides the topics. */
+static void
+test_apns_certificate(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *name;
+        enum psim_cert cert;
+        const char *uid, *topic, *type, *auth;
+        int status;
+        const char *reason;
+    } cases[] = {
+        {"voip, no jwt", PSIM_CERT_OK, "com.example.phone",
+         "com.example.phone.voip", "voip", NULL, 200, NULL},
+        {"jwt ignored", PSIM_CERT_OK, "com.example.phone",
+         "com.example.phone.voip", "voip", "bearer a.b.c", 200, NULL},
+        {"bundle alert", PSIM_CERT_OK, "com.example.phone", "com.example.phone",
+         "alert", NULL, 200, NULL},
+        {"complication", PSIM_CERT_OK, "com.example.phone",
+         "com.example.phone.complication", "complication", NULL, 200, NULL},
+        {"no topic: the UID", PSIM_CERT_OK, "com.example.phone", NULL, "alert",
+         NULL, 200, NULL},
+        {"no topic, voip", PSIM_CERT_OK, "com.example.phone", NULL, "voip",
+         NULL, 400, "BadTopic"},
+        {"other app", PSIM_CERT_OK, "com.other.app", "com.example.phone.voip",
+         "voip", NULL, 400, "TopicDisallowed"},
+        {"not a cert topic", PSIM_CERT_OK, "com.example.phone",
+         "com.example.phone.location-query", "location", NULL, 400,
+         "TopicDisallowed"},
+        {"prefix of the UID", PSIM_CERT_OK, "com.example.phone",
+         "com.example.pho", "alert", NULL, 400, "TopicDisallowed"},
+        {"wrong type for topic", PSIM_CERT_OK, "com.example.phone",
+         "com.example.phone.voip", "alert", NULL, 400, "BadTopic"},
+        {"no UID", PSIM_CERT_NO_UID, NULL, "com.example.phone.voip", "voip",
+         NULL, 403, "BadCertificate"},
+        {"no cert, no jwt", PSIM_CERT_NONE, NULL, "com.example.phone.voip",
+         "voip", NULL, 403, "MissingProviderToken"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct psim_req req;
+        struct psim_resp resp;
+
+        apns_req(f, &req, NULL, NULL);
+        req.cert = cases[i].cert;
+        req.cert_uid = cases[i].uid ? slice_cstr(cases[i].uid) : SLICE_NULL;
+        req.hdr[PSIM_H_AUTH] =
+            cases[i].auth ? slice_cstr(cases[i].auth) : SLICE_NULL;
+        req.hdr[PSIM_H_APNS_TOPIC] =
+            cases[i].topic ? slice_cstr(cases[i].topic) : SLICE_NULL;
+        req.hdr[PSIM_H_APNS_PUSH_TYPE] = slice_cstr(cases[i].type);
+        run(f, &req, &resp);
+        expect(&resp, cases[i].status, cases[i].reason, cases[i].name);
+        psim_resp_fini(&resp);
+    }
+
+    /* The push record says how the request was trusted. */
+    size_t len;
+    char *js = psim_state_pushes_json(&f->ps.state, 0, &len);
+    json_t *all = json_loadb(js, len, 0, NULL);
+    json_t *pushes = json_object_get(all, "pushes");
+    json_t *first = json_array_get(pushes, 0);
+    json_t *last = json_array_get(pushes, json_array_size(pushes) - 1);
+    assert_string_equal(json_string_value(json_object_get(first, "auth")),
+                        "certificate");
+    assert_string_equal(json_string_value(json_object_get(first, "cert_uid")),
+                        "com.example.phone");
+    assert_string_equal(json_string_value(json_object_get(last, "auth")),
+                        "token");
+    assert_null(json_object_get(last, "cert_uid"));
+    json_decref(all);
+    free(js);
+}
+
 static void
 test_apns_dead_and_faults(void **state)
 {
@@ -514,6 +589,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_apns_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_apns_certificate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apns_dead_and_faults, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fcm, setup, teardown),
