@@ -21,6 +21,7 @@ import pytest
 
 from conftest import BASE_CONFIG, Pbx
 from test_admin import Admin, TOKEN, sipp_register
+from test_ctl import ctl
 
 CONFIG = """
 [registrar]
@@ -98,6 +99,12 @@ def test_config_extension_is_read_only(start_pbx, tmp_path):
         assert j["config_file"] == str(pbx.conf)
         assert j["config_line"] == line
         assert "%s line %d" % (pbx.conf, line) in j["error"], j
+
+    # pushpbxctl passes the refusal on: exit code 6 (conflict), the reason
+    for args in (("ext", "del", "100"), ("ext", "passwd", "100")):
+        rc, out, err = ctl(pbx, *args)
+        assert rc == 6, (args, rc, out, err)
+        assert "%s line %d" % (pbx.conf, line) in err, err
 
     # API extensions are the API's
     st, j = a.call("POST", "/api/extensions",
