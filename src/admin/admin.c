@@ -30,6 +30,11 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "registrar/reg.h"
+#include "store/store.h"
+
+/* How long an extension change may wait for the store's commit. The
+ * writer commits at once; this bounds a stuck disk (busy timeout 5 s). */
+#define COMMIT_TIMEOUT_MS 6000
 
 const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -48,6 +53,9 @@ struct admin {
         char *fcm_project_id, *fcm_sender_id, *apns_environment, *apns_topic;
     } push;
     struct admin_sources src;
+    struct store *store;
+    struct admin_conf_ext *conf; /* owned copies of the strings */
+    size_t conf_count;
     struct admin_prov *prov;
     char token[129];
     char base_url[256];
@@ -212,12 +220,109 @@ ext_find(struct admin *a, const char *number, struct ext_info *out)
     return found;
 }
 
-static json_t *
-ext_json(const struct ext_info *e)
+/* The [extension.N] of the configuration file, or NULL. */
+static const struct admin_conf_ext *
+conf_find(const struct admin *a, const char *number)
 {
-    return json_pack("{s:s, s:s, s:b, s:i}", "number", e->number, "name",
-                     e->display, "enabled", e->enabled, "bindings",
-                     (json_int_t)e->bindings);
+    for (size_t i = 0; i < a->conf_count; i++)
+        if (strcmp(a->conf[i].number, number) == 0)
+            return &a->conf[i];
+    return NULL;
+}
+
+static json_t *
+ext_json(const struct admin *a, const struct ext_info *e)
+{
+    const struct admin_conf_ext *cf = conf_find(a, e->number);
+    json_t *j = json_pack("{s:s, s:s, s:b, s:i, s:s}", "number", e->number,
+                          "name", e->display, "enabled", e->enabled,
+                          "bindings", (json_int_t)e->bindings, "source",
+                          cf ? "config" : "api");
+
+    if (cf) {
+        json_object_set_new(j, "config_file", json_string(cf->file));
+        json_object_set_new(j, "config_line", json_integer(cf->line));
+    }
+    return j;
+}
+
+/* 409 for a change to an extension the configuration file defines: the
+ * file is its source, and a change made here would be undone by the next
+ * start. */
+static enum MHD_Result
+send_conf_conflict(struct MHD_Connection *c, const struct admin_conf_ext *cf,
+                   const char *what)
+{
+    char why[600];
+
+    if (cf->line)
+        snprintf(why, sizeof(why),
+                 "extension %s is defined in the configuration file %s "
+                 "line %u ([extension.%s]): %s it there and restart; the "
+                 "API cannot change it",
+                 cf->number, cf->file, cf->line, cf->number, what);
+    else
+        snprintf(why, sizeof(why),
+                 "extension %s is defined by --set on the command line: %s "
+                 "it there and restart; the API cannot change it",
+                 cf->number, what);
+    return send_json(
+        c, MHD_HTTP_CONFLICT,
+        json_pack("{s:s, s:i, s:s, s:s, s:s, s:i}", "error", why, "status",
+                  MHD_HTTP_CONFLICT, "field", "number", "source", "config",
+                  "config_file", cf->file, "config_line", (int)cf->line));
+}
+
+/* ---- durability of extension changes ---------------------------------- */
+
+static struct store_mark
+write_mark(struct admin *a)
+{
+    return a->store ? store_mark(a->store) : (struct store_mark){0};
+}
+
+static const char *
+commit_reason(int rc)
+{
+    switch (rc) {
+    case -ETIMEDOUT:
+        return "the database did not finish the write in time (it may "
+               "still be saved)";
+    case -ENOSPC:
+        return "the store's write queue is full";
+    case -EIO:
+        return "the database write failed (see the daemon's log)";
+    case -ESHUTDOWN:
+        return "the daemon is stopping";
+    default:
+        return "store error";
+    }
+}
+
+/* Wait until the registrar's writes queued since m are committed: only
+ * then is a change acknowledged. 0 or the store_commit error (logged). */
+static int
+commit_writes(struct admin *a, struct store_mark m, const char *what,
+              const char *ext)
+{
+    if (!a->store)
+        return 0;
+    int rc = store_commit(a->store, m, COMMIT_TIMEOUT_MS);
+    if (rc < 0)
+        log_error("admin", "%s ext=%s: not saved to disk: %s", what, ext,
+                  commit_reason(rc));
+    return rc;
+}
+
+/* 500 for a change that is in memory but not on disk. */
+static enum MHD_Result
+send_not_saved(struct MHD_Connection *c, int rc, const char *state)
+{
+    char why[400];
+
+    snprintf(why, sizeof(why), "not saved to disk: %s; %s",
+             commit_reason(rc), state);
+    return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, why, NULL);
 }
 
 static int
@@ -371,25 +476,49 @@ ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
         snprintf(pw, sizeof(pw), "%s", genpw);
         generated = true;
     }
+    const struct admin_conf_ext *cf = conf_find(a, number);
+    if (cf) {
+        ret = send_conf_conflict(c, cf, "change");
+        json_decref(j);
+        return ret;
+    }
     if (ext_find(a, number, &e)) {
         free(e.display);
         json_decref(j);
         return send_error(c, MHD_HTTP_CONFLICT, "extension exists", "number");
     }
+    struct store_mark m = write_mark(a);
     if (reg_ext_set(a->reg, number, name, pw, enabled, maxdev) < 0) {
         json_decref(j);
         return send_error(c, MHD_HTTP_BAD_REQUEST, "rejected by the registrar",
                           "number");
     }
+    int rc = commit_writes(a, m, "create", number);
+    if (rc < 0) {
+        /* Not acknowledged, so not kept: the delete is queued behind the
+         * create, whatever became of it. */
+        reg_ext_del(a->reg, number);
+        json_decref(j);
+        explicit_bzero(pw, sizeof(pw));
+        return send_not_saved(c, rc, "the extension was not created");
+    }
     log_notice("admin", "extension created ext=%s", number);
     e = (struct ext_info){.display = (char *)name, .enabled = enabled};
     snprintf(e.number, sizeof(e.number), "%s", number);
-    json_t *out = ext_json(&e);
+    json_t *out = ext_json(a, &e);
     if (generated)
         json_object_set_new(out, "password", json_string(pw));
     json_decref(j);
     explicit_bzero(pw, sizeof(pw));
     return send_json(c, MHD_HTTP_CREATED, out);
+}
+
+/* Delete ext's provisioning link (a password change). True if there was
+ * one. */
+static bool
+revoke_link(struct admin *a, const char *ext)
+{
+    return admin_prov_del(a->prov, ext) == 0;
 }
 
 /* The extension's push-device limit, kept when credentials change. */
@@ -450,15 +579,23 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     v = json_object_get(j, "password");
     if (!v) {
         /* Name, enabled flag, push limit: the credentials stay. */
+        struct store_mark m = write_mark(a);
         if (reg_ext_update(a->reg, cur->number, name, enabled, maxdev) < 0) {
             json_decref(j);
             return send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
                               NULL);
         }
+        int rc = commit_writes(a, m, "update", cur->number);
+        if (rc < 0) {
+            json_decref(j);
+            return send_not_saved(c, rc,
+                                  "the change is in effect until the "
+                                  "daemon restarts: try again");
+        }
         struct ext_info e = *cur;
         e.display = (char *)name;
         e.enabled = enabled;
-        json_t *out = ext_json(&e);
+        json_t *out = ext_json(a, &e);
         json_decref(j);
         log_notice("admin", "extension updated ext=%s", cur->number);
         return send_json(c, MHD_HTTP_OK, out);
@@ -467,47 +604,49 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
         json_decref(j);
         return send_error(c, MHD_HTTP_BAD_REQUEST, why, "password");
     }
+    struct store_mark m = write_mark(a);
     if (reg_ext_set(a->reg, cur->number, name, json_string_value(v), enabled,
                     maxdev) < 0) {
         json_decref(j);
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "rejected by the registrar", NULL);
     }
-    /* A provisioning link hands out the password: keep it current. */
-    struct admin_prov_row row;
-    if (admin_prov_by_ext(a->prov, cur->number, &row) == 0) {
-        snprintf(row.password, sizeof(row.password), "%s",
-                 json_string_value(v));
-        admin_prov_put(a->prov, &row);
-        explicit_bzero(&row, sizeof(row));
+    /* A new password closes whatever the old one leaked through. */
+    bool revoked = revoke_link(a, cur->number);
+    int rc = commit_writes(a, m, "password change", cur->number);
+    if (rc < 0) {
+        json_decref(j);
+        return send_not_saved(c, rc,
+                              "the new password is in effect until the "
+                              "daemon restarts: set it again");
     }
     struct ext_info e = *cur;
     e.display = (char *)name;
     e.enabled = enabled;
-    json_t *out = ext_json(&e);
+    json_t *out = ext_json(a, &e);
+    json_object_set_new(out, "prov_link_revoked", json_boolean(revoked));
     json_decref(j);
-    log_notice("admin", "extension updated ext=%s", cur->number);
+    log_notice("admin", "extension updated ext=%s%s", cur->number,
+               revoked ? " (provisioning link revoked)" : "");
     return send_json(c, MHD_HTTP_OK, out);
 }
 
-/* New generated password for cur (and for its provisioning link). */
+/* New generated password for cur; its provisioning link is revoked (it
+ * may have leaked the old one, and hands out no password it does not
+ * know). Returns 0 and *revoked, the store_commit error (the password is
+ * in memory, not on disk), -EIO without randomness or -EINVAL. */
 static int
 set_new_password(struct admin *a, const struct ext_info *cur, char *pw,
-                 size_t pwlen)
+                 size_t pwlen, bool *revoked)
 {
-    struct admin_prov_row row;
-
     if (gen_password(pw, pwlen) < 0)
         return -EIO;
+    struct store_mark m = write_mark(a);
     if (reg_ext_set(a->reg, cur->number, cur->display, pw, cur->enabled,
                     cur_max_push(a, cur->number)) < 0)
         return -EINVAL;
-    if (admin_prov_by_ext(a->prov, cur->number, &row) == 0) {
-        snprintf(row.password, sizeof(row.password), "%s", pw);
-        admin_prov_put(a->prov, &row);
-        explicit_bzero(&row, sizeof(row));
-    }
-    return 0;
+    *revoked = revoke_link(a, cur->number);
+    return commit_writes(a, m, "password reset", cur->number);
 }
 
 /* ---- registrations ----------------------------------------------------- */
@@ -723,6 +862,9 @@ static json_t *
 prov_doc(struct admin *a, const struct admin_prov_row *row,
          const struct ext_info *e)
 {
+    /* A configuration-file extension's password is the file's. */
+    const struct admin_conf_ext *cf = conf_find(a, e->number);
+    const char *password = cf ? cf->password : row->password;
     const char *host = a->cfg->sip_host[0] ? a->cfg->sip_host : a->domain;
     json_t *ports = json_object(), *tps = json_array();
 
@@ -761,32 +903,75 @@ prov_doc(struct admin *a, const struct admin_prov_row *row,
         "version", 1, "extension", e->number, "display_name", e->display,
         "domain", a->domain, "server", "host", host, "ports", ports,
         "transports", tps, "credentials", "username", e->number, "password",
-        row->password, "realm", a->realm, "push", "providers", providers, "fcm",
+        password, "realm", a->realm, "push", "providers", providers, "fcm",
         fcm, "apns", apns);
+}
+
+/* What the API and the page show of a link: its URL, lifetime and
+ * remaining fetches (never the password). */
+static json_t *
+prov_json(struct admin *a, const struct admin_prov_row *row)
+{
+    char url[512];
+    int64_t now = now_s(), left = row->expires_at - now;
+    unsigned fleft =
+        row->fetches < row->max_fetches ? row->max_fetches - row->fetches : 0;
+    const char *state = left <= 0 ? "expired" : fleft == 0 ? "used up"
+                                                           : "active";
+
+    prov_url(a, row->token, url, sizeof(url));
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:s}", "ext",
+                     row->ext, "url", url, "created_at",
+                     (json_int_t)row->created_at, "expires_at",
+                     (json_int_t)row->expires_at, "expires_in",
+                     (json_int_t)(left > 0 ? left : 0), "fetches",
+                     (int)row->fetches, "max_fetches", (int)row->max_fetches,
+                     "fetches_left", (int)fleft, "state", state);
 }
 
 static enum MHD_Result
 prov_create(struct admin *a, struct MHD_Connection *c, const struct ext_info *e)
 {
     struct admin_prov_row row = {.created_at = now_s()};
-    char url[512];
+    const struct admin_conf_ext *cf = conf_find(a, e->number);
 
+    row.expires_at = row.created_at + a->cfg->prov_link_ttl_s;
+    row.max_fetches = a->cfg->prov_link_max_fetches;
     snprintf(row.ext, sizeof(row.ext), "%s", e->number);
     if (admin_random_hex(row.token, ADMIN_PROV_TOKEN_LEN / 2) < 0 ||
-        gen_password(row.password, sizeof(row.password)) < 0)
+        (!cf && gen_password(row.password, sizeof(row.password)) < 0))
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness",
                           NULL);
-    if (reg_ext_set(a->reg, e->number, e->display, row.password, e->enabled,
-                    cur_max_push(a, e->number)) < 0 ||
-        admin_prov_put(a->prov, &row) < 0) {
+    /* An API extension gets a new password the link can hand out (the
+     * registrar keeps only HA1 values). A configuration-file extension
+     * keeps the file's, which the document reads when fetched. */
+    if (!cf) {
+        struct store_mark m = write_mark(a);
+        if (reg_ext_set(a->reg, e->number, e->display, row.password,
+                        e->enabled, cur_max_push(a, e->number)) < 0) {
+            explicit_bzero(&row, sizeof(row));
+            return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                              "rejected by the registrar", NULL);
+        }
+        /* The old link (if any) handed out the old password. */
+        revoke_link(a, e->number);
+        int rc = commit_writes(a, m, "provisioning password", e->number);
+        if (rc < 0) {
+            explicit_bzero(&row, sizeof(row));
+            return send_not_saved(c, rc,
+                                  "the extension's new password is in "
+                                  "effect until restart and no link was "
+                                  "made: try again");
+        }
+    }
+    if (admin_prov_put(a->prov, &row) < 0) {
         explicit_bzero(&row, sizeof(row));
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "cannot store the link", NULL);
     }
-    prov_url(a, row.token, url, sizeof(url));
-    log_notice("admin", "provisioning link created ext=%s", e->number);
-    json_t *out = json_pack("{s:s, s:s, s:I}", "ext", e->number, "url", url,
-                            "created_at", (json_int_t)row.created_at);
+    log_notice("admin", "provisioning link created ext=%s expires_at=%lld",
+               e->number, (long long)row.expires_at);
+    json_t *out = prov_json(a, &row);
     explicit_bzero(&row, sizeof(row));
     return send_json(c, MHD_HTTP_CREATED, out);
 }
@@ -958,28 +1143,53 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
         return send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
     if (!ext_find(a, seg[2], &e))
         return send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
-    if (n == 3 && is(method, "GET")) {
-        ret = send_json(c, MHD_HTTP_OK, ext_json(&e));
+    const struct admin_conf_ext *cf = conf_find(a, e.number);
+    bool changes = (n == 3 && (is(method, "PATCH") || is(method, "PUT") ||
+                               is(method, "DELETE"))) ||
+                   (n == 4 && strcmp(seg[3], "password") == 0 &&
+                    is(method, "POST"));
+    if (cf && changes) {
+        ret = send_conf_conflict(c, cf,
+                                 is(method, "DELETE") ? "remove" : "change");
+    } else if (n == 3 && is(method, "GET")) {
+        ret = send_json(c, MHD_HTTP_OK, ext_json(a, &e));
     } else if (n == 3 && (is(method, "PATCH") || is(method, "PUT"))) {
         ret = ext_update(a, c, rq, &e);
     } else if (n == 3 && is(method, "DELETE")) {
+        struct store_mark m = write_mark(a);
         reg_ext_del(a->reg, e.number);
         admin_prov_del(a->prov, e.number);
         if (a->src.device_del)
             a->src.device_del(a->src.arg, e.number, NULL);
-        log_notice("admin", "extension deleted ext=%s", e.number);
-        ret = send_empty(c, MHD_HTTP_NO_CONTENT);
+        int rc = commit_writes(a, m, "delete", e.number);
+        if (rc < 0) {
+            ret = send_not_saved(c, rc,
+                                 "the extension is gone until the daemon "
+                                 "restarts and may come back then: try "
+                                 "again");
+        } else {
+            log_notice("admin", "extension deleted ext=%s", e.number);
+            ret = send_empty(c, MHD_HTTP_NO_CONTENT);
+        }
     } else if (n == 4 && strcmp(seg[3], "password") == 0 &&
                is(method, "POST")) {
         char pw[ADMIN_PASSWORD_LEN + 1];
-        if (set_new_password(a, &e, pw, sizeof(pw)) < 0) {
+        bool revoked = false;
+        int rc = set_new_password(a, &e, pw, sizeof(pw), &revoked);
+        if (rc == -EIO || rc == -EINVAL) {
             ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                              "cannot set password", NULL);
+        } else if (rc < 0) {
+            ret = send_not_saved(c, rc,
+                                 "the new password is in effect until the "
+                                 "daemon restarts: reset it again");
         } else {
-            log_notice("admin", "password reset ext=%s", e.number);
-            ret = send_json(
-                c, MHD_HTTP_OK,
-                json_pack("{s:s, s:s}", "number", e.number, "password", pw));
+            log_notice("admin", "password reset ext=%s%s", e.number,
+                       revoked ? " (provisioning link revoked)" : "");
+            ret = send_json(c, MHD_HTTP_OK,
+                            json_pack("{s:s, s:s, s:b}", "number", e.number,
+                                      "password", pw, "prov_link_revoked",
+                                      revoked));
         }
         explicit_bzero(pw, sizeof(pw));
     } else if (n == 4 && strcmp(seg[3], "registrations") == 0 &&
@@ -1030,11 +1240,7 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
             ret =
                 send_error(c, MHD_HTTP_NOT_FOUND, "no provisioning link", NULL);
         } else if (n == 4 && is(method, "GET")) {
-            prov_url(a, row.token, url, sizeof(url));
-            ret = send_json(c, MHD_HTTP_OK,
-                            json_pack("{s:s, s:s, s:I}", "ext", e.number, "url",
-                                      url, "created_at",
-                                      (json_int_t)row.created_at));
+            ret = send_json(c, MHD_HTTP_OK, prov_json(a, &row));
         } else if (n == 5 && is(method, "GET") &&
                    (strcmp(seg[4], "qr.svg") == 0 ||
                     strcmp(seg[4], "qr.png") == 0)) {
@@ -1137,7 +1343,7 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
         json_t *items = json_array();
         ext_snapshot(a, NULL, &ec);
         for (size_t i = 0; i < ec.count; i++)
-            json_array_append_new(items, ext_json(&ec.v[i]));
+            json_array_append_new(items, ext_json(a, &ec.v[i]));
         ext_collect_fini(&ec);
         return send_json(c, MHD_HTTP_OK, json_pack("{s:o}", "items", items));
     }
@@ -1200,7 +1406,32 @@ route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
         return send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
                           NULL);
     }
-    log_info("admin", "provisioning document fetched ext=%s", row.ext);
+    /* A link that has served its purpose stays known so the phone's user
+     * learns why it no longer works (410), not just that it does not. */
+    const char *gone = NULL;
+    if (now_s() >= row.expires_at)
+        gone = "this provisioning link has expired: ask your administrator "
+               "for a new one";
+    else if (row.fetches >= row.max_fetches)
+        gone = "this provisioning link has been used as many times as it "
+               "may be: ask your administrator for a new one";
+    if (gone) {
+        log_info("admin", "provisioning link refused ext=%s: %s", row.ext,
+                 now_s() >= row.expires_at ? "expired" : "fetch limit");
+        explicit_bzero(&row, sizeof(row));
+        free(e.display);
+        return send_error(c, MHD_HTTP_GONE, gone, NULL);
+    }
+    /* Counted (committed) before the document leaves, so a crash cannot
+     * give the limit back. */
+    if (admin_prov_count_fetch(a->prov, row.ext) < 0) {
+        explicit_bzero(&row, sizeof(row));
+        free(e.display);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "cannot record the fetch", NULL);
+    }
+    log_info("admin", "provisioning document fetched ext=%s fetch=%u/%u",
+             row.ext, row.fetches + 1, row.max_fetches);
     json_t *doc = prov_doc(a, &row, &e);
     explicit_bzero(&row, sizeof(row));
     free(e.display);
@@ -1415,6 +1646,18 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     a->push.apns_environment = dup_or_null(o->push.apns_environment);
     a->push.apns_topic = dup_or_null(o->push.apns_topic);
     a->src = o->sources;
+    a->store = o->store;
+    a->conf_count = o->conf_ext_count;
+    a->conf = xcalloc(o->conf_ext_count + 1, sizeof(*a->conf));
+    for (size_t i = 0; i < o->conf_ext_count; i++) {
+        const struct admin_conf_ext *src = &o->conf_exts[i];
+        a->conf[i] = (struct admin_conf_ext){
+            .number = xstrdup(src->number),
+            .file = xstrdup(src->file ? src->file : "--set"),
+            .line = src->line,
+            .password = xstrdup(src->password ? src->password : ""),
+        };
+    }
 
     if (parse_listen(a->cfg->listen, &sin, host, sizeof(host)) < 0) {
         snprintf(err, errlen, "admin: listen '%s': IPv4 host:port expected",
@@ -1475,6 +1718,14 @@ admin_stop(struct admin *a)
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
     admin_prov_close(a->prov);
+    for (size_t i = 0; i < a->conf_count; i++) {
+        free((char *)a->conf[i].number);
+        free((char *)a->conf[i].file);
+        explicit_bzero((char *)a->conf[i].password,
+                       strlen(a->conf[i].password));
+        free((char *)a->conf[i].password);
+    }
+    free(a->conf);
     for (size_t i = 0; i < a->listener_count; i++)
         free((char *)a->listeners[i].transport);
     free(a->listeners);

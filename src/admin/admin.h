@@ -16,8 +16,14 @@
  * "Authorization: Bearer <token>" (constant-time compare); a bad or
  * missing token is 401. Errors are JSON {"error": reason, "field": name}.
  *
+ * Extension changes (create, update, password, delete, a provisioning link
+ * that sets a password) are answered only once the store has committed
+ * them: a 2xx is on disk. Extensions of the configuration file are read
+ * only here (409).
+ *
  * Provisioning links (/prov/<32 hex>) live in a small SQLite database
- * owned by the admin ([admin] prov_db); see docs/admin.md.
+ * owned by the admin ([admin] prov_db); they expire, serve a limited
+ * number of documents and die with a password reset; see docs/admin.md.
  */
 #ifndef PUSHPBX_ADMIN_ADMIN_H
 #define PUSHPBX_ADMIN_ADMIN_H
@@ -31,6 +37,7 @@
 #include "config/cfg.h"
 
 struct reg;
+struct store;
 struct admin;
 
 /* [admin] section (option table in admin_cfg.c). */
@@ -43,6 +50,8 @@ struct admin_cfg {
     char *public_url;  /* base of provisioning links; "" = http://listen */
     char *sip_host;    /* host phones use; "" = [sip] domain */
     unsigned max_body; /* request body cap in bytes */
+    unsigned prov_link_ttl_s;       /* lifetime of a new link */
+    unsigned prov_link_max_fetches; /* documents one link serves */
 };
 extern const struct cfg_section admin_cfg_section;
 
@@ -156,6 +165,17 @@ struct admin_sources {
     admin_wake_latency_fn *wake_latency;
 };
 
+/* An extension of the configuration file ([extension.N]). The file is its
+ * source: the API, pushpbxctl and the page cannot change or delete it
+ * (409 naming file and line), and its provisioning link hands out the
+ * file's password instead of setting a new one. */
+struct admin_conf_ext {
+    const char *number;
+    const char *file;     /* the config file; "--set" for a --set one */
+    unsigned line;        /* line of the [extension.N] header; 0 = --set */
+    const char *password; /* the file's password (for provisioning) */
+};
+
 /* A SIP listener, for the provisioning document. */
 struct admin_sip_listener {
     const char *transport; /* "udp", "tcp", "tls" */
@@ -165,7 +185,13 @@ struct admin_sip_listener {
 struct admin_opts {
     const struct admin_cfg *cfg; /* borrowed; must outlive the admin */
     struct reg *reg;             /* borrowed; thread-safe */
-    const char *domain;          /* [sip] domain (copied) */
+    /* borrowed; must outlive the admin. Extension changes are committed
+     * through it (store_commit) before they are answered. NULL: no
+     * persistence (the answer does not wait). */
+    struct store *store;
+    const struct admin_conf_ext *conf_exts; /* copied */
+    size_t conf_ext_count;
+    const char *domain; /* [sip] domain (copied) */
     const char *realm;           /* [sip] realm (copied) */
     const struct admin_sip_listener *listeners; /* copied */
     size_t listener_count;

@@ -42,6 +42,24 @@ static const struct cfg_option admin_options[] = {
      .offset = offsetof(struct admin_cfg, prov_db),
      .help = "SQLite file of the provisioning links (one per extension, "
              "with the password they hand out)."},
+    {.key = "prov_link_ttl_s",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 7776000,
+     .def = "604800",
+     .offset = offsetof(struct admin_cfg, prov_link_ttl_s),
+     .help = "Lifetime of a provisioning link in seconds (default 7 days, "
+             "at most 90). After it the link answers 410 Gone. A link "
+             "keeps the lifetime it was created with."},
+    {.key = "prov_link_max_fetches",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 1000,
+     .def = "10",
+     .offset = offsetof(struct admin_cfg, prov_link_max_fetches),
+     .help = "Documents a provisioning link serves before it answers 410 "
+             "Gone (one phone setup takes one or two fetches). A password "
+             "reset revokes the link at once."},
     {.key = "public_url",
      .type = CFG_STRING,
      .def = "",

@@ -19,11 +19,20 @@ struct admin_prov;
 #define ADMIN_PROV_TOKEN_LEN 32
 #define ADMIN_PASSWORD_LEN 20
 
+/* A link lives until expires_at (unix s; [admin] prov_link_ttl_s after
+ * creation) and serves at most max_fetches documents ([admin]
+ * prov_link_max_fetches); after either, /prov/<token> answers 410. A
+ * password reset deletes the row. password is "" for an extension of the
+ * configuration file: the document hands out the file's password, read
+ * when it is fetched, so the table never holds a copy of it. */
 struct admin_prov_row {
     char ext[33];
     char token[ADMIN_PROV_TOKEN_LEN + 1];
     char password[129];
     int64_t created_at;
+    int64_t expires_at;
+    unsigned fetches;
+    unsigned max_fetches;
 };
 
 int admin_prov_open(const char *path, struct admin_prov **out, char *err,
@@ -38,6 +47,9 @@ int admin_prov_by_token(struct admin_prov *p, const char *token,
 int admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row);
 /* 0, -ENOENT or -EIO. */
 int admin_prov_del(struct admin_prov *p, const char *ext);
+/* Count one document served by ext's link (committed before return, so
+ * the limit holds across a crash). 0, -ENOENT or -EIO. */
+int admin_prov_count_fetch(struct admin_prov *p, const char *ext);
 
 /* Embedded files of src/admin/www (generated at build time). */
 struct admin_asset {

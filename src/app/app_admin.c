@@ -31,6 +31,9 @@
 #include "proxy/proxy.h"
 #include "push/push.h"
 #include "push/push_cfg.h"
+#include "registrar/reg.h"
+#include "registrar/reg_cfg.h"
+#include "store/store.h"
 #include "transport/tp.h"
 
 /* The admin shows at most this many finished calls (the proxy's ring may
@@ -48,6 +51,7 @@ static struct app_admin {
     const struct worker *workers;
     unsigned worker_count;
     struct admin_sources wake; /* app_wake's providers, forwarded */
+    struct store *store;       /* admin writes commit through it */
     _Atomic uint64_t calls_started, calls_ended, calls_answered;
     char fcm_project[128], fcm_sender[64];
 } the;
@@ -660,6 +664,92 @@ push_info(const struct cfg *cfg, struct admin_push_info *pi)
     }
 }
 
+/* ---- extensions of the configuration file ------------------------------ */
+
+struct db_ext {
+    char *number;
+    enum store_ext_source source;
+};
+
+struct db_exts {
+    struct db_ext *v;
+    size_t count, alloc;
+};
+
+static int
+collect_db_ext(const struct store_ext *e, void *arg)
+{
+    struct db_exts *d = arg;
+
+    if (d->count == d->alloc) {
+        d->alloc = d->alloc ? 2 * d->alloc : 16;
+        d->v = xrealloc(d->v, d->alloc * sizeof(*d->v));
+    }
+    d->v[d->count++] =
+        (struct db_ext){.number = xstrdup(e->number), .source = e->source};
+    return 0;
+}
+
+int
+app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
+                          struct store *st)
+{
+    size_t n = cfg_instance_count(cfg, &reg_ext_cfg_section);
+    struct db_exts db = {0};
+    int rc = 0;
+
+    the.store = st;
+    if (st && store_ext_load(st, collect_db_ext, &db) < 0) {
+        log_error("app", "cannot read the extensions of the store");
+        return 1;
+    }
+    /* What the database holds, against the file. The file wins, and every
+     * case where that changes something is logged. */
+    for (size_t i = 0; i < db.count; i++) {
+        const struct db_ext *d = &db.v[i];
+        const char *path = NULL;
+        size_t idx = n;
+        for (size_t k = 0; k < n; k++) {
+            const char *number;
+            cfg_instance(cfg, &reg_ext_cfg_section, k, &number);
+            if (strcmp(number, d->number) == 0)
+                idx = k;
+        }
+        if (idx < n && d->source == STORE_EXT_API) {
+            unsigned line =
+                cfg_instance_origin(cfg, &reg_ext_cfg_section, idx, &path);
+            log_warn("app",
+                     "extension %s: created through the admin API, and "
+                     "now defined in %s line %u: the configuration file "
+                     "wins (its password, name and settings replace the "
+                     "database's; the API can no longer change it)",
+                     d->number, path ? path : "--set", line);
+        } else if (idx == n && d->source == STORE_EXT_CONFIG) {
+            log_notice("app",
+                       "extension %s: no longer in the configuration file: "
+                       "removed with its registrations",
+                       d->number);
+            reg_ext_del(reg, d->number);
+        }
+    }
+    for (size_t i = 0; i < db.count; i++)
+        free(db.v[i].number);
+    free(db.v);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *number;
+        const struct reg_ext_cfg *e =
+            cfg_instance(cfg, &reg_ext_cfg_section, i, &number);
+        if (reg_ext_set(reg, number, e->name, e->password, e->enabled,
+                        e->max_push_devices) < 0) {
+            log_error("app", "[extension.%s]: bad extension number", number);
+            rc = 1;
+        } else if (st) {
+            store_ext_set_source(st, number, STORE_EXT_CONFIG);
+        }
+    }
+    return rc;
+}
+
 /* ---- start ----------------------------------------------------------------
  */
 
@@ -694,9 +784,25 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
     the.wake = (struct admin_sources){0};
     app_wake_admin(&the.wake, &wake_push); /* devices, pushes, wake-ups */
 
+    size_t next = cfg_instance_count(cfg, &reg_ext_cfg_section);
+    struct admin_conf_ext *conf = xcalloc(next + 1, sizeof(*conf));
+    for (size_t i = 0; i < next; i++) {
+        const char *number, *path = NULL;
+        const struct reg_ext_cfg *e =
+            cfg_instance(cfg, &reg_ext_cfg_section, i, &number);
+        unsigned line = cfg_instance_origin(cfg, &reg_ext_cfg_section, i, &path);
+        conf[i] = (struct admin_conf_ext){.number = number,
+                                          .file = path ? path : "--set",
+                                          .line = line,
+                                          .password = e->password};
+    }
+
     struct admin_opts o = {
         .cfg = ac,
         .reg = reg,
+        .store = the.store,
+        .conf_exts = conf,
+        .conf_ext_count = next,
         .domain = sip->domain,
         .realm = sip->realm,
         .listeners = ls,
@@ -716,6 +822,7 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
     };
     push_info(cfg, &o.push);
     rc = admin_start(&o, out, err, sizeof(err));
+    free(conf); /* admin_start copied it */
     if (rc < 0) {
         /* The admin must not take SIP down (a busy port when several
          * daemons share a host, an unwritable var/): log and go on. */

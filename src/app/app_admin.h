@@ -16,6 +16,7 @@
 struct admin;
 struct cfg;
 struct reg;
+struct store;
 struct tp;
 struct worker;
 struct proxy_shared;
@@ -25,6 +26,17 @@ struct app_sip_cfg;
  * proxy_shared_new and before the workers start. sh may be NULL. Returns 0
  * or -ENOSPC (too many observers; counters then stay zero). */
 int app_admin_attach(struct proxy_shared *sh);
+
+/* Install the [extension.N] sections of the configuration file into the
+ * registrar after reg_load restored the store's extensions. The file wins
+ * over the database: a database extension created through the API that
+ * the file now defines is replaced (logged), and one that came from the
+ * file but is no longer in it is removed (logged). File extensions are
+ * marked STORE_EXT_CONFIG in the store. Remembers st (may be NULL) for
+ * app_admin_start: the admin's writes are committed through it. Returns 0,
+ * or 1 after logging a bad section. Main thread, before the workers. */
+int app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
+                              struct store *st);
 
 /* Start the admin unless [admin] enabled = no (then *out = NULL). A
  * failure is logged and leaves *out NULL: the daemon runs without admin.

@@ -201,18 +201,8 @@ registrar_open(struct daemon *d)
         log_error("app", "registrar: cannot restore from %s", sc->path);
         return 1;
     }
-    size_t n = cfg_instance_count(d->cfg, &reg_ext_cfg_section);
-    for (size_t i = 0; i < n; i++) {
-        const char *number;
-        const struct reg_ext_cfg *e =
-            cfg_instance(d->cfg, &reg_ext_cfg_section, i, &number);
-        if (reg_ext_set(d->reg, number, e->name, e->password, e->enabled,
-                        e->max_push_devices) < 0) {
-            log_error("app", "[extension.%s]: bad extension number", number);
-            return 1;
-        }
-    }
-    return 0;
+    /* The file's extensions over the database's (app_admin.c). */
+    return app_admin_load_extensions(d->cfg, d->reg, d->store);
 }
 
 static void

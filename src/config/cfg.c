@@ -33,6 +33,7 @@ struct inst {
     char *name;      /* suffix after the pattern prefix; NULL when fixed */
     void *data;      /* the section struct, size decl->size */
     unsigned *lines; /* per option: file line that set it, 0 = not set */
+    unsigned line;   /* line of its [section] header; 0 = made by --set */
 };
 
 struct sec_state {
@@ -45,6 +46,7 @@ struct sec_state {
 struct cfg {
     struct sec_state *secs;
     size_t count;
+    char *path; /* the file loaded; NULL = none */
 };
 
 /* State of one ini_parse_stream run. */
@@ -377,6 +379,8 @@ on_key(void *user, const char *section, const char *key, const char *value)
             load_fail(L, "%s", why);
         return 0;
     }
+    if (!in->line)
+        in->line = L->section_line;
     s = in->sec;
     opt = opt_lookup(s->decl, key, &idx);
     if (!opt) {
@@ -565,6 +569,7 @@ cfg_load_in(const char *base_dir, const struct cfg_section *const *sections,
         }
     }
     if (path) {
+        c->path = xstrdup(path);
         rc = load_file(c, path, err, errlen);
         if (rc < 0)
             goto fail;
@@ -616,6 +621,7 @@ cfg_free(struct cfg *c)
         free(s->insts);
     }
     free(c->secs);
+    free(c->path);
     free(c);
 }
 
@@ -645,6 +651,21 @@ cfg_instance(const struct cfg *c, const struct cfg_section *sec, size_t idx,
     if (name)
         *name = s->insts[idx]->name;
     return s->insts[idx]->data;
+}
+
+unsigned
+cfg_instance_origin(const struct cfg *c, const struct cfg_section *sec,
+                    size_t idx, const char **path)
+{
+    const struct sec_state *s = state_of(c, sec);
+    if (!s || !s->prefix_len || idx >= s->count || !s->insts[idx]->line) {
+        if (path)
+            *path = NULL;
+        return 0;
+    }
+    if (path)
+        *path = c->path;
+    return s->insts[idx]->line;
 }
 
 const void *

@@ -100,6 +100,13 @@ const void *cfg_get(const struct cfg *c, const struct cfg_section *sec);
 size_t cfg_instance_count(const struct cfg *c, const struct cfg_section *sec);
 const void *cfg_instance(const struct cfg *c, const struct cfg_section *sec,
                          size_t idx, const char **name);
+/* Where instance idx was defined: returns the line of its [section]
+ * header in the file and sets *path (may be NULL) to the file's path as
+ * given to cfg_load (borrowed from c). Returns 0 and sets *path NULL for an
+ * instance only --set created, or idx out of range. */
+unsigned cfg_instance_origin(const struct cfg *c,
+                             const struct cfg_section *sec, size_t idx,
+                             const char **path);
 const void *cfg_instance_find(const struct cfg *c,
                               const struct cfg_section *sec, const char *name);
 

@@ -30,6 +30,8 @@ enum op_kind {
     OP_BIND_PUT,
     OP_BIND_DEL,
     OP_BIND_DEL_EXT,
+    OP_EXT_SOURCE,
+    OP_COMMIT, /* store_commit's request: no SQL, ends the batch window */
 };
 
 struct op {
@@ -37,6 +39,11 @@ struct op {
     enum op_kind kind;
     char *s[11]; /* owned strings, meaning depends on kind */
     int64_t i[6];
+    /* OP_COMMIT only, under st->lock: the caller's mark, the result, and
+     * whether the caller gave up waiting (then the writer frees the op). */
+    uint64_t mark;
+    int rc;
+    bool done, abandoned;
 };
 
 enum stmt_id {
@@ -48,6 +55,7 @@ enum stmt_id {
     ST_BIND_PUT,
     ST_BIND_DEL,
     ST_BIND_DEL_EXT,
+    ST_EXT_SOURCE,
     ST__COUNT
 };
 
@@ -55,9 +63,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    /* A new row takes ?8 as its source; an existing row keeps its own
+     * (only ST_EXT_SOURCE changes it). */
     [ST_EXT_PUT] = "INSERT INTO extensions(number, display, realm, ha1_md5,"
-                   " ha1_sha256, enabled, max_push_devices)"
-                   " VALUES(?1,?2,?3,?4,?5,?6,?7)"
+                   " ha1_sha256, enabled, max_push_devices, source)"
+                   " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
                    " ON CONFLICT(number) DO UPDATE SET display=?2, realm=?3,"
                    " ha1_md5=?4, ha1_sha256=?5, enabled=?6,"
                    " max_push_devices=?7",
@@ -69,13 +79,20 @@ static const char *const stmt_sql[ST__COUNT] = {
         " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
     [ST_BIND_DEL] = "DELETE FROM bindings WHERE ext=?1 AND bkey=?2",
     [ST_BIND_DEL_EXT] = "DELETE FROM bindings WHERE ext=?1",
+    [ST_EXT_SOURCE] = "UPDATE extensions SET source=?2 WHERE number=?1",
+};
+
+static const char *const source_name[] = {
+    [STORE_EXT_API] = "api",
+    [STORE_EXT_CONFIG] = "config",
 };
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS extensions("
     " number TEXT PRIMARY KEY, display TEXT NOT NULL, realm TEXT NOT NULL,"
     " ha1_md5 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL,"
-    " enabled INTEGER NOT NULL, max_push_devices INTEGER NOT NULL);"
+    " enabled INTEGER NOT NULL, max_push_devices INTEGER NOT NULL,"
+    " source TEXT NOT NULL DEFAULT 'api');"
     "CREATE TABLE IF NOT EXISTS bindings("
     " ext TEXT NOT NULL, bkey TEXT NOT NULL, uri TEXT NOT NULL,"
     " params TEXT NOT NULL, instance TEXT NOT NULL, reg_id INTEGER NOT NULL,"
@@ -100,6 +117,12 @@ struct store {
     size_t queue_len;
     uint64_t seq_queued; /* sequence number of the last queued write */
     uint64_t seq_done;   /* every write up to this one is finished */
+    /* store_commit bookkeeping. fail_hi: last sequence number of the most
+     * recent failed batch (batches are consecutive ranges, so a failed
+     * batch holding a write after mark m has fail_hi > m). Refused writes
+     * are counted in stats.dropped. */
+    uint64_t fail_hi;
+    unsigned urgent; /* OP_COMMIT queued: commit without waiting */
     bool failed_since_sync;
     bool stop;
     struct store_stats stats;
@@ -180,7 +203,17 @@ run_op(struct store *st, const struct op *o)
             rc = sqlite3_bind_int64(s, 6, o->i[0]);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int64(s, 7, o->i[1]);
+        if (rc == SQLITE_OK)
+            rc = bind_text(s, 8, source_name[o->i[2]]);
         break;
+    case OP_EXT_SOURCE:
+        s = st->stmt[ST_EXT_SOURCE];
+        rc = bind_text(s, 1, o->s[0]);
+        if (rc == SQLITE_OK)
+            rc = bind_text(s, 2, source_name[o->i[0]]);
+        break;
+    case OP_COMMIT:
+        return SQLITE_DONE;
     case OP_EXT_DEL:
     case OP_BIND_DEL_EXT:
         s = st->stmt[o->kind == OP_EXT_DEL ? ST_EXT_DEL : ST_BIND_DEL_EXT];
@@ -228,8 +261,11 @@ static bool
 commit_batch(struct store *st, struct list_node *batch, size_t count)
 {
     struct list_node *pos, *tmp;
-    int rc = step_simple(st, ST_BEGIN);
+    int rc;
 
+    if (count == 0)
+        return true; /* only store_commit requests: nothing to write */
+    rc = step_simple(st, ST_BEGIN);
     if (rc != SQLITE_DONE) {
         log_error("store", "BEGIN failed: %s ops=%zu", sqlite3_errstr(rc),
                   count);
@@ -284,7 +320,7 @@ writer_main(void *arg)
              * the wait early so shutdown does not lose flush_ms. */
             struct timespec until;
             deadline_after(&until, st->flush_ms);
-            while (!st->stop) {
+            while (!st->stop && st->urgent == 0) {
                 if (pthread_cond_timedwait(&st->wake, &st->lock, &until) ==
                     ETIMEDOUT)
                     break;
@@ -300,28 +336,52 @@ writer_main(void *arg)
             batch.prev->next = &batch;
             list_init(&st->queue);
         }
-        size_t count = st->queue_len;
+        size_t count = st->queue_len - st->urgent; /* writes, no requests */
         uint64_t last = st->seq_queued;
         st->queue_len = 0;
+        st->urgent = 0;
         pthread_mutex_unlock(&st->lock);
 
         bool ok = commit_batch(st, &batch, count);
-        struct list_node *pos, *tmp;
+        /* Free the writes now (outside the lock); keep the commit
+         * requests, whose callers are told under the lock. */
+        struct list_node requests, *pos, *tmp;
+        list_init(&requests);
         list_for_each_safe(pos, tmp, &batch)
         {
+            struct op *o = container_of(pos, struct op, node);
             list_remove(pos);
-            op_free(container_of(pos, struct op, node));
+            if (o->kind == OP_COMMIT)
+                list_push_back(&requests, pos);
+            else
+                op_free(o);
         }
 
         pthread_mutex_lock(&st->lock);
         if (ok) {
             st->stats.committed += count;
-            st->stats.batches++;
+            if (count)
+                st->stats.batches++;
         } else {
             st->stats.errors++;
             st->failed_since_sync = true;
+            st->fail_hi = last;
         }
         st->seq_done = last;
+        list_for_each_safe(pos, tmp, &requests)
+        {
+            struct op *o = container_of(pos, struct op, node);
+            list_remove(pos);
+            if (o->abandoned) {
+                op_free(o);
+                continue;
+            }
+            /* Every batch up to this one is finished, later ones have not
+             * run: fail_hi > mark means a batch holding a write queued
+             * after the caller's mark was rolled back. */
+            o->rc = st->fail_hi > o->mark ? -EIO : 0;
+            o->done = true;
+        }
         pthread_cond_broadcast(&st->done);
     }
     pthread_mutex_unlock(&st->lock);
@@ -376,6 +436,18 @@ store_ext_put(struct store *st, const struct store_ext *e)
     o->s[4] = dup_or_empty(e->ha1_sha256);
     o->i[0] = e->enabled ? 1 : 0;
     o->i[1] = e->max_push_devices;
+    o->i[2] = e->source == STORE_EXT_CONFIG ? STORE_EXT_CONFIG : STORE_EXT_API;
+    return enqueue(st, o);
+}
+
+int
+store_ext_set_source(struct store *st, const char *number,
+                     enum store_ext_source source)
+{
+    struct op *o = op_new(OP_EXT_SOURCE);
+
+    o->s[0] = dup_or_empty(number);
+    o->i[0] = source == STORE_EXT_CONFIG ? STORE_EXT_CONFIG : STORE_EXT_API;
     return enqueue(st, o);
 }
 
@@ -446,6 +518,65 @@ store_sync(struct store *st)
     return rc;
 }
 
+struct store_mark
+store_mark(struct store *st)
+{
+    pthread_mutex_lock(&st->lock);
+    struct store_mark m = {.seq = st->seq_queued,
+                           .dropped = st->stats.dropped};
+    pthread_mutex_unlock(&st->lock);
+    return m;
+}
+
+int
+store_commit(struct store *st, struct store_mark m, unsigned timeout_ms)
+{
+    uint64_t mark = m.seq;
+    struct timespec until;
+    int rc = 0;
+
+    deadline_after(&until, timeout_ms);
+    pthread_mutex_lock(&st->lock);
+    if (st->stop) {
+        pthread_mutex_unlock(&st->lock);
+        return -ESHUTDOWN;
+    }
+    if (st->stats.dropped > m.dropped) {
+        /* A write queued after mark never entered the queue. The others
+         * still commit within flush_ms as usual. */
+        pthread_mutex_unlock(&st->lock);
+        return -ENOSPC;
+    }
+    if (st->seq_done >= st->seq_queued) {
+        /* Nothing is waiting: every write after mark is finished. */
+        rc = st->fail_hi > mark ? -EIO : 0;
+        pthread_mutex_unlock(&st->lock);
+        return rc;
+    }
+    /* A request in the queue, not a write: it is never refused for a
+     * full queue (the caller waits, which is back-pressure enough). */
+    struct op *o = op_new(OP_COMMIT);
+    o->mark = mark;
+    list_push_back(&st->queue, &o->node);
+    st->queue_len++;
+    st->seq_queued++;
+    st->urgent++;
+    pthread_cond_signal(&st->wake); /* also ends a batch window */
+    while (!o->done) {
+        if (pthread_cond_timedwait(&st->done, &st->lock, &until) ==
+                ETIMEDOUT &&
+            !o->done) {
+            o->abandoned = true; /* the writer frees it */
+            pthread_mutex_unlock(&st->lock);
+            return -ETIMEDOUT;
+        }
+    }
+    rc = o->rc;
+    pthread_mutex_unlock(&st->lock);
+    op_free(o);
+    return rc;
+}
+
 void
 store_get_stats(struct store *st, struct store_stats *out)
 {
@@ -464,6 +595,25 @@ finalize_all(struct store *st)
         sqlite3_finalize(st->stmt[k]);
         st->stmt[k] = NULL;
     }
+}
+
+/* Databases written before extensions had a source: add the column. Their
+ * rows count as created through the API (the daemon cannot know better);
+ * the configuration file's extensions are marked again at start-up. */
+static int
+migrate(sqlite3 *db, char *err, size_t errlen, const char *path)
+{
+    sqlite3_stmt *probe = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT source FROM extensions LIMIT 0",
+                                -1, &probe, NULL);
+
+    sqlite3_finalize(probe);
+    if (rc == SQLITE_OK)
+        return 0;
+    return exec_sql(db,
+                    "ALTER TABLE extensions ADD COLUMN source TEXT NOT NULL"
+                    " DEFAULT 'api'",
+                    err, errlen, path);
 }
 
 int
@@ -507,6 +657,8 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
         rc = exec_sql(st->db, "PRAGMA synchronous=NORMAL", err, errlen, path);
     if (rc == 0)
         rc = exec_sql(st->db, schema_sql, err, errlen, path);
+    if (rc == 0)
+        rc = migrate(st->db, err, errlen, path);
     if (rc < 0)
         goto fail;
     sqlite3_stmt *jm = NULL;
@@ -597,7 +749,7 @@ store_ext_load(struct store *st, store_ext_cb *cb, void *arg)
         return rc;
     if (sqlite3_prepare_v2(db,
                            "SELECT number, display, realm, ha1_md5,"
-                           " ha1_sha256, enabled, max_push_devices"
+                           " ha1_sha256, enabled, max_push_devices, source"
                            " FROM extensions ORDER BY number",
                            -1, &s, NULL) != SQLITE_OK) {
         log_error("store", "load extensions: %s", sqlite3_errmsg(db));
@@ -614,6 +766,8 @@ store_ext_load(struct store *st, store_ext_cb *cb, void *arg)
             .ha1_sha256 = col_text(s, 4),
             .enabled = sqlite3_column_int(s, 5) != 0,
             .max_push_devices = (unsigned)sqlite3_column_int(s, 6),
+            .source = strcmp(col_text(s, 7), "config") == 0 ? STORE_EXT_CONFIG
+                                                          : STORE_EXT_API,
         };
         rc = cb(&e, arg);
         if (rc != 0)

@@ -15,6 +15,11 @@
  * (the in-memory state stays authoritative; the next write of the same row
  * repairs it).
  *
+ * Writes that must be on disk before they are acknowledged (admin API
+ * changes) take a mark, queue as usual and call store_commit(): the writer
+ * commits at once, grouping them with whatever else is queued, and the
+ * caller waits (bounded) for that transaction's result.
+ *
  * Reads (store_*_load) happen at start-up on a short-lived connection of
  * their own; WAL lets them run next to the writer.
  *
@@ -37,6 +42,15 @@ struct store_cfg {
     unsigned max_queue; /* queued writes before new ones are dropped */
 };
 
+/* Where an extension comes from. A configuration-file extension is kept
+ * in the database too (its bindings are restored with it) but the file is
+ * its source: the daemon rewrites the row from the file at every start
+ * and removes it when the file no longer defines it. */
+enum store_ext_source {
+    STORE_EXT_API = 0,    /* created through the admin API: the row is it */
+    STORE_EXT_CONFIG = 1, /* an [extension.N] section of the config file */
+};
+
 /* An extension row. Strings are borrowed for the call. */
 struct store_ext {
     const char *number;
@@ -46,6 +60,9 @@ struct store_ext {
     const char *ha1_sha256; /* 64 lower-case hex */
     bool enabled;
     unsigned max_push_devices;
+    /* store_ext_load: the row's source. store_ext_put: the source of a
+     * NEW row; an existing row keeps its own (store_ext_set_source). */
+    enum store_ext_source source;
 };
 
 /* A binding row (one registered contact). Strings borrowed for the call;
@@ -94,6 +111,50 @@ int store_binding_put(struct store *st, const struct store_binding *b);
 int store_binding_del(struct store *st, const char *ext, const char *key);
 /* Delete every binding of ext. */
 int store_binding_del_ext(struct store *st, const char *ext);
+/* Set the source of extension number's row (no-op if there is none). */
+int store_ext_set_source(struct store *st, const char *number,
+                         enum store_ext_source source);
+
+/* ---- synchronous commit --------------------------------------------
+ * For a write that must be on disk before it is acknowledged (an admin
+ * API change; the registrar's push devices can move here too):
+ *
+ *     struct store_mark m = store_mark(st);
+ *     store_ext_put(st, &row);     (or any call that queues, such as
+ *                                   the registrar's reg_ext_set)
+ *     rc = store_commit(st, m, 2000);
+ *
+ * The request goes through the queue like a write, so it is ordered after
+ * the caller's writes. The writer does not wait out flush_ms: it commits
+ * everything queued so far (other threads' writes included) in one
+ * transaction at once, then wakes the caller. Cost: one transaction, no
+ * fsync (WAL, synchronous=NORMAL), about a millisecond; the caller holds
+ * no store lock while it waits. */
+
+/* The queue position now (a value: copy it freely). Any thread. */
+struct store_mark {
+    uint64_t seq;     /* writes queued so far */
+    uint64_t dropped; /* writes refused so far */
+};
+struct store_mark store_mark(struct store *st);
+
+/* Commit now every write queued so far and wait at most timeout_ms for the
+ * result. Returns
+ *   0            every write queued after mark (by any thread) is
+ *                committed: it survives a crash of the process;
+ *   -ENOSPC      a write was refused (queue full) since mark: maybe one
+ *                of the caller's, which is then lost;
+ *   -EIO         a transaction holding one of them failed and was rolled
+ *                back (logged by the writer);
+ *   -ETIMEDOUT   the commit did not finish in time; it may still happen,
+ *                so the caller must report the outcome as unknown;
+ *   -ESHUTDOWN   store_close has begun.
+ * Writes of other threads after mark count too, so an error may be
+ * someone else's (a false alarm, never a false success). Blocks: call it
+ * on the admin thread or another thread that may wait for the disk, never
+ * on the store's writer. Any such thread. */
+int store_commit(struct store *st, struct store_mark mark,
+                 unsigned timeout_ms);
 
 /* Block until every write queued before the call is committed (or its
  * batch failed). Returns 0, or -EIO if a batch failed since the last

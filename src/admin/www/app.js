@@ -107,13 +107,21 @@ async function refreshRegistrations() {
 
 async function refreshExtensions() {
   const r = await api("GET", "/api/extensions");
-  $("#ext-table tbody").innerHTML = r.items.map((e) => `<tr data-ext="${esc(e.number)}">
-    <td class="ext">${esc(e.number)}</td><td>${esc(e.name)}</td>
+  // Extensions of the configuration file are changed there, not here: the
+  // page marks them and offers only the QR (which hands out the file's
+  // password); the API would answer 409.
+  $("#ext-table tbody").innerHTML = r.items.map((e) => {
+    const conf = e.source === "config";
+    const where = conf ? `${e.config_file}${e.config_line ? " line " + e.config_line : ""}` : "";
+    return `<tr data-ext="${esc(e.number)}">
+    <td class="ext">${esc(e.number)}</td><td>${esc(e.name)}
+      ${conf ? `<span class="badge push" title="defined in ${esc(where)}: change it there and restart">from config</span>` : ""}</td>
     <td>${e.enabled ? '<span class="badge ok">enabled</span>' : '<span class="badge off">disabled</span>'}</td>
     <td>${esc(e.bindings)}</td>
     <td class="row"><button class="small" data-act="prov">QR</button>
-      <button class="small ghost" data-act="passwd">Reset password</button>
-      <button class="small danger" data-act="del">Delete</button></td></tr>`).join("");
+      ${conf ? `<span class="muted">read-only: ${esc(where)}</span>` : `<button class="small ghost" data-act="passwd">Reset password</button>
+      <button class="small danger" data-act="del">Delete</button>`}</td></tr>`;
+  }).join("");
 }
 
 function listTable(sel, naSel, r, row) {
@@ -173,6 +181,9 @@ async function showProv(ext, regenerate) {
   img.src = URL.createObjectURL(await r.blob());
   $("#prov-ext").textContent = ext;
   $("#prov-url").textContent = link.url;
+  $("#prov-life").textContent = link.state === "active"
+    ? `Valid until ${new Date(link.expires_at * 1000).toLocaleString()}, ${link.fetches_left} of ${link.max_fetches} fetches left.`
+    : `This link is ${link.state}: make a new one.`;
   $("#prov").hidden = false;
 }
 
@@ -206,7 +217,9 @@ document.addEventListener("DOMContentLoaded", () => {
         if (provExt === ext) $("#prov").hidden = true;
       } else if (b.dataset.act === "passwd") {
         const r = await api("POST", `/api/extensions/${ext}/password`);
-        $("#add-result").textContent = `New password for ${ext}: ${r.password} (shown once)`;
+        $("#add-result").textContent = `New password for ${ext}: ${r.password} (shown once)` +
+          (r.prov_link_revoked ? " \u2014 its provisioning link was revoked" : "");
+        if (r.prov_link_revoked && provExt === ext) $("#prov").hidden = true;
       } else if (b.dataset.act === "prov") {
         await showProv(ext, false);
       }

@@ -290,6 +290,21 @@ test_pattern_sections(void **state)
     assert_ptr_equal(cfg_instance_find(c, &ext_sec, "200"), e);
     assert_null(cfg_instance_find(c, &ext_sec, "300"));
     assert_null(cfg_instance(c, &main_sec, 0, NULL));
+    /* Each instance knows the line of its first [section] header. */
+    const char *path = NULL;
+    assert_int_equal(cfg_instance_origin(c, &ext_sec, 0, &path), 1);
+    assert_non_null(path);
+    assert_non_null(strstr(path, ".conf"));
+    assert_int_equal(cfg_instance_origin(c, &ext_sec, 1, &path), 3);
+    assert_int_equal(cfg_instance_origin(c, &ext_sec, 2, &path), 0);
+    assert_null(path);
+    cfg_free(c);
+    /* An instance only --set made has no line. */
+    const char *sets[] = {"ext.300.weight=2"};
+    rc = load("[ext.100]\npassword = one\n", sets, 1, &c, err, sizeof(err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg_instance_origin(c, &ext_sec, 1, &path), 0);
+    assert_null(path);
     cfg_free(c);
     /* "[ext.]" has no name: not a match. */
     expect_error("[ext.]\nweight = 1\n", NULL, 0, ":1: unknown section [ext.]");
