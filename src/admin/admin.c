@@ -11,6 +11,7 @@
  * the daemon runs.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -1567,6 +1568,35 @@ mkdir_parent(const char *path)
     }
 }
 
+/* A token kept in token_file from an earlier start (or made by the
+ * package's postinst): 16..64 hex digits. Returns true and fills out. */
+static bool
+read_token_file(const char *path, char *out, size_t outlen)
+{
+    char buf[80];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    size_t len = 0;
+    while (len < (size_t)n && isxdigit((unsigned char)buf[len]))
+        len++;
+    if (len < 16 || len > 64 || len >= outlen ||
+        (len < (size_t)n && buf[len] != '\n' && buf[len] != '\r'))
+        return false;
+    memcpy(out, buf, len);
+    out[len] = '\0';
+    return true;
+}
+
+/* The API token: [admin] token, else the one kept in token_file, else a
+ * new one written there (0600). A new token is shown on a terminal only
+ * (make run); under systemd stderr is the journal, and a secret there
+ * outlives its purpose. */
 static int
 settle_token(struct admin *a, char *err, size_t errlen)
 {
@@ -1575,6 +1605,10 @@ settle_token(struct admin *a, char *err, size_t errlen)
 
     if (a->cfg->token[0]) {
         snprintf(a->token, sizeof(a->token), "%s", a->cfg->token);
+        return 0;
+    }
+    if (path[0] && read_token_file(path, a->token, sizeof(a->token))) {
+        log_notice("admin", "API token read from %s", path);
         return 0;
     }
     if (admin_random_hex(a->token, 16) < 0) {
@@ -1593,10 +1627,11 @@ settle_token(struct admin *a, char *err, size_t errlen)
     }
     fchmod(fd, 0600);
     close(fd);
-    /* Printed once, by design ([admin] token is empty): make run shows
-     * it. Never logged again. */
-    fprintf(stderr, "admin: generated API token %s (saved to %s)\n", a->token,
-            path);
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "admin: generated API token %s (saved to %s)\n",
+                a->token, path);
+    else
+        log_notice("admin", "generated an API token, saved to %s", path);
     return 0;
 }
 
