@@ -11,7 +11,8 @@
  *    that callback never runs inside a tp_sendv() of the TU.
  *  - After calling on_recv the read loops re-check tp->freeing and
  *    c->closing before touching the buffer again.
- *  - A connection's one timer entry is in exactly one FIFO, by c->phase:
+ *  - A connection's one timer entry is in the FIFO of c->phase (in none
+ *    when that phase's timeout is 0):
  *    connect (outbound, until connected), first (accepted, until its first
  *    complete message; armed once at the accept, reads do not move it),
  *    msg (a partial message is buffered; armed when it started, reads do
