@@ -87,6 +87,35 @@ static const struct cfg_option sip_options[] = {
      .offset = offsetof(struct app_sip_cfg, max_connections),
      .help = "Open TCP connections per worker; more are accepted and "
              "closed at once."},
+    {.key = "tcp_max_per_source",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 1000000,
+     .def = "64",
+     .offset = offsetof(struct app_sip_cfg, tcp_max_per_source),
+     .help = "Open TCP connections accepted from one source address (an "
+             "IPv6 source counts per /64), all workers together; more are "
+             "accepted and closed at once. Phones behind one NAT share an "
+             "address: allow one per phone there. 0 = no cap."},
+    {.key = "tcp_first_message_ms",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 600000,
+     .def = "5000",
+     .offset = offsetof(struct app_sip_cfg, tcp_first_message_ms),
+     .help = "A new TCP connection is closed unless its first complete "
+             "SIP message arrives within this many milliseconds of the "
+             "accept (CRLF keep-alives do not count). 0 = no deadline."},
+    {.key = "tcp_message_ms",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 600000,
+     .def = "10000",
+     .offset = offsetof(struct app_sip_cfg, tcp_message_ms),
+     .help = "Once the first bytes of a SIP message arrived on a TCP "
+             "connection, the whole message must arrive within this many "
+             "milliseconds, or the connection is closed. 0 = no "
+             "deadline."},
     {.key = "tcp_idle_timeout_s",
      .type = CFG_UINT,
      .min = 0,
@@ -94,7 +123,8 @@ static const struct cfg_option sip_options[] = {
      .def = "600",
      .offset = offsetof(struct app_sip_cfg, tcp_idle_timeout_s),
      .help = "Close a TCP connection after this many seconds without "
-             "traffic; 0 never closes."},
+             "traffic, once it has carried a message (a phone's registered "
+             "flow lives on this); 0 never closes."},
 };
 
 /* Derive realm and check what a single key cannot: the listen items must

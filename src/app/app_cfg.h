@@ -24,6 +24,8 @@ struct app_sip_cfg {
     char *user_agent;
     unsigned t1_ms, t2_ms, t4_ms;
     unsigned max_connections;
+    unsigned tcp_max_per_source;
+    unsigned tcp_first_message_ms, tcp_message_ms;
     unsigned tcp_idle_timeout_s;
 };
 

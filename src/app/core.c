@@ -412,6 +412,31 @@ build_raw_error(struct buf *out, struct slice raw, int status,
                                 "\r\nContent-Length: 0\r\n\r\n");
 }
 
+/* "Missing From, To, Call-ID": every mandatory header the request lacks,
+ * where the parser names only the first; e's own reason otherwise. */
+static const char *
+missing_reason(const struct sip_msg *m, const struct sip_error *e, char *out,
+               size_t cap)
+{
+    static const struct {
+        enum sip_hdr_id id;
+        const char *name;
+    } need[] = {{SIP_HDR_FROM, "From"},
+                {SIP_HDR_TO, "To"},
+                {SIP_HDR_CALL_ID, "Call-ID"},
+                {SIP_HDR_CSEQ, "CSeq"}};
+    size_t n = 0;
+
+    if (!e->reason || strncmp(e->reason, "Missing ", 8) != 0)
+        return e->reason;
+    n = (size_t)snprintf(out, cap, "Missing");
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]) && n < cap; i++)
+        if (!sip_msg_hdr(m, need[i].id))
+            n += (size_t)snprintf(out + n, cap - n, "%s %s", n > 7 ? "," : "",
+                                  need[i].name);
+    return n > 7 && n < cap ? out : e->reason;
+}
+
 /* A request that failed to parse: answer statelessly when the top Via is
  * usable (the response has to go somewhere the client listens), else drop.
  * Responses that fail to parse never reach us (tp drops them). */
@@ -436,6 +461,16 @@ bad_request(struct core *c, const struct tp_rx *rx)
     if (m->via.host.len)
         rc = sip_build_response(&c->out, m, e->status, e->reason, SLICE_NULL,
                                 SLICE_NULL, SLICE_NULL);
+    if (rc == -EINVAL && m->via.host.len) {
+        /* From, To, Call-ID or CSeq missing (RFC 4475 insuf): the top Via
+         * was decoded, so answer with the headers there are. */
+        char tag[17], why[64];
+        sip_new_tag(tag);
+        buf_reset(&c->out);
+        rc = sip_build_error_response(&c->out, m, e->status,
+                                      missing_reason(m, e, why, sizeof(why)),
+                                      slice_cstr(tag));
+    }
     if (rc == -EINVAL) {
         buf_reset(&c->out);
         rc = build_raw_error(&c->out, rx->raw, e->status, e->reason);

@@ -58,6 +58,9 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
     tc.worker = index;
     tc.max_conns = sip->max_connections;
     tc.idle_timeout_ms = sip->tcp_idle_timeout_s * 1000u;
+    tc.max_per_source = sip->tcp_max_per_source;
+    tc.first_message_ms = sip->tcp_first_message_ms;
+    tc.message_ms = sip->tcp_message_ms;
     tc.on_recv = core_on_recv;
     tc.on_flow_closed = core_on_flow_closed;
     tc.arg = &w->core;

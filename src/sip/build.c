@@ -350,6 +350,58 @@ sip_build_response_opts(struct buf *out, const struct sip_msg *req, int status,
 }
 
 int
+sip_build_error_response(struct buf *out, const struct sip_msg *req, int status,
+                         const char *reason, struct slice to_tag)
+{
+    const struct sip_hdr *from = hdr_at(req, SIP_HDR_FROM);
+    const struct sip_hdr *to = hdr_at(req, SIP_HDR_TO);
+    const struct sip_hdr *cid = hdr_at(req, SIP_HDR_CALL_ID);
+    const struct sip_hdr *cseq = hdr_at(req, SIP_HDR_CSEQ);
+    struct wr w;
+
+    if (status < 300 || status > 699 || !hdr_at(req, SIP_HDR_VIA))
+        return -EINVAL;
+    if (!reason)
+        reason = sip_reason_phrase(status);
+    wr_init(&w, out);
+    put_c(&w, "SIP/2.0 ");
+    put_u(&w, (unsigned long)status);
+    put_c(&w, " ");
+    put_c(&w, reason ? reason : "");
+    put_c(&w, "\r\n");
+    for (size_t i = 0; i < req->hdr_count; i++)
+        if (req->hdrs[i].id == SIP_HDR_VIA)
+            put_s(&w, req->hdrs[i].raw);
+    if (from)
+        put_s(&w, from->raw);
+    if (to) {
+        /* req->to may not have been decoded (the parse stopped earlier):
+         * look at the value itself before adding a tag. */
+        struct sip_name_addr na;
+        struct sip_error e;
+        struct slice tv;
+        if (to_tag.len > 0 && hdr_sane(to) &&
+            sip_name_addr_parse(to->value, &na, &e) == 0 &&
+            !sip_param_get(na.params, "tag", &tv)) {
+            const char *vend = to->value.ptr + to->value.len;
+            put_range(&w, to->raw.ptr, vend);
+            put_c(&w, ";tag=");
+            put_s(&w, to_tag);
+            put_range(&w, vend, to->raw.ptr + to->raw.len);
+        } else {
+            put_s(&w, to->raw);
+        }
+    }
+    if (cid)
+        put_s(&w, cid->raw);
+    if (cseq)
+        put_s(&w, cseq->raw);
+    put_c(&w, "Server: pushpbx/" PUSHPBX_VERSION "\r\n");
+    put_c(&w, "Content-Length: 0\r\n\r\n");
+    return wr_finish(&w);
+}
+
+int
 sip_build_response(struct buf *out, const struct sip_msg *req, int status,
                    const char *reason, struct slice to_tag, struct slice extra,
                    struct slice body)

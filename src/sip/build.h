@@ -46,6 +46,18 @@ int sip_build_response_opts(struct buf *out, const struct sip_msg *req,
                             int status, const char *reason,
                             const struct sip_rsp_opts *o);
 
+/* A stateless error response (status 300..699) to a request that may have
+ * failed to parse (RFC 4475 insuf: no From, To or Call-ID): status line,
+ * every Via header, then those of From, To, Call-ID and CSeq that req has
+ * (raw, in that order; To gets ";tag=" to_tag when to_tag is set and the
+ * To value parses without a tag), Server, Content-Length: 0. Only a top
+ * Via is needed: the response goes back along it, and a client can still
+ * match what it gets by branch. Returns 0, -EINVAL (no Via header, status
+ * out of range) or -EMSGSIZE. */
+int sip_build_error_response(struct buf *out, const struct sip_msg *req,
+                             int status, const char *reason,
+                             struct slice to_tag);
+
 /* sip_build_response_opts without via_append. */
 int sip_build_response(struct buf *out, const struct sip_msg *req, int status,
                        const char *reason, struct slice to_tag,

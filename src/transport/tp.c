@@ -11,12 +11,21 @@
  *    that callback never runs inside a tp_sendv() of the TU.
  *  - After calling on_recv the read loops re-check tp->freeing and
  *    c->closing before touching the buffer again.
+ *  - A connection's one timer entry is in the FIFO of c->phase (in none
+ *    when that phase's timeout is 0):
+ *    connect (outbound, until connected), first (accepted, until its first
+ *    complete message; armed once at the accept, reads do not move it),
+ *    msg (a partial message is buffered; armed when it started, reads do
+ *    not move it), idle (otherwise; every read moves it).
+ *  - An accepted connection counted in the per-source table (c->src_held)
+ *    is released exactly once, in conn_close.
  *
  * Expected load: thousands of UDP datagrams per second per worker and up
  * to max_conns (about a thousand) mostly idle TCP connections.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,18 +57,28 @@ struct tp_listener {
     } h;
 };
 
+/* Which deadline a connection's timer stands for (see Invariants). */
+enum conn_phase {
+    PHASE_CONNECT,
+    PHASE_FIRST,
+    PHASE_MSG,
+    PHASE_IDLE,
+};
+
 struct tp_conn {
     uv_tcp_t tcp; /* first: the handle's data is not needed */
     struct tp *tp;
     uint64_t id;            /* 0 while not in the table */
     struct list_node link;  /* tp->conns */
     struct list_node hlink; /* hash bucket */
-    struct tq_entry timer;  /* connect timeout, then idle timeout */
+    struct tq_entry timer;  /* deadline of c->phase */
+    enum conn_phase phase;
     struct tp_addr local, remote;
     int listener;
     char *rbuf;
     size_t rlen, ralloc;
     bool connecting, closing, report_close;
+    bool src_held; /* counted in the per-source table */
     int close_status;
     uv_connect_t connect_req;
 };
@@ -88,6 +107,14 @@ struct inbox_item {
     char data[];
 };
 
+/* A log line that may repeat at the rate of an attack: at most one per
+ * second, the next one says how many were not written. */
+struct log_limit {
+    uint64_t last_ms;
+    uint64_t suppressed;
+    bool used;
+};
+
 struct tp {
     uv_loop_t *loop;
     struct tp_cfg cfg;
@@ -100,7 +127,8 @@ struct tp {
     struct arena arena;
     char *udp_buf;
     struct tq tq;
-    struct tq_fifo idle_fifo, connect_fifo;
+    struct tq_fifo idle_fifo, connect_fifo, first_fifo, msg_fifo;
+    struct log_limit log_max_conns, log_per_source;
     uv_timer_t timer;
     uv_async_t async;
     pthread_mutex_t inbox_lock;
@@ -135,6 +163,9 @@ tp_cfg_defaults(struct tp_cfg *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_conns = 1024;
+    cfg->max_per_source = 64;
+    cfg->first_message_ms = 5 * 1000;
+    cfg->message_ms = 10 * 1000;
     cfg->idle_timeout_ms = 600 * 1000;
     cfg->udp_rcvbuf = 4 * 1024 * 1024;
     cfg->max_write_queue = 1024 * 1024;
@@ -150,6 +181,8 @@ tp_release(struct tp *tp)
 
     tq_fifo_fini(&tp->idle_fifo);
     tq_fifo_fini(&tp->connect_fifo);
+    tq_fifo_fini(&tp->first_fifo);
+    tq_fifo_fini(&tp->msg_fifo);
     tq_fini(&tp->tq);
     list_for_each_safe(n, tmp, &tp->inbox)
     {
@@ -244,6 +277,159 @@ tp_stats_get(const struct tp *tp, struct tp_stats *out)
     *out = tp->stats;
 }
 
+/* Warn at most once a second for lim (per worker); the line that is written
+ * says how many were left out since the last one. An attack that opens
+ * thousands of connections a second would otherwise write as many lines. */
+static void log_limited(struct tp *tp, struct log_limit *lim, const char *fmt,
+                        ...) __attribute__((format(printf, 3, 4)));
+
+static void
+log_limited(struct tp *tp, struct log_limit *lim, const char *fmt, ...)
+{
+    uint64_t now = uv_now(tp->loop);
+    char line[256];
+    va_list ap;
+
+    if (lim->used && now - lim->last_ms < 1000) {
+        lim->suppressed++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (lim->suppressed > 0)
+        log_warn(ROOM, "%s (%llu more like it in the last %llu ms)", line,
+                 (unsigned long long)lim->suppressed,
+                 (unsigned long long)(now - lim->last_ms));
+    else
+        log_warn(ROOM, "%s", line);
+    lim->used = true;
+    lim->last_ms = now;
+    lim->suppressed = 0;
+}
+
+/* ---- connections per source (all workers) --------------------------------
+ *
+ * The kernel spreads one peer's connections over every worker's listening
+ * socket (SO_REUSEPORT hashes the 4-tuple), so a cap per worker would be
+ * either max_per_source * workers in total or, divided by the worker
+ * count, refuse early whenever the hash is uneven. One process-wide table
+ * keeps the count exact: an entry per source with an open accepted
+ * connection, under one mutex taken once per accept and once per close
+ * (never per message). Keys: the IPv4 address, or the /64 of an IPv6
+ * address (one subscriber's prefix; IPv4-mapped addresses count as IPv4).
+ * Buckets are chosen with a per-process seed so that a peer cannot aim
+ * many sources at one chain; chains are bounded by the open connections
+ * anyway.
+ */
+
+#define SRC_BUCKETS 1024
+#define SRC_KEY_LEN 9 /* family tag + 8 address bytes */
+
+struct src_entry {
+    struct src_entry *next;
+    uint8_t key[SRC_KEY_LEN];
+    size_t count;
+};
+
+static pthread_mutex_t src_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct src_entry *src_buckets[SRC_BUCKETS];
+static uint64_t src_seed;
+
+static void
+src_key(const struct tp_addr *a, uint8_t key[SRC_KEY_LEN])
+{
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
+                                         0, 0, 0, 0, 0xff, 0xff};
+
+    memset(key, 0, SRC_KEY_LEN);
+    if (a->u.sa.sa_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &a->u.in4.sin_addr, 4);
+    } else if (a->u.sa.sa_family == AF_INET6) {
+        const uint8_t *ip = (const uint8_t *)&a->u.in6.sin6_addr;
+        if (memcmp(ip, v4mapped, sizeof(v4mapped)) == 0) {
+            key[0] = 4;
+            memcpy(key + 1, ip + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, ip, 8);
+        }
+    }
+}
+
+/* Caller holds src_lock. */
+static struct src_entry **
+src_slot(const uint8_t key[SRC_KEY_LEN])
+{
+    uint64_t h;
+
+    if (src_seed == 0)
+        src_seed = (uv_hrtime() ^ (uint64_t)(uintptr_t)&src_seed) | 1;
+    h = 14695981039346656037ull ^ src_seed; /* FNV-1a, seeded */
+    for (size_t i = 0; i < SRC_KEY_LEN; i++) {
+        h ^= key[i];
+        h *= 1099511628211ull;
+    }
+    h ^= h >> 29;
+    struct src_entry **pp = &src_buckets[h % SRC_BUCKETS];
+    while (*pp && memcmp((*pp)->key, key, SRC_KEY_LEN) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Count one more connection from a's source unless it has cap already (cap
+ * 0: no cap). Returns false when refused. */
+static bool
+src_acquire(const struct tp_addr *a, size_t cap)
+{
+    uint8_t key[SRC_KEY_LEN];
+    bool ok = true;
+
+    src_key(a, key);
+    pthread_mutex_lock(&src_lock);
+    struct src_entry **pp = src_slot(key);
+    if (*pp == NULL) {
+        *pp = xcalloc(1, sizeof(**pp));
+        memcpy((*pp)->key, key, SRC_KEY_LEN);
+    }
+    if (cap > 0 && (*pp)->count >= cap)
+        ok = false;
+    else
+        (*pp)->count++;
+    pthread_mutex_unlock(&src_lock);
+    return ok;
+}
+
+static void
+src_release(const struct tp_addr *a)
+{
+    uint8_t key[SRC_KEY_LEN];
+
+    src_key(a, key);
+    pthread_mutex_lock(&src_lock);
+    struct src_entry **pp = src_slot(key), *e = *pp;
+    if (e && --e->count == 0) {
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&src_lock);
+}
+
+size_t
+tp_source_conns(const struct tp_addr *a)
+{
+    uint8_t key[SRC_KEY_LEN];
+    size_t n;
+
+    src_key(a, key);
+    pthread_mutex_lock(&src_lock);
+    struct src_entry *e = *src_slot(key);
+    n = e ? e->count : 0;
+    pthread_mutex_unlock(&src_lock);
+    return n;
+}
+
 /* ---- receive ----------------------------------------------------------- */
 
 static bool
@@ -302,6 +488,32 @@ udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = SIP_MAX_MSG_LEN + 1;
 }
 
+/* RFC 3261 §25.1 token characters. */
+static bool
+token_char(char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+           (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("-.!%*_+`'~", ch) != NULL);
+}
+
+/* Answer a STUN Binding Request from the socket it came in on. */
+static void
+stun_answer(struct tp *tp, struct tp_listener *l, const char *p, size_t len,
+            const struct tp_addr *from)
+{
+    uint8_t out[TP_STUN_ANSWER_MAX];
+    struct tp_dest d = {.proto = TP_UDP, .addr = *from, .listener = l->index};
+    int n = tp_stun_answer(p, len, from, out, sizeof(out));
+
+    if (n < 0) {
+        tp->stats.rx_dropped++;
+        return;
+    }
+    if (tp_send(tp, &d, slice_make((const char *)out, (size_t)n), NULL) == 0)
+        tp->stats.stun_answered++;
+}
+
 static void
 udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
          const struct sockaddr *addr, unsigned flags)
@@ -322,14 +534,6 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     }
     const char *p = buf->base;
     size_t len = (size_t)nread;
-    /* Keep-alive datagrams (CRLF only) and non-SIP datagrams such as STUN
-     * (first byte 0x00/0x01) are not messages. STUN binding answers for
-     * RFC 5626 UDP keep-alives are not implemented yet. */
-    if (sip_skip_keepalive(p, len) == len ||
-        !((p[0] >= 'A' && p[0] <= 'Z') || (p[0] >= 'a' && p[0] <= 'z'))) {
-        tp->stats.rx_dropped++;
-        return;
-    }
     memset(&src, 0, sizeof(src));
     src.proto = TP_UDP;
     src.local = l->addr;
@@ -339,6 +543,26 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     } else {
         memcpy(&src.remote.u.in6, addr, sizeof(src.remote.u.in6));
         src.remote.len = sizeof(src.remote.u.in6);
+    }
+    /* STUN is told by its header, not by the first byte (a SIP method is
+     * a token: it may start with a digit or -.!%*_+`'~). */
+    switch (tp_stun_classify(p, len)) {
+    case TP_STUN_BINDING_REQUEST:
+        stun_answer(tp, l, p, len, &src.remote);
+        return;
+    case TP_STUN_OTHER:
+        tp->stats.rx_dropped++;
+        return;
+    case TP_STUN_NONE:
+        break;
+    }
+    /* Keep-alive datagrams (CRLF only) are not messages; nor is anything
+     * whose first byte after them cannot start a request (a token) or a
+     * response ("SIP/"): RFC 3489 STUN, junk. */
+    size_t k = sip_skip_keepalive(p, len);
+    if (k == len || !token_char(p[k])) {
+        tp->stats.rx_dropped++;
+        return;
     }
     src.flow_id = 0;
     src.listener = l->index;
@@ -409,6 +633,10 @@ conn_close(struct tp_conn *c, int status)
     c->closing = true;
     c->close_status = status;
     tq_cancel(&c->timer);
+    if (c->src_held) {
+        src_release(&c->remote);
+        c->src_held = false;
+    }
     if (c->id != 0) {
         list_remove(&c->hlink);
         list_remove(&c->link);
@@ -432,19 +660,83 @@ static void
 on_conn_timer(struct tq_entry *e)
 {
     struct tp_conn *c = container_of(e, struct tp_conn, timer);
+    struct tp *tp = c->tp;
+    unsigned long long id = (unsigned long long)c->id;
 
-    log_debug(ROOM, "tcp flow %llu: %s timeout", (unsigned long long)c->id,
-              c->connecting ? "connect" : "idle");
+    switch (c->phase) {
+    case PHASE_CONNECT:
+        log_debug(ROOM, "tcp flow %llu: connect timeout", id);
+        break;
+    case PHASE_FIRST:
+        tp->stats.conns_closed_slow++;
+        log_debug(ROOM,
+                  "tcp flow %llu: no complete message within %u ms "
+                  "of the accept, closing",
+                  id, tp->cfg.first_message_ms);
+        break;
+    case PHASE_MSG:
+        tp->stats.conns_closed_slow++;
+        log_debug(ROOM,
+                  "tcp flow %llu: message not complete within %u ms, "
+                  "closing",
+                  id, tp->cfg.message_ms);
+        break;
+    case PHASE_IDLE:
+        log_debug(ROOM, "tcp flow %llu: idle timeout", id);
+        break;
+    }
     conn_close(c, UV_ETIMEDOUT);
 }
 
+/* Put c's timer on the deadline of phase ph (from now); a phase whose
+ * timeout is 0 has no deadline. */
 static void
-conn_touch(struct tp_conn *c)
+conn_arm(struct tp_conn *c, enum conn_phase ph)
 {
     struct tp *tp = c->tp;
+    struct tq_fifo *f = NULL;
 
-    if (tp->cfg.idle_timeout_ms > 0 && !c->closing)
-        tq_fifo_add(&tp->idle_fifo, &c->timer, uv_now(tp->loop));
+    c->phase = ph;
+    if (c->closing)
+        return;
+    switch (ph) {
+    case PHASE_CONNECT:
+        f = &tp->connect_fifo;
+        break;
+    case PHASE_FIRST:
+        f = tp->cfg.first_message_ms ? &tp->first_fifo : NULL;
+        break;
+    case PHASE_MSG:
+        f = tp->cfg.message_ms ? &tp->msg_fifo : NULL;
+        break;
+    case PHASE_IDLE:
+        f = tp->cfg.idle_timeout_ms ? &tp->idle_fifo : NULL;
+        break;
+    }
+    if (f)
+        tq_fifo_add(f, &c->timer, uv_now(tp->loop));
+    else
+        tq_cancel(&c->timer);
+}
+
+/* After a read was cut into msgs messages: pick the deadline. Before its
+ * first message an accepted connection keeps the one set at the accept;
+ * a partial message keeps the one set when it started (a byte now and
+ * then does not extend it); otherwise the idle timeout starts again. */
+static void
+conn_after_read(struct tp_conn *c, size_t msgs)
+{
+    bool partial =
+        c->rlen > 0 && sip_skip_keepalive(c->rbuf, c->rlen) < c->rlen;
+
+    if (c->phase == PHASE_FIRST && msgs == 0)
+        return;
+    if (partial && c->tp->cfg.message_ms > 0) {
+        if (c->phase != PHASE_MSG || msgs > 0)
+            conn_arm(c, PHASE_MSG); /* a new message started */
+        return;
+    }
+    conn_arm(c, PHASE_IDLE);
 }
 
 /* A new connection object with its handle initialised (counted). */
@@ -504,12 +796,12 @@ send_pong(struct tp_conn *c)
     tp_send(c->tp, &d, slice_make(crlf, 2), NULL);
 }
 
-/* Cut and dispatch every whole message in the buffer. */
-static void
+/* Cut and dispatch every whole message in the buffer; returns how many. */
+static size_t
 conn_process(struct tp_conn *c)
 {
     struct tp *tp = c->tp;
-    size_t off = 0;
+    size_t off = 0, msgs = 0;
     struct tp_src src;
 
     memset(&src, 0, sizeof(src));
@@ -549,19 +841,21 @@ conn_process(struct tp_conn *c)
                       err.reason ? err.reason : "too big");
             tp->stats.conns_closed_garbage++;
             conn_close(c, -EPROTO);
-            return;
+            return msgs;
         }
         if (fl == 0)
             break;
         off += (size_t)fl;
+        msgs++;
         dispatch(tp, p, (size_t)fl, &src);
     }
     if (c->closing || tp->freeing)
-        return;
+        return msgs;
     if (off > 0) {
         memmove(c->rbuf, c->rbuf + off, c->rlen - off);
         c->rlen -= off;
     }
+    return msgs;
 }
 
 static void
@@ -579,8 +873,9 @@ tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     c->rlen += (size_t)nread;
-    conn_touch(c);
-    conn_process(c);
+    size_t msgs = conn_process(c);
+    if (!c->closing && !c->tp->freeing)
+        conn_after_read(c, msgs);
 }
 
 static void
@@ -614,19 +909,39 @@ on_connection(uv_stream_t *server, int status)
         conn_close(c, 0);
         return;
     }
+    /* Refusals below close an accepted socket that was never registered
+     * (not reported as a flow). */
     if (tp->nconns >= tp->cfg.max_conns) {
         tp->stats.conns_rejected++;
-        log_warn(ROOM, "max_conns %zu reached: connection refused",
-                 tp->cfg.max_conns);
-        conn_close(c, 0); /* never registered: not reported */
+        log_limited(tp, &tp->log_max_conns,
+                    "max_connections %zu reached on worker %u: connection "
+                    "refused",
+                    tp->cfg.max_conns, tp->cfg.worker);
+        conn_close(c, 0);
         return;
     }
+    fill_names(c);
+    if (c->remote.len == 0) {
+        conn_close(c, 0); /* reset before we could ask who it was */
+        return;
+    }
+    if (!src_acquire(&c->remote, tp->cfg.max_per_source)) {
+        char who[TP_ADDRSTRLEN];
+        tp->stats.conns_rejected_source++;
+        log_limited(tp, &tp->log_per_source,
+                    "%s has %zu connections (tcp_max_per_source): "
+                    "connection refused",
+                    tp_addr_host(&c->remote, who, sizeof(who)),
+                    tp->cfg.max_per_source);
+        conn_close(c, 0);
+        return;
+    }
+    c->src_held = true;
     tp->stats.conns_accepted++;
     c->listener = l->index;
     uv_tcp_nodelay(&c->tcp, 1);
-    fill_names(c);
     conn_register(c);
-    conn_touch(c);
+    conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
     if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
         conn_close(c, -EIO);
 }
@@ -647,8 +962,7 @@ on_connect(uv_connect_t *req, int status)
         return;
     }
     fill_names(c);
-    tq_cancel(&c->timer);
-    conn_touch(c);
+    conn_arm(c, PHASE_IDLE); /* we speak first: no first-message deadline */
     if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
         conn_close(c, -EIO);
 }
@@ -671,7 +985,7 @@ conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_register(c);
-    tq_fifo_add(&tp->connect_fifo, &c->timer, uv_now(tp->loop));
+    conn_arm(c, PHASE_CONNECT);
     *out = c;
     return 0;
 }
@@ -1132,6 +1446,8 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     tq_init(&tp->tq);
     tq_fifo_init(&tp->tq, &tp->idle_fifo, cfg->idle_timeout_ms);
     tq_fifo_init(&tp->tq, &tp->connect_fifo, cfg->connect_timeout_ms);
+    tq_fifo_init(&tp->tq, &tp->first_fifo, cfg->first_message_ms);
+    tq_fifo_init(&tp->tq, &tp->msg_fifo, cfg->message_ms);
     tq_set_notify(&tp->tq, on_tq_notify, tp);
     uv_timer_init(loop, &tp->timer);
     tp->timer.data = tp;

@@ -19,7 +19,15 @@
  * to the one receive callback with a source descriptor. Parse failures of
  * requests are passed up too (rx->err set) so the TU can answer 400 when the
  * top Via was decoded; unparseable responses, datagrams of only CR/LF and
- * non-SIP datagrams (e.g. STUN: not answered yet) are dropped.
+ * datagrams whose first byte cannot start a SIP message are dropped.
+ *
+ * STUN (RFC 5389) on the UDP ports: a datagram is STUN when its header says
+ * so (first two bits zero, the magic cookie, a length that is a multiple of
+ * 4 and matches the datagram), never by its first letter: a SIP method is
+ * a token and may start with a digit or one of -.!%*_+`'~ (RFC 4475
+ * intmeth). A Binding Request is answered here with a Binding Success
+ * Response carrying XOR-MAPPED-ADDRESS (RFC 5626 §4.4.2 keep-alives, which
+ * also tell the phone its public address); other STUN messages are dropped.
  *
  * NAT (RFC 3581): we always behave as if the client asked for rport
  * ("force_rport"). The source descriptor carries the packet's real source,
@@ -32,11 +40,22 @@
  * index). tp_flow_alive() answers "is it still open?" for bindings (RFC 5626
  * flows). UDP has no flows: its flow id is 0 and is never alive.
  *
- * Limits: SIP_MAX_MSG_LEN per message; max_conns open TCP connections (more
- * are accepted and closed at once; libuv itself keeps a spare fd and does
- * the EMFILE accept-and-close trick in uv__server_io); TCP idle timeout; a
- * cap on bytes queued for writing per connection (a peer that does not read
- * is disconnected).
+ * Limits: SIP_MAX_MSG_LEN per message; max_conns open TCP connections per
+ * worker (more are accepted and closed at once; libuv itself keeps a spare
+ * fd and does the EMFILE accept-and-close trick in uv__server_io); a cap
+ * on connections accepted from one source (max_per_source: one IPv4
+ * address, or one IPv6 /64), counted over all workers of the process in
+ * one shared table, because the kernel spreads one source's connections
+ * over every worker's listening socket; a deadline for the first complete
+ * message of an accepted connection (first_message_ms, counted from the
+ * accept, CRLF keep-alives do not count) and for completing any later
+ * message once its first bytes arrived (message_ms), so a peer dripping
+ * bytes cannot hold a connection; the TCP idle timeout (idle_timeout_ms,
+ * long: a phone's registered flow lives on it) once the connection has
+ * carried a message and holds no partial one; a cap on bytes queued for
+ * writing per connection (a peer that does not read is disconnected).
+ * Refused connections are logged at most once per second per worker and
+ * reason, with the count of the ones not logged.
  *
  * Threads: everything here is worker-thread only (the thread running the
  * loop), except tp_post() and tp_post_send(), which any thread may call.
@@ -151,6 +170,16 @@ typedef void tp_flow_cb(struct tp *tp, uint64_t flow_id, int status, void *arg);
 struct tp_cfg {
     unsigned worker;             /* this worker's index, < TP_MAX_WORKERS */
     size_t max_conns;            /* open TCP connections; default 1024 */
+    size_t max_per_source;       /* accepted TCP connections from one source
+                                    address (IPv6: one /64), all workers of
+                                    the process together; default 64;
+                                    0 = no cap */
+    uint32_t first_message_ms;   /* an accepted connection must deliver its
+                                    first complete message within this time
+                                    of the accept; default 5 s; 0 = none */
+    uint32_t message_ms;         /* a message whose first bytes arrived must
+                                    be complete within this time; default
+                                    10 s; 0 = none */
     uint32_t idle_timeout_ms;    /* TCP idle close; default 10 min; 0 = never */
     int udp_rcvbuf;              /* SO_RCVBUF to ask for; default 4 MiB */
     size_t max_write_queue;      /* bytes queued per connection; def 1 MiB */
@@ -279,13 +308,52 @@ unsigned tp_worker(const struct tp *tp);
  * (proxy_call_info). Any thread (thread-local). */
 uint64_t tp_rx_us(void);
 
-/* Counters for metrics. */
+/* Counters for metrics. conns_rejected counts refusals at max_conns,
+ * conns_rejected_source those at max_per_source; conns_closed_slow the
+ * connections closed by the first-message or message deadline. */
 struct tp_stats {
     uint64_t rx_msgs, rx_bytes, rx_parse_errors, rx_dropped;
     uint64_t tx_msgs, tx_bytes, tx_errors;
     uint64_t conns_accepted, conns_rejected, conns_closed_garbage;
-    uint64_t pings_answered;
+    uint64_t conns_rejected_source, conns_closed_slow;
+    uint64_t pings_answered, stun_answered;
 };
 void tp_stats_get(const struct tp *tp, struct tp_stats *out);
+
+/* Accepted TCP connections open now from a's source (its IPv4 address or
+ * IPv6 /64; the port is ignored), over every worker of the process: the
+ * count max_per_source caps. Any thread. */
+size_t tp_source_conns(const struct tp_addr *a);
+
+/* ---- STUN (RFC 5389) ---------------------------------------------------- */
+
+#define TP_STUN_COOKIE 0x2112A442u
+#define TP_STUN_HDR_LEN 20
+/* Largest response tp_stun_answer() writes. */
+#define TP_STUN_ANSWER_MAX 128
+
+enum tp_stun_kind {
+    TP_STUN_NONE = 0,        /* not a STUN message: SIP or junk */
+    TP_STUN_BINDING_REQUEST, /* method Binding, class request */
+    TP_STUN_OTHER,           /* any other STUN message (indication,
+                                response, other method) */
+};
+
+/* Classify a datagram by its STUN header (RFC 5389 §6): first two bits
+ * zero, bytes 4..7 the magic cookie, message length a multiple of 4 and
+ * equal to len - 20. Pure function of the bytes; never reads past len. */
+enum tp_stun_kind tp_stun_classify(const void *buf, size_t len);
+
+/* The answer to a STUN Binding Request req (tp_stun_classify said
+ * TP_STUN_BINDING_REQUEST): a Binding Success Response with the same
+ * transaction id and an XOR-MAPPED-ADDRESS of mapped (the request's source,
+ * IPv4 or IPv6); or, when req carries comprehension-required attributes we
+ * do not know, a 420 Binding Error Response listing them in
+ * UNKNOWN-ATTRIBUTES (§7.3.1). Written into out (cap >=
+ * TP_STUN_ANSWER_MAX bytes). Returns the response length, or -EINVAL if
+ * req is no Binding Request, its attributes do not fit its length, or
+ * mapped is not IPv4/IPv6. */
+int tp_stun_answer(const void *req, size_t len, const struct tp_addr *mapped,
+                   uint8_t *out, size_t cap);
 
 #endif

@@ -14,7 +14,7 @@ from conftest import header, request, status_of, vector
     ("novelsc", 416),    # soap.beep: Request-URI
     ("bext01", 420),     # unknown Require / Proxy-Require
     ("mismatch01", 400), # request line vs CSeq method
-    ("insuf", None),     # no Call-ID/From/To: cannot answer, drop
+    ("insuf", 400),      # no Call-ID/From/To: 400 back along the Via
 ])
 def test_torture_status(pbx, udp, name, code):
     with open(vector(name), "rb") as f:

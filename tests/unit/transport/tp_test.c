@@ -71,20 +71,37 @@ on_closed(struct tp *tp, uint64_t flow, int status, void *arg)
     c->closed_status = status;
 }
 
+/* A tp on c's loop with cfg's limits and c's callbacks. */
+static struct tp *
+tp_with(struct ctx *c, const struct tp_cfg *base)
+{
+    struct tp_cfg cfg = *base;
+    struct tp *tp;
+
+    cfg.on_recv = on_recv;
+    cfg.on_flow_closed = on_closed;
+    cfg.arg = c;
+    assert_int_equal(tp_new(&c->loop, &cfg, &tp), 0);
+    return tp;
+}
+
+static void
+ctx_init_cfg(struct ctx *c, const struct tp_cfg *cfg)
+{
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(uv_loop_init(&c->loop), 0);
+    c->tp = tp_with(c, cfg);
+}
+
 static void
 ctx_init(struct ctx *c, size_t max_conns)
 {
     struct tp_cfg cfg;
 
-    memset(c, 0, sizeof(*c));
-    assert_int_equal(uv_loop_init(&c->loop), 0);
     tp_cfg_defaults(&cfg);
-    cfg.on_recv = on_recv;
-    cfg.on_flow_closed = on_closed;
-    cfg.arg = c;
     if (max_conns)
         cfg.max_conns = max_conns;
-    assert_int_equal(tp_new(&c->loop, &cfg, &c->tp), 0);
+    ctx_init_cfg(c, &cfg);
 }
 
 static void
@@ -150,6 +167,20 @@ tcp_client(const struct tp_addr *to)
     int fd = socket(to->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     assert_true(fd >= 0);
+    assert_int_equal(connect(fd, &to->u.sa, to->len), 0);
+    return fd;
+}
+
+/* A TCP client whose source address is from (e.g. "127.0.0.2"). */
+static int
+tcp_client_from(const struct tp_addr *to, const char *from)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+
+    assert_true(fd >= 0);
+    assert_int_equal(inet_pton(AF_INET, from, &sin.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
     assert_int_equal(connect(fd, &to->u.sa, to->len), 0);
     return fd;
 }
@@ -574,6 +605,215 @@ test_ipv6(void **state)
     ctx_fini(&c);
 }
 
+/* Accepted from one source: at most max_per_source, counted over every tp
+ * (worker) of the process; other sources are not affected. */
+static void
+test_tcp_per_source_cap(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_addr bound, b2, src1, src2;
+    struct tp_listen_spec sp;
+    char buf[16];
+    int fds[8], nfd = 0;
+
+    (void)state;
+    tp_cfg_defaults(&cfg);
+    cfg.max_per_source = 3;
+    ctx_init_cfg(&c, &cfg);
+    cfg.worker = 1;
+    struct tp *tp2 = tp_with(&c, &cfg);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    /* The second worker listens on the same port (SO_REUSEPORT): the
+     * kernel spreads the connections over both. */
+    sp.proto = TP_TCP;
+    sp.addr = bound;
+    assert_true(tp_listen(tp2, &sp, NULL, 0) >= 0);
+    assert_int_equal(tp_listener(tp2, 0, &sp), 0);
+    b2 = sp.addr;
+    assert_true(tp_addr_equal(&b2, &bound));
+    assert_int_equal(tp_addr_parse(slice_cstr("127.0.0.1:1"), false, &src1), 0);
+    assert_int_equal(tp_addr_parse(slice_cstr("127.0.0.2:2"), false, &src2), 0);
+
+    for (int i = 0; i < 6; i++)
+        fds[nfd++] = tcp_client(&bound);
+    /* Three are kept and three refused (EOF), whichever worker took
+     * them. */
+    int eofs = 0;
+    for (int i = 0; i < 6; i++)
+        if (read_wait(&c, fds[i], buf, sizeof(buf), 300) == 0)
+            eofs++;
+    run_until(&c, NULL, 0, 20);
+    assert_int_equal(eofs, 3);
+    assert_int_equal(tp_source_conns(&src1), 3);
+    assert_int_equal(tp_conn_count(c.tp) + tp_conn_count(tp2), 3);
+    struct tp_stats s1, s2;
+    tp_stats_get(c.tp, &s1);
+    tp_stats_get(tp2, &s2);
+    assert_int_equal(s1.conns_rejected_source + s2.conns_rejected_source, 3);
+    assert_int_equal(s1.conns_accepted + s2.conns_accepted, 3);
+
+    /* Another source still gets in. */
+    fds[nfd++] = tcp_client_from(&bound, "127.0.0.2");
+    static const char m[] = OPTIONS_MSG("z9hG4bKsrc2");
+    write_all(fds[nfd - 1], m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_int_equal(tp_source_conns(&src2), 1);
+
+    /* A closed connection frees its place. */
+    for (int i = 0; i < 6; i++)
+        close(fds[i]);
+    for (int i = 0; i < 200 && tp_source_conns(&src1) > 0; i++)
+        run_until(&c, NULL, 0, 5);
+    assert_int_equal(tp_source_conns(&src1), 0);
+    fds[0] = tcp_client(&bound);
+    assert_int_equal(read_wait(&c, fds[0], buf, sizeof(buf), 200), -1);
+    assert_int_equal(tp_source_conns(&src1), 1);
+    close(fds[0]);
+    close(fds[nfd - 1]);
+    tp_free(tp2);
+    ctx_fini(&c);
+    /* Freeing the tps released every count. */
+    assert_int_equal(tp_source_conns(&src1), 0);
+    assert_int_equal(tp_source_conns(&src2), 0);
+}
+
+/* Write one byte every step_ms until the peer closes; returns the ms it
+ * took (or -1 if still open after max_ms). */
+static int
+drip_until_closed(struct ctx *c, int fd, const char *bytes, int step_ms,
+                  int max_ms)
+{
+    char buf[64];
+    uint64_t start;
+    size_t i = 0;
+
+    uv_update_time(&c->loop);
+    start = uv_now(&c->loop);
+    for (;;) {
+        if (bytes[i] != '\0' && send(fd, &bytes[i], 1, MSG_NOSIGNAL) == 1)
+            i++;
+        ssize_t n = read_wait(c, fd, buf, sizeof(buf), step_ms);
+        uv_update_time(&c->loop);
+        int took = (int)(uv_now(&c->loop) - start);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return took;
+        if (took > max_ms)
+            return -1;
+    }
+}
+
+/* A connection that drips bytes is closed by the first-message deadline
+ * (counted from the accept) or, once it has sent a message, by the
+ * message deadline (counted from the message's first byte); a connection
+ * that sent a whole message keeps the idle timeout. */
+static void
+test_tcp_slow_deadlines(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_addr bound;
+    static const char m[] = OPTIONS_MSG("z9hG4bKslow");
+    char buf[16];
+
+    (void)state;
+    tp_cfg_defaults(&cfg);
+    cfg.first_message_ms = 300;
+    cfg.message_ms = 400;
+    ctx_init_cfg(&c, &cfg);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+
+    /* Pings and a message one byte at a time: closed at ~300 ms. */
+    int slow = tcp_client(&bound);
+    int took = drip_until_closed(&c, slow, "\r\n\r\nOPTIONS sip:x SIP/2.0\r\n",
+                                 40, 3000);
+    assert_true(took >= 250 && took < 1500);
+    run_until(&c, &c.closed_count, 1, 1000);
+    assert_int_equal(c.closed_count, 1);
+    assert_int_equal(c.closed_status, UV_ETIMEDOUT);
+    close(slow);
+
+    /* A whole message at once, then quiet for longer than both deadlines:
+     * still open (idle timeout, 10 min). */
+    int good = tcp_client(&bound);
+    write_all(good, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_int_equal(read_wait(&c, good, buf, sizeof(buf), 600), -1);
+    assert_int_equal(tp_conn_count(c.tp), 1);
+    /* Ping-pong keeps it open too. */
+    write_all(good, "\r\n\r\n", 4);
+    assert_int_equal(read_wait(&c, good, buf, sizeof(buf), 1000), 2);
+    /* Now a second message dripped: closed by the message deadline. */
+    took = drip_until_closed(&c, good, "INVITE sip:x SIP/2.0\r\nVia: x\r\n", 40,
+                             3000);
+    assert_true(took >= 350 && took < 1500);
+    close(good);
+    run_until(&c, &c.closed_count, 2, 1000);
+    assert_int_equal(c.closed_count, 2);
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.conns_closed_slow, 2);
+    assert_int_equal(tp_conn_count(c.tp), 0);
+    ctx_fini(&c);
+}
+
+/* UDP: a method that starts with a token symbol reaches on_recv; a STUN
+ * Binding Request is answered with the sender's address. */
+static void
+test_udp_token_method_and_stun(void **state)
+{
+    struct ctx c;
+    struct tp_addr bound, cli;
+    socklen_t clen = sizeof(cli.u);
+    uint8_t buf[256];
+
+    (void)state;
+    ctx_init(&c, 0);
+    assert_true(listen_on(&c, "udp:127.0.0.1:0", &bound) >= 0);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in any = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&any, sizeof(any)), 0);
+    assert_int_equal(getsockname(fd, &cli.u.sa, &clen), 0);
+    cli.len = clen;
+
+    static const char odd[] =
+        "!odd-Method0_*+`.%' sip:100@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKodd\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:a@example.com>;tag=1\r\n"
+        "To: <sip:b@example.com>\r\n"
+        "Call-ID: odd@pc33\r\n"
+        "CSeq: 1 !odd-Method0_*+`.%'\r\n"
+        "Content-Length: 0\r\n\r\n";
+    sendto(fd, odd, sizeof(odd) - 1, 0, &bound.u.sa, bound.len);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+    assert_int_equal(c.parse_errors, 0);
+    assert_string_equal(c.last_method, "!odd-Method0_*+`.%'");
+
+    static const uint8_t req[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4,
+                                    0x42, 1,    2,    3,    4,    5,    6,
+                                    7,    8,    9,    10,   11,   12};
+    sendto(fd, req, sizeof(req), 0, &bound.u.sa, bound.len);
+    ssize_t n = read_wait(&c, fd, (char *)buf, sizeof(buf), 2000);
+    assert_int_equal(n, 32);
+    uint8_t want[TP_STUN_ANSWER_MAX];
+    assert_int_equal(tp_stun_answer(req, sizeof(req), &cli, want, sizeof(want)),
+                     32);
+    assert_memory_equal(buf, want, 32);
+    assert_int_equal(buf[0], 0x01);
+    assert_int_equal(buf[1], 0x01);
+    assert_int_equal(c.recv_count, 1); /* not passed up */
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.stun_answered, 1);
+    close(fd);
+    ctx_fini(&c);
+}
+
 /* tp_post from another thread reaches the target's on_recv. */
 struct post_arg {
     struct tp *tp;
@@ -623,6 +863,9 @@ main(void)
         cmocka_unit_test(test_tcp_connect_out),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_post_from_thread),
+        cmocka_unit_test(test_tcp_per_source_cap),
+        cmocka_unit_test(test_tcp_slow_deadlines),
+        cmocka_unit_test(test_udp_token_method_and_stun),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
