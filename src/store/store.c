@@ -10,6 +10,7 @@
  * flush_ms keeps SQLite far from its limits.
  */
 #include "store/store.h"
+#include "store/store_backup.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -104,6 +105,7 @@ static const char schema_sql[] =
 
 struct store {
     char *path;
+    int instance_lock; /* store_instance_lock: one daemon per database */
     unsigned flush_ms;
     unsigned max_queue;
     sqlite3 *db;
@@ -637,7 +639,15 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
         }
         free(dir);
     }
+    int lock = store_instance_lock(path);
+    if (lock < 0) {
+        errf(err, errlen, path, "lock",
+             lock == -EBUSY ? "in use by another running pushpbx"
+                            : strerror(-lock));
+        return lock;
+    }
     struct store *st = xcalloc(1, sizeof(*st));
+    st->instance_lock = lock;
     st->path = xstrdup(path);
     st->flush_ms = cfg->flush_ms < 10     ? 10
                    : cfg->flush_ms > 1000 ? 1000
@@ -700,6 +710,7 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
 fail:
     finalize_all(st);
     sqlite3_close(st->db);
+    store_instance_unlock(st->instance_lock);
     free(st->path);
     free(st);
     return rc;
@@ -725,6 +736,7 @@ store_close(struct store *st)
     pthread_cond_destroy(&st->done);
     pthread_cond_destroy(&st->wake);
     pthread_mutex_destroy(&st->lock);
+    store_instance_unlock(st->instance_lock);
     free(st->path);
     free(st);
 }
