@@ -35,6 +35,7 @@
 #include "registrar/reg.h"
 #include "registrar/reg_cfg.h"
 #include "store/store.h"
+#include "store/store_backup.h"
 #include "store/store_cfg.h"
 
 #define EXIT_CONFIG 2
@@ -62,7 +63,7 @@ usage(FILE *f)
     fprintf(f, "usage: pushpbx --config FILE [--set section.key=value]...\n"
                "               [--check-config | --check-push] "
                "[--ready-file PATH]\n"
-               "               [--state-dir DIR]\n"
+               "               [--state-dir DIR] [--restore FILE]\n"
                "       pushpbx --help-config | --help-config-md | --help | "
                "--version\n"
                "\n"
@@ -80,6 +81,11 @@ usage(FILE *f)
                "                      to DIR (default $STATE_DIRECTORY, else "
                "the\n"
                "                      working directory)\n"
+               "  --restore FILE      replace the database ([store] path) with "
+               "the\n"
+               "                      backup FILE (pushpbxctl backup), then "
+               "exit;\n"
+               "                      the daemon must be stopped\n"
                "  --version           print the version\n"
                "  --help-config       print every option with its default\n"
                "  --help-config-md    the same as Markdown "
@@ -400,6 +406,7 @@ main(int argc, char **argv)
         OPT_HELP_CONFIG_MD,
         OPT_READY,
         OPT_STATE_DIR,
+        OPT_RESTORE,
         OPT_VERSION
     };
     static const struct option longopts[] = {
@@ -411,6 +418,7 @@ main(int argc, char **argv)
         {"help-config-md", no_argument, NULL, OPT_HELP_CONFIG_MD},
         {"ready-file", required_argument, NULL, OPT_READY},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"restore", required_argument, NULL, OPT_RESTORE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -420,6 +428,7 @@ main(int argc, char **argv)
      * systemd's StateDirectory= ($STATE_DIRECTORY; the first of a list),
      * else the working directory. */
     const char *state_dir = getenv("STATE_DIRECTORY");
+    const char *restore = NULL;
     const char **sets = xcalloc((size_t)argc + 1, sizeof(char *));
     size_t nsets = 0, nsections;
     bool check = false, check_push = false;
@@ -447,6 +456,9 @@ main(int argc, char **argv)
             break;
         case OPT_STATE_DIR:
             state_dir = optarg;
+            break;
+        case OPT_RESTORE:
+            restore = optarg;
             break;
         case OPT_HELP_CONFIG:
         case OPT_HELP_CONFIG_MD:
@@ -496,6 +508,18 @@ main(int argc, char **argv)
         printf("%s: OK\n", config);
         cfg_free(cfg);
         return 0;
+    }
+    if (restore) {
+        /* Offline: the daemon must be stopped (the store's instance lock
+         * tells). Exit 0 restored, 1 refused or failed. */
+        const struct store_cfg *sc = cfg_get(cfg, &store_cfg_section);
+        status = store_restore(sc->path, restore, err, sizeof(err));
+        if (status == 0)
+            printf("pushpbx: %s restored from %s\n", sc->path, restore);
+        else
+            fprintf(stderr, "pushpbx: %s\n", err);
+        cfg_free(cfg);
+        return status == 0 ? 0 : 1;
     }
 
     const struct app_log_cfg *lc = cfg_get(cfg, &app_log_section);
