@@ -30,17 +30,25 @@
 #include "sip/digest.h"
 #include "registrar/reg_int.h"
 
+#define FNV_BASIS 1469598103934665603ULL
+
+/* FNV-1a from state h (FNV_BASIS, or a seeded state). */
 static uint64_t
-fnv1a(const void *p, size_t n)
+fnv1a_from(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *c = p;
-    uint64_t h = 1469598103934665603ULL;
 
     for (size_t i = 0; i < n; i++) {
         h ^= c[i];
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+static uint64_t
+fnv1a(const void *p, size_t n)
+{
+    return fnv1a_from(FNV_BASIS, p, n);
 }
 
 static void
@@ -54,7 +62,7 @@ hex_encode(const uint8_t *in, size_t n, char *out)
     }
 }
 
-static void throttle_init(struct reg *r);
+static int throttle_init(struct reg *r);
 static void throttle_fini(struct throttle *th);
 
 int
@@ -78,7 +86,8 @@ reg_auth_init(struct reg *r)
         nt->nbuckets <<= 1;
     nt->tab = xcalloc(nt->nbuckets, sizeof(*nt->tab));
     list_init(&nt->fifo);
-    throttle_init(r);
+    if (throttle_init(r) < 0)
+        return -EIO;
     /* The dummy HA1s: a random password, for a name no extension can
      * have (reg_ext_number_valid refuses ':'). */
     uint8_t pw[16];
@@ -290,8 +299,10 @@ throttle_key_of(const struct throttle *th, const union reg_addr *a,
 static size_t
 throttle_bucket(const struct throttle *th, const struct throttle_key *k)
 {
-    uint64_t h = fnv1a(k, sizeof(*k)) ^ th->seed;
-    h *= 0x9e3779b97f4a7c15ULL; /* the seed must reach every bit */
+    /* Seeded start state: which sources share a bucket cannot be
+     * worked out offline (long chains would make each failure slow). */
+    uint64_t h = fnv1a_from(FNV_BASIS ^ th->seed, k, sizeof(*k));
+    h *= 0x9e3779b97f4a7c15ULL; /* mix the high bits down */
     return (size_t)(h >> 32) & (th->nbuckets - 1);
 }
 
@@ -349,11 +360,12 @@ throttle_take(struct throttle *th, const struct throttle_key *k, int64_t now_s)
     return e;
 }
 
-static void
+static int
 throttle_init(struct reg *r)
 {
     struct throttle *th = xcalloc(1, sizeof(*th));
 
+    r->throttle = th;
     pthread_mutex_init(&th->lock, NULL);
     th->cap = r->cfg.throttle_table_size ? r->cfg.throttle_table_size : 65536;
     th->nbuckets = 1;
@@ -365,7 +377,9 @@ throttle_init(struct reg *r)
         th->v6_prefix = 64;
     list_init(&th->idle);
     list_init(&th->blocked);
-    r->throttle = th;
+    if (RAND_bytes((unsigned char *)&th->seed, sizeof(th->seed)) != 1)
+        return -EIO;
+    return 0;
 }
 
 static void
