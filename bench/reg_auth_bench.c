@@ -59,8 +59,7 @@ build(const char *user, const char *alg, const char *nonce, char *msg,
         if (sip_digest_response(da, slice_cstr(ha1), slice_cstr(nonce),
                                 SLICE_LIT("00000001"), SLICE_LIT("0a4f113b"),
                                 SLICE_LIT("auth"), SLICE_LIT("REGISTER"),
-                                SLICE_LIT("sip:" DOMAIN), SLICE_NULL,
-                                resp) < 0)
+                                SLICE_LIT("sip:" DOMAIN), SLICE_NULL, resp) < 0)
             return -1;
         snprintf(auth, sizeof(auth),
                  "Authorization: Digest username=\"%s\", realm=\"" DOMAIN

@@ -259,7 +259,7 @@ struct reg_stats {
                                or not: the same work for both) */
     uint64_t throttle_overflows; /* failures counted in the shared overflow
                                     entry (throttle table full of blocks) */
-    uint64_t store_errors;  /* writes the store refused */
+    uint64_t store_errors;       /* writes the store refused */
     size_t extensions;
     size_t bindings;
 };

@@ -273,16 +273,13 @@ static void
 throttle_key_of(const struct throttle *th, const union reg_addr *a,
                 struct throttle_key *k)
 {
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0,
-                                         0, 0, 0, 0, 0xff, 0xff};
-
     memset(k, 0, sizeof(*k));
     if (a->sa.sa_family == AF_INET) {
         k->family = 4;
         memcpy(k->ip, &a->in.sin_addr, 4);
     } else if (a->sa.sa_family == AF_INET6) {
         const uint8_t *ip = a->in6.sin6_addr.s6_addr;
-        if (memcmp(ip, v4mapped, sizeof(v4mapped)) == 0) {
+        if (IN6_IS_ADDR_V4MAPPED(&a->in6.sin6_addr)) {
             /* A dual-stack socket's view of an IPv4 peer. */
             k->family = 4;
             memcpy(k->ip, ip + 12, 4);
@@ -671,19 +668,18 @@ reg_auth_check(struct reg *r, const struct reg_auth_req *q, struct buf *hdrs,
     }
     char expect[65];
     atomic_fetch_add(&r->n_digests, 1);
-    if (sip_digest_response(au.alg,
-                            slice_cstr(is_sha256(au.alg) ? v.ha1_sha256
-                                                         : v.ha1_md5),
-                            au.nonce, au.nc, au.cnonce, au.qop, m->method_name,
-                            au.uri, m->body, expect) < 0) {
+    if (sip_digest_response(
+            au.alg, slice_cstr(is_sha256(au.alg) ? v.ha1_sha256 : v.ha1_md5),
+            au.nonce, au.nc, au.cnonce, au.qop, m->method_name, au.uri, m->body,
+            expect) < 0) {
         *reason = "Bad Authorization";
         return 400;
     }
     bool match = sip_digest_equal(slice_cstr(expect), au.response);
     if (!known || !match)
         return auth_failed(r, q, &au,
-                           known ? "wrong password" : "unknown extension",
-                           hdrs, reason);
+                           known ? "wrong password" : "unknown extension", hdrs,
+                           reason);
     if (!v.enabled) {
         *reason = "Extension Disabled";
         return 403;

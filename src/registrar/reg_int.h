@@ -245,7 +245,7 @@ enum reg_auth_kind {
 struct reg_auth_req {
     enum reg_auth_kind kind;
     const struct sip_msg *m;
-    const union reg_addr *addr; /* source: the throttle's key, and logs */
+    const union reg_addr *addr;   /* source: the throttle's key, and logs */
     enum reg_transport transport; /* for logs */
     int64_t now_s;
     /* REGISTER: the To user; credentials for another username get 403

@@ -350,8 +350,8 @@ test_proxy_auth_same_rules(void **state)
 
     /* No credentials: 407, one Proxy-Authenticate per algorithm. */
     assert_int_equal(invite(t, "100", NULL, NULL, 0, &h, ext), 407);
-    const char *sha = strstr(h.data, "Proxy-Authenticate: Digest realm=\"" REALM
-                                     "\"");
+    const char *sha =
+        strstr(h.data, "Proxy-Authenticate: Digest realm=\"" REALM "\"");
     assert_non_null(sha);
     assert_non_null(strstr(h.data, "algorithm=MD5"));
     assert_true(strstr(h.data, "algorithm=SHA-256") <
@@ -382,9 +382,9 @@ test_proxy_auth_same_rules(void **state)
     assert_int_equal(invite(t, "555", "guess", nonce, 1, &h, ext), 407);
 
     /* Too long a username: 400. */
-    assert_int_equal(invite(t, "123456789012345678901234567890123", "x",
-                            nonce, 2, &h, ext),
-                     400);
+    assert_int_equal(
+        invite(t, "123456789012345678901234567890123", "x", nonce, 2, &h, ext),
+        400);
     /* Disabled extension, right password: 403. */
     assert_int_equal(reg_ext_update(t->r, "101", NULL, false, 0), 0);
     assert_int_equal(invite(t, "101", "secret101", nonce, 4, &h, ext), 403);
