@@ -38,6 +38,8 @@ reg_cfg_defaults(struct reg_cfg *c)
         .auth_fail_window_s = 60,
         .auth_block_s = 300,
         .algorithms = REG_ALGS_SHA256_MD5,
+        .throttle_ipv6_prefix = 64,
+        .throttle_table_size = 65536,
     };
 }
 
@@ -762,6 +764,8 @@ reg_get_stats(struct reg *r, struct reg_stats *out)
         .auth_failures = atomic_load(&r->n_auth_failures),
         .throttled = atomic_load(&r->n_throttled),
         .blocks = atomic_load(&r->n_blocks),
+        .digests = atomic_load(&r->n_digests),
+        .throttle_overflows = atomic_load(&r->n_overflows),
         .store_errors = atomic_load(&r->n_store_errors),
         .extensions = atomic_load(&r->n_extensions),
         .bindings = atomic_load(&r->n_bindings),

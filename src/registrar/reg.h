@@ -60,7 +60,8 @@ enum reg_unknown_policy {
 /* Digest algorithms offered, in challenge order (RFC 8760: most preferred
  * first). Only offered algorithms are accepted in credentials. Some
  * clients (SIPp 3.6, older desk phones) take the first challenge and fail
- * if it is SHA-256: "md5,sha256" or "md5" serves them. */
+ * if it is SHA-256: "md5,sha256" or "md5" serves them. baresip 1.0 (libre)
+ * rejects a 401 carrying any non-MD5 challenge: only "md5" serves it. */
 enum reg_algs {
     REG_ALGS_SHA256_MD5 = 0, /* default */
     REG_ALGS_MD5_SHA256 = 1,
@@ -81,6 +82,12 @@ struct reg_cfg {
     unsigned auth_fail_window_s;
     unsigned auth_block_s; /* cool-down: every REGISTER → 403 */
     int algorithms;        /* enum reg_algs */
+    /* IPv6 sources are counted per prefix of this many bits (16..128;
+     * 0 = 64): one host owns a /64. */
+    unsigned throttle_ipv6_prefix;
+    /* Sources tracked at most (0 = 65536); a blocked one is never evicted
+     * before its block ends. */
+    unsigned throttle_table_size;
 };
 
 /* One [extension.NUMBER] section. */
@@ -234,7 +241,9 @@ size_t reg_expire(struct reg *r);
  * the status to answer: 407 with the Proxy-Authenticate lines (CRLF-ended,
  * most preferred algorithm first, stale=true when only the nonce was
  * unusable) appended to hdrs; 403 (source blocked, extension disabled);
- * 400 (malformed credentials). Added for the proxy room. Any thread. */
+ * 400 (malformed credentials). The same digest code as REGISTER
+ * (reg_int.h reg_auth_check), without its To check and 404 policy. Added
+ * for the proxy room. Any thread. */
 int reg_auth_request(struct reg *r, const struct sip_msg *req,
                      const struct reg_src *src, char *ext, size_t cap,
                      struct buf *hdrs);
@@ -246,7 +255,11 @@ struct reg_stats {
     uint64_t auth_failures; /* wrong credentials, unknown user, ... */
     uint64_t throttled;     /* answered 403 because the source is blocked */
     uint64_t blocks;        /* times a source got blocked */
-    uint64_t store_errors;  /* writes the store refused */
+    uint64_t digests;       /* digest responses computed (known extension
+                               or not: the same work for both) */
+    uint64_t throttle_overflows; /* failures counted in the shared overflow
+                                    entry (throttle table full of blocks) */
+    uint64_t store_errors;       /* writes the store refused */
     size_t extensions;
     size_t bindings;
 };

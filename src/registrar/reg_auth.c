@@ -1,6 +1,7 @@
 /*
- * registrar/reg_auth: stateless nonces, the nonce-count replay table and the
- * per-source brute-force throttle.
+ * registrar/reg_auth: digest authentication for REGISTER and for the
+ * requests the proxy serves (one path, reg_auth_check), stateless nonces,
+ * the nonce-count replay table and the per-source brute-force throttle.
  *
  * Nonce = 16 hex digits of the issue time (unix s) + 16 hex digits of a
  * per-process counter (two challenges in one second must differ, or the
@@ -12,7 +13,9 @@
  * a fresh challenge with stale=true (its credentials were fine).
  *
  * Expected load: one nonce-table insert per authenticated REGISTER, and
- * nonce_table_size entries at most (about 100 bytes each).
+ * nonce_table_size entries at most (about 100 bytes each); one throttle
+ * entry per source that failed (throttle_table_size at most, about 80
+ * bytes each, allocated as sources fail).
  */
 #include <assert.h>
 #include <errno.h>
@@ -22,21 +25,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "base/xmalloc.h"
 #include "sip/digest.h"
 #include "registrar/reg_int.h"
 
+#define FNV_BASIS 1469598103934665603ULL
+
+/* FNV-1a from state h (FNV_BASIS, or a seeded state). */
 static uint64_t
-fnv1a(const void *p, size_t n)
+fnv1a_from(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *c = p;
-    uint64_t h = 1469598103934665603ULL;
 
     for (size_t i = 0; i < n; i++) {
         h ^= c[i];
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+static uint64_t
+fnv1a(const void *p, size_t n)
+{
+    return fnv1a_from(FNV_BASIS, p, n);
 }
 
 static void
@@ -49,6 +61,9 @@ hex_encode(const uint8_t *in, size_t n, char *out)
         out[2 * i + 1] = digits[in[i] & 15];
     }
 }
+
+static int throttle_init(struct reg *r);
+static void throttle_fini(struct throttle *th);
 
 int
 reg_auth_init(struct reg *r)
@@ -71,8 +86,20 @@ reg_auth_init(struct reg *r)
         nt->nbuckets <<= 1;
     nt->tab = xcalloc(nt->nbuckets, sizeof(*nt->tab));
     list_init(&nt->fifo);
-    r->throttle = xcalloc(1, sizeof(*r->throttle));
-    pthread_mutex_init(&r->throttle->lock, NULL);
+    if (throttle_init(r) < 0)
+        return -EIO;
+    /* The dummy HA1s: a random password, for a name no extension can
+     * have (reg_ext_number_valid refuses ':'). */
+    uint8_t pw[16];
+    char pw_hex[33];
+    if (RAND_bytes(pw, sizeof(pw)) != 1)
+        return -EIO;
+    hex_encode(pw, sizeof(pw), pw_hex);
+    pw_hex[32] = '\0';
+    sip_digest_ha1(SIP_DIGEST_MD5, SLICE_LIT(":none"), slice_cstr(r->realm),
+                   slice_cstr(pw_hex), r->dummy_ha1_md5);
+    sip_digest_ha1(SIP_DIGEST_SHA256, SLICE_LIT(":none"), slice_cstr(r->realm),
+                   slice_cstr(pw_hex), r->dummy_ha1_sha256);
     return 0;
 }
 
@@ -91,8 +118,8 @@ reg_auth_fini(struct reg *r)
     EVP_MD_free(r->sha256);
     r->sha256 = NULL;
     if (r->throttle) {
-        pthread_mutex_destroy(&r->throttle->lock);
-        free(r->throttle);
+        throttle_fini(r->throttle);
+        r->throttle = NULL;
     }
 }
 
@@ -242,55 +269,148 @@ reg_nonce_check(struct reg *r, struct slice nonce, struct slice nc,
 
 /* ---- throttle --------------------------------------------------------- */
 
-static size_t
-addr_key(const union reg_addr *a, uint8_t ip[16], uint8_t *family)
+static void
+throttle_key_of(const struct throttle *th, const union reg_addr *a,
+                struct throttle_key *k)
 {
-    memset(ip, 0, 16);
+    memset(k, 0, sizeof(*k));
     if (a->sa.sa_family == AF_INET) {
-        memcpy(ip, &a->in.sin_addr, 4);
-        *family = 4;
-        return 4;
+        k->family = 4;
+        memcpy(k->ip, &a->in.sin_addr, 4);
+    } else if (a->sa.sa_family == AF_INET6) {
+        const uint8_t *ip = a->in6.sin6_addr.s6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a->in6.sin6_addr)) {
+            /* A dual-stack socket's view of an IPv4 peer. */
+            k->family = 4;
+            memcpy(k->ip, ip + 12, 4);
+            return;
+        }
+        k->family = 6;
+        unsigned bits = th->v6_prefix;
+        memcpy(k->ip, ip, bits / 8);
+        if (bits % 8)
+            k->ip[bits / 8] = ip[bits / 8] & (uint8_t)(0xff00u >> (bits % 8));
     }
-    if (a->sa.sa_family == AF_INET6) {
-        memcpy(ip, &a->in6.sin6_addr, 16);
-        *family = 6;
-        return 16;
+}
+
+static size_t
+throttle_bucket(const struct throttle *th, const struct throttle_key *k)
+{
+    /* Seeded start state: which sources share a bucket cannot be
+     * worked out offline (long chains would make each failure slow). */
+    uint64_t h = fnv1a_from(FNV_BASIS ^ th->seed, k, sizeof(*k));
+    h *= 0x9e3779b97f4a7c15ULL; /* mix the high bits down */
+    return (size_t)(h >> 32) & (th->nbuckets - 1);
+}
+
+static struct throttle_entry *
+throttle_find(struct throttle *th, const struct throttle_key *k)
+{
+    struct throttle_entry *e = th->tab[throttle_bucket(th, k)];
+
+    while (e && memcmp(&e->key, k, sizeof(*k)) != 0)
+        e = e->hnext;
+    return e;
+}
+
+static void
+throttle_unhash(struct throttle *th, struct throttle_entry *e)
+{
+    struct throttle_entry **pp = &th->tab[throttle_bucket(th, &e->key)];
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+}
+
+/* An entry for a source not in the table: fresh, or the oldest ended
+ * block, or the least recently failed unblocked source; NULL when every
+ * entry is blocked (never evicted before its block ends). */
+static struct throttle_entry *
+throttle_take(struct throttle *th, const struct throttle_key *k, int64_t now_s)
+{
+    struct throttle_entry *e = NULL;
+
+    if (th->count < th->cap) {
+        e = xcalloc(1, sizeof(*e));
+        th->count++;
+    } else {
+        if (!list_empty(&th->blocked)) {
+            struct throttle_entry *b =
+                container_of(th->blocked.next, struct throttle_entry, node);
+            if (b->blocked_until <= now_s)
+                e = b;
+        }
+        if (!e && !list_empty(&th->idle))
+            e = container_of(th->idle.prev, struct throttle_entry, node);
+        if (!e)
+            return NULL;
+        throttle_unhash(th, e);
+        list_remove(&e->node);
+        memset(e, 0, sizeof(*e));
     }
-    *family = 0;
+    e->key = *k;
+    size_t h = throttle_bucket(th, k);
+    e->hnext = th->tab[h];
+    th->tab[h] = e;
+    list_push_front(&th->idle, &e->node);
+    return e;
+}
+
+static int
+throttle_init(struct reg *r)
+{
+    struct throttle *th = xcalloc(1, sizeof(*th));
+
+    r->throttle = th;
+    pthread_mutex_init(&th->lock, NULL);
+    th->cap = r->cfg.throttle_table_size ? r->cfg.throttle_table_size : 65536;
+    th->nbuckets = 1;
+    while (th->nbuckets < th->cap)
+        th->nbuckets <<= 1;
+    th->tab = xcalloc(th->nbuckets, sizeof(*th->tab));
+    th->v6_prefix = r->cfg.throttle_ipv6_prefix;
+    if (th->v6_prefix == 0 || th->v6_prefix > 128)
+        th->v6_prefix = 64;
+    list_init(&th->idle);
+    list_init(&th->blocked);
+    if (RAND_bytes((unsigned char *)&th->seed, sizeof(th->seed)) != 1)
+        return -EIO;
     return 0;
 }
 
-static struct throttle_slot *
-slot_for(struct reg *r, const union reg_addr *a, bool *match)
+static void
+throttle_fini(struct throttle *th)
 {
-    uint8_t ip[16], family;
-    size_t n = addr_key(a, ip, &family);
-    uint64_t h = fnv1a(ip, n) % REG_THROTTLE_SLOTS;
-    struct throttle_slot *s = &r->throttle->slots[h];
+    struct list_node *lists[2] = {&th->idle, &th->blocked};
+    struct list_node *pos, *tmp;
 
-    *match = s->family == family && memcmp(s->ip, ip, 16) == 0;
-    if (!*match) {
-        memset(s, 0, sizeof(*s));
-        memcpy(s->ip, ip, 16);
-        s->family = family;
+    for (size_t i = 0; i < 2; i++) {
+        list_for_each_safe(pos, tmp, lists[i])
+        {
+            free(container_of(pos, struct throttle_entry, node));
+        }
     }
-    return s;
+    free(th->tab);
+    pthread_mutex_destroy(&th->lock);
+    free(th);
 }
 
 bool
 reg_throttle_blocked(struct reg *r, const union reg_addr *a, int64_t now_s)
 {
+    struct throttle *th = r->throttle;
+    struct throttle_key k;
+
     if (r->cfg.auth_fail_threshold == 0)
         return false;
-    bool match, blocked;
-    pthread_mutex_lock(&r->throttle->lock);
-    uint8_t ip[16], family;
-    size_t n = addr_key(a, ip, &family);
-    struct throttle_slot *s =
-        &r->throttle->slots[fnv1a(ip, n) % REG_THROTTLE_SLOTS];
-    match = s->family == family && memcmp(s->ip, ip, 16) == 0;
-    blocked = match && s->blocked_until > now_s;
-    pthread_mutex_unlock(&r->throttle->lock);
+    throttle_key_of(th, a, &k);
+    pthread_mutex_lock(&th->lock);
+    struct throttle_entry *e = throttle_find(th, &k);
+    if (!e)
+        e = &th->overflow;
+    bool blocked = e->blocked_until > now_s;
+    pthread_mutex_unlock(&th->lock);
     return blocked;
 }
 
@@ -298,33 +418,65 @@ bool
 reg_throttle_fail(struct reg *r, const union reg_addr *a, int64_t now_s,
                   uint32_t *fails)
 {
-    bool match, now_blocked = false;
+    struct throttle *th = r->throttle;
+    struct throttle_key k;
+    bool now_blocked = false;
 
     if (r->cfg.auth_fail_threshold == 0)
         return false;
-    pthread_mutex_lock(&r->throttle->lock);
-    struct throttle_slot *s = slot_for(r, a, &match);
-    if (s->window_start + (int64_t)r->cfg.auth_fail_window_s < now_s ||
-        s->fails == 0) {
-        s->window_start = now_s;
-        s->fails = 0;
+    throttle_key_of(th, a, &k);
+    pthread_mutex_lock(&th->lock);
+    struct throttle_entry *e = throttle_find(th, &k);
+    if (!e)
+        e = throttle_take(th, &k, now_s);
+    if (!e) {
+        e = &th->overflow;
+        atomic_fetch_add(&r->n_overflows, 1);
+    } else if (!e->on_blocked || e->blocked_until <= now_s) {
+        /* Most recently failed first; an ended block is idle again. */
+        list_remove(&e->node);
+        list_push_front(&th->idle, &e->node);
+        e->on_blocked = false;
     }
-    s->fails++;
-    if (s->fails >= r->cfg.auth_fail_threshold && s->blocked_until <= now_s) {
-        s->blocked_until = now_s + (int64_t)r->cfg.auth_block_s;
+    if (e->window_start + (int64_t)r->cfg.auth_fail_window_s < now_s ||
+        e->fails == 0) {
+        e->window_start = now_s;
+        e->fails = 0;
+    }
+    e->fails++;
+    if (e->fails >= r->cfg.auth_fail_threshold && e->blocked_until <= now_s) {
+        e->blocked_until = now_s + (int64_t)r->cfg.auth_block_s;
         now_blocked = true;
+        if (e != &th->overflow) {
+            /* auth_block_s is fixed: the tail has the latest end. */
+            list_remove(&e->node);
+            list_push_back(&th->blocked, &e->node);
+            e->on_blocked = true;
+        }
     }
     if (fails)
-        *fails = s->fails;
-    pthread_mutex_unlock(&r->throttle->lock);
+        *fails = e->fails;
+    pthread_mutex_unlock(&th->lock);
     return now_blocked;
 }
 
-/* ---- proxy authentication (reg_auth_request) -------------------------- */
+/* ---- digest authentication (REGISTER and proxy) ------------------------ */
 
-/* Same challenge order as REGISTER (reg_register.c keeps its own copy of
- * this table; both follow enum reg_algs). */
-static const char *const proxy_alg_order[4][3] = {
+bool
+reg_log_allowed(int64_t now_s)
+{
+    static _Atomic int64_t window;
+    static atomic_int count;
+
+    if (atomic_load(&window) != now_s) {
+        atomic_store(&window, now_s);
+        atomic_store(&count, 0);
+    }
+    return atomic_fetch_add(&count, 1) < 20;
+}
+
+/* Challenge order per enum reg_algs; NULL ends a row. */
+static const char *const alg_order[4][3] = {
     [REG_ALGS_SHA256_MD5] = {"SHA-256", "MD5", NULL},
     [REG_ALGS_MD5_SHA256] = {"MD5", "SHA-256", NULL},
     [REG_ALGS_SHA256] = {"SHA-256", NULL, NULL},
@@ -332,26 +484,221 @@ static const char *const proxy_alg_order[4][3] = {
 };
 
 static const char *const *
-proxy_offered(const struct reg *r)
+offered(const struct reg *r)
 {
     int k = r->cfg.algorithms;
-    return proxy_alg_order[k >= 0 && k < 4 ? k : 0];
+    return alg_order[k >= 0 && k < 4 ? k : 0];
 }
 
-static int
-proxy_challenge(struct reg *r, int64_t now_s, bool stale, struct buf *hdrs)
+static bool
+is_sha256(enum sip_digest_alg alg)
 {
+    return alg == SIP_DIGEST_SHA256 || alg == SIP_DIGEST_SHA256_SESS;
+}
+
+static bool
+alg_offered(const struct reg *r, enum sip_digest_alg alg)
+{
+    bool sha = is_sha256(alg);
+    bool md5 = alg == SIP_DIGEST_MD5 || alg == SIP_DIGEST_MD5_SESS;
+    for (const char *const *a = offered(r); *a; a++)
+        if ((sha && strcmp(*a, "SHA-256") == 0) ||
+            (md5 && strcmp(*a, "MD5") == 0))
+            return true;
+    return false;
+}
+
+/* One challenge line per offered algorithm, all with the same nonce. */
+static int
+challenge(struct reg *r, const struct reg_auth_req *q, bool stale,
+          struct buf *hdrs, const char **reason)
+{
+    bool proxy = q->kind == REG_AUTH_PROXY;
     char nonce[REG_NONCE_LEN + 1];
 
-    reg_nonce_make(r, now_s, nonce);
-    for (const char *const *a = proxy_offered(r); *a; a++)
+    reg_nonce_make(r, q->now_s, nonce);
+    for (const char *const *a = offered(r); *a; a++)
         if (buf_printf(hdrs,
-                       "Proxy-Authenticate: Digest realm=\"%s\", "
-                       "nonce=\"%s\", algorithm=%s, qop=\"auth\"%s\r\n",
-                       r->realm, nonce, *a, stale ? ", stale=true" : "") < 0)
+                       "%s: Digest realm=\"%s\", nonce=\"%s\", "
+                       "algorithm=%s, qop=\"auth\"%s\r\n",
+                       proxy ? "Proxy-Authenticate" : "WWW-Authenticate",
+                       r->realm, nonce, *a, stale ? ", stale=true" : "") < 0) {
+            *reason = NULL;
             return 500;
+        }
     atomic_fetch_add(&r->n_challenged, 1);
-    return 407;
+    *reason = proxy ? "Proxy Authentication Required" : "Unauthorized";
+    return proxy ? 407 : 401;
+}
+
+static const char *
+method_of(const struct reg_auth_req *q)
+{
+    return q->kind == REG_AUTH_PROXY ? "proxy" : "register";
+}
+
+/* A failed authentication, counted per source: past the threshold the
+ * source is blocked and gets 403, else a fresh challenge. */
+static int
+auth_failed(struct reg *r, const struct reg_auth_req *q,
+            const struct sip_auth *au, const char *why, struct buf *hdrs,
+            const char **reason)
+{
+    uint32_t fails = 0;
+    bool blocked = reg_throttle_fail(r, q->addr, q->now_s, &fails);
+    char src[INET6_ADDRSTRLEN + 16];
+
+    atomic_fetch_add(&r->n_auth_failures, 1);
+    if (blocked) {
+        atomic_fetch_add(&r->n_blocks, 1);
+        if (reg_log_allowed(q->now_s)) {
+            reg_addr_format(q->addr, src, sizeof(src));
+            log_warn("registrar",
+                     "source blocked for %us after %u failed "
+                     "authentications src=%s/%s (%s)",
+                     r->cfg.auth_block_s, fails, src,
+                     q->transport == REG_TP_UDP ? "udp" : "tcp", method_of(q));
+        }
+        *reason = "Forbidden";
+        return 403;
+    }
+    if (reg_log_allowed(q->now_s)) {
+        reg_addr_format(q->addr, src, sizeof(src));
+        log_info("registrar",
+                 "authentication failed: %s call_id=%.*s src=%s ext=%.*s "
+                 "fails=%u (%s)",
+                 why, SLICE_ARG(q->m->call_id), src, SLICE_ARG(au->username),
+                 fails, method_of(q));
+    }
+    return challenge(r, q, false, hdrs, reason);
+}
+
+struct ext_view {
+    bool found, enabled, ha1_valid;
+    char ha1_md5[33], ha1_sha256[65];
+};
+
+static void
+ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
+{
+    struct shard *s = reg_shard_of(r, number);
+
+    memset(v, 0, sizeof(*v));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, number);
+    if (e) {
+        v->found = true;
+        v->enabled = e->enabled;
+        v->ha1_valid = e->ha1_valid;
+        memcpy(v->ha1_md5, e->ha1_md5, sizeof(v->ha1_md5));
+        memcpy(v->ha1_sha256, e->ha1_sha256, sizeof(v->ha1_sha256));
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+int
+reg_auth_check(struct reg *r, const struct reg_auth_req *q, struct buf *hdrs,
+               const char **reason, char *ext, size_t cap)
+{
+    const struct sip_msg *m = q->m;
+    enum sip_hdr_id want = q->kind == REG_AUTH_PROXY
+                               ? SIP_HDR_PROXY_AUTHORIZATION
+                               : SIP_HDR_AUTHORIZATION;
+    struct sip_auth au;
+    bool have = false;
+
+    *reason = NULL;
+    for (size_t i = 0; i < m->hdr_count; i++) {
+        if (m->hdrs[i].id != want)
+            continue;
+        const char *why;
+        struct sip_auth cand;
+        if (sip_auth_parse(m->hdrs[i].value, &cand, &why) < 0) {
+            *reason = "Bad Authorization";
+            return 400;
+        }
+        if (!slice_eq_nocase_cstr(cand.scheme, "Digest") ||
+            !slice_eq_cstr(cand.realm, r->realm))
+            continue; /* someone else's credentials (§22.3, §22.4) */
+        au = cand;
+        have = true;
+        break;
+    }
+    if (!have || !alg_offered(r, au.alg))
+        return challenge(r, q, false, hdrs, reason);
+    if (au.username.len == 0 || au.nonce.len == 0 || au.uri.len == 0 ||
+        au.response.len != sip_digest_hex_len(au.alg)) {
+        *reason = "Bad Authorization";
+        return 400;
+    }
+    /* We always offer qop=auth, and nonce-count replay protection needs
+     * nc, so RFC 2069 answers (no qop) are refused as malformed. */
+    if (!slice_eq_nocase_cstr(au.qop, "auth") || au.nc.len != 8 ||
+        au.cnonce.len == 0) {
+        *reason = "Bad Authorization qop";
+        return 400;
+    }
+    if (q->user.ptr && !slice_eq(au.username, q->user)) {
+        /* A valid account may not register another extension; counted
+         * as a failure because guessing pairs is what scanners do. */
+        if (reg_throttle_fail(r, q->addr, q->now_s, NULL))
+            atomic_fetch_add(&r->n_blocks, 1);
+        atomic_fetch_add(&r->n_auth_failures, 1);
+        *reason = "Username Does Not Match To";
+        return 403;
+    }
+    if (au.username.len > REG_NUMBER_MAX || au.username.len >= cap) {
+        *reason = "Bad Authorization";
+        return 400;
+    }
+
+    struct ext_view v;
+    ext_snapshot(r, au.username, &v);
+    if (!v.found && q->kind == REG_AUTH_REGISTER &&
+        r->cfg.unknown_ext == REG_UNKNOWN_404) {
+        *reason = "Not Found";
+        return 404;
+    }
+    bool known = v.found && v.ha1_valid;
+    if (!known) {
+        /* Same work as for a known extension: a wrong password must not
+         * answer measurably later than an unknown name. */
+        memcpy(v.ha1_md5, r->dummy_ha1_md5, sizeof(v.ha1_md5));
+        memcpy(v.ha1_sha256, r->dummy_ha1_sha256, sizeof(v.ha1_sha256));
+    }
+    char expect[65];
+    atomic_fetch_add(&r->n_digests, 1);
+    if (sip_digest_response(
+            au.alg, slice_cstr(is_sha256(au.alg) ? v.ha1_sha256 : v.ha1_md5),
+            au.nonce, au.nc, au.cnonce, au.qop, m->method_name, au.uri, m->body,
+            expect) < 0) {
+        *reason = "Bad Authorization";
+        return 400;
+    }
+    bool match = sip_digest_equal(slice_cstr(expect), au.response);
+    if (!known || !match)
+        return auth_failed(r, q, &au,
+                           known ? "wrong password" : "unknown extension", hdrs,
+                           reason);
+    if (!v.enabled) {
+        *reason = "Extension Disabled";
+        return 403;
+    }
+    switch (reg_nonce_check(r, au.nonce, au.nc, q->now_s)) {
+    case NONCE_OK:
+        break;
+    case NONCE_STALE:
+    case NONCE_BAD:
+    case NONCE_REPLAY:
+    default:
+        /* The password was right; only the nonce is unusable (old, from
+         * before a restart, evicted, or nc replayed): the client retries
+         * silently with a fresh nonce. */
+        return challenge(r, q, true, hdrs, reason);
+    }
+    memcpy(ext, au.username.ptr, au.username.len);
+    ext[au.username.len] = '\0';
+    return 0;
 }
 
 int
@@ -359,88 +706,24 @@ reg_auth_request(struct reg *r, const struct sip_msg *req,
                  const struct reg_src *src, char *ext, size_t cap,
                  struct buf *hdrs)
 {
-    int64_t now = reg_now_s(r);
     union reg_addr addr;
-    struct sip_auth au;
-    bool have = false;
+    const char *reason;
 
     memset(&addr, 0, sizeof(addr));
-    memcpy(&addr, &src->addr,
-           src->addr.ss_family == AF_INET6 ? sizeof(addr.in6)
-                                           : sizeof(addr.in));
-    if (reg_throttle_blocked(r, &addr, now)) {
+    if (src->addr.ss_family == AF_INET)
+        memcpy(&addr.in, &src->addr, sizeof(addr.in));
+    else if (src->addr.ss_family == AF_INET6)
+        memcpy(&addr.in6, &src->addr, sizeof(addr.in6));
+    struct reg_auth_req q = {
+        .kind = REG_AUTH_PROXY,
+        .m = req,
+        .addr = &addr,
+        .transport = src->transport,
+        .now_s = reg_now_s(r),
+    };
+    if (reg_throttle_blocked(r, &addr, q.now_s)) {
         atomic_fetch_add(&r->n_throttled, 1);
         return 403;
     }
-    for (size_t i = 0; i < req->hdr_count; i++) {
-        if (req->hdrs[i].id != SIP_HDR_PROXY_AUTHORIZATION)
-            continue;
-        const char *why;
-        struct sip_auth cand;
-        if (sip_auth_parse(req->hdrs[i].value, &cand, &why) < 0)
-            return 400;
-        if (!slice_eq_nocase_cstr(cand.scheme, "Digest") ||
-            !slice_eq_cstr(cand.realm, r->realm))
-            continue; /* for another proxy (RFC 3261 §22.3) */
-        au = cand;
-        have = true;
-        break;
-    }
-    if (!have)
-        return proxy_challenge(r, now, false, hdrs);
-    bool offered = false;
-    bool sha = au.alg == SIP_DIGEST_SHA256 || au.alg == SIP_DIGEST_SHA256_SESS;
-    bool md5 = au.alg == SIP_DIGEST_MD5 || au.alg == SIP_DIGEST_MD5_SESS;
-    for (const char *const *a = proxy_offered(r); *a; a++)
-        if ((sha && strcmp(*a, "SHA-256") == 0) ||
-            (md5 && strcmp(*a, "MD5") == 0))
-            offered = true;
-    if (!offered)
-        return proxy_challenge(r, now, false, hdrs);
-    if (au.username.len == 0 || au.username.len > REG_NUMBER_MAX ||
-        au.username.len >= cap || au.nonce.len == 0 || au.uri.len == 0 ||
-        au.response.len != sip_digest_hex_len(au.alg) ||
-        !slice_eq_nocase_cstr(au.qop, "auth") || au.nc.len != 8 ||
-        au.cnonce.len == 0)
-        return 400;
-
-    struct ext_snap {
-        bool found, enabled, ha1_valid;
-        char md5[33], sha256[65];
-    } v = {0};
-    struct shard *s = reg_shard_of(r, au.username);
-    pthread_mutex_lock(&s->lock);
-    struct ext *e = reg_ext_find(s, au.username);
-    if (e) {
-        v.found = true;
-        v.enabled = e->enabled;
-        v.ha1_valid = e->ha1_valid;
-        memcpy(v.md5, e->ha1_md5, sizeof(v.md5));
-        memcpy(v.sha256, e->ha1_sha256, sizeof(v.sha256));
-    }
-    pthread_mutex_unlock(&s->lock);
-
-    char expect[65];
-    bool ok =
-        v.found && v.ha1_valid &&
-        sip_digest_response(au.alg, slice_cstr(sha ? v.sha256 : v.md5),
-                            au.nonce, au.nc, au.cnonce, au.qop,
-                            req->method_name, au.uri, req->body, expect) == 0 &&
-        sip_digest_equal(slice_cstr(expect), au.response);
-    if (!ok) {
-        uint32_t fails;
-        atomic_fetch_add(&r->n_auth_failures, 1);
-        if (reg_throttle_fail(r, &addr, now, &fails)) {
-            atomic_fetch_add(&r->n_blocks, 1);
-            return 403;
-        }
-        return proxy_challenge(r, now, false, hdrs);
-    }
-    if (!v.enabled)
-        return 403;
-    if (reg_nonce_check(r, au.nonce, au.nc, now) != NONCE_OK)
-        return proxy_challenge(r, now, true, hdrs);
-    memcpy(ext, au.username.ptr, au.username.len);
-    ext[au.username.len] = '\0';
-    return 0;
+    return reg_auth_check(r, &q, hdrs, &reason, ext, cap);
 }

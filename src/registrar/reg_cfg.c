@@ -78,8 +78,10 @@ static const struct cfg_option reg_options[] = {
      .max = 100000,
      .def = "10",
      .offset = offsetof(struct reg_cfg, auth_fail_threshold),
-     .help = "Failed authentications from one IP address within "
-             "auth_fail_window that block it (0 = never block)."},
+     .help = "Failed authentications from one source within "
+             "auth_fail_window that block it (0 = never block). A source "
+             "is an IPv4 address or an IPv6 prefix "
+             "(throttle_ipv6_prefix)."},
     {.key = "auth_fail_window",
      .type = CFG_UINT,
      .min = 1,
@@ -93,8 +95,29 @@ static const struct cfg_option reg_options[] = {
      .max = 604800,
      .def = "300",
      .offset = offsetof(struct reg_cfg, auth_block_s),
-     .help = "Seconds a blocked address gets 403 Forbidden for every "
-             "REGISTER."},
+     .help = "Seconds a blocked source gets 403 Forbidden for every "
+             "REGISTER and every request the proxy authenticates."},
+    {.key = "throttle_ipv6_prefix",
+     .type = CFG_UINT,
+     .min = 16,
+     .max = 128,
+     .def = "64",
+     .offset = offsetof(struct reg_cfg, throttle_ipv6_prefix),
+     .help = "IPv6 sources are counted per prefix of this many bits: one "
+             "host owns a whole /64 and could change address per guess. "
+             "128 counts each address."},
+    {.key = "throttle_table_size",
+     .type = CFG_UINT,
+     .min = 16,
+     .max = 16777216,
+     .def = "65536",
+     .offset = offsetof(struct reg_cfg, throttle_table_size),
+     .help = "Sources with failed authentications tracked at once (about "
+             "80 bytes each). A blocked source stays until its block "
+             "ends; when full, the least recently failed unblocked source "
+             "is forgotten. If every entry is blocked, all other sources "
+             "share one counter, and once it is blocked they all get 403 "
+             "until that block ends."},
     {.key = "digest_algorithms",
      .type = CFG_ENUM,
      .def = "sha256,md5",
@@ -102,7 +125,9 @@ static const struct cfg_option reg_options[] = {
      .offset = offsetof(struct reg_cfg, algorithms),
      .help = "Digest algorithms offered, most preferred first (one "
              "WWW-Authenticate each; RFC 8760). Use md5,sha256 or md5 for "
-             "clients that only read the first challenge (SIPp 3.6)."},
+             "clients that only read the first challenge (SIPp 3.6). "
+             "baresip 1.0 (libre) rejects a 401 that carries any non-MD5 "
+             "challenge, whatever the order: it registers only with md5."},
 };
 
 const struct cfg_section reg_cfg_section = {

@@ -19,7 +19,6 @@
 #define REG_SHARDS 64
 #define REG_NUMBER_MAX 32
 #define REG_NONCE_LEN 64 /* 16 hex time + 16 hex counter + 32 hex MAC */
-#define REG_THROTTLE_SLOTS 4096
 
 /* Compact socket address: a binding costs 28 bytes here instead of the 128
  * of sockaddr_storage (100k bindings is the memory target). */
@@ -95,12 +94,32 @@ struct nonce_table {
     struct list_node fifo;
 };
 
-/* Direct-mapped table of failure counters per source IP. A collision
- * resets the other address's counter: bounded memory matters more than
- * perfect accounting under a distributed scan. */
-struct throttle_slot {
-    uint8_t ip[16];
-    uint8_t family;
+/* Failure counters per source (the brute-force throttle). The key is an
+ * IPv4 address, or an IPv6 address cut to cfg.throttle_ipv6_prefix bits
+ * (one host owns a whole /64); IPv4-mapped IPv6 counts as IPv4.
+ *
+ * Chained hash table keyed by the exact key, at most cap entries. An entry
+ * is on one of two lists: idle (not blocked; most recently failed first)
+ * or blocked (in order of blocked_until, which is the order of blocking as
+ * auth_block_s is fixed). A new source takes a fresh entry while count <
+ * cap, else the head of blocked if that block has ended, else the tail of
+ * idle (least recently failed). A blocked entry is never taken before its
+ * block ends, so no other address can lift a block. When every entry is
+ * blocked, sources not in the table share the overflow entry: their
+ * failures count together and, past the threshold, every source not in
+ * the table is blocked (fail closed: unlimited guesses from fresh
+ * addresses would otherwise be the prize for filling the table). O(1)
+ * per operation under one mutex. */
+struct throttle_key {
+    uint8_t family; /* 4, 6, or 0 (other families share one entry) */
+    uint8_t ip[16]; /* IPv6: bits past the prefix zeroed */
+};
+
+struct throttle_entry {
+    struct throttle_entry *hnext;
+    struct list_node node; /* in idle or blocked */
+    struct throttle_key key;
+    bool on_blocked; /* which list node is in */
     uint32_t fails;
     int64_t window_start;
     int64_t blocked_until;
@@ -108,7 +127,12 @@ struct throttle_slot {
 
 struct throttle {
     pthread_mutex_t lock;
-    struct throttle_slot slots[REG_THROTTLE_SLOTS];
+    struct throttle_entry **tab;
+    size_t nbuckets, count, cap;
+    uint64_t seed; /* random: bucket choice cannot be predicted */
+    unsigned v6_prefix;
+    struct list_node idle, blocked;
+    struct throttle_entry overflow; /* in no list, no bucket */
 };
 
 struct reg {
@@ -120,6 +144,9 @@ struct reg {
     void *clock_arg;
     uint8_t secret[32]; /* nonce HMAC key, random per process */
     EVP_MD *sha256;     /* fetched once: HMAC() fetches per call (slow) */
+    /* HA1 of a random password for a name that is no extension: unknown
+     * users get the same digest work as known ones (reg_auth_check). */
+    char dummy_ha1_md5[33], dummy_ha1_sha256[65];
     atomic_uint_fast64_t nonce_seq; /* makes every nonce unique */
 
     struct shard shards[REG_SHARDS];
@@ -130,7 +157,7 @@ struct reg {
     void *bind_arg;
 
     atomic_uint_fast64_t n_registers, n_ok, n_challenged, n_auth_failures,
-        n_throttled, n_blocks, n_store_errors;
+        n_throttled, n_blocks, n_store_errors, n_digests, n_overflows;
     atomic_size_t n_extensions, n_bindings;
 };
 
@@ -192,10 +219,62 @@ enum nonce_state {
 /* Check nonce authenticity and age, then record nc (8 hex) against it. */
 enum nonce_state reg_nonce_check(struct reg *r, struct slice nonce,
                                  struct slice nc, int64_t now_s);
+/* Is the source blocked (answer 403 without looking further)? A source
+ * not in the table is blocked while the overflow entry is. */
 bool reg_throttle_blocked(struct reg *r, const union reg_addr *a,
                           int64_t now_s);
-/* Count a failure; returns true if it just blocked the source. */
+/* Count a failure; returns true if it just blocked the source. *fails (may
+ * be NULL) gets the source's failures in the current window. */
 bool reg_throttle_fail(struct reg *r, const union reg_addr *a, int64_t now_s,
                        uint32_t *fails);
+
+/* Logging caused by remote input is rate-limited (style.md §8): at most
+ * 20 lines per second from this room; the counters keep the totals. */
+bool reg_log_allowed(int64_t now_s);
+
+/* ---- digest authentication: one path for REGISTER and the proxy ------- */
+
+enum reg_auth_kind {
+    /* REGISTER (RFC 3261 §22.4): Authorization; 401 + WWW-Authenticate. */
+    REG_AUTH_REGISTER,
+    /* A request the proxy serves (§22.3): Proxy-Authorization; 407 +
+     * Proxy-Authenticate. */
+    REG_AUTH_PROXY,
+};
+
+struct reg_auth_req {
+    enum reg_auth_kind kind;
+    const struct sip_msg *m;
+    const union reg_addr *addr;   /* source: the throttle's key, and logs */
+    enum reg_transport transport; /* for logs */
+    int64_t now_s;
+    /* REGISTER: the To user; credentials for another username get 403
+     * (counted as a failure). NULL ptr: any username (proxy). */
+    struct slice user;
+};
+
+/*
+ * Check the credentials of q->m for our realm. The caller has already
+ * answered a blocked source (reg_throttle_blocked). Returns 0 with the
+ * authenticated extension in ext (NUL-terminated; cap >= 2), or the status
+ * to answer with its reason phrase in *reason:
+ *  401/407: no credentials for our realm, an algorithm we did not offer,
+ *           a wrong response or unknown extension (counted), or a right
+ *           response with an unusable nonce (stale=true); the challenge
+ *           lines (CRLF-ended, one per offered algorithm, same nonce) are
+ *           appended to hdrs;
+ *  400: malformed credentials (no qop=auth/nc/cnonce, username too long);
+ *  403: username is not q->user (counted), the failure just blocked the
+ *       source, or the extension is disabled (right password);
+ *  404: unknown extension with unknown_extension = 404 (REGISTER only: to
+ *       an INVITE a 404 would mean "no such callee");
+ *  500: hdrs is full.
+ * Unknown extensions cost the same digest work as known ones (against a
+ * dummy HA1), so the time of the answer does not tell them apart. Any
+ * worker thread.
+ */
+int reg_auth_check(struct reg *r, const struct reg_auth_req *q,
+                   struct buf *hdrs, const char **reason, char *ext,
+                   size_t cap);
 
 #endif

@@ -12,7 +12,8 @@
  *     challenge); malformed → 400; username ≠ To user → 403; wrong
  *     response or unknown extension → 401 again, counted per source (the
  *     unknown_ext policy may answer 404 instead); right response but old
- *     or foreign nonce, or nc replay → 401 stale=true;
+ *     or foreign nonce, or nc replay → 401 stale=true (reg_auth_check in
+ *     reg_auth.c, the same code the proxy uses for INVITE and 407);
  *  4. From must name the same extension → 403;
  *  5. Contacts and expiry (400 on garbage, 423 below min_expires), then
  *     the binding update, atomically under the extension's shard lock:
@@ -31,7 +32,6 @@
 #include "base/log.h"
 #include "registrar/reg_int.h"
 #include "sip/build.h"
-#include "sip/digest.h"
 #include "sip/uri.h"
 #include "store/store.h"
 
@@ -63,21 +63,6 @@ struct ctx {
     struct slice ext; /* unescaped To user (arena) */
 };
 
-/* Logging caused by remote input is rate-limited (style.md §8): at most
- * 20 lines per second from this room; the counters keep the totals. */
-static bool
-log_allowed(int64_t now_s)
-{
-    static _Atomic int64_t window;
-    static atomic_int count;
-
-    if (atomic_load(&window) != now_s) {
-        atomic_store(&window, now_s);
-        atomic_store(&count, 0);
-    }
-    return atomic_fetch_add(&count, 1) < 20;
-}
-
 static int
 respond(struct ctx *c, int status, const char *reason)
 {
@@ -92,86 +77,11 @@ respond(struct ctx *c, int status, const char *reason)
     return rc < 0 ? rc : status;
 }
 
-/* Challenge order per enum reg_algs; NULL ends a row. */
-static const char *const alg_order[4][3] = {
-    [REG_ALGS_SHA256_MD5] = {"SHA-256", "MD5", NULL},
-    [REG_ALGS_MD5_SHA256] = {"MD5", "SHA-256", NULL},
-    [REG_ALGS_SHA256] = {"SHA-256", NULL, NULL},
-    [REG_ALGS_MD5] = {"MD5", NULL, NULL},
-};
-
-static const char *const *
-offered(const struct reg *r)
-{
-    int k = r->cfg.algorithms;
-    return alg_order[k >= 0 && k < 4 ? k : 0];
-}
-
-static bool
-alg_offered(const struct reg *r, enum sip_digest_alg alg)
-{
-    bool sha = alg == SIP_DIGEST_SHA256 || alg == SIP_DIGEST_SHA256_SESS;
-    bool md5 = alg == SIP_DIGEST_MD5 || alg == SIP_DIGEST_MD5_SESS;
-    for (const char *const *a = offered(r); *a; a++)
-        if ((sha && strcmp(*a, "SHA-256") == 0) ||
-            (md5 && strcmp(*a, "MD5") == 0))
-            return true;
-    return false;
-}
-
-static int
-challenge(struct ctx *c, bool stale)
-{
-    char nonce[REG_NONCE_LEN + 1];
-    const char *const *algs = offered(c->r);
-
-    reg_nonce_make(c->r, c->now, nonce);
-    buf_reset(&c->extra);
-    for (size_t i = 0; algs[i]; i++) {
-        if (buf_printf(&c->extra,
-                       "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", "
-                       "algorithm=%s, qop=\"auth\"%s\r\n",
-                       c->r->realm, nonce, algs[i],
-                       stale ? ", stale=true" : "") < 0)
-            return -EMSGSIZE;
-    }
-    atomic_fetch_add(&c->r->n_challenged, 1);
-    return respond(c, 401, "Unauthorized");
-}
-
 static int
 forbidden(struct ctx *c, const char *reason)
 {
     buf_reset(&c->extra);
     return respond(c, 403, reason);
-}
-
-/* A failed authentication: counted per source; past the threshold the
- * source is blocked and gets 403, else a fresh challenge. */
-static int
-auth_failed(struct ctx *c, const char *why)
-{
-    uint32_t fails = 0;
-    bool blocked = reg_throttle_fail(c->r, &c->addr, c->now, &fails);
-
-    atomic_fetch_add(&c->r->n_auth_failures, 1);
-    if (blocked) {
-        atomic_fetch_add(&c->r->n_blocks, 1);
-        if (log_allowed(c->now))
-            log_warn("registrar",
-                     "source blocked for %us after %u failed "
-                     "authentications src=%s/%s",
-                     c->r->cfg.auth_block_s, fails, c->src_text,
-                     c->src->transport == REG_TP_UDP ? "udp" : "tcp");
-        return forbidden(c, "Forbidden");
-    }
-    if (log_allowed(c->now))
-        log_info("registrar",
-                 "authentication failed: %s call_id=%.*s src=%s ext=%.*s "
-                 "fails=%u",
-                 why, SLICE_ARG(c->m->call_id), c->src_text, SLICE_ARG(c->ext),
-                 fails);
-    return challenge(c, false);
 }
 
 static bool
@@ -271,110 +181,32 @@ bad_request(struct ctx *c, const char *reason)
 
 /* ---- authentication --------------------------------------------------- */
 
-struct ext_view {
-    bool found, enabled, ha1_valid;
-    char ha1_md5[33], ha1_sha256[65];
-};
-
-static void
-ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
-{
-    struct shard *s = reg_shard_of(r, number);
-
-    memset(v, 0, sizeof(*v));
-    pthread_mutex_lock(&s->lock);
-    struct ext *e = reg_ext_find(s, number);
-    if (e) {
-        v->found = true;
-        v->enabled = e->enabled;
-        v->ha1_valid = e->ha1_valid;
-        memcpy(v->ha1_md5, e->ha1_md5, sizeof(v->ha1_md5));
-        memcpy(v->ha1_sha256, e->ha1_sha256, sizeof(v->ha1_sha256));
-    }
-    pthread_mutex_unlock(&s->lock);
-}
-
 /* Returns 0 when the request is authenticated, else the status of the
- * response already built. */
+ * response already built (reg_auth_check: the same code as the proxy's). */
 static int
 authenticate(struct ctx *c)
 {
-    struct reg *r = c->r;
-    const struct sip_msg *m = c->m;
-    struct sip_auth au;
-    bool have = false;
+    struct reg_auth_req q = {
+        .kind = REG_AUTH_REGISTER,
+        .m = c->m,
+        .addr = &c->addr,
+        .transport = c->src->transport,
+        .now_s = c->now,
+        .user = c->ext,
+    };
+    const char *reason;
+    char ext[REG_NUMBER_MAX + 1];
 
-    for (size_t i = 0; i < m->hdr_count; i++) {
-        if (m->hdrs[i].id != SIP_HDR_AUTHORIZATION)
-            continue;
-        const char *why;
-        struct sip_auth cand;
-        if (sip_auth_parse(m->hdrs[i].value, &cand, &why) < 0)
-            return bad_request(c, "Bad Authorization");
-        if (!slice_eq_nocase_cstr(cand.scheme, "Digest") ||
-            !slice_eq_cstr(cand.realm, r->realm))
-            continue; /* someone else's credentials (RFC 3261 §22.4) */
-        au = cand;
-        have = true;
-        break;
-    }
-    if (!have)
-        return challenge(c, false);
-    if (!alg_offered(r, au.alg))
-        return challenge(c, false); /* not an algorithm we offered */
-    if (au.username.len == 0 || au.nonce.len == 0 || au.uri.len == 0 ||
-        au.response.len != sip_digest_hex_len(au.alg))
-        return bad_request(c, "Bad Authorization");
-    /* We always offer qop=auth, and nonce-count replay protection needs
-     * nc, so RFC 2069 answers (no qop) are refused as malformed. */
-    if (!slice_eq_nocase_cstr(au.qop, "auth") || au.nc.len != 8 ||
-        au.cnonce.len == 0)
-        return bad_request(c, "Bad Authorization qop");
-
-    if (!slice_eq(au.username, c->ext)) {
-        /* A valid account may not register another extension; counted
-         * as a failure because guessing pairs is what scanners do. */
-        uint32_t fails;
-        if (reg_throttle_fail(r, &c->addr, c->now, &fails))
-            atomic_fetch_add(&r->n_blocks, 1);
-        atomic_fetch_add(&r->n_auth_failures, 1);
-        return forbidden(c, "Username Does Not Match To");
-    }
-
-    struct ext_view v;
-    ext_snapshot(r, c->ext, &v);
-    if (!v.found && r->cfg.unknown_ext == REG_UNKNOWN_404) {
-        buf_reset(&c->extra);
-        return respond(c, 404, "Not Found");
-    }
-    if (!v.found || !v.ha1_valid)
-        return auth_failed(c, "unknown extension");
-    const char *ha1 =
-        (au.alg == SIP_DIGEST_SHA256 || au.alg == SIP_DIGEST_SHA256_SESS)
-            ? v.ha1_sha256
-            : v.ha1_md5;
-    char expect[65];
-    if (sip_digest_response(au.alg, slice_cstr(ha1), au.nonce, au.nc, au.cnonce,
-                            au.qop, SLICE_LIT("REGISTER"), au.uri, m->body,
-                            expect) < 0)
-        return bad_request(c, "Bad Authorization");
-    if (!sip_digest_equal(slice_cstr(expect), au.response))
-        return auth_failed(c, "wrong password");
-    if (!v.enabled)
-        return forbidden(c, "Extension Disabled");
-
-    switch (reg_nonce_check(r, au.nonce, au.nc, c->now)) {
-    case NONCE_OK:
+    buf_reset(&c->extra);
+    int st = reg_auth_check(c->r, &q, &c->extra, &reason, ext, sizeof(ext));
+    if (st == 0)
         return 0;
-    case NONCE_STALE:
-    case NONCE_BAD:
-    case NONCE_REPLAY:
-    default:
-        /* The password was right; only the nonce is unusable (old, from
-         * before a restart, evicted, or nc replayed): the client retries
-         * silently with a fresh nonce. */
-        return challenge(c, true);
+    if (st != 401) {
+        if (st == 500)
+            return -EMSGSIZE;
+        buf_reset(&c->extra);
     }
+    return respond(c, st, reason);
 }
 
 /* ---- contacts --------------------------------------------------------- */

@@ -45,8 +45,10 @@ def reg_pbx(start_pbx, tmp_path, algs="md5,sha256", threshold=10,
         algs=algs, threshold=threshold, db=db))
 
 
-def sipp(pbx, scenario, device="a", transport="u1", timeout=10, port=None):
-    """Run one SIPp call; returns (rc, output, last message received)."""
+def sipp(pbx, scenario, device="a", transport="u1", timeout=10, port=None,
+         local_ip="127.0.0.1"):
+    """Run one SIPp call from local_ip (any 127/8 address is local on
+    Linux); returns (rc, output, last message received)."""
     exe = shutil.which("sipp")
     if not exe:
         pytest.skip("sipp not installed")
@@ -59,7 +61,7 @@ def sipp(pbx, scenario, device="a", transport="u1", timeout=10, port=None):
            "-sf", os.path.join(SIPP_DIR, scenario),
            "-inf", os.path.join(SIPP_DIR, "reg_users.csv"),
            "-key", "device", device,
-           "-t", transport, "-i", "127.0.0.1", "-mi", "127.0.0.1",
+           "-t", transport, "-i", local_ip, "-mi", "127.0.0.1",
            "-p", str(port or free_port(socket.SOCK_STREAM if tcp
                                        else socket.SOCK_DGRAM)),
            "-cp", str(free_port()), "-mp", str(free_port(pair=True)),
@@ -159,6 +161,20 @@ def test_throttling(start_pbx, tmp_path):
     rc, out, _ = sipp(pbx, "reg_throttle.xml")
     assert rc == 0, out
     assert "source blocked" in pbx.stderr()
+
+
+def test_throttle_block_survives_colliding_address(start_pbx, tmp_path):
+    """127.0.0.10 and 127.0.21.85 shared a slot of the old throttle table:
+    one failure from .21.85 erased .10's block. The block must stay."""
+    pbx = reg_pbx(start_pbx, tmp_path, threshold=3)
+    rc, out, _ = sipp(pbx, "reg_throttle.xml", local_ip="127.0.0.10")
+    assert rc == 0, out
+    rc, out, _ = sipp(pbx, "reg_wrong_password.xml", device="b",
+                      local_ip="127.0.21.85")
+    assert rc == 0, out
+    rc, out, last = sipp(pbx, "reg_blocked.xml", local_ip="127.0.0.10")
+    assert rc == 0, out
+    assert "WWW-Authenticate" not in last, last
 
 
 def test_restart_restores_bindings(start_pbx, tmp_path):
