@@ -390,6 +390,16 @@ uri_user(struct arena *a, const struct sip_uri *u, struct slice *user)
     return sip_unescape(u->user, a, user);
 }
 
+/* An ACK for one of our stateless responses (our process-wide To tag):
+ * it matches no transaction and goes nowhere (§17.2.3: a stateless
+ * element drops the ACK for its non-2xx). */
+static bool
+stateless_ack(const struct proxy *p, const struct sip_msg *m)
+{
+    return m->method == SIP_METHOD_ACK &&
+           slice_eq_cstr(m->to.tag, p->sh->sl_tag);
+}
+
 /* ---- steering between workers ------------------------------------------ */
 
 static bool
@@ -426,7 +436,8 @@ proxy_steer(struct proxy *p, const struct tp_rx *rx)
     }
     /* Already steered once (src.worker is the receiver), or a TCP
      * request (its responses must leave over its own flow here). */
-    if (rx->src.worker != p->worker || rx->src.proto != TP_UDP || !p->sh->reg)
+    if (rx->src.worker != p->worker || rx->src.proto != TP_UDP ||
+        !p->sh->reg || stateless_ack(p, m))
         return false;
     int rt = top_route(m, &na, &u, &second);
     if (rt == 1 && uri_is_us(p, &u) && m->to.tag.len) {
@@ -490,6 +501,28 @@ reject(struct proxy *p, struct txn *t, int status, const char *reason,
     p->stats.rejected++;
     if (txn_reply(t, status, reason, slice_cstr(tag), extra, SLICE_NULL) < 0)
         log_debug("proxy", "cannot answer %d", status);
+}
+
+/* Refuse an out-of-dialog request. anon: it brought no credentials for
+ * our realm, so nothing but a refusal or a challenge can come of it: one
+ * stateless response (RFC 3261 §16.6 lets a proxy answer statelessly),
+ * no server transaction. A spoofed INVITE thus gets one 407 (not eleven,
+ * timer G) and leaves no 32 s of state; the client's own retransmissions
+ * each get a fresh one, and its ACK is absorbed by our stateless To tag
+ * (proxy_on_request). Requests with credentials keep the transaction. */
+static void
+refuse(struct proxy *p, struct txn *t, bool anon, int status,
+       const char *reason, struct slice extra)
+{
+    if (!anon) {
+        reject(p, t, status, reason, extra);
+        return;
+    }
+    p->stats.rejected++;
+    p->stats.stateless++;
+    if (txn_reply_stateless(t, status, reason, slice_cstr(p->sh->sl_tag),
+                            extra) < 0)
+        log_debug("proxy", "cannot answer %d statelessly", status);
 }
 
 /* ---- calls ------------------------------------------------------------- */
@@ -1493,40 +1526,41 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     struct slice second, user, from_user;
     const char *why;
     bool pop = false;
+    bool anon = !reg_auth_has_credentials(p->sh->reg, req);
 
     if (req->max_forwards == 0) {
-        reject(p, t, 483, NULL, SLICE_NULL);
+        refuse(p, t, anon, 483, NULL, SLICE_NULL);
         return;
     }
     if (looped(p, req)) {
-        reject(p, t, 482, NULL, SLICE_NULL);
+        refuse(p, t, anon, 482, NULL, SLICE_NULL);
         return;
     }
     int rt = top_route(req, &na, &route, &second);
     if (rt < 0) {
-        reject(p, t, 400, "Bad Route", SLICE_NULL);
+        refuse(p, t, anon, 400, "Bad Route", SLICE_NULL);
         return;
     }
     if (rt == 1) {
         if (!uri_is_us(p, &route) || second.len) {
-            reject(p, t, 403, "Relaying Denied", SLICE_NULL);
+            refuse(p, t, anon, 403, "Relaying Denied", SLICE_NULL);
             return;
         }
         pop = true;
     }
     if (sip_uri_parse(req->ruri, &ruri, &why) < 0 ||
         (ruri.scheme != SIP_URI_SIP && ruri.scheme != SIP_URI_SIPS)) {
-        reject(p, t, 416, NULL, SLICE_NULL);
+        refuse(p, t, anon, 416, NULL, SLICE_NULL);
         return;
     }
     if (!slice_eq_nocase_cstr(ruri.host, p->sh->domain) &&
         !host_is_numeric(ruri.host)) {
-        reject(p, t, 403, "Relaying Denied", SLICE_NULL);
+        refuse(p, t, anon, 403, "Relaying Denied", SLICE_NULL);
         return;
     }
     arena_reset(&p->a);
     if (uri_user(&p->a, &ruri, &user) < 0 || user.len == 0 || user.len > 32) {
-        reject(p, t, 404, NULL, SLICE_NULL);
+        refuse(p, t, anon, 404, NULL, SLICE_NULL);
         return;
     }
 
@@ -1539,7 +1573,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     int st =
         reg_auth_request(p->sh->reg, req, &rs, caller, sizeof(caller), &hdrs);
     if (st != 0) {
-        reject(p, t, st, NULL, buf_slice(&hdrs));
+        refuse(p, t, anon, st, NULL, buf_slice(&hdrs));
         buf_fini(&hdrs);
         return;
     }
@@ -1611,6 +1645,10 @@ void
 proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
                  const struct tp_src *src)
 {
+    if (!t && stateless_ack(p, req)) {
+        p->stats.stateless_acks++;
+        return;
+    }
     if (req->to.tag.len || !t) {
         route_in_dialog(p, t, req, src);
         return;

@@ -253,6 +253,9 @@ struct proxy_stats {
     uint64_t rejected;       /* 4xx/5xx we generated */
     uint64_t branches_added; /* branches added to running forks */
     uint64_t late_invites;   /* rule 7 INVITE+CANCELs sent */
+    uint64_t stateless;      /* requests refused statelessly (no
+                                credentials: 407 and earlier refusals) */
+    uint64_t stateless_acks; /* ACKs for those, absorbed */
 };
 void proxy_stats_get(const struct proxy *p, struct proxy_stats *out);
 

@@ -39,6 +39,11 @@ struct proxy_shared {
         void *arg;
     } obs[PROXY_MAX_OBSERVERS];
     size_t obs_count;
+    /* To tag of every response answered statelessly (txn_reply_stateless,
+     * e.g. the 407 to an INVITE without credentials): one per process, as
+     * Kamailio's sl module does, so the ACK for such a response, which
+     * matches no transaction, is known by its To tag and absorbed. */
+    char sl_tag[17];
 
     pthread_mutex_t rec_lock; /* the record ring */
     struct proxy_call_record *recs;
