@@ -25,6 +25,7 @@ struct app_sip_cfg {
     unsigned t1_ms, t2_ms, t4_ms;
     unsigned max_connections;
     unsigned tcp_idle_timeout_s;
+    unsigned shutdown_ms; /* graceful stop bound (main.c) */
 };
 
 struct app_log_cfg {

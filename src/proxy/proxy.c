@@ -64,7 +64,8 @@ struct branch {
 };
 
 struct proxy_call {
-    struct list_node node; /* p->calls while a fork rings */
+    struct list_node node;  /* p->calls while a fork rings */
+    struct list_node anode; /* p->all for its whole life */
     struct proxy *p;
     enum call_kind kind;
     struct txn *st; /* NULL after TERMINATED */
@@ -193,6 +194,7 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     p->tt = tt;
     p->worker = w;
     list_init(&p->calls);
+    list_init(&p->all);
     list_init(&p->notes);
     buf_init(&p->out, SIP_MAX_MSG_LEN);
     arena_init(&p->a, LOOKUP_ARENA_CAP);
@@ -579,17 +581,25 @@ call_tag(struct proxy_call *c)
     return slice_cstr(c->tag);
 }
 
-/* Send a final response we generate (timeout, CANCEL, nothing left). */
+/* Send a final response we generate (timeout, CANCEL, nothing left);
+ * extra: CRLF-ended header lines. */
 static void
-send_final(struct proxy_call *c, int status, const char *reason)
+send_final_extra(struct proxy_call *c, int status, const char *reason,
+                 struct slice extra)
 {
     if (c->final_sent)
         return;
     c->final_sent = true;
     c->final_status = status;
     if (c->st)
-        (void)txn_reply(c->st, status, reason, call_tag(c), SLICE_NULL,
+        (void)txn_reply(c->st, status, reason, call_tag(c), extra,
                         SLICE_NULL);
+}
+
+static void
+send_final(struct proxy_call *c, int status, const char *reason)
+{
+    send_final_extra(c, status, reason, SLICE_NULL);
 }
 
 static void
@@ -616,6 +626,7 @@ static void
 call_free(struct proxy_call *c)
 {
     tq_cancel(&c->ring);
+    list_remove(&c->anode);
     if (list_linked(&c->node)) {
         list_remove(&c->node);
         proxy_waiting_done(c->p->sh);
@@ -885,6 +896,7 @@ call_new(struct proxy *p, struct txn *t, enum call_kind kind,
     c->st = t;
     c->refs = 1;
     list_init(&c->node);
+    list_push_back(&p->all, &c->anode);
     tq_entry_init(&c->ring, on_ring_timeout);
     c->caller_tcp = src->proto == TP_TCP;
     c->flow_a = src->flow_id;
@@ -1528,6 +1540,14 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     bool pop = false;
     bool anon = !reg_auth_has_credentials(p->sh->reg, req);
 
+    if (p->draining) {
+        /* Shutting down: no new calls; the phone may retry elsewhere or
+         * once we are back. Stateless: we keep no new state now. */
+        char ra[40];
+        snprintf(ra, sizeof(ra), "Retry-After: %u\r\n", p->retry_after_s);
+        refuse(p, t, true, 503, NULL, slice_cstr(ra));
+        return;
+    }
     if (req->max_forwards == 0) {
         refuse(p, t, anon, 483, NULL, SLICE_NULL);
         return;
@@ -1654,6 +1674,59 @@ proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
         return;
     }
     route_initial(p, t, req, src);
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+void
+proxy_drain(struct proxy *p, unsigned retry_after_s, bool all)
+{
+    struct list_node *n, *tmp;
+    char ra[40];
+
+    if (!p->draining)
+        log_notice("proxy", "worker %u draining: new calls get 503",
+                   p->worker);
+    p->draining = true;
+    p->retry_after_s = retry_after_s;
+    snprintf(ra, sizeof(ra), "Retry-After: %u\r\n", retry_after_s);
+    /* Nothing here frees a call synchronously (a non-2xx final leaves
+     * the server transaction in Completed; CANCELs are new client
+     * transactions), and observers only queue work: a safe walk. */
+    list_for_each_safe(n, tmp, &p->all)
+    {
+        struct proxy_call *c = container_of(n, struct proxy_call, anode);
+        if (c->final_sent || (!all && c->kind != CALL_FORK))
+            continue;
+        cancel_branches(c, NULL,
+                        "Reason: SIP;cause=503;text=\"Server shutting "
+                        "down\"\r\n");
+        send_final_extra(c, 503, NULL, slice_cstr(ra));
+        call_record(c, PROXY_OUT_FAILED, 503);
+        p->stats.shutdown++;
+        log_info("proxy", "call ended by shutdown: 503 to the caller "
+                 "call_id=%s branches=%zu",
+                 c->rec.call_id, c->nbr);
+    }
+}
+
+size_t
+proxy_busy(const struct proxy *p)
+{
+    size_t busy = 0;
+
+    for (const struct list_node *n = p->all.next; n != &p->all; n = n->next) {
+        const struct proxy_call *c =
+            container_of(n, const struct proxy_call, anode);
+        bool b = !c->final_sent;
+        for (size_t i = 0; i < c->nbr && !b; i++)
+            b = c->br[i].started && c->br[i].ct && c->br[i].status == 0;
+        if (!b && c->st && txn_kind(c->st) == TXN_INVITE_SERVER &&
+            txn_state(c->st) == TXN_COMPLETED)
+            b = true; /* our non-2xx not ACKed yet: G may resend it */
+        busy += b;
+    }
+    return busy;
 }
 
 void

@@ -84,6 +84,9 @@ struct proxy {
     struct txn_table *tt;
     unsigned worker;
     struct list_node calls; /* struct proxy_call.node, ringing forks */
+    struct list_node all;   /* struct proxy_call.anode, every live call */
+    bool draining;          /* proxy_drain: shutting down */
+    unsigned retry_after_s; /* Retry-After of our 503s while draining */
     uv_async_t notify;      /* woken by proxy_binding_added */
     struct list_node notes; /* under sh->lock */
     size_t note_count;
