@@ -1676,6 +1676,12 @@ proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
     route_initial(p, t, req, src);
 }
 
+struct slice
+proxy_stateless_tag(const struct proxy *p)
+{
+    return slice_cstr(p->sh->sl_tag);
+}
+
 /* ---- shutdown ---------------------------------------------------------- */
 
 void

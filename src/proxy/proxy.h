@@ -244,6 +244,11 @@ struct proxy_late {
 int proxy_late_cancel(struct proxy_shared *sh, const struct reg_contact *b,
                       const struct proxy_late *info);
 
+/* The To tag of the proxy's stateless responses (one per process; see
+ * docs/calls.md): a TU that answers a request with txn_reply_stateless
+ * uses it so the proxy recognises and drops the ACK. Any thread. */
+struct slice proxy_stateless_tag(const struct proxy *p);
+
 /* Graceful shutdown, on the worker thread (app/main.c on SIGTERM).
  * From now on every new out-of-dialog request the proxy would route gets
  * 503 with "Retry-After: retry_after_s", statelessly. Every call whose

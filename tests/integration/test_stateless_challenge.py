@@ -14,11 +14,12 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 
 import pytest
 
-from conftest import SIPP_DIR, free_port
+from conftest import SIPP_DIR, free_port, header, request, status_of
 
 EXTS = """
 [registrar]
@@ -147,3 +148,20 @@ def test_retransmitted_invite_challenged_again(start_pbx, udp):
     assert first is not None and first.startswith("SIP/2.0 407 "), first
     again = udp.exchange(data, pbx.udp)
     assert again is not None and again.startswith("SIP/2.0 407 "), again
+
+
+def test_unacked_420_sent_once(start_pbx, udp):
+    """The app core's own refusals of an INVITE without credentials
+    (here 420 for a Proxy-Require we lack) are stateless too: one 420,
+    never resent, over the whole of timer H (64*T1 = 1.28 s)."""
+    pbx = start_pbx(workers=1, extra=EXTS, sets=["sip.t1_ms=%d" % T1_MS])
+    udp.send(request("INVITE", udp.port, ruri="sip:200@test.local",
+                     extra="Proxy-Require: foo\r\n"), pbx.udp)
+    got = []
+    deadline = time.monotonic() + 64 * T1_MS / 1000.0 + 0.3
+    while time.monotonic() < deadline:
+        r = udp.recv(timeout=max(0.01, deadline - time.monotonic()))
+        if r is not None:
+            got.append(r)
+    assert [status_of(r)[0] for r in got] == [420], got
+    assert header(got[0], "Unsupported") == "foo", got[0]
