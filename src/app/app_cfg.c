@@ -125,6 +125,19 @@ static const struct cfg_option sip_options[] = {
      .help = "Close a TCP connection after this many seconds without "
              "traffic, once it has carried a message (a phone's registered "
              "flow lives on this); 0 never closes."},
+    {.key = "shutdown_ms",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 30000,
+     .def = "2000",
+     .offset = offsetof(struct app_sip_cfg, shutdown_ms),
+     .help = "On SIGTERM/SIGINT, the longest the daemon waits before it "
+             "exits. At once, every ringing call is answered 503 with "
+             "Retry-After and its branches are CANCELled, and new calls "
+             "get 503; the daemon then exits as soon as those branches and "
+             "the missed-call pushes are done, or after this many "
+             "milliseconds. 0 exits at once (the answers still go out). A "
+             "second signal stops at once."},
 };
 
 /* Derive realm and check what a single key cannot: the listen items must

@@ -27,6 +27,7 @@ struct app_sip_cfg {
     unsigned tcp_max_per_source;
     unsigned tcp_first_message_ms, tcp_message_ms;
     unsigned tcp_idle_timeout_s;
+    unsigned shutdown_ms; /* graceful stop bound (main.c) */
 };
 
 struct app_log_cfg {

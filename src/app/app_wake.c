@@ -217,6 +217,17 @@ app_wake_tick(struct app_wake *aw)
         log_info("app", "idle push devices expired: %zu", n);
 }
 
+bool
+app_wake_idle(struct app_wake *aw)
+{
+    struct wake_stats st;
+
+    if (!aw || !aw->wake)
+        return true;
+    wake_stats_get(aw->wake, &st);
+    return st.sent <= st.delivered + st.failed + st.dead;
+}
+
 void
 app_wake_close(struct app_wake *aw)
 {

@@ -32,6 +32,10 @@ void app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp);
 void app_wake_tick(struct app_wake *aw);
 /* After every worker has stopped. NULL is a no-op. */
 void app_wake_close(struct app_wake *aw);
+/* No push in flight: every push handed to the push thread has completed
+ * (a stopping daemon waits for its missed-call pushes). NULL: true. Any
+ * thread. */
+bool app_wake_idle(struct app_wake *aw);
 /* Fill the admin's push sources and provisioning push info from the
  * opened instance (no-op before app_wake_open). Main thread. */
 void app_wake_admin(struct admin_sources *src, struct admin_push_info *push);

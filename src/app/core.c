@@ -15,7 +15,9 @@
  *   unknown methods    501 with Allow
  *   failed checks      416, 420 + Unsupported, 400 (sip_request_check);
  *                      for requests the proxy forwards, 420 only for
- *                      Proxy-Require (Require is the callee's, §16.3)
+ *                      Proxy-Require (Require is the callee's, §16.3);
+ *                      stateless for an INVITE without credentials
+ *                      (no timer G resends to a forged source)
  *   parse failures     the parser's status and reason, stateless
  */
 #include "app/core.h"
@@ -85,17 +87,24 @@ src_text(const struct tp_src *src, char *out, size_t cap)
     return out;
 }
 
+/* Answer through the transaction, or statelessly (txn_reply_stateless
+ * with the proxy's stateless To tag, so the proxy drops the ACK). */
 static void
-reply(struct core *c, struct txn *t, const struct sip_msg *req,
-      const struct tp_src *src, int status, const char *reason,
-      const char *extra)
+reply_ex(struct core *c, struct txn *t, const struct sip_msg *req,
+         const struct tp_src *src, int status, const char *reason,
+         const char *extra, bool stateless)
 {
     char tag[17], where[TP_ADDRSTRLEN + 8];
     int rc;
 
     sip_new_tag(tag);
-    rc = txn_reply(t, status, reason, slice_cstr(tag), slice_cstr(extra),
-                   SLICE_NULL);
+    if (stateless)
+        rc = txn_reply_stateless(t, status, reason,
+                                 proxy_stateless_tag(c->proxy),
+                                 slice_cstr(extra));
+    else
+        rc = txn_reply(t, status, reason, slice_cstr(tag), slice_cstr(extra),
+                       SLICE_NULL);
     if (rc < 0) {
         log_warn("core", "cannot answer %d: %s call_id=" SLICE_FMT " src=%s",
                  status, strerror(-rc), SLICE_ARG(req->call_id),
@@ -103,9 +112,18 @@ reply(struct core *c, struct txn *t, const struct sip_msg *req,
         return;
     }
     c->stats.answered++;
-    log_info("core", SLICE_FMT " answered %d call_id=" SLICE_FMT " src=%s",
-             SLICE_ARG(req->method_name), status, SLICE_ARG(req->call_id),
+    log_info("core", SLICE_FMT " answered %d%s call_id=" SLICE_FMT " src=%s",
+             SLICE_ARG(req->method_name), status,
+             stateless ? " statelessly" : "", SLICE_ARG(req->call_id),
              src_text(src, where, sizeof(where)));
+}
+
+static void
+reply(struct core *c, struct txn *t, const struct sip_msg *req,
+      const struct tp_src *src, int status, const char *reason,
+      const char *extra)
+{
+    reply_ex(c, t, req, src, status, reason, extra, false);
 }
 
 /* Is option tag one of CORE_SUPPORTED (comma-separated)? */
@@ -156,7 +174,7 @@ proxy_require_unsupported(const struct sip_msg *req, struct slice *out,
 static void
 reply_unsupported(struct core *c, struct txn *t, const struct sip_msg *req,
                   const struct tp_src *src, const struct sip_error *err,
-                  bool proxied)
+                  bool proxied, bool stateless)
 {
     struct slice tags[CORE_MAX_UNSUPPORTED];
     struct buf extra;
@@ -175,8 +193,8 @@ reply_unsupported(struct core *c, struct txn *t, const struct sip_msg *req,
                    i ? ", " : "Unsupported: ", SLICE_ARG(tags[i]));
     if (n)
         buf_append_cstr(&extra, "\r\n");
-    reply(c, t, req, src, err->status, err->reason,
-          extra.data ? extra.data : "");
+    reply_ex(c, t, req, src, err->status, err->reason,
+             extra.data ? extra.data : "", stateless);
     buf_fini(&extra);
 }
 
@@ -239,10 +257,15 @@ core_on_request(struct txn_table *tt, struct txn *t, const struct sip_msg *req,
     if (sip_request_check(req, SLICE_LIT(CORE_SUPPORTED), &err) < 0 &&
         (err.status != 420 || !proxied ||
          proxy_require_unsupported(req, &ptag, 1) > 0)) {
+        /* An INVITE refused for its form that brings no credentials:
+         * one stateless answer, as the proxy's 407 (docs/calls.md), so a
+         * forged source cannot make timer G resend it for 32 s. */
+        bool sl = req->method == SIP_METHOD_INVITE && c->proxy && c->reg &&
+                  !reg_auth_has_credentials(c->reg, req);
         if (err.status == 420)
-            reply_unsupported(c, t, req, src, &err, proxied);
+            reply_unsupported(c, t, req, src, &err, proxied, sl);
         else
-            reply(c, t, req, src, err.status, err.reason, "");
+            reply_ex(c, t, req, src, err.status, err.reason, "", sl);
         return;
     }
     if (proxied) {

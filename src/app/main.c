@@ -2,9 +2,11 @@
  * app/main: the pushpbx daemon. Loads the configuration, opens the
  * listeners on every worker, reports where it listens (log lines and the
  * --ready-file JSON that tests and scripts read), then waits on its own
- * loop for SIGINT/SIGTERM and shuts down cleanly: every worker closes its
- * handles, every thread is joined, everything is freed (the sanitizer
- * build's leak check passes), exit code 0.
+ * loop for SIGINT/SIGTERM and shuts down cleanly: ringing calls are
+ * answered 503 and their branches CANCELled first (bounded by [sip]
+ * shutdown_ms, see on_signal), then every worker closes its handles,
+ * every thread is joined, the store is flushed, everything is freed (the
+ * sanitizer build's leak check passes), exit code 0.
  *
  * Exit codes: 0 clean stop or valid --check-config, 1 run-time failure
  * (cannot bind, cannot start a thread), 2 bad usage or bad configuration
@@ -47,6 +49,9 @@ struct daemon {
     unsigned worker_count;
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
+    uv_timer_t drain;       /* graceful stop: polls the workers */
+    uint64_t drain_start_ms, drain_end_ms; /* uv_now of d->loop */
+    bool draining, stopping;
     struct store *store; /* SQLite writer thread */
     struct reg *reg;     /* shared by every worker's core */
     uv_timer_t expire;   /* reg_expire() once a second */
@@ -136,21 +141,82 @@ write_ready_file(const char *path, const struct tp *tp, unsigned admin_port)
     return 0;
 }
 
+/* Retry-After of the 503s a stopping daemon answers calls with: about
+ * what a restart takes; a phone with another server may go there. */
+#define SHUTDOWN_RETRY_AFTER_S 5
+
+static void
+close_handles(struct daemon *d)
+{
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->expire, NULL);
+    uv_close((uv_handle_t *)&d->drain, NULL);
+    if (d->watchdog_on) /* pinged until the very end of the drain */
+        uv_close((uv_handle_t *)&d->watchdog, NULL);
+    d->watchdog_on = false;
+}
+
+/* Stop every worker (each answers what is still open first, worker_stop)
+ * and let the main loop end. */
+static void
+stop_now(struct daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    for (unsigned i = 0; i < d->worker_count; i++)
+        worker_stop(&d->workers[i]);
+    close_handles(d);
+}
+
+/* While draining: stop once every worker is idle and the missed-call
+ * pushes the ended calls produced have completed, or at the deadline.
+ * Polled (10 ms): a few seconds at most, once per process life. */
+static void
+on_drain_tick(uv_timer_t *h)
+{
+    struct daemon *d = h->data;
+    uint64_t now = uv_now(&d->loop);
+    bool idle = app_wake_idle(d->wake);
+
+    for (unsigned i = 0; i < d->worker_count && idle; i++)
+        idle = worker_idle(&d->workers[i]);
+    if (!idle && now < d->drain_end_ms)
+        return;
+    log_notice("app", "%s after %llu ms", idle ? "drained" : "drain cut short",
+               (unsigned long long)(now - d->drain_start_ms));
+    stop_now(d);
+}
+
+/* SIGTERM/SIGINT: graceful stop (RFC 3261 callers are not left without
+ * a final response): every worker answers its ringing calls 503 with
+ * Retry-After, CANCELs their branches and refuses new calls; the daemon
+ * exits once that is done or after [sip] shutdown_ms. A second signal,
+ * or shutdown_ms = 0, stops at once (the answers still go out: worker
+ * on_stop runs proxy_drain). The store is flushed after the workers
+ * (registrar_close). */
 static void
 on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
 
-    log_notice("app", "%s received, stopping",
-               signum == SIGINT ? "SIGINT" : "SIGTERM");
     sd_notify(0, "STOPPING=1\nSTATUS=stopping");
-    if (d->watchdog_on)
-        uv_close((uv_handle_t *)&d->watchdog, NULL);
+    if (d->draining || d->sip->shutdown_ms == 0) {
+        log_notice("app", "%s received, stopping now", name);
+        stop_now(d);
+        return;
+    }
+    log_notice("app", "%s received, stopping: ending calls (at most %u ms)",
+               name, d->sip->shutdown_ms);
+    d->draining = true;
     for (unsigned i = 0; i < d->worker_count; i++)
-        worker_stop(&d->workers[i]);
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
-    uv_close((uv_handle_t *)&d->expire, NULL);
+        worker_drain(&d->workers[i], SHUTDOWN_RETRY_AFTER_S);
+    uv_update_time(&d->loop);
+    d->drain_start_ms = uv_now(&d->loop);
+    d->drain_end_ms = d->drain_start_ms + d->sip->shutdown_ms;
+    uv_timer_start(&d->drain, on_drain_tick, 10, 10);
 }
 
 /* systemd's watchdog (WatchdogSec=): pinged from the main loop, so a hung
@@ -336,6 +402,8 @@ run_daemon(struct daemon *d, const char *ready_file)
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_timer_init(&d->loop, &d->expire);
     d->expire.data = d;
+    uv_timer_init(&d->loop, &d->drain);
+    d->drain.data = d;
     uv_timer_start(&d->expire, on_expire, 1000, 1000);
 
     tp0 = d->workers[0].tp;
@@ -352,9 +420,7 @@ run_daemon(struct daemon *d, const char *ready_file)
     if (app_admin_start(d->cfg, d->sip, d->reg, tp0, d->workers,
                         d->worker_count, &d->admin) < 0) {
         status = 1;
-        uv_close((uv_handle_t *)&d->sigint, NULL);
-        uv_close((uv_handle_t *)&d->sigterm, NULL);
-        uv_close((uv_handle_t *)&d->expire, NULL);
+        close_handles(d);
         goto stop;
     }
     if (ready_file) {
@@ -364,9 +430,7 @@ run_daemon(struct daemon *d, const char *ready_file)
             log_error("app", "cannot write ready file %s: %s", ready_file,
                       strerror(-rc));
             status = 1;
-            uv_close((uv_handle_t *)&d->sigint, NULL);
-            uv_close((uv_handle_t *)&d->sigterm, NULL);
-            uv_close((uv_handle_t *)&d->expire, NULL);
+            close_handles(d);
             goto stop;
         }
     }

@@ -1,8 +1,14 @@
 /*
  * app/worker: thread + loop per worker; see worker.h.
  *
+ * Graceful stop: worker_drain() wakes the loop through the drain async;
+ * the proxy answers its ringing calls and CANCELs their branches
+ * (proxy_drain), and a 10 ms tick on the worker's tq sets idle once
+ * proxy_busy() is 0, which main polls.
+ *
  * Shutdown: worker_stop() wakes the loop through the stop async; on the
- * worker thread that frees the transaction table (each transaction gets
+ * worker thread that answers what is still open (proxy_drain), frees the
+ * transaction table (each transaction gets
  * its TERMINATED event), then the transport, then closes the async itself.
  * Once libuv has run every close callback the loop has no handles left and
  * uv_run returns, ending the thread.
@@ -17,11 +23,46 @@
 #include "base/log.h"
 #include "proxy/proxy.h"
 
+#define DRAIN_TICK_MS 10
+
+static void
+on_drain_tick(struct tq_entry *e)
+{
+    struct worker *w = container_of(e, struct worker, drain_tick);
+    size_t busy = w->core.proxy ? proxy_busy(w->core.proxy) : 0;
+
+    if (busy == 0) {
+        atomic_store(&w->idle, true);
+        return;
+    }
+    tq_heap_add(tp_tq(w->tp), &w->drain_tick,
+                tp_now_ms(w->tp) + DRAIN_TICK_MS);
+}
+
+static void
+on_drain(uv_async_t *h)
+{
+    struct worker *w = h->data;
+
+    if (!w->tp || atomic_load(&w->idle) || tq_armed(&w->drain_tick))
+        return; /* stopping, or already draining */
+    if (w->core.proxy)
+        proxy_drain(w->core.proxy, w->retry_after_s, false);
+    on_drain_tick(&w->drain_tick);
+}
+
 static void
 on_stop(uv_async_t *h)
 {
     struct worker *w = h->data;
 
+    if (w->tp)
+        tq_cancel(&w->drain_tick);
+    /* Answer whatever is still open before the transactions go: a
+     * caller whose call was cut short by the grace time still gets 503
+     * rather than silence (over TCP the write may not make it). */
+    if (w->core.proxy)
+        proxy_drain(w->core.proxy, w->retry_after_s, true);
     txn_table_free(w->tt);
     w->tt = NULL;
     proxy_free(w->core.proxy); /* its calls ended with the txn table */
@@ -29,6 +70,7 @@ on_stop(uv_async_t *h)
     tp_free(w->tp);
     w->tp = NULL;
     uv_close((uv_handle_t *)&w->stop, NULL);
+    uv_close((uv_handle_t *)&w->drain, NULL);
 }
 
 int
@@ -53,6 +95,18 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
         return rc;
     }
     w->stop.data = w;
+    rc = uv_async_init(&w->loop, &w->drain, on_drain);
+    if (rc < 0) {
+        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&w->stop, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        return rc;
+    }
+    w->drain.data = w;
+    w->retry_after_s = 5;
+    tq_entry_init(&w->drain_tick, on_drain_tick);
+    atomic_init(&w->idle, false);
 
     tp_cfg_defaults(&tc);
     tc.worker = index;
@@ -115,6 +169,19 @@ worker_start(struct worker *w)
     if (rc == 0)
         w->running = true;
     return rc;
+}
+
+void
+worker_drain(struct worker *w, unsigned retry_after_s)
+{
+    w->retry_after_s = retry_after_s;
+    uv_async_send(&w->drain);
+}
+
+bool
+worker_idle(struct worker *w)
+{
+    return atomic_load(&w->idle);
 }
 
 void

@@ -13,19 +13,25 @@
 #define PUSHPBX_APP_WORKER_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include <uv.h>
 
 #include "app/app_cfg.h"
 #include "app/core.h"
+#include "base/tq.h"
 #include "transport/tp.h"
 #include "txn/txn.h"
 
 struct worker {
     unsigned index;
     uv_loop_t loop;
-    uv_async_t stop; /* woken by worker_stop from any thread */
+    uv_async_t stop;  /* woken by worker_stop from any thread */
+    uv_async_t drain; /* woken by worker_drain from any thread */
+    unsigned retry_after_s;     /* set before worker_drain */
+    struct tq_entry drain_tick; /* while draining: re-checks idle */
+    atomic_bool idle; /* drained: nothing of the proxy in flight */
     uv_thread_t thread;
     bool running; /* thread started */
     struct tp *tp;
@@ -43,7 +49,15 @@ int worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
                 size_t errlen);
 /* Run the loop on a new thread. Returns 0 or a libuv error. */
 int worker_start(struct worker *w);
-/* Ask the worker to close everything and end its loop. Any thread. */
+/* Graceful stop, phase 1 (SIGTERM): the worker answers every ringing
+ * call 503 with Retry-After: retry_after_s, CANCELs its branches and
+ * refuses new calls (proxy_drain), then sets idle once nothing of the
+ * proxy is in flight (proxy_busy), checked every 10 ms. Any thread. */
+void worker_drain(struct worker *w, unsigned retry_after_s);
+/* Has the worker drained (see worker_drain)? Any thread. */
+bool worker_idle(struct worker *w);
+/* Ask the worker to close everything and end its loop; every call still
+ * open is answered 503 first (proxy_drain with all). Any thread. */
 void worker_stop(struct worker *w);
 /* Wait for the thread (if started; otherwise run the loop here until the
  * handles are closed) and free the loop. */

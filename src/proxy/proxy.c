@@ -64,7 +64,8 @@ struct branch {
 };
 
 struct proxy_call {
-    struct list_node node; /* p->calls while a fork rings */
+    struct list_node node;  /* p->calls while a fork rings */
+    struct list_node anode; /* p->all for its whole life */
     struct proxy *p;
     enum call_kind kind;
     struct txn *st; /* NULL after TERMINATED */
@@ -193,6 +194,7 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     p->tt = tt;
     p->worker = w;
     list_init(&p->calls);
+    list_init(&p->all);
     list_init(&p->notes);
     buf_init(&p->out, SIP_MAX_MSG_LEN);
     arena_init(&p->a, LOOKUP_ARENA_CAP);
@@ -390,6 +392,16 @@ uri_user(struct arena *a, const struct sip_uri *u, struct slice *user)
     return sip_unescape(u->user, a, user);
 }
 
+/* An ACK for one of our stateless responses (our process-wide To tag):
+ * it matches no transaction and goes nowhere (§17.2.3: a stateless
+ * element drops the ACK for its non-2xx). */
+static bool
+stateless_ack(const struct proxy *p, const struct sip_msg *m)
+{
+    return m->method == SIP_METHOD_ACK &&
+           slice_eq_cstr(m->to.tag, p->sh->sl_tag);
+}
+
 /* ---- steering between workers ------------------------------------------ */
 
 static bool
@@ -426,7 +438,8 @@ proxy_steer(struct proxy *p, const struct tp_rx *rx)
     }
     /* Already steered once (src.worker is the receiver), or a TCP
      * request (its responses must leave over its own flow here). */
-    if (rx->src.worker != p->worker || rx->src.proto != TP_UDP || !p->sh->reg)
+    if (rx->src.worker != p->worker || rx->src.proto != TP_UDP ||
+        !p->sh->reg || stateless_ack(p, m))
         return false;
     int rt = top_route(m, &na, &u, &second);
     if (rt == 1 && uri_is_us(p, &u) && m->to.tag.len) {
@@ -492,6 +505,28 @@ reject(struct proxy *p, struct txn *t, int status, const char *reason,
         log_debug("proxy", "cannot answer %d", status);
 }
 
+/* Refuse an out-of-dialog request. anon: it brought no credentials for
+ * our realm, so nothing but a refusal or a challenge can come of it: one
+ * stateless response (RFC 3261 §16.6 lets a proxy answer statelessly),
+ * no server transaction. A spoofed INVITE thus gets one 407 (not eleven,
+ * timer G) and leaves no 32 s of state; the client's own retransmissions
+ * each get a fresh one, and its ACK is absorbed by our stateless To tag
+ * (proxy_on_request). Requests with credentials keep the transaction. */
+static void
+refuse(struct proxy *p, struct txn *t, bool anon, int status,
+       const char *reason, struct slice extra)
+{
+    if (!anon) {
+        reject(p, t, status, reason, extra);
+        return;
+    }
+    p->stats.rejected++;
+    p->stats.stateless++;
+    if (txn_reply_stateless(t, status, reason, slice_cstr(p->sh->sl_tag),
+                            extra) < 0)
+        log_debug("proxy", "cannot answer %d statelessly", status);
+}
+
 /* ---- calls ------------------------------------------------------------- */
 
 static void call_unref(struct proxy_call *c);
@@ -546,17 +581,25 @@ call_tag(struct proxy_call *c)
     return slice_cstr(c->tag);
 }
 
-/* Send a final response we generate (timeout, CANCEL, nothing left). */
+/* Send a final response we generate (timeout, CANCEL, nothing left);
+ * extra: CRLF-ended header lines. */
 static void
-send_final(struct proxy_call *c, int status, const char *reason)
+send_final_extra(struct proxy_call *c, int status, const char *reason,
+                 struct slice extra)
 {
     if (c->final_sent)
         return;
     c->final_sent = true;
     c->final_status = status;
     if (c->st)
-        (void)txn_reply(c->st, status, reason, call_tag(c), SLICE_NULL,
+        (void)txn_reply(c->st, status, reason, call_tag(c), extra,
                         SLICE_NULL);
+}
+
+static void
+send_final(struct proxy_call *c, int status, const char *reason)
+{
+    send_final_extra(c, status, reason, SLICE_NULL);
 }
 
 static void
@@ -583,6 +626,7 @@ static void
 call_free(struct proxy_call *c)
 {
     tq_cancel(&c->ring);
+    list_remove(&c->anode);
     if (list_linked(&c->node)) {
         list_remove(&c->node);
         proxy_waiting_done(c->p->sh);
@@ -852,6 +896,7 @@ call_new(struct proxy *p, struct txn *t, enum call_kind kind,
     c->st = t;
     c->refs = 1;
     list_init(&c->node);
+    list_push_back(&p->all, &c->anode);
     tq_entry_init(&c->ring, on_ring_timeout);
     c->caller_tcp = src->proto == TP_TCP;
     c->flow_a = src->flow_id;
@@ -1493,40 +1538,49 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     struct slice second, user, from_user;
     const char *why;
     bool pop = false;
+    bool anon = !reg_auth_has_credentials(p->sh->reg, req);
 
+    if (p->draining) {
+        /* Shutting down: no new calls; the phone may retry elsewhere or
+         * once we are back. Stateless: we keep no new state now. */
+        char ra[40];
+        snprintf(ra, sizeof(ra), "Retry-After: %u\r\n", p->retry_after_s);
+        refuse(p, t, true, 503, NULL, slice_cstr(ra));
+        return;
+    }
     if (req->max_forwards == 0) {
-        reject(p, t, 483, NULL, SLICE_NULL);
+        refuse(p, t, anon, 483, NULL, SLICE_NULL);
         return;
     }
     if (looped(p, req)) {
-        reject(p, t, 482, NULL, SLICE_NULL);
+        refuse(p, t, anon, 482, NULL, SLICE_NULL);
         return;
     }
     int rt = top_route(req, &na, &route, &second);
     if (rt < 0) {
-        reject(p, t, 400, "Bad Route", SLICE_NULL);
+        refuse(p, t, anon, 400, "Bad Route", SLICE_NULL);
         return;
     }
     if (rt == 1) {
         if (!uri_is_us(p, &route) || second.len) {
-            reject(p, t, 403, "Relaying Denied", SLICE_NULL);
+            refuse(p, t, anon, 403, "Relaying Denied", SLICE_NULL);
             return;
         }
         pop = true;
     }
     if (sip_uri_parse(req->ruri, &ruri, &why) < 0 ||
         (ruri.scheme != SIP_URI_SIP && ruri.scheme != SIP_URI_SIPS)) {
-        reject(p, t, 416, NULL, SLICE_NULL);
+        refuse(p, t, anon, 416, NULL, SLICE_NULL);
         return;
     }
     if (!slice_eq_nocase_cstr(ruri.host, p->sh->domain) &&
         !host_is_numeric(ruri.host)) {
-        reject(p, t, 403, "Relaying Denied", SLICE_NULL);
+        refuse(p, t, anon, 403, "Relaying Denied", SLICE_NULL);
         return;
     }
     arena_reset(&p->a);
     if (uri_user(&p->a, &ruri, &user) < 0 || user.len == 0 || user.len > 32) {
-        reject(p, t, 404, NULL, SLICE_NULL);
+        refuse(p, t, anon, 404, NULL, SLICE_NULL);
         return;
     }
 
@@ -1539,7 +1593,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     int st =
         reg_auth_request(p->sh->reg, req, &rs, caller, sizeof(caller), &hdrs);
     if (st != 0) {
-        reject(p, t, st, NULL, buf_slice(&hdrs));
+        refuse(p, t, anon, st, NULL, buf_slice(&hdrs));
         buf_fini(&hdrs);
         return;
     }
@@ -1611,11 +1665,74 @@ void
 proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
                  const struct tp_src *src)
 {
+    if (!t && stateless_ack(p, req)) {
+        p->stats.stateless_acks++;
+        return;
+    }
     if (req->to.tag.len || !t) {
         route_in_dialog(p, t, req, src);
         return;
     }
     route_initial(p, t, req, src);
+}
+
+struct slice
+proxy_stateless_tag(const struct proxy *p)
+{
+    return slice_cstr(p->sh->sl_tag);
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+void
+proxy_drain(struct proxy *p, unsigned retry_after_s, bool all)
+{
+    struct list_node *n, *tmp;
+    char ra[40];
+
+    if (!p->draining)
+        log_notice("proxy", "worker %u draining: new calls get 503",
+                   p->worker);
+    p->draining = true;
+    p->retry_after_s = retry_after_s;
+    snprintf(ra, sizeof(ra), "Retry-After: %u\r\n", retry_after_s);
+    /* Nothing here frees a call synchronously (a non-2xx final leaves
+     * the server transaction in Completed; CANCELs are new client
+     * transactions), and observers only queue work: a safe walk. */
+    list_for_each_safe(n, tmp, &p->all)
+    {
+        struct proxy_call *c = container_of(n, struct proxy_call, anode);
+        if (c->final_sent || (!all && c->kind != CALL_FORK))
+            continue;
+        cancel_branches(c, NULL,
+                        "Reason: SIP;cause=503;text=\"Server shutting "
+                        "down\"\r\n");
+        send_final_extra(c, 503, NULL, slice_cstr(ra));
+        call_record(c, PROXY_OUT_FAILED, 503);
+        p->stats.shutdown++;
+        log_info("proxy", "call ended by shutdown: 503 to the caller "
+                 "call_id=%s branches=%zu",
+                 c->rec.call_id, c->nbr);
+    }
+}
+
+size_t
+proxy_busy(const struct proxy *p)
+{
+    size_t busy = 0;
+
+    for (const struct list_node *n = p->all.next; n != &p->all; n = n->next) {
+        const struct proxy_call *c =
+            container_of(n, const struct proxy_call, anode);
+        bool b = !c->final_sent;
+        for (size_t i = 0; i < c->nbr && !b; i++)
+            b = c->br[i].started && c->br[i].ct && c->br[i].status == 0;
+        if (!b && c->st && txn_kind(c->st) == TXN_INVITE_SERVER &&
+            txn_state(c->st) == TXN_COMPLETED)
+            b = true; /* our non-2xx not ACKed yet: G may resend it */
+        busy += b;
+    }
+    return busy;
 }
 
 void

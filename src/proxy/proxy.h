@@ -244,6 +244,30 @@ struct proxy_late {
 int proxy_late_cancel(struct proxy_shared *sh, const struct reg_contact *b,
                       const struct proxy_late *info);
 
+/* The To tag of the proxy's stateless responses (one per process; see
+ * docs/calls.md): a TU that answers a request with txn_reply_stateless
+ * uses it so the proxy recognises and drops the ACK. Any thread. */
+struct slice proxy_stateless_tag(const struct proxy *p);
+
+/* Graceful shutdown, on the worker thread (app/main.c on SIGTERM).
+ * From now on every new out-of-dialog request the proxy would route gets
+ * 503 with "Retry-After: retry_after_s", statelessly. Every call whose
+ * caller has no final response yet (a ringing fork, or a held call to a
+ * sleeping phone with no branch at all) gets 503 + Retry-After at once,
+ * its branches are CANCELled (Reason: SIP;cause=503) and its record says
+ * failed/503, so observers end it as a call that was not answered
+ * ([wake] sends the missed-call pushes). With all, relayed requests still
+ * waiting for their final (in-dialog, MESSAGE) are answered 503 too;
+ * without it they may finish (a BYE still goes through). In-dialog
+ * requests are still relayed. Idempotent. */
+void proxy_drain(struct proxy *p, unsigned retry_after_s, bool all);
+
+/* Calls that still need the network: a caller without a final response,
+ * a branch without its final (the CANCEL/487 in flight), or an INVITE
+ * caller that has not ACKed our non-2xx final yet (we would retransmit
+ * it). 0 once draining is complete. Worker thread. */
+size_t proxy_busy(const struct proxy *p);
+
 struct proxy_stats {
     uint64_t calls;          /* INVITEs routed to an extension */
     uint64_t answered;       /* calls with a 2xx */
@@ -253,6 +277,10 @@ struct proxy_stats {
     uint64_t rejected;       /* 4xx/5xx we generated */
     uint64_t branches_added; /* branches added to running forks */
     uint64_t late_invites;   /* rule 7 INVITE+CANCELs sent */
+    uint64_t stateless;      /* requests refused statelessly (no
+                                credentials: 407 and earlier refusals) */
+    uint64_t stateless_acks; /* ACKs for those, absorbed */
+    uint64_t shutdown;       /* calls answered 503 by proxy_drain */
 };
 void proxy_stats_get(const struct proxy *p, struct proxy_stats *out);
 

@@ -39,6 +39,11 @@ struct proxy_shared {
         void *arg;
     } obs[PROXY_MAX_OBSERVERS];
     size_t obs_count;
+    /* To tag of every response answered statelessly (txn_reply_stateless,
+     * e.g. the 407 to an INVITE without credentials): one per process, as
+     * Kamailio's sl module does, so the ACK for such a response, which
+     * matches no transaction, is known by its To tag and absorbed. */
+    char sl_tag[17];
 
     pthread_mutex_t rec_lock; /* the record ring */
     struct proxy_call_record *recs;
@@ -79,6 +84,9 @@ struct proxy {
     struct txn_table *tt;
     unsigned worker;
     struct list_node calls; /* struct proxy_call.node, ringing forks */
+    struct list_node all;   /* struct proxy_call.anode, every live call */
+    bool draining;          /* proxy_drain: shutting down */
+    unsigned retry_after_s; /* Retry-After of our 503s while draining */
     uv_async_t notify;      /* woken by proxy_binding_added */
     struct list_node notes; /* under sh->lock */
     size_t note_count;

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "proxy/proxy_int.h"
+#include "sip/build.h"
 
 void
 proxy_cfg_defaults(struct proxy_cfg *c)
@@ -60,6 +61,7 @@ proxy_shared_new(const struct proxy_cfg *cfg, struct reg *reg,
     sh->cfg = *cfg;
     sh->reg = reg;
     sh->domain = xstrdup(domain);
+    sip_new_tag(sh->sl_tag);
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->rec_lock, NULL);
     sh->rec_cap = cfg->call_records;

@@ -248,6 +248,13 @@ int reg_auth_request(struct reg *r, const struct sip_msg *req,
                      const struct reg_src *src, char *ext, size_t cap,
                      struct buf *hdrs);
 
+/* Does req carry credentials reg_auth_request would check: a Digest
+ * Proxy-Authorization whose realm is ours (well-formed or not)? false
+ * for none, or only some for another realm: such a request can only be
+ * challenged, so the proxy answers it statelessly (no transaction, no
+ * retransmitted 407). Any thread. */
+bool reg_auth_has_credentials(const struct reg *r, const struct sip_msg *req);
+
 struct reg_stats {
     uint64_t registers;     /* REGISTERs handled */
     uint64_t ok;            /* answered 2xx */

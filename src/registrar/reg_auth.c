@@ -701,6 +701,25 @@ reg_auth_check(struct reg *r, const struct reg_auth_req *q, struct buf *hdrs,
     return 0;
 }
 
+bool
+reg_auth_has_credentials(const struct reg *r, const struct sip_msg *req)
+{
+    for (size_t i = 0; i < req->hdr_count; i++) {
+        const char *why;
+        struct sip_auth au;
+
+        if (req->hdrs[i].id != SIP_HDR_PROXY_AUTHORIZATION)
+            continue;
+        /* Unparsable: reg_auth_request answers 400, statefully. */
+        if (sip_auth_parse(req->hdrs[i].value, &au, &why) < 0)
+            return true;
+        if (slice_eq_nocase_cstr(au.scheme, "Digest") &&
+            slice_eq_cstr(au.realm, r->realm))
+            return true;
+    }
+    return false;
+}
+
 int
 reg_auth_request(struct reg *r, const struct sip_msg *req,
                  const struct reg_src *src, char *ext, size_t cap,

@@ -849,6 +849,34 @@ txn_reply(struct txn *t, int status, const char *reason, struct slice to_tag,
     return rc;
 }
 
+int
+txn_reply_stateless(struct txn *t, int status, const char *reason,
+                    struct slice to_tag, struct slice extra)
+{
+    struct buf b;
+    int rc;
+
+    if (!is_server(t) || status < 300 || status > 699)
+        return -EINVAL;
+    if (terminated(t) || t->req == NULL ||
+        (t->state != TXN_TRYING && t->state != TXN_PROCEEDING))
+        return -EALREADY;
+    buf_init(&b, SIP_MAX_MSG_LEN);
+    rc = sip_build_response(&b, t->req, status, reason, to_tag, extra,
+                            SLICE_NULL);
+    if (rc == 0) {
+        tq_cancel(&t->trying);
+        t->status = status;
+        int sent = send_bytes(t, b.data, b.len);
+        if (sent < 0)
+            log_info(ROOM, "stateless response %d not sent: %s", status,
+                     strerror(-sent));
+        terminate(t);
+    }
+    buf_fini(&b);
+    return rc;
+}
+
 static struct txn *
 server_new(struct txn_table *tt, const struct tp_rx *rx)
 {

@@ -194,6 +194,22 @@ int txn_respond(struct txn *t, int status, struct slice bytes);
 int txn_reply(struct txn *t, int status, const char *reason,
               struct slice to_tag, struct slice extra, struct slice body);
 
+/* Answer the request of a server transaction statelessly (RFC 3261 §16.6
+ * and §8.2.6, as Kamailio's sl_send_reply): build a final non-2xx like
+ * txn_reply, send it once, and terminate the transaction at once: no
+ * timer G retransmissions, no stored response, no timer H/J state. A
+ * retransmission of the request is then a new request (it gets a new
+ * answer from the TU), and the ACK for this response matches nothing (it
+ * reaches the TU with t == NULL). For refusing a request that brought no
+ * credentials, so a spoofed source cannot make us send it a response
+ * eleven times or hold 32 s of state. The TU gets TXN_EV_TERMINATED
+ * before this returns (if it attached a callback); t and the request
+ * stay readable until the end of the loop iteration. Returns 0 (a
+ * transport error is logged and ignored), -EINVAL for a client txn or a
+ * status outside 300..699, -EALREADY after a final response. */
+int txn_reply_stateless(struct txn *t, int status, const char *reason,
+                        struct slice to_tag, struct slice extra);
+
 /* Attach or change the TU callback and context of a transaction. */
 void txn_set_cb(struct txn *t, txn_event_cb *cb, void *arg);
 void *txn_arg(const struct txn *t);
