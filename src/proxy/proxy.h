@@ -95,6 +95,8 @@ struct proxy_call_info {
     const char *caller_name; /* From display name, unquoted, valid UTF-8
                                 ("" if none) */
     size_t bindings;         /* branches started at once (may be 0) */
+    const struct reg_contact *contacts; /* those bindings: the proxy's one
+                                           location lookup for the call */
     unsigned worker;         /* the worker that owns the call */
     uint64_t rx_us;          /* monotonic µs (uv_hrtime) the INVITE was
                                 read (tp_src.rx_us); 0 if unknown */

@@ -470,6 +470,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
                                    .callee = c->rec.callee,
                                    .caller_name = c->caller_name,
                                    .bindings = n,
+                                   .contacts = bs,
                                    .worker = p->worker,
                                    .rx_us = src->rx_us};
     if (c->kind == CALL_FORK) {
