@@ -113,6 +113,7 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     list_init(&p->notes);
     buf_init(&p->out, SIP_MAX_MSG_LEN);
     arena_init(&p->a, LOOKUP_ARENA_CAP);
+    arena_init(&p->pre_a, LOOKUP_ARENA_CAP);
     uv_async_init(tp_loop(tp), &p->notify, on_notify);
     p->notify.data = p;
     for (size_t i = 0; i < tp_listener_count(tp); i++) {
@@ -143,6 +144,7 @@ on_closed(uv_handle_t *h)
 
     buf_fini(&p->out);
     arena_fini(&p->a);
+    arena_fini(&p->pre_a);
     free(p);
 }
 
@@ -154,6 +156,7 @@ proxy_free(struct proxy *p)
     if (!p)
         return;
     tp_set_relay(p->tp, NULL, NULL);
+    proxy_pre_drop(p);
     pthread_mutex_lock(&p->sh->lock);
     p->sh->workers[p->worker] = NULL;
     list_for_each_safe(n, tmp, &p->notes)

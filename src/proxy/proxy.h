@@ -97,9 +97,9 @@ struct proxy_call_info {
     size_t bindings;         /* branches started at once (may be 0) */
     const struct reg_contact *contacts; /* those bindings: the proxy's one
                                            location lookup for the call */
-    unsigned worker;         /* the worker that owns the call */
-    uint64_t rx_us;          /* monotonic µs (uv_hrtime) the INVITE was
-                                read (tp_src.rx_us); 0 if unknown */
+    unsigned worker;                    /* the worker that owns the call */
+    uint64_t rx_us; /* monotonic µs (uv_hrtime) the INVITE was
+                       read (tp_src.rx_us); 0 if unknown */
 };
 
 /* A branch's request was handed to the transport (sent on its socket or

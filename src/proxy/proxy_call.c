@@ -33,7 +33,7 @@ proxy_call_finish(struct proxy_call *c, enum proxy_outcome o, int status)
     c->rec.branches = (unsigned)c->nbr;
     if (list_linked(&c->node)) {
         list_remove(&c->node);
-        proxy_waiting_done(c->p->sh);
+        proxy_waiting_done(c->p->sh, slice_cstr(c->rec.callee), c->p->worker);
     }
     list_init(&c->node);
     proxy_record_add(c->p->sh, &c->rec);
@@ -117,7 +117,7 @@ call_free(struct proxy_call *c)
     list_remove(&c->anode);
     if (list_linked(&c->node)) {
         list_remove(&c->node);
-        proxy_waiting_done(c->p->sh);
+        proxy_waiting_done(c->p->sh, slice_cstr(c->rec.callee), c->p->worker);
     }
     for (size_t i = 0; i < c->nbr; i++) {
         free(c->br[i].uri);

@@ -25,6 +25,16 @@
 
 #define PROXY_MAX_OBSERVERS 4
 #define PROXY_NOTIFY_MAX 1024 /* queued binding notifications per worker */
+#define PROXY_RINGING_BUCKETS 1024
+
+/* One (callee, worker) with fork calls waiting for bindings (see
+ * proxy_shared.ringing). */
+struct proxy_ringing {
+    struct proxy_ringing *next;
+    unsigned worker;
+    size_t calls;
+    char ext[33];
+};
 
 struct proxy_shared {
     struct proxy_cfg cfg;
@@ -38,6 +48,12 @@ struct proxy_shared {
      * before reg_lookup, the registrar stores the binding before
      * proxy_binding_added reads it, so one of them sees the other. */
     atomic_size_t waiting;
+    /* Where calls ring, by callee: (ext, worker) -> count of fork calls
+     * waiting for new bindings on that worker, under lock. A REGISTER is
+     * noted only to the workers listed for its extension
+     * (proxy_binding_added), not to every worker. Entered before the
+     * call's lookup, like waiting. */
+    struct proxy_ringing *ringing[PROXY_RINGING_BUCKETS];
     struct proxy *workers[TP_MAX_WORKERS];
     struct {
         struct proxy_observer ops;
@@ -95,8 +111,21 @@ struct proxy {
     uv_async_t notify;      /* woken by proxy_binding_added */
     struct list_node notes; /* under sh->lock */
     size_t note_count;
-    struct buf out;                  /* scratch for built messages */
-    struct arena a;                  /* scratch for lookups (reset per use) */
+    struct buf out; /* scratch for built messages */
+    struct arena a; /* scratch for lookups (reset per use) */
+    /* proxy_steer's location lookup of an INVITE's callee, taken over by
+     * route_initial for the same request (same read callback): one
+     * lookup per INVITE. While valid it holds a waiting count for user
+     * (proxy_waiting_add). */
+    struct arena pre_a;
+    struct {
+        bool valid;
+        char user[33];
+        char call_id[PROXY_REC_CALL_ID_MAX];
+        uint32_t cseq;
+        struct reg_contact *bs; /* in pre_a */
+        size_t n;
+    } pre;
     char via_host[2][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP "host:port" */
     char rr_host[TP_ADDRSTRLEN];
     struct proxy_stats stats;
@@ -165,17 +194,11 @@ proxy_copy_cstr(char *dst, size_t cap, struct slice s)
     dst[n] = '\0';
 }
 
-static inline void
-proxy_waiting_add(struct proxy_shared *sh)
-{
-    atomic_fetch_add(&sh->waiting, 1);
-}
-
-static inline void
-proxy_waiting_done(struct proxy_shared *sh)
-{
-    atomic_fetch_sub(&sh->waiting, 1);
-}
+/* A fork call for ext on worker w starts waiting for bindings (before its
+ * location lookup), or stops (it ended, or was not a fork after all).
+ * Any thread (sh->lock). */
+void proxy_waiting_add(struct proxy_shared *sh, struct slice ext, unsigned w);
+void proxy_waiting_done(struct proxy_shared *sh, struct slice ext, unsigned w);
 
 /* proxy_shared.c */
 void proxy_record_add(struct proxy_shared *sh,
@@ -191,6 +214,8 @@ int proxy_note_post(struct proxy_shared *sh, unsigned w, struct proxy_note *n);
 void proxy_notes_run(struct proxy *p);
 
 /* proxy_route.c */
+/* Forget proxy_steer's kept lookup (releasing its waiting count). */
+void proxy_pre_drop(struct proxy *p);
 /* Is uri one of our addresses (domain or listener host, our port)? */
 bool proxy_uri_is_us(const struct proxy *p, const struct sip_uri *u);
 /* Destination for a URI: numeric host only (no DNS yet), transport param,

@@ -162,6 +162,7 @@ proxy_steer(struct proxy *p, const struct tp_rx *rx)
         int w = txn_branch_worker(m->via.branch);
         return w >= 0 && post_to(p, (unsigned)w, rx);
     }
+    proxy_pre_drop(p); /* an earlier request's, never taken */
     /* Already steered once (src.worker is the receiver), or a TCP
      * request (its responses must leave over its own flow here). */
     if (rx->src.worker != p->worker || rx->src.proto != TP_UDP || !p->sh->reg ||
@@ -185,14 +186,61 @@ proxy_steer(struct proxy *p, const struct tp_rx *rx)
     arena_reset(&p->a);
     struct reg_contact *bs;
     size_t n;
-    if (proxy_uri_user(&p->a, &ru, &user) < 0 || user.len == 0 ||
-        reg_lookup(p->sh->reg, user, &p->a, &bs, &n) < 0)
+    if (proxy_uri_user(&p->a, &ru, &user) < 0 || user.len == 0 || user.len > 32)
         return false;
+    /* An INVITE's lookup is kept for route_initial (p->pre), so it is
+     * counted as waiting before the lookup, as route_initial would. */
+    bool keep = m->method == SIP_METHOD_INVITE &&
+                m->call_id.len < sizeof(p->pre.call_id);
+    if (keep)
+        proxy_waiting_add(p->sh, user, p->worker);
+    arena_reset(&p->pre_a);
+    if (reg_lookup(p->sh->reg, user, &p->pre_a, &bs, &n) < 0) {
+        if (keep)
+            proxy_waiting_done(p->sh, user, p->worker);
+        return false;
+    }
     for (size_t i = 0; i < n; i++)
         if (bs[i].transport == REG_TP_TCP && bs[i].flow_id &&
-            tp_flow_worker(bs[i].flow_id) != p->worker)
+            tp_flow_worker(bs[i].flow_id) != p->worker) {
+            if (keep)
+                proxy_waiting_done(p->sh, user, p->worker);
             return post_to(p, tp_flow_worker(bs[i].flow_id), rx);
+        }
+    if (keep) {
+        p->pre.valid = true;
+        proxy_copy_cstr(p->pre.user, sizeof(p->pre.user), user);
+        proxy_copy_cstr(p->pre.call_id, sizeof(p->pre.call_id), m->call_id);
+        p->pre.cseq = m->cseq.num;
+        p->pre.bs = bs;
+        p->pre.n = n;
+    }
     return false;
+}
+
+void
+proxy_pre_drop(struct proxy *p)
+{
+    if (!p->pre.valid)
+        return;
+    p->pre.valid = false;
+    proxy_waiting_done(p->sh, slice_cstr(p->pre.user), p->worker);
+}
+
+/* route_initial: take proxy_steer's lookup of this very request, with its
+ * waiting count. false if there is none (then look up). */
+static bool
+pre_take(struct proxy *p, const struct sip_msg *req, struct slice user,
+         struct reg_contact **bs, size_t *n)
+{
+    if (!p->pre.valid || !slice_eq_cstr(user, p->pre.user) ||
+        !slice_eq_cstr(req->call_id, p->pre.call_id) ||
+        req->cseq.num != p->pre.cseq)
+        return false;
+    p->pre.valid = false; /* the waiting count goes with it */
+    *bs = p->pre.bs;
+    *n = p->pre.n;
+    return true;
 }
 
 bool
@@ -440,15 +488,18 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     size_t n;
     /* Counted before the lookup so that a binding added after it still
      * reaches this call (proxy_shared.waiting). */
-    proxy_waiting_add(p->sh);
-    int rc = reg_lookup(p->sh->reg, user, &p->a, &bs, &n);
+    int rc = 0;
+    if (!pre_take(p, req, user, &bs, &n)) {
+        proxy_waiting_add(p->sh, user, p->worker);
+        rc = reg_lookup(p->sh->reg, user, &p->a, &bs, &n);
+    }
     if (rc == -ENOENT) {
-        proxy_waiting_done(p->sh);
+        proxy_waiting_done(p->sh, user, p->worker);
         proxy_reject(p, t, 404, NULL, SLICE_NULL);
         return;
     }
     if (rc < 0) {
-        proxy_waiting_done(p->sh);
+        proxy_waiting_done(p->sh, user, p->worker);
         proxy_reject(p, t, 500, NULL, SLICE_NULL);
         return;
     }
@@ -461,7 +512,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
         (void)txn_reply(t, 100, NULL, SLICE_NULL, SLICE_NULL, SLICE_NULL);
     } else {
         c->kind = CALL_RELAY; /* MESSAGE etc.: forked, no call record */
-        proxy_waiting_done(p->sh);
+        proxy_waiting_done(p->sh, user, p->worker);
     }
     display_name(req->from.display, c->caller_name, sizeof(c->caller_name));
     struct proxy_call_info info = {.call = c,
@@ -501,9 +552,9 @@ proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
         p->stats.stateless_acks++;
         return;
     }
-    if (req->to.tag.len || !t) {
+    if (req->to.tag.len || !t)
         proxy_route_in_dialog(p, t, req, src);
-        return;
-    }
-    route_initial(p, t, req, src);
+    else
+        route_initial(p, t, req, src);
+    proxy_pre_drop(p); /* not taken: refused before its lookup */
 }

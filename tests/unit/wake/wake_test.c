@@ -295,6 +295,35 @@ device_background(struct t *t, const char *prov, const char *prid,
 
 /* ---- tests ------------------------------------------------------------- */
 
+/* The registrar parses a binding's RFC 8599 params once, when it stores
+ * it (unescaped), so that wake compares strings: a token with an escaped
+ * ':' is matched to its push device without parsing the Contact again. */
+static void
+test_binding_pn_parsed(void **state)
+{
+    struct t *t = *state;
+    const char *c =
+        pn_contact("192.0.2.9", "fcm", "fcm-token%3AAPA91b_1", "proj", "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    struct arena a;
+    struct reg_contact *bs;
+    size_t n;
+    arena_init(&a, 64 * 1024);
+    assert_int_equal(reg_lookup(t->r, slice_cstr("100"), &a, &bs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(bs[0].pn_provider, "fcm");
+    assert_string_equal(bs[0].pn_prid, TOK_F);
+    assert_string_equal(bs[0].pn_param, "proj");
+    arena_fini(&a);
+    /* ... and wake finds the device's binding by them: a UDP binding is
+     * tried directly first (grace), not pushed at once. */
+    assert_true(start_call(t, 0, "call-pn", "100"));
+    assert_int_equal(t->nsent, 0);
+    advance(t, 500);
+    assert_int_equal(t->nsent, 1);
+    assert_string_equal(t->sent[0].token, TOK_F);
+}
+
 /* Rule 5/6/7: no binding → pushed at once; cancelled → missed push; the
  * VoIP device registering afterwards gets INVITE+CANCEL (cause=487),
  * exactly once. */
@@ -742,6 +771,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_binding_pn_parsed, wsetup,
+                                        wteardown),
         cmocka_unit_test_setup_teardown(test_push_cancel_voip, wsetup,
                                         wteardown),
         cmocka_unit_test_setup_teardown(test_push_cancel_fcm_and_expiry, wsetup,
