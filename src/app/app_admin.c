@@ -40,7 +40,8 @@
  * be larger: [proxy] call_records). */
 #define APP_ADMIN_CALLS_MAX 1000
 /* A probe or test push: per-attempt timeout, attempts, and deadline. The
- * admin thread waits for it, so all three are small. */
+ * admin's job thread and the HTTP client wait for it, so all three are
+ * small. */
 #define PROBE_TIMEOUT_MS 5000u
 #define PROBE_ATTEMPTS 2u
 #define PROBE_DEADLINE_S 12

@@ -306,18 +306,20 @@ print_softphone_help(const struct daemon *d, const struct tp *tp0)
            "cannot resolve it)\n",
            d->sip->domain);
     /* A handful (the demo accounts); a big list belongs to the admin
-     * API, not the terminal. */
+     * API, not the terminal. Never the passwords: stdout of a service
+     * ends up in the journal. The README and the configuration file say
+     * what the demo passwords are. */
     for (size_t i = 0; i < n && i < 10; i++) {
         const char *number;
         const struct reg_ext_cfg *e =
             cfg_instance(d->cfg, &reg_ext_cfg_section, i, &number);
-        printf("  user %-5s password %-12s %s\n", number, e->password,
-               e->name);
+        printf("  user %-5s %s\n", number, e->name);
     }
     if (n > 10)
         printf("  ... and %zu more extensions in the configuration\n",
                n - 10);
-    printf("\n");
+    printf("  password  as set in the configuration file "
+           "([extension.NUMBER] password)\n\n");
     fflush(stdout);
 }
 

@@ -5,7 +5,12 @@
  * Output is a table for people, or the API's JSON with --json. Exit codes
  * (docs/admin.md): 0 ok, 1 other server error, 2 usage, 3 cannot reach
  * the daemon, 4 unauthorized (401), 5 not found (404), 6 conflict (409),
- * 7 bad request (400/413), 8 connectivity check failed.
+ * 7 bad request (400/413, or an argument that is not an extension number),
+ * 8 connectivity check failed.
+ *
+ * Arguments that go into a URL path (extension numbers) are checked
+ * against the registrar's number rule and percent-encoded (ext_path), so
+ * "1018/prov" or "100?x" can never address another route.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -80,8 +85,65 @@ usage(FILE *f)
                "  --token-file  default var/admin.token\n"
                "exit: 0 ok, 1 server error, 2 usage, 3 unreachable, 4 "
                "unauthorized,\n"
-               "      5 not found, 6 conflict, 7 bad request, 8 check "
-               "failed\n");
+               "      5 not found, 6 conflict, 7 bad request (or EXT not an "
+               "extension number),\n"
+               "      8 check failed\n");
+}
+
+/* ---- path arguments ---------------------------------------------------- */
+
+/* The registrar's extension number rule (reg_ext_number_valid): 1 to 32
+ * of A-Z a-z 0-9 _ . + - */
+static bool
+number_ok(const char *n)
+{
+    size_t len = strlen(n);
+
+    if (len == 0 || len > 32)
+        return false;
+    for (const char *p = n; *p; p++) {
+        char c = *p;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+              (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.' ||
+              c == '+'))
+            return false;
+    }
+    return true;
+}
+
+/* Write fmt with ext as one percent-encoded path segment into out
+ * (fmt has one %s). ext must be an extension number; anything else
+ * ("1018/prov", "100?x", "../x", "%2F") is refused with a message, before
+ * any request. Encoded beyond the rule: '+' (%2B), and the dots of "."
+ * and ".." (%2E), which URL parsers would otherwise remove as dot
+ * segments. Returns true, or false after printing why. */
+static bool
+ext_path(const char *fmt, const char *ext, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char seg[3 * 32 + 1];
+    size_t o = 0;
+    bool dots = strspn(ext, ".") == strlen(ext);
+
+    if (!number_ok(ext)) {
+        fprintf(stderr,
+                "pushpbxctl: '%s' is not an extension number (1 to 32 of "
+                "A-Z a-z 0-9 _ . + -)\n",
+                ext);
+        return false;
+    }
+    for (const unsigned char *p = (const unsigned char *)ext; *p; p++) {
+        if (*p == '+' || (dots && *p == '.')) {
+            seg[o++] = '%';
+            seg[o++] = hex[*p >> 4];
+            seg[o++] = hex[*p & 15];
+        } else {
+            seg[o++] = (char)*p;
+        }
+    }
+    seg[o] = '\0';
+    snprintf(out, outlen, fmt, seg);
+    return true;
 }
 
 /* ---- HTTP -------------------------------------------------------------- */
@@ -614,8 +676,8 @@ cmd_ext(struct ctl *c, int argc, char **argv)
         return simple(c, "GET", "/api/extensions", NULL, show_ext_list);
     if (argc < 2)
         return EX_USAGE;
-    snprintf(path, sizeof(path), "/api/extensions/%s", argv[1]);
     if (strcmp(argv[0], "add") == 0) {
+        /* the number travels in the body; the server checks it */
         json_t *body = json_pack("{s:s}", "number", argv[1]);
         for (int i = 2; i < argc; i++) {
             if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
@@ -631,10 +693,15 @@ cmd_ext(struct ctl *c, int argc, char **argv)
     }
     if (argc != 2)
         return EX_USAGE;
-    if (strcmp(argv[0], "del") == 0)
+    if (strcmp(argv[0], "del") == 0) {
+        if (!ext_path("/api/extensions/%s", argv[1], path, sizeof(path)))
+            return EX_BADREQ;
         return simple(c, "DELETE", path, NULL, NULL);
+    }
     if (strcmp(argv[0], "passwd") == 0) {
-        snprintf(path, sizeof(path), "/api/extensions/%s/password", argv[1]);
+        if (!ext_path("/api/extensions/%s/password", argv[1], path,
+                      sizeof(path)))
+            return EX_BADREQ;
         return simple(c, "POST", path, NULL, show_password);
     }
     return EX_USAGE;
@@ -647,7 +714,10 @@ cmd_prov(struct ctl *c, int argc, char **argv)
 
     if (argc < 2)
         return EX_USAGE;
-    snprintf(path, sizeof(path), "/api/extensions/%s/prov", argv[1]);
+    if (strcmp(argv[0], "revoke") != 0 && strcmp(argv[0], "show") != 0)
+        return EX_USAGE;
+    if (!ext_path("/api/extensions/%s/prov", argv[1], path, sizeof(path)))
+        return EX_BADREQ;
     if (strcmp(argv[0], "revoke") == 0 && argc == 2)
         return simple(c, "DELETE", path, NULL, NULL);
     if (strcmp(argv[0], "show") != 0)
@@ -680,11 +750,18 @@ cmd_push(struct ctl *c, int argc, char **argv)
     if (argc != 2)
         return EX_USAGE;
     if (strcmp(argv[0], "test") == 0) {
-        snprintf(path, sizeof(path), "/api/extensions/%s/push/test", argv[1]);
-        return simple(c, "POST", path, NULL, show_push_test);
+        if (!ext_path("/api/extensions/%s/push/test", argv[1], path,
+                      sizeof(path)))
+            return EX_BADREQ;
+        /* the daemon waits for the provider (up to about 12 s) */
+        struct ctl slow = *c;
+        if (slow.timeout_s < 40)
+            slow.timeout_s = 40;
+        return simple(&slow, "POST", path, NULL, show_push_test);
     }
     if (strcmp(argv[0], "forget") == 0) {
-        snprintf(path, sizeof(path), "/api/extensions/%s/push", argv[1]);
+        if (!ext_path("/api/extensions/%s/push", argv[1], path, sizeof(path)))
+            return EX_BADREQ;
         return simple(c, "DELETE", path, NULL, NULL);
     }
     return EX_USAGE;
