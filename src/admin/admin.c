@@ -39,6 +39,7 @@
 #include "base/xmalloc.h"
 #include "registrar/reg.h"
 #include "store/store.h"
+#include "store/store_backup.h"
 
 /* How long an extension change may wait for the store's commit. The
  * writer commits at once; this bounds a stuck disk (busy timeout 5 s). */
@@ -55,6 +56,7 @@ struct admin {
     const struct admin_cfg *cfg;
     struct reg *reg;
     char *domain, *realm;
+    char *db_path; /* GET /api/backup; may be "" */
     struct admin_sip_listener *listeners;
     size_t listener_count;
     struct {
@@ -62,8 +64,11 @@ struct admin {
     } push;
     struct admin_sources src;
     struct store *store;
-    struct admin_conf_ext *conf; /* owned copies of the strings */
-    size_t conf_count;
+    /* The configuration file's extensions: replaced on a reload
+     * (admin_conf_reload); a replaced set stays until admin_stop, since a
+     * request may still hold an entry of it. */
+    pthread_mutex_t conf_mu;
+    struct conf_set *confs;
     struct admin_prov *prov;
     char token[129];
     char base_url[256];
@@ -247,18 +252,78 @@ ext_find(struct admin *a, const char *number, struct ext_info *out)
     return found;
 }
 
+struct conf_set {
+    struct admin_conf_ext *v; /* owned copies of the strings */
+    size_t count;
+    struct conf_set *older;
+};
+
+static struct conf_set *
+conf_set_new(const struct admin_conf_ext *exts, size_t count)
+{
+    struct conf_set *cs = xcalloc(1, sizeof(*cs));
+
+    cs->count = count;
+    cs->v = xcalloc(count + 1, sizeof(*cs->v));
+    for (size_t i = 0; i < count; i++) {
+        const struct admin_conf_ext *src = &exts[i];
+        cs->v[i] = (struct admin_conf_ext){
+            .number = xstrdup(src->number),
+            .file = xstrdup(src->file ? src->file : "--set"),
+            .line = src->line,
+            .password = xstrdup(src->password ? src->password : ""),
+        };
+    }
+    return cs;
+}
+
+static void
+conf_sets_free(struct conf_set *cs)
+{
+    while (cs) {
+        struct conf_set *older = cs->older;
+        for (size_t i = 0; i < cs->count; i++) {
+            free((char *)cs->v[i].number);
+            free((char *)cs->v[i].file);
+            explicit_bzero((char *)cs->v[i].password,
+                           strlen(cs->v[i].password));
+            free((char *)cs->v[i].password);
+        }
+        free(cs->v);
+        free(cs);
+        cs = older;
+    }
+}
+
 /* The [extension.N] of the configuration file, or NULL. */
 static const struct admin_conf_ext *
-conf_find(const struct admin *a, const char *number)
+conf_find(struct admin *a, const char *number)
 {
-    for (size_t i = 0; i < a->conf_count; i++)
-        if (strcmp(a->conf[i].number, number) == 0)
-            return &a->conf[i];
-    return NULL;
+    const struct admin_conf_ext *found = NULL;
+
+    pthread_mutex_lock(&a->conf_mu);
+    for (size_t i = 0; i < a->confs->count && !found; i++)
+        if (strcmp(a->confs->v[i].number, number) == 0)
+            found = &a->confs->v[i];
+    pthread_mutex_unlock(&a->conf_mu);
+    return found;
+}
+
+void
+admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
+                  size_t count)
+{
+    if (!a)
+        return;
+    struct conf_set *cs = conf_set_new(exts, count);
+    pthread_mutex_lock(&a->conf_mu);
+    cs->older = a->confs;
+    a->confs = cs;
+    pthread_mutex_unlock(&a->conf_mu);
 }
 
 static json_t *
-ext_json(const struct admin *a, const struct ext_info *e)
+ext_json(struct admin *a, const struct ext_info *e)
 {
     const struct admin_conf_ext *cf = conf_find(a, e->number);
     json_t *j = json_pack("{s:s, s:s, s:b, s:i, s:s}", "number", e->number,
@@ -1403,10 +1468,71 @@ route_wake_latency(struct admin *a, struct MHD_Connection *c)
                                "register_to_invite", wake_lat_json(&lat[1])));
 }
 
+/* GET /api/backup: a consistent copy of the store's database, taken with
+ * SQLite's online backup API while the daemon runs (store_backup), sent
+ * as a file download. The copy is made next to the database and unlinked
+ * once open. Runs on the admin thread: for a large database other admin
+ * requests wait while the copy is made (docs/install.md). */
+static enum MHD_Result
+route_backup(struct admin *a, struct MHD_Connection *c)
+{
+    char tmp[4096], err[512], name[64], disp[128];
+    struct stat st;
+
+    if (!a->db_path || !a->db_path[0])
+        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED, "no database", NULL);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.backup-XXXXXX", a->db_path) >=
+        sizeof(tmp))
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "path too long",
+                          NULL);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "cannot create the backup file", NULL);
+    close(fd);
+    if (store_backup(a->db_path, tmp, err, sizeof(err)) < 0) {
+        unlink(tmp);
+        log_error("admin", "%s", err);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err, NULL);
+    }
+    fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    unlink(tmp);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "cannot read the backup", NULL);
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(name, sizeof(name), "pushpbx-%Y%m%d-%H%M%S.db", &tm);
+    snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", name);
+    MHD_add_response_header(r, "Content-Type", "application/vnd.sqlite3");
+    MHD_add_response_header(r, "Content-Disposition", disp);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    log_notice("admin", "backup sent (%lld bytes)", (long long)st.st_size);
+    return ret;
+}
+
 static enum MHD_Result
 route_api(struct admin *a, struct MHD_Connection *c, const char *method,
           struct req *rq, char **seg, size_t n)
 {
+    if (n == 2 && strcmp(seg[1], "backup") == 0) {
+        if (!is(method, "GET"))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              "method not allowed", NULL);
+        return route_backup(a, c);
+    }
     if (n == 2 && strcmp(seg[1], "extensions") == 0) {
         if (is(method, "POST"))
             return ext_create(a, c, rq);
@@ -1512,6 +1638,32 @@ route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
     return send_json(c, MHD_HTTP_OK, doc);
 }
 
+/* For monitoring, without a token: 200 when every part of the daemon
+ * answered within its bound, else 503 naming the failing parts. Says
+ * nothing secret (no counts, no names). */
+static enum MHD_Result
+route_healthz(struct admin *a, struct MHD_Connection *c)
+{
+    json_t *parts = json_object(), *failing = json_array();
+    const char *k;
+    json_t *v;
+    int rc = a->src.health ? a->src.health(a->src.arg, parts) : 0;
+
+    json_object_foreach(parts, k, v)
+    {
+        if (!json_is_true(json_object_get(v, "ok")))
+            json_array_append_new(failing, json_string(k));
+    }
+    if (rc != 0 && json_array_size(failing) == 0)
+        json_array_append_new(failing, json_string("unknown"));
+    bool ok = json_array_size(failing) == 0;
+    return send_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                     json_pack("{s:s, s:s, s:o, s:o}", "status",
+                               ok ? "ok" : "unhealthy", "version",
+                               PUSHPBX_VERSION, "failing", failing, "parts",
+                               parts));
+}
+
 static enum MHD_Result
 dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
          const char *method, struct req *rq)
@@ -1536,6 +1688,8 @@ dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
                                 admin_assets[i].len, MHD_RESPMEM_PERSISTENT);
         if (n == 2 && strcmp(seg[0], "prov") == 0)
             return route_prov(a, c, seg[1]);
+        if (n == 1 && strcmp(seg[0], "healthz") == 0)
+            return route_healthz(a, c);
     }
 
     const char *auth =
@@ -1780,6 +1934,7 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     a->reg = o->reg;
     a->domain = xstrdup(o->domain ? o->domain : "");
     a->realm = xstrdup(o->realm ? o->realm : a->domain);
+    a->db_path = xstrdup(o->db_path ? o->db_path : "");
     a->listener_count = o->listener_count;
     a->listeners = xcalloc(o->listener_count + 1, sizeof(*a->listeners));
     for (size_t i = 0; i < o->listener_count; i++) {
@@ -1792,17 +1947,8 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     a->push.apns_topic = dup_or_null(o->push.apns_topic);
     a->src = o->sources;
     a->store = o->store;
-    a->conf_count = o->conf_ext_count;
-    a->conf = xcalloc(o->conf_ext_count + 1, sizeof(*a->conf));
-    for (size_t i = 0; i < o->conf_ext_count; i++) {
-        const struct admin_conf_ext *src = &o->conf_exts[i];
-        a->conf[i] = (struct admin_conf_ext){
-            .number = xstrdup(src->number),
-            .file = xstrdup(src->file ? src->file : "--set"),
-            .line = src->line,
-            .password = xstrdup(src->password ? src->password : ""),
-        };
-    }
+    pthread_mutex_init(&a->conf_mu, NULL);
+    a->confs = conf_set_new(o->conf_exts, o->conf_ext_count);
 
     if (parse_listen(a->cfg->listen, &sin, host, sizeof(host)) < 0) {
         snprintf(err, errlen, "admin: listen '%s': IPv4 host:port expected",
@@ -1882,14 +2028,8 @@ admin_stop(struct admin *a)
         MHD_stop_daemon(a->mhd);
     admin_guard_stop(a->guard);
     admin_prov_close(a->prov);
-    for (size_t i = 0; i < a->conf_count; i++) {
-        free((char *)a->conf[i].number);
-        free((char *)a->conf[i].file);
-        explicit_bzero((char *)a->conf[i].password,
-                       strlen(a->conf[i].password));
-        free((char *)a->conf[i].password);
-    }
-    free(a->conf);
+    conf_sets_free(a->confs);
+    pthread_mutex_destroy(&a->conf_mu);
     for (size_t i = 0; i < a->listener_count; i++)
         free((char *)a->listeners[i].transport);
     free(a->listeners);
@@ -1898,6 +2038,7 @@ admin_stop(struct admin *a)
     free(a->push.apns_environment);
     free(a->push.apns_topic);
     free(a->domain);
+    free(a->db_path);
     free(a->realm);
     explicit_bzero(a->token, sizeof(a->token));
     pthread_mutex_destroy(&a->log_mu);

@@ -153,6 +153,12 @@ typedef void admin_counters_fn(void *arg, struct admin_counters *out);
 typedef void admin_wake_latency_fn(void *arg, bool exact,
                                    struct admin_wake_lat out[2]);
 
+/* GET /healthz: fill parts (borrowed object) with one {"ok", "detail"}
+ * object per part of the daemon and return 0 when every part answered,
+ * nonzero otherwise. Bounded in time (about a second at most); runs on
+ * the admin thread. */
+typedef int admin_health_fn(void *arg, json_t *parts);
+
 /* Push settings phones learn from the provisioning document. NULL or ""
  * fields mean "not configured". */
 struct admin_push_info {
@@ -173,6 +179,7 @@ struct admin_sources {
     admin_push_check_fn *push_check;
     admin_counters_fn *counters;
     admin_wake_latency_fn *wake_latency;
+    admin_health_fn *health;
 };
 
 /* An extension of the configuration file ([extension.N]). The file is its
@@ -199,6 +206,9 @@ struct admin_opts {
      * through it (store_commit) before they are answered. NULL: no
      * persistence (the answer does not wait). */
     struct store *store;
+    /* The store's database file, for GET /api/backup (copied); NULL or ""
+     * = no backups. */
+    const char *db_path;
     const struct admin_conf_ext *conf_exts; /* copied */
     size_t conf_ext_count;
     const char *domain; /* [sip] domain (copied) */
@@ -215,6 +225,11 @@ struct admin_opts {
  * "admin: reason" in err. Main thread. */
 int admin_start(const struct admin_opts *o, struct admin **out, char *err,
                 size_t errlen);
+/* Replace the list of the configuration file's extensions (SIGHUP
+ * reload): copied; from then on the API treats exactly these as
+ * read-only. Any thread. a NULL: nothing. */
+void admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
+                       size_t count);
 /* Port actually bound (useful with listen port 0). */
 unsigned admin_port(const struct admin *a);
 /* Stop the HTTP thread (waits for the request in progress and for running

@@ -14,6 +14,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <stdbool.h>
@@ -71,6 +73,10 @@ usage(FILE *f)
                "  prov show EXT [--new]        provisioning link (create or "
                "renew)\n"
                "  prov revoke EXT              revoke the link\n"
+               "  backup FILE                  a consistent copy of the "
+               "database, taken\n"
+               "                               while the daemon runs "
+               "(restore: pushpbx --restore)\n"
                "  check [--apns-url U] [--fcm-url U] [--oauth-url U] "
                "[--cacert F]\n"
                "                               DNS, TCP, TLS and HTTP towards "
@@ -82,7 +88,8 @@ usage(FILE *f)
                "http://127.0.0.1:8080)\n"
                "  --token    API token (default $PUSHPBX_TOKEN, else "
                "--token-file)\n"
-               "  --token-file  default var/admin.token\n"
+               "  --token-file  default var/admin.token, else "
+               "/var/lib/pushpbx/admin.token\n"
                "exit: 0 ok, 1 server error, 2 usage, 3 unreachable, 4 "
                "unauthorized,\n"
                "      5 not found, 6 conflict, 7 bad request (or EXT not an "
@@ -667,6 +674,74 @@ read_token(const char *path, char *out, size_t outlen)
     return ok && out[0];
 }
 
+static size_t
+on_file(char *p, size_t size, size_t n, void *arg)
+{
+    return fwrite(p, size, n, arg) * size;
+}
+
+/* backup FILE: GET /api/backup into FILE.part, checked to be a SQLite
+ * database, then renamed to FILE (an interrupted download never leaves a
+ * FILE that looks complete). */
+static int
+cmd_backup(struct ctl *c, int argc, char **argv)
+{
+    char part[4096], url[1024], auth[300], head[16];
+    long status = -1;
+
+    if (argc != 1)
+        return EX_USAGE;
+    if ((size_t)snprintf(part, sizeof(part), "%s.part", argv[0]) >=
+        sizeof(part))
+        return EX_USAGE;
+    FILE *f = fopen(part, "wbe");
+    if (!f) {
+        fprintf(stderr, "pushpbxctl: %s: %s\n", part, strerror(errno));
+        return EX_SERVER;
+    }
+    fchmod(fileno(f), 0600); /* it holds the HA1 values */
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = NULL;
+    snprintf(url, sizeof(url), "%s/api/backup", c->url);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
+    hdr = curl_slist_append(hdr, auth);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, c->timeout_s < 300 ? 300L
+                                                            : c->timeout_s);
+    CURLcode rc = curl_easy_perform(h);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr, "pushpbxctl: %s: %s\n", url, curl_easy_strerror(rc));
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    bool written = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    fclose(f);
+    f = fopen(part, "rbe");
+    bool sqlite = f && fread(head, 1, sizeof(head), f) == sizeof(head) &&
+                  memcmp(head, "SQLite format 3", 16) == 0;
+    if (f)
+        fclose(f);
+    if (status != 200 || !written || !sqlite) {
+        if (status >= 300)
+            fprintf(stderr, "pushpbxctl: backup refused: HTTP %ld\n", status);
+        else if (status == 200)
+            fprintf(stderr, "pushpbxctl: the download is not a database\n");
+        unlink(part);
+        return status == 200 ? EX_SERVER : exit_for(status);
+    }
+    if (rename(part, argv[0]) < 0) {
+        fprintf(stderr, "pushpbxctl: %s: %s\n", argv[0], strerror(errno));
+        unlink(part);
+        return EX_SERVER;
+    }
+    printf("backup written to %s\n", argv[0]);
+    return EX_OK;
+}
+
 static int
 cmd_ext(struct ctl *c, int argc, char **argv)
 {
@@ -781,7 +856,9 @@ main(int argc, char **argv)
     };
     struct ctl c = {.timeout_s = 10};
     const char *token = getenv("PUSHPBX_TOKEN");
+    /* make run's var/, else the installed daemon's state directory. */
     const char *token_file = "var/admin.token";
+    bool token_file_default = true;
     int opt, ex;
 
     c.url = getenv("PUSHPBX_URL");
@@ -798,6 +875,7 @@ main(int argc, char **argv)
             break;
         case 'T':
             token_file = optarg;
+            token_file_default = false;
             token = NULL;
             break;
         case 'j':
@@ -831,7 +909,10 @@ main(int argc, char **argv)
     bool have_token = true;
     if (token && token[0])
         snprintf(c.token, sizeof(c.token), "%s", token);
-    else if (!read_token(token_file, c.token, sizeof(c.token)))
+    else if (!read_token(token_file, c.token, sizeof(c.token)) &&
+             !(token_file_default &&
+               read_token(token_file = "/var/lib/pushpbx/admin.token",
+                          c.token, sizeof(c.token))))
         have_token = false;
     if (strcmp(cmd, "check") == 0) {
         /* no token: the network steps only, no daemon needed */
@@ -853,6 +934,8 @@ main(int argc, char **argv)
             ex = cmd_push(&c, sub_argc, sub_argv);
         else if (strcmp(cmd, "prov") == 0)
             ex = cmd_prov(&c, sub_argc, sub_argv);
+        else if (strcmp(cmd, "backup") == 0)
+            ex = cmd_backup(&c, sub_argc, sub_argv);
         else
             ex = EX_USAGE;
     }

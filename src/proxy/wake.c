@@ -154,6 +154,7 @@ struct wake {
     pthread_mutex_t qlock; /* queue, stopping */
     struct list_node queue;
     bool stopping;
+    atomic_uint_fast64_t ping_sent, ping_seen; /* wake_push_ping */
 
     atomic_uint_fast64_t n_sent, n_delivered, n_failed, n_dead, n_live, n_grace,
         n_woken, n_late;
@@ -398,6 +399,22 @@ on_push_done(const struct push_result *r, void *arg)
     wake_job_done(arg, r);
 }
 
+uint64_t
+wake_push_ping(struct wake *w)
+{
+    if (!w || !w->thread_started)
+        return 0;
+    uint64_t n = atomic_fetch_add(&w->ping_sent, 1) + 1;
+    uv_async_send(&w->async);
+    return n;
+}
+
+bool
+wake_push_answered(struct wake *w, uint64_t n)
+{
+    return n == 0 || atomic_load(&w->ping_seen) >= n;
+}
+
 /* Push thread: start every queued job, or cancel them when stopping. */
 static void
 on_async(uv_async_t *h)
@@ -405,6 +422,7 @@ on_async(uv_async_t *h)
     struct wake *w = h->data;
     struct list_node batch, *n, *tmp;
 
+    atomic_store(&w->ping_seen, atomic_load(&w->ping_sent));
     list_init(&batch);
     pthread_mutex_lock(&w->qlock);
     bool stopping = w->stopping;
