@@ -31,13 +31,13 @@ static const struct cfg_option admin_options[] = {
              "is generated at start, printed once to stderr and written "
              "to token_file."},
     {.key = "token_file",
-     .type = CFG_STRING,
+     .type = CFG_PATH,
      .def = "var/admin.token",
      .offset = offsetof(struct admin_cfg, token_file),
      .help = "Where a generated token is written (mode 0600); pushpbxctl "
              "reads it by default."},
     {.key = "prov_db",
-     .type = CFG_STRING,
+     .type = CFG_PATH,
      .def = "var/admin.db",
      .offset = offsetof(struct admin_cfg, prov_db),
      .help = "SQLite file of the provisioning links (one per extension, "
