@@ -9,12 +9,19 @@
  * extension exists, else create" cannot race with another admin request.
  * It can race with nothing else: only the admin creates extensions while
  * the daemon runs.
+ *
+ * Nothing slow runs on that thread: the test push and the push check (a
+ * real exchange with APNs/FCM) run on job threads while their connection
+ * is suspended (admin_avail.c), and they touch only the thread-safe
+ * provider callbacks, never the admin's own state. Connection limits and
+ * the request guard keep slow clients from holding every slot.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +39,7 @@
 #include "base/xmalloc.h"
 #include "registrar/reg.h"
 #include "store/store.h"
+#include "store/store_backup.h"
 
 /* How long an extension change may wait for the store's commit. The
  * writer commits at once; this bounds a stuck disk (busy timeout 5 s). */
@@ -48,6 +56,7 @@ struct admin {
     const struct admin_cfg *cfg;
     struct reg *reg;
     char *domain, *realm;
+    char *db_path; /* GET /api/backup; may be "" */
     struct admin_sip_listener *listeners;
     size_t listener_count;
     struct {
@@ -55,13 +64,22 @@ struct admin {
     } push;
     struct admin_sources src;
     struct store *store;
-    struct admin_conf_ext *conf; /* owned copies of the strings */
-    size_t conf_count;
+    /* The configuration file's extensions: replaced on a reload
+     * (admin_conf_reload); a replaced set stays until admin_stop, since a
+     * request may still hold an entry of it. */
+    pthread_mutex_t conf_mu;
+    struct conf_set *confs;
     struct admin_prov *prov;
     char token[129];
     char base_url[256];
     unsigned port;
     struct MHD_Daemon *mhd;
+    struct admin_guard *guard; /* request_timeout_s reaper */
+    struct admin_jobs *jobs;   /* test pushes and checks */
+    /* MHD's log lines, repeats folded (on_mhd_log) */
+    pthread_mutex_t log_mu;
+    char log_last[512];
+    uint64_t log_at_ms, log_repeats;
     /* admin thread only */
     uint64_t requests, unauthorized;
 };
@@ -70,8 +88,15 @@ struct admin {
 struct req {
     struct buf body;
     bool too_big;
-    bool answered; /* a response is queued already (early 413) */
+    bool answered;         /* a response is queued already (early 413) */
+    struct admin_job *job; /* a slow route running on a job thread */
 };
+
+/* Job threads for test pushes and checks, and how many may wait or run at
+ * once (more get 503): two, so a check can run beside a test push that
+ * waits for a provider that does not answer. */
+#define ADMIN_JOB_THREADS 2u
+#define ADMIN_JOBS_MAX 8u
 
 static char *
 dup_or_null(const char *s)
@@ -120,15 +145,21 @@ send_json(struct MHD_Connection *c, unsigned status, json_t *j)
                     MHD_RESPMEM_MUST_FREE);
 }
 
-static enum MHD_Result
-send_error(struct MHD_Connection *c, unsigned status, const char *reason,
-           const char *field)
+static json_t *
+error_json(unsigned status, const char *reason, const char *field)
 {
     json_t *j = json_pack("{s:s, s:i}", "error", reason, "status", status);
 
     if (field)
         json_object_set_new(j, "field", json_string(field));
-    return send_json(c, status, j);
+    return j;
+}
+
+static enum MHD_Result
+send_error(struct MHD_Connection *c, unsigned status, const char *reason,
+           const char *field)
+{
+    return send_json(c, status, error_json(status, reason, field));
 }
 
 static enum MHD_Result
@@ -221,18 +252,78 @@ ext_find(struct admin *a, const char *number, struct ext_info *out)
     return found;
 }
 
+struct conf_set {
+    struct admin_conf_ext *v; /* owned copies of the strings */
+    size_t count;
+    struct conf_set *older;
+};
+
+static struct conf_set *
+conf_set_new(const struct admin_conf_ext *exts, size_t count)
+{
+    struct conf_set *cs = xcalloc(1, sizeof(*cs));
+
+    cs->count = count;
+    cs->v = xcalloc(count + 1, sizeof(*cs->v));
+    for (size_t i = 0; i < count; i++) {
+        const struct admin_conf_ext *src = &exts[i];
+        cs->v[i] = (struct admin_conf_ext){
+            .number = xstrdup(src->number),
+            .file = xstrdup(src->file ? src->file : "--set"),
+            .line = src->line,
+            .password = xstrdup(src->password ? src->password : ""),
+        };
+    }
+    return cs;
+}
+
+static void
+conf_sets_free(struct conf_set *cs)
+{
+    while (cs) {
+        struct conf_set *older = cs->older;
+        for (size_t i = 0; i < cs->count; i++) {
+            free((char *)cs->v[i].number);
+            free((char *)cs->v[i].file);
+            explicit_bzero((char *)cs->v[i].password,
+                           strlen(cs->v[i].password));
+            free((char *)cs->v[i].password);
+        }
+        free(cs->v);
+        free(cs);
+        cs = older;
+    }
+}
+
 /* The [extension.N] of the configuration file, or NULL. */
 static const struct admin_conf_ext *
-conf_find(const struct admin *a, const char *number)
+conf_find(struct admin *a, const char *number)
 {
-    for (size_t i = 0; i < a->conf_count; i++)
-        if (strcmp(a->conf[i].number, number) == 0)
-            return &a->conf[i];
-    return NULL;
+    const struct admin_conf_ext *found = NULL;
+
+    pthread_mutex_lock(&a->conf_mu);
+    for (size_t i = 0; i < a->confs->count && !found; i++)
+        if (strcmp(a->confs->v[i].number, number) == 0)
+            found = &a->confs->v[i];
+    pthread_mutex_unlock(&a->conf_mu);
+    return found;
+}
+
+void
+admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
+                  size_t count)
+{
+    if (!a)
+        return;
+    struct conf_set *cs = conf_set_new(exts, count);
+    pthread_mutex_lock(&a->conf_mu);
+    cs->older = a->confs;
+    a->confs = cs;
+    pthread_mutex_unlock(&a->conf_mu);
 }
 
 static json_t *
-ext_json(const struct admin *a, const struct ext_info *e)
+ext_json(struct admin *a, const struct ext_info *e)
 {
     const struct admin_conf_ext *cf = conf_find(a, e->number);
     json_t *j = json_pack("{s:s, s:s, s:b, s:i, s:s}", "number", e->number,
@@ -528,8 +619,7 @@ cur_max_push(struct admin *a, const char *number)
 {
     struct reg_ext_info info;
 
-    return reg_ext_get(a->reg, number, &info) == 0 ? info.max_push_devices
-                                                   : 1;
+    return reg_ext_get(a->reg, number, &info) == 0 ? info.max_push_devices : 1;
 }
 
 /* PATCH: name, enabled and max_push_devices change in place (the
@@ -583,8 +673,7 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
         struct store_mark m = write_mark(a);
         if (reg_ext_update(a->reg, cur->number, name, enabled, maxdev) < 0) {
             json_decref(j);
-            return send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
-                              NULL);
+            return send_error(c, MHD_HTTP_NOT_FOUND, "no such extension", NULL);
         }
         int rc = commit_writes(a, m, "update", cur->number);
         if (rc < 0) {
@@ -1132,6 +1221,82 @@ is(const char *method, const char *m)
     return strcmp(method, m) == 0;
 }
 
+/* ---- slow routes: test push and push check on a job thread ------------ */
+
+/* Runs on a job thread: only the provider callbacks, never admin state. */
+static unsigned
+job_push_test(void *ctx, const char *ext, json_t **body)
+{
+    struct admin *a = ctx;
+    json_t *res = json_object();
+    int rc = a->src.push_test(a->src.arg, ext, res);
+
+    if (rc >= 0) {
+        *body = res;
+        return MHD_HTTP_OK;
+    }
+    json_decref(res);
+    if (rc == -ENOENT) {
+        *body = error_json(MHD_HTTP_NOT_FOUND, "extension has no push device",
+                           NULL);
+        return MHD_HTTP_NOT_FOUND;
+    }
+    *body = error_json(MHD_HTTP_BAD_GATEWAY, "push failed", NULL);
+    return MHD_HTTP_BAD_GATEWAY;
+}
+
+static unsigned
+job_push_check(void *ctx, const char *param, json_t **body)
+{
+    struct admin *a = ctx;
+    json_t *items = json_array();
+    bool ok;
+    size_t i;
+    json_t *it;
+
+    (void)param;
+    if (a->src.push_check(a->src.arg, items) < 0) {
+        json_decref(items);
+        *body = error_json(MHD_HTTP_INTERNAL_SERVER_ERROR,
+                           "push check failed to run", NULL);
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ok = json_array_size(items) > 0;
+    json_array_foreach(items, i, it) ok =
+        ok && json_is_true(json_object_get(it, "ok"));
+    *body = json_pack("{s:b, s:o}", "ok", ok, "items", items);
+    return MHD_HTTP_OK;
+}
+
+/* Suspend c and queue fn; the answer goes out when the job is done
+ * (on_request). */
+static enum MHD_Result
+job_start(struct admin *a, struct MHD_Connection *c, struct req *rq,
+          admin_job_fn *fn, const char *param)
+{
+    int rc = admin_jobs_submit(a->jobs, c, fn, a, param, &rq->job);
+
+    if (rc == -EBUSY)
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "too many test pushes and checks running; try "
+                          "again",
+                          NULL);
+    if (rc < 0)
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "admin server stopping", NULL);
+    return MHD_YES;
+}
+
+static enum MHD_Result
+push_test_start(struct admin *a, struct MHD_Connection *c, struct req *rq,
+                const char *ext)
+{
+    if (!a->src.push_test)
+        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+                          "test push not available yet", NULL);
+    return job_start(a, c, rq, job_push_test, ext);
+}
+
 static enum MHD_Result
 route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
           struct req *rq, char **seg, size_t n)
@@ -1209,23 +1374,7 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
             ret = send_empty(c, MHD_HTTP_NO_CONTENT);
     } else if (n == 5 && strcmp(seg[3], "push") == 0 &&
                strcmp(seg[4], "test") == 0 && is(method, "POST")) {
-        if (!a->src.push_test) {
-            ret = send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
-                             "test push not available yet", NULL);
-        } else {
-            json_t *res = json_object();
-            int rc = a->src.push_test(a->src.arg, e.number, res);
-            if (rc == -ENOENT) {
-                json_decref(res);
-                ret = send_error(c, MHD_HTTP_NOT_FOUND,
-                                 "extension has no push device", NULL);
-            } else if (rc < 0) {
-                json_decref(res);
-                ret = send_error(c, MHD_HTTP_BAD_GATEWAY, "push failed", NULL);
-            } else {
-                ret = send_json(c, MHD_HTTP_OK, res);
-            }
-        }
+        ret = push_test_start(a, c, rq, e.number);
     } else if (n >= 4 && strcmp(seg[3], "prov") == 0) {
         struct admin_prov_row row;
         char url[512];
@@ -1272,7 +1421,8 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
 /* POST /api/push/check: the authenticated step of the push check, run by
  * the daemon with its own [apns]/[fcm] credentials. */
 static enum MHD_Result
-push_check(struct admin *a, struct MHD_Connection *c, const char *method)
+push_check(struct admin *a, struct MHD_Connection *c, const char *method,
+           struct req *rq)
 {
     if (!is(method, "POST"))
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
@@ -1280,19 +1430,7 @@ push_check(struct admin *a, struct MHD_Connection *c, const char *method)
     if (!a->src.push_check)
         return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
                           "push check not available", NULL);
-    json_t *items = json_array();
-    if (a->src.push_check(a->src.arg, items) < 0) {
-        json_decref(items);
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "push check failed to run", NULL);
-    }
-    bool ok = json_array_size(items) > 0;
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it) ok =
-        ok && json_is_true(json_object_get(it, "ok"));
-    return send_json(c, MHD_HTTP_OK,
-                     json_pack("{s:b, s:o}", "ok", ok, "items", items));
+    return job_start(a, c, rq, job_push_check, NULL);
 }
 
 static json_t *
@@ -1330,10 +1468,71 @@ route_wake_latency(struct admin *a, struct MHD_Connection *c)
                                "register_to_invite", wake_lat_json(&lat[1])));
 }
 
+/* GET /api/backup: a consistent copy of the store's database, taken with
+ * SQLite's online backup API while the daemon runs (store_backup), sent
+ * as a file download. The copy is made next to the database and unlinked
+ * once open. Runs on the admin thread: for a large database other admin
+ * requests wait while the copy is made (docs/install.md). */
+static enum MHD_Result
+route_backup(struct admin *a, struct MHD_Connection *c)
+{
+    char tmp[4096], err[512], name[64], disp[128];
+    struct stat st;
+
+    if (!a->db_path || !a->db_path[0])
+        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED, "no database", NULL);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.backup-XXXXXX", a->db_path) >=
+        sizeof(tmp))
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "path too long",
+                          NULL);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "cannot create the backup file", NULL);
+    close(fd);
+    if (store_backup(a->db_path, tmp, err, sizeof(err)) < 0) {
+        unlink(tmp);
+        log_error("admin", "%s", err);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err, NULL);
+    }
+    fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    unlink(tmp);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "cannot read the backup", NULL);
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(name, sizeof(name), "pushpbx-%Y%m%d-%H%M%S.db", &tm);
+    snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", name);
+    MHD_add_response_header(r, "Content-Type", "application/vnd.sqlite3");
+    MHD_add_response_header(r, "Content-Disposition", disp);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    log_notice("admin", "backup sent (%lld bytes)", (long long)st.st_size);
+    return ret;
+}
+
 static enum MHD_Result
 route_api(struct admin *a, struct MHD_Connection *c, const char *method,
           struct req *rq, char **seg, size_t n)
 {
+    if (n == 2 && strcmp(seg[1], "backup") == 0) {
+        if (!is(method, "GET"))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              "method not allowed", NULL);
+        return route_backup(a, c);
+    }
     if (n == 2 && strcmp(seg[1], "extensions") == 0) {
         if (is(method, "POST"))
             return ext_create(a, c, rq);
@@ -1351,7 +1550,7 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n >= 3 && strcmp(seg[1], "extensions") == 0)
         return route_ext(a, c, method, rq, seg, n);
     if (n == 3 && strcmp(seg[1], "push") == 0 && strcmp(seg[2], "check") == 0)
-        return push_check(a, c, method);
+        return push_check(a, c, method, rq);
     if (n == 2 && !is(method, "GET"))
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
                           NULL);
@@ -1439,6 +1638,32 @@ route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
     return send_json(c, MHD_HTTP_OK, doc);
 }
 
+/* For monitoring, without a token: 200 when every part of the daemon
+ * answered within its bound, else 503 naming the failing parts. Says
+ * nothing secret (no counts, no names). */
+static enum MHD_Result
+route_healthz(struct admin *a, struct MHD_Connection *c)
+{
+    json_t *parts = json_object(), *failing = json_array();
+    const char *k;
+    json_t *v;
+    int rc = a->src.health ? a->src.health(a->src.arg, parts) : 0;
+
+    json_object_foreach(parts, k, v)
+    {
+        if (!json_is_true(json_object_get(v, "ok")))
+            json_array_append_new(failing, json_string(k));
+    }
+    if (rc != 0 && json_array_size(failing) == 0)
+        json_array_append_new(failing, json_string("unknown"));
+    bool ok = json_array_size(failing) == 0;
+    return send_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                     json_pack("{s:s, s:s, s:o, s:o}", "status",
+                               ok ? "ok" : "unhealthy", "version",
+                               PUSHPBX_VERSION, "failing", failing, "parts",
+                               parts));
+}
+
 static enum MHD_Result
 dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
          const char *method, struct req *rq)
@@ -1463,6 +1688,8 @@ dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
                                 admin_assets[i].len, MHD_RESPMEM_PERSISTENT);
         if (n == 2 && strcmp(seg[0], "prov") == 0)
             return route_prov(a, c, seg[1]);
+        if (n == 1 && strcmp(seg[0], "healthz") == 0)
+            return route_healthz(a, c);
     }
 
     const char *auth =
@@ -1507,11 +1734,22 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
             if (*end == '\0' && v > a->cfg->max_body) {
                 a->requests++;
                 rq->answered = true;
+                admin_guard_mark(a->guard, c, true);
                 return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
                                   "request body too large", NULL);
             }
         }
         return MHD_YES;
+    }
+    if (rq->job) {
+        /* Resumed: the job thread is done with it. */
+        unsigned st;
+        json_t *body;
+        if (!admin_job_take(a->jobs, rq->job, &st, &body))
+            return MHD_YES; /* not done: cannot happen while suspended */
+        admin_job_free(rq->job);
+        rq->job = NULL;
+        return body ? send_json(c, st, body) : send_empty(c, st);
     }
     if (*upload_size) {
         if (!rq->too_big && buf_append(&rq->body, upload, *upload_size) < 0)
@@ -1522,6 +1760,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
     if (rq->answered)
         return MHD_YES;
     rq->answered = true;
+    admin_guard_mark(a->guard, c, true); /* whole: no longer timed */
     return dispatch(a, c, url, method, rq);
 }
 
@@ -1529,10 +1768,13 @@ static void
 on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
+    struct admin *a = cls;
     struct req *rq = *con_cls;
 
+    admin_guard_mark(a->guard, c, false); /* the next request's clock */
     if (!rq)
         return;
+    admin_job_free(rq->job); /* done (jobs stop before MHD) */
     if (rq->body.data)
         explicit_bzero(rq->body.data, rq->body.len); /* may hold a pw */
     buf_fini(&rq->body);
@@ -1543,10 +1785,31 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char line[512];
+    struct admin *a = cls;
+    char line[sizeof(a->log_last)];
+    struct timespec ts;
 
     vsnprintf(line, sizeof(line), fmt, ap);
     line[strcspn(line, "\n")] = '\0';
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now_ms =
+        (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    /* A limit doing its job under a flood (refused connections) would
+     * log one line per connection: repeats of a line within a second are
+     * counted instead, and the count is logged with the next line. */
+    pthread_mutex_lock(&a->log_mu);
+    if (strcmp(line, a->log_last) == 0 && now_ms - a->log_at_ms < 1000) {
+        a->log_repeats++;
+        pthread_mutex_unlock(&a->log_mu);
+        return;
+    }
+    if (a->log_repeats)
+        log_warn("admin", "http: (last message repeated %llu times)",
+                 (unsigned long long)a->log_repeats);
+    a->log_repeats = 0;
+    a->log_at_ms = now_ms;
+    snprintf(a->log_last, sizeof(a->log_last), "%s", line);
+    pthread_mutex_unlock(&a->log_mu);
     log_warn("admin", "http: %s", line);
 }
 
@@ -1666,10 +1929,12 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     char host[64];
     int rc;
 
+    pthread_mutex_init(&a->log_mu, NULL);
     a->cfg = o->cfg;
     a->reg = o->reg;
     a->domain = xstrdup(o->domain ? o->domain : "");
     a->realm = xstrdup(o->realm ? o->realm : a->domain);
+    a->db_path = xstrdup(o->db_path ? o->db_path : "");
     a->listener_count = o->listener_count;
     a->listeners = xcalloc(o->listener_count + 1, sizeof(*a->listeners));
     for (size_t i = 0; i < o->listener_count; i++) {
@@ -1682,17 +1947,8 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     a->push.apns_topic = dup_or_null(o->push.apns_topic);
     a->src = o->sources;
     a->store = o->store;
-    a->conf_count = o->conf_ext_count;
-    a->conf = xcalloc(o->conf_ext_count + 1, sizeof(*a->conf));
-    for (size_t i = 0; i < o->conf_ext_count; i++) {
-        const struct admin_conf_ext *src = &o->conf_exts[i];
-        a->conf[i] = (struct admin_conf_ext){
-            .number = xstrdup(src->number),
-            .file = xstrdup(src->file ? src->file : "--set"),
-            .line = src->line,
-            .password = xstrdup(src->password ? src->password : ""),
-        };
-    }
+    pthread_mutex_init(&a->conf_mu, NULL);
+    a->confs = conf_set_new(o->conf_exts, o->conf_ext_count);
 
     if (parse_listen(a->cfg->listen, &sin, host, sizeof(host)) < 0) {
         snprintf(err, errlen, "admin: listen '%s': IPv4 host:port expected",
@@ -1708,12 +1964,27 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     rc = settle_token(a, err, errlen);
     if (rc < 0)
         goto fail;
+    rc = admin_guard_start(a->cfg->request_timeout_s, &a->guard);
+    if (rc == 0)
+        rc = admin_jobs_start(ADMIN_JOB_THREADS, ADMIN_JOBS_MAX, &a->jobs);
+    if (rc < 0) {
+        snprintf(err, errlen, "admin: cannot start threads: %s", strerror(-rc));
+        goto fail;
+    }
+    /* One polling thread for every route (see the top of this file);
+     * the limits: connections in all, per source address, and the time a
+     * request may take to arrive (the guard; MHD's own timeout is an idle
+     * timeout, which a trickling client never triggers). */
     a->mhd = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG, 0,
-        NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG |
+            MHD_ALLOW_SUSPEND_RESUME,
+        0, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
         MHD_OPTION_SOCK_ADDR, &sin, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+        a, MHD_OPTION_NOTIFY_CONNECTION, admin_guard_notify, a->guard,
+        MHD_OPTION_CONNECTION_LIMIT, a->cfg->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, a->cfg->max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, a->cfg->request_timeout_s,
+        MHD_OPTION_END);
     if (!a->mhd) {
         snprintf(err, errlen, "admin: cannot listen on %s", a->cfg->listen);
         rc = -EADDRINUSE;
@@ -1750,17 +2021,15 @@ admin_stop(struct admin *a)
 {
     if (!a)
         return;
+    /* Jobs first: they resume their suspended connections, which MHD
+     * must not hold at stop; the guard last: MHD unregisters with it. */
+    admin_jobs_stop(a->jobs);
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
+    admin_guard_stop(a->guard);
     admin_prov_close(a->prov);
-    for (size_t i = 0; i < a->conf_count; i++) {
-        free((char *)a->conf[i].number);
-        free((char *)a->conf[i].file);
-        explicit_bzero((char *)a->conf[i].password,
-                       strlen(a->conf[i].password));
-        free((char *)a->conf[i].password);
-    }
-    free(a->conf);
+    conf_sets_free(a->confs);
+    pthread_mutex_destroy(&a->conf_mu);
     for (size_t i = 0; i < a->listener_count; i++)
         free((char *)a->listeners[i].transport);
     free(a->listeners);
@@ -1769,7 +2038,9 @@ admin_stop(struct admin *a)
     free(a->push.apns_environment);
     free(a->push.apns_topic);
     free(a->domain);
+    free(a->db_path);
     free(a->realm);
     explicit_bzero(a->token, sizeof(a->token));
+    pthread_mutex_destroy(&a->log_mu);
     free(a);
 }

@@ -4,13 +4,16 @@
  * (embedded at build time, no files at run time), provisioning links with
  * QR codes, and Prometheus metrics on /metrics.
  *
- * libmicrohttpd runs its own single thread. From there the admin reaches
- * daemon state only through thread-safe registrar calls (reg_list,
- * reg_lookup, reg_ext_set, reg_ext_del, reg_get_stats) and the optional
- * provider callbacks of struct admin_sources. It never touches a worker's
- * libuv loop: a provider that needs a worker must hop with tp_post or
- * uv_async_send itself and may block the admin thread while it waits
- * (bounded: the admin thread serves one request at a time).
+ * libmicrohttpd runs its own single thread (the admin thread) for every
+ * route, except the test push and the push check, which run on two admin
+ * job threads while their connection waits (docs/admin.md,
+ * "Availability"). From there the admin reaches daemon state only through
+ * thread-safe registrar calls (reg_list, reg_lookup, reg_ext_set,
+ * reg_ext_del, reg_get_stats) and the optional provider callbacks of
+ * struct admin_sources. It never touches a worker's libuv loop: a
+ * provider that needs a worker must hop with tp_post or uv_async_send
+ * itself and may block the calling thread while it waits (bounded: the
+ * admin thread serves one request at a time).
  *
  * Every request except GET of the page assets and /prov/<token> needs
  * "Authorization: Bearer <token>" (constant-time compare); a bad or
@@ -50,14 +53,18 @@ struct admin_cfg {
     char *public_url;  /* base of provisioning links; "" = http://listen */
     char *sip_host;    /* host phones use; "" = [sip] domain */
     unsigned max_body; /* request body cap in bytes */
-    unsigned prov_link_ttl_s;       /* lifetime of a new link */
-    unsigned prov_link_max_fetches; /* documents one link serves */
+    unsigned prov_link_ttl_s;        /* lifetime of a new link */
+    unsigned prov_link_max_fetches;  /* documents one link serves */
+    unsigned max_connections;        /* open connections, all sources */
+    unsigned max_connections_per_ip; /* per source address; 0 = no cap */
+    unsigned request_timeout_s;      /* a request must arrive within */
 };
 extern const struct cfg_section admin_cfg_section;
 
 /* Lists the admin asks its providers for. Each callback appends JSON
  * objects to items (a borrowed array) and returns 0 or -errno. They run on
- * the admin thread and must be thread-safe. A NULL callback means "this
+ * the admin thread or a job thread, possibly at the same time, and must be
+ * thread-safe. A NULL callback means "this
  * room is not there yet": the API answers {"available": false, "items":
  * []} and the page shows "not available yet".
  *
@@ -72,15 +79,18 @@ extern const struct cfg_section admin_cfg_section;
  *            last_seen_at */
 typedef int admin_list_fn(void *arg, json_t *items);
 /* Send a test push to the push devices of ext. Fill result (borrowed
- * object) with what happened; 0, -ENOENT (no device) or -errno. */
+ * object) with what happened; 0, -ENOENT (no device) or -errno. Runs on
+ * an admin job thread, never the admin thread, and may take a bounded time
+ * (a real exchange with the provider). */
 typedef int admin_push_test_fn(void *arg, const char *ext, json_t *result);
 /* Delete push device id of ext (id NULL = all of ext's devices). 0 or
  * -ENOENT. */
 typedef int admin_device_del_fn(void *arg, const char *ext, const char *id);
 /* The authenticated push check (POST /api/push/check): one object per
  * enabled provider appended to items, {provider, url, step, ok,
- * http_status, reason, detail}. May block the admin thread for a bounded
- * time (a real HTTP/2 exchange with the provider). 0 or -errno. */
+ * http_status, reason, detail}. Runs on an admin job thread, never the
+ * admin thread, and may take a bounded time (a real HTTP/2 exchange with
+ * the provider). 0 or -errno. */
 typedef int admin_push_check_fn(void *arg, json_t *items);
 
 #define ADMIN_LATENCY_BUCKETS 8
@@ -143,6 +153,12 @@ typedef void admin_counters_fn(void *arg, struct admin_counters *out);
 typedef void admin_wake_latency_fn(void *arg, bool exact,
                                    struct admin_wake_lat out[2]);
 
+/* GET /healthz: fill parts (borrowed object) with one {"ok", "detail"}
+ * object per part of the daemon and return 0 when every part answered,
+ * nonzero otherwise. Bounded in time (about a second at most); runs on
+ * the admin thread. */
+typedef int admin_health_fn(void *arg, json_t *parts);
+
 /* Push settings phones learn from the provisioning document. NULL or ""
  * fields mean "not configured". */
 struct admin_push_info {
@@ -163,6 +179,7 @@ struct admin_sources {
     admin_push_check_fn *push_check;
     admin_counters_fn *counters;
     admin_wake_latency_fn *wake_latency;
+    admin_health_fn *health;
 };
 
 /* An extension of the configuration file ([extension.N]). The file is its
@@ -189,6 +206,9 @@ struct admin_opts {
      * through it (store_commit) before they are answered. NULL: no
      * persistence (the answer does not wait). */
     struct store *store;
+    /* The store's database file, for GET /api/backup (copied); NULL or ""
+     * = no backups. */
+    const char *db_path;
     const struct admin_conf_ext *conf_exts; /* copied */
     size_t conf_ext_count;
     const char *domain; /* [sip] domain (copied) */
@@ -205,9 +225,15 @@ struct admin_opts {
  * "admin: reason" in err. Main thread. */
 int admin_start(const struct admin_opts *o, struct admin **out, char *err,
                 size_t errlen);
+/* Replace the list of the configuration file's extensions (SIGHUP
+ * reload): copied; from then on the API treats exactly these as
+ * read-only. Any thread. a NULL: nothing. */
+void admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
+                       size_t count);
 /* Port actually bound (useful with listen port 0). */
 unsigned admin_port(const struct admin *a);
-/* Stop the HTTP thread (waits for the request in progress), close the
+/* Stop the HTTP thread (waits for the request in progress and for running
+ * test pushes and checks, each bounded by its deadline), close the
  * database and free. NULL is a no-op. Main thread. */
 void admin_stop(struct admin *a);
 

@@ -31,13 +31,13 @@ static const struct cfg_option admin_options[] = {
              "is generated at start, printed once to stderr and written "
              "to token_file."},
     {.key = "token_file",
-     .type = CFG_STRING,
+     .type = CFG_PATH,
      .def = "var/admin.token",
      .offset = offsetof(struct admin_cfg, token_file),
      .help = "Where a generated token is written (mode 0600); pushpbxctl "
              "reads it by default."},
     {.key = "prov_db",
-     .type = CFG_STRING,
+     .type = CFG_PATH,
      .def = "var/admin.db",
      .offset = offsetof(struct admin_cfg, prov_db),
      .help = "SQLite file of the provisioning links (one per extension, "
@@ -79,6 +79,35 @@ static const struct cfg_option admin_options[] = {
      .def = "16384",
      .offset = offsetof(struct admin_cfg, max_body),
      .help = "Largest request body accepted; larger gets 413."},
+    {.key = "max_connections",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 1000,
+     .def = "64",
+     .offset = offsetof(struct admin_cfg, max_connections),
+     .help = "Open admin connections at once, all sources together; "
+             "more are closed on accept."},
+    {.key = "max_connections_per_ip",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 1000,
+     .def = "16",
+     .offset = offsetof(struct admin_cfg, max_connections_per_ip),
+     .help = "Open admin connections one source address may hold, so slow "
+             "clients from one address cannot take every slot. 0: no "
+             "per-source cap (behind a reverse proxy every client has the "
+             "proxy's address; let the proxy limit them)."},
+    {.key = "request_timeout_s",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 3600,
+     .def = "10",
+     .offset = offsetof(struct admin_cfg, request_timeout_s),
+     .help = "A request must arrive whole (headers and body) within this "
+             "many seconds of its connection opening or of the previous "
+             "answer on it, however steadily it trickles in; else the "
+             "connection is closed. Also the idle timeout of a connection "
+             "between requests and while an answer is being sent."},
 };
 
 static int
@@ -100,6 +129,13 @@ admin_finish(void *sec, char *err, size_t errlen)
     }
     if (strlen(colon + 1) > 5) {
         snprintf(err, errlen, "'listen': bad port in '%s'", c->listen);
+        return -EINVAL;
+    }
+    if (c->max_connections_per_ip > c->max_connections) {
+        snprintf(err, errlen,
+                 "'max_connections_per_ip' (%u) above 'max_connections' "
+                 "(%u)",
+                 c->max_connections_per_ip, c->max_connections);
         return -EINVAL;
     }
     if (c->token[0] && strlen(c->token) < 16) {

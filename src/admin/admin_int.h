@@ -1,13 +1,18 @@
 /*
  * admin/admin_int: declarations shared inside the admin room: the
- * provisioning-link table (admin_prov.c) and the embedded web assets
- * (generated admin_www.c).
+ * provisioning-link table (admin_prov.c), the embedded web assets
+ * (generated admin_www.c), and the request guard and job threads that
+ * keep the server answering (admin_avail.c).
  */
 #ifndef PUSHPBX_ADMIN_ADMIN_INT_H
 #define PUSHPBX_ADMIN_ADMIN_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
 
 /* Provisioning links: one row per extension in the admin's own SQLite file
  * (table admin_prov; the registrar's store never sees it). A row holds the
@@ -60,5 +65,60 @@ struct admin_asset {
 };
 extern const struct admin_asset admin_assets[];
 extern const size_t admin_asset_count;
+
+/* ---- availability (admin_avail.c) ------------------------------------- */
+
+/* Request guard: a request must arrive whole (headers and body) within
+ * request_timeout_s of its connection opening or of the previous response
+ * on it; otherwise a reaper thread shuts the socket down and MHD closes
+ * the connection. Install admin_guard_notify as MHD_OPTION_NOTIFY_CONNECTION
+ * with the guard as cls. */
+struct admin_guard;
+
+/* Start the reaper thread. 0 and *out, or -errno. Main thread. */
+int admin_guard_start(unsigned request_timeout_s, struct admin_guard **out);
+/* Stop the reaper and free. Call after MHD_stop_daemon. NULL is a no-op. */
+void admin_guard_stop(struct admin_guard *g);
+/* MHD_NotifyConnectionCallback: registers / unregisters a connection. MHD
+ * thread. */
+void admin_guard_notify(void *cls, struct MHD_Connection *c,
+                        void **socket_context,
+                        enum MHD_ConnectionNotificationCode code);
+/* The request on c has arrived whole and is being answered (arrived =
+ * true), or its answer is done and the next request's clock starts
+ * (false). MHD thread. */
+void admin_guard_mark(struct admin_guard *g, struct MHD_Connection *c,
+                      bool arrived);
+
+/* Job threads: slow routes (test push, push check) run here, not on the
+ * MHD thread. A job computes an HTTP status and a JSON body (owned, may
+ * be NULL for an empty body) from its ctx and param. */
+struct admin_jobs;
+struct admin_job;
+typedef unsigned admin_job_fn(void *ctx, const char *param, json_t **body);
+
+/* Start threads job threads; at most max_queued jobs wait or run at once.
+ * 0 and *out, or -errno. Main thread. */
+int admin_jobs_start(unsigned threads, unsigned max_queued,
+                     struct admin_jobs **out);
+/* Answer the jobs not started with 503, wait for the running ones (each
+ * bounded by its own deadline), join and free. Call before
+ * MHD_stop_daemon: every suspended connection is resumed by then. NULL is
+ * a no-op. Main thread. */
+void admin_jobs_stop(struct admin_jobs *js);
+/* From the request handler: suspend c and queue fn(ctx, param) (param is
+ * copied, at most 63 bytes). When the job is done c is resumed and MHD
+ * calls the handler again: admin_job_take then gives the answer. 0 and
+ * *out (owned by the caller once taken: admin_job_free), -EBUSY (max_queued
+ * reached: answer 503) or -ESHUTDOWN. MHD thread. */
+int admin_jobs_submit(struct admin_jobs *js, struct MHD_Connection *c,
+                      admin_job_fn *fn, void *ctx, const char *param,
+                      struct admin_job **out);
+/* true and the answer (body moved to the caller) once j is done. MHD
+ * thread. */
+bool admin_job_take(struct admin_jobs *js, struct admin_job *j,
+                    unsigned *status, json_t **body);
+/* Free a taken job. NULL is a no-op. */
+void admin_job_free(struct admin_job *j);
 
 #endif

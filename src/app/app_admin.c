@@ -34,13 +34,15 @@
 #include "registrar/reg.h"
 #include "registrar/reg_cfg.h"
 #include "store/store.h"
+#include "store/store_cfg.h"
 #include "transport/tp.h"
 
 /* The admin shows at most this many finished calls (the proxy's ring may
  * be larger: [proxy] call_records). */
 #define APP_ADMIN_CALLS_MAX 1000
 /* A probe or test push: per-attempt timeout, attempts, and deadline. The
- * admin thread waits for it, so all three are small. */
+ * admin's job thread and the HTTP client wait for it, so all three are
+ * small. */
 #define PROBE_TIMEOUT_MS 5000u
 #define PROBE_ATTEMPTS 2u
 #define PROBE_DEADLINE_S 12
@@ -48,8 +50,9 @@
 static struct app_admin {
     const struct cfg *cfg;
     struct proxy_shared *proxy;
-    const struct worker *workers;
+    struct worker *workers;
     unsigned worker_count;
+    struct app_wake *app_wake;
     struct admin_sources wake; /* app_wake's providers, forwarded */
     struct store *store;       /* admin writes commit through it */
     _Atomic uint64_t calls_started, calls_ended, calls_answered;
@@ -753,11 +756,121 @@ app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
 /* ---- start ----------------------------------------------------------------
  */
 
+/* The [extension.N] sections of cfg for the admin (borrowed strings; the
+ * array is the caller's to free). */
+static struct admin_conf_ext *
+conf_exts(const struct cfg *cfg, size_t *count)
+{
+    size_t n = cfg_instance_count(cfg, &reg_ext_cfg_section);
+    struct admin_conf_ext *conf = xcalloc(n + 1, sizeof(*conf));
+
+    for (size_t i = 0; i < n; i++) {
+        const char *number, *path = NULL;
+        const struct reg_ext_cfg *e =
+            cfg_instance(cfg, &reg_ext_cfg_section, i, &number);
+        unsigned line = cfg_instance_origin(cfg, &reg_ext_cfg_section, i, &path);
+        conf[i] = (struct admin_conf_ext){.number = number,
+                                          .file = path ? path : "--set",
+                                          .line = line,
+                                          .password = e->password};
+    }
+    *count = n;
+    return conf;
+}
+
+int
+app_admin_reload(const struct cfg *cfg, struct reg *reg, struct admin *admin)
+{
+    /* The comparison reads the database: what is still queued (the
+     * extensions' sources written at start) must be on disk first. */
+    if (the.store &&
+        store_commit(the.store, store_mark(the.store), 5000) < 0)
+        log_warn("app", "reload: the store did not commit what was queued; "
+                        "removed extensions may be missed");
+    int rc = app_admin_load_extensions(cfg, reg, the.store);
+    size_t n;
+    struct admin_conf_ext *conf = conf_exts(cfg, &n);
+
+    admin_conf_reload(admin, conf, n);
+    free(conf);
+    return rc;
+}
+
+/* ---- health (/healthz) ------------------------------------------------ */
+
+static json_t *
+part(bool ok, const char *detail)
+{
+    return json_pack("{s:b, s:s}", "ok", ok, "detail", detail);
+}
+
+static int
+health(void *arg, json_t *parts)
+{
+    uint64_t sent[TP_MAX_WORKERS] = {0}, push_sent;
+    struct timespec t0, now;
+    char detail[160];
+    bool workers_ok = false, push_ok = false;
+    unsigned late = 0;
+
+    (void)arg;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 0; i < the.worker_count; i++)
+        sent[i] = worker_ping(&the.workers[i]);
+    push_sent = app_wake_ping(the.app_wake);
+    /* The store's writer: a commit request waits behind whatever it is
+     * doing (returns at once when nothing is queued). */
+    int src = the.store ? store_commit(the.store, store_mark(the.store),
+                                       APP_HEALTH_BOUND_MS)
+                        : 0;
+    for (;;) {
+        late = 0;
+        for (unsigned i = 0; i < the.worker_count; i++)
+            late += !worker_answered(&the.workers[i], sent[i]);
+        workers_ok = late == 0;
+        push_ok = app_wake_answered(the.app_wake, push_sent);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        uint64_t ms = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000u +
+                      (uint64_t)(now.tv_nsec / 1000000) -
+                      (uint64_t)(t0.tv_nsec / 1000000);
+        if ((workers_ok && push_ok) || ms >= APP_HEALTH_BOUND_MS)
+            break;
+        struct timespec nap = {0, 1000000}; /* 1 ms */
+        nanosleep(&nap, NULL);
+    }
+    if (workers_ok)
+        snprintf(detail, sizeof(detail), "%u worker%s answered",
+                 the.worker_count, the.worker_count == 1 ? "" : "s");
+    else
+        snprintf(detail, sizeof(detail),
+                 "%u of %u workers did not answer within %u ms", late,
+                 the.worker_count, APP_HEALTH_BOUND_MS);
+    json_object_set_new(parts, "workers", part(workers_ok, detail));
+    json_object_set_new(
+        parts, "push",
+        part(push_ok, push_sent == 0 ? "push is not enabled"
+                      : push_ok      ? "push thread answered"
+                                     : "push thread did not answer within "
+                                       "the bound"));
+    if (src == 0)
+        snprintf(detail, sizeof(detail), "store writer answered");
+    else if (src == -ETIMEDOUT)
+        snprintf(detail, sizeof(detail),
+                 "store writer did not answer within %u ms (stalled: a "
+                 "locked or slow database?)",
+                 APP_HEALTH_BOUND_MS);
+    else
+        snprintf(detail, sizeof(detail), "store writer: %s",
+                 src == -EIO ? "the last commit failed" : strerror(-src));
+    json_object_set_new(parts, "store", part(src == 0, detail));
+    return workers_ok && push_ok && src == 0 ? 0 : -ETIMEDOUT;
+}
+
 int
 app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 struct reg *reg, const struct tp *tp0,
-                const struct worker *workers, unsigned count,
-                struct admin **out)
+                struct worker *workers, unsigned count,
+                struct app_wake *wake, struct admin **out)
 {
     const struct admin_cfg *ac = cfg_get(cfg, &admin_cfg_section);
     struct admin_sip_listener ls[TP_MAX_LISTENERS];
@@ -781,26 +894,19 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
     the.cfg = cfg;
     the.workers = workers;
     the.worker_count = count;
+    the.app_wake = wake;
     the.wake = (struct admin_sources){0};
     app_wake_admin(&the.wake, &wake_push); /* devices, pushes, wake-ups */
 
-    size_t next = cfg_instance_count(cfg, &reg_ext_cfg_section);
-    struct admin_conf_ext *conf = xcalloc(next + 1, sizeof(*conf));
-    for (size_t i = 0; i < next; i++) {
-        const char *number, *path = NULL;
-        const struct reg_ext_cfg *e =
-            cfg_instance(cfg, &reg_ext_cfg_section, i, &number);
-        unsigned line = cfg_instance_origin(cfg, &reg_ext_cfg_section, i, &path);
-        conf[i] = (struct admin_conf_ext){.number = number,
-                                          .file = path ? path : "--set",
-                                          .line = line,
-                                          .password = e->password};
-    }
+    size_t next;
+    struct admin_conf_ext *conf = conf_exts(cfg, &next);
 
     struct admin_opts o = {
         .cfg = ac,
         .reg = reg,
         .store = the.store,
+        .db_path = ((const struct store_cfg *)cfg_get(cfg, &store_cfg_section))
+                       ->path,
         .conf_exts = conf,
         .conf_ext_count = next,
         .domain = sip->domain,
@@ -818,6 +924,7 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .push_check = push_check,
                 .counters = counters,
                 .wake_latency = wake_latency,
+                .health = health,
             },
     };
     push_info(cfg, &o.push);

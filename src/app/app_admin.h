@@ -19,6 +19,7 @@ struct reg;
 struct store;
 struct tp;
 struct worker;
+struct app_wake;
 struct proxy_shared;
 struct app_sip_cfg;
 
@@ -38,6 +39,14 @@ int app_admin_attach(struct proxy_shared *sh);
 int app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
                               struct store *st);
 
+/* SIGHUP: apply the [extension.N] sections of a freshly loaded cfg as at
+ * start (app_admin_load_extensions: new ones added, changed ones
+ * updated, removed ones deleted, each logged) and tell the admin which
+ * extensions the file now owns. cfg may be freed afterwards. Returns 0,
+ * or 1 after logging a bad section. Main thread. */
+int app_admin_reload(const struct cfg *cfg, struct reg *reg,
+                     struct admin *admin);
+
 /* Start the admin unless [admin] enabled = no (then *out = NULL). A
  * failure is logged and leaves *out NULL: the daemon runs without admin.
  * workers (borrowed, count of them) must outlive the admin: their SIP
@@ -45,8 +54,16 @@ int app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
  * worker 0 listens and after app_wake_open. */
 int app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                     struct reg *reg, const struct tp *tp0,
-                    const struct worker *workers, unsigned count,
-                    struct admin **out);
+                    struct worker *workers, unsigned count,
+                    struct app_wake *wake, struct admin **out);
+
+/* The health of the daemon's threads, for GET /healthz and the systemd
+ * watchdog: every worker's loop, the push thread's loop and the store's
+ * writer must answer within APP_HEALTH_BOUND_MS. Fills parts (borrowed
+ * object) with {"workers"|"push"|"store": {"ok": bool, "detail": text}}
+ * and returns 0 when all answered, -ETIMEDOUT otherwise. Blocks at most
+ * the bound. Any thread but a worker's. */
+#define APP_HEALTH_BOUND_MS 1000u
 
 /* pushpbx --check-push: the authenticated step for every enabled provider
  * (APNs: a JWT- or certificate-authenticated push to an all-zero token,

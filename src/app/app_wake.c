@@ -322,6 +322,18 @@ device_del(void *arg, const char *ext, const char *id)
     return n < 0 ? n : n == 0 ? -ENOENT : 0;
 }
 
+uint64_t
+app_wake_ping(struct app_wake *aw)
+{
+    return aw ? wake_push_ping(aw->wake) : 0;
+}
+
+bool
+app_wake_answered(struct app_wake *aw, uint64_t n)
+{
+    return !aw || wake_push_answered(aw->wake, n);
+}
+
 void
 app_wake_admin(struct admin_sources *src, struct admin_push_info *push)
 {

@@ -9,6 +9,7 @@
 #define PUSHPBX_APP_APP_WAKE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct admin_push_info;
 struct admin_wake_lat;
@@ -36,6 +37,10 @@ void app_wake_close(struct app_wake *aw);
  * (a stopping daemon waits for its missed-call pushes). NULL: true. Any
  * thread. */
 bool app_wake_idle(struct app_wake *aw);
+/* Health: ask the push thread's loop to answer (returns the request's
+ * number; 0 when push is off) and whether it has. Any thread. */
+uint64_t app_wake_ping(struct app_wake *aw);
+bool app_wake_answered(struct app_wake *aw, uint64_t n);
 /* Fill the admin's push sources and provisioning push info from the
  * opened instance (no-op before app_wake_open). Main thread. */
 void app_wake_admin(struct admin_sources *src, struct admin_push_info *push);

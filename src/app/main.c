@@ -48,7 +48,11 @@ struct daemon {
     struct worker *workers;
     unsigned worker_count;
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
+    /* What a SIGHUP reload loads again (reload_config). */
+    const char *config_path, *state_dir;
+    const char *const *sets;
+    size_t nsets;
     uv_timer_t drain;       /* graceful stop: polls the workers */
     uint64_t drain_start_ms, drain_end_ms; /* uv_now of d->loop */
     bool draining, stopping;
@@ -57,6 +61,7 @@ struct daemon {
     uv_timer_t expire;   /* reg_expire() once a second */
     uv_timer_t watchdog; /* systemd WATCHDOG=1 pings (Type=notify) */
     bool watchdog_on;
+    uint64_t wd_sent[TP_MAX_WORKERS], wd_push; /* last tick's pings */
     struct proxy_shared *proxy; /* calls: shared part of the proxy */
     struct admin *admin;   /* admin HTTP server (own thread); may be NULL */
     struct app_wake *wake; /* push devices, push thread, wake-ups */
@@ -150,6 +155,7 @@ close_handles(struct daemon *d)
 {
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->expire, NULL);
     uv_close((uv_handle_t *)&d->drain, NULL);
     if (d->watchdog_on) /* pinged until the very end of the drain */
@@ -219,13 +225,64 @@ on_signal(uv_signal_t *h, int signum)
     uv_timer_start(&d->drain, on_drain_tick, 10, 10);
 }
 
-/* systemd's watchdog (WatchdogSec=): pinged from the main loop, so a hung
- * main loop stops the pings and systemd restarts the service. */
+/* SIGHUP (systemctl reload): load the configuration file again and apply
+ * what can change while running: the [extension.N] sections (added,
+ * changed, removed; as at start) and [log] level. A file that does not
+ * load changes nothing. Everything else (listeners, workers, store, admin,
+ * push credentials, timers) needs a restart: docs/install.md. */
+static void
+on_hup(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    size_t nsections;
+    const struct cfg_section *const *sections = app_cfg_sections(&nsections);
+    struct cfg *nc;
+    char err[1024];
+
+    (void)signum;
+    if (d->draining || d->stopping)
+        return;
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    if (cfg_load_in(d->state_dir, sections, nsections, d->config_path,
+                    d->sets, d->nsets, &nc, err, sizeof(err)) < 0) {
+        log_error("app", "reload: %s: nothing changed", err);
+        sd_notify(0, "READY=1\nSTATUS=reload failed, running as before");
+        return;
+    }
+    const struct app_log_cfg *lc = cfg_get(nc, &app_log_section);
+    log_level = (enum log_level)lc->level;
+    int rc = app_admin_reload(nc, d->reg, d->admin);
+    log_notice("app",
+               "reloaded %s: %zu extension%s from the file%s, log level %s "
+               "(other settings need a restart)",
+               d->config_path, cfg_instance_count(nc, &reg_ext_cfg_section),
+               cfg_instance_count(nc, &reg_ext_cfg_section) == 1 ? "" : "s",
+               rc ? " (one was refused, see above)" : "",
+               log_level_name(log_level));
+    cfg_free(nc);
+    sd_notify(0, "READY=1\nSTATUS=reloaded");
+}
+
+/* systemd's watchdog (WatchdogSec=): pinged from the main loop at half
+ * the interval, and only while every worker's loop and the push thread
+ * answered the previous tick's ping: a hung worker stops the pings and
+ * systemd restarts the service. */
 static void
 on_watchdog(uv_timer_t *h)
 {
-    (void)h;
-    sd_notify(0, "WATCHDOG=1");
+    struct daemon *d = h->data;
+    bool ok = app_wake_answered(d->wake, d->wd_push);
+
+    for (unsigned i = 0; i < d->worker_count && ok; i++)
+        ok = worker_answered(&d->workers[i], d->wd_sent[i]);
+    if (ok)
+        sd_notify(0, "WATCHDOG=1");
+    else
+        log_warn("app", "watchdog: a worker or the push thread did not "
+                        "answer; not pinging systemd");
+    for (unsigned i = 0; i < d->worker_count; i++)
+        d->wd_sent[i] = worker_ping(&d->workers[i]);
+    d->wd_push = app_wake_ping(d->wake);
 }
 
 static void
@@ -306,18 +363,20 @@ print_softphone_help(const struct daemon *d, const struct tp *tp0)
            "cannot resolve it)\n",
            d->sip->domain);
     /* A handful (the demo accounts); a big list belongs to the admin
-     * API, not the terminal. */
+     * API, not the terminal. Never the passwords: stdout of a service
+     * ends up in the journal. The README and the configuration file say
+     * what the demo passwords are. */
     for (size_t i = 0; i < n && i < 10; i++) {
         const char *number;
         const struct reg_ext_cfg *e =
             cfg_instance(d->cfg, &reg_ext_cfg_section, i, &number);
-        printf("  user %-5s password %-12s %s\n", number, e->password,
-               e->name);
+        printf("  user %-5s %s\n", number, e->name);
     }
     if (n > 10)
         printf("  ... and %zu more extensions in the configuration\n",
                n - 10);
-    printf("\n");
+    printf("  password  as set in the configuration file "
+           "([extension.NUMBER] password)\n\n");
     fflush(stdout);
 }
 
@@ -397,9 +456,11 @@ run_daemon(struct daemon *d, const char *ready_file)
     /* Signals first: whoever reads the ready file may signal at once. */
     uv_signal_init(&d->loop, &d->sigint);
     uv_signal_init(&d->loop, &d->sigterm);
-    d->sigint.data = d->sigterm.data = d;
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigint.data = d->sigterm.data = d->sighup.data = d;
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sighup, on_hup, SIGHUP);
     uv_timer_init(&d->loop, &d->expire);
     d->expire.data = d;
     uv_timer_init(&d->loop, &d->drain);
@@ -418,7 +479,7 @@ run_daemon(struct daemon *d, const char *ready_file)
                d->worker_count == 1 ? "" : "s", d->sip->domain);
     print_softphone_help(d, tp0);
     if (app_admin_start(d->cfg, d->sip, d->reg, tp0, d->workers,
-                        d->worker_count, &d->admin) < 0) {
+                        d->worker_count, d->wake, &d->admin) < 0) {
         status = 1;
         close_handles(d);
         goto stop;
@@ -567,10 +628,10 @@ main(int argc, char **argv)
         free(sets);
         return EXIT_CONFIG;
     }
-    free(sets);
     if (check) {
         printf("%s: OK\n", config);
         cfg_free(cfg);
+        free(sets);
         return 0;
     }
     if (restore) {
@@ -583,6 +644,7 @@ main(int argc, char **argv)
         else
             fprintf(stderr, "pushpbx: %s\n", err);
         cfg_free(cfg);
+        free(sets);
         return status == 0 ? 0 : 1;
     }
 
@@ -595,10 +657,16 @@ main(int argc, char **argv)
          * exists. Exit 0 ok, 8 a step failed, 2 no provider enabled. */
         status = app_check_push(cfg);
         cfg_free(cfg);
+        free(sets);
         return status;
     }
 
-    struct daemon d = {.cfg = cfg, .sip = cfg_get(cfg, &app_sip_section)};
+    struct daemon d = {.cfg = cfg,
+                       .sip = cfg_get(cfg, &app_sip_section),
+                       .config_path = config,
+                       .state_dir = state_buf,
+                       .sets = sets,
+                       .nsets = nsets};
     uv_loop_init(&d.loop);
     status = registrar_open(&d);
     if (status == 0 &&
@@ -620,5 +688,6 @@ main(int argc, char **argv)
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
     cfg_free(cfg);
+    free(sets);
     return status;
 }

@@ -52,6 +52,29 @@ on_drain(uv_async_t *h)
 }
 
 static void
+on_ping(uv_async_t *h)
+{
+    struct worker *w = h->data;
+
+    atomic_store(&w->ping_seen, atomic_load(&w->ping_sent));
+}
+
+uint64_t
+worker_ping(struct worker *w)
+{
+    uint64_t n = atomic_fetch_add(&w->ping_sent, 1) + 1;
+
+    uv_async_send(&w->ping);
+    return n;
+}
+
+bool
+worker_answered(const struct worker *w, uint64_t n)
+{
+    return atomic_load(&w->ping_seen) >= n;
+}
+
+static void
 on_stop(uv_async_t *h)
 {
     struct worker *w = h->data;
@@ -71,6 +94,7 @@ on_stop(uv_async_t *h)
     w->tp = NULL;
     uv_close((uv_handle_t *)&w->stop, NULL);
     uv_close((uv_handle_t *)&w->drain, NULL);
+    uv_close((uv_handle_t *)&w->ping, NULL);
 }
 
 int
@@ -104,6 +128,18 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
         return rc;
     }
     w->drain.data = w;
+    rc = uv_async_init(&w->loop, &w->ping, on_ping);
+    if (rc < 0) {
+        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&w->stop, NULL);
+        uv_close((uv_handle_t *)&w->drain, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        return rc;
+    }
+    w->ping.data = w;
+    atomic_init(&w->ping_sent, 0);
+    atomic_init(&w->ping_seen, 0);
     w->retry_after_s = 5;
     tq_entry_init(&w->drain_tick, on_drain_tick);
     atomic_init(&w->idle, false);

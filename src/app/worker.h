@@ -29,6 +29,8 @@ struct worker {
     uv_loop_t loop;
     uv_async_t stop;  /* woken by worker_stop from any thread */
     uv_async_t drain; /* woken by worker_drain from any thread */
+    uv_async_t ping;  /* woken by worker_ping (/healthz) from any thread */
+    atomic_uint_fast64_t ping_sent, ping_seen;
     unsigned retry_after_s;     /* set before worker_drain */
     struct tq_entry drain_tick; /* while draining: re-checks idle */
     atomic_bool idle; /* drained: nothing of the proxy in flight */
@@ -47,6 +49,12 @@ struct worker {
 int worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
                 const struct tp_listen_spec *specs, size_t count, char *err,
                 size_t errlen);
+/* Health (/healthz): worker_ping asks the worker's loop to answer and
+ * returns the request's number; worker_answered tells whether the loop
+ * has run since (it answers every request up to the newest at once).
+ * Any thread. */
+uint64_t worker_ping(struct worker *w);
+bool worker_answered(const struct worker *w, uint64_t n);
 /* Run the loop on a new thread. Returns 0 or a libuv error. */
 int worker_start(struct worker *w);
 /* Graceful stop, phase 1 (SIGTERM): the worker answers every ringing

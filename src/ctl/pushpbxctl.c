@@ -5,10 +5,17 @@
  * Output is a table for people, or the API's JSON with --json. Exit codes
  * (docs/admin.md): 0 ok, 1 other server error, 2 usage, 3 cannot reach
  * the daemon, 4 unauthorized (401), 5 not found (404), 6 conflict (409),
- * 7 bad request (400/413), 8 connectivity check failed.
+ * 7 bad request (400/413, or an argument that is not an extension number),
+ * 8 connectivity check failed.
+ *
+ * Arguments that go into a URL path (extension numbers) are checked
+ * against the registrar's number rule and percent-encoded (ext_path), so
+ * "1018/prov" or "100?x" can never address another route.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <stdbool.h>
@@ -66,6 +73,10 @@ usage(FILE *f)
                "  prov show EXT [--new]        provisioning link (create or "
                "renew)\n"
                "  prov revoke EXT              revoke the link\n"
+               "  backup FILE                  a consistent copy of the "
+               "database, taken\n"
+               "                               while the daemon runs "
+               "(restore: pushpbx --restore)\n"
                "  check [--apns-url U] [--fcm-url U] [--oauth-url U] "
                "[--cacert F]\n"
                "                               DNS, TCP, TLS and HTTP towards "
@@ -77,11 +88,69 @@ usage(FILE *f)
                "http://127.0.0.1:8080)\n"
                "  --token    API token (default $PUSHPBX_TOKEN, else "
                "--token-file)\n"
-               "  --token-file  default var/admin.token\n"
+               "  --token-file  default var/admin.token, else "
+               "/var/lib/pushpbx/admin.token\n"
                "exit: 0 ok, 1 server error, 2 usage, 3 unreachable, 4 "
                "unauthorized,\n"
-               "      5 not found, 6 conflict, 7 bad request, 8 check "
-               "failed\n");
+               "      5 not found, 6 conflict, 7 bad request (or EXT not an "
+               "extension number),\n"
+               "      8 check failed\n");
+}
+
+/* ---- path arguments ---------------------------------------------------- */
+
+/* The registrar's extension number rule (reg_ext_number_valid): 1 to 32
+ * of A-Z a-z 0-9 _ . + - */
+static bool
+number_ok(const char *n)
+{
+    size_t len = strlen(n);
+
+    if (len == 0 || len > 32)
+        return false;
+    for (const char *p = n; *p; p++) {
+        char c = *p;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+              (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.' ||
+              c == '+'))
+            return false;
+    }
+    return true;
+}
+
+/* Write fmt with ext as one percent-encoded path segment into out
+ * (fmt has one %s). ext must be an extension number; anything else
+ * ("1018/prov", "100?x", "../x", "%2F") is refused with a message, before
+ * any request. Encoded beyond the rule: '+' (%2B), and the dots of "."
+ * and ".." (%2E), which URL parsers would otherwise remove as dot
+ * segments. Returns true, or false after printing why. */
+static bool
+ext_path(const char *fmt, const char *ext, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char seg[3 * 32 + 1];
+    size_t o = 0;
+    bool dots = strspn(ext, ".") == strlen(ext);
+
+    if (!number_ok(ext)) {
+        fprintf(stderr,
+                "pushpbxctl: '%s' is not an extension number (1 to 32 of "
+                "A-Z a-z 0-9 _ . + -)\n",
+                ext);
+        return false;
+    }
+    for (const unsigned char *p = (const unsigned char *)ext; *p; p++) {
+        if (*p == '+' || (dots && *p == '.')) {
+            seg[o++] = '%';
+            seg[o++] = hex[*p >> 4];
+            seg[o++] = hex[*p & 15];
+        } else {
+            seg[o++] = (char)*p;
+        }
+    }
+    seg[o] = '\0';
+    snprintf(out, outlen, fmt, seg);
+    return true;
 }
 
 /* ---- HTTP -------------------------------------------------------------- */
@@ -605,6 +674,74 @@ read_token(const char *path, char *out, size_t outlen)
     return ok && out[0];
 }
 
+static size_t
+on_file(char *p, size_t size, size_t n, void *arg)
+{
+    return fwrite(p, size, n, arg) * size;
+}
+
+/* backup FILE: GET /api/backup into FILE.part, checked to be a SQLite
+ * database, then renamed to FILE (an interrupted download never leaves a
+ * FILE that looks complete). */
+static int
+cmd_backup(struct ctl *c, int argc, char **argv)
+{
+    char part[4096], url[1024], auth[300], head[16];
+    long status = -1;
+
+    if (argc != 1)
+        return EX_USAGE;
+    if ((size_t)snprintf(part, sizeof(part), "%s.part", argv[0]) >=
+        sizeof(part))
+        return EX_USAGE;
+    FILE *f = fopen(part, "wbe");
+    if (!f) {
+        fprintf(stderr, "pushpbxctl: %s: %s\n", part, strerror(errno));
+        return EX_SERVER;
+    }
+    fchmod(fileno(f), 0600); /* it holds the HA1 values */
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = NULL;
+    snprintf(url, sizeof(url), "%s/api/backup", c->url);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
+    hdr = curl_slist_append(hdr, auth);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, c->timeout_s < 300 ? 300L
+                                                            : c->timeout_s);
+    CURLcode rc = curl_easy_perform(h);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr, "pushpbxctl: %s: %s\n", url, curl_easy_strerror(rc));
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    bool written = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    fclose(f);
+    f = fopen(part, "rbe");
+    bool sqlite = f && fread(head, 1, sizeof(head), f) == sizeof(head) &&
+                  memcmp(head, "SQLite format 3", 16) == 0;
+    if (f)
+        fclose(f);
+    if (status != 200 || !written || !sqlite) {
+        if (status >= 300)
+            fprintf(stderr, "pushpbxctl: backup refused: HTTP %ld\n", status);
+        else if (status == 200)
+            fprintf(stderr, "pushpbxctl: the download is not a database\n");
+        unlink(part);
+        return status == 200 ? EX_SERVER : exit_for(status);
+    }
+    if (rename(part, argv[0]) < 0) {
+        fprintf(stderr, "pushpbxctl: %s: %s\n", argv[0], strerror(errno));
+        unlink(part);
+        return EX_SERVER;
+    }
+    printf("backup written to %s\n", argv[0]);
+    return EX_OK;
+}
+
 static int
 cmd_ext(struct ctl *c, int argc, char **argv)
 {
@@ -614,8 +751,8 @@ cmd_ext(struct ctl *c, int argc, char **argv)
         return simple(c, "GET", "/api/extensions", NULL, show_ext_list);
     if (argc < 2)
         return EX_USAGE;
-    snprintf(path, sizeof(path), "/api/extensions/%s", argv[1]);
     if (strcmp(argv[0], "add") == 0) {
+        /* the number travels in the body; the server checks it */
         json_t *body = json_pack("{s:s}", "number", argv[1]);
         for (int i = 2; i < argc; i++) {
             if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
@@ -631,10 +768,15 @@ cmd_ext(struct ctl *c, int argc, char **argv)
     }
     if (argc != 2)
         return EX_USAGE;
-    if (strcmp(argv[0], "del") == 0)
+    if (strcmp(argv[0], "del") == 0) {
+        if (!ext_path("/api/extensions/%s", argv[1], path, sizeof(path)))
+            return EX_BADREQ;
         return simple(c, "DELETE", path, NULL, NULL);
+    }
     if (strcmp(argv[0], "passwd") == 0) {
-        snprintf(path, sizeof(path), "/api/extensions/%s/password", argv[1]);
+        if (!ext_path("/api/extensions/%s/password", argv[1], path,
+                      sizeof(path)))
+            return EX_BADREQ;
         return simple(c, "POST", path, NULL, show_password);
     }
     return EX_USAGE;
@@ -647,7 +789,10 @@ cmd_prov(struct ctl *c, int argc, char **argv)
 
     if (argc < 2)
         return EX_USAGE;
-    snprintf(path, sizeof(path), "/api/extensions/%s/prov", argv[1]);
+    if (strcmp(argv[0], "revoke") != 0 && strcmp(argv[0], "show") != 0)
+        return EX_USAGE;
+    if (!ext_path("/api/extensions/%s/prov", argv[1], path, sizeof(path)))
+        return EX_BADREQ;
     if (strcmp(argv[0], "revoke") == 0 && argc == 2)
         return simple(c, "DELETE", path, NULL, NULL);
     if (strcmp(argv[0], "show") != 0)
@@ -680,11 +825,18 @@ cmd_push(struct ctl *c, int argc, char **argv)
     if (argc != 2)
         return EX_USAGE;
     if (strcmp(argv[0], "test") == 0) {
-        snprintf(path, sizeof(path), "/api/extensions/%s/push/test", argv[1]);
-        return simple(c, "POST", path, NULL, show_push_test);
+        if (!ext_path("/api/extensions/%s/push/test", argv[1], path,
+                      sizeof(path)))
+            return EX_BADREQ;
+        /* the daemon waits for the provider (up to about 12 s) */
+        struct ctl slow = *c;
+        if (slow.timeout_s < 40)
+            slow.timeout_s = 40;
+        return simple(&slow, "POST", path, NULL, show_push_test);
     }
     if (strcmp(argv[0], "forget") == 0) {
-        snprintf(path, sizeof(path), "/api/extensions/%s/push", argv[1]);
+        if (!ext_path("/api/extensions/%s/push", argv[1], path, sizeof(path)))
+            return EX_BADREQ;
         return simple(c, "DELETE", path, NULL, NULL);
     }
     return EX_USAGE;
@@ -704,7 +856,9 @@ main(int argc, char **argv)
     };
     struct ctl c = {.timeout_s = 10};
     const char *token = getenv("PUSHPBX_TOKEN");
+    /* make run's var/, else the installed daemon's state directory. */
     const char *token_file = "var/admin.token";
+    bool token_file_default = true;
     int opt, ex;
 
     c.url = getenv("PUSHPBX_URL");
@@ -721,6 +875,7 @@ main(int argc, char **argv)
             break;
         case 'T':
             token_file = optarg;
+            token_file_default = false;
             token = NULL;
             break;
         case 'j':
@@ -754,7 +909,10 @@ main(int argc, char **argv)
     bool have_token = true;
     if (token && token[0])
         snprintf(c.token, sizeof(c.token), "%s", token);
-    else if (!read_token(token_file, c.token, sizeof(c.token)))
+    else if (!read_token(token_file, c.token, sizeof(c.token)) &&
+             !(token_file_default &&
+               read_token(token_file = "/var/lib/pushpbx/admin.token",
+                          c.token, sizeof(c.token))))
         have_token = false;
     if (strcmp(cmd, "check") == 0) {
         /* no token: the network steps only, no daemon needed */
@@ -776,6 +934,8 @@ main(int argc, char **argv)
             ex = cmd_push(&c, sub_argc, sub_argv);
         else if (strcmp(cmd, "prov") == 0)
             ex = cmd_prov(&c, sub_argc, sub_argv);
+        else if (strcmp(cmd, "backup") == 0)
+            ex = cmd_backup(&c, sub_argc, sub_argv);
         else
             ex = EX_USAGE;
     }

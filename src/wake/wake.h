@@ -99,6 +99,11 @@ void wake_job_done(struct wake_job *j, const struct push_result *r);
 /* Stop the push thread (pending pushes complete as cancelled), then free.
  * Call after every worker is gone. NULL is a no-op. */
 void wake_free(struct wake *w);
+/* Health (/healthz): wake_push_ping asks the push thread's loop to answer
+ * and returns the request's number (0: no push thread); wake_push_answered
+ * tells whether the loop has run since. Any thread. */
+uint64_t wake_push_ping(struct wake *w);
+bool wake_push_answered(struct wake *w, uint64_t n);
 
 /* One push as the admin sees it. */
 struct wake_push_entry {

@@ -142,6 +142,7 @@ struct wake {
     pthread_mutex_t qlock; /* queue, stopping */
     struct list_node queue;
     bool stopping;
+    atomic_uint_fast64_t ping_sent, ping_seen; /* wake_push_ping */
 
     atomic_uint_fast64_t n_sent, n_delivered, n_failed, n_dead, n_live, n_grace,
         n_woken, n_late;

@@ -117,6 +117,22 @@ on_push_done(const struct push_result *r, void *arg)
     wake_job_done(arg, r);
 }
 
+uint64_t
+wake_push_ping(struct wake *w)
+{
+    if (!w || !w->thread_started)
+        return 0;
+    uint64_t n = atomic_fetch_add(&w->ping_sent, 1) + 1;
+    uv_async_send(&w->async);
+    return n;
+}
+
+bool
+wake_push_answered(struct wake *w, uint64_t n)
+{
+    return n == 0 || atomic_load(&w->ping_seen) >= n;
+}
+
 /* Push thread: start every queued job, or cancel them when stopping. */
 static void
 on_async(uv_async_t *h)
@@ -124,6 +140,7 @@ on_async(uv_async_t *h)
     struct wake *w = h->data;
     struct list_node batch, *n, *tmp;
 
+    atomic_store(&w->ping_seen, atomic_load(&w->ping_sent));
     list_init(&batch);
     pthread_mutex_lock(&w->qlock);
     bool stopping = w->stopping;

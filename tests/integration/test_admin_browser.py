@@ -53,7 +53,7 @@ def test_dashboard_in_chromium(start_pbx, tmp_path):
     log = "\n".join(lines)
     assert rc == 0, log
     for s in ("bad-token-refused", "logged-in", "registered-visible",
-              "qr-shown", "pushes-table", "calls-table"):
+              "qr-shown", "pushes-table", "calls-table", "backup-downloaded"):
         assert "STEP " + s in log, log
     prov = [l for l in lines if l.startswith("PROV ")][0][5:]
     assert prov.startswith(pbx.admin.base + "/prov/")

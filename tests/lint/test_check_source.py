@@ -106,7 +106,7 @@ def test_clean_tree_passes(tree):
 def test_rule_fires(tree, rel, text, reason):
     write(tree, rel, text)
     if rel.startswith("src/proxy/") or "wake.h" in text:
-        write(tree, "src/proxy/wake.h", "int wake_x;\n")
+        write(tree, "src/wake/wake.h", "int wake_x;\n")
     rc, out = run(tree)
     assert rc == 1, out
     assert rel in out, out

@@ -39,7 +39,7 @@ function logout(msg) {
   sessionStorage.removeItem("pushpbx_token");
   clearInterval(timer);
   document.querySelectorAll(".view").forEach((v) => (v.hidden = true));
-  $("#tabs").hidden = $("#logout").hidden = true;
+  $("#tabs").hidden = $("#logout").hidden = $("#backup").hidden = true;
   $("#login").hidden = false;
   $("#login-error").textContent = msg || "";
 }
@@ -51,7 +51,7 @@ async function login(t) {
     sessionStorage.setItem("pushpbx_token", token);
     $("#version").textContent = "v" + st.version + " \u00b7 " + st.domain;
     $("#login").hidden = true;
-    $("#tabs").hidden = $("#logout").hidden = false;
+    $("#tabs").hidden = $("#logout").hidden = $("#backup").hidden = false;
     show(location.hash.slice(1) || "registrations");
     timer = setInterval(refresh, 2000);
   } catch (e) {
@@ -187,7 +187,27 @@ async function showProv(ext, regenerate) {
   $("#prov").hidden = false;
 }
 
+/* GET /api/backup needs the bearer token, so a plain link cannot fetch it:
+ * download it as a blob and hand that to the browser as a file. */
+async function downloadBackup() {
+  const b = $("#backup");
+  b.disabled = true;
+  try {
+    const r = await fetch("/api/backup", { headers: { Authorization: "Bearer " + token } });
+    if (!r.ok) throw new Error("backup failed: HTTP " + r.status);
+    const cd = r.headers.get("Content-Disposition") || "";
+    const m = cd.match(/filename="([^"]+)"/);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await r.blob());
+    a.download = m ? m[1] : "pushpbx-backup.db";
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  } catch (e) { alert(e.message); } finally { b.disabled = false; }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("#backup").addEventListener("click", downloadBackup);
   $("#login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     login($("#token").value.trim());

@@ -19,7 +19,8 @@ const step = (s) => console.log("STEP " + s);
   });
   let code = 1;
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 },
+      acceptDownloads: true });
     const errors = [];
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(url, { timeout: 15000 });
@@ -64,6 +65,17 @@ const step = (s) => console.log("STEP " + s);
     await page.waitForSelector("#wake-table:not([hidden])", { timeout: 10000 });
     if (!(await page.isHidden("#calls-na"))) throw new Error("calls: not available shown");
     step("calls-table");
+    // The header's backup button downloads a SQLite file (GET /api/backup).
+    const [dl] = await Promise.all([
+      page.waitForEvent("download", { timeout: 15000 }),
+      page.click("#backup"),
+    ]);
+    const file = await dl.path();
+    const head = require("fs").readFileSync(file).subarray(0, 16).toString("latin1");
+    if (head !== "SQLite format 3\u0000") throw new Error("backup: not a database");
+    if (!/^pushpbx-\d{8}-\d{6}\.db$/.test(dl.suggestedFilename()))
+      throw new Error("backup name: " + dl.suggestedFilename());
+    step("backup-downloaded");
     if (errors.length) throw new Error("page errors: " + errors.join("; "));
     code = 0;
   } catch (e) {
