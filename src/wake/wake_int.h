@@ -67,7 +67,8 @@ struct wcall {
     int64_t since_ms;
     uint64_t rx_us; /* INVITE read (proxy_call_info.rx_us), 0 if unknown */
     bool ringing_sent;
-    bool released; /* hold given up (ops.release called, or never held) */
+    bool
+        released; /* hold given up (proxy_call_release called, or never held) */
     struct tq_entry grace;
     size_t ndev;
     struct wdev dev[PUSHDEV_MAX_PER_EXT];
