@@ -206,7 +206,7 @@ test_register_push(void **state)
     /* Durable at once (no write-behind): a fresh table sees it. */
     struct pushdev_table *again;
     struct pushdev_opts o = {
-        .db_path = t->path, .clock_ms = fake_clock, .clock_arg = t};
+        .store = t->st, .clock_ms = fake_clock, .clock_arg = t};
     char err[256];
     assert_int_equal(pushdev_open(&o, &again, err, sizeof(err)), 0);
     assert_int_equal(pushdev_count(again), 1);
