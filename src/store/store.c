@@ -1,5 +1,8 @@
 /*
- * store: SQLite persistence on a writer thread; see store.h.
+ * store: SQLite persistence on a writer thread; see store.h. Tables:
+ * extensions, bindings (write-behind), push_devices and prov_links
+ * (written the same way, then waited for with store_commit by their
+ * owners: registrar/pushdev.c, admin/admin_prov.c).
  *
  * The queue is a list of owned row copies. The writer sleeps on a condition
  * variable until a write arrives, then waits flush_ms more so that a burst
