@@ -98,12 +98,21 @@ lock_db(struct locker *l, const char *path)
     close(out[1]);
     l->to_child = in[1];
     l->from_child = out[0];
+    /* Until the newline: a pipe may deliver the line in pieces. */
     char line[16] = "";
-    ssize_t n = read(l->from_child, line, sizeof(line) - 1);
+    ssize_t n = 0, got;
+    while (n < (ssize_t)sizeof(line) - 1 && !memchr(line, '\n', (size_t)n)) {
+        got = read(l->from_child, line + n, sizeof(line) - 1 - (size_t)n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        n += got;
+    }
     if (n != 7 || strncmp(line, "locked\n", 7) != 0)
-        fail_msg("python3 could not lock %s (python3 with sqlite3 is a "
-                 "prerequisite of this test)",
-                 path);
+        fail_msg("python3 could not lock %s: read %zd (%s) \"%s\" (python3 "
+                 "with sqlite3 is a prerequisite of this test)",
+                 path, n, n < 0 ? strerror(errno) : "", line);
 }
 
 static void
