@@ -1956,9 +1956,7 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
         rc = -EINVAL;
         goto fail;
     }
-    if (strcmp(a->cfg->prov_db, ":memory:") != 0)
-        mkdir_parent(a->cfg->prov_db);
-    rc = admin_prov_open(a->cfg->prov_db, &a->prov, err, errlen);
+    rc = admin_prov_open(a->store, a->cfg->prov_db, &a->prov, err, errlen);
     if (rc < 0)
         goto fail;
     rc = settle_token(a, err, errlen);

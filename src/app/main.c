@@ -676,7 +676,7 @@ main(int argc, char **argv)
         status = 1;
     }
     if (status == 0)
-        status = app_wake_open(cfg, d.reg, d.proxy, &d.wake);
+        status = app_wake_open(cfg, d.reg, d.store, d.proxy, &d.wake);
     if (status == 0)
         app_admin_attach(d.proxy); /* call counters; before the workers */
     if (status == 0)
