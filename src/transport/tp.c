@@ -111,6 +111,8 @@ struct tp {
     struct tp_stats stats;
     bool freeing;
     size_t open_handles;
+    tp_clock_fn *clock; /* test hook (tp_set_clock); NULL = uv_now */
+    void *clock_arg;
 };
 
 static _Atomic uint64_t next_flow_seq = 1;
@@ -194,7 +196,7 @@ timer_rearm(struct tp *tp)
         uv_timer_stop(&tp->timer);
         return;
     }
-    now = uv_now(tp->loop);
+    now = tp_now_ms(tp);
     uv_timer_start(&tp->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
@@ -203,7 +205,7 @@ on_timer(uv_timer_t *t)
 {
     struct tp *tp = t->data;
 
-    tq_run(&tp->tq, uv_now(tp->loop), TIMER_RUN_MAX);
+    tq_run(&tp->tq, tp_now_ms(tp), TIMER_RUN_MAX);
     timer_rearm(tp);
 }
 
@@ -223,7 +225,14 @@ tp_tq(struct tp *tp)
 uint64_t
 tp_now_ms(const struct tp *tp)
 {
-    return uv_now(tp->loop);
+    return tp->clock ? tp->clock(tp->clock_arg) : uv_now(tp->loop);
+}
+
+void
+tp_set_clock(struct tp *tp, tp_clock_fn *now, void *arg)
+{
+    tp->clock = now;
+    tp->clock_arg = arg;
 }
 
 uv_loop_t *
@@ -444,7 +453,7 @@ conn_touch(struct tp_conn *c)
     struct tp *tp = c->tp;
 
     if (tp->cfg.idle_timeout_ms > 0 && !c->closing)
-        tq_fifo_add(&tp->idle_fifo, &c->timer, uv_now(tp->loop));
+        tq_fifo_add(&tp->idle_fifo, &c->timer, tp_now_ms(tp));
 }
 
 /* A new connection object with its handle initialised (counted). */
@@ -671,7 +680,7 @@ conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_register(c);
-    tq_fifo_add(&tp->connect_fifo, &c->timer, uv_now(tp->loop));
+    tq_fifo_add(&tp->connect_fifo, &c->timer, tp_now_ms(tp));
     *out = c;
     return 0;
 }
