@@ -160,7 +160,7 @@ class Env:
         self.start_pbx = start_pbx
         self.sipp = shutil.which("sipp")
         if not self.sipp:
-            pytest.skip("sipp not installed")
+            pytest.fail("sipp not installed (scripts/install-deps)")
         self.procs = []
         self.pbx = None
 

@@ -13,7 +13,6 @@ bounded. The harness (Sim, Phone, fixtures, constants) is wakeharness.py.
 
 Needs pushsim built next to pushpbx (PUSHPBX_BUILD_DIR/src/pushsim).
 """
-import os
 import re
 import signal
 import subprocess
@@ -22,15 +21,12 @@ import time
 import pytest
 
 from conftest import Pbx
-from wakeharness import (ALERT, BUNDLE, PROJECT, PUSHSIM, RING_S, VOIP,
+from wakeharness import (ALERT, BUNDLE, PROJECT, RING_S, VOIP,
                          admin_get, apns_token, background, fcm_token,
                          free_port, hget, metric, pcall_id, pcollapse, ptype,
                          sipp_cmd, wait_until)
 # Fixtures: pytest finds them in this module's namespace.
 from wakeharness import env, keys, phones  # noqa: F401
-
-pytestmark = pytest.mark.skipif(not os.path.exists(PUSHSIM),
-                                reason="pushsim not built")
 
 
 # --- the twelve cases --------------------------------------------------------
@@ -178,7 +174,7 @@ def test_04c_sipp_device_woken(env, phones, tmp_path):
     """The same flow with SIPp as the woken phone: on the push it registers
     (401, credentials, Feature-Caps), then answers the held INVITE."""
     if not __import__("shutil").which("sipp"):
-        pytest.skip("sipp not installed")
+        pytest.fail("sipp not installed (scripts/install-deps)")
     pbx, sim = env()
     pn = ("fcm", fcm_token(), PROJECT)
     app, caller = phones(pbx, "100"), phones(pbx, "101")

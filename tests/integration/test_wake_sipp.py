@@ -22,20 +22,17 @@ The Python phones of test_wake.py stay for what SIPp cannot check (exact
 INVITE counts in races, headers of every request). SIPp 3.6 does MD5
 digest only: wakeharness.CONF has digest_algorithms = md5,sha256.
 """
-import os
 import re
 from datetime import datetime
 
 import pytest
 
-from wakeharness import (PROJECT, PUSHSIM, SIPP_RC_TIMEOUT, VOIP, admin_get,
+from wakeharness import (PROJECT, SIPP_RC_TIMEOUT, VOIP, admin_get,
                          apns_token, fcm_token, pcall_id, pcollapse, pn_keys,
                          ptype, wait_until)
 # Fixtures: pytest finds them in this module's namespace.
 from wakeharness import env, keys, sipps  # noqa: F401
 
-pytestmark = pytest.mark.skipif(not os.path.exists(PUSHSIM),
-                                reason="pushsim not built")
 
 DEV, CALLER = "100", "101"
 

@@ -257,9 +257,17 @@ password = pw109
 """
 
 
+def require_pushsim():
+    """Fail (never skip) when the pushsim binary is missing."""
+    if not os.path.exists(PUSHSIM):
+        pytest.fail("pushsim not built: %r (build the pushsim target, or "
+                    "set PUSHSIM)" % PUSHSIM)
+
+
 @pytest.fixture
 def env(keys, tmp_path):
     """env(apns=True, fcm=True, max100=1) -> (pbx, sim)."""
+    require_pushsim()
     made = []
 
     def make(apns=True, fcm=True, max100=1, workers=2):
@@ -707,7 +715,7 @@ class Sipp:
                  timeout=10, timeout_error=True, extra=()):
         exe = shutil.which("sipp")
         if not exe:
-            pytest.skip("sipp not installed")
+            pytest.fail("sipp not installed (scripts/install-deps)")
         self.dir = d
         d.mkdir()
         self.scenario = scenario
