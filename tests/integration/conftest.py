@@ -307,6 +307,51 @@ def free_port(kind=socket.SOCK_DGRAM, pair=False):
     pytest.fail("no free port pair")
 
 
+# SIPp's exit code when a bind() failed (EXIT_BIND_ERROR), e.g. a port
+# that free_port() found free was taken by another process before SIPp
+# bound it (parallel tests): the run is retried with fresh ports.
+SIPP_BIND_ERROR = 254
+
+
+def sipp_bind_failed(rc, output):
+    """True when a SIPp run ended on a bind() failure (its output names
+    which: "main socket", "audio RTP socket" or "video RTP socket")."""
+    return rc == SIPP_BIND_ERROR and "Unable to bind" in output
+
+
+def _socket_inodes(port, tcp):
+    """Inodes of the sockets bound to port (TCP: listening), from /proc,
+    so the check itself never holds the port."""
+    want = ":%04X" % port
+    found = set()
+    with open("/proc/net/tcp" if tcp else "/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if cols[1].endswith(want) and (not tcp or cols[3] == "0A"):
+                found.add(cols[9])
+    return found
+
+
+def sipp_bound(pid, socks):
+    """True when process pid holds a socket on every (port, tcp) of socks:
+    SIPp has bound all it needs (another process holding one of the ports
+    does not count)."""
+    mine = set()
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            mine.add(link[8:-1])
+    return all(_socket_inodes(port, tcp) & mine for port, tcp in socks)
+
+
 def run_sipp(pbx, scenario, transport="u1", extra_args=(), timeout=10):
     """Run one SIPp call of scenario against pbx; returns (rc, output).
     rc 0 = the scenario passed. Every SIPp socket is on an ephemeral
@@ -316,17 +361,20 @@ def run_sipp(pbx, scenario, transport="u1", extra_args=(), timeout=10):
         pytest.fail("sipp not installed (scripts/install-deps)")
     tcp = transport != "u1"
     port = pbx.ports["tcp" if tcp else "udp"]
-    cmd = [sipp, "%s:%d" % (pbx.host, port),
-           "-sf", os.path.join(SIPP_DIR, scenario),
-           "-t", transport, "-i", "127.0.0.1", "-mi", "127.0.0.1",
-           "-p", str(free_port(socket.SOCK_STREAM if tcp
-                               else socket.SOCK_DGRAM)),
-           "-cp", str(free_port()), "-mp", str(free_port(pair=True)),
-           "-m", "1", "-timeout", "%ds" % timeout, "-timeout_error",
-           "-trace_err", "-nostdin"] + list(extra_args)
-    r = subprocess.run(cmd, cwd=str(pbx.dir), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=timeout + 10)
-    out = r.stdout.decode(errors="replace")
+    for _ in range(5):  # fresh ports after a bind failure
+        cmd = [sipp, "%s:%d" % (pbx.host, port),
+               "-sf", os.path.join(SIPP_DIR, scenario),
+               "-t", transport, "-i", "127.0.0.1", "-mi", "127.0.0.1",
+               "-p", str(free_port(socket.SOCK_STREAM if tcp
+                                   else socket.SOCK_DGRAM)),
+               "-cp", str(free_port()), "-mp", str(free_port(pair=True)),
+               "-m", "1", "-timeout", "%ds" % timeout, "-timeout_error",
+               "-trace_err", "-nostdin"] + list(extra_args)
+        r = subprocess.run(cmd, cwd=str(pbx.dir), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout + 10)
+        out = r.stdout.decode(errors="replace")
+        if not sipp_bind_failed(r.returncode, out):
+            break
     for f in os.listdir(str(pbx.dir)):
         if f.endswith("_errors.log"):
             out += "\n--- %s ---\n" % f + open(os.path.join(

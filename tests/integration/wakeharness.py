@@ -719,26 +719,45 @@ class Sipp:
         self.dir = d
         d.mkdir()
         self.scenario = scenario
-        self.port = port or conftest.free_port()
         self.timeout = timeout
-        cmd = [exe, "%s:%d" % pbx.udp,
-               "-sf", os.path.join(SIPP_DIR, scenario),
-               "-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1",
-               "-p", str(self.port), "-cp", str(conftest.free_port()),
-               "-mp", str(conftest.free_port(pair=True)),
-               "-m", "1", "-timeout", "%ds" % timeout, "-nostdin",
-               "-trace_err", "-trace_msg"]
-        if timeout_error:
-            cmd.append("-timeout_error")
-        for k, v in (keys or {}).items():
-            cmd += ["-key", k, v]
-        if auth:
-            cmd += ["-au", auth[0], "-ap", auth[1]]
-        cmd += list(extra)
-        self.screen = open(d / "screen.txt", "wb")
-        self.proc = subprocess.Popen(cmd, cwd=str(d), stdin=subprocess.DEVNULL,
-                                     stdout=self.screen,
-                                     stderr=subprocess.STDOUT)
+        # A port found free may be taken by another process before SIPp
+        # binds it (parallel tests): SIPp exits 254 at once, and starts
+        # again with fresh ports (a given port is kept). Returns once SIPp
+        # holds its sockets (an answering scenario is then listening) or
+        # has ended.
+        for _ in range(5):
+            self.port = port or conftest.free_port()
+            media = conftest.free_port(pair=True)
+            cmd = [exe, "%s:%d" % pbx.udp,
+                   "-sf", os.path.join(SIPP_DIR, scenario),
+                   "-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1",
+                   "-p", str(self.port), "-cp", str(conftest.free_port()),
+                   "-mp", str(media),
+                   "-m", "1", "-timeout", "%ds" % timeout, "-nostdin",
+                   "-trace_err", "-trace_msg"]
+            if timeout_error:
+                cmd.append("-timeout_error")
+            for k, v in (keys or {}).items():
+                cmd += ["-key", k, v]
+            if auth:
+                cmd += ["-au", auth[0], "-ap", auth[1]]
+            cmd += list(extra)
+            self.screen = open(d / "screen.txt", "wb")
+            self.proc = subprocess.Popen(cmd, cwd=str(d),
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=self.screen,
+                                         stderr=subprocess.STDOUT)
+            socks = [(self.port, False), (media, False), (media + 2, False)]
+            deadline = time.monotonic() + 10
+            while (self.proc.poll() is None and
+                   not conftest.sipp_bound(self.proc.pid, socks)):
+                assert time.monotonic() < deadline, self.report()
+                time.sleep(0.01)
+            if self.proc.poll() is None or not conftest.sipp_bind_failed(
+                    self.proc.returncode,
+                    (d / "screen.txt").read_text(errors="replace")):
+                break
+            self.screen.close()
 
     def wait(self, timeout=None):
         """SIPp's exit code (0: the scenario passed); kills it and fails
