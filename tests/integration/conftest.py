@@ -144,6 +144,17 @@ class Pbx:
             self._err.flush()
         return self.stderr_path.read_text(errors="replace")
 
+    def wait_log(self, text, timeout=10.0):
+        """True once the daemon's log holds text (an event awaited, not a
+        fixed sleep: call records are written when the transaction ends,
+        a moment after the peers saw the last message)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr():
+            if time.monotonic() > deadline or not self.alive():
+                return text in self.stderr()
+            time.sleep(0.02)
+        return True
+
     @property
     def udp(self):
         return (self.host, self.ports["udp"])
