@@ -667,6 +667,25 @@ def wait_until(pred, timeout):
     return pred()
 
 
+def push_barrier(pbx, sim, phones, provider):
+    """A barrier for "no push was sent" (instead of a sleep): pushes go out
+    from the daemon's one push thread in the order they were queued, so
+    once a push queued now has reached pushsim, any push queued before it
+    has too. Backgrounds a device of extension 102 with a fresh token of
+    provider, calls it from 101, waits for its call push, cancels and waits
+    for its missed-call push; returns that token."""
+    pn = (("apns", apns_token(), VOIP) if provider == "apns"
+          else ("fcm", fcm_token(), PROJECT))
+    dev, caller = phones(pbx, "102"), phones(pbx, "101")
+    background(dev, pn)
+    call = caller.invite("102")
+    sim.wait_push(pn[1])
+    caller.cancel(call)
+    assert caller.wait_final(call, 5)["status"] == 487
+    sim.wait_push(pn[1], kind="missed")
+    return pn[1]
+
+
 def wake_and_answer(sim, dev, pn, kind="call", instance=None):
     """The harness plays the phone: on the push, register and answer."""
     sim.wait_push(pn[1], kind=kind)
