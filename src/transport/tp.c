@@ -139,6 +139,8 @@ struct tp {
     struct tp_stats stats;
     bool freeing;
     size_t open_handles;
+    tp_clock_fn *clock; /* test hook (tp_set_clock); NULL = uv_now */
+    void *clock_arg;
 };
 
 static _Atomic uint64_t next_flow_seq = 1;
@@ -227,7 +229,7 @@ timer_rearm(struct tp *tp)
         uv_timer_stop(&tp->timer);
         return;
     }
-    now = uv_now(tp->loop);
+    now = tp_now_ms(tp);
     uv_timer_start(&tp->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
@@ -236,7 +238,7 @@ on_timer(uv_timer_t *t)
 {
     struct tp *tp = t->data;
 
-    tq_run(&tp->tq, uv_now(tp->loop), TIMER_RUN_MAX);
+    tq_run(&tp->tq, tp_now_ms(tp), TIMER_RUN_MAX);
     timer_rearm(tp);
 }
 
@@ -256,7 +258,14 @@ tp_tq(struct tp *tp)
 uint64_t
 tp_now_ms(const struct tp *tp)
 {
-    return uv_now(tp->loop);
+    return tp->clock ? tp->clock(tp->clock_arg) : uv_now(tp->loop);
+}
+
+void
+tp_set_clock(struct tp *tp, tp_clock_fn *now, void *arg)
+{
+    tp->clock = now;
+    tp->clock_arg = arg;
 }
 
 uv_loop_t *
@@ -714,7 +723,7 @@ conn_arm(struct tp_conn *c, enum conn_phase ph)
         break;
     }
     if (f)
-        tq_fifo_add(f, &c->timer, uv_now(tp->loop));
+        tq_fifo_add(f, &c->timer, tp_now_ms(tp));
     else
         tq_cancel(&c->timer);
 }

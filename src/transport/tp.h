@@ -294,9 +294,20 @@ void tp_set_relay(struct tp *tp, tp_relay_cb *cb, void *arg);
 int tp_post_send(struct tp *target, const struct tp_dest *dst,
                  const struct slice *parts, size_t count);
 
-/* The worker's timer queue (one uv_timer behind it) and its clock. */
+/* The worker's timer queue (one uv_timer behind it) and its clock:
+ * monotonic ms, the loop's uv_now() unless a test set its own clock. */
 struct tq *tp_tq(struct tp *tp);
 uint64_t tp_now_ms(const struct tp *tp);
+
+/* Test hook: replace the clock behind tp_now_ms() and the timer queue by
+ * now(arg), which must return monotonic ms; NULL restores uv_now(). A unit
+ * test drives timers (transaction timers A to M, TCP idle and connect)
+ * with fake time this way: it advances its clock and fires what is due
+ * with tq_run(tp_tq(tp), tp_now_ms(tp), 0). The uv_timer still wakes the
+ * loop, but fires nothing the fake clock has not reached. Set it before
+ * any timer is armed (right after tp_new). Worker thread. */
+typedef uint64_t tp_clock_fn(void *arg);
+void tp_set_clock(struct tp *tp, tp_clock_fn *now, void *arg);
 uv_loop_t *tp_loop(const struct tp *tp);
 unsigned tp_worker(const struct tp *tp);
 
