@@ -188,7 +188,9 @@ core_register(struct core *c, struct txn *t, const struct sip_msg *req,
 {
     char where[TP_ADDRSTRLEN + 8];
     struct reg_src rs = {
-        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .transport = src->proto == TP_TLS   ? REG_TP_TLS
+                     : src->proto == TP_TCP ? REG_TP_TCP
+                                            : REG_TP_UDP,
         .flow_id = src->flow_id,
     };
 

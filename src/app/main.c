@@ -46,6 +46,8 @@ struct daemon {
     unsigned worker_count;
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
+    uv_signal_t sighup;  /* TLS certificate reload (tp_tls_reload) */
+    struct tp_tls *tls;  /* [tls] context; NULL without tls: listeners */
     struct store *store; /* SQLite writer thread */
     struct reg *reg;     /* shared by every worker's core */
     uv_timer_t expire;   /* reg_expire() once a second */
@@ -145,6 +147,24 @@ on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->expire, NULL);
+}
+
+/* SIGHUP: read the TLS certificate and key again (renewed by ACME); a bad
+ * file is logged and the old certificate stays. The lead's [ops] reload
+ * (extensions, log level) joins here. */
+static void
+on_sighup(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    char err[512];
+
+    (void)signum;
+    if (tp_tls_reload(d->tls, err, sizeof(err)) < 0)
+        log_error("app", "SIGHUP: TLS certificate not reloaded, keeping the "
+                         "old one: %s", err);
+    else
+        log_notice("app", "SIGHUP: TLS certificate reloaded (generation %u)",
+                   tp_tls_generation(d->tls));
 }
 
 /* systemd's watchdog (WatchdogSec=): pinged from the main loop, so a hung
@@ -285,6 +305,13 @@ run_daemon(struct daemon *d, const char *ready_file)
         d->worker_count = TP_MAX_WORKERS;
     if (listen_specs(d->sip, specs, &nspecs) < 0)
         return 1; /* cannot happen: checked when loading */
+    for (size_t j = 0; j < nspecs && !d->tls; j++)
+        if (specs[j].proto == TP_TLS &&
+            tp_tls_new(cfg_get(d->cfg, &tp_tls_cfg_section), &d->tls, err,
+                       sizeof(err)) < 0) {
+            log_error("app", "%s", err);
+            return 1;
+        }
     d->workers = xcalloc(d->worker_count, sizeof(*d->workers));
 
     /* Worker 0 binds the configured addresses (port 0 picks a port); the
@@ -294,8 +321,8 @@ run_daemon(struct daemon *d, const char *ready_file)
             for (size_t j = 0; j < nspecs; j++)
                 tp_listener(d->workers[0].tp, j, &specs[j]);
         }
-        rc = worker_init(&d->workers[i], i, d->sip, specs, nspecs, err,
-                         sizeof(err));
+        rc = worker_init(&d->workers[i], i, d->sip, d->tls, specs, nspecs,
+                         err, sizeof(err));
         if (rc < 0) {
             log_error("app", "worker %u: %s", i, err);
             d->worker_count = i;
@@ -328,6 +355,12 @@ run_daemon(struct daemon *d, const char *ready_file)
     d->sigint.data = d->sigterm.data = d;
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    if (d->tls) {
+        uv_signal_init(&d->loop, &d->sighup);
+        d->sighup.data = d;
+        uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+        uv_unref((uv_handle_t *)&d->sighup); /* closed at join */
+    }
     uv_timer_init(&d->loop, &d->expire);
     d->expire.data = d;
     uv_timer_start(&d->expire, on_expire, 1000, 1000);
@@ -385,6 +418,10 @@ join:
         worker_fini(&d->workers[i]);
     free(d->workers);
     d->workers = NULL;
+    if (d->tls && uv_is_active((uv_handle_t *)&d->sighup))
+        uv_close((uv_handle_t *)&d->sighup, NULL);
+    tp_tls_free(d->tls); /* every connection (and SSL) is gone */
+    d->tls = NULL;
     if (status == 0)
         log_notice("app", "stopped");
     return status;

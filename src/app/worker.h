@@ -39,8 +39,8 @@ struct worker {
  * everything is released, err gets "udp:1.2.3.4:5060: reason" and a
  * negative errno is returned. Main thread, before worker_start. */
 int worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
-                const struct tp_listen_spec *specs, size_t count, char *err,
-                size_t errlen);
+                struct tp_tls *tls, const struct tp_listen_spec *specs,
+                size_t count, char *err, size_t errlen);
 /* Run the loop on a new thread. Returns 0 or a libuv error. */
 int worker_start(struct worker *w);
 /* Ask the worker to close everything and end its loop. Any thread. */

@@ -373,7 +373,9 @@ static void
 reg_src_of(const struct tp_src *src, struct reg_src *rs)
 {
     *rs = (struct reg_src){
-        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .transport = src->proto == TP_TLS   ? REG_TP_TLS
+                     : src->proto == TP_TCP ? REG_TP_TCP
+                                            : REG_TP_UDP,
         .flow_id = src->flow_id,
     };
     memcpy(&rs->addr, &src->remote.u.ss,

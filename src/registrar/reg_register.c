@@ -162,7 +162,9 @@ auth_failed(struct ctx *c, const char *why)
                      "source blocked for %us after %u failed "
                      "authentications src=%s/%s",
                      c->r->cfg.auth_block_s, fails, c->src_text,
-                     c->src->transport == REG_TP_UDP ? "udp" : "tcp");
+                     c->src->transport == REG_TP_UDP   ? "udp"
+                     : c->src->transport == REG_TP_TLS ? "tls"
+                                                       : "tcp");
         return forbidden(c, "Forbidden");
     }
     if (log_allowed(c->now))
