@@ -503,7 +503,10 @@ core_on_recv(struct tp *tp, const struct tp_rx *rx, void *arg)
         bad_request(c, rx);
         return;
     }
-    if (c->proxy && proxy_steer(c->proxy, rx))
+    /* A request of one of our own server transactions (the ACK of our
+     * 407) stays here, whatever worker its callee's flow is on. */
+    if (c->proxy && !txn_server_matches(c->tt, rx->msg) &&
+        proxy_steer(c->proxy, rx))
         return; /* handed to the worker that owns it */
     if (rx->msg && rx->msg->is_request)
         count_method(c, rx->msg->method);

@@ -987,6 +987,17 @@ txn_recv(struct txn_table *tt, const struct tp_rx *rx)
     return 0;
 }
 
+bool
+txn_server_matches(struct txn_table *tt, const struct sip_msg *m)
+{
+    if (!m->is_request)
+        return false;
+    return server_find(tt, m,
+                       m->method == SIP_METHOD_ACK ? SLICE_LIT("INVITE")
+                                                   : m->cseq.method_name) !=
+           NULL;
+}
+
 void
 txn_flow_closed(struct txn_table *tt, uint64_t flow_id)
 {
