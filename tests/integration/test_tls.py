@@ -123,7 +123,12 @@ class TlsUA(UA):
             uuid.uuid4().hex[:16])
 
 
-def start_tls(start_pbx, certs, workers=2, extra=EXTS, sets=()):
+def start_tls(start_pbx, certs, workers=2, extra=EXTS, sets=(), tls=True):
+    """A daemon with a tls: listener; tls=False for the TCP/UDP-only cases
+    (so that they also run against a build without TLS, to show the TCP
+    defects they cover)."""
+    if not tls:
+        return start_pbx(workers=workers, extra=extra, sets=sets)
     _, cert, key = certs
     pbx = start_pbx(workers=workers, extra=extra + tls_extra(cert, key),
                     sets=tls_sets() + tuple(sets))
@@ -192,7 +197,7 @@ def test_tls_register_401_200_and_rport(start_pbx, certs, made):
 def test_rport_filled_over_stream(start_pbx, certs, made, kind):
     """RFC 3581 over TCP (a defect seen with liblinphone) and TLS: a bare
     rport in the top Via comes back filled with the source port."""
-    pbx = start_tls(start_pbx, certs)
+    pbx = start_tls(start_pbx, certs, tls=kind == "tls")
     ua = ua_of(pbx, "100", kind, certs, made, register=False)
     ua.send(ua.build("OPTIONS", "sip:test.local", "<sip:test.local>",
                      uuid.uuid4().hex, "o1"))
@@ -232,7 +237,7 @@ def test_call_across_transports(start_pbx, certs, made, a, b):
     (host:port and transport param): one Record-Route when both use the
     same transport, two when the proxy converts (r2). The callee's BYE
     and the caller's BYE both arrive."""
-    pbx = start_tls(start_pbx, certs)
+    pbx = start_tls(start_pbx, certs, tls="tls" in (a, b))
     caller, callee, call, cl, inv = answered(pbx, made, certs, a, b)
     rr = ", ".join(inv.all("Record-Route"))
     vals = re.findall(r"<[^>]+>", rr)
@@ -355,7 +360,7 @@ def test_closed_flow_is_unreachable(start_pbx, certs, made, kind):
     instead of a connect to its Contact (the defect: the call hung). Its
     REGISTER on a new connection with the same Contact URI is rung over
     that connection."""
-    pbx = start_tls(start_pbx, certs)
+    pbx = start_tls(start_pbx, certs, tls=kind == "tls")
     caller = ua_of(pbx, "100", "udp", certs, made)
     callee = ua_of(pbx, "200", kind, certs, made)
     contact = callee.contact
@@ -460,7 +465,7 @@ class StreamPhone(Phone):
 def tls_env(keys, tmp_path, certs):  # noqa: F811
     made = []
 
-    def make(workers=2):
+    def make(workers=2, tls=True):
         d = tmp_path / ("run%d" % len(made))
         d.mkdir()
         sim = Sim(keys, d)
@@ -470,12 +475,14 @@ def tls_env(keys, tmp_path, certs):  # noqa: F811
             url=sim.url, key=keys / "apns.p8", kid=wakeharness.KID,
             team=wakeharness.TEAM, bundle=wakeharness.BUNDLE, ca=sim.ca,
             sa=sim.sa, max100=1)
-        text = text.replace(
-            "listen = udp:127.0.0.1:0 tcp:127.0.0.1:0",
-            "listen = udp:127.0.0.1:0 tcp:127.0.0.1:0 tls:127.0.0.1:0")
-        text += tls_extra(certs[1], certs[2])
+        if tls:
+            text = text.replace(
+                "listen = udp:127.0.0.1:0 tcp:127.0.0.1:0",
+                "listen = udp:127.0.0.1:0 tcp:127.0.0.1:0 tls:127.0.0.1:0")
+            text += tls_extra(certs[1], certs[2])
         pbx = wakeharness.Pbx(d, text)
-        pbx.tls_addr = (pbx.host, pbx.ports["tls"])
+        if tls:
+            pbx.tls_addr = (pbx.host, pbx.ports["tls"])
         made[-1] = (pbx, sim)
         return pbx, sim
 
@@ -497,7 +504,7 @@ def test_wake_over_stream(tls_env, certs, kind):
     reaching the woken app), the woken app registers over a new
     connection with the same Contact URI and gets the INVITE over that
     connection; the caller gets the 200."""
-    pbx, sim = tls_env()
+    pbx, sim = tls_env(tls=kind == "tls")
     ca = certs[0] / "ca.pem"
     tok = apns_token()
     pn = ("apns", tok, wakeharness.VOIP)
