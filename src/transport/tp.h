@@ -1,6 +1,8 @@
 /*
- * transport/tp: SIP over UDP and TCP on one libuv loop (one struct tp per
- * worker thread).
+ * transport/tp: SIP over UDP, TCP and TLS on one libuv loop (one struct tp
+ * per worker thread). A TLS connection is a TCP connection with an SSL
+ * object (tp_tls.c): the same framing, flows, limits and deadlines; we
+ * accept TLS connections but never open one.
  *
  * A worker is a thread + uv_loop + one struct tp + one struct txn_table.
  * The tp owns the worker's sockets (its own UDP socket per listener, opened
