@@ -64,10 +64,10 @@ struct branch {
     struct txn *ct; /* NULL before start and after TERMINATED */
     int status;     /* final status (received or synthesised), 0 = none */
     bool provisional, cancelled, started;
-    char *uri;       /* Contact URI (owned) */
+    char *uri;        /* Contact URI (owned) */
     uint64_t flow_id; /* the binding's TCP/TLS flow; 0 for UDP */
-    char *auth;      /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
-    size_t auth_len; /* bytes in auth */
+    char *auth;       /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
+    size_t auth_len;  /* bytes in auth */
 };
 
 struct proxy_call {
@@ -118,7 +118,9 @@ tp_upper(enum tp_proto pr)
 static const char *
 tp_uri_param(enum tp_proto pr)
 {
-    return pr == TP_TLS ? ";transport=tls" : pr == TP_TCP ? ";transport=tcp" : "";
+    return pr == TP_TLS   ? ";transport=tls"
+           : pr == TP_TCP ? ";transport=tcp"
+                          : "";
 }
 
 static int64_t
@@ -349,9 +351,11 @@ static int
 dest_from_uri(const struct sip_uri *u, struct tp_dest *d)
 {
     *d = (struct tp_dest){.proto = uri_proto(u), .listener = -1};
-    return tp_addr_from_ip(
-        u->host, u->has_port ? u->port : d->proto == TP_TLS ? 5061 : 5060,
-        &d->addr);
+    return tp_addr_from_ip(u->host,
+                           u->has_port          ? u->port
+                           : d->proto == TP_TLS ? 5061
+                                                : 5060,
+                           &d->addr);
 }
 
 static uint64_t
@@ -1039,8 +1043,7 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
      * (a phone reconnecting gives the same Contact URI). */
     for (size_t i = 0; i < c->nbr; i++)
         if (strcmp(c->br[i].uri, b->uri) == 0 &&
-            (c->br[i].flow_id == b->flow_id ||
-             tp_flow_open(c->br[i].flow_id)))
+            (c->br[i].flow_id == b->flow_id || tp_flow_open(c->br[i].flow_id)))
             return -EEXIST;
     if (!binding_reachable(b)) {
         log_info("proxy",
@@ -1193,18 +1196,17 @@ late_in_dialog(struct late_call *l, const struct sip_msg *rsp, bool bye)
         target = na.uri;
     txn_branch_new(p->tt, branch);
     buf_reset(&p->out);
-    int rc = buf_printf(&p->out,
-                        "%s " SLICE_FMT " SIP/2.0\r\n"
-                        "Via: SIP/2.0/%s %s;branch=%s;rport\r\n"
-                        "Max-Forwards: 70\r\n"
-                        "From: %s\r\nTo: " SLICE_FMT "\r\n"
-                        "Call-ID: %s\r\nCSeq: %u %s\r\n%s"
-                        "Content-Length: 0\r\n\r\n",
-                        bye ? "BYE" : "ACK", SLICE_ARG(target),
-                        tp_upper(l->dst.proto),
-                        p->via_host[tpk(l->dst.proto)], branch, l->from,
-                        SLICE_ARG(to->value), l->call_id, bye ? 2u : 1u,
-                        bye ? "BYE" : "ACK", bye ? l->reason : "");
+    int rc = buf_printf(
+        &p->out,
+        "%s " SLICE_FMT " SIP/2.0\r\n"
+        "Via: SIP/2.0/%s %s;branch=%s;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: %s\r\nTo: " SLICE_FMT "\r\n"
+        "Call-ID: %s\r\nCSeq: %u %s\r\n%s"
+        "Content-Length: 0\r\n\r\n",
+        bye ? "BYE" : "ACK", SLICE_ARG(target), tp_upper(l->dst.proto),
+        p->via_host[tpk(l->dst.proto)], branch, l->from, SLICE_ARG(to->value),
+        l->call_id, bye ? 2u : 1u, bye ? "BYE" : "ACK", bye ? l->reason : "");
     if (rc < 0)
         return rc;
     if (!bye)
@@ -1314,9 +1316,8 @@ note_late(struct proxy *p, const struct proxy_note *n)
                     "Contact: <sip:%s;transport=%s>\r\n"
                     "Content-Length: 0\r\n\r\n",
                     n->uri, tp_upper(l->dst.proto),
-                    p->via_host[tpk(l->dst.proto)], branch, l->from,
-                    n->ext, p->sh->domain, n->call_id,
-                    p->via_host[tpk(l->dst.proto)],
+                    p->via_host[tpk(l->dst.proto)], branch, l->from, n->ext,
+                    p->sh->domain, n->call_id, p->via_host[tpk(l->dst.proto)],
                     tp_proto_name(l->dst.proto));
     if (rc == 0)
         rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event,

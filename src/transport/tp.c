@@ -91,10 +91,10 @@ struct tp_conn {
     char *rbuf;
     size_t rlen, ralloc;
     bool connecting, closing, report_close;
-    bool src_held; /* counted in the per-source table */
+    bool src_held;  /* counted in the per-source table */
     bool tls_ready; /* TLS handshake done */
     int close_status;
-    SSL *ssl;              /* TLS connection; NULL for TCP */
+    SSL *ssl;               /* TLS connection; NULL for TCP */
     struct tp_tls_io tlsio; /* ssl's BIO reads/writes through this */
     uv_connect_t connect_req;
 };
@@ -145,9 +145,9 @@ struct tp {
     struct tq tq;
     struct tq_fifo idle_fifo, connect_fifo, first_fifo, msg_fifo;
     struct log_limit log_max_conns, log_per_source, log_tls;
-    char *tls_rbuf;      /* ciphertext read buffer (TLS_RBUF_LEN) */
-    struct buf tls_out;  /* ciphertext SSL wrote during one call */
-    char *tls_plain;     /* a message's parts joined for SSL_write */
+    char *tls_rbuf;     /* ciphertext read buffer (TLS_RBUF_LEN) */
+    struct buf tls_out; /* ciphertext SSL wrote during one call */
+    char *tls_plain;    /* a message's parts joined for SSL_write */
     uv_timer_t timer;
     uv_async_t async;
     pthread_mutex_t inbox_lock;
@@ -978,7 +978,8 @@ tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_after_read(c, msgs);
 }
 
-/* ---- TLS connections ------------------------------------------------------ */
+/* ---- TLS connections ------------------------------------------------------
+ */
 
 /* The BIO's sink: ciphertext SSL wrote during the current call. */
 static void

@@ -359,11 +359,11 @@ size_t tp_source_conns(const struct tp_addr *a);
 
 /* [tls] section (option table in tp_tls.c). */
 struct tp_tls_cfg {
-    char *cert_file;   /* PEM chain, leaf first */
-    char *key_file;    /* PEM private key */
-    char *ca_file;     /* "" = no client certificates asked */
-    int min_version;   /* 0 = TLS 1.2, 1 = TLS 1.3 */
-    char *ciphers;     /* OpenSSL cipher list for TLS 1.2 */
+    char *cert_file; /* PEM chain, leaf first */
+    char *key_file;  /* PEM private key */
+    char *ca_file;   /* "" = no client certificates asked */
+    int min_version; /* 0 = TLS 1.2, 1 = TLS 1.3 */
+    char *ciphers;   /* OpenSSL cipher list for TLS 1.2 */
 };
 struct cfg_section;
 extern const struct cfg_section tp_tls_cfg_section;

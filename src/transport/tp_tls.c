@@ -36,9 +36,9 @@
 /* Mozilla "intermediate" for TLS 1.2, ECDHE only (forward secrecy, no
  * DH parameters to manage). mbedtls-based phones (liblinphone 5.1) offer
  * ECDHE-ECDSA/RSA with AES-GCM; TLS 1.3 suites are OpenSSL's defaults. */
-#define TP_TLS_DEFAULT_CIPHERS                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"            \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"            \
+#define TP_TLS_DEFAULT_CIPHERS                                                 \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"               \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"               \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 static const char *const tls_versions[] = {"1.2", "1.3", NULL};
@@ -173,9 +173,8 @@ ctx_build(const struct tp_tls *t, SSL_CTX **out, char *err, size_t errlen)
             goto fail;
         }
         SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx,
-                           SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                           NULL);
+        SSL_CTX_set_verify(
+            ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     }
     *out = ctx;
     return 0;
@@ -309,8 +308,8 @@ bio_create(BIO *b)
 static void
 bio_method_init(void)
 {
-    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
-                              "pushpbx-uv");
+    bio_method =
+        BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "pushpbx-uv");
     if (!bio_method)
         abort(); /* out of memory at start-up */
     BIO_meth_set_write(bio_method, bio_write);

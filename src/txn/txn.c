@@ -69,7 +69,7 @@ struct txn {
     struct tq_entry trying;
     uint64_t interval_ms; /* current A/E/G interval */
     bool reliable;
-    bool rfc2543; /* server request without the magic cookie */
+    bool rfc2543;    /* server request without the magic cookie */
     bool fill_rport; /* server: the top Via asked for rport (RFC 3581) */
 
     char *req_bytes; /* NULL once compacted */
@@ -993,9 +993,9 @@ txn_server_matches(struct txn_table *tt, const struct sip_msg *m)
     if (!m->is_request)
         return false;
     return server_find(tt, m,
-                       m->method == SIP_METHOD_ACK ? SLICE_LIT("INVITE")
-                                                   : m->cseq.method_name) !=
-           NULL;
+                       m->method == SIP_METHOD_ACK
+                           ? SLICE_LIT("INVITE")
+                           : m->cseq.method_name) != NULL;
 }
 
 void
