@@ -962,7 +962,12 @@ prov_doc(struct admin *a, const struct admin_prov_row *row,
         const char *t = a->listeners[i].transport;
         if (!json_object_get(ports, t)) {
             json_object_set_new(ports, t, json_integer(a->listeners[i].port));
-            json_array_append_new(tps, json_string(t));
+            /* TLS first: signalling (and SRTP keys in SDP) encrypted on
+             * networks the phone does not control. */
+            if (strcmp(t, "tls") == 0)
+                json_array_insert_new(tps, 0, json_string(t));
+            else
+                json_array_append_new(tps, json_string(t));
         }
     }
     json_t *fcm, *apns;
@@ -988,11 +993,14 @@ prov_doc(struct admin *a, const struct admin_prov_row *row,
     if (a->push.fcm_project_id)
         json_array_append_new(providers, json_string("fcm"));
     return json_pack(
-        "{s:i, s:s, s:s, s:s, s:{s:s, s:o, s:o}, s:{s:s, s:s, s:s},"
+        "{s:i, s:s, s:s, s:s, s:{s:s, s:o, s:o, s:s}, s:{s:s, s:s, s:s},"
         " s:{s:o, s:o, s:o}}",
         "version", 1, "extension", e->number, "display_name", e->display,
         "domain", a->domain, "server", "host", host, "ports", ports,
-        "transports", tps, "credentials", "username", e->number, "password",
+        "transports", tps, "transport",
+        json_array_size(tps) ? json_string_value(json_array_get(tps, 0))
+                             : "udp",
+        "credentials", "username", e->number, "password",
         password, "realm", a->realm, "push", "providers", providers, "fcm",
         fcm, "apns", apns);
 }

@@ -58,17 +58,15 @@ on_bind(const char *ext, const struct reg_contact *c, size_t n, void *arg)
     wake_on_register(aw->wake, ext, c, n);
 }
 
-/* Called on the call's worker: only that worker's flows are visible; a
- * flow of another worker is taken as open (the proxy reaches it or falls
- * back to the Contact address, see proxy.h). */
+/* Called on the call's worker, about a flow of any worker: the
+ * process-wide table of open flows answers (a binding whose connection is
+ * gone is unreachable: push, product rule 3). */
 static bool
 flow_alive(unsigned worker, uint64_t flow_id, void *arg)
 {
-    struct app_wake *aw = arg;
-    if (worker >= TP_MAX_WORKERS || !aw->tps[worker] ||
-        tp_flow_worker(flow_id) != worker)
-        return true;
-    return tp_flow_alive(aw->tps[worker], flow_id);
+    (void)worker;
+    (void)arg;
+    return tp_flow_open(flow_id);
 }
 
 /* Call's worker (wake's on_call_started / grace timer). */

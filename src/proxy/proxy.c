@@ -25,9 +25,15 @@
  * branch's worker index (proxy_steer).
  *
  * Record-Route: one entry "<sip:us;lr;pp-fa=F;pp-fb=G>" per branch, where
- * F is the caller's TCP flow and G the branch's (0 for UDP). An in-dialog
- * request popping that Route goes over the flow of the other side, so a
- * NAT'd TCP phone is reached over its own connection.
+ * F is the caller's TCP/TLS flow and G the branch's (0 for UDP), with the
+ * host:port of our listener and the transport param of the caller's
+ * transport. When the branch uses another transport (a UDP phone calling
+ * a TLS phone) we record-route twice, as Kamailio's r2=on: the top entry
+ * names our listener of the callee's transport, the second that of the
+ * caller's, so each side sends its in-dialog requests (a callee's BYE)
+ * over a transport it has. An in-dialog request pops our one or two
+ * Routes and goes over the flow of the other side, so a NAT'd TCP/TLS
+ * phone is reached over its own connection.
  *
  * Cost per call: one malloc for the call, one per branch URI, one for a
  * stored non-2xx final; everything per message is in the worker arena or
@@ -58,9 +64,10 @@ struct branch {
     struct txn *ct; /* NULL before start and after TERMINATED */
     int status;     /* final status (received or synthesised), 0 = none */
     bool provisional, cancelled, started;
-    char *uri;       /* Contact URI (owned) */
-    char *auth;      /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
-    size_t auth_len; /* bytes in auth */
+    char *uri;        /* Contact URI (owned) */
+    uint64_t flow_id; /* the binding's TCP/TLS flow; 0 for UDP */
+    char *auth;       /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
+    size_t auth_len;  /* bytes in auth */
 };
 
 struct proxy_call {
@@ -87,12 +94,35 @@ struct proxy_call {
     size_t best_len;
     struct branch *best_br; /* the branch whose bytes best holds */
     struct tp_src src_a;    /* the caller's request source (late 2xx) */
-    uint64_t flow_a;        /* caller's TCP flow, 0 for UDP */
-    bool caller_tcp;
+    uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
+    bool pop2;              /* in-dialog: our second Route goes too */
     struct proxy_call_record rec;
     size_t nbr;
     struct branch br[MAX_BRANCHES];
 };
+
+/* p->via_host index of a transport. */
+static int
+tpk(enum tp_proto pr)
+{
+    return pr == TP_TLS ? 2 : pr == TP_TCP ? 1 : 0;
+}
+
+/* Via transport token. */
+static const char *
+tp_upper(enum tp_proto pr)
+{
+    return pr == TP_TLS ? "TLS" : pr == TP_TCP ? "TCP" : "UDP";
+}
+
+/* URI transport param for a transport (none for UDP). */
+static const char *
+tp_uri_param(enum tp_proto pr)
+{
+    return pr == TP_TLS   ? ";transport=tls"
+           : pr == TP_TCP ? ";transport=tcp"
+                          : "";
+}
 
 static int64_t
 wall_ms(void)
@@ -204,13 +234,13 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
         struct tp_listen_spec s;
         if (tp_listener(tp, i, &s) < 0)
             continue;
-        int k = s.proto == TP_TCP ? 1 : 0;
+        int k = tpk(s.proto);
         if (!p->via_host[k][0])
             hostport(p, &s, p->via_host[k], sizeof(p->via_host[k]));
         if (!p->rr_host[0])
             hostport(p, &s, p->rr_host, sizeof(p->rr_host));
     }
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         if (!p->via_host[k][0])
             snprintf(p->via_host[k], sizeof(p->via_host[k]), "%s",
                      p->rr_host[0] ? p->rr_host : sh->domain);
@@ -265,7 +295,7 @@ uri_is_us(const struct proxy *p, const struct sip_uri *u)
     uint16_t port = u->has_port ? u->port : 0;
     bool host = slice_eq_nocase_cstr(u->host, p->sh->domain);
 
-    for (int k = 0; k < 2 && !host; k++) {
+    for (int k = 0; k < 3 && !host; k++) {
         const char *hp = p->via_host[k];
         const char *colon = strrchr(hp, ':');
         struct slice h = slice_make(hp, colon ? (size_t)(colon - hp) : 0);
@@ -279,7 +309,7 @@ uri_is_us(const struct proxy *p, const struct sip_uri *u)
         return false;
     if (port == 0)
         return true;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         const char *colon = strrchr(p->via_host[k], ':');
         unsigned long long v;
         if (colon && slice_to_u64(slice_cstr(colon + 1), 65535, &v) == 0 &&
@@ -299,17 +329,35 @@ host_is_numeric(struct slice host)
     return tp_addr_from_ip(host, 0, &a) == 0;
 }
 
-/* Destination for a URI: numeric host only (no DNS yet), transport
- * param, default port 5060. */
-static int
-dest_from_uri(const struct sip_uri *u, struct tp_dest *d)
+/* The transport a URI asks for: sips: or transport=tls is TLS,
+ * transport=tcp TCP, else UDP (RFC 3261 §19.1.2, §26.2.2). */
+static enum tp_proto
+uri_proto(const struct sip_uri *u)
 {
     struct slice tr;
 
-    *d = (struct tp_dest){.proto = TP_UDP, .listener = -1};
-    if (sip_uri_param(u, "transport", &tr) && slice_eq_nocase_cstr(tr, "tcp"))
-        d->proto = TP_TCP;
-    return tp_addr_from_ip(u->host, u->has_port ? u->port : 5060, &d->addr);
+    if (u->scheme == SIP_URI_SIPS)
+        return TP_TLS;
+    if (sip_uri_param(u, "transport", &tr)) {
+        if (slice_eq_nocase_cstr(tr, "tls"))
+            return TP_TLS;
+        if (slice_eq_nocase_cstr(tr, "tcp"))
+            return TP_TCP;
+    }
+    return TP_UDP;
+}
+
+/* Destination for a URI: numeric host only (no DNS yet), transport
+ * param, default port 5060 (5061 for TLS). */
+static int
+dest_from_uri(const struct sip_uri *u, struct tp_dest *d)
+{
+    *d = (struct tp_dest){.proto = uri_proto(u), .listener = -1};
+    return tp_addr_from_ip(u->host,
+                           u->has_port          ? u->port
+                           : d->proto == TP_TLS ? 5061
+                                                : 5060,
+                           &d->addr);
 }
 
 static uint64_t
@@ -375,7 +423,9 @@ static void
 reg_src_of(const struct tp_src *src, struct reg_src *rs)
 {
     *rs = (struct reg_src){
-        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .transport = src->proto == TP_TLS   ? REG_TP_TLS
+                     : src->proto == TP_TCP ? REG_TP_TCP
+                                            : REG_TP_UDP,
         .flow_id = src->flow_id,
     };
     memcpy(&rs->addr, &src->remote.u.ss,
@@ -463,7 +513,7 @@ proxy_steer(struct proxy *p, const struct tp_rx *rx)
         reg_lookup(p->sh->reg, user, &p->a, &bs, &n) < 0)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (bs[i].transport == REG_TP_TCP && bs[i].flow_id &&
+        if (bs[i].transport != REG_TP_UDP && bs[i].flow_id &&
             tp_flow_worker(bs[i].flow_id) != p->worker)
             return post_to(p, tp_flow_worker(bs[i].flow_id), rx);
     return false;
@@ -898,7 +948,6 @@ call_new(struct proxy *p, struct txn *t, enum call_kind kind,
     list_init(&c->node);
     list_push_back(&p->all, &c->anode);
     tq_entry_init(&c->ring, on_ring_timeout);
-    c->caller_tcp = src->proto == TP_TCP;
     c->flow_a = src->flow_id;
     c->src_a = *src;
     copy_cstr(c->rec.call_id, sizeof(c->rec.call_id), req->call_id);
@@ -916,21 +965,27 @@ branch_start(struct proxy_call *c, struct branch *b, const struct tp_dest *dst,
     struct proxy *p = c->p;
     const struct sip_msg *req = txn_request(c->st);
     char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
-    char rr[TP_ADDRSTRLEN + 96];
-    struct sip_fwd f = {.ruri = ruri, .pop_route = pop};
+    char rr[2 * (TP_ADDRSTRLEN + 96)];
+    struct sip_fwd f = {
+        .ruri = ruri, .pop_route = pop, .pop_route2 = pop && c->pop2};
     int rc;
 
     (void)next;
     txn_branch_new(p->tt, branch);
-    snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
-             dst->proto == TP_TCP ? "TCP" : "UDP",
-             p->via_host[dst->proto == TP_TCP], branch);
+    snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s", tp_upper(dst->proto),
+             p->via_host[tpk(dst->proto)], branch);
     f.via = slice_cstr(via);
     if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
-        snprintf(rr, sizeof(rr),
-                 "<sip:%s;%slr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
-                 p->rr_host, c->caller_tcp ? "transport=tcp;" : "", c->flow_a,
-                 flow_b);
+        enum tp_proto in = c->src_a.proto, out = dst->proto;
+        int n = 0;
+        if (out != in) /* the callee's side first: it is nearest to it */
+            n = snprintf(rr, sizeof(rr),
+                         "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">, ",
+                         p->via_host[tpk(out)], tp_uri_param(out), c->flow_a,
+                         flow_b);
+        snprintf(rr + n, sizeof(rr) - (size_t)n,
+                 "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
+                 p->via_host[tpk(in)], tp_uri_param(in), c->flow_a, flow_b);
         f.record_route = slice_cstr(rr);
     }
     buf_reset(&p->out);
@@ -998,18 +1053,26 @@ dest_from_binding(const struct proxy *p, const struct reg_contact *b,
             d->addr = cd.addr;
     }
     if (b->transport != REG_TP_UDP) {
-        d->proto = TP_TCP;
+        /* Over the phone's own connection (RFC 5626 flows; a flow on
+         * another worker is written there, relay_send). A phone behind
+         * NAT, or an app in the background, cannot accept a connection:
+         * no address to connect to (proxy_call_add_branch does not even
+         * try when the flow is gone: the binding is unreachable). */
+        d->proto = b->transport == REG_TP_TLS ? TP_TLS : TP_TCP;
         d->flow_id = b->flow_id;
-        /* A flow on another worker is written there (relay_send); if the
-         * flow is gone, connect to the Contact address: the source port
-         * of a TCP client is not one it listens on. Either way the
-         * Contact address is the fallback tp uses. */
-        struct tp_dest cd;
-        if ((!b->flow_id || !tp_flow_alive(p->tp, b->flow_id)) &&
-            sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
-            dest_from_uri(&u, &cd) == 0)
-            d->addr = cd.addr;
+        d->addr.len = 0;
     }
+}
+
+/* A TCP/TLS binding whose connection is gone cannot be reached: the phone
+ * listens on no port we could connect to (an app suspended by iOS, a
+ * phone that lost its network without unregistering). The call then
+ * waits for a push to wake it (wake.c decides the same way), and the
+ * woken phone's REGISTER on a new connection adds the branch. */
+static bool
+binding_reachable(const struct reg_contact *b)
+{
+    return b->transport == REG_TP_UDP || tp_flow_open(b->flow_id);
 }
 
 int
@@ -1020,17 +1083,29 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
 
     if (c->final_sent || !c->st)
         return -EALREADY;
+    /* One branch per device: the same Contact again is the same phone,
+     * unless it came back on a new connection after its old one closed
+     * (a phone reconnecting gives the same Contact URI). */
     for (size_t i = 0; i < c->nbr; i++)
-        if (strcmp(c->br[i].uri, b->uri) == 0)
+        if (strcmp(c->br[i].uri, b->uri) == 0 &&
+            (c->br[i].flow_id == b->flow_id || tp_flow_open(c->br[i].flow_id)))
             return -EEXIST;
+    if (!binding_reachable(b)) {
+        log_info("proxy",
+                 "binding %s not rung: its %s connection is gone call_id=%s",
+                 b->uri, b->transport == REG_TP_TLS ? "TLS" : "TCP",
+                 c->rec.call_id);
+        return -ENOTCONN;
+    }
     if (c->nbr >= p->sh->cfg.max_branches || c->nbr >= MAX_BRANCHES)
         return -ENOSPC;
     struct branch *br = &c->br[c->nbr];
-    *br = (struct branch){.call = c, .uri = xstrdup(b->uri)};
+    *br = (struct branch){
+        .call = c, .uri = xstrdup(b->uri), .flow_id = b->flow_id};
     c->nbr++;
     dest_from_binding(p, b, &dst);
     int rc = branch_start(c, br, &dst, slice_cstr(b->uri), c->pop,
-                          dst.proto == TP_TCP ? b->flow_id : 0, SLICE_NULL);
+                          dst.proto != TP_UDP ? b->flow_id : 0, SLICE_NULL);
     if (rc < 0) {
         log_info("proxy", "branch to %s not started: %s call_id=%s", b->uri,
                  strerror(-rc), c->rec.call_id);
@@ -1166,18 +1241,17 @@ late_in_dialog(struct late_call *l, const struct sip_msg *rsp, bool bye)
         target = na.uri;
     txn_branch_new(p->tt, branch);
     buf_reset(&p->out);
-    int rc = buf_printf(&p->out,
-                        "%s " SLICE_FMT " SIP/2.0\r\n"
-                        "Via: SIP/2.0/%s %s;branch=%s;rport\r\n"
-                        "Max-Forwards: 70\r\n"
-                        "From: %s\r\nTo: " SLICE_FMT "\r\n"
-                        "Call-ID: %s\r\nCSeq: %u %s\r\n%s"
-                        "Content-Length: 0\r\n\r\n",
-                        bye ? "BYE" : "ACK", SLICE_ARG(target),
-                        l->dst.proto == TP_TCP ? "TCP" : "UDP",
-                        p->via_host[l->dst.proto == TP_TCP], branch, l->from,
-                        SLICE_ARG(to->value), l->call_id, bye ? 2u : 1u,
-                        bye ? "BYE" : "ACK", bye ? l->reason : "");
+    int rc = buf_printf(
+        &p->out,
+        "%s " SLICE_FMT " SIP/2.0\r\n"
+        "Via: SIP/2.0/%s %s;branch=%s;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: %s\r\nTo: " SLICE_FMT "\r\n"
+        "Call-ID: %s\r\nCSeq: %u %s\r\n%s"
+        "Content-Length: 0\r\n\r\n",
+        bye ? "BYE" : "ACK", SLICE_ARG(target), tp_upper(l->dst.proto),
+        p->via_host[tpk(l->dst.proto)], branch, l->from, SLICE_ARG(to->value),
+        l->call_id, bye ? 2u : 1u, bye ? "BYE" : "ACK", bye ? l->reason : "");
     if (rc < 0)
         return rc;
     if (!bye)
@@ -1286,11 +1360,10 @@ note_late(struct proxy *p, const struct proxy_note *n)
                     "Call-ID: %s\r\nCSeq: 1 INVITE\r\n"
                     "Contact: <sip:%s;transport=%s>\r\n"
                     "Content-Length: 0\r\n\r\n",
-                    n->uri, l->dst.proto == TP_TCP ? "TCP" : "UDP",
-                    p->via_host[l->dst.proto == TP_TCP], branch, l->from,
-                    n->ext, p->sh->domain, n->call_id,
-                    p->via_host[l->dst.proto == TP_TCP],
-                    l->dst.proto == TP_TCP ? "tcp" : "udp");
+                    n->uri, tp_upper(l->dst.proto),
+                    p->via_host[tpk(l->dst.proto)], branch, l->from, n->ext,
+                    p->sh->domain, n->call_id, p->via_host[tpk(l->dst.proto)],
+                    tp_proto_name(l->dst.proto));
     if (rc == 0)
         rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event,
                               l, &t);
@@ -1450,10 +1523,42 @@ looped(const struct proxy *p, const struct sip_msg *req)
         char hp[TP_ADDRSTRLEN + 8];
         snprintf(hp, sizeof(hp), SLICE_FMT ":%u", SLICE_ARG(via.host),
                  (unsigned)via.port);
-        if (strcmp(hp, p->via_host[0]) == 0 || strcmp(hp, p->via_host[1]) == 0)
-            return true;
+        for (int k = 0; k < 3; k++)
+            if (strcmp(hp, p->via_host[k]) == 0)
+                return true;
     }
     return false;
+}
+
+/* After our top Route (first, already parsed): if the second Route value
+ * is us too (double record-routing), *last gets it and *pop2 is set. The
+ * next Route value after ours goes into *next. Returns 1 when there is
+ * one, 0 when not (the Request-URI is the next hop), -1 for a bad value. */
+static int
+route_after_ours(const struct proxy *p, const struct sip_msg *req,
+                 struct sip_uri *last, struct sip_uri *next, bool *pop2)
+{
+    struct sip_hdr_iter it;
+    struct slice v;
+    const char *why;
+
+    sip_hdr_iter_init(&it, req, SIP_HDR_ROUTE);
+    if (!sip_hdr_iter_next(&it, &v))
+        return 0; /* cannot happen: the caller found the first */
+    for (int i = 0; i < 2; i++) {
+        struct sip_name_addr na;
+        struct sip_error e;
+        if (!sip_hdr_iter_next(&it, &v))
+            return 0;
+        if (sip_name_addr_parse(v, &na, &e) < 0 ||
+            sip_uri_parse(na.uri, next, &why) < 0)
+            return -1;
+        if (i == 1 || !uri_is_us(p, next))
+            return 1;
+        *last = *next;
+        *pop2 = true;
+    }
+    return 0;
 }
 
 static void
@@ -1479,16 +1584,18 @@ route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
             reject(p, t, 483, NULL, SLICE_NULL);
         return;
     }
-    if (second.len) {
-        struct sip_name_addr na2;
-        struct sip_error e;
-        if (sip_name_addr_parse(second, &na2, &e) < 0 ||
-            sip_uri_parse(na2.uri, &next, &why) < 0) {
-            if (t)
-                reject(p, t, 400, "Bad Route", SLICE_NULL);
-            return;
-        }
-    } else if (sip_uri_parse(req->ruri, &next, &why) < 0) {
+    /* Our own one or two Route values (double record-routing), then the
+     * next hop: the next Route value, else the Request-URI. The last of
+     * ours names the transport of the side the request goes to. */
+    struct sip_uri last = route;
+    bool pop2 = false;
+    int nr = route_after_ours(p, req, &last, &next, &pop2);
+    if (nr < 0) {
+        if (t)
+            reject(p, t, 400, "Bad Route", SLICE_NULL);
+        return;
+    }
+    if (nr == 0 && sip_uri_parse(req->ruri, &next, &why) < 0) {
         if (t)
             reject(p, t, 400, "Bad Request-URI", SLICE_NULL);
         return;
@@ -1501,7 +1608,9 @@ route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
     }
     uint64_t f = other_flow(&route, src);
     if (f) {
-        dst.proto = TP_TCP;
+        /* Over the other side's own connection; its transport is the one
+         * our last Route names (TLS or TCP). */
+        dst.proto = uri_proto(&last) == TP_TLS ? TP_TLS : TP_TCP;
         dst.flow_id = f;
     }
     if (!t) {
@@ -1509,9 +1618,9 @@ route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
         txn_branch_new(p->tt, branch);
         snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
-                 dst.proto == TP_TCP ? "TCP" : "UDP",
-                 p->via_host[dst.proto == TP_TCP], branch);
-        struct sip_fwd fw = {.via = slice_cstr(via), .pop_route = true};
+                 tp_upper(dst.proto), p->via_host[tpk(dst.proto)], branch);
+        struct sip_fwd fw = {
+            .via = slice_cstr(via), .pop_route = true, .pop_route2 = pop2};
         buf_reset(&p->out);
         if (sip_build_forward(&p->out, req, &fw) == 0 &&
             tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
@@ -1519,6 +1628,7 @@ route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         return;
     }
     struct proxy_call *c = call_new(p, t, CALL_RELAY, req, src);
+    c->pop2 = pop2;
     c->nbr = 1;
     c->br[0] = (struct branch){.call = c};
     int rc = branch_start(c, &c->br[0], &dst, SLICE_NULL, true, 0, SLICE_NULL);

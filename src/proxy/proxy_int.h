@@ -92,7 +92,7 @@ struct proxy {
     size_t note_count;
     struct buf out;                  /* scratch for built messages */
     struct arena a;                  /* scratch for lookups (reset per use) */
-    char via_host[2][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP "host:port" */
+    char via_host[3][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP, [2] TLS "host:port" */
     char rr_host[TP_ADDRSTRLEN];
     struct proxy_stats stats;
 };
