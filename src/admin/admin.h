@@ -24,9 +24,9 @@
  * them: a 2xx is on disk. Extensions of the configuration file are read
  * only here (409).
  *
- * Provisioning links (/prov/<32 hex>) live in a small SQLite database
- * owned by the admin ([admin] prov_db); they expire, serve a limited
- * number of documents and die with a password reset; see docs/admin.md.
+ * Provisioning links (/prov/<32 hex>) live in the store's database (the
+ * admin indexes them in memory); they expire, serve a limited number of
+ * documents and die with a password reset; see docs/admin.md.
  */
 #ifndef PUSHPBX_ADMIN_ADMIN_H
 #define PUSHPBX_ADMIN_ADMIN_H
@@ -49,7 +49,7 @@ struct admin_cfg {
     char *listen;      /* "127.0.0.1:8080"; port 0 picks one */
     char *token;       /* "" = generate at start */
     char *token_file;  /* where a generated token is written (0600) */
-    char *prov_db;     /* SQLite file of provisioning links */
+    char *prov_db;     /* deprecated: old links file, imported once */
     char *public_url;  /* base of provisioning links; "" = http://listen */
     char *sip_host;    /* host phones use; "" = [sip] domain */
     unsigned max_body; /* request body cap in bytes */

@@ -40,8 +40,10 @@ static const struct cfg_option admin_options[] = {
      .type = CFG_PATH,
      .def = "var/admin.db",
      .offset = offsetof(struct admin_cfg, prov_db),
-     .help = "SQLite file of the provisioning links (one per extension, "
-             "with the password they hand out)."},
+     .help = "Deprecated: the provisioning links now live in the "
+             "[store] database. If this file (of an older version) exists "
+             "at start, its links are imported once into the store and it "
+             "is renamed to FILE.imported. Empty: no import."},
     {.key = "prov_link_ttl_s",
      .type = CFG_UINT,
      .min = 1,

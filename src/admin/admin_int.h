@@ -14,12 +14,14 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
-/* Provisioning links: one row per extension in the admin's own SQLite file
- * (table admin_prov; the registrar's store never sees it). A row holds the
- * 128-bit link token (32 hex) and the password the link hands out: the
- * registrar keeps only HA1 values, so (re)generating a link also sets a
- * new password. Thread: the admin thread (and admin_start/admin_stop). */
+/* Provisioning links: one row per extension, kept by the store (table
+ * prov_links of the store's database) and indexed in memory here. A row
+ * holds the 128-bit link token (32 hex) and the password the link hands
+ * out: the registrar keeps only HA1 values, so (re)generating a link also
+ * sets a new password. Thread: the admin thread (and admin_start/
+ * admin_stop); no lock. */
 struct admin_prov;
+struct store;
 
 #define ADMIN_PROV_TOKEN_LEN 32
 #define ADMIN_PASSWORD_LEN 20
@@ -40,15 +42,23 @@ struct admin_prov_row {
     unsigned max_fetches;
 };
 
-int admin_prov_open(const char *path, struct admin_prov **out, char *err,
-                    size_t errlen);
+/* Load the links from st (borrowed; NULL: memory only, for tests). First,
+ * once: a provisioning file of an older version (legacy_path, [admin]
+ * prov_db, deprecated) is imported into the store and renamed
+ * PATH.imported (store_prov_import); a missing file is fine. Returns 0 and
+ * *out (owned; admin_prov_close), or a negative errno with the reason in
+ * err. Blocks for the import's commit (start-up). */
+int admin_prov_open(struct store *st, const char *legacy_path,
+                    struct admin_prov **out, char *err, size_t errlen);
 void admin_prov_close(struct admin_prov *p);
-/* 0 and *row, -ENOENT, or -EIO. */
+/* From memory: 0 and *row, or -ENOENT. */
 int admin_prov_by_ext(struct admin_prov *p, const char *ext,
                       struct admin_prov_row *row);
 int admin_prov_by_token(struct admin_prov *p, const char *token,
                         struct admin_prov_row *row);
-/* Insert or replace the row of row->ext. 0 or -EIO. */
+/* Insert or replace the row of row->ext, committed by the store before
+ * return (memory changes only then). 0 or -EIO (not saved, or unknown
+ * after a timeout: logged). Writes below likewise. */
 int admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row);
 /* 0, -ENOENT or -EIO. */
 int admin_prov_del(struct admin_prov *p, const char *ext);

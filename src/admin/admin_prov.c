@@ -1,93 +1,149 @@
 /*
- * admin/admin_prov: the provisioning-link table in the admin's own SQLite
- * file (see admin_int.h). Reads and writes are synchronous: they happen on
- * the admin thread, a few per administrator click, never on a SIP worker.
+ * admin/admin_prov: the provisioning-link table (see admin_int.h). The
+ * rows live in the store's database (table prov_links: the store owns
+ * every SQLite connection); this file keeps the index the admin reads, in
+ * memory, loaded at start. A write is queued to the store and waited for
+ * (store_commit) before memory changes and before the admin answers, so
+ * a link handed out, a fetch counted or a revocation survives a crash.
+ *
+ * Load: a few per administrator click and one per document fetched, all
+ * on the admin thread (the MHD thread handles one request at a time), so
+ * the index needs no lock. Rows: one per extension at most; two hash
+ * tables (by extension, by token) of 1024 chains keep lookups short up to
+ * the ~100k extensions we target.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "admin/admin_int.h"
+#include "base/list.h"
+#include "base/log.h"
 #include "base/xmalloc.h"
+#include "store/store.h"
+
+#define NBUCKETS 1024
+/* How long a link write may wait for the store (as admin.c's extension
+ * writes: the writer commits at once; this bounds a stuck disk). */
+#define PROV_COMMIT_TIMEOUT_MS 6000
+
+struct prov_node {
+    struct list_node by_ext, by_tok;
+    struct admin_prov_row row;
+};
 
 struct admin_prov {
-    sqlite3 *db;
+    struct store *st; /* borrowed; NULL: memory only */
+    struct list_node ext_tab[NBUCKETS], tok_tab[NBUCKETS];
 };
 
-static const char schema[] = "CREATE TABLE IF NOT EXISTS admin_prov ("
-                             " ext TEXT PRIMARY KEY,"
-                             " token TEXT NOT NULL UNIQUE,"
-                             " password TEXT NOT NULL,"
-                             " created_at INTEGER NOT NULL,"
-                             " expires_at INTEGER NOT NULL DEFAULT 0,"
-                             " fetches INTEGER NOT NULL DEFAULT 0,"
-                             " max_fetches INTEGER NOT NULL DEFAULT 0)";
+static size_t
+hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h % NBUCKETS;
+}
 
-/* Tables from before links had a lifetime get the columns. Their rows get
- * expires_at 0: such links never expired, so they are treated as expired
- * (410) rather than left open for ever. */
-static const char *const migrations[] = {
-    "ALTER TABLE admin_prov ADD COLUMN expires_at INTEGER NOT NULL"
-    " DEFAULT 0",
-    "ALTER TABLE admin_prov ADD COLUMN fetches INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE admin_prov ADD COLUMN max_fetches INTEGER NOT NULL"
-    " DEFAULT 0",
-};
+static struct prov_node *
+find_ext(struct admin_prov *p, const char *ext)
+{
+    struct list_node *h = &p->ext_tab[hash(ext)];
+    for (struct list_node *q = h->next; q != h; q = q->next) {
+        struct prov_node *n = container_of(q, struct prov_node, by_ext);
+        if (strcmp(n->row.ext, ext) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+static struct prov_node *
+find_token(struct admin_prov *p, const char *token)
+{
+    struct list_node *h = &p->tok_tab[hash(token)];
+    for (struct list_node *q = h->next; q != h; q = q->next) {
+        struct prov_node *n = container_of(q, struct prov_node, by_tok);
+        if (strcmp(n->row.token, token) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+static void
+unlink_free(struct prov_node *n)
+{
+    if (!n)
+        return;
+    list_remove(&n->by_ext);
+    list_remove(&n->by_tok);
+    explicit_bzero(&n->row, sizeof(n->row));
+    free(n);
+}
+
+/* Memory only: insert or replace (by extension and by token, like the
+ * table's INSERT OR REPLACE). */
+static void
+index_put(struct admin_prov *p, const struct admin_prov_row *row)
+{
+    unlink_free(find_ext(p, row->ext));
+    unlink_free(find_token(p, row->token));
+    struct prov_node *n = xcalloc(1, sizeof(*n));
+    n->row = *row;
+    list_push_back(&p->ext_tab[hash(row->ext)], &n->by_ext);
+    list_push_back(&p->tok_tab[hash(row->token)], &n->by_tok);
+}
 
 static int
-migrate(sqlite3 *db)
+load_row(const struct store_prov *r, void *arg)
 {
-    sqlite3_stmt *probe = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT max_fetches FROM admin_prov"
-                                    " LIMIT 0",
-                                -1, &probe, NULL);
+    struct admin_prov_row row = {0};
 
-    sqlite3_finalize(probe);
-    if (rc == SQLITE_OK)
-        return 0;
-    for (size_t i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++)
-        /* A column may exist already (a half-migrated file): ignore. */
-        sqlite3_exec(db, migrations[i], NULL, NULL, NULL);
-    rc = sqlite3_prepare_v2(db, "SELECT max_fetches FROM admin_prov LIMIT 0",
-                            -1, &probe, NULL);
-    sqlite3_finalize(probe);
-    return rc == SQLITE_OK ? 0 : -EIO;
+    snprintf(row.ext, sizeof(row.ext), "%s", r->ext);
+    snprintf(row.token, sizeof(row.token), "%s", r->token);
+    snprintf(row.password, sizeof(row.password), "%s", r->password);
+    row.created_at = r->created_at;
+    row.expires_at = r->expires_at;
+    row.fetches = r->fetches;
+    row.max_fetches = r->max_fetches;
+    index_put(arg, &row);
+    explicit_bzero(&row, sizeof(row));
+    return 0;
 }
 
 int
-admin_prov_open(const char *path, struct admin_prov **out, char *err,
-                size_t errlen)
+admin_prov_open(struct store *st, const char *legacy_path,
+                struct admin_prov **out, char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    char *msg = NULL;
+    struct admin_prov *p = xcalloc(1, sizeof(*p));
 
-    if (sqlite3_open_v2(path, &db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                            SQLITE_OPEN_FULLMUTEX,
-                        NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "admin: %s: %s", path,
-                 db ? sqlite3_errmsg(db) : "cannot open");
-        sqlite3_close(db);
-        return -EIO;
+    p->st = st;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        list_init(&p->ext_tab[i]);
+        list_init(&p->tok_tab[i]);
     }
-    sqlite3_busy_timeout(db, 2000);
-    if (sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "admin: %s: %s", path, msg ? msg : "schema");
-        sqlite3_free(msg);
-        sqlite3_close(db);
-        return -EIO;
+    if (st) {
+        char why[512] = "";
+        int rc = store_prov_import(st, legacy_path, why, sizeof(why));
+        if (rc < 0) {
+            snprintf(err, errlen,
+                     "admin: %s (move the file away to start without its "
+                     "provisioning links)",
+                     why);
+            admin_prov_close(p);
+            return rc;
+        }
+        rc = store_prov_load(st, load_row, p);
+        if (rc < 0) {
+            snprintf(err, errlen,
+                     "admin: cannot read the provisioning links: %s",
+                     strerror(-rc));
+            admin_prov_close(p);
+            return rc;
+        }
     }
-    if (migrate(db) < 0) {
-        snprintf(err, errlen, "admin: %s: cannot add the link lifetime "
-                 "columns: %s", path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -EIO;
-    }
-    *out = xcalloc(1, sizeof(**out));
-    (*out)->db = db;
+    *out = p;
     return 0;
 }
 
@@ -96,122 +152,98 @@ admin_prov_close(struct admin_prov *p)
 {
     if (!p)
         return;
-    sqlite3_close(p->db);
-    free(p);
-}
-
-static void
-copy_col(sqlite3_stmt *st, int col, char *out, size_t outlen)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    snprintf(out, outlen, "%s", t ? (const char *)t : "");
-}
-
-static int
-get_row(struct admin_prov *p, const char *sql, const char *key,
-        struct admin_prov_row *row)
-{
-    sqlite3_stmt *st;
-    int rc;
-
-    if (sqlite3_prepare_v2(p->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -EIO;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        copy_col(st, 0, row->ext, sizeof(row->ext));
-        copy_col(st, 1, row->token, sizeof(row->token));
-        copy_col(st, 2, row->password, sizeof(row->password));
-        row->created_at = sqlite3_column_int64(st, 3);
-        row->expires_at = sqlite3_column_int64(st, 4);
-        row->fetches = (unsigned)sqlite3_column_int64(st, 5);
-        row->max_fetches = (unsigned)sqlite3_column_int64(st, 6);
-        rc = 0;
-    } else {
-        rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        struct list_node *h = &p->ext_tab[i];
+        while (!list_empty(h))
+            unlink_free(container_of(h->next, struct prov_node, by_ext));
     }
-    sqlite3_finalize(st);
-    return rc;
+    free(p);
 }
 
 int
 admin_prov_by_ext(struct admin_prov *p, const char *ext,
                   struct admin_prov_row *row)
 {
-    return get_row(p,
-                   "SELECT ext, token, password, created_at, expires_at,"
-                   " fetches, max_fetches FROM admin_prov"
-                   " WHERE ext = ?1",
-                   ext, row);
+    struct prov_node *n = find_ext(p, ext);
+    if (!n)
+        return -ENOENT;
+    *row = n->row;
+    return 0;
 }
 
 int
 admin_prov_by_token(struct admin_prov *p, const char *token,
                     struct admin_prov_row *row)
 {
-    return get_row(p,
-                   "SELECT ext, token, password, created_at, expires_at,"
-                   " fetches, max_fetches FROM admin_prov"
-                   " WHERE token = ?1",
-                   token, row);
+    struct prov_node *n = find_token(p, token);
+    if (!n)
+        return -ENOENT;
+    *row = n->row;
+    return 0;
+}
+
+/* Queue row's write and wait for its commit. */
+static int
+commit_put(struct admin_prov *p, const struct admin_prov_row *row)
+{
+    if (!p->st)
+        return 0;
+    struct store_mark m = store_mark(p->st);
+    struct store_prov r = {.ext = row->ext,
+                           .token = row->token,
+                           .password = row->password,
+                           .created_at = row->created_at,
+                           .expires_at = row->expires_at,
+                           .fetches = row->fetches,
+                           .max_fetches = row->max_fetches};
+    (void)store_prov_put(p->st, &r); /* a refusal shows in the commit */
+    int rc = store_commit(p->st, m, PROV_COMMIT_TIMEOUT_MS);
+    if (rc < 0)
+        log_warn("admin", "provisioning link not saved: %s ext=%s",
+                 strerror(-rc), row->ext);
+    return rc;
 }
 
 int
 admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    if (sqlite3_prepare_v2(p->db,
-                           "INSERT OR REPLACE INTO admin_prov (ext, token,"
-                           " password, created_at, expires_at, fetches,"
-                           " max_fetches) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (commit_put(p, row) < 0)
         return -EIO;
-    sqlite3_bind_text(st, 1, row->ext, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, row->token, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, row->password, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, row->created_at);
-    sqlite3_bind_int64(st, 5, row->expires_at);
-    sqlite3_bind_int64(st, 6, row->fetches);
-    sqlite3_bind_int64(st, 7, row->max_fetches);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
-    sqlite3_finalize(st);
-    return rc;
+    index_put(p, row);
+    return 0;
 }
 
 int
 admin_prov_count_fetch(struct admin_prov *p, const char *ext)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    if (sqlite3_prepare_v2(p->db,
-                           "UPDATE admin_prov SET fetches = fetches + 1"
-                           " WHERE ext = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return -EIO;
-    sqlite3_bind_text(st, 1, ext, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
-    if (rc == 0 && sqlite3_changes(p->db) == 0)
-        rc = -ENOENT;
-    sqlite3_finalize(st);
-    return rc;
+    struct prov_node *n = find_ext(p, ext);
+    if (!n)
+        return -ENOENT;
+    struct admin_prov_row row = n->row;
+    row.fetches++;
+    int rc = commit_put(p, &row);
+    if (rc == 0)
+        n->row.fetches = row.fetches;
+    explicit_bzero(&row, sizeof(row));
+    return rc < 0 ? -EIO : 0;
 }
 
 int
 admin_prov_del(struct admin_prov *p, const char *ext)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    if (sqlite3_prepare_v2(p->db, "DELETE FROM admin_prov WHERE ext = ?1", -1,
-                           &st, NULL) != SQLITE_OK)
-        return -EIO;
-    sqlite3_bind_text(st, 1, ext, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
-    if (rc == 0 && sqlite3_changes(p->db) == 0)
-        rc = -ENOENT;
-    sqlite3_finalize(st);
-    return rc;
+    struct prov_node *n = find_ext(p, ext);
+    if (!n)
+        return -ENOENT;
+    if (p->st) {
+        struct store_mark m = store_mark(p->st);
+        (void)store_prov_del(p->st, ext);
+        int rc = store_commit(p->st, m, PROV_COMMIT_TIMEOUT_MS);
+        if (rc < 0) {
+            log_warn("admin", "provisioning link not revoked: %s ext=%s",
+                     strerror(-rc), ext);
+            return -EIO;
+        }
+    }
+    unlink_free(n);
+    return 0;
 }

@@ -27,7 +27,6 @@
 #include "push/push_cfg.h"
 #include "registrar/pushdev.h"
 #include "registrar/reg.h"
-#include "store/store_cfg.h"
 #include "transport/tp.h"
 #include "wake/wake.h"
 
@@ -72,18 +71,17 @@ read_fcm_project(struct app_wake *aw)
 }
 
 int
-app_wake_open(const struct cfg *cfg, struct reg *reg, struct proxy_shared *sh,
-              struct app_wake **out)
+app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
+              struct proxy_shared *sh, struct app_wake **out)
 {
     struct app_wake *aw = xcalloc(1, sizeof(*aw));
-    const struct store_cfg *sc = cfg_get(cfg, &store_cfg_section);
     const struct proxy_cfg *pc = cfg_get(cfg, &proxy_cfg_section);
     char err[512];
 
     aw->wc = cfg_get(cfg, &push_wake_cfg_section);
     aw->ac = cfg_get(cfg, &push_apns_cfg_section);
     aw->fc = cfg_get(cfg, &push_fcm_cfg_section);
-    struct pushdev_opts po = {.db_path = sc->path,
+    struct pushdev_opts po = {.store = st,
                               .idle_expiry_s =
                                   aw->wc->idle_expiry_days * 86400u};
     if (pushdev_open(&po, &aw->devices, err, sizeof(err)) < 0) {
@@ -316,7 +314,8 @@ device_del(void *arg, const char *ext, const char *id)
             char did[40];
             device_id(&d[i], did, sizeof(did));
             if (strcmp(did, id) == 0)
-                n = pushdev_remove_token(aw->devices, d[i].provider, d[i].prid);
+                n = pushdev_forget_token(aw->devices, d[i].provider,
+                                         d[i].prid);
         }
     }
     return n < 0 ? n : n == 0 ? -ENOENT : 0;

@@ -19,13 +19,15 @@ struct app_wake;
 struct cfg;
 struct proxy_shared;
 struct reg;
+struct store;
 struct tp;
 
 /* Main thread, after the registrar and the proxy's shared part exist and
  * before workers start. Push devices are always kept; pushes are sent
- * only for the providers [apns]/[fcm] enable. Returns 0 and *out, or 1
+ * only for the providers [apns]/[fcm] enable; st (borrowed, closed after
+ * app_wake_close) keeps them. Returns 0 and *out, or 1
  * after logging why (bad key file, unreadable database). */
-int app_wake_open(const struct cfg *cfg, struct reg *reg,
+int app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
                   struct proxy_shared *sh, struct app_wake **out);
 /* Worker idx's transport (timer queue, clock, flows). Before it starts. */
 void app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp);

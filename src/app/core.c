@@ -206,7 +206,9 @@ core_register(struct core *c, struct txn *t, const struct sip_msg *req,
 {
     char where[TP_ADDRSTRLEN + 8];
     struct reg_src rs = {
-        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .transport = src->proto == TP_TLS   ? REG_TP_TLS
+                     : src->proto == TP_TCP ? REG_TP_TCP
+                                            : REG_TP_UDP,
         .flow_id = src->flow_id,
     };
 
@@ -524,7 +526,10 @@ core_on_recv(struct tp *tp, const struct tp_rx *rx, void *arg)
         bad_request(c, rx);
         return;
     }
-    if (c->proxy && proxy_steer(c->proxy, rx))
+    /* A request of one of our own server transactions (the ACK of our
+     * 407) stays here, whatever worker its callee's flow is on. */
+    if (c->proxy && !txn_server_matches(c->tt, rx->msg) &&
+        proxy_steer(c->proxy, rx))
         return; /* handed to the worker that owns it */
     if (rx->msg && rx->msg->is_request)
         count_method(c, rx->msg->method);

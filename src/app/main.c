@@ -49,6 +49,7 @@ struct daemon {
     unsigned worker_count;
     uv_loop_t loop;
     uv_signal_t sigint, sigterm, sighup;
+    struct tp_tls *tls;  /* [tls] context; NULL without tls: listeners */
     /* What a SIGHUP reload loads again (reload_config). */
     const char *config_path, *state_dir;
     const char *const *sets;
@@ -228,8 +229,10 @@ on_signal(uv_signal_t *h, int signum)
 /* SIGHUP (systemctl reload): load the configuration file again and apply
  * what can change while running: the [extension.N] sections (added,
  * changed, removed; as at start) and [log] level. A file that does not
- * load changes nothing. Everything else (listeners, workers, store, admin,
- * push credentials, timers) needs a restart: docs/install.md. */
+ * load changes nothing. The TLS certificate and key are read again too
+ * (renewed by ACME; a bad file is logged and the old one stays).
+ * Everything else (listeners, workers, store, admin, push credentials,
+ * timers) needs a restart: docs/install.md. */
 static void
 on_hup(uv_signal_t *h, int signum)
 {
@@ -252,6 +255,14 @@ on_hup(uv_signal_t *h, int signum)
     const struct app_log_cfg *lc = cfg_get(nc, &app_log_section);
     log_level = (enum log_level)lc->level;
     int rc = app_admin_reload(nc, d->reg, d->admin);
+    if (d->tls) {
+        if (tp_tls_reload(d->tls, err, sizeof(err)) < 0)
+            log_error("app", "reload: TLS certificate not reloaded, keeping "
+                             "the old one: %s", err);
+        else
+            log_notice("app", "reload: TLS certificate reloaded (generation "
+                              "%u)", tp_tls_generation(d->tls));
+    }
     log_notice("app",
                "reloaded %s: %zu extension%s from the file%s, log level %s "
                "(other settings need a restart)",
@@ -416,6 +427,13 @@ run_daemon(struct daemon *d, const char *ready_file)
         d->worker_count = TP_MAX_WORKERS;
     if (listen_specs(d->sip, specs, &nspecs) < 0)
         return 1; /* cannot happen: checked when loading */
+    for (size_t j = 0; j < nspecs && !d->tls; j++)
+        if (specs[j].proto == TP_TLS &&
+            tp_tls_new(cfg_get(d->cfg, &tp_tls_cfg_section), &d->tls, err,
+                       sizeof(err)) < 0) {
+            log_error("app", "%s", err);
+            return 1;
+        }
     d->workers = xcalloc(d->worker_count, sizeof(*d->workers));
 
     /* Worker 0 binds the configured addresses (port 0 picks a port); the
@@ -425,8 +443,8 @@ run_daemon(struct daemon *d, const char *ready_file)
             for (size_t j = 0; j < nspecs; j++)
                 tp_listener(d->workers[0].tp, j, &specs[j]);
         }
-        rc = worker_init(&d->workers[i], i, d->sip, specs, nspecs, err,
-                         sizeof(err));
+        rc = worker_init(&d->workers[i], i, d->sip, d->tls, specs, nspecs,
+                         err, sizeof(err));
         if (rc < 0) {
             log_error("app", "worker %u: %s", i, err);
             d->worker_count = i;
@@ -516,6 +534,8 @@ join:
         worker_fini(&d->workers[i]);
     free(d->workers);
     d->workers = NULL;
+    tp_tls_free(d->tls); /* every connection (and SSL) is gone */
+    d->tls = NULL;
     if (status == 0)
         log_notice("app", "stopped");
     return status;
@@ -676,7 +696,7 @@ main(int argc, char **argv)
         status = 1;
     }
     if (status == 0)
-        status = app_wake_open(cfg, d.reg, d.proxy, &d.wake);
+        status = app_wake_open(cfg, d.reg, d.store, d.proxy, &d.wake);
     if (status == 0)
         app_admin_attach(d.proxy); /* call counters; before the workers */
     if (status == 0)

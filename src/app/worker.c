@@ -99,8 +99,8 @@ on_stop(uv_async_t *h)
 
 int
 worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
-            const struct tp_listen_spec *specs, size_t count, char *err,
-            size_t errlen)
+            struct tp_tls *tls, const struct tp_listen_spec *specs,
+            size_t count, char *err, size_t errlen)
 {
     struct tp_cfg tc;
     struct txn_cfg xc;
@@ -151,6 +151,7 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
     tc.max_per_source = sip->tcp_max_per_source;
     tc.first_message_ms = sip->tcp_first_message_ms;
     tc.message_ms = sip->tcp_message_ms;
+    tc.tls = tls; /* TLS connections obey the same limits */
     tc.on_recv = core_on_recv;
     tc.on_flow_closed = core_on_flow_closed;
     tc.arg = &w->core;

@@ -47,8 +47,8 @@ struct worker {
  * everything is released, err gets "udp:1.2.3.4:5060: reason" and a
  * negative errno is returned. Main thread, before worker_start. */
 int worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
-                const struct tp_listen_spec *specs, size_t count, char *err,
-                size_t errlen);
+                struct tp_tls *tls, const struct tp_listen_spec *specs,
+                size_t count, char *err, size_t errlen);
 /* Health (/healthz): worker_ping asks the worker's loop to answer and
  * returns the request's number; worker_answered tells whether the loop
  * has run since (it answers every request up to the newest at once).

@@ -120,13 +120,13 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
         struct tp_listen_spec s;
         if (tp_listener(tp, i, &s) < 0)
             continue;
-        int k = s.proto == TP_TCP ? 1 : 0;
+        int k = proxy_tpk(s.proto);
         if (!p->via_host[k][0])
             hostport(p, &s, p->via_host[k], sizeof(p->via_host[k]));
         if (!p->rr_host[0])
             hostport(p, &s, p->rr_host, sizeof(p->rr_host));
     }
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         if (!p->via_host[k][0])
             snprintf(p->via_host[k], sizeof(p->via_host[k]), "%s",
                      p->rr_host[0] ? p->rr_host : sh->domain);

@@ -196,8 +196,10 @@ void proxy_register_ok(struct proxy *p, const struct sip_msg *reg);
 
 /* Add a branch to a running fork: send the INVITE to binding b too.
  * Returns 0; -EALREADY if the call has a final response or is being
- * cancelled; -EEXIST if b's Contact URI already has a branch; -ENOSPC at
- * max_branches; or a send error. The call's owning worker only. */
+ * cancelled; -EEXIST if b's Contact URI already has a branch (on the same
+ * flow, or on one still open); -ENOTCONN if b is a TCP/TLS binding whose
+ * connection is gone (unreachable: the phone is pushed instead); -ENOSPC
+ * at max_branches; or a send error. The call's owning worker only. */
 int proxy_call_add_branch(struct proxy_call *call, const struct reg_contact *b);
 
 /* The observer that held call call_id to extension callee (call_started

@@ -176,7 +176,6 @@ proxy_call_new(struct proxy *p, struct txn *t, enum call_kind kind,
     list_init(&c->node);
     list_push_back(&p->all, &c->anode);
     tq_entry_init(&c->ring, on_ring_timeout);
-    c->caller_tcp = src->proto == TP_TCP;
     c->flow_a = src->flow_id;
     c->src_a = *src;
     proxy_copy_cstr(c->rec.call_id, sizeof(c->rec.call_id), req->call_id);

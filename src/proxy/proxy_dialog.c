@@ -2,10 +2,17 @@
  * proxy/proxy_dialog: in-dialog requests (a To tag, or an ACK that matched
  * no transaction) are loose-routed through our Record-Route entry.
  *
- * Record-Route: one entry "<sip:us;lr;pp-fa=F;pp-fb=G>" per branch, where
- * F is the caller's TCP flow and G the branch's (0 for UDP). An in-dialog
- * request popping that Route goes over the flow of the other side, so a
- * NAT'd TCP phone is reached over its own connection.
+ * Record-Route: one entry "<sip:us;lr;pp-fa=F;pp-fb=G>" per branch
+ * (proxy_branch_start), where F is the caller's TCP/TLS flow and G the
+ * branch's (0 for UDP), with the host:port of our listener and the
+ * transport param of the caller's transport. When the branch uses another
+ * transport (a UDP phone calling a TLS phone) we record-route twice, as
+ * Kamailio's r2=on: the top entry names our listener of the callee's
+ * transport, the second that of the caller's, so each side sends its
+ * in-dialog requests (a callee's BYE) over a transport it has. An
+ * in-dialog request pops our one or two Routes and goes over the flow of
+ * the other side, so a NAT'd TCP/TLS phone is reached over its own
+ * connection.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -57,6 +64,37 @@ proxy_other_flow(const struct sip_uri *route, const struct tp_src *src)
     return 0;
 }
 
+/* After our top Route (first, already parsed): if the second Route value
+ * is us too (double record-routing), *last gets it and *pop2 is set. The
+ * next Route value after ours goes into *next. Returns 1 when there is
+ * one, 0 when not (the Request-URI is the next hop), -1 for a bad value. */
+static int
+route_after_ours(const struct proxy *p, const struct sip_msg *req,
+                 struct sip_uri *last, struct sip_uri *next, bool *pop2)
+{
+    struct sip_hdr_iter it;
+    struct slice v;
+    const char *why;
+
+    sip_hdr_iter_init(&it, req, SIP_HDR_ROUTE);
+    if (!sip_hdr_iter_next(&it, &v))
+        return 0; /* cannot happen: the caller found the first */
+    for (int i = 0; i < 2; i++) {
+        struct sip_name_addr na;
+        struct sip_error e;
+        if (!sip_hdr_iter_next(&it, &v))
+            return 0;
+        if (sip_name_addr_parse(v, &na, &e) < 0 ||
+            sip_uri_parse(na.uri, next, &why) < 0)
+            return -1;
+        if (i == 1 || !proxy_uri_is_us(p, next))
+            return 1;
+        *last = *next;
+        *pop2 = true;
+    }
+    return 0;
+}
+
 void
 proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
                       const struct tp_src *src)
@@ -81,16 +119,18 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
             proxy_reject(p, t, 483, NULL, SLICE_NULL);
         return;
     }
-    if (second.len) {
-        struct sip_name_addr na2;
-        struct sip_error e;
-        if (sip_name_addr_parse(second, &na2, &e) < 0 ||
-            sip_uri_parse(na2.uri, &next, &why) < 0) {
-            if (t)
-                proxy_reject(p, t, 400, "Bad Route", SLICE_NULL);
-            return;
-        }
-    } else if (sip_uri_parse(req->ruri, &next, &why) < 0) {
+    /* Our own one or two Route values (double record-routing), then the
+     * next hop: the next Route value, else the Request-URI. The last of
+     * ours names the transport of the side the request goes to. */
+    struct sip_uri last = route;
+    bool pop2 = false;
+    int nr = route_after_ours(p, req, &last, &next, &pop2);
+    if (nr < 0) {
+        if (t)
+            proxy_reject(p, t, 400, "Bad Route", SLICE_NULL);
+        return;
+    }
+    if (nr == 0 && sip_uri_parse(req->ruri, &next, &why) < 0) {
         if (t)
             proxy_reject(p, t, 400, "Bad Request-URI", SLICE_NULL);
         return;
@@ -103,7 +143,9 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
     }
     uint64_t f = proxy_other_flow(&route, src);
     if (f) {
-        dst.proto = TP_TCP;
+        /* Over the other side's own connection; its transport is the one
+         * our last Route names (TLS or TCP). */
+        dst.proto = proxy_uri_proto(&last) == TP_TLS ? TP_TLS : TP_TCP;
         dst.flow_id = f;
     }
     if (!t) {
@@ -111,9 +153,10 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
         txn_branch_new(p->tt, branch);
         snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
-                 dst.proto == TP_TCP ? "TCP" : "UDP",
-                 p->via_host[dst.proto == TP_TCP], branch);
-        struct sip_fwd fw = {.via = slice_cstr(via), .pop_route = true};
+                 proxy_tp_upper(dst.proto), p->via_host[proxy_tpk(dst.proto)],
+                 branch);
+        struct sip_fwd fw = {
+            .via = slice_cstr(via), .pop_route = true, .pop_route2 = pop2};
         buf_reset(&p->out);
         if (sip_build_forward(&p->out, req, &fw) == 0 &&
             tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
@@ -121,6 +164,7 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         return;
     }
     struct proxy_call *c = proxy_call_new(p, t, CALL_RELAY, req, src);
+    c->pop2 = pop2;
     c->nbr = 1;
     c->br[0] = (struct branch){.call = c};
     int rc =

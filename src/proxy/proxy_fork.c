@@ -258,20 +258,28 @@ proxy_branch_start(struct proxy_call *c, struct branch *b,
     struct proxy *p = c->p;
     const struct sip_msg *req = txn_request(c->st);
     char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
-    char rr[TP_ADDRSTRLEN + 96];
-    struct sip_fwd f = {.ruri = ruri, .pop_route = pop};
+    char rr[2 * (TP_ADDRSTRLEN + 96)];
+    struct sip_fwd f = {
+        .ruri = ruri, .pop_route = pop, .pop_route2 = pop && c->pop2};
     int rc;
 
     (void)next;
     txn_branch_new(p->tt, branch);
     snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
-             dst->proto == TP_TCP ? "TCP" : "UDP",
-             p->via_host[dst->proto == TP_TCP], branch);
+             proxy_tp_upper(dst->proto), p->via_host[proxy_tpk(dst->proto)],
+             branch);
     f.via = slice_cstr(via);
     if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
-        snprintf(rr, sizeof(rr),
-                 "<sip:%s;%slr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
-                 p->rr_host, c->caller_tcp ? "transport=tcp;" : "", c->flow_a,
+        enum tp_proto in = c->src_a.proto, out = dst->proto;
+        int n = 0;
+        if (out != in) /* the callee's side first: it is nearest to it */
+            n = snprintf(rr, sizeof(rr),
+                         "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">, ",
+                         p->via_host[proxy_tpk(out)], proxy_tp_uri_param(out),
+                         c->flow_a, flow_b);
+        snprintf(rr + n, sizeof(rr) - (size_t)n,
+                 "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
+                 p->via_host[proxy_tpk(in)], proxy_tp_uri_param(in), c->flow_a,
                  flow_b);
         f.record_route = slice_cstr(rr);
     }
@@ -340,18 +348,26 @@ proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
             d->addr = cd.addr;
     }
     if (b->transport != REG_TP_UDP) {
-        d->proto = TP_TCP;
+        /* Over the phone's own connection (RFC 5626 flows; a flow on
+         * another worker is written there, relay_send). A phone behind
+         * NAT, or an app in the background, cannot accept a connection:
+         * no address to connect to (proxy_call_add_branch does not even
+         * try when the flow is gone: the binding is unreachable). */
+        d->proto = b->transport == REG_TP_TLS ? TP_TLS : TP_TCP;
         d->flow_id = b->flow_id;
-        /* A flow on another worker is written there (relay_send); if the
-         * flow is gone, connect to the Contact address: the source port
-         * of a TCP client is not one it listens on. Either way the
-         * Contact address is the fallback tp uses. */
-        struct tp_dest cd;
-        if ((!b->flow_id || !tp_flow_alive(p->tp, b->flow_id)) &&
-            sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
-            proxy_dest_from_uri(&u, &cd) == 0)
-            d->addr = cd.addr;
+        d->addr.len = 0;
     }
+}
+
+/* A TCP/TLS binding whose connection is gone cannot be reached: the phone
+ * listens on no port we could connect to (an app suspended by iOS, a
+ * phone that lost its network without unregistering). The call then
+ * waits for a push to wake it (src/wake decides the same way), and the
+ * woken phone's REGISTER on a new connection adds the branch. */
+static bool
+binding_reachable(const struct reg_contact *b)
+{
+    return b->transport == REG_TP_UDP || tp_flow_open(b->flow_id);
 }
 
 int
@@ -362,18 +378,30 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
 
     if (c->final_sent || !c->st)
         return -EALREADY;
+    /* One branch per device: the same Contact again is the same phone,
+     * unless it came back on a new connection after its old one closed
+     * (a phone reconnecting gives the same Contact URI). */
     for (size_t i = 0; i < c->nbr; i++)
-        if (strcmp(c->br[i].uri, b->uri) == 0)
+        if (strcmp(c->br[i].uri, b->uri) == 0 &&
+            (c->br[i].flow_id == b->flow_id || tp_flow_open(c->br[i].flow_id)))
             return -EEXIST;
+    if (!binding_reachable(b)) {
+        log_info("proxy",
+                 "binding %s not rung: its %s connection is gone call_id=%s",
+                 b->uri, b->transport == REG_TP_TLS ? "TLS" : "TCP",
+                 c->rec.call_id);
+        return -ENOTCONN;
+    }
     if (c->nbr >= p->sh->cfg.max_branches || c->nbr >= PROXY_MAX_BRANCHES)
         return -ENOSPC;
     struct branch *br = &c->br[c->nbr];
-    *br = (struct branch){.call = c, .uri = xstrdup(b->uri)};
+    *br = (struct branch){
+        .call = c, .uri = xstrdup(b->uri), .flow_id = b->flow_id};
     c->nbr++;
     proxy_dest_from_binding(p, b, &dst);
     int rc =
         proxy_branch_start(c, br, &dst, slice_cstr(b->uri), c->pop,
-                           dst.proto == TP_TCP ? b->flow_id : 0, SLICE_NULL);
+                           dst.proto != TP_UDP ? b->flow_id : 0, SLICE_NULL);
     if (rc < 0) {
         log_info("proxy", "branch to %s not started: %s call_id=%s", b->uri,
                  strerror(-rc), c->rec.call_id);

@@ -126,7 +126,7 @@ struct proxy {
         struct reg_contact *bs; /* in pre_a */
         size_t n;
     } pre;
-    char via_host[2][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP "host:port" */
+    char via_host[3][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP, [2] TLS "host:port" */
     char rr_host[TP_ADDRSTRLEN];
     struct proxy_stats stats;
 };
@@ -140,9 +140,10 @@ struct branch {
     struct txn *ct; /* NULL before start and after TERMINATED */
     int status;     /* final status (received or synthesised), 0 = none */
     bool provisional, cancelled, started;
-    char *uri;       /* Contact URI (owned) */
-    char *auth;      /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
-    size_t auth_len; /* bytes in auth */
+    char *uri;        /* Contact URI (owned) */
+    uint64_t flow_id; /* the binding's TCP/TLS flow; 0 for UDP */
+    char *auth;       /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
+    size_t auth_len;  /* bytes in auth */
 };
 
 struct proxy_call {
@@ -169,12 +170,35 @@ struct proxy_call {
     size_t best_len;
     struct branch *best_br; /* the branch whose bytes best holds */
     struct tp_src src_a;    /* the caller's request source (late 2xx) */
-    uint64_t flow_a;        /* caller's TCP flow, 0 for UDP */
-    bool caller_tcp;
+    uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
+    bool pop2;              /* in-dialog: our second Route goes too */
     struct proxy_call_record rec;
     size_t nbr;
     struct branch br[PROXY_MAX_BRANCHES];
 };
+
+/* p->via_host index of a transport. */
+static inline int
+proxy_tpk(enum tp_proto pr)
+{
+    return pr == TP_TLS ? 2 : pr == TP_TCP ? 1 : 0;
+}
+
+/* Via transport token. */
+static inline const char *
+proxy_tp_upper(enum tp_proto pr)
+{
+    return pr == TP_TLS ? "TLS" : pr == TP_TCP ? "TCP" : "UDP";
+}
+
+/* URI transport param for a transport (none for UDP). */
+static inline const char *
+proxy_tp_uri_param(enum tp_proto pr)
+{
+    return pr == TP_TLS   ? ";transport=tls"
+           : pr == TP_TCP ? ";transport=tcp"
+                          : "";
+}
 
 static inline int64_t
 proxy_wall_ms(void)
@@ -218,8 +242,11 @@ void proxy_notes_run(struct proxy *p);
 void proxy_pre_drop(struct proxy *p);
 /* Is uri one of our addresses (domain or listener host, our port)? */
 bool proxy_uri_is_us(const struct proxy *p, const struct sip_uri *u);
+/* The transport a URI asks for: sips: or transport=tls is TLS,
+ * transport=tcp TCP, else UDP (RFC 3261 §19.1.2, §26.2.2). */
+enum tp_proto proxy_uri_proto(const struct sip_uri *u);
 /* Destination for a URI: numeric host only (no DNS yet), transport param,
- * default port 5060. 0 or -EINVAL. */
+ * default port 5060 (5061 for TLS). 0 or -EINVAL. */
 int proxy_dest_from_uri(const struct sip_uri *u, struct tp_dest *d);
 /* The top Route value parsed, if any. Returns 1 found, 0 none, -1 bad. */
 int proxy_top_route(const struct sip_msg *m, struct sip_name_addr *na,

@@ -63,8 +63,8 @@ late_in_dialog(struct late_call *l, const struct sip_msg *rsp, bool bye)
                         "Call-ID: %s\r\nCSeq: %u %s\r\n%s"
                         "Content-Length: 0\r\n\r\n",
                         bye ? "BYE" : "ACK", SLICE_ARG(target),
-                        l->dst.proto == TP_TCP ? "TCP" : "UDP",
-                        p->via_host[l->dst.proto == TP_TCP], branch, l->from,
+                        proxy_tp_upper(l->dst.proto),
+                        p->via_host[proxy_tpk(l->dst.proto)], branch, l->from,
                         SLICE_ARG(to->value), l->call_id, bye ? 2u : 1u,
                         bye ? "BYE" : "ACK", bye ? l->reason : "");
     if (rc < 0)
@@ -175,11 +175,11 @@ proxy_note_late(struct proxy *p, const struct proxy_note *n)
                     "Call-ID: %s\r\nCSeq: 1 INVITE\r\n"
                     "Contact: <sip:%s;transport=%s>\r\n"
                     "Content-Length: 0\r\n\r\n",
-                    n->uri, l->dst.proto == TP_TCP ? "TCP" : "UDP",
-                    p->via_host[l->dst.proto == TP_TCP], branch, l->from,
+                    n->uri, proxy_tp_upper(l->dst.proto),
+                    p->via_host[proxy_tpk(l->dst.proto)], branch, l->from,
                     n->ext, p->sh->domain, n->call_id,
-                    p->via_host[l->dst.proto == TP_TCP],
-                    l->dst.proto == TP_TCP ? "tcp" : "udp");
+                    p->via_host[proxy_tpk(l->dst.proto)],
+                    tp_proto_name(l->dst.proto));
     if (rc == 0)
         rc = txn_client_start(p->tt, buf_slice(&p->out), &l->dst, on_late_event,
                               l, &t);

@@ -28,7 +28,7 @@ proxy_uri_is_us(const struct proxy *p, const struct sip_uri *u)
     uint16_t port = u->has_port ? u->port : 0;
     bool host = slice_eq_nocase_cstr(u->host, p->sh->domain);
 
-    for (int k = 0; k < 2 && !host; k++) {
+    for (int k = 0; k < 3 && !host; k++) {
         const char *hp = p->via_host[k];
         const char *colon = strrchr(hp, ':');
         struct slice h = slice_make(hp, colon ? (size_t)(colon - hp) : 0);
@@ -42,7 +42,7 @@ proxy_uri_is_us(const struct proxy *p, const struct sip_uri *u)
         return false;
     if (port == 0)
         return true;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         const char *colon = strrchr(p->via_host[k], ':');
         unsigned long long v;
         if (colon && slice_to_u64(slice_cstr(colon + 1), 65535, &v) == 0 &&
@@ -62,17 +62,35 @@ host_is_numeric(struct slice host)
     return tp_addr_from_ip(host, 0, &a) == 0;
 }
 
-/* Destination for a URI: numeric host only (no DNS yet), transport
- * param, default port 5060. */
-int
-proxy_dest_from_uri(const struct sip_uri *u, struct tp_dest *d)
+/* The transport a URI asks for: sips: or transport=tls is TLS,
+ * transport=tcp TCP, else UDP (RFC 3261 §19.1.2, §26.2.2). */
+enum tp_proto
+proxy_uri_proto(const struct sip_uri *u)
 {
     struct slice tr;
 
-    *d = (struct tp_dest){.proto = TP_UDP, .listener = -1};
-    if (sip_uri_param(u, "transport", &tr) && slice_eq_nocase_cstr(tr, "tcp"))
-        d->proto = TP_TCP;
-    return tp_addr_from_ip(u->host, u->has_port ? u->port : 5060, &d->addr);
+    if (u->scheme == SIP_URI_SIPS)
+        return TP_TLS;
+    if (sip_uri_param(u, "transport", &tr)) {
+        if (slice_eq_nocase_cstr(tr, "tls"))
+            return TP_TLS;
+        if (slice_eq_nocase_cstr(tr, "tcp"))
+            return TP_TCP;
+    }
+    return TP_UDP;
+}
+
+/* Destination for a URI: numeric host only (no DNS yet), transport
+ * param, default port 5060 (5061 for TLS). */
+int
+proxy_dest_from_uri(const struct sip_uri *u, struct tp_dest *d)
+{
+    *d = (struct tp_dest){.proto = proxy_uri_proto(u), .listener = -1};
+    return tp_addr_from_ip(u->host,
+                           u->has_port          ? u->port
+                           : d->proto == TP_TLS ? 5061
+                                                : 5060,
+                           &d->addr);
 }
 
 /* The top Route value parsed, if any. Returns 1 found, 0 none, -1 bad. */
@@ -101,7 +119,9 @@ static void
 reg_src_of(const struct tp_src *src, struct reg_src *rs)
 {
     *rs = (struct reg_src){
-        .transport = src->proto == TP_TCP ? REG_TP_TCP : REG_TP_UDP,
+        .transport = src->proto == TP_TLS   ? REG_TP_TLS
+                     : src->proto == TP_TCP ? REG_TP_TCP
+                                            : REG_TP_UDP,
         .flow_id = src->flow_id,
     };
     memcpy(&rs->addr, &src->remote.u.ss,
@@ -201,7 +221,7 @@ proxy_steer(struct proxy *p, const struct tp_rx *rx)
         return false;
     }
     for (size_t i = 0; i < n; i++)
-        if (bs[i].transport == REG_TP_TCP && bs[i].flow_id &&
+        if (bs[i].transport != REG_TP_UDP && bs[i].flow_id &&
             tp_flow_worker(bs[i].flow_id) != p->worker) {
             if (keep)
                 proxy_waiting_done(p->sh, user, p->worker);
@@ -401,8 +421,9 @@ looped(const struct proxy *p, const struct sip_msg *req)
         char hp[TP_ADDRSTRLEN + 8];
         snprintf(hp, sizeof(hp), SLICE_FMT ":%u", SLICE_ARG(via.host),
                  (unsigned)via.port);
-        if (strcmp(hp, p->via_host[0]) == 0 || strcmp(hp, p->via_host[1]) == 0)
-            return true;
+        for (int k = 0; k < 3; k++)
+            if (strcmp(hp, p->via_host[k]) == 0)
+                return true;
     }
     return false;
 }

@@ -8,11 +8,16 @@
  * another extension moves it). 4096 buckets each: chains stay short up to
  * ~100k devices, the largest deployment we target (~600 bytes a device).
  *
- * Writes: each put/remove runs one SQLite transaction on our connection
- * while holding the table mutex, and changes memory only after COMMIT
- * succeeded, so memory and disk never disagree. Contention is one short
- * lock per REGISTER that changes a device; refreshes that change nothing
- * only touch last_seen in memory (persisted at most hourly).
+ * Writes: a put or removal changes memory and queues its store writes
+ * under the table mutex (the store's queue lock nests inside it; the
+ * store never calls back), then drops the mutex and, when the change must
+ * be durable before it is acknowledged, waits in store_commit. So the
+ * mutex is held for microseconds, never for a disk write or a SQLite
+ * lock, and INVITEs looking devices up are never held behind a REGISTER.
+ * A device whose commit failed stays marked unsynced (node.unsynced) so
+ * that the next REGISTER writes it again instead of taking the refresh
+ * shortcut. Refreshes that change nothing only touch last_seen in memory
+ * (persisted at most hourly).
  */
 #include "registrar/pushdev.h"
 
@@ -23,13 +28,12 @@
 #include <string.h>
 #include <time.h>
 
-#include <sqlite3.h>
-
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "registrar/reg_int.h"
 #include "sip/uri.h"
+#include "store/store.h"
 
 #define NBUCKETS 4096
 #define DEFAULT_IDLE_S (30u * 86400u)
@@ -41,12 +45,15 @@ struct node {
     struct list_node by_ext;
     struct list_node by_tok;
     struct pushdev d;
+    uint64_t gen;  /* which put made it (t->gen), to clear unsynced */
+    bool unsynced; /* its commit has not succeeded (yet) */
 };
 
 struct pushdev_table {
     pthread_mutex_t lock;
-    sqlite3 *db; /* NULL: memory only */
-    sqlite3_stmt *put, *del, *del_ext;
+    struct store *st; /* borrowed; NULL: memory only */
+    unsigned commit_timeout_ms;
+    uint64_t gen;
     unsigned idle_s;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
@@ -163,141 +170,73 @@ pushdev_is_voip(const struct pushdev *d)
     return strcmp(d->provider, "apns") == 0 && dot && strcmp(dot, ".voip") == 0;
 }
 
-/* ---- database ----------------------------------------------------------- */
+/* ---- store ------------------------------------------------------------ */
 
-static int
-db_exec(sqlite3 *db, const char *sql)
+/* Queue d's row. Under t->lock. */
+static void
+queue_put(struct pushdev_table *t, const struct pushdev *d)
 {
-    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+    if (!t->st)
+        return;
+    struct store_pushdev r = {.ext = d->ext,
+                              .provider = d->provider,
+                              .prid = d->prid,
+                              .param = d->param,
+                              .instance = d->instance,
+                              .created_at = d->created_at,
+                              .last_seen = d->last_seen};
+    /* A refused write shows in the store_commit that follows (or in the
+     * store's counters for the writes nobody waits for). */
+    (void)store_pushdev_put(t->st, &r);
 }
-
-static int
-db_put(struct pushdev_table *t, const struct pushdev *d)
-{
-    sqlite3_stmt *s = t->put;
-    sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, d->ext, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, d->provider, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, d->prid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, d->param, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, d->instance, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 6, d->created_at);
-    sqlite3_bind_int64(s, 7, d->last_seen);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : -EIO;
-}
-
-static int
-db_del(struct pushdev_table *t, const struct pushdev *d)
-{
-    sqlite3_stmt *s = t->del;
-    sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, d->provider, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, d->prid, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : -EIO;
-}
-
-static int
-db_begin(struct pushdev_table *t)
-{
-    return t->db ? db_exec(t->db, "BEGIN IMMEDIATE") : 0;
-}
-
-static int
-db_end(struct pushdev_table *t, int rc)
-{
-    if (!t->db)
-        return rc;
-    if (rc == 0 && db_exec(t->db, "COMMIT") == 0)
-        return 0;
-    log_error("pushdev", "database write failed: %s", sqlite3_errmsg(t->db));
-    db_exec(t->db, "ROLLBACK");
-    return -EIO;
-}
-
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS push_devices ("
-    " provider TEXT NOT NULL, prid TEXT NOT NULL, ext TEXT NOT NULL,"
-    " param TEXT NOT NULL, instance TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
-    " PRIMARY KEY (provider, prid));"
-    "CREATE INDEX IF NOT EXISTS push_devices_ext ON push_devices(ext);";
 
 static void
-copy_str(char *dst, size_t cap, const unsigned char *src)
+queue_del(struct pushdev_table *t, const struct pushdev *d)
 {
-    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+    if (t->st)
+        (void)store_pushdev_del(t->st, d->provider, d->prid);
+}
+
+/* Wait for the writes queued since m. Never under t->lock. */
+static int
+wait_commit(struct pushdev_table *t, struct store_mark m, const char *what,
+            const char *ext)
+{
+    if (!t->st)
+        return 0;
+    int rc = store_commit(t->st, m, t->commit_timeout_ms);
+    if (rc < 0)
+        log_warn("pushdev", "%s not committed: %s ext=%s", what,
+                 rc == -ETIMEDOUT ? "store writer did not answer in time"
+                                  : strerror(-rc),
+                 ext);
+    return rc;
+}
+
+static struct store_mark
+mark(struct pushdev_table *t)
+{
+    return t->st ? store_mark(t->st) : (struct store_mark){0};
 }
 
 static void link_node(struct pushdev_table *t, struct node *n);
 
 static int
-db_open(struct pushdev_table *t, const char *path, char *err, size_t errlen)
+load_row(const struct store_pushdev *r, void *arg)
 {
-    int rc = sqlite3_open_v2(
-        path, &t->db,
-        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK)
-        goto fail;
-    sqlite3_busy_timeout(t->db, 2000); /* the store's writer shares the file */
-    if (db_exec(t->db, "PRAGMA journal_mode=WAL") < 0 ||
-        db_exec(t->db, "PRAGMA synchronous=NORMAL") < 0 ||
-        db_exec(t->db, schema) < 0)
-        goto fail;
-    if (sqlite3_prepare_v2(t->db,
-                           "INSERT OR REPLACE INTO push_devices (ext, "
-                           "provider, prid, param, instance, created_at, "
-                           "last_seen) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                           -1, &t->put, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(t->db,
-                           "DELETE FROM push_devices WHERE provider=?1 AND "
-                           "prid=?2",
-                           -1, &t->del, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(t->db, "DELETE FROM push_devices WHERE ext=?1", -1,
-                           &t->del_ext, NULL) != SQLITE_OK)
-        goto fail;
+    struct pushdev_table *t = arg;
+    struct node *n = xcalloc(1, sizeof(*n));
 
-    /* Load what is not idle-expired; expired rows are deleted. */
-    int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
-    sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(t->db, "DELETE FROM push_devices WHERE last_seen<?1",
-                           -1, &q, NULL) != SQLITE_OK)
-        goto fail;
-    sqlite3_bind_int64(q, 1, cutoff);
-    rc = sqlite3_step(q);
-    sqlite3_finalize(q);
-    if (rc != SQLITE_DONE)
-        goto fail;
-    if (sqlite3_prepare_v2(t->db,
-                           "SELECT ext, provider, prid, param, instance, "
-                           "created_at, last_seen FROM push_devices "
-                           "ORDER BY last_seen",
-                           -1, &q, NULL) != SQLITE_OK)
-        goto fail;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        struct node *n = xcalloc(1, sizeof(*n));
-        copy_str(n->d.ext, sizeof(n->d.ext), sqlite3_column_text(q, 0));
-        copy_str(n->d.provider, sizeof(n->d.provider),
-                 sqlite3_column_text(q, 1));
-        copy_str(n->d.prid, sizeof(n->d.prid), sqlite3_column_text(q, 2));
-        copy_str(n->d.param, sizeof(n->d.param), sqlite3_column_text(q, 3));
-        copy_str(n->d.instance, sizeof(n->d.instance),
-                 sqlite3_column_text(q, 4));
-        n->d.created_at = sqlite3_column_int64(q, 5);
-        n->d.last_seen = sqlite3_column_int64(q, 6);
-        link_node(t, n);
-    }
-    sqlite3_finalize(q);
-    if (rc != SQLITE_DONE)
-        goto fail;
+    snprintf(n->d.ext, sizeof(n->d.ext), "%s", r->ext);
+    snprintf(n->d.provider, sizeof(n->d.provider), "%s", r->provider);
+    snprintf(n->d.prid, sizeof(n->d.prid), "%s", r->prid);
+    snprintf(n->d.param, sizeof(n->d.param), "%s", r->param);
+    snprintf(n->d.instance, sizeof(n->d.instance), "%s", r->instance);
+    n->d.created_at = r->created_at;
+    n->d.last_seen = r->last_seen;
+    /* Rows come oldest first; link_node puts each in front. */
+    link_node(t, n);
     return 0;
-fail:
-    snprintf(err, errlen, "pushdev: %s: %s", path,
-             t->db ? sqlite3_errmsg(t->db) : "cannot open");
-    return -EIO;
 }
 
 /* ---- table -------------------------------------------------------------- */
@@ -344,9 +283,19 @@ pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
         list_init(&t->ext_tab[i]);
         list_init(&t->tok_tab[i]);
     }
-    if (o->db_path && db_open(t, o->db_path, err, errlen) < 0) {
-        pushdev_close(t);
-        return -EIO;
+    t->st = o->store;
+    t->commit_timeout_ms =
+        o->commit_timeout_ms ? o->commit_timeout_ms : PUSHDEV_COMMIT_TIMEOUT_MS;
+    if (t->st) {
+        int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
+        int rc = store_pushdev_load(t->st, cutoff, load_row, t);
+        if (rc < 0) {
+            snprintf(err, errlen, "pushdev: cannot load the push devices: %s",
+                     strerror(-rc));
+            t->st = NULL; /* nothing to sync at close */
+            pushdev_close(t);
+            return rc;
+        }
     }
     *out = t;
     return 0;
@@ -358,10 +307,8 @@ pushdev_close(struct pushdev_table *t)
     if (!t)
         return;
     free_all(t);
-    sqlite3_finalize(t->put);
-    sqlite3_finalize(t->del);
-    sqlite3_finalize(t->del_ext);
-    sqlite3_close(t->db);
+    if (t->st && store_sync(t->st) < 0)
+        log_warn("pushdev", "a store write failed before close");
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -408,8 +355,9 @@ pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     int64_t now = now_s(t);
     struct node *same = find_token(t, d->provider, d->prid);
 
-    /* Pure refresh: same token, same extension, nothing changed. */
-    if (same && strcmp(same->d.ext, d->ext) == 0 &&
+    /* Pure refresh: same token, same extension, nothing changed, and
+     * already on disk. */
+    if (same && !same->unsynced && strcmp(same->d.ext, d->ext) == 0 &&
         strcmp(same->d.param, d->param) == 0 &&
         strcmp(same->d.instance, d->instance) == 0 &&
         now - same->d.last_seen < LAST_SEEN_PERSIST_S) {
@@ -448,18 +396,18 @@ pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     nn->d.created_at =
         same && strcmp(same->d.ext, d->ext) == 0 ? same->d.created_at : now;
     nn->d.last_seen = now;
+    nn->gen = ++t->gen;
+    nn->unsynced = true;
+    uint64_t gen = nn->gen;
 
-    int rc = db_begin(t);
-    for (size_t i = 0; rc == 0 && t->db && i < ndrop; i++)
-        rc = db_del(t, &drop[i]->d);
-    if (rc == 0 && t->db)
-        rc = db_put(t, &nn->d);
-    rc = db_end(t, rc);
-    if (rc < 0) {
-        pthread_mutex_unlock(&t->lock);
-        free(nn);
-        return rc;
-    }
+    /* Queue in the order memory changes, under the lock: a concurrent put
+     * of the same extension queues after us and so lands after us. */
+    struct store_mark m = mark(t);
+    for (size_t i = 0; i < ndrop; i++)
+        if (drop[i] != same) /* same's row is replaced by the put */
+            queue_del(t, &drop[i]->d);
+    queue_put(t, &nn->d);
+
     bool is_new = !same || strcmp(same->d.ext, d->ext) != 0;
     for (size_t i = 0; i < ndrop; i++) {
         if (drop[i] != same || strcmp(same->d.ext, d->ext) != 0)
@@ -471,6 +419,16 @@ pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     pthread_mutex_unlock(&t->lock);
     if (created)
         *created = is_new;
+
+    /* The REGISTER's 200 waits for the disk here, without the mutex. */
+    int rc = wait_commit(t, m, "push device", d->ext);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&t->lock);
+    struct node *now_n = find_token(t, d->provider, d->prid);
+    if (now_n && now_n->gen == gen)
+        now_n->unsynced = false; /* else a later put owns the flag */
+    pthread_mutex_unlock(&t->lock);
     return 0;
 }
 
@@ -481,51 +439,73 @@ pushdev_remove_ext(struct pushdev_table *t, const char *ext)
     int removed = 0;
 
     pthread_mutex_lock(&t->lock);
-    int rc = db_begin(t);
-    if (rc == 0 && t->db) {
-        sqlite3_reset(t->del_ext);
-        sqlite3_bind_text(t->del_ext, 1, ext, -1, SQLITE_STATIC);
-        rc = sqlite3_step(t->del_ext) == SQLITE_DONE ? 0 : -EIO;
-        sqlite3_reset(t->del_ext);
-    }
-    rc = db_end(t, rc);
-    if (rc == 0) {
-        for (struct list_node *p = h->next, *nx; p != h; p = nx) {
-            nx = p->next;
-            struct node *n = container_of(p, struct node, by_ext);
-            if (strcmp(n->d.ext, ext) == 0) {
-                unlink_free(t, n);
-                removed++;
-            }
+    struct store_mark m = mark(t);
+    /* Queued even when memory has none: a retry after a failed commit
+     * must still reach the disk. */
+    if (t->st)
+        (void)store_pushdev_del_ext(t->st, ext);
+    for (struct list_node *p = h->next, *nx; p != h; p = nx) {
+        nx = p->next;
+        struct node *n = container_of(p, struct node, by_ext);
+        if (strcmp(n->d.ext, ext) == 0) {
+            unlink_free(t, n);
+            removed++;
         }
     }
     pthread_mutex_unlock(&t->lock);
+    int rc = wait_commit(t, m, "push device removal", ext);
     return rc < 0 ? rc : removed;
+}
+
+/* Remove the token's device from memory and queue its delete. Returns 0
+ * or 1; *m is the mark before the write. */
+static int
+remove_token(struct pushdev_table *t, const char *provider, const char *prid,
+             struct store_mark *m, char *ext, size_t extcap)
+{
+    int removed = 0;
+
+    pthread_mutex_lock(&t->lock);
+    *m = mark(t);
+    struct node *n = find_token(t, provider, prid);
+    if (n) {
+        queue_del(t, &n->d);
+        snprintf(ext, extcap, "%s", n->d.ext);
+        log_notice("pushdev", "device removed ext=%s provider=%s", n->d.ext,
+                   provider);
+        unlink_free(t, n);
+        removed = 1;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return removed;
 }
 
 int
 pushdev_remove_token(struct pushdev_table *t, const char *provider,
                      const char *prid)
 {
-    int removed = 0;
+    struct store_mark m;
+    char ext[PUSHDEV_EXT_MAX + 1] = "";
+    int n = remove_token(t, provider, prid, &m, ext, sizeof(ext));
 
-    pthread_mutex_lock(&t->lock);
-    struct node *n = find_token(t, provider, prid);
-    int rc = 0;
-    if (n) {
-        rc = db_begin(t);
-        if (rc == 0 && t->db)
-            rc = db_del(t, &n->d);
-        rc = db_end(t, rc);
-        if (rc == 0) {
-            log_notice("pushdev", "dead token removed ext=%s provider=%s",
-                       n->d.ext, provider);
-            unlink_free(t, n);
-            removed = 1;
-        }
-    }
-    pthread_mutex_unlock(&t->lock);
-    return rc < 0 ? rc : removed;
+    /* Not waited for (push thread); a refused write is reported. */
+    if (n && t->st && store_mark(t->st).dropped > m.dropped)
+        return -ENOSPC;
+    return n;
+}
+
+int
+pushdev_forget_token(struct pushdev_table *t, const char *provider,
+                     const char *prid)
+{
+    struct store_mark m;
+    char ext[PUSHDEV_EXT_MAX + 1] = "";
+    int n = remove_token(t, provider, prid, &m, ext, sizeof(ext));
+
+    if (n == 0)
+        return 0;
+    int rc = wait_commit(t, m, "push device removal", ext);
+    return rc < 0 ? rc : n;
 }
 
 size_t
@@ -586,15 +566,11 @@ pushdev_expire(struct pushdev_table *t)
             struct node *x = container_of(p, struct node, by_ext);
             if (x->d.last_seen >= cutoff)
                 continue;
-            int rc = db_begin(t);
-            if (rc == 0 && t->db)
-                rc = db_del(t, &x->d);
-            if (db_end(t, rc) == 0) {
-                log_info("pushdev", "idle device expired ext=%s provider=%s",
-                         x->d.ext, x->d.provider);
-                unlink_free(t, x);
-                n++;
-            }
+            queue_del(t, &x->d); /* not waited for: see pushdev.h */
+            log_info("pushdev", "idle device expired ext=%s provider=%s",
+                     x->d.ext, x->d.provider);
+            unlink_free(t, x);
+            n++;
         }
     }
     pthread_mutex_unlock(&t->lock);

@@ -8,12 +8,11 @@
  * binding. The app in background unregisters its contact (Expires: 0) and
  * from then on the push device is the only way to reach it, so it must
  * survive restarts without any loss window. Bindings are written behind
- * (store.h: up to 1 s lost on a crash); push devices are committed to
- * SQLite synchronously, before the 200 OK is built (pushdev_put returns
- * only after the COMMIT). In WAL mode with synchronous=NORMAL a commit is
- * a write() into the WAL, tens of microseconds, and it only happens when a
- * device is created or changed (or its last_seen is over an hour old), not
- * on every refresh.
+ * (store.h: up to 1 s lost on a crash); push devices are committed by the
+ * store's writer thread before the 200 OK is built: pushdev_put queues the
+ * row and waits for store_commit (the writer commits at once, grouped with
+ * whatever else is queued). It only happens when a device is created or
+ * changed (or its last_seen is over an hour old), not on every refresh.
  *
  * Matching (product.md, "what real clients send"): a REGISTER's device
  * replaces the stored device of the same extension with the same
@@ -22,9 +21,18 @@
  * pn-prid. Past max devices per extension the least recently seen one is
  * evicted (default max 1: the newest device wins).
  *
- * The store room has no synchronous write, so this file keeps its own
- * SQLite connection to the same database file (table push_devices). TODO
- * (store owner): move it behind a store_pushdev_put_sync() API.
+ * The in-memory table is the one that answers (INVITEs look devices up
+ * here, never in the database). Its mutex is held only for memory work
+ * and for queueing the store writes, never across a wait for the disk:
+ * while a put waits for its commit, pushdev_find_ext and pushdev_match on
+ * other threads answer at once. The writes are queued under the mutex, so
+ * the database sees them in the order memory changed.
+ *
+ * When a commit fails or times out, memory is ahead of the disk: the
+ * device is marked unsynced, the caller answers 500, and the phone's next
+ * REGISTER writes it again even if nothing changed (a device it replaced
+ * may then reappear after a restart, until the phone's next REGISTER
+ * replaces it again by instance or it idles out).
  *
  * Thread: every function is thread-safe (one mutex) unless it says
  * otherwise. The table is small per extension (<= 16), so lookups walk a
@@ -56,22 +64,32 @@ struct pushdev {
 };
 
 struct pushdev_table; /* opaque */
+struct store;
+
+/* How long a put or a removal that must be durable waits for the store's
+ * commit by default. Longer than any commit the writer makes when the
+ * disk is well; shorter than a SIP client's retransmission timeout (32 s)
+ * by far, since the SIP worker waits this long at most. */
+#define PUSHDEV_COMMIT_TIMEOUT_MS 2000
 
 struct pushdev_opts {
-    const char *db_path;    /* SQLite file; NULL = memory only (tests) */
+    struct store *store;    /* borrowed (outlives the table); NULL =
+                               memory only (tests) */
     unsigned idle_expiry_s; /* devices not seen for this long expire;
                                0 = 30 days */
+    unsigned commit_timeout_ms; /* 0 = PUSHDEV_COMMIT_TIMEOUT_MS */
     /* Wall clock in ms; NULL = CLOCK_REALTIME. For tests. */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
 };
 
-/* Open the table: create the schema if needed and load every device not
- * idle-expired. Returns 0 and *out (owned; pushdev_close), or a negative
- * errno with "pushdev: PATH: reason" in err. Main thread. */
+/* Open the table: load from the store every device not idle-expired (the
+ * expired ones are deleted). Returns 0 and *out (owned; pushdev_close), or
+ * a negative errno with "pushdev: reason" in err. Main thread. */
 int pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
                  char *err, size_t errlen);
-/* NULL is a no-op. Devices stay in the database. */
+/* NULL is a no-op. Devices stay in the database; removals still queued
+ * are committed first (store_sync), so call it before store_close. */
 void pushdev_close(struct pushdev_table *t);
 
 /* Is value a plausible token/parameter for provider? Returns NULL when
@@ -87,22 +105,40 @@ bool pushdev_is_voip(const struct pushdev *d);
 /* Create or refresh d (ext, provider, prid, param, instance are read;
  * times are set here) for its extension, replacing a device with the same
  * instance or the same provider+prid, and evicting the least recently
- * seen ones beyond max (1..PUSHDEV_MAX_PER_EXT). Committed to the
- * database before return. *created (may be NULL) tells whether a new
- * device appeared. Returns 0, -EINVAL (empty ext/provider/prid, too long)
- * or -EIO (commit failed: nothing changed in memory either, so the caller
- * can answer 500 and the phone retries). Any thread; blocks for the
- * commit. */
+ * seen ones beyond max (1..PUSHDEV_MAX_PER_EXT). Committed by the store
+ * before return (store_commit, at most commit_timeout_ms; the table
+ * mutex is not held meanwhile). *created (may be NULL) tells whether a
+ * new device appeared. Returns 0; -EINVAL (empty ext/provider/prid, too
+ * long); or the store's error when the commit did not succeed: -EIO
+ * (rolled back), -ETIMEDOUT (the writer did not answer in time: the
+ * outcome is unknown), -ENOSPC (store queue full), -ESHUTDOWN. Then the
+ * device is in memory, marked unsynced (see above), and the caller
+ * answers 500 so that the phone retries. Any thread; blocks for the
+ * commit (on a SIP worker: the worker waits for the store's writer, never
+ * on a SQLite lock itself). */
 int pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
                 bool *created);
 
-/* Remove every device of ext (Contact: * with Expires: 0, or the admin).
- * Returns how many were removed, or -EIO. */
+/* Remove every device of ext (Contact: * with Expires: 0, or the admin)
+ * and wait for the commit like pushdev_put (the sign-out or the admin's
+ * "forget" is acknowledged only once durable). Returns how many were
+ * removed from memory, or the store's error (memory is updated anyway; a
+ * retry deletes again). Any thread; blocks. */
 int pushdev_remove_ext(struct pushdev_table *t, const char *ext);
 
 /* Remove the device(s) with this provider and token, in any extension
- * (the provider reported the token dead). Returns how many, or -EIO. */
+ * (the provider reported the token dead). The delete is queued, not
+ * waited for: this runs on the push thread, which must not block, and a
+ * dead token that comes back after a crash is reported dead again.
+ * Returns how many (0 or 1), or -ENOSPC (store queue full; memory is
+ * updated anyway). Any thread; does not block. */
 int pushdev_remove_token(struct pushdev_table *t, const char *provider,
+                         const char *prid);
+
+/* pushdev_remove_token, then wait for the commit like pushdev_put: for
+ * the admin's "forget this device", acknowledged only once durable.
+ * Returns 0 or 1, or the store's error. Any thread; blocks. */
+int pushdev_forget_token(struct pushdev_table *t, const char *provider,
                          const char *prid);
 
 /* Copy the devices of ext into out (up to cap), most recently seen first.
@@ -119,8 +155,10 @@ bool pushdev_match(struct pushdev_table *t, const char *ext,
                    const char *provider, const char *prid, const char *instance,
                    struct pushdev *out);
 
-/* Drop devices idle for longer than idle_expiry_s (memory and database).
- * Returns how many. Call about once a minute. */
+/* Drop devices idle for longer than idle_expiry_s (memory at once; the
+ * deletes are queued, not waited for: a device that comes back after a
+ * crash expires again at load). Returns how many. Call about once a
+ * minute. */
 size_t pushdev_expire(struct pushdev_table *t);
 
 /* Admin listing: cb once per device, under the table lock (cb must not

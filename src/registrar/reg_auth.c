@@ -557,7 +557,10 @@ auth_failed(struct reg *r, const struct reg_auth_req *q,
                      "source blocked for %us after %u failed "
                      "authentications src=%s/%s (%s)",
                      r->cfg.auth_block_s, fails, src,
-                     q->transport == REG_TP_UDP ? "udp" : "tcp", method_of(q));
+                     q->transport == REG_TP_UDP   ? "udp"
+                     : q->transport == REG_TP_TLS ? "tls"
+                                                  : "tcp",
+                     method_of(q));
         }
         *reason = "Forbidden";
         return 403;

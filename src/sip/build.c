@@ -287,6 +287,45 @@ put_top_via(struct wr *w, const struct sip_hdr *h, struct slice append)
 }
 
 int
+sip_build_via_append(struct buf *out, struct slice msg, struct slice append)
+{
+    const char *p = msg.ptr, *end = msg.ptr + msg.len;
+    const char *nl = memchr(p, '\n', msg.len);
+    struct wr w;
+
+    if (!nl)
+        return -EINVAL;
+    /* Header lines after the start line, up to the blank line. */
+    for (p = nl + 1; p < end && *p != '\r' && *p != '\n'; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            return -EINVAL;
+        const char *colon = memchr(p, ':', (size_t)(nl - p));
+        if (!colon)
+            continue;
+        struct slice name = trim(slice_make(p, (size_t)(colon - p)));
+        if (!slice_eq_nocase_cstr(name, "via") &&
+            !slice_eq_nocase_cstr(name, "v"))
+            continue;
+        if (nl + 1 < end && (nl[1] == ' ' || nl[1] == '\t'))
+            return -EINVAL; /* folded: leave it alone */
+        struct sip_hdr h = {
+            .id = SIP_HDR_VIA,
+            .name = name,
+            .value = trim(slice_make(colon + 1, (size_t)(nl - colon - 1))),
+            .raw = slice_make(p, (size_t)(nl + 1 - p)),
+        };
+        wr_init(&w, out);
+        put_range(&w, msg.ptr, p);
+        if (put_top_via(&w, &h, append) < 0)
+            w.rc = -EINVAL;
+        put_range(&w, nl + 1, end);
+        return wr_finish(&w);
+    }
+    return -EINVAL;
+}
+
+int
 sip_build_response_opts(struct buf *out, const struct sip_msg *req, int status,
                         const char *reason, const struct sip_rsp_opts *o)
 {
@@ -416,22 +455,37 @@ sip_build_response(struct buf *out, const struct sip_msg *req, int status,
 /* Write header h without its first value (RFC 3261 §16.4 Route removal,
  * §16.7 Via removal): dropped entirely when it holds only that value. */
 static int
-put_without_first_value(struct wr *w, const struct sip_hdr *h)
+put_without_first_values(struct wr *w, const struct sip_hdr *h, unsigned n,
+                         unsigned *removed)
 {
     if (!hdr_sane(h))
         return -EINVAL;
     const char *vend = h->value.ptr + h->value.len;
-    const char *comma = first_value_end(h->value);
-    if (comma == vend)
-        return 0;
-    const char *rest = comma + 1;
-    while (rest < vend && is_lws(*rest))
-        rest++;
+    const char *rest = h->value.ptr;
+    *removed = 0;
+    while (*removed < n && rest < vend) {
+        const char *comma =
+            first_value_end(slice_make(rest, (size_t)(vend - rest)));
+        (*removed)++;
+        if (comma == vend)
+            return 0;
+        rest = comma + 1;
+        while (rest < vend && is_lws(*rest))
+            rest++;
+    }
     if (rest == vend) /* "Route: <a>," : nothing real after the comma */
         return 0;
     put_range(w, h->raw.ptr, h->value.ptr);
     put_range(w, rest, h->raw.ptr + h->raw.len);
     return 0;
+}
+
+static int
+put_without_first_value(struct wr *w, const struct sip_hdr *h)
+{
+    unsigned removed;
+
+    return put_without_first_values(w, h, 1, &removed);
 }
 
 static void
@@ -454,9 +508,10 @@ sip_build_forward(struct buf *out, const struct sip_msg *req,
     struct slice line = start_line(req);
     const char *pos = line.ptr + line.len;
     struct wr w;
+    unsigned pop = (f->pop_route ? 1u : 0u) + (f->pop_route2 ? 1u : 0u);
 
     if (!req->is_request || via_i < 0 || req->max_forwards == 0 ||
-        (f->pop_route && route_i < 0))
+        (pop && route_i < 0))
         return -EINVAL;
     wr_init(&w, out);
     if (f->ruri.len > 0) {
@@ -502,12 +557,14 @@ sip_build_forward(struct buf *out, const struct sip_msg *req,
             put_u(&w, (unsigned long)(req->max_forwards - 1));
             put_range(&w, h->value.ptr + h->value.len, h->raw.ptr + h->raw.len);
             keep = false;
-        } else if ((int)i == route_i && f->pop_route) {
+        } else if (h->id == SIP_HDR_ROUTE && pop > 0) {
+            unsigned removed;
             put_range(&w, pos, h->raw.ptr);
-            if (put_without_first_value(&w, h) < 0) {
+            if (put_without_first_values(&w, h, pop, &removed) < 0) {
                 w.rc = -EINVAL;
                 break;
             }
+            pop -= removed;
             keep = false;
         } else if (h->id == SIP_HDR_CONTENT_LENGTH) {
             put_range(&w, pos, h->raw.ptr);

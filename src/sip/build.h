@@ -46,6 +46,14 @@ int sip_build_response_opts(struct buf *out, const struct sip_msg *req,
                             int status, const char *reason,
                             const struct sip_rsp_opts *o);
 
+/* msg (a whole message as bytes, e.g. a response about to be sent) with
+ * append merged into its top Via value as sip_rsp_opts.via_append does:
+ * the RFC 3581 ";received=IP;rport=PORT" a server fills in for a request
+ * that asked for rport. Returns 0, -EINVAL (no Via header, a folded top
+ * Via, bad append) or -EMSGSIZE. */
+int sip_build_via_append(struct buf *out, struct slice msg,
+                         struct slice append);
+
 /* A stateless error response (status 300..699) to a request that may have
  * failed to parse (RFC 4475 insuf: no From, To or Call-ID): status line,
  * every Via header, then those of From, To, Call-ID and CSeq that req has
@@ -68,6 +76,8 @@ struct sip_fwd {
     struct slice via;          /* full Via value to put on top, e.g.
                                   "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK.." */
     bool pop_route;            /* remove the first Route value (it was us) */
+    bool pop_route2;           /* and the next one too (double
+                                  record-routing: both values were us) */
     struct slice record_route; /* value for a Record-Route to add on top
                                   (e.g. "<sip:10.0.0.1:5060;lr>"); empty =
                                   none */

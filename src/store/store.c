@@ -1,5 +1,8 @@
 /*
- * store: SQLite persistence on a writer thread; see store.h.
+ * store: SQLite persistence on a writer thread; see store.h. Tables:
+ * extensions, bindings (write-behind), push_devices and prov_links
+ * (written the same way, then waited for with store_commit by their
+ * owners: registrar/pushdev.c, admin/admin_prov.c).
  *
  * The queue is a list of owned row copies. The writer sleeps on a condition
  * variable until a write arrives, then waits flush_ms more so that a burst
@@ -32,6 +35,12 @@ enum op_kind {
     OP_BIND_DEL,
     OP_BIND_DEL_EXT,
     OP_EXT_SOURCE,
+    OP_PD_PUT,
+    OP_PD_DEL,
+    OP_PD_DEL_EXT,
+    OP_PROV_PUT,
+    OP_PROV_IMPORT, /* store_prov_import: a row already there wins */
+    OP_PROV_DEL,
     OP_COMMIT, /* store_commit's request: no SQL, ends the batch window */
 };
 
@@ -45,6 +54,8 @@ struct op {
     uint64_t mark;
     int rc;
     bool done, abandoned;
+    store_commit_cb *cb; /* store_commit_async: called, then freed */
+    void *cb_arg;
 };
 
 enum stmt_id {
@@ -57,6 +68,12 @@ enum stmt_id {
     ST_BIND_DEL,
     ST_BIND_DEL_EXT,
     ST_EXT_SOURCE,
+    ST_PD_PUT,
+    ST_PD_DEL,
+    ST_PD_DEL_EXT,
+    ST_PROV_PUT,
+    ST_PROV_IMPORT,
+    ST_PROV_DEL,
     ST__COUNT
 };
 
@@ -81,6 +98,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_BIND_DEL] = "DELETE FROM bindings WHERE ext=?1 AND bkey=?2",
     [ST_BIND_DEL_EXT] = "DELETE FROM bindings WHERE ext=?1",
     [ST_EXT_SOURCE] = "UPDATE extensions SET source=?2 WHERE number=?1",
+    [ST_PD_PUT] = "INSERT OR REPLACE INTO push_devices(ext, provider, prid,"
+                  " param, instance, created_at, last_seen)"
+                  " VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    [ST_PD_DEL] = "DELETE FROM push_devices WHERE provider=?1 AND prid=?2",
+    [ST_PD_DEL_EXT] = "DELETE FROM push_devices WHERE ext=?1",
+    [ST_PROV_PUT] = "INSERT OR REPLACE INTO prov_links(ext, token, password,"
+                    " created_at, expires_at, fetches, max_fetches)"
+                    " VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    [ST_PROV_IMPORT] = "INSERT OR IGNORE INTO prov_links(ext, token,"
+                       " password, created_at, expires_at, fetches,"
+                       " max_fetches) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    [ST_PROV_DEL] = "DELETE FROM prov_links WHERE ext=?1",
 };
 
 static const char *const source_name[] = {
@@ -101,7 +130,23 @@ static const char schema_sql[] =
     " expires_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
     " path TEXT NOT NULL, source TEXT NOT NULL, transport INTEGER NOT NULL,"
     " flow_id INTEGER NOT NULL, user_agent TEXT NOT NULL,"
-    " PRIMARY KEY(ext, bkey));";
+    " PRIMARY KEY(ext, bkey));"
+    /* Push devices: the same table (and file) the registrar wrote on a
+     * connection of its own before the store owned it, so an existing
+     * database keeps its devices as they are. */
+    "CREATE TABLE IF NOT EXISTS push_devices("
+    " provider TEXT NOT NULL, prid TEXT NOT NULL, ext TEXT NOT NULL,"
+    " param TEXT NOT NULL, instance TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+    " PRIMARY KEY(provider, prid));"
+    "CREATE INDEX IF NOT EXISTS push_devices_ext ON push_devices(ext);"
+    /* Provisioning links (formerly table admin_prov of the admin's own
+     * file, imported once by store_prov_import). */
+    "CREATE TABLE IF NOT EXISTS prov_links("
+    " ext TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE,"
+    " password TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL, fetches INTEGER NOT NULL,"
+    " max_fetches INTEGER NOT NULL);";
 
 struct store {
     char *path;
@@ -177,8 +222,13 @@ open_db(const char *path, int flags, sqlite3 **out, char *err, size_t errlen)
 static void
 op_free(struct op *o)
 {
-    for (size_t k = 0; k < sizeof(o->s) / sizeof(o->s[0]); k++)
+    bool secret = o->kind == OP_PROV_PUT || o->kind == OP_PROV_IMPORT;
+
+    for (size_t k = 0; k < sizeof(o->s) / sizeof(o->s[0]); k++) {
+        if (secret && o->s[k])
+            explicit_bzero(o->s[k], strlen(o->s[k]));
         free(o->s[k]);
+    }
     free(o);
 }
 
@@ -213,6 +263,34 @@ run_op(struct store *st, const struct op *o)
         rc = bind_text(s, 1, o->s[0]);
         if (rc == SQLITE_OK)
             rc = bind_text(s, 2, source_name[o->i[0]]);
+        break;
+    case OP_PD_PUT:
+    case OP_PROV_PUT:
+    case OP_PROV_IMPORT:
+        /* s[0..4] / s[0..2] text, i[0..1] / i[0..3] integers, in column
+         * order (see store_pushdev_put, store_prov_put). */
+        s = st->stmt[o->kind == OP_PD_PUT     ? ST_PD_PUT
+                     : o->kind == OP_PROV_PUT ? ST_PROV_PUT
+                                              : ST_PROV_IMPORT];
+        {
+            int ntext = o->kind == OP_PD_PUT ? 5 : 3;
+            int nint = o->kind == OP_PD_PUT ? 2 : 4;
+            for (int k = 0; k < ntext && rc == SQLITE_OK; k++)
+                rc = bind_text(s, k + 1, o->s[k]);
+            for (int k = 0; k < nint && rc == SQLITE_OK; k++)
+                rc = sqlite3_bind_int64(s, ntext + k + 1, o->i[k]);
+        }
+        break;
+    case OP_PD_DEL:
+        s = st->stmt[ST_PD_DEL];
+        rc = bind_text(s, 1, o->s[0]);
+        if (rc == SQLITE_OK)
+            rc = bind_text(s, 2, o->s[1]);
+        break;
+    case OP_PD_DEL_EXT:
+    case OP_PROV_DEL:
+        s = st->stmt[o->kind == OP_PD_DEL_EXT ? ST_PD_DEL_EXT : ST_PROV_DEL];
+        rc = bind_text(s, 1, o->s[0]);
         break;
     case OP_COMMIT:
         return SQLITE_DONE;
@@ -370,6 +448,8 @@ writer_main(void *arg)
             st->fail_hi = last;
         }
         st->seq_done = last;
+        struct list_node async;
+        list_init(&async);
         list_for_each_safe(pos, tmp, &requests)
         {
             struct op *o = container_of(pos, struct op, node);
@@ -383,8 +463,22 @@ writer_main(void *arg)
              * after the caller's mark was rolled back. */
             o->rc = st->fail_hi > o->mark ? -EIO : 0;
             o->done = true;
+            if (o->cb)
+                list_push_back(&async, pos);
         }
         pthread_cond_broadcast(&st->done);
+        if (!list_empty(&async)) {
+            /* Outside the lock: a callback may queue more. */
+            pthread_mutex_unlock(&st->lock);
+            list_for_each_safe(pos, tmp, &async)
+            {
+                struct op *o = container_of(pos, struct op, node);
+                list_remove(pos);
+                o->cb(o->rc, o->cb_arg);
+                op_free(o);
+            }
+            pthread_mutex_lock(&st->lock);
+        }
     }
     pthread_mutex_unlock(&st->lock);
     return NULL;
@@ -506,6 +600,70 @@ store_binding_del_ext(struct store *st, const char *ext)
 }
 
 int
+store_pushdev_put(struct store *st, const struct store_pushdev *d)
+{
+    struct op *o = op_new(OP_PD_PUT);
+
+    o->s[0] = dup_or_empty(d->ext);
+    o->s[1] = dup_or_empty(d->provider);
+    o->s[2] = dup_or_empty(d->prid);
+    o->s[3] = dup_or_empty(d->param);
+    o->s[4] = dup_or_empty(d->instance);
+    o->i[0] = d->created_at;
+    o->i[1] = d->last_seen;
+    return enqueue(st, o);
+}
+
+int
+store_pushdev_del(struct store *st, const char *provider, const char *prid)
+{
+    struct op *o = op_new(OP_PD_DEL);
+
+    o->s[0] = dup_or_empty(provider);
+    o->s[1] = dup_or_empty(prid);
+    return enqueue(st, o);
+}
+
+int
+store_pushdev_del_ext(struct store *st, const char *ext)
+{
+    struct op *o = op_new(OP_PD_DEL_EXT);
+
+    o->s[0] = dup_or_empty(ext);
+    return enqueue(st, o);
+}
+
+static struct op *
+prov_op(enum op_kind kind, const struct store_prov *p)
+{
+    struct op *o = op_new(kind);
+
+    o->s[0] = dup_or_empty(p->ext);
+    o->s[1] = dup_or_empty(p->token);
+    o->s[2] = dup_or_empty(p->password);
+    o->i[0] = p->created_at;
+    o->i[1] = p->expires_at;
+    o->i[2] = p->fetches;
+    o->i[3] = p->max_fetches;
+    return o;
+}
+
+int
+store_prov_put(struct store *st, const struct store_prov *p)
+{
+    return enqueue(st, prov_op(OP_PROV_PUT, p));
+}
+
+int
+store_prov_del(struct store *st, const char *ext)
+{
+    struct op *o = op_new(OP_PROV_DEL);
+
+    o->s[0] = dup_or_empty(ext);
+    return enqueue(st, o);
+}
+
+int
 store_sync(struct store *st)
 {
     pthread_mutex_lock(&st->lock);
@@ -577,6 +735,36 @@ store_commit(struct store *st, struct store_mark m, unsigned timeout_ms)
     pthread_mutex_unlock(&st->lock);
     op_free(o);
     return rc;
+}
+
+void
+store_commit_async(struct store *st, struct store_mark m, store_commit_cb *cb,
+                   void *arg)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->lock);
+    if (st->stop) {
+        rc = -ESHUTDOWN;
+    } else if (st->stats.dropped > m.dropped) {
+        rc = -ENOSPC;
+    } else if (st->seq_done >= st->seq_queued) {
+        rc = st->fail_hi > m.seq ? -EIO : 0;
+    } else {
+        struct op *o = op_new(OP_COMMIT);
+        o->mark = m.seq;
+        o->cb = cb;
+        o->cb_arg = arg;
+        list_push_back(&st->queue, &o->node);
+        st->queue_len++;
+        st->seq_queued++;
+        st->urgent++;
+        pthread_cond_signal(&st->wake); /* also ends a batch window */
+        pthread_mutex_unlock(&st->lock);
+        return;
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(rc, arg);
 }
 
 void
@@ -852,4 +1040,204 @@ out:
     sqlite3_finalize(s);
     sqlite3_close(db);
     return rc;
+}
+
+int
+store_pushdev_load(struct store *st, int64_t idle_before_s,
+                   store_pushdev_cb *cb, void *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT ext, provider, prid, param, instance,"
+                           " created_at, last_seen FROM push_devices"
+                           " ORDER BY last_seen",
+                           -1, &s, NULL) != SQLITE_OK) {
+        log_error("store", "load push devices: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+        goto out;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_pushdev d = {
+            .ext = col_text(s, 0),
+            .provider = col_text(s, 1),
+            .prid = col_text(s, 2),
+            .param = col_text(s, 3),
+            .instance = col_text(s, 4),
+            .created_at = sqlite3_column_int64(s, 5),
+            .last_seen = sqlite3_column_int64(s, 6),
+        };
+        if (d.last_seen < idle_before_s) {
+            store_pushdev_del(st, d.provider, d.prid);
+            continue;
+        }
+        rc = cb(&d, arg);
+        if (rc != 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE) {
+        log_error("store", "load push devices: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Rows of prov_links (the store's) or admin_prov (an old prov_db file);
+ * an admin_prov from before links had a lifetime lacks the last three
+ * columns: its links get expires_at 0, i.e. they are expired (410), as
+ * the old admin's own migration did. */
+static int
+prov_rows(sqlite3 *db, const char *table, bool import, store_prov_cb *cb,
+          void *arg)
+{
+    char sql[256];
+    sqlite3_stmt *s = NULL;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT ext, token, password, created_at, expires_at, fetches,"
+             " max_fetches FROM %s ORDER BY ext",
+             table);
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK && import) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT ext, token, password, created_at, 0, 0, 0"
+                 " FROM %s ORDER BY ext",
+                 table);
+        sqlite3_finalize(s);
+        s = NULL;
+        (void)sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    }
+    if (!s) {
+        log_error("store", "load %s: %s", table, sqlite3_errmsg(db));
+        return -EIO;
+    }
+    int rc = 0, step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_prov p = {
+            .ext = col_text(s, 0),
+            .token = col_text(s, 1),
+            .password = col_text(s, 2),
+            .created_at = sqlite3_column_int64(s, 3),
+            .expires_at = sqlite3_column_int64(s, 4),
+            .fetches = (unsigned)sqlite3_column_int64(s, 5),
+            .max_fetches = (unsigned)sqlite3_column_int64(s, 6),
+        };
+        rc = cb(&p, arg);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        log_error("store", "load %s: %s", table, sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int
+store_prov_load(struct store *st, store_prov_cb *cb, void *arg)
+{
+    sqlite3 *db;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    rc = prov_rows(db, "prov_links", false, cb, arg);
+    sqlite3_close(db);
+    return rc;
+}
+
+struct import {
+    struct store *st;
+    int count;
+};
+
+static int
+import_row(const struct store_prov *p, void *arg)
+{
+    struct import *im = arg;
+
+    if (enqueue(im->st, prov_op(OP_PROV_IMPORT, p)) < 0)
+        return -ENOSPC;
+    im->count++;
+    return 0;
+}
+
+/* Same file? (The store's path may not exist under that name yet only in
+ * theory: store_open created it.) */
+static bool
+same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+int
+store_prov_import(struct store *st, const char *path, char *err,
+                  size_t errlen)
+{
+    struct stat sb;
+    sqlite3 *db;
+    sqlite3_stmt *probe = NULL;
+
+    if (!path || !path[0] || strcmp(path, ":memory:") == 0)
+        return 0;
+    if (stat(path, &sb) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        errf(err, errlen, path, "stat", strerror(errno));
+        return -errno;
+    }
+    if (same_file(path, st->path)) {
+        errf(err, errlen, path, "import",
+             "is the store's own database: set [admin] prov_db to the old "
+             "provisioning file, or to \"\"");
+        return -EINVAL;
+    }
+    /* Read-write (never create): a hot journal left by a crash of the old
+     * admin is rolled back on open, as SQLite does for any reader. */
+    int rc = open_db(path, SQLITE_OPEN_READWRITE, &db, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM admin_prov LIMIT 0", -1, &probe,
+                           NULL) != SQLITE_OK) {
+        /* Not a provisioning file (or an empty one): nothing to do. */
+        sqlite3_finalize(probe);
+        sqlite3_close(db);
+        log_warn("store", "%s has no provisioning links to import", path);
+        return 0;
+    }
+    sqlite3_finalize(probe);
+    struct store_mark m = store_mark(st);
+    struct import im = {.st = st};
+    rc = prov_rows(db, "admin_prov", true, import_row, &im);
+    sqlite3_close(db);
+    if (rc == 0)
+        rc = store_commit(st, m, 10000);
+    if (rc < 0) {
+        errf(err, errlen, path, "import of the provisioning links",
+             rc == -ENOSPC ? "store queue full" : strerror(-rc));
+        return rc;
+    }
+    char *to = xmalloc(strlen(path) + sizeof(".imported"));
+    memcpy(to, path, strlen(path));
+    memcpy(to + strlen(path), ".imported", sizeof(".imported"));
+    if (rename(path, to) < 0) {
+        rc = -errno;
+        errf(err, errlen, path, "rename after import", strerror(errno));
+        free(to);
+        return rc;
+    }
+    log_notice("store", "imported %d provisioning links from %s (renamed %s)",
+               im.count, path, to);
+    free(to);
+    return im.count;
 }

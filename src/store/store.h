@@ -1,6 +1,10 @@
 /*
- * store: durable state in SQLite (extensions, SIP bindings), written by a
- * thread of its own so SIP processing never waits for the disk.
+ * store: durable state in SQLite (extensions, SIP bindings, push devices,
+ * provisioning links), written by a thread of its own so SIP processing
+ * never waits for the disk. The store owns every SQLite connection of the
+ * daemon: no other room opens the database (scripts/check-source refuses
+ * <sqlite3.h> outside src/store), so no other thread ever waits on a
+ * SQLite lock.
  *
  * Writes are queued (a copy of the row goes into a mutex-protected list)
  * and the writer thread commits everything queued in ONE transaction at
@@ -16,9 +20,12 @@
  * repairs it).
  *
  * Writes that must be on disk before they are acknowledged (admin API
- * changes) take a mark, queue as usual and call store_commit(): the writer
- * commits at once, grouping them with whatever else is queued, and the
- * caller waits (bounded) for that transaction's result.
+ * changes, provisioning links, a push REGISTER's device before its 200 OK)
+ * take a mark, queue as usual and call store_commit(): the writer commits
+ * at once, grouping them with whatever else is queued, and the caller
+ * waits (bounded) for that transaction's result. Only the writer waits on
+ * SQLite's locks (busy timeout 5 s against another process such as an
+ * operator's sqlite3 shell); a caller waits at most its own timeout.
  *
  * Reads (store_*_load) happen at start-up on a short-lived connection of
  * their own; WAL lets them run next to the writer.
@@ -86,6 +93,31 @@ struct store_binding {
     const char *user_agent;
 };
 
+/* A push device row (registrar/pushdev.h; table push_devices, one row per
+ * provider+token). Strings borrowed for the call. */
+struct store_pushdev {
+    const char *ext;
+    const char *provider; /* "apns" | "fcm" */
+    const char *prid;     /* device token */
+    const char *param;    /* pn-param */
+    const char *instance; /* +sip.instance, "" when none */
+    int64_t created_at;   /* unix seconds */
+    int64_t last_seen;    /* unix seconds */
+};
+
+/* A provisioning link row (admin/admin_int.h; table prov_links, one row
+ * per extension, token unique). password is the one the link hands out
+ * ("" for an extension of the configuration file). Strings borrowed. */
+struct store_prov {
+    const char *ext;
+    const char *token;
+    const char *password;
+    int64_t created_at; /* unix seconds */
+    int64_t expires_at; /* unix seconds */
+    unsigned fetches;
+    unsigned max_fetches;
+};
+
 struct store_stats {
     uint64_t queued;    /* writes accepted */
     uint64_t dropped;   /* writes refused because the queue was full */
@@ -114,6 +146,20 @@ int store_binding_del_ext(struct store *st, const char *ext);
 /* Set the source of extension number's row (no-op if there is none). */
 int store_ext_set_source(struct store *st, const char *number,
                          enum store_ext_source source);
+
+/* Push devices: insert or replace the row of d->provider+d->prid; delete
+ * the row of provider+prid; delete every row of ext. Queued like the
+ * others; pushdev_put follows its put with store_commit. */
+int store_pushdev_put(struct store *st, const struct store_pushdev *d);
+int store_pushdev_del(struct store *st, const char *provider,
+                      const char *prid);
+int store_pushdev_del_ext(struct store *st, const char *ext);
+
+/* Provisioning links: insert or replace ext's row (the row holding the
+ * same token, if another, is replaced too); delete ext's row. The copy of
+ * the password in the queue is wiped when the write is done. */
+int store_prov_put(struct store *st, const struct store_prov *p);
+int store_prov_del(struct store *st, const char *ext);
 
 /* ---- synchronous commit --------------------------------------------
  * For a write that must be on disk before it is acknowledged (an admin
@@ -156,6 +202,19 @@ struct store_mark store_mark(struct store *st);
 int store_commit(struct store *st, struct store_mark mark,
                  unsigned timeout_ms);
 
+/* store_commit without waiting, for a thread that must not block (a SIP
+ * worker answering only once its write is on disk): cb(rc, arg) is called
+ * exactly once with the result store_commit would return (0, -ENOSPC,
+ * -EIO or -ESHUTDOWN; never -ETIMEDOUT). It runs on the store's writer
+ * thread once the batch is finished, or on the calling thread before
+ * store_commit_async returns when nothing is waiting; so cb must be short,
+ * thread-safe and must not call store functions that wait (queue the
+ * result to the caller's loop, e.g. with tp_post or uv_async_send). Never
+ * refused for a full queue. Any thread. */
+typedef void store_commit_cb(int rc, void *arg);
+void store_commit_async(struct store *st, struct store_mark mark,
+                        store_commit_cb *cb, void *arg);
+
 /* Block until every write queued before the call is committed (or its
  * batch failed). Returns 0, or -EIO if a batch failed since the last
  * store_sync. For tests and shutdown; never on a SIP worker. */
@@ -170,6 +229,29 @@ typedef int store_binding_cb(const struct store_binding *b, void *arg);
 int store_ext_load(struct store *st, store_ext_cb *cb, void *arg);
 int store_binding_load(struct store *st, int64_t now_s, store_binding_cb *cb,
                        void *arg);
+
+/* Read every push device; rows with last_seen < idle_before_s are deleted
+ * (through the writer) instead of passed. Same rules as store_ext_load. */
+typedef int store_pushdev_cb(const struct store_pushdev *d, void *arg);
+int store_pushdev_load(struct store *st, int64_t idle_before_s,
+                       store_pushdev_cb *cb, void *arg);
+
+/* Read every provisioning link. Same rules as store_ext_load. */
+typedef int store_prov_cb(const struct store_prov *p, void *arg);
+int store_prov_load(struct store *st, store_prov_cb *cb, void *arg);
+
+/* One-time migration of the provisioning links that older versions kept
+ * in a SQLite file of their own (table admin_prov of [admin] prov_db).
+ * If path exists and holds that table: its rows are copied into
+ * prov_links (a link the store has for the same extension or token
+ * wins), committed, and the file is renamed to PATH.imported so the next
+ * start does not import again (and a downgrade can rename it back). A
+ * missing file, or one without the table, is not an error (0). Returns
+ * the number of links imported, or a negative errno with a reason in err
+ * ("store: PATH: reason"); the file is left alone then. path may not be
+ * the store's own file (-EINVAL). Start-up (blocks for the commit). */
+int store_prov_import(struct store *st, const char *path, char *err,
+                      size_t errlen);
 
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -215,12 +215,11 @@ out:
 int
 store_instance_lock(const char *db_path)
 {
-    char path[4096];
-
-    if ((size_t)snprintf(path, sizeof(path), "%s.lock", db_path) >=
-        sizeof(path))
-        return -ENAMETOOLONG;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* flock on the database file itself: independent of SQLite's POSIX
+     * (fcntl) locks on Linux, released when the holder exits, and no
+     * extra file to clean up. The descriptor is closed only after the
+     * SQLite connections (closing it never touches their locks). */
+    int fd = open(db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

@@ -30,10 +30,10 @@ int store_backup(const char *db_path, const char *dest, char *err,
 int store_restore(const char *db_path, const char *src, char *err,
                   size_t errlen);
 
-/* Take the instance lock of db_path (flock on db_path.lock, held until
- * store_instance_unlock): one daemon per database, and restore can tell
- * the database is in use. Returns a descriptor >= 0, or -EBUSY when
- * another process holds it, or -errno. */
+/* Take the instance lock of db_path (flock on the database file, created
+ * empty if missing, held until store_instance_unlock): one daemon per
+ * database, and restore can tell the database is in use. Returns a
+ * descriptor >= 0, or -EBUSY when another process holds it, or -errno. */
 int store_instance_lock(const char *db_path);
 void store_instance_unlock(int fd);
 

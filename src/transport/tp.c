@@ -1,6 +1,13 @@
 /*
  * transport/tp: listeners, connections, framing and the worker timer.
  *
+ * TLS connections are TCP connections with an SSL object (c->ssl): the
+ * ciphertext libuv reads goes through SSL (tp_tls.c's BIO) into the same
+ * plaintext buffer, framing, deadlines and keep-alives as TCP; what we
+ * send goes through SSL_write and leaves as one uv_write per message. The
+ * handshake runs inside the read callbacks (no blocking, no thread) and
+ * counts within the first-message deadline of the accept.
+ *
  * Invariants:
  *  - Every libuv handle the tp opens is counted in open_handles; the tp
  *    memory is freed by the close callback that brings it to zero, so a
@@ -33,10 +40,14 @@
 #include <unistd.h>
 
 #include "base/arena.h"
+#include "base/buf.h"
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "transport/tp.h"
+#include "transport/tp_int.h"
+
+#include <openssl/err.h>
 
 #define ROOM "transport"
 #define TCP_RBUF_MIN 4096
@@ -44,6 +55,8 @@
 #define TCP_RBUF_CAP (SIP_MAX_MSG_LEN + 64)
 #define INBOX_MAX 4096
 #define TIMER_RUN_MAX 1024
+/* Ciphertext read at once (a few TLS records); one buffer per worker. */
+#define TLS_RBUF_LEN (64 * 1024)
 
 struct tp_listener {
     struct tp *tp;
@@ -78,8 +91,11 @@ struct tp_conn {
     char *rbuf;
     size_t rlen, ralloc;
     bool connecting, closing, report_close;
-    bool src_held; /* counted in the per-source table */
+    bool src_held;  /* counted in the per-source table */
+    bool tls_ready; /* TLS handshake done */
     int close_status;
+    SSL *ssl;               /* TLS connection; NULL for TCP */
+    struct tp_tls_io tlsio; /* ssl's BIO reads/writes through this */
     uv_connect_t connect_req;
 };
 
@@ -128,7 +144,10 @@ struct tp {
     char *udp_buf;
     struct tq tq;
     struct tq_fifo idle_fifo, connect_fifo, first_fifo, msg_fifo;
-    struct log_limit log_max_conns, log_per_source;
+    struct log_limit log_max_conns, log_per_source, log_tls;
+    char *tls_rbuf;     /* ciphertext read buffer (TLS_RBUF_LEN) */
+    struct buf tls_out; /* ciphertext SSL wrote during one call */
+    char *tls_plain;    /* a message's parts joined for SSL_write */
     uv_timer_t timer;
     uv_async_t async;
     pthread_mutex_t inbox_lock;
@@ -139,6 +158,8 @@ struct tp {
     struct tp_stats stats;
     bool freeing;
     size_t open_handles;
+    tp_clock_fn *clock; /* test hook (tp_set_clock); NULL = uv_now */
+    void *clock_arg;
 };
 
 static _Atomic uint64_t next_flow_seq = 1;
@@ -193,6 +214,9 @@ tp_release(struct tp *tp)
         free(tp->listeners[i]);
     arena_fini(&tp->arena);
     free(tp->udp_buf);
+    free(tp->tls_rbuf);
+    free(tp->tls_plain);
+    buf_fini(&tp->tls_out);
     free(tp->buckets);
     free(tp);
 }
@@ -227,7 +251,7 @@ timer_rearm(struct tp *tp)
         uv_timer_stop(&tp->timer);
         return;
     }
-    now = uv_now(tp->loop);
+    now = tp_now_ms(tp);
     uv_timer_start(&tp->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
@@ -236,7 +260,7 @@ on_timer(uv_timer_t *t)
 {
     struct tp *tp = t->data;
 
-    tq_run(&tp->tq, uv_now(tp->loop), TIMER_RUN_MAX);
+    tq_run(&tp->tq, tp_now_ms(tp), TIMER_RUN_MAX);
     timer_rearm(tp);
 }
 
@@ -256,7 +280,14 @@ tp_tq(struct tp *tp)
 uint64_t
 tp_now_ms(const struct tp *tp)
 {
-    return uv_now(tp->loop);
+    return tp->clock ? tp->clock(tp->clock_arg) : uv_now(tp->loop);
+}
+
+void
+tp_set_clock(struct tp *tp, tp_clock_fn *now, void *arg)
+{
+    tp->clock = now;
+    tp->clock_arg = arg;
 }
 
 uv_loop_t *
@@ -428,6 +459,74 @@ tp_source_conns(const struct tp_addr *a)
     n = e ? e->count : 0;
     pthread_mutex_unlock(&src_lock);
     return n;
+}
+
+/* ---- open flows (all workers) ----------------------------------------------
+ *
+ * A flow id names a connection of one worker, but the question "is the
+ * phone's connection still there?" is asked on the worker of a call
+ * (wake: push or not; proxy: branch or not), which may be another one.
+ * One process-wide set of open flow ids answers it: an entry is added
+ * when a connection gets its id and removed when it starts closing, under
+ * one mutex taken twice per connection lifetime, never per message. Ids
+ * are sequential in their high bits, so id >> 8 spreads over the buckets.
+ */
+
+#define FLOW_BUCKETS 16384
+
+struct flow_entry {
+    struct flow_entry *next;
+    uint64_t id;
+};
+
+static pthread_mutex_t flow_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct flow_entry *flow_buckets[FLOW_BUCKETS];
+
+static struct flow_entry **
+flow_slot(uint64_t id)
+{
+    struct flow_entry **pp = &flow_buckets[(id >> 8) % FLOW_BUCKETS];
+
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void
+flow_add(uint64_t id)
+{
+    struct flow_entry *e = xmalloc(sizeof(*e));
+
+    e->id = id;
+    pthread_mutex_lock(&flow_lock);
+    struct flow_entry **pp = &flow_buckets[(id >> 8) % FLOW_BUCKETS];
+    e->next = *pp;
+    *pp = e;
+    pthread_mutex_unlock(&flow_lock);
+}
+
+static void
+flow_del(uint64_t id)
+{
+    pthread_mutex_lock(&flow_lock);
+    struct flow_entry **pp = flow_slot(id), *e = *pp;
+    if (e)
+        *pp = e->next;
+    pthread_mutex_unlock(&flow_lock);
+    free(e);
+}
+
+bool
+tp_flow_open(uint64_t flow_id)
+{
+    bool open;
+
+    if (flow_id == 0)
+        return false;
+    pthread_mutex_lock(&flow_lock);
+    open = *flow_slot(flow_id) != NULL;
+    pthread_mutex_unlock(&flow_lock);
+    return open;
 }
 
 /* ---- receive ----------------------------------------------------------- */
@@ -617,6 +716,7 @@ conn_closed_cb(uv_handle_t *h)
 
     if (c->report_close && !tp->freeing && tp->cfg.on_flow_closed)
         tp->cfg.on_flow_closed(tp, c->id, c->close_status, tp->cfg.arg);
+    SSL_free(c->ssl);
     free(c->rbuf);
     free(c);
     handle_closed(tp);
@@ -641,6 +741,7 @@ conn_close(struct tp_conn *c, int status)
         list_remove(&c->hlink);
         list_remove(&c->link);
         tp->nconns--;
+        flow_del(c->id);
     }
     uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
@@ -714,7 +815,7 @@ conn_arm(struct tp_conn *c, enum conn_phase ph)
         break;
     }
     if (f)
-        tq_fifo_add(f, &c->timer, uv_now(tp->loop));
+        tq_fifo_add(f, &c->timer, tp_now_ms(tp));
     else
         tq_cancel(&c->timer);
 }
@@ -765,7 +866,21 @@ conn_register(struct tp_conn *c)
     list_push_back(&tp->buckets[bucket_of(tp, c->id)], &c->hlink);
     list_push_back(&tp->conns, &c->link);
     tp->nconns++;
+    flow_add(c->id);
     c->report_close = true;
+}
+
+/* Make room in the plaintext buffer (doubling up to TCP_RBUF_CAP). */
+static void
+rbuf_grow(struct tp_conn *c)
+{
+    if (c->ralloc - c->rlen < TCP_RBUF_MIN / 2 && c->ralloc < TCP_RBUF_CAP) {
+        size_t n = c->ralloc ? c->ralloc * 2 : TCP_RBUF_MIN;
+        if (n > TCP_RBUF_CAP)
+            n = TCP_RBUF_CAP;
+        c->rbuf = xrealloc(c->rbuf, n);
+        c->ralloc = n;
+    }
 }
 
 static void
@@ -774,13 +889,7 @@ tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct tp_conn *c = container_of((uv_tcp_t *)h, struct tp_conn, tcp);
 
     (void)suggested;
-    if (c->ralloc - c->rlen < TCP_RBUF_MIN / 2 && c->ralloc < TCP_RBUF_CAP) {
-        size_t n = c->ralloc ? c->ralloc * 2 : TCP_RBUF_MIN;
-        if (n > TCP_RBUF_CAP)
-            n = TCP_RBUF_CAP;
-        c->rbuf = xrealloc(c->rbuf, n);
-        c->ralloc = n;
-    }
+    rbuf_grow(c);
     /* len 0 when full: libuv then reports UV_ENOBUFS and we close. */
     buf->base = c->rbuf + c->rlen;
     buf->len = c->ralloc - c->rlen;
@@ -790,7 +899,7 @@ static void
 send_pong(struct tp_conn *c)
 {
     static const char crlf[2] = {'\r', '\n'};
-    struct tp_dest d = {.proto = TP_TCP, .flow_id = c->id};
+    struct tp_dest d = {.proto = c->ssl ? TP_TLS : TP_TCP, .flow_id = c->id};
 
     c->tp->stats.pings_answered++;
     tp_send(c->tp, &d, slice_make(crlf, 2), NULL);
@@ -805,7 +914,7 @@ conn_process(struct tp_conn *c)
     struct tp_src src;
 
     memset(&src, 0, sizeof(src));
-    src.proto = TP_TCP;
+    src.proto = c->ssl ? TP_TLS : TP_TCP;
     src.local = c->local;
     src.remote = c->remote;
     src.flow_id = c->id;
@@ -878,6 +987,205 @@ tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_after_read(c, msgs);
 }
 
+/* ---- TLS connections ------------------------------------------------------
+ */
+
+/* The BIO's sink: ciphertext SSL wrote during the current call. */
+static void
+tls_out(void *arg, const char *p, size_t len)
+{
+    struct tp *tp = arg;
+
+    if (buf_append(&tp->tls_out, p, len) < 0)
+        tp->stats.tx_errors++; /* cannot happen: cap > 2 records/msg */
+}
+
+static int conn_write(struct tp_conn *c, const struct slice *parts,
+                      size_t count, size_t total);
+
+/* Write what SSL produced during the last call on c (handshake flights,
+ * alerts, records) as one uv_write. */
+static int
+tls_flush(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+    int rc = 0;
+
+    if (tp->tls_out.len == 0)
+        return 0;
+    if (!c->closing) {
+        struct slice s = buf_slice(&tp->tls_out);
+        rc = conn_write(c, &s, 1, s.len);
+    }
+    buf_reset(&tp->tls_out);
+    return rc;
+}
+
+static void
+tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tp_conn *c = container_of((uv_tcp_t *)h, struct tp_conn, tcp);
+
+    (void)suggested;
+    /* Consumed within the read callback: one buffer per worker. */
+    buf->base = c->tp->tls_rbuf;
+    buf->len = TLS_RBUF_LEN;
+}
+
+/* The handshake failed or the peer spoke something else (plain SIP, TLS
+ * 1.0/1.1, an alert for our certificate): close, and say so at most once
+ * a second per worker. */
+static void
+tls_fail(struct tp_conn *c, const char *why)
+{
+    struct tp *tp = c->tp;
+    char who[TP_ADDRSTRLEN], reason[128];
+    unsigned long e = ERR_peek_last_error();
+
+    if (why == NULL) {
+        const char *r = e ? ERR_reason_error_string(e) : NULL;
+        snprintf(reason, sizeof(reason), "%s", r ? r : "protocol error");
+        why = reason;
+    }
+    ERR_clear_error();
+    tp->stats.tls_failed++;
+    log_limited(tp, &tp->log_tls, "tls: connection from %s closed: %s",
+                tp_addr_format(&c->remote, who, sizeof(who)), why);
+    conn_close(c, -EPROTO);
+}
+
+/* Decrypt what was read into the plaintext buffer and process every whole
+ * message; returns the count. Stops when SSL wants more ciphertext. */
+static size_t
+tls_drain(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+    size_t msgs = 0;
+
+    for (;;) {
+        if (c->closing || tp->freeing)
+            return msgs;
+        rbuf_grow(c);
+        if (c->rlen == c->ralloc) {
+            /* Full: cut what we can; a message larger than the buffer
+             * cannot frame and closes the connection there. */
+            size_t before = c->rlen;
+            msgs += conn_process(c);
+            if (c->closing || tp->freeing)
+                return msgs;
+            if (c->rlen == before) {
+                tp->stats.conns_closed_garbage++;
+                conn_close(c, -EPROTO);
+                return msgs;
+            }
+            continue;
+        }
+        int n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(c->ralloc - c->rlen));
+        int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+        tls_flush(c);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            continue;
+        }
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        /* close_notify or a fatal error: keep what came before it. */
+        msgs += conn_process(c);
+        if (!c->closing && !tp->freeing) {
+            if (e == SSL_ERROR_ZERO_RETURN) {
+                conn_close(c, 0);
+            } else {
+                ERR_clear_error();
+                conn_close(c, -EPROTO);
+            }
+        }
+        return msgs;
+    }
+    return msgs + conn_process(c);
+}
+
+static void
+tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tp_conn *c = container_of((uv_tcp_t *)s, struct tp_conn, tcp);
+    struct tp *tp = c->tp;
+
+    if (c->closing || tp->freeing)
+        return;
+    if (nread < 0) {
+        if (!c->tls_ready)
+            tls_fail(c, nread == UV_EOF ? "closed during the handshake"
+                                        : uv_strerror((int)nread));
+        else
+            conn_close(c, nread == UV_EOF ? 0 : (int)nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->tlsio.in = buf->base;
+    c->tlsio.in_len = (size_t)nread;
+    if (!c->tls_ready) {
+        int r = SSL_do_handshake(c->ssl);
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        tls_flush(c);
+        if (r != 1) {
+            c->tlsio.in_len = 0;
+            if (e == SSL_ERROR_WANT_READ)
+                return; /* the accept's deadline keeps running */
+            tls_fail(c, NULL);
+            return;
+        }
+        c->tls_ready = true;
+        tp->stats.tls_handshakes++;
+    }
+    size_t msgs = tls_drain(c);
+    c->tlsio.in_len = 0;
+    if (c->closing || tp->freeing)
+        return;
+    conn_after_read(c, msgs);
+    if (c->rlen == 0 && c->rbuf) {
+        /* Idle TLS connections keep no plaintext buffer (100k phones). */
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->ralloc = 0;
+    }
+}
+
+/* Send one message on a TLS connection: one SSL_write (the parts joined),
+ * its records written at once. */
+static int
+tls_send(struct tp_conn *c, const struct slice *parts, size_t count,
+         size_t total)
+{
+    struct tp *tp = c->tp;
+    const char *p;
+    int n, rc;
+
+    if (!c->tls_ready)
+        return -ENOTCONN; /* nothing to say before the phone spoke */
+    if (count == 1) {
+        p = parts[0].ptr;
+    } else {
+        size_t off = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (parts[i].len)
+                memcpy(tp->tls_plain + off, parts[i].ptr, parts[i].len);
+            off += parts[i].len;
+        }
+        p = tp->tls_plain;
+    }
+    c->tlsio.in_len = 0;
+    n = SSL_write(c->ssl, p, (int)total);
+    if (n <= 0) {
+        buf_reset(&tp->tls_out);
+        ERR_clear_error();
+        conn_close(c, -EPROTO);
+        return -EPROTO;
+    }
+    rc = tls_flush(c);
+    return rc;
+}
+
 static void
 fill_names(struct tp_conn *c)
 {
@@ -942,6 +1250,15 @@ on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     conn_register(c);
     conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
+    if (l->proto == TP_TLS) {
+        c->tlsio.out = tls_out;
+        c->tlsio.arg = tp;
+        c->ssl = tp_tls_ssl_new(tp->cfg.tls, &c->tlsio);
+        if (!c->ssl ||
+            uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read) != 0)
+            conn_close(c, -EIO);
+        return;
+    }
     if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
         conn_close(c, -EIO);
 }
@@ -1000,7 +1317,7 @@ conn_by_addr(const struct tp *tp, const struct tp_addr *addr)
 
     for (n = tp->conns.next; n != &tp->conns; n = n->next) {
         struct tp_conn *c = container_of(n, struct tp_conn, link);
-        if (!c->closing && tp_addr_equal(&c->remote, addr))
+        if (!c->closing && !c->ssl && tp_addr_equal(&c->remote, addr))
             return c;
     }
     return NULL;
@@ -1020,25 +1337,15 @@ on_write(uv_write_t *req, int status)
     }
 }
 
+/* Queue bytes (parts joined) on c's socket; over the write-queue cap the
+ * peer does not read and c is closed. */
 static int
-tcp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
-         size_t count, size_t total, uint64_t *flow_out)
+conn_write(struct tp_conn *c, const struct slice *parts, size_t count,
+           size_t total)
 {
-    struct tp_conn *c = conn_find(tp, dst->flow_id);
+    struct tp *tp = c->tp;
     int rc;
 
-    if (c != NULL && c->closing)
-        c = NULL;
-    if (c == NULL) {
-        if (dst->addr.len == 0)
-            return -ENOTCONN;
-        c = conn_by_addr(tp, &dst->addr);
-        if (c == NULL) {
-            rc = conn_connect(tp, &dst->addr, &c);
-            if (rc < 0)
-                return rc;
-        }
-    }
     if (c->tcp.write_queue_size + total > tp->cfg.max_write_queue) {
         log_warn(ROOM, "tcp flow %llu: peer does not read, closing",
                  (unsigned long long)c->id);
@@ -1061,6 +1368,34 @@ tcp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
         conn_close(c, rc);
         return rc;
     }
+    return 0;
+}
+
+static int
+tcp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
+         size_t count, size_t total, uint64_t *flow_out)
+{
+    struct tp_conn *c = conn_find(tp, dst->flow_id);
+    int rc;
+
+    if (c != NULL && c->closing)
+        c = NULL;
+    if (c == NULL) {
+        /* A TLS peer is reached only over a flow it opened (phones cannot
+         * accept connections; we open no TLS connections). */
+        if (dst->addr.len == 0 || dst->proto == TP_TLS)
+            return -ENOTCONN;
+        c = conn_by_addr(tp, &dst->addr);
+        if (c == NULL) {
+            rc = conn_connect(tp, &dst->addr, &c);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    rc = c->ssl ? tls_send(c, parts, count, total)
+                : conn_write(c, parts, count, total);
+    if (rc < 0)
+        return rc;
     if (flow_out)
         *flow_out = c->id;
     return 0;
@@ -1148,7 +1483,7 @@ tp_sendv(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
         return -ESHUTDOWN;
     if (flow_out)
         *flow_out = 0;
-    if (dst->proto == TP_TCP && dst->flow_id && tp->relay &&
+    if (tp_proto_stream(dst->proto) && dst->flow_id && tp->relay &&
         tp_flow_worker(dst->flow_id) != tp->cfg.worker) {
         /* The flow lives on another worker (a connection stays on its
          * worker): hand the bytes over. If that fails (worker gone, inbox
@@ -1163,7 +1498,7 @@ tp_sendv(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
     }
     if (dst->proto == TP_UDP)
         rc = udp_send(tp, dst, parts, count, total);
-    else if (dst->proto == TP_TCP)
+    else if (tp_proto_stream(dst->proto))
         rc = tcp_send(tp, dst, parts, count, total, flow_out);
     else
         rc = -EPROTONOSUPPORT;
@@ -1221,7 +1556,7 @@ open_socket(struct tp *tp, const struct tp_listen_spec *spec, int *out_fd)
         rc = -errno;
         goto fail;
     }
-    if (spec->proto == TP_TCP && listen(fd, 511) < 0) {
+    if (spec->proto != TP_UDP && listen(fd, 511) < 0) {
         rc = -errno;
         goto fail;
     }
@@ -1245,9 +1580,20 @@ tp_listen(struct tp *tp, const struct tp_listen_spec *spec, char *err,
         rc = -E2BIG;
         goto fail;
     }
-    if (spec->proto != TP_UDP && spec->proto != TP_TCP) {
+    if (spec->proto != TP_UDP && spec->proto != TP_TCP &&
+        spec->proto != TP_TLS) {
         rc = -EPROTONOSUPPORT;
         goto fail;
+    }
+    if (spec->proto == TP_TLS && !tp->cfg.tls) {
+        if (err)
+            snprintf(err, errlen, "%s: no TLS certificate ([tls] cert_file)",
+                     what);
+        return -EPROTONOSUPPORT;
+    }
+    if (spec->proto == TP_TLS && !tp->tls_rbuf) {
+        tp->tls_rbuf = xmalloc(TLS_RBUF_LEN);
+        tp->tls_plain = xmalloc(SIP_MAX_MSG_LEN);
     }
     rc = open_socket(tp, spec, &fd);
     if (rc < 0)
@@ -1356,7 +1702,7 @@ tp_post_send(struct tp *target, const struct tp_dest *dst,
         total += parts[i].len;
     if (total > SIP_MAX_MSG_LEN)
         return -EMSGSIZE;
-    if (dst->proto != TP_TCP ||
+    if (!tp_proto_stream(dst->proto) ||
         tp_flow_worker(dst->flow_id) != target->cfg.worker)
         return -EINVAL;
     it = xcalloc(1, sizeof(*it) + total);
@@ -1443,6 +1789,8 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     tp->bucket_mask = nb - 1;
     arena_init(&tp->arena, SIP_MSG_ARENA_CAP);
     tp->udp_buf = xmalloc(SIP_MAX_MSG_LEN + 1);
+    /* One message's records plus a handshake flight. */
+    buf_init(&tp->tls_out, 2 * SIP_MAX_MSG_LEN + 16384);
     tq_init(&tp->tq);
     tq_fifo_init(&tp->tq, &tp->idle_fifo, cfg->idle_timeout_ms);
     tq_fifo_init(&tp->tq, &tp->connect_fifo, cfg->connect_timeout_ms);

@@ -1,6 +1,8 @@
 /*
- * transport/tp: SIP over UDP and TCP on one libuv loop (one struct tp per
- * worker thread).
+ * transport/tp: SIP over UDP, TCP and TLS on one libuv loop (one struct tp
+ * per worker thread). A TLS connection is a TCP connection with an SSL
+ * object (tp_tls.c): the same framing, flows, limits and deadlines; we
+ * accept TLS connections but never open one.
  *
  * A worker is a thread + uv_loop + one struct tp + one struct txn_table.
  * The tp owns the worker's sockets (its own UDP socket per listener, opened
@@ -83,10 +85,17 @@
 enum tp_proto {
     TP_UDP = 1,
     TP_TCP = 2,
-    /* TP_TLS = 3: not implemented yet */
+    TP_TLS = 3, /* TCP + TLS (tp_tls.c); a flow like TCP */
 };
 
-/* "udp" / "tcp". */
+/* Reliable, connection-oriented: TCP or TLS. */
+static inline bool
+tp_proto_stream(enum tp_proto p)
+{
+    return p == TP_TCP || p == TP_TLS;
+}
+
+/* "udp" / "tcp" / "tls". */
 const char *tp_proto_name(enum tp_proto p);
 
 /* A socket address, IPv4 or IPv6. len is 0 when unset. */
@@ -122,7 +131,7 @@ struct tp_listen_spec {
 };
 
 /* Parse a listen spec string: space-separated "proto:host:port" items, e.g.
- * "udp:0.0.0.0:5060 tcp:[::1]:5060"; proto is udp or tcp; port 0 means
+ * "udp:0.0.0.0:5060 tcp:[::1]:5060"; proto is udp, tcp or tls; port 0 means
  * ephemeral. Fills out[0..*count). Returns 0; -EINVAL with a message in err
  * (may be NULL) for bad syntax; -E2BIG if more than cap items. */
 int tp_listen_spec_parse(const char *spec, struct tp_listen_spec *out,
@@ -136,7 +145,7 @@ struct tp_src {
     enum tp_proto proto;
     struct tp_addr local;  /* our address it arrived on */
     struct tp_addr remote; /* the packet's source (for received/rport) */
-    uint64_t flow_id;      /* TCP connection; 0 for UDP */
+    uint64_t flow_id;      /* TCP/TLS connection; 0 for UDP */
     int listener;          /* index of the listener (UDP socket or TCP
                               listener that accepted); -1 for outbound
                               connections we opened */
@@ -158,6 +167,7 @@ struct tp_rx {
 };
 
 struct tp;
+struct tp_tls; /* TLS contexts, shared by the workers (tp_tls.c) */
 
 /* Receive callback: one per tp. It may send, close flows, even call
  * tp_free() (the tp re-checks after every callback). */
@@ -184,6 +194,8 @@ struct tp_cfg {
     int udp_rcvbuf;              /* SO_RCVBUF to ask for; default 4 MiB */
     size_t max_write_queue;      /* bytes queued per connection; def 1 MiB */
     uint32_t connect_timeout_ms; /* outbound TCP connect; default 10 s */
+    struct tp_tls *tls;          /* borrowed, outlives the tp; NULL = no
+                                    TLS listeners (tls: items fail) */
     tp_recv_cb *on_recv;         /* required */
     tp_flow_cb *on_flow_closed;
     void *arg; /* passed to both callbacks */
@@ -217,7 +229,10 @@ int tp_listener(const struct tp *tp, size_t i, struct tp_listen_spec *out);
 struct tp_dest {
     enum tp_proto proto;
     struct tp_addr addr; /* UDP: destination; TCP: where to connect if
-                            flow_id is not alive (len 0: do not connect) */
+                            flow_id is not alive (len 0: do not connect);
+                            TLS: never connected to (we do not open TLS
+                            connections; a TLS peer is reached only over
+                            a flow it opened) */
     uint64_t flow_id;    /* TCP: preferred connection; 0 = by addr */
     int listener;        /* UDP: send from this listener's socket; -1 =
                             the first UDP listener of addr's family */
@@ -253,6 +268,12 @@ tp_send(struct tp *tp, const struct tp_dest *dst, struct slice data,
  * id of a flow that was closed (ids are not reused). A flow owned by
  * another worker is not visible here: see tp_flow_worker(). */
 bool tp_flow_alive(const struct tp *tp, uint64_t flow_id);
+/* Is this TCP/TLS flow open on any worker of the process? A process-wide
+ * table (one mutex, touched once per connection open and close) answers
+ * for flows of other workers too: a binding whose connection is gone is
+ * unreachable (the phone cannot accept connections), whichever worker
+ * asks. Any thread. */
+bool tp_flow_open(uint64_t flow_id);
 /* Worker index that owns a flow id. */
 static inline unsigned
 tp_flow_worker(uint64_t flow_id)
@@ -294,9 +315,20 @@ void tp_set_relay(struct tp *tp, tp_relay_cb *cb, void *arg);
 int tp_post_send(struct tp *target, const struct tp_dest *dst,
                  const struct slice *parts, size_t count);
 
-/* The worker's timer queue (one uv_timer behind it) and its clock. */
+/* The worker's timer queue (one uv_timer behind it) and its clock:
+ * monotonic ms, the loop's uv_now() unless a test set its own clock. */
 struct tq *tp_tq(struct tp *tp);
 uint64_t tp_now_ms(const struct tp *tp);
+
+/* Test hook: replace the clock behind tp_now_ms() and the timer queue by
+ * now(arg), which must return monotonic ms; NULL restores uv_now(). A unit
+ * test drives timers (transaction timers A to M, TCP idle and connect)
+ * with fake time this way: it advances its clock and fires what is due
+ * with tq_run(tp_tq(tp), tp_now_ms(tp), 0). The uv_timer still wakes the
+ * loop, but fires nothing the fake clock has not reached. Set it before
+ * any timer is armed (right after tp_new). Worker thread. */
+typedef uint64_t tp_clock_fn(void *arg);
+void tp_set_clock(struct tp *tp, tp_clock_fn *now, void *arg);
 uv_loop_t *tp_loop(const struct tp *tp);
 unsigned tp_worker(const struct tp *tp);
 
@@ -317,6 +349,8 @@ struct tp_stats {
     uint64_t conns_accepted, conns_rejected, conns_closed_garbage;
     uint64_t conns_rejected_source, conns_closed_slow;
     uint64_t pings_answered, stun_answered;
+    uint64_t tls_handshakes, tls_failed; /* accepted TLS connections whose
+                                            handshake completed / failed */
 };
 void tp_stats_get(const struct tp *tp, struct tp_stats *out);
 
@@ -324,6 +358,41 @@ void tp_stats_get(const struct tp *tp, struct tp_stats *out);
  * IPv6 /64; the port is ignored), over every worker of the process: the
  * count max_per_source caps. Any thread. */
 size_t tp_source_conns(const struct tp_addr *a);
+
+/* ---- TLS (tp_tls.c) ------------------------------------------------------
+ *
+ * One struct tp_tls per process holds the server SSL_CTX built from the
+ * [tls] section; every worker's tp borrows it (tp_cfg.tls) and takes a
+ * reference to the current context for each accepted connection, so a
+ * reload swaps the context for new connections while open ones keep the
+ * one they started with (OpenSSL counts the references).
+ */
+
+/* [tls] section (option table in tp_tls.c). */
+struct tp_tls_cfg {
+    char *cert_file; /* PEM chain, leaf first */
+    char *key_file;  /* PEM private key */
+    char *ca_file;   /* "" = no client certificates asked */
+    int min_version; /* 0 = TLS 1.2, 1 = TLS 1.3 */
+    char *ciphers;   /* OpenSSL cipher list for TLS 1.2 */
+};
+struct cfg_section;
+extern const struct cfg_section tp_tls_cfg_section;
+
+/* Load cfg's files into a new context holder. cfg is copied. Returns 0
+ * and *out (owned; tp_tls_free), or -EINVAL / -ENOENT with "file: reason"
+ * in err. Any thread, at start-up. */
+int tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,
+               size_t errlen);
+/* Read the certificate, key (and CA) files again into a new context and
+ * make it the one new connections get; open connections keep theirs. On a
+ * bad file returns -EINVAL with the reason in err and the old context
+ * stays. Any thread (SIGHUP handler on the main loop). */
+int tp_tls_reload(struct tp_tls *t, char *err, size_t errlen);
+/* NULL ok. After every tp using it is freed. */
+void tp_tls_free(struct tp_tls *t);
+/* Reloads that succeeded since tp_tls_new (for logs and tests). */
+unsigned tp_tls_generation(const struct tp_tls *t);
 
 /* ---- STUN (RFC 5389) ---------------------------------------------------- */
 

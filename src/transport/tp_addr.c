@@ -18,6 +18,8 @@ tp_proto_name(enum tp_proto p)
         return "udp";
     case TP_TCP:
         return "tcp";
+    case TP_TLS:
+        return "tls";
     }
     return "?";
 }
@@ -177,11 +179,14 @@ tp_listen_spec_parse(const char *spec, struct tp_listen_spec *out, size_t cap,
         else if (item.len > 4 &&
                  slice_eq_nocase_cstr(slice_make(item.ptr, 4), "tcp:"))
             s.proto = TP_TCP;
+        else if (item.len > 4 &&
+                 slice_eq_nocase_cstr(slice_make(item.ptr, 4), "tls:"))
+            s.proto = TP_TLS;
         else {
             if (err)
                 snprintf(err, errlen,
-                         "'" SLICE_FMT "': expected udp:HOST:PORT or "
-                         "tcp:HOST:PORT",
+                         "'" SLICE_FMT "': expected udp:HOST:PORT, "
+                         "tcp:HOST:PORT or tls:HOST:PORT",
                          SLICE_ARG(item));
             return -EINVAL;
         }

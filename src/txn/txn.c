@@ -69,7 +69,8 @@ struct txn {
     struct tq_entry trying;
     uint64_t interval_ms; /* current A/E/G interval */
     bool reliable;
-    bool rfc2543; /* server request without the magic cookie */
+    bool rfc2543;    /* server request without the magic cookie */
+    bool fill_rport; /* server: the top Via asked for rport (RFC 3581) */
 
     char *req_bytes; /* NULL once compacted */
     size_t req_len;
@@ -384,7 +385,7 @@ send_bytes(struct txn *t, const char *p, size_t len)
     uint64_t flow = 0;
     int rc = tp_send(t->tt->tp, &t->dst, slice_make(p, len), &flow);
 
-    if (rc == 0 && t->dst.proto == TP_TCP && flow != 0) {
+    if (rc == 0 && tp_proto_stream(t->dst.proto) && flow != 0) {
         /* Stick to the flow we used (retransmissions, ACK, CANCEL). */
         t->dst.flow_id = flow;
         if (!is_server(t))
@@ -798,7 +799,24 @@ txn_respond(struct txn *t, int status, struct slice bytes)
     }
     tq_cancel(&t->trying);
     t->status = status;
-    set_out(t, bytes);
+    if (t->fill_rport) {
+        /* RFC 3581 §4: received and rport of the request's source, on
+         * every transport (over TCP/TLS a phone such as liblinphone takes
+         * its own port from it for its Contact). */
+        char host[TP_ADDRSTRLEN], app[TP_ADDRSTRLEN + 32];
+        struct buf b;
+        snprintf(app, sizeof(app), ";received=%s;rport=%u",
+                 tp_addr_host(&t->src.remote, host, sizeof(host)),
+                 (unsigned)tp_addr_port(&t->src.remote));
+        buf_init(&b, SIP_MAX_MSG_LEN);
+        if (sip_build_via_append(&b, bytes, slice_cstr(app)) == 0)
+            set_out(t, buf_slice(&b));
+        else
+            set_out(t, bytes);
+        buf_fini(&b);
+    } else {
+        set_out(t, bytes);
+    }
     rc = resend_out(t);
     if (rc < 0)
         log_info(ROOM, "response %d not sent: %s", status, strerror(-rc));
@@ -891,6 +909,8 @@ server_new(struct txn_table *tt, const struct tp_rx *rx)
     t->rfc2543 = !has_cookie(t->branch);
     t->src = rx->src;
     t->reliable = rx->src.proto != TP_UDP;
+    t->fill_rport = rx->msg->via.rport && rx->msg->via.rport_value == 0 &&
+                    rx->src.remote.len > 0;
     tp_dest_reply(&rx->src, &t->dst);
     if (t->reliable) {
         /* If the connection is gone, connect to the received IP and the
@@ -993,6 +1013,17 @@ txn_recv(struct txn_table *tt, const struct tp_rx *rx)
     /* The TU gets the stored copy so pointers it keeps stay valid. */
     tt->cfg.on_request(tt, t, t->req, &rx->src, tt->cfg.arg);
     return 0;
+}
+
+bool
+txn_server_matches(struct txn_table *tt, const struct sip_msg *m)
+{
+    if (!m->is_request)
+        return false;
+    return server_find(tt, m,
+                       m->method == SIP_METHOD_ACK
+                           ? SLICE_LIT("INVITE")
+                           : m->cseq.method_name) != NULL;
 }
 
 void

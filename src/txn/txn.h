@@ -155,6 +155,10 @@ int txn_recv(struct txn_table *tt, const struct tp_rx *rx);
  * transactions waiting for a final response on it get
  * TXN_EV_TRANSPORT_ERROR and terminate. */
 void txn_flow_closed(struct txn_table *tt, uint64_t flow_id);
+/* Does request m match a server transaction of this table (a
+ * retransmission, or the ACK of a non-2xx final we sent)? Such a request
+ * stays on this worker whatever the proxy would steer. Worker thread. */
+bool txn_server_matches(struct txn_table *tt, const struct sip_msg *m);
 
 /* New branch for a request this worker sends (see the file comment). out
  * has room for TXN_BRANCH_MAX bytes; NUL-terminated. */

@@ -252,18 +252,20 @@ on_grace(struct tq_entry *e)
     pthread_mutex_unlock(&w->lock);
 }
 
-/* Is the binding's TCP flow open? Called on the call's worker: only its
- * own flows are visible; a flow of another worker is taken as open (the
- * proxy reaches it there, or falls back to the Contact address). */
+/* Is the binding's TCP/TLS flow open? Called on the call's worker, about a
+ * flow of any worker: the process-wide table of open flows answers (a
+ * binding whose connection is gone is unreachable: push, product rule 3;
+ * the proxy does not ring it either, binding_reachable). A worker set up
+ * without a transport (tests, wake_worker_set_tq) counts every flow as
+ * open. */
 static bool
 flow_alive(const struct wake *w, unsigned worker, uint64_t flow_id)
 {
     if (!flow_id)
         return false;
-    if (worker >= TP_MAX_WORKERS || !w->workers[worker].tp ||
-        tp_flow_worker(flow_id) != worker)
+    if (worker >= TP_MAX_WORKERS || !w->workers[worker].tp)
         return true;
-    return tp_flow_alive(w->workers[worker].tp, flow_id);
+    return tp_flow_open(flow_id);
 }
 
 static bool

@@ -76,9 +76,9 @@ const struct proxy_observer *wake_observer(void);
 int wake_attach(struct wake *w, struct proxy_shared *sh);
 
 /* Worker idx's transport before it starts: its timer queue and clock for
- * the grace timers, its flows for "is this TCP binding alive". */
+ * the grace timers (flows are asked of tp_flow_open, any worker). */
 void wake_worker_set(struct wake *w, unsigned idx, struct tp *tp);
-/* Tests: a timer queue and clock without a transport (every TCP flow
+/* Tests: a timer queue and clock without a transport (every TCP/TLS flow
  * counts as open). */
 void wake_worker_set_tq(struct wake *w, unsigned idx, struct tq *tq,
                         uint64_t (*now_ms)(void *arg), void *now_arg);

@@ -21,10 +21,11 @@ def test_dashboard_in_chromium(start_pbx, tmp_path):
     node = shutil.which("node")
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not node or not os.path.exists(chromium):
-        pytest.skip("node or chromium missing (scripts/install-deps)")
+        pytest.fail("node or chromium missing (scripts/install-deps)")
     if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules",
                                       "playwright-core")):
-        pytest.skip("playwright-core missing (scripts/install-deps)")
+        pytest.fail("playwright-core missing in %s (scripts/install-deps: "
+                    "npm ci)" % BROWSER_DIR)
     pbx = admin_pbx(start_pbx, tmp_path)
     shots = tmp_path / "shots"
     shots.mkdir()

@@ -67,13 +67,14 @@ def test_sigterm_answers_ringing_calls(env, sipps, tmp_path):
     pn = ("apns", apns_token(), VOIP)
     sipps(pbx, "wake_background.xml", keys=pn_keys("100", pn),
           auth=("100", "pw100")).expect(0)
-    # 102 is a phone that rings and never answers.
+    # 102 is a phone that rings and never answers: its answering SIPp
+    # listens first (sipps returns once it holds its port), then another
+    # SIPp run registers a Contact naming that port ([cport]).
     csv = user_csv(tmp_path, "102")
-    port = conftest.free_port()
-    sipps(pbx, "call_register.xml", port=port,
-          extra=["-inf", csv]).expect(0)
-    callee = sipps(pbx, "call_uas_ring_cancel.xml", port=port, timeout=20,
+    callee = sipps(pbx, "call_uas_ring_cancel.xml", timeout=20,
                    extra=["-inf", csv])
+    sipps(pbx, "call_register.xml", keys={"cport": str(callee.port)},
+          extra=["-inf", csv]).expect(0)
 
     held = sipps(pbx, "shutdown_uac.xml", keys={"caller": "101",
                                                 "callee": "100"},

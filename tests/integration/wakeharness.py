@@ -257,9 +257,17 @@ password = pw109
 """
 
 
+def require_pushsim():
+    """Fail (never skip) when the pushsim binary is missing."""
+    if not os.path.exists(PUSHSIM):
+        pytest.fail("pushsim not built: %r (build the pushsim target, or "
+                    "set PUSHSIM)" % PUSHSIM)
+
+
 @pytest.fixture
 def env(keys, tmp_path):
     """env(apns=True, fcm=True, max100=1) -> (pbx, sim)."""
+    require_pushsim()
     made = []
 
     def make(apns=True, fcm=True, max100=1, workers=2):
@@ -659,6 +667,25 @@ def wait_until(pred, timeout):
     return pred()
 
 
+def push_barrier(pbx, sim, phones, provider):
+    """A barrier for "no push was sent" (instead of a sleep): pushes go out
+    from the daemon's one push thread in the order they were queued, so
+    once a push queued now has reached pushsim, any push queued before it
+    has too. Backgrounds a device of extension 102 with a fresh token of
+    provider, calls it from 101, waits for its call push, cancels and waits
+    for its missed-call push; returns that token."""
+    pn = (("apns", apns_token(), VOIP) if provider == "apns"
+          else ("fcm", fcm_token(), PROJECT))
+    dev, caller = phones(pbx, "102"), phones(pbx, "101")
+    background(dev, pn)
+    call = caller.invite("102")
+    sim.wait_push(pn[1])
+    caller.cancel(call)
+    assert caller.wait_final(call, 5)["status"] == 487
+    sim.wait_push(pn[1], kind="missed")
+    return pn[1]
+
+
 def wake_and_answer(sim, dev, pn, kind="call", instance=None):
     """The harness plays the phone: on the push, register and answer."""
     sim.wait_push(pn[1], kind=kind)
@@ -707,30 +734,49 @@ class Sipp:
                  timeout=10, timeout_error=True, extra=()):
         exe = shutil.which("sipp")
         if not exe:
-            pytest.skip("sipp not installed")
+            pytest.fail("sipp not installed (scripts/install-deps)")
         self.dir = d
         d.mkdir()
         self.scenario = scenario
-        self.port = port or conftest.free_port()
         self.timeout = timeout
-        cmd = [exe, "%s:%d" % pbx.udp,
-               "-sf", os.path.join(SIPP_DIR, scenario),
-               "-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1",
-               "-p", str(self.port), "-cp", str(conftest.free_port()),
-               "-mp", str(conftest.free_port(pair=True)),
-               "-m", "1", "-timeout", "%ds" % timeout, "-nostdin",
-               "-trace_err", "-trace_msg"]
-        if timeout_error:
-            cmd.append("-timeout_error")
-        for k, v in (keys or {}).items():
-            cmd += ["-key", k, v]
-        if auth:
-            cmd += ["-au", auth[0], "-ap", auth[1]]
-        cmd += list(extra)
-        self.screen = open(d / "screen.txt", "wb")
-        self.proc = subprocess.Popen(cmd, cwd=str(d), stdin=subprocess.DEVNULL,
-                                     stdout=self.screen,
-                                     stderr=subprocess.STDOUT)
+        # A port found free may be taken by another process before SIPp
+        # binds it (parallel tests): SIPp exits 254 at once, and starts
+        # again with fresh ports (a given port is kept). Returns once SIPp
+        # holds its sockets (an answering scenario is then listening) or
+        # has ended.
+        for _ in range(5):
+            self.port = port or conftest.free_port()
+            media = conftest.free_port(pair=True)
+            cmd = [exe, "%s:%d" % pbx.udp,
+                   "-sf", os.path.join(SIPP_DIR, scenario),
+                   "-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1",
+                   "-p", str(self.port), "-cp", str(conftest.free_port()),
+                   "-mp", str(media),
+                   "-m", "1", "-timeout", "%ds" % timeout, "-nostdin",
+                   "-trace_err", "-trace_msg"]
+            if timeout_error:
+                cmd.append("-timeout_error")
+            for k, v in (keys or {}).items():
+                cmd += ["-key", k, v]
+            if auth:
+                cmd += ["-au", auth[0], "-ap", auth[1]]
+            cmd += list(extra)
+            self.screen = open(d / "screen.txt", "wb")
+            self.proc = subprocess.Popen(cmd, cwd=str(d),
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=self.screen,
+                                         stderr=subprocess.STDOUT)
+            socks = [(self.port, False), (media, False), (media + 2, False)]
+            deadline = time.monotonic() + 10
+            while (self.proc.poll() is None and
+                   not conftest.sipp_bound(self.proc.pid, socks)):
+                assert time.monotonic() < deadline, self.report()
+                time.sleep(0.01)
+            if self.proc.poll() is None or not conftest.sipp_bind_failed(
+                    self.proc.returncode,
+                    (d / "screen.txt").read_text(errors="replace")):
+                break
+            self.screen.close()
 
     def wait(self, timeout=None):
         """SIPp's exit code (0: the scenario passed); kills it and fails

@@ -1,7 +1,8 @@
 /*
  * admin_util_test: bearer check, extension numbers, token redaction, random
  * tokens, QR encoders (PNG structure and CRCs, SVG shape) and the
- * provisioning table (put/get/replace/delete, survives reopening).
+ * provisioning table (put/get/replace/delete, survives reopening: its rows
+ * live in the store's database).
  */
 #include <setjmp.h>
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include "admin/admin.h"
 #include "admin/admin_int.h"
+#include "store/store.h"
 
 static void
 test_bearer(void **state)
@@ -150,15 +152,19 @@ test_qr_svg(void **state)
 static void
 test_prov_table(void **state)
 {
-    char path[] = "/tmp/admin_prov_testXXXXXX";
-    int fd = mkstemp(path);
+    char dir[] = "/tmp/admin_prov_testXXXXXX";
+    char path[64], legacy[64];
     struct admin_prov *p;
     struct admin_prov_row row = {.created_at = 42}, got;
     char err[256];
+    struct store *st;
 
-    assert_true(fd >= 0);
-    close(fd);
-    assert_int_equal(admin_prov_open(path, &p, err, sizeof(err)), 0);
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/pbx.db", dir);
+    snprintf(legacy, sizeof(legacy), "%s/admin.db", dir); /* absent */
+    struct store_cfg sc = {.path = path, .flush_ms = 1000, .max_queue = 1000};
+    assert_int_equal(store_open(&sc, &st, err, sizeof(err)), 0);
+    assert_int_equal(admin_prov_open(st, legacy, &p, err, sizeof(err)), 0);
     assert_int_equal(admin_prov_by_ext(p, "100", &got), -ENOENT);
     snprintf(row.ext, sizeof(row.ext), "100");
     snprintf(row.token, sizeof(row.token), "%032d", 1);
@@ -174,15 +180,28 @@ test_prov_table(void **state)
     char old[33];
     snprintf(old, sizeof(old), "%032d", 1);
     assert_int_equal(admin_prov_by_token(p, old, &got), -ENOENT);
+    assert_int_equal(admin_prov_count_fetch(p, "100"), 0);
     admin_prov_close(p);
 
-    assert_int_equal(admin_prov_open(path, &p, err, sizeof(err)), 0);
+    /* Committed before each call returned (flush_ms is 1 s here, so a
+     * write-behind would not be on disk yet): a fresh index sees it. */
+    assert_int_equal(admin_prov_open(st, legacy, &p, err, sizeof(err)), 0);
     assert_int_equal(admin_prov_by_ext(p, "100", &got), 0);
     assert_string_equal(got.token, row.token);
+    assert_int_equal(got.fetches, 1);
     assert_int_equal(admin_prov_del(p, "100"), 0);
     assert_int_equal(admin_prov_del(p, "100"), -ENOENT);
     admin_prov_close(p);
-    unlink(path);
+    assert_int_equal(admin_prov_open(st, legacy, &p, err, sizeof(err)), 0);
+    assert_int_equal(admin_prov_by_ext(p, "100", &got), -ENOENT);
+    admin_prov_close(p);
+    store_close(st);
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(legacy, sizeof(legacy), "%s%s", path, sfx[i]);
+        unlink(legacy);
+    }
+    rmdir(dir);
 }
 
 int

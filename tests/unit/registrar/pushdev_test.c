@@ -5,9 +5,19 @@
  * REGISTER text parsed by sip_msg_parse, answered by reg_handle, the
  * answer parsed again, and the table inspected (the same harness as
  * tests/unit/registrar/reg_test.c, in reg_harness.h).
+ *
+ * test_locked_database: another process holds the database's write lock
+ * (BEGIN IMMEDIATE from python3's sqlite3 module, the kind of thing an
+ * operator's sqlite3 shell does); a put must give up after its commit
+ * timeout with a clear error, and lookups on other threads must answer at
+ * once meanwhile ([wake-room] item 2: the table mutex is never held
+ * across a wait for the disk).
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include "reg_harness.h"
 
@@ -42,6 +52,96 @@ dev(const char *ext, const char *prov, const char *prid, const char *param,
     snprintf(d.param, sizeof(d.param), "%s", param);
     snprintf(d.instance, sizeof(d.instance), "%s", inst);
     return d;
+}
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Another process holding BEGIN IMMEDIATE on path until lock_release. */
+struct locker {
+    pid_t pid;
+    int to_child, from_child;
+};
+
+static void
+lock_db(struct locker *l, const char *path)
+{
+    static const char script[] =
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+        "c.execute('ROLLBACK')\n";
+    int in[2], out[2];
+
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(out), 0);
+    l->pid = fork();
+    assert_true(l->pid >= 0);
+    if (l->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        execlp("python3", "python3", "-c", script, path, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    l->to_child = in[1];
+    l->from_child = out[0];
+    /* Until the newline: a pipe may deliver the line in pieces. */
+    char line[16] = "";
+    ssize_t n = 0, got;
+    while (n < (ssize_t)sizeof(line) - 1 && !memchr(line, '\n', (size_t)n)) {
+        got = read(l->from_child, line + n, sizeof(line) - 1 - (size_t)n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        n += got;
+    }
+    if (n != 7 || strncmp(line, "locked\n", 7) != 0)
+        fail_msg("python3 could not lock %s: read %zd (%s) \"%s\" (python3 "
+                 "with sqlite3 is a prerequisite of this test)",
+                 path, n, n < 0 ? strerror(errno) : "", line);
+}
+
+static void
+lock_release(struct locker *l)
+{
+    int status;
+    close(l->to_child);
+    close(l->from_child);
+    assert_int_equal(waitpid(l->pid, &status, 0), l->pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+struct putter {
+    struct pushdev_table *pd;
+    struct pushdev d;
+    int rc;
+    int64_t took_ms;
+    volatile bool done;
+};
+
+static void *
+put_thread(void *arg)
+{
+    struct putter *p = arg;
+    int64_t t0 = mono_ms();
+    p->rc = pushdev_put(p->pd, &p->d, 1, NULL);
+    p->took_ms = mono_ms() - t0;
+    __atomic_store_n(&p->done, true, __ATOMIC_RELEASE);
+    return NULL;
 }
 
 static void
@@ -206,7 +306,7 @@ test_register_push(void **state)
     /* Durable at once (no write-behind): a fresh table sees it. */
     struct pushdev_table *again;
     struct pushdev_opts o = {
-        .db_path = t->path, .clock_ms = fake_clock, .clock_arg = t};
+        .store = t->st, .clock_ms = fake_clock, .clock_arg = t};
     char err[256];
     assert_int_equal(pushdev_open(&o, &again, err, sizeof(err)), 0);
     assert_int_equal(pushdev_count(again), 1);
@@ -324,6 +424,99 @@ test_register_max_devices(void **state)
     assert_int_equal(pushdev_find_ext(t->pd, "101", out, 4), 2);
 }
 
+#define LOCKED_TIMEOUT_MS 400
+
+/* Replace the fixture's table by one with a short commit timeout, wired
+ * into the registrar. */
+static void
+reopen_pd_short(struct t *t)
+{
+    pushdev_close(t->pd);
+    struct pushdev_opts o = {.store = t->st,
+                             .idle_expiry_s = 86400,
+                             .commit_timeout_ms = LOCKED_TIMEOUT_MS,
+                             .clock_ms = fake_clock,
+                             .clock_arg = t};
+    char err[256];
+    assert_int_equal(pushdev_open(&o, &t->pd, err, sizeof(err)), 0);
+    struct reg_push_opts po = {.table = t->pd,
+                               .apns = true,
+                               .fcm = true,
+                               .push_enabled = push_enabled};
+    reg_set_push(t->r, &po);
+}
+
+static void
+test_locked_database(void **state)
+{
+    struct t *t = *state;
+    struct pushdev out[4];
+    struct locker l;
+
+    reopen_pd_short(t);
+    struct pushdev d101 = dev("101", "apns", APNS_TOK, "T.com.ex", "");
+    assert_int_equal(pushdev_put(t->pd, &d101, 2, NULL), 0);
+    assert_int_equal(store_sync(t->st), 0); /* the writer is idle */
+
+    lock_db(&l, t->path);
+    struct putter p = {.pd = t->pd,
+                       .d = dev("100", "fcm", FCM_TOK, "proj", "urn:uuid:9")};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, put_thread, &p), 0);
+    /* While the put waits, lookups (an INVITE to a push extension on
+     * another worker) answer at once, every time. */
+    int64_t worst_ms = 0;
+    unsigned lookups = 0;
+    while (!__atomic_load_n(&p.done, __ATOMIC_ACQUIRE)) {
+        int64_t t0 = mono_ms();
+        size_t n = pushdev_find_ext(t->pd, "101", out, 4);
+        int64_t took = mono_ms() - t0;
+        assert_int_equal(n, 1);
+        assert_string_equal(out[0].prid, APNS_TOK);
+        if (took > worst_ms)
+            worst_ms = took;
+        lookups++;
+    }
+    pthread_join(th, NULL);
+    fprintf(stderr, "locked put: rc=%d after %lld ms; %u lookups meanwhile, "
+                    "slowest %lld ms\n",
+            p.rc, (long long)p.took_ms, lookups, (long long)worst_ms);
+    assert_true(worst_ms < LOCKED_TIMEOUT_MS / 2);
+    /* The put gave up after its own timeout, with a clear error. */
+    assert_int_equal(p.rc, -ETIMEDOUT);
+    assert_true(p.took_ms >= LOCKED_TIMEOUT_MS - 10);
+    assert_true(p.took_ms < LOCKED_TIMEOUT_MS + 1000);
+    /* A push REGISTER meanwhile: 500 within the timeout, not a hang. */
+    int64_t t0 = mono_ms();
+    assert_int_equal(
+        register_ok(t, (struct req){.to_user = "102",
+                                    .contacts =
+                                        "Contact: <sip:102@192.0.2.7:5062;"
+                                        "pn-provider=apns;pn-prid=" APNS_TOK2
+                                        ";pn-param=T.com.ex>\r\n"}),
+        200); /* 102 has push disabled by policy: no device, no wait */
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = PN_APNS, .call_id = "cid-l"}),
+        500);
+    assert_true(mono_ms() - t0 < LOCKED_TIMEOUT_MS + 1000);
+    lock_release(&l);
+
+    /* The unsynced device is written again by the next put even though
+     * nothing changed (no refresh shortcut), and is then on disk. */
+    assert_int_equal(pushdev_put(t->pd, &p.d, 1, NULL), 0);
+    assert_int_equal(register_ok(t, (struct req){.contacts = PN_APNS,
+                                                 .call_id = "cid-l"}),
+                     200);
+    pushdev_close(t->pd);
+    open_pd(t);
+    reg_set_push(t->r, &(struct reg_push_opts){.table = t->pd,
+                                                .apns = true,
+                                                .fcm = true,
+                                                .push_enabled = push_enabled});
+    assert_true(pushdev_match(t->pd, "100", "apns", APNS_TOK, NULL, &out[0]));
+    assert_int_equal(pushdev_find_ext(t->pd, "101", out, 4), 0);
+}
+
 int
 main(void)
 {
@@ -338,6 +531,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_register_max_devices, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_locked_database, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,7 @@ push_enabled(const char *ext, void *arg)
 static inline void
 open_pd(struct t *t)
 {
-    struct pushdev_opts o = {.db_path = t->path,
+    struct pushdev_opts o = {.store = t->st,
                              .idle_expiry_s = 86400,
                              .clock_ms = fake_clock,
                              .clock_arg = t};

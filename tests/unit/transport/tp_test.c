@@ -227,8 +227,14 @@ test_spec_parse(void **state)
                         "udp:0.0.0.0:5060");
     assert_int_equal(
         tp_listen_spec_parse("tls:1.2.3.4:5061", sp, 4, &n, err, sizeof(err)),
+        0);
+    assert_int_equal(sp[0].proto, TP_TLS);
+    assert_string_equal(tp_listen_spec_format(&sp[0], buf, sizeof(buf)),
+                        "tls:1.2.3.4:5061");
+    assert_int_equal(
+        tp_listen_spec_parse("sctp:1.2.3.4:5061", sp, 4, &n, err, sizeof(err)),
         -EINVAL);
-    assert_non_null(strstr(err, "tls:1.2.3.4:5061"));
+    assert_non_null(strstr(err, "sctp:1.2.3.4:5061"));
     assert_int_equal(
         tp_listen_spec_parse("udp:1.2.3.4", sp, 4, &n, err, sizeof(err)),
         -EINVAL);
