@@ -125,6 +125,13 @@ die(const char *fmt, ...)
     exit(2);
 }
 
+/* A decimal number at the start of s (0 when none). */
+static unsigned long
+num(const char *s)
+{
+    return strtoul(s, NULL, 10);
+}
+
 static uint64_t
 now_us(void)
 {
@@ -311,7 +318,7 @@ on_response(struct conn *c, const char *msg, size_t len)
         conn_close(c, true);
         return;
     }
-    code = atoi(msg + 8);
+    code = (int)num(msg + 8);
     if (code < 200)
         return; /* provisional: wait on */
     if (measuring)
@@ -623,7 +630,7 @@ pss_kib(pid_t pid)
             continue;
         while (fgets(line, sizeof(line), f))
             if (strncmp(line, "Pss:", 4) == 0)
-                total += atol(line + 4);
+                total += strtol(line + 4, NULL, 10);
         fclose(f);
     }
     return total;
@@ -654,11 +661,21 @@ cpu_ticks(pid_t pid)
         if (fgets(buf, sizeof(buf), f)) {
             char *p = strrchr(buf, ')');
             unsigned long long ut = 0, stt = 0;
-            /* fields after the command: state(3) ... utime(14) stime(15) */
-            if (p && sscanf(p + 2,
-                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
-                            "%llu %llu",
-                            &ut, &stt) == 2)
+            /* after ") ": state, then fields 4..13, utime(14) stime(15) */
+            if (p) {
+                char *q = p + 2;
+                for (int f = 3; f < 14 && q; f++) {
+                    q = strchr(q, ' ');
+                    if (q)
+                        q++;
+                }
+                if (q) {
+                    char *e;
+                    ut = strtoull(q, &e, 10);
+                    stt = strtoull(e, NULL, 10);
+                }
+            }
+            if (p)
                 total += ut + stt;
         }
         fclose(f);
@@ -718,20 +735,20 @@ main(int argc, char **argv)
             opt.target.sin_family = AF_INET;
             if (inet_pton(AF_INET, optarg, &opt.target.sin_addr) != 1)
                 usage();
-            opt.target.sin_port = htons((uint16_t)atoi(colon + 1));
+            opt.target.sin_port = htons((uint16_t)num(colon + 1));
             break;
-        case 'c': opt.conns = (unsigned)atoi(optarg); break;
-        case 'd': opt.duration = (unsigned)atoi(optarg); break;
-        case 'P': opt.procs = (unsigned)atoi(optarg); break;
-        case 's': opt.sources = (unsigned)atoi(optarg); break;
-        case 'u': opt.user_first = (unsigned)atoi(optarg); break;
-        case 'n': opt.user_count = (unsigned)atoi(optarg); break;
+        case 'c': opt.conns = (unsigned)num(optarg); break;
+        case 'd': opt.duration = (unsigned)num(optarg); break;
+        case 'P': opt.procs = (unsigned)num(optarg); break;
+        case 's': opt.sources = (unsigned)num(optarg); break;
+        case 'u': opt.user_first = (unsigned)num(optarg); break;
+        case 'n': opt.user_count = (unsigned)num(optarg); break;
         case 'w': opt.pw_prefix = optarg; break;
         case 'V': opt.tls_version = optarg; break;
-        case 'i': opt.inflight = (unsigned)atoi(optarg); break;
+        case 'i': opt.inflight = (unsigned)num(optarg); break;
         case 'p':
             if (opt.npids < 16)
-                opt.pids[opt.npids++] = atoi(optarg);
+                opt.pids[opt.npids++] = (pid_t)num(optarg);
             break;
         default: usage();
         }
