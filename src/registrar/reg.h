@@ -166,11 +166,45 @@ struct reg_src {
 
 /* Process one REGISTER and build the complete response into out (the
  * caller sends it back over src). Returns the status code put in the
- * response (200, 401, 403, 404, 400, 420, 423, 500), or -EINVAL if req is
- * not a REGISTER request, -EMSGSIZE if the response outgrew out's cap.
- * Any worker thread. */
+ * response (200, 401, 403, 404, 400, 420, 423, 500, 555), or -EINVAL if
+ * req is not a REGISTER request, -EMSGSIZE if the response outgrew out's
+ * cap. A push device is committed before the 200 is returned: this
+ * blocks for the store (pushdev_put), so it is for tests, benchmarks and
+ * threads that may wait; a SIP worker calls reg_handle_async. */
 int reg_handle(struct reg *r, const struct sip_msg *req,
                const struct reg_src *src, struct buf *out);
+
+/* reg_handle_async's "the 200 waits for a commit" (not a SIP status). */
+#define REG_PENDING 1
+
+/* The commit a pending REGISTER waits for is done: rc 0 (durable) or the
+ * store's error. Runs on the store's writer thread, or on the calling
+ * thread before reg_handle_async returns; no registrar lock held. It
+ * must only hand rc to the worker's loop (short, thread-safe). */
+typedef void reg_commit_cb(int rc, void *arg);
+
+/* reg_handle for a SIP worker, which must never wait for the store. Same
+ * results, plus REG_PENDING: the REGISTER is accepted (bindings updated,
+ * bind callback run) and its 200 is built in out, but it carries a push
+ * device (or Contact: * removing devices) whose commit is running; the
+ * 200 may only be sent once cb(rc, arg) (called exactly once, maybe
+ * before this returns, maybe on another thread) has reported and
+ * reg_handle_done(rc) said so. Until then the caller keeps the request's
+ * server transaction open (retransmissions absorbed, no second commit).
+ * cb is called only when REG_PENDING is returned. cb NULL: -EINVAL. Any
+ * worker thread. */
+int reg_handle_async(struct reg *r, const struct sip_msg *req,
+                     const struct reg_src *src, struct buf *out,
+                     reg_commit_cb *cb, void *arg);
+
+/* The answer of a REGISTER left pending, once its commit reported rc (or
+ * the caller stopped waiting: pass -ETIMEDOUT): 200 when rc is 0 (send
+ * the 200 built then; counted as accepted), else 500 "Push Device Not
+ * Stored" built from req into out (appended), so the phone registers
+ * again (the device stays unsynced: pushdev.h), or -EMSGSIZE. Worker
+ * thread. */
+int reg_handle_done(struct reg *r, int rc, const struct sip_msg *req,
+                    struct buf *out);
 
 /* A binding as the proxy and admin see it (copies). */
 struct reg_contact {
@@ -201,7 +235,9 @@ int reg_lookup(struct reg *r, struct slice ext, struct arena *a,
  * call): after a REGISTER was accepted, cb gets the extension and the
  * bindings that request added or refreshed (copies, valid during the
  * call; count > 0). Runs on the worker that handled the REGISTER, with no
- * registrar lock held, before the 200 OK is sent; cb may call reg_lookup.
+ * registrar lock held, before the 200 OK is sent (for a REGISTER left
+ * pending, before its push device's commit is known: the bindings are in
+ * memory either way); cb may call reg_lookup.
  * Set once before workers start (not synchronised). */
 typedef void reg_bind_cb(const char *ext, const struct reg_contact *contacts,
                          size_t count, void *arg);
@@ -211,8 +247,9 @@ void reg_set_bind_cb(struct reg *r, reg_bind_cb *cb, void *arg);
  * start (not synchronised). With a table set, a REGISTER whose Contact URI
  * carries pn-provider/pn-prid/pn-param is checked (400 with a reason for a
  * bad token or missing pn-param, 555 for a provider not served, both
- * before anything is stored), the push device is committed to the table
- * before the 200 is built, and the 200 carries Feature-Caps:
+ * before anything is stored), the push device is committed to the store
+ * before the 200 is sent (reg_handle_async: REG_PENDING until then), and
+ * the 200 carries Feature-Caps:
  * *;+sip.pns="<provider>". Expires: 0 keeps the device (background mode);
  * Contact: * removes the extension's devices too. An extension for which
  * push_enabled returns false registers without push: no device, no

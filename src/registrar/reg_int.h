@@ -202,10 +202,18 @@ struct reg_push_state {
 int reg_push_contact(struct reg *r, struct slice ext, const struct sip_uri *u,
                      struct slice instance, struct arena *a,
                      struct reg_push_state *ps, const char **why);
-/* After the bindings were updated: store or remove devices and append
- * Feature-Caps/Warning to hdrs. Returns 0 or 500 (device not stored). */
-int reg_push_commit(struct reg *r, struct slice ext, bool star,
-                    struct reg_push_state *ps, struct buf *hdrs);
+/* After the bindings were updated: append Feature-Caps (or the Warning
+ * of an extension without push) to hdrs. Returns 0 or -EMSGSIZE. */
+int reg_push_headers(struct reg *r, const struct reg_push_state *ps,
+                     struct buf *hdrs);
+/* Then store the device (or, star: remove the extension's devices).
+ * cb NULL: wait for the commit (pushdev_put); returns 0 or 500 (device
+ * not stored). cb set: never waits; returns 0 (nothing to commit), 500,
+ * or REG_PENDING and cb(rc, arg) reports the commit (pushdev_put_async:
+ * exactly once, maybe before this returns). */
+int reg_push_store(struct reg *r, struct slice ext, bool star,
+                   const struct reg_push_state *ps, reg_commit_cb *cb,
+                   void *arg);
 
 /* reg_auth.c */
 int reg_auth_init(struct reg *r);
