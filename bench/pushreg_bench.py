@@ -2,8 +2,10 @@
 """pushreg-bench: a push REGISTER's latency (REGISTER in -> 200 out) at a
 given rate, the [wake-room] item 2 figure: since the store owns every
 SQLite connection, a push device is committed by the store's writer before
-the 200 OK (store_commit) instead of by the SIP worker on a connection of
-its own.
+the 200 OK instead of by the SIP worker on a connection of its own. First
+the worker waited for that commit (store_commit); now it parks the
+REGISTER and answers when the writer reports (store_commit_async), so
+one slow commit no longer holds every request queued behind it.
 
 Starts pushsim (APNs emulator, only so that [apns] is configured: no push
 is sent) and pushpbx on 127.0.0.1, DEVICES extensions, and sends REGISTERs
