@@ -36,8 +36,10 @@
 /* What we serve today; grows as rooms land. */
 #define CORE_ALLOW                                                          \
     "OPTIONS, ACK, CANCEL, REGISTER, INVITE, BYE, UPDATE, INFO, MESSAGE"
-/* Option tags we implement (none yet). */
-#define CORE_SUPPORTED ""
+/* Option tags we implement: outbound (RFC 5626: the registrar answers an
+ * outbound REGISTER with Require: outbound and Flow-Timer, and requests to
+ * the phone go over its flow). */
+#define CORE_SUPPORTED "outbound"
 #define CORE_MAX_UNSUPPORTED 16
 
 static_assert(SIP_METHOD_PUBLISH + 1 == CORE_METHODS,

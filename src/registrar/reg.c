@@ -41,6 +41,8 @@ reg_cfg_defaults(struct reg_cfg *c)
         .algorithms = REG_ALGS_SHA256_MD5,
         .throttle_ipv6_prefix = 64,
         .throttle_table_size = 65536,
+        .flow_timer_s = 120,
+        .flow_timer_udp_s = 29,
     };
 }
 

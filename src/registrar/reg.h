@@ -88,6 +88,10 @@ struct reg_cfg {
     /* Sources tracked at most (0 = 65536); a blocked one is never evicted
      * before its block ends. */
     unsigned throttle_table_size;
+    /* RFC 5626 Flow-Timer in the 200 of an outbound REGISTER: seconds
+     * between the phone's keep-alives on TCP/TLS flows, and on UDP. */
+    unsigned flow_timer_s;
+    unsigned flow_timer_udp_s;
 };
 
 /* One [extension.NUMBER] section. */

@@ -118,6 +118,26 @@ static const struct cfg_option reg_options[] = {
              "is forgotten. If every entry is blocked, all other sources "
              "share one counter, and once it is blocked they all get 403 "
              "until that block ends."},
+    {.key = "flow_timer_s",
+     .type = CFG_UINT,
+     .min = 10,
+     .max = 3600,
+     .def = "120",
+     .offset = offsetof(struct reg_cfg, flow_timer_s),
+     .help = "Flow-Timer of the 200 OK to a REGISTER that asks for SIP "
+             "outbound (RFC 5626: Supported or Require outbound, a Contact "
+             "with reg-id and +sip.instance) over TCP or TLS: the phone "
+             "sends a CRLFCRLF keep-alive every 80-100 % of this many "
+             "seconds. Keep it below [sip] tcp_idle_timeout_s."},
+    {.key = "flow_timer_udp_s",
+     .type = CFG_UINT,
+     .min = 10,
+     .max = 3600,
+     .def = "29",
+     .offset = offsetof(struct reg_cfg, flow_timer_udp_s),
+     .help = "Flow-Timer for an outbound REGISTER over UDP: the interval "
+             "of the phone's STUN keep-alives (answered on the SIP port). "
+             "Short, because NATs forget UDP mappings after 30 s or so."},
     {.key = "digest_algorithms",
      .type = CFG_ENUM,
      .def = "sha256,md5",

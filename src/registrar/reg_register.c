@@ -5,7 +5,7 @@
  * Order of checks, and why:
  *  0. source blocked by the brute-force throttle → 403 (cheapest first; a
  *     scanner gets nothing else from us);
- *  1. Require → 420 (we support no extension in REGISTER);
+ *  1. Require → 420 unless every tag is "outbound" (RFC 5626);
  *  2. To must be a sip/sips URI with a user, for our domain (or a numeric
  *     IP: requests reach us by address) → 400 / 404;
  *  3. credentials: none or foreign realm → 401 (SHA-256 then MD5
@@ -18,7 +18,8 @@
  *  5. Contacts and expiry (400 on garbage, 423 below min_expires), then
  *     the binding update, atomically under the extension's shard lock:
  *     every CSeq check passes before anything changes;
- *  6. 200 with every current binding, its remaining expiry, and Date.
+ *  6. 200 with every current binding, its remaining expiry, and Date;
+ *     Require: outbound and Flow-Timer when the phone asked for outbound.
  * Authentication runs before the Contact checks so an unauthenticated
  * client learns nothing but "401".
  */
@@ -62,6 +63,31 @@ struct ctx {
     int64_t now;
     struct slice ext; /* unescaped To user (arena) */
 };
+
+/* RFC 5626 §5.2/§5.4: the REGISTER asks for outbound when it names the
+ * option tag (Supported or Require) and a Contact it binds carries
+ * +sip.instance and reg-id. We are the first hop only when it has a single
+ * Via; through another proxy (no Path support here) it gets a plain 200
+ * and the phone falls back to registering without outbound. */
+static bool
+wants_outbound(const struct sip_msg *m, const struct req_contact *v, size_t n)
+{
+    static const enum sip_hdr_id ids[] = {SIP_HDR_SUPPORTED, SIP_HDR_REQUIRE};
+    bool tag = false, flow = false;
+
+    if (m->via_count != 1)
+        return false;
+    for (size_t k = 0; k < 2 && !tag; k++) {
+        struct sip_hdr_iter it;
+        struct slice val;
+        sip_hdr_iter_init(&it, m, ids[k]);
+        while (!tag && sip_hdr_iter_next(&it, &val))
+            tag = slice_eq_nocase_cstr(val, "outbound");
+    }
+    for (size_t i = 0; i < n && !flow; i++)
+        flow = v[i].reg_id != 0 && v[i].expires > 0;
+    return tag && flow;
+}
 
 static int
 respond(struct ctx *c, int status, const char *reason)
@@ -487,6 +513,8 @@ handle(struct ctx *c)
     struct slice val;
     sip_hdr_iter_init(&it, m, SIP_HDR_REQUIRE);
     while (sip_hdr_iter_next(&it, &val)) {
+        if (slice_eq_nocase_cstr(val, "outbound"))
+            continue; /* RFC 5626: we are its registrar and edge proxy */
         if (c->extra.len == 0)
             buf_append_cstr(&c->extra, "Unsupported: ");
         else
@@ -568,6 +596,10 @@ handle(struct ctx *c)
     }
     log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s",
               SLICE_ARG(c->ext), count, c->src_text);
+    if (!star && wants_outbound(m, v, (size_t)n))
+        buf_printf(&c->extra, "Require: outbound\r\nFlow-Timer: %u\r\n",
+                    c->src->transport == REG_TP_UDP ? r->cfg.flow_timer_udp_s
+                                                    : r->cfg.flow_timer_s);
     return respond(c, 200, "OK");
 }
 
