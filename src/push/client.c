@@ -988,9 +988,14 @@ job_done(struct prov *p, struct job *j, CURLcode res)
         finish(j, PUSH_DELIVERED);
         return;
     case PUSH_ACT_DEAD:
-        /* Never remove a device for an answer about another topic than
-         * the one its token was registered for. */
-        finish(j, j->voip_stripped ? PUSH_FAILED : PUSH_DEAD_TOKEN);
+        /* Never remove a device because its VoIP token is not one for
+         * the bundle topic: that says nothing about its VoIP use. (410
+         * Unregistered still counts: an uninstalled app's tokens all
+         * go.) */
+        finish(j, j->voip_stripped &&
+                          strcmp(j->reason, "DeviceTokenNotForTopic") == 0
+                      ? PUSH_FAILED
+                      : PUSH_DEAD_TOKEN);
         return;
     case PUSH_ACT_RETRY:
         schedule_retry(j, (long)retry_after);

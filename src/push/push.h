@@ -157,12 +157,12 @@ struct push_client *push_client_new(uv_loop_t *loop,
 /* Queue a push. On 0 the callback runs exactly once, later, from the loop
  * (never from inside push_send). APNs: a VoIP push (topic <bundle>.voip)
  * only for PUSH_CALL to a .voip pn-param; every other push is an alert to
- * the bundle topic (".voip" stripped). Such an alert to a device that
- * registered a VoIP token is answered by Apple for the bundle topic, so
- * it never reports PUSH_DEAD_TOKEN (a DeviceTokenNotForTopic or
- * Unregistered there says nothing about the VoIP token): it is
- * PUSH_FAILED with the provider's reason. On error the callback is never
- * called:
+ * the bundle topic (".voip" stripped). Such an alert carries the
+ * device's VoIP token, which Apple refuses for the bundle topic with 400
+ * DeviceTokenNotForTopic: that says nothing about the token's VoIP use,
+ * so it is PUSH_FAILED with that reason, not PUSH_DEAD_TOKEN (410
+ * Unregistered still is: an uninstalled app's tokens all go). On error
+ * the callback is never called:
  * -ENOTSUP provider not enabled, -EINVAL bad message (missing field, token
  * with characters that cannot be sent), -EMSGSIZE payload cannot fit even
  * with the display name truncated, -ENOBUFS provider queue full ("queue

@@ -315,7 +315,7 @@ def test_fcm_message_is_a_high_priority_data_message(sim, tool):
 
 @pytest.mark.parametrize("kind", ["message 1 3600 Bob m-1 hi",
                                   "missed 1 0 Alice cid-9"])
-def test_alert_to_voip_device_never_reports_dead_token(sim, tool, kind):
+def test_alert_to_voip_device_not_for_topic_keeps_device(sim, tool, kind):
     """An alert to the bundle topic of a device that registered a VoIP
     pn-param carries the device's VoIP token, which Apple may refuse for
     the bundle (400 DeviceTokenNotForTopic): that says nothing about the
