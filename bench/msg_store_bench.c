@@ -159,8 +159,7 @@ main(int argc, char **argv)
             return 1;
     }
     wait_done(n);
-    printf("rate=%u/s body=%zu bytes flush_ms=%u\n", rate, body,
-           sc.flush_ms);
+    printf("rate=%u/s body=%zu bytes flush_ms=%u\n", rate, body, sc.flush_ms);
     report("put -> durable (202 may go)", s, n);
 
     /* Deliveries: claim, read, done, one extension after another. */
@@ -181,7 +180,7 @@ main(int argc, char **argv)
         wait_done(i + 1);
         struct reg_msg_info info;
         if (reg_msg_list_ext(t, ext, &info, 1) > 0)
-            reg_msg_done(t, info.id, true);
+            reg_msg_done(t, ext, info.id, true);
     }
     report("claim -> row read (delivery)", s, k);
     reg_msg_close(t);

@@ -188,25 +188,13 @@ ent_append(struct reg_msg_table *t, struct ext *e, const struct ent *n)
         t->next_due_s = n->expires_at;
 }
 
-/* Find id: its extension and index. */
+/* Find id among number's messages: its extension and index. */
 static struct ext *
 find_id(struct reg_msg_table *t, const char *number, uint64_t id, size_t *k)
 {
-    struct ext *e = number ? ext_find(t, number, false) : NULL;
+    struct ext *e = ext_find(t, number, false);
 
-    for (unsigned b = 0; !e && !number && b < NBUCKETS; b++) {
-        for (struct ext *x = t->buckets[b]; x; x = x->next) {
-            for (size_t i = 0; i < x->count; i++) {
-                if (x->ents[i].id == id) {
-                    *k = i;
-                    return x;
-                }
-            }
-        }
-    }
-    if (!e)
-        return NULL;
-    for (size_t i = 0; i < e->count; i++) {
+    for (size_t i = 0; e && i < e->count; i++) {
         if (e->ents[i].id == id) {
             *k = i;
             return e;
@@ -558,12 +546,13 @@ reg_msg_claim(struct reg_msg_table *t, const char *ext, reg_msg_claim_cb *cb,
 }
 
 void
-reg_msg_done(struct reg_msg_table *t, uint64_t id, bool delivered)
+reg_msg_done(struct reg_msg_table *t, const char *ext, uint64_t id,
+             bool delivered)
 {
     size_t k;
 
     pthread_mutex_lock(&t->lock);
-    struct ext *e = find_id(t, NULL, id, &k);
+    struct ext *e = find_id(t, ext, id, &k);
     if (e && delivered) {
         ent_remove(t, e, k);
         ext_free_if_empty(t, e);

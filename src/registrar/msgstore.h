@@ -158,12 +158,14 @@ typedef void reg_msg_claim_cb(int rc, const struct store_msg *m, void *arg);
 int reg_msg_claim(struct reg_msg_table *t, const char *ext,
                   reg_msg_claim_cb *cb, void *arg);
 
-/* The outcome of a claimed message's delivery: delivered (a 2xx came
- * back) removes it from the index and the store and counts it; not
+/* The outcome of a claimed message's delivery (ext: the message's, i.e.
+ * the row's m->ext, so that only that extension is searched): delivered (a 2xx
+ * came back) removes it from the index and the store and counts it; not
  * delivered releases the claim: it stays the oldest and is claimed
  * again by the next reg_msg_claim (e.g. at the next REGISTER). An id
  * that is not (or no longer) in the index is ignored. Any thread. */
-void reg_msg_done(struct reg_msg_table *t, uint64_t id, bool delivered);
+void reg_msg_done(struct reg_msg_table *t, const char *ext, uint64_t id,
+                  bool delivered);
 
 /* Drop every message of ext (extension deleted). Returns how many. */
 size_t reg_msg_remove_ext(struct reg_msg_table *t, const char *ext);

@@ -223,7 +223,7 @@ put_claim_deliver_in_order(void **state)
         /* One delivery at a time per extension: order is kept. */
         struct wait busy;
         assert_int_equal(claim(f, "100", &busy), -EBUSY);
-        reg_msg_done(f->t, w.id, true);
+        reg_msg_done(f->t, "100", w.id, true);
     }
     struct wait w;
     assert_int_equal(claim(f, "100", &w), -ENOENT);
@@ -249,12 +249,12 @@ failed_delivery_keeps_it_first(void **state)
     struct wait w;
     assert_int_equal(claim(f, "100", &w), 0);
     assert_int_equal(w.id, a);
-    reg_msg_done(f->t, a, false);
+    reg_msg_done(f->t, "100", a, false);
     assert_int_equal(reg_msg_count(f->t, "100"), 2);
     assert_int_equal(claim(f, "100", &w), 0);
     assert_int_equal(w.id, a);
     assert_string_equal(w.body, "first");
-    reg_msg_done(f->t, a, true);
+    reg_msg_done(f->t, "100", a, true);
     assert_int_equal(claim(f, "100", &w), 0);
     assert_string_equal(w.body, "second");
 }
@@ -289,7 +289,7 @@ ids_never_reused(void **state)
     uint64_t a = put(f, "100", "x", 1);
     struct wait w;
     assert_int_equal(claim(f, "100", &w), 0);
-    reg_msg_done(f->t, a, true);
+    reg_msg_done(f->t, "100", a, true);
     close_all(f);
     open_all(f);
     uint64_t b = put(f, "100", "y", 2);
@@ -337,7 +337,7 @@ ttl_expiry(void **state)
     struct wait w;
     assert_int_equal(claim(f, "100", &w), 0);
     assert_string_equal(w.body, "newer");
-    reg_msg_done(f->t, w.id, false);
+    reg_msg_done(f->t, "100", w.id, false);
 
     /* The purge reached the store: 3 more days expire the second too,
      * and a restart at the first's expiry finds only the second. */
