@@ -162,8 +162,10 @@ int reg_msg_claim(struct reg_msg_table *t, const char *ext,
  * the row's m->ext, so that only that extension is searched): delivered (a 2xx
  * came back) removes it from the index and the store and counts it; not
  * delivered releases the claim: it stays the oldest and is claimed
- * again by the next reg_msg_claim (e.g. at the next REGISTER). An id
- * that is not (or no longer) in the index is ignored. Any thread. */
+ * again by the next reg_msg_claim (e.g. at the next REGISTER). An id no
+ * longer in the index (dropped meanwhile by the cap, the TTL or the
+ * extension's removal): delivered still counts and deletes its row, not
+ * delivered does nothing. Any thread. */
 void reg_msg_done(struct reg_msg_table *t, const char *ext, uint64_t id,
                   bool delivered);
 
