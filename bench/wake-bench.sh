@@ -14,6 +14,8 @@
 #                                       build: cmake -S . -B build-rel
 #                                       -DCMAKE_BUILD_TYPE=Release)
 #   env: DEVICES=500 RATE=100 DURATION=30 WORKERS=2 POLL_MS=5
+#        (the caller is extension 999999, the devices 1000...: DEVICES
+#        may go well past 8,000)
 #
 # Bounded: the driver stops DURATION + 10 s after the calls start (plus
 # device setup, at most 60 s); every process started here is stopped by
@@ -120,8 +122,8 @@ ca_file = $TMP/sim-cert.pem
 enabled = no
 [push]
 recent = 5000
-[extension.9000]
-password = pw9000
+[extension.999999]
+password = pw999999
 CONF
 i=0
 while [ $i -lt "$DEVICES" ]; do
@@ -147,6 +149,7 @@ timeout $((DURATION + 120)) python3 "$ROOT/bench/wake_driver.py" \
     --sip-port "$SIP_PORT" --admin-port "$ADMIN_PORT" --admin-token "$TOKEN" \
     --pushsim-control "$SIM_CONTROL" --devices "$DEVICES" --rate "$RATE" \
     --duration "$DURATION" --poll-ms "$POLL_MS" --json "$OUTDIR/result.json" \
+    --caller 999999 --caller-password pw999999 \
     >"$TMP/driver.txt" 2>&1 || rc=$?
 tee -a "$OUTDIR/summary.txt" <"$TMP/driver.txt"
 echo "load after: $(uptime)" | tee -a "$OUTDIR/summary.txt"

@@ -1,10 +1,10 @@
 /*
- * app/app_wake: see app_wake.h. wake's proxy hooks (wake.h struct
- * wake_proxy_ops) are wired to the proxy here: 180 to the caller when a
- * push is sent (proxy_call_ringing), a branch's provisional state for the
- * UDP grace time (proxy_call_branch_rang), INVITE+CANCEL to a VoIP device
- * woken for an ended call (proxy_late_cancel), and the end of a call's
- * hold when its wake-ups are over (proxy_call_release).
+ * app/app_wake: see app_wake.h. Wiring only: the wake room (src/wake)
+ * owns the policy, the push thread and the latency; it calls the proxy
+ * directly once attached (wake_attach). This file opens the push-device
+ * table, builds wake's options from the configuration, connects the
+ * registrar's hooks (push devices, the bind callback) and adapts wake's
+ * listings and counters to the admin's JSON sources.
  *
  * One daemon per process, so the instance the admin reads is kept in a
  * file-static pointer (set and cleared on the main thread).
@@ -24,11 +24,11 @@
 #include "config/cfg.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_cfg.h"
-#include "proxy/wake.h"
 #include "push/push_cfg.h"
 #include "registrar/pushdev.h"
 #include "registrar/reg.h"
 #include "transport/tp.h"
+#include "wake/wake.h"
 
 struct app_wake {
     const struct push_wake_cfg *wc;
@@ -36,8 +36,6 @@ struct app_wake {
     const struct push_fcm_cfg *fc;
     struct pushdev_table *devices;
     struct wake *wake;
-    struct proxy_shared *sh;
-    struct tp *tps[TP_MAX_WORKERS];
     unsigned ticks;
     char fcm_project[128];
 };
@@ -56,63 +54,6 @@ on_bind(const char *ext, const struct reg_contact *c, size_t n, void *arg)
 {
     struct app_wake *aw = arg;
     wake_on_register(aw->wake, ext, c, n);
-}
-
-/* Called on the call's worker, about a flow of any worker: the
- * process-wide table of open flows answers (a binding whose connection is
- * gone is unreachable: push, product rule 3). */
-static bool
-flow_alive(unsigned worker, uint64_t flow_id, void *arg)
-{
-    (void)worker;
-    (void)arg;
-    return tp_flow_open(flow_id);
-}
-
-/* Call's worker (wake's on_call_started / grace timer). */
-static void
-ringing(struct proxy_call *call, void *arg)
-{
-    (void)arg;
-    (void)proxy_call_ringing(call);
-}
-
-static bool
-branch_rang(struct proxy_call *call, const char *uri, void *arg)
-{
-    (void)arg;
-    return proxy_call_branch_rang(call, uri);
-}
-
-/* Any thread: the proxy queues the work to the right worker. */
-static void
-late_cancel(const struct reg_contact *b, const struct wake_late *info,
-            void *arg)
-{
-    struct app_wake *aw = arg;
-    struct proxy_late l = {.call_id = info->call_id,
-                           .caller = info->caller,
-                           .caller_name = info->caller_name,
-                           .callee = info->callee,
-                           .reason = info->reason};
-    int rc = proxy_late_cancel(aw->sh, b, &l);
-    if (rc < 0)
-        log_warn("app", "late INVITE+CANCEL not queued: %s call_id=%s",
-                 strerror(-rc), info->call_id);
-}
-
-static void
-release(unsigned worker, const char *call_id, const char *callee, int status,
-        void *arg)
-{
-    struct app_wake *aw = arg;
-    proxy_call_release(aw->sh, worker, call_id, callee, status);
-}
-
-static uint64_t
-tp_clock(void *arg)
-{
-    return tp_now_ms(arg);
 }
 
 /* The FCM project id phones need in their provisioning document. */
@@ -137,7 +78,6 @@ app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
     const struct proxy_cfg *pc = cfg_get(cfg, &proxy_cfg_section);
     char err[512];
 
-    aw->sh = sh;
     aw->wc = cfg_get(cfg, &push_wake_cfg_section);
     aw->ac = cfg_get(cfg, &push_apns_cfg_section);
     aw->fc = cfg_get(cfg, &push_fcm_cfg_section);
@@ -156,12 +96,6 @@ app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
         .ring_s = pc->ring_timeout_s,
         .ringing = aw->wc->ringing,
         .recent_max = aw->wc->recent,
-        .ops = {.ringing = ringing,
-                .branch_provisional = branch_rang,
-                .flow_alive = flow_alive,
-                .late_cancel = late_cancel,
-                .release = release,
-                .arg = aw},
     };
     wake_new(&wo, &aw->wake);
     if (aw->ac->enabled || aw->fc->enabled) {
@@ -199,8 +133,7 @@ app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp)
 {
     if (!aw || idx >= TP_MAX_WORKERS)
         return;
-    aw->tps[idx] = tp;
-    wake_worker_set(aw->wake, idx, tp_tq(tp), tp_clock, tp);
+    wake_worker_set(aw->wake, idx, tp);
 }
 
 void

@@ -1,9 +1,10 @@
 /*
- * app/app_wake: wiring of push wake-up into the daemon ([wake]): opens the
- * push-device table (same SQLite file as the store), tells the registrar
- * which providers it serves, starts the push client on its own thread and
- * the wake module as a proxy observer, gives it each worker's timer queue,
- * and offers the admin its push devices and recent pushes.
+ * app/app_wake: wiring of the wake room (src/wake) into the daemon: opens
+ * the push-device table (same SQLite file as the store), tells the
+ * registrar which providers it serves, starts wake's push thread
+ * (wake_push_start) and attaches wake to the proxy, gives it each worker's
+ * transport, and offers the admin its push devices and recent pushes. No
+ * policy here: wake calls the proxy itself.
  */
 #ifndef PUSHPBX_APP_APP_WAKE_H
 #define PUSHPBX_APP_APP_WAKE_H

@@ -95,9 +95,11 @@ struct proxy_call_info {
     const char *caller_name; /* From display name, unquoted, valid UTF-8
                                 ("" if none) */
     size_t bindings;         /* branches started at once (may be 0) */
-    unsigned worker;         /* the worker that owns the call */
-    uint64_t rx_us;          /* monotonic µs (uv_hrtime) the INVITE was
-                                read (tp_src.rx_us); 0 if unknown */
+    const struct reg_contact *contacts; /* those bindings: the proxy's one
+                                           location lookup for the call */
+    unsigned worker;                    /* the worker that owns the call */
+    uint64_t rx_us; /* monotonic µs (uv_hrtime) the INVITE was
+                       read (tp_src.rx_us); 0 if unknown */
 };
 
 /* A branch's request was handed to the transport (sent on its socket or
@@ -194,8 +196,10 @@ void proxy_register_ok(struct proxy *p, const struct sip_msg *reg);
 
 /* Add a branch to a running fork: send the INVITE to binding b too.
  * Returns 0; -EALREADY if the call has a final response or is being
- * cancelled; -EEXIST if b's Contact URI already has a branch; -ENOSPC at
- * max_branches; or a send error. The call's owning worker only. */
+ * cancelled; -EEXIST if b's Contact URI already has a branch (on the same
+ * flow, or on one still open); -ENOTCONN if b is a TCP/TLS binding whose
+ * connection is gone (unreachable: the phone is pushed instead); -ENOSPC
+ * at max_branches; or a send error. The call's owning worker only. */
 int proxy_call_add_branch(struct proxy_call *call, const struct reg_contact *b);
 
 /* The observer that held call call_id to extension callee (call_started

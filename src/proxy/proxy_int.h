@@ -1,7 +1,9 @@
 /*
- * proxy/proxy_int: declarations shared inside the proxy room (per-worker
- * calls in proxy.c, process-wide state in proxy_shared.c). Not for other
- * rooms.
+ * proxy/proxy_int: declarations shared inside the proxy room. Not for
+ * other rooms. Files: proxy.c (a worker's proxy, notes, shutdown),
+ * proxy_route.c (initial requests, steering), proxy_fork.c (branches,
+ * §16.7), proxy_dialog.c (in-dialog relay), proxy_call.c (call life and
+ * record), proxy_late.c (rule 7), proxy_shared.c (process-wide state).
  */
 #ifndef PUSHPBX_PROXY_PROXY_INT_H
 #define PUSHPBX_PROXY_PROXY_INT_H
@@ -9,6 +11,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
 
 #include <uv.h>
 
@@ -17,9 +21,20 @@
 #include "base/list.h"
 #include "proxy/proxy.h"
 #include "registrar/reg.h"
+#include "sip/uri.h"
 
 #define PROXY_MAX_OBSERVERS 4
 #define PROXY_NOTIFY_MAX 1024 /* queued binding notifications per worker */
+#define PROXY_RINGING_BUCKETS 1024
+
+/* One (callee, worker) with fork calls waiting for bindings (see
+ * proxy_shared.ringing). */
+struct proxy_ringing {
+    struct proxy_ringing *next;
+    unsigned worker;
+    size_t calls;
+    char ext[33];
+};
 
 struct proxy_shared {
     struct proxy_cfg cfg;
@@ -33,6 +48,12 @@ struct proxy_shared {
      * before reg_lookup, the registrar stores the binding before
      * proxy_binding_added reads it, so one of them sees the other. */
     atomic_size_t waiting;
+    /* Where calls ring, by callee: (ext, worker) -> count of fork calls
+     * waiting for new bindings on that worker, under lock. A REGISTER is
+     * noted only to the workers listed for its extension
+     * (proxy_binding_added), not to every worker. Entered before the
+     * call's lookup, like waiting. */
+    struct proxy_ringing *ringing[PROXY_RINGING_BUCKETS];
     struct proxy *workers[TP_MAX_WORKERS];
     struct {
         struct proxy_observer ops;
@@ -90,24 +111,118 @@ struct proxy {
     uv_async_t notify;      /* woken by proxy_binding_added */
     struct list_node notes; /* under sh->lock */
     size_t note_count;
-    struct buf out;                  /* scratch for built messages */
-    struct arena a;                  /* scratch for lookups (reset per use) */
+    struct buf out; /* scratch for built messages */
+    struct arena a; /* scratch for lookups (reset per use) */
+    /* proxy_steer's location lookup of an INVITE's callee, taken over by
+     * route_initial for the same request (same read callback): one
+     * lookup per INVITE. While valid it holds a waiting count for user
+     * (proxy_waiting_add). */
+    struct arena pre_a;
+    struct {
+        bool valid;
+        char user[33];
+        char call_id[PROXY_REC_CALL_ID_MAX];
+        uint32_t cseq;
+        struct reg_contact *bs; /* in pre_a */
+        size_t n;
+    } pre;
     char via_host[3][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP, [2] TLS "host:port" */
     char rr_host[TP_ADDRSTRLEN];
     struct proxy_stats stats;
 };
 
-static inline void
-proxy_waiting_add(struct proxy_shared *sh)
+#define PROXY_MAX_BRANCHES 32
+
+enum call_kind { CALL_FORK, CALL_RELAY };
+
+struct branch {
+    struct proxy_call *call;
+    struct txn *ct; /* NULL before start and after TERMINATED */
+    int status;     /* final status (received or synthesised), 0 = none */
+    bool provisional, cancelled, started;
+    char *uri;        /* Contact URI (owned) */
+    uint64_t flow_id; /* the binding's TCP/TLS flow; 0 for UDP */
+    char *auth;       /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
+    size_t auth_len;  /* bytes in auth */
+};
+
+struct proxy_call {
+    struct list_node node;  /* p->calls while a fork rings */
+    struct list_node anode; /* p->all for its whole life */
+    struct proxy *p;
+    enum call_kind kind;
+    struct txn *st; /* NULL after TERMINATED */
+    unsigned refs;
+    struct tq_entry ring;
+    /* forked: the first branches are out, later ones are "added" */
+    bool final_sent, holding, forked;
+    bool ringing_sent;     /* we sent our own 180 (proxy_call_ringing) */
+    int release_status;    /* proxy_call_release's status: the answer when no
+                              branch gave a final (a real phone's answer,
+                              e.g. a desk's 486, is more telling) */
+    char tag[17];          /* our To tag for what we answer ourselves; "" until
+                              first needed */
+    char caller_name[128]; /* From display name, unquoted, UTF-8 */
+    bool pop; /* the INVITE carried our Route (preloaded): pop it */
+    int final_status;
+    int best_status;
+    char *best; /* forwarded bytes of the best non-2xx final (owned) */
+    size_t best_len;
+    struct branch *best_br; /* the branch whose bytes best holds */
+    struct tp_src src_a;    /* the caller's request source (late 2xx) */
+    uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
+    bool pop2;              /* in-dialog: our second Route goes too */
+    struct proxy_call_record rec;
+    size_t nbr;
+    struct branch br[PROXY_MAX_BRANCHES];
+};
+
+/* p->via_host index of a transport. */
+static inline int
+proxy_tpk(enum tp_proto pr)
 {
-    atomic_fetch_add(&sh->waiting, 1);
+    return pr == TP_TLS ? 2 : pr == TP_TCP ? 1 : 0;
+}
+
+/* Via transport token. */
+static inline const char *
+proxy_tp_upper(enum tp_proto pr)
+{
+    return pr == TP_TLS ? "TLS" : pr == TP_TCP ? "TCP" : "UDP";
+}
+
+/* URI transport param for a transport (none for UDP). */
+static inline const char *
+proxy_tp_uri_param(enum tp_proto pr)
+{
+    return pr == TP_TLS   ? ";transport=tls"
+           : pr == TP_TCP ? ";transport=tcp"
+                          : "";
+}
+
+static inline int64_t
+proxy_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static inline void
-proxy_waiting_done(struct proxy_shared *sh)
+proxy_copy_cstr(char *dst, size_t cap, struct slice s)
 {
-    atomic_fetch_sub(&sh->waiting, 1);
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+
+    memcpy(dst, s.ptr, n);
+    dst[n] = '\0';
 }
+
+/* A fork call for ext on worker w starts waiting for bindings (before its
+ * location lookup), or stops (it ended, or was not a fork after all).
+ * Any thread (sh->lock). */
+void proxy_waiting_add(struct proxy_shared *sh, struct slice ext, unsigned w);
+void proxy_waiting_done(struct proxy_shared *sh, struct slice ext, unsigned w);
 
 /* proxy_shared.c */
 void proxy_record_add(struct proxy_shared *sh,
@@ -121,5 +236,74 @@ void proxy_notify_branch_sent(struct proxy_shared *sh,
 int proxy_note_post(struct proxy_shared *sh, unsigned w, struct proxy_note *n);
 /* proxy.c: drain this worker's notifications (worker thread). */
 void proxy_notes_run(struct proxy *p);
+
+/* proxy_route.c */
+/* Forget proxy_steer's kept lookup (releasing its waiting count). */
+void proxy_pre_drop(struct proxy *p);
+/* Is uri one of our addresses (domain or listener host, our port)? */
+bool proxy_uri_is_us(const struct proxy *p, const struct sip_uri *u);
+/* The transport a URI asks for: sips: or transport=tls is TLS,
+ * transport=tcp TCP, else UDP (RFC 3261 §19.1.2, §26.2.2). */
+enum tp_proto proxy_uri_proto(const struct sip_uri *u);
+/* Destination for a URI: numeric host only (no DNS yet), transport param,
+ * default port 5060 (5061 for TLS). 0 or -EINVAL. */
+int proxy_dest_from_uri(const struct sip_uri *u, struct tp_dest *d);
+/* The top Route value parsed, if any. Returns 1 found, 0 none, -1 bad. */
+int proxy_top_route(const struct sip_msg *m, struct sip_name_addr *na,
+                    struct sip_uri *u, struct slice *second);
+/* Unescaped user of a sip/sips URI into the arena. */
+int proxy_uri_user(struct arena *a, const struct sip_uri *u,
+                   struct slice *user);
+/* An ACK for one of our stateless responses (our process-wide To tag). */
+bool proxy_stateless_ack(const struct proxy *p, const struct sip_msg *m);
+/* Answer t statefully with a fresh To tag (counted as rejected). */
+void proxy_reject(struct proxy *p, struct txn *t, int status,
+                  const char *reason, struct slice extra);
+
+/* proxy_dialog.c */
+/* The flow of the other side of a dialog, from our Route's pp-fa/pp-fb. */
+uint64_t proxy_other_flow(const struct sip_uri *route,
+                          const struct tp_src *src);
+/* Relay an in-dialog request (t NULL: an ACK, stateless). */
+void proxy_route_in_dialog(struct proxy *p, struct txn *t,
+                           const struct sip_msg *req, const struct tp_src *src);
+
+/* proxy_call.c */
+struct proxy_call *proxy_call_new(struct proxy *p, struct txn *t,
+                                  enum call_kind kind,
+                                  const struct sip_msg *req,
+                                  const struct tp_src *src);
+void proxy_call_unref(struct proxy_call *c);
+/* Record the call's end once (ring, observers, log). */
+void proxy_call_finish(struct proxy_call *c, enum proxy_outcome o, int status);
+void proxy_call_cancel_branches(struct proxy_call *c, struct branch *except,
+                                const char *reason);
+/* Our To tag for the responses the proxy itself sends for this call. */
+struct slice proxy_call_tag(struct proxy_call *c);
+/* Send a final we generate (extra: CRLF-ended header lines). */
+void proxy_call_final_extra(struct proxy_call *c, int status,
+                            const char *reason, struct slice extra);
+void proxy_call_final(struct proxy_call *c, int status, const char *reason);
+/* The ringing fork call_id to callee on this worker, or NULL. */
+struct proxy_call *proxy_call_find(struct proxy *p, const char *call_id,
+                                   const char *callee);
+
+/* proxy_fork.c */
+/* Every branch final (or none left) and nothing sent yet: send the best. */
+void proxy_call_check_done(struct proxy_call *c);
+/* Start branch b of c towards dst with R-URI ruri (empty = keep), popping
+ * our Route when pop; flow_b goes in our Record-Route. */
+int proxy_branch_start(struct proxy_call *c, struct branch *b,
+                       const struct tp_dest *dst, struct slice ruri, bool pop,
+                       uint64_t flow_b, struct slice next);
+/* Where to send a request for binding b (NAT and flow rules). */
+void proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
+                             struct tp_dest *d);
+/* Re-read the callee's bindings and fork c to the new ones. */
+void proxy_fork_new_bindings(struct proxy *p, struct proxy_call *c);
+void proxy_note_release(struct proxy *p, const struct proxy_note *n);
+
+/* proxy_late.c */
+void proxy_note_late(struct proxy *p, const struct proxy_note *n);
 
 #endif

@@ -75,6 +75,12 @@ proxy_shared_free(struct proxy_shared *sh)
 {
     if (!sh)
         return;
+    for (size_t i = 0; i < PROXY_RINGING_BUCKETS; i++)
+        while (sh->ringing[i]) {
+            struct proxy_ringing *e = sh->ringing[i];
+            sh->ringing[i] = e->next;
+            free(e);
+        }
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->rec_lock);
     free(sh->recs);
@@ -172,24 +178,83 @@ proxy_note_post(struct proxy_shared *sh, unsigned w, struct proxy_note *n)
     return rc;
 }
 
+static size_t
+ringing_bucket(struct slice ext)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < ext.len; i++)
+        h = (h ^ (unsigned char)ext.ptr[i]) * 16777619u;
+    return h % PROXY_RINGING_BUCKETS;
+}
+
+void
+proxy_waiting_add(struct proxy_shared *sh, struct slice ext, unsigned w)
+{
+    struct proxy_ringing **pp, *e;
+
+    if (ext.len >= sizeof(e->ext))
+        ext.len = sizeof(e->ext) - 1; /* callers cap it at 32 already */
+    atomic_fetch_add(&sh->waiting, 1);
+    pthread_mutex_lock(&sh->lock);
+    pp = &sh->ringing[ringing_bucket(ext)];
+    for (e = *pp; e; e = e->next)
+        if (e->worker == w && slice_eq_cstr(ext, e->ext))
+            break;
+    if (!e) {
+        e = xcalloc(1, sizeof(*e));
+        e->worker = w;
+        memcpy(e->ext, ext.ptr, ext.len);
+        e->next = *pp;
+        *pp = e;
+    }
+    e->calls++;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void
+proxy_waiting_done(struct proxy_shared *sh, struct slice ext, unsigned w)
+{
+    struct proxy_ringing **pp, *e;
+
+    if (ext.len >= sizeof(e->ext))
+        ext.len = sizeof(e->ext) - 1;
+    pthread_mutex_lock(&sh->lock);
+    for (pp = &sh->ringing[ringing_bucket(ext)]; (e = *pp); pp = &e->next)
+        if (e->worker == w && slice_eq_cstr(ext, e->ext))
+            break;
+    if (e && --e->calls == 0) {
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    atomic_fetch_sub(&sh->waiting, 1);
+}
+
+/* Only the workers where a call for ext waits get the note: a woken
+ * phone's REGISTER wakes one worker (the call's), not all of them, and
+ * only that worker looks the bindings up again. */
 void
 proxy_binding_added(struct proxy_shared *sh, struct slice ext)
 {
+    unsigned ws[TP_MAX_WORKERS];
+    size_t nw = 0;
+
     if (!sh || ext.len == 0 || ext.len > 32)
         return;
     if (atomic_load(&sh->waiting) == 0)
         return; /* no call rings or is held anywhere */
-    for (unsigned i = 0; i < TP_MAX_WORKERS; i++) {
-        pthread_mutex_lock(&sh->lock);
-        bool live = sh->workers[i] != NULL;
-        pthread_mutex_unlock(&sh->lock);
-        if (!live)
-            continue;
+    pthread_mutex_lock(&sh->lock);
+    for (const struct proxy_ringing *e = sh->ringing[ringing_bucket(ext)]; e;
+         e = e->next)
+        if (slice_eq_cstr(ext, e->ext) && nw < TP_MAX_WORKERS)
+            ws[nw++] = e->worker;
+    pthread_mutex_unlock(&sh->lock);
+    for (size_t i = 0; i < nw; i++) {
         struct proxy_note *n = xcalloc(1, sizeof(*n));
         n->kind = PROXY_NOTE_BINDING;
         memcpy(n->ext, ext.ptr, ext.len);
         n->ext[ext.len] = '\0';
-        (void)proxy_note_post(sh, i, n);
+        (void)proxy_note_post(sh, ws[i], n);
     }
 }
 

@@ -20,8 +20,10 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "registrar/msgstore.h"
+#include "registrar/pushdev.h"
 #include "registrar/reg_int.h"
 #include "sip/digest.h"
+#include "sip/uri.h"
 #include "store/store.h"
 
 void
@@ -151,12 +153,39 @@ pack(char **p, const char *s)
     return start;
 }
 
+/* RFC 8599 param name of URI u, unescaped into dst (cap), or "" when
+ * absent, malformed, holding a NUL or too long. */
+static void
+pn_param(const struct sip_uri *u, const char *name, char *dst, size_t cap)
+{
+    struct slice v;
+    size_t len;
+
+    dst[0] = '\0';
+    if (!sip_uri_param(u, name, &v) || sip_unescape_to(v, dst, cap, &len) < 0 ||
+        strlen(dst) != len)
+        dst[0] = '\0';
+}
+
 struct binding *
 reg_binding_new(const struct binding *t)
 {
+    /* The push params are parsed here, once per stored binding, so that
+     * the wake path compares strings instead of re-parsing Contact URIs
+     * (pushdev.h bounds them). */
+    char prov[16] = "", prid[PUSHDEV_PRID_MAX + 1] = "";
+    char param[PUSHDEV_PARAM_MAX + 1] = "";
+    struct sip_uri u;
+    const char *why;
+    if (t->uri && strstr(t->uri, "pn-") &&
+        sip_uri_parse(slice_cstr(t->uri), &u, &why) == 0) {
+        pn_param(&u, "pn-provider", prov, sizeof(prov));
+        pn_param(&u, "pn-prid", prid, sizeof(prid));
+        pn_param(&u, "pn-param", param, sizeof(param));
+    }
     size_t extra = slen(t->key) + slen(t->uri) + slen(t->params) +
                    slen(t->instance) + slen(t->call_id) + slen(t->path) +
-                   slen(t->user_agent);
+                   slen(t->user_agent) + slen(prov) + slen(prid) + slen(param);
     struct binding *b = xmalloc(sizeof(*b) + extra);
     char *p = (char *)(b + 1);
 
@@ -164,6 +193,9 @@ reg_binding_new(const struct binding *t)
     list_init(&b->node);
     b->key = pack(&p, t->key);
     b->uri = pack(&p, t->uri);
+    b->pn_provider = pack(&p, prov);
+    b->pn_prid = pack(&p, prid);
+    b->pn_param = pack(&p, param);
     b->params = pack(&p, t->params);
     b->instance = pack(&p, t->instance);
     b->call_id = pack(&p, t->call_id);
@@ -629,6 +661,9 @@ static void
 fill_contact(struct reg_contact *c, const struct binding *b)
 {
     c->uri = b->uri;
+    c->pn_provider = b->pn_provider;
+    c->pn_prid = b->pn_prid;
+    c->pn_param = b->pn_param;
     c->params = b->params;
     c->instance = b->instance;
     c->reg_id = b->reg_id;
@@ -655,13 +690,16 @@ reg_contact_copy(struct arena *a, struct reg_contact *c,
 {
     fill_contact(c, b);
     c->uri = arena_cstr(a, b->uri);
+    c->pn_provider = arena_cstr(a, b->pn_provider);
+    c->pn_prid = arena_cstr(a, b->pn_prid);
+    c->pn_param = arena_cstr(a, b->pn_param);
     c->params = arena_cstr(a, b->params);
     c->instance = arena_cstr(a, b->instance);
     c->call_id = arena_cstr(a, b->call_id);
     c->path = arena_cstr(a, b->path);
     c->user_agent = arena_cstr(a, b->user_agent);
-    if (!c->uri || !c->params || !c->instance || !c->call_id || !c->path ||
-        !c->user_agent)
+    if (!c->uri || !c->pn_provider || !c->pn_prid || !c->pn_param ||
+        !c->params || !c->instance || !c->call_id || !c->path || !c->user_agent)
         return -ENOMEM;
     return 0;
 }

@@ -186,6 +186,9 @@ int reg_handle(struct reg *r, const struct sip_msg *req,
 /* A binding as the proxy and admin see it (copies). */
 struct reg_contact {
     const char *uri;      /* Contact URI as registered (pn-* kept) */
+    /* RFC 8599 params of uri, unescaped, parsed once when the binding was
+     * stored ("" if absent or malformed). */
+    const char *pn_provider, *pn_prid, *pn_param;
     const char *params;   /* contact params as given, without expires */
     const char *instance; /* +sip.instance ("" if none) */
     uint32_t reg_id;

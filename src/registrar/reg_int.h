@@ -35,6 +35,8 @@ struct binding {
     struct list_node node; /* in ext->bindings, most recently updated first */
     const char *key;       /* store key: instance "#" reg-id, or the URI */
     const char *uri;
+    const char *pn_provider, *pn_prid, *pn_param; /* of uri, unescaped
+                                                     (reg_binding_new) */
     const char *params;
     const char *instance;
     const char *call_id;

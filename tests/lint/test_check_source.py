@@ -36,6 +36,8 @@ def tree(tmp_path):
     write(t, "src/proxy/proxy.c",
           '#include "proxy_int.h"\n#include "proxy/proxy.h"\n#include <uv.h>\n')
     write(t, "src/push/client.c", "#include <curl/curl.h>\n")
+    write(t, "src/wake/wake.h", '#include "proxy/proxy.h"\n')
+    write(t, "src/wake/wake.c", '#include "wake/wake.h"\n#include <uv.h>\n')
     write(t, "src/admin/admin.c", "#include <microhttpd.h>\n#include \"proxy/proxy.h\"\n")
     write(t, "src/registrar/pushdev.c", '#include "store/store.h"\n')
     write(t, "src/store/store.h", "int store_x;\n")
@@ -67,6 +69,8 @@ def test_clean_tree_passes(tree):
     ("src/sip/bad.c", '#include "proxy/proxy.h"\n', "may not include 'proxy/'"),
     ("src/sip/bad.c", '#include "../proxy/proxy.h"\n', "escapes with '..'"),
     ("src/base/bad.c", '#include "sip/msg.h"\n', "may not include 'sip/'"),
+    # wake observes the proxy; the proxy never knows wake
+    ("src/proxy/bad.c", '#include "wake/wake.h"\n', "may not include 'wake/'"),
     # rule 2: _int.h is private
     ("src/admin/bad.c", '#include "proxy/proxy_int.h"\n', "private to room 'proxy'"),
     ("tests/unit/admin/bad_test.c", '#include "proxy/proxy_int.h"\n',
@@ -85,7 +89,7 @@ def test_clean_tree_passes(tree):
     ("src/sip/bad.c", "#include <uv.h>\n", "<uv.h> is not for 'sip'"),
     ("src/push/bad.c", "#include <nghttp2/nghttp2.h>\n", "is not for 'push'"),
     # rule 4: programs
-    ("src/ctl/bad.c", '#include "proxy/wake.h"\n', None),
+    ("src/ctl/bad.c", '#include "wake/wake.h"\n', None),
     ("src/ctl/bad.c", '#include "proxy/proxy.h"\n', "'ctl' may not include 'proxy/'"),
     ("src/pushsim/bad.c", '#include "proxy/proxy.h"\n',
      "'pushsim' may not include 'proxy/'"),
@@ -107,7 +111,7 @@ def test_clean_tree_passes(tree):
 def test_rule_fires(tree, rel, text, reason):
     write(tree, rel, text)
     if rel.startswith("src/proxy/") or "wake.h" in text:
-        write(tree, "src/proxy/wake.h", "int wake_x;\n")
+        write(tree, "src/wake/wake.h", "int wake_x;\n")
     rc, out = run(tree)
     assert rc == 1, out
     assert rel in out, out

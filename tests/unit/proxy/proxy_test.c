@@ -127,14 +127,69 @@ test_binding_note_only_when_waiting(void **state)
     assert_int_equal(proxy_new(sh, tp, NULL, &p), 0);
     proxy_binding_added(sh, slice_cstr("200"));
     assert_int_equal(p->note_count, 0);
-    proxy_waiting_add(sh);
+    proxy_waiting_add(sh, slice_cstr("200"), 0);
     proxy_binding_added(sh, slice_cstr("200"));
     assert_int_equal(p->note_count, 1);
-    proxy_waiting_done(sh);
+    proxy_waiting_done(sh, slice_cstr("200"), 0);
     proxy_binding_added(sh, slice_cstr("201"));
     assert_int_equal(p->note_count, 1);
     proxy_free(p); /* frees the queued note */
     tp_free(tp);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    proxy_shared_free(sh);
+}
+
+/* A woken phone's REGISTER is noted only to the worker(s) where a call
+ * for its extension waits, not to every worker (each of which used to
+ * look the bindings up again); two calls for one extension on two
+ * workers reach both, and a call ending on one worker leaves the other. */
+static void
+test_binding_note_only_to_call_worker(void **state)
+{
+    struct proxy_cfg cfg;
+    struct proxy_shared *sh;
+    struct proxy *p[3];
+    struct tp *tp[3];
+    struct tp_cfg tc;
+    uv_loop_t loop;
+    (void)state;
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    proxy_cfg_defaults(&cfg);
+    assert_int_equal(proxy_shared_new(&cfg, NULL, "test.local", &sh), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        tp_cfg_defaults(&tc);
+        tc.on_recv = on_recv_none;
+        tc.worker = i;
+        assert_int_equal(tp_new(&loop, &tc, &tp[i]), 0);
+        assert_int_equal(proxy_new(sh, tp[i], NULL, &p[i]), 0);
+    }
+    proxy_waiting_add(sh, slice_cstr("200"), 1);
+    proxy_waiting_add(sh, slice_cstr("201"), 0); /* another callee */
+    proxy_binding_added(sh, slice_cstr("200"));
+    assert_int_equal(p[0]->note_count, 0);
+    assert_int_equal(p[1]->note_count, 1);
+    assert_int_equal(p[2]->note_count, 0);
+    proxy_waiting_add(sh, slice_cstr("200"), 2);
+    proxy_waiting_add(sh, slice_cstr("200"), 2); /* two calls there */
+    proxy_binding_added(sh, slice_cstr("200"));
+    assert_int_equal(p[0]->note_count, 0);
+    assert_int_equal(p[1]->note_count, 2);
+    assert_int_equal(p[2]->note_count, 1); /* one note per worker */
+    proxy_waiting_done(sh, slice_cstr("200"), 1);
+    proxy_waiting_done(sh, slice_cstr("200"), 2);
+    proxy_binding_added(sh, slice_cstr("200"));
+    assert_int_equal(p[1]->note_count, 2);
+    assert_int_equal(p[2]->note_count, 2); /* the second call still waits */
+    proxy_waiting_done(sh, slice_cstr("200"), 2);
+    proxy_waiting_done(sh, slice_cstr("201"), 0);
+    proxy_binding_added(sh, slice_cstr("200"));
+    assert_int_equal(p[2]->note_count, 2);
+    for (unsigned i = 0; i < 3; i++) {
+        proxy_free(p[i]);
+        tp_free(tp[i]);
+    }
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
     proxy_shared_free(sh);
@@ -166,6 +221,7 @@ main(void)
         cmocka_unit_test(test_upstream_status),
         cmocka_unit_test(test_record_ring),
         cmocka_unit_test(test_binding_note_only_when_waiting),
+        cmocka_unit_test(test_binding_note_only_to_call_worker),
         cmocka_unit_test(test_cfg_defaults_match_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,10 +1,12 @@
 /*
- * wake_test: the per-device decisions and call endings of proxy/wake.c
+ * wake_test: the per-device decisions and call endings of src/wake
  * (product.md rules 3-8), driven through its proxy observer with a real
  * registrar and push-device table (bindings made by real REGISTERs), a
  * fake push sender that records every push, a manual timer queue for the
- * grace time, and fake proxy hooks (180 sent, branch provisional, late
- * INVITE+CANCEL, release of a held call).
+ * grace time, and a fake proxy: wake calls proxy.h directly, so this test
+ * defines the proxy functions wake uses (180 sent, branch provisional,
+ * late INVITE+CANCEL, release of a held call, observer registration) and
+ * links no proxy object.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -12,7 +14,7 @@
 
 #include "base/tq.h"
 #include "proxy/proxy.h"
-#include "proxy/wake.h"
+#include "wake/wake.h"
 
 struct sent {
     enum push_provider provider;
@@ -41,7 +43,7 @@ struct sent {
     int release_status;                                                        \
     unsigned release_worker;                                                   \
     char release_call_id[64];
-#include "reg_harness.h"  /* tests/unit/registrar, via CMake */
+#include "reg_harness.h" /* tests/unit/registrar, via CMake */
 
 static int
 setup(void **state)
@@ -80,36 +82,56 @@ fake_send(struct wake_job *j, const struct push_msg *m, void *arg)
     return 0;
 }
 
-static void
-fake_ringing(struct proxy_call *call, void *arg)
+/* ---- the fake proxy (link-time: these are proxy.h's functions) ------- */
+
+static struct t *the_t; /* the running test's fixture */
+static int fake_sh;     /* stands for the proxy's shared part */
+
+int
+proxy_observer_add(struct proxy_shared *sh, const struct proxy_observer *ops,
+                   void *arg)
 {
-    (void)call;
-    ((struct t *)arg)->ringing++;
+    (void)sh;
+    (void)ops;
+    (void)arg;
+    return 0;
 }
 
-static bool
-fake_provisional(struct proxy_call *call, const char *uri, void *arg)
+int
+proxy_call_ringing(struct proxy_call *call)
+{
+    (void)call;
+    the_t->ringing++;
+    return 0;
+}
+
+bool
+proxy_call_branch_rang(const struct proxy_call *call, const char *uri)
 {
     (void)call;
     (void)uri;
-    return ((struct t *)arg)->provisional;
+    return the_t->provisional;
 }
 
-static void
-fake_late(const struct reg_contact *b, const struct wake_late *info, void *arg)
+int
+proxy_late_cancel(struct proxy_shared *sh, const struct reg_contact *b,
+                  const struct proxy_late *info)
 {
-    struct t *t = arg;
+    struct t *t = the_t;
+    assert_ptr_equal(sh, (struct proxy_shared *)(void *)&fake_sh);
     t->late++;
     snprintf(t->late_reason, sizeof(t->late_reason), "%s", info->reason);
     snprintf(t->late_uri, sizeof(t->late_uri), "%s", b->uri);
     snprintf(t->late_name, sizeof(t->late_name), "%s", info->caller_name);
+    return 0;
 }
 
-static void
-fake_release(unsigned worker, const char *call_id, const char *callee,
-             int status, void *arg)
+void
+proxy_call_release(struct proxy_shared *sh, unsigned worker,
+                   const char *call_id, const char *callee, int status)
 {
-    struct t *t = arg;
+    struct t *t = the_t;
+    (void)sh;
     (void)callee;
     t->released++;
     t->release_status = status;
@@ -165,18 +187,16 @@ wsetup(void **state)
         .ring_s = RING_S,
         .ringing = true,
         .recent_max = 4,
-        .ops = {.ringing = fake_ringing,
-                .branch_provisional = fake_provisional,
-                .late_cancel = fake_late,
-                .release = fake_release,
-                .arg = t},
         .send = fake_send,
         .send_arg = t,
         .clock_ms = fake_clock,
         .clock_arg = t,
     };
     assert_int_equal(wake_new(&o, &t->w), 0);
-    wake_worker_set(t->w, 0, &t->tq, mono, t);
+    the_t = t;
+    assert_int_equal(wake_attach(t->w, (struct proxy_shared *)(void *)&fake_sh),
+                     0);
+    wake_worker_set_tq(t->w, 0, &t->tq, mono, t);
     reg_set_bind_cb(t->r, bind_cb, t);
     return 0;
 }
@@ -201,16 +221,26 @@ static bool
 start_call_named(struct t *t, int k, const char *call_id, const char *callee,
                  const char *name)
 {
+    /* The proxy's location lookup, which it hands to its observers. */
+    struct arena a;
+    struct reg_contact *bs = NULL;
+    size_t nb = 0;
+    arena_init(&a, 64 * 1024);
+    if (reg_lookup(t->r, slice_cstr(callee), &a, &bs, &nb) < 0)
+        nb = 0;
     struct proxy_call_info info = {
         .call = (struct proxy_call *)(void *)&dummy_calls[k],
         .call_id = call_id,
         .caller = "101",
         .callee = callee,
         .caller_name = name,
-        .bindings = 0,
+        .bindings = nb,
+        .contacts = bs,
         .worker = 0,
     };
-    return wake_observer()->call_started(&info, t->w);
+    bool held = wake_observer()->call_started(&info, t->w);
+    arena_fini(&a);
+    return held;
 }
 
 static bool
@@ -264,6 +294,35 @@ device_background(struct t *t, const char *prov, const char *prid,
 }
 
 /* ---- tests ------------------------------------------------------------- */
+
+/* The registrar parses a binding's RFC 8599 params once, when it stores
+ * it (unescaped), so that wake compares strings: a token with an escaped
+ * ':' is matched to its push device without parsing the Contact again. */
+static void
+test_binding_pn_parsed(void **state)
+{
+    struct t *t = *state;
+    const char *c =
+        pn_contact("192.0.2.9", "fcm", "fcm-token%3AAPA91b_1", "proj", "udp");
+    assert_int_equal(register_ok(t, (struct req){.contacts = c}), 200);
+    struct arena a;
+    struct reg_contact *bs;
+    size_t n;
+    arena_init(&a, 64 * 1024);
+    assert_int_equal(reg_lookup(t->r, slice_cstr("100"), &a, &bs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(bs[0].pn_provider, "fcm");
+    assert_string_equal(bs[0].pn_prid, TOK_F);
+    assert_string_equal(bs[0].pn_param, "proj");
+    arena_fini(&a);
+    /* ... and wake finds the device's binding by them: a UDP binding is
+     * tried directly first (grace), not pushed at once. */
+    assert_true(start_call(t, 0, "call-pn", "100"));
+    assert_int_equal(t->nsent, 0);
+    advance(t, 500);
+    assert_int_equal(t->nsent, 1);
+    assert_string_equal(t->sent[0].token, TOK_F);
+}
 
 /* Rule 5/6/7: no binding → pushed at once; cancelled → missed push; the
  * VoIP device registering afterwards gets INVITE+CANCEL (cause=487),
@@ -712,6 +771,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_binding_pn_parsed, wsetup,
+                                        wteardown),
         cmocka_unit_test_setup_teardown(test_push_cancel_voip, wsetup,
                                         wteardown),
         cmocka_unit_test_setup_teardown(test_push_cancel_fcm_and_expiry, wsetup,

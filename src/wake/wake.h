@@ -1,66 +1,30 @@
 /*
- * proxy/wake: pending wake-ups, the product's core behaviour
- * (product.md "Behaviour of push" rules 3-9, docs/wake.md).
+ * wake: the product's core path (product.md rules 3-9): when a call rings
+ * for an extension with push devices, decide per device (live TCP flow:
+ * nothing; UDP binding: direct branch, push after grace_ms unless it rang;
+ * no binding: push now), hold the call while a wake-up is pending, mark
+ * devices woken by their REGISTER, release the hold when the wake-ups are
+ * over (480 if every push failed), send the endings (missed /
+ * answered_elsewhere), and rule 7 for a VoIP device woken too late.
  *
- * wake is a proxy observer. When a call starts ringing for an extension
- * with push devices, it decides per device:
- *  - a TCP/TLS binding of the device whose connection is open: the proxy
- *    already forks to it; no push (counted as suppressed_live);
- *  - a UDP binding: the proxy forks to it at once, and a grace timer
- *    (default 500 ms) runs; if that branch has sent no provisional
- *    response by then, the device is pushed (rule 3, rule 8);
- *  - no binding: pushed at once (type "call", expiring with the ring time).
- * The caller gets 180 when the first push of the call is sent. The proxy
- * holds the call while any device is pending (in its grace time, or pushed
- * and neither woken nor failed), even if other bindings reject it
- * (call_started returns true); when the last pending device resolves,
- * wake releases it (ops.release): with 480 standing for the wake-ups if
- * every push failed for good (dead token, refused, retries exhausted;
- * RFC 8599 §5.6.2 step 5), so a call with nothing else ringing ends with
- * 480 at once instead of at the ring timeout. When the
- * woken app's REGISTER is accepted, the proxy itself forks the ringing call
- * to the fresh binding (proxy_register_ok → proxy_binding_added, which
- * de-duplicates by Contact URI, and a 401-challenged REGISTER never gets
- * there): exactly one branch per wake. wake only marks the device woken.
+ * Edges: wake observes the proxy (struct proxy_observer) and calls
+ * proxy.h directly (proxy_call_ringing, proxy_call_branch_rang,
+ * proxy_call_release, proxy_late_cancel); the proxy never includes wake.
+ * Pushes go to the push thread (wake_push.c) through one queue and one
+ * uv_async; workers never block on it.
  *
- * When the call ends, every device that was pushed for it gets a "missed"
- * push (caller cancelled, no answer, rejected elsewhere) or an
- * "answered_elsewhere" push, with the call's collapse id so it replaces
- * the call notification. Endings (and the push after the grace time) go
- * to the device as it is then: looked up again by the token it was pushed
- * on, else by its +sip.instance (a woken app may register a new token
- * with a new Call-ID; the old one is dead at the provider), and not at
- * all if it is gone (signed out, dead token, evicted). An iOS VoIP device
- * pushed for the call but not woken in time is remembered until its push
- * expires: when it registers, the late_cancel hook sends it the INVITE
- * followed at once by a CANCEL with a Reason (rule 7), so CallKit can
- * close the call it had to show.
- * An FCM or alert device registering after the end gets nothing.
- *
- * Pushes go to one push client on a dedicated thread and loop (push.h is
- * single-loop): workers hand a job over through a mutex-protected queue
- * and uv_async_send, never blocking. Results are logged, kept in a bounded
- * recent-pushes ring and counted; a dead token removes the push device
- * (pushdev_remove_token, on the push thread: a SQLite delete must not run
- * on a worker). The worker never waits for a result; a push that fails
- * for good is marked on its call (under the lock) and may release it
- * through ops.release, which the proxy queues to the call's worker.
- *
- * Threads: observer callbacks and wake_worker_* run on the call's worker;
- * wake_on_register on the worker that handled the REGISTER; wake_recent
- * and wake_stats_get on any thread. Pending calls are in one list under a
- * mutex (a few per ringing call, looked up by Call-ID); each call's grace
- * timer lives on its worker's tq and is only touched there. ops.release
- * is called with that mutex held (lock order: wake, then the proxy's).
+ * Threads: observer callbacks run on the call's worker, wake_on_register
+ * on the worker of the REGISTER, wake_job_done on the push thread; every
+ * getter on any thread. The full design, the locks and the step-by-step
+ * path: docs/wake.md.
  */
-#ifndef PUSHPBX_PROXY_WAKE_H
-#define PUSHPBX_PROXY_WAKE_H
+#ifndef PUSHPBX_WAKE_WAKE_H
+#define PUSHPBX_WAKE_WAKE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/slice.h"
 #include "base/tq.h"
 #include "proxy/proxy.h"
 #include "push/push.h"
@@ -71,43 +35,7 @@ struct proxy_shared;
 struct pushdev_table;
 struct reg;
 struct reg_contact;
-
-/* What late_cancel needs to build the INVITE of an ended call. */
-struct wake_late {
-    const char *call_id;
-    const char *caller, *callee;
-    const char *caller_name; /* From display name ("" if none) */
-    const char *reason;      /* Reason header value: SIP;cause=487;text=".." or
-                                SIP;cause=200;text="Call completed elsewhere" */
-};
-
-/* Hooks into the proxy for what proxy.h does not offer (yet). Any may be
- * NULL: wake then degrades as documented per hook. */
-struct wake_proxy_ops {
-    /* Send 180 Ringing to the caller. NULL: no 180 from wake. */
-    void (*ringing)(struct proxy_call *call, void *arg);
-    /* Has the branch to Contact uri sent a provisional response? NULL:
-     * unknown, treated as silent (the device is pushed after the grace
-     * time even if it rang: a duplicate ring, never a lost call). */
-    bool (*branch_provisional)(struct proxy_call *call, const char *uri,
-                               void *arg);
-    /* Is TCP flow flow_id (a binding's) open? Called on worker `worker`.
-     * NULL: any non-zero flow_id counts as open. */
-    bool (*flow_alive)(unsigned worker, uint64_t flow_id, void *arg);
-    /* Rule 7: send the INVITE of an ended call to binding b and CANCEL it
-     * at once with info->reason. Runs on the worker that handled the
-     * REGISTER. NULL: not done (logged). */
-    void (*late_cancel)(const struct reg_contact *b,
-                        const struct wake_late *info, void *arg);
-    /* The call (on worker `worker`) no longer needs holding for wake:
-     * every pushed device woke or failed for good, every grace ended.
-     * status: 480 if no device woke and some push failed, else 0. Any
-     * thread, called with wake's lock held; at most once per call. NULL:
-     * the call is held until the ring time ends. */
-    void (*release)(unsigned worker, const char *call_id, const char *callee,
-                    int status, void *arg);
-    void *arg;
-};
+struct tp;
 
 #define WAKE_LATENCY_BUCKETS 8
 /* Upper bounds in seconds; the same as the admin's histogram. */
@@ -123,7 +51,6 @@ struct wake_opts {
     unsigned ring_s;               /* call pushes expire after this */
     bool ringing;                  /* 180 when a push is sent */
     unsigned recent_max;           /* ring size; 0 = 200 */
-    struct wake_proxy_ops ops;
     /* Tests: instead of the push thread, hand each push to send (on the
      * calling worker); the test completes it with wake_job_done. */
     int (*send)(struct wake_job *j, const struct push_msg *m, void *arg);
@@ -144,13 +71,17 @@ int wake_push_start(struct wake *w, const struct push_conf *conf, char *err,
  * them. Exposed for tests. */
 const struct proxy_observer *wake_observer(void);
 
-/* Become an observer of the proxy (before workers start). */
+/* Become an observer of the proxy (before workers start); wake then calls
+ * sh's proxy functions directly. Returns 0 or -ENOSPC. */
 int wake_attach(struct wake *w, struct proxy_shared *sh);
 
-/* Give worker idx's timer queue and monotonic clock (tp_tq, tp_now_ms)
- * before it starts. */
-void wake_worker_set(struct wake *w, unsigned idx, struct tq *tq,
-                     uint64_t (*now_ms)(void *arg), void *now_arg);
+/* Worker idx's transport before it starts: its timer queue and clock for
+ * the grace timers (flows are asked of tp_flow_open, any worker). */
+void wake_worker_set(struct wake *w, unsigned idx, struct tp *tp);
+/* Tests: a timer queue and clock without a transport (every TCP/TLS flow
+ * counts as open). */
+void wake_worker_set_tq(struct wake *w, unsigned idx, struct tq *tq,
+                        uint64_t (*now_ms)(void *arg), void *now_arg);
 /* On worker idx at shutdown, before its tq goes: drop its pending calls
  * (no pushes are sent for them). */
 void wake_worker_fini(struct wake *w, unsigned idx);

@@ -1,0 +1,177 @@
+/*
+ * proxy/proxy_dialog: in-dialog requests (a To tag, or an ACK that matched
+ * no transaction) are loose-routed through our Record-Route entry.
+ *
+ * Record-Route: one entry "<sip:us;lr;pp-fa=F;pp-fb=G>" per branch
+ * (proxy_branch_start), where F is the caller's TCP/TLS flow and G the
+ * branch's (0 for UDP), with the host:port of our listener and the
+ * transport param of the caller's transport. When the branch uses another
+ * transport (a UDP phone calling a TLS phone) we record-route twice, as
+ * Kamailio's r2=on: the top entry names our listener of the callee's
+ * transport, the second that of the caller's, so each side sends its
+ * in-dialog requests (a callee's BYE) over a transport it has. An
+ * in-dialog request pops our one or two Routes and goes over the flow of
+ * the other side, so a NAT'd TCP/TLS phone is reached over its own
+ * connection.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "proxy/proxy_int.h"
+#include "registrar/reg.h"
+#include "sip/build.h"
+#include "sip/uri.h"
+
+static uint64_t
+param_u64(struct slice params, const char *name)
+{
+    struct slice v;
+    uint64_t out = 0;
+
+    if (!sip_param_get(params, name, &v) || v.len == 0 || v.len > 16)
+        return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.ptr[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
+        if (d < 0)
+            return 0;
+        out = out << 4 | (uint64_t)d;
+    }
+    return out;
+}
+
+/* The flow of the other side of a dialog, from our Route's pp-fa/pp-fb. */
+uint64_t
+proxy_other_flow(const struct sip_uri *route, const struct tp_src *src)
+{
+    uint64_t fa = param_u64(route->params, "pp-fa");
+    uint64_t fb = param_u64(route->params, "pp-fb");
+    uint64_t f = src->flow_id;
+
+    if (f && f == fa)
+        return fb;
+    if (f && f == fb)
+        return fa;
+    if (!f)
+        return fa ? fa : fb; /* UDP side: the TCP one, if any */
+    return 0;
+}
+
+/* After our top Route (first, already parsed): if the second Route value
+ * is us too (double record-routing), *last gets it and *pop2 is set. The
+ * next Route value after ours goes into *next. Returns 1 when there is
+ * one, 0 when not (the Request-URI is the next hop), -1 for a bad value. */
+static int
+route_after_ours(const struct proxy *p, const struct sip_msg *req,
+                 struct sip_uri *last, struct sip_uri *next, bool *pop2)
+{
+    struct sip_hdr_iter it;
+    struct slice v;
+    const char *why;
+
+    sip_hdr_iter_init(&it, req, SIP_HDR_ROUTE);
+    if (!sip_hdr_iter_next(&it, &v))
+        return 0; /* cannot happen: the caller found the first */
+    for (int i = 0; i < 2; i++) {
+        struct sip_name_addr na;
+        struct sip_error e;
+        if (!sip_hdr_iter_next(&it, &v))
+            return 0;
+        if (sip_name_addr_parse(v, &na, &e) < 0 ||
+            sip_uri_parse(na.uri, next, &why) < 0)
+            return -1;
+        if (i == 1 || !proxy_uri_is_us(p, next))
+            return 1;
+        *last = *next;
+        *pop2 = true;
+    }
+    return 0;
+}
+
+void
+proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
+                      const struct tp_src *src)
+{
+    struct sip_name_addr na;
+    struct sip_uri route, next;
+    struct slice second;
+    const char *why;
+    struct tp_dest dst;
+
+    int rt = proxy_top_route(req, &na, &route, &second);
+    if (rt != 1 || !proxy_uri_is_us(p, &route)) {
+        /* Not record-routed through us: we do not relay it. */
+        if (t)
+            proxy_reject(p, t, rt < 0 ? 400 : 403,
+                         rt < 0 ? "Bad Route" : "Not Routed Through Us",
+                         SLICE_NULL);
+        return;
+    }
+    if (req->max_forwards == 0) {
+        if (t)
+            proxy_reject(p, t, 483, NULL, SLICE_NULL);
+        return;
+    }
+    /* Our own one or two Route values (double record-routing), then the
+     * next hop: the next Route value, else the Request-URI. The last of
+     * ours names the transport of the side the request goes to. */
+    struct sip_uri last = route;
+    bool pop2 = false;
+    int nr = route_after_ours(p, req, &last, &next, &pop2);
+    if (nr < 0) {
+        if (t)
+            proxy_reject(p, t, 400, "Bad Route", SLICE_NULL);
+        return;
+    }
+    if (nr == 0 && sip_uri_parse(req->ruri, &next, &why) < 0) {
+        if (t)
+            proxy_reject(p, t, 400, "Bad Request-URI", SLICE_NULL);
+        return;
+    }
+    if (proxy_dest_from_uri(&next, &dst) < 0) {
+        /* TODO(dns): only numeric next hops are reachable today. */
+        if (t)
+            proxy_reject(p, t, 404, "Next Hop Not Numeric", SLICE_NULL);
+        return;
+    }
+    uint64_t f = proxy_other_flow(&route, src);
+    if (f) {
+        /* Over the other side's own connection; its transport is the one
+         * our last Route names (TLS or TCP). */
+        dst.proto = proxy_uri_proto(&last) == TP_TLS ? TP_TLS : TP_TCP;
+        dst.flow_id = f;
+    }
+    if (!t) {
+        /* ACK for a 2xx: stateless, its own transaction downstream. */
+        char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
+        txn_branch_new(p->tt, branch);
+        snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
+                 proxy_tp_upper(dst.proto), p->via_host[proxy_tpk(dst.proto)],
+                 branch);
+        struct sip_fwd fw = {
+            .via = slice_cstr(via), .pop_route = true, .pop_route2 = pop2};
+        buf_reset(&p->out);
+        if (sip_build_forward(&p->out, req, &fw) == 0 &&
+            tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
+            p->stats.acks_forwarded++;
+        return;
+    }
+    struct proxy_call *c = proxy_call_new(p, t, CALL_RELAY, req, src);
+    c->pop2 = pop2;
+    c->nbr = 1;
+    c->br[0] = (struct branch){.call = c};
+    int rc =
+        proxy_branch_start(c, &c->br[0], &dst, SLICE_NULL, true, 0, SLICE_NULL);
+    p->stats.in_dialog++;
+    if (rc < 0) {
+        c->br[0].status = 503;
+        proxy_call_final(c, 503, NULL);
+    }
+}

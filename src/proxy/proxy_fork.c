@@ -1,0 +1,487 @@
+/*
+ * proxy/proxy_fork: parallel forking (RFC 3261 §16.7) of a call to the
+ * callee's bindings, branches added to a running fork, and the release of
+ * a held call.
+ *
+ * §16.7 in short: provisional responses above 100 are relayed at once;
+ * every 2xx is relayed at once and CANCELs the other branches; a 6xx
+ * CANCELs the others; other finals are kept (the best by
+ * proxy_status_better) until every branch is final, then the best goes
+ * upstream (503 as 500; none at all as 408; a 401/407 with the
+ * challenges of every branch's 401/407, step 7). The ring timeout, caller
+ * CANCEL and 2xx are decided at once (the caller does not wait for the
+ * cancelled branches' 487s); late non-2xx branch responses are then
+ * dropped, but a late 2xx is still relayed (statelessly once the server
+ * transaction has sent its non-2xx final or is gone: RFC 6026).
+ *
+ * The request forwarded to each branch is spliced from the server
+ * transaction's stored copy (sip_build_forward), never re-serialised.
+ * A branch whose TCP flow lives on another worker is written there
+ * through tp's relay (proxy.c); its responses come back by the branch's
+ * worker index (proxy_steer).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/xmalloc.h"
+#include "proxy/proxy_int.h"
+#include "registrar/reg.h"
+#include "sip/build.h"
+#include "sip/uri.h"
+
+static void on_branch_event(struct txn *t, enum txn_event ev,
+                            const struct sip_msg *rsp, void *arg);
+
+/* Send the stored best response upstream. §16.7 step 7: a 401/407 carries
+ * every WWW-Authenticate and Proxy-Authenticate value of all the branches'
+ * 401/407 responses (unchanged), so the caller can answer each device's
+ * challenge in one go; the best one's own are already in its bytes, the
+ * others' go in before the blank line (our builder always ends the
+ * headers with "Content-Length: N\r\n\r\n", so the first CRLFCRLF is
+ * the end of the headers). Too big to merge: the best alone. */
+static void
+send_best(struct proxy_call *c, int status)
+{
+    struct slice bytes = slice_make(c->best, c->best_len);
+    const char *end = NULL;
+    size_t extra = 0;
+    struct buf m;
+
+    if (status == 401 || status == 407)
+        for (size_t i = 0; i < c->nbr; i++)
+            if (&c->br[i] != c->best_br)
+                extra += c->br[i].auth_len;
+    if (extra)
+        end = memmem(c->best, c->best_len, "\r\n\r\n", 4);
+    if (!end) {
+        (void)txn_respond(c->st, status, bytes);
+        return;
+    }
+    size_t head = (size_t)(end - c->best) + 2;
+    int rc;
+    buf_init(&m, SIP_MAX_MSG_LEN);
+    rc = buf_append(&m, c->best, head);
+    for (size_t i = 0; i < c->nbr && rc == 0; i++)
+        if (&c->br[i] != c->best_br && c->br[i].auth_len)
+            rc = buf_append(&m, c->br[i].auth, c->br[i].auth_len);
+    if (rc == 0)
+        rc = buf_append(&m, c->best + head, c->best_len - head);
+    (void)txn_respond(c->st, status, rc == 0 ? buf_slice(&m) : bytes);
+    buf_fini(&m);
+}
+
+/* Keep the challenge lines of a branch's 401/407 for send_best. */
+static void
+keep_challenges(struct branch *b, const struct sip_msg *rsp)
+{
+    struct buf lines;
+
+    buf_init(&lines, SIP_MAX_MSG_LEN);
+    for (size_t i = 0; i < rsp->hdr_count; i++) {
+        const struct sip_hdr *h = &rsp->hdrs[i];
+        if (h->id == SIP_HDR_WWW_AUTHENTICATE ||
+            h->id == SIP_HDR_PROXY_AUTHENTICATE)
+            (void)buf_printf(&lines, SLICE_FMT ": " SLICE_FMT "\r\n",
+                             SLICE_ARG(h->name), SLICE_ARG(h->value));
+    }
+    free(b->auth);
+    b->auth = NULL;
+    b->auth_len = lines.len;
+    if (lines.len) {
+        b->auth = xmalloc(lines.len);
+        memcpy(b->auth, lines.data, lines.len);
+    }
+    buf_fini(&lines);
+}
+
+/* A 2xx the server transaction cannot send any more: the caller already
+ * got our non-2xx final (CANCEL or ring timeout raced the answer) or the
+ * transaction is gone. RFC 3261 §16.7 step 5 / RFC 6026: every 2xx goes
+ * upstream anyway, statelessly to where the INVITE came from; the
+ * caller's UA ACKs and BYEs the dialog it does not want. */
+static void
+forward_2xx_stateless(struct proxy_call *c, struct slice bytes)
+{
+    struct tp_dest d;
+
+    tp_dest_reply(&c->src_a, &d);
+    int rc = tp_send(c->p->tp, &d, bytes, NULL);
+    log_info("proxy", "late 2xx relayed statelessly%s%s call_id=%s",
+             rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "", c->rec.call_id);
+}
+
+/* Every branch final (or none left) and nothing sent yet: send the best. */
+void
+proxy_call_check_done(struct proxy_call *c)
+{
+    if (c->final_sent)
+        return;
+    for (size_t i = 0; i < c->nbr; i++)
+        if (c->br[i].started && c->br[i].status == 0)
+            return;
+    if (c->holding)
+        return; /* an observer keeps it ringing (wake) */
+    int up = proxy_status_upstream(c->best_status);
+    if (c->nbr == 0)
+        up = 480;
+    else if (c->best_status == 0 && c->release_status)
+        up = c->release_status;
+    if (c->best && up == c->best_status && c->st) {
+        c->final_sent = true;
+        c->final_status = up;
+        send_best(c, up);
+    } else {
+        proxy_call_final(c, up, NULL);
+    }
+    proxy_call_finish(
+        c, c->nbr == 0 ? PROXY_OUT_UNAVAILABLE : proxy_outcome_for(up), up);
+}
+
+static void
+branch_response(struct proxy_call *c, struct branch *b,
+                const struct sip_msg *rsp)
+{
+    struct proxy *p = c->p;
+    int st = rsp->status;
+
+    if (st == 100)
+        return;
+    buf_reset(&p->out);
+    if (sip_build_response_forward(&p->out, rsp) < 0) {
+        if (st >= 200 && !b->status) {
+            b->status = 502;
+            proxy_call_check_done(c);
+        }
+        return;
+    }
+    if (st < 200) {
+        b->provisional = true;
+        if (!c->rec.ringing_ms && st >= 180)
+            c->rec.ringing_ms = proxy_wall_ms();
+        if (!c->final_sent && c->st && !b->cancelled)
+            (void)txn_respond(c->st, st, buf_slice(&p->out));
+        return;
+    }
+    if (st < 300) {
+        /* Every 2xx goes upstream, even a second branch's (the caller
+         * ACKs and BYEs the one it does not want, §16.7 step 5). */
+        b->status = st;
+        if (!c->st || txn_respond(c->st, st, buf_slice(&p->out)) < 0)
+            forward_2xx_stateless(c, buf_slice(&p->out));
+        if (!c->final_sent) {
+            c->final_sent = true;
+            c->final_status = st;
+            proxy_copy_cstr(c->rec.answered_by, sizeof(c->rec.answered_by),
+                            slice_cstr(b->uri ? b->uri : ""));
+            proxy_call_cancel_branches(
+                c, b,
+                "Reason: SIP;cause=200;text=\"Call completed "
+                "elsewhere\"\r\n");
+            proxy_call_finish(c, PROXY_OUT_ANSWERED, st);
+        }
+        return;
+    }
+    if (b->status)
+        return;
+    b->status = st;
+    if (st == 401 || st == 407)
+        keep_challenges(b, rsp);
+    if (proxy_status_better(st, c->best_status)) {
+        c->best_status = st;
+        c->best_br = b;
+        free(c->best);
+        c->best_len = p->out.len;
+        c->best = xmalloc(c->best_len);
+        memcpy(c->best, p->out.data, c->best_len);
+    }
+    if (st >= 600)
+        proxy_call_cancel_branches(c, b, "");
+    proxy_call_check_done(c);
+}
+
+static void
+branch_synth(struct proxy_call *c, struct branch *b, int status)
+{
+    if (b->status)
+        return;
+    b->status = status;
+    if (proxy_status_better(status, c->best_status)) {
+        c->best_status = status;
+        c->best_br = NULL;
+        free(c->best);
+        c->best = NULL;
+        c->best_len = 0;
+    }
+    proxy_call_check_done(c);
+}
+
+static void
+on_branch_event(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
+                void *arg)
+{
+    struct branch *b = arg;
+    struct proxy_call *c = b->call;
+
+    switch (ev) {
+    case TXN_EV_RESPONSE:
+        branch_response(c, b, rsp);
+        break;
+    case TXN_EV_TIMEOUT:
+        branch_synth(c, b, 408);
+        break;
+    case TXN_EV_TRANSPORT_ERROR:
+        branch_synth(c, b, 503);
+        break;
+    case TXN_EV_TERMINATED:
+        b->ct = NULL;
+        if (!b->status) /* ended without a final we saw */
+            branch_synth(c, b, 408);
+        proxy_call_unref(c);
+        break;
+    case TXN_EV_CANCELLED:
+        break;
+    }
+}
+
+/* Start branch b of c towards dst with R-URI ruri (empty = keep), popping
+ * our Route when pop, recording route when rr. */
+int
+proxy_branch_start(struct proxy_call *c, struct branch *b,
+                   const struct tp_dest *dst, struct slice ruri, bool pop,
+                   uint64_t flow_b, struct slice next)
+{
+    struct proxy *p = c->p;
+    const struct sip_msg *req = txn_request(c->st);
+    char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
+    char rr[2 * (TP_ADDRSTRLEN + 96)];
+    struct sip_fwd f = {
+        .ruri = ruri, .pop_route = pop, .pop_route2 = pop && c->pop2};
+    int rc;
+
+    (void)next;
+    txn_branch_new(p->tt, branch);
+    snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
+             proxy_tp_upper(dst->proto), p->via_host[proxy_tpk(dst->proto)],
+             branch);
+    f.via = slice_cstr(via);
+    if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
+        enum tp_proto in = c->src_a.proto, out = dst->proto;
+        int n = 0;
+        if (out != in) /* the callee's side first: it is nearest to it */
+            n = snprintf(rr, sizeof(rr),
+                         "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">, ",
+                         p->via_host[proxy_tpk(out)], proxy_tp_uri_param(out),
+                         c->flow_a, flow_b);
+        snprintf(rr + n, sizeof(rr) - (size_t)n,
+                 "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
+                 p->via_host[proxy_tpk(in)], proxy_tp_uri_param(in), c->flow_a,
+                 flow_b);
+        f.record_route = slice_cstr(rr);
+    }
+    buf_reset(&p->out);
+    rc = sip_build_forward(&p->out, req, &f);
+    if (rc < 0)
+        return rc;
+    b->call = c;
+    rc = txn_client_start(p->tt, buf_slice(&p->out), dst, on_branch_event, b,
+                          &b->ct);
+    if (rc < 0)
+        return rc;
+    b->started = true;
+    c->refs++;
+    return 0;
+}
+
+static bool
+same_host(const struct tp_addr *a, const struct tp_addr *b)
+{
+    if (a->u.sa.sa_family != b->u.sa.sa_family)
+        return false;
+    if (a->u.sa.sa_family == AF_INET)
+        return a->u.in4.sin_addr.s_addr == b->u.in4.sin_addr.s_addr;
+    return memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, 16) == 0;
+}
+
+/* RFC 1918 / RFC 6598 / link-local / ULA: addresses behind a NAT. */
+static bool
+private_addr(const struct tp_addr *a)
+{
+    if (a->u.sa.sa_family == AF_INET) {
+        uint32_t ip = ntohl(a->u.in4.sin_addr.s_addr);
+        return (ip >> 24) == 10 || (ip >> 20) == 0xac1 ||
+               (ip >> 16) == 0xc0a8 || (ip >> 22) == 0x191 ||
+               (ip >> 16) == 0xa9fe;
+    }
+    const uint8_t *b = a->u.in6.sin6_addr.s6_addr;
+    return (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80);
+}
+
+void
+proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
+                        struct tp_dest *d)
+{
+    struct sip_uri u;
+    const char *why;
+
+    *d = (struct tp_dest){.proto = TP_UDP, .listener = -1};
+    if (b->addr.ss_family == AF_INET6) {
+        memcpy(&d->addr.u.in6, &b->addr, sizeof(struct sockaddr_in6));
+        d->addr.len = sizeof(struct sockaddr_in6);
+    } else {
+        memcpy(&d->addr.u.in4, &b->addr, sizeof(struct sockaddr_in));
+        d->addr.len = sizeof(struct sockaddr_in);
+    }
+    if (b->transport == REG_TP_UDP) {
+        /* NAT rule: the source address is where a NAT'd phone is
+         * reachable; but a Contact on the source's own host, or on a
+         * non-private address, is honoured as written (a UA may register
+         * from one socket and listen on another). */
+        struct tp_dest cd;
+        if (sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
+            proxy_dest_from_uri(&u, &cd) == 0 && cd.proto == TP_UDP &&
+            (same_host(&cd.addr, &d->addr) || !private_addr(&cd.addr)))
+            d->addr = cd.addr;
+    }
+    if (b->transport != REG_TP_UDP) {
+        /* Over the phone's own connection (RFC 5626 flows; a flow on
+         * another worker is written there, relay_send). A phone behind
+         * NAT, or an app in the background, cannot accept a connection:
+         * no address to connect to (proxy_call_add_branch does not even
+         * try when the flow is gone: the binding is unreachable). */
+        d->proto = b->transport == REG_TP_TLS ? TP_TLS : TP_TCP;
+        d->flow_id = b->flow_id;
+        d->addr.len = 0;
+    }
+}
+
+/* A TCP/TLS binding whose connection is gone cannot be reached: the phone
+ * listens on no port we could connect to (an app suspended by iOS, a
+ * phone that lost its network without unregistering). The call then
+ * waits for a push to wake it (src/wake decides the same way), and the
+ * woken phone's REGISTER on a new connection adds the branch. */
+static bool
+binding_reachable(const struct reg_contact *b)
+{
+    return b->transport == REG_TP_UDP || tp_flow_open(b->flow_id);
+}
+
+int
+proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
+{
+    struct proxy *p = c->p;
+    struct tp_dest dst;
+
+    if (c->final_sent || !c->st)
+        return -EALREADY;
+    /* One branch per device: the same Contact again is the same phone,
+     * unless it came back on a new connection after its old one closed
+     * (a phone reconnecting gives the same Contact URI). */
+    for (size_t i = 0; i < c->nbr; i++)
+        if (strcmp(c->br[i].uri, b->uri) == 0 &&
+            (c->br[i].flow_id == b->flow_id || tp_flow_open(c->br[i].flow_id)))
+            return -EEXIST;
+    if (!binding_reachable(b)) {
+        log_info("proxy",
+                 "binding %s not rung: its %s connection is gone call_id=%s",
+                 b->uri, b->transport == REG_TP_TLS ? "TLS" : "TCP",
+                 c->rec.call_id);
+        return -ENOTCONN;
+    }
+    if (c->nbr >= p->sh->cfg.max_branches || c->nbr >= PROXY_MAX_BRANCHES)
+        return -ENOSPC;
+    struct branch *br = &c->br[c->nbr];
+    *br = (struct branch){
+        .call = c, .uri = xstrdup(b->uri), .flow_id = b->flow_id};
+    c->nbr++;
+    proxy_dest_from_binding(p, b, &dst);
+    int rc =
+        proxy_branch_start(c, br, &dst, slice_cstr(b->uri), c->pop,
+                           dst.proto != TP_UDP ? b->flow_id : 0, SLICE_NULL);
+    if (rc < 0) {
+        log_info("proxy", "branch to %s not started: %s call_id=%s", b->uri,
+                 strerror(-rc), c->rec.call_id);
+        br->status = 503; /* counted as tried; proxy_call_check_done sees it */
+        return rc;
+    }
+    if (c->kind == CALL_FORK) {
+        struct proxy_branch_info bi = {.call = c,
+                                       .call_id = c->rec.call_id,
+                                       .callee = c->rec.callee,
+                                       .uri = br->uri,
+                                       .added = c->forked,
+                                       .worker = p->worker};
+        proxy_notify_branch_sent(p->sh, &bi);
+    }
+    return 0;
+}
+
+int
+proxy_call_ringing(struct proxy_call *c)
+{
+    if (c->final_sent || !c->st)
+        return -EALREADY;
+    if (c->ringing_sent)
+        return 0;
+    c->ringing_sent = true;
+    int rc =
+        txn_reply(c->st, 180, NULL, proxy_call_tag(c), SLICE_NULL, SLICE_NULL);
+    log_info("proxy", "180 sent for a phone being woken call_id=%s%s%s",
+             c->rec.call_id, rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "");
+    return rc;
+}
+
+bool
+proxy_call_branch_rang(const struct proxy_call *c, const char *uri)
+{
+    for (size_t i = 0; i < c->nbr; i++)
+        if (c->br[i].uri && strcmp(c->br[i].uri, uri) == 0)
+            return c->br[i].provisional;
+    return false;
+}
+
+/* Re-read the callee's bindings and fork c to the new ones. */
+void
+proxy_fork_new_bindings(struct proxy *p, struct proxy_call *c)
+{
+    struct reg_contact *bs;
+    size_t count;
+
+    arena_reset(&p->a);
+    if (reg_lookup(p->sh->reg, slice_cstr(c->rec.callee), &p->a, &bs, &count) <
+        0)
+        return;
+    for (size_t i = 0; i < count && !c->final_sent; i++)
+        if (proxy_call_add_branch(c, &bs[i]) == 0) {
+            p->stats.branches_added++;
+            log_info("proxy",
+                     "branch added to ringing call call_id=%s "
+                     "callee=%s contact=%s",
+                     c->rec.call_id, c->rec.callee, bs[i].uri);
+        }
+}
+
+/* proxy_call_release on the call's worker. The bindings are re-read first:
+ * a woken phone's REGISTER is stored before wake releases the call (its
+ * bind callback runs before the 200), so its branch exists before the
+ * hold goes and the call cannot end in between. */
+void
+proxy_note_release(struct proxy *p, const struct proxy_note *n)
+{
+    struct proxy_call *c = proxy_call_find(p, n->call_id, n->ext);
+
+    if (!c || c->final_sent)
+        return;
+    proxy_fork_new_bindings(p, c);
+    if (c->final_sent)
+        return;
+    c->holding = false;
+    c->release_status = n->status;
+    log_info("proxy", "call released by its observer call_id=%s status=%d",
+             c->rec.call_id, n->status);
+    proxy_call_check_done(c);
+}
