@@ -1196,6 +1196,7 @@ metrics_text(struct admin *a, size_t *len)
     for (int i = 0; i < ADMIN_M_COUNT; i++)
         buf_printf(&b, "pushpbx_sip_messages_total{method=\"%s\"} %llu\n",
                    methods[i], (unsigned long long)k.sip_messages[i]);
+    admin_messages_metrics(&b, reg_messages(a->reg));
     metric(&b, "pushpbx_admin_requests_total", "counter",
            "Admin HTTP requests.", a->requests);
     metric(&b, "pushpbx_admin_unauthorized_total", "counter",
@@ -1572,6 +1573,9 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
                           NULL);
     if (n == 2 && strcmp(seg[1], "registrations") == 0)
         return send_json(c, MHD_HTTP_OK, registrations(a, NULL));
+    if (n == 2 && strcmp(seg[1], "messages") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         admin_messages_json(reg_messages(a->reg)));
     if (n == 2 && strcmp(seg[1], "calls") == 0)
         return send_json(c, MHD_HTTP_OK,
                          provider_list(a, a->src.list_calls, false));

@@ -227,7 +227,7 @@ const struct cfg_section app_log_section = {
 
 static const struct cfg_section *const sections[] = {
     &app_sip_section, &app_log_section, &reg_cfg_section, &store_cfg_section,
-    &reg_ext_cfg_section, &admin_cfg_section,
+    &reg_ext_cfg_section, &reg_msg_cfg_section, &admin_cfg_section,
     &proxy_cfg_section, &push_apns_cfg_section, &push_fcm_cfg_section,
     &push_wake_cfg_section, &media_cfg_section, &tp_tls_cfg_section,
     /* Later rooms add their sections here ([push.apns], ...). */

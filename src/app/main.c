@@ -336,7 +336,8 @@ registrar_open(struct daemon *d)
         return 1;
     }
     struct reg_opts o = {.cfg = rc, .domain = d->sip->domain,
-                         .realm = d->sip->realm, .store = d->store};
+                         .realm = d->sip->realm, .store = d->store,
+                         .messages = cfg_get(d->cfg, &reg_msg_cfg_section)};
     if (reg_new(&o, &d->reg) < 0 || reg_load(d->reg) < 0) {
         log_error("app", "registrar: cannot restore from %s", sc->path);
         return 1;
