@@ -11,9 +11,12 @@
  * Writes: a put or removal changes memory and queues its store writes
  * under the table mutex (the store's queue lock nests inside it; the
  * store never calls back), then drops the mutex and, when the change must
- * be durable before it is acknowledged, waits in store_commit. So the
- * mutex is held for microseconds, never for a disk write or a SQLite
- * lock, and INVITEs looking devices up are never held behind a REGISTER.
+ * be durable before it is acknowledged, waits in store_commit (the
+ * blocking calls, admin thread) or asks for store_commit_async (the _async
+ * calls, SIP workers: the writer's callback clears unsynced and reports).
+ * So the mutex is held for microseconds, never for a disk write or a
+ * SQLite lock, and INVITEs looking devices up are never held behind a
+ * REGISTER.
  * A device whose commit failed stays marked unsynced (node.unsynced) so
  * that the next REGISTER writes it again instead of taking the refresh
  * shortcut. Refreshes that change nothing only touch last_seen in memory
