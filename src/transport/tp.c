@@ -44,6 +44,7 @@
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "sip/peek.h"
 #include "transport/tp.h"
 #include "transport/tp_int.h"
 
@@ -121,6 +122,16 @@ struct inbox_item {
     struct tp_dest dst;
     size_t len;
     char data[];
+};
+
+/* UDP spreading (tp.h): members by worker index. The read lock covers a
+ * post to a member, the write lock a join or leave, so a member leaves
+ * (at tp_free) before its inbox and async handle can go. */
+struct tp_group {
+    pthread_rwlock_t lock;
+    unsigned n;
+    struct tp *m[TP_MAX_WORKERS];
+    _Atomic uint64_t steered[TP_MAX_WORKERS]; /* tp_group_steered */
 };
 
 /* A log line that may repeat at the rate of an attack: at most one per
@@ -613,6 +624,82 @@ stun_answer(struct tp *tp, struct tp_listener *l, const char *p, size_t len,
         tp->stats.stun_answered++;
 }
 
+static int inbox_push(struct tp *target, struct inbox_item *it);
+
+/* Hand a request datagram to worker w of our group (UDP spreading). True
+ * when it is gone (posted, or dropped because w's inbox is full: handling
+ * it here instead could match a retransmission against the wrong table);
+ * false when w is not in the group now, to handle it here. */
+static bool
+udp_steer(struct tp *tp, unsigned w, const char *p, size_t len,
+          const struct tp_src *src)
+{
+    struct tp_group *g = tp->cfg.group;
+    int rc = -ENOENT;
+
+    pthread_rwlock_rdlock(&g->lock);
+    struct tp *target = g->m[w];
+    if (target) {
+        struct inbox_item *it = xmalloc(sizeof(*it) + len);
+        memset(it, 0, sizeof(*it));
+        it->src = *src;
+        it->src.worker = w;
+        it->len = len;
+        memcpy(it->data, p, len);
+        rc = inbox_push(target, it);
+    }
+    pthread_rwlock_unlock(&g->lock);
+    if (rc == -ENOENT)
+        return false;
+    if (rc < 0)
+        tp->stats.rx_dropped++;
+    else
+        atomic_fetch_add_explicit(&g->steered[tp->cfg.worker], 1,
+                                  memory_order_relaxed);
+    return true;
+}
+
+int
+tp_group_new(unsigned n, struct tp_group **out)
+{
+    struct tp_group *g;
+
+    if (n == 0 || n > TP_MAX_WORKERS)
+        return -EINVAL;
+    g = xcalloc(1, sizeof(*g));
+    pthread_rwlock_init(&g->lock, NULL);
+    g->n = n;
+    *out = g;
+    return 0;
+}
+
+void
+tp_group_free(struct tp_group *g)
+{
+    if (g == NULL)
+        return;
+    pthread_rwlock_destroy(&g->lock);
+    free(g);
+}
+
+int
+tp_group_owner(const struct tp_group *g, const char *buf, size_t len)
+{
+    uint32_t h;
+
+    if (g->n < 2 || sip_peek_call_id(buf, len, &h) < 0)
+        return -1;
+    return (int)(h % g->n);
+}
+
+uint64_t
+tp_group_steered(const struct tp_group *g, unsigned w)
+{
+    if (g == NULL || w >= g->n)
+        return 0;
+    return atomic_load_explicit(&g->steered[w], memory_order_relaxed);
+}
+
 static void
 udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
          const struct sockaddr *addr, unsigned flags)
@@ -667,6 +754,12 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     src.listener = l->index;
     src.worker = tp->cfg.worker;
     src.rx_us = mono_us();
+    if (tp->cfg.group && !looks_like_response(p + k, len - k)) {
+        int w = tp_group_owner(tp->cfg.group, p + k, len - k);
+        if (w >= 0 && (unsigned)w != tp->cfg.worker &&
+            udp_steer(tp, (unsigned)w, p, len, &src))
+            return;
+    }
     dispatch(tp, p, len, &src);
 }
 
@@ -1775,7 +1868,7 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     size_t nb = 64;
 
     if (cfg->on_recv == NULL || cfg->worker >= TP_MAX_WORKERS ||
-        cfg->max_conns == 0)
+        cfg->max_conns == 0 || (cfg->group && cfg->worker >= cfg->group->n))
         return -EINVAL;
     tp = xcalloc(1, sizeof(*tp));
     tp->loop = loop;
@@ -1805,6 +1898,11 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     uv_async_init(loop, &tp->async, on_async);
     tp->async.data = tp;
     tp->open_handles++;
+    if (cfg->group) {
+        pthread_rwlock_wrlock(&cfg->group->lock);
+        cfg->group->m[cfg->worker] = tp;
+        pthread_rwlock_unlock(&cfg->group->lock);
+    }
     *out = tp;
     return 0;
 }
@@ -1817,6 +1915,13 @@ tp_free(struct tp *tp)
     if (tp == NULL || tp->freeing)
         return;
     tp->freeing = true;
+    if (tp->cfg.group) {
+        /* Leave first: no worker posts to us once our handles close. */
+        pthread_rwlock_wrlock(&tp->cfg.group->lock);
+        if (tp->cfg.group->m[tp->cfg.worker] == tp)
+            tp->cfg.group->m[tp->cfg.worker] = NULL;
+        pthread_rwlock_unlock(&tp->cfg.group->lock);
+    }
     list_for_each_safe(n, tmp, &tp->conns)
     {
         conn_close(container_of(n, struct tp_conn, link), 0);
