@@ -500,6 +500,52 @@ unknown_key(json_t *obj, const char *const *allowed)
     return NULL;
 }
 
+/* The fields of an extension in a create or update body. */
+struct ext_fields {
+    const char *name;     /* in: the current (or ""); out: the body's */
+    bool enabled;         /* in: the current (or true) */
+    unsigned maxdev;      /* in: the current (or 1) */
+    const char *password; /* NULL when the body has none */
+};
+
+/* The one validation of extension fields, for create and update: checks
+ * every field the body has and copies it into f (borrowed from j);
+ * fields it does not have keep f's values. Returns NULL, or the failing
+ * field's name with the reason in *why. */
+static const char *
+ext_fields_check(json_t *j, struct ext_fields *f, const char **why)
+{
+    json_t *v;
+
+    if ((v = json_object_get(j, "name"))) {
+        if ((*why = check_name(v)))
+            return "name";
+        f->name = json_string_value(v);
+    }
+    if ((v = json_object_get(j, "enabled"))) {
+        if (!json_is_boolean(v)) {
+            *why = "must be true or false";
+            return "enabled";
+        }
+        f->enabled = json_is_true(v);
+    }
+    if ((v = json_object_get(j, "max_push_devices"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 16) {
+            *why = "must be 1 to 16";
+            return "max_push_devices";
+        }
+        f->maxdev = (unsigned)json_integer_value(v);
+    }
+    f->password = NULL;
+    if ((v = json_object_get(j, "password"))) {
+        if ((*why = check_password(v)))
+            return "password";
+        f->password = json_string_value(v);
+    }
+    return NULL;
+}
+
 static enum MHD_Result
 ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
 {
@@ -528,37 +574,17 @@ ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
                           "1 to 32 of A-Z a-z 0-9 _ . + - required", "number");
     }
     const char *number = json_string_value(v);
-    const char *name = "";
-    if ((v = json_object_get(j, "name"))) {
-        if ((why = check_name(v))) {
-            json_decref(j);
-            return send_error(c, MHD_HTTP_BAD_REQUEST, why, "name");
-        }
-        name = json_string_value(v);
+    struct ext_fields f = {.name = "", .enabled = true, .maxdev = 1};
+    if ((bad = ext_fields_check(j, &f, &why))) {
+        ret = send_error(c, MHD_HTTP_BAD_REQUEST, why, bad);
+        json_decref(j);
+        return ret;
     }
-    if ((v = json_object_get(j, "enabled"))) {
-        if (!json_is_boolean(v)) {
-            json_decref(j);
-            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be true or false",
-                              "enabled");
-        }
-        enabled = json_is_true(v);
-    }
-    if ((v = json_object_get(j, "max_push_devices"))) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-            json_integer_value(v) > 16) {
-            json_decref(j);
-            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be 1 to 16",
-                              "max_push_devices");
-        }
-        maxdev = (unsigned)json_integer_value(v);
-    }
-    if ((v = json_object_get(j, "password"))) {
-        if ((why = check_password(v))) {
-            json_decref(j);
-            return send_error(c, MHD_HTTP_BAD_REQUEST, why, "password");
-        }
-        snprintf(pw, sizeof(pw), "%s", json_string_value(v));
+    const char *name = f.name;
+    enabled = f.enabled;
+    maxdev = f.maxdev;
+    if (f.password) {
+        snprintf(pw, sizeof(pw), "%s", f.password);
     } else {
         if (gen_password(genpw, sizeof(genpw)) < 0) {
             json_decref(j);
@@ -632,7 +658,7 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     static const char *const allowed[] = {"name", "password", "enabled",
                                           "max_push_devices", NULL};
     enum MHD_Result ret;
-    json_t *j = parse_body(c, rq, &ret), *v;
+    json_t *j = parse_body(c, rq, &ret);
     const char *why, *bad, *name = cur->display;
     bool enabled = cur->enabled;
     unsigned maxdev = cur_max_push(a, cur->number);
@@ -644,31 +670,17 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
         json_decref(j); /* after: bad points into j */
         return ret;
     }
-    if ((v = json_object_get(j, "name")) && (why = check_name(v))) {
+    struct ext_fields f = {.name = name, .enabled = enabled,
+                           .maxdev = maxdev};
+    if ((bad = ext_fields_check(j, &f, &why))) {
+        ret = send_error(c, MHD_HTTP_BAD_REQUEST, why, bad);
         json_decref(j);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, why, "name");
+        return ret;
     }
-    if (v)
-        name = json_string_value(v);
-    if ((v = json_object_get(j, "enabled"))) {
-        if (!json_is_boolean(v)) {
-            json_decref(j);
-            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be true or false",
-                              "enabled");
-        }
-        enabled = json_is_true(v);
-    }
-    if ((v = json_object_get(j, "max_push_devices"))) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-            json_integer_value(v) > 16) {
-            json_decref(j);
-            return send_error(c, MHD_HTTP_BAD_REQUEST, "must be 1 to 16",
-                              "max_push_devices");
-        }
-        maxdev = (unsigned)json_integer_value(v);
-    }
-    v = json_object_get(j, "password");
-    if (!v) {
+    name = f.name;
+    enabled = f.enabled;
+    maxdev = f.maxdev;
+    if (!f.password) {
         /* Name, enabled flag, push limit: the credentials stay. */
         struct store_mark m = write_mark(a);
         if (reg_ext_update(a->reg, cur->number, name, enabled, maxdev) < 0) {
@@ -690,12 +702,8 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
         log_notice("admin", "extension updated ext=%s", cur->number);
         return send_json(c, MHD_HTTP_OK, out);
     }
-    if ((why = check_password(v))) {
-        json_decref(j);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, why, "password");
-    }
     struct store_mark m = write_mark(a);
-    if (reg_ext_set(a->reg, cur->number, name, json_string_value(v), enabled,
+    if (reg_ext_set(a->reg, cur->number, name, f.password, enabled,
                     maxdev) < 0) {
         json_decref(j);
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,

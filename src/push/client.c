@@ -50,6 +50,7 @@
 #include "base/xmalloc.h"
 #include "push/apns_cert.h"
 #include "push/errmap.h"
+#include "jose/jose.h"
 #include "push/jwt.h"
 #include "push/payload.h"
 
@@ -1319,7 +1320,7 @@ apns_setup(struct prov *p, const struct push_apns_conf *a, char *err,
         }
         p->key_id = xstrdup(a->key_id);
         p->team_id = xstrdup(a->team_id);
-        p->key = push_key_load_file(a->key_file, err, errlen);
+        p->key = jose_key_load_file(a->key_file, true, err, errlen);
         if (p->key == NULL)
             return -EINVAL;
         if (EVP_PKEY_get_base_id(p->key) != EVP_PKEY_EC ||
@@ -1396,7 +1397,7 @@ fcm_setup(struct prov *p, const struct push_fcm_conf *f, char *err,
         }
     }
     pk = json_str(sa, "private_key");
-    p->key = push_key_load_pem(pk, strlen(pk));
+    p->key = jose_key_load_pem(pk, strlen(pk), true);
     if (p->key == NULL || EVP_PKEY_get_base_id(p->key) != EVP_PKEY_RSA) {
         snprintf(err, errlen, "%s: private_key is not an RSA PEM key", file);
         goto out;

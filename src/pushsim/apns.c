@@ -27,7 +27,7 @@
 #include <string.h>
 
 #include "base/xmalloc.h"
-#include "pushsim/jwt.h"
+#include "jose/jose.h"
 #include "pushsim/pushsim_int.h"
 
 struct jwt_seen {
@@ -157,26 +157,26 @@ unmarked(void *val, void *arg)
 static const char *
 jwt_check(struct psim *ps, struct slice text, long long *iat)
 {
-    struct psim_jwt j;
+    struct jose_jwt j;
     const char *kid, *iss, *reason = "InvalidProviderToken";
 
-    if (psim_jwt_parse(text, &j) < 0)
+    if (jose_jwt_parse(text, &j) < 0)
         return reason;
-    kid = psim_jwt_str(j.header, "kid");
-    iss = psim_jwt_str(j.claims, "iss");
-    if (j.alg != PSIM_JWT_ES256 || kid == NULL || iss == NULL ||
-        psim_jwt_int(j.claims, "iat", iat) < 0)
+    kid = jose_jwt_str(j.header, "kid");
+    iss = jose_jwt_str(j.claims, "iss");
+    if (j.alg != JOSE_ES256 || kid == NULL || iss == NULL ||
+        jose_jwt_int(j.claims, "iat", iat) < 0)
         goto out;
     for (size_t i = 0; i < ps->nkeys; i++) {
         if (strcmp(ps->keys[i].kid, kid) != 0)
             continue;
         if (strcmp(ps->keys[i].team, iss) == 0 &&
-            psim_jwt_verify(&j, ps->keys[i].key) == 0)
+            jose_jwt_verify(&j, ps->keys[i].key) == 0)
             reason = NULL;
         break;
     }
 out:
-    psim_jwt_fini(&j);
+    jose_jwt_fini(&j);
     return reason;
 }
 

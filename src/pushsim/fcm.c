@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "base/xmalloc.h"
-#include "pushsim/jwt.h"
+#include "jose/jose.h"
 #include "pushsim/pushsim_int.h"
 
 #define FCM_SCOPE "https://www.googleapis.com/auth/firebase.messaging"
@@ -241,10 +241,10 @@ void
 psim_fcm_token(struct psim *ps, const struct psim_req *req,
                struct psim_resp *resp)
 {
-    static char assertion[PSIM_JWT_MAX_LEN + 1];
+    static char assertion[JOSE_JWT_MAX_LEN + 1];
     char grant[128], tok[80];
     const struct psim_account *acct = NULL;
-    struct psim_jwt j;
+    struct jose_jwt j;
     const char *iss, *why = NULL;
     long long iat, exp, now_s = (long long)(psim_now_ms() / 1000);
     unsigned char rnd[16];
@@ -262,33 +262,33 @@ psim_fcm_token(struct psim *ps, const struct psim_req *req,
         return;
     }
     if (form_get(req->body, "assertion", assertion, sizeof(assertion)) < 0 ||
-        psim_jwt_parse(slice_cstr(assertion), &j) < 0) {
+        jose_jwt_parse(slice_cstr(assertion), &j) < 0) {
         oauth_error(resp, "assertion is not a JWT");
         return;
     }
-    iss = psim_jwt_str(j.claims, "iss");
+    iss = jose_jwt_str(j.claims, "iss");
     for (size_t i = 0; iss != NULL && i < ps->naccounts; i++)
         if (strcmp(ps->accounts[i].client_email, iss) == 0)
             acct = &ps->accounts[i];
-    if (j.alg != PSIM_JWT_RS256)
+    if (j.alg != JOSE_RS256)
         why = "alg must be RS256";
     else if (acct == NULL)
         why = "unknown iss";
-    else if (psim_jwt_verify(&j, acct->key) < 0)
+    else if (jose_jwt_verify(&j, acct->key) < 0)
         why = "Invalid JWT Signature.";
-    else if (!aud_ok(ps, acct, psim_jwt_str(j.claims, "aud")))
+    else if (!aud_ok(ps, acct, jose_jwt_str(j.claims, "aud")))
         why = "Invalid JWT: aud does not match token_uri";
-    else if (psim_jwt_str(j.claims, "scope") == NULL ||
-             !scope_ok(psim_jwt_str(j.claims, "scope")))
+    else if (jose_jwt_str(j.claims, "scope") == NULL ||
+             !scope_ok(jose_jwt_str(j.claims, "scope")))
         why = "Invalid JWT: scope lacks firebase.messaging";
-    else if (psim_jwt_int(j.claims, "iat", &iat) < 0 ||
-             psim_jwt_int(j.claims, "exp", &exp) < 0)
+    else if (jose_jwt_int(j.claims, "iat", &iat) < 0 ||
+             jose_jwt_int(j.claims, "exp", &exp) < 0)
         why = "Invalid JWT: iat and exp required";
     else if (iat > now_s + 60 || exp <= now_s || exp <= iat || exp - iat > 3600)
         why = "Invalid JWT: Token must be a short-lived token (60 minutes) "
               "and in a reasonable timeframe. Check your iat and exp values "
               "in the JWT claim.";
-    psim_jwt_fini(&j);
+    jose_jwt_fini(&j);
     if (why != NULL) {
         oauth_error(resp, why);
         return;

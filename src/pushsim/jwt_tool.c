@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "pushsim/jwt.h"
+#include "jose/jose.h"
 
 static int
 usage(void)
@@ -38,13 +38,13 @@ parse_iat(const char *s, long long *out)
 }
 
 static int
-emit(enum psim_jwt_alg alg, EVP_PKEY *key, json_t *h, json_t *c)
+emit(enum jose_alg alg, EVP_PKEY *key, json_t *h, json_t *c)
 {
     struct buf out;
     int rc;
 
-    buf_init(&out, PSIM_JWT_MAX_LEN);
-    rc = psim_jwt_sign(alg, key, h, c, &out);
+    buf_init(&out, JOSE_JWT_MAX_LEN);
+    rc = jose_jwt_sign(alg, key, h, c, &out);
     if (rc == 0)
         printf("%s\n", out.data);
     else
@@ -62,7 +62,7 @@ main(int argc, char **argv)
     long long iat = (long long)time(NULL);
 
     if (argc >= 5 && argc <= 6 && strcmp(argv[1], "apns") == 0) {
-        EVP_PKEY *key = psim_key_load_pem_file(argv[4]);
+        EVP_PKEY *key = jose_key_load_file(argv[4], false, NULL, 0);
         if (key == NULL) {
             fprintf(stderr, "pushsim-jwt: %s: no PEM key\n", argv[4]);
             return 1;
@@ -72,7 +72,7 @@ main(int argc, char **argv)
             return usage();
         }
         return emit(
-            PSIM_JWT_ES256, key,
+            JOSE_ES256, key,
             json_pack("{s:s,s:s}", "alg", "ES256", "kid", argv[2]),
             json_pack("{s:s,s:I}", "iss", argv[3], "iat", (json_int_t)iat));
     }
@@ -85,7 +85,7 @@ main(int argc, char **argv)
         const char *aud =
             argc >= 4 ? argv[3]
                       : json_string_value(json_object_get(acct, "token_uri"));
-        EVP_PKEY *key = pem ? psim_key_load_pem_mem(pem, strlen(pem)) : NULL;
+        EVP_PKEY *key = pem ? jose_key_load_pem(pem, strlen(pem), false) : NULL;
         int rc;
 
         if (key == NULL || email == NULL || aud == NULL ||
@@ -97,7 +97,7 @@ main(int argc, char **argv)
             return 1;
         }
         rc =
-            emit(PSIM_JWT_RS256, key,
+            emit(JOSE_RS256, key,
                  json_pack("{s:s,s:s}", "alg", "RS256", "typ", "JWT"),
                  json_pack("{s:s,s:s,s:s,s:I,s:I}", "iss", email, "scope",
                            "https://www.googleapis.com/auth/firebase.messaging",

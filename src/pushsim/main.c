@@ -27,7 +27,7 @@
 #include <uv.h>
 
 #include "base/xmalloc.h"
-#include "pushsim/jwt.h"
+#include "jose/jose.h"
 #include "pushsim/pushsim_int.h"
 
 struct opts {
@@ -73,7 +73,7 @@ add_apns_key(struct psim *ps, const char *arg)
     k->kid[c1 - arg] = '\0';
     memcpy(k->team, c1 + 1, (size_t)(c2 - c1 - 1));
     k->team[c2 - c1 - 1] = '\0';
-    k->key = psim_key_load_pem_file(c2 + 1);
+    k->key = jose_key_load_file(c2 + 1, false, NULL, 0);
     if (k->key == NULL || !EVP_PKEY_is_a(k->key, "EC")) {
         EVP_PKEY_free(k->key);
         return -EINVAL;
@@ -98,7 +98,7 @@ add_account(struct psim *ps, const char *path)
         ps->naccounts >= PSIM_MAX_ACCOUNTS)
         goto out;
     a = &ps->accounts[ps->naccounts];
-    a->key = psim_key_load_pem_mem(pem, strlen(pem));
+    a->key = jose_key_load_pem(pem, strlen(pem), false);
     if (a->key == NULL || !EVP_PKEY_is_a(a->key, "RSA")) {
         EVP_PKEY_free(a->key);
         a->key = NULL;
@@ -178,7 +178,7 @@ load_cert(const char *cert_file, const char *key_file, X509 **cert,
         return -errno;
     *cert = PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
-    *key = psim_key_load_pem_file(key_file);
+    *key = jose_key_load_file(key_file, true, NULL, 0);
     if (*cert == NULL || *key == NULL) {
         X509_free(*cert);
         EVP_PKEY_free(*key);

@@ -54,6 +54,8 @@ struct op {
     uint64_t mark;
     int rc;
     bool done, abandoned;
+    store_commit_cb *cb; /* store_commit_async: called, then freed */
+    void *cb_arg;
 };
 
 enum stmt_id {
@@ -446,6 +448,8 @@ writer_main(void *arg)
             st->fail_hi = last;
         }
         st->seq_done = last;
+        struct list_node async;
+        list_init(&async);
         list_for_each_safe(pos, tmp, &requests)
         {
             struct op *o = container_of(pos, struct op, node);
@@ -459,8 +463,22 @@ writer_main(void *arg)
              * after the caller's mark was rolled back. */
             o->rc = st->fail_hi > o->mark ? -EIO : 0;
             o->done = true;
+            if (o->cb)
+                list_push_back(&async, pos);
         }
         pthread_cond_broadcast(&st->done);
+        if (!list_empty(&async)) {
+            /* Outside the lock: a callback may queue more. */
+            pthread_mutex_unlock(&st->lock);
+            list_for_each_safe(pos, tmp, &async)
+            {
+                struct op *o = container_of(pos, struct op, node);
+                list_remove(pos);
+                o->cb(o->rc, o->cb_arg);
+                op_free(o);
+            }
+            pthread_mutex_lock(&st->lock);
+        }
     }
     pthread_mutex_unlock(&st->lock);
     return NULL;
@@ -717,6 +735,36 @@ store_commit(struct store *st, struct store_mark m, unsigned timeout_ms)
     pthread_mutex_unlock(&st->lock);
     op_free(o);
     return rc;
+}
+
+void
+store_commit_async(struct store *st, struct store_mark m, store_commit_cb *cb,
+                   void *arg)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->lock);
+    if (st->stop) {
+        rc = -ESHUTDOWN;
+    } else if (st->stats.dropped > m.dropped) {
+        rc = -ENOSPC;
+    } else if (st->seq_done >= st->seq_queued) {
+        rc = st->fail_hi > m.seq ? -EIO : 0;
+    } else {
+        struct op *o = op_new(OP_COMMIT);
+        o->mark = m.seq;
+        o->cb = cb;
+        o->cb_arg = arg;
+        list_push_back(&st->queue, &o->node);
+        st->queue_len++;
+        st->seq_queued++;
+        st->urgent++;
+        pthread_cond_signal(&st->wake); /* also ends a batch window */
+        pthread_mutex_unlock(&st->lock);
+        return;
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(rc, arg);
 }
 
 void

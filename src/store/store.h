@@ -202,6 +202,19 @@ struct store_mark store_mark(struct store *st);
 int store_commit(struct store *st, struct store_mark mark,
                  unsigned timeout_ms);
 
+/* store_commit without waiting, for a thread that must not block (a SIP
+ * worker answering only once its write is on disk): cb(rc, arg) is called
+ * exactly once with the result store_commit would return (0, -ENOSPC,
+ * -EIO or -ESHUTDOWN; never -ETIMEDOUT). It runs on the store's writer
+ * thread once the batch is finished, or on the calling thread before
+ * store_commit_async returns when nothing is waiting; so cb must be short,
+ * thread-safe and must not call store functions that wait (queue the
+ * result to the caller's loop, e.g. with tp_post or uv_async_send). Never
+ * refused for a full queue. Any thread. */
+typedef void store_commit_cb(int rc, void *arg);
+void store_commit_async(struct store *st, struct store_mark mark,
+                        store_commit_cb *cb, void *arg);
+
 /* Block until every write queued before the call is committed (or its
  * batch failed). Returns 0, or -EIO if a batch failed since the last
  * store_sync. For tests and shutdown; never on a SIP worker. */

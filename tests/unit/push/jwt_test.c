@@ -1,7 +1,8 @@
 /*
- * jwt_test: tokens made by src/push/jwt.c are checked with OpenSSL's own
- * verifier (EVP_DigestVerify), after converting the raw ES256 R||S back to
- * DER, so a bug in our encoding cannot be mirrored by the test.
+ * jwt_test: tokens made by src/push/jwt.c (on src/jose) are checked with
+ * OpenSSL's own verifier (EVP_DigestVerify), after converting the raw ES256
+ * R||S back to DER here, so a bug in the encoding cannot be mirrored by the
+ * test. base64url, DER and key loading are tested in tests/unit/jose.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,8 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "base/slice.h"
+#include "jose/jose.h"
 #include "push/jwt.h"
 
 struct parts {
@@ -27,6 +30,14 @@ struct parts {
     long hdr_len, claims_len, sig_len;
     size_t signed_len; /* bytes of "h.c" */
 };
+
+static long
+dec(const char *in, size_t len, unsigned char *out, size_t cap)
+{
+    size_t n;
+    int rc = jose_b64url_decode(slice_make(in, len), out, cap, &n);
+    return rc < 0 ? rc : (long)n;
+}
 
 static void
 split(const char *jwt, struct parts *p)
@@ -38,12 +49,10 @@ split(const char *jwt, struct parts *p)
     assert_non_null(d2);
     assert_null(strchr(d2 + 1, '.'));
     assert_null(strchr(jwt, '=')); /* no padding anywhere */
-    p->hdr_len = push_b64url_decode(jwt, (size_t)(d1 - jwt), p->hdr,
-                                    sizeof(p->hdr) - 1);
-    p->claims_len = push_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1),
-                                       p->claims, sizeof(p->claims) - 1);
-    p->sig_len = push_b64url_decode(d2 + 1, strlen(d2 + 1), p->sig,
-                                    sizeof(p->sig));
+    p->hdr_len = dec(jwt, (size_t)(d1 - jwt), p->hdr, sizeof(p->hdr) - 1);
+    p->claims_len = dec(d1 + 1, (size_t)(d2 - d1 - 1), p->claims,
+                        sizeof(p->claims) - 1);
+    p->sig_len = dec(d2 + 1, strlen(d2 + 1), p->sig, sizeof(p->sig));
     assert_true(p->hdr_len > 0 && p->claims_len > 0 && p->sig_len > 0);
     p->hdr[p->hdr_len] = '\0';
     p->claims[p->claims_len] = '\0';
@@ -80,36 +89,6 @@ raw_to_der(const unsigned char raw[64], unsigned char *der)
 }
 
 static void
-test_b64url_vectors(void **state)
-{
-    static const struct {
-        const char *in;
-        size_t len;
-        const char *out;
-    } v[] = {
-        { "", 0, "" },          { "f", 1, "Zg" },
-        { "fo", 2, "Zm8" },     { "foo", 3, "Zm9v" },
-        { "foob", 4, "Zm9vYg" }, { "\xfb\xff", 2, "-_8" },
-        { "\xff\xfe\xfd", 3, "__79" },
-    };
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        struct buf b;
-        unsigned char back[16];
-        buf_init(&b, 0);
-        assert_int_equal(push_b64url_append(&b, v[i].in, v[i].len), 0);
-        assert_string_equal(b.len ? b.data : "", v[i].out);
-        long n = push_b64url_decode(v[i].out, strlen(v[i].out), back,
-                                    sizeof(back));
-        assert_int_equal(n, (long)v[i].len);
-        assert_memory_equal(back, v[i].in, v[i].len);
-        buf_fini(&b);
-    }
-    unsigned char x[4];
-    assert_int_equal(push_b64url_decode("a*b", 3, x, sizeof(x)), -EINVAL);
-    assert_int_equal(push_b64url_decode("AAAAAAAA", 8, x, 4), -EMSGSIZE);
-}
-
-static void
 test_es256_verifies(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -140,31 +119,6 @@ test_es256_verifies(void **state)
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(key);
     buf_fini(&b);
-}
-
-static void
-test_der_to_raw_pads(void **state)
-{
-    /* r = 1, s = 0x80..: short integers must be left-padded to 32. */
-    unsigned char rb[1] = { 1 }, sb[32], der[80], raw[64], *p = der;
-    ECDSA_SIG *s = ECDSA_SIG_new();
-
-    memset(sb, 0x80, sizeof(sb));
-    ECDSA_SIG_set0(s, BN_bin2bn(rb, 1, NULL), BN_bin2bn(sb, 32, NULL));
-    int n = i2d_ECDSA_SIG(s, &p);
-    ECDSA_SIG_free(s);
-    assert_int_equal(push_ecdsa_der_to_raw(der, (size_t)n, raw), 0);
-    for (int i = 0; i < 31; i++)
-        assert_int_equal(raw[i], 0);
-    assert_int_equal(raw[31], 1);
-    assert_memory_equal(raw + 32, sb, 32);
-    /* Garbage, truncation and trailing bytes are refused. */
-    assert_int_equal(push_ecdsa_der_to_raw((const unsigned char *)"\x30\x01",
-                                           2, raw),
-                     -EINVAL);
-    assert_int_equal(push_ecdsa_der_to_raw(der, (size_t)n - 1, raw), -EINVAL);
-    der[n] = 0;
-    assert_int_equal(push_ecdsa_der_to_raw(der, (size_t)n + 1, raw), -EINVAL);
 }
 
 static void
@@ -210,33 +164,12 @@ test_rs256_verifies(void **state)
     buf_fini(&b);
 }
 
-static void
-test_key_load_errors(void **state)
-{
-    char err[256], path[] = "/tmp/pp_jwt_test_XXXXXX";
-    int fd;
-
-    assert_null(push_key_load_file("/nonexistent/AuthKey.p8", err,
-                                   sizeof(err)));
-    assert_non_null(strstr(err, "/nonexistent/AuthKey.p8: "));
-    fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, "not a key\n", 10), 10);
-    close(fd);
-    assert_null(push_key_load_file(path, err, sizeof(err)));
-    assert_non_null(strstr(err, "not a PEM private key"));
-    unlink(path);
-}
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_b64url_vectors),
         cmocka_unit_test(test_es256_verifies),
-        cmocka_unit_test(test_der_to_raw_pads),
         cmocka_unit_test(test_rs256_verifies),
-        cmocka_unit_test(test_key_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

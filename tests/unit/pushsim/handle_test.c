@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "base/xmalloc.h"
-#include "pushsim/jwt.h"
+#include "jose/jose.h"
 #include "pushsim/pushsim_int.h"
 
 #define TOKEN "0123456789abcdef0123456789abcdef"
@@ -37,7 +37,7 @@ make_apns_jwt(EVP_PKEY *key, const char *kid, const char *team, long long iat,
     struct buf b;
 
     buf_init(&b, 0);
-    assert_int_equal(psim_jwt_sign(PSIM_JWT_ES256, key, h, c, &b), 0);
+    assert_int_equal(jose_jwt_sign(JOSE_ES256, key, h, c, &b), 0);
     snprintf(out, cap, "bearer %s", b.data);
     buf_fini(&b);
     json_decref(h);
@@ -423,7 +423,7 @@ fcm_assertion(struct fixture *f, const char *aud, const char *scope,
     buf_append_cstr(&b, "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type"
                         "%3Ajwt-bearer&assertion=");
     assert_int_equal(
-        psim_jwt_sign(PSIM_JWT_RS256, f->ps.accounts[0].key, h, c, &b), 0);
+        jose_jwt_sign(JOSE_RS256, f->ps.accounts[0].key, h, c, &b), 0);
     json_decref(h);
     json_decref(c);
     return b.data;

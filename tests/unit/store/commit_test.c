@@ -162,6 +162,68 @@ committer(void *p)
     return NULL;
 }
 
+/* store_commit_async: the callback reports the same result, once, and
+ * the rows are on disk when it runs; nothing waiting calls it at once. */
+struct async_done {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls, rc, rows;
+    const char *path;
+    pthread_t thread;
+};
+
+static void
+on_async_commit(int rc, void *arg)
+{
+    struct async_done *d = arg;
+
+    pthread_mutex_lock(&d->mu);
+    d->calls++;
+    d->rc = rc;
+    d->thread = pthread_self();
+    d->rows = count_rows(d->path, "SELECT count(*) FROM extensions");
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void
+test_commit_async(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st;
+    char err[256];
+    struct async_done d = {.path = f->path};
+
+    pthread_mutex_init(&d.mu, NULL);
+    pthread_cond_init(&d.cv, NULL);
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), 0);
+    /* Nothing waiting: called at once, on this thread. */
+    store_commit_async(st, store_mark(st), on_async_commit, &d);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc, 0);
+    assert_true(pthread_equal(d.thread, pthread_self()));
+
+    struct store_mark m = store_mark(st);
+    struct store_ext e = ext("100");
+    assert_int_equal(store_ext_put(st, &e), 0);
+    int64_t t0 = now_ms();
+    store_commit_async(st, m, on_async_commit, &d); /* does not wait */
+    pthread_mutex_lock(&d.mu);
+    while (d.calls < 2)
+        pthread_cond_wait(&d.cv, &d.mu);
+    pthread_mutex_unlock(&d.mu);
+    /* Long before the 1000 ms batch window, on the writer thread, with
+     * the row already visible to another connection. */
+    assert_true(now_ms() - t0 < 500);
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(d.rows, 1);
+    assert_false(pthread_equal(d.thread, pthread_self()));
+    store_close(st);
+    assert_int_equal(d.calls, 2);
+    pthread_cond_destroy(&d.cv);
+    pthread_mutex_destroy(&d.mu);
+}
+
 static void
 test_commit_concurrent(void **state)
 {
@@ -359,6 +421,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_is_durable_at_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_commit_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_concurrent, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_commit_reports_rollback, setup,

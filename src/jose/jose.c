@@ -1,11 +1,13 @@
 /*
- * jwt: compact JWS parse/verify/sign for ES256 and RS256 with OpenSSL 3.
- * See jwt.h for the rules. Verification is called once per distinct token
+ * jose: compact JWS parse/verify/sign for ES256 and RS256 with OpenSSL 3.
+ * See jose.h for the rules. Verification is called once per distinct token
  * (the APNs side caches results, apns.c), so clarity beats speed here.
  */
-#include "pushsim/jwt.h"
+#include "jose/jose.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
@@ -33,7 +35,7 @@ b64url_val(unsigned char c)
 }
 
 int
-psim_b64url_decode(struct slice in, unsigned char *out, size_t cap,
+jose_b64url_decode(struct slice in, unsigned char *out, size_t cap,
                    size_t *out_len)
 {
     size_t n = 0;
@@ -63,7 +65,7 @@ psim_b64url_decode(struct slice in, unsigned char *out, size_t cap,
 }
 
 int
-psim_b64url_encode(const void *p, size_t n, struct buf *out)
+jose_b64url_encode(const void *p, size_t n, struct buf *out)
 {
     const unsigned char *s = p;
     char tmp[4];
@@ -97,11 +99,11 @@ psim_b64url_encode(const void *p, size_t n, struct buf *out)
 static json_t *
 decode_json_obj(struct slice seg)
 {
-    unsigned char raw[PSIM_JWT_MAX_LEN];
+    unsigned char raw[JOSE_JWT_MAX_LEN];
     size_t n;
     json_t *j;
 
-    if (psim_b64url_decode(seg, raw, sizeof(raw), &n) < 0)
+    if (jose_b64url_decode(seg, raw, sizeof(raw), &n) < 0)
         return NULL;
     j = json_loadb((const char *)raw, n, JSON_REJECT_DUPLICATES, NULL);
     if (j != NULL && !json_is_object(j)) {
@@ -112,13 +114,13 @@ decode_json_obj(struct slice seg)
 }
 
 int
-psim_jwt_parse(struct slice token, struct psim_jwt *out)
+jose_jwt_parse(struct slice token, struct jose_jwt *out)
 {
     const char *d1, *d2, *end = token.ptr + token.len;
     const char *alg;
 
     memset(out, 0, sizeof(*out));
-    if (token.len == 0 || token.len > PSIM_JWT_MAX_LEN)
+    if (token.len == 0 || token.len > JOSE_JWT_MAX_LEN)
         return -EINVAL;
     d1 = memchr(token.ptr, '.', token.len);
     if (d1 == NULL)
@@ -127,7 +129,7 @@ psim_jwt_parse(struct slice token, struct psim_jwt *out)
     if (d2 == NULL || memchr(d2 + 1, '.', (size_t)(end - d2 - 1)) != NULL)
         return -EINVAL;
     out->signed_part = slice_make(token.ptr, (size_t)(d2 - token.ptr));
-    if (psim_b64url_decode(slice_make(d2 + 1, (size_t)(end - d2 - 1)), out->sig,
+    if (jose_b64url_decode(slice_make(d2 + 1, (size_t)(end - d2 - 1)), out->sig,
                            sizeof(out->sig), &out->sig_len) < 0)
         return -EINVAL;
     out->header =
@@ -137,21 +139,21 @@ psim_jwt_parse(struct slice token, struct psim_jwt *out)
     out->claims = decode_json_obj(slice_make(d1 + 1, (size_t)(d2 - d1 - 1)));
     if (out->claims == NULL)
         goto fail;
-    alg = psim_jwt_str(out->header, "alg");
+    alg = jose_jwt_str(out->header, "alg");
     if (alg != NULL && strcmp(alg, "ES256") == 0)
-        out->alg = PSIM_JWT_ES256;
+        out->alg = JOSE_ES256;
     else if (alg != NULL && strcmp(alg, "RS256") == 0)
-        out->alg = PSIM_JWT_RS256;
+        out->alg = JOSE_RS256;
     else
         goto fail;
     return 0;
 fail:
-    psim_jwt_fini(out);
+    jose_jwt_fini(out);
     return -EINVAL;
 }
 
 void
-psim_jwt_fini(struct psim_jwt *j)
+jose_jwt_fini(struct jose_jwt *j)
 {
     json_decref(j->header);
     json_decref(j->claims);
@@ -159,13 +161,13 @@ psim_jwt_fini(struct psim_jwt *j)
 }
 
 const char *
-psim_jwt_str(json_t *obj, const char *name)
+jose_jwt_str(json_t *obj, const char *name)
 {
     return json_string_value(json_object_get(obj, name));
 }
 
 int
-psim_jwt_int(json_t *obj, const char *name, long long *out)
+jose_jwt_int(json_t *obj, const char *name, long long *out)
 {
     json_t *v = json_object_get(obj, name);
 
@@ -176,9 +178,9 @@ psim_jwt_int(json_t *obj, const char *name, long long *out)
 }
 
 static bool
-key_fits(enum psim_jwt_alg alg, EVP_PKEY *key)
+key_fits(enum jose_alg alg, EVP_PKEY *key)
 {
-    if (alg == PSIM_JWT_ES256)
+    if (alg == JOSE_ES256)
         return EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_bits(key) == 256;
     return EVP_PKEY_is_a(key, "RSA") && EVP_PKEY_get_bits(key) >= 2048;
 }
@@ -208,7 +210,7 @@ es256_raw_to_der(const unsigned char *raw, unsigned char **der, int *der_len)
 }
 
 int
-psim_jwt_verify(const struct psim_jwt *j, EVP_PKEY *key)
+jose_jwt_verify(const struct jose_jwt *j, EVP_PKEY *key)
 {
     EVP_MD_CTX *ctx;
     unsigned char *der = NULL;
@@ -218,7 +220,7 @@ psim_jwt_verify(const struct psim_jwt *j, EVP_PKEY *key)
 
     if (key == NULL || !key_fits(j->alg, key))
         return -EACCES;
-    if (j->alg == PSIM_JWT_ES256) {
+    if (j->alg == JOSE_ES256) {
         if (j->sig_len != 64 || es256_raw_to_der(j->sig, &der, &der_len) < 0)
             return -EACCES;
         sig = der;
@@ -237,18 +239,20 @@ psim_jwt_verify(const struct psim_jwt *j, EVP_PKEY *key)
     return ok ? 0 : -EACCES;
 }
 
-/* DER ECDSA signature to the 64-byte raw form. */
-static int
-es256_der_to_raw(const unsigned char *der, size_t len, unsigned char *raw)
+int
+jose_ecdsa_der_to_raw(const unsigned char *der, size_t len,
+                      unsigned char raw[64])
 {
-    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &der, (long)len);
+    const unsigned char *p = der;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
     const BIGNUM *r, *s;
     int rc = -EINVAL;
 
     if (sig == NULL)
         return -EINVAL;
     ECDSA_SIG_get0(sig, &r, &s);
-    if (BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32)
+    if (p == der + len && /* no trailing bytes after the SEQUENCE */
+        BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32)
         rc = 0;
     ECDSA_SIG_free(sig);
     return rc;
@@ -262,13 +266,13 @@ append_b64_json(json_t *obj, struct buf *out)
 
     if (s == NULL)
         return -EINVAL;
-    rc = psim_b64url_encode(s, strlen(s), out);
+    rc = jose_b64url_encode(s, strlen(s), out);
     free(s);
     return rc;
 }
 
 int
-psim_jwt_sign(enum psim_jwt_alg alg, EVP_PKEY *key, json_t *header,
+jose_jwt_sign(enum jose_alg alg, EVP_PKEY *key, json_t *header,
               json_t *claims, struct buf *out)
 {
     size_t start = out->len, sig_len = 0;
@@ -284,31 +288,42 @@ psim_jwt_sign(enum psim_jwt_alg alg, EVP_PKEY *key, json_t *header,
     if (rc == 0)
         rc = append_b64_json(claims, out);
     if (rc < 0)
-        return rc;
+        goto fail;
     ctx = EVP_MD_CTX_new();
     sig_len = sizeof(sig);
     if (ctx == NULL ||
         EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) != 1 ||
+        EVP_PKEY_get_size(key) > (int)sizeof(sig) ||
         EVP_DigestSign(ctx, sig, &sig_len,
                        (const unsigned char *)out->data + start,
                        out->len - start) != 1) {
         EVP_MD_CTX_free(ctx);
-        return -EINVAL; /* e.g. a public key cannot sign */
+        ERR_clear_error();
+        rc = -EINVAL; /* e.g. a public key cannot sign */
+        goto fail;
     }
     EVP_MD_CTX_free(ctx);
     rc = buf_append(out, ".", 1);
     if (rc < 0)
-        return rc;
-    if (alg == PSIM_JWT_ES256) {
-        if (es256_der_to_raw(sig, sig_len, raw) < 0)
-            return -EINVAL;
-        return psim_b64url_encode(raw, sizeof(raw), out);
+        goto fail;
+    if (alg == JOSE_ES256) {
+        rc = jose_ecdsa_der_to_raw(sig, sig_len, raw);
+        if (rc == 0)
+            rc = jose_b64url_encode(raw, sizeof(raw), out);
+    } else {
+        rc = jose_b64url_encode(sig, sig_len, out);
     }
-    return psim_b64url_encode(sig, sig_len, out);
+    if (rc == 0)
+        return 0;
+fail:
+    out->len = start;
+    if (out->data)
+        out->data[start] = '\0';
+    return rc;
 }
 
 EVP_PKEY *
-psim_key_load_pem_mem(const char *pem, size_t len)
+jose_key_load_pem(const char *pem, size_t len, bool private_only)
 {
     BIO *bio;
     EVP_PKEY *key;
@@ -319,7 +334,7 @@ psim_key_load_pem_mem(const char *pem, size_t len)
     if (bio == NULL)
         return NULL;
     key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    if (key == NULL) {
+    if (key == NULL && !private_only) {
         (void)BIO_reset(bio);
         key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
     }
@@ -331,15 +346,32 @@ psim_key_load_pem_mem(const char *pem, size_t len)
 }
 
 EVP_PKEY *
-psim_key_load_pem_file(const char *path)
+jose_key_load_file(const char *path, bool private_only, char *err,
+                   size_t errlen)
 {
-    char text[64 * 1024];
-    size_t n;
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "r");
+    EVP_PKEY *key;
 
-    if (f == NULL)
+    if (f == NULL) {
+        if (err)
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
-    n = fread(text, 1, sizeof(text), f);
+    }
+    key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    if (key == NULL && !private_only) {
+        rewind(f);
+        ERR_clear_error();
+        key = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    }
     fclose(f);
-    return psim_key_load_pem_mem(text, n);
+    if (key == NULL && err) {
+        unsigned long e = ERR_get_error();
+        snprintf(err, errlen, "%s: not a PEM %skey (%s)", path,
+                 private_only ? "private " : "",
+                 e ? ERR_reason_error_string(e) : "no key found");
+    }
+    /* A failed try leaves errors queued; SSL_get_error would later read
+     * them as a TLS failure on this thread. */
+    ERR_clear_error();
+    return key;
 }
