@@ -4,6 +4,7 @@
 # pushpbx, driven by SIPp with long calls.
 #
 #   bench/calls-mem-bench.sh [BUILD_DIR] [N] [RATE]   (default build-rel 100000 1000)
+#   PHASES=established bench/calls-mem-bench.sh ...    (one phase only)
 #
 # Two daemons, one after the other (so memory freed by one phase cannot be
 # reused by the next): 2 workers, the 1000 users of
@@ -136,5 +137,11 @@ run_phase() { # phase uac.xml uas.xml
 
 echo "calls-mem-bench $(date -u +%FT%TZ): N $N, $RATE calls/s, hold ${HOLD_S} s, $BIN" |
     tee "$OUTDIR/summary.txt"
-run_phase ringing "$ROOT/bench/sipp/uac-ring.xml" "$ROOT/bench/sipp/uas-ring.xml"
-run_phase established "$SC/uac-call.xml" "$SC/uas-call.xml"
+# PHASES="established" runs one phase only (e.g. for an older binary).
+for phase in ${PHASES:-ringing established}; do
+    case $phase in
+    ringing) run_phase ringing "$ROOT/bench/sipp/uac-ring.xml" \
+        "$ROOT/bench/sipp/uas-ring.xml" ;;
+    established) run_phase established "$SC/uac-call.xml" "$SC/uas-call.xml" ;;
+    esac
+done
