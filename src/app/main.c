@@ -655,10 +655,25 @@ main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     if (check) {
-        printf("%s: OK\n", config);
+        /* A tls: listener's files are part of the configuration: a
+         * missing, mismatched or expired certificate fails the check (the
+         * unit's ExecStartPre runs it). */
+        const struct app_sip_cfg *sc = cfg_get(cfg, &app_sip_section);
+        struct tp_listen_spec specs[TP_MAX_LISTENERS];
+        size_t nspecs = 0;
+        status = 0;
+        if (listen_specs(sc, specs, &nspecs) == 0)
+            for (size_t j = 0; j < nspecs && status == 0; j++)
+                if (specs[j].proto == TP_TLS)
+                    status = tp_tls_check(cfg_get(cfg, &tp_tls_cfg_section),
+                                          err, sizeof(err));
+        if (status < 0)
+            fprintf(stderr, "pushpbx: %s: [tls] %s\n", config, err);
+        else
+            printf("%s: OK\n", config);
         cfg_free(cfg);
         free(sets);
-        return 0;
+        return status < 0 ? EXIT_CONFIG : 0;
     }
     if (restore) {
         /* Offline: the daemon must be stopped (the store's instance lock

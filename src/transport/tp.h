@@ -422,6 +422,10 @@ int tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,
 int tp_tls_reload(struct tp_tls *t, char *err, size_t errlen);
 /* NULL ok. After every tp using it is freed. */
 void tp_tls_free(struct tp_tls *t);
+/* --check-config: load cfg's files as tp_tls_new does and check that the
+ * server certificate is valid now (not expired, not yet valid). Returns 0
+ * or -EINVAL / -ENOENT with "file: reason" in err. Any thread. */
+int tp_tls_check(const struct tp_tls_cfg *cfg, char *err, size_t errlen);
 /* Reloads that succeeded since tp_tls_new (for logs and tests). */
 unsigned tp_tls_generation(const struct tp_tls *t);
 
