@@ -42,7 +42,8 @@ proxy_call_finish(struct proxy_call *c, enum proxy_outcome o, int status)
      * with the BYE, proxy_dialog.c). After the record: the delete's
      * figures land in it. */
     if (c->media_used && o != PROXY_OUT_ANSWERED)
-        proxy_media_delete(c->p, slice_cstr(c->rec.call_id), c->media);
+        proxy_media_delete(c->p, slice_cstr(c->rec.call_id),
+                           slice_cstr(c->rec.caller_tag), c->media);
     if (o == PROXY_OUT_ANSWERED)
         c->p->stats.answered++;
     log_info("proxy",

@@ -189,7 +189,7 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         dst.flow_id = f;
     }
     if (media != PROXY_MEDIA_NONE && req->method == SIP_METHOD_BYE)
-        proxy_media_delete(p, req->call_id, media);
+        proxy_media_delete(p, req->call_id, req->from.tag, media);
     if (!t && media != PROXY_MEDIA_NONE &&
         proxy_media_ack(p, req, &dst, pop2, media, src))
         return; /* the answer in the ACK goes to rtpengine first */

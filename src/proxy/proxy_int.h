@@ -254,7 +254,8 @@ proxy_copy_cstr(char *dst, size_t cap, struct slice s)
 {
     size_t n = s.len < cap - 1 ? s.len : cap - 1;
 
-    memcpy(dst, s.ptr, n);
+    if (n)
+        memcpy(dst, s.ptr, n);
     dst[n] = '\0';
 }
 
@@ -365,7 +366,8 @@ bool proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
                      const struct tp_dest *dst, bool pop2, int relay,
                      const struct tp_src *src);
 /* The call ended (or a relayed dialog's BYE): delete its session. */
-void proxy_media_delete(struct proxy *p, struct slice call_id, int relay);
+void proxy_media_delete(struct proxy *p, struct slice call_id,
+                        struct slice from_tag, int relay);
 /* A new call from the caller of req (from src): its From tag for the
  * record, and whether it is behind NAT (c->caller_nat, c->nat_a). */
 void proxy_media_caller(struct proxy_call *c, const struct sip_msg *req,

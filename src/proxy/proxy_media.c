@@ -50,6 +50,7 @@ struct media_op {
     bool orphan_del;   /* detached from a call that was not answered */
     uint64_t id;
     char call_id[PROXY_REC_CALL_ID_MAX];
+    char from_tag[64];
     char *msg;         /* held message bytes (response, ACK) */
     size_t len;
     struct tp_dest dst; /* OP_ACK */
@@ -245,6 +246,10 @@ op_send(struct proxy *p, struct media_op *op, const struct media_ng_req *r,
         int relay)
 {
     proxy_copy_cstr(op->call_id, sizeof(op->call_id), r->call_id);
+    proxy_copy_cstr(op->from_tag, sizeof(op->from_tag),
+                    r->cmd == MEDIA_NG_DELETE ? r->from_tag
+                    : op->kind == OP_OFFER    ? r->from_tag
+                                              : SLICE_NULL);
     int rc = media_client_send(p->mc, r, relay >= 0 ? relay : -1, on_ng, op,
                                &op->id);
     if (rc < 0) {
@@ -398,14 +403,18 @@ proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
     return op_send(p, op, &r, relay) == 0;
 }
 
+/* from_tag: either side's tag. rtpengine deletes the whole call either
+ * way, but answers with the per-leg figures only when it is given. */
 void
-proxy_media_delete(struct proxy *p, struct slice call_id, int relay)
+proxy_media_delete(struct proxy *p, struct slice call_id,
+                   struct slice from_tag, int relay)
 {
     struct media_ng_req r;
 
     if (!p->mc)
         return;
     req_init(p->sh, &r, MEDIA_NG_DELETE, call_id);
+    r.from_tag = from_tag;
     r.replace_origin = r.replace_session_connection = false;
     r.ice = MEDIA_NG_ICE_UNSET;
     if (op_send(p, op_new(p, NULL, NULL, OP_DELETE), &r, relay) == 0)
@@ -425,7 +434,8 @@ offer_done(struct media_op *op, const struct media_ng_result *res, bool ok)
 
     if (!c) {
         if (ok && op->orphan_del)
-            proxy_media_delete(p, slice_cstr(op->call_id), res->relay);
+            proxy_media_delete(p, slice_cstr(op->call_id), slice_cstr(op->from_tag),
+                               res->relay);
         return;
     }
     if (ok) {
@@ -441,7 +451,8 @@ offer_done(struct media_op *op, const struct media_ng_result *res, bool ok)
         if (!b->status)
             b->status = 487;
         if (ok && c->rec.ended_ms && c->rec.outcome != PROXY_OUT_ANSWERED)
-            proxy_media_delete(p, slice_cstr(op->call_id), res->relay);
+            proxy_media_delete(p, slice_cstr(op->call_id), slice_cstr(op->from_tag),
+                               res->relay);
         proxy_call_check_done(c);
         return;
     }

@@ -301,13 +301,26 @@ def caller(sip, a, rtp, out):
             "Content-Length: {n}\r\n\r\n{body}".format(
                 r=ruri, ip=a.ip, p=a.port, b=branch, f=frm, cid=cid, c=cseq,
                 u=a.user, auth=auth, n=len(body), body=body))
+        cancelled = False
         while True:
             r = sip.recv(r"^SIP/2.0 ")
             code = int(r["first"].split()[1])
+            if code >= 200 and "CANCEL" in r["h"]["cseq"][0]:
+                continue
             if code >= 200:
                 break
             if code >= 180 and r["body"]:
                 out["early_sdp"] = r["body"]
+            if code >= 180 and a.cancel and not cancelled:
+                cancelled = True
+                sip.send(
+                    "CANCEL {r} SIP/2.0\r\n"
+                    "Via: SIP/2.0/UDP {ip}:{p};branch={b};rport\r\n"
+                    "From: {f}\r\nTo: <{r}>\r\nCall-ID: {cid}\r\n"
+                    "CSeq: {c} CANCEL\r\nMax-Forwards: 70\r\n"
+                    "Content-Length: 0\r\n\r\n".format(
+                        r=ruri, ip=a.ip, p=a.port, b=branch, f=frm, cid=cid,
+                        c=cseq))
         if code != 407:
             break
         sip.send(
@@ -320,6 +333,14 @@ def caller(sip, a, rtp, out):
             a, "INVITE", ruri, r["h"]["proxy-authenticate"][0])
     code = int(r["first"].split()[1])
     out["status"] = code
+    if a.expect_fail:
+        sip.send(
+            "ACK {r} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{p};branch={b};rport\r\n"
+            "From: {f}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 2 ACK\r\n"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n".format(
+                r=ruri, ip=a.ip, p=a.port, b=branch, f=frm,
+                to=r["h"]["to"][0], cid=cid))
+        return
     if code != 200:
         raise RuntimeError("INVITE answered " + r["first"])
     out["answer_sdp"] = r["body"]
@@ -350,6 +371,14 @@ def callee(sip, a, rtp, out):
     totag = "%08x" % random.getrandbits(32)
     contact = "Contact: <sip:%s@%s:%d>\r\n" % (a.user, a.ip, a.port)
     sip.respond(inv, 180, "Ringing", contact, to_tag=totag)
+    if a.no_answer:
+        # ring until the caller cancels or the proxy's ring time ends
+        m = sip.recv(r"^CANCEL ", timeout=a.seconds + 10)
+        sip.respond(m, 200, "OK")
+        sip.respond(inv, 487, "Request Terminated", to_tag=totag)
+        sip.recv(r"^ACK ", timeout=5)
+        out["cancelled"] = True
+        return
     body = sdp(a)
     sip.respond(inv, 200, "OK", contact, body, to_tag=totag)
     # wait for the ACK (answer the INVITE's retransmissions)
@@ -392,6 +421,9 @@ def main():
     p.add_argument("--hangup", action="store_true")
     p.add_argument("--wait-bye", action="store_true")
     p.add_argument("--srtp", action="store_true")
+    p.add_argument("--cancel", action="store_true")
+    p.add_argument("--no-answer", action="store_true")
+    p.add_argument("--expect-fail", action="store_true")
     p.add_argument("--ready", default="")
     a = p.parse_args()
     out = {"ok": False}

@@ -34,7 +34,15 @@ PHONE = os.path.join(HERE, "nat_phone.py")
 PUB_A, PUB_B = "10.201.10.1", "10.201.20.1"
 PBX_IP = PUB_A
 
+TOKEN = "media-test-token-0123456789"
 EXTS = """
+[admin]
+listen = 127.0.0.1:0
+token = media-test-token-0123456789
+
+[proxy]
+ring_timeout_s = 3
+
 [registrar]
 digest_algorithms = md5,sha256
 
@@ -133,6 +141,28 @@ def ng_in(net, port, body, timeout=1.0):
                         "-c", code), input=body, capture_output=True,
                        timeout=timeout + 10)
     return r.stdout if r.returncode == 0 else None
+
+
+def admin_in(net, pbx, path):
+    """GET path on the admin API of the pushpbx in pub (JSON, or the text
+    of /metrics)."""
+    code = ("import urllib.request,sys;r=urllib.request.Request("
+            "'http://127.0.0.1:%d%s',headers={'authorization':"
+            "'Bearer %s'});sys.stdout.write(urllib.request.urlopen(r,"
+            "timeout=5).read().decode())" % (pbx.info["admin_port"], path,
+                                            TOKEN))
+    r = subprocess.run(("ip", "netns", "exec", net.ns["pub"], sys.executable,
+                        "-c", code), capture_output=True, text=True,
+                       timeout=15)
+    assert r.returncode == 0, r.stderr
+    return r.stdout if path == "/metrics" else json.loads(r.stdout)
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    raise AssertionError("no metric " + name)
 
 
 class NsRtpengine:
@@ -275,11 +305,7 @@ def test_nat_relay_audio_both_ways(net, tmp_path, pub_pbx):
         "RTP did not flow both ways: A got %d, B got %d" %
         (a["rtp_received"], b["rtp_received"]))
     assert a["bye_status"] == 200, a
-    assert pbx.wait_log("media", 5)
-    deadline = time.monotonic() + 5
-    while rtp.calls() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert rtp.calls() == 0, "rtpengine still has the call after BYE"
+    assert wait_no_calls(rtp) == 0, "rtpengine still has the call after BYE"
 
 
 def test_nat_callee_hangs_up(net, tmp_path, pub_pbx):
@@ -292,3 +318,96 @@ def test_nat_callee_hangs_up(net, tmp_path, pub_pbx):
     assert a["ok"] and b["ok"], (a, b)
     assert a.get("bye_from_peer") and b["bye_status"] == 200, (a, b)
     assert a["rtp_received"] >= 10 and b["rtp_received"] >= 10, (a, b)
+
+
+def wait_no_calls(rtp, timeout=5):
+    deadline = time.monotonic() + timeout
+    while rtp.calls() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return rtp.calls()
+
+
+def test_nat_relay_figures(net, tmp_path, pub_pbx):
+    """The delete's figures land in the call record (/api/calls), and
+    /metrics shows the relay up and the relayed call."""
+    pbx, rtp = pub_pbx(relay="always")
+    a, b = call(net, tmp_path, pbx)
+    assert a["ok"] and b["ok"], (a, b)
+    deadline = time.monotonic() + 5
+    while True:
+        calls = admin_in(net, pbx, "/api/calls")["items"]
+        m = calls[0]["media"] if calls else None
+        if (m and m["stats"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert m and m["stats"], calls
+    assert m["caller_packets"] >= 20 and m["callee_packets"] >= 20, m
+    assert m["flag"] == "", m
+    text = admin_in(net, pbx, "/metrics")
+    assert metric(text, "pushpbx_media_relay_up") == 1
+    assert metric(text, "pushpbx_media_calls_total") == 1
+    relays = admin_in(net, pbx, "/api/media")["items"]
+    assert relays[0]["state"] == "up", relays
+
+
+def test_nat_cancel_deletes(net, tmp_path, pub_pbx):
+    """CANCEL while the callee rings: 487, and the offer's session is
+    deleted (rtpengine lists no call)."""
+    pbx, rtp = pub_pbx(relay="always")
+    a, b = call(net, tmp_path, pbx, caller_opt={"cancel": True,
+                                                "expect_fail": True},
+                callee_opt={"no_answer": True})
+    assert a["ok"] and a["status"] == 487, a
+    assert b["ok"] and b.get("cancelled"), b
+    assert wait_no_calls(rtp) == 0, "session left after CANCEL"
+
+
+def test_nat_ring_timeout_deletes(net, tmp_path, pub_pbx):
+    """The ring time passes (3 s): the caller gets 480 and the session is
+    deleted."""
+    pbx, rtp = pub_pbx(relay="always")
+    a, b = call(net, tmp_path, pbx, caller_opt={"expect_fail": True},
+                callee_opt={"no_answer": True})
+    assert a["ok"] and a["status"] == 480, a
+    assert b.get("cancelled"), b
+    assert wait_no_calls(rtp) == 0, "session left after the ring timeout"
+
+
+def test_nat_srtp_bridging(net, tmp_path, pub_pbx):
+    """A mobile app offering RTP/SAVP (SDES) calls a UDP desk phone: the
+    desk gets plain RTP/AVP, the app gets RTP/SAVP with rtpengine's key,
+    and the desk's RTP reaches the app encrypted (10 bytes of
+    HMAC-SHA1-80 tag on each packet)."""
+    pbx, rtp = pub_pbx(relay="always")
+    a, b = call(net, tmp_path, pbx, caller_opt={"srtp": True})
+    assert a["ok"] and b["ok"], (a, b)
+    assert b["offer_proto"] == "RTP/AVP", b["offer_sdp"]
+    assert "a=crypto" not in b["offer_sdp"], b["offer_sdp"]
+    assert a["answer_proto"] == "RTP/SAVP", a["answer_sdp"]
+    assert "a=crypto:" in a["answer_sdp"], a["answer_sdp"]
+    assert a["rtp_received"] >= 20, a
+    assert a["rtp_sizes"] == [182], a  # 12 + 160 + 10
+
+
+@pytest.mark.parametrize("mode", ["pass", "reject"])
+def test_nat_rtpengine_down(net, tmp_path, pub_pbx, mode):
+    """rtpengine stopped: with pass the call goes on without relay (the
+    SDP untouched, counted); with reject the caller gets 503. /metrics
+    shows the relay down."""
+    pbx, rtp = pub_pbx(relay="always", on_failure=mode)
+    rtp.stop()
+    a, b = call(net, tmp_path, pbx,
+                caller_opt={"expect_fail": True} if mode == "reject" else {},
+                callee_opt={"timeout": 6} if mode == "reject" else {})
+    text = admin_in(net, pbx, "/metrics")
+    assert metric(text, "pushpbx_media_relay_up") == 0, text
+    assert metric(text, "pushpbx_media_failures_total") >= 1
+    if mode == "pass":
+        assert a["ok"] and b["ok"], (a, b)
+        assert "c=IN IP4 10.201.2.2" in a["answer_sdp"], a
+        assert metric(text, "pushpbx_media_passed_total") == 1
+    else:
+        assert a["ok"] and a["status"] == 503, a
+        assert metric(text, "pushpbx_media_rejected_total") == 1
+        b_proc_result = b
+        assert not b_proc_result["ok"], b  # never rung
