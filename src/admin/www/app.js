@@ -91,18 +91,30 @@ function pushCell(p, available) {
   }).join("");
 }
 
+// Stored chat messages per extension: how many and since when, never text.
+function msgCell(m) {
+  if (!m) return '<span class="muted">none</span>';
+  return `<div><b>${esc(m.count)}</b> waiting</div>
+    <div class="muted">oldest ${esc(ago(m.oldest_received_at))}</div>`;
+}
+
 async function refreshRegistrations() {
   const r = await api("GET", "/api/registrations");
+  const msgs = {};
+  const m = await api("GET", "/api/messages");
+  for (const x of m.items) msgs[x.ext] = x;
   let regs = 0, devs = 0;
   $("#reg-table tbody").innerHTML = r.items.map((e) => {
     regs += e.bindings.length; devs += e.push.length;
     return `<tr data-ext="${esc(e.number)}"><td><div class="ext">${esc(e.number)}</div>
       <div class="name">${esc(e.name)}</div>
       ${e.enabled ? "" : '<span class="badge off">disabled</span>'}</td>
-      <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td></tr>`;
+      <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td>
+      <td>${msgCell(msgs[e.number])}</td></tr>`;
   }).join("");
   $("#stats").innerHTML = `<span><b>${r.items.length}</b> extensions</span>
-    <span><b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>`;
+    <span><b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>
+    <span><b>${m.stats.waiting}</b> stored messages</span>`;
 }
 
 async function refreshExtensions() {
