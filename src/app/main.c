@@ -32,6 +32,8 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "config/cfg.h"
+#include "media/client.h"
+#include "media/media_cfg.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_cfg.h"
 #include "registrar/reg.h"
@@ -67,6 +69,7 @@ struct daemon {
     struct proxy_shared *proxy; /* calls: shared part of the proxy */
     struct admin *admin;   /* admin HTTP server (own thread); may be NULL */
     struct app_wake *wake; /* push devices, push thread, wake-ups */
+    struct media_relays *relays; /* [media] rtpengines; shared by workers */
 };
 
 static void
@@ -716,6 +719,18 @@ main(int argc, char **argv)
         log_error("app", "proxy: bad configuration");
         status = 1;
     }
+    if (status == 0) {
+        /* [media]: one ng client per worker (proxy_new), one relay set */
+        const struct media_cfg *mc = cfg_get(cfg, &media_cfg_section);
+        if (media_relays_new(mc, &d.relays, err, sizeof(err)) < 0) {
+            log_error("app", "media: %s", err);
+            status = 1;
+        } else {
+            proxy_shared_set_media(d.proxy, d.relays, mc->relay,
+                                   mc->on_failure, mc->ice, mc->srtp);
+            app_admin_media(d.relays);
+        }
+    }
     if (status == 0)
         status = app_wake_open(cfg, d.reg, d.store, d.proxy, &d.wake);
     if (status == 0)
@@ -724,6 +739,7 @@ main(int argc, char **argv)
         status = run_daemon(&d, ready_file);
     app_wake_close(d.wake);     /* after the workers: joins the push thread */
     proxy_shared_free(d.proxy); /* after every worker has stopped */
+    media_relays_free(d.relays);
     registrar_close(&d);
     /* Run close callbacks of the signal handles, then free the loop. */
     uv_run(&d.loop, UV_RUN_DEFAULT);

@@ -162,7 +162,18 @@ async function refreshCalls() {
     <td>${esc(when(x.started_at))}</td><td>${esc(x.from)}</td><td>${esc(x.to)}</td>
     <td><span class="badge ${x.outcome === "answered" ? "ok" : "off"}">${esc(x.result)}</span></td>
     <td>${esc(((x.duration_ms || 0) / 1000).toFixed(1))} s</td>
-    <td><code>${esc(x.answered_by || "")}</code></td></tr>`);
+    <td><code>${esc(x.answered_by || "")}</code></td><td>${media(x.media)}</td></tr>`);
+  const m = await api("GET", "/api/media");
+  $("#relays").textContent = !m.available || !m.items.length ? "Media relay: off"
+    : "Media relay: " + m.items.map((r) => `${r.relay} ${r.state}`).join(", ");
+}
+
+// rtpengine's figures of a relayed call: packets from caller / callee
+function media(m) {
+  if (!m) return "direct";
+  if (!m.stats) return "relayed";
+  const t = `relayed, ${m.caller_packets}/${m.callee_packets} packets`;
+  return m.flag ? `${esc(t)} <span class="badge bad">${esc(m.flag)}</span>` : esc(t);
 }
 
 async function refresh() {
