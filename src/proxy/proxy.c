@@ -212,6 +212,12 @@ proxy_notes_run(struct proxy *p)
         case PROXY_NOTE_LATE:
             proxy_note_late(p, note);
             break;
+        case PROXY_NOTE_MSG_PUT:
+            proxy_msg_note_put(p, note);
+            break;
+        case PROXY_NOTE_MSG_DELIVER:
+            proxy_msg_note_deliver(p, note);
+            break;
         }
         free(note);
     }
@@ -285,6 +291,8 @@ proxy_register_ok(struct proxy *p, const struct sip_msg *reg)
     struct slice user;
     const char *why;
 
+    if (h && !slice_eq_cstr(slice_trim(h->value), "*"))
+        proxy_msg_register_ok(p, reg); /* stored messages for the app */
     /* Nothing rings or is held: no binding note, and any release note
      * already queued runs from this worker's uv_async. */
     if (atomic_load(&p->sh->waiting) == 0)

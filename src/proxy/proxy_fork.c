@@ -126,6 +126,8 @@ proxy_call_check_done(struct proxy_call *c)
             return;
     if (c->holding)
         return; /* an observer keeps it ringing (wake) */
+    if (c->msg_store && proxy_msg_fallback(c))
+        return; /* a MESSAGE no binding took: stored, 202 when committed */
     int up = proxy_status_upstream(c->best_status);
     if (c->nbr == 0)
         up = 480;

@@ -78,6 +78,8 @@ enum proxy_note_kind {
     PROXY_NOTE_BINDING = 1, /* ext got a binding: fork ringing calls to it */
     PROXY_NOTE_RELEASE,     /* proxy_call_release */
     PROXY_NOTE_LATE,        /* proxy_late_cancel */
+    PROXY_NOTE_MSG_PUT,     /* a MESSAGE's commit ended (proxy_message.c) */
+    PROXY_NOTE_MSG_DELIVER, /* a stored message was read: send it */
 };
 
 /* A notification queued to one worker (cross-thread work for its calls).
@@ -97,6 +99,8 @@ struct proxy_note {
     char caller[33];
     char caller_name[128];
     char reason[96];
+    void *data; /* MSG_PUT, MSG_DELIVER: proxy_message.c's job (owned by
+                   the note's handler) */
 };
 
 struct proxy {
@@ -172,6 +176,7 @@ struct proxy_call {
     struct tp_src src_a;    /* the caller's request source (late 2xx) */
     uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
     bool pop2;              /* in-dialog: our second Route goes too */
+    bool msg_store; /* a MESSAGE stored if every branch fails (proxy_message.c) */
     struct proxy_call_record rec;
     size_t nbr;
     struct branch br[PROXY_MAX_BRANCHES];
@@ -302,6 +307,34 @@ void proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
 /* Re-read the callee's bindings and fork c to the new ones. */
 void proxy_fork_new_bindings(struct proxy *p, struct proxy_call *c);
 void proxy_note_release(struct proxy *p, const struct proxy_note *n);
+
+/* A TCP/TLS binding whose connection is gone cannot be reached (see
+ * proxy_fork.c); a UDP binding can. */
+static inline bool
+proxy_binding_reachable(const struct reg_contact *b)
+{
+    return b->transport == REG_TP_UDP || tp_flow_open(b->flow_id);
+}
+
+/* proxy_message.c (docs/messages.md) */
+/* A MESSAGE from an authenticated caller: 413 / 415 answered here
+ * (false), else true. */
+bool proxy_msg_accept(struct proxy *p, struct txn *t, const struct sip_msg *req);
+/* The MESSAGE call c was looked up (bindings bs): with no reachable
+ * binding it is stored (202 once committed) or, an isComposing, answered
+ * 480: true, handled. false: fork it (c->msg_store set). */
+bool proxy_msg_start(struct proxy_call *c, const struct sip_msg *req,
+                     const struct reg_contact *bs, size_t n);
+/* Every branch of a MESSAGE with msg_store failed: store it instead of
+ * relaying the failure (true), or false (a phone's own refusal). */
+bool proxy_msg_fallback(struct proxy_call *c);
+void proxy_msg_note_put(struct proxy *p, struct proxy_note *n);
+void proxy_msg_note_deliver(struct proxy *p, struct proxy_note *n);
+/* An accepted REGISTER: deliver ext's stored messages to its binding. */
+void proxy_msg_register_ok(struct proxy *p, const struct sip_msg *reg);
+/* proxy_shared.c */
+void proxy_notify_message_stored(struct proxy_shared *sh,
+                                 const struct proxy_msg_info *mi);
 
 /* proxy_late.c */
 void proxy_note_late(struct proxy *p, const struct proxy_note *n);

@@ -114,6 +114,15 @@ proxy_notify_started(struct proxy_shared *sh,
 }
 
 void
+proxy_notify_message_stored(struct proxy_shared *sh,
+                            const struct proxy_msg_info *mi)
+{
+    for (size_t i = 0; i < sh->obs_count; i++)
+        if (sh->obs[i].ops.message_stored)
+            sh->obs[i].ops.message_stored(mi, sh->obs[i].arg);
+}
+
+void
 proxy_notify_branch_sent(struct proxy_shared *sh,
                          const struct proxy_branch_info *bi)
 {
