@@ -114,6 +114,7 @@ static void
 call_free(struct proxy_call *c)
 {
     tq_cancel(&c->ring);
+    tq_cancel(&c->msg_grace);
     list_remove(&c->anode);
     if (list_linked(&c->node)) {
         list_remove(&c->node);

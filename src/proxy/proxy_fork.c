@@ -173,6 +173,8 @@ branch_response(struct proxy_call *c, struct branch *b,
         /* Every 2xx goes upstream, even a second branch's (the caller
          * ACKs and BYEs the one it does not want, §16.7 step 5). */
         b->status = st;
+        if (c->kind == CALL_RELAY && proxy_msg_late_2xx(c))
+            return; /* a MESSAGE stored after the grace: taken after all */
         if (!c->st || txn_respond(c->st, st, buf_slice(&p->out)) < 0)
             forward_2xx_stateless(c, buf_slice(&p->out));
         if (!c->final_sent) {

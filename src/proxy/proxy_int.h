@@ -26,6 +26,11 @@
 #define PROXY_MAX_OBSERVERS 4
 #define PROXY_NOTIFY_MAX 1024 /* queued binding notifications per worker */
 #define PROXY_RINGING_BUCKETS 1024
+/* A MESSAGE forked to live bindings none of which answered at all (not
+ * even 100) by then is stored and answered 202: a UDP binding of a
+ * suspended app never answers, and waiting for Timer F (64*T1 = 32 s)
+ * would outlast the sender's own transaction. */
+#define PROXY_MSG_GRACE_MS 3000
 
 /* One (callee, worker) with fork calls waiting for bindings (see
  * proxy_shared.ringing). */
@@ -177,6 +182,9 @@ struct proxy_call {
     uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
     bool pop2;              /* in-dialog: our second Route goes too */
     bool msg_store; /* a MESSAGE stored if every branch fails (proxy_message.c) */
+    bool msg_taken;            /* a branch's 2xx came after it was stored */
+    uint64_t msg_id;           /* its stored id once committed, else 0 */
+    struct tq_entry msg_grace; /* PROXY_MSG_GRACE_MS: no answer, store */
     struct proxy_call_record rec;
     size_t nbr;
     struct branch br[PROXY_MAX_BRANCHES];
@@ -328,6 +336,9 @@ bool proxy_msg_start(struct proxy_call *c, const struct sip_msg *req,
 /* Every branch of a MESSAGE with msg_store failed: store it instead of
  * relaying the failure (true), or false (a phone's own refusal). */
 bool proxy_msg_fallback(struct proxy_call *c);
+/* A branch's 2xx for a MESSAGE: true when it was already stored (after
+ * the grace): the stored copy is removed, the 2xx is not relayed. */
+bool proxy_msg_late_2xx(struct proxy_call *c);
 void proxy_msg_note_put(struct proxy *p, struct proxy_note *n);
 void proxy_msg_note_deliver(struct proxy *p, struct proxy_note *n);
 /* An accepted REGISTER: deliver ext's stored messages to its binding. */

@@ -188,6 +188,42 @@ store_start(struct proxy_call *c, const struct sip_msg *req)
     }
 }
 
+/* PROXY_MSG_GRACE_MS after the fork: a binding that answered anything
+ * is waited for (its final decides); none did: store it now. */
+static void
+on_msg_grace(struct tq_entry *e)
+{
+    struct proxy_call *c = container_of(e, struct proxy_call, msg_grace);
+    const struct sip_msg *req = c->st ? txn_request(c->st) : NULL;
+
+    if (c->final_sent || !c->msg_store || !req)
+        return;
+    for (size_t i = 0; i < c->nbr; i++)
+        if (c->br[i].provisional || c->br[i].status)
+            return;
+    log_info("proxy", "message unanswered by %zu binding(s) after %d ms: "
+             "stored call_id=%s callee=%s", c->nbr, PROXY_MSG_GRACE_MS,
+             c->rec.call_id, c->rec.callee);
+    store_start(c, req);
+}
+
+bool
+proxy_msg_late_2xx(struct proxy_call *c)
+{
+    struct reg_msg_table *mt = reg_messages(c->p->sh->reg);
+
+    if (!mt || (!c->msg_id && !c->holding) || c->msg_store)
+        return false;
+    /* Stored after the grace, then a binding took it after all: the
+     * stored copy goes (or, still being committed, goes when it is). */
+    c->msg_taken = true;
+    if (c->msg_id)
+        reg_msg_done(mt, c->rec.callee, c->msg_id, true);
+    log_info("proxy", "stored message taken late by a binding call_id=%s",
+             c->rec.call_id);
+    return true;
+}
+
 bool
 proxy_msg_start(struct proxy_call *c, const struct sip_msg *req,
                 const struct reg_contact *bs, size_t n)
@@ -205,6 +241,10 @@ proxy_msg_start(struct proxy_call *c, const struct sip_msg *req,
     bool composing = reg_msg_is_composing(ct);
     if (live) {
         c->msg_store = !composing; /* stored if every branch fails */
+        tq_entry_init(&c->msg_grace, on_msg_grace);
+        if (c->msg_store)
+            tq_heap_add(tp_tq(p->tp), &c->msg_grace,
+                        tp_now_ms(p->tp) + PROXY_MSG_GRACE_MS);
         return false;
     }
     if (composing) {
@@ -241,7 +281,12 @@ proxy_msg_note_put(struct proxy *p, struct proxy_note *n)
     struct proxy_call *c = mp->c;
 
     c->holding = false;
-    if (mp->rc == 0) {
+    if (mp->rc == 0 && c->msg_taken) {
+        /* A binding answered 2xx while it was being committed. */
+        reg_msg_done(reg_messages(p->sh->reg), mp->ext, mp->id, true);
+        proxy_call_final(c, 200, NULL);
+    } else if (mp->rc == 0) {
+        c->msg_id = mp->id;
         proxy_call_final(c, 202, "Accepted");
         log_info("proxy",
                  "message stored id=%" PRIu64 " call_id=%s from=%s to=%s",

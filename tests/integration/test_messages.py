@@ -303,3 +303,20 @@ def test_live_udp_binding_refusing_480_stores(menv, phones):
     assert r["status"] == 202, r["first"]
     sim.wait_push(pn[1], kind="message")
     assert [x["count"] for x in stored(pbx)] == [1]
+
+
+def test_live_udp_binding_silent_stored_after_grace(menv, phones):
+    """A suspended app's UDP binding never answers: after the grace (3 s,
+    well before Timer F) the message is stored, 202, pushed."""
+    pbx, sim, _ = menv()
+    pn = pn_apns()
+    dev = phones(pbx, DEV, on_message=None)
+    assert dev.register(pn=pn)["status"] == 200
+    t0 = time.monotonic()
+    r = sender_of(phones, pbx).message(DEV, "wake up")
+    waited = time.monotonic() - t0
+    assert r["status"] == 202, r["first"]
+    assert 2.5 <= waited < 6.0, waited
+    assert dev.messages, "the live binding was tried first"
+    sim.wait_push(pn[1], kind="message")
+    assert [x["count"] for x in stored(pbx)] == [1]
