@@ -162,6 +162,7 @@ proxy_free(struct proxy *p)
     list_for_each_safe(n, tmp, &p->notes)
     {
         list_remove(n);
+        proxy_msg_note_drop(container_of(n, struct proxy_note, node));
         free(container_of(n, struct proxy_note, node));
     }
     pthread_mutex_unlock(&p->sh->lock);

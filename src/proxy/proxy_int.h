@@ -53,6 +53,10 @@ struct proxy_shared {
      * before reg_lookup, the registrar stores the binding before
      * proxy_binding_added reads it, so one of them sees the other. */
     atomic_size_t waiting;
+    /* proxy_message.c's store callbacks not yet run (a put being
+     * committed, a claim being read): they post to sh, so
+     * proxy_shared_free waits for them (proxy_msg_wait_idle). */
+    atomic_size_t msg_inflight;
     /* Where calls ring, by callee: (ext, worker) -> count of fork calls
      * waiting for new bindings on that worker, under lock. A REGISTER is
      * noted only to the workers listed for its extension
@@ -341,6 +345,11 @@ bool proxy_msg_fallback(struct proxy_call *c);
 bool proxy_msg_late_2xx(struct proxy_call *c);
 void proxy_msg_note_put(struct proxy *p, struct proxy_note *n);
 void proxy_msg_note_deliver(struct proxy *p, struct proxy_note *n);
+/* A MSG_* note dropped unrun (the worker is being freed): free its job. */
+void proxy_msg_note_drop(struct proxy_note *n);
+/* Wait (at most 5 s) until no store callback of proxy_message.c is due:
+ * they post to sh. The store's writer must still run. */
+void proxy_msg_wait_idle(struct proxy_shared *sh);
 /* An accepted REGISTER: deliver ext's stored messages to its binding. */
 void proxy_msg_register_ok(struct proxy *p, const struct sip_msg *reg);
 /* proxy_shared.c */

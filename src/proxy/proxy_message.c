@@ -129,16 +129,19 @@ on_put(int rc, uint64_t id, void *arg)
     struct msg_put *mp = arg;
     struct proxy_note *n = xcalloc(1, sizeof(*n));
 
+    struct proxy_shared *sh = mp->sh;
+
     mp->rc = rc;
     mp->id = id;
     n->kind = PROXY_NOTE_MSG_PUT;
     n->data = mp;
-    if (proxy_note_post(mp->sh, mp->worker, n) < 0) {
+    if (proxy_note_post(sh, mp->worker, n) < 0) {
         /* The worker is gone (shutdown): the message is stored (or not);
          * nobody is left to answer. */
         log_warn("proxy", "message %" PRIu64 " stored but not answered", id);
         free(mp);
     }
+    atomic_fetch_sub(&sh->msg_inflight, 1);
 }
 
 /* Store c's MESSAGE and hold the call until the commit's note: nothing is
@@ -178,8 +181,10 @@ store_start(struct proxy_call *c, const struct sip_msg *req)
     c->holding = true; /* no final from the fork meanwhile */
     c->msg_store = false;
     c->refs++;
+    atomic_fetch_add(&p->sh->msg_inflight, 1);
     int rc = reg_msg_put(mt, &m, on_put, mp);
     if (rc < 0) {
+        atomic_fetch_sub(&p->sh->msg_inflight, 1);
         c->holding = false;
         c->refs--;
         free(mp);
@@ -369,18 +374,33 @@ dlv_next(const struct msg_dlv *d)
 static void
 dlv_claim(struct msg_dlv *d)
 {
-    struct reg_msg_table *mt = reg_messages(d->sh->reg);
-    int rc = reg_msg_claim(mt, d->ext, on_claim, d);
+    struct proxy_shared *sh = d->sh;
+    struct reg_msg_table *mt = reg_messages(sh->reg);
 
-    if (rc < 0) /* -ENOENT: all delivered; -EBUSY: another delivery runs */
+    atomic_fetch_add(&sh->msg_inflight, 1);
+    int rc = reg_msg_claim(mt, d->ext, on_claim, d);
+    if (rc < 0) { /* -ENOENT: all delivered; -EBUSY: another one runs */
+        atomic_fetch_sub(&sh->msg_inflight, 1);
         dlv_free(d);
+    }
 }
+
+static void claim_read(int rc, const struct store_msg *m,
+                       struct msg_dlv *d);
 
 static void
 on_claim(int rc, const struct store_msg *m, void *arg)
 {
     struct msg_dlv *d = arg;
+    struct proxy_shared *sh = d->sh;
 
+    claim_read(rc, m, d);
+    atomic_fetch_sub(&sh->msg_inflight, 1);
+}
+
+static void
+claim_read(int rc, const struct store_msg *m, struct msg_dlv *d)
+{
     if (rc == -ENOENT) { /* that row went meanwhile: the next one */
         dlv_claim(d);
         return;
@@ -563,5 +583,27 @@ proxy_msg_register_ok(struct proxy *p, const struct sip_msg *reg)
                  reg_msg_count(mt, ext), d->uri);
         dlv_claim(d);
         return;
+    }
+}
+
+void
+proxy_msg_note_drop(struct proxy_note *n)
+{
+    if (n->kind == PROXY_NOTE_MSG_DELIVER) {
+        struct msg_dlv *d = n->data;
+        /* Released now rather than by the claim timeout. */
+        reg_msg_done(reg_messages(d->sh->reg), d->ext, d->id, false);
+        dlv_free(d);
+    } else if (n->kind == PROXY_NOTE_MSG_PUT) {
+        free(n->data); /* its call went with the worker's calls */
+    }
+}
+
+void
+proxy_msg_wait_idle(struct proxy_shared *sh)
+{
+    for (int i = 0; i < 5000 && atomic_load(&sh->msg_inflight); i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
     }
 }

@@ -75,6 +75,7 @@ proxy_shared_free(struct proxy_shared *sh)
 {
     if (!sh)
         return;
+    proxy_msg_wait_idle(sh);
     for (size_t i = 0; i < PROXY_RINGING_BUCKETS; i++)
         while (sh->ringing[i]) {
             struct proxy_ringing *e = sh->ringing[i];
