@@ -1197,6 +1197,20 @@ metrics_text(struct admin *a, size_t *len)
         buf_printf(&b, "pushpbx_sip_messages_total{method=\"%s\"} %llu\n",
                    methods[i], (unsigned long long)k.sip_messages[i]);
     admin_messages_metrics(&b, reg_messages(a->reg));
+    buf_printf(&b, "# HELP pushpbx_worker_sip_requests_total SIP requests "
+                   "handled, by worker.\n# TYPE "
+                   "pushpbx_worker_sip_requests_total counter\n");
+    for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
+        buf_printf(&b,
+                   "pushpbx_worker_sip_requests_total{worker=\"%u\"} %llu\n", i,
+                   (unsigned long long)k.worker_requests[i]);
+    buf_printf(&b, "# HELP pushpbx_worker_udp_steered_total UDP requests a "
+                   "worker read and handed to the worker their Call-ID "
+                   "hashes to.\n# TYPE pushpbx_worker_udp_steered_total "
+                   "counter\n");
+    for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
+        buf_printf(&b, "pushpbx_worker_udp_steered_total{worker=\"%u\"} %llu\n",
+                   i, (unsigned long long)k.worker_udp_steered[i]);
     metric(&b, "pushpbx_admin_requests_total", "counter",
            "Admin HTTP requests.", a->requests);
     metric(&b, "pushpbx_admin_unauthorized_total", "counter",
