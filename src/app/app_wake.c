@@ -96,6 +96,7 @@ app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
         .ring_s = pc->ring_timeout_s,
         .ringing = aw->wc->ringing,
         .recent_max = aw->wc->recent,
+        .message_preview = aw->wc->message_preview,
     };
     wake_new(&wo, &aw->wake);
     if (aw->ac->enabled || aw->fc->enabled) {
