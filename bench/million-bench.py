@@ -65,8 +65,18 @@ CREATE INDEX push_devices_ext ON push_devices(ext);
 """
 
 
-def token(u):  # reg_load.c bench_token
-    return ("%08x" % u) * 8
+M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    z = (x + 0x9e3779b97f4a7c15) & M64
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return z ^ (z >> 31)
+
+
+def token(u):  # reg_load.c bench_token: random-looking, as APNs tokens
+    return "".join("%016x" % splitmix64(u * 4 + k) for k in range(4))
 
 
 def instance(u):  # reg_load.c bench_instance
@@ -171,7 +181,7 @@ def get(port, path, timeout):
 
 
 def run_size(a, n, tmp, sim_port):
-    src = os.path.join(a.cache, "million-%d.db" % n)
+    src = os.path.join(a.cache, "million-v2-%d.db" % n)
     gen_db(src, n)
     run = tempfile.mkdtemp(prefix="run-", dir=tmp)
     shutil.copy(src, run + "/bench.db")

@@ -82,12 +82,26 @@ num(const char *s)
     return (unsigned long)v;
 }
 
-/* The push token and instance million-bench.py stores for user u. */
+static uint64_t
+splitmix64(uint64_t x)
+{
+    uint64_t z = x + 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The push token and instance million-bench.py stores for user u: 64 hex
+ * digits that look random, as APNs tokens do. */
 static void
 bench_token(unsigned u, char *out, size_t cap)
 {
-    snprintf(out, cap, "%08x%08x%08x%08x%08x%08x%08x%08x", u, u, u, u, u, u,
-             u, u);
+    uint64_t x = (uint64_t)u * 4;
+    snprintf(out, cap, "%016llx%016llx%016llx%016llx",
+             (unsigned long long)splitmix64(x),
+             (unsigned long long)splitmix64(x + 1),
+             (unsigned long long)splitmix64(x + 2),
+             (unsigned long long)splitmix64(x + 3));
 }
 
 static void

@@ -219,12 +219,15 @@ cmp_ext(const void *a, const void *b)
 
 /* Snapshot of the extensions (one, or all sorted). Free with
  * ext_collect_fini. reg_list's callback runs under a shard lock, so we
- * only copy there. O(extensions) even for one: the registrar has no
- * single-extension getter (reported). */
+ * only copy there. One extension is one hash lookup (reg_list_ext). */
 static void
 ext_snapshot(struct admin *a, const char *want, struct ext_collect *ec)
 {
     *ec = (struct ext_collect){.want = want};
+    if (want) {
+        (void)reg_list_ext(a->reg, want, collect_ext, ec);
+        return;
+    }
     reg_list(a->reg, collect_ext, ec);
     if (ec->count > 1)
         qsort(ec->v, ec->count, sizeof(*ec->v), cmp_ext);

@@ -718,23 +718,37 @@ load_binding_cb(const struct store_binding *sb, void *arg)
     return 0;
 }
 
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int
 reg_load(struct reg *r)
 {
     if (!r->store)
         return 0;
+    int64_t t0 = mono_ms();
     r->loading = true;
     int rc = store_ext_load(r->store, load_ext_cb, r);
     r->loading = false;
     pthread_mutex_lock(&r->index.lock);
     index_sort(&r->index);
     pthread_mutex_unlock(&r->index.lock);
+    int64_t t1 = mono_ms();
     if (rc == 0)
         rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
     if (rc == 0)
-        log_info("registrar", "restored extensions=%zu bindings=%zu",
+        log_info("registrar",
+                 "restored extensions=%zu bindings=%zu in %lld ms "
+                 "(extensions %lld ms, bindings %lld ms)",
                  (size_t)atomic_load(&r->n_extensions),
-                 (size_t)atomic_load(&r->n_bindings));
+                 (size_t)atomic_load(&r->n_bindings),
+                 (long long)(mono_ms() - t0), (long long)(t1 - t0),
+                 (long long)(mono_ms() - t1));
     return rc < 0 ? rc : 0;
 }
 
@@ -891,7 +905,11 @@ reg_list_page(struct reg *r, const char *after, size_t limit, reg_list_cb *cb,
     struct ext_index *ix = &r->index;
     char(*num)[REG_NUMBER_MAX + 1] = NULL;
     size_t n = 0, listed = 0;
+    char from[REG_NUMBER_MAX + 1] = "";
 
+    /* after may be pg->next of the previous page: copy it first. */
+    if (after)
+        snprintf(from, sizeof(from), "%s", after);
     *pg = (struct reg_page){0};
     if (limit > REG_PAGE_MAX)
         limit = REG_PAGE_MAX;
@@ -901,7 +919,7 @@ reg_list_page(struct reg *r, const char *after, size_t limit, reg_list_cb *cb,
      * index lock (an extension leaves the index before it is freed). */
     pthread_mutex_lock(&ix->lock);
     index_sort(ix);
-    size_t at = after && after[0] ? index_after(ix, after) : 0;
+    size_t at = from[0] ? index_after(ix, from) : 0;
     for (; n < limit && at + n < ix->n; n++)
         snprintf(num[n], sizeof(num[n]), "%s", ix->v[at + n]);
     pg->total = ix->n;
@@ -925,29 +943,51 @@ reg_list_page(struct reg *r, const char *after, size_t limit, reg_list_cb *cb,
     return listed;
 }
 
+static size_t
+expire_shard(struct reg *r, struct shard *s, int64_t now)
+{
+    size_t dropped = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t bk = 0; bk < s->nbuckets; bk++) {
+        for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
+            struct list_node *pos, *tmp;
+            list_for_each_safe(pos, tmp, &e->bindings)
+            {
+                struct binding *b = container_of(pos, struct binding, node);
+                if (b->expires_at <= now) {
+                    reg_binding_unlink_free(r, e, b);
+                    dropped++;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return dropped;
+}
+
 size_t
 reg_expire(struct reg *r)
 {
     int64_t now = reg_now_s(r);
     size_t dropped = 0;
 
-    for (size_t i = 0; i < REG_SHARDS; i++) {
-        struct shard *s = &r->shards[i];
-        pthread_mutex_lock(&s->lock);
-        for (size_t bk = 0; bk < s->nbuckets; bk++) {
-            for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
-                struct list_node *pos, *tmp;
-                list_for_each_safe(pos, tmp, &e->bindings)
-                {
-                    struct binding *b = container_of(pos, struct binding, node);
-                    if (b->expires_at <= now) {
-                        reg_binding_unlink_free(r, e, b);
-                        dropped++;
-                    }
-                }
-            }
-        }
-        pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < REG_SHARDS; i++)
+        dropped += expire_shard(r, &r->shards[i], now);
+    return dropped;
+}
+
+size_t
+reg_expire_some(struct reg *r, unsigned shards)
+{
+    int64_t now = reg_now_s(r);
+    size_t dropped = 0;
+
+    if (shards > REG_SHARDS)
+        shards = REG_SHARDS;
+    for (unsigned i = 0; i < shards; i++) {
+        size_t k = atomic_fetch_add(&r->expire_next, 1) % REG_SHARDS;
+        dropped += expire_shard(r, &r->shards[k], now);
     }
     return dropped;
 }

@@ -15,9 +15,9 @@
  * Expiry: tq timer queues are per worker (single thread), but a binding can
  * be refreshed from any worker, so bindings carry an absolute expiry and
  * are (a) filtered out lazily by every read and (b) freed by reg_expire(),
- * a sweep the daemon calls once a second. O(bindings) per second, which is
- * 100k pointer walks at our largest target: cheap, and far simpler than
- * cross-thread timer ownership.
+ * a sweep the daemon runs once a second over a sixteenth of the shards
+ * (reg_expire_some): O(bindings / 16) per second, 62,500 pointer walks at
+ * a million, and far simpler than cross-thread timer ownership.
  *
  * Persistence: every change is queued to the store (store.h), whose writer
  * thread commits it within flush_ms; reg_load() restores extensions and
@@ -264,6 +264,15 @@ size_t reg_list_page(struct reg *r, const char *after, size_t limit,
 /* Drop expired bindings (memory only: the store drops them at the next
  * start). Returns how many were dropped. Call about once a second. */
 size_t reg_expire(struct reg *r);
+
+/* reg_expire for the next `shards` shards only (round robin; a full pass
+ * every REG_SHARDS / shards calls). The daemon's once-a-second tick: a
+ * full pass over a million bindings took ~270 ms of every second and
+ * held each shard's lock ~4 ms; expired bindings are filtered out by every
+ * read anyway, so freeing them a few seconds later costs only memory.
+ * Returns how many were dropped. Any thread. */
+#define REG_EXPIRE_SHARDS_PER_TICK 4
+size_t reg_expire_some(struct reg *r, unsigned shards);
 
 /* Digest check of an out-of-dialog request that the proxy serves (INVITE,
  * MESSAGE...; RFC 3261 §22.3), with the nonces, nonce-count replay table

@@ -171,6 +171,7 @@ struct reg {
     struct shard shards[REG_SHARDS];
     struct ext_index index;
     bool loading; /* reg_load: append to index, sort at the end */
+    atomic_size_t expire_next; /* reg_expire_some's next shard */
     struct nonce_table nonces;
     struct throttle *throttle;
     reg_bind_cb *bind_cb;      /* set before workers start; read-only after */

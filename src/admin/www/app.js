@@ -91,8 +91,17 @@ function pushCell(p, available) {
   }).join("");
 }
 
+// Registrations come a page at a time (docs/admin.md "Pages"): regAfter is
+// the cursor of the page shown ("" = the first), regBack the cursors of the
+// pages before it, so Previous goes back and the 5 s refresh reloads the
+// same page.
+const REG_PAGE = 100;
+let regAfter = "", regBack = [], regNext = null;
+
 async function refreshRegistrations() {
-  const r = await api("GET", "/api/registrations");
+  const q = "/api/registrations?limit=" + REG_PAGE +
+    (regAfter ? "&after=" + encodeURIComponent(regAfter) : "");
+  const r = await api("GET", q);
   let regs = 0, devs = 0;
   $("#reg-table tbody").innerHTML = r.items.map((e) => {
     regs += e.bindings.length; devs += e.push.length;
@@ -101,8 +110,14 @@ async function refreshRegistrations() {
       ${e.enabled ? "" : '<span class="badge off">disabled</span>'}</td>
       <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td></tr>`;
   }).join("");
-  $("#stats").innerHTML = `<span><b>${r.items.length}</b> extensions</span>
-    <span><b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>`;
+  regNext = r.next;
+  const first = regBack.length * REG_PAGE;
+  $("#reg-range").textContent = r.items.length
+    ? `${first + 1}\u2013${first + r.items.length} of ${r.total}` : `none of ${r.total}`;
+  $("#reg-prev").disabled = regBack.length === 0;
+  $("#reg-next").disabled = !regNext;
+  $("#stats").innerHTML = `<span><b>${r.total}</b> extensions</span>
+    <span>this page: <b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>`;
 }
 
 async function refreshExtensions() {
@@ -213,6 +228,14 @@ document.addEventListener("DOMContentLoaded", () => {
     login($("#token").value.trim());
   });
   $("#logout").addEventListener("click", () => logout());
+  $("#reg-next").addEventListener("click", () => {
+    if (!regNext) return;
+    regBack.push(regAfter); regAfter = regNext; refreshRegistrations();
+  });
+  $("#reg-prev").addEventListener("click", () => {
+    if (!regBack.length) return;
+    regAfter = regBack.pop(); refreshRegistrations();
+  });
   window.addEventListener("hashchange", () => token && show(location.hash.slice(1)));
   $("#add-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
