@@ -158,6 +158,13 @@ def stop(proc, timeout=20):
             proc.wait()
 
 
+def cpu_s(pid):
+    """user + system CPU seconds of pid so far (the machine may be shared:
+    the restart's CPU time does not depend on other processes' load)."""
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     for line in open("/proc/%d/status" % pid):
         if line.startswith("VmRSS:"):
@@ -205,6 +212,7 @@ def run_size(a, n, tmp, sim_port):
             stderr=open(run + "/pushpbx.log", "wb"))
         ready = wait_file(run + "/ready", pbx, "pushpbx", 300)
         res["restart_s"] = time.perf_counter() - t0
+        res["restart_cpu_s"] = cpu_s(pbx.pid)
         res["rss_kib"] = rss_kib(pbx.pid)
         sip = [l["port"] for l in ready["listen"] if l["transport"] == "udp"][0]
         admin = ready.get("admin_port")
@@ -288,9 +296,10 @@ def main():
             for n in sizes:
                 r = run_size(a, n, tmp, sr["https_port"])
                 results.setdefault(n, []).append(r)
-                print("size %d round %d: restart %.2f s, RSS %.1f MiB "
-                      "(after REGISTERs %.1f MiB), %s" %
-                      (n, rnd + 1, r["restart_s"], r["rss_kib"] / 1024.0,
+                print("size %d round %d: restart %.2f s (CPU %.2f s), RSS "
+                      "%.1f MiB (after REGISTERs %.1f MiB), %s" %
+                      (n, rnd + 1, r["restart_s"], r["restart_cpu_s"],
+                       r["rss_kib"] / 1024.0,
                        r["rss_after_kib"] / 1024.0, r["reg_line"]))
                 for k in ("first", "middle", "last", "full"):
                     v = r.get("api_" + k)
@@ -309,10 +318,12 @@ def main():
             rss = sorted(x["rss_kib"] for x in rs)[len(rs) // 2]
             reg = sorted(x["reg_per_s"] for x in rs)[len(rs) // 2]
             rst = sorted(x["restart_s"] for x in rs)[len(rs) // 2]
+            cpu = sorted(x["restart_cpu_s"] for x in rs)[len(rs) // 2]
             per = ((rss - base) * 1024.0 / (n - small)) if n > small else 0
-            print("SUMMARY size %d: restart %.2f s, RSS %.1f MiB, per "
-                  "ext+binding+device %.0f B, REGISTER/s %.0f (median of %d)"
-                  % (n, rst, rss / 1024.0, per, reg, len(rs)))
+            print("SUMMARY size %d: restart %.2f s (CPU %.2f s), RSS %.1f "
+                  "MiB, per ext+binding+device %.0f B, REGISTER/s %.0f "
+                  "(median of %d)" % (n, rst, cpu, rss / 1024.0, per, reg,
+                                      len(rs)))
     finally:
         stop(sim)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -282,8 +282,19 @@ load_row(const struct store_pushdev *r, void *arg)
     snprintf(n->d.instance, sizeof(n->d.instance), "%s", r->instance);
     n->d.created_at = r->created_at;
     n->d.last_seen = r->last_seen;
-    /* Rows come oldest first; link_node puts each in front. */
+    /* Rows come in no order (store.h): link in front, then move behind
+     * the devices of the same extension seen later (most recent first). */
     link_node(t, n);
+    struct list_node *h = ext_chain(t, n->d.ext), *after = NULL;
+    for (struct list_node *p = n->by_ext.next; p != h; p = p->next) {
+        const struct node *x = container_of(p, struct node, by_ext);
+        if (strcmp(x->d.ext, n->d.ext) == 0 && x->d.last_seen > n->d.last_seen)
+            after = p;
+    }
+    if (after) {
+        list_remove(&n->by_ext);
+        list_insert_before(after->next, &n->by_ext);
+    }
     return 0;
 }
 
@@ -336,6 +347,17 @@ pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
     t->commit_timeout_ms =
         o->commit_timeout_ms ? o->commit_timeout_ms : PUSHDEV_COMMIT_TIMEOUT_MS;
     if (t->st) {
+        /* Size the tables for what is stored: no doubling during load. */
+        size_t rows = 0;
+        if (store_count(t->st, "push_devices", &rows) == 0 &&
+            rows > t->nbuckets) {
+            while (t->nbuckets < rows)
+                t->nbuckets *= 2;
+            free(t->ext_tab);
+            free(t->tok_tab);
+            t->ext_tab = tab_new(t->nbuckets);
+            t->tok_tab = tab_new(t->nbuckets);
+        }
         int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
         int rc = store_pushdev_load(t->st, cutoff, load_row, t);
         if (rc < 0) {

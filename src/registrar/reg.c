@@ -711,9 +711,17 @@ load_binding_cb(const struct store_binding *sb, void *arg)
         .flow_id = 0,
     };
     reg_addr_parse(sb->source, &t.addr);
-    /* Rows come ordered by updated_at, so pushing each to the front
-     * rebuilds "most recent first". */
-    reg_binding_link(r, e, reg_binding_new(&t));
+    /* Rows come in no order (store.h): put the binding before the first
+     * one updated no later than it, which keeps "most recently updated
+     * first" (max_contacts, a handful: a short walk). */
+    struct binding *b = reg_binding_new(&t);
+    struct list_node *pos = e->bindings.next;
+    while (pos != &e->bindings &&
+           container_of(pos, struct binding, node)->updated_at > t.updated_at)
+        pos = pos->next;
+    list_insert_before(pos, &b->node);
+    e->binding_count++;
+    atomic_fetch_add(&r->n_bindings, 1);
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
@@ -732,6 +740,19 @@ reg_load(struct reg *r)
     if (!r->store)
         return 0;
     int64_t t0 = mono_ms();
+    /* Size the shards' tables once for what is stored (two extensions a
+     * bucket, as shard_add keeps them) instead of doubling them through
+     * a million rows. */
+    size_t rows = 0;
+    if (store_count(r->store, "extensions", &rows) == 0) {
+        for (size_t i = 0; i < REG_SHARDS; i++) {
+            struct shard *s = &r->shards[i];
+            pthread_mutex_lock(&s->lock);
+            while (2 * s->nbuckets < rows / REG_SHARDS + 1)
+                shard_grow(s);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
     r->loading = true;
     int rc = store_ext_load(r->store, load_ext_cb, r);
     r->loading = false;
