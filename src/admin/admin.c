@@ -1226,6 +1226,21 @@ metrics_text(struct admin *a, size_t *len)
     for (int i = 0; i < ADMIN_M_COUNT; i++)
         buf_printf(&b, "pushpbx_sip_messages_total{method=\"%s\"} %llu\n",
                    methods[i], (unsigned long long)k.sip_messages[i]);
+    admin_messages_metrics(&b, reg_messages(a->reg));
+    buf_printf(&b, "# HELP pushpbx_worker_sip_requests_total SIP requests "
+                   "handled, by worker.\n# TYPE "
+                   "pushpbx_worker_sip_requests_total counter\n");
+    for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
+        buf_printf(&b,
+                   "pushpbx_worker_sip_requests_total{worker=\"%u\"} %llu\n", i,
+                   (unsigned long long)k.worker_requests[i]);
+    buf_printf(&b, "# HELP pushpbx_worker_udp_steered_total UDP requests a "
+                   "worker read and handed to the worker their Call-ID "
+                   "hashes to.\n# TYPE pushpbx_worker_udp_steered_total "
+                   "counter\n");
+    for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
+        buf_printf(&b, "pushpbx_worker_udp_steered_total{worker=\"%u\"} %llu\n",
+                   i, (unsigned long long)k.worker_udp_steered[i]);
     metric(&b, "pushpbx_admin_requests_total", "counter",
            "Admin HTTP requests.", a->requests);
     metric(&b, "pushpbx_admin_unauthorized_total", "counter",
@@ -1605,6 +1620,9 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
                           NULL);
     if (n == 2 && strcmp(seg[1], "registrations") == 0)
         return route_registrations(a, c);
+    if (n == 2 && strcmp(seg[1], "messages") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         admin_messages_json(reg_messages(a->reg)));
     if (n == 2 && strcmp(seg[1], "calls") == 0)
         return send_json(c, MHD_HTTP_OK,
                          provider_list(a, a->src.list_calls, false));

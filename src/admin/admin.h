@@ -133,6 +133,8 @@ enum admin_sip_method {
 /* Counters of rooms other than the registrar, for /metrics. Fields a room
  * does not provide stay zero (documented in docs/admin.md). Index
  * [provider] is 0 = apns, 1 = fcm. */
+#define ADMIN_MAX_WORKERS 64
+
 struct admin_counters {
     uint64_t push_devices;
     uint64_t calls_total;    /* calls the proxy routed (started) */
@@ -147,6 +149,11 @@ struct admin_counters {
     uint64_t push_latency_count;
     double push_latency_sum_s;
     uint64_t sip_messages[ADMIN_M_COUNT];
+    /* per worker (the first workers of them): requests handled, and UDP
+     * requests read and handed to another worker by Call-ID */
+    unsigned workers;
+    uint64_t worker_requests[ADMIN_MAX_WORKERS];
+    uint64_t worker_udp_steered[ADMIN_MAX_WORKERS];
 };
 
 typedef void admin_counters_fn(void *arg, struct admin_counters *out);

@@ -208,6 +208,14 @@ counters(void *arg, struct admin_counters *out)
             v += core_method_count(&the.workers[w].core, m);
         out->sip_messages[admin_method(m)] += v;
     }
+    out->workers = the.worker_count < ADMIN_MAX_WORKERS ? the.worker_count
+                                                        : ADMIN_MAX_WORKERS;
+    for (unsigned w = 0; w < out->workers; w++) {
+        for (int m = 0; m < CORE_METHODS; m++)
+            out->worker_requests[w] +=
+                core_method_count(&the.workers[w].core, m);
+        out->worker_udp_steered[w] = tp_group_steered(the.workers[w].group, w);
+    }
 }
 
 /* ---- one-shot pushes (test push, push check) ----------------------------

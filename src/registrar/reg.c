@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "registrar/msgstore.h"
 #include "registrar/pushdev.h"
 #include "registrar/reg_int.h"
 #include "sip/digest.h"
@@ -434,6 +435,7 @@ reg_new(const struct reg_opts *o, struct reg **out)
     r->domain = xstrdup(o->domain);
     r->realm = xstrdup(o->realm);
     r->store = o->store;
+    r->msg_cfg = o->messages;
     r->clock_ms = o->clock_ms;
     r->clock_arg = o->clock_arg;
     for (size_t i = 0; i < REG_SHARDS; i++) {
@@ -488,6 +490,7 @@ reg_free(struct reg *r)
     free(r->index.v);
     pthread_mutex_destroy(&r->index.lock);
     reg_auth_fini(r);
+    reg_msg_close(r->messages);
     free(r->domain);
     free(r->realm);
     free(r);
@@ -630,6 +633,8 @@ reg_ext_del(struct reg *r, const char *number)
     }
     ext_free(r, e);
     pthread_mutex_unlock(&s->lock);
+    if (r->messages)
+        reg_msg_remove_ext(r->messages, number); /* and their rows */
     return 0;
 }
 
@@ -762,6 +767,17 @@ reg_load(struct reg *r)
     int64_t t1 = mono_ms();
     if (rc == 0)
         rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
+    if (rc == 0 && !r->messages) {
+        char err[256];
+        struct reg_msg_opts mo = {.store = r->store,
+                                  .cfg = r->msg_cfg,
+                                  .clock_ms = r->clock_ms,
+                                  .clock_arg = r->clock_arg};
+        rc = reg_msg_open(&mo, &r->messages, err, sizeof(err));
+        if (rc < 0)
+            log_error("registrar", "%s", err);
+    }
+    r->msg_cfg = NULL; /* borrowed until here */
     if (rc == 0)
         log_info("registrar",
                  "restored extensions=%zu bindings=%zu in %lld ms "
@@ -987,6 +1003,12 @@ expire_shard(struct reg *r, struct shard *s, int64_t now)
     return dropped;
 }
 
+struct reg_msg_table *
+reg_messages(struct reg *r)
+{
+    return r->messages;
+}
+
 size_t
 reg_expire(struct reg *r)
 {
@@ -1010,6 +1032,8 @@ reg_expire_some(struct reg *r, unsigned shards)
         size_t k = atomic_fetch_add(&r->expire_next, 1) % REG_SHARDS;
         dropped += expire_shard(r, &r->shards[k], now);
     }
+    if (r->messages)
+        reg_msg_expire(r->messages); /* counted in its own stats */
     return dropped;
 }
 

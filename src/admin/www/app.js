@@ -91,6 +91,13 @@ function pushCell(p, available) {
   }).join("");
 }
 
+// Stored chat messages per extension: how many and since when, never text.
+function msgCell(m) {
+  if (!m) return '<span class="muted">none</span>';
+  return `<div><b>${esc(m.count)}</b> waiting</div>
+    <div class="muted">oldest ${esc(ago(m.oldest_received_at))}</div>`;
+}
+
 // Registrations come a page at a time (docs/admin.md "Pages"): regAfter is
 // the cursor of the page shown ("" = the first), regBack the cursors of the
 // pages before it, so Previous goes back and the 5 s refresh reloads the
@@ -102,13 +109,17 @@ async function refreshRegistrations() {
   const q = "/api/registrations?limit=" + REG_PAGE +
     (regAfter ? "&after=" + encodeURIComponent(regAfter) : "");
   const r = await api("GET", q);
+  const msgs = {};
+  const m = await api("GET", "/api/messages");
+  for (const x of m.items) msgs[x.ext] = x;
   let regs = 0, devs = 0;
   $("#reg-table tbody").innerHTML = r.items.map((e) => {
     regs += e.bindings.length; devs += e.push.length;
     return `<tr data-ext="${esc(e.number)}"><td><div class="ext">${esc(e.number)}</div>
       <div class="name">${esc(e.name)}</div>
       ${e.enabled ? "" : '<span class="badge off">disabled</span>'}</td>
-      <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td></tr>`;
+      <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td>
+      <td>${msgCell(msgs[e.number])}</td></tr>`;
   }).join("");
   regNext = r.next;
   const first = regBack.length * REG_PAGE;
@@ -117,7 +128,8 @@ async function refreshRegistrations() {
   $("#reg-prev").disabled = regBack.length === 0;
   $("#reg-next").disabled = !regNext;
   $("#stats").innerHTML = `<span><b>${r.total}</b> extensions</span>
-    <span>this page: <b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>`;
+    <span>this page: <b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>
+    <span><b>${m.stats.waiting}</b> stored messages</span>`;
 }
 
 async function refreshExtensions() {
