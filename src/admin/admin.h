@@ -78,6 +78,11 @@ extern const struct cfg_section admin_cfg_section;
  *            first 8 characters), param, instance, created_at,
  *            last_seen_at */
 typedef int admin_list_fn(void *arg, json_t *items);
+
+/* The push devices of one extension (the "devices" objects above), for a
+ * page of GET /api/registrations: O(devices of ext), where list_devices
+ * walks every device. Returns 0, or < 0 when the list is not available. */
+typedef int admin_ext_list_fn(void *arg, const char *ext, json_t *items);
 /* Send a test push to the push devices of ext. Fill result (borrowed
  * object) with what happened; 0, -ENOENT (no device) or -errno. Runs on
  * an admin job thread, never the admin thread, and may take a bounded time
@@ -114,6 +119,8 @@ struct admin_wake_lat {
     double mean_us;
 };
 
+#define ADMIN_MEDIA_RELAYS 16
+
 enum admin_sip_method {
     ADMIN_M_INVITE,
     ADMIN_M_ACK,
@@ -128,6 +135,8 @@ enum admin_sip_method {
 /* Counters of rooms other than the registrar, for /metrics. Fields a room
  * does not provide stay zero (documented in docs/admin.md). Index
  * [provider] is 0 = apns, 1 = fcm. */
+#define ADMIN_MAX_WORKERS 64
+
 struct admin_counters {
     uint64_t push_devices;
     uint64_t calls_total;    /* calls the proxy routed (started) */
@@ -142,6 +151,21 @@ struct admin_counters {
     uint64_t push_latency_count;
     double push_latency_sum_s;
     uint64_t sip_messages[ADMIN_M_COUNT];
+    /* Media relay (docs/media.md): each configured rtpengine's state, and
+     * the proxy's media counters (proxy_media_count). */
+    size_t media_relay_count;
+    struct admin_media_relay {
+        char addr[64];
+        bool up;
+        uint64_t requests, timeouts, errors;
+    } media_relay[ADMIN_MEDIA_RELAYS];
+    uint64_t media_calls, media_one_way, media_no_media;
+    uint64_t media_failed, media_passed, media_rejected;
+    /* per worker (the first workers of them): requests handled, and UDP
+     * requests read and handed to another worker by Call-ID */
+    unsigned workers;
+    uint64_t worker_requests[ADMIN_MAX_WORKERS];
+    uint64_t worker_udp_steered[ADMIN_MAX_WORKERS];
 };
 
 typedef void admin_counters_fn(void *arg, struct admin_counters *out);
@@ -174,6 +198,9 @@ struct admin_sources {
     admin_list_fn *list_pushes;
     admin_list_fn *list_wakeups;
     admin_list_fn *list_devices;
+    admin_list_fn *list_media; /* GET /api/media: the rtpengines' state */
+    /* NULL: pages filter list_devices (O(every device) a page). */
+    admin_ext_list_fn *list_ext_devices;
     admin_push_test_fn *push_test;
     admin_device_del_fn *device_del;
     admin_push_check_fn *push_check;

@@ -111,6 +111,7 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     list_init(&p->calls);
     list_init(&p->all);
     list_init(&p->notes);
+    list_init(&p->mops);
     buf_init(&p->out, SIP_MAX_MSG_LEN);
     arena_init(&p->a, LOOKUP_ARENA_CAP);
     arena_init(&p->pre_a, LOOKUP_ARENA_CAP);
@@ -133,6 +134,10 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     sh->workers[w] = p;
     pthread_mutex_unlock(&sh->lock);
     tp_set_relay(tp, relay_send, p);
+    int rc = proxy_media_open(p);
+    if (rc < 0)
+        log_error("proxy", "worker %u: media client: %s (calls are not "
+                  "relayed)", w, uv_strerror(rc));
     *out = p;
     return 0;
 }
@@ -157,11 +162,13 @@ proxy_free(struct proxy *p)
         return;
     tp_set_relay(p->tp, NULL, NULL);
     proxy_pre_drop(p);
+    proxy_media_close(p); /* after the txn table: every call is gone */
     pthread_mutex_lock(&p->sh->lock);
     p->sh->workers[p->worker] = NULL;
     list_for_each_safe(n, tmp, &p->notes)
     {
         list_remove(n);
+        proxy_msg_note_drop(container_of(n, struct proxy_note, node));
         free(container_of(n, struct proxy_note, node));
     }
     pthread_mutex_unlock(&p->sh->lock);
@@ -211,6 +218,12 @@ proxy_notes_run(struct proxy *p)
             break;
         case PROXY_NOTE_LATE:
             proxy_note_late(p, note);
+            break;
+        case PROXY_NOTE_MSG_PUT:
+            proxy_msg_note_put(p, note);
+            break;
+        case PROXY_NOTE_MSG_DELIVER:
+            proxy_msg_note_deliver(p, note);
             break;
         }
         free(note);
@@ -285,6 +298,8 @@ proxy_register_ok(struct proxy *p, const struct sip_msg *reg)
     struct slice user;
     const char *why;
 
+    if (h && !slice_eq_cstr(slice_trim(h->value), "*"))
+        proxy_msg_register_ok(p, reg); /* stored messages for the app */
     /* Nothing rings or is held: no binding note, and any release note
      * already queued runs from this worker's uv_async. */
     if (atomic_load(&p->sh->waiting) == 0)

@@ -5,8 +5,10 @@
  * Memory: every device is one node on two intrusive lists, the hash chain
  * of its extension and the hash chain of its token (a token belongs to one
  * app installation, so it can be in one extension only: registering it for
- * another extension moves it). 4096 buckets each: chains stay short up to
- * ~100k devices, the largest deployment we target (~600 bytes a device).
+ * another extension moves it). Both tables double when there are more
+ * devices than buckets (from 4096), so chains stay about one long at a
+ * million devices; a fixed 4096 made every REGISTER walk ~250 nodes there
+ * (bench/million-bench.py). ~600 bytes a device.
  *
  * Writes: a put or removal changes memory and queues its store writes
  * under the table mutex (the store's queue lock nests inside it; the
@@ -38,7 +40,7 @@
 #include "sip/uri.h"
 #include "store/store.h"
 
-#define NBUCKETS 4096
+#define NBUCKETS_MIN 4096
 #define DEFAULT_IDLE_S (30u * 86400u)
 /* last_seen is rewritten to disk only when the stored one is older than
  * this: idle expiry counts in days, so an hour of drift is harmless. */
@@ -60,8 +62,9 @@ struct pushdev_table {
     unsigned idle_s;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
-    struct list_node ext_tab[NBUCKETS];
-    struct list_node tok_tab[NBUCKETS];
+    struct list_node *ext_tab; /* nbuckets each, a power of 2 */
+    struct list_node *tok_tab;
+    size_t nbuckets;
     size_t count;
     /* Asynchronous commits whose callback has not run yet (pushdev_close
      * waits for them: their callback reads the table). */
@@ -90,19 +93,64 @@ hash2(const char *a, const char *b)
     h = (h ^ 0xff) * 16777619u;
     for (const char *p = b ? b : ""; *p; p++)
         h = (h ^ (uint8_t)*p) * 16777619u;
-    return h % NBUCKETS;
+    /* FNV's low bits alone are poor (tokens made of a repeated group fell
+     * into 256 of 4096 buckets): mix them all in (murmur3's fmix32). */
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
 }
 
 static struct list_node *
 ext_chain(struct pushdev_table *t, const char *ext)
 {
-    return &t->ext_tab[hash2(ext, NULL)];
+    return &t->ext_tab[hash2(ext, NULL) & (t->nbuckets - 1)];
 }
 
 static struct list_node *
 tok_chain(struct pushdev_table *t, const char *provider, const char *prid)
 {
-    return &t->tok_tab[hash2(provider, prid)];
+    return &t->tok_tab[hash2(provider, prid) & (t->nbuckets - 1)];
+}
+
+static struct list_node *
+tab_new(size_t n)
+{
+    struct list_node *v = xmalloc(n * sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        list_init(&v[i]);
+    return v;
+}
+
+/* Double both tables. Each old chain is moved from its tail, pushing to
+ * the front, so nodes that share a new chain keep their order (an
+ * extension's devices stay most recently seen first). Under t->lock. */
+static void
+tables_grow(struct pushdev_table *t)
+{
+    size_t old_n = t->nbuckets;
+    struct list_node *oe = t->ext_tab, *ot = t->tok_tab;
+
+    t->nbuckets = old_n * 2;
+    t->ext_tab = tab_new(t->nbuckets);
+    t->tok_tab = tab_new(t->nbuckets);
+    for (size_t i = 0; i < old_n; i++) {
+        while (!list_empty(&oe[i])) {
+            struct node *n = container_of(oe[i].prev, struct node, by_ext);
+            list_remove(&n->by_ext);
+            list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
+        }
+        while (!list_empty(&ot[i])) {
+            struct node *n = container_of(ot[i].prev, struct node, by_tok);
+            list_remove(&n->by_tok);
+            list_push_front(tok_chain(t, n->d.provider, n->d.prid),
+                            &n->by_tok);
+        }
+    }
+    free(oe);
+    free(ot);
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -241,8 +289,19 @@ load_row(const struct store_pushdev *r, void *arg)
     snprintf(n->d.instance, sizeof(n->d.instance), "%s", r->instance);
     n->d.created_at = r->created_at;
     n->d.last_seen = r->last_seen;
-    /* Rows come oldest first; link_node puts each in front. */
+    /* Rows come in no order (store.h): link in front, then move behind
+     * the devices of the same extension seen later (most recent first). */
     link_node(t, n);
+    struct list_node *h = ext_chain(t, n->d.ext), *after = NULL;
+    for (struct list_node *p = n->by_ext.next; p != h; p = p->next) {
+        const struct node *x = container_of(p, struct node, by_ext);
+        if (strcmp(x->d.ext, n->d.ext) == 0 && x->d.last_seen > n->d.last_seen)
+            after = p;
+    }
+    if (after) {
+        list_remove(&n->by_ext);
+        list_insert_before(after->next, &n->by_ext);
+    }
     return 0;
 }
 
@@ -251,6 +310,8 @@ load_row(const struct store_pushdev *r, void *arg)
 static void
 link_node(struct pushdev_table *t, struct node *n)
 {
+    if (t->count + 1 > t->nbuckets)
+        tables_grow(t);
     /* Most recently seen first in the extension's chain. */
     list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
     list_push_front(tok_chain(t, n->d.provider, n->d.prid), &n->by_tok);
@@ -269,7 +330,7 @@ unlink_free(struct pushdev_table *t, struct node *n)
 static void
 free_all(struct pushdev_table *t)
 {
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
         while (!list_empty(h))
             unlink_free(t, container_of(h->next, struct node, by_ext));
@@ -287,14 +348,24 @@ pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
     t->idle_s = o->idle_expiry_s ? o->idle_expiry_s : DEFAULT_IDLE_S;
     t->clock_ms = o->clock_ms;
     t->clock_arg = o->clock_arg;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        list_init(&t->ext_tab[i]);
-        list_init(&t->tok_tab[i]);
-    }
+    t->nbuckets = NBUCKETS_MIN;
+    t->ext_tab = tab_new(t->nbuckets);
+    t->tok_tab = tab_new(t->nbuckets);
     t->st = o->store;
     t->commit_timeout_ms =
         o->commit_timeout_ms ? o->commit_timeout_ms : PUSHDEV_COMMIT_TIMEOUT_MS;
     if (t->st) {
+        /* Size the tables for what is stored: no doubling during load. */
+        size_t rows = 0;
+        if (store_count(t->st, "push_devices", &rows) == 0 &&
+            rows > t->nbuckets) {
+            while (t->nbuckets < rows)
+                t->nbuckets *= 2;
+            free(t->ext_tab);
+            free(t->tok_tab);
+            t->ext_tab = tab_new(t->nbuckets);
+            t->tok_tab = tab_new(t->nbuckets);
+        }
         int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
         int rc = store_pushdev_load(t->st, cutoff, load_row, t);
         if (rc < 0) {
@@ -326,6 +397,8 @@ pushdev_close(struct pushdev_table *t)
         log_warn("pushdev", "a store write failed before close");
     pthread_cond_destroy(&t->idle);
     pthread_mutex_destroy(&t->lock);
+    free(t->ext_tab);
+    free(t->tok_tab);
     free(t);
 }
 
@@ -696,7 +769,7 @@ pushdev_expire(struct pushdev_table *t)
 
     pthread_mutex_lock(&t->lock);
     int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
         for (struct list_node *p = h->next, *nx; p != h; p = nx) {
             nx = p->next;
@@ -718,7 +791,7 @@ void
 pushdev_list(struct pushdev_table *t, pushdev_list_cb *cb, void *arg)
 {
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
         for (struct list_node *p = h->next; p != h; p = p->next)
             cb(&container_of(p, struct node, by_ext)->d, arg);

@@ -15,9 +15,9 @@
  * Expiry: tq timer queues are per worker (single thread), but a binding can
  * be refreshed from any worker, so bindings carry an absolute expiry and
  * are (a) filtered out lazily by every read and (b) freed by reg_expire(),
- * a sweep the daemon calls once a second. O(bindings) per second, which is
- * 100k pointer walks at our largest target: cheap, and far simpler than
- * cross-thread timer ownership.
+ * a sweep the daemon runs once a second over a sixteenth of the shards
+ * (reg_expire_some): O(bindings / 16) per second, 62,500 pointer walks at
+ * a million, and far simpler than cross-thread timer ownership.
  *
  * Persistence: every change is queued to the store (store.h), whose writer
  * thread commits it within flush_ms; reg_load() restores extensions and
@@ -283,9 +283,44 @@ typedef void reg_list_cb(const char *ext, const char *display, bool enabled,
                          void *arg);
 void reg_list(struct reg *r, reg_list_cb *cb, void *arg);
 
+/* reg_list for extension number alone. Returns 0, or -ENOENT (unknown or
+ * not a valid number). Any thread. */
+int reg_list_ext(struct reg *r, const char *number, reg_list_cb *cb,
+                 void *arg);
+
+/* Admin listing by pages (GET /api/registrations?limit=&after=):
+ * extensions in listing order (shorter numbers first, then byte order:
+ * "99" < "100"), the first limit of them (at most REG_PAGE_MAX) that sort
+ * after the number `after` (NULL or "": from the first). `after` need not
+ * exist: a cursor stays valid when its extension is deleted. cb as for
+ * reg_list, once per extension, under that extension's shard lock (cb
+ * must not call back into the registrar). An extension deleted while the
+ * page is read is left out; one added behind the cursor is not seen by
+ * the pages after it, one added ahead of it is. Returns the cb calls;
+ * *pg gets the number of extensions (total), whether more follow the
+ * page, and the cursor for the next page (the page's last number; "" for
+ * an empty page). O(log extensions + limit). Any thread. */
+#define REG_PAGE_MAX 1000
+struct reg_page {
+    size_t total;
+    bool more;
+    char next[33];
+};
+size_t reg_list_page(struct reg *r, const char *after, size_t limit,
+                     reg_list_cb *cb, void *arg, struct reg_page *pg);
+
 /* Drop expired bindings (memory only: the store drops them at the next
  * start). Returns how many were dropped. Call about once a second. */
 size_t reg_expire(struct reg *r);
+
+/* reg_expire for the next `shards` shards only (round robin; a full pass
+ * every REG_SHARDS / shards calls). The daemon's once-a-second tick: a
+ * full pass over a million bindings took ~270 ms of every second and
+ * held each shard's lock ~4 ms; expired bindings are filtered out by every
+ * read anyway, so freeing them a few seconds later costs only memory.
+ * Returns how many were dropped. Any thread. */
+#define REG_EXPIRE_SHARDS_PER_TICK 4
+size_t reg_expire_some(struct reg *r, unsigned shards);
 
 /* Digest check of an out-of-dialog request that the proxy serves (INVITE,
  * MESSAGE...; RFC 3261 §22.3), with the nonces, nonce-count replay table
