@@ -674,9 +674,21 @@ class Phone:
         return m
 
     def invites_for(self, call):
+        """The INVITE transactions of call this phone received: one entry
+        per top-Via branch. A retransmission of one (the proxy's timer A
+        on a loaded machine) is the same INVITE, not a second one."""
+        seen, out = set(), []
         with self.lock:
-            return [i for i in self.invites
-                    if hget(i, "call-id") == call["call_id"]]
+            for i in self.invites:
+                if hget(i, "call-id") != call["call_id"]:
+                    continue
+                via = hget(i, "via") or ""
+                branch = via.split("branch=", 1)[-1].split(";")[0].strip()
+                if branch in seen:
+                    continue
+                seen.add(branch)
+                out.append(i)
+        return out
 
     def cancels_for(self, call):
         with self.lock:
