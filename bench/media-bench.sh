@@ -35,18 +35,12 @@ RTPE=$(command -v rtpengine || echo /usr/bin/rtpengine)
 WORK=$(mktemp -d)
 RPID=
 cleanup() {
-    if [ -n "$RPID" ]; then kill -TERM "$RPID" 2>/dev/null && wait "$RPID" || true; fi
+    stop_rtpengine
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-"$RTPE" --config-file=none --table=-1 --interface=127.0.0.1 \
-    --listen-ng="127.0.0.1:$RTPE_NG_PORT" --port-min=10000 --port-max=19999 \
-    --foreground --log-stderr --log-level=4 --delete-delay=0 \
-    >"$WORK/rtpengine.log" 2>&1 &
-RPID=$!
-i=0
-until python3 - "$RTPE_NG_PORT" <<'PY'
+PING='
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.2)
@@ -55,18 +49,32 @@ try:
     sys.exit(0 if s.recv(100) == b"mb1 d6:result4:ponge" else 1)
 except socket.timeout:
     sys.exit(1)
-PY
-do
-    i=$((i + 1))
-    [ $i -gt 50 ] && { cat "$WORK/rtpengine.log"; echo "media-bench: rtpengine did not start" >&2; exit 1; }
-    kill -0 "$RPID" 2>/dev/null || { cat "$WORK/rtpengine.log"; exit 1; }
-done
+'
+start_rtpengine() { # a fresh rtpengine (no calls left from a phase before)
+    stop_rtpengine
+    "$RTPE" --config-file=none --table=-1 --interface=127.0.0.1 \
+        --listen-ng="127.0.0.1:$RTPE_NG_PORT" --port-min=10000 --port-max=19999 \
+        --foreground --log-stderr --log-level=4 --delete-delay=0 \
+        >"$WORK/rtpengine.log" 2>&1 &
+    RPID=$!
+    i=0
+    until python3 -c "$PING" "$RTPE_NG_PORT"; do
+        i=$((i + 1))
+        [ $i -gt 50 ] && { cat "$WORK/rtpengine.log"; echo "media-bench: rtpengine did not start" >&2; exit 1; }
+        kill -0 "$RPID" 2>/dev/null || { cat "$WORK/rtpengine.log"; exit 1; }
+    done
+}
+stop_rtpengine() {
+    if [ -n "$RPID" ]; then kill -TERM "$RPID" 2>/dev/null && wait "$RPID" || true; fi
+    RPID=
+}
 printf '[media]\nrtpengine = %s\ntimeout_ms = 500\nretries = 1\n' "$RTPE_NG" \
     >"$WORK/media.conf"
 export PBX_CONF_EXTRA="$WORK/media.conf"
-echo "rtpengine $("$RTPE" --version 2>&1 | head -1) pid $RPID ng $RTPE_NG"
+echo "rtpengine $("$RTPE" --version 2>&1 | head -1) ng $RTPE_NG"
 
 # Each phase runs in a subshell: bench_compare sets its own EXIT trap.
+start_rtpengine
 (
     BENCH=media-fixed
     CALL_START_RATE=${MEDIA_FIXED_RATE:-200} MAX_STEPS=1
@@ -74,9 +82,9 @@ echo "rtpengine $("$RTPE" --version 2>&1 | head -1) pid $RPID ng $RTPE_NG"
     . "$HERE/lib.sh"
     bench_compare "$@"
 )
+start_rtpengine
 (
     BENCH=media
     . "$HERE/lib.sh"
     bench_compare "$@"
 )
-echo "rtpengine log (warnings and errors): $(grep -c "" "$WORK/rtpengine.log") lines"
