@@ -27,8 +27,8 @@ export KAM_DIR="$HERE/kamailio-media"
 export SCENARIO=call UNIT=calls/s
 export PBX_VARIANT_SECTION=media
 export PBX_VARIANTS="relay-off:relay=off relay-on:relay=always"
-: "${STEP_SECS:=5}" "${MAX_STEPS:=5}" "${COOLDOWN_FAIL_CALL:=10}"
-export STEP_SECS MAX_STEPS COOLDOWN_FAIL_CALL
+: "${STEP_SECS:=5}" "${MAX_STEPS:=5}"
+export STEP_SECS MAX_STEPS
 
 RTPE=$(command -v rtpengine || echo /usr/bin/rtpengine)
 [ -x "$RTPE" ] || { echo "media-bench: rtpengine missing (scripts/install-deps)" >&2; exit 1; }
