@@ -49,6 +49,10 @@ CONF
     tail -n +2 "$KAM/users.csv" | while IFS=';' read -r user pw; do
         printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
     done >>"$CONF"
+    # PBX_CONF_EXTRA: a file appended to every variant's configuration
+    # (e.g. a [media] section); PBX_VARIANT_SECTION: the section the
+    # variants' option goes to (default sip).
+    if [ -n "${PBX_CONF_EXTRA:-}" ]; then cat "$PBX_CONF_EXTRA" >>"$CONF"; fi
 
     # Each variant is one pushpbx run in this same run, e.g. the same
     # binary before and after a change behind an option:
@@ -58,7 +62,7 @@ CONF
     for v in ${PBX_VARIANTS:-pushpbx:}; do
         name=${v%%:*} opt=${v#*:}
         if [ -n "$opt" ]; then
-            sed "/^\[sip\]/a $opt" "$CONF" >"$TMP/$name.conf"
+            sed "/^\[${PBX_VARIANT_SECTION:-sip}\]/a $opt" "$CONF" >"$TMP/$name.conf"
         else
             cp "$CONF" "$TMP/$name.conf"
         fi

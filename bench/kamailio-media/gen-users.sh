@@ -1,0 +1,1 @@
+../../../shared/bench/kamailio/gen-users.sh

@@ -1,0 +1,1 @@
+../../../shared/bench/kamailio/run-kamailio.sh

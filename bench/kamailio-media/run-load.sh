@@ -1,0 +1,1 @@
+../../../shared/bench/kamailio/run-load.sh
