@@ -24,6 +24,8 @@
 #include "transport/tp.h"
 #include "txn/txn.h"
 
+struct app_wake;
+
 struct worker {
     unsigned index;
     uv_loop_t loop;
@@ -39,6 +41,7 @@ struct worker {
     struct tp *tp;
     struct txn_table *tt;
     struct core core;
+    struct app_wake *wake; /* set by main after worker_init; may be NULL */
 };
 
 /* Create the loop, transport, transaction table and core of worker index
