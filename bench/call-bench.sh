@@ -6,6 +6,9 @@
 #
 #   bench/call-bench.sh [BUILD_DIR]         (default: build, from `make build`)
 set -eu
+# Before/after of UDP spreading in the same run ([sip] udp_spread; SIPp
+# sends everything from one port, so "off" is one worker's worth).
+: "${PBX_VARIANTS:=spread-off:udp_spread=no spread-on:udp_spread=yes}"
 BENCH=call SCENARIO=call UNIT=calls/s
 . "$(dirname "$0")/lib.sh"
 bench_compare "$@"

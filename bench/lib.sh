@@ -50,31 +50,49 @@ CONF
         printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
     done >>"$CONF"
 
-    "$BIN" --config "$CONF" --ready-file "$TMP/ready" 2>"$OUTDIR/pushpbx.log" &
-    PBX_PID=$!
-    i=0
-    while [ ! -s "$TMP/ready" ]; do
-        i=$((i + 1))
-        [ $i -gt 100 ] && { echo "pushpbx did not start" >&2; exit 1; }
-        sleep 0.1
+    # Each variant is one pushpbx run in this same run, e.g. the same
+    # binary before and after a change behind an option:
+    #   PBX_VARIANTS="before:udp_spread=no after:udp_spread=yes"
+    # (name:[sip] option; no option after the colon: the defaults).
+    k=0
+    for v in ${PBX_VARIANTS:-pushpbx:}; do
+        name=${v%%:*} opt=${v#*:}
+        if [ -n "$opt" ]; then
+            sed "/^\[sip\]/a $opt" "$CONF" >"$TMP/$name.conf"
+        else
+            cp "$CONF" "$TMP/$name.conf"
+        fi
+        rm -f "$TMP/ready"
+        "$BIN" --config "$TMP/$name.conf" --ready-file "$TMP/ready" \
+            2>"$OUTDIR/$name.log" &
+        PBX_PID=$!
+        i=0
+        while [ ! -s "$TMP/ready" ]; do
+            i=$((i + 1))
+            [ $i -gt 100 ] && { echo "pushpbx did not start" >&2; exit 1; }
+            sleep 0.1
+        done
+        echo "== pushpbx $name ($WORKERS workers${opt:+, $opt}) =="
+        OUT="$OUTDIR/$name" "$KAM/run-load.sh" --target "127.0.0.1:$PORT" \
+            --server-pid "$PBX_PID" --scenarios "$SCENARIO" |
+            tee "$OUTDIR/$name.txt"
+        kill -TERM "$PBX_PID"
+        wait "$PBX_PID" || true
+        PBX_PID=
     done
-
-    echo "== pushpbx ($WORKERS workers) =="
-    OUT="$OUTDIR/pushpbx" "$KAM/run-load.sh" --target "127.0.0.1:$PORT" \
-        --server-pid "$PBX_PID" --scenarios "$SCENARIO" | tee "$OUTDIR/pushpbx.txt"
-    kill -TERM "$PBX_PID"
-    wait "$PBX_PID" || true
-    PBX_PID=
 
     echo "== Kamailio =="
     (cd "$KAM" && OUT="$OUTDIR/kamailio" ./run-kamailio.sh --scenarios "$SCENARIO") |
         tee "$OUTDIR/kamailio.txt"
 
-    p=$(bench_rate "$OUTDIR/pushpbx.txt")
     k=$(bench_rate "$OUTDIR/kamailio.txt")
-    echo "$UNIT pushpbx=$p kamailio=$k ratio=$(awk -v p="$p" -v k="$k" \
-        'BEGIN { if (k > 0) printf "%.2f", p / k; else print "n/a" }')" |
-        tee "$OUTDIR/ratio.txt"
+    for v in ${PBX_VARIANTS:-pushpbx:}; do
+        name=${v%%:*}
+        p=$(bench_rate "$OUTDIR/$name.txt")
+        echo "$UNIT $name=$p kamailio=$k ratio=$(awk -v p="$p" -v k="$k" \
+            'BEGIN { if (k > 0) printf "%.2f", p / k; else print "n/a" }')" |
+            tee -a "$OUTDIR/ratio.txt"
+    done
 }
 
 bench_rate() { # the highest passing rate run-load.sh reported in FILE

@@ -1157,6 +1157,44 @@ metrics_text(struct admin *a, size_t *len)
            "Calls answered (a branch sent 2xx).", k.calls_answered);
     metric(&b, "pushpbx_calls_active", "gauge", "Calls in progress.",
            k.calls_active);
+    if (k.media_relay_count) {
+        static const char *const names[3] = {
+            "pushpbx_media_relay_up", "pushpbx_media_relay_requests_total",
+            "pushpbx_media_relay_timeouts_total"};
+        static const char *const helps[3] = {
+            "rtpengine answering (1) or marked down (0).",
+            "ng requests sent to this rtpengine (not counting repeats).",
+            "ng requests this rtpengine did not answer."};
+        for (int m = 0; m < 3; m++) {
+            buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", names[m],
+                       helps[m], names[m], m ? "counter" : "gauge");
+            for (size_t i = 0; i < k.media_relay_count; i++) {
+                const struct admin_media_relay *r = &k.media_relay[i];
+                buf_printf(&b, "%s{relay=\"%s\"} %llu\n", names[m], r->addr,
+                           (unsigned long long)(m == 0   ? r->up
+                                                : m == 1 ? r->requests
+                                                         : r->timeouts));
+            }
+        }
+    }
+    metric(&b, "pushpbx_media_calls_total", "counter",
+           "Calls whose media went through rtpengine (figures received).",
+           k.media_calls);
+    metric(&b, "pushpbx_media_one_way_calls_total", "counter",
+           "Relayed calls with media from one side only (one-way audio).",
+           k.media_one_way);
+    metric(&b, "pushpbx_media_no_media_calls_total", "counter",
+           "Relayed calls with no media from either side.", k.media_no_media);
+    metric(&b, "pushpbx_media_failures_total", "counter",
+           "Offers or answers no rtpengine took (timeout, error, none up).",
+           k.media_failed);
+    metric(&b, "pushpbx_media_passed_total", "counter",
+           "Calls that went on without relay after a failed offer "
+           "(on_failure = pass).",
+           k.media_passed);
+    metric(&b, "pushpbx_media_rejected_total", "counter",
+           "Calls refused after a failed offer (on_failure = reject).",
+           k.media_rejected);
     metric(&b, "pushpbx_pending_wakeups", "gauge",
            "Calls waiting for a pushed device to register.", k.pending_wakeups);
     metric2(&b, "pushpbx_pushes_sent_total", "Pushes the provider accepted.",
@@ -1196,6 +1234,21 @@ metrics_text(struct admin *a, size_t *len)
     for (int i = 0; i < ADMIN_M_COUNT; i++)
         buf_printf(&b, "pushpbx_sip_messages_total{method=\"%s\"} %llu\n",
                    methods[i], (unsigned long long)k.sip_messages[i]);
+    admin_messages_metrics(&b, reg_messages(a->reg));
+    buf_printf(&b, "# HELP pushpbx_worker_sip_requests_total SIP requests "
+                   "handled, by worker.\n# TYPE "
+                   "pushpbx_worker_sip_requests_total counter\n");
+    for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
+        buf_printf(&b,
+                   "pushpbx_worker_sip_requests_total{worker=\"%u\"} %llu\n", i,
+                   (unsigned long long)k.worker_requests[i]);
+    buf_printf(&b, "# HELP pushpbx_worker_udp_steered_total UDP requests a "
+                   "worker read and handed to the worker their Call-ID "
+                   "hashes to.\n# TYPE pushpbx_worker_udp_steered_total "
+                   "counter\n");
+    for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
+        buf_printf(&b, "pushpbx_worker_udp_steered_total{worker=\"%u\"} %llu\n",
+                   i, (unsigned long long)k.worker_udp_steered[i]);
     metric(&b, "pushpbx_admin_requests_total", "counter",
            "Admin HTTP requests.", a->requests);
     metric(&b, "pushpbx_admin_unauthorized_total", "counter",
@@ -1572,9 +1625,15 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
                           NULL);
     if (n == 2 && strcmp(seg[1], "registrations") == 0)
         return send_json(c, MHD_HTTP_OK, registrations(a, NULL));
+    if (n == 2 && strcmp(seg[1], "messages") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         admin_messages_json(reg_messages(a->reg)));
     if (n == 2 && strcmp(seg[1], "calls") == 0)
         return send_json(c, MHD_HTTP_OK,
                          provider_list(a, a->src.list_calls, false));
+    if (n == 2 && strcmp(seg[1], "media") == 0)
+        return send_json(c, MHD_HTTP_OK,
+                         provider_list(a, a->src.list_media, false));
     if (n == 2 && strcmp(seg[1], "pushes") == 0)
         return send_json(c, MHD_HTTP_OK,
                          provider_list(a, a->src.list_pushes, true));

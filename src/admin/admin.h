@@ -114,6 +114,8 @@ struct admin_wake_lat {
     double mean_us;
 };
 
+#define ADMIN_MEDIA_RELAYS 16
+
 enum admin_sip_method {
     ADMIN_M_INVITE,
     ADMIN_M_ACK,
@@ -128,6 +130,8 @@ enum admin_sip_method {
 /* Counters of rooms other than the registrar, for /metrics. Fields a room
  * does not provide stay zero (documented in docs/admin.md). Index
  * [provider] is 0 = apns, 1 = fcm. */
+#define ADMIN_MAX_WORKERS 64
+
 struct admin_counters {
     uint64_t push_devices;
     uint64_t calls_total;    /* calls the proxy routed (started) */
@@ -142,6 +146,21 @@ struct admin_counters {
     uint64_t push_latency_count;
     double push_latency_sum_s;
     uint64_t sip_messages[ADMIN_M_COUNT];
+    /* Media relay (docs/media.md): each configured rtpengine's state, and
+     * the proxy's media counters (proxy_media_count). */
+    size_t media_relay_count;
+    struct admin_media_relay {
+        char addr[64];
+        bool up;
+        uint64_t requests, timeouts, errors;
+    } media_relay[ADMIN_MEDIA_RELAYS];
+    uint64_t media_calls, media_one_way, media_no_media;
+    uint64_t media_failed, media_passed, media_rejected;
+    /* per worker (the first workers of them): requests handled, and UDP
+     * requests read and handed to another worker by Call-ID */
+    unsigned workers;
+    uint64_t worker_requests[ADMIN_MAX_WORKERS];
+    uint64_t worker_udp_steered[ADMIN_MAX_WORKERS];
 };
 
 typedef void admin_counters_fn(void *arg, struct admin_counters *out);
@@ -174,6 +193,7 @@ struct admin_sources {
     admin_list_fn *list_pushes;
     admin_list_fn *list_wakeups;
     admin_list_fn *list_devices;
+    admin_list_fn *list_media; /* GET /api/media: the rtpengines' state */
     admin_push_test_fn *push_test;
     admin_device_del_fn *device_del;
     admin_push_check_fn *push_check;

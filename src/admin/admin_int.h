@@ -131,4 +131,14 @@ bool admin_job_take(struct admin_jobs *js, struct admin_job *j,
 /* Free a taken job. NULL is a no-op. */
 void admin_job_free(struct admin_job *j);
 
+/* Stored chat messages (admin_msgs.c). t: the registrar's index
+ * (reg_messages), NULL when there is none. The GET /api/messages body
+ * {"available", "items": [{"ext", "count", "oldest_received_at",
+ * "bytes"}] sorted by ext, "stats": {...}} (owned; never any text), and
+ * the /metrics lines appended to b. Any thread. */
+struct reg_msg_table;
+struct buf;
+json_t *admin_messages_json(struct reg_msg_table *t);
+void admin_messages_metrics(struct buf *b, struct reg_msg_table *t);
+
 #endif

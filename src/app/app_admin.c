@@ -28,6 +28,7 @@
 #include "app/worker.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "media/client.h"
 #include "proxy/proxy.h"
 #include "push/push.h"
 #include "push/push_cfg.h"
@@ -55,6 +56,7 @@ static struct app_admin {
     struct app_wake *app_wake;
     struct admin_sources wake; /* app_wake's providers, forwarded */
     struct store *store;       /* admin writes commit through it */
+    struct media_relays *relays; /* [media] rtpengines; may be NULL */
     _Atomic uint64_t calls_started, calls_ended, calls_answered;
     char fcm_project[128], fcm_sender[64];
 } the;
@@ -91,6 +93,59 @@ app_admin_attach(struct proxy_shared *sh)
     if (rc < 0)
         log_warn("app", "admin: cannot observe calls, call counters stay 0");
     return rc;
+}
+
+void
+app_admin_media(struct media_relays *relays)
+{
+    the.relays = relays;
+}
+
+/* GET /api/media: one item per rtpengine. */
+static int
+list_media(void *arg, json_t *items)
+{
+    size_t n = media_relays_count(the.relays);
+
+    (void)arg;
+    for (size_t i = 0; i < n; i++) {
+        struct media_relay_status s;
+        media_relays_status(the.relays, i, &s);
+        json_array_append_new(
+            items,
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "relay", s.addr,
+                      "state", s.up ? "up" : "down", "requests",
+                      (json_int_t)s.requests, "answers", (json_int_t)s.answers,
+                      "errors", (json_int_t)s.errors, "timeouts",
+                      (json_int_t)s.timeouts, "last_error", s.last_error));
+    }
+    return 0;
+}
+
+static void
+media_counters(struct admin_counters *out)
+{
+    size_t n = the.relays ? media_relays_count(the.relays) : 0;
+
+    for (size_t i = 0; i < n && i < ADMIN_MEDIA_RELAYS; i++) {
+        struct media_relay_status s;
+        struct admin_media_relay *o = &out->media_relay[i];
+        media_relays_status(the.relays, i, &s);
+        snprintf(o->addr, sizeof(o->addr), "%s", s.addr);
+        o->up = s.up;
+        o->requests = s.requests;
+        o->timeouts = s.timeouts;
+        o->errors = s.errors;
+        out->media_relay_count = i + 1;
+    }
+    if (!the.proxy)
+        return;
+    out->media_calls = proxy_media_count(the.proxy, PROXY_MEDIA_CALLS);
+    out->media_one_way = proxy_media_count(the.proxy, PROXY_MEDIA_ONE_WAY);
+    out->media_no_media = proxy_media_count(the.proxy, PROXY_MEDIA_NO_MEDIA);
+    out->media_failed = proxy_media_count(the.proxy, PROXY_MEDIA_FAILED);
+    out->media_passed = proxy_media_count(the.proxy, PROXY_MEDIA_PASSED);
+    out->media_rejected = proxy_media_count(the.proxy, PROXY_MEDIA_REJECTED);
 }
 
 /* ---- forwarding to app_wake's providers ------------------------------- */
@@ -133,8 +188,36 @@ list_calls(void *arg, json_t *items)
         /* the Contact of the answering binding may carry a push token */
         admin_redact_uri(r[i].answered_by, who, sizeof(who));
         snprintf(result, sizeof(result), "%s %d", out, r[i].status);
-        json_array_append_new(
-            items,
+        json_t *media = json_null();
+        if (r[i].media) {
+            /* leg[0]: what rtpengine got from the caller, [1] the callee */
+            media = json_pack(
+                "{s:b, s:s, s:I, s:I, s:I, s:I}", "stats", r[i].media_stats,
+                "flag",
+                !r[i].media_stats     ? ""
+                : r[i].media_none     ? "no media"
+                : r[i].media_one_way ? "one-way audio"
+                                      : "",
+                "caller_packets", (json_int_t)r[i].leg[0].packets,
+                "caller_bytes", (json_int_t)r[i].leg[0].bytes,
+                "callee_packets", (json_int_t)r[i].leg[1].packets,
+                "callee_bytes", (json_int_t)r[i].leg[1].bytes);
+            for (int l = 0; l < 2; l++) {
+                const char *side = l ? "callee" : "caller";
+                char k[32];
+                if (r[i].leg[l].has_lost) {
+                    snprintf(k, sizeof(k), "%s_lost", side);
+                    json_object_set_new(media, k,
+                                        json_integer((json_int_t)r[i].leg[l].lost));
+                }
+                if (r[i].leg[l].has_jitter) {
+                    snprintf(k, sizeof(k), "%s_jitter", side);
+                    json_object_set_new(
+                        media, k, json_integer((json_int_t)r[i].leg[l].jitter));
+                }
+            }
+        }
+        json_t *item =
             json_pack(
                 "{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i,"
                 " s:I, s:I, s:I, s:I}",
@@ -146,7 +229,9 @@ list_calls(void *arg, json_t *items)
                 (json_int_t)(r[i].ended_ms / 1000), "ringing_ms",
                 (json_int_t)(r[i].ringing_ms ? r[i].ringing_ms - r[i].started_ms
                                              : 0),
-                "duration_ms", (json_int_t)(r[i].ended_ms - r[i].started_ms)));
+                "duration_ms", (json_int_t)(r[i].ended_ms - r[i].started_ms));
+        json_object_set_new(item, "media", media);
+        json_array_append_new(items, item);
     }
     free(r);
     return 0;
@@ -195,11 +280,20 @@ counters(void *arg, struct admin_counters *out)
     out->calls_active = st > en ? st - en : 0;
     out->calls_answered =
         atomic_load_explicit(&the.calls_answered, memory_order_relaxed);
+    media_counters(out);
     for (int m = 0; m < CORE_METHODS; m++) {
         uint64_t v = 0;
         for (unsigned w = 0; w < the.worker_count; w++)
             v += core_method_count(&the.workers[w].core, m);
         out->sip_messages[admin_method(m)] += v;
+    }
+    out->workers = the.worker_count < ADMIN_MAX_WORKERS ? the.worker_count
+                                                        : ADMIN_MAX_WORKERS;
+    for (unsigned w = 0; w < out->workers; w++) {
+        for (int m = 0; m < CORE_METHODS; m++)
+            out->worker_requests[w] +=
+                core_method_count(&the.workers[w].core, m);
+        out->worker_udp_steered[w] = tp_group_steered(the.workers[w].group, w);
     }
 }
 
@@ -919,6 +1013,7 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .list_pushes = the.wake.list_pushes ? fwd_pushes : NULL,
                 .list_wakeups = the.wake.list_wakeups ? fwd_wakeups : NULL,
                 .list_devices = the.wake.list_devices ? fwd_devices : NULL,
+                .list_media = the.relays ? list_media : NULL,
                 .device_del = the.wake.device_del ? fwd_device_del : NULL,
                 .push_test = the.wake.list_devices ? push_test : NULL,
                 .push_check = push_check,

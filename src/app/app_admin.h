@@ -28,6 +28,11 @@ struct app_sip_cfg;
  * or -ENOSPC (too many observers; counters then stay zero). */
 int app_admin_attach(struct proxy_shared *sh);
 
+/* The rtpengines (borrowed; outlive the admin) for GET /api/media and
+ * /metrics. Main thread, before the admin starts. NULL: none. */
+struct media_relays;
+void app_admin_media(struct media_relays *relays);
+
 /* Install the [extension.N] sections of the configuration file into the
  * registrar after reg_load restored the store's extensions. The file wins
  * over the database: a database extension created through the API that

@@ -49,6 +49,17 @@ static const struct cfg_option sip_options[] = {
      .offset = offsetof(struct app_sip_cfg, workers),
      .help = "Worker threads, each with its own event loop and sockets "
              "(SO_REUSEPORT). 0 means one per CPU."},
+    {.key = "udp_spread",
+     .type = CFG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct app_sip_cfg, udp_spread),
+     .help = "Spread UDP requests over the workers by Call-ID: the worker "
+             "that reads a request hands it to the worker its Call-ID "
+             "hashes to, so a single busy source (a trunk, an SBC, a load "
+             "generator), which the kernel gives to one worker, uses "
+             "every core. Costs one hand-over between threads for most "
+             "requests. no: each request is handled by the worker that "
+             "read it."},
     {.key = "user_agent",
      .type = CFG_STRING,
      .def = "pushpbx/" PUSHPBX_VERSION,
@@ -227,7 +238,7 @@ const struct cfg_section app_log_section = {
 
 static const struct cfg_section *const sections[] = {
     &app_sip_section, &app_log_section, &reg_cfg_section, &store_cfg_section,
-    &reg_ext_cfg_section, &admin_cfg_section,
+    &reg_ext_cfg_section, &reg_msg_cfg_section, &admin_cfg_section,
     &proxy_cfg_section, &push_apns_cfg_section, &push_fcm_cfg_section,
     &push_wake_cfg_section, &media_cfg_section, &tp_tls_cfg_section,
     /* Later rooms add their sections here ([push.apns], ...). */

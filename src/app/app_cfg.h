@@ -12,6 +12,7 @@
 #ifndef PUSHPBX_APP_APP_CFG_H
 #define PUSHPBX_APP_APP_CFG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config/cfg.h"
@@ -21,6 +22,7 @@ struct app_sip_cfg {
     char *domain;
     char *realm;      /* = domain when not set */
     unsigned workers; /* 0 = auto (CPUs), resolved by the daemon */
+    bool udp_spread;  /* UDP requests to workers by Call-ID (tp_group) */
     char *user_agent;
     unsigned t1_ms, t2_ms, t4_ms;
     unsigned max_connections;

@@ -32,6 +32,8 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "config/cfg.h"
+#include "media/client.h"
+#include "media/media_cfg.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_cfg.h"
 #include "registrar/reg.h"
@@ -49,7 +51,8 @@ struct daemon {
     unsigned worker_count;
     uv_loop_t loop;
     uv_signal_t sigint, sigterm, sighup;
-    struct tp_tls *tls;  /* [tls] context; NULL without tls: listeners */
+    struct tp_tls *tls;     /* [tls] context; NULL without tls: listeners */
+    struct tp_group *group; /* UDP spreading ([sip] udp_spread) or NULL */
     /* What a SIGHUP reload loads again (reload_config). */
     const char *config_path, *state_dir;
     const char *const *sets;
@@ -66,6 +69,7 @@ struct daemon {
     struct proxy_shared *proxy; /* calls: shared part of the proxy */
     struct admin *admin;   /* admin HTTP server (own thread); may be NULL */
     struct app_wake *wake; /* push devices, push thread, wake-ups */
+    struct media_relays *relays; /* [media] rtpengines; shared by workers */
 };
 
 static void
@@ -336,7 +340,8 @@ registrar_open(struct daemon *d)
         return 1;
     }
     struct reg_opts o = {.cfg = rc, .domain = d->sip->domain,
-                         .realm = d->sip->realm, .store = d->store};
+                         .realm = d->sip->realm, .store = d->store,
+                         .messages = cfg_get(d->cfg, &reg_msg_cfg_section)};
     if (reg_new(&o, &d->reg) < 0 || reg_load(d->reg) < 0) {
         log_error("app", "registrar: cannot restore from %s", sc->path);
         return 1;
@@ -435,6 +440,8 @@ run_daemon(struct daemon *d, const char *ready_file)
             return 1;
         }
     d->workers = xcalloc(d->worker_count, sizeof(*d->workers));
+    if (d->sip->udp_spread && d->worker_count > 1)
+        (void)tp_group_new(d->worker_count, &d->group);
 
     /* Worker 0 binds the configured addresses (port 0 picks a port); the
      * others bind worker 0's real addresses with SO_REUSEPORT. */
@@ -443,8 +450,8 @@ run_daemon(struct daemon *d, const char *ready_file)
             for (size_t j = 0; j < nspecs; j++)
                 tp_listener(d->workers[0].tp, j, &specs[j]);
         }
-        rc = worker_init(&d->workers[i], i, d->sip, d->tls, specs, nspecs,
-                         err, sizeof(err));
+        rc = worker_init(&d->workers[i], i, d->sip, d->tls, d->group, specs,
+                         nspecs, err, sizeof(err));
         if (rc < 0) {
             log_error("app", "worker %u: %s", i, err);
             d->worker_count = i;
@@ -535,6 +542,8 @@ join:
         worker_fini(&d->workers[i]);
     free(d->workers);
     d->workers = NULL;
+    tp_group_free(d->group); /* every member tp is gone */
+    d->group = NULL;
     tp_tls_free(d->tls); /* every connection (and SSL) is gone */
     d->tls = NULL;
     if (status == 0)
@@ -650,10 +659,25 @@ main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     if (check) {
-        printf("%s: OK\n", config);
+        /* A tls: listener's files are part of the configuration: a
+         * missing, mismatched or expired certificate fails the check (the
+         * unit's ExecStartPre runs it). */
+        const struct app_sip_cfg *sc = cfg_get(cfg, &app_sip_section);
+        struct tp_listen_spec specs[TP_MAX_LISTENERS];
+        size_t nspecs = 0;
+        status = 0;
+        if (listen_specs(sc, specs, &nspecs) == 0)
+            for (size_t j = 0; j < nspecs && status == 0; j++)
+                if (specs[j].proto == TP_TLS)
+                    status = tp_tls_check(cfg_get(cfg, &tp_tls_cfg_section),
+                                          err, sizeof(err));
+        if (status < 0)
+            fprintf(stderr, "pushpbx: %s: [tls] %s\n", config, err);
+        else
+            printf("%s: OK\n", config);
         cfg_free(cfg);
         free(sets);
-        return 0;
+        return status < 0 ? EXIT_CONFIG : 0;
     }
     if (restore) {
         /* Offline: the daemon must be stopped (the store's instance lock
@@ -696,6 +720,18 @@ main(int argc, char **argv)
         log_error("app", "proxy: bad configuration");
         status = 1;
     }
+    if (status == 0) {
+        /* [media]: one ng client per worker (proxy_new), one relay set */
+        const struct media_cfg *mc = cfg_get(cfg, &media_cfg_section);
+        if (media_relays_new(mc, &d.relays, err, sizeof(err)) < 0) {
+            log_error("app", "media: %s", err);
+            status = 1;
+        } else {
+            proxy_shared_set_media(d.proxy, d.relays, mc->relay,
+                                   mc->on_failure, mc->ice, mc->srtp);
+            app_admin_media(d.relays);
+        }
+    }
     if (status == 0)
         status = app_wake_open(cfg, d.reg, d.store, d.proxy, &d.wake);
     if (status == 0)
@@ -704,6 +740,7 @@ main(int argc, char **argv)
         status = run_daemon(&d, ready_file);
     app_wake_close(d.wake);     /* after the workers: joins the push thread */
     proxy_shared_free(d.proxy); /* after every worker has stopped */
+    media_relays_free(d.relays);
     registrar_close(&d);
     /* Run close callbacks of the signal handles, then free the loop. */
     uv_run(&d.loop, UV_RUN_DEFAULT);

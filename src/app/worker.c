@@ -103,14 +103,15 @@ on_stop(uv_async_t *h)
 
 int
 worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
-            struct tp_tls *tls, const struct tp_listen_spec *specs,
-            size_t count, char *err, size_t errlen)
+            struct tp_tls *tls, struct tp_group *group,
+            const struct tp_listen_spec *specs, size_t count, char *err,
+            size_t errlen)
 {
     struct tp_cfg tc;
     struct txn_cfg xc;
     int rc;
 
-    *w = (struct worker){.index = index};
+    *w = (struct worker){.index = index, .group = group};
     rc = uv_loop_init(&w->loop);
     if (rc < 0) {
         snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
@@ -156,6 +157,7 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
     tc.first_message_ms = sip->tcp_first_message_ms;
     tc.message_ms = sip->tcp_message_ms;
     tc.tls = tls; /* TLS connections obey the same limits */
+    tc.group = group;
     tc.on_recv = core_on_recv;
     tc.on_flow_closed = core_on_flow_closed;
     tc.arg = &w->core;

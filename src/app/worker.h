@@ -42,16 +42,19 @@ struct worker {
     struct txn_table *tt;
     struct core core;
     struct app_wake *wake; /* set by main after worker_init; may be NULL */
+    struct tp_group *group; /* borrowed (main.c); NULL: no UDP spreading */
 };
 
 /* Create the loop, transport, transaction table and core of worker index
  * and open the listeners in specs (worker 0: the configured ones; others:
- * worker 0's bound addresses, so port 0 resolves once). On failure
+ * worker 0's bound addresses, so port 0 resolves once). group (borrowed,
+ * may be NULL): the workers that spread UDP requests by Call-ID. On failure
  * everything is released, err gets "udp:1.2.3.4:5060: reason" and a
  * negative errno is returned. Main thread, before worker_start. */
 int worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
-                struct tp_tls *tls, const struct tp_listen_spec *specs,
-                size_t count, char *err, size_t errlen);
+                struct tp_tls *tls, struct tp_group *group,
+                const struct tp_listen_spec *specs, size_t count, char *err,
+                size_t errlen);
 /* Health (/healthz): worker_ping asks the worker's loop to answer and
  * returns the request's number; worker_answered tells whether the loop
  * has run since (it answers every request up to the newest at once).

@@ -14,6 +14,7 @@
 static const char *const relay_modes[] = {"off", "nat", "always", NULL};
 static const char *const failure_modes[] = {"pass", "reject", NULL};
 static const char *const ice_modes[] = {"remove", "force", NULL};
+static const char *const srtp_modes[] = {"tls", "keep", NULL};
 
 static const struct cfg_option media_options[] = {
     {.key = "rtpengine",
@@ -32,9 +33,10 @@ static const struct cfg_option media_options[] = {
      .offset = offsetof(struct media_cfg, relay),
      .help = "Which calls have their media relayed: off; nat (a side "
              "whose SDP address differs from the address its signalling "
-             "came from, or is private); always. Without rtpengine "
-             "addresses it is off whatever is set here. Not applied yet: "
-             "the proxy does not call the media room (docs/media.md)."},
+             "came from, or is private; the callee's side counts when "
+             "its Contact is private and not where it registered from); "
+             "always. Without rtpengine addresses it is off whatever is "
+             "set here."},
     {.key = "timeout_ms",
      .type = CFG_UINT,
      .min = 10,
@@ -60,7 +62,9 @@ static const struct cfg_option media_options[] = {
      .offset = offsetof(struct media_cfg, on_failure),
      .help = "When no rtpengine answers an offer: pass (the call goes on "
              "without relay, counted and logged) or reject (the INVITE "
-             "is answered 503)."},
+             "is answered 503, or 488 when rtpengine refused the SDP). A "
+             "call already up is never cut: a re-INVITE whose offer fails "
+             "is answered 503 and the media stays on rtpengine."},
     {.key = "ice",
      .type = CFG_ENUM,
      .def = "remove",
@@ -68,6 +72,16 @@ static const struct cfg_option media_options[] = {
      .offset = offsetof(struct media_cfg, ice),
      .help = "ICE candidates in relayed SDP: remove (phones talk to "
              "rtpengine only) or force (rtpengine adds its own)."},
+    {.key = "srtp",
+     .type = CFG_ENUM,
+     .def = "tls",
+     .choices = srtp_modes,
+     .offset = offsetof(struct media_cfg, srtp),
+     .help = "Media profile of the SDP a relayed call's callee gets: tls "
+             "(RTP/SAVP with SDES keys towards a phone registered over "
+             "TLS, plain RTP/AVP towards the others: a mobile app offering "
+             "SRTP reaches a desk phone that only does RTP, and back) or "
+             "keep (as the caller offered)."},
     {.key = "probe_ms",
      .type = CFG_UINT,
      .min = 100,

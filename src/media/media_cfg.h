@@ -33,6 +33,8 @@ struct media_cfg {
     int on_failure;            /* enum media_on_failure */
     int ice;                   /* enum media_ice */
     unsigned probe_ms;         /* ping an rtpengine marked down this often */
+    int srtp;                  /* 0 tls: RTP/SAVP towards TLS bindings and
+                                  RTP/AVP towards others; 1 keep */
 };
 
 extern const struct cfg_section media_cfg_section;

@@ -111,6 +111,7 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     list_init(&p->calls);
     list_init(&p->all);
     list_init(&p->notes);
+    list_init(&p->mops);
     buf_init(&p->out, SIP_MAX_MSG_LEN);
     arena_init(&p->a, LOOKUP_ARENA_CAP);
     arena_init(&p->pre_a, LOOKUP_ARENA_CAP);
@@ -133,6 +134,10 @@ proxy_new(struct proxy_shared *sh, struct tp *tp, struct txn_table *tt,
     sh->workers[w] = p;
     pthread_mutex_unlock(&sh->lock);
     tp_set_relay(tp, relay_send, p);
+    int rc = proxy_media_open(p);
+    if (rc < 0)
+        log_error("proxy", "worker %u: media client: %s (calls are not "
+                  "relayed)", w, uv_strerror(rc));
     *out = p;
     return 0;
 }
@@ -157,6 +162,7 @@ proxy_free(struct proxy *p)
         return;
     tp_set_relay(p->tp, NULL, NULL);
     proxy_pre_drop(p);
+    proxy_media_close(p); /* after the txn table: every call is gone */
     pthread_mutex_lock(&p->sh->lock);
     p->sh->workers[p->worker] = NULL;
     list_for_each_safe(n, tmp, &p->notes)

@@ -42,6 +42,7 @@
 
 struct reg;
 struct reg_contact;
+struct media_relays;
 struct proxy;
 struct proxy_shared;
 struct proxy_call;
@@ -84,6 +85,20 @@ struct proxy_call_record {
                                             that answered; "" otherwise */
     unsigned branches; /* branches tried (including added ones) */
     int64_t started_ms, ringing_ms, ended_ms;
+    /* Media relay (docs/media.md): the call's media went through
+     * rtpengine; the figures come from its delete answer (media_stats
+     * false until it came). leg[0] is the caller's side (what rtpengine
+     * received from the caller), leg[1] the callee's. */
+    bool media;
+    bool media_stats;
+    bool media_one_way;  /* media flowed from one side only */
+    bool media_none;     /* no media from either side */
+    char caller_tag[64]; /* the caller's From tag (to tell the legs apart) */
+    struct proxy_media_leg {
+        uint64_t packets, bytes;
+        uint64_t lost, jitter;
+        bool has_lost, has_jitter;
+    } leg[2];
 };
 
 /* What an observer learns when a call starts ringing. Borrowed for the
@@ -142,6 +157,36 @@ int proxy_shared_new(const struct proxy_cfg *cfg, struct reg *reg,
                      const char *domain, struct proxy_shared **out);
 /* After every worker's proxy_free has completed. NULL ok. */
 void proxy_shared_free(struct proxy_shared *sh);
+
+/* How SDP's media profile is set for the side an offer goes to. */
+enum proxy_media_srtp {
+    PROXY_SRTP_TLS,  /* RTP/SAVP (SDES) towards a TLS binding, RTP/AVP
+                        towards others: SRTP <-> RTP bridging */
+    PROXY_SRTP_KEEP, /* as offered */
+};
+
+/* Relay calls' media through rtpengine (docs/media.md). relays is
+ * borrowed (it must outlive sh; count 0 or NULL: no relay); relay,
+ * on_failure, ice: enum media_relay_mode, media_on_failure, media_ice;
+ * srtp: enum proxy_media_srtp. Main thread, before proxy_new. */
+void proxy_shared_set_media(struct proxy_shared *sh,
+                            struct media_relays *relays, int relay,
+                            int on_failure, int ice, int srtp);
+
+/* Media counters since start, summed over workers. Any thread. */
+enum proxy_media_counter {
+    PROXY_MEDIA_OFFERS,      /* offers rtpengine answered ok */
+    PROXY_MEDIA_ANSWERS,     /* answers rtpengine answered ok */
+    PROXY_MEDIA_DELETES,     /* deletes sent */
+    PROXY_MEDIA_FAILED,      /* offers/answers no rtpengine took */
+    PROXY_MEDIA_PASSED,      /* of those offers: call went on unrelayed */
+    PROXY_MEDIA_REJECTED,    /* of those offers: call refused (488/503) */
+    PROXY_MEDIA_CALLS,       /* calls relayed (delete answered) */
+    PROXY_MEDIA_ONE_WAY,     /* of those: media from one side only */
+    PROXY_MEDIA_NO_MEDIA,    /* of those: no media at all */
+    PROXY_MEDIA_COUNTERS
+};
+uint64_t proxy_media_count(struct proxy_shared *sh, enum proxy_media_counter k);
 
 /* Register an observer (at most 4) before the workers start. Returns 0 or
  * -ENOSPC. */

@@ -31,12 +31,19 @@ proxy_call_finish(struct proxy_call *c, enum proxy_outcome o, int status)
     c->rec.status = status;
     c->rec.ended_ms = proxy_wall_ms();
     c->rec.branches = (unsigned)c->nbr;
+    c->rec.media = c->media_used;
     if (list_linked(&c->node)) {
         list_remove(&c->node);
         proxy_waiting_done(c->p->sh, slice_cstr(c->rec.callee), c->p->worker);
     }
     list_init(&c->node);
     proxy_record_add(c->p->sh, &c->rec);
+    /* Not answered: its rtpengine session goes now (an answered one
+     * with the BYE, proxy_dialog.c). After the record: the delete's
+     * figures land in it. */
+    if (c->media_used && o != PROXY_OUT_ANSWERED)
+        proxy_media_delete(c->p, slice_cstr(c->rec.call_id),
+                           slice_cstr(c->rec.caller_tag), c->media);
     if (o == PROXY_OUT_ANSWERED)
         c->p->stats.answered++;
     log_info("proxy",
@@ -53,6 +60,12 @@ proxy_call_cancel_branches(struct proxy_call *c, struct branch *except,
 {
     for (size_t i = 0; i < c->nbr; i++) {
         struct branch *b = &c->br[i];
+        if (b != except && b->media_wait && !b->status) {
+            /* its offer is in flight: it will not be sent */
+            b->cancelled = true;
+            b->status = 487;
+            continue;
+        }
         if (b == except || b->cancelled || b->status || !b->ct)
             continue;
         b->cancelled = true;
@@ -114,6 +127,7 @@ static void
 call_free(struct proxy_call *c)
 {
     tq_cancel(&c->ring);
+    proxy_media_detach(c);
     list_remove(&c->anode);
     if (list_linked(&c->node)) {
         list_remove(&c->node);
@@ -178,6 +192,7 @@ proxy_call_new(struct proxy *p, struct txn *t, enum call_kind kind,
     tq_entry_init(&c->ring, on_ring_timeout);
     c->flow_a = src->flow_id;
     c->src_a = *src;
+    c->media = PROXY_MEDIA_NONE;
     proxy_copy_cstr(c->rec.call_id, sizeof(c->rec.call_id), req->call_id);
     c->rec.started_ms = proxy_wall_ms();
     txn_set_cb(t, on_server_event, c);

@@ -95,6 +95,43 @@ route_after_ours(const struct proxy *p, const struct sip_msg *req,
     return 0;
 }
 
+static bool
+addr_param(const struct sip_uri *route, const char *name, struct tp_addr *a)
+{
+    struct slice v;
+
+    return sip_param_get(route->params, name, &v) && v.len &&
+           tp_addr_parse(v, false, a) == 0;
+}
+
+/* Signalling NAT (Kamailio's add_contact_alias/handle_ruri_alias, kept in
+ * our Record-Route instead of the Contact): a side behind NAT put its
+ * private address in its Contact, which is the Request-URI of what the
+ * other side sends it. pp-na / pp-nb hold where the caller / the callee
+ * sent from; a request goes to the side it did not come from. UDP only
+ * (a TCP/TLS side is reached over its flow). */
+static void
+nat_target(const struct sip_uri *route, const struct tp_src *src,
+           struct tp_dest *dst)
+{
+    struct tp_addr na, nb;
+    bool ha = addr_param(route, "pp-na", &na);
+    bool hb = addr_param(route, "pp-nb", &nb);
+    const struct tp_addr *to = NULL;
+
+    if (!ha && !hb)
+        return;
+    if (ha && tp_addr_equal(&src->remote, &na))
+        to = hb ? &nb : NULL;
+    else if (hb && tp_addr_equal(&src->remote, &nb))
+        to = ha ? &na : NULL;
+    else if (ha != hb)
+        to = ha ? &na : &nb; /* from the side that is not NATed */
+    if (!to || dst->proto != TP_UDP)
+        return;
+    dst->addr = *to;
+}
+
 void
 proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
                       const struct tp_src *src)
@@ -142,12 +179,20 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         return;
     }
     uint64_t f = proxy_other_flow(&route, src);
+    if (!f && nr == 0)
+        nat_target(&route, src, &dst);
+    int media = proxy_route_media(&route);
     if (f) {
         /* Over the other side's own connection; its transport is the one
          * our last Route names (TLS or TCP). */
         dst.proto = proxy_uri_proto(&last) == TP_TLS ? TP_TLS : TP_TCP;
         dst.flow_id = f;
     }
+    if (media != PROXY_MEDIA_NONE && req->method == SIP_METHOD_BYE)
+        proxy_media_delete(p, req->call_id, req->from.tag, media);
+    if (!t && media != PROXY_MEDIA_NONE &&
+        proxy_media_ack(p, req, &dst, pop2, media, src))
+        return; /* the answer in the ACK goes to rtpengine first */
     if (!t) {
         /* ACK for a 2xx: stateless, its own transaction downstream. */
         char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
@@ -165,6 +210,7 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
     }
     struct proxy_call *c = proxy_call_new(p, t, CALL_RELAY, req, src);
     c->pop2 = pop2;
+    c->media = media;
     c->nbr = 1;
     c->br[0] = (struct branch){.call = c};
     int rc =

@@ -146,11 +146,28 @@ static void
 branch_response(struct proxy_call *c, struct branch *b,
                 const struct sip_msg *rsp)
 {
-    struct proxy *p = c->p;
-    int st = rsp->status;
-
-    if (st == 100)
+    if (rsp->status == 100)
         return;
+    if (rsp->status > 100 && rsp->status < 300 &&
+        proxy_media_response(c, b, rsp))
+        return; /* relayed once rtpengine has answered */
+    proxy_branch_relay(c, b, rsp, NULL);
+}
+
+void
+proxy_branch_relay(struct proxy_call *c, struct branch *b,
+                   const struct sip_msg *rsp0, const struct slice *body)
+{
+    struct proxy *p = c->p;
+    int st = rsp0->status;
+    struct sip_msg copy;
+    const struct sip_msg *rsp = rsp0;
+
+    if (body) {
+        copy = *rsp0;
+        copy.body = *body;
+        rsp = &copy;
+    }
     buf_reset(&p->out);
     if (sip_build_response_forward(&p->out, rsp) < 0) {
         if (st >= 200 && !b->status) {
@@ -248,52 +265,109 @@ on_branch_event(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
     }
 }
 
-/* Start branch b of c towards dst with R-URI ruri (empty = keep), popping
- * our Route when pop, recording route when rr. */
+/* Start branch b of c towards dst with R-URI ruri (empty = keep: it is
+ * b->uri for a fork, nothing in a dialog), popping our Route when pop.
+ * A relayed call's branch first gets its offer (proxy_media.c), and is
+ * sent from the offer's callback. */
 int
 proxy_branch_start(struct proxy_call *c, struct branch *b,
                    const struct tp_dest *dst, struct slice ruri, bool pop,
                    uint64_t flow_b, struct slice next)
 {
+    (void)next;
+    (void)ruri;
+    b->call = c;
+    b->dst = *dst;
+    b->pop = pop;
+    b->flow_b = flow_b;
+    b->media = PROXY_MEDIA_NONE;
+    txn_branch_new(c->p->tt, b->vbranch);
+    if (c->st && proxy_media_offer(c, b, txn_request(c->st))) {
+        b->started = true;
+        b->media_wait = true;
+        return 0;
+    }
+    return proxy_branch_send(c, b, NULL);
+}
+
+int
+proxy_branch_send(struct proxy_call *c, struct branch *b,
+                  const struct slice *body)
+{
     struct proxy *p = c->p;
-    const struct sip_msg *req = txn_request(c->st);
-    char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
-    char rr[2 * (TP_ADDRSTRLEN + 96)];
-    struct sip_fwd f = {
-        .ruri = ruri, .pop_route = pop, .pop_route2 = pop && c->pop2};
+    const struct sip_msg *req0 = c->st ? txn_request(c->st) : NULL;
+    const struct tp_dest *dst = &b->dst;
+    char via[TP_ADDRSTRLEN + 96], mp[32] = "", na[TP_ADDRSTRLEN + 16] = "";
+    char nb[TP_ADDRSTRLEN + 16] = "";
+    char rr[2 * (TP_ADDRSTRLEN + 200)];
+    struct sip_fwd f = {.ruri = b->uri ? slice_cstr(b->uri) : SLICE_NULL,
+                        .pop_route = b->pop,
+                        .pop_route2 = b->pop && c->pop2};
+    struct sip_msg copy;
     int rc;
 
-    (void)next;
-    txn_branch_new(p->tt, branch);
+    b->media_wait = false;
+    if (!req0)
+        return -ECANCELED;
+    const struct sip_msg *req = req0;
+    if (body) {
+        copy = *req0;
+        copy.body = *body;
+        req = &copy;
+    }
     snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
              proxy_tp_upper(dst->proto), p->via_host[proxy_tpk(dst->proto)],
-             branch);
+             b->vbranch);
     f.via = slice_cstr(via);
     if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
         enum tp_proto in = c->src_a.proto, out = dst->proto;
         int n = 0;
+        /* pp-m: the dialog's media is relayed (by rtpengine N, or "a":
+         * any, chosen by the Call-ID); pp-na/pp-nb: where a NATed side
+         * (caller a, callee b) sent its requests from, so in-dialog
+         * requests reach it there and not at its private Contact. */
+        if (b->media >= 0)
+            snprintf(mp, sizeof(mp), ";pp-m=%d", b->media);
+        else if (b->media == PROXY_MEDIA_ANY)
+            snprintf(mp, sizeof(mp), ";pp-m=a");
+        if (c->nat_a[0])
+            snprintf(na, sizeof(na), ";pp-na=%s", c->nat_a);
+        if (b->nat && dst->proto == TP_UDP) {
+            char a[TP_ADDRSTRLEN];
+            snprintf(nb, sizeof(nb), ";pp-nb=%s",
+                     tp_addr_format(&dst->addr, a, sizeof(a)));
+        }
         if (out != in) /* the callee's side first: it is nearest to it */
             n = snprintf(rr, sizeof(rr),
-                         "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">, ",
+                         "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64
+                         "%s%s%s>, ",
                          p->via_host[proxy_tpk(out)], proxy_tp_uri_param(out),
-                         c->flow_a, flow_b);
+                         c->flow_a, b->flow_b, mp, na, nb);
         snprintf(rr + n, sizeof(rr) - (size_t)n,
-                 "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 ">",
+                 "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64 "%s%s%s>",
                  p->via_host[proxy_tpk(in)], proxy_tp_uri_param(in), c->flow_a,
-                 flow_b);
+                 b->flow_b, mp, na, nb);
         f.record_route = slice_cstr(rr);
     }
     buf_reset(&p->out);
     rc = sip_build_forward(&p->out, req, &f);
     if (rc < 0)
         return rc;
-    b->call = c;
     rc = txn_client_start(p->tt, buf_slice(&p->out), dst, on_branch_event, b,
                           &b->ct);
     if (rc < 0)
         return rc;
     b->started = true;
     c->refs++;
+    if (c->kind == CALL_FORK) {
+        struct proxy_branch_info bi = {.call = c,
+                                       .call_id = c->rec.call_id,
+                                       .callee = c->rec.callee,
+                                       .uri = b->uri,
+                                       .added = c->forked,
+                                       .worker = p->worker};
+        proxy_notify_branch_sent(p->sh, &bi);
+    }
     return 0;
 }
 
@@ -308,8 +382,8 @@ same_host(const struct tp_addr *a, const struct tp_addr *b)
 }
 
 /* RFC 1918 / RFC 6598 / link-local / ULA: addresses behind a NAT. */
-static bool
-private_addr(const struct tp_addr *a)
+bool
+proxy_private_addr(const struct tp_addr *a)
 {
     if (a->u.sa.sa_family == AF_INET) {
         uint32_t ip = ntohl(a->u.in4.sin_addr.s_addr);
@@ -344,7 +418,7 @@ proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
         struct tp_dest cd;
         if (sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
             proxy_dest_from_uri(&u, &cd) == 0 && cd.proto == TP_UDP &&
-            (same_host(&cd.addr, &d->addr) || !private_addr(&cd.addr)))
+            (same_host(&cd.addr, &d->addr) || !proxy_private_addr(&cd.addr)))
             d->addr = cd.addr;
     }
     if (b->transport != REG_TP_UDP) {
@@ -399,6 +473,18 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
         .call = c, .uri = xstrdup(b->uri), .flow_id = b->flow_id};
     c->nbr++;
     proxy_dest_from_binding(p, b, &dst);
+    br->tls = b->transport == REG_TP_TLS;
+    if (b->transport == REG_TP_UDP) {
+        /* NATed: the INVITE goes to where it registered from, not to
+         * its (private) Contact (proxy_dest_from_binding). */
+        struct sip_uri u;
+        struct tp_dest cd;
+        const char *why;
+        br->nat = sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0 &&
+                  proxy_dest_from_uri(&u, &cd) == 0 &&
+                  proxy_private_addr(&cd.addr) &&
+                  !same_host(&cd.addr, &dst.addr);
+    }
     int rc =
         proxy_branch_start(c, br, &dst, slice_cstr(b->uri), c->pop,
                            dst.proto != TP_UDP ? b->flow_id : 0, SLICE_NULL);
@@ -407,15 +493,6 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
                  strerror(-rc), c->rec.call_id);
         br->status = 503; /* counted as tried; proxy_call_check_done sees it */
         return rc;
-    }
-    if (c->kind == CALL_FORK) {
-        struct proxy_branch_info bi = {.call = c,
-                                       .call_id = c->rec.call_id,
-                                       .callee = c->rec.callee,
-                                       .uri = br->uri,
-                                       .added = c->forked,
-                                       .worker = p->worker};
-        proxy_notify_branch_sent(p->sh, &bi);
     }
     return 0;
 }

@@ -23,6 +23,10 @@
 #include "registrar/reg.h"
 #include "sip/uri.h"
 
+struct media_client;
+struct media_relays;
+struct media_cfg;
+
 #define PROXY_MAX_OBSERVERS 4
 #define PROXY_NOTIFY_MAX 1024 /* queued binding notifications per worker */
 #define PROXY_RINGING_BUCKETS 1024
@@ -65,6 +69,16 @@ struct proxy_shared {
      * Kamailio's sl module does, so the ACK for such a response, which
      * matches no transaction, is known by its To tag and absorbed. */
     char sl_tag[17];
+
+    /* [media]: the rtpengines (NULL or empty: no relay) and the settings
+     * the proxy applies (proxy_media.c); counters are atomics summed
+     * over workers. */
+    struct media_relays *relays;
+    int media_relay;      /* enum media_relay_mode */
+    int media_on_failure; /* enum media_on_failure */
+    int media_ice;        /* enum media_ice */
+    int media_srtp;       /* enum proxy_media_srtp */
+    _Atomic uint64_t media_counts[PROXY_MEDIA_COUNTERS];
 
     pthread_mutex_t rec_lock; /* the record ring */
     struct proxy_call_record *recs;
@@ -129,11 +143,19 @@ struct proxy {
     char via_host[3][TP_ADDRSTRLEN]; /* [0] UDP, [1] TCP, [2] TLS "host:port" */
     char rr_host[TP_ADDRSTRLEN];
     struct proxy_stats stats;
+    struct media_client *mc; /* NULL: no media relay */
+    struct list_node mops;   /* struct media_op: ng requests in flight */
 };
 
 #define PROXY_MAX_BRANCHES 32
 
 enum call_kind { CALL_FORK, CALL_RELAY };
+
+/* branch.media / proxy_call.media: not relayed, relayed by an rtpengine
+ * not known yet (late offer: the index comes with the offer in the 2xx),
+ * or the index of the rtpengine that took the offer (>= 0). */
+#define PROXY_MEDIA_NONE (-2)
+#define PROXY_MEDIA_ANY (-1)
 
 struct branch {
     struct proxy_call *call;
@@ -144,6 +166,18 @@ struct branch {
     uint64_t flow_id; /* the binding's TCP/TLS flow; 0 for UDP */
     char *auth;       /* WWW-/Proxy-Authenticate lines of a 401/407 (owned) */
     size_t auth_len;  /* bytes in auth */
+    /* media relay (proxy_media.c): our Via branch (kept for the
+     * offer's and answer's via-branch), where the request goes (the
+     * send waits for rtpengine's offer answer while media_wait) */
+    char vbranch[TXN_BRANCH_MAX];
+    int media;       /* PROXY_MEDIA_NONE, _ANY or the rtpengine index */
+    bool media_wait; /* offer in flight: the request is not sent yet */
+    bool nat;        /* the binding is behind NAT (private Contact that
+                        differs from where it registered from) */
+    bool tls;        /* the binding is TLS (SRTP towards it) */
+    bool pop;
+    uint64_t flow_b;
+    struct tp_dest dst;
 };
 
 struct proxy_call {
@@ -172,6 +206,12 @@ struct proxy_call {
     struct tp_src src_a;    /* the caller's request source (late 2xx) */
     uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
     bool pop2;              /* in-dialog: our second Route goes too */
+    /* media: an in-dialog request's dialog is relayed (our Route's
+     * pp-m), PROXY_MEDIA_* as in branch.media */
+    int media;
+    bool media_used;  /* an offer reached rtpengine: delete at the end */
+    bool caller_nat;  /* the caller is behind NAT (Contact or SDP) */
+    char nat_a[TP_ADDRSTRLEN]; /* the caller's source when it is NATed */
     struct proxy_call_record rec;
     size_t nbr;
     struct branch br[PROXY_MAX_BRANCHES];
@@ -214,7 +254,8 @@ proxy_copy_cstr(char *dst, size_t cap, struct slice s)
 {
     size_t n = s.len < cap - 1 ? s.len : cap - 1;
 
-    memcpy(dst, s.ptr, n);
+    if (n)
+        memcpy(dst, s.ptr, n);
     dst[n] = '\0';
 }
 
@@ -302,6 +343,57 @@ void proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
 /* Re-read the callee's bindings and fork c to the new ones. */
 void proxy_fork_new_bindings(struct proxy *p, struct proxy_call *c);
 void proxy_note_release(struct proxy *p, const struct proxy_note *n);
+
+/* proxy_media.c */
+/* Open/close this worker's ng client (proxy_new, proxy_free). */
+int proxy_media_open(struct proxy *p);
+void proxy_media_close(struct proxy *p);
+/* Offer the request's SDP for branch b before it is sent. Returns true
+ * when an offer was sent: the branch is sent from its callback
+ * (proxy_branch_send). false: send it now (b->media says whether the
+ * dialog is relayed). */
+bool proxy_media_offer(struct proxy_call *c, struct branch *b,
+                       const struct sip_msg *req);
+/* A 18x/2xx with SDP from branch b of a relayed call: hold it until
+ * rtpengine answered and relay it then (proxy_branch_relay). true when
+ * held. */
+bool proxy_media_response(struct proxy_call *c, struct branch *b,
+                          const struct sip_msg *rsp);
+/* An in-dialog ACK with SDP (the answer to an offer in a 2xx) in a relayed
+ * dialog: held until rtpengine answered, then sent to dst. true when
+ * held. */
+bool proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
+                     const struct tp_dest *dst, bool pop2, int relay,
+                     const struct tp_src *src);
+/* The call ended (or a relayed dialog's BYE): delete its session. */
+void proxy_media_delete(struct proxy *p, struct slice call_id,
+                        struct slice from_tag, int relay);
+/* A new call from the caller of req (from src): its From tag for the
+ * record, and whether it is behind NAT (c->caller_nat, c->nat_a). */
+void proxy_media_caller(struct proxy_call *c, const struct sip_msg *req,
+                        const struct tp_src *src);
+/* proxy_shared.c: the figures of a relayed call's delete answer into its
+ * record (found by Call-ID). Any thread. */
+struct media_ng_stats;
+void proxy_record_media(struct proxy_shared *sh, const char *call_id,
+                        const struct media_ng_stats *st);
+/* The call is being freed: its requests in flight forget it. */
+void proxy_media_detach(struct proxy_call *c);
+/* The SDP body of m, if it has one (Content-Type application/sdp). */
+bool proxy_sdp_body(const struct sip_msg *m, struct slice *sdp);
+/* The request's relay index from our Route's pp-m. */
+int proxy_route_media(const struct sip_uri *route);
+/* RFC 1918 / RFC 6598 / link-local / ULA. */
+bool proxy_private_addr(const struct tp_addr *a);
+
+/* proxy_fork.c: send branch b (after its offer when relayed), with body
+ * (has_body) instead of the request's. Returns 0 or a send error. */
+int proxy_branch_send(struct proxy_call *c, struct branch *b,
+                      const struct slice *body);
+/* Relay branch b's provisional or 2xx response (after its answer), body
+ * replacing its own when not NULL. */
+void proxy_branch_relay(struct proxy_call *c, struct branch *b,
+                        const struct sip_msg *rsp, const struct slice *body);
 
 /* proxy_late.c */
 void proxy_note_late(struct proxy *p, const struct proxy_note *n);

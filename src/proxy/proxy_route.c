@@ -526,6 +526,7 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
     }
 
     struct proxy_call *c = proxy_call_new(p, t, CALL_FORK, req, src);
+    proxy_media_caller(c, req, src);
     proxy_copy_cstr(c->rec.caller, sizeof(c->rec.caller), slice_cstr(caller));
     proxy_copy_cstr(c->rec.callee, sizeof(c->rec.callee), user);
     if (req->method == SIP_METHOD_INVITE) {

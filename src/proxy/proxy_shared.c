@@ -16,7 +16,48 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "proxy/proxy_int.h"
+#include "media/ng.h"
 #include "sip/build.h"
+
+void
+proxy_record_media(struct proxy_shared *sh, const char *call_id,
+                   const struct media_ng_stats *st)
+{
+    pthread_mutex_lock(&sh->rec_lock);
+    for (size_t k = 0; k < sh->rec_count; k++) {
+        size_t i = (sh->rec_next + sh->rec_cap - 1 - k) % sh->rec_cap;
+        struct proxy_call_record *r = &sh->recs[i];
+        if (strcmp(r->call_id, call_id) != 0)
+            continue;
+        r->media = true;
+        r->media_stats = true;
+        r->media_one_way = st->one_way;
+        r->media_none = st->no_media;
+        memset(r->leg, 0, sizeof(r->leg));
+        /* the caller's leg is the one with its From tag; the other one
+         * that carried anything is the callee's (forked offers leave
+         * legs that never answered) */
+        int callee = -1;
+        for (size_t l = 0; l < st->leg_count; l++) {
+            const struct media_ng_leg *g = &st->legs[l];
+            bool caller = slice_eq_cstr(g->tag, r->caller_tag);
+            if (!caller && callee >= 0 &&
+                g->rtp_packets <= st->legs[callee].rtp_packets)
+                continue;
+            if (!caller)
+                callee = (int)l;
+            struct proxy_media_leg *o = &r->leg[caller ? 0 : 1];
+            *o = (struct proxy_media_leg){.packets = g->rtp_packets,
+                                          .bytes = g->rtp_bytes,
+                                          .lost = g->lost,
+                                          .jitter = g->jitter,
+                                          .has_lost = g->has_lost,
+                                          .has_jitter = g->has_jitter};
+        }
+        break;
+    }
+    pthread_mutex_unlock(&sh->rec_lock);
+}
 
 void
 proxy_cfg_defaults(struct proxy_cfg *c)

@@ -85,6 +85,10 @@ struct job {
     const char *topic;     /* APNs: apns-topic (in strs) */
     const char *push_type; /* APNs: "voip" or "alert" */
     bool voip;
+    /* APNs: an alert to the bundle of a .voip pn-param: the device's
+     * token may be a VoIP token, which Apple refuses for the bundle topic
+     * (DeviceTokenNotForTopic) although it is alive for VoIP pushes. */
+    bool voip_stripped;
     char apns_id[37];
     char collapse[PUSH_COLLAPSE_ID_LEN + 1];
     uint64_t t0_ns;       /* uv_hrtime at push_send */
@@ -188,6 +192,8 @@ push_type_name(enum push_type t)
         return "missed";
     case PUSH_ANSWERED_ELSEWHERE:
         return "answered_elsewhere";
+    case PUSH_MESSAGE:
+        return "message";
     }
     return "?";
 }
@@ -1090,7 +1096,14 @@ job_done(struct prov *p, struct job *j, CURLcode res)
         finish(j, PUSH_DELIVERED);
         return;
     case PUSH_ACT_DEAD:
-        finish(j, PUSH_DEAD_TOKEN);
+        /* Never remove a device because its VoIP token is not one for
+         * the bundle topic: that says nothing about its VoIP use. (410
+         * Unregistered still counts: an uninstalled app's tokens all
+         * go.) */
+        finish(j, j->voip_stripped &&
+                          strcmp(j->reason, "DeviceTokenNotForTopic") == 0
+                      ? PUSH_FAILED
+                      : PUSH_DEAD_TOKEN);
         return;
     case PUSH_ACT_RETRY:
         schedule_retry(j, (long)retry_after);
@@ -1220,7 +1233,10 @@ push_send(struct push_client *c, const struct push_msg *msg,
         if (topic == NULL || *topic == '\0')
             return -EINVAL;
     }
-    if (msg->call_id == NULL || msg->from == NULL || msg->to == NULL)
+    if (msg->type == PUSH_MESSAGE ? msg->message_id == NULL
+                                  : msg->call_id == NULL)
+        return -EINVAL;
+    if (msg->from == NULL || msg->to == NULL)
         return -EINVAL; /* required (the payload checks their content) */
 
     j = xcalloc(1, sizeof(*j));
@@ -1232,21 +1248,44 @@ push_send(struct push_client *c, const struct push_msg *msg,
     if (j->m.sent_at_s == 0)
         j->m.sent_at_s = wall_s();
     /* One allocation for every string the job keeps. */
-    const char *src[] = { msg->token, msg->call_id, msg->from,
-                          msg->from_name ? msg->from_name : "", msg->to,
-                          topic ? topic : "" };
-    const char **dst[] = { &j->m.token, &j->m.call_id, &j->m.from,
-                           &j->m.from_name, &j->m.to, &j->topic };
-    size_t total = 0;
-    for (size_t i = 0; i < 6; i++)
+    bool is_msg = msg->type == PUSH_MESSAGE;
+    size_t pv_len = is_msg && msg->preview ? msg->preview_len : 0;
+    if (pv_len > PUSH_PREVIEW_MAX_IN)
+        pv_len = PUSH_PREVIEW_MAX_IN + 1; /* the payload sees it was cut */
+    /* A message push has no call: its id stands in call_id (logs). */
+    const char *src[] = { msg->token,
+                          is_msg ? msg->message_id : msg->call_id,
+                          msg->from,
+                          msg->from_name ? msg->from_name : "",
+                          msg->to,
+                          topic ? topic : "",
+                          is_msg ? msg->message_id : "",
+                          is_msg && msg->content_type ? msg->content_type
+                                                      : "" };
+    const char **dst[] = { &j->m.token,   &j->m.call_id,  &j->m.from,
+                           &j->m.from_name, &j->m.to,     &j->topic,
+                           &j->m.message_id, &j->m.content_type };
+    size_t nstr = sizeof(src) / sizeof(src[0]);
+    size_t total = pv_len + 1;
+    for (size_t i = 0; i < nstr; i++)
         total += strlen(src[i]) + 1;
     j->strs = xmalloc(total);
     char *w = j->strs;
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < nstr; i++) {
         size_t n = strlen(src[i]) + 1;
         memcpy(w, src[i], n);
         *dst[i] = w;
         w += n;
+    }
+    /* The preview may hold any byte (NUL too): copied by length. */
+    if (is_msg && msg->preview) {
+        memcpy(w, msg->preview, pv_len);
+        w[pv_len] = '\0';
+        j->m.preview = w;
+        j->m.preview_len = pv_len;
+    } else {
+        j->m.preview = NULL;
+        j->m.preview_len = 0;
     }
     j->m.param = NULL;
     buf_init(&j->body, 0);
@@ -1257,8 +1296,10 @@ push_send(struct push_client *c, const struct push_msg *msg,
          * alerts to the bundle topic. */
         size_t tl = strlen(j->topic);
         j->voip = msg->type == PUSH_CALL && ends_with(j->topic, ".voip");
-        if (!j->voip && ends_with(j->topic, ".voip"))
+        if (!j->voip && ends_with(j->topic, ".voip")) {
             ((char *)j->topic)[tl - 5] = '\0';
+            j->voip_stripped = true;
+        }
         j->push_type = j->voip ? "voip" : "alert";
         rc = push_payload_apns(&j->m, j->voip, 0, &j->body);
     } else {
@@ -1273,7 +1314,10 @@ push_send(struct push_client *c, const struct push_msg *msg,
         job_free(j);
         return rc;
     }
-    push_collapse_id(j->m.call_id, j->collapse);
+    if (is_msg)
+        push_message_collapse_id(j->m.from, j->m.to, j->collapse);
+    else
+        push_collapse_id(j->m.call_id, j->collapse);
     struct buf u;
     buf_init(&u, 0);
     if (p->kind == PUSH_APNS) {

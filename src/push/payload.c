@@ -30,6 +30,94 @@ push_collapse_id(const char *call_id, char out[PUSH_COLLAPSE_ID_LEN + 1])
     out[PUSH_COLLAPSE_ID_LEN] = '\0';
 }
 
+void
+push_message_collapse_id(const char *from, const char *to,
+                         char out[PUSH_MESSAGE_COLLAPSE_ID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    size_t fl = strlen(from), tl = strlen(to);
+    unsigned char *pair = malloc(fl + tl + 1);
+
+    /* "\n" cannot occur in either (SIP user parts), so the pair is
+     * unambiguous. */
+    if (pair == NULL)
+        abort(); /* style.md: out of memory is fatal */
+    memcpy(pair, from, fl);
+    pair[fl] = '\n';
+    memcpy(pair + fl + 1, to, tl);
+    SHA256(pair, fl + tl + 1, md);
+    free(pair);
+    out[0] = 'm';
+    out[1] = '-';
+    for (int i = 0; i < 16; i++) {
+        out[2 + 2 * i] = hex[md[i] >> 4];
+        out[3 + 2 * i] = hex[md[i] & 15];
+    }
+    out[PUSH_MESSAGE_COLLAPSE_ID_LEN] = '\0';
+}
+
+/* Length of the well-formed UTF-8 sequence at s[0..len) (RFC 3629 table
+ * 3-7 of Unicode: exact second-byte ranges exclude overlongs, surrogates
+ * and values above U+10FFFF), or 0 if none starts there. */
+static size_t
+utf8_seq(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;
+
+    if (c >= 0x01 && c <= 0x7f)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f; /* <= U+10FFFF */
+    } else {
+        return 0; /* NUL, continuation byte, 0xc0/0xc1, 0xf5.. */
+    }
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+int
+push_utf8_clean(const char *in, size_t len, struct buf *out)
+{
+    static const char repl[] = "\xef\xbf\xbd"; /* U+FFFD */
+    const unsigned char *s = (const unsigned char *)in;
+    size_t i = 0;
+    int rc = 0;
+
+    while (i < len && rc == 0) {
+        size_t run = i, n;
+        /* Copy the longest valid run in one append. */
+        while (run < len && (n = utf8_seq(s + run, len - run)) > 0)
+            run += n;
+        if (run > i)
+            rc = buf_append(out, in + i, run - i);
+        i = run;
+        if (i < len && rc == 0) {
+            rc = buf_append(out, repl, 3);
+            i++; /* one replacement per bad byte */
+        }
+    }
+    return rc;
+}
+
 static const char *
 alert_title(enum push_type t)
 {
@@ -40,6 +128,8 @@ alert_title(enum push_type t)
         return "Missed call";
     case PUSH_ANSWERED_ELSEWHERE:
         return "Answered elsewhere";
+    case PUSH_MESSAGE:
+        return "New message";
     }
     return "";
 }
@@ -54,6 +144,8 @@ alert_loc_key(enum push_type t)
         return "CALL_MISSED";
     case PUSH_ANSWERED_ELSEWHERE:
         return "CALL_ANSWERED_ELSEWHERE";
+    case PUSH_MESSAGE:
+        return "MESSAGE_NEW";
     }
     return "";
 }
@@ -267,10 +359,207 @@ build(const struct push_msg *m, enum kind k, int64_t sent_at, long ttl_s,
     return -EMSGSIZE;
 }
 
+/* ---- message push ------------------------------------------------------
+ * The preview and the display name arrive as untrusted bytes (a SIP body,
+ * a From display name): both are cleaned into valid UTF-8 first, then the
+ * preview is cut (and "…" appended) until the payload fits, and only if
+ * the preview is empty and it still does not fit, the name. */
+
+struct mtext {
+    struct buf name, preview; /* cleaned */
+    size_t name_len, preview_len; /* used prefix of each */
+    bool cut;                 /* preview shortened: "…" appended */
+};
+
+static const char ellipsis[] = "\xe2\x80\xa6"; /* U+2026 */
+
+/* The preview as sent: the used prefix, plus "…" when cut. Returned in a
+ * buffer of the caller (small: at most 4 KiB + 3). */
+static json_t *
+preview_json(const struct mtext *t)
+{
+    struct buf b;
+    json_t *v;
+
+    buf_init(&b, 0);
+    buf_append(&b, t->preview.data ? t->preview.data : "", t->preview_len);
+    if (t->cut)
+        buf_append(&b, ellipsis, 3);
+    v = json_stringn(b.data ? b.data : "", b.len);
+    buf_fini(&b);
+    return v;
+}
+
+static json_t *
+message_object(const struct push_msg *m, int64_t sent_at,
+               const struct mtext *t, bool fcm)
+{
+    char num[24];
+    json_t *o = json_object();
+    int bad = 0;
+
+#define NUMV(x) (snprintf(num, sizeof(num), "%lld", (long long)(x)), \
+                 fcm ? json_string(num) : json_integer((json_int_t)(x)))
+    bad |= json_object_set_new(o, "v", fcm ? json_string("1")
+                                          : json_integer(PUSH_PAYLOAD_VERSION));
+    bad |= json_object_set_new(o, "type", json_string("message"));
+    bad |= json_object_set_new(o, "message_id", json_string(m->message_id));
+    bad |= json_object_set_new(o, fcm ? "caller" : "from",
+                               json_string(m->from));
+    bad |= json_object_set_new(
+        o, "from_name", json_stringn(t->name.data ? t->name.data : "",
+                                     t->name_len));
+    bad |= json_object_set_new(o, "to", json_string(m->to));
+    bad |= json_object_set_new(
+        o, "content_type",
+        json_string(m->content_type ? m->content_type : ""));
+    bad |= json_object_set_new(o, "preview", preview_json(t));
+    bad |= json_object_set_new(o, "preview_truncated",
+                               fcm ? json_string(t->cut ? "1" : "0")
+                                   : json_boolean(t->cut));
+    bad |= json_object_set_new(o, "sent_at", NUMV(sent_at));
+    bad |= json_object_set_new(o, "expires_at", NUMV(m->expires_at_s));
+#undef NUMV
+    if (bad) {
+        json_decref(o); /* invalid UTF-8 in an id */
+        return NULL;
+    }
+    return o;
+}
+
+static json_t *
+message_apns(const struct push_msg *m, int64_t sent_at, const struct mtext *t)
+{
+    json_t *o = message_object(m, sent_at, t, false);
+    char thread[PUSH_MESSAGE_COLLAPSE_ID_LEN + 1];
+
+    if (o == NULL)
+        return NULL;
+    json_t *alert = json_object();
+    if (t->name_len > 0)
+        json_object_set_new(alert, "title",
+                            json_stringn(t->name.data, t->name_len));
+    else
+        json_object_set_new(alert, "title", json_string(m->from));
+    if (m->preview != NULL && (t->preview_len > 0 || t->cut))
+        json_object_set_new(alert, "body", preview_json(t));
+    else
+        json_object_set_new(alert, "body", json_string("New message"));
+    push_message_collapse_id(m->from, m->to, thread);
+    /* mutable-content: the app's notification service extension may
+     * fetch the whole message (or decrypt, or localise) before iOS shows
+     * it; thread-id groups the conversation. */
+    json_t *aps = json_pack("{s:o, s:i, s:s, s:s}", "alert", alert,
+                            "mutable-content", 1, "sound", "default",
+                            "thread-id", thread);
+    json_object_set_new(o, "aps", aps);
+    return o;
+}
+
+static json_t *
+message_fcm(const struct push_msg *m, int64_t sent_at, long ttl_s,
+            const struct mtext *t)
+{
+    char num[24], collapse[PUSH_MESSAGE_COLLAPSE_ID_LEN + 1];
+    json_t *data = message_object(m, sent_at, t, true);
+
+    if (data == NULL)
+        return NULL;
+    push_message_collapse_id(m->from, m->to, collapse);
+    json_t *android = json_pack("{s:s, s:s}", "priority", "HIGH",
+                                "collapse_key", collapse);
+    if (ttl_s >= 0) {
+        snprintf(num, sizeof(num), "%lds", ttl_s);
+        json_object_set_new(android, "ttl", json_string(num));
+    }
+    json_t *msg = json_pack("{s:s, s:o, s:o}", "token",
+                            m->token ? m->token : "", "data", data, "android",
+                            android);
+    return msg ? json_pack("{s:o}", "message", msg) : NULL;
+}
+
+static int
+build_message(const struct push_msg *m, bool fcm, int64_t sent_at,
+              long ttl_s, struct buf *out)
+{
+    size_t limit = fcm ? PUSH_FCM_MAX_DATA : PUSH_APNS_MAX_PAYLOAD;
+    struct mtext t = {0};
+    int rc = -EMSGSIZE;
+
+    if (!m->message_id || !*m->message_id || !m->from || !*m->from ||
+        !m->to)
+        return -EINVAL;
+    if (m->sent_at_s != 0)
+        sent_at = m->sent_at_s;
+    buf_init(&t.name, 0);
+    buf_init(&t.preview, 0);
+    if (m->from_name)
+        push_utf8_clean(m->from_name, strlen(m->from_name), &t.name);
+    t.name_len = t.name.len;
+    if (m->preview) {
+        size_t in = m->preview_len;
+        if (in > PUSH_PREVIEW_MAX_IN) {
+            in = PUSH_PREVIEW_MAX_IN;
+            t.cut = true;
+        }
+        push_utf8_clean(m->preview, in, &t.preview);
+        t.preview_len = t.preview.len;
+    }
+    /* Each round removes at least the excess from every copy of the text
+     * being cut (a raw byte is at least one JSON byte), so a few rounds
+     * suffice; the first cut may add "…" (3 bytes per copy). */
+    for (int round = 0; round < 24; round++) {
+        json_t *o = fcm ? message_fcm(m, sent_at, ttl_s, &t)
+                        : message_apns(m, sent_at, &t);
+        size_t size;
+
+        if (o == NULL) {
+            rc = -EINVAL;
+            break;
+        }
+        if (fcm)
+            size = (size_t)data_len(
+                json_object_get(json_object_get(o, "message"), "data"));
+        else
+            size = json_dumpb(o, NULL, 0, JSON_COMPACT);
+        if (size <= limit) {
+            char *s = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+            rc = s ? buf_append_cstr(out, s) : -EINVAL;
+            free(s);
+            break;
+        }
+        json_decref(o);
+        size_t excess = size - limit;
+        if (t.preview_len > 0) {
+            /* APNs carries the preview twice (alert body, "preview"). */
+            size_t copies = fcm ? 1 : 2;
+            size_t cut = (excess + copies - 1) / copies + (t.cut ? 0 : 3);
+            t.cut = true;
+            t.preview_len = utf8_cut(t.preview.data, t.preview_len,
+                                     cut >= t.preview_len
+                                         ? 0
+                                         : t.preview_len - cut);
+        } else if (t.name_len > 0) {
+            size_t copies = fcm ? 1 : 2; /* from_name, alert title */
+            size_t cut = (excess + copies - 1) / copies;
+            t.name_len = utf8_cut(t.name.data, t.name_len,
+                                  cut >= t.name_len ? 0 : t.name_len - cut);
+        } else {
+            break; /* the ids alone are too long */
+        }
+    }
+    buf_fini(&t.name);
+    buf_fini(&t.preview);
+    return rc;
+}
+
 int
 push_payload_apns(const struct push_msg *m, bool voip, int64_t sent_at_s,
                   struct buf *out)
 {
+    if (m->type == PUSH_MESSAGE)
+        return voip ? -EINVAL : build_message(m, false, sent_at_s, -1, out);
     return build(m, voip ? APNS_VOIP : APNS_ALERT, sent_at_s, -1, out);
 }
 
@@ -280,5 +569,7 @@ push_payload_fcm(const struct push_msg *m, int64_t sent_at_s, long ttl_s,
 {
     if (m->token == NULL || *m->token == '\0')
         return -EINVAL;
+    if (m->type == PUSH_MESSAGE)
+        return build_message(m, true, sent_at_s, ttl_s, out);
     return build(m, FCM, sent_at_s, ttl_s, out);
 }

@@ -14,6 +14,16 @@
  * payload over the limit has its display name truncated (at a UTF-8
  * boundary); ids (call_id, from, to) are never cut: if they alone do not
  * fit the builder returns -EMSGSIZE.
+ *
+ * The message push (PUSH_MESSAGE, docs/messages.md) has its own object:
+ *   {"v":1,"type":"message","message_id":..,"from":..,"from_name":..,
+ *    "to":..,"content_type":..,"preview":..,"preview_truncated":bool,
+ *    "sent_at":..,"expires_at":..}
+ * APNs: always an alert, aps {alert {title: from_name or from, body:
+ * preview or "New message"}, mutable-content 1, sound, thread-id}. FCM: a
+ * data message (strings; "caller" for from) with collapse_key. The
+ * preview is cleaned (invalid UTF-8 and NUL replaced by U+FFFD) and cut
+ * first, at a character boundary, with "…" appended; then the name.
  */
 #ifndef PUSHPBX_PUSH_PAYLOAD_H
 #define PUSHPBX_PUSH_PAYLOAD_H
@@ -36,6 +46,23 @@
  * of SHA-256(call_id). Stable, so the missed-call push replaces the
  * incoming-call one, and bounded whatever the Call-ID length. */
 void push_collapse_id(const char *call_id, char out[PUSH_COLLAPSE_ID_LEN + 1]);
+
+/* "m-" + 32 hex chars: per conversation, fits apns-collapse-id. */
+#define PUSH_MESSAGE_COLLAPSE_ID_LEN 34
+
+/* Collapse id / collapse key / thread-id of a message push: "m-" + hex
+ * of the first 16 bytes of SHA-256(from "\n" to). Every message from one
+ * sender to one extension has the same, so the phone shows one
+ * notification per conversation, updated by each new message. */
+void push_message_collapse_id(const char *from, const char *to,
+                              char out[PUSH_MESSAGE_COLLAPSE_ID_LEN + 1]);
+
+/* Append to out the valid UTF-8 of in[0..len): each byte that does not
+ * start a well-formed sequence (RFC 3629: no overlong forms, surrogates or
+ * values above U+10FFFF; a sequence cut short counts as invalid) and
+ * each NUL becomes U+FFFD, so the result is valid UTF-8 of at most 3 *
+ * len bytes. Returns 0 or -EMSGSIZE (out's cap). */
+int push_utf8_clean(const char *in, size_t len, struct buf *out);
 
 /* APNs body for m (provider field ignored). voip selects the VoIP form and
  * the 5120-byte limit. sent_at_s is used when m->sent_at_s is 0. Appends to

@@ -80,6 +80,9 @@ enum push_type {
     PUSH_CALL = 0,               /* incoming call: rings the app */
     PUSH_MISSED = 1,             /* caller gave up / no answer */
     PUSH_ANSWERED_ELSEWHERE = 2, /* another device answered: clear the UI */
+    PUSH_MESSAGE = 3, /* a chat message was stored for the app
+                         (docs/messages.md): always an alert on iOS,
+                         never a VoIP push */
 };
 
 /* One push. All strings are borrowed for the push_send call (copied). */
@@ -90,16 +93,33 @@ struct push_msg {
      * prefix is accepted too), FCM project id. NULL: from the config. */
     const char *param;
     enum push_type type;
-    const char *call_id;   /* required; also the source of the collapse id */
+    /* Calls: required; also the source of the collapse id. PUSH_MESSAGE:
+     * ignored (the collapse id is per conversation, from -> to). */
+    const char *call_id;
     const char *from;      /* caller's number/user, required */
     const char *from_name; /* display name; may be NULL; truncated if long */
     const char *to;        /* called extension, required */
     int64_t sent_at_s;     /* UNIX seconds; 0: now */
     /* UNIX seconds after which the push is useless (end of ring time): sent
      * as apns-expiration / FCM ttl and as "expires_at" in the payload, and
-     * no retry starts after it. 0: no expiry (missed-call pushes). */
+     * no retry starts after it. 0: no expiry (missed-call pushes).
+     * PUSH_MESSAGE: when the stored message expires. */
     int64_t expires_at_s;
+    /* PUSH_MESSAGE only (ignored otherwise): */
+    const char *message_id;   /* required: the stored message's id */
+    const char *content_type; /* the MESSAGE's Content-Type; NULL = "" */
+    /* The text to preview, as received: any bytes (invalid UTF-8 is
+     * replaced, the text cut to fit the provider's limit at a character
+     * boundary). NULL: no preview ([push] message_preview = no): the
+     * alert says "New message" and the payload has "preview":"". Only
+     * the first PUSH_PREVIEW_MAX_IN bytes are used. */
+    const char *preview;
+    size_t preview_len;
 };
+
+/* Bytes of push_msg.preview considered at most (the result is cut to the
+ * provider's 4 KiB anyway). */
+#define PUSH_PREVIEW_MAX_IN 4096
 
 enum push_status {
     PUSH_DELIVERED = 0,       /* provider accepted it (200) */
@@ -135,7 +155,14 @@ struct push_client *push_client_new(uv_loop_t *loop,
                                     size_t errlen);
 
 /* Queue a push. On 0 the callback runs exactly once, later, from the loop
- * (never from inside push_send). On error the callback is never called:
+ * (never from inside push_send). APNs: a VoIP push (topic <bundle>.voip)
+ * only for PUSH_CALL to a .voip pn-param; every other push is an alert to
+ * the bundle topic (".voip" stripped). Such an alert carries the
+ * device's VoIP token, which Apple refuses for the bundle topic with 400
+ * DeviceTokenNotForTopic: that says nothing about the token's VoIP use,
+ * so it is PUSH_FAILED with that reason, not PUSH_DEAD_TOKEN (410
+ * Unregistered still is: an uninstalled app's tokens all go). On error
+ * the callback is never called:
  * -ENOTSUP provider not enabled, -EINVAL bad message (missing field, token
  * with characters that cannot be sent), -EMSGSIZE payload cannot fit even
  * with the display name truncated, -ENOBUFS provider queue full ("queue

@@ -231,6 +231,14 @@ static const struct cfg_option wake_options[] = {
      .offset = offsetof(struct push_wake_cfg, disabled_extensions),
      .help = "Extensions that never get push: their REGISTERs with push "
              "parameters register a plain binding (no Feature-Caps)."},
+    {.key = "message_preview",
+     .type = CFG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct push_wake_cfg, message_preview),
+     .help = "A push for a stored chat message carries its text as a "
+             "preview (cut to fit 4 KiB at a character boundary). no: the "
+             "notification says \"New message\" and no text of the "
+             "message goes to Apple or Google (docs/messages.md)."},
 };
 
 const struct cfg_section push_wake_cfg_section = {

@@ -43,6 +43,9 @@ struct push_wake_cfg {
     unsigned backoff_max_ms;
     unsigned idle_expiry_days; /* push devices unused this long expire */
     struct cfg_list disabled_extensions;
+    /* Message pushes carry the text as preview (push_msg.preview); no:
+     * the SIP side passes preview NULL and the alert says "New message". */
+    bool message_preview;
 };
 
 extern const struct cfg_section push_apns_cfg_section;

@@ -9,10 +9,13 @@
  *     push-send --apns-key AuthKey.p8 --apns-key-id K --apns-team T
  *
  * Commands:
- *   send PROVIDER TOKEN PARAM TYPE [COUNT [RING_S [FROM_NAME [CALL_ID]]]]
- *        PARAM "-" = none; TYPE call|missed|answered_elsewhere; COUNT
- *        pushes at once (call ids "call-<seq>-<i>", or CALL_ID when
- *        COUNT is 1); RING_S 0 = no expiry.
+ *   send PROVIDER TOKEN PARAM TYPE [COUNT [RING_S [FROM_NAME [CALL_ID
+ *        [PREVIEW...]]]]]
+ *        PARAM "-" = none; TYPE call|missed|answered_elsewhere|message;
+ *        COUNT pushes at once (call ids "call-<seq>-<i>", or CALL_ID when
+ *        COUNT is 1); RING_S 0 = no expiry. message: CALL_ID is the
+ *        message id, RING_S its lifetime, PREVIEW the text (words joined
+ *        by a space; none or "-" = no preview).
  *   wait          block until no push is pending, print {"event":"idle"}
  *   sleep MS      pause reading commands
  *   quit          cancel what is pending and exit
@@ -113,6 +116,8 @@ parse_type(const char *s, enum push_type *out)
         *out = PUSH_MISSED;
     else if (strcmp(s, "answered_elsewhere") == 0)
         *out = PUSH_ANSWERED_ELSEWHERE;
+    else if (strcmp(s, "message") == 0)
+        *out = PUSH_MESSAGE;
     else
         return -EINVAL;
     return 0;
@@ -165,6 +170,24 @@ cmd_send(struct tool *t, char **argv, int argc)
     m.from_name = argc > 7 ? argv[7] : "Alice";
     m.to = "100";
     m.expires_at_s = ring > 0 ? (int64_t)time(NULL) + ring : 0;
+    /* message: CALL_ID is the message id, then the preview words (joined
+     * by one space; none or "-" = no preview). */
+    char preview[1024] = "";
+    if (m.type == PUSH_MESSAGE) {
+        m.content_type = "text/plain";
+        size_t pl = 0;
+        for (int k = 9; k < argc; k++) {
+            int n = snprintf(preview + pl, sizeof(preview) - pl, "%s%s",
+                             k > 9 ? " " : "", argv[k]);
+            if (n < 0 || (size_t)n >= sizeof(preview) - pl)
+                break;
+            pl += (size_t)n;
+        }
+        if (pl > 0 && strcmp(preview, "-") != 0) {
+            m.preview = preview;
+            m.preview_len = pl;
+        }
+    }
     for (long i = 0; i < count; i++) {
         struct ctx *x = calloc(1, sizeof(*x));
         int rc;
@@ -176,6 +199,7 @@ cmd_send(struct tool *t, char **argv, int argc)
         else
             snprintf(x->call_id, sizeof(x->call_id), "call-%u-%ld", seq, i);
         m.call_id = x->call_id;
+        m.message_id = x->call_id;
         rc = push_send(t->pc, &m, on_done, x);
         if (rc < 0) {
             print_error(seq, push_strerror(rc));

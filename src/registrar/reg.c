@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "registrar/msgstore.h"
 #include "registrar/pushdev.h"
 #include "registrar/reg_int.h"
 #include "sip/digest.h"
@@ -345,6 +346,7 @@ reg_new(const struct reg_opts *o, struct reg **out)
     r->domain = xstrdup(o->domain);
     r->realm = xstrdup(o->realm);
     r->store = o->store;
+    r->msg_cfg = o->messages;
     r->clock_ms = o->clock_ms;
     r->clock_arg = o->clock_arg;
     for (size_t i = 0; i < REG_SHARDS; i++) {
@@ -395,6 +397,7 @@ reg_free(struct reg *r)
         pthread_mutex_destroy(&s->lock);
     }
     reg_auth_fini(r);
+    reg_msg_close(r->messages);
     free(r->domain);
     free(r->realm);
     free(r);
@@ -536,6 +539,8 @@ reg_ext_del(struct reg *r, const char *number)
     }
     ext_free(r, e);
     pthread_mutex_unlock(&s->lock);
+    if (r->messages)
+        reg_msg_remove_ext(r->messages, number); /* and their rows */
     return 0;
 }
 
@@ -632,6 +637,17 @@ reg_load(struct reg *r)
     int rc = store_ext_load(r->store, load_ext_cb, r);
     if (rc == 0)
         rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
+    if (rc == 0 && !r->messages) {
+        char err[256];
+        struct reg_msg_opts mo = {.store = r->store,
+                                  .cfg = r->msg_cfg,
+                                  .clock_ms = r->clock_ms,
+                                  .clock_arg = r->clock_arg};
+        rc = reg_msg_open(&mo, &r->messages, err, sizeof(err));
+        if (rc < 0)
+            log_error("registrar", "%s", err);
+    }
+    r->msg_cfg = NULL; /* borrowed until here */
     if (rc == 0)
         log_info("registrar", "restored extensions=%zu bindings=%zu",
                  (size_t)atomic_load(&r->n_extensions),
@@ -767,6 +783,12 @@ reg_list(struct reg *r, reg_list_cb *cb, void *arg)
     }
 }
 
+struct reg_msg_table *
+reg_messages(struct reg *r)
+{
+    return r->messages;
+}
+
 size_t
 reg_expire(struct reg *r)
 {
@@ -791,6 +813,8 @@ reg_expire(struct reg *r)
         }
         pthread_mutex_unlock(&s->lock);
     }
+    if (r->messages)
+        reg_msg_expire(r->messages); /* counted in its own stats */
     return dropped;
 }
 

@@ -111,6 +111,10 @@ struct reg_opts {
                                   a numeric IP: requests reach us by IP) */
     const char *realm;         /* [sip] realm */
     struct store *store;       /* borrowed; NULL = no persistence */
+    /* [messages]: read until reg_load returns (it opens the stored
+     * messages' index with it); NULL = defaults. Without a store there
+     * is no index (reg_messages returns NULL). */
+    const struct reg_msg_cfg *messages;
     /* Wall clock in ms; NULL = CLOCK_REALTIME. For tests. */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
@@ -127,6 +131,13 @@ void reg_free(struct reg *r);
  * reg_ext_set). Returns 0, or -EIO. Extensions whose stored HA1 belongs to
  * another realm are kept but cannot authenticate until re-imported. */
 int reg_load(struct reg *r);
+
+/* The index of stored chat messages (registrar/msgstore.h), opened by
+ * reg_load when the registrar has a store, else NULL. Owned by r: closed
+ * by reg_free; reg_expire expires its messages and reg_ext_del drops an
+ * extension's. Any thread. */
+struct reg_msg_table;
+struct reg_msg_table *reg_messages(struct reg *r);
 
 /* Is number a valid extension number: 1..32 characters of
  * [0-9A-Za-z_.+-]? (NULL is not.) Any thread. */

@@ -208,3 +208,50 @@ const struct cfg_section reg_ext_cfg_section = {
     .size = sizeof(struct reg_ext_cfg),
     .finish = ext_finish,
 };
+
+/* [messages]: stored chat messages (msgstore.h, docs/messages.md). */
+static const struct cfg_option msg_options[] = {
+    {.key = "ttl_days",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 365,
+     .def = "7",
+     .offset = offsetof(struct reg_msg_cfg, ttl_days),
+     .help = "A MESSAGE stored for a sleeping app is deleted after this "
+             "many days if the app has not fetched it by registering."},
+    {.key = "max_per_extension",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 100000,
+     .def = "1000",
+     .offset = offsetof(struct reg_msg_cfg, max_per_extension),
+     .help = "Stored messages kept per extension; a new one beyond it "
+             "drops the oldest (counted), and its sender still gets 202 "
+             "Accepted."},
+    {.key = "max_bytes",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 1048576,
+     .def = "65536",
+     .offset = offsetof(struct reg_msg_cfg, max_bytes),
+     .help = "Largest MESSAGE body accepted, in bytes; a larger one gets "
+             "413 Request Entity Too Large."},
+    {.key = "content_types",
+     .type = CFG_LIST,
+     .def = "text/plain message/cpim application/im-iscomposing+xml",
+     .offset = offsetof(struct reg_msg_cfg, content_types),
+     .help = "MESSAGE content types accepted (media types; parameters such "
+             "as charset are ignored); others get 415 Unsupported Media "
+             "Type. isComposing notifications are relayed to live "
+             "bindings but never stored or pushed."},
+};
+
+const struct cfg_section reg_msg_cfg_section = {
+    .name = "messages",
+    .help = "Chat messages (SIP MESSAGE) to sleeping phones: stored, "
+            "pushed and delivered when the app registers "
+            "(docs/messages.md).",
+    .options = msg_options,
+    .option_count = sizeof(msg_options) / sizeof(msg_options[0]),
+    .size = sizeof(struct reg_msg_cfg),
+};

@@ -142,6 +142,8 @@ struct reg {
     char *domain;
     char *realm;
     struct store *store;
+    const struct reg_msg_cfg *msg_cfg; /* until reg_load */
+    struct reg_msg_table *messages;    /* reg_load; NULL without store */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
     uint8_t secret[32]; /* nonce HMAC key, random per process */

@@ -2,7 +2,10 @@
  * store: SQLite persistence on a writer thread; see store.h. Tables:
  * extensions, bindings (write-behind), push_devices and prov_links
  * (written the same way, then waited for with store_commit by their
- * owners: registrar/pushdev.c, admin/admin_prov.c).
+ * owners: registrar/pushdev.c, admin/admin_prov.c), and messages (stored
+ * chat messages: the row with its body, committed before the 202 by
+ * registrar/msgstore.c, read back one at a time on the writer's own
+ * connection when it is delivered, store_msg_get_async).
  *
  * The queue is a list of owned row copies. The writer sleeps on a condition
  * variable until a write arrives, then waits flush_ms more so that a burst
@@ -42,6 +45,11 @@ enum op_kind {
     OP_PROV_IMPORT, /* store_prov_import: a row already there wins */
     OP_PROV_DEL,
     OP_COMMIT, /* store_commit's request: no SQL, ends the batch window */
+    OP_MSG_PUT,
+    OP_MSG_DEL,
+    OP_MSG_DEL_EXT,
+    OP_MSG_PURGE,
+    OP_MSG_GET, /* a read on the writer's connection; ends the window */
 };
 
 struct op {
@@ -56,6 +64,10 @@ struct op {
     bool done, abandoned;
     store_commit_cb *cb; /* store_commit_async: called, then freed */
     void *cb_arg;
+    /* OP_MSG_PUT: the body (owned); OP_MSG_GET: the body read. */
+    void *blob;
+    size_t blob_len;
+    store_msg_get_cb *get_cb; /* OP_MSG_GET: called after the batch */
 };
 
 enum stmt_id {
@@ -74,6 +86,12 @@ enum stmt_id {
     ST_PROV_PUT,
     ST_PROV_IMPORT,
     ST_PROV_DEL,
+    ST_MSG_PUT,
+    ST_MSG_CAP,
+    ST_MSG_DEL,
+    ST_MSG_DEL_EXT,
+    ST_MSG_PURGE,
+    ST_MSG_GET,
     ST__COUNT
 };
 
@@ -110,6 +128,21 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " password, created_at, expires_at, fetches,"
                        " max_fetches) VALUES(?1,?2,?3,?4,?5,?6,?7)",
     [ST_PROV_DEL] = "DELETE FROM prov_links WHERE ext=?1",
+    [ST_MSG_PUT] = "INSERT OR REPLACE INTO messages(id, ext, sender_uri,"
+                   " sender_name, call_id, cseq, content_type, body,"
+                   " received_at, expires_at)"
+                   " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    /* Keep the newest ?2 of ?1: the row at offset ?2 from the newest and
+     * every older one go (NULL, so nothing, when there are fewer). */
+    [ST_MSG_CAP] = "DELETE FROM messages WHERE ext=?1 AND id <= (SELECT id"
+                   " FROM messages WHERE ext=?1 ORDER BY id DESC LIMIT 1"
+                   " OFFSET ?2)",
+    [ST_MSG_DEL] = "DELETE FROM messages WHERE id=?1",
+    [ST_MSG_DEL_EXT] = "DELETE FROM messages WHERE ext=?1",
+    [ST_MSG_PURGE] = "DELETE FROM messages WHERE expires_at <= ?1",
+    [ST_MSG_GET] = "SELECT ext, sender_uri, sender_name, call_id,"
+                   " content_type, body, cseq, received_at, expires_at"
+                   " FROM messages WHERE id=?1",
 };
 
 static const char *const source_name[] = {
@@ -146,7 +179,19 @@ static const char schema_sql[] =
     " ext TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE,"
     " password TEXT NOT NULL, created_at INTEGER NOT NULL,"
     " expires_at INTEGER NOT NULL, fetches INTEGER NOT NULL,"
-    " max_fetches INTEGER NOT NULL);";
+    " max_fetches INTEGER NOT NULL);"
+    /* Stored chat messages (registrar/msgstore.c). AUTOINCREMENT although
+     * the ids are ours: it keeps the highest id ever inserted in
+     * sqlite_sequence, so an id is never reused after its row is gone
+     * (store_msg_last_id). */
+    "CREATE TABLE IF NOT EXISTS messages("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, ext TEXT NOT NULL,"
+    " sender_uri TEXT NOT NULL, sender_name TEXT NOT NULL,"
+    " call_id TEXT NOT NULL, cseq INTEGER NOT NULL,"
+    " content_type TEXT NOT NULL, body BLOB NOT NULL,"
+    " received_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS messages_ext ON messages(ext, id);"
+    "CREATE INDEX IF NOT EXISTS messages_expires ON messages(expires_at);";
 
 struct store {
     char *path;
@@ -170,6 +215,10 @@ struct store {
      * are counted in stats.dropped. */
     uint64_t fail_hi;
     unsigned urgent; /* OP_COMMIT queued: commit without waiting */
+    unsigned reads;  /* OP_MSG_GET queued: run without waiting */
+    /* Writer thread only: rows the current batch deleted by cap/purge,
+     * added to stats when it commits. */
+    uint64_t w_capped, w_purged;
     bool failed_since_sync;
     bool stop;
     struct store_stats stats;
@@ -229,6 +278,7 @@ op_free(struct op *o)
             explicit_bzero(o->s[k], strlen(o->s[k]));
         free(o->s[k]);
     }
+    free(o->blob);
     free(o);
 }
 
@@ -240,8 +290,81 @@ bind_text(sqlite3_stmt *s, int idx, const char *v)
 
 /* Bind the op's values to its statement and step it. Returns SQLITE_DONE
  * on success, another sqlite3 code otherwise. */
+/* OP_MSG_GET: copy the row into o (o->rc = 0), or o->rc = -ENOENT. */
 static int
-run_op(struct store *st, const struct op *o)
+run_get(struct store *st, struct op *o)
+{
+    sqlite3_stmt *s = st->stmt[ST_MSG_GET];
+    int rc = sqlite3_bind_int64(s, 1, o->i[0]);
+
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        for (int k = 0; k < 5; k++) {
+            const char *t = (const char *)sqlite3_column_text(s, k);
+            o->s[k] = xstrdup(t ? t : "");
+        }
+        const void *b = sqlite3_column_blob(s, 5);
+        int n = sqlite3_column_bytes(s, 5);
+        o->blob_len = n > 0 ? (size_t)n : 0;
+        o->blob = xmalloc(o->blob_len + 1);
+        if (o->blob_len)
+            memcpy(o->blob, b, o->blob_len);
+        ((char *)o->blob)[o->blob_len] = '\0'; /* text bodies: a C string */
+        o->i[1] = sqlite3_column_int64(s, 6);
+        o->i[2] = sqlite3_column_int64(s, 7);
+        o->i[3] = sqlite3_column_int64(s, 8);
+        o->rc = 0;
+        rc = SQLITE_DONE;
+    } else if (rc == SQLITE_DONE) {
+        o->rc = -ENOENT;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int
+run_msg_put(struct store *st, const struct op *o)
+{
+    sqlite3_stmt *s = st->stmt[ST_MSG_PUT];
+    /* s[]: ext sender_uri sender_name call_id content_type
+     * i[]: id cseq received_at expires_at cap */
+    static const int text_col[5] = {2, 3, 4, 5, 7};
+    int rc = sqlite3_bind_int64(s, 1, o->i[0]);
+
+    for (int k = 0; k < 5 && rc == SQLITE_OK; k++)
+        rc = bind_text(s, text_col[k], o->s[k]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 6, o->i[1]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob64(s, 8, o->blob ? o->blob : "",
+                                 (sqlite3_uint64)o->blob_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 9, o->i[2]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 10, o->i[3]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE || o->i[4] <= 0)
+        return rc;
+    s = st->stmt[ST_MSG_CAP];
+    rc = bind_text(s, 1, o->s[0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, o->i[4]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        st->w_capped += (uint64_t)sqlite3_changes(st->db);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int
+run_op(struct store *st, struct op *o)
 {
     sqlite3_stmt *s;
     int rc = SQLITE_OK;
@@ -294,6 +417,25 @@ run_op(struct store *st, const struct op *o)
         break;
     case OP_COMMIT:
         return SQLITE_DONE;
+    case OP_MSG_GET:
+        return run_get(st, o);
+    case OP_MSG_PUT:
+        return run_msg_put(st, o);
+    case OP_MSG_DEL:
+    case OP_MSG_PURGE:
+        s = st->stmt[o->kind == OP_MSG_DEL ? ST_MSG_DEL : ST_MSG_PURGE];
+        rc = sqlite3_bind_int64(s, 1, o->i[0]);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE && o->kind == OP_MSG_PURGE)
+            st->w_purged += (uint64_t)sqlite3_changes(st->db);
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        return rc;
+    case OP_MSG_DEL_EXT:
+        s = st->stmt[ST_MSG_DEL_EXT];
+        rc = bind_text(s, 1, o->s[0]);
+        break;
     case OP_EXT_DEL:
     case OP_BIND_DEL_EXT:
         s = st->stmt[o->kind == OP_EXT_DEL ? ST_EXT_DEL : ST_BIND_DEL_EXT];
@@ -343,6 +485,7 @@ commit_batch(struct store *st, struct list_node *batch, size_t count)
     struct list_node *pos, *tmp;
     int rc;
 
+    st->w_capped = st->w_purged = 0;
     if (count == 0)
         return true; /* only store_commit requests: nothing to write */
     rc = step_simple(st, ST_BEGIN);
@@ -400,7 +543,7 @@ writer_main(void *arg)
              * the wait early so shutdown does not lose flush_ms. */
             struct timespec until;
             deadline_after(&until, st->flush_ms);
-            while (!st->stop && st->urgent == 0) {
+            while (!st->stop && st->urgent == 0 && st->reads == 0) {
                 if (pthread_cond_timedwait(&st->wake, &st->lock, &until) ==
                     ETIMEDOUT)
                     break;
@@ -416,32 +559,63 @@ writer_main(void *arg)
             batch.prev->next = &batch;
             list_init(&st->queue);
         }
-        size_t count = st->queue_len - st->urgent; /* writes, no requests */
+        /* Ops that run SQL (writes and reads), no commit requests. */
+        size_t count = st->queue_len - st->urgent;
+        size_t reads = st->reads;
         uint64_t last = st->seq_queued;
         st->queue_len = 0;
         st->urgent = 0;
+        st->reads = 0;
         pthread_mutex_unlock(&st->lock);
 
         bool ok = commit_batch(st, &batch, count);
         /* Free the writes now (outside the lock); keep the commit
          * requests, whose callers are told under the lock. */
-        struct list_node requests, *pos, *tmp;
+        struct list_node requests, gets, *pos, *tmp;
         list_init(&requests);
+        list_init(&gets);
         list_for_each_safe(pos, tmp, &batch)
         {
             struct op *o = container_of(pos, struct op, node);
             list_remove(pos);
             if (o->kind == OP_COMMIT)
                 list_push_back(&requests, pos);
+            else if (o->kind == OP_MSG_GET)
+                list_push_back(&gets, pos);
             else
                 op_free(o);
+        }
+        /* Reads first, outside the lock: a message fetched for delivery
+         * need not wait for the commit requests' bookkeeping. */
+        list_for_each_safe(pos, tmp, &gets)
+        {
+            struct op *o = container_of(pos, struct op, node);
+            list_remove(pos);
+            int grc = ok ? o->rc : -EIO;
+            struct store_msg m = {
+                .id = (uint64_t)o->i[0],
+                .ext = o->s[0],
+                .sender_uri = o->s[1],
+                .sender_name = o->s[2],
+                .call_id = o->s[3],
+                .content_type = o->s[4],
+                .body = o->blob,
+                .body_len = o->blob_len,
+                .cseq = (uint32_t)o->i[1],
+                .received_at = o->i[2],
+                .expires_at = o->i[3],
+            };
+            o->get_cb(grc, grc == 0 ? &m : NULL, o->cb_arg);
+            op_free(o);
         }
 
         pthread_mutex_lock(&st->lock);
         if (ok) {
-            st->stats.committed += count;
-            if (count)
+            st->stats.committed += count - reads;
+            if (count > reads)
                 st->stats.batches++;
+            st->stats.msg_capped += st->w_capped;
+            st->stats.msg_purged += st->w_purged;
         } else {
             st->stats.errors++;
             st->failed_since_sync = true;
@@ -661,6 +835,88 @@ store_prov_del(struct store *st, const char *ext)
 
     o->s[0] = dup_or_empty(ext);
     return enqueue(st, o);
+}
+
+int
+store_msg_put(struct store *st, const struct store_msg *m,
+              unsigned max_per_ext)
+{
+    if (m->id == 0 || m->id > INT64_MAX || !m->ext || !m->ext[0])
+        return -EINVAL;
+    struct op *o = op_new(OP_MSG_PUT);
+
+    o->s[0] = dup_or_empty(m->ext);
+    o->s[1] = dup_or_empty(m->sender_uri);
+    o->s[2] = dup_or_empty(m->sender_name);
+    o->s[3] = dup_or_empty(m->call_id);
+    o->s[4] = dup_or_empty(m->content_type);
+    o->blob_len = m->body ? m->body_len : 0;
+    o->blob = xmalloc(o->blob_len ? o->blob_len : 1);
+    if (o->blob_len)
+        memcpy(o->blob, m->body, o->blob_len);
+    o->i[0] = (int64_t)m->id;
+    o->i[1] = m->cseq;
+    o->i[2] = m->received_at;
+    o->i[3] = m->expires_at;
+    o->i[4] = max_per_ext;
+    return enqueue(st, o);
+}
+
+int
+store_msg_del(struct store *st, uint64_t id)
+{
+    struct op *o = op_new(OP_MSG_DEL);
+
+    o->i[0] = (int64_t)(id & INT64_MAX);
+    return enqueue(st, o);
+}
+
+int
+store_msg_del_ext(struct store *st, const char *ext)
+{
+    struct op *o = op_new(OP_MSG_DEL_EXT);
+
+    o->s[0] = dup_or_empty(ext);
+    return enqueue(st, o);
+}
+
+int
+store_msg_purge(struct store *st, int64_t now_s)
+{
+    struct op *o = op_new(OP_MSG_PURGE);
+
+    o->i[0] = now_s;
+    return enqueue(st, o);
+}
+
+void
+store_msg_get_async(struct store *st, uint64_t id, store_msg_get_cb *cb,
+                    void *arg)
+{
+    struct op *o = op_new(OP_MSG_GET);
+    int rc = 0;
+
+    o->i[0] = (int64_t)(id & INT64_MAX);
+    o->get_cb = cb;
+    o->cb_arg = arg;
+    pthread_mutex_lock(&st->lock);
+    if (st->stop) {
+        rc = -ESHUTDOWN;
+    } else if (st->queue_len >= st->max_queue) {
+        st->stats.dropped++;
+        rc = -ENOSPC;
+    } else {
+        list_push_back(&st->queue, &o->node);
+        st->queue_len++;
+        st->seq_queued++;
+        st->reads++;
+        pthread_cond_signal(&st->wake); /* also ends a batch window */
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (rc < 0) {
+        op_free(o);
+        cb(rc, NULL, arg);
+    }
 }
 
 int
@@ -1150,6 +1406,135 @@ store_prov_load(struct store *st, store_prov_cb *cb, void *arg)
     if (rc < 0)
         return rc;
     rc = prov_rows(db, "prov_links", false, cb, arg);
+    sqlite3_close(db);
+    return rc;
+}
+
+int
+store_msg_load(struct store *st, const char *ext, int64_t now_s, bool bodies,
+               store_msg_cb *cb, void *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    char sql[512];
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    /* length(body) does not read the blob's pages (SQLite optimises
+     * length() of a blob column), so the load without bodies stays cheap
+     * with 64 KiB messages. */
+    snprintf(sql, sizeof(sql),
+             "SELECT id, ext, sender_uri, sender_name, call_id, cseq,"
+             " content_type, %s, length(body), received_at, expires_at"
+             " FROM messages%s ORDER BY ext, id",
+             bodies ? "body" : "NULL", ext ? " WHERE ext=?1" : "");
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK ||
+        (ext && sqlite3_bind_text(s, 1, ext, -1, SQLITE_STATIC) !=
+                    SQLITE_OK)) {
+        log_error("store", "load messages: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+        goto out;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_msg m = {
+            .id = (uint64_t)sqlite3_column_int64(s, 0),
+            .ext = col_text(s, 1),
+            .sender_uri = col_text(s, 2),
+            .sender_name = col_text(s, 3),
+            .call_id = col_text(s, 4),
+            .cseq = (uint32_t)sqlite3_column_int64(s, 5),
+            .content_type = col_text(s, 6),
+            .body = bodies ? sqlite3_column_blob(s, 7) : NULL,
+            .body_len = (size_t)sqlite3_column_int64(s, 8),
+            .received_at = sqlite3_column_int64(s, 9),
+            .expires_at = sqlite3_column_int64(s, 10),
+        };
+        if (m.expires_at <= now_s) {
+            store_msg_del(st, m.id);
+            continue;
+        }
+        rc = cb(&m, arg);
+        if (rc != 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE) {
+        log_error("store", "load messages: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+int
+store_msg_counts(struct store *st, int64_t now_s, store_msg_count_cb *cb,
+                 void *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT ext, count(*), min(received_at),"
+                           " sum(length(body)) FROM messages"
+                           " WHERE expires_at > ?1 GROUP BY ext ORDER BY ext",
+                           -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 1, now_s) != SQLITE_OK) {
+        log_error("store", "count messages: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+        goto out;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_msg_count c = {
+            .ext = col_text(s, 0),
+            .count = (uint64_t)sqlite3_column_int64(s, 1),
+            .oldest_received_at = sqlite3_column_int64(s, 2),
+            .bytes = (uint64_t)sqlite3_column_int64(s, 3),
+        };
+        rc = cb(&c, arg);
+        if (rc != 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE) {
+        log_error("store", "count messages: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+int
+store_msg_last_id(struct store *st, uint64_t *out)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    *out = 0;
+    if (rc < 0)
+        return rc;
+    /* sqlite_sequence holds the highest id ever inserted (AUTOINCREMENT);
+     * max(id) covers a file whose sequence row was lost (a hand edit). */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT max(coalesce((SELECT seq FROM"
+                           " sqlite_sequence WHERE name='messages'), 0),"
+                           " coalesce((SELECT max(id) FROM messages), 0))",
+                           -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW) {
+        log_error("store", "last message id: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    } else {
+        *out = (uint64_t)sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
     sqlite3_close(db);
     return rc;
 }

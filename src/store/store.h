@@ -1,6 +1,6 @@
 /*
  * store: durable state in SQLite (extensions, SIP bindings, push devices,
- * provisioning links), written by a thread of its own so SIP processing
+ * provisioning links, stored chat messages), written by a thread of its own so SIP processing
  * never waits for the disk. The store owns every SQLite connection of the
  * daemon: no other room opens the database (scripts/check-source refuses
  * <sqlite3.h> outside src/store), so no other thread ever waits on a
@@ -118,6 +118,33 @@ struct store_prov {
     unsigned max_fetches;
 };
 
+/* A stored chat message (SIP MESSAGE, RFC 3428, to an extension whose
+ * app sleeps; table messages, docs/messages.md). Strings and body are
+ * borrowed for the call; NULL strings are stored as "". */
+struct store_msg {
+    uint64_t id;              /* > 0, unique, never reused (the caller
+                                 assigns it: store_msg_last_id) */
+    const char *ext;          /* extension number it is for */
+    const char *sender_uri;   /* From URI, as received */
+    const char *sender_name;  /* From display name, "" when none */
+    const char *call_id;      /* of the received MESSAGE */
+    uint32_t cseq;            /* of the received MESSAGE */
+    const char *content_type; /* as received, e.g. "text/plain" */
+    const void *body;         /* may be NULL when body_len is 0 (and is
+                                 NULL in loads without bodies) */
+    size_t body_len;          /* bytes (also filled without bodies) */
+    int64_t received_at;      /* unix seconds */
+    int64_t expires_at;       /* unix seconds; gone at or after it */
+};
+
+/* Per extension, for the admin page (store_msg_counts). */
+struct store_msg_count {
+    const char *ext;
+    uint64_t count;
+    int64_t oldest_received_at; /* unix seconds */
+    uint64_t bytes;             /* sum of body_len */
+};
+
 struct store_stats {
     uint64_t queued;    /* writes accepted */
     uint64_t dropped;   /* writes refused because the queue was full */
@@ -125,6 +152,8 @@ struct store_stats {
     uint64_t batches;   /* transactions committed */
     uint64_t errors;    /* failed batches (rolled back) */
     size_t queue_len;   /* writes waiting now */
+    uint64_t msg_capped;  /* messages deleted by store_msg_put's cap */
+    uint64_t msg_purged;  /* expired messages deleted by store_msg_purge */
 };
 
 /* Open (create) the database at cfg->path, set WAL, create the schema and
@@ -160,6 +189,42 @@ int store_pushdev_del_ext(struct store *st, const char *ext);
  * the password in the queue is wiped when the write is done. */
 int store_prov_put(struct store *st, const struct store_prov *p);
 int store_prov_del(struct store *st, const char *ext);
+
+/* ---- stored messages (table messages) ------------------------------
+ * The message index (registrar/msgstore.h) is the only caller; it keeps
+ * the ids and order in memory and the bodies here. */
+
+/* Queue the insert of m (body copied). max_per_ext > 0: in the same
+ * transaction, the oldest messages of m->ext beyond the newest
+ * max_per_ext are deleted (by id order; counted in msg_capped). Durable
+ * only once committed: the SIP side answers 202 after store_mark +
+ * store_msg_put + store_commit_async (reg_msg_put does exactly that).
+ * Returns 0, -EINVAL (id 0 or no ext) or -ENOSPC. Any thread. */
+int store_msg_put(struct store *st, const struct store_msg *m,
+                  unsigned max_per_ext);
+/* Queue the delete of message id (delivered, or dropped). 0 or -ENOSPC. */
+int store_msg_del(struct store *st, uint64_t id);
+/* Queue the delete of every message of ext (extension removed). */
+int store_msg_del_ext(struct store *st, const char *ext);
+/* Queue the delete of every message with expires_at <= now_s (counted in
+ * msg_purged once committed). 0 or -ENOSPC. */
+int store_msg_purge(struct store *st, int64_t now_s);
+
+/* Read message id on the writer's connection, after every write queued
+ * before the call (so a message just put is found even before its
+ * commit), without blocking the caller: cb(rc, m, arg) is called exactly
+ * once, on the writer thread when its batch is done (or on the calling
+ * thread before return when the queue is full or the store stops):
+ *   0         m is the row (borrowed for the call, body included);
+ *   -ENOENT   no such message (m NULL);
+ *   -EIO      the batch failed (m NULL);
+ *   -ENOSPC   queue full; -ESHUTDOWN store_close has begun (m NULL).
+ * The writer does not wait out flush_ms for it. cb must be short and
+ * thread-safe (queue the result to the caller's loop, e.g. tp_post).
+ * Any thread. */
+typedef void store_msg_get_cb(int rc, const struct store_msg *m, void *arg);
+void store_msg_get_async(struct store *st, uint64_t id, store_msg_get_cb *cb,
+                         void *arg);
 
 /* ---- synchronous commit --------------------------------------------
  * For a write that must be on disk before it is acknowledged (an admin
@@ -252,6 +317,28 @@ int store_prov_load(struct store *st, store_prov_cb *cb, void *arg);
  * the store's own file (-EINVAL). Start-up (blocks for the commit). */
 int store_prov_import(struct store *st, const char *path, char *err,
                       size_t errlen);
+
+/* Read the messages not expired at now_s (expired ones are deleted
+ * through the writer instead of passed), ordered by extension then id
+ * (the order they were received in). ext NULL: every extension; else
+ * only that one. bodies false: m->body is NULL (body_len is still set),
+ * which is what the start-up index load wants. cb as store_ext_load.
+ * Reads committed rows only (own connection); blocks: start-up, admin
+ * thread or tests, never a SIP worker. */
+typedef int store_msg_cb(const struct store_msg *m, void *arg);
+int store_msg_load(struct store *st, const char *ext, int64_t now_s,
+                   bool bodies, store_msg_cb *cb, void *arg);
+
+/* Count the messages not expired at now_s per extension (ordered by
+ * extension). Never reads a body. Same rules as store_msg_load. */
+typedef int store_msg_count_cb(const struct store_msg_count *c, void *arg);
+int store_msg_counts(struct store *st, int64_t now_s, store_msg_count_cb *cb,
+                     void *arg);
+
+/* The highest message id ever committed (0 if none), also after the rows
+ * are gone (SQLite AUTOINCREMENT keeps it), so that a new id (last + 1)
+ * never names an older message again. 0 or -EIO. Start-up. */
+int store_msg_last_id(struct store *st, uint64_t *out);
 
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -44,6 +44,7 @@
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "sip/peek.h"
 #include "transport/tp.h"
 #include "transport/tp_int.h"
 
@@ -123,6 +124,16 @@ struct inbox_item {
     char data[];
 };
 
+/* UDP spreading (tp.h): members by worker index. The read lock covers a
+ * post to a member, the write lock a join or leave, so a member leaves
+ * (at tp_free) before its inbox and async handle can go. */
+struct tp_group {
+    pthread_rwlock_t lock;
+    unsigned n;
+    struct tp *m[TP_MAX_WORKERS];
+    _Atomic uint64_t steered[TP_MAX_WORKERS]; /* tp_group_steered */
+};
+
 /* A log line that may repeat at the rate of an attack: at most one per
  * second, the next one says how many were not written. */
 struct log_limit {
@@ -153,6 +164,12 @@ struct tp {
     pthread_mutex_t inbox_lock;
     struct list_node inbox;
     size_t inbox_count;
+    /* UDP spreading: datagrams read in this loop iteration for other
+     * workers, posted together by steer_check (one lock and one wake-up
+     * per worker per iteration, not per datagram). */
+    struct list_node steer_out[TP_MAX_WORKERS];
+    uv_check_t steer_check;
+    bool steer_armed;
     tp_relay_cb *relay; /* sends on another worker's flow */
     void *relay_arg;
     struct tp_stats stats;
@@ -210,6 +227,11 @@ tp_release(struct tp *tp)
         free(container_of(n, struct inbox_item, node));
     }
     pthread_mutex_destroy(&tp->inbox_lock);
+    for (size_t i = 0; i < TP_MAX_WORKERS; i++)
+        list_for_each_safe(n, tmp, &tp->steer_out[i])
+        {
+            free(container_of(n, struct inbox_item, node));
+        }
     for (size_t i = 0; i < tp->nlisteners; i++)
         free(tp->listeners[i]);
     arena_fini(&tp->arena);
@@ -613,6 +635,136 @@ stun_answer(struct tp *tp, struct tp_listener *l, const char *p, size_t len,
         tp->stats.stun_answered++;
 }
 
+static void steer_flush(uv_check_t *h);
+
+/* Hand a request datagram to worker w of our group (UDP spreading): it is
+ * queued on steer_out[w] and posted at the end of this loop iteration
+ * (steer_flush), so a burst of reads costs one lock and one wake-up per
+ * worker. */
+static void
+udp_steer(struct tp *tp, unsigned w, const char *p, size_t len,
+          const struct tp_src *src)
+{
+    struct inbox_item *it = xmalloc(sizeof(*it) + len);
+
+    memset(it, 0, sizeof(*it));
+    it->src = *src;
+    it->src.worker = w;
+    it->len = len;
+    memcpy(it->data, p, len);
+    list_push_back(&tp->steer_out[w], &it->node);
+    if (!tp->steer_armed) {
+        uv_check_start(&tp->steer_check, steer_flush);
+        tp->steer_armed = true;
+    }
+}
+
+/* Post what udp_steer queued. A worker that has left the group (stopping)
+ * gets nothing: its datagrams are handled here, as before the group
+ * existed. Items past a full inbox are dropped, never handled here, where
+ * a retransmission could start a second transaction. */
+static void
+steer_flush(uv_check_t *h)
+{
+    struct tp *tp = h->data;
+    struct tp_group *g = tp->cfg.group;
+    struct list_node local;
+
+    uv_check_stop(h);
+    tp->steer_armed = false;
+    list_init(&local);
+    pthread_rwlock_rdlock(&g->lock);
+    for (unsigned w = 0; w < g->n; w++) {
+        struct list_node *q = &tp->steer_out[w];
+        struct tp *target = g->m[w];
+        size_t posted = 0, dropped = 0;
+        if (list_empty(q))
+            continue;
+        if (target == NULL) { /* left the group: stopping */
+            while (!list_empty(q)) {
+                struct list_node *n = q->next;
+                list_remove(n);
+                list_push_back(&local, n);
+            }
+            continue;
+        }
+        pthread_mutex_lock(&target->inbox_lock);
+        while (!list_empty(q)) {
+            struct list_node *n = q->next;
+            list_remove(n);
+            if (target->inbox_count >= INBOX_MAX) {
+                free(container_of(n, struct inbox_item, node));
+                dropped++;
+                continue;
+            }
+            list_push_back(&target->inbox, n);
+            target->inbox_count++;
+            posted++;
+        }
+        pthread_mutex_unlock(&target->inbox_lock);
+        if (posted)
+            uv_async_send(&target->async);
+        atomic_fetch_add_explicit(&g->steered[tp->cfg.worker], posted,
+                                  memory_order_relaxed);
+        tp->stats.rx_dropped += dropped;
+    }
+    pthread_rwlock_unlock(&g->lock);
+    while (!list_empty(&local) && !tp->freeing) {
+        struct list_node *n = local.next;
+        struct inbox_item *it = container_of(n, struct inbox_item, node);
+        list_remove(n);
+        it->src.worker = tp->cfg.worker;
+        dispatch(tp, it->data, it->len, &it->src);
+        free(it);
+    }
+    while (!list_empty(&local)) {
+        struct list_node *n = local.next;
+        list_remove(n);
+        free(container_of(n, struct inbox_item, node));
+    }
+}
+
+int
+tp_group_new(unsigned n, struct tp_group **out)
+{
+    struct tp_group *g;
+
+    if (n == 0 || n > TP_MAX_WORKERS)
+        return -EINVAL;
+    g = xcalloc(1, sizeof(*g));
+    pthread_rwlock_init(&g->lock, NULL);
+    g->n = n;
+    *out = g;
+    return 0;
+}
+
+void
+tp_group_free(struct tp_group *g)
+{
+    if (g == NULL)
+        return;
+    pthread_rwlock_destroy(&g->lock);
+    free(g);
+}
+
+int
+tp_group_owner(const struct tp_group *g, const char *buf, size_t len)
+{
+    uint32_t h;
+
+    if (g->n < 2 || sip_peek_call_id(buf, len, &h) < 0)
+        return -1;
+    return (int)(h % g->n);
+}
+
+uint64_t
+tp_group_steered(const struct tp_group *g, unsigned w)
+{
+    if (g == NULL || w >= g->n)
+        return 0;
+    return atomic_load_explicit(&g->steered[w], memory_order_relaxed);
+}
+
 static void
 udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
          const struct sockaddr *addr, unsigned flags)
@@ -667,6 +819,13 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     src.listener = l->index;
     src.worker = tp->cfg.worker;
     src.rx_us = mono_us();
+    if (tp->cfg.group && !looks_like_response(p + k, len - k)) {
+        int w = tp_group_owner(tp->cfg.group, p + k, len - k);
+        if (w >= 0 && (unsigned)w != tp->cfg.worker) {
+            udp_steer(tp, (unsigned)w, p, len, &src);
+            return;
+        }
+    }
     dispatch(tp, p, len, &src);
 }
 
@@ -1775,7 +1934,7 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     size_t nb = 64;
 
     if (cfg->on_recv == NULL || cfg->worker >= TP_MAX_WORKERS ||
-        cfg->max_conns == 0)
+        cfg->max_conns == 0 || (cfg->group && cfg->worker >= cfg->group->n))
         return -EINVAL;
     tp = xcalloc(1, sizeof(*tp));
     tp->loop = loop;
@@ -1805,6 +1964,16 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     uv_async_init(loop, &tp->async, on_async);
     tp->async.data = tp;
     tp->open_handles++;
+    for (size_t i = 0; i < TP_MAX_WORKERS; i++)
+        list_init(&tp->steer_out[i]);
+    uv_check_init(loop, &tp->steer_check);
+    tp->steer_check.data = tp;
+    tp->open_handles++;
+    if (cfg->group) {
+        pthread_rwlock_wrlock(&cfg->group->lock);
+        cfg->group->m[cfg->worker] = tp;
+        pthread_rwlock_unlock(&cfg->group->lock);
+    }
     *out = tp;
     return 0;
 }
@@ -1817,6 +1986,13 @@ tp_free(struct tp *tp)
     if (tp == NULL || tp->freeing)
         return;
     tp->freeing = true;
+    if (tp->cfg.group) {
+        /* Leave first: no worker posts to us once our handles close. */
+        pthread_rwlock_wrlock(&tp->cfg.group->lock);
+        if (tp->cfg.group->m[tp->cfg.worker] == tp)
+            tp->cfg.group->m[tp->cfg.worker] = NULL;
+        pthread_rwlock_unlock(&tp->cfg.group->lock);
+    }
     list_for_each_safe(n, tmp, &tp->conns)
     {
         conn_close(container_of(n, struct tp_conn, link), 0);
@@ -1830,4 +2006,5 @@ tp_free(struct tp *tp)
     }
     uv_close((uv_handle_t *)&tp->timer, on_plain_close);
     uv_close((uv_handle_t *)&tp->async, on_plain_close);
+    uv_close((uv_handle_t *)&tp->steer_check, on_plain_close);
 }

@@ -59,6 +59,16 @@
  * Refused connections are logged at most once per second per worker and
  * reason, with the count of the ones not logged.
  *
+ * UDP spreading: the kernel picks a worker's SO_REUSEPORT socket by the
+ * 4-tuple, so one busy source (a trunk, an SBC, a load generator) would
+ * land on one worker. With a tp_group, the worker that reads a request
+ * datagram peeks at its Call-ID (sip_peek_call_id) and, when the hash
+ * names another worker of the group, hands the bytes over with the same
+ * inbox as tp_post() before parsing them. Every message of a Call-ID,
+ * retransmissions included, is so parsed and matched on one worker,
+ * whichever port it came from. Responses are not steered here: the branch
+ * of our client transactions names their worker (txn_branch_worker).
+ *
  * Threads: everything here is worker-thread only (the thread running the
  * loop), except tp_post() and tp_post_send(), which any thread may call.
  */
@@ -149,7 +159,8 @@ struct tp_src {
     int listener;          /* index of the listener (UDP socket or TCP
                               listener that accepted); -1 for outbound
                               connections we opened */
-    unsigned worker;       /* worker that received it */
+    unsigned worker;       /* worker it is handled on: the one that read
+                              it, or the one UDP spreading gave it to */
     uint64_t rx_us;        /* monotonic µs (uv_hrtime) when the bytes were
                               read; kept across tp_post, so latency is
                               measured from the first socket read */
@@ -167,7 +178,8 @@ struct tp_rx {
 };
 
 struct tp;
-struct tp_tls; /* TLS contexts, shared by the workers (tp_tls.c) */
+struct tp_tls;   /* TLS contexts, shared by the workers (tp_tls.c) */
+struct tp_group; /* the workers that share UDP requests by Call-ID */
 
 /* Receive callback: one per tp. It may send, close flows, even call
  * tp_free() (the tp re-checks after every callback). */
@@ -196,6 +208,8 @@ struct tp_cfg {
     uint32_t connect_timeout_ms; /* outbound TCP connect; default 10 s */
     struct tp_tls *tls;          /* borrowed, outlives the tp; NULL = no
                                     TLS listeners (tls: items fail) */
+    struct tp_group *group;      /* borrowed, outlives the tp; NULL = no
+                                    UDP spreading (file comment) */
     tp_recv_cb *on_recv;         /* required */
     tp_flow_cb *on_flow_closed;
     void *arg; /* passed to both callbacks */
@@ -203,6 +217,23 @@ struct tp_cfg {
 
 /* Fill defaults (callbacks NULL). */
 void tp_cfg_defaults(struct tp_cfg *cfg);
+
+/* A group of n workers (1..TP_MAX_WORKERS) that spread UDP requests over
+ * each other by Call-ID. Each tp created with cfg.group joins it at
+ * tp_new (slot cfg.worker) and leaves it when its memory goes; a request
+ * for a slot that is empty (not created yet, or gone) is handled where it
+ * was read. Returns 0 and *out, or -EINVAL. Free with tp_group_free()
+ * after every member tp is gone. Any thread. */
+int tp_group_new(unsigned n, struct tp_group **out);
+void tp_group_free(struct tp_group *g);
+/* The worker of the group that owns the request datagram buf[0..len)
+ * (leading CRLFs skipped): its Call-ID hash modulo the group size, or -1
+ * when the peek finds no Call-ID. Any thread. */
+int tp_group_owner(const struct tp_group *g, const char *buf, size_t len);
+/* UDP request datagrams worker w read and handed to another worker of the
+ * group; kept by the group, so readable after w's tp is gone. Any thread
+ * (relaxed atomic); 0 for w out of range. */
+uint64_t tp_group_steered(const struct tp_group *g, unsigned w);
 
 /* Create the transport of one worker on loop (not started: no listeners).
  * cfg is copied. Returns 0 and *out, or -EINVAL (bad cfg). Loop thread. */
@@ -391,6 +422,10 @@ int tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,
 int tp_tls_reload(struct tp_tls *t, char *err, size_t errlen);
 /* NULL ok. After every tp using it is freed. */
 void tp_tls_free(struct tp_tls *t);
+/* --check-config: load cfg's files as tp_tls_new does and check that the
+ * server certificate is valid now (not expired, not yet valid). Returns 0
+ * or -EINVAL / -ENOENT with "file: reason" in err. Any thread. */
+int tp_tls_check(const struct tp_tls_cfg *cfg, char *err, size_t errlen);
 /* Reloads that succeeded since tp_tls_new (for logs and tests). */
 unsigned tp_tls_generation(const struct tp_tls *t);
 

@@ -340,3 +340,28 @@ tp_tls_ssl_new(struct tp_tls *t, struct tp_tls_io *io)
     SSL_set_accept_state(ssl);
     return ssl;
 }
+
+int
+tp_tls_check(const struct tp_tls_cfg *cfg, char *err, size_t errlen)
+{
+    struct tp_tls *t;
+    int rc = tp_tls_new(cfg, &t, err, errlen);
+
+    if (rc < 0)
+        return rc;
+    X509 *leaf = SSL_CTX_get0_certificate(t->ctx);
+    if (!leaf) {
+        snprintf(err, errlen, "%s: no certificate", t->cert_file);
+        rc = -EINVAL;
+    } else if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0) {
+        snprintf(err, errlen, "%s: the certificate has expired",
+                 t->cert_file);
+        rc = -EINVAL;
+    } else if (X509_cmp_current_time(X509_get0_notBefore(leaf)) >= 0) {
+        snprintf(err, errlen, "%s: the certificate is not valid yet",
+                 t->cert_file);
+        rc = -EINVAL;
+    }
+    tp_tls_free(t);
+    return rc;
+}

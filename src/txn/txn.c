@@ -21,12 +21,17 @@
  * one worker. Each transaction keeps its full hash, compared before any
  * bytes, and the branch is compared first.
  *
+ * They shrink after a peak (htab_shrink, at the end of a loop iteration
+ * that freed transactions): a burst does not pin a large bucket array.
+ *
  * Compaction: once a transaction has its final response (server: sent;
  * client: received) it never builds from its request again: a server
- * resends its stored response, a client its stored ACK or nothing. The
- * exception is an INVITE server in Accepted, where the TU may still
- * txn_reply() a 2xx retransmission: it keeps its request. It needs only its
- * matching keys, the stored bytes and the source/destination. At the end of the
+ * resends its stored response, a client its stored ACK or nothing. An
+ * INVITE server in Accepted (RFC 6026) resends nothing itself: the TU
+ * hands it each 2xx retransmission with txn_respond() (txn_reply() answers
+ * -EALREADY there), so it keeps neither its request nor the 2xx. A
+ * compacted transaction needs only its matching keys, the stored bytes and
+ * the source/destination. At the end of the
  * loop iteration in which the final was sent (so the TU's pointers into the
  * request stay valid until it returns to the loop) the request copy, its parse
  * and its arena are freed and the keys are copied into one small block.
@@ -195,11 +200,10 @@ htab_bucket(const struct htab *h, uint64_t hash)
     return &h->b[hash & h->mask];
 }
 
-/* Double the buckets: O(entries) once per doubling, amortised O(1). */
+/* Rehash into n buckets (a power of two): O(entries + buckets). */
 static void
-htab_grow(struct htab *h)
+htab_resize(struct htab *h, size_t n)
 {
-    size_t n = (h->mask + 1) * 2;
     struct list_node *nb = xmalloc(n * sizeof(*nb));
 
     for (size_t i = 0; i < n; i++)
@@ -218,13 +222,32 @@ htab_grow(struct htab *h)
     h->mask = n - 1;
 }
 
+/* Grow: double when the entries pass the buckets (amortised O(1)). */
 static void
 htab_add(struct htab *h, struct txn *t)
 {
     if (h->count > h->mask)
-        htab_grow(h);
+        htab_resize(h, (h->mask + 1) * 2);
     list_push_back(htab_bucket(h, t->hash), &t->hlink);
     h->count++;
+}
+
+/* Shrink after a peak: when the entries fall under an eighth of the
+ * buckets, go to four times the entries (at least NBUCKETS_MIN). The gap
+ * between the two thresholds (load 1 to grow, 1/8 to shrink, 1/4 after a
+ * shrink) keeps a load that swings around one size from rehashing back
+ * and forth. Called once per loop iteration that freed transactions. */
+static void
+htab_shrink(struct htab *h)
+{
+    size_t n = h->mask + 1, want = NBUCKETS_MIN;
+
+    if (n <= NBUCKETS_MIN || h->count >= n / 8)
+        return;
+    while (want < h->count * 4)
+        want *= 2;
+    if (want < n)
+        htab_resize(h, want);
 }
 
 static bool
@@ -334,6 +357,13 @@ compact(struct txn *t)
     free(t->req_bytes);
     t->req_bytes = NULL;
     t->req_len = 0;
+    if (t->state == TXN_ACCEPTED && is_server(t)) {
+        /* RFC 6026: the TU resends a 2xx (txn_respond brings its bytes);
+         * the transaction itself never does. */
+        free(t->out_bytes);
+        t->out_bytes = NULL;
+        t->out_len = 0;
+    }
 }
 
 static void
@@ -356,6 +386,8 @@ on_check(uv_check_t *h)
 
     compact_all(tt);
     free_dead(tt);
+    htab_shrink(&tt->ch);
+    htab_shrink(&tt->sh);
     uv_check_stop(h);
     tt->check_active = false;
 }
@@ -829,7 +861,15 @@ txn_respond(struct txn *t, int status, struct slice bytes)
             if (t->state != TXN_ACCEPTED) {
                 t->state = TXN_ACCEPTED;
                 arm_long(t); /* L */
-                /* Not compacted: txn_reply() may resend a 2xx here. */
+                /* Accepted only absorbs INVITE retransmissions, passes
+                 * ACKs up and sends the 2xx retransmissions the TU hands
+                 * it (txn_respond): keys and addresses are enough. */
+                compact_later(t);
+            } else if (t->req == NULL) {
+                /* A 2xx retransmission: sent, nothing to keep. */
+                free(t->out_bytes);
+                t->out_bytes = NULL;
+                t->out_len = 0;
             }
             return 0;
         }
@@ -1193,4 +1233,10 @@ size_t
 txn_count(const struct txn_table *tt)
 {
     return tt->count;
+}
+
+size_t
+txn_table_buckets(const struct txn_table *tt)
+{
+    return tt->ch.mask + 1 + tt->sh.mask + 1;
 }

@@ -11,12 +11,14 @@
  * Each transaction keeps its own copy of the request bytes (parsed again
  * into its own arena, style.md §5) and, for server transactions, the last
  * response it sent, which it resends when the request is retransmitted.
- * Once a transaction has its final response (sent or received; for an
- * INVITE server a non-2xx) it drops the request copy at the end of that
+ * Once a transaction has its final response (sent or received; an INVITE
+ * server's 2xx included) it drops the request copy at the end of that
  * loop iteration, keeping only its
  * matching keys and the bytes it may resend (txn_request() is NULL from
- * then on): at 8000 requests/s a worker holds 250k transactions in Timer
- * J/L/M, and the copy with its arena was ~5 KiB of each.
+ * then on; an INVITE server in Accepted keeps no response either, the TU
+ * hands it each 2xx retransmission): at 8000 requests/s a worker holds
+ * 250k transactions in Timer J/L/M, and the copy with its arena was
+ * ~5 KiB of each.
  *
  * 100 Trying: an INVITE server transaction sends 100 Trying by itself 200 ms
  * after the INVITE arrived unless the TU sent any response first (RFC 3261
@@ -194,7 +196,9 @@ int txn_cancel(struct txn *t, struct slice extra);
  * txn. A transport error is logged and ignored (RFC 6026). */
 int txn_respond(struct txn *t, int status, struct slice bytes);
 /* Build (sip_build_response on the stored request) and send. to_tag: added
- * to To when the request had none (ignored for 100). */
+ * to To when the request had none (ignored for 100). -EALREADY once the
+ * request copy is gone (after a final, 2xx included: resend a 2xx in
+ * Accepted with txn_respond). */
 int txn_reply(struct txn *t, int status, const char *reason,
               struct slice to_tag, struct slice extra, struct slice body);
 
@@ -235,5 +239,10 @@ int txn_status(const struct txn *t);
 struct txn_table *txn_table_of(const struct txn *t);
 struct tp *txn_tp(const struct txn_table *tt);
 size_t txn_count(const struct txn_table *tt);
+/* Hash buckets of the client and server tables together: they double as
+ * transactions come and shrink (to four buckets per transaction, at least
+ * 1024 each) once fewer than one per eight buckets is left; for tests and
+ * memory figures. Worker thread. */
+size_t txn_table_buckets(const struct txn_table *tt);
 
 #endif

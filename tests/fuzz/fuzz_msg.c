@@ -5,12 +5,15 @@
  * sip_frame on the raw input. Checks invariants, not just crashes: every
  * slice lies inside the input, a frame never exceeds the input, and a
  * message the stream framer accepts parses to the same length.
+ * sip_peek_call_id (the UDP spreading peek) runs on every input too, and
+ * must find the Call-ID of every request the parser accepts.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sip/msg.h"
+#include "sip/peek.h"
 #include "sip/uri.h"
 
 static void
@@ -88,9 +91,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     long fr;
     size_t skip;
 
+    uint32_t cid_hash;
+    skip = sip_skip_keepalive(buf, size);
+    int peeked = sip_peek_call_id(buf + skip, size - skip, &cid_hash);
     arena_init(&a, SIP_MSG_ARENA_CAP);
     if (sip_msg_parse(&m, buf, size, &a, &err) == 0) {
         struct slice tags[4];
+
+        if (m.is_request && m.call_id.len && peeked != 0)
+            abort();
 
         sip_msg_assert_within(&m, buf, size);
         for (int id = 0; id < SIP_HDR__COUNT; id++)

@@ -24,10 +24,24 @@ def test_check_config_good(tmp_path):
     assert not sanitizer_report(err)
 
 
-def test_check_config_reference_file():
+def test_check_config_reference_file(tmp_path):
+    """The reference file of make run. Its [tls] names the demo certificate
+    that scripts/run makes in var/; a certificate made here stands in for
+    it (--check-config loads the TLS files)."""
     conf = os.path.join(SOURCE_DIR, "etc", "pushpbx.conf")
-    rc, out, err = run(["--config", conf, "--check-config"])
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    rc, out, err = run(["--config", conf, "--check-config",
+                        "--set", "tls.cert_file=%s" % cert,
+                        "--set", "tls.key_file=%s" % key])
     assert rc == 0, err
+    # Without those files the check names the missing demo certificate.
+    rc, out, err = run(["--config", conf, "--check-config",
+                        "--set", "tls.cert_file=%s" % (tmp_path / "no.pem")])
+    assert rc == 2 and "no.pem" in err, err
 
 
 def test_check_config_bad_key(tmp_path):

@@ -262,8 +262,9 @@ def test_failover_to_second_rtpengine(rtpengine):
         dead.close()
     assert code == 0, out
     assert out["relay"] == 1 and out["tries"] == 3
-    # Two tries of 150 ms on the dead one, then the answer.
-    assert 0.3 <= out["elapsed_us"] / 1e6 < 1.0, out
+    # Two tries of 150 ms on the dead one, then the answer (libuv's timers
+    # count from the loop's cached time, so a few ms under 300 is normal).
+    assert 0.25 <= out["elapsed_us"] / 1e6 < 1.0, out
     assert took < 5.0
     assert len(dead.received) == 2 and dead.received[0] == dead.received[1]
     r0, r1 = out["relays"]

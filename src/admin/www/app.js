@@ -91,18 +91,30 @@ function pushCell(p, available) {
   }).join("");
 }
 
+// Stored chat messages per extension: how many and since when, never text.
+function msgCell(m) {
+  if (!m) return '<span class="muted">none</span>';
+  return `<div><b>${esc(m.count)}</b> waiting</div>
+    <div class="muted">oldest ${esc(ago(m.oldest_received_at))}</div>`;
+}
+
 async function refreshRegistrations() {
   const r = await api("GET", "/api/registrations");
+  const msgs = {};
+  const m = await api("GET", "/api/messages");
+  for (const x of m.items) msgs[x.ext] = x;
   let regs = 0, devs = 0;
   $("#reg-table tbody").innerHTML = r.items.map((e) => {
     regs += e.bindings.length; devs += e.push.length;
     return `<tr data-ext="${esc(e.number)}"><td><div class="ext">${esc(e.number)}</div>
       <div class="name">${esc(e.name)}</div>
       ${e.enabled ? "" : '<span class="badge off">disabled</span>'}</td>
-      <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td></tr>`;
+      <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td>
+      <td>${msgCell(msgs[e.number])}</td></tr>`;
   }).join("");
   $("#stats").innerHTML = `<span><b>${r.items.length}</b> extensions</span>
-    <span><b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>`;
+    <span><b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>
+    <span><b>${m.stats.waiting}</b> stored messages</span>`;
 }
 
 async function refreshExtensions() {
@@ -150,7 +162,18 @@ async function refreshCalls() {
     <td>${esc(when(x.started_at))}</td><td>${esc(x.from)}</td><td>${esc(x.to)}</td>
     <td><span class="badge ${x.outcome === "answered" ? "ok" : "off"}">${esc(x.result)}</span></td>
     <td>${esc(((x.duration_ms || 0) / 1000).toFixed(1))} s</td>
-    <td><code>${esc(x.answered_by || "")}</code></td></tr>`);
+    <td><code>${esc(x.answered_by || "")}</code></td><td>${media(x.media)}</td></tr>`);
+  const m = await api("GET", "/api/media");
+  $("#relays").textContent = !m.available || !m.items.length ? "Media relay: off"
+    : "Media relay: " + m.items.map((r) => `${r.relay} ${r.state}`).join(", ");
+}
+
+// rtpengine's figures of a relayed call: packets from caller / callee
+function media(m) {
+  if (!m) return "direct";
+  if (!m.stats) return "relayed";
+  const t = `relayed, ${m.caller_packets}/${m.callee_packets} packets`;
+  return m.flag ? `${esc(t)} <span class="badge bad">${esc(m.flag)}</span>` : esc(t);
 }
 
 async function refresh() {

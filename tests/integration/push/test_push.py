@@ -266,6 +266,88 @@ def test_fcm_data_message(sim, tool):
     assert sim.get("/stats")["tokens_issued"] == 1
 
 
+def test_apns_message_is_an_alert_per_conversation(sim, tool):
+    """[messages]: a message push to a device registered with a VoIP
+    pn-param goes as an alert to the bundle topic (never a VoIP push),
+    with mutable-content, the text as preview, and one collapse id per
+    conversation (same sender and extension), accepted by pushsim."""
+    t = tool()
+    t.cmd(f"send apns {TOKEN} {TEAM}.{BUNDLE}.voip message 1 604800 Bob "
+          "m-1 running late 😀")
+    r1 = one(t.until_idle())
+    t.cmd(f"send apns {TOKEN} {TEAM}.{BUNDLE}.voip message 1 604800 Bob "
+          "m-2 -")
+    r2 = one(t.until_idle())
+    assert r1["status"] == "delivered" and r1["http"] == 200, r1
+    assert r2["status"] == "delivered", r2
+    p = sim.pushes()
+    assert len(p) == 2
+    h0, h1 = p[0]["headers"], p[1]["headers"]
+    for h in (h0, h1):
+        assert h["apns-push-type"] == "alert"
+        assert h["apns-topic"] == BUNDLE
+        assert h["apns-priority"] == "10"
+        assert h["apns-collapse-id"].startswith("m-")
+    assert h0["apns-collapse-id"] == h1["apns-collapse-id"]
+    assert abs(int(h0["apns-expiration"]) - (time.time() + 604800)) < 5
+    pl = p[0]["payload"]
+    assert pl["v"] == 1 and pl["type"] == "message"
+    assert pl["message_id"] == "m-1" and pl["from"] == "101"
+    assert pl["from_name"] == "Bob" and pl["to"] == "100"
+    assert pl["preview"] == "running late 😀"
+    assert pl["aps"]["mutable-content"] == 1
+    assert pl["aps"]["alert"] == {"title": "Bob",
+                                  "body": "running late 😀"}
+    # Preview off: no text of the message leaves the PBX.
+    pl = p[1]["payload"]
+    assert pl["preview"] == "" and pl["aps"]["alert"]["body"] == "New message"
+
+
+def test_fcm_message_is_a_high_priority_data_message(sim, tool):
+    t = tool()
+    t.cmd("send fcm fcm-token-1 - message 1 3600 Bob m-7 hello")
+    r = one(t.until_idle())
+    assert r["status"] == "delivered", r
+    m = one(sim.pushes())["payload"]["message"]
+    assert "notification" not in m
+    assert m["data"]["type"] == "message" and m["data"]["preview"] == "hello"
+    assert m["data"]["message_id"] == "m-7" and m["data"]["caller"] == "101"
+    assert m["android"]["priority"] == "HIGH"
+    assert m["android"]["collapse_key"].startswith("m-")
+    assert 3595 <= int(m["android"]["ttl"].rstrip("s")) <= 3600
+
+
+@pytest.mark.parametrize("kind", ["message 1 3600 Bob m-1 hi",
+                                  "missed 1 0 Alice cid-9"])
+def test_alert_to_voip_device_not_for_topic_keeps_device(sim, tool, kind):
+    """An alert to the bundle topic of a device that registered a VoIP
+    pn-param carries the device's VoIP token, which Apple may refuse for
+    the bundle (400 DeviceTokenNotForTopic): that says nothing about the
+    token's VoIP use, so the push fails and the device is kept (a dead
+    token would delete it and end its call pushes)."""
+    sim.post("/faults", {"provider": "apns", "action": "status",
+                         "status": 400, "reason": "DeviceTokenNotForTopic",
+                         "count": 1})
+    t = tool()
+    t.cmd(f"send apns {TOKEN} {TEAM}.{BUNDLE}.voip {kind}")
+    r = one(t.until_idle())
+    assert r["status"] == "failed", r
+    assert r["http"] == 400 and r["reason"] == "DeviceTokenNotForTopic"
+    assert r["attempts"] == 1
+
+
+def test_dead_token_still_reported_for_own_topic(sim, tool):
+    """The same answer to a push on the device's own topic is a dead
+    token, as before."""
+    sim.post("/faults", {"provider": "apns", "action": "status",
+                         "status": 400, "reason": "DeviceTokenNotForTopic",
+                         "count": 1})
+    t = tool()
+    t.cmd(f"send apns {TOKEN} {TEAM}.{BUNDLE} message 1 3600 Bob m-1 hi")
+    r = one(t.until_idle())
+    assert r["status"] == "dead_token", r
+
+
 @pytest.mark.parametrize("provider,token,http,reason", [
     ("apns", TOKEN, 410, "Unregistered"),
     ("fcm", "fcm-dead-token", 404, "UNREGISTERED"),

@@ -775,16 +775,27 @@ test_invite_server_accepted_and_h(void **state)
     assert_int_equal(g.m.status, 200);
     struct txn *t = e.last_server;
     assert_int_equal(txn_state(t), TXN_ACCEPTED);
+    /* Accepted keeps only the matching keys: no request copy (RFC 6026:
+     * it absorbs the INVITE, passes ACKs up, sends the TU's 2xx). */
+    assert_true(e.req_after_reply);
+    assert_null(txn_request(t));
+    char ok[4096];
+    size_t ok_len = g.len;
+    memcpy(ok, g.buf, g.len);
     peer_send(&e, req, n);
     assert_nothing_sent(&e); /* absorbed */
     advance(&e, TRYING);
     assert_nothing_sent(&e); /* no 100 either */
-    /* the TU's own 2xx retransmission is sent */
+    /* the TU's own 2xx retransmission is sent (txn_respond: the request
+     * copy it would be built from is gone) */
     assert_int_equal(
         txn_reply(t, 200, "OK", SLICE_LIT("srvtag"), SLICE_NULL, SLICE_NULL),
-        0);
+        -EALREADY);
+    assert_int_equal(txn_respond(t, 200, slice_make(ok, ok_len)), 0);
     assert_true(peer_next(&e, &g));
     assert_int_equal(g.m.status, 200);
+    peer_send(&e, req, n);
+    assert_nothing_sent(&e); /* still absorbed */
     /* ACK with the INVITE's branch in Accepted goes to the TU. */
     n = peer_request(req, sizeof(req), "ACK", "z9hG4bKacc", "ACK");
     peer_send(&e, req, n);
@@ -825,7 +836,7 @@ test_invite_server_accepted_and_h(void **state)
 }
 
 /* Many non-INVITE server transactions: the table grows past its first
- * 1024 buckets, each transaction drops its request copy once the loop
+ * 1024 buckets (and shrinks back once they are gone), each transaction drops its request copy once the loop
  * turned after the final (txn_request() NULL), and a retransmission of
  * any of them still gets its own stored response. The clock stands still
  * meanwhile, so however slow the machine, J ends none of them early. */
@@ -877,11 +888,16 @@ test_server_many_compacted(void **state)
     peer_send(&e, req, n);
     assert_true(peer_next(&e, &g));
     assert_int_equal(e.requests, N + 2);
+    /* The server table grew past its 1024 buckets (the client one did
+     * not). */
+    assert_true(txn_table_buckets(e.tt) >= 1024 + 4096);
     /* Timer J ends them all, at 64*T1 and not before. */
     advance(&e, 64 * T1 - 1);
     assert_int_equal(txn_count(e.tt), N + 2);
     advance(&e, 1);
     assert_int_equal(txn_count(e.tt), 0);
+    /* After the peak the tables are back to their first size. */
+    assert_int_equal(txn_table_buckets(e.tt), 1024 + 1024);
     assert_int_equal(e.ev[TXN_EV_TERMINATED], N + 2);
     assert_nothing_sent(&e);
     arena_fini(&g.a);

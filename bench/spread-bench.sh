@@ -1,0 +1,80 @@
+#!/bin/bash
+# spread-bench: REGISTER load from ONE SIPp socket at fixed rates, pushpbx
+# with [sip] udp_spread off and on (same binary, same run), and where the
+# CPU goes: per worker thread (/proc/PID/task/*/stat, utime+stime over the
+# step) besides the driver's p50/p99 and pass/fail. Optional perf profile
+# of the spread-on run (PERF=1: perf record -g on the daemon for 8 s of
+# the last rate; the report goes to the results folder).
+#
+#   bench/spread-bench.sh [BUILD_DIR] [RATE...]     (default build-rel 4000 8000)
+#
+# One step per rate (../shared/bench/kamailio/run-load.sh, MAX_STEPS=1,
+# 10 s): same users, scenario and pass rule as register-bench.sh. Results:
+# bench/results/spread-<stamp>/.
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-build-rel}
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+shift || true
+RATES=${*:-4000 8000}
+BIN="$BUILD/src/app/pushpbx"
+KAM=${KAM_DIR:-$ROOT/../shared/bench/kamailio}
+PORT=${PBX_PORT:-5080}
+OUTDIR="$ROOT/bench/results/spread-$(date -u +%Y%m%d-%H%M%S)"
+mkdir -p "$OUTDIR"
+TMP=$(mktemp -d)
+PBX=
+cleanup() { [ -n "$PBX" ] && kill "$PBX" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT INT TERM
+HZ=$(getconf CLK_TCK)
+
+# "name ticks" per thread of pid
+threads() {
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(cat "$t/comm")-$(basename "$t")" \
+            "$(awk '{ print $14 + $15 }' "$t/stat")"
+    done
+}
+
+for spread in no yes; do
+    for rate in $RATES; do
+        {
+            printf '[sip]\nlisten = udp:127.0.0.1:%s\ndomain = 127.0.0.1\n' "$PORT"
+            printf 'workers = 2\nudp_spread = %s\n' "$spread"
+            printf '[log]\nlevel = warn\n[admin]\nenabled = no\n'
+            printf '[registrar]\ndigest_algorithms = md5\n[store]\npath = %s/db\n' "$TMP"
+            tail -n +2 "$KAM/users.csv" | while IFS=';' read -r u p; do
+                printf '[extension.%s]\npassword = %s\n' "$u" "$p"
+            done
+        } >"$TMP/conf"
+        rm -f "$TMP/ready" "$TMP/db"*
+        "$BIN" --config "$TMP/conf" --ready-file "$TMP/ready" 2>>"$OUTDIR/pushpbx.log" &
+        PBX=$!
+        for _ in $(seq 100); do [ -s "$TMP/ready" ] && break; sleep 0.1; done
+        threads "$PBX" | sort >"$TMP/t0"
+        prof=
+        if [ "${PERF:-0}" = 1 ] && [ "$spread" = yes ] &&
+            [ "$rate" = "${RATES##* }" ]; then
+            (sleep 2; perf record -g -o "$OUTDIR/perf-$rate.data" -p "$PBX" \
+                -- sleep 8 >/dev/null 2>&1) &
+            prof=$!
+        fi
+        OUT="$OUTDIR/spread-$spread-$rate" MAX_STEPS=1 REG_START_RATE=$rate \
+            "$KAM/run-load.sh" --target "127.0.0.1:$PORT" --server-pid "$PBX" \
+            --scenarios register >"$OUTDIR/spread-$spread-$rate.txt" 2>&1 || true
+        threads "$PBX" | sort >"$TMP/t1"
+        [ -n "$prof" ] && wait "$prof"
+        kill -TERM "$PBX"; wait "$PBX" || true; PBX=
+        step=$(grep -o 'step 1 .*' "$OUTDIR/spread-$spread-$rate.txt" | head -1)
+        secs=$(awk -F';' 'NR == 2 { print $10 }' "$OUTDIR/spread-$spread-$rate/steps.csv" 2>/dev/null || echo 10)
+        cpu=$(join "$TMP/t0" "$TMP/t1" | awk -v hz="$HZ" -v s="${secs:-10}" \
+            '$3 - $2 > 0 { printf "%s %.0f%% ", $1, 100 * ($3 - $2) / hz / s }')
+        echo "udp_spread=$spread $step | threads: $cpu" | tee -a "$OUTDIR/summary.txt"
+    done
+done
+if ls "$OUTDIR"/perf-*.data >/dev/null 2>&1; then
+    for f in "$OUTDIR"/perf-*.data; do
+        perf report -i "$f" --no-children --sort symbol --stdio 2>/dev/null |
+            grep -v '^#' | grep '%' | head -40 >"${f%.data}.txt"
+    done
+fi
