@@ -134,7 +134,7 @@ app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp)
     if (!aw || idx >= TP_MAX_WORKERS)
         return;
     wake_worker_set(aw->wake, idx, tp);
-    if (aw->ac->enabled || aw->fc->enabled) {
+    if ((aw->ac->enabled || aw->fc->enabled) && aw->wc->from_workers) {
         struct push_conf conf;
         char err[256];
         push_cfg_conf(aw->ac, aw->fc, aw->wc, &conf);

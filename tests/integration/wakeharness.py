@@ -239,6 +239,7 @@ ca_file = {ca}
 
 [push]
 grace_ms = 500
+from_workers = {from_workers}
 backoff_initial_ms = 100
 disabled_extensions = 109
 
@@ -266,11 +267,12 @@ def require_pushsim():
 
 @pytest.fixture
 def env(keys, tmp_path):
-    """env(apns=True, fcm=True, max100=1) -> (pbx, sim)."""
+    """env(apns=True, fcm=True, max100=1, workers=2, from_workers=True)
+    -> (pbx, sim)."""
     require_pushsim()
     made = []
 
-    def make(apns=True, fcm=True, max100=1, workers=2):
+    def make(apns=True, fcm=True, max100=1, workers=2, from_workers=True):
         d = tmp_path / ("run%d" % len(made))
         d.mkdir()
         sim = Sim(keys, d)
@@ -279,7 +281,8 @@ def env(keys, tmp_path):
                            apns="yes" if apns else "no",
                            fcm="yes" if fcm else "no", url=sim.url,
                            key=keys / "apns.p8", kid=KID, team=TEAM,
-                           bundle=BUNDLE, ca=sim.ca, sa=sim.sa, max100=max100)
+                           bundle=BUNDLE, ca=sim.ca, sa=sim.sa, max100=max100,
+                           from_workers="yes" if from_workers else "no")
         pbx = Pbx(d, text)
         made[-1] = (pbx, sim)
         return pbx, sim
