@@ -239,7 +239,6 @@ ca_file = {ca}
 
 [push]
 grace_ms = 500
-from_workers = {from_workers}
 backoff_initial_ms = 100
 disabled_extensions = 109
 
@@ -281,8 +280,9 @@ def env(keys, tmp_path):
                            apns="yes" if apns else "no",
                            fcm="yes" if fcm else "no", url=sim.url,
                            key=keys / "apns.p8", kid=KID, team=TEAM,
-                           bundle=BUNDLE, ca=sim.ca, sa=sim.sa, max100=max100,
-                           from_workers="yes" if from_workers else "no")
+                           bundle=BUNDLE, ca=sim.ca, sa=sim.sa, max100=max100)
+        if not from_workers:
+            text = text.replace("[push]\n", "[push]\nfrom_workers = no\n", 1)
         pbx = Pbx(d, text)
         made[-1] = (pbx, sim)
         return pbx, sim
