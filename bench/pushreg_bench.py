@@ -2,8 +2,10 @@
 """pushreg-bench: a push REGISTER's latency (REGISTER in -> 200 out) at a
 given rate, the [wake-room] item 2 figure: since the store owns every
 SQLite connection, a push device is committed by the store's writer before
-the 200 OK (store_commit) instead of by the SIP worker on a connection of
-its own.
+the 200 OK instead of by the SIP worker on a connection of its own. First
+the worker waited for that commit (store_commit); now it parks the
+REGISTER and answers when the writer reports (store_commit_async), so
+one slow commit no longer holds every request queued behind it.
 
 Starts pushsim (APNs emulator, only so that [apns] is configured: no push
 is sent) and pushpbx on 127.0.0.1, DEVICES extensions, and sends REGISTERs
@@ -18,6 +20,12 @@ and this script's own scheduling included: compare runs on one machine).
 
     bench/pushreg_bench.py [--build build-rel] [--rate 1000]
         [--duration 20] [--devices 500] [--workers 2] [--sockets 8]
+        [--options-rate 0]
+
+--options-rate N also sends N OPTIONS/s from one more socket during the
+run and reports their latency (OPTIONS in -> 200 out): what a request that
+is not a push REGISTER pays on a worker that handles them (the worker that
+waited for each commit held these behind it).
 
 Bounded: DURATION + 15 s of sending and draining; both processes are
 stopped by PID. Prints p50/p90/p99/p99.9/max and the counts.
@@ -102,6 +110,26 @@ def drive(a, sip_port):
                      "sent_at": 0.0})
     by_cid = {d["call_id"]: d for d in devs}
     lat, st = [], {"sent": 0, "ok": 0, "other": 0, "lost": 0}
+    olat, opend = [], {}
+    osock = None
+    if a.options_rate > 0:
+        osock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        osock.bind(("127.0.0.1", 0))
+        osock.setblocking(False)
+        socks.append(osock)
+
+    def send_options():
+        cid = "po-" + uuid.uuid4().hex[:16]
+        port = osock.getsockname()[1]
+        msg = ("OPTIONS sip:%s SIP/2.0\r\n"
+               "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK%s;rport\r\n"
+               "Max-Forwards: 70\r\nFrom: <sip:bench@%s>;tag=%s\r\n"
+               "To: <sip:%s>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n"
+               "Content-Length: 0\r\n\r\n" %
+               (DOMAIN, port, uuid.uuid4().hex[:16], DOMAIN,
+                uuid.uuid4().hex[:8], DOMAIN, cid))
+        opend[cid] = time.perf_counter()
+        osock.sendto(msg.encode(), pbx)
 
     def send(d, authz):
         d["cseq"] += 1
@@ -127,7 +155,11 @@ def drive(a, sip_port):
         for line in head[1:]:
             n, _, v = line.partition(":")
             h.setdefault(n.strip().lower(), v.strip())
-        d = by_cid.get(h.get("call-id") or h.get("i"))
+        cid = h.get("call-id") or h.get("i")
+        if cid in opend:
+            olat.append((time.perf_counter() - opend.pop(cid)) * 1000.0)
+            return
+        d = by_cid.get(cid)
         if not d or not d["busy"]:
             return
         if status == 401:
@@ -146,6 +178,8 @@ def drive(a, sip_port):
     end = start + a.duration
     interval = 1.0 / a.rate
     nxt, k = start, 0
+    ointerval = 1.0 / a.options_rate if a.options_rate > 0 else None
+    onxt = start
     while True:
         now = time.perf_counter()
         if now >= end and not any(d["busy"] for d in devs):
@@ -167,7 +201,12 @@ def drive(a, sip_port):
             d["token"] = uuid.uuid4().hex + uuid.uuid4().hex
             send(d, "")
             st["sent"] += 1
+        while ointerval and now < end and onxt <= now:
+            onxt += ointerval
+            send_options()
         wait = max(0.0, min(nxt - now, 0.01)) if now < end else 0.01
+        if ointerval and now < end:
+            wait = max(0.0, min(wait, onxt - now))
         r, _, _ = select.select(socks, [], [], wait)
         for s in r:
             for _ in range(64):
@@ -179,6 +218,9 @@ def drive(a, sip_port):
     for s in socks:
         s.close()
     lat.sort()
+    olat.sort()
+    st["options_lost"] = len(opend)
+    st["olat"] = olat
     return lat, st, time.perf_counter() - start
 
 
@@ -191,6 +233,7 @@ def main():
     ap.add_argument("--devices", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sockets", type=int, default=8)
+    ap.add_argument("--options-rate", type=float, default=0.0)
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
     pbx_bin = os.path.join(a.build, "src", "app", "pushpbx")
@@ -242,6 +285,13 @@ def main():
               "p99 %.3f p99.9 %.3f max %.3f" %
               (pct(lat, .5), pct(lat, .9), pct(lat, .99), pct(lat, .999),
                lat[-1] if lat else float("nan")))
+        if a.options_rate > 0:
+            ol = st["olat"]
+            print("OPTIONS -> 200 (ms), %d answered, %d lost: p50 %.3f "
+                  "p90 %.3f p99 %.3f p99.9 %.3f max %.3f" %
+                  (len(ol), st["options_lost"], pct(ol, .5), pct(ol, .9),
+                   pct(ol, .99), pct(ol, .999),
+                   ol[-1] if ol else float("nan")))
     finally:
         stop(pbx)
         stop(sim)

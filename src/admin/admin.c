@@ -44,6 +44,8 @@
 /* How long an extension change may wait for the store's commit. The
  * writer commits at once; this bounds a stuck disk (busy timeout 5 s). */
 #define COMMIT_TIMEOUT_MS 6000
+/* GET /api/registrations without ?limit= (docs/admin.md "Pages"). */
+#define ADMIN_PAGE_DEFAULT 100
 
 const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -217,12 +219,15 @@ cmp_ext(const void *a, const void *b)
 
 /* Snapshot of the extensions (one, or all sorted). Free with
  * ext_collect_fini. reg_list's callback runs under a shard lock, so we
- * only copy there. O(extensions) even for one: the registrar has no
- * single-extension getter (reported). */
+ * only copy there. One extension is one hash lookup (reg_list_ext). */
 static void
 ext_snapshot(struct admin *a, const char *want, struct ext_collect *ec)
 {
     *ec = (struct ext_collect){.want = want};
+    if (want) {
+        (void)reg_list_ext(a->reg, want, collect_ext, ec);
+        return;
+    }
     reg_list(a->reg, collect_ext, ec);
     if (ec->count > 1)
         qsort(ec->v, ec->count, sizeof(*ec->v), cmp_ext);
@@ -784,7 +789,6 @@ addr_text(const struct sockaddr_storage *ss, char *out, size_t outlen)
 }
 
 struct reg_collect {
-    const char *want;
     json_t *items; /* array of {number, name, enabled, bindings:[]} */
     int64_t now;
 };
@@ -796,8 +800,6 @@ collect_reg(const char *ext, const char *display, bool enabled,
     struct reg_collect *rc = arg;
     char uri[1024], src[INET6_ADDRSTRLEN + 16];
 
-    if (rc->want && strcmp(rc->want, ext) != 0)
-        return;
     json_t *b = json_array();
     for (size_t i = 0; i < count; i++) {
         const struct reg_contact *k = &contacts[i];
@@ -816,33 +818,6 @@ collect_reg(const char *ext, const char *display, bool enabled,
                           json_pack("{s:s, s:s, s:b, s:o, s:[]}", "number", ext,
                                     "name", display ? display : "", "enabled",
                                     enabled, "bindings", b, "push"));
-}
-
-static int
-cmp_item(const void *x, const void *y)
-{
-    const char *a = json_string_value(json_object_get(*(json_t **)x, "number"));
-    const char *b = json_string_value(json_object_get(*(json_t **)y, "number"));
-    size_t la = strlen(a), lb = strlen(b);
-
-    if (la != lb)
-        return la < lb ? -1 : 1;
-    return strcmp(a, b);
-}
-
-static void
-sort_items(json_t *arr)
-{
-    size_t n = json_array_size(arr);
-    json_t **v = xcalloc(n ? n : 1, sizeof(*v));
-
-    for (size_t i = 0; i < n; i++)
-        v[i] = json_incref(json_array_get(arr, i));
-    qsort(v, n, sizeof(*v), cmp_item);
-    json_array_clear(arr);
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, v[i]);
-    free(v);
 }
 
 /* Replace a provider's full "token" by "token_prefix" (8 chars). */
@@ -884,49 +859,104 @@ device_state(json_t *dev, json_t *bindings, const char *full_token)
     return "push active";
 }
 
-static json_t *
-registrations(struct admin *a, const char *want)
+/* Add device d (a "devices" object) to item's push list, redacted, with
+ * its state against item's bindings. */
+static void
+add_device(json_t *item, json_t *d)
 {
-    struct reg_collect rc = {
-        .want = want, .items = json_array(), .now = now_s()};
-    json_t *out = json_object();
+    const char *tok = json_string_value(json_object_get(d, "token"));
+    char *tokcopy = tok ? xstrdup(tok) : NULL;
+    json_t *dc = json_deep_copy(d);
 
-    reg_list(a->reg, collect_reg, &rc);
-    sort_items(rc.items);
-    if (a->src.list_devices) {
-        json_t *devs = json_array();
-        size_t i, k;
-        json_t *d, *item;
-        if (a->src.list_devices(a->src.arg, devs) == 0) {
-            json_array_foreach(devs, i, d)
+    redact_device(dc);
+    json_object_set_new(
+        dc, "state",
+        json_string(device_state(dc, json_object_get(item, "bindings"),
+                                 tokcopy)));
+    free(tokcopy);
+    json_array_append_new(json_object_get(item, "push"), dc);
+}
+
+/* The push devices of every item (a page, or one extension). */
+static void
+add_push(struct admin *a, json_t *items)
+{
+    size_t i, k;
+    json_t *d, *item;
+
+    if (a->src.list_ext_devices) {
+        json_array_foreach(items, k, item)
+        {
+            const char *n = json_string_value(json_object_get(item, "number"));
+            json_t *devs = json_array();
+            if (a->src.list_ext_devices(a->src.arg, n, devs) == 0)
+                json_array_foreach(devs, i, d) add_device(item, d);
+            json_decref(devs);
+        }
+        return;
+    }
+    if (!a->src.list_devices)
+        return;
+    json_t *devs = json_array();
+    if (a->src.list_devices(a->src.arg, devs) == 0) {
+        json_array_foreach(devs, i, d)
+        {
+            const char *ext = json_string_value(json_object_get(d, "ext"));
+            json_array_foreach(items, k, item)
             {
-                const char *ext = json_string_value(json_object_get(d, "ext"));
-                json_array_foreach(rc.items, k, item)
-                {
-                    const char *n =
-                        json_string_value(json_object_get(item, "number"));
-                    if (!ext || strcmp(ext, n) != 0)
-                        continue;
-                    const char *tok =
-                        json_string_value(json_object_get(d, "token"));
-                    char *tokcopy = tok ? xstrdup(tok) : NULL;
-                    json_t *dc = json_deep_copy(d);
-                    redact_device(dc);
-                    json_object_set_new(
-                        dc, "state",
-                        json_string(device_state(
-                            dc, json_object_get(item, "bindings"), tokcopy)));
-                    free(tokcopy);
-                    json_array_append_new(json_object_get(item, "push"), dc);
-                }
+                const char *n =
+                    json_string_value(json_object_get(item, "number"));
+                if (ext && strcmp(ext, n) == 0)
+                    add_device(item, d);
             }
         }
-        json_decref(devs);
     }
-    json_object_set_new(out, "push_available",
-                        json_boolean(a->src.list_devices != NULL));
-    json_object_set_new(out, "items", rc.items);
-    return out;
+    json_decref(devs);
+}
+
+/* GET /api/extensions/N/registrations: one extension (NULL: unknown). */
+static json_t *
+registrations_one(struct admin *a, const char *number)
+{
+    struct reg_collect rc = {.items = json_array(), .now = now_s()};
+
+    if (reg_list_ext(a->reg, number, collect_reg, &rc) < 0) {
+        json_decref(rc.items);
+        return NULL;
+    }
+    add_push(a, rc.items);
+    return json_pack("{s:b, s:o}", "push_available",
+                     a->src.list_devices != NULL, "items", rc.items);
+}
+
+/* GET /api/registrations[?limit=N][&after=EXT]: one page in listing
+ * order (docs/admin.md "Pages"). */
+static enum MHD_Result
+route_registrations(struct admin *a, struct MHD_Connection *c)
+{
+    const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+                                                 "limit");
+    const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+                                                    "after");
+    unsigned long long limit = ADMIN_PAGE_DEFAULT;
+
+    if (ls && (slice_to_u64(slice_cstr(ls), REG_PAGE_MAX, &limit) < 0 ||
+               limit == 0))
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "limit must be a number from 1 to 1000", "limit");
+    if (after && after[0] && !reg_ext_number_valid(after))
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "after must be an extension number", "after");
+    struct reg_collect rc = {.items = json_array(), .now = now_s()};
+    struct reg_page pg;
+    reg_list_page(a->reg, after, (size_t)limit, collect_reg, &rc, &pg);
+    add_push(a, rc.items);
+    return send_json(
+        c, MHD_HTTP_OK,
+        json_pack("{s:b, s:o, s:I, s:I, s:o}", "push_available",
+                  a->src.list_devices != NULL, "items", rc.items, "total",
+                  (json_int_t)pg.total, "limit", (json_int_t)limit, "next",
+                  pg.more ? json_string(pg.next) : json_null()));
 }
 
 /* {"available": bool, "items": [...]} from an optional provider. */
@@ -1429,7 +1459,10 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
         explicit_bzero(pw, sizeof(pw));
     } else if (n == 4 && strcmp(seg[3], "registrations") == 0 &&
                is(method, "GET")) {
-        ret = send_json(c, MHD_HTTP_OK, registrations(a, e.number));
+        json_t *j = registrations_one(a, e.number);
+        ret = j ? send_json(c, MHD_HTTP_OK, j)
+                : send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
+                             NULL);
     } else if (n == 4 && strcmp(seg[3], "push") == 0 && is(method, "DELETE")) {
         const char *id =
             MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
@@ -1624,7 +1657,7 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
                           NULL);
     if (n == 2 && strcmp(seg[1], "registrations") == 0)
-        return send_json(c, MHD_HTTP_OK, registrations(a, NULL));
+        return route_registrations(a, c);
     if (n == 2 && strcmp(seg[1], "messages") == 0)
         return send_json(c, MHD_HTTP_OK,
                          admin_messages_json(reg_messages(a->reg)));

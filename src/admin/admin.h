@@ -78,6 +78,11 @@ extern const struct cfg_section admin_cfg_section;
  *            first 8 characters), param, instance, created_at,
  *            last_seen_at */
 typedef int admin_list_fn(void *arg, json_t *items);
+
+/* The push devices of one extension (the "devices" objects above), for a
+ * page of GET /api/registrations: O(devices of ext), where list_devices
+ * walks every device. Returns 0, or < 0 when the list is not available. */
+typedef int admin_ext_list_fn(void *arg, const char *ext, json_t *items);
 /* Send a test push to the push devices of ext. Fill result (borrowed
  * object) with what happened; 0, -ENOENT (no device) or -errno. Runs on
  * an admin job thread, never the admin thread, and may take a bounded time
@@ -194,6 +199,8 @@ struct admin_sources {
     admin_list_fn *list_wakeups;
     admin_list_fn *list_devices;
     admin_list_fn *list_media; /* GET /api/media: the rtpengines' state */
+    /* NULL: pages filter list_devices (O(every device) a page). */
+    admin_ext_list_fn *list_ext_devices;
     admin_push_test_fn *push_test;
     admin_device_del_fn *device_del;
     admin_push_check_fn *push_check;

@@ -169,6 +169,13 @@ fwd_devices(void *arg, json_t *items)
 }
 
 static int
+fwd_ext_devices(void *arg, const char *ext, json_t *items)
+{
+    (void)arg;
+    return the.wake.list_ext_devices(the.wake.arg, ext, items);
+}
+
+static int
 fwd_device_del(void *arg, const char *ext, const char *id)
 {
     return the.wake.device_del(the.wake.arg, ext, id);
@@ -1014,6 +1021,8 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .list_wakeups = the.wake.list_wakeups ? fwd_wakeups : NULL,
                 .list_devices = the.wake.list_devices ? fwd_devices : NULL,
                 .list_media = the.relays ? list_media : NULL,
+                .list_ext_devices =
+                    the.wake.list_ext_devices ? fwd_ext_devices : NULL,
                 .device_del = the.wake.device_del ? fwd_device_del : NULL,
                 .push_test = the.wake.list_devices ? push_test : NULL,
                 .push_check = push_check,

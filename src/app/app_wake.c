@@ -96,6 +96,7 @@ app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
         .ring_s = pc->ring_timeout_s,
         .ringing = aw->wc->ringing,
         .recent_max = aw->wc->recent,
+        .message_preview = aw->wc->message_preview,
     };
     wake_new(&wo, &aw->wake);
     if (aw->ac->enabled || aw->fc->enabled) {
@@ -215,6 +216,19 @@ list_devices(void *arg, json_t *items)
 {
     struct app_wake *aw = arg;
     pushdev_list(aw->devices, device_json, items);
+    return 0;
+}
+
+/* One extension's devices (a page of GET /api/registrations). */
+static int
+list_ext_devices(void *arg, const char *ext, json_t *items)
+{
+    struct app_wake *aw = arg;
+    struct pushdev d[PUSHDEV_MAX_PER_EXT];
+    size_t n = pushdev_find_ext(aw->devices, ext, d, PUSHDEV_MAX_PER_EXT);
+
+    for (size_t i = 0; i < n; i++)
+        device_json(&d[i], items);
     return 0;
 }
 
@@ -358,6 +372,7 @@ app_wake_admin(struct admin_sources *src, struct admin_push_info *push)
         return;
     src->arg = aw;
     src->list_devices = list_devices;
+    src->list_ext_devices = list_ext_devices;
     src->list_pushes = list_pushes;
     src->device_del = device_del;
     src->list_wakeups = list_wakeups;

@@ -7,7 +7,9 @@
  *   ACK                absorbed (non-2xx ACKs by txn, the rest here)
  *   CANCEL             481: there are no INVITE server transactions yet to
  *                      match (a matching CANCEL is answered by txn)
- *   REGISTER           the registrar room (reg_handle), shared by workers
+ *   REGISTER           the registrar room (reg_handle_async), shared by
+ *                      workers; a push REGISTER is parked until its
+ *                      device is committed (core.h, "Parked REGISTERs")
  *   INVITE, BYE, in-dialog requests and requests for a user
  *                      the proxy room (proxy_wants / proxy_on_request)
  *   other known methods addressed to the server itself
@@ -25,11 +27,15 @@
 #include <errno.h>
 #include <assert.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
+#include "base/xmalloc.h"
 #include "proxy/proxy.h"
+#include "registrar/pushdev.h"
 #include "registrar/reg.h"
 #include "sip/build.h"
 
@@ -52,6 +58,7 @@ core_init(struct core *c, struct tp *tp)
     for (int i = 0; i < CORE_METHODS; i++)
         atomic_init(&c->methods[i], 0);
     buf_init(&c->out, SIP_MAX_MSG_LEN);
+    list_init(&c->parked);
 }
 
 uint64_t
@@ -200,8 +207,233 @@ reply_unsupported(struct core *c, struct txn *t, const struct sip_msg *req,
     buf_fini(&extra);
 }
 
+/* ---- parked REGISTERs (core.h) -------------------------------------------
+ *
+ * A parked REGISTER is shared by two threads: the worker, which owns
+ * everything but `rc` and `done_node`, and the store's writer, whose
+ * callback (on_commit) sets those two under the inbox lock and posts it.
+ * Who frees it: the worker, once it has both answered it and seen its
+ * result; or the callback, when the core has closed its inbox (the worker
+ * answered it 503 and let go of it). The inbox itself is freed by whoever
+ * drops its last reference: the core holds one, every commit not yet
+ * reported holds one, so a callback that comes after the worker stopped
+ * (store_close commits what is left) still finds it. */
+struct core_inbox {
+    pthread_mutex_t lock;
+    struct list_node done; /* reported, not yet seen by the worker */
+    uv_async_t *wake;      /* NULL once the core closed the inbox */
+    size_t refs;
+};
+
+struct parked {
+    struct list_node node;      /* in c->parked while unanswered */
+    struct list_node done_node; /* in inbox->done (inbox lock) */
+    struct core_inbox *inbox;
+    struct core *c;
+    struct txn *t;          /* NULL once answered (or terminated) */
+    struct tq_entry timeout; /* in c->parked_fifo */
+    int rc;                 /* the commit's result (inbox lock) */
+    bool answered;          /* by the timeout: only the result to await */
+    size_t len;
+    char *ok; /* the 200, built when the REGISTER was accepted */
+};
+
+static void
+inbox_unref(struct core_inbox *ib, bool locked)
+{
+    if (!locked)
+        pthread_mutex_lock(&ib->lock);
+    bool last = --ib->refs == 0;
+    pthread_mutex_unlock(&ib->lock);
+    if (last) {
+        pthread_mutex_destroy(&ib->lock);
+        free(ib);
+    }
+}
+
+static void
+parked_free(struct parked *p)
+{
+    free(p->ok);
+    free(p);
+}
+
+/* reg_commit_cb: the store's writer thread (or this worker, inside
+ * reg_handle_async). Only posts: the worker does the rest. */
+static void
+on_commit(int rc, void *arg)
+{
+    struct parked *p = arg;
+    struct core_inbox *ib = p->inbox;
+
+    pthread_mutex_lock(&ib->lock);
+    p->rc = rc;
+    if (ib->wake) {
+        list_push_back(&ib->done, &p->done_node);
+        uv_async_send(ib->wake);
+    } else {
+        parked_free(p); /* answered 503 when the worker stopped */
+    }
+    inbox_unref(ib, true);
+}
+
+/* The transaction of a parked REGISTER ended without our answer (the
+ * table is freed before core_commits_close only if the worker failed to
+ * set up): forget it. */
+static void
+on_parked_txn(struct txn *t, enum txn_event ev, const struct sip_msg *rsp,
+              void *arg)
+{
+    struct parked *p = arg;
+
+    (void)t;
+    (void)rsp;
+    if (ev == TXN_EV_TERMINATED)
+        p->t = NULL;
+}
+
+/* Send p's answer for commit result rc (or 503 when stopping) and take it
+ * off the parked list. p stays allocated. */
+static void
+parked_answer(struct core *c, struct parked *p, int rc, int stop_retry_s)
+{
+    char where[TP_ADDRSTRLEN + 8];
+    struct txn *t = p->t;
+
+    list_remove(&p->node);
+    c->parked_count--;
+    tq_cancel(&p->timeout);
+    p->t = NULL;
+    if (!t)
+        return;
+    txn_set_cb(t, NULL, NULL);
+    const struct sip_msg *req = txn_request(t);
+    const struct tp_src *src = txn_src(t);
+    if (!req) /* cannot be: no final response was sent */
+        return;
+    if (stop_retry_s >= 0) {
+        char ra[40];
+        snprintf(ra, sizeof(ra), "Retry-After: %d\r\n", stop_retry_s);
+        reply(c, t, req, src, 503, NULL, ra);
+        return;
+    }
+    buf_reset(&c->out);
+    int status = reg_handle_done(c->reg, rc, req, &c->out);
+    int sent = status == 200   ? txn_respond(t, 200, slice_make(p->ok, p->len))
+               : status == 500 ? txn_respond(t, 500, buf_slice(&c->out))
+                               : status;
+    if (sent < 0) {
+        log_warn("core", "REGISTER not answered: %s call_id=" SLICE_FMT
+                 " src=%s", strerror(-sent), SLICE_ARG(req->call_id),
+                 src_text(src, where, sizeof(where)));
+        if (status < 0)
+            reply(c, t, req, src, 500, NULL, "");
+        return;
+    }
+    c->stats.answered++;
+    if (status == 200 && c->proxy)
+        proxy_register_ok(c->proxy, req); /* fork ringing calls to it */
+    log_info("core", "REGISTER answered %d after its commit call_id=" SLICE_FMT
+             " src=%s", status, SLICE_ARG(req->call_id),
+             src_text(src, where, sizeof(where)));
+}
+
+/* The commit did not report in time: 500 now (pushdev.h: outcome
+ * unknown, the device stays unsynced); the result is still awaited, only
+ * to free p. */
+static void
+on_parked_timeout(struct tq_entry *e)
+{
+    struct parked *p = container_of(e, struct parked, timeout);
+
+    log_warn("core", "push device commit not reported within %u ms: "
+             "answering 500", (unsigned)PUSHDEV_COMMIT_TIMEOUT_MS);
+    parked_answer(p->c, p, -ETIMEDOUT, -1);
+    p->answered = true;
+}
+
+void
+core_commits_open(struct core *c, uv_async_t *h)
+{
+    struct core_inbox *ib = xcalloc(1, sizeof(*ib));
+
+    pthread_mutex_init(&ib->lock, NULL);
+    list_init(&ib->done);
+    ib->wake = h;
+    ib->refs = 1;
+    c->inbox = ib;
+    tq_fifo_init(tp_tq(c->tp), &c->parked_fifo, PUSHDEV_COMMIT_TIMEOUT_MS);
+}
+
+/* Take the reported results (and, closing, shut the inbox). */
+static void
+take_done(struct core_inbox *ib, struct list_node *out, bool close)
+{
+    pthread_mutex_lock(&ib->lock);
+    list_init(out);
+    if (!list_empty(&ib->done)) {
+        out->next = ib->done.next;
+        out->prev = ib->done.prev;
+        out->next->prev = out;
+        out->prev->next = out;
+        list_init(&ib->done);
+    }
+    if (close)
+        ib->wake = NULL;
+    pthread_mutex_unlock(&ib->lock);
+}
+
+static void
+run_done(struct core *c, struct list_node *done)
+{
+    while (!list_empty(done)) {
+        struct parked *p = container_of(done->next, struct parked, done_node);
+        list_remove(&p->done_node);
+        if (!p->answered)
+            parked_answer(c, p, p->rc, -1);
+        parked_free(p);
+    }
+}
+
+void
+core_commits_run(struct core *c)
+{
+    struct list_node done;
+
+    if (!c->inbox)
+        return;
+    take_done(c->inbox, &done, false);
+    run_done(c, &done);
+}
+
+size_t
+core_parked(const struct core *c)
+{
+    return c->parked_count;
+}
+
+void
+core_commits_close(struct core *c, unsigned retry_after_s)
+{
+    struct list_node done;
+
+    if (!c->inbox)
+        return;
+    take_done(c->inbox, &done, true);
+    run_done(c, &done);
+    /* Still waiting: 503; the callback frees them when it comes. */
+    while (!list_empty(&c->parked)) {
+        struct parked *p = container_of(c->parked.next, struct parked, node);
+        parked_answer(c, p, 0, (int)retry_after_s);
+    }
+    inbox_unref(c->inbox, false);
+    c->inbox = NULL;
+    tq_fifo_fini(&c->parked_fifo);
+}
+
 /* REGISTER: the registrar builds the whole response; the server
- * transaction sends it and absorbs retransmissions. */
+ * transaction sends it and absorbs retransmissions. A push REGISTER whose
+ * device must be committed first is parked (see above). */
 static void
 core_register(struct core *c, struct txn *t, const struct sip_msg *req,
               const struct tp_src *src)
@@ -213,12 +445,46 @@ core_register(struct core *c, struct txn *t, const struct sip_msg *req,
                                             : REG_TP_UDP,
         .flow_id = src->flow_id,
     };
+    struct parked *p = NULL;
+    int status;
 
     memcpy(&rs.addr, &src->remote.u.ss,
            src->remote.len <= sizeof(rs.addr) ? src->remote.len
                                               : sizeof(rs.addr));
     buf_reset(&c->out);
-    int status = reg_handle(c->reg, req, &rs, &c->out);
+    if (c->inbox) {
+        /* Referenced before the call: the callback may run (on the
+         * writer) before reg_handle_async returns. */
+        p = xcalloc(1, sizeof(*p));
+        p->inbox = c->inbox;
+        p->c = c;
+        pthread_mutex_lock(&c->inbox->lock);
+        c->inbox->refs++;
+        pthread_mutex_unlock(&c->inbox->lock);
+        status = reg_handle_async(c->reg, req, &rs, &c->out, on_commit, p);
+    } else {
+        status = reg_handle(c->reg, req, &rs, &c->out);
+    }
+    if (status == REG_PENDING) {
+        /* The callback touches only rc and done_node: the rest is ours,
+         * and the result is read on this thread, later, from the inbox. */
+        p->t = t;
+        p->len = c->out.len;
+        p->ok = xmalloc(p->len ? p->len : 1);
+        memcpy(p->ok, c->out.data, p->len);
+        tq_entry_init(&p->timeout, on_parked_timeout);
+        tq_fifo_add(&c->parked_fifo, &p->timeout, tp_now_ms(c->tp));
+        txn_set_cb(t, on_parked_txn, p);
+        list_push_back(&c->parked, &p->node);
+        c->parked_count++;
+        log_debug("core", "REGISTER parked until its push device is "
+                  "committed call_id=" SLICE_FMT, SLICE_ARG(req->call_id));
+        return;
+    }
+    if (p) {
+        inbox_unref(c->inbox, false);
+        free(p);
+    }
     if (status < 0 || txn_respond(t, status, buf_slice(&c->out)) < 0) {
         log_warn("core", "REGISTER not answered: %s call_id=" SLICE_FMT
                  " src=%s", strerror(status < 0 ? -status : EIO),

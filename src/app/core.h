@@ -17,7 +17,11 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "base/buf.h"
+#include "base/list.h"
+#include "base/tq.h"
 #include "transport/tp.h"
 #include "txn/txn.h"
 
@@ -39,6 +43,7 @@ struct core_stats {
 
 struct reg;
 struct proxy;
+struct core_inbox; /* core.c: commit results from the store's writer */
 
 struct core {
     struct tp *tp;        /* borrowed */
@@ -49,10 +54,45 @@ struct core {
     struct buf out;       /* scratch for stateless responses */
     struct core_stats stats;
     _Atomic uint64_t methods[CORE_METHODS];
+    /* Push REGISTERs whose 200 waits for the store's commit (parked
+     * server transactions, oldest first), their timeout, and where the
+     * writer's callbacks post the results (core_commits_open). */
+    struct core_inbox *inbox;
+    struct list_node parked;
+    size_t parked_count;
+    struct tq_fifo parked_fifo;
 };
 
 void core_init(struct core *c, struct tp *tp);
 void core_fini(struct core *c);
+
+/*
+ * Parked REGISTERs. A REGISTER carrying a push device is accepted at once
+ * but its 200 may only leave once the device is committed (pushdev.h);
+ * the worker never waits for that (reg_handle_async): it keeps the 200
+ * it built and the server transaction open (a retransmission is absorbed
+ * by the transaction: no second commit, no early 200), and the store's
+ * callback posts the result to the core's inbox, which wakes the loop
+ * through h. Then core_commits_run sends the 200, or 500 when the commit
+ * failed. A commit not reported within PUSHDEV_COMMIT_TIMEOUT_MS is
+ * answered 500 (outcome unknown; the device stays unsynced, so the next
+ * REGISTER writes it again).
+ *
+ * core_commits_open: the loop's uv_async h calls core_commits_run(c);
+ * after core_init, before the worker runs. Without it a REGISTER blocks
+ * for the commit (reg_handle). core_commits_run: worker thread.
+ */
+void core_commits_open(struct core *c, uv_async_t *h);
+void core_commits_run(struct core *c);
+/* REGISTERs parked now (graceful drain waits for them). Worker thread. */
+size_t core_parked(const struct core *c);
+/* Stopping (before the transactions are freed): results already in are
+ * answered as usual; every REGISTER still waiting gets 503 with
+ * Retry-After: retry_after_s (its commit may still land: the phone's next
+ * REGISTER finds the device either way). Results reported later are
+ * dropped by the callback itself (the inbox outlives the core until the
+ * last one). Worker thread; call before tp_free. No-op if not open. */
+void core_commits_close(struct core *c, unsigned retry_after_s);
 
 /* Requests of method m (enum sip_method) c has received. Any thread. */
 uint64_t core_method_count(const struct core *c, int m);

@@ -62,7 +62,7 @@ struct daemon {
     bool draining, stopping;
     struct store *store; /* SQLite writer thread */
     struct reg *reg;     /* shared by every worker's core */
-    uv_timer_t expire;   /* reg_expire() once a second */
+    uv_timer_t expire;   /* reg_expire_some() once a second */
     uv_timer_t watchdog; /* systemd WATCHDOG=1 pings (Type=notify) */
     bool watchdog_on;
     uint64_t wd_sent[TP_MAX_WORKERS], wd_push; /* last tick's pings */
@@ -318,7 +318,7 @@ static void
 on_expire(uv_timer_t *h)
 {
     struct daemon *d = h->data;
-    size_t n = reg_expire(d->reg);
+    size_t n = reg_expire_some(d->reg, REG_EXPIRE_SHARDS_PER_TICK);
 
     if (n)
         log_debug("app", "expired bindings=%zu", n);

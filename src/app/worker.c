@@ -4,10 +4,12 @@
  * Graceful stop: worker_drain() wakes the loop through the drain async;
  * the proxy answers its ringing calls and CANCELs their branches
  * (proxy_drain), and a 10 ms tick on the worker's tq sets idle once
- * proxy_busy() is 0, which main polls.
+ * proxy_busy() is 0 and no REGISTER is parked (core_parked), which main
+ * polls.
  *
  * Shutdown: worker_stop() wakes the loop through the stop async; on the
- * worker thread that answers what is still open (proxy_drain), frees the
+ * worker thread that answers what is still open (proxy_drain, and 503 to
+ * the parked REGISTERs: core_commits_close), frees the
  * transaction table (each transaction gets
  * its TERMINATED event), then the transport, then closes the async itself.
  * Once libuv has run every close callback the loop has no handles left and
@@ -30,7 +32,8 @@ static void
 on_drain_tick(struct tq_entry *e)
 {
     struct worker *w = container_of(e, struct worker, drain_tick);
-    size_t busy = w->core.proxy ? proxy_busy(w->core.proxy) : 0;
+    size_t busy = (w->core.proxy ? proxy_busy(w->core.proxy) : 0) +
+                  core_parked(&w->core);
 
     if (busy == 0) {
         atomic_store(&w->idle, true);
@@ -50,6 +53,15 @@ on_drain(uv_async_t *h)
     if (w->core.proxy)
         proxy_drain(w->core.proxy, w->retry_after_s, false);
     on_drain_tick(&w->drain_tick);
+}
+
+static void
+on_commits(uv_async_t *h)
+{
+    struct worker *w = h->data;
+
+    if (w->tp)
+        core_commits_run(&w->core);
 }
 
 static void
@@ -90,6 +102,7 @@ on_stop(uv_async_t *h)
      * rather than silence (over TCP the write may not make it). */
     if (w->core.proxy)
         proxy_drain(w->core.proxy, w->retry_after_s, true);
+    core_commits_close(&w->core, w->retry_after_s);
     txn_table_free(w->tt);
     w->tt = NULL;
     proxy_free(w->core.proxy); /* its calls ended with the txn table */
@@ -99,6 +112,7 @@ on_stop(uv_async_t *h)
     uv_close((uv_handle_t *)&w->stop, NULL);
     uv_close((uv_handle_t *)&w->drain, NULL);
     uv_close((uv_handle_t *)&w->ping, NULL);
+    uv_close((uv_handle_t *)&w->commits, NULL);
 }
 
 int
@@ -143,6 +157,17 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
         return rc;
     }
     w->ping.data = w;
+    rc = uv_async_init(&w->loop, &w->commits, on_commits);
+    if (rc < 0) {
+        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&w->stop, NULL);
+        uv_close((uv_handle_t *)&w->drain, NULL);
+        uv_close((uv_handle_t *)&w->ping, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        return rc;
+    }
+    w->commits.data = w;
     atomic_init(&w->ping_sent, 0);
     atomic_init(&w->ping_seen, 0);
     w->retry_after_s = 5;
@@ -167,6 +192,7 @@ worker_init(struct worker *w, unsigned index, const struct app_sip_cfg *sip,
         goto fail;
     }
     core_init(&w->core, w->tp);
+    core_commits_open(&w->core, &w->commits);
 
     txn_cfg_defaults(&xc);
     xc.timers.t1_ms = sip->t1_ms;

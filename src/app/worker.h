@@ -32,6 +32,8 @@ struct worker {
     uv_async_t stop;  /* woken by worker_stop from any thread */
     uv_async_t drain; /* woken by worker_drain from any thread */
     uv_async_t ping;  /* woken by worker_ping (/healthz) from any thread */
+    uv_async_t commits; /* woken by the store's writer: a parked push
+                           REGISTER's commit is done (core.h) */
     atomic_uint_fast64_t ping_sent, ping_seen;
     unsigned retry_after_s;     /* set before worker_drain */
     struct tq_entry drain_tick; /* while draining: re-checks idle */
@@ -66,12 +68,15 @@ int worker_start(struct worker *w);
 /* Graceful stop, phase 1 (SIGTERM): the worker answers every ringing
  * call 503 with Retry-After: retry_after_s, CANCELs its branches and
  * refuses new calls (proxy_drain), then sets idle once nothing of the
- * proxy is in flight (proxy_busy), checked every 10 ms. Any thread. */
+ * proxy is in flight (proxy_busy) and no REGISTER is parked waiting for
+ * its push device's commit (core_parked: they get their 200 or 500),
+ * checked every 10 ms. Any thread. */
 void worker_drain(struct worker *w, unsigned retry_after_s);
 /* Has the worker drained (see worker_drain)? Any thread. */
 bool worker_idle(struct worker *w);
 /* Ask the worker to close everything and end its loop; every call still
- * open is answered 503 first (proxy_drain with all). Any thread. */
+ * open is answered 503 first (proxy_drain with all), and so is every
+ * REGISTER still parked (core_commits_close). Any thread. */
 void worker_stop(struct worker *w);
 /* Wait for the thread (if started; otherwise run the loop here until the
  * handles are closed) and free the loop. */

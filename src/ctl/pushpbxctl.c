@@ -61,8 +61,9 @@ usage(FILE *f)
                "link)\n"
                "  ext passwd NUM               new generated password, shown "
                "once\n"
-               "  reg list                     SIP bindings and push devices "
-               "per extension\n"
+               "  reg list [--limit N] [--after EXT]  SIP bindings and push "
+               "devices per extension\n"
+               "                               (all pages, or one page of N)\n"
                "  calls                        recent calls and their "
                "outcome\n"
                "  push list                    recent pushes\n"
@@ -310,13 +311,19 @@ show_ext_one(json_t *j)
 }
 
 static void
-show_reg_list(json_t *j)
+show_reg_header(void)
+{
+    printf("%-8s %-12s %-5s %-22s %-8s %s\n", "EXT", "NAME", "TP", "SOURCE",
+           "EXPIRES", "CONTACT / PUSH");
+}
+
+/* The rows of one page of GET /api/registrations. */
+static void
+show_reg_rows(json_t *j)
 {
     size_t i, k;
     json_t *e, *b;
 
-    printf("%-8s %-12s %-5s %-22s %-8s %s\n", "EXT", "NAME", "TP", "SOURCE",
-           "EXPIRES", "CONTACT / PUSH");
     json_array_foreach(json_object_get(j, "items"), i, e)
     {
         json_t *bs = json_object_get(e, "bindings");
@@ -339,8 +346,20 @@ show_reg_list(json_t *j)
                    str(b, "token_prefix"), str(b, "state"));
         }
     }
+}
+
+/* One page (reg list --limit N). */
+static void
+show_reg_list(json_t *j)
+{
+    show_reg_header();
+    show_reg_rows(j);
     if (!json_is_true(json_object_get(j, "push_available")))
         printf("(push devices: not available)\n");
+    if (json_is_string(json_object_get(j, "next")))
+        printf("(more: reg list --limit %lld --after %s)\n",
+               (long long)json_integer_value(json_object_get(j, "limit")),
+               str(j, "next"));
 }
 
 static void
@@ -815,6 +834,96 @@ cmd_prov(struct ctl *c, int argc, char **argv)
     return simple(c, "POST", path, NULL, show_prov);
 }
 
+/* reg list [--limit N] [--after EXT]: with --limit one page (the next
+ * page's cursor is printed); without, every page (1000 extensions a
+ * request) as one table, or with --json as one object {"items": [all],
+ * "total", "push_available"} like the unpaginated route of old. */
+static int
+cmd_reg(struct ctl *c, int argc, char **argv)
+{
+    unsigned long long limit = 0;
+    const char *after = "";
+    char fmt[96], path[256], cursor[64];
+
+    if (argc < 1 || strcmp(argv[0], "list") != 0)
+        return EX_USAGE;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            if (slice_to_u64(slice_cstr(argv[++i]), 1000, &limit) < 0 ||
+                limit == 0) {
+                fprintf(stderr, "pushpbxctl: --limit takes 1 to 1000\n");
+                return EX_USAGE;
+            }
+        } else if (strcmp(argv[i], "--after") == 0 && i + 1 < argc) {
+            after = argv[++i];
+        } else {
+            return EX_USAGE;
+        }
+    }
+    bool all = limit == 0;
+    snprintf(fmt, sizeof(fmt), "/api/registrations?limit=%llu&after=%%s",
+             all ? 1000ULL : limit);
+    json_t *merged = NULL;
+    int ex = EX_OK;
+    bool header = false;
+    for (;;) {
+        json_t *j;
+        if (after[0]) {
+            if (!ext_path(fmt, after, path, sizeof(path)))
+                return EX_BADREQ;
+        } else {
+            snprintf(path, sizeof(path), "/api/registrations?limit=%llu",
+                     all ? 1000ULL : limit);
+        }
+        long st = call(c, "GET", path, NULL, &j);
+        ex = report(st, j);
+        if (ex != EX_OK) {
+            json_decref(j);
+            break;
+        }
+        if (!all) {
+            if (c->json)
+                print_json(j);
+            else
+                show_reg_list(j);
+            json_decref(j);
+            break;
+        }
+        if (c->json) {
+            if (!merged)
+                merged = json_pack("{s:[], s:O, s:O}", "items", "total",
+                                   json_object_get(j, "total"),
+                                   "push_available",
+                                   json_object_get(j, "push_available"));
+            json_array_extend(json_object_get(merged, "items"),
+                              json_object_get(j, "items"));
+        } else {
+            if (!header)
+                show_reg_header();
+            header = true;
+            show_reg_rows(j);
+        }
+        json_t *next = json_object_get(j, "next");
+        bool more = json_is_string(next);
+        bool push = json_is_true(json_object_get(j, "push_available"));
+        if (more)
+            snprintf(cursor, sizeof(cursor), "%s", json_string_value(next));
+        json_decref(j);
+        if (!more) {
+            if (!c->json && !push)
+                printf("(push devices: not available)\n");
+            break;
+        }
+        after = cursor;
+    }
+    if (merged) {
+        if (ex == EX_OK)
+            print_json(merged);
+        json_decref(merged);
+    }
+    return ex;
+}
+
 static int
 cmd_push(struct ctl *c, int argc, char **argv)
 {
@@ -925,9 +1034,8 @@ main(int argc, char **argv)
                     token_file);
         if (strcmp(cmd, "ext") == 0)
             ex = cmd_ext(&c, sub_argc, sub_argv);
-        else if (strcmp(cmd, "reg") == 0 && sub_argc == 1 &&
-                 strcmp(sub_argv[0], "list") == 0)
-            ex = simple(&c, "GET", "/api/registrations", NULL, show_reg_list);
+        else if (strcmp(cmd, "reg") == 0)
+            ex = cmd_reg(&c, sub_argc, sub_argv);
         else if (strcmp(cmd, "calls") == 0 && sub_argc == 0)
             ex = simple(&c, "GET", "/api/calls", NULL, show_calls);
         else if (strcmp(cmd, "push") == 0)

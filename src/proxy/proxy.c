@@ -168,6 +168,7 @@ proxy_free(struct proxy *p)
     list_for_each_safe(n, tmp, &p->notes)
     {
         list_remove(n);
+        proxy_msg_note_drop(container_of(n, struct proxy_note, node));
         free(container_of(n, struct proxy_note, node));
     }
     pthread_mutex_unlock(&p->sh->lock);
@@ -217,6 +218,12 @@ proxy_notes_run(struct proxy *p)
             break;
         case PROXY_NOTE_LATE:
             proxy_note_late(p, note);
+            break;
+        case PROXY_NOTE_MSG_PUT:
+            proxy_msg_note_put(p, note);
+            break;
+        case PROXY_NOTE_MSG_DELIVER:
+            proxy_msg_note_deliver(p, note);
             break;
         }
         free(note);
@@ -291,6 +298,8 @@ proxy_register_ok(struct proxy *p, const struct sip_msg *reg)
     struct slice user;
     const char *why;
 
+    if (h && !slice_eq_cstr(slice_trim(h->value), "*"))
+        proxy_msg_register_ok(p, reg); /* stored messages for the app */
     /* Nothing rings or is held: no binding note, and any release note
      * already queued runs from this worker's uv_async. */
     if (atomic_load(&p->sh->waiting) == 0)

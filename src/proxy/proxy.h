@@ -130,6 +130,28 @@ struct proxy_branch_info {
     unsigned worker; /* the worker that owns the call */
 };
 
+/* Bytes of a stored message's body handed to observers as its preview
+ * (push.h's PUSH_PREVIEW_MAX_IN: the payload is cut to fit anyway). */
+#define PROXY_MSG_PREVIEW_MAX 4096
+
+/* A chat message (SIP MESSAGE) was stored for an extension whose apps
+ * could not take it, and its sender got 202 Accepted (docs/messages.md).
+ * Borrowed for the callback only. */
+struct proxy_msg_info {
+    const char *ext;       /* the extension it is for */
+    const char *from;      /* the sender's extension (authenticated) */
+    const char *from_name; /* From display name ("" if none) */
+    const char *call_id;   /* of the MESSAGE */
+    uint64_t id;           /* the stored message's id (never reused) */
+    const char *content_type;
+    /* the text: the body's first PROXY_MSG_PREVIEW_MAX bytes, as received
+     * (message/cpim: the inner body); any bytes */
+    const char *preview;
+    size_t preview_len;
+    int64_t expires_at_s; /* unix seconds: the stored message's expiry */
+    unsigned worker;      /* the worker that answered the sender */
+};
+
 /* Observer interface for later rooms ([wake] pushes, [admin] metrics).
  * Callbacks run on the worker that owns the call and must not block.
  * call_started: the INVITE was authenticated and routed to callee's
@@ -149,6 +171,9 @@ struct proxy_observer {
     bool (*call_started)(const struct proxy_call_info *info, void *arg);
     void (*call_ended)(const struct proxy_call_record *rec, void *arg);
     void (*branch_sent)(const struct proxy_branch_info *bi, void *arg);
+    /* message_stored: a MESSAGE was stored and answered 202 (on the
+     * worker that answered it; [wake] pushes the extension's devices). */
+    void (*message_stored)(const struct proxy_msg_info *mi, void *arg);
 };
 
 /* Create the process-wide part. cfg is copied, reg and domain borrowed

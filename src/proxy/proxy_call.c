@@ -128,6 +128,7 @@ call_free(struct proxy_call *c)
 {
     tq_cancel(&c->ring);
     proxy_media_detach(c);
+    tq_cancel(&c->msg_grace);
     list_remove(&c->anode);
     if (list_linked(&c->node)) {
         list_remove(&c->node);

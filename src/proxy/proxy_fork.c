@@ -126,6 +126,8 @@ proxy_call_check_done(struct proxy_call *c)
             return;
     if (c->holding)
         return; /* an observer keeps it ringing (wake) */
+    if (c->msg_store && proxy_msg_fallback(c))
+        return; /* a MESSAGE no binding took: stored, 202 when committed */
     int up = proxy_status_upstream(c->best_status);
     if (c->nbr == 0)
         up = 480;
@@ -188,6 +190,8 @@ proxy_branch_relay(struct proxy_call *c, struct branch *b,
         /* Every 2xx goes upstream, even a second branch's (the caller
          * ACKs and BYEs the one it does not want, §16.7 step 5). */
         b->status = st;
+        if (c->kind == CALL_RELAY && proxy_msg_late_2xx(c))
+            return; /* a MESSAGE stored after the grace: taken after all */
         if (!c->st || txn_respond(c->st, st, buf_slice(&p->out)) < 0)
             forward_2xx_stateless(c, buf_slice(&p->out));
         if (!c->final_sent) {

@@ -30,6 +30,11 @@ struct media_cfg;
 #define PROXY_MAX_OBSERVERS 4
 #define PROXY_NOTIFY_MAX 1024 /* queued binding notifications per worker */
 #define PROXY_RINGING_BUCKETS 1024
+/* A MESSAGE forked to live bindings none of which answered at all (not
+ * even 100) by then is stored and answered 202: a UDP binding of a
+ * suspended app never answers, and waiting for Timer F (64*T1 = 32 s)
+ * would outlast the sender's own transaction. */
+#define PROXY_MSG_GRACE_MS 3000
 
 /* One (callee, worker) with fork calls waiting for bindings (see
  * proxy_shared.ringing). */
@@ -52,6 +57,10 @@ struct proxy_shared {
      * before reg_lookup, the registrar stores the binding before
      * proxy_binding_added reads it, so one of them sees the other. */
     atomic_size_t waiting;
+    /* proxy_message.c's store callbacks not yet run (a put being
+     * committed, a claim being read): they post to sh, so
+     * proxy_shared_free waits for them (proxy_msg_wait_idle). */
+    atomic_size_t msg_inflight;
     /* Where calls ring, by callee: (ext, worker) -> count of fork calls
      * waiting for new bindings on that worker, under lock. A REGISTER is
      * noted only to the workers listed for its extension
@@ -92,6 +101,8 @@ enum proxy_note_kind {
     PROXY_NOTE_BINDING = 1, /* ext got a binding: fork ringing calls to it */
     PROXY_NOTE_RELEASE,     /* proxy_call_release */
     PROXY_NOTE_LATE,        /* proxy_late_cancel */
+    PROXY_NOTE_MSG_PUT,     /* a MESSAGE's commit ended (proxy_message.c) */
+    PROXY_NOTE_MSG_DELIVER, /* a stored message was read: send it */
 };
 
 /* A notification queued to one worker (cross-thread work for its calls).
@@ -111,6 +122,8 @@ struct proxy_note {
     char caller[33];
     char caller_name[128];
     char reason[96];
+    void *data; /* MSG_PUT, MSG_DELIVER: proxy_message.c's job (owned by
+                   the note's handler) */
 };
 
 struct proxy {
@@ -212,6 +225,10 @@ struct proxy_call {
     bool media_used;  /* an offer reached rtpengine: delete at the end */
     bool caller_nat;  /* the caller is behind NAT (Contact or SDP) */
     char nat_a[TP_ADDRSTRLEN]; /* the caller's source when it is NATed */
+    bool msg_store; /* a MESSAGE stored if every branch fails (proxy_message.c) */
+    bool msg_taken;            /* a branch's 2xx came after it was stored */
+    uint64_t msg_id;           /* its stored id once committed, else 0 */
+    struct tq_entry msg_grace; /* PROXY_MSG_GRACE_MS: no answer, store */
     struct proxy_call_record rec;
     size_t nbr;
     struct branch br[PROXY_MAX_BRANCHES];
@@ -394,6 +411,41 @@ int proxy_branch_send(struct proxy_call *c, struct branch *b,
  * replacing its own when not NULL. */
 void proxy_branch_relay(struct proxy_call *c, struct branch *b,
                         const struct sip_msg *rsp, const struct slice *body);
+/* A TCP/TLS binding whose connection is gone cannot be reached (see
+ * proxy_fork.c); a UDP binding can. */
+static inline bool
+proxy_binding_reachable(const struct reg_contact *b)
+{
+    return b->transport == REG_TP_UDP || tp_flow_open(b->flow_id);
+}
+
+/* proxy_message.c (docs/messages.md) */
+/* A MESSAGE from an authenticated caller: 413 / 415 answered here
+ * (false), else true. */
+bool proxy_msg_accept(struct proxy *p, struct txn *t, const struct sip_msg *req);
+/* The MESSAGE call c was looked up (bindings bs): with no reachable
+ * binding it is stored (202 once committed) or, an isComposing, answered
+ * 480: true, handled. false: fork it (c->msg_store set). */
+bool proxy_msg_start(struct proxy_call *c, const struct sip_msg *req,
+                     const struct reg_contact *bs, size_t n);
+/* Every branch of a MESSAGE with msg_store failed: store it instead of
+ * relaying the failure (true), or false (a phone's own refusal). */
+bool proxy_msg_fallback(struct proxy_call *c);
+/* A branch's 2xx for a MESSAGE: true when it was already stored (after
+ * the grace): the stored copy is removed, the 2xx is not relayed. */
+bool proxy_msg_late_2xx(struct proxy_call *c);
+void proxy_msg_note_put(struct proxy *p, struct proxy_note *n);
+void proxy_msg_note_deliver(struct proxy *p, struct proxy_note *n);
+/* A MSG_* note dropped unrun (the worker is being freed): free its job. */
+void proxy_msg_note_drop(struct proxy_note *n);
+/* Wait (at most 5 s) until no store callback of proxy_message.c is due:
+ * they post to sh. The store's writer must still run. */
+void proxy_msg_wait_idle(struct proxy_shared *sh);
+/* An accepted REGISTER: deliver ext's stored messages to its binding. */
+void proxy_msg_register_ok(struct proxy *p, const struct sip_msg *reg);
+/* proxy_shared.c */
+void proxy_notify_message_stored(struct proxy_shared *sh,
+                                 const struct proxy_msg_info *mi);
 
 /* proxy_late.c */
 void proxy_note_late(struct proxy *p, const struct proxy_note *n);

@@ -504,6 +504,8 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
         proxy_reject(p, t, 403, "From Does Not Match Credentials", SLICE_NULL);
         return;
     }
+    if (req->method == SIP_METHOD_MESSAGE && !proxy_msg_accept(p, t, req))
+        return; /* 413, 415 */
 
     struct reg_contact *bs;
     size_t n;
@@ -537,6 +539,8 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
         proxy_waiting_done(p->sh, user, p->worker);
     }
     display_name(req->from.display, c->caller_name, sizeof(c->caller_name));
+    if (req->method == SIP_METHOD_MESSAGE && proxy_msg_start(c, req, bs, n))
+        return; /* stored (no live binding), or an isComposing refused */
     struct proxy_call_info info = {.call = c,
                                    .call_id = c->rec.call_id,
                                    .caller = c->rec.caller,

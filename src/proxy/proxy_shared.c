@@ -116,6 +116,7 @@ proxy_shared_free(struct proxy_shared *sh)
 {
     if (!sh)
         return;
+    proxy_msg_wait_idle(sh);
     for (size_t i = 0; i < PROXY_RINGING_BUCKETS; i++)
         while (sh->ringing[i]) {
             struct proxy_ringing *e = sh->ringing[i];
@@ -152,6 +153,15 @@ proxy_notify_started(struct proxy_shared *sh,
             sh->obs[i].ops.call_started(info, sh->obs[i].arg))
             hold = true;
     return hold;
+}
+
+void
+proxy_notify_message_stored(struct proxy_shared *sh,
+                            const struct proxy_msg_info *mi)
+{
+    for (size_t i = 0; i < sh->obs_count; i++)
+        if (sh->obs[i].ops.message_stored)
+            sh->obs[i].ops.message_stored(mi, sh->obs[i].arg);
 }
 
 void

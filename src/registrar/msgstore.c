@@ -325,6 +325,12 @@ inflight_done(struct reg_msg_table *t)
         pthread_cond_broadcast(&t->idle);
 }
 
+int64_t
+reg_msg_ttl_s(const struct reg_msg_table *t)
+{
+    return (int64_t)t->ttl_s;
+}
+
 size_t
 reg_msg_max_bytes(const struct reg_msg_table *t)
 {

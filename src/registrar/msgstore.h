@@ -99,6 +99,9 @@ void reg_msg_close(struct reg_msg_table *t);
  * max_bytes (413 above it) and the content-type allow-list (415 outside
  * it; reg_msg_type_allowed over the table's copy of the list). */
 size_t reg_msg_max_bytes(const struct reg_msg_table *t);
+/* [messages] ttl_days in seconds: a message put now expires now + this
+ * (the push's expiry). Any thread. */
+int64_t reg_msg_ttl_s(const struct reg_msg_table *t);
 bool reg_msg_content_type_ok(const struct reg_msg_table *t,
                              const char *content_type);
 

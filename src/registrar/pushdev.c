@@ -5,15 +5,20 @@
  * Memory: every device is one node on two intrusive lists, the hash chain
  * of its extension and the hash chain of its token (a token belongs to one
  * app installation, so it can be in one extension only: registering it for
- * another extension moves it). 4096 buckets each: chains stay short up to
- * ~100k devices, the largest deployment we target (~600 bytes a device).
+ * another extension moves it). Both tables double when there are more
+ * devices than buckets (from 4096), so chains stay about one long at a
+ * million devices; a fixed 4096 made every REGISTER walk ~250 nodes there
+ * (bench/million-bench.py). ~600 bytes a device.
  *
  * Writes: a put or removal changes memory and queues its store writes
  * under the table mutex (the store's queue lock nests inside it; the
  * store never calls back), then drops the mutex and, when the change must
- * be durable before it is acknowledged, waits in store_commit. So the
- * mutex is held for microseconds, never for a disk write or a SQLite
- * lock, and INVITEs looking devices up are never held behind a REGISTER.
+ * be durable before it is acknowledged, waits in store_commit (the
+ * blocking calls, admin thread) or asks for store_commit_async (the _async
+ * calls, SIP workers: the writer's callback clears unsynced and reports).
+ * So the mutex is held for microseconds, never for a disk write or a
+ * SQLite lock, and INVITEs looking devices up are never held behind a
+ * REGISTER.
  * A device whose commit failed stays marked unsynced (node.unsynced) so
  * that the next REGISTER writes it again instead of taking the refresh
  * shortcut. Refreshes that change nothing only touch last_seen in memory
@@ -35,7 +40,7 @@
 #include "sip/uri.h"
 #include "store/store.h"
 
-#define NBUCKETS 4096
+#define NBUCKETS_MIN 4096
 #define DEFAULT_IDLE_S (30u * 86400u)
 /* last_seen is rewritten to disk only when the stored one is older than
  * this: idle expiry counts in days, so an hour of drift is harmless. */
@@ -57,9 +62,14 @@ struct pushdev_table {
     unsigned idle_s;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
-    struct list_node ext_tab[NBUCKETS];
-    struct list_node tok_tab[NBUCKETS];
+    struct list_node *ext_tab; /* nbuckets each, a power of 2 */
+    struct list_node *tok_tab;
+    size_t nbuckets;
     size_t count;
+    /* Asynchronous commits whose callback has not run yet (pushdev_close
+     * waits for them: their callback reads the table). */
+    size_t inflight;
+    pthread_cond_t idle;
 };
 
 static int64_t
@@ -83,19 +93,64 @@ hash2(const char *a, const char *b)
     h = (h ^ 0xff) * 16777619u;
     for (const char *p = b ? b : ""; *p; p++)
         h = (h ^ (uint8_t)*p) * 16777619u;
-    return h % NBUCKETS;
+    /* FNV's low bits alone are poor (tokens made of a repeated group fell
+     * into 256 of 4096 buckets): mix them all in (murmur3's fmix32). */
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
 }
 
 static struct list_node *
 ext_chain(struct pushdev_table *t, const char *ext)
 {
-    return &t->ext_tab[hash2(ext, NULL)];
+    return &t->ext_tab[hash2(ext, NULL) & (t->nbuckets - 1)];
 }
 
 static struct list_node *
 tok_chain(struct pushdev_table *t, const char *provider, const char *prid)
 {
-    return &t->tok_tab[hash2(provider, prid)];
+    return &t->tok_tab[hash2(provider, prid) & (t->nbuckets - 1)];
+}
+
+static struct list_node *
+tab_new(size_t n)
+{
+    struct list_node *v = xmalloc(n * sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        list_init(&v[i]);
+    return v;
+}
+
+/* Double both tables. Each old chain is moved from its tail, pushing to
+ * the front, so nodes that share a new chain keep their order (an
+ * extension's devices stay most recently seen first). Under t->lock. */
+static void
+tables_grow(struct pushdev_table *t)
+{
+    size_t old_n = t->nbuckets;
+    struct list_node *oe = t->ext_tab, *ot = t->tok_tab;
+
+    t->nbuckets = old_n * 2;
+    t->ext_tab = tab_new(t->nbuckets);
+    t->tok_tab = tab_new(t->nbuckets);
+    for (size_t i = 0; i < old_n; i++) {
+        while (!list_empty(&oe[i])) {
+            struct node *n = container_of(oe[i].prev, struct node, by_ext);
+            list_remove(&n->by_ext);
+            list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
+        }
+        while (!list_empty(&ot[i])) {
+            struct node *n = container_of(ot[i].prev, struct node, by_tok);
+            list_remove(&n->by_tok);
+            list_push_front(tok_chain(t, n->d.provider, n->d.prid),
+                            &n->by_tok);
+        }
+    }
+    free(oe);
+    free(ot);
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -234,8 +289,19 @@ load_row(const struct store_pushdev *r, void *arg)
     snprintf(n->d.instance, sizeof(n->d.instance), "%s", r->instance);
     n->d.created_at = r->created_at;
     n->d.last_seen = r->last_seen;
-    /* Rows come oldest first; link_node puts each in front. */
+    /* Rows come in no order (store.h): link in front, then move behind
+     * the devices of the same extension seen later (most recent first). */
     link_node(t, n);
+    struct list_node *h = ext_chain(t, n->d.ext), *after = NULL;
+    for (struct list_node *p = n->by_ext.next; p != h; p = p->next) {
+        const struct node *x = container_of(p, struct node, by_ext);
+        if (strcmp(x->d.ext, n->d.ext) == 0 && x->d.last_seen > n->d.last_seen)
+            after = p;
+    }
+    if (after) {
+        list_remove(&n->by_ext);
+        list_insert_before(after->next, &n->by_ext);
+    }
     return 0;
 }
 
@@ -244,6 +310,8 @@ load_row(const struct store_pushdev *r, void *arg)
 static void
 link_node(struct pushdev_table *t, struct node *n)
 {
+    if (t->count + 1 > t->nbuckets)
+        tables_grow(t);
     /* Most recently seen first in the extension's chain. */
     list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
     list_push_front(tok_chain(t, n->d.provider, n->d.prid), &n->by_tok);
@@ -262,7 +330,7 @@ unlink_free(struct pushdev_table *t, struct node *n)
 static void
 free_all(struct pushdev_table *t)
 {
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
         while (!list_empty(h))
             unlink_free(t, container_of(h->next, struct node, by_ext));
@@ -276,17 +344,28 @@ pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
     struct pushdev_table *t = xcalloc(1, sizeof(*t));
 
     pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->idle, NULL);
     t->idle_s = o->idle_expiry_s ? o->idle_expiry_s : DEFAULT_IDLE_S;
     t->clock_ms = o->clock_ms;
     t->clock_arg = o->clock_arg;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        list_init(&t->ext_tab[i]);
-        list_init(&t->tok_tab[i]);
-    }
+    t->nbuckets = NBUCKETS_MIN;
+    t->ext_tab = tab_new(t->nbuckets);
+    t->tok_tab = tab_new(t->nbuckets);
     t->st = o->store;
     t->commit_timeout_ms =
         o->commit_timeout_ms ? o->commit_timeout_ms : PUSHDEV_COMMIT_TIMEOUT_MS;
     if (t->st) {
+        /* Size the tables for what is stored: no doubling during load. */
+        size_t rows = 0;
+        if (store_count(t->st, "push_devices", &rows) == 0 &&
+            rows > t->nbuckets) {
+            while (t->nbuckets < rows)
+                t->nbuckets *= 2;
+            free(t->ext_tab);
+            free(t->tok_tab);
+            t->ext_tab = tab_new(t->nbuckets);
+            t->tok_tab = tab_new(t->nbuckets);
+        }
         int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
         int rc = store_pushdev_load(t->st, cutoff, load_row, t);
         if (rc < 0) {
@@ -306,10 +385,20 @@ pushdev_close(struct pushdev_table *t)
 {
     if (!t)
         return;
+    /* Asynchronous commits still running read the table when they end:
+     * wait for their callbacks (the writer finishes them, bounded by its
+     * busy timeout). */
+    pthread_mutex_lock(&t->lock);
+    while (t->inflight > 0)
+        pthread_cond_wait(&t->idle, &t->lock);
+    pthread_mutex_unlock(&t->lock);
     free_all(t);
     if (t->st && store_sync(t->st) < 0)
         log_warn("pushdev", "a store write failed before close");
+    pthread_cond_destroy(&t->idle);
     pthread_mutex_destroy(&t->lock);
+    free(t->ext_tab);
+    free(t->tok_tab);
     free(t);
 }
 
@@ -332,9 +421,13 @@ fits(const char *s, size_t cap)
     return s && strlen(s) < cap;
 }
 
-int
-pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
-            bool *created)
+/* The memory side of a put (under the mutex) and the queueing of its
+ * store writes. Returns 0 when nothing needs the disk (a refresh, or no
+ * store), 1 when the writes queued after *m must be committed before the
+ * put is acknowledged (*gen: the new node's), or -EINVAL. */
+static int
+put_mem(struct pushdev_table *t, const struct pushdev *d, unsigned max,
+        bool *created, struct store_mark *m, uint64_t *gen)
 {
     struct node *drop[PUSHDEV_MAX_PER_EXT + 2];
     size_t ndrop = 0;
@@ -398,11 +491,11 @@ pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     nn->d.last_seen = now;
     nn->gen = ++t->gen;
     nn->unsynced = true;
-    uint64_t gen = nn->gen;
+    *gen = nn->gen;
 
     /* Queue in the order memory changes, under the lock: a concurrent put
      * of the same extension queues after us and so lands after us. */
-    struct store_mark m = mark(t);
+    *m = mark(t);
     for (size_t i = 0; i < ndrop; i++)
         if (drop[i] != same) /* same's row is replaced by the put */
             queue_del(t, &drop[i]->d);
@@ -419,27 +512,123 @@ pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     pthread_mutex_unlock(&t->lock);
     if (created)
         *created = is_new;
+    return t->st ? 1 : 0;
+}
 
-    /* The REGISTER's 200 waits for the disk here, without the mutex. */
-    int rc = wait_commit(t, m, "push device", d->ext);
+/* The put of generation gen is on disk: clear its unsynced flag, unless a
+ * later put replaced the node (that put owns the flag). Under t->lock. */
+static void
+mark_synced(struct pushdev_table *t, const char *provider, const char *prid,
+            uint64_t gen)
+{
+    struct node *n = find_token(t, provider, prid);
+    if (n && n->gen == gen)
+        n->unsynced = false;
+}
+
+int
+pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
+            bool *created)
+{
+    struct store_mark m;
+    uint64_t gen = 0;
+    int rc = put_mem(t, d, max, created, &m, &gen);
+
+    if (rc <= 0)
+        return rc;
+    /* The caller waits for the disk here, without the mutex. */
+    rc = wait_commit(t, m, "push device", d->ext);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&t->lock);
-    struct node *now_n = find_token(t, d->provider, d->prid);
-    if (now_n && now_n->gen == gen)
-        now_n->unsynced = false; /* else a later put owns the flag */
+    mark_synced(t, d->provider, d->prid, gen);
     pthread_mutex_unlock(&t->lock);
     return 0;
 }
 
+/* One asynchronous commit: what its callback needs once the writer is
+ * done (copies: the caller's strings are gone by then). */
+struct async_commit {
+    struct pushdev_table *t;
+    const char *what;
+    char ext[PUSHDEV_EXT_MAX + 1];
+    char provider[PUSHDEV_PROVIDER_MAX + 1];
+    char prid[PUSHDEV_PRID_MAX + 1];
+    uint64_t gen; /* a put's node; 0 for a removal */
+    pushdev_done_cb *cb;
+    void *arg;
+};
+
+/* store_commit_cb: the writer's thread (or the caller's, see
+ * store_commit_async). The table is touched only before inflight drops,
+ * so pushdev_close can free it right after. */
+static void
+on_async_commit(int rc, void *arg)
+{
+    struct async_commit *ac = arg;
+    struct pushdev_table *t = ac->t;
+
+    if (rc < 0)
+        log_warn("pushdev", "%s not committed: %s ext=%s", ac->what,
+                 strerror(-rc), ac->ext);
+    pthread_mutex_lock(&t->lock);
+    if (rc == 0 && ac->gen)
+        mark_synced(t, ac->provider, ac->prid, ac->gen);
+    if (--t->inflight == 0)
+        pthread_cond_broadcast(&t->idle);
+    pthread_mutex_unlock(&t->lock);
+    ac->cb(rc, ac->arg);
+    free(ac);
+}
+
+/* Ask the store for the commit of what was queued since m; cb reports. */
+static void
+start_async(struct pushdev_table *t, struct store_mark m, const char *what,
+            const char *ext, const struct pushdev *d, uint64_t gen,
+            pushdev_done_cb *cb, void *arg)
+{
+    struct async_commit *ac = xcalloc(1, sizeof(*ac));
+
+    ac->t = t;
+    ac->what = what;
+    snprintf(ac->ext, sizeof(ac->ext), "%s", ext);
+    if (d) {
+        memcpy(ac->provider, d->provider, sizeof(ac->provider));
+        memcpy(ac->prid, d->prid, sizeof(ac->prid));
+    }
+    ac->gen = gen;
+    ac->cb = cb;
+    ac->arg = arg;
+    pthread_mutex_lock(&t->lock);
+    t->inflight++;
+    pthread_mutex_unlock(&t->lock);
+    store_commit_async(t->st, m, on_async_commit, ac);
+}
+
 int
-pushdev_remove_ext(struct pushdev_table *t, const char *ext)
+pushdev_put_async(struct pushdev_table *t, const struct pushdev *d,
+                  unsigned max, bool *created, pushdev_done_cb *cb, void *arg)
+{
+    struct store_mark m;
+    uint64_t gen = 0;
+    int rc = put_mem(t, d, max, created, &m, &gen);
+
+    if (rc <= 0)
+        return rc;
+    start_async(t, m, "push device", d->ext, d, gen, cb, arg);
+    return PUSHDEV_PENDING;
+}
+
+/* The memory side of a removal of ext's devices, with its delete queued
+ * after *m. Returns how many were removed. */
+static int
+remove_ext_mem(struct pushdev_table *t, const char *ext, struct store_mark *m)
 {
     struct list_node *h = ext_chain(t, ext);
     int removed = 0;
 
     pthread_mutex_lock(&t->lock);
-    struct store_mark m = mark(t);
+    *m = mark(t);
     /* Queued even when memory has none: a retry after a failed commit
      * must still reach the disk. */
     if (t->st)
@@ -453,8 +642,29 @@ pushdev_remove_ext(struct pushdev_table *t, const char *ext)
         }
     }
     pthread_mutex_unlock(&t->lock);
+    return removed;
+}
+
+int
+pushdev_remove_ext(struct pushdev_table *t, const char *ext)
+{
+    struct store_mark m;
+    int removed = remove_ext_mem(t, ext, &m);
     int rc = wait_commit(t, m, "push device removal", ext);
     return rc < 0 ? rc : removed;
+}
+
+int
+pushdev_remove_ext_async(struct pushdev_table *t, const char *ext,
+                         pushdev_done_cb *cb, void *arg)
+{
+    struct store_mark m;
+
+    (void)remove_ext_mem(t, ext, &m);
+    if (!t->st)
+        return 0;
+    start_async(t, m, "push device removal", ext, NULL, 0, cb, arg);
+    return PUSHDEV_PENDING;
 }
 
 /* Remove the token's device from memory and queue its delete. Returns 0
@@ -559,7 +769,7 @@ pushdev_expire(struct pushdev_table *t)
 
     pthread_mutex_lock(&t->lock);
     int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
         for (struct list_node *p = h->next, *nx; p != h; p = nx) {
             nx = p->next;
@@ -581,7 +791,7 @@ void
 pushdev_list(struct pushdev_table *t, pushdev_list_cb *cb, void *arg)
 {
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
         for (struct list_node *p = h->next; p != h; p = p->next)
             cb(&container_of(p, struct node, by_ext)->d, arg);
@@ -714,25 +924,44 @@ reg_push_contact(struct reg *r, struct slice ext, const struct sip_uri *u,
 }
 
 int
-reg_push_commit(struct reg *r, struct slice ext, bool star,
-                struct reg_push_state *ps, struct buf *hdrs)
+reg_push_headers(struct reg *r, const struct reg_push_state *ps,
+                 struct buf *hdrs)
 {
+    if (!r->push.table)
+        return 0;
+    if (ps->disabled)
+        return buf_printf(hdrs,
+                          "Warning: 399 pushpbx \"Push notifications are "
+                          "disabled for this extension\"\r\n");
+    if (!ps->fc_provider)
+        return 0;
+    if (strcmp(ps->fc_provider, "*") == 0) {
+        if (r->push.apns &&
+            buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"apns\"\r\n") < 0)
+            return -EMSGSIZE;
+        if (r->push.fcm &&
+            buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"fcm\"\r\n") < 0)
+            return -EMSGSIZE;
+        return 0;
+    }
+    return buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"%s\"\r\n",
+                      ps->fc_provider);
+}
+
+int
+reg_push_store(struct reg *r, struct slice ext, bool star,
+               const struct reg_push_state *ps, reg_commit_cb *cb, void *arg)
+{
+    int rc = 0;
+
     if (!r->push.table)
         return 0;
     if (star) {
         char number[PUSHDEV_EXT_MAX + 1];
         slice_to_cstr(ext, number, sizeof(number));
-        if (pushdev_remove_ext(r->push.table, number) < 0)
-            return 500;
-        return 0;
-    }
-    if (ps->disabled) {
-        buf_printf(hdrs,
-                   "Warning: 399 pushpbx \"Push notifications are disabled "
-                   "for this extension\"\r\n");
-        return 0;
-    }
-    if (ps->device) {
+        rc = cb ? pushdev_remove_ext_async(r->push.table, number, cb, arg)
+                : pushdev_remove_ext(r->push.table, number);
+    } else if (ps->device && !ps->disabled) {
         unsigned max = 1;
         struct shard *s = reg_shard_of(r, ext);
         pthread_mutex_lock(&s->lock);
@@ -740,18 +969,11 @@ reg_push_commit(struct reg *r, struct slice ext, bool star,
         if (e)
             max = e->max_push_devices;
         pthread_mutex_unlock(&s->lock);
-        if (pushdev_put(r->push.table, ps->dev, max, NULL) < 0)
-            return 500;
+        rc = cb ? pushdev_put_async(r->push.table, ps->dev, max, NULL, cb,
+                                    arg)
+                : pushdev_put(r->push.table, ps->dev, max, NULL);
     }
-    if (!ps->fc_provider)
-        return 0;
-    if (strcmp(ps->fc_provider, "*") == 0) {
-        if (r->push.apns)
-            buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"apns\"\r\n");
-        if (r->push.fcm)
-            buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"fcm\"\r\n");
-        return 0;
-    }
-    buf_printf(hdrs, "Feature-Caps: *;+sip.pns=\"%s\"\r\n", ps->fc_provider);
-    return 0;
+    if (rc < 0)
+        return 500;
+    return cb && rc == PUSHDEV_PENDING ? REG_PENDING : 0;
 }

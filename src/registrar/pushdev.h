@@ -9,10 +9,15 @@
  * from then on the push device is the only way to reach it, so it must
  * survive restarts without any loss window. Bindings are written behind
  * (store.h: up to 1 s lost on a crash); push devices are committed by the
- * store's writer thread before the 200 OK is built: pushdev_put queues the
- * row and waits for store_commit (the writer commits at once, grouped with
- * whatever else is queued). It only happens when a device is created or
- * changed (or its last_seen is over an hour old), not on every refresh.
+ * store's writer thread before the REGISTER's 200 OK leaves. A SIP worker
+ * never waits for that commit: pushdev_put_async queues the row, asks the
+ * writer for the commit (store_commit_async) and returns PUSHDEV_PENDING;
+ * the registrar answers "pending" and the worker parks the REGISTER's
+ * server transaction until the callback reports the commit (app/core.c).
+ * The admin API, on a thread that may wait, uses the blocking pushdev_put
+ * (store_commit, bounded). Either way the commit only happens when a
+ * device is created or changed (or its last_seen is over an hour old),
+ * not on every refresh.
  *
  * Matching (product.md, "what real clients send"): a REGISTER's device
  * replaces the stored device of the same extension with the same
@@ -29,7 +34,9 @@
  * the database sees them in the order memory changed.
  *
  * When a commit fails or times out, memory is ahead of the disk: the
- * device is marked unsynced, the caller answers 500, and the phone's next
+ * device is marked unsynced, the caller answers 500 (a parked REGISTER:
+ * when the callback reports the failure, or when the worker stops waiting
+ * after PUSHDEV_COMMIT_TIMEOUT_MS), and the phone's next
  * REGISTER writes it again even if nothing changed (a device it replaced
  * may then reappear after a restart, until the phone's next REGISTER
  * replaces it again by instance or it idles out).
@@ -67,9 +74,10 @@ struct pushdev_table; /* opaque */
 struct store;
 
 /* How long a put or a removal that must be durable waits for the store's
- * commit by default. Longer than any commit the writer makes when the
- * disk is well; shorter than a SIP client's retransmission timeout (32 s)
- * by far, since the SIP worker waits this long at most. */
+ * commit by default (a blocking put; a parked REGISTER is answered 500
+ * after as long). Longer than any commit the writer makes when the disk
+ * is well; shorter than a SIP client's transaction timeout (32 s) by
+ * far. */
 #define PUSHDEV_COMMIT_TIMEOUT_MS 2000
 
 struct pushdev_opts {
@@ -88,8 +96,10 @@ struct pushdev_opts {
  * a negative errno with "pushdev: reason" in err. Main thread. */
 int pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
                  char *err, size_t errlen);
-/* NULL is a no-op. Devices stay in the database; removals still queued
- * are committed first (store_sync), so call it before store_close. */
+/* NULL is a no-op. Devices stay in the database; asynchronous commits
+ * still running are waited for (their callbacks have run when this
+ * returns) and removals still queued are committed first (store_sync),
+ * so call it before store_close. */
 void pushdev_close(struct pushdev_table *t);
 
 /* Is value a plausible token/parameter for provider? Returns NULL when
@@ -113,18 +123,46 @@ bool pushdev_is_voip(const struct pushdev *d);
  * (rolled back), -ETIMEDOUT (the writer did not answer in time: the
  * outcome is unknown), -ENOSPC (store queue full), -ESHUTDOWN. Then the
  * device is in memory, marked unsynced (see above), and the caller
- * answers 500 so that the phone retries. Any thread; blocks for the
- * commit (on a SIP worker: the worker waits for the store's writer, never
- * on a SQLite lock itself). */
+ * answers 500 so that the phone retries. Any thread that may block for
+ * the commit (the admin's; never a SIP worker: pushdev_put_async). */
 int pushdev_put(struct pushdev_table *t, const struct pushdev *d, unsigned max,
                 bool *created);
+
+/* The commit of a put or removal is running; its callback will report. */
+#define PUSHDEV_PENDING 1
+
+/* Result of an asynchronous put or removal: rc is 0 (on disk) or the
+ * store's error (-EIO, -ENOSPC, -ESHUTDOWN; never -ETIMEDOUT: the caller
+ * times its own wait). Runs on the store's writer thread, or on the
+ * caller's thread before the call that started it returns (store.h,
+ * store_commit_async); no pushdev lock is held. Must be short and
+ * thread-safe: hand the result to the caller's loop. */
+typedef void pushdev_done_cb(int rc, void *arg);
+
+/* pushdev_put without waiting (for a SIP worker): memory changes and the
+ * writes are queued as in pushdev_put, then returns 0 (nothing to commit:
+ * a refresh, or a table without store; cb is not called), -EINVAL (cb not
+ * called), or PUSHDEV_PENDING: cb(rc, arg) is called exactly once when
+ * the commit is done, possibly before this returns. Until then the device
+ * is in memory and marked unsynced (a failed commit leaves it so); the
+ * caller acknowledges the REGISTER only once cb said 0. Any thread; does
+ * not block. */
+int pushdev_put_async(struct pushdev_table *t, const struct pushdev *d,
+                      unsigned max, bool *created, pushdev_done_cb *cb,
+                      void *arg);
 
 /* Remove every device of ext (Contact: * with Expires: 0, or the admin)
  * and wait for the commit like pushdev_put (the sign-out or the admin's
  * "forget" is acknowledged only once durable). Returns how many were
  * removed from memory, or the store's error (memory is updated anyway; a
- * retry deletes again). Any thread; blocks. */
+ * retry deletes again). Any thread that may block. */
 int pushdev_remove_ext(struct pushdev_table *t, const char *ext);
+
+/* pushdev_remove_ext without waiting (a REGISTER with Contact: *): returns
+ * 0 (no store; cb not called) or PUSHDEV_PENDING and cb reports the
+ * commit like pushdev_put_async's. Any thread; does not block. */
+int pushdev_remove_ext_async(struct pushdev_table *t, const char *ext,
+                             pushdev_done_cb *cb, void *arg);
 
 /* Remove the device(s) with this provider and token, in any extension
  * (the provider reported the token dead). The delete is queued, not

@@ -113,6 +113,94 @@ shard_grow(struct shard *s)
     free(old);
 }
 
+/* ---- the listing index (reg_int.h struct ext_index) -------------------- */
+
+/* Listing order: shorter numbers first, then byte order ("99" < "100"). */
+static int
+number_cmp(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static int
+number_pcmp(const void *x, const void *y)
+{
+    return number_cmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* First position whose number sorts after key (upper bound). Index
+ * locked and sorted. */
+static size_t
+index_after(const struct ext_index *ix, const char *key)
+{
+    size_t lo = 0, hi = ix->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (number_cmp(ix->v[mid], key) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void
+index_sort(struct ext_index *ix)
+{
+    if (!ix->sorted) {
+        qsort(ix->v, ix->n, sizeof(*ix->v), number_pcmp);
+        ix->sorted = true;
+    }
+}
+
+/* Add number (ext->number: it lives as long as the extension). Under the
+ * extension's shard lock. */
+static void
+index_add(struct reg *r, const char *number)
+{
+    struct ext_index *ix = &r->index;
+
+    pthread_mutex_lock(&ix->lock);
+    if (ix->n == ix->cap) {
+        ix->cap = ix->cap ? ix->cap * 2 : 1024;
+        ix->v = xrealloc(ix->v, ix->cap * sizeof(*ix->v));
+    }
+    if (r->loading || !ix->sorted) {
+        /* Restore: append; still sorted while rows come in order. */
+        if (ix->n && number_cmp(ix->v[ix->n - 1], number) > 0)
+            ix->sorted = false;
+        ix->v[ix->n++] = number;
+    } else {
+        size_t at = index_after(ix, number);
+        memmove(ix->v + at + 1, ix->v + at, (ix->n - at) * sizeof(*ix->v));
+        ix->v[at] = number;
+        ix->n++;
+    }
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Remove number (the very pointer index_add got). Under the shard lock. */
+static void
+index_del(struct reg *r, const char *number)
+{
+    struct ext_index *ix = &r->index;
+
+    pthread_mutex_lock(&ix->lock);
+    index_sort(ix);
+    size_t at = index_after(ix, number);
+    /* at - 1 holds an equal number: numbers are unique. */
+    if (at > 0 && ix->v[at - 1] == number) {
+        memmove(ix->v + at - 1, ix->v + at, (ix->n - at) * sizeof(*ix->v));
+        ix->n--;
+    }
+    pthread_mutex_unlock(&ix->lock);
+}
+
 static struct ext *
 shard_add(struct reg *r, struct shard *s, const char *number)
 {
@@ -128,6 +216,7 @@ shard_add(struct reg *r, struct shard *s, const char *number)
     e->hnext = s->tab[b];
     s->tab[b] = e;
     s->count++;
+    index_add(r, e->number);
     atomic_fetch_add(&r->n_extensions, 1);
     return e;
 }
@@ -354,6 +443,8 @@ reg_new(const struct reg_opts *o, struct reg **out)
         r->shards[i].nbuckets = 16;
         r->shards[i].tab = xcalloc(16, sizeof(struct ext *));
     }
+    pthread_mutex_init(&r->index.lock, NULL);
+    r->index.sorted = true;
     int rc = reg_auth_init(r);
     if (rc < 0) {
         reg_free(r);
@@ -396,6 +487,8 @@ reg_free(struct reg *r)
         free(s->tab);
         pthread_mutex_destroy(&s->lock);
     }
+    free(r->index.v);
+    pthread_mutex_destroy(&r->index.lock);
     reg_auth_fini(r);
     reg_msg_close(r->messages);
     free(r->domain);
@@ -533,6 +626,7 @@ reg_ext_del(struct reg *r, const char *number)
     }
     *pp = e->hnext;
     s->count--;
+    index_del(r, e->number);
     if (r->store) {
         count_store_rc(r, store_binding_del_ext(r->store, number));
         count_store_rc(r, store_ext_del(r->store, number));
@@ -622,11 +716,27 @@ load_binding_cb(const struct store_binding *sb, void *arg)
         .flow_id = 0,
     };
     reg_addr_parse(sb->source, &t.addr);
-    /* Rows come ordered by updated_at, so pushing each to the front
-     * rebuilds "most recent first". */
-    reg_binding_link(r, e, reg_binding_new(&t));
+    /* Rows come in no order (store.h): put the binding before the first
+     * one updated no later than it, which keeps "most recently updated
+     * first" (max_contacts, a handful: a short walk). */
+    struct binding *b = reg_binding_new(&t);
+    struct list_node *pos = e->bindings.next;
+    while (pos != &e->bindings &&
+           container_of(pos, struct binding, node)->updated_at > t.updated_at)
+        pos = pos->next;
+    list_insert_before(pos, &b->node);
+    e->binding_count++;
+    atomic_fetch_add(&r->n_bindings, 1);
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int
@@ -634,7 +744,27 @@ reg_load(struct reg *r)
 {
     if (!r->store)
         return 0;
+    int64_t t0 = mono_ms();
+    /* Size the shards' tables once for what is stored (two extensions a
+     * bucket, as shard_add keeps them) instead of doubling them through
+     * a million rows. */
+    size_t rows = 0;
+    if (store_count(r->store, "extensions", &rows) == 0) {
+        for (size_t i = 0; i < REG_SHARDS; i++) {
+            struct shard *s = &r->shards[i];
+            pthread_mutex_lock(&s->lock);
+            while (2 * s->nbuckets < rows / REG_SHARDS + 1)
+                shard_grow(s);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    r->loading = true;
     int rc = store_ext_load(r->store, load_ext_cb, r);
+    r->loading = false;
+    pthread_mutex_lock(&r->index.lock);
+    index_sort(&r->index);
+    pthread_mutex_unlock(&r->index.lock);
+    int64_t t1 = mono_ms();
     if (rc == 0)
         rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
     if (rc == 0 && !r->messages) {
@@ -649,9 +779,13 @@ reg_load(struct reg *r)
     }
     r->msg_cfg = NULL; /* borrowed until here */
     if (rc == 0)
-        log_info("registrar", "restored extensions=%zu bindings=%zu",
+        log_info("registrar",
+                 "restored extensions=%zu bindings=%zu in %lld ms "
+                 "(extensions %lld ms, bindings %lld ms)",
                  (size_t)atomic_load(&r->n_extensions),
-                 (size_t)atomic_load(&r->n_bindings));
+                 (size_t)atomic_load(&r->n_bindings),
+                 (long long)(mono_ms() - t0), (long long)(t1 - t0),
+                 (long long)(mono_ms() - t1));
     return rc < 0 ? rc : 0;
 }
 
@@ -755,6 +889,23 @@ out:
     return rc;
 }
 
+/* cb for extension e with its unexpired bindings. Under e's shard lock. */
+static void
+list_ext_locked(const struct ext *e, int64_t now, reg_list_cb *cb, void *arg)
+{
+    /* max_contacts is small (config max 64): a stack array. */
+    struct reg_contact v[64];
+    size_t n = 0;
+    const struct list_node *pos;
+
+    for (pos = e->bindings.next; pos != &e->bindings; pos = pos->next) {
+        const struct binding *b = container_of(pos, struct binding, node);
+        if (b->expires_at > now && n < 64)
+            fill_contact(&v[n++], b);
+    }
+    cb(e->number, e->display, e->enabled, v, n, arg);
+}
+
 void
 reg_list(struct reg *r, reg_list_cb *cb, void *arg)
 {
@@ -763,24 +914,93 @@ reg_list(struct reg *r, reg_list_cb *cb, void *arg)
     for (size_t i = 0; i < REG_SHARDS; i++) {
         struct shard *s = &r->shards[i];
         pthread_mutex_lock(&s->lock);
-        for (size_t bk = 0; bk < s->nbuckets; bk++) {
-            for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
-                /* max_contacts is small (config max 64): a stack array. */
-                struct reg_contact v[64];
-                size_t n = 0;
-                struct list_node *pos, *tmp;
-                list_for_each_safe(pos, tmp, &e->bindings)
-                {
-                    const struct binding *b =
-                        container_of(pos, struct binding, node);
-                    if (b->expires_at > now && n < 64)
-                        fill_contact(&v[n++], b);
-                }
-                cb(e->number, e->display, e->enabled, v, n, arg);
-            }
+        for (size_t bk = 0; bk < s->nbuckets; bk++)
+            for (struct ext *e = s->tab[bk]; e; e = e->hnext)
+                list_ext_locked(e, now, cb, arg);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+int
+reg_list_ext(struct reg *r, const char *number, reg_list_cb *cb, void *arg)
+{
+    if (!reg_ext_number_valid(number))
+        return -ENOENT;
+    struct shard *s = reg_shard_of(r, slice_cstr(number));
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(number));
+    if (e)
+        list_ext_locked(e, reg_now_s(r), cb, arg);
+    pthread_mutex_unlock(&s->lock);
+    return e ? 0 : -ENOENT;
+}
+
+size_t
+reg_list_page(struct reg *r, const char *after, size_t limit, reg_list_cb *cb,
+              void *arg, struct reg_page *pg)
+{
+    struct ext_index *ix = &r->index;
+    char(*num)[REG_NUMBER_MAX + 1] = NULL;
+    size_t n = 0, listed = 0;
+    char from[REG_NUMBER_MAX + 1] = "";
+
+    /* after may be pg->next of the previous page: copy it first. */
+    if (after)
+        snprintf(from, sizeof(from), "%s", after);
+    *pg = (struct reg_page){0};
+    if (limit > REG_PAGE_MAX)
+        limit = REG_PAGE_MAX;
+    if (limit)
+        num = xmalloc(limit * sizeof(*num));
+    /* Copy the page's numbers; the pointers are valid only under the
+     * index lock (an extension leaves the index before it is freed). */
+    pthread_mutex_lock(&ix->lock);
+    index_sort(ix);
+    size_t at = from[0] ? index_after(ix, from) : 0;
+    for (; n < limit && at + n < ix->n; n++)
+        snprintf(num[n], sizeof(num[n]), "%s", ix->v[at + n]);
+    pg->total = ix->n;
+    pg->more = at + n < ix->n;
+    pthread_mutex_unlock(&ix->lock);
+
+    int64_t now = reg_now_s(r);
+    for (size_t i = 0; i < n; i++) {
+        struct shard *s = reg_shard_of(r, slice_cstr(num[i]));
+        pthread_mutex_lock(&s->lock);
+        struct ext *e = reg_ext_find(s, slice_cstr(num[i]));
+        if (e) { /* else deleted meanwhile: left out */
+            list_ext_locked(e, now, cb, arg);
+            listed++;
         }
         pthread_mutex_unlock(&s->lock);
     }
+    if (n)
+        snprintf(pg->next, sizeof(pg->next), "%s", num[n - 1]);
+    free(num);
+    return listed;
+}
+
+static size_t
+expire_shard(struct reg *r, struct shard *s, int64_t now)
+{
+    size_t dropped = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t bk = 0; bk < s->nbuckets; bk++) {
+        for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
+            struct list_node *pos, *tmp;
+            list_for_each_safe(pos, tmp, &e->bindings)
+            {
+                struct binding *b = container_of(pos, struct binding, node);
+                if (b->expires_at <= now) {
+                    reg_binding_unlink_free(r, e, b);
+                    dropped++;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return dropped;
 }
 
 struct reg_msg_table *
@@ -795,23 +1015,22 @@ reg_expire(struct reg *r)
     int64_t now = reg_now_s(r);
     size_t dropped = 0;
 
-    for (size_t i = 0; i < REG_SHARDS; i++) {
-        struct shard *s = &r->shards[i];
-        pthread_mutex_lock(&s->lock);
-        for (size_t bk = 0; bk < s->nbuckets; bk++) {
-            for (struct ext *e = s->tab[bk]; e; e = e->hnext) {
-                struct list_node *pos, *tmp;
-                list_for_each_safe(pos, tmp, &e->bindings)
-                {
-                    struct binding *b = container_of(pos, struct binding, node);
-                    if (b->expires_at <= now) {
-                        reg_binding_unlink_free(r, e, b);
-                        dropped++;
-                    }
-                }
-            }
-        }
-        pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < REG_SHARDS; i++)
+        dropped += expire_shard(r, &r->shards[i], now);
+    return dropped;
+}
+
+size_t
+reg_expire_some(struct reg *r, unsigned shards)
+{
+    int64_t now = reg_now_s(r);
+    size_t dropped = 0;
+
+    if (shards > REG_SHARDS)
+        shards = REG_SHARDS;
+    for (unsigned i = 0; i < shards; i++) {
+        size_t k = atomic_fetch_add(&r->expire_next, 1) % REG_SHARDS;
+        dropped += expire_shard(r, &r->shards[k], now);
     }
     if (r->messages)
         reg_msg_expire(r->messages); /* counted in its own stats */

@@ -15,9 +15,9 @@
  * Expiry: tq timer queues are per worker (single thread), but a binding can
  * be refreshed from any worker, so bindings carry an absolute expiry and
  * are (a) filtered out lazily by every read and (b) freed by reg_expire(),
- * a sweep the daemon calls once a second. O(bindings) per second, which is
- * 100k pointer walks at our largest target: cheap, and far simpler than
- * cross-thread timer ownership.
+ * a sweep the daemon runs once a second over a sixteenth of the shards
+ * (reg_expire_some): O(bindings / 16) per second, 62,500 pointer walks at
+ * a million, and far simpler than cross-thread timer ownership.
  *
  * Persistence: every change is queued to the store (store.h), whose writer
  * thread commits it within flush_ms; reg_load() restores extensions and
@@ -177,11 +177,45 @@ struct reg_src {
 
 /* Process one REGISTER and build the complete response into out (the
  * caller sends it back over src). Returns the status code put in the
- * response (200, 401, 403, 404, 400, 420, 423, 500), or -EINVAL if req is
- * not a REGISTER request, -EMSGSIZE if the response outgrew out's cap.
- * Any worker thread. */
+ * response (200, 401, 403, 404, 400, 420, 423, 500, 555), or -EINVAL if
+ * req is not a REGISTER request, -EMSGSIZE if the response outgrew out's
+ * cap. A push device is committed before the 200 is returned: this
+ * blocks for the store (pushdev_put), so it is for tests, benchmarks and
+ * threads that may wait; a SIP worker calls reg_handle_async. */
 int reg_handle(struct reg *r, const struct sip_msg *req,
                const struct reg_src *src, struct buf *out);
+
+/* reg_handle_async's "the 200 waits for a commit" (not a SIP status). */
+#define REG_PENDING 1
+
+/* The commit a pending REGISTER waits for is done: rc 0 (durable) or the
+ * store's error. Runs on the store's writer thread, or on the calling
+ * thread before reg_handle_async returns; no registrar lock held. It
+ * must only hand rc to the worker's loop (short, thread-safe). */
+typedef void reg_commit_cb(int rc, void *arg);
+
+/* reg_handle for a SIP worker, which must never wait for the store. Same
+ * results, plus REG_PENDING: the REGISTER is accepted (bindings updated,
+ * bind callback run) and its 200 is built in out, but it carries a push
+ * device (or Contact: * removing devices) whose commit is running; the
+ * 200 may only be sent once cb(rc, arg) (called exactly once, maybe
+ * before this returns, maybe on another thread) has reported and
+ * reg_handle_done(rc) said so. Until then the caller keeps the request's
+ * server transaction open (retransmissions absorbed, no second commit).
+ * cb is called only when REG_PENDING is returned. cb NULL: -EINVAL. Any
+ * worker thread. */
+int reg_handle_async(struct reg *r, const struct sip_msg *req,
+                     const struct reg_src *src, struct buf *out,
+                     reg_commit_cb *cb, void *arg);
+
+/* The answer of a REGISTER left pending, once its commit reported rc (or
+ * the caller stopped waiting: pass -ETIMEDOUT): 200 when rc is 0 (send
+ * the 200 built then; counted as accepted), else 500 "Push Device Not
+ * Stored" built from req into out (appended), so the phone registers
+ * again (the device stays unsynced: pushdev.h), or -EMSGSIZE. Worker
+ * thread. */
+int reg_handle_done(struct reg *r, int rc, const struct sip_msg *req,
+                    struct buf *out);
 
 /* A binding as the proxy and admin see it (copies). */
 struct reg_contact {
@@ -212,7 +246,9 @@ int reg_lookup(struct reg *r, struct slice ext, struct arena *a,
  * call): after a REGISTER was accepted, cb gets the extension and the
  * bindings that request added or refreshed (copies, valid during the
  * call; count > 0). Runs on the worker that handled the REGISTER, with no
- * registrar lock held, before the 200 OK is sent; cb may call reg_lookup.
+ * registrar lock held, before the 200 OK is sent (for a REGISTER left
+ * pending, before its push device's commit is known: the bindings are in
+ * memory either way); cb may call reg_lookup.
  * Set once before workers start (not synchronised). */
 typedef void reg_bind_cb(const char *ext, const struct reg_contact *contacts,
                          size_t count, void *arg);
@@ -222,8 +258,9 @@ void reg_set_bind_cb(struct reg *r, reg_bind_cb *cb, void *arg);
  * start (not synchronised). With a table set, a REGISTER whose Contact URI
  * carries pn-provider/pn-prid/pn-param is checked (400 with a reason for a
  * bad token or missing pn-param, 555 for a provider not served, both
- * before anything is stored), the push device is committed to the table
- * before the 200 is built, and the 200 carries Feature-Caps:
+ * before anything is stored), the push device is committed to the store
+ * before the 200 is sent (reg_handle_async: REG_PENDING until then), and
+ * the 200 carries Feature-Caps:
  * *;+sip.pns="<provider>". Expires: 0 keeps the device (background mode);
  * Contact: * removes the extension's devices too. An extension for which
  * push_enabled returns false registers without push: no device, no
@@ -246,9 +283,44 @@ typedef void reg_list_cb(const char *ext, const char *display, bool enabled,
                          void *arg);
 void reg_list(struct reg *r, reg_list_cb *cb, void *arg);
 
+/* reg_list for extension number alone. Returns 0, or -ENOENT (unknown or
+ * not a valid number). Any thread. */
+int reg_list_ext(struct reg *r, const char *number, reg_list_cb *cb,
+                 void *arg);
+
+/* Admin listing by pages (GET /api/registrations?limit=&after=):
+ * extensions in listing order (shorter numbers first, then byte order:
+ * "99" < "100"), the first limit of them (at most REG_PAGE_MAX) that sort
+ * after the number `after` (NULL or "": from the first). `after` need not
+ * exist: a cursor stays valid when its extension is deleted. cb as for
+ * reg_list, once per extension, under that extension's shard lock (cb
+ * must not call back into the registrar). An extension deleted while the
+ * page is read is left out; one added behind the cursor is not seen by
+ * the pages after it, one added ahead of it is. Returns the cb calls;
+ * *pg gets the number of extensions (total), whether more follow the
+ * page, and the cursor for the next page (the page's last number; "" for
+ * an empty page). O(log extensions + limit). Any thread. */
+#define REG_PAGE_MAX 1000
+struct reg_page {
+    size_t total;
+    bool more;
+    char next[33];
+};
+size_t reg_list_page(struct reg *r, const char *after, size_t limit,
+                     reg_list_cb *cb, void *arg, struct reg_page *pg);
+
 /* Drop expired bindings (memory only: the store drops them at the next
  * start). Returns how many were dropped. Call about once a second. */
 size_t reg_expire(struct reg *r);
+
+/* reg_expire for the next `shards` shards only (round robin; a full pass
+ * every REG_SHARDS / shards calls). The daemon's once-a-second tick: a
+ * full pass over a million bindings took ~270 ms of every second and
+ * held each shard's lock ~4 ms; expired bindings are filtered out by every
+ * read anyway, so freeing them a few seconds later costs only memory.
+ * Returns how many were dropped. Any thread. */
+#define REG_EXPIRE_SHARDS_PER_TICK 4
+size_t reg_expire_some(struct reg *r, unsigned shards);
 
 /* Digest check of an out-of-dialog request that the proxy serves (INVITE,
  * MESSAGE...; RFC 3261 §22.3), with the nonces, nonce-count replay table

@@ -62,6 +62,8 @@ struct ctx {
     char src_text[INET6_ADDRSTRLEN + 16];
     int64_t now;
     struct slice ext; /* unescaped To user (arena) */
+    reg_commit_cb *cb; /* reg_handle_async: the push device's commit */
+    void *cb_arg;
 };
 
 /* RFC 5626 §5.2/§5.4: the REGISTER asks for outbound when it names the
@@ -583,29 +585,45 @@ handle(struct ctx *c)
         buf_reset(&c->extra);
         return respond(c, status, NULL);
     }
-    /* The push device is durable before the 200 (pushdev.h). */
-    if (reg_push_commit(r, c->ext, star, &ps, &c->extra) != 0) {
+    /* The 200 is built first, then the push device is stored: durable
+     * before the 200 leaves (pushdev.h), and with reg_handle_async the
+     * commit's callback may run before this returns, so nothing after
+     * the store step may fail. */
+    if (reg_push_headers(r, &ps, &c->extra) < 0)
+        return -EMSGSIZE;
+    if (!star && wants_outbound(m, v, (size_t)n) &&
+        buf_printf(&c->extra, "Require: outbound\r\nFlow-Timer: %u\r\n",
+                   c->src->transport == REG_TP_UDP ? r->cfg.flow_timer_udp_s
+                                                   : r->cfg.flow_timer_s) < 0)
+        return -EMSGSIZE;
+    size_t mark = c->out->len;
+    rc = respond(c, 200, "OK");
+    if (rc < 0)
+        return rc;
+    int pst = reg_push_store(r, c->ext, star, &ps, c->cb, c->cb_arg);
+    if (pst == 500) {
+        c->out->len = mark;
         buf_reset(&c->extra);
         return respond(c, 500, "Push Device Not Stored");
     }
-    atomic_fetch_add(&r->n_ok, 1);
+    if (pst != REG_PENDING)
+        atomic_fetch_add(&r->n_ok, 1);
+    /* A pending REGISTER's bindings are in memory already (a failed
+     * commit does not undo them), so the proxy hears of them now. */
     if (nfresh && r->bind_cb) {
         char ext[REG_NUMBER_MAX + 1];
         slice_to_cstr(c->ext, ext, sizeof(ext));
         r->bind_cb(ext, fresh, nfresh, r->bind_arg);
     }
-    log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s",
-              SLICE_ARG(c->ext), count, c->src_text);
-    if (!star && wants_outbound(m, v, (size_t)n))
-        buf_printf(&c->extra, "Require: outbound\r\nFlow-Timer: %u\r\n",
-                    c->src->transport == REG_TP_UDP ? r->cfg.flow_timer_udp_s
-                                                    : r->cfg.flow_timer_s);
-    return respond(c, 200, "OK");
+    log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s%s",
+              SLICE_ARG(c->ext), count, c->src_text,
+              pst == REG_PENDING ? " (push device commit pending)" : "");
+    return pst == REG_PENDING ? REG_PENDING : 200;
 }
 
-int
-reg_handle(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
-           struct buf *out)
+static int
+handle_top(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
+           struct buf *out, reg_commit_cb *cb, void *arg)
 {
     if (!req->is_request || req->method != SIP_METHOD_REGISTER)
         return -EINVAL;
@@ -615,6 +633,8 @@ reg_handle(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
         .src = src,
         .out = out,
         .now = reg_now_s(r),
+        .cb = cb,
+        .cb_arg = arg,
     };
     arena_init(&c.a, REG_ARENA_CAP);
     buf_init(&c.extra, 64 * 1024);
@@ -625,4 +645,38 @@ reg_handle(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
     buf_fini(&c.extra);
     arena_fini(&c.a);
     return rc;
+}
+
+int
+reg_handle(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
+           struct buf *out)
+{
+    return handle_top(r, req, src, out, NULL, NULL);
+}
+
+int
+reg_handle_async(struct reg *r, const struct sip_msg *req,
+                 const struct reg_src *src, struct buf *out, reg_commit_cb *cb,
+                 void *arg)
+{
+    if (!cb)
+        return -EINVAL;
+    return handle_top(r, req, src, out, cb, arg);
+}
+
+int
+reg_handle_done(struct reg *r, int rc, const struct sip_msg *req,
+                struct buf *out)
+{
+    char tag[17];
+
+    if (rc == 0) {
+        atomic_fetch_add(&r->n_ok, 1);
+        return 200;
+    }
+    sip_new_tag(tag);
+    int b = sip_build_response(out, req, 500, "Push Device Not Stored",
+                               slice_make(tag, strlen(tag)), SLICE_NULL,
+                               SLICE_NULL);
+    return b < 0 ? b : 500;
 }

@@ -288,7 +288,16 @@ int store_sync(struct store *st);
 /* Read every extension / every binding that has not expired at now_s
  * (expired rows are deleted). The callback gets borrowed rows; a non-zero
  * return stops the walk and is returned. Otherwise 0 or -EIO. Runs on the
- * caller's thread with its own connection (start-up). */
+ * caller's thread with its own connection (start-up). Rows come in no
+ * particular order (a sequential scan: sorting a million rows was most of
+ * the restore time); the caller orders them (an extension's bindings by
+ * updated_at, push devices by last_seen). */
+/* How many rows table ("extensions", "bindings", "push_devices",
+ * "prov_links") holds, into *out: a load sizes its hash tables once
+ * instead of doubling them through a million rows. 0, -EINVAL (another
+ * table), -EIO. Start-up, like the loads. */
+int store_count(struct store *st, const char *table, size_t *out);
+
 typedef int store_ext_cb(const struct store_ext *e, void *arg);
 typedef int store_binding_cb(const struct store_binding *b, void *arg);
 int store_ext_load(struct store *st, store_ext_cb *cb, void *arg);
@@ -296,7 +305,8 @@ int store_binding_load(struct store *st, int64_t now_s, store_binding_cb *cb,
                        void *arg);
 
 /* Read every push device; rows with last_seen < idle_before_s are deleted
- * (through the writer) instead of passed. Same rules as store_ext_load. */
+ * (through the writer) instead of passed. Same rules as store_ext_load
+ * (no particular order). */
 typedef int store_pushdev_cb(const struct store_pushdev *d, void *arg);
 int store_pushdev_load(struct store *st, int64_t idle_before_s,
                        store_pushdev_cb *cb, void *arg);

@@ -575,6 +575,7 @@ wake_observer(void)
         .call_started = on_call_started,
         .call_ended = on_call_ended,
         .branch_sent = wake_on_branch_sent,
+        .message_stored = wake_on_message_stored,
     };
     return &ops;
 }

@@ -53,6 +53,8 @@ struct wake_opts {
     unsigned ring_s;               /* call pushes expire after this */
     bool ringing;                  /* 180 when a push is sent */
     unsigned recent_max;           /* ring size; 0 = 200 */
+    bool message_preview;          /* [push] message_preview: message
+                                      pushes carry the text */
     /* Tests: instead of the push thread, hand each push to send (on the
      * calling worker); the test completes it with wake_job_done. */
     int (*send)(struct wake_job *j, const struct push_msg *m, void *arg);

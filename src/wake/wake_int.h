@@ -96,6 +96,10 @@ struct wake_job {
     char from_name[NAME_MAX_LEN];
     uint64_t rx_us;   /* INVITE read; 0: not timed (INVITE_TO_PUSH) */
     uint64_t send_us; /* handed to push_send (or the test hook) */
+    /* PUSH_MESSAGE (wake_submit_message) */
+    char msg_id[24];
+    char content_type[128];
+    char preview[PROXY_MSG_PREVIEW_MAX];
 };
 
 /* A device woken by a REGISTER read at reg_us whose INVITE (Request-URI
@@ -210,9 +214,17 @@ void wake_call_push_failed(struct wake *w, const struct wake_job *j, bool dead);
  * thread; never blocks beyond a mutex. 0 when accepted for sending. */
 int wake_submit(struct wake *w, const struct pushdev *d, enum push_type type,
                 const struct wcall *c, int64_t expires_s, uint64_t rx_us);
+/* Hand a `message` push (an alert, never a VoIP push) for the stored
+ * message mi to device d. Any thread; never blocks beyond a mutex.
+ * 0 when accepted for sending. */
+int wake_submit_message(struct wake *w, const struct pushdev *d,
+                        const struct proxy_msg_info *mi);
 void wake_job_fail(struct wake_job *j, const char *reason);
 /* Stop the push thread (pending pushes complete as cancelled). */
 void wake_push_stop(struct wake *w);
+
+/* wake_msg.c: proxy observer: a MESSAGE was stored, push its devices. */
+void wake_on_message_stored(const struct proxy_msg_info *mi, void *arg);
 
 /* wake_lat.c */
 /* A pushed device woke: time its INVITE from this REGISTER's read. */

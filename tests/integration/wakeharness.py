@@ -361,11 +361,15 @@ class Phone:
     """A SIP UA for extension ext over UDP or TCP. A thread reads every
     message into self.log and answers incoming requests by policy:
     on_invite = "answer" (180 then 200), "ring" (180 only), "pickup" (200
-    without a provisional) or "silent"."""
+    without a provisional) or "silent"; a MESSAGE is kept in
+    self.messages and answered on_message (a status, e.g. 200 or 480; None:
+    not answered)."""
 
     def __init__(self, pbx, ext, transport="udp", on_invite="answer",
-                 domain="test.local", password=None):
+                 domain="test.local", password=None, on_message=200):
         self.pbx, self.ext = pbx, ext
+        self.on_message = on_message
+        self.messages = []
         self.pw = password or "pw" + ext
         self.domain = domain
         self.transport = transport
@@ -474,6 +478,13 @@ class Phone:
                    if hget(i, "call-id") == hget(m, "call-id")]
             if inv:
                 self.reply(inv[-1], 487, "Request Terminated", self.tag)
+        elif meth == "MESSAGE":
+            with self.lock:
+                self.messages.append(m)
+            if self.on_message:
+                self.reply(m, self.on_message,
+                           "OK" if self.on_message < 300 else "Refused",
+                           self.tag)
         elif meth in ("BYE", "OPTIONS"):
             self.reply(m, 200, "OK", self.tag)
         # ACK: nothing
@@ -566,6 +577,54 @@ class Phone:
                 hget(r, "proxy-authenticate"), self.ext, self.pw, "INVITE",
                 wire_ruri)
         return call
+
+    def message(self, to, body, ctype="text/plain", display=None,
+                auth=True, password=None, call_id=None, cseq=1):
+        """Send a MESSAGE to extension to (answering one 407 with digest
+        credentials when auth); returns the final response."""
+        name = '"%s" ' % display if display is not None else ""
+        call_id = call_id or uuid.uuid4().hex
+        ruri = "sip:%s@test.local" % to
+        data = body.encode() if isinstance(body, str) else body
+        authz = ""
+        r = None
+        for _ in range(2):
+            head = ("MESSAGE %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+                    "From: %s<sip:%s@test.local>;tag=%s\r\n"
+                    "To: <sip:%s@test.local>\r\nCall-ID: %s\r\n"
+                    "CSeq: %d MESSAGE\r\nContent-Type: %s\r\n"
+                    "%sContent-Length: %d\r\n\r\n" %
+                    (ruri, self.via(), name, self.ext, self.tag, to, call_id,
+                     cseq, ctype, authz, len(data)))
+            wire = head.replace("test.local", self.domain).encode() + data
+            if self.tcp:
+                self.sock.sendall(wire)
+            else:
+                self.sock.sendto(wire, self.pbx.udp)
+            r = self.wait_response(
+                timeout=10,
+                pred=lambda m: hget(m, "call-id") == call_id and
+                hget(m, "cseq") == "%d MESSAGE" % cseq and m["status"] >= 200)
+            assert r is not None, "no final to MESSAGE"
+            if r["status"] != 407 or not auth or authz:
+                return r
+            authz = "Proxy-Authorization: %s\r\n" % digest(
+                hget(r, "proxy-authenticate"), self.ext,
+                password or self.pw, "MESSAGE", ruri.replace(
+                    "test.local", self.domain))
+            cseq += 1
+        return r
+
+    def wait_messages(self, count, timeout=8.0):
+        """The first count MESSAGEs received (fails after timeout)."""
+        def got():
+            with self.lock:
+                return list(self.messages) if len(
+                    self.messages) >= count else None
+        m = wait_until(got, timeout)
+        assert m, "%d MESSAGE(s) wanted, got %r" % (
+            count, [x["first"] for x in self.messages])
+        return m[:count]
 
     def ack(self, call, resp):
         """ACK for a non-2xx final (same branch, hop by hop)."""

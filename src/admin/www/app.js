@@ -98,8 +98,17 @@ function msgCell(m) {
     <div class="muted">oldest ${esc(ago(m.oldest_received_at))}</div>`;
 }
 
+// Registrations come a page at a time (docs/admin.md "Pages"): regAfter is
+// the cursor of the page shown ("" = the first), regBack the cursors of the
+// pages before it, so Previous goes back and the 5 s refresh reloads the
+// same page.
+const REG_PAGE = 100;
+let regAfter = "", regBack = [], regNext = null;
+
 async function refreshRegistrations() {
-  const r = await api("GET", "/api/registrations");
+  const q = "/api/registrations?limit=" + REG_PAGE +
+    (regAfter ? "&after=" + encodeURIComponent(regAfter) : "");
+  const r = await api("GET", q);
   const msgs = {};
   const m = await api("GET", "/api/messages");
   for (const x of m.items) msgs[x.ext] = x;
@@ -112,8 +121,14 @@ async function refreshRegistrations() {
       <td>${sipCell(e.bindings)}</td><td>${pushCell(e.push, r.push_available)}</td>
       <td>${msgCell(msgs[e.number])}</td></tr>`;
   }).join("");
-  $("#stats").innerHTML = `<span><b>${r.items.length}</b> extensions</span>
-    <span><b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>
+  regNext = r.next;
+  const first = regBack.length * REG_PAGE;
+  $("#reg-range").textContent = r.items.length
+    ? `${first + 1}\u2013${first + r.items.length} of ${r.total}` : `none of ${r.total}`;
+  $("#reg-prev").disabled = regBack.length === 0;
+  $("#reg-next").disabled = !regNext;
+  $("#stats").innerHTML = `<span><b>${r.total}</b> extensions</span>
+    <span>this page: <b>${regs}</b> SIP bindings</span><span><b>${devs}</b> push devices</span>
     <span><b>${m.stats.waiting}</b> stored messages</span>`;
 }
 
@@ -236,6 +251,14 @@ document.addEventListener("DOMContentLoaded", () => {
     login($("#token").value.trim());
   });
   $("#logout").addEventListener("click", () => logout());
+  $("#reg-next").addEventListener("click", () => {
+    if (!regNext) return;
+    regBack.push(regAfter); regAfter = regNext; refreshRegistrations();
+  });
+  $("#reg-prev").addEventListener("click", () => {
+    if (!regBack.length) return;
+    regAfter = regBack.pop(); refreshRegistrations();
+  });
   window.addEventListener("hashchange", () => token && show(location.hash.slice(1)));
   $("#add-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();

@@ -12,6 +12,11 @@
  * timeout with a clear error, and lookups on other threads must answer at
  * once meanwhile ([wake-room] item 2: the table mutex is never held
  * across a wait for the disk).
+ *
+ * test_async_locked: the same lock, the SIP worker's way
+ * (pushdev_put_async, reg_handle_async): nothing waits; the REGISTER is
+ * left pending with its 200 built, the callbacks come once the lock is
+ * released, and the devices are then on disk.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -521,6 +526,161 @@ test_locked_database(void **state)
     assert_int_equal(pushdev_find_ext(t->pd, "101", out, 4), 0);
 }
 
+/* A commit callback's result, awaited with a bound. */
+struct done {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int calls;
+    int rc;
+};
+
+static void
+done_init(struct done *d)
+{
+    pthread_mutex_init(&d->m, NULL);
+    pthread_cond_init(&d->c, NULL);
+    d->calls = 0;
+    d->rc = 1;
+}
+
+static void
+done_fini(struct done *d)
+{
+    pthread_cond_destroy(&d->c);
+    pthread_mutex_destroy(&d->m);
+}
+
+static void
+on_done(int rc, void *arg)
+{
+    struct done *d = arg;
+    pthread_mutex_lock(&d->m);
+    d->calls++;
+    d->rc = rc;
+    pthread_cond_broadcast(&d->c);
+    pthread_mutex_unlock(&d->m);
+}
+
+static int
+done_calls(struct done *d)
+{
+    pthread_mutex_lock(&d->m);
+    int n = d->calls;
+    pthread_mutex_unlock(&d->m);
+    return n;
+}
+
+/* Wait (at most 10 s) for the callback; returns its rc. */
+static int
+done_wait(struct done *d)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&d->m);
+    while (d->calls == 0 &&
+           pthread_cond_timedwait(&d->c, &d->m, &until) != ETIMEDOUT)
+        ;
+    int calls = d->calls, rc = d->rc;
+    pthread_mutex_unlock(&d->m);
+    assert_int_equal(calls, 1);
+    return rc;
+}
+
+static void
+test_async_locked(void **state)
+{
+    struct t *t = *state;
+    struct pushdev out[4];
+    struct locker l;
+    struct done put, regd;
+
+    done_init(&put);
+    done_init(&regd);
+    struct pushdev d101 = dev("101", "apns", APNS_TOK, "T.com.ex", "");
+    assert_int_equal(pushdev_put(t->pd, &d101, 2, NULL), 0);
+    assert_int_equal(store_sync(t->st), 0); /* the writer is idle */
+
+    lock_db(&l, t->path);
+    /* A put does not wait for the disk: pending at once, in memory. */
+    struct pushdev d = dev("101", "fcm", FCM_TOK, "proj", "urn:uuid:9");
+    int64_t t0 = mono_ms();
+    assert_int_equal(pushdev_put_async(t->pd, &d, 2, NULL, on_done, &put),
+                     PUSHDEV_PENDING);
+    /* A refresh that changes nothing of a synced device needs no commit. */
+    assert_int_equal(pushdev_put_async(t->pd, &d101, 2, NULL, on_done, &put),
+                     0);
+    assert_true(pushdev_match(t->pd, "101", "fcm", FCM_TOK, NULL, &out[0]));
+
+    /* A push REGISTER the worker's way: accepted, its 200 built, and left
+     * pending until the commit; nothing waited. */
+    t->async_cb = on_done;
+    t->async_arg = &regd;
+    assert_int_equal(
+        register_ok(t, (struct req){.contacts = PN_APNS, .call_id = "cid-a"}),
+        REG_PENDING);
+    assert_true(rsp_has(t, "SIP/2.0 200 OK\r\n"));
+    assert_true(rsp_has(t, "Feature-Caps: *;+sip.pns=\"apns\"\r\n"));
+    assert_int_equal(contact_count(t), 1);
+    int64_t took = mono_ms() - t0;
+    fprintf(stderr, "async put + pending REGISTER with the database locked: "
+                    "%lld ms\n",
+            (long long)took);
+    assert_true(took < LOCKED_TIMEOUT_MS / 2);
+    /* The lock holds: no commit could have been reported. */
+    assert_int_equal(done_calls(&put), 0);
+    assert_int_equal(done_calls(&regd), 0);
+
+    lock_release(&l);
+    assert_int_equal(done_wait(&put), 0);
+    assert_int_equal(done_wait(&regd), 0);
+
+    /* The answer once the commit is known: the 200 built before, or a 500
+     * built from the request. */
+    struct arena a;
+    struct sip_msg req;
+    struct sip_error err;
+    struct buf b;
+    arena_init(&a, SIP_MSG_ARENA_CAP);
+    buf_init(&b, 65536);
+    assert_int_equal(
+        sip_msg_parse(&req, t->last_req, t->last_req_len, &a, &err), 0);
+    assert_int_equal(reg_handle_done(t->r, 0, &req, &b), 200);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(reg_handle_done(t->r, -EIO, &req, &b), 500);
+    assert_non_null(strstr(b.data, "SIP/2.0 500 Push Device Not Stored\r\n"));
+    assert_non_null(strstr(b.data, "CSeq: "));
+    buf_fini(&b);
+    arena_fini(&a);
+
+    /* Contact: * the same way: pending, then the devices are gone. */
+    struct done star;
+    done_init(&star);
+    t->async_arg = &star;
+    int st = register_ok(t, (struct req){.contacts = "Contact: *\r\n",
+                                         .expires = "0",
+                                         .call_id = "cid-a"});
+    assert_int_equal(st, REG_PENDING);
+    assert_int_equal(done_wait(&star), 0);
+    assert_int_equal(pushdev_find_ext(t->pd, "100", out, 4), 0);
+    t->async_cb = NULL;
+
+    /* Durable: a reopened table has 101's FCM device (its APNs token moved
+     * to 100 with the REGISTER) and none of 100 (signed out). */
+    pushdev_close(t->pd);
+    open_pd(t);
+    reg_set_push(t->r, &(struct reg_push_opts){.table = t->pd,
+                                                .apns = true,
+                                                .fcm = true,
+                                                .push_enabled = push_enabled});
+    assert_int_equal(pushdev_find_ext(t->pd, "101", out, 4), 1);
+    assert_string_equal(out[0].prid, FCM_TOK);
+    assert_int_equal(pushdev_find_ext(t->pd, "100", out, 4), 0);
+    done_fini(&put);
+    done_fini(&regd);
+    done_fini(&star);
+}
+
 int
 main(void)
 {
@@ -536,6 +696,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_register_max_devices, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_locked_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_locked, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,9 @@
  * parses the answer into t->m / t->status and remembers a challenge's nonce;
  * register_ok is challenge + authenticated REGISTER.
  *
+ * With t->async_cb set, send_reg answers with reg_handle_async (the SIP
+ * worker's way) and may return REG_PENDING, the 200 already built.
+ *
  * A test may define REG_HARNESS_EXTRA_FIELDS (extra members of struct t)
  * before including this header. Its setup calls rh_setup(push), adds the
  * extensions it needs and stores t in *state; teardown is shared.
@@ -62,6 +65,12 @@ struct t {
     char nonce[128];
     uint32_t nc;
     uint32_t cseq;
+    /* Set: send_reg answers with reg_handle_async(async_cb, async_arg),
+     * and returns REG_PENDING with the 200 parsed into t->m. */
+    reg_commit_cb *async_cb;
+    void *async_arg;
+    char last_req[8192]; /* the text of the last REGISTER sent */
+    size_t last_req_len;
 };
 
 static inline int64_t
@@ -244,21 +253,26 @@ send_reg(struct t *t, const struct req *q)
                      q->contacts ? q->contacts : "", expires, auth,
                      q->extra ? q->extra : "");
     t->cseq++;
+    assert_true(n > 0 && (size_t)n < sizeof(t->last_req));
+    memcpy(t->last_req, msg, (size_t)n);
+    t->last_req_len = (size_t)n;
     struct arena a;
     struct sip_msg req;
     struct sip_error err;
     arena_init(&a, SIP_MSG_ARENA_CAP);
     assert_int_equal(sip_msg_parse(&req, msg, (size_t)n, &a, &err), 0);
     buf_reset(&t->rsp);
-    int rc = reg_handle(t->r, &req, &t->src, &t->rsp);
+    int rc = t->async_cb ? reg_handle_async(t->r, &req, &t->src, &t->rsp,
+                                            t->async_cb, t->async_arg)
+                         : reg_handle(t->r, &req, &t->src, &t->rsp);
     arena_fini(&a);
     free(msg);
-    assert_true(rc >= 100);
+    assert_true(rc >= 100 || (t->async_cb && rc == REG_PENDING));
     arena_reset(&t->a);
     assert_int_equal(sip_msg_parse(&t->m, t->rsp.data, t->rsp.len, &t->a, &err),
                      0);
     assert_false(t->m.is_request);
-    assert_int_equal(t->m.status, rc);
+    assert_int_equal(t->m.status, rc == REG_PENDING ? 200 : rc);
     t->status = rc;
     /* Remember the first challenge's nonce for the next request. */
     const struct sip_hdr *h = sip_msg_hdr(&t->m, SIP_HDR_WWW_AUTHENTICATE);

@@ -1,0 +1,155 @@
+#!/bin/sh
+# msg-bench: MESSAGE -> push under load ([messages], docs/messages.md).
+# pushpbx + pushsim (APNs emulator) on 127.0.0.1, N apps in background
+# (push devices, no binding); one sender sends MESSAGEs at RATE/s for
+# DURATION s, round-robin (MESSAGE, 407, MESSAGE with credentials, 202
+# once stored); every MESSAGE is stored and its app pushed
+# (bench/msg_driver.py). Prints MESSAGE sent -> push received by pushsim
+# (pushsim's wall clock, 1 ms resolution) and MESSAGE sent -> 202,
+# p50/p99/max. Goal ([messages] issue): report the p99 at 100 messages/s.
+#
+#   bench/msg-bench.sh [BUILD_DIR]     (default: build-rel, a Release
+#                                       build: cmake -S . -B build-rel
+#                                       -DCMAKE_BUILD_TYPE=Release)
+#   env: DEVICES=50 RATE=100 DURATION=30 WORKERS=2 POLL_MS=2
+#
+# Bounded: the driver stops DURATION + 10 s after the load starts (plus
+# device setup, at most 60 s); every process started here is stopped by
+# its PID. Results: bench/results/msg-<stamp>/ (summary.txt, result.json,
+# logs).
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-build-rel}
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+BIN="$BUILD/src/app/pushpbx"
+SIM="$BUILD/src/pushsim/pushsim"
+DEVICES=${DEVICES:-50}
+RATE=${RATE:-100}
+DURATION=${DURATION:-30}
+WORKERS=${WORKERS:-2}
+POLL_MS=${POLL_MS:-2}
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUTDIR="$ROOT/bench/results/msg-$STAMP"
+TOKEN=wake-bench-token-0123456789abcdef
+
+for b in "$BIN" "$SIM"; do
+    [ -x "$b" ] || { echo "msg-bench: $b missing (build pushpbx and pushsim)" >&2; exit 1; }
+done
+if grep -q 'CMAKE_BUILD_TYPE:STRING=Release' "$BUILD/CMakeCache.txt" 2>/dev/null; then :; else
+    echo "msg-bench: warning: $BUILD is not a Release build" >&2
+fi
+mkdir -p "$OUTDIR"
+TMP=$(mktemp -d)
+PBX_PID=
+SIM_PID=
+stop() { # stop PID by TERM, then KILL after 5 s
+    [ -n "$1" ] || return 0
+    kill -TERM "$1" 2>/dev/null || return 0
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+cleanup() {
+    stop "$PBX_PID"
+    stop "$SIM_PID"
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_file() { # FILE PID WHAT
+    i=0
+    while [ ! -s "$1" ]; do
+        i=$((i + 1))
+        if [ $i -gt 100 ] || ! kill -0 "$2" 2>/dev/null; then
+            echo "msg-bench: $3 did not start" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+json_get() { # FILE KEY
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+# --- pushsim (APNs only, demo key made here) -------------------------------
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+    -out "$TMP/apns.p8" 2>/dev/null
+"$SIM" --listen 127.0.0.1:0 --control 127.0.0.1:0 \
+    --cert-out "$TMP/sim-cert.pem" --ready-file "$TMP/sim.ready" \
+    --apns-key "DEMOKEY001:DEMOTEAM01:$TMP/apns.p8" \
+    --apns-topic com.example.pushpbx >/dev/null 2>"$OUTDIR/pushsim.log" &
+SIM_PID=$!
+wait_file "$TMP/sim.ready" "$SIM_PID" pushsim
+SIM_HTTPS=$(json_get "$TMP/sim.ready" https_port)
+SIM_CONTROL=$(json_get "$TMP/sim.ready" control_port)
+
+# --- pushpbx ------------------------------------------------------------------
+CONF="$TMP/pushpbx.conf"
+cat >"$CONF" <<CONF
+[sip]
+listen = udp:127.0.0.1:0
+domain = bench.local
+workers = $WORKERS
+[log]
+level = warn
+[registrar]
+digest_algorithms = md5
+[store]
+path = $TMP/msgbench.db
+[admin]
+listen = 127.0.0.1:0
+token = $TOKEN
+token_file = $TMP/admin.token
+prov_db = $TMP/prov.db
+[proxy]
+ring_timeout_s = 20
+[apns]
+enabled = yes
+base_url = https://127.0.0.1:$SIM_HTTPS
+key_file = $TMP/apns.p8
+key_id = DEMOKEY001
+team_id = DEMOTEAM01
+topic = com.example.pushpbx
+ca_file = $TMP/sim-cert.pem
+[fcm]
+enabled = no
+[push]
+recent = 5000
+[extension.999999]
+password = pw999999
+CONF
+i=0
+while [ $i -lt "$DEVICES" ]; do
+    printf '[extension.%d]\npassword = pw%d\n' $((1000 + i)) $((1000 + i))
+    i=$((i + 1))
+done >>"$CONF"
+"$BIN" --config "$CONF" --check-config >/dev/null
+"$BIN" --config "$CONF" --ready-file "$TMP/pbx.ready" >/dev/null 2>"$OUTDIR/pushpbx.log" &
+PBX_PID=$!
+wait_file "$TMP/pbx.ready" "$PBX_PID" pushpbx
+SIP_PORT=$(python3 -c 'import json,sys; print([l["port"] for l in json.load(open(sys.argv[1]))["listen"] if l["transport"]=="udp"][0])' "$TMP/pbx.ready")
+ADMIN_PORT=$(json_get "$TMP/pbx.ready" admin_port)
+
+{
+    echo "msg-bench $STAMP: devices=$DEVICES rate=$RATE/s duration=${DURATION}s workers=$WORKERS poll=${POLL_MS}ms"
+    echo "build: $BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null))"
+    echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (plus working tree)"
+    echo "load before: $(uptime)"
+} | tee "$OUTDIR/summary.txt"
+
+rc=0
+timeout $((DURATION + 120)) python3 "$ROOT/bench/msg_driver.py" \
+    --sip-port "$SIP_PORT" --admin-port "$ADMIN_PORT" --admin-token "$TOKEN" \
+    --pushsim-control "$SIM_CONTROL" --devices "$DEVICES" --rate "$RATE" \
+    --duration "$DURATION" --poll-ms "$POLL_MS" --json "$OUTDIR/result.json" \
+    --caller 999999 --caller-password pw999999 \
+    >"$TMP/driver.txt" 2>&1 || rc=$?
+tee -a "$OUTDIR/summary.txt" <"$TMP/driver.txt"
+echo "load after: $(uptime)" | tee -a "$OUTDIR/summary.txt"
+curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN_PORT/metrics" \
+    | grep -E '^pushpbx_(messages|wake_push)' >"$OUTDIR/metrics.txt" || true
+echo "results: $OUTDIR"
+exit $rc
