@@ -14,6 +14,9 @@
 #                                       build: cmake -S . -B build-rel
 #                                       -DCMAKE_BUILD_TYPE=Release)
 #   env: DEVICES=500 RATE=100 DURATION=30 WORKERS=2 POLL_MS=5
+#        FROM_WORKERS=yes|no ([push] from_workers; unset: the daemon's
+#        default, and the line is left out so older builds accept the
+#        configuration)
 #        (the caller is extension 999999, the devices 1000...: DEVICES
 #        may go well past 8,000)
 #
@@ -33,6 +36,7 @@ RATE=${RATE:-100}
 DURATION=${DURATION:-30}
 WORKERS=${WORKERS:-2}
 POLL_MS=${POLL_MS:-5}
+FROM_WORKERS=${FROM_WORKERS:-}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 OUTDIR="$ROOT/bench/results/wake-$STAMP"
 TOKEN=wake-bench-token-0123456789abcdef
@@ -122,6 +126,7 @@ ca_file = $TMP/sim-cert.pem
 enabled = no
 [push]
 recent = 5000
+${FROM_WORKERS:+from_workers = $FROM_WORKERS}
 [extension.999999]
 password = pw999999
 CONF
@@ -138,7 +143,7 @@ SIP_PORT=$(python3 -c 'import json,sys; print([l["port"] for l in json.load(open
 ADMIN_PORT=$(json_get "$TMP/pbx.ready" admin_port)
 
 {
-    echo "wake-bench $STAMP: devices=$DEVICES rate=$RATE/s duration=${DURATION}s workers=$WORKERS poll=${POLL_MS}ms"
+    echo "wake-bench $STAMP: devices=$DEVICES rate=$RATE/s duration=${DURATION}s workers=$WORKERS poll=${POLL_MS}ms from_workers=${FROM_WORKERS:-default}"
     echo "build: $BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null))"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (plus working tree)"
     echo "load before: $(uptime)"

@@ -135,6 +135,23 @@ app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp)
     if (!aw || idx >= TP_MAX_WORKERS)
         return;
     wake_worker_set(aw->wake, idx, tp);
+    if ((aw->ac->enabled || aw->fc->enabled) && aw->wc->from_workers) {
+        struct push_conf conf;
+        char err[256];
+        push_cfg_conf(aw->ac, aw->fc, aw->wc, &conf);
+        /* Checked by wake_push_start already; should it fail anyway, this
+         * worker's pushes go through the push thread. */
+        if (wake_worker_push_start(aw->wake, idx, &conf, err, sizeof(err)) < 0)
+            log_warn("app", "worker %u: own push client: %s (pushes go "
+                     "through the push thread)", idx, err);
+    }
+}
+
+void
+app_wake_worker_stop(struct app_wake *aw, unsigned idx)
+{
+    if (aw && idx < TP_MAX_WORKERS)
+        wake_worker_push_stop(aw->wake, idx);
 }
 
 void

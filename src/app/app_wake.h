@@ -31,6 +31,10 @@ int app_wake_open(const struct cfg *cfg, struct reg *reg, struct store *st,
                   struct proxy_shared *sh, struct app_wake **out);
 /* Worker idx's transport (timer queue, clock, flows). Before it starts. */
 void app_wake_worker(struct app_wake *aw, unsigned idx, struct tp *tp);
+/* On worker idx as it stops, before its transport goes: its own push
+ * client is closed (in-flight pushes cancelled; later ones go to the push
+ * thread). NULL aw is a no-op. */
+void app_wake_worker_stop(struct app_wake *aw, unsigned idx);
 /* About once a second (main loop): idle push devices expire (checked once
  * a minute). */
 void app_wake_tick(struct app_wake *aw);

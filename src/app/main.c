@@ -467,6 +467,7 @@ run_daemon(struct daemon *d, const char *ready_file)
             status = 1;
             goto stop;
         }
+        d->workers[i].wake = d->wake;
         app_wake_worker(d->wake, i, d->workers[i].tp);
     }
     for (; started < d->worker_count; started++) {

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app/app_wake.h"
 #include "base/log.h"
 #include "proxy/proxy.h"
 
@@ -93,6 +94,9 @@ on_stop(uv_async_t *h)
 
     if (w->tp)
         tq_cancel(&w->drain_tick);
+    /* The worker's push client first: the endings proxy_drain makes then
+     * go to the push thread, which outlives the workers. */
+    app_wake_worker_stop(w->wake, w->index);
     /* Answer whatever is still open before the transactions go: a
      * caller whose call was cut short by the grace time still gets 503
      * rather than silence (over TCP the write may not make it). */

@@ -24,6 +24,8 @@
 #include "transport/tp.h"
 #include "txn/txn.h"
 
+struct app_wake;
+
 struct worker {
     unsigned index;
     uv_loop_t loop;
@@ -41,6 +43,7 @@ struct worker {
     struct tp *tp;
     struct txn_table *tt;
     struct core core;
+    struct app_wake *wake; /* set by main after worker_init; may be NULL */
     struct tp_group *group; /* borrowed (main.c); NULL: no UDP spreading */
 };
 

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -57,6 +58,7 @@
 #define PUSH_MAX_INFLIGHT 1000   /* streams handed to curl per provider */
 #define PUSH_RESP_CAP (64 * 1024) /* response body bytes we keep */
 #define PUSH_RETRY_AFTER_MAX_S 600
+#define PUSH_IDLE_EASY 64         /* finished easy handles kept for reuse */
 #define PUSH_FORM_PREFIX                                                     \
     "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"       \
     "&assertion="
@@ -68,6 +70,8 @@ struct sockctx {
     curl_socket_t fd;
     struct prov *p;
     struct list_node node; /* in p->socks */
+    int events;            /* UV_READABLE/UV_WRITABLE being polled */
+    bool idle;             /* curl said CURL_POLL_REMOVE: not its concern */
 };
 
 struct job {
@@ -113,6 +117,8 @@ struct prov {
     uv_timer_t curl_timer;
     uv_timer_t retry_timer;
     struct list_node ready, inflight, backoff, socks;
+    CURL *idle_easy[PUSH_IDLE_EASY]; /* finished push handles, reused */
+    unsigned n_idle_easy;
     unsigned count;    /* jobs accepted and not finished */
     unsigned n_inflight;
     char *base_url, *ca_file;
@@ -142,6 +148,8 @@ struct push_client {
     struct prov prov[2];
     unsigned open_handles;
     bool closing;
+    unsigned char rand[64 * 16]; /* make_uuid's random block */
+    size_t rand_left;
 };
 
 static bool pump(struct prov *p);
@@ -244,17 +252,26 @@ dup_url(const char *s)
     return xstrndup(s, n);
 }
 
+/* 16 random bytes per apns-id, taken from a block drawn from OpenSSL's
+ * generator 64 ids at a time: one RAND_bytes per push cost about 3 % of
+ * a push's CPU (the DRBG's locking and fork check). The client is
+ * single-loop, the block is per client. */
 static void
-make_uuid(char out[37])
+make_uuid(struct push_client *c, char out[37])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
     int o = 0;
 
-    if (RAND_bytes(b, sizeof(b)) != 1) {
-        for (size_t i = 0; i < sizeof(b); i++)
-            b[i] = (unsigned char)rand();
+    if (c->rand_left < sizeof(b)) {
+        if (RAND_bytes(c->rand, sizeof(c->rand)) != 1) {
+            for (size_t i = 0; i < sizeof(c->rand); i++)
+                c->rand[i] = (unsigned char)rand();
+        }
+        c->rand_left = sizeof(c->rand);
     }
+    memcpy(b, c->rand + sizeof(c->rand) - c->rand_left, sizeof(b));
+    c->rand_left -= sizeof(b);
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     for (int i = 0; i < 16; i++) {
@@ -298,6 +315,8 @@ on_write(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+static int on_curl_closesocket(void *userp, curl_socket_t fd);
+
 /* Options common to pushes and OAuth requests on provider p. */
 static void
 easy_common(struct prov *p, CURL *e, const char *url, struct buf *resp,
@@ -316,6 +335,8 @@ easy_common(struct prov *p, CURL *e, const char *url, struct buf *resp,
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_closesocket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, p);
     if (p->verbose)
         curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     if (p->ca_file)
@@ -338,6 +359,15 @@ on_poll(uv_poll_t *h, int status, int events)
     struct prov *p = s->p;
     int flags = 0, running;
 
+    if (s->idle) {
+        /* Something on a connection no transfer uses (a PING, a GOAWAY,
+         * the peer closing): stop polling it, or a level-triggered event
+         * nobody reads would spin the loop. curl looks at the connection
+         * (alive check, then reads) when it next uses it. */
+        uv_poll_stop(&s->poll);
+        s->events = 0;
+        return;
+    }
     if (status < 0)
         flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE)
@@ -362,6 +392,30 @@ sock_close(struct sockctx *s)
     uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
 
+static struct sockctx *
+sock_find(struct prov *p, curl_socket_t fd)
+{
+    struct list_node *n, *tmp;
+
+    list_for_each_safe(n, tmp, &p->socks)
+    {
+        struct sockctx *s = container_of(n, struct sockctx, node);
+        if (s->fd == fd)
+            return s;
+    }
+    return NULL;
+}
+
+/* curl's CURL_POLL_REMOVE comes whenever no transfer uses a connection
+ * any more: with pushes spaced out (100 calls/s), after every push. The
+ * uv_poll is then kept, still polling, and marked idle (on_poll stops it
+ * if anything arrives meanwhile); the next push finds it by fd and, as
+ * curl asks for the same events, changes nothing. Closing it at
+ * REMOVE and creating it anew for the next push cost eight system calls
+ * per push (libuv's epoll check, FIONBIO, epoll add and delete); libuv
+ * 1.44 also re-registers the fd on every uv_poll_start, hence the events
+ * check. The handle is closed when curl closes the socket
+ * (on_curl_closesocket), so a reused fd number never meets a stale one. */
 static int
 on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
 {
@@ -372,10 +426,12 @@ on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
     if (what == CURL_POLL_REMOVE) {
         if (s) {
             curl_multi_assign(p->multi, fd, NULL);
-            sock_close(s);
+            s->idle = true;
         }
         return 0;
     }
+    if (s == NULL && (s = sock_find(p, fd)) != NULL)
+        curl_multi_assign(p->multi, fd, s);
     if (s == NULL) {
         s = xcalloc(1, sizeof(*s));
         s->fd = fd;
@@ -391,8 +447,26 @@ on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
         events |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&s->poll, events, on_poll);
+    s->idle = false;
+    if (events != s->events) {
+        uv_poll_start(&s->poll, events, on_poll);
+        s->events = events;
+    }
     return 0;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: curl is done with a connection's socket.
+ * Its uv_poll goes first (libuv removes the fd from epoll while it is
+ * still open), then the socket. */
+static int
+on_curl_closesocket(void *userp, curl_socket_t fd)
+{
+    struct prov *p = userp;
+    struct sockctx *s = sock_find(p, fd);
+
+    if (s)
+        sock_close(s);
+    return close(fd);
 }
 
 static void
@@ -752,6 +826,38 @@ fcm_body(struct job *j)
     return push_payload_fcm(&j->m, 0, ttl, &j->body);
 }
 
+/* A push easy handle: a finished one of p's, or a new one with the options
+ * every push shares. Reusing them saves curl's per-handle set-up and
+ * buffers (a download and an upload buffer, 80 KB, allocated and freed per
+ * push before); curl keeps the options, and launch sets the per-push ones
+ * again every time. */
+static CURL *
+easy_get(struct prov *p)
+{
+    if (p->n_idle_easy > 0)
+        return p->idle_easy[--p->n_idle_easy];
+    CURL *e = curl_easy_init();
+    easy_common(p, e, p->base_url, NULL, (long)p->timeout_ms);
+    return e;
+}
+
+/* Give back a handle that is out of the multi. The per-push pointers are
+ * cleared (they point into the job, about to be freed). */
+static void
+easy_put(struct prov *p, CURL *e)
+{
+    if (p->n_idle_easy >= PUSH_IDLE_EASY || p->c->closing) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    p->idle_easy[p->n_idle_easy++] = e;
+}
+
 /* Hand one HTTP attempt to curl: body (unless push_send built it),
  * headers, easy handle, multi. The job is not on any list; on 0 it is in
  * flight. On error nothing is started and the job is untouched but for
@@ -791,8 +897,10 @@ launch(struct job *j)
             timeout = left + 500;
     }
     buf_reset(&j->resp);
-    j->easy = curl_easy_init();
-    easy_common(p, j->easy, j->url, &j->resp, timeout);
+    j->easy = easy_get(p);
+    curl_easy_setopt(j->easy, CURLOPT_URL, j->url);
+    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, timeout);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, &j->resp);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body.data);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE, (long)j->body.len);
     curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
@@ -800,7 +908,7 @@ launch(struct job *j)
     j->errbuf[0] = '\0';
     curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
     if (curl_multi_add_handle(p->multi, j->easy) != CURLM_OK) {
-        curl_easy_cleanup(j->easy);
+        easy_put(p, j->easy);
         j->easy = NULL;
         snprintf(j->reason, sizeof(j->reason), "curl_multi_add_handle");
         return -ENOMEM;
@@ -947,7 +1055,7 @@ job_done(struct prov *p, struct job *j, CURLcode res)
          * curl's total stops at its last progress update.) */
         j->write_us = (j->launch_ns - j->t0_ns) / 1000 + (uint64_t)pre_us;
     }
-    curl_easy_cleanup(j->easy);
+    easy_put(p, j->easy);
     j->easy = NULL;
     j->http_status = status;
     if (res != CURLE_OK && p->cert_file &&
@@ -1213,7 +1321,7 @@ push_send(struct push_client *c, const struct push_msg *msg,
     struct buf u;
     buf_init(&u, 0);
     if (p->kind == PUSH_APNS) {
-        make_uuid(j->apns_id);
+        make_uuid(c, j->apns_id);
         snprintf(j->id, sizeof(j->id), "%s", j->apns_id);
         buf_printf(&u, "%s/3/device/%s", p->base_url, j->m.token);
     } else {
@@ -1546,7 +1654,7 @@ cancel_list(struct prov *p, struct list_node *head)
         struct job *j = container_of(n, struct job, node);
         if (j->easy) {
             curl_multi_remove_handle(p->multi, j->easy);
-            curl_easy_cleanup(j->easy);
+            easy_put(p, j->easy);
             j->easy = NULL;
             p->n_inflight--;
         }
@@ -1588,6 +1696,8 @@ push_client_free(struct push_client *c)
         curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, NULL);
         curl_multi_cleanup(p->multi);
         p->multi = NULL;
+        while (p->n_idle_easy > 0)
+            curl_easy_cleanup(p->idle_easy[--p->n_idle_easy]);
         uv_close((uv_handle_t *)&p->curl_timer, on_timer_closed);
         uv_close((uv_handle_t *)&p->retry_timer, on_timer_closed);
     }

@@ -187,6 +187,15 @@ static const struct cfg_option wake_options[] = {
      .def = "200",
      .offset = offsetof(struct push_wake_cfg, recent),
      .help = "Pushes kept in the recent-pushes list (admin API)."},
+    {.key = "from_workers",
+     .type = CFG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct push_wake_cfg, from_workers),
+     .help = "Each SIP worker sends its calls' pushes itself, on its own "
+             "HTTP/2 connection per provider, so the push is written "
+             "before the worker moves on (lowest INVITE-to-push latency). "
+             "no: one push thread sends every push (one connection per "
+             "provider, the push work off the workers)."},
     {.key = "queue_max",
      .type = CFG_UINT,
      .min = 1,

@@ -37,6 +37,7 @@ struct push_wake_cfg {
     unsigned grace_ms;     /* UDP binding: wait this for a 1xx */
     bool ringing;          /* 180 to the caller when pushing */
     unsigned recent;       /* recent-pushes ring size */
+    bool from_workers;     /* each worker sends its calls' pushes */
     unsigned queue_max;    /* push_conf.queue_max */
     unsigned max_attempts; /* push_conf.max_attempts */
     unsigned backoff_initial_ms;

@@ -10,11 +10,13 @@
  * Edges: wake observes the proxy (struct proxy_observer) and calls
  * proxy.h directly (proxy_call_ringing, proxy_call_branch_rang,
  * proxy_call_release, proxy_late_cancel); the proxy never includes wake.
- * Pushes go to the push thread (wake_push.c) through one queue and one
- * uv_async; workers never block on it.
+ * Pushes are sent by the call's worker on its own push client, or by the
+ * push thread (wake_push.c: one queue and one uv_async) when the worker
+ * has none; workers never block on either.
  *
  * Threads: observer callbacks run on the call's worker, wake_on_register
- * on the worker of the REGISTER, wake_job_done on the push thread; every
+ * on the worker of the REGISTER, wake_job_done on the loop that sent the
+ * push (the call's worker, or the push thread); every
  * getter on any thread. The full design, the locks and the step-by-step
  * path: docs/wake.md.
  */
@@ -84,6 +86,24 @@ void wake_worker_set(struct wake *w, unsigned idx, struct tp *tp);
  * counts as open). */
 void wake_worker_set_tq(struct wake *w, unsigned idx, struct tq *tq,
                         uint64_t (*now_ms)(void *arg), void *now_arg);
+/* Give worker idx (wake_worker_set done, its loop not yet running) a
+ * push client of its own on that loop: the pushes its calls make (call
+ * pushes, endings) are then sent from the worker itself, written to the
+ * provider connection before the worker's callback returns, instead of
+ * waiting for the push thread to be scheduled. Each such client keeps its
+ * own HTTP/2 connection per provider (opened at its first push) and its
+ * own credentials (APNs JWT, FCM access token). A push it refuses (bad
+ * token, too large, queue full) goes to the push thread, which reports it
+ * as before. Main thread, after wake_push_start. Returns 0, or -EINVAL
+ * with the reason in err (that worker's pushes then use the push thread). */
+int wake_worker_push_start(struct wake *w, unsigned idx,
+                           const struct push_conf *conf, char *err,
+                           size_t errlen);
+/* On worker idx as it stops (before its transport goes): cancel what its
+ * push client has in flight and close it (keep running the loop for the
+ * close callbacks). Later pushes of its calls go to the push thread, which
+ * outlives the workers. No-op without a client. */
+void wake_worker_push_stop(struct wake *w, unsigned idx);
 /* On worker idx at shutdown, before its tq goes: drop its pending calls
  * (no pushes are sent for them). */
 void wake_worker_fini(struct wake *w, unsigned idx);
@@ -94,7 +114,7 @@ void wake_worker_fini(struct wake *w, unsigned idx);
 void wake_on_register(struct wake *w, const char *ext,
                       const struct reg_contact *contacts, size_t count);
 
-/* Complete a job (the push thread does it; tests call it for jobs given
+/* Complete a job (the loop that sent it does; tests call it for jobs given
  * to their send hook). r borrowed. Any thread. */
 void wake_job_done(struct wake_job *j, const struct push_result *r);
 
@@ -155,8 +175,8 @@ void wake_stats_get(struct wake *w, struct wake_stats *out);
  * sample):
  *  - INVITE_TO_PUSH: the INVITE's socket read (tp_src.rx_us, given in
  *    proxy_call_info.rx_us) to the call push about to be written on
- *    the provider's HTTP/2 connection: (push_send on the push thread -
- *    rx) + push_result.write_us (push_send to curl's PRETRANSFER, i.e. the
+ *    the provider's HTTP/2 connection: (push_send on the worker or the
+ *    push thread - rx) + push_result.write_us (push_send to curl's PRETRANSFER, i.e. the
  *    request is about to be written; curl tells nothing later). First
  *    call push of a device only; pushes sent after the UDP grace time are
  *    not counted (the grace is policy, not our latency).

@@ -123,6 +123,12 @@ struct wworker {
     struct tq *tq;
     uint64_t (*now_ms)(void *arg);
     void *now_arg;
+    /* The worker's own push client on its loop (wake_worker_push_start),
+     * so that its calls' pushes are written without a thread hop. Set on
+     * main before the worker starts, used and cleared
+     * (wake_worker_push_stop) on that worker only. NULL: the push thread
+     * sends them. */
+    struct push_client *push;
 };
 
 struct wake {
@@ -198,11 +204,13 @@ bool wake_dev_pending(const struct wdev *dv);
 /* w->lock held: when no device of c is pending any more, give the hold
  * up (once, proxy_call_release). */
 void wake_release_locked(struct wake *w, struct wcall *c);
-/* A call push failed for good (push thread): mark it, maybe release. */
+/* A call push failed for good (the loop that sent it): mark it, maybe
+ * release. */
 void wake_call_push_failed(struct wake *w, const struct wake_job *j, bool dead);
 
 /* wake_push.c (the push sender) */
-/* Hand a push to the push thread (or the test's send hook). Worker
+/* Hand a push to the worker's push client, the push thread or the
+ * test's send hook. Worker
  * thread; never blocks beyond a mutex. 0 when accepted for sending. */
 int wake_submit(struct wake *w, const struct pushdev *d, enum push_type type,
                 const struct wcall *c, int64_t expires_s, uint64_t rx_us);

@@ -1,13 +1,21 @@
 /*
- * wake/wake_push: the push sender. One push client (push/client.c: libcurl
- * multi, one HTTP/2 connection per provider) on its own thread and libuv
- * loop, because push.h is single-loop. A worker hands a job over with
- * wake_submit: the job is malloc'ed with every string copied in, queued
- * under w->qlock and signalled with uv_async_send (w->async, "the push
- * door"); the push thread starts it (push_send) and completes it
- * (wake_job_done: counters, the recent-pushes ring, the INVITE_TO_PUSH
- * sample, a dead token's device removed, a failed call push marked on its
- * call) and frees it. Workers never wait for a result.
+ * wake/wake_push: the push sender. push.h is single-loop, so there is one
+ * push client (push/client.c: libcurl multi, one HTTP/2 connection per
+ * provider) per loop that sends: each worker's own
+ * (wake_worker_push_start), and the push thread's on its own loop.
+ *
+ * wake_submit copies the job (one malloc, every string copied in). On a
+ * worker with its own client it calls push_send right there: the request
+ * is written before the worker's callback returns, with no thread to wake
+ * (the INVITE -> push written p99 on a loaded machine was the push
+ * thread's scheduling, milliseconds, docs/wake.md "Measured"). Otherwise
+ * (no client of its own, the worker stopping, push_send refusing the
+ * push) the job is queued under w->qlock and signalled with uv_async_send
+ * (w->async, "the push door"); the push thread starts it. Whichever loop
+ * started a job completes it (wake_job_done: counters, the recent-pushes
+ * ring, the INVITE_TO_PUSH sample, a dead token's device removed, a failed
+ * call push marked on its call) and frees it. Workers never wait for a
+ * result.
  */
 #include <uv.h>
 
@@ -21,6 +29,7 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "registrar/pushdev.h"
+#include "transport/tp.h"
 #include "wake/wake_int.h"
 
 void
@@ -73,7 +82,8 @@ wake_job_done(struct wake_job *j, const struct push_result *r)
         atomic_fetch_add(&w->n_dead, 1);
         atomic_fetch_add(&w->dead_by[pi], 1);
         /* The provider says the app is gone: forget the device (rule 4).
-         * A SQLite delete, fine here: we are not on a worker. */
+         * In memory, the SQLite delete queued to the store's writer: fine
+         * on a worker too (its own push client completes there). */
         if (w->o.devices)
             (void)pushdev_remove_token(w->o.devices, prov, j->token);
         break;
@@ -203,8 +213,33 @@ wake_push_start(struct wake *w, const struct push_conf *conf, char *err,
     return 0;
 }
 
-/* Hand a push to the provider client. Worker thread; never blocks beyond
- * a mutex. Returns 0 when accepted for sending. */
+int
+wake_worker_push_start(struct wake *w, unsigned idx,
+                       const struct push_conf *conf, char *err, size_t errlen)
+{
+    if (idx >= TP_MAX_WORKERS || !w->workers[idx].tp || w->workers[idx].push) {
+        snprintf(err, errlen, "wake: worker %u has no transport", idx);
+        return -EINVAL;
+    }
+    w->workers[idx].push =
+        push_client_new(tp_loop(w->workers[idx].tp), conf, err, errlen);
+    return w->workers[idx].push ? 0 : -EINVAL;
+}
+
+void
+wake_worker_push_stop(struct wake *w, unsigned idx)
+{
+    if (idx >= TP_MAX_WORKERS || !w->workers[idx].push)
+        return;
+    struct push_client *pc = w->workers[idx].push;
+    w->workers[idx].push = NULL; /* from now on: the push thread */
+    push_client_free(pc);        /* cancels what is in flight */
+}
+
+/* Hand a push to the provider client: the call's worker's own client when
+ * it has one (we are on that worker: every caller runs on c->worker), else
+ * the push thread. Worker thread; never blocks beyond a mutex. Returns 0
+ * when accepted for sending. */
 int
 wake_submit(struct wake *w, const struct pushdev *d, enum push_type type,
             const struct wcall *c, int64_t expires_s, uint64_t rx_us)
@@ -239,6 +274,18 @@ wake_submit(struct wake *w, const struct pushdev *d, enum push_type type,
         if (rc < 0)
             wake_job_fail(j, push_strerror(rc));
         return rc;
+    }
+    struct push_client *pc =
+        c->worker < TP_MAX_WORKERS ? w->workers[c->worker].push : NULL;
+    if (pc) {
+        j->send_us = wake_mono_us();
+        if (push_send(pc, &j->m, on_push_done, j) == 0)
+            return 0;
+        /* Refused at once (bad token, too large, queue full): the push
+         * thread gets it and reports the refusal through wake_job_done
+         * after the caller has marked the device pushed, as for a push
+         * that went there first (a synchronous failure here would reach
+         * wake_call_push_failed before that). */
     }
     if (!w->thread_started) {
         wake_job_fail(j, "push not configured");

@@ -171,6 +171,31 @@ def test_04_10_push_wake_answer(env, phones, provider):
     assert caller.wait_call_status(call, lambda s: s == 180, 1)
 
 
+@pytest.mark.parametrize("from_workers", [True, False])
+def test_04d_push_sender(env, phones, from_workers):
+    """[push] from_workers: the call's worker sends the push on its own
+    client (yes), or the push thread does (no). Either way three calls
+    push, wake and answer, and with the push thread every push shares one
+    provider connection."""
+    pbx, sim = env(fcm=False, from_workers=from_workers)
+    pn = ("apns", apns_token(), VOIP)
+    dev, caller = phones(pbx, "100"), phones(pbx, "101")
+    background(dev, pn)
+    for i in range(3):
+        call = caller.invite("100")
+        push = sim.wait_push(pn[1], count=i + 1, kind="call")[i]
+        assert ptype(push) == "call" and pcall_id(push) == call["call_id"]
+        dev.register(pn=pn)
+        final = caller.wait_final(call, 5)
+        assert final is not None and final["status"] == 200, final
+        background(dev, pn)
+    conns = sim._req("/stats")["connections"]
+    if from_workers:
+        assert 1 <= conns <= 2, conns  # one per worker that pushed
+    else:
+        assert conns == 1, conns
+
+
 def test_04c_sipp_device_woken(env, phones, tmp_path):
     """The same flow with SIPp as the woken phone: on the push it registers
     (401, credentials, Feature-Caps), then answers the held INVITE."""

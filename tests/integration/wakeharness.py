@@ -266,11 +266,12 @@ def require_pushsim():
 
 @pytest.fixture
 def env(keys, tmp_path):
-    """env(apns=True, fcm=True, max100=1) -> (pbx, sim)."""
+    """env(apns=True, fcm=True, max100=1, workers=2, from_workers=True)
+    -> (pbx, sim)."""
     require_pushsim()
     made = []
 
-    def make(apns=True, fcm=True, max100=1, workers=2):
+    def make(apns=True, fcm=True, max100=1, workers=2, from_workers=True):
         d = tmp_path / ("run%d" % len(made))
         d.mkdir()
         sim = Sim(keys, d)
@@ -280,6 +281,8 @@ def env(keys, tmp_path):
                            fcm="yes" if fcm else "no", url=sim.url,
                            key=keys / "apns.p8", kid=KID, team=TEAM,
                            bundle=BUNDLE, ca=sim.ca, sa=sim.sa, max100=max100)
+        if not from_workers:
+            text = text.replace("[push]\n", "[push]\nfrom_workers = no\n", 1)
         pbx = Pbx(d, text)
         made[-1] = (pbx, sim)
         return pbx, sim

@@ -52,12 +52,14 @@ def keys(tmp_path_factory):
 
 
 class Sim:
-    def __init__(self, keys, tmp, token_ttl=None):
+    def __init__(self, keys, tmp, token_ttl=None, port=None, cert=None):
+        """port: listen there (a restart); cert: (cert, key) files to serve
+        instead of a certificate made at start."""
         self.tmp = tmp
         # The service account must name the token URL, so the HTTPS port is
         # chosen first; retry if someone takes it meanwhile.
         for _ in range(5):
-            self.https_port = free_port()
+            self.https_port = port or free_port()
             sa = {"type": "service_account", "project_id": "demo-proj",
                   "private_key_id": "k1",
                   "private_key": (keys / "rsa.pem").read_text(),
@@ -76,6 +78,8 @@ class Sim:
                     "--apns-topic", BUNDLE, "--fcm-account", str(self.sa)]
             if token_ttl:
                 args += ["--fcm-token-ttl", str(token_ttl)]
+            if cert:
+                args += ["--cert", str(cert[0]), "--key", str(cert[1])]
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                          stderr=open(tmp / "sim.err", "w"))
             deadline = time.time() + 10
@@ -461,6 +465,52 @@ def test_hung_stream_times_out_and_retries(sim, tool):
     r = one(t.until_idle())
     assert r["status"] == "delivered" and r["attempts"] == 2, r
     assert r["latency_ms"] >= 500
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of process pid so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_connection_closed_by_provider(keys, tmp_path):
+    """The client keeps watching a connection no push uses (client.c keeps
+    its uv_poll between pushes). When the provider closes it meanwhile, the
+    client must stop watching it rather than spin on the readable socket,
+    and the next push must go out on a new connection."""
+    cert, key = tmp_path / "srv.pem", tmp_path / "srv.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    (tmp_path / "a").mkdir()
+    first = Sim(keys, tmp_path / "a", cert=(cert, key))
+    t = Tool(first, keys)
+    try:
+        t.cmd(f"send apns {TOKEN} - call 1 30")
+        assert one(t.until_idle())["status"] == "delivered"
+        first.stop()  # closes the idle connection under the client
+        # A spinning loop burns a core (at least 0.1 s a second even on a
+        # loaded machine); an idle one next to nothing.
+        before = cpu_s(t.proc.pid)
+        time.sleep(1.0)
+        used = cpu_s(t.proc.pid) - before
+        assert used < 0.05, f"push-send used {used:.2f} s CPU while idle"
+        (tmp_path / "b").mkdir()
+        second = Sim(keys, tmp_path / "b", port=first.https_port,
+                     cert=(cert, key))
+        try:
+            t.cmd(f"send apns {TOKEN} - call 1 30")
+            r = one(t.until_idle())
+            assert r["status"] == "delivered" and r["attempts"] == 1, r
+            assert second.get("/stats")["connections"] == 1
+        finally:
+            second.stop()
+    finally:
+        t.close()
+        first.stop()
 
 
 def test_100_concurrent_pushes_share_one_connection(sim, tool):
