@@ -26,6 +26,11 @@
 # logs).
 set -eu
 
+# msg-bench.sh runs this same harness with its own driver (BENCH_NAME,
+# DRIVER, METRICS_RE): one set-up of pushpbx and pushsim for both.
+BENCH_NAME=${BENCH_NAME:-wake-bench}
+DRIVER=${DRIVER:-wake_driver.py}
+METRICS_RE=${METRICS_RE:-^pushpbx_wake_}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-build-rel}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
@@ -38,14 +43,14 @@ WORKERS=${WORKERS:-2}
 POLL_MS=${POLL_MS:-5}
 FROM_WORKERS=${FROM_WORKERS:-}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUTDIR="$ROOT/bench/results/wake-$STAMP"
+OUTDIR="$ROOT/bench/results/${BENCH_NAME%-bench}-$STAMP"
 TOKEN=wake-bench-token-0123456789abcdef
 
 for b in "$BIN" "$SIM"; do
-    [ -x "$b" ] || { echo "wake-bench: $b missing (build pushpbx and pushsim)" >&2; exit 1; }
+    [ -x "$b" ] || { echo "$BENCH_NAME: $b missing (build pushpbx and pushsim)" >&2; exit 1; }
 done
 if grep -q 'CMAKE_BUILD_TYPE:STRING=Release' "$BUILD/CMakeCache.txt" 2>/dev/null; then :; else
-    echo "wake-bench: warning: $BUILD is not a Release build" >&2
+    echo "$BENCH_NAME: warning: $BUILD is not a Release build" >&2
 fi
 mkdir -p "$OUTDIR"
 TMP=$(mktemp -d)
@@ -72,7 +77,7 @@ wait_file() { # FILE PID WHAT
     while [ ! -s "$1" ]; do
         i=$((i + 1))
         if [ $i -gt 100 ] || ! kill -0 "$2" 2>/dev/null; then
-            echo "wake-bench: $3 did not start" >&2
+            echo "$BENCH_NAME: $3 did not start" >&2
             exit 1
         fi
         sleep 0.1
@@ -143,14 +148,14 @@ SIP_PORT=$(python3 -c 'import json,sys; print([l["port"] for l in json.load(open
 ADMIN_PORT=$(json_get "$TMP/pbx.ready" admin_port)
 
 {
-    echo "wake-bench $STAMP: devices=$DEVICES rate=$RATE/s duration=${DURATION}s workers=$WORKERS poll=${POLL_MS}ms from_workers=${FROM_WORKERS:-default}"
+    echo "$BENCH_NAME $STAMP: devices=$DEVICES rate=$RATE/s duration=${DURATION}s workers=$WORKERS poll=${POLL_MS}ms from_workers=${FROM_WORKERS:-default}"
     echo "build: $BUILD ($(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt" 2>/dev/null))"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (plus working tree)"
     echo "load before: $(uptime)"
 } | tee "$OUTDIR/summary.txt"
 
 rc=0
-timeout $((DURATION + 120)) python3 "$ROOT/bench/wake_driver.py" \
+timeout $((DURATION + 120)) python3 "$ROOT/bench/$DRIVER" \
     --sip-port "$SIP_PORT" --admin-port "$ADMIN_PORT" --admin-token "$TOKEN" \
     --pushsim-control "$SIM_CONTROL" --devices "$DEVICES" --rate "$RATE" \
     --duration "$DURATION" --poll-ms "$POLL_MS" --json "$OUTDIR/result.json" \
@@ -159,6 +164,6 @@ timeout $((DURATION + 120)) python3 "$ROOT/bench/wake_driver.py" \
 tee -a "$OUTDIR/summary.txt" <"$TMP/driver.txt"
 echo "load after: $(uptime)" | tee -a "$OUTDIR/summary.txt"
 curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN_PORT/metrics" \
-    | grep '^pushpbx_wake_' >"$OUTDIR/metrics.txt" || true
+    | grep -E "$METRICS_RE" >"$OUTDIR/metrics.txt" || true
 echo "results: $OUTDIR"
 exit $rc
