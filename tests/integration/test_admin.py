@@ -88,7 +88,7 @@ def sipp_register(pbx, ext, password, transport="u1", timeout=10):
     """REGISTER ext with digest auth via SIPp; returns (rc, output)."""
     exe = shutil.which("sipp")
     if not exe:
-        pytest.skip("sipp not installed")
+        pytest.fail("sipp not installed (scripts/install-deps)")
     csv = pbx.dir / ("users-%s.csv" % uuid.uuid4().hex[:6])
     csv.write_text("SEQUENTIAL\n%s;%s;[authentication username=%s "
                    "password=%s];[authentication username=%s "
@@ -390,7 +390,7 @@ def test_provisioning_document_and_qr(start_pbx, tmp_path):
     assert st == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
     zbar = shutil.which("zbarimg")
     if not zbar:
-        pytest.skip("zbarimg (zbar-tools) not installed")
+        pytest.fail("zbarimg (zbar-tools) not installed (scripts/install-deps)")
     f = tmp_path / "qr.png"
     f.write_bytes(png)
     r = subprocess.run([zbar, "-q", "--raw", str(f)], stdout=subprocess.PIPE,

@@ -27,8 +27,11 @@ CTL = os.path.join(BUILD, "src", "ctl", "pushpbxctl")
 BIN = os.environ.get("PUSHPBX_BIN", "")
 TOKEN = "wake-test-token-0123456789"  # wakeharness.CONF [admin] token
 
-pytestmark = pytest.mark.skipif(not os.path.exists(PUSHSIM),
-                                reason="pushsim not built")
+@pytest.fixture(autouse=True)
+def _pushsim_built():
+    """A missing pushsim fails each test (never a skip)."""
+    if not os.path.exists(PUSHSIM):
+        pytest.fail("pushsim not built: %s" % PUSHSIM)
 
 
 def ctl(pbx, *args, timeout=60):

@@ -143,7 +143,7 @@ def test_check_failure_prints_firewall_rules():
 def test_check_success_against_local_tls(tmp_path):
     openssl = shutil.which("openssl")
     if not openssl:
-        pytest.skip("openssl not installed")
+        pytest.fail("openssl not installed (scripts/install-deps)")
     key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),

@@ -51,7 +51,7 @@ def sipp(pbx, scenario, device="a", transport="u1", timeout=10, port=None,
     Linux); returns (rc, output, last message received)."""
     exe = shutil.which("sipp")
     if not exe:
-        pytest.skip("sipp not installed")
+        pytest.fail("sipp not installed (scripts/install-deps)")
     tcp = transport != "u1"
     dest = pbx.ports["tcp" if tcp else "udp"]
     tag = uuid.uuid4().hex[:8]

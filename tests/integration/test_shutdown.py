@@ -34,8 +34,11 @@ from wakeharness import env, keys, phones, sipps  # noqa: F401
 import conftest
 from conftest import Udp, header, status_of
 
-pytestmark = pytest.mark.skipif(not os.path.exists(PUSHSIM),
-                                reason="pushsim not built")
+@pytest.fixture(autouse=True)
+def _pushsim_built():
+    """A missing pushsim fails each test (never a skip)."""
+    if not os.path.exists(PUSHSIM):
+        pytest.fail("pushsim not built: %s" % PUSHSIM)
 
 SHUTDOWN_BOUND_S = 3.0  # [sip] shutdown_ms defaults to 2000
 

@@ -19,8 +19,11 @@ from wakeharness import (PUSHSIM, VOIP, admin_get,  # noqa: E402
 # Fixtures: pytest finds them in this module's namespace.
 from wakeharness import env, keys, phones  # noqa: E402,F401
 
-pytestmark = pytest.mark.skipif(not os.path.exists(PUSHSIM),
-                                reason="pushsim not built")
+@pytest.fixture(autouse=True)
+def _pushsim_built():
+    """A missing pushsim fails each test (never a skip)."""
+    if not os.path.exists(PUSHSIM):
+        pytest.fail("pushsim not built: %s" % PUSHSIM)
 
 NAMES = {
     "invite_to_push": "pushpbx_wake_invite_to_push_seconds",

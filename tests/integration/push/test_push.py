@@ -25,10 +25,13 @@ KID = "KEYID12345"
 BUNDLE = "com.example.phone"
 TOKEN = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-pytestmark = pytest.mark.skipif(
-    not (PUSHSIM and PUSH_SEND and os.path.exists(PUSHSIM)
-         and os.path.exists(PUSH_SEND)),
-    reason="PUSHSIM / PUSH_SEND not built")
+@pytest.fixture(autouse=True)
+def _tools_built():
+    """A missing pushsim or push-send fails each test (never a skip)."""
+    if not (PUSHSIM and PUSH_SEND and os.path.exists(PUSHSIM)
+            and os.path.exists(PUSH_SEND)):
+        pytest.fail("PUSHSIM / PUSH_SEND not built: %r %r"
+                    % (PUSHSIM, PUSH_SEND))
 
 
 def free_port():
