@@ -189,16 +189,15 @@ static const struct cfg_option wake_options[] = {
      .help = "Pushes kept in the recent-pushes list (admin API)."},
     {.key = "from_workers",
      .type = CFG_BOOL,
-     .def = "no",
+     .def = "yes",
      .offset = offsetof(struct push_wake_cfg, from_workers),
      .help = "Each SIP worker sends its calls' pushes itself, on its own "
              "HTTP/2 connection per provider, so the push is written "
-             "before the worker moves on (lowest INVITE-to-push latency). "
-             "no (default): one push thread sends every push (one "
-             "connection per provider, the push work off the workers). "
-             "Measured on a loaded 2-core machine (BENCHMARKS.md): yes "
-             "lowered the p99 at 100 calls/s and raised the tail at "
-             "1,000 calls/s."},
+             "before the worker moves on (lowest INVITE-to-push latency; "
+             "default). no: one push thread sends every push (one "
+             "connection per provider, the push work off the workers), "
+             "which may suit a machine whose cores are busy with other "
+             "work (BENCHMARKS.md \"Wake path\")."},
     {.key = "queue_max",
      .type = CFG_UINT,
      .min = 1,

@@ -17,6 +17,7 @@
  */
 #include "store/store.h"
 #include "store/store_backup.h"
+#include "store/store_ckpt_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -200,6 +201,7 @@ struct store {
     unsigned max_queue;
     sqlite3 *db;
     sqlite3_stmt *stmt[ST__COUNT];
+    struct store_ckpt *ckpt; /* WAL checkpoints off the writer's commits */
 
     pthread_t thread;
     pthread_mutex_t lock;
@@ -1030,6 +1032,7 @@ store_get_stats(struct store *st, struct store_stats *out)
     *out = st->stats;
     out->queue_len = st->queue_len;
     pthread_mutex_unlock(&st->lock);
+    out->checkpoints = store_ckpt_count(st->ckpt);
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -1138,6 +1141,9 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
             goto fail;
         }
     }
+    rc = store_ckpt_start(st->db, path, &st->ckpt, err, errlen);
+    if (rc < 0)
+        goto fail;
     pthread_mutex_init(&st->lock, NULL);
     pthread_cond_init(&st->wake, NULL);
     pthread_cond_init(&st->done, NULL);
@@ -1147,6 +1153,7 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
         pthread_cond_destroy(&st->done);
         pthread_cond_destroy(&st->wake);
         pthread_mutex_destroy(&st->lock);
+        store_ckpt_stop(st->ckpt);
         goto fail;
     }
     *out = st;
@@ -1170,6 +1177,7 @@ store_close(struct store *st)
     pthread_cond_signal(&st->wake);
     pthread_mutex_unlock(&st->lock);
     pthread_join(st->thread, NULL); /* the writer drains the queue first */
+    store_ckpt_stop(st->ckpt);
     if (st->stats.errors)
         log_warn("store", "closing after %llu failed batches",
                  (unsigned long long)st->stats.errors);

@@ -154,6 +154,7 @@ struct store_stats {
     size_t queue_len;   /* writes waiting now */
     uint64_t msg_capped;  /* messages deleted by store_msg_put's cap */
     uint64_t msg_purged;  /* expired messages deleted by store_msg_purge */
+    uint64_t checkpoints; /* WAL checkpoints run, off the writer's thread */
 };
 
 /* Open (create) the database at cfg->path, set WAL, create the schema and
