@@ -252,12 +252,10 @@ class Call:
         self.ua.send(self.ua.build("INVITE", self.ruri, self.to,
                                    self.call_id, self.tag, body=SDP,
                                    via=self.via, extra=extra))
-        r = self.ua.response("INVITE")
+        r = self.response()
         if r.status != 407 or not auth:
             return r
-        self.ua.send(self.ua.build("ACK", self.ruri, self.to, self.call_id,
-                                   self.tag, to_tag=_tag(r.get("To")),
-                                   cseq=self.ua.cseq, via=self.via))
+        self.ack_failure(r)
         cred = self.ua.digest(r.get("Proxy-Authenticate"), "INVITE",
                               self.ruri)
         self.via = self.ua.via()
@@ -271,6 +269,22 @@ class Call:
             t = self.ua.expect(lambda m: m.status == 100, 2, "100 Trying")
             assert t.cseq_method == "INVITE"
         return None
+
+    def ack_failure(self, r):
+        """ACK a non-2xx final response to our INVITE (RFC 3261 §17.1.1.3):
+        without it the proxy retransmits the response over UDP, and a
+        later read could take the retransmission for another call's."""
+        self.ua.send(self.ua.build("ACK", self.ruri, self.to, self.call_id,
+                                   self.tag, to_tag=_tag(r.get("To")),
+                                   cseq=self.ua.cseq, via=self.via))
+
+    def response(self, timeout=5.0):
+        """The next final-or-provisional response (not 100) to THIS call's
+        INVITE (by Call-ID: another call's retransmission is kept)."""
+        return self.ua.expect(
+            lambda m: m.status is not None and m.cseq_method == "INVITE" and
+            m.status != 100 and m.get("Call-ID") == self.call_id, timeout,
+            "response to INVITE of %s" % self.call_id)
 
     def cancel(self):
         self.ua.send(self.ua.build("CANCEL", self.ruri, self.to,
