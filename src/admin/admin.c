@@ -54,46 +54,6 @@ const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS] = {
 const double admin_latency_bounds_s[ADMIN_LATENCY_BUCKETS] = {
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
-struct admin {
-    const struct admin_cfg *cfg;
-    struct reg *reg;
-    char *domain, *realm;
-    char *db_path; /* GET /api/backup; may be "" */
-    struct admin_sip_listener *listeners;
-    size_t listener_count;
-    struct {
-        char *fcm_project_id, *fcm_sender_id, *apns_environment, *apns_topic;
-    } push;
-    struct admin_sources src;
-    struct store *store;
-    /* The configuration file's extensions: replaced on a reload
-     * (admin_conf_reload); a replaced set stays until admin_stop, since a
-     * request may still hold an entry of it. */
-    pthread_mutex_t conf_mu;
-    struct conf_set *confs;
-    struct admin_prov *prov;
-    char token[129];
-    char base_url[256];
-    unsigned port;
-    struct MHD_Daemon *mhd;
-    struct admin_guard *guard; /* request_timeout_s reaper */
-    struct admin_jobs *jobs;   /* test pushes and checks */
-    /* MHD's log lines, repeats folded (on_mhd_log) */
-    pthread_mutex_t log_mu;
-    char log_last[512];
-    uint64_t log_at_ms, log_repeats;
-    /* admin thread only */
-    uint64_t requests, unauthorized;
-};
-
-/* Per-request state: the body, capped at cfg->max_body. */
-struct req {
-    struct buf body;
-    bool too_big;
-    bool answered;         /* a response is queued already (early 413) */
-    struct admin_job *job; /* a slow route running on a job thread */
-};
-
 /* Job threads for test pushes and checks, and how many may wait or run at
  * once (more get 503): two, so a check can run beside a test push that
  * waits for a provider that does not answer. */
@@ -106,16 +66,16 @@ dup_or_null(const char *s)
     return s && s[0] ? xstrdup(s) : NULL;
 }
 
-static int64_t
-now_s(void)
+int64_t
+admin_now_s(void)
 {
     return (int64_t)time(NULL);
 }
 
 /* ---- responses --------------------------------------------------------- */
 
-static enum MHD_Result
-send_raw(struct MHD_Connection *c, unsigned status, const char *type,
+enum MHD_Result
+admin_send_raw(struct MHD_Connection *c, unsigned status, const char *type,
          void *data, size_t len, enum MHD_ResponseMemoryMode mode)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, data, mode);
@@ -135,20 +95,20 @@ send_raw(struct MHD_Connection *c, unsigned status, const char *type,
 }
 
 /* Send j (stolen) as the response body. */
-static enum MHD_Result
-send_json(struct MHD_Connection *c, unsigned status, json_t *j)
+enum MHD_Result
+admin_send_json(struct MHD_Connection *c, unsigned status, json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT);
 
     json_decref(j);
     if (!s)
         return MHD_NO;
-    return send_raw(c, status, "application/json", s, strlen(s),
+    return admin_send_raw(c, status, "application/json", s, strlen(s),
                     MHD_RESPMEM_MUST_FREE);
 }
 
-static json_t *
-error_json(unsigned status, const char *reason, const char *field)
+json_t *
+admin_error_json(unsigned status, const char *reason, const char *field)
 {
     json_t *j = json_pack("{s:s, s:i}", "error", reason, "status", status);
 
@@ -157,32 +117,25 @@ error_json(unsigned status, const char *reason, const char *field)
     return j;
 }
 
-static enum MHD_Result
-send_error(struct MHD_Connection *c, unsigned status, const char *reason,
+enum MHD_Result
+admin_send_error(struct MHD_Connection *c, unsigned status, const char *reason,
            const char *field)
 {
-    return send_json(c, status, error_json(status, reason, field));
+    return admin_send_json(c, status, admin_error_json(status, reason, field));
 }
 
-static enum MHD_Result
-send_empty(struct MHD_Connection *c, unsigned status)
+enum MHD_Result
+admin_send_empty(struct MHD_Connection *c, unsigned status)
 {
-    return send_raw(c, status, "application/json", (void *)"", 0,
+    return admin_send_raw(c, status, "application/json", (void *)"", 0,
                     MHD_RESPMEM_PERSISTENT);
 }
 
 /* ---- extensions (through the registrar) ------------------------------- */
 
-struct ext_info {
-    char number[33];
-    char *display;
-    bool enabled;
-    size_t bindings;
-};
-
 struct ext_collect {
     const char *want; /* NULL: all */
-    struct ext_info *v;
+    struct admin_ext_info *v;
     size_t count, alloc;
 };
 
@@ -198,7 +151,7 @@ collect_ext(const char *ext, const char *display, bool enabled,
         ec->alloc = ec->alloc ? 2 * ec->alloc : 16;
         ec->v = xrealloc(ec->v, ec->alloc * sizeof(*ec->v));
     }
-    struct ext_info *e = &ec->v[ec->count++];
+    struct admin_ext_info *e = &ec->v[ec->count++];
     snprintf(e->number, sizeof(e->number), "%s", ext);
     e->display = xstrdup(display ? display : "");
     e->enabled = enabled;
@@ -208,7 +161,7 @@ collect_ext(const char *ext, const char *display, bool enabled,
 static int
 cmp_ext(const void *a, const void *b)
 {
-    const struct ext_info *x = a, *y = b;
+    const struct admin_ext_info *x = a, *y = b;
     size_t lx = strlen(x->number), ly = strlen(y->number);
 
     /* numeric-looking numbers sort by length first: 99 < 100 */
@@ -242,7 +195,7 @@ ext_collect_fini(struct ext_collect *ec)
 }
 
 static bool
-ext_find(struct admin *a, const char *number, struct ext_info *out)
+admin_ext_find(struct admin *a, const char *number, struct admin_ext_info *out)
 {
     struct ext_collect ec;
     bool found;
@@ -257,16 +210,16 @@ ext_find(struct admin *a, const char *number, struct ext_info *out)
     return found;
 }
 
-struct conf_set {
+struct admin_conf_set {
     struct admin_conf_ext *v; /* owned copies of the strings */
     size_t count;
-    struct conf_set *older;
+    struct admin_conf_set *older;
 };
 
-static struct conf_set *
-conf_set_new(const struct admin_conf_ext *exts, size_t count)
+static struct admin_conf_set *
+admin_conf_set_new(const struct admin_conf_ext *exts, size_t count)
 {
-    struct conf_set *cs = xcalloc(1, sizeof(*cs));
+    struct admin_conf_set *cs = xcalloc(1, sizeof(*cs));
 
     cs->count = count;
     cs->v = xcalloc(count + 1, sizeof(*cs->v));
@@ -283,10 +236,10 @@ conf_set_new(const struct admin_conf_ext *exts, size_t count)
 }
 
 static void
-conf_sets_free(struct conf_set *cs)
+admin_conf_sets_free(struct admin_conf_set *cs)
 {
     while (cs) {
-        struct conf_set *older = cs->older;
+        struct admin_conf_set *older = cs->older;
         for (size_t i = 0; i < cs->count; i++) {
             free((char *)cs->v[i].number);
             free((char *)cs->v[i].file);
@@ -302,7 +255,7 @@ conf_sets_free(struct conf_set *cs)
 
 /* The [extension.N] of the configuration file, or NULL. */
 static const struct admin_conf_ext *
-conf_find(struct admin *a, const char *number)
+admin_conf_find(struct admin *a, const char *number)
 {
     const struct admin_conf_ext *found = NULL;
 
@@ -320,7 +273,7 @@ admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
 {
     if (!a)
         return;
-    struct conf_set *cs = conf_set_new(exts, count);
+    struct admin_conf_set *cs = admin_conf_set_new(exts, count);
     pthread_mutex_lock(&a->conf_mu);
     cs->older = a->confs;
     a->confs = cs;
@@ -328,9 +281,9 @@ admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
 }
 
 static json_t *
-ext_json(struct admin *a, const struct ext_info *e)
+ext_json(struct admin *a, const struct admin_ext_info *e)
 {
-    const struct admin_conf_ext *cf = conf_find(a, e->number);
+    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
     json_t *j = json_pack("{s:s, s:s, s:b, s:i, s:s}", "number", e->number,
                           "name", e->display, "enabled", e->enabled,
                           "bindings", (json_int_t)e->bindings, "source",
@@ -363,7 +316,7 @@ send_conf_conflict(struct MHD_Connection *c, const struct admin_conf_ext *cf,
                  "extension %s is defined by --set on the command line: %s "
                  "it there and restart; the API cannot change it",
                  cf->number, what);
-    return send_json(
+    return admin_send_json(
         c, MHD_HTTP_CONFLICT,
         json_pack("{s:s, s:i, s:s, s:s, s:s, s:i}", "error", why, "status",
                   MHD_HTTP_CONFLICT, "field", "number", "source", "config",
@@ -373,7 +326,7 @@ send_conf_conflict(struct MHD_Connection *c, const struct admin_conf_ext *cf,
 /* ---- durability of extension changes ---------------------------------- */
 
 static struct store_mark
-write_mark(struct admin *a)
+admin_write_mark(struct admin *a)
 {
     return a->store ? store_mark(a->store) : (struct store_mark){0};
 }
@@ -399,7 +352,7 @@ commit_reason(int rc)
 /* Wait until the registrar's writes queued since m are committed: only
  * then is a change acknowledged. 0 or the store_commit error (logged). */
 static int
-commit_writes(struct admin *a, struct store_mark m, const char *what,
+admin_commit_writes(struct admin *a, struct store_mark m, const char *what,
               const char *ext)
 {
     if (!a->store)
@@ -413,17 +366,17 @@ commit_writes(struct admin *a, struct store_mark m, const char *what,
 
 /* 500 for a change that is in memory but not on disk. */
 static enum MHD_Result
-send_not_saved(struct MHD_Connection *c, int rc, const char *state)
+admin_send_not_saved(struct MHD_Connection *c, int rc, const char *state)
 {
     char why[400];
 
     snprintf(why, sizeof(why), "not saved to disk: %s; %s",
              commit_reason(rc), state);
-    return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, why, NULL);
+    return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, why, NULL);
 }
 
 static int
-gen_password(char *out, size_t outlen)
+admin_gen_password(char *out, size_t outlen)
 {
     /* 10 random bytes as 20 hex: 80 bits, typeable on a phone keypad */
     if (outlen < ADMIN_PASSWORD_LEN + 1)
@@ -463,13 +416,13 @@ check_password(json_t *v)
 }
 
 static json_t *
-parse_body(struct MHD_Connection *c, struct req *rq, enum MHD_Result *ret)
+parse_body(struct MHD_Connection *c, struct admin_req *rq, enum MHD_Result *ret)
 {
     json_error_t jerr;
     json_t *j;
 
     if (rq->body.len == 0) {
-        *ret = send_error(c, MHD_HTTP_BAD_REQUEST,
+        *ret = admin_send_error(c, MHD_HTTP_BAD_REQUEST,
                           "empty body: JSON object "
                           "expected",
                           NULL);
@@ -478,7 +431,7 @@ parse_body(struct MHD_Connection *c, struct req *rq, enum MHD_Result *ret)
     j = json_loadb(rq->body.data, rq->body.len, 0, &jerr);
     if (!j || !json_is_object(j)) {
         json_decref(j);
-        *ret = send_error(c, MHD_HTTP_BAD_REQUEST,
+        *ret = admin_send_error(c, MHD_HTTP_BAD_REQUEST,
                           "invalid JSON: object "
                           "expected",
                           NULL);
@@ -552,7 +505,7 @@ ext_fields_check(json_t *j, struct ext_fields *f, const char **why)
 }
 
 static enum MHD_Result
-ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
+ext_create(struct admin *a, struct MHD_Connection *c, struct admin_req *rq)
 {
     static const char *const allowed[] = {
         "number", "name", "password", "enabled", "max_push_devices", NULL};
@@ -562,26 +515,26 @@ ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
     char pw[129], genpw[ADMIN_PASSWORD_LEN + 1];
     bool generated = false, enabled = true;
     unsigned maxdev = 1;
-    struct ext_info e;
+    struct admin_ext_info e;
 
     if (!j)
         return ret;
     bad = unknown_key(j, allowed);
     if (bad) {
-        ret = send_error(c, MHD_HTTP_BAD_REQUEST, "unknown field", bad);
+        ret = admin_send_error(c, MHD_HTTP_BAD_REQUEST, "unknown field", bad);
         json_decref(j); /* after: bad points into j */
         return ret;
     }
     v = json_object_get(j, "number");
     if (!json_is_string(v) || !admin_number_ok(json_string_value(v))) {
         json_decref(j);
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
+        return admin_send_error(c, MHD_HTTP_BAD_REQUEST,
                           "1 to 32 of A-Z a-z 0-9 _ . + - required", "number");
     }
     const char *number = json_string_value(v);
     struct ext_fields f = {.name = "", .enabled = true, .maxdev = 1};
     if ((bad = ext_fields_check(j, &f, &why))) {
-        ret = send_error(c, MHD_HTTP_BAD_REQUEST, why, bad);
+        ret = admin_send_error(c, MHD_HTTP_BAD_REQUEST, why, bad);
         json_decref(j);
         return ret;
     }
@@ -591,62 +544,62 @@ ext_create(struct admin *a, struct MHD_Connection *c, struct req *rq)
     if (f.password) {
         snprintf(pw, sizeof(pw), "%s", f.password);
     } else {
-        if (gen_password(genpw, sizeof(genpw)) < 0) {
+        if (admin_gen_password(genpw, sizeof(genpw)) < 0) {
             json_decref(j);
-            return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+            return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                               "no randomness", NULL);
         }
         snprintf(pw, sizeof(pw), "%s", genpw);
         generated = true;
     }
-    const struct admin_conf_ext *cf = conf_find(a, number);
+    const struct admin_conf_ext *cf = admin_conf_find(a, number);
     if (cf) {
         ret = send_conf_conflict(c, cf, "change");
         json_decref(j);
         return ret;
     }
-    if (ext_find(a, number, &e)) {
+    if (admin_ext_find(a, number, &e)) {
         free(e.display);
         json_decref(j);
-        return send_error(c, MHD_HTTP_CONFLICT, "extension exists", "number");
+        return admin_send_error(c, MHD_HTTP_CONFLICT, "extension exists", "number");
     }
-    struct store_mark m = write_mark(a);
+    struct store_mark m = admin_write_mark(a);
     if (reg_ext_set(a->reg, number, name, pw, enabled, maxdev) < 0) {
         json_decref(j);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, "rejected by the registrar",
+        return admin_send_error(c, MHD_HTTP_BAD_REQUEST, "rejected by the registrar",
                           "number");
     }
-    int rc = commit_writes(a, m, "create", number);
+    int rc = admin_commit_writes(a, m, "create", number);
     if (rc < 0) {
         /* Not acknowledged, so not kept: the delete is queued behind the
          * create, whatever became of it. */
         reg_ext_del(a->reg, number);
         json_decref(j);
         explicit_bzero(pw, sizeof(pw));
-        return send_not_saved(c, rc, "the extension was not created");
+        return admin_send_not_saved(c, rc, "the extension was not created");
     }
     log_notice("admin", "extension created ext=%s", number);
-    e = (struct ext_info){.display = (char *)name, .enabled = enabled};
+    e = (struct admin_ext_info){.display = (char *)name, .enabled = enabled};
     snprintf(e.number, sizeof(e.number), "%s", number);
     json_t *out = ext_json(a, &e);
     if (generated)
         json_object_set_new(out, "password", json_string(pw));
     json_decref(j);
     explicit_bzero(pw, sizeof(pw));
-    return send_json(c, MHD_HTTP_CREATED, out);
+    return admin_send_json(c, MHD_HTTP_CREATED, out);
 }
 
 /* Delete ext's provisioning link (a password change). True if there was
  * one. */
 static bool
-revoke_link(struct admin *a, const char *ext)
+admin_ext_revoke_link(struct admin *a, const char *ext)
 {
     return admin_prov_del(a->prov, ext) == 0;
 }
 
 /* The extension's push-device limit, kept when credentials change. */
 static unsigned
-cur_max_push(struct admin *a, const char *number)
+admin_ext_max_push(struct admin *a, const char *number)
 {
     struct reg_ext_info info;
 
@@ -657,8 +610,8 @@ cur_max_push(struct admin *a, const char *number)
  * registrar keeps the HA1 values); a password in the body re-sets the
  * credentials too. */
 static enum MHD_Result
-ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
-           const struct ext_info *cur)
+ext_update(struct admin *a, struct MHD_Connection *c, struct admin_req *rq,
+           const struct admin_ext_info *cur)
 {
     static const char *const allowed[] = {"name", "password", "enabled",
                                           "max_push_devices", NULL};
@@ -666,19 +619,19 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     json_t *j = parse_body(c, rq, &ret);
     const char *why, *bad, *name = cur->display;
     bool enabled = cur->enabled;
-    unsigned maxdev = cur_max_push(a, cur->number);
+    unsigned maxdev = admin_ext_max_push(a, cur->number);
 
     if (!j)
         return ret;
     if ((bad = unknown_key(j, allowed))) {
-        ret = send_error(c, MHD_HTTP_BAD_REQUEST, "unknown field", bad);
+        ret = admin_send_error(c, MHD_HTTP_BAD_REQUEST, "unknown field", bad);
         json_decref(j); /* after: bad points into j */
         return ret;
     }
     struct ext_fields f = {.name = name, .enabled = enabled,
                            .maxdev = maxdev};
     if ((bad = ext_fields_check(j, &f, &why))) {
-        ret = send_error(c, MHD_HTTP_BAD_REQUEST, why, bad);
+        ret = admin_send_error(c, MHD_HTTP_BAD_REQUEST, why, bad);
         json_decref(j);
         return ret;
     }
@@ -687,43 +640,43 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     maxdev = f.maxdev;
     if (!f.password) {
         /* Name, enabled flag, push limit: the credentials stay. */
-        struct store_mark m = write_mark(a);
+        struct store_mark m = admin_write_mark(a);
         if (reg_ext_update(a->reg, cur->number, name, enabled, maxdev) < 0) {
             json_decref(j);
-            return send_error(c, MHD_HTTP_NOT_FOUND, "no such extension", NULL);
+            return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such extension", NULL);
         }
-        int rc = commit_writes(a, m, "update", cur->number);
+        int rc = admin_commit_writes(a, m, "update", cur->number);
         if (rc < 0) {
             json_decref(j);
-            return send_not_saved(c, rc,
+            return admin_send_not_saved(c, rc,
                                   "the change is in effect until the "
                                   "daemon restarts: try again");
         }
-        struct ext_info e = *cur;
+        struct admin_ext_info e = *cur;
         e.display = (char *)name;
         e.enabled = enabled;
         json_t *out = ext_json(a, &e);
         json_decref(j);
         log_notice("admin", "extension updated ext=%s", cur->number);
-        return send_json(c, MHD_HTTP_OK, out);
+        return admin_send_json(c, MHD_HTTP_OK, out);
     }
-    struct store_mark m = write_mark(a);
+    struct store_mark m = admin_write_mark(a);
     if (reg_ext_set(a->reg, cur->number, name, f.password, enabled,
                     maxdev) < 0) {
         json_decref(j);
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "rejected by the registrar", NULL);
     }
     /* A new password closes whatever the old one leaked through. */
-    bool revoked = revoke_link(a, cur->number);
-    int rc = commit_writes(a, m, "password change", cur->number);
+    bool revoked = admin_ext_revoke_link(a, cur->number);
+    int rc = admin_commit_writes(a, m, "password change", cur->number);
     if (rc < 0) {
         json_decref(j);
-        return send_not_saved(c, rc,
+        return admin_send_not_saved(c, rc,
                               "the new password is in effect until the "
                               "daemon restarts: set it again");
     }
-    struct ext_info e = *cur;
+    struct admin_ext_info e = *cur;
     e.display = (char *)name;
     e.enabled = enabled;
     json_t *out = ext_json(a, &e);
@@ -731,7 +684,7 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
     json_decref(j);
     log_notice("admin", "extension updated ext=%s%s", cur->number,
                revoked ? " (provisioning link revoked)" : "");
-    return send_json(c, MHD_HTTP_OK, out);
+    return admin_send_json(c, MHD_HTTP_OK, out);
 }
 
 /* New generated password for cur; its provisioning link is revoked (it
@@ -739,17 +692,17 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct req *rq,
  * know). Returns 0 and *revoked, the store_commit error (the password is
  * in memory, not on disk), -EIO without randomness or -EINVAL. */
 static int
-set_new_password(struct admin *a, const struct ext_info *cur, char *pw,
+set_new_password(struct admin *a, const struct admin_ext_info *cur, char *pw,
                  size_t pwlen, bool *revoked)
 {
-    if (gen_password(pw, pwlen) < 0)
+    if (admin_gen_password(pw, pwlen) < 0)
         return -EIO;
-    struct store_mark m = write_mark(a);
+    struct store_mark m = admin_write_mark(a);
     if (reg_ext_set(a->reg, cur->number, cur->display, pw, cur->enabled,
-                    cur_max_push(a, cur->number)) < 0)
+                    admin_ext_max_push(a, cur->number)) < 0)
         return -EINVAL;
-    *revoked = revoke_link(a, cur->number);
-    return commit_writes(a, m, "password reset", cur->number);
+    *revoked = admin_ext_revoke_link(a, cur->number);
+    return admin_commit_writes(a, m, "password reset", cur->number);
 }
 
 /* ---- registrations ----------------------------------------------------- */
@@ -822,7 +775,7 @@ collect_reg(const char *ext, const char *display, bool enabled,
 
 /* Replace a provider's full "token" by "token_prefix" (8 chars). */
 static void
-redact_device(json_t *d)
+admin_push_redact(json_t *d)
 {
     json_t *t = json_object_get(d, "token");
     char pre[16];
@@ -868,7 +821,7 @@ add_device(json_t *item, json_t *d)
     char *tokcopy = tok ? xstrdup(tok) : NULL;
     json_t *dc = json_deep_copy(d);
 
-    redact_device(dc);
+    admin_push_redact(dc);
     json_object_set_new(
         dc, "state",
         json_string(device_state(dc, json_object_get(item, "bindings"),
@@ -879,7 +832,7 @@ add_device(json_t *item, json_t *d)
 
 /* The push devices of every item (a page, or one extension). */
 static void
-add_push(struct admin *a, json_t *items)
+admin_push_add(struct admin *a, json_t *items)
 {
     size_t i, k;
     json_t *d, *item;
@@ -916,15 +869,15 @@ add_push(struct admin *a, json_t *items)
 
 /* GET /api/extensions/N/registrations: one extension (NULL: unknown). */
 static json_t *
-registrations_one(struct admin *a, const char *number)
+admin_reg_one(struct admin *a, const char *number)
 {
-    struct reg_collect rc = {.items = json_array(), .now = now_s()};
+    struct reg_collect rc = {.items = json_array(), .now = admin_now_s()};
 
     if (reg_list_ext(a->reg, number, collect_reg, &rc) < 0) {
         json_decref(rc.items);
         return NULL;
     }
-    add_push(a, rc.items);
+    admin_push_add(a, rc.items);
     return json_pack("{s:b, s:o}", "push_available",
                      a->src.list_devices != NULL, "items", rc.items);
 }
@@ -932,7 +885,7 @@ registrations_one(struct admin *a, const char *number)
 /* GET /api/registrations[?limit=N][&after=EXT]: one page in listing
  * order (docs/admin.md "Pages"). */
 static enum MHD_Result
-route_registrations(struct admin *a, struct MHD_Connection *c)
+admin_route_registrations(struct admin *a, struct MHD_Connection *c)
 {
     const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
                                                  "limit");
@@ -942,16 +895,16 @@ route_registrations(struct admin *a, struct MHD_Connection *c)
 
     if (ls && (slice_to_u64(slice_cstr(ls), REG_PAGE_MAX, &limit) < 0 ||
                limit == 0))
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
+        return admin_send_error(c, MHD_HTTP_BAD_REQUEST,
                           "limit must be a number from 1 to 1000", "limit");
     if (after && after[0] && !reg_ext_number_valid(after))
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
+        return admin_send_error(c, MHD_HTTP_BAD_REQUEST,
                           "after must be an extension number", "after");
-    struct reg_collect rc = {.items = json_array(), .now = now_s()};
+    struct reg_collect rc = {.items = json_array(), .now = admin_now_s()};
     struct reg_page pg;
     reg_list_page(a->reg, after, (size_t)limit, collect_reg, &rc, &pg);
-    add_push(a, rc.items);
-    return send_json(
+    admin_push_add(a, rc.items);
+    return admin_send_json(
         c, MHD_HTTP_OK,
         json_pack("{s:b, s:o, s:I, s:I, s:o}", "push_available",
                   a->src.list_devices != NULL, "items", rc.items, "total",
@@ -960,8 +913,8 @@ route_registrations(struct admin *a, struct MHD_Connection *c)
 }
 
 /* {"available": bool, "items": [...]} from an optional provider. */
-static json_t *
-provider_list(struct admin *a, admin_list_fn *fn, bool redact)
+json_t *
+admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact)
 {
     json_t *items = json_array();
     bool ok = fn != NULL;
@@ -973,7 +926,7 @@ provider_list(struct admin *a, admin_list_fn *fn, bool redact)
     if (redact) {
         size_t i;
         json_t *d;
-        json_array_foreach(items, i, d) redact_device(d);
+        json_array_foreach(items, i, d) admin_push_redact(d);
     }
     return json_pack("{s:b, s:o}", "available", ok, "items", items);
 }
@@ -988,10 +941,10 @@ prov_url(struct admin *a, const char *token, char *out, size_t outlen)
 
 static json_t *
 prov_doc(struct admin *a, const struct admin_prov_row *row,
-         const struct ext_info *e)
+         const struct admin_ext_info *e)
 {
     /* A configuration-file extension's password is the file's. */
-    const struct admin_conf_ext *cf = conf_find(a, e->number);
+    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
     const char *password = cf ? cf->password : row->password;
     const char *host = a->cfg->sip_host[0] ? a->cfg->sip_host : a->domain;
     json_t *ports = json_object(), *tps = json_array();
@@ -1049,7 +1002,7 @@ static json_t *
 prov_json(struct admin *a, const struct admin_prov_row *row)
 {
     char url[512];
-    int64_t now = now_s(), left = row->expires_at - now;
+    int64_t now = admin_now_s(), left = row->expires_at - now;
     unsigned fleft =
         row->fetches < row->max_fetches ? row->max_fetches - row->fetches : 0;
     const char *state = left <= 0 ? "expired" : fleft == 0 ? "used up"
@@ -1066,35 +1019,35 @@ prov_json(struct admin *a, const struct admin_prov_row *row)
 }
 
 static enum MHD_Result
-prov_create(struct admin *a, struct MHD_Connection *c, const struct ext_info *e)
+prov_create(struct admin *a, struct MHD_Connection *c, const struct admin_ext_info *e)
 {
-    struct admin_prov_row row = {.created_at = now_s()};
-    const struct admin_conf_ext *cf = conf_find(a, e->number);
+    struct admin_prov_row row = {.created_at = admin_now_s()};
+    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
 
     row.expires_at = row.created_at + a->cfg->prov_link_ttl_s;
     row.max_fetches = a->cfg->prov_link_max_fetches;
     snprintf(row.ext, sizeof(row.ext), "%s", e->number);
     if (admin_random_hex(row.token, ADMIN_PROV_TOKEN_LEN / 2) < 0 ||
-        (!cf && gen_password(row.password, sizeof(row.password)) < 0))
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness",
+        (!cf && admin_gen_password(row.password, sizeof(row.password)) < 0))
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness",
                           NULL);
     /* An API extension gets a new password the link can hand out (the
      * registrar keeps only HA1 values). A configuration-file extension
      * keeps the file's, which the document reads when fetched. */
     if (!cf) {
-        struct store_mark m = write_mark(a);
+        struct store_mark m = admin_write_mark(a);
         if (reg_ext_set(a->reg, e->number, e->display, row.password,
-                        e->enabled, cur_max_push(a, e->number)) < 0) {
+                        e->enabled, admin_ext_max_push(a, e->number)) < 0) {
             explicit_bzero(&row, sizeof(row));
-            return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+            return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                               "rejected by the registrar", NULL);
         }
         /* The old link (if any) handed out the old password. */
-        revoke_link(a, e->number);
-        int rc = commit_writes(a, m, "provisioning password", e->number);
+        admin_ext_revoke_link(a, e->number);
+        int rc = admin_commit_writes(a, m, "provisioning password", e->number);
         if (rc < 0) {
             explicit_bzero(&row, sizeof(row));
-            return send_not_saved(c, rc,
+            return admin_send_not_saved(c, rc,
                                   "the extension's new password is in "
                                   "effect until restart and no link was "
                                   "made: try again");
@@ -1102,14 +1055,14 @@ prov_create(struct admin *a, struct MHD_Connection *c, const struct ext_info *e)
     }
     if (admin_prov_put(a->prov, &row) < 0) {
         explicit_bzero(&row, sizeof(row));
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "cannot store the link", NULL);
     }
     log_notice("admin", "provisioning link created ext=%s expires_at=%lld",
                e->number, (long long)row.expires_at);
     json_t *out = prov_json(a, &row);
     explicit_bzero(&row, sizeof(row));
-    return send_json(c, MHD_HTTP_CREATED, out);
+    return admin_send_json(c, MHD_HTTP_CREATED, out);
 }
 
 /* ---- metrics ----------------------------------------------------------- */
@@ -1314,8 +1267,8 @@ split_url(const char *url, char *buf, size_t buflen, char **seg)
     return n;
 }
 
-static bool
-is(const char *method, const char *m)
+bool
+admin_is_method(const char *method, const char *m)
 {
     return strcmp(method, m) == 0;
 }
@@ -1336,11 +1289,11 @@ job_push_test(void *ctx, const char *ext, json_t **body)
     }
     json_decref(res);
     if (rc == -ENOENT) {
-        *body = error_json(MHD_HTTP_NOT_FOUND, "extension has no push device",
+        *body = admin_error_json(MHD_HTTP_NOT_FOUND, "extension has no push device",
                            NULL);
         return MHD_HTTP_NOT_FOUND;
     }
-    *body = error_json(MHD_HTTP_BAD_GATEWAY, "push failed", NULL);
+    *body = admin_error_json(MHD_HTTP_BAD_GATEWAY, "push failed", NULL);
     return MHD_HTTP_BAD_GATEWAY;
 }
 
@@ -1356,7 +1309,7 @@ job_push_check(void *ctx, const char *param, json_t **body)
     (void)param;
     if (a->src.push_check(a->src.arg, items) < 0) {
         json_decref(items);
-        *body = error_json(MHD_HTTP_INTERNAL_SERVER_ERROR,
+        *body = admin_error_json(MHD_HTTP_INTERNAL_SERVER_ERROR,
                            "push check failed to run", NULL);
         return MHD_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1370,130 +1323,130 @@ job_push_check(void *ctx, const char *param, json_t **body)
 /* Suspend c and queue fn; the answer goes out when the job is done
  * (on_request). */
 static enum MHD_Result
-job_start(struct admin *a, struct MHD_Connection *c, struct req *rq,
+job_start(struct admin *a, struct MHD_Connection *c, struct admin_req *rq,
           admin_job_fn *fn, const char *param)
 {
     int rc = admin_jobs_submit(a->jobs, c, fn, a, param, &rq->job);
 
     if (rc == -EBUSY)
-        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+        return admin_send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                           "too many test pushes and checks running; try "
                           "again",
                           NULL);
     if (rc < 0)
-        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+        return admin_send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                           "admin server stopping", NULL);
     return MHD_YES;
 }
 
 static enum MHD_Result
-push_test_start(struct admin *a, struct MHD_Connection *c, struct req *rq,
+admin_push_test_start(struct admin *a, struct MHD_Connection *c, struct admin_req *rq,
                 const char *ext)
 {
     if (!a->src.push_test)
-        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
                           "test push not available yet", NULL);
     return job_start(a, c, rq, job_push_test, ext);
 }
 
 static enum MHD_Result
-route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
-          struct req *rq, char **seg, size_t n)
+admin_route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
+          struct admin_req *rq, char **seg, size_t n)
 {
-    struct ext_info e;
+    struct admin_ext_info e;
     enum MHD_Result ret;
 
     /* seg[0]="api" seg[1]="extensions" seg[2]=number ... */
     if (!admin_number_ok(seg[2]))
-        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
-    if (!ext_find(a, seg[2], &e))
-        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
-    const struct admin_conf_ext *cf = conf_find(a, e.number);
-    bool changes = (n == 3 && (is(method, "PATCH") || is(method, "PUT") ||
-                               is(method, "DELETE"))) ||
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
+    if (!admin_ext_find(a, seg[2], &e))
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "unknown extension", "number");
+    const struct admin_conf_ext *cf = admin_conf_find(a, e.number);
+    bool changes = (n == 3 && (admin_is_method(method, "PATCH") || admin_is_method(method, "PUT") ||
+                               admin_is_method(method, "DELETE"))) ||
                    (n == 4 && strcmp(seg[3], "password") == 0 &&
-                    is(method, "POST"));
+                    admin_is_method(method, "POST"));
     if (cf && changes) {
         ret = send_conf_conflict(c, cf,
-                                 is(method, "DELETE") ? "remove" : "change");
-    } else if (n == 3 && is(method, "GET")) {
-        ret = send_json(c, MHD_HTTP_OK, ext_json(a, &e));
-    } else if (n == 3 && (is(method, "PATCH") || is(method, "PUT"))) {
+                                 admin_is_method(method, "DELETE") ? "remove" : "change");
+    } else if (n == 3 && admin_is_method(method, "GET")) {
+        ret = admin_send_json(c, MHD_HTTP_OK, ext_json(a, &e));
+    } else if (n == 3 && (admin_is_method(method, "PATCH") || admin_is_method(method, "PUT"))) {
         ret = ext_update(a, c, rq, &e);
-    } else if (n == 3 && is(method, "DELETE")) {
-        struct store_mark m = write_mark(a);
+    } else if (n == 3 && admin_is_method(method, "DELETE")) {
+        struct store_mark m = admin_write_mark(a);
         reg_ext_del(a->reg, e.number);
         admin_prov_del(a->prov, e.number);
         if (a->src.device_del)
             a->src.device_del(a->src.arg, e.number, NULL);
-        int rc = commit_writes(a, m, "delete", e.number);
+        int rc = admin_commit_writes(a, m, "delete", e.number);
         if (rc < 0) {
-            ret = send_not_saved(c, rc,
+            ret = admin_send_not_saved(c, rc,
                                  "the extension is gone until the daemon "
                                  "restarts and may come back then: try "
                                  "again");
         } else {
             log_notice("admin", "extension deleted ext=%s", e.number);
-            ret = send_empty(c, MHD_HTTP_NO_CONTENT);
+            ret = admin_send_empty(c, MHD_HTTP_NO_CONTENT);
         }
     } else if (n == 4 && strcmp(seg[3], "password") == 0 &&
-               is(method, "POST")) {
+               admin_is_method(method, "POST")) {
         char pw[ADMIN_PASSWORD_LEN + 1];
         bool revoked = false;
         int rc = set_new_password(a, &e, pw, sizeof(pw), &revoked);
         if (rc == -EIO || rc == -EINVAL) {
-            ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+            ret = admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                              "cannot set password", NULL);
         } else if (rc < 0) {
-            ret = send_not_saved(c, rc,
+            ret = admin_send_not_saved(c, rc,
                                  "the new password is in effect until the "
                                  "daemon restarts: reset it again");
         } else {
             log_notice("admin", "password reset ext=%s%s", e.number,
                        revoked ? " (provisioning link revoked)" : "");
-            ret = send_json(c, MHD_HTTP_OK,
+            ret = admin_send_json(c, MHD_HTTP_OK,
                             json_pack("{s:s, s:s, s:b}", "number", e.number,
                                       "password", pw, "prov_link_revoked",
                                       revoked));
         }
         explicit_bzero(pw, sizeof(pw));
     } else if (n == 4 && strcmp(seg[3], "registrations") == 0 &&
-               is(method, "GET")) {
-        json_t *j = registrations_one(a, e.number);
-        ret = j ? send_json(c, MHD_HTTP_OK, j)
-                : send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
+               admin_is_method(method, "GET")) {
+        json_t *j = admin_reg_one(a, e.number);
+        ret = j ? admin_send_json(c, MHD_HTTP_OK, j)
+                : admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
                              NULL);
-    } else if (n == 4 && strcmp(seg[3], "push") == 0 && is(method, "DELETE")) {
+    } else if (n == 4 && strcmp(seg[3], "push") == 0 && admin_is_method(method, "DELETE")) {
         const char *id =
             MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
         if (!a->src.device_del)
-            ret = send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+            ret = admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
                              "push devices not available yet", NULL);
         else if (a->src.device_del(a->src.arg, e.number, id) < 0)
             ret =
-                send_error(c, MHD_HTTP_NOT_FOUND, "no such push device", "id");
+                admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such push device", "id");
         else
-            ret = send_empty(c, MHD_HTTP_NO_CONTENT);
+            ret = admin_send_empty(c, MHD_HTTP_NO_CONTENT);
     } else if (n == 5 && strcmp(seg[3], "push") == 0 &&
-               strcmp(seg[4], "test") == 0 && is(method, "POST")) {
-        ret = push_test_start(a, c, rq, e.number);
+               strcmp(seg[4], "test") == 0 && admin_is_method(method, "POST")) {
+        ret = admin_push_test_start(a, c, rq, e.number);
     } else if (n >= 4 && strcmp(seg[3], "prov") == 0) {
         struct admin_prov_row row;
         char url[512];
         int rc = admin_prov_by_ext(a->prov, e.number, &row);
-        if (n == 4 && is(method, "POST")) {
+        if (n == 4 && admin_is_method(method, "POST")) {
             ret = prov_create(a, c, &e);
-        } else if (n == 4 && is(method, "DELETE")) {
+        } else if (n == 4 && admin_is_method(method, "DELETE")) {
             ret = rc == 0 && admin_prov_del(a->prov, e.number) == 0
-                      ? send_empty(c, MHD_HTTP_NO_CONTENT)
-                      : send_error(c, MHD_HTTP_NOT_FOUND,
+                      ? admin_send_empty(c, MHD_HTTP_NO_CONTENT)
+                      : admin_send_error(c, MHD_HTTP_NOT_FOUND,
                                    "no provisioning link", NULL);
-        } else if (rc != 0 && is(method, "GET")) {
+        } else if (rc != 0 && admin_is_method(method, "GET")) {
             ret =
-                send_error(c, MHD_HTTP_NOT_FOUND, "no provisioning link", NULL);
-        } else if (n == 4 && is(method, "GET")) {
-            ret = send_json(c, MHD_HTTP_OK, prov_json(a, &row));
-        } else if (n == 5 && is(method, "GET") &&
+                admin_send_error(c, MHD_HTTP_NOT_FOUND, "no provisioning link", NULL);
+        } else if (n == 4 && admin_is_method(method, "GET")) {
+            ret = admin_send_json(c, MHD_HTTP_OK, prov_json(a, &row));
+        } else if (n == 5 && admin_is_method(method, "GET") &&
                    (strcmp(seg[4], "qr.svg") == 0 ||
                     strcmp(seg[4], "qr.png") == 0)) {
             size_t len = 0;
@@ -1501,18 +1454,18 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
             prov_url(a, row.token, url, sizeof(url));
             void *img = svg ? (void *)admin_qr_svg(url, &len)
                             : (void *)admin_qr_png(url, 8, &len);
-            ret = img ? send_raw(c, MHD_HTTP_OK,
+            ret = img ? admin_send_raw(c, MHD_HTTP_OK,
                                  svg ? "image/svg+xml" : "image/png", img, len,
                                  MHD_RESPMEM_MUST_FREE)
-                      : send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                      : admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                                    "cannot encode QR", NULL);
         } else {
-            ret = send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+            ret = admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
                              "method not allowed", NULL);
         }
         explicit_bzero(&row, sizeof(row));
     } else {
-        ret = send_error(
+        ret = admin_send_error(
             c, n <= 5 ? MHD_HTTP_METHOD_NOT_ALLOWED : MHD_HTTP_NOT_FOUND,
             "no such route or method", NULL);
     }
@@ -1523,14 +1476,14 @@ route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
 /* POST /api/push/check: the authenticated step of the push check, run by
  * the daemon with its own [apns]/[fcm] credentials. */
 static enum MHD_Result
-push_check(struct admin *a, struct MHD_Connection *c, const char *method,
-           struct req *rq)
+admin_route_push_check(struct admin *a, struct MHD_Connection *c, const char *method,
+           struct admin_req *rq)
 {
-    if (!is(method, "POST"))
-        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
+    if (!admin_is_method(method, "POST"))
+        return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
                           NULL);
     if (!a->src.push_check)
-        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
                           "push check not available", NULL);
     return job_start(a, c, rq, job_push_check, NULL);
 }
@@ -1557,14 +1510,14 @@ wake_lat_json(const struct admin_wake_lat *l)
 /* GET /api/wake/latency: the wake-path intervals with exact percentiles
  * (bench/wake-bench.sh). */
 static enum MHD_Result
-route_wake_latency(struct admin *a, struct MHD_Connection *c)
+admin_route_wake_latency(struct admin *a, struct MHD_Connection *c)
 {
     struct admin_wake_lat lat[2] = {0};
 
     if (!a->src.wake_latency)
-        return send_json(c, MHD_HTTP_OK, json_pack("{s:b}", "available", 0));
+        return admin_send_json(c, MHD_HTTP_OK, json_pack("{s:b}", "available", 0));
     a->src.wake_latency(a->src.arg, true, lat);
-    return send_json(c, MHD_HTTP_OK,
+    return admin_send_json(c, MHD_HTTP_OK,
                      json_pack("{s:b, s:o, s:o}", "available", 1,
                                "invite_to_push", wake_lat_json(&lat[0]),
                                "register_to_invite", wake_lat_json(&lat[1])));
@@ -1576,33 +1529,33 @@ route_wake_latency(struct admin *a, struct MHD_Connection *c)
  * once open. Runs on the admin thread: for a large database other admin
  * requests wait while the copy is made (docs/install.md). */
 static enum MHD_Result
-route_backup(struct admin *a, struct MHD_Connection *c)
+admin_route_backup(struct admin *a, struct MHD_Connection *c)
 {
     char tmp[4096], err[512], name[64], disp[128];
     struct stat st;
 
     if (!a->db_path || !a->db_path[0])
-        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED, "no database", NULL);
+        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED, "no database", NULL);
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.backup-XXXXXX", a->db_path) >=
         sizeof(tmp))
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "path too long",
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "path too long",
                           NULL);
     int fd = mkstemp(tmp);
     if (fd < 0)
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "cannot create the backup file", NULL);
     close(fd);
     if (store_backup(a->db_path, tmp, err, sizeof(err)) < 0) {
         unlink(tmp);
         log_error("admin", "%s", err);
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err, NULL);
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err, NULL);
     }
     fd = open(tmp, O_RDONLY | O_CLOEXEC);
     unlink(tmp);
     if (fd < 0 || fstat(fd, &st) < 0) {
         if (fd >= 0)
             close(fd);
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "cannot read the backup", NULL);
     }
     struct MHD_Response *r =
@@ -1627,19 +1580,19 @@ route_backup(struct admin *a, struct MHD_Connection *c)
 
 static enum MHD_Result
 route_api(struct admin *a, struct MHD_Connection *c, const char *method,
-          struct req *rq, char **seg, size_t n)
+          struct admin_req *rq, char **seg, size_t n)
 {
     if (n == 2 && strcmp(seg[1], "backup") == 0) {
-        if (!is(method, "GET"))
-            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+        if (!admin_is_method(method, "GET"))
+            return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
                               "method not allowed", NULL);
-        return route_backup(a, c);
+        return admin_route_backup(a, c);
     }
     if (n == 2 && strcmp(seg[1], "extensions") == 0) {
-        if (is(method, "POST"))
+        if (admin_is_method(method, "POST"))
             return ext_create(a, c, rq);
-        if (!is(method, "GET"))
-            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+        if (!admin_is_method(method, "GET"))
+            return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
                               "method not allowed", NULL);
         struct ext_collect ec;
         json_t *items = json_array();
@@ -1647,42 +1600,42 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
         for (size_t i = 0; i < ec.count; i++)
             json_array_append_new(items, ext_json(a, &ec.v[i]));
         ext_collect_fini(&ec);
-        return send_json(c, MHD_HTTP_OK, json_pack("{s:o}", "items", items));
+        return admin_send_json(c, MHD_HTTP_OK, json_pack("{s:o}", "items", items));
     }
     if (n >= 3 && strcmp(seg[1], "extensions") == 0)
-        return route_ext(a, c, method, rq, seg, n);
+        return admin_route_ext(a, c, method, rq, seg, n);
     if (n == 3 && strcmp(seg[1], "push") == 0 && strcmp(seg[2], "check") == 0)
-        return push_check(a, c, method, rq);
-    if (n == 2 && !is(method, "GET"))
-        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
+        return admin_route_push_check(a, c, method, rq);
+    if (n == 2 && !admin_is_method(method, "GET"))
+        return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
                           NULL);
     if (n == 2 && strcmp(seg[1], "registrations") == 0)
-        return route_registrations(a, c);
+        return admin_route_registrations(a, c);
     if (n == 2 && strcmp(seg[1], "messages") == 0)
-        return send_json(c, MHD_HTTP_OK,
+        return admin_send_json(c, MHD_HTTP_OK,
                          admin_messages_json(reg_messages(a->reg)));
     if (n == 2 && strcmp(seg[1], "calls") == 0)
-        return send_json(c, MHD_HTTP_OK,
-                         provider_list(a, a->src.list_calls, false));
+        return admin_send_json(c, MHD_HTTP_OK,
+                         admin_provider_list(a, a->src.list_calls, false));
     if (n == 2 && strcmp(seg[1], "media") == 0)
-        return send_json(c, MHD_HTTP_OK,
-                         provider_list(a, a->src.list_media, false));
+        return admin_send_json(c, MHD_HTTP_OK,
+                         admin_provider_list(a, a->src.list_media, false));
     if (n == 2 && strcmp(seg[1], "pushes") == 0)
-        return send_json(c, MHD_HTTP_OK,
-                         provider_list(a, a->src.list_pushes, true));
+        return admin_send_json(c, MHD_HTTP_OK,
+                         admin_provider_list(a, a->src.list_pushes, true));
     if (n == 2 && strcmp(seg[1], "wakeups") == 0)
-        return send_json(c, MHD_HTTP_OK,
-                         provider_list(a, a->src.list_wakeups, false));
+        return admin_send_json(c, MHD_HTTP_OK,
+                         admin_provider_list(a, a->src.list_wakeups, false));
     if (n == 2 && strcmp(seg[1], "devices") == 0)
-        return send_json(c, MHD_HTTP_OK,
-                         provider_list(a, a->src.list_devices, true));
+        return admin_send_json(c, MHD_HTTP_OK,
+                         admin_provider_list(a, a->src.list_devices, true));
     if (n == 3 && strcmp(seg[1], "wake") == 0 &&
-        strcmp(seg[2], "latency") == 0 && is(method, "GET"))
-        return route_wake_latency(a, c);
+        strcmp(seg[2], "latency") == 0 && admin_is_method(method, "GET"))
+        return admin_route_wake_latency(a, c);
     if (n == 2 && strcmp(seg[1], "status") == 0) {
         struct reg_stats rs;
         reg_get_stats(a->reg, &rs);
-        return send_json(
+        return admin_send_json(
             c, MHD_HTTP_OK,
             json_pack("{s:s, s:s, s:I, s:I, s:{s:b, s:b, s:b, s:b}}", "version",
                       PUSHPBX_VERSION, "domain", a->domain, "extensions",
@@ -1693,31 +1646,31 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
                       a->src.list_wakeups != NULL, "devices",
                       a->src.list_devices != NULL));
     }
-    return send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
+    return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
 }
 
 /* The public provisioning document: the link's token is the credential. */
 static enum MHD_Result
-route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
+admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
 {
     struct admin_prov_row row;
-    struct ext_info e;
+    struct admin_ext_info e;
     bool hex = strlen(token) == ADMIN_PROV_TOKEN_LEN;
 
     for (const char *p = token; hex && *p; p++)
         hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
     if (!hex || admin_prov_by_token(a->prov, token, &row) < 0)
-        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
                           NULL);
-    if (!ext_find(a, row.ext, &e)) {
+    if (!admin_ext_find(a, row.ext, &e)) {
         explicit_bzero(&row, sizeof(row));
-        return send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
                           NULL);
     }
     /* A link that has served its purpose stays known so the phone's user
      * learns why it no longer works (410), not just that it does not. */
     const char *gone = NULL;
-    if (now_s() >= row.expires_at)
+    if (admin_now_s() >= row.expires_at)
         gone = "this provisioning link has expired: ask your administrator "
                "for a new one";
     else if (row.fetches >= row.max_fetches)
@@ -1725,17 +1678,17 @@ route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
                "may be: ask your administrator for a new one";
     if (gone) {
         log_info("admin", "provisioning link refused ext=%s: %s", row.ext,
-                 now_s() >= row.expires_at ? "expired" : "fetch limit");
+                 admin_now_s() >= row.expires_at ? "expired" : "fetch limit");
         explicit_bzero(&row, sizeof(row));
         free(e.display);
-        return send_error(c, MHD_HTTP_GONE, gone, NULL);
+        return admin_send_error(c, MHD_HTTP_GONE, gone, NULL);
     }
     /* Counted (committed) before the document leaves, so a crash cannot
      * give the limit back. */
     if (admin_prov_count_fetch(a->prov, row.ext) < 0) {
         explicit_bzero(&row, sizeof(row));
         free(e.display);
-        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "cannot record the fetch", NULL);
     }
     log_info("admin", "provisioning document fetched ext=%s fetch=%u/%u",
@@ -1743,14 +1696,14 @@ route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
     json_t *doc = prov_doc(a, &row, &e);
     explicit_bzero(&row, sizeof(row));
     free(e.display);
-    return send_json(c, MHD_HTTP_OK, doc);
+    return admin_send_json(c, MHD_HTTP_OK, doc);
 }
 
 /* For monitoring, without a token: 200 when every part of the daemon
  * answered within its bound, else 503 naming the failing parts. Says
  * nothing secret (no counts, no names). */
 static enum MHD_Result
-route_healthz(struct admin *a, struct MHD_Connection *c)
+admin_route_healthz(struct admin *a, struct MHD_Connection *c)
 {
     json_t *parts = json_object(), *failing = json_array();
     const char *k;
@@ -1765,7 +1718,7 @@ route_healthz(struct admin *a, struct MHD_Connection *c)
     if (rc != 0 && json_array_size(failing) == 0)
         json_array_append_new(failing, json_string("unknown"));
     bool ok = json_array_size(failing) == 0;
-    return send_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+    return admin_send_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
                      json_pack("{s:s, s:s, s:o, s:o}", "status",
                                ok ? "ok" : "unhealthy", "version",
                                PUSHPBX_VERSION, "failing", failing, "parts",
@@ -1774,51 +1727,51 @@ route_healthz(struct admin *a, struct MHD_Connection *c)
 
 static enum MHD_Result
 dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
-         const char *method, struct req *rq)
+         const char *method, struct admin_req *rq)
 {
     char copy[512], *seg[MAX_SEGS + 1];
     size_t n;
 
     a->requests++;
     if (strlen(url) >= sizeof(copy))
-        return send_error(c, MHD_HTTP_URI_TOO_LONG, "URL too long", NULL);
+        return admin_send_error(c, MHD_HTTP_URI_TOO_LONG, "URL too long", NULL);
     n = split_url(url, copy, sizeof(copy), seg);
     if (n > MAX_SEGS)
-        return send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
 
     /* Public: the page's static files and provisioning links. */
-    if (is(method, "GET") || is(method, "HEAD")) {
+    if (admin_is_method(method, "GET") || admin_is_method(method, "HEAD")) {
         const char *path = n == 0 ? "/index.html" : url;
         for (size_t i = 0; i < admin_asset_count; i++)
             if (strcmp(admin_assets[i].path, path) == 0)
-                return send_raw(c, MHD_HTTP_OK, admin_assets[i].type,
+                return admin_send_raw(c, MHD_HTTP_OK, admin_assets[i].type,
                                 (void *)admin_assets[i].data,
                                 admin_assets[i].len, MHD_RESPMEM_PERSISTENT);
         if (n == 2 && strcmp(seg[0], "prov") == 0)
-            return route_prov(a, c, seg[1]);
+            return admin_route_prov(a, c, seg[1]);
         if (n == 1 && strcmp(seg[0], "healthz") == 0)
-            return route_healthz(a, c);
+            return admin_route_healthz(a, c);
     }
 
     const char *auth =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!admin_bearer_ok(auth, a->token)) {
         a->unauthorized++;
-        return send_error(c, MHD_HTTP_UNAUTHORIZED,
+        return admin_send_error(c, MHD_HTTP_UNAUTHORIZED,
                           auth ? "bad token" : "missing bearer token", NULL);
     }
     if (rq->too_big)
-        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
+        return admin_send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
                           "request body too large", NULL);
-    if (n == 1 && strcmp(seg[0], "metrics") == 0 && is(method, "GET")) {
+    if (n == 1 && strcmp(seg[0], "metrics") == 0 && admin_is_method(method, "GET")) {
         size_t len;
         char *text = metrics_text(a, &len);
-        return send_raw(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len,
+        return admin_send_raw(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len,
                         MHD_RESPMEM_MUST_FREE);
     }
     if (n >= 2 && strcmp(seg[0], "api") == 0)
         return route_api(a, c, method, rq, seg, n);
-    return send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
+    return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
 }
 
 static enum MHD_Result
@@ -1827,7 +1780,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
            size_t *upload_size, void **con_cls)
 {
     struct admin *a = cls;
-    struct req *rq = *con_cls;
+    struct admin_req *rq = *con_cls;
 
     if (!rq) {
         rq = xcalloc(1, sizeof(*rq));
@@ -1843,7 +1796,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
                 a->requests++;
                 rq->answered = true;
                 admin_guard_mark(a->guard, c, true);
-                return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
+                return admin_send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
                                   "request body too large", NULL);
             }
         }
@@ -1857,7 +1810,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
             return MHD_YES; /* not done: cannot happen while suspended */
         admin_job_free(rq->job);
         rq->job = NULL;
-        return body ? send_json(c, st, body) : send_empty(c, st);
+        return body ? admin_send_json(c, st, body) : admin_send_empty(c, st);
     }
     if (*upload_size) {
         if (!rq->too_big && buf_append(&rq->body, upload, *upload_size) < 0)
@@ -1877,7 +1830,7 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
     struct admin *a = cls;
-    struct req *rq = *con_cls;
+    struct admin_req *rq = *con_cls;
 
     admin_guard_mark(a->guard, c, false); /* the next request's clock */
     if (!rq)
@@ -2056,7 +2009,7 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     a->src = o->sources;
     a->store = o->store;
     pthread_mutex_init(&a->conf_mu, NULL);
-    a->confs = conf_set_new(o->conf_exts, o->conf_ext_count);
+    a->confs = admin_conf_set_new(o->conf_exts, o->conf_ext_count);
 
     if (parse_listen(a->cfg->listen, &sin, host, sizeof(host)) < 0) {
         snprintf(err, errlen, "admin: listen '%s': IPv4 host:port expected",
@@ -2134,7 +2087,7 @@ admin_stop(struct admin *a)
         MHD_stop_daemon(a->mhd);
     admin_guard_stop(a->guard);
     admin_prov_close(a->prov);
-    conf_sets_free(a->confs);
+    admin_conf_sets_free(a->confs);
     pthread_mutex_destroy(&a->conf_mu);
     for (size_t i = 0; i < a->listener_count; i++)
         free((char *)a->listeners[i].transport);

@@ -1,8 +1,9 @@
 /*
  * admin/admin_int: declarations shared inside the admin room: the
- * provisioning-link table (admin_prov.c), the embedded web assets
- * (generated admin_www.c), and the request guard and job threads that
- * keep the server answering (admin_avail.c).
+ * server's state and its reply helpers (admin.c), the route families (one
+ * file each, as below), the provisioning-link table (admin_prov.c), the
+ * embedded web assets (generated admin_www.c), and the request guard and
+ * job threads that keep the server answering (admin_avail.c).
  */
 #ifndef PUSHPBX_ADMIN_ADMIN_INT_H
 #define PUSHPBX_ADMIN_ADMIN_INT_H
@@ -11,8 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include <jansson.h>
 #include <microhttpd.h>
+
+#include "admin/admin.h"
+#include "base/buf.h"
 
 /* Provisioning links: one row per extension, kept by the store (table
  * prov_links of the store's database) and indexed in memory here. A row
@@ -140,5 +146,81 @@ struct reg_msg_table;
 struct buf;
 json_t *admin_messages_json(struct reg_msg_table *t);
 void admin_messages_metrics(struct buf *b, struct reg_msg_table *t);
+
+/* ---- the server (admin.c) ---------------------------------------------- */
+
+struct admin_conf_set; /* the configuration file's extensions (admin_ext.c) */
+
+/* The server (admin.c). Fields are set by admin_start and read by the
+ * route families; what changes while it runs is noted. */
+struct admin {
+    const struct admin_cfg *cfg;
+    struct reg *reg;
+    char *domain, *realm;
+    char *db_path; /* GET /api/backup; may be "" */
+    struct admin_sip_listener *listeners;
+    size_t listener_count;
+    struct {
+        char *fcm_project_id, *fcm_sender_id, *apns_environment, *apns_topic;
+    } push;
+    struct admin_sources src;
+    struct store *store;
+    /* The configuration file's extensions: replaced on a reload
+     * (admin_conf_reload); a replaced set stays until admin_stop, since a
+     * request may still hold an entry of it. */
+    pthread_mutex_t conf_mu;
+    struct admin_conf_set *confs;
+    struct admin_prov *prov;
+    char token[129];
+    char base_url[256];
+    unsigned port;
+    struct MHD_Daemon *mhd;
+    struct admin_guard *guard; /* request_timeout_s reaper */
+    struct admin_jobs *jobs;   /* test pushes and checks */
+    /* MHD's log lines, repeats folded (on_mhd_log) */
+    pthread_mutex_t log_mu;
+    char log_last[512];
+    uint64_t log_at_ms, log_repeats;
+    /* admin thread only */
+    uint64_t requests, unauthorized;
+};
+
+/* Per-request state: the body, capped at cfg->max_body. */
+struct admin_req {
+    struct buf body;
+    bool too_big;
+    bool answered;         /* a response is queued already (early 413) */
+    struct admin_job *job; /* a slow route running on a job thread */
+};
+
+/* An extension as the routes show it (admin_ext.c); display owned. */
+struct admin_ext_info {
+    char number[33];
+    char *display;
+    bool enabled;
+    size_t bindings;
+};
+
+/* Replies. Each queues the response on c and returns MHD's result.
+ * admin_send_json steals j; admin_send_raw's data follows mode. A 401
+ * carries WWW-Authenticate. Admin thread. */
+enum MHD_Result admin_send_raw(struct MHD_Connection *c, unsigned status,
+                               const char *type, void *data, size_t len,
+                               enum MHD_ResponseMemoryMode mode);
+enum MHD_Result admin_send_json(struct MHD_Connection *c, unsigned status,
+                                json_t *j);
+/* {"error": reason, "status": status[, "field": field]} (owned). */
+json_t *admin_error_json(unsigned status, const char *reason,
+                         const char *field);
+enum MHD_Result admin_send_error(struct MHD_Connection *c, unsigned status,
+                                 const char *reason, const char *field);
+enum MHD_Result admin_send_empty(struct MHD_Connection *c, unsigned status);
+/* Wall-clock unix seconds. */
+int64_t admin_now_s(void);
+/* method is m (exact). */
+bool admin_is_method(const char *method, const char *m);
+/* {"available": bool, "items": [...]} from an optional provider (owned);
+ * redact: devices' tokens cut to token_prefix. */
+json_t *admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact);
 
 #endif
