@@ -223,4 +223,26 @@ bool admin_is_method(const char *method, const char *m);
  * redact: devices' tokens cut to token_prefix. */
 json_t *admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact);
 
+/* ---- pushes (admin_push.c) ---------------------------------------------- */
+
+/* Replace d's full "token" by "token_prefix" (its first 8 characters). */
+void admin_push_redact(json_t *d);
+/* Add to each item of items (registration rows {number, bindings, push})
+ * its push devices, redacted, each with its state against the item's
+ * bindings. Admin thread. */
+void admin_push_add(struct admin *a, json_t *items);
+/* POST /api/extensions/N/push/test for ext: queued on a job thread (the
+ * answer goes out when it is done), 501 without a provider, 503 when the
+ * jobs are full. Admin thread. */
+enum MHD_Result admin_push_test_start(struct admin *a, struct MHD_Connection *c,
+                                      struct admin_req *rq, const char *ext);
+/* DELETE /api/extensions/N/push[?id=ID] for ext. Admin thread. */
+enum MHD_Result admin_push_device_del(struct admin *a, struct MHD_Connection *c,
+                                      const char *ext);
+/* /api/push/check (POST only), on a job thread as the test push. */
+enum MHD_Result admin_route_push_check(struct admin *a,
+                                       struct MHD_Connection *c,
+                                       const char *method,
+                                       struct admin_req *rq);
+
 #endif
