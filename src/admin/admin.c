@@ -44,9 +44,6 @@
 /* How long an extension change may wait for the store's commit. The
  * writer commits at once; this bounds a stuck disk (busy timeout 5 s). */
 #define COMMIT_TIMEOUT_MS 6000
-/* GET /api/registrations without ?limit= (docs/admin.md "Pages"). */
-#define ADMIN_PAGE_DEFAULT 100
-
 const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
     0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1};
@@ -705,118 +702,7 @@ set_new_password(struct admin *a, const struct admin_ext_info *cur, char *pw,
     return admin_commit_writes(a, m, "password reset", cur->number);
 }
 
-/* ---- registrations ----------------------------------------------------- */
-
-static const char *
-tp_name(enum reg_transport t)
-{
-    switch (t) {
-    case REG_TP_TCP:
-        return "tcp";
-    case REG_TP_TLS:
-        return "tls";
-    default:
-        return "udp";
-    }
-}
-
-static void
-addr_text(const struct sockaddr_storage *ss, char *out, size_t outlen)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
-        port = ntohs(s->sin_port);
-        snprintf(out, outlen, "%s:%u", host, port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
-        port = ntohs(s->sin6_port);
-        snprintf(out, outlen, "[%s]:%u", host, port);
-    } else {
-        snprintf(out, outlen, "-");
-    }
-}
-
-struct reg_collect {
-    json_t *items; /* array of {number, name, enabled, bindings:[]} */
-    int64_t now;
-};
-
-static void
-collect_reg(const char *ext, const char *display, bool enabled,
-            const struct reg_contact *contacts, size_t count, void *arg)
-{
-    struct reg_collect *rc = arg;
-    char uri[1024], src[INET6_ADDRSTRLEN + 16];
-
-    json_t *b = json_array();
-    for (size_t i = 0; i < count; i++) {
-        const struct reg_contact *k = &contacts[i];
-        admin_redact_uri(k->uri ? k->uri : "", uri, sizeof(uri));
-        addr_text(&k->addr, src, sizeof(src));
-        int64_t left = k->expires_at - rc->now;
-        json_array_append_new(
-            b, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "contact", uri,
-                         "source", src, "transport", tp_name(k->transport),
-                         "user_agent", k->user_agent ? k->user_agent : "",
-                         "instance", k->instance ? k->instance : "",
-                         "expires_at", (json_int_t)k->expires_at, "expires_in",
-                         (json_int_t)(left > 0 ? left : 0)));
-    }
-    json_array_append_new(rc->items,
-                          json_pack("{s:s, s:s, s:b, s:o, s:[]}", "number", ext,
-                                    "name", display ? display : "", "enabled",
-                                    enabled, "bindings", b, "push"));
-}
-
-/* GET /api/extensions/N/registrations: one extension (NULL: unknown). */
-static json_t *
-admin_reg_one(struct admin *a, const char *number)
-{
-    struct reg_collect rc = {.items = json_array(), .now = admin_now_s()};
-
-    if (reg_list_ext(a->reg, number, collect_reg, &rc) < 0) {
-        json_decref(rc.items);
-        return NULL;
-    }
-    admin_push_add(a, rc.items);
-    return json_pack("{s:b, s:o}", "push_available",
-                     a->src.list_devices != NULL, "items", rc.items);
-}
-
-/* GET /api/registrations[?limit=N][&after=EXT]: one page in listing
- * order (docs/admin.md "Pages"). */
-static enum MHD_Result
-admin_route_registrations(struct admin *a, struct MHD_Connection *c)
-{
-    const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-                                                 "limit");
-    const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-                                                    "after");
-    unsigned long long limit = ADMIN_PAGE_DEFAULT;
-
-    if (ls && (slice_to_u64(slice_cstr(ls), REG_PAGE_MAX, &limit) < 0 ||
-               limit == 0))
-        return admin_send_error(c, MHD_HTTP_BAD_REQUEST,
-                          "limit must be a number from 1 to 1000", "limit");
-    if (after && after[0] && !reg_ext_number_valid(after))
-        return admin_send_error(c, MHD_HTTP_BAD_REQUEST,
-                          "after must be an extension number", "after");
-    struct reg_collect rc = {.items = json_array(), .now = admin_now_s()};
-    struct reg_page pg;
-    reg_list_page(a->reg, after, (size_t)limit, collect_reg, &rc, &pg);
-    admin_push_add(a, rc.items);
-    return admin_send_json(
-        c, MHD_HTTP_OK,
-        json_pack("{s:b, s:o, s:I, s:I, s:o}", "push_available",
-                  a->src.list_devices != NULL, "items", rc.items, "total",
-                  (json_int_t)pg.total, "limit", (json_int_t)limit, "next",
-                  pg.more ? json_string(pg.next) : json_null()));
-}
+/* ---- provider lists (calls, media, wakeups, pushes, devices) ---------- */
 
 /* {"available": bool, "items": [...]} from an optional provider. */
 json_t *

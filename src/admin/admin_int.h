@@ -223,6 +223,15 @@ bool admin_is_method(const char *method, const char *m);
  * redact: devices' tokens cut to token_prefix. */
 json_t *admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact);
 
+/* ---- registrations (admin_reg.c) ----------------------------------------- */
+
+/* GET /api/extensions/N/registrations: {"push_available", "items": [one
+ * row]} (owned), or NULL for an unknown extension. Admin thread. */
+json_t *admin_reg_one(struct admin *a, const char *number);
+/* GET /api/registrations[?limit=N][&after=EXT]: one page. Admin thread. */
+enum MHD_Result admin_route_registrations(struct admin *a,
+                                          struct MHD_Connection *c);
+
 /* ---- pushes (admin_push.c) ---------------------------------------------- */
 
 /* Replace d's full "token" by "token_prefix" (its first 8 characters). */
