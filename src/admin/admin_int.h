@@ -254,4 +254,13 @@ enum MHD_Result admin_route_push_check(struct admin *a,
                                        const char *method,
                                        struct admin_req *rq);
 
+/* ---- metrics (admin_metrics.c) ------------------------------------------ */
+
+/* GET /metrics: every counter in Prometheus text. Admin thread. */
+enum MHD_Result admin_route_metrics(struct admin *a, struct MHD_Connection *c);
+/* GET /api/wake/latency: {"available"[, "invite_to_push",
+ * "register_to_invite"]}. Admin thread. */
+enum MHD_Result admin_route_wake_latency(struct admin *a,
+                                         struct MHD_Connection *c);
+
 #endif
