@@ -998,61 +998,6 @@ admin_route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
     return ret;
 }
 
-/* GET /api/backup: a consistent copy of the store's database, taken with
- * SQLite's online backup API while the daemon runs (store_backup), sent
- * as a file download. The copy is made next to the database and unlinked
- * once open. Runs on the admin thread: for a large database other admin
- * requests wait while the copy is made (docs/install.md). */
-static enum MHD_Result
-admin_route_backup(struct admin *a, struct MHD_Connection *c)
-{
-    char tmp[4096], err[512], name[64], disp[128];
-    struct stat st;
-
-    if (!a->db_path || !a->db_path[0])
-        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED, "no database", NULL);
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.backup-XXXXXX", a->db_path) >=
-        sizeof(tmp))
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "path too long",
-                          NULL);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "cannot create the backup file", NULL);
-    close(fd);
-    if (store_backup(a->db_path, tmp, err, sizeof(err)) < 0) {
-        unlink(tmp);
-        log_error("admin", "%s", err);
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err, NULL);
-    }
-    fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    unlink(tmp);
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "cannot read the backup", NULL);
-    }
-    struct MHD_Response *r =
-        MHD_create_response_from_fd((uint64_t)st.st_size, fd);
-    if (!r) {
-        close(fd);
-        return MHD_NO;
-    }
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(name, sizeof(name), "pushpbx-%Y%m%d-%H%M%S.db", &tm);
-    snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", name);
-    MHD_add_response_header(r, "Content-Type", "application/vnd.sqlite3");
-    MHD_add_response_header(r, "Content-Disposition", disp);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    log_notice("admin", "backup sent (%lld bytes)", (long long)st.st_size);
-    return ret;
-}
-
 static enum MHD_Result
 route_api(struct admin *a, struct MHD_Connection *c, const char *method,
           struct admin_req *rq, char **seg, size_t n)
@@ -1107,20 +1052,8 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 3 && strcmp(seg[1], "wake") == 0 &&
         strcmp(seg[2], "latency") == 0 && admin_is_method(method, "GET"))
         return admin_route_wake_latency(a, c);
-    if (n == 2 && strcmp(seg[1], "status") == 0) {
-        struct reg_stats rs;
-        reg_get_stats(a->reg, &rs);
-        return admin_send_json(
-            c, MHD_HTTP_OK,
-            json_pack("{s:s, s:s, s:I, s:I, s:{s:b, s:b, s:b, s:b}}", "version",
-                      PUSHPBX_VERSION, "domain", a->domain, "extensions",
-                      (json_int_t)rs.extensions, "registrations",
-                      (json_int_t)rs.bindings, "available", "calls",
-                      a->src.list_calls != NULL, "pushes",
-                      a->src.list_pushes != NULL, "wakeups",
-                      a->src.list_wakeups != NULL, "devices",
-                      a->src.list_devices != NULL));
-    }
+    if (n == 2 && strcmp(seg[1], "status") == 0)
+        return admin_route_status(a, c);
     return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
 }
 
@@ -1172,32 +1105,6 @@ admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
     explicit_bzero(&row, sizeof(row));
     free(e.display);
     return admin_send_json(c, MHD_HTTP_OK, doc);
-}
-
-/* For monitoring, without a token: 200 when every part of the daemon
- * answered within its bound, else 503 naming the failing parts. Says
- * nothing secret (no counts, no names). */
-static enum MHD_Result
-admin_route_healthz(struct admin *a, struct MHD_Connection *c)
-{
-    json_t *parts = json_object(), *failing = json_array();
-    const char *k;
-    json_t *v;
-    int rc = a->src.health ? a->src.health(a->src.arg, parts) : 0;
-
-    json_object_foreach(parts, k, v)
-    {
-        if (!json_is_true(json_object_get(v, "ok")))
-            json_array_append_new(failing, json_string(k));
-    }
-    if (rc != 0 && json_array_size(failing) == 0)
-        json_array_append_new(failing, json_string("unknown"));
-    bool ok = json_array_size(failing) == 0;
-    return admin_send_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-                     json_pack("{s:s, s:s, s:o, s:o}", "status",
-                               ok ? "ok" : "unhealthy", "version",
-                               PUSHPBX_VERSION, "failing", failing, "parts",
-                               parts));
 }
 
 static enum MHD_Result

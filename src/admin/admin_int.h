@@ -263,4 +263,13 @@ enum MHD_Result admin_route_metrics(struct admin *a, struct MHD_Connection *c);
 enum MHD_Result admin_route_wake_latency(struct admin *a,
                                          struct MHD_Connection *c);
 
+/* ---- backup (admin_backup.c), status (admin_status.c) -------------------- */
+
+/* GET /api/backup: the database as a download. Admin thread. */
+enum MHD_Result admin_route_backup(struct admin *a, struct MHD_Connection *c);
+/* GET /healthz (no token): 200 or 503 with the failing parts. */
+enum MHD_Result admin_route_healthz(struct admin *a, struct MHD_Connection *c);
+/* GET /api/status. */
+enum MHD_Result admin_route_status(struct admin *a, struct MHD_Connection *c);
+
 #endif
