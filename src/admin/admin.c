@@ -185,7 +185,7 @@ ext_collect_fini(struct ext_collect *ec)
     free(ec->v);
 }
 
-static bool
+bool
 admin_ext_find(struct admin *a, const char *number, struct admin_ext_info *out)
 {
     struct ext_collect ec;
@@ -245,7 +245,7 @@ admin_conf_sets_free(struct admin_conf_set *cs)
 }
 
 /* The [extension.N] of the configuration file, or NULL. */
-static const struct admin_conf_ext *
+const struct admin_conf_ext *
 admin_conf_find(struct admin *a, const char *number)
 {
     const struct admin_conf_ext *found = NULL;
@@ -316,7 +316,7 @@ send_conf_conflict(struct MHD_Connection *c, const struct admin_conf_ext *cf,
 
 /* ---- durability of extension changes ---------------------------------- */
 
-static struct store_mark
+struct store_mark
 admin_write_mark(struct admin *a)
 {
     return a->store ? store_mark(a->store) : (struct store_mark){0};
@@ -342,7 +342,7 @@ commit_reason(int rc)
 
 /* Wait until the registrar's writes queued since m are committed: only
  * then is a change acknowledged. 0 or the store_commit error (logged). */
-static int
+int
 admin_commit_writes(struct admin *a, struct store_mark m, const char *what,
               const char *ext)
 {
@@ -356,7 +356,7 @@ admin_commit_writes(struct admin *a, struct store_mark m, const char *what,
 }
 
 /* 500 for a change that is in memory but not on disk. */
-static enum MHD_Result
+enum MHD_Result
 admin_send_not_saved(struct MHD_Connection *c, int rc, const char *state)
 {
     char why[400];
@@ -366,7 +366,7 @@ admin_send_not_saved(struct MHD_Connection *c, int rc, const char *state)
     return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, why, NULL);
 }
 
-static int
+int
 admin_gen_password(char *out, size_t outlen)
 {
     /* 10 random bytes as 20 hex: 80 bits, typeable on a phone keypad */
@@ -582,14 +582,14 @@ ext_create(struct admin *a, struct MHD_Connection *c, struct admin_req *rq)
 
 /* Delete ext's provisioning link (a password change). True if there was
  * one. */
-static bool
+bool
 admin_ext_revoke_link(struct admin *a, const char *ext)
 {
     return admin_prov_del(a->prov, ext) == 0;
 }
 
 /* The extension's push-device limit, kept when credentials change. */
-static unsigned
+unsigned
 admin_ext_max_push(struct admin *a, const char *number)
 {
     struct reg_ext_info info;
@@ -717,140 +717,6 @@ admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact)
     return json_pack("{s:b, s:o}", "available", ok, "items", items);
 }
 
-/* ---- provisioning ------------------------------------------------------ */
-
-static void
-prov_url(struct admin *a, const char *token, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s/prov/%s", a->base_url, token);
-}
-
-static json_t *
-prov_doc(struct admin *a, const struct admin_prov_row *row,
-         const struct admin_ext_info *e)
-{
-    /* A configuration-file extension's password is the file's. */
-    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
-    const char *password = cf ? cf->password : row->password;
-    const char *host = a->cfg->sip_host[0] ? a->cfg->sip_host : a->domain;
-    json_t *ports = json_object(), *tps = json_array();
-
-    for (size_t i = 0; i < a->listener_count; i++) {
-        const char *t = a->listeners[i].transport;
-        if (!json_object_get(ports, t)) {
-            json_object_set_new(ports, t, json_integer(a->listeners[i].port));
-            /* TLS first: signalling (and SRTP keys in SDP) encrypted on
-             * networks the phone does not control. */
-            if (strcmp(t, "tls") == 0)
-                json_array_insert_new(tps, 0, json_string(t));
-            else
-                json_array_append_new(tps, json_string(t));
-        }
-    }
-    json_t *fcm, *apns;
-    if (a->push.fcm_project_id) {
-        fcm = json_pack("{s:b, s:s, s:s*}", "configured", 1, "project_id",
-                        a->push.fcm_project_id, "sender_id",
-                        a->push.fcm_sender_id);
-    } else {
-        fcm = json_pack("{s:b, s:s}", "configured", 0, "reason",
-                        "FCM is not configured on this server: Android "
-                        "phones cannot receive call pushes");
-    }
-    if (a->push.apns_environment) {
-        apns = json_pack("{s:b, s:s, s:s*}", "configured", 1, "environment",
-                         a->push.apns_environment, "topic", a->push.apns_topic);
-    } else {
-        apns = json_pack("{s:b, s:s}", "configured", 0, "reason",
-                         "APNs is not configured on this server");
-    }
-    json_t *providers = json_array();
-    if (a->push.apns_environment)
-        json_array_append_new(providers, json_string("apns"));
-    if (a->push.fcm_project_id)
-        json_array_append_new(providers, json_string("fcm"));
-    return json_pack(
-        "{s:i, s:s, s:s, s:s, s:{s:s, s:o, s:o, s:s}, s:{s:s, s:s, s:s},"
-        " s:{s:o, s:o, s:o}}",
-        "version", 1, "extension", e->number, "display_name", e->display,
-        "domain", a->domain, "server", "host", host, "ports", ports,
-        "transports", tps, "transport",
-        json_array_size(tps) ? json_string_value(json_array_get(tps, 0))
-                             : "udp",
-        "credentials", "username", e->number, "password",
-        password, "realm", a->realm, "push", "providers", providers, "fcm",
-        fcm, "apns", apns);
-}
-
-/* What the API and the page show of a link: its URL, lifetime and
- * remaining fetches (never the password). */
-static json_t *
-prov_json(struct admin *a, const struct admin_prov_row *row)
-{
-    char url[512];
-    int64_t now = admin_now_s(), left = row->expires_at - now;
-    unsigned fleft =
-        row->fetches < row->max_fetches ? row->max_fetches - row->fetches : 0;
-    const char *state = left <= 0 ? "expired" : fleft == 0 ? "used up"
-                                                           : "active";
-
-    prov_url(a, row->token, url, sizeof(url));
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:s}", "ext",
-                     row->ext, "url", url, "created_at",
-                     (json_int_t)row->created_at, "expires_at",
-                     (json_int_t)row->expires_at, "expires_in",
-                     (json_int_t)(left > 0 ? left : 0), "fetches",
-                     (int)row->fetches, "max_fetches", (int)row->max_fetches,
-                     "fetches_left", (int)fleft, "state", state);
-}
-
-static enum MHD_Result
-prov_create(struct admin *a, struct MHD_Connection *c, const struct admin_ext_info *e)
-{
-    struct admin_prov_row row = {.created_at = admin_now_s()};
-    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
-
-    row.expires_at = row.created_at + a->cfg->prov_link_ttl_s;
-    row.max_fetches = a->cfg->prov_link_max_fetches;
-    snprintf(row.ext, sizeof(row.ext), "%s", e->number);
-    if (admin_random_hex(row.token, ADMIN_PROV_TOKEN_LEN / 2) < 0 ||
-        (!cf && admin_gen_password(row.password, sizeof(row.password)) < 0))
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness",
-                          NULL);
-    /* An API extension gets a new password the link can hand out (the
-     * registrar keeps only HA1 values). A configuration-file extension
-     * keeps the file's, which the document reads when fetched. */
-    if (!cf) {
-        struct store_mark m = admin_write_mark(a);
-        if (reg_ext_set(a->reg, e->number, e->display, row.password,
-                        e->enabled, admin_ext_max_push(a, e->number)) < 0) {
-            explicit_bzero(&row, sizeof(row));
-            return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                              "rejected by the registrar", NULL);
-        }
-        /* The old link (if any) handed out the old password. */
-        admin_ext_revoke_link(a, e->number);
-        int rc = admin_commit_writes(a, m, "provisioning password", e->number);
-        if (rc < 0) {
-            explicit_bzero(&row, sizeof(row));
-            return admin_send_not_saved(c, rc,
-                                  "the extension's new password is in "
-                                  "effect until restart and no link was "
-                                  "made: try again");
-        }
-    }
-    if (admin_prov_put(a->prov, &row) < 0) {
-        explicit_bzero(&row, sizeof(row));
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "cannot store the link", NULL);
-    }
-    log_notice("admin", "provisioning link created ext=%s expires_at=%lld",
-               e->number, (long long)row.expires_at);
-    json_t *out = prov_json(a, &row);
-    explicit_bzero(&row, sizeof(row));
-    return admin_send_json(c, MHD_HTTP_CREATED, out);
-}
-
 /* ---- routing ----------------------------------------------------------- */
 
 #define MAX_SEGS 6
@@ -956,39 +822,7 @@ admin_route_ext(struct admin *a, struct MHD_Connection *c, const char *method,
                strcmp(seg[4], "test") == 0 && admin_is_method(method, "POST")) {
         ret = admin_push_test_start(a, c, rq, e.number);
     } else if (n >= 4 && strcmp(seg[3], "prov") == 0) {
-        struct admin_prov_row row;
-        char url[512];
-        int rc = admin_prov_by_ext(a->prov, e.number, &row);
-        if (n == 4 && admin_is_method(method, "POST")) {
-            ret = prov_create(a, c, &e);
-        } else if (n == 4 && admin_is_method(method, "DELETE")) {
-            ret = rc == 0 && admin_prov_del(a->prov, e.number) == 0
-                      ? admin_send_empty(c, MHD_HTTP_NO_CONTENT)
-                      : admin_send_error(c, MHD_HTTP_NOT_FOUND,
-                                   "no provisioning link", NULL);
-        } else if (rc != 0 && admin_is_method(method, "GET")) {
-            ret =
-                admin_send_error(c, MHD_HTTP_NOT_FOUND, "no provisioning link", NULL);
-        } else if (n == 4 && admin_is_method(method, "GET")) {
-            ret = admin_send_json(c, MHD_HTTP_OK, prov_json(a, &row));
-        } else if (n == 5 && admin_is_method(method, "GET") &&
-                   (strcmp(seg[4], "qr.svg") == 0 ||
-                    strcmp(seg[4], "qr.png") == 0)) {
-            size_t len = 0;
-            bool svg = strcmp(seg[4], "qr.svg") == 0;
-            prov_url(a, row.token, url, sizeof(url));
-            void *img = svg ? (void *)admin_qr_svg(url, &len)
-                            : (void *)admin_qr_png(url, 8, &len);
-            ret = img ? admin_send_raw(c, MHD_HTTP_OK,
-                                 svg ? "image/svg+xml" : "image/png", img, len,
-                                 MHD_RESPMEM_MUST_FREE)
-                      : admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                   "cannot encode QR", NULL);
-        } else {
-            ret = admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-                             "method not allowed", NULL);
-        }
-        explicit_bzero(&row, sizeof(row));
+        ret = admin_route_ext_prov(a, c, method, &e, seg, n);
     } else {
         ret = admin_send_error(
             c, n <= 5 ? MHD_HTTP_METHOD_NOT_ALLOWED : MHD_HTTP_NOT_FOUND,
@@ -1055,56 +889,6 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 2 && strcmp(seg[1], "status") == 0)
         return admin_route_status(a, c);
     return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);
-}
-
-/* The public provisioning document: the link's token is the credential. */
-static enum MHD_Result
-admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
-{
-    struct admin_prov_row row;
-    struct admin_ext_info e;
-    bool hex = strlen(token) == ADMIN_PROV_TOKEN_LEN;
-
-    for (const char *p = token; hex && *p; p++)
-        hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
-    if (!hex || admin_prov_by_token(a->prov, token, &row) < 0)
-        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
-                          NULL);
-    if (!admin_ext_find(a, row.ext, &e)) {
-        explicit_bzero(&row, sizeof(row));
-        return admin_send_error(c, MHD_HTTP_NOT_FOUND, "unknown or revoked link",
-                          NULL);
-    }
-    /* A link that has served its purpose stays known so the phone's user
-     * learns why it no longer works (410), not just that it does not. */
-    const char *gone = NULL;
-    if (admin_now_s() >= row.expires_at)
-        gone = "this provisioning link has expired: ask your administrator "
-               "for a new one";
-    else if (row.fetches >= row.max_fetches)
-        gone = "this provisioning link has been used as many times as it "
-               "may be: ask your administrator for a new one";
-    if (gone) {
-        log_info("admin", "provisioning link refused ext=%s: %s", row.ext,
-                 admin_now_s() >= row.expires_at ? "expired" : "fetch limit");
-        explicit_bzero(&row, sizeof(row));
-        free(e.display);
-        return admin_send_error(c, MHD_HTTP_GONE, gone, NULL);
-    }
-    /* Counted (committed) before the document leaves, so a crash cannot
-     * give the limit back. */
-    if (admin_prov_count_fetch(a->prov, row.ext) < 0) {
-        explicit_bzero(&row, sizeof(row));
-        free(e.display);
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "cannot record the fetch", NULL);
-    }
-    log_info("admin", "provisioning document fetched ext=%s fetch=%u/%u",
-             row.ext, row.fetches + 1, row.max_fetches);
-    json_t *doc = prov_doc(a, &row, &e);
-    explicit_bzero(&row, sizeof(row));
-    free(e.display);
-    return admin_send_json(c, MHD_HTTP_OK, doc);
 }
 
 static enum MHD_Result

@@ -19,6 +19,7 @@
 
 #include "admin/admin.h"
 #include "base/buf.h"
+#include "store/store.h"
 
 /* Provisioning links: one row per extension, kept by the store (table
  * prov_links of the store's database) and indexed in memory here. A row
@@ -82,7 +83,7 @@ struct admin_asset {
 extern const struct admin_asset admin_assets[];
 extern const size_t admin_asset_count;
 
-/* ---- availability (admin_avail.c) ------------------------------------- */
+/* ---- availability (admin_avail.c) -------------------------------------- */
 
 /* Request guard: a request must arrive whole (headers and body) within
  * request_timeout_s of its connection opening or of the previous response
@@ -223,7 +224,52 @@ bool admin_is_method(const char *method, const char *m);
  * redact: devices' tokens cut to token_prefix. */
 json_t *admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact);
 
-/* ---- registrations (admin_reg.c) ----------------------------------------- */
+/* ---- extensions (admin_ext.c) ------------------------------------------ */
+
+/* The extension number (one hash lookup): true and *out (out->display
+ * owned by the caller), or false. Admin thread. */
+bool admin_ext_find(struct admin *a, const char *number,
+                    struct admin_ext_info *out);
+/* The [extension.N] of the configuration file, or NULL. Valid until
+ * admin_stop (a reload keeps the replaced set). Any thread. */
+const struct admin_conf_ext *admin_conf_find(struct admin *a,
+                                             const char *number);
+/* The extension's push-device limit (1 if unknown), kept when its
+ * credentials change. */
+unsigned admin_ext_max_push(struct admin *a, const char *number);
+/* Delete ext's provisioning link (its password changed). True if there
+ * was one. */
+bool admin_ext_revoke_link(struct admin *a, const char *ext);
+/* A new SIP password: 20 hex (80 bits). 0, -EINVAL (outlen too small) or
+ * -EIO (no randomness). */
+int admin_gen_password(char *out, size_t outlen);
+/* Durability of an extension change: take a mark before the registrar
+ * writes, then wait with admin_commit_writes until the store has
+ * committed everything queued since (0, or the store_commit error,
+ * logged with what and ext); only then is the change acknowledged.
+ * admin_send_not_saved answers 500 for a change that is in memory but not
+ * on disk, saying so and what state is left (state). Admin thread. */
+struct store_mark admin_write_mark(struct admin *a);
+int admin_commit_writes(struct admin *a, struct store_mark m, const char *what,
+                        const char *ext);
+enum MHD_Result admin_send_not_saved(struct MHD_Connection *c, int rc,
+                                     const char *state);
+
+/* ---- provisioning (admin_prov.c, routes) ------------------------------- */
+
+/* /api/extensions/N/prov[/qr.svg|/qr.png] for e (seg, n: the URL's
+ * segments). Admin thread. */
+enum MHD_Result admin_route_ext_prov(struct admin *a, struct MHD_Connection *c,
+                                     const char *method,
+                                     const struct admin_ext_info *e, char **seg,
+                                     size_t n);
+/* GET /prov/<token> (no API token: the link's token is the credential):
+ * the provisioning document, counted against the link's fetch limit;
+ * 404 unknown, 410 expired or used up. Admin thread. */
+enum MHD_Result admin_route_prov(struct admin *a, struct MHD_Connection *c,
+                                 const char *token);
+
+/* ---- registrations (admin_reg.c) --------------------------------------- */
 
 /* GET /api/extensions/N/registrations: {"push_available", "items": [one
  * row]} (owned), or NULL for an unknown extension. Admin thread. */
@@ -232,7 +278,7 @@ json_t *admin_reg_one(struct admin *a, const char *number);
 enum MHD_Result admin_route_registrations(struct admin *a,
                                           struct MHD_Connection *c);
 
-/* ---- pushes (admin_push.c) ---------------------------------------------- */
+/* ---- pushes (admin_push.c) --------------------------------------------- */
 
 /* Replace d's full "token" by "token_prefix" (its first 8 characters). */
 void admin_push_redact(json_t *d);
@@ -254,7 +300,7 @@ enum MHD_Result admin_route_push_check(struct admin *a,
                                        const char *method,
                                        struct admin_req *rq);
 
-/* ---- metrics (admin_metrics.c) ------------------------------------------ */
+/* ---- metrics (admin_metrics.c) ----------------------------------------- */
 
 /* GET /metrics: every counter in Prometheus text. Admin thread. */
 enum MHD_Result admin_route_metrics(struct admin *a, struct MHD_Connection *c);
@@ -263,7 +309,7 @@ enum MHD_Result admin_route_metrics(struct admin *a, struct MHD_Connection *c);
 enum MHD_Result admin_route_wake_latency(struct admin *a,
                                          struct MHD_Connection *c);
 
-/* ---- backup (admin_backup.c), status (admin_status.c) -------------------- */
+/* ---- backup (admin_backup.c), status (admin_status.c) ------------------ */
 
 /* GET /api/backup: the database as a download. Admin thread. */
 enum MHD_Result admin_route_backup(struct admin *a, struct MHD_Connection *c);
