@@ -254,6 +254,23 @@ int admin_commit_writes(struct admin *a, struct store_mark m, const char *what,
                         const char *ext);
 enum MHD_Result admin_send_not_saved(struct MHD_Connection *c, int rc,
                                      const char *state);
+/* /api/extensions: list (GET) or create (POST). Admin thread. */
+enum MHD_Result admin_route_extensions(struct admin *a,
+                                       struct MHD_Connection *c,
+                                       const char *method,
+                                       struct admin_req *rq);
+/* /api/extensions/N[/...] (seg, n: the URL's segments, n >= 3): the
+ * extension's own routes, and those of its registrations, push devices
+ * and provisioning link (their files). Admin thread. */
+enum MHD_Result admin_route_ext(struct admin *a, struct MHD_Connection *c,
+                                const char *method, struct admin_req *rq,
+                                char **seg, size_t n);
+/* Replace the configuration file's extensions (admin_conf_reload, at
+ * start) with a copy of exts; admin_conf_sets_free frees every set made
+ * (admin_stop). */
+struct admin_conf_set *admin_conf_set_new(const struct admin_conf_ext *exts,
+                                          size_t count);
+void admin_conf_sets_free(struct admin_conf_set *cs);
 
 /* ---- provisioning (admin_prov.c, routes) ------------------------------- */
 
