@@ -70,7 +70,7 @@ admin_now_s(void)
 
 enum MHD_Result
 admin_send_raw(struct MHD_Connection *c, unsigned status, const char *type,
-         void *data, size_t len, enum MHD_ResponseMemoryMode mode)
+               void *data, size_t len, enum MHD_ResponseMemoryMode mode)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, data, mode);
     enum MHD_Result ret;
@@ -98,7 +98,7 @@ admin_send_json(struct MHD_Connection *c, unsigned status, json_t *j)
     if (!s)
         return MHD_NO;
     return admin_send_raw(c, status, "application/json", s, strlen(s),
-                    MHD_RESPMEM_MUST_FREE);
+                          MHD_RESPMEM_MUST_FREE);
 }
 
 json_t *
@@ -113,7 +113,7 @@ admin_error_json(unsigned status, const char *reason, const char *field)
 
 enum MHD_Result
 admin_send_error(struct MHD_Connection *c, unsigned status, const char *reason,
-           const char *field)
+                 const char *field)
 {
     return admin_send_json(c, status, admin_error_json(status, reason, field));
 }
@@ -122,7 +122,7 @@ enum MHD_Result
 admin_send_empty(struct MHD_Connection *c, unsigned status)
 {
     return admin_send_raw(c, status, "application/json", (void *)"", 0,
-                    MHD_RESPMEM_PERSISTENT);
+                          MHD_RESPMEM_PERSISTENT);
 }
 
 /* ---- provider lists (calls, media, wakeups, pushes, devices) ---------- */
@@ -185,7 +185,7 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 2 && strcmp(seg[1], "backup") == 0) {
         if (!admin_is_method(method, "GET"))
             return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-                              "method not allowed", NULL);
+                                    "method not allowed", NULL);
         return admin_route_backup(a, c);
     }
     if (n == 2 && strcmp(seg[1], "extensions") == 0)
@@ -195,28 +195,28 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 3 && strcmp(seg[1], "push") == 0 && strcmp(seg[2], "check") == 0)
         return admin_route_push_check(a, c, method, rq);
     if (n == 2 && !admin_is_method(method, "GET"))
-        return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
-                          NULL);
+        return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                                "method not allowed", NULL);
     if (n == 2 && strcmp(seg[1], "registrations") == 0)
         return admin_route_registrations(a, c);
     if (n == 2 && strcmp(seg[1], "messages") == 0)
         return admin_send_json(c, MHD_HTTP_OK,
-                         admin_messages_json(reg_messages(a->reg)));
+                               admin_messages_json(reg_messages(a->reg)));
     if (n == 2 && strcmp(seg[1], "calls") == 0)
-        return admin_send_json(c, MHD_HTTP_OK,
-                         admin_provider_list(a, a->src.list_calls, false));
+        return admin_send_json(
+            c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_calls, false));
     if (n == 2 && strcmp(seg[1], "media") == 0)
-        return admin_send_json(c, MHD_HTTP_OK,
-                         admin_provider_list(a, a->src.list_media, false));
+        return admin_send_json(
+            c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_media, false));
     if (n == 2 && strcmp(seg[1], "pushes") == 0)
-        return admin_send_json(c, MHD_HTTP_OK,
-                         admin_provider_list(a, a->src.list_pushes, true));
+        return admin_send_json(
+            c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_pushes, true));
     if (n == 2 && strcmp(seg[1], "wakeups") == 0)
-        return admin_send_json(c, MHD_HTTP_OK,
-                         admin_provider_list(a, a->src.list_wakeups, false));
+        return admin_send_json(
+            c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_wakeups, false));
     if (n == 2 && strcmp(seg[1], "devices") == 0)
-        return admin_send_json(c, MHD_HTTP_OK,
-                         admin_provider_list(a, a->src.list_devices, true));
+        return admin_send_json(
+            c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_devices, true));
     if (n == 3 && strcmp(seg[1], "wake") == 0 &&
         strcmp(seg[2], "latency") == 0 && admin_is_method(method, "GET"))
         return admin_route_wake_latency(a, c);
@@ -245,8 +245,9 @@ dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
         for (size_t i = 0; i < admin_asset_count; i++)
             if (strcmp(admin_assets[i].path, path) == 0)
                 return admin_send_raw(c, MHD_HTTP_OK, admin_assets[i].type,
-                                (void *)admin_assets[i].data,
-                                admin_assets[i].len, MHD_RESPMEM_PERSISTENT);
+                                      (void *)admin_assets[i].data,
+                                      admin_assets[i].len,
+                                      MHD_RESPMEM_PERSISTENT);
         if (n == 2 && strcmp(seg[0], "prov") == 0)
             return admin_route_prov(a, c, seg[1]);
         if (n == 1 && strcmp(seg[0], "healthz") == 0)
@@ -258,11 +259,12 @@ dispatch(struct admin *a, struct MHD_Connection *c, const char *url,
     if (!admin_bearer_ok(auth, a->token)) {
         a->unauthorized++;
         return admin_send_error(c, MHD_HTTP_UNAUTHORIZED,
-                          auth ? "bad token" : "missing bearer token", NULL);
+                                auth ? "bad token" : "missing bearer token",
+                                NULL);
     }
     if (rq->too_big)
         return admin_send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
-                          "request body too large", NULL);
+                                "request body too large", NULL);
     if (n == 1 && strcmp(seg[0], "metrics") == 0 &&
         admin_is_method(method, "GET"))
         return admin_route_metrics(a, c);
@@ -294,7 +296,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
                 rq->answered = true;
                 admin_guard_mark(a->guard, c, true);
                 return admin_send_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
-                                  "request body too large", NULL);
+                                        "request body too large", NULL);
             }
         }
         return MHD_YES;
