@@ -24,12 +24,20 @@ const double admin_wake_bounds_s[ADMIN_WAKE_BUCKETS] = {
 const double admin_latency_bounds_s[ADMIN_LATENCY_BUCKETS] = {
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+/* One gauge or counter without labels: a row of a table, so that a new
+ * metric is a line of data rather than another call. */
+struct metric_row {
+    const char *name, *type, *help;
+    uint64_t value;
+};
+
 static void
-metric(struct buf *b, const char *name, const char *type, const char *help,
-       uint64_t value)
+metric_rows(struct buf *b, const struct metric_row *r, size_t count)
 {
-    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
-               type, name, (unsigned long long)value);
+    for (size_t i = 0; i < count; i++)
+        buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", r[i].name,
+                   r[i].help, r[i].name, r[i].type, r[i].name,
+                   (unsigned long long)r[i].value);
 }
 
 static void
@@ -70,33 +78,32 @@ metrics_text(struct admin *a, size_t *len)
     if (a->src.counters)
         a->src.counters(a->src.arg, &k);
     buf_init(&b, 0);
-    metric(&b, "pushpbx_extensions", "gauge", "Extensions configured.",
-           rs.extensions);
-    metric(&b, "pushpbx_registrations", "gauge",
-           "SIP bindings (registered contacts) now.", rs.bindings);
-    metric(&b, "pushpbx_push_devices", "gauge", "Push devices stored now.",
-           k.push_devices);
-    metric(&b, "pushpbx_register_requests_total", "counter",
-           "REGISTER requests handled.", rs.registers);
-    metric(&b, "pushpbx_auth_failures_total", "counter",
-           "Failed digest authentications (wrong credentials, unknown "
-           "user).",
-           rs.auth_failures);
-    metric(&b, "pushpbx_throttled_total", "counter",
-           "Requests refused (403) because their source was blocked.",
-           rs.throttled);
-    metric(&b, "pushpbx_throttled_sources_total", "counter",
-           "Times a source address got blocked for failed "
-           "authentications.",
-           rs.blocks);
-    metric(&b, "pushpbx_store_errors_total", "counter",
-           "Registrar writes the store refused.", rs.store_errors);
-    metric(&b, "pushpbx_calls_total", "counter", "Calls handled.",
-           k.calls_total);
-    metric(&b, "pushpbx_calls_answered_total", "counter",
-           "Calls answered (a branch sent 2xx).", k.calls_answered);
-    metric(&b, "pushpbx_calls_active", "gauge", "Calls in progress.",
-           k.calls_active);
+    const struct metric_row counts[] = {
+        {"pushpbx_extensions", "gauge", "Extensions configured.",
+         rs.extensions},
+        {"pushpbx_registrations", "gauge",
+         "SIP bindings (registered contacts) now.", rs.bindings},
+        {"pushpbx_push_devices", "gauge", "Push devices stored now.",
+         k.push_devices},
+        {"pushpbx_register_requests_total", "counter",
+         "REGISTER requests handled.", rs.registers},
+        {"pushpbx_auth_failures_total", "counter",
+         "Failed digest authentications (wrong credentials, unknown user).",
+         rs.auth_failures},
+        {"pushpbx_throttled_total", "counter",
+         "Requests refused (403) because their source was blocked.",
+         rs.throttled},
+        {"pushpbx_throttled_sources_total", "counter",
+         "Times a source address got blocked for failed authentications.",
+         rs.blocks},
+        {"pushpbx_store_errors_total", "counter",
+         "Registrar writes the store refused.", rs.store_errors},
+        {"pushpbx_calls_total", "counter", "Calls handled.", k.calls_total},
+        {"pushpbx_calls_answered_total", "counter",
+         "Calls answered (a branch sent 2xx).", k.calls_answered},
+        {"pushpbx_calls_active", "gauge", "Calls in progress.", k.calls_active},
+    };
+    metric_rows(&b, counts, sizeof(counts) / sizeof(counts[0]));
     if (k.media_relay_count) {
         static const char *const names[3] = {
             "pushpbx_media_relay_up", "pushpbx_media_relay_requests_total",
@@ -117,26 +124,29 @@ metrics_text(struct admin *a, size_t *len)
             }
         }
     }
-    metric(&b, "pushpbx_media_calls_total", "counter",
-           "Calls whose media went through rtpengine (figures received).",
-           k.media_calls);
-    metric(&b, "pushpbx_media_one_way_calls_total", "counter",
-           "Relayed calls with media from one side only (one-way audio).",
-           k.media_one_way);
-    metric(&b, "pushpbx_media_no_media_calls_total", "counter",
-           "Relayed calls with no media from either side.", k.media_no_media);
-    metric(&b, "pushpbx_media_failures_total", "counter",
-           "Offers or answers no rtpengine took (timeout, error, none up).",
-           k.media_failed);
-    metric(&b, "pushpbx_media_passed_total", "counter",
-           "Calls that went on without relay after a failed offer "
-           "(on_failure = pass).",
-           k.media_passed);
-    metric(&b, "pushpbx_media_rejected_total", "counter",
-           "Calls refused after a failed offer (on_failure = reject).",
-           k.media_rejected);
-    metric(&b, "pushpbx_pending_wakeups", "gauge",
-           "Calls waiting for a pushed device to register.", k.pending_wakeups);
+    const struct metric_row media[] = {
+        {"pushpbx_media_calls_total", "counter",
+         "Calls whose media went through rtpengine (figures received).",
+         k.media_calls},
+        {"pushpbx_media_one_way_calls_total", "counter",
+         "Relayed calls with media from one side only (one-way audio).",
+         k.media_one_way},
+        {"pushpbx_media_no_media_calls_total", "counter",
+         "Relayed calls with no media from either side.", k.media_no_media},
+        {"pushpbx_media_failures_total", "counter",
+         "Offers or answers no rtpengine took (timeout, error, none up).",
+         k.media_failed},
+        {"pushpbx_media_passed_total", "counter",
+         "Calls that went on without relay after a failed offer (on_failure = "
+         "pass).",
+         k.media_passed},
+        {"pushpbx_media_rejected_total", "counter",
+         "Calls refused after a failed offer (on_failure = reject).",
+         k.media_rejected},
+        {"pushpbx_pending_wakeups", "gauge",
+         "Calls waiting for a pushed device to register.", k.pending_wakeups},
+    };
+    metric_rows(&b, media, sizeof(media) / sizeof(media[0]));
     metric2(&b, "pushpbx_pushes_sent_total", "Pushes the provider accepted.",
             k.pushes_sent);
     metric2(&b, "pushpbx_pushes_failed_total",
@@ -189,11 +199,14 @@ metrics_text(struct admin *a, size_t *len)
     for (unsigned i = 0; i < k.workers && i < ADMIN_MAX_WORKERS; i++)
         buf_printf(&b, "pushpbx_worker_udp_steered_total{worker=\"%u\"} %llu\n",
                    i, (unsigned long long)k.worker_udp_steered[i]);
-    metric(&b, "pushpbx_admin_requests_total", "counter",
-           "Admin HTTP requests.", a->requests);
-    metric(&b, "pushpbx_admin_unauthorized_total", "counter",
-           "Admin HTTP requests refused for a bad or missing token.",
-           a->unauthorized);
+    const struct metric_row admin[] = {
+        {"pushpbx_admin_requests_total", "counter", "Admin HTTP requests.",
+         a->requests},
+        {"pushpbx_admin_unauthorized_total", "counter",
+         "Admin HTTP requests refused for a bad or missing token.",
+         a->unauthorized},
+    };
+    metric_rows(&b, admin, sizeof(admin) / sizeof(admin[0]));
     *len = b.len;
     return b.data;
 }
