@@ -543,50 +543,42 @@ ext_update(struct admin *a, struct MHD_Connection *c, struct admin_req *rq,
     name = f.name;
     enabled = f.enabled;
     maxdev = f.maxdev;
+    struct store_mark m = admin_write_mark(a);
+    bool revoked = false;
     if (!f.password) {
         /* Name, enabled flag, push limit: the credentials stay. */
-        struct store_mark m = admin_write_mark(a);
         if (reg_ext_update(a->reg, cur->number, name, enabled, maxdev) < 0) {
             json_decref(j);
             return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such extension",
                                     NULL);
         }
-        int rc = admin_commit_writes(a, m, "update", cur->number);
-        if (rc < 0) {
+    } else {
+        if (reg_ext_set(a->reg, cur->number, name, f.password, enabled,
+                        maxdev) < 0) {
             json_decref(j);
-            return admin_send_not_saved(c, rc,
-                                        "the change is in effect until the "
-                                        "daemon restarts: try again");
+            return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                    "rejected by the registrar", NULL);
         }
-        struct admin_ext_info e = *cur;
-        e.display = (char *)name;
-        e.enabled = enabled;
-        json_t *out = ext_json(a, &e);
-        json_decref(j);
-        log_notice("admin", "extension updated ext=%s", cur->number);
-        return admin_send_json(c, MHD_HTTP_OK, out);
+        /* A new password closes whatever the old one leaked through. */
+        revoked = admin_ext_revoke_link(a, cur->number);
     }
-    struct store_mark m = admin_write_mark(a);
-    if (reg_ext_set(a->reg, cur->number, name, f.password, enabled, maxdev) <
-        0) {
-        json_decref(j);
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                "rejected by the registrar", NULL);
-    }
-    /* A new password closes whatever the old one leaked through. */
-    bool revoked = admin_ext_revoke_link(a, cur->number);
-    int rc = admin_commit_writes(a, m, "password change", cur->number);
+    int rc = admin_commit_writes(
+        a, m, f.password ? "password change" : "update", cur->number);
     if (rc < 0) {
         json_decref(j);
-        return admin_send_not_saved(c, rc,
-                                    "the new password is in effect until the "
-                                    "daemon restarts: set it again");
+        return admin_send_not_saved(
+            c, rc,
+            f.password ? "the new password is in effect until the daemon "
+                         "restarts: set it again"
+                       : "the change is in effect until the daemon restarts: "
+                         "try again");
     }
     struct admin_ext_info e = *cur;
     e.display = (char *)name;
     e.enabled = enabled;
     json_t *out = ext_json(a, &e);
-    json_object_set_new(out, "prov_link_revoked", json_boolean(revoked));
+    if (f.password)
+        json_object_set_new(out, "prov_link_revoked", json_boolean(revoked));
     json_decref(j);
     log_notice("admin", "extension updated ext=%s%s", cur->number,
                revoked ? " (provisioning link revoked)" : "");
