@@ -159,11 +159,15 @@ job_push_check(void *ctx, const char *param, json_t **body)
 }
 
 /* Suspend c and queue fn; the answer goes out when the job is done
- * (on_request). */
+ * (on_request). 501 with unavailable when the provider has no such
+ * callback (available false). */
 static enum MHD_Result
 job_start(struct admin *a, struct MHD_Connection *c, struct admin_req *rq,
-          admin_job_fn *fn, const char *param)
+          bool available, const char *unavailable, admin_job_fn *fn,
+          const char *param)
 {
+    if (!available)
+        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED, unavailable, NULL);
     int rc = admin_jobs_submit(a->jobs, c, fn, a, param, &rq->job);
 
     if (rc == -EBUSY)
@@ -181,10 +185,8 @@ enum MHD_Result
 admin_push_test_start(struct admin *a, struct MHD_Connection *c,
                       struct admin_req *rq, const char *ext)
 {
-    if (!a->src.push_test)
-        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
-                                "test push not available yet", NULL);
-    return job_start(a, c, rq, job_push_test, ext);
+    return job_start(a, c, rq, a->src.push_test != NULL,
+                     "test push not available yet", job_push_test, ext);
 }
 
 /* POST /api/push/check: the authenticated step of the push check, run by
@@ -196,10 +198,8 @@ admin_route_push_check(struct admin *a, struct MHD_Connection *c,
     if (!admin_is_method(method, "POST"))
         return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
                                 "method not allowed", NULL);
-    if (!a->src.push_check)
-        return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
-                                "push check not available", NULL);
-    return job_start(a, c, rq, job_push_check, NULL);
+    return job_start(a, c, rq, a->src.push_check != NULL,
+                     "push check not available", job_push_check, NULL);
 }
 
 /* DELETE /api/extensions/N/push[?id=ID]: one device of ext, or all. */
