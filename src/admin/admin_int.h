@@ -1,8 +1,9 @@
 /*
  * admin/admin_int: declarations shared inside the admin room: the
- * provisioning-link table (admin_prov.c), the embedded web assets
- * (generated admin_www.c), and the request guard and job threads that
- * keep the server answering (admin_avail.c).
+ * server's state and its reply helpers (admin.c), the route families (one
+ * file each, as below), the provisioning-link table (admin_prov.c), the
+ * embedded web assets (generated admin_www.c), and the request guard and
+ * job threads that keep the server answering (admin_avail.c).
  */
 #ifndef PUSHPBX_ADMIN_ADMIN_INT_H
 #define PUSHPBX_ADMIN_ADMIN_INT_H
@@ -11,8 +12,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include <jansson.h>
 #include <microhttpd.h>
+
+#include "admin/admin.h"
+#include "base/buf.h"
+#include "store/store.h"
 
 /* Provisioning links: one row per extension, kept by the store (table
  * prov_links of the store's database) and indexed in memory here. A row
@@ -76,7 +83,7 @@ struct admin_asset {
 extern const struct admin_asset admin_assets[];
 extern const size_t admin_asset_count;
 
-/* ---- availability (admin_avail.c) ------------------------------------- */
+/* ---- availability (admin_avail.c) -------------------------------------- */
 
 /* Request guard: a request must arrive whole (headers and body) within
  * request_timeout_s of its connection opening or of the previous response
@@ -140,5 +147,192 @@ struct reg_msg_table;
 struct buf;
 json_t *admin_messages_json(struct reg_msg_table *t);
 void admin_messages_metrics(struct buf *b, struct reg_msg_table *t);
+
+/* ---- the server (admin.c) ---------------------------------------------- */
+
+struct admin_conf_set; /* the configuration file's extensions (admin_ext.c) */
+
+/* The server (admin.c). Fields are set by admin_start and read by the
+ * route families; what changes while it runs is noted. */
+struct admin {
+    const struct admin_cfg *cfg;
+    struct reg *reg;
+    char *domain, *realm;
+    char *db_path; /* GET /api/backup; may be "" */
+    struct admin_sip_listener *listeners;
+    size_t listener_count;
+    struct {
+        char *fcm_project_id, *fcm_sender_id, *apns_environment, *apns_topic;
+    } push;
+    struct admin_sources src;
+    struct store *store;
+    /* The configuration file's extensions: replaced on a reload
+     * (admin_conf_reload); a replaced set stays until admin_stop, since a
+     * request may still hold an entry of it. */
+    pthread_mutex_t conf_mu;
+    struct admin_conf_set *confs;
+    struct admin_prov *prov;
+    char token[129];
+    char base_url[256];
+    unsigned port;
+    struct MHD_Daemon *mhd;
+    struct admin_guard *guard; /* request_timeout_s reaper */
+    struct admin_jobs *jobs;   /* test pushes and checks */
+    /* MHD's log lines, repeats folded (on_mhd_log) */
+    pthread_mutex_t log_mu;
+    char log_last[512];
+    uint64_t log_at_ms, log_repeats;
+    /* admin thread only */
+    uint64_t requests, unauthorized;
+};
+
+/* Per-request state: the body, capped at cfg->max_body. */
+struct admin_req {
+    struct buf body;
+    bool too_big;
+    bool answered;         /* a response is queued already (early 413) */
+    struct admin_job *job; /* a slow route running on a job thread */
+};
+
+/* An extension as the routes show it (admin_ext.c); display owned. */
+struct admin_ext_info {
+    char number[33];
+    char *display;
+    bool enabled;
+    size_t bindings;
+};
+
+/* Replies. Each queues the response on c and returns MHD's result.
+ * admin_send_json steals j; admin_send_raw's data follows mode. A 401
+ * carries WWW-Authenticate. Admin thread. */
+enum MHD_Result admin_send_raw(struct MHD_Connection *c, unsigned status,
+                               const char *type, void *data, size_t len,
+                               enum MHD_ResponseMemoryMode mode);
+enum MHD_Result admin_send_json(struct MHD_Connection *c, unsigned status,
+                                json_t *j);
+/* {"error": reason, "status": status[, "field": field]} (owned). */
+json_t *admin_error_json(unsigned status, const char *reason,
+                         const char *field);
+enum MHD_Result admin_send_error(struct MHD_Connection *c, unsigned status,
+                                 const char *reason, const char *field);
+enum MHD_Result admin_send_empty(struct MHD_Connection *c, unsigned status);
+/* Wall-clock unix seconds. */
+int64_t admin_now_s(void);
+/* method is m (exact). */
+bool admin_is_method(const char *method, const char *m);
+/* {"available": bool, "items": [...]} from an optional provider (owned);
+ * redact: devices' tokens cut to token_prefix. */
+json_t *admin_provider_list(struct admin *a, admin_list_fn *fn, bool redact);
+
+/* ---- extensions (admin_ext.c) ------------------------------------------ */
+
+/* The extension number (one hash lookup): true and *out (out->display
+ * owned by the caller), or false. Admin thread. */
+bool admin_ext_find(struct admin *a, const char *number,
+                    struct admin_ext_info *out);
+/* The [extension.N] of the configuration file, or NULL. Valid until
+ * admin_stop (a reload keeps the replaced set). Any thread. */
+const struct admin_conf_ext *admin_conf_find(struct admin *a,
+                                             const char *number);
+/* The extension's push-device limit (1 if unknown), kept when its
+ * credentials change. */
+unsigned admin_ext_max_push(struct admin *a, const char *number);
+/* Delete ext's provisioning link (its password changed). True if there
+ * was one. */
+bool admin_ext_revoke_link(struct admin *a, const char *ext);
+/* A new SIP password: 20 hex (80 bits). 0, -EINVAL (outlen too small) or
+ * -EIO (no randomness). */
+int admin_gen_password(char *out, size_t outlen);
+/* Durability of an extension change: take a mark before the registrar
+ * writes, then wait with admin_commit_writes until the store has
+ * committed everything queued since (0, or the store_commit error,
+ * logged with what and ext); only then is the change acknowledged.
+ * admin_send_not_saved answers 500 for a change that is in memory but not
+ * on disk, saying so and what state is left (state). Admin thread. */
+struct store_mark admin_write_mark(struct admin *a);
+int admin_commit_writes(struct admin *a, struct store_mark m, const char *what,
+                        const char *ext);
+enum MHD_Result admin_send_not_saved(struct MHD_Connection *c, int rc,
+                                     const char *state);
+/* /api/extensions: list (GET) or create (POST). Admin thread. */
+enum MHD_Result admin_route_extensions(struct admin *a,
+                                       struct MHD_Connection *c,
+                                       const char *method,
+                                       struct admin_req *rq);
+/* /api/extensions/N[/...] (seg, n: the URL's segments, n >= 3): the
+ * extension's own routes, and those of its registrations, push devices
+ * and provisioning link (their files). Admin thread. */
+enum MHD_Result admin_route_ext(struct admin *a, struct MHD_Connection *c,
+                                const char *method, struct admin_req *rq,
+                                char **seg, size_t n);
+/* Replace the configuration file's extensions (admin_conf_reload, at
+ * start) with a copy of exts; admin_conf_sets_free frees every set made
+ * (admin_stop). */
+struct admin_conf_set *admin_conf_set_new(const struct admin_conf_ext *exts,
+                                          size_t count);
+void admin_conf_sets_free(struct admin_conf_set *cs);
+
+/* ---- provisioning (admin_prov.c, routes) ------------------------------- */
+
+/* /api/extensions/N/prov[/qr.svg|/qr.png] for e (seg, n: the URL's
+ * segments). Admin thread. */
+enum MHD_Result admin_route_ext_prov(struct admin *a, struct MHD_Connection *c,
+                                     const char *method,
+                                     const struct admin_ext_info *e, char **seg,
+                                     size_t n);
+/* GET /prov/<token> (no API token: the link's token is the credential):
+ * the provisioning document, counted against the link's fetch limit;
+ * 404 unknown, 410 expired or used up. Admin thread. */
+enum MHD_Result admin_route_prov(struct admin *a, struct MHD_Connection *c,
+                                 const char *token);
+
+/* ---- registrations (admin_reg.c) --------------------------------------- */
+
+/* GET /api/extensions/N/registrations: {"push_available", "items": [one
+ * row]} (owned), or NULL for an unknown extension. Admin thread. */
+json_t *admin_reg_one(struct admin *a, const char *number);
+/* GET /api/registrations[?limit=N][&after=EXT]: one page. Admin thread. */
+enum MHD_Result admin_route_registrations(struct admin *a,
+                                          struct MHD_Connection *c);
+
+/* ---- pushes (admin_push.c) --------------------------------------------- */
+
+/* Replace d's full "token" by "token_prefix" (its first 8 characters). */
+void admin_push_redact(json_t *d);
+/* Add to each item of items (registration rows {number, bindings, push})
+ * its push devices, redacted, each with its state against the item's
+ * bindings. Admin thread. */
+void admin_push_add(struct admin *a, json_t *items);
+/* POST /api/extensions/N/push/test for ext: queued on a job thread (the
+ * answer goes out when it is done), 501 without a provider, 503 when the
+ * jobs are full. Admin thread. */
+enum MHD_Result admin_push_test_start(struct admin *a, struct MHD_Connection *c,
+                                      struct admin_req *rq, const char *ext);
+/* DELETE /api/extensions/N/push[?id=ID] for ext. Admin thread. */
+enum MHD_Result admin_push_device_del(struct admin *a, struct MHD_Connection *c,
+                                      const char *ext);
+/* /api/push/check (POST only), on a job thread as the test push. */
+enum MHD_Result admin_route_push_check(struct admin *a,
+                                       struct MHD_Connection *c,
+                                       const char *method,
+                                       struct admin_req *rq);
+
+/* ---- metrics (admin_metrics.c) ----------------------------------------- */
+
+/* GET /metrics: every counter in Prometheus text. Admin thread. */
+enum MHD_Result admin_route_metrics(struct admin *a, struct MHD_Connection *c);
+/* GET /api/wake/latency: {"available"[, "invite_to_push",
+ * "register_to_invite"]}. Admin thread. */
+enum MHD_Result admin_route_wake_latency(struct admin *a,
+                                         struct MHD_Connection *c);
+
+/* ---- backup (admin_backup.c), status (admin_status.c) ------------------ */
+
+/* GET /api/backup: the database as a download. Admin thread. */
+enum MHD_Result admin_route_backup(struct admin *a, struct MHD_Connection *c);
+/* GET /healthz (no token): 200 or 503 with the failing parts. */
+enum MHD_Result admin_route_healthz(struct admin *a, struct MHD_Connection *c);
+/* GET /api/status. */
+enum MHD_Result admin_route_status(struct admin *a, struct MHD_Connection *c);
 
 #endif

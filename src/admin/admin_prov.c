@@ -1,10 +1,19 @@
 /*
- * admin/admin_prov: the provisioning-link table (see admin_int.h). The
- * rows live in the store's database (table prov_links: the store owns
- * every SQLite connection); this file keeps the index the admin reads, in
- * memory, loaded at start. A write is queued to the store and waited for
- * (store_commit) before memory changes and before the admin answers, so
- * a link handed out, a fetch counted or a revocation survives a crash.
+ * admin/admin_prov: provisioning links: the link table (see admin_int.h)
+ * and, below it, the links' routes on the admin API
+ * (/api/extensions/N/prov, its QR codes) and the public document a phone
+ * fetches with a link (/prov/<token>; docs/admin.md).
+ *
+ * A link hands out the extension's SIP password: for an API extension a
+ * new one set when the link is made (the registrar keeps only HA1 values),
+ * for a configuration-file extension the file's, read when the document
+ * is fetched. The link's token is the only credential of /prov/<token>.
+ *
+ * The table's rows live in the store's database (table prov_links: the
+ * store owns every SQLite connection); this file keeps the index the
+ * admin reads, in memory, loaded at start. A write is queued to the store and
+ * waited for (store_commit) before memory changes and before the admin answers,
+ * so a link handed out, a fetch counted or a revocation survives a crash.
  *
  * Load: a few per administrator click and one per document fetched, all
  * on the admin thread (the MHD thread handles one request at a time), so
@@ -21,10 +30,11 @@
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "registrar/reg.h"
 #include "store/store.h"
 
 #define NBUCKETS 1024
-/* How long a link write may wait for the store (as admin.c's extension
+/* How long a link write may wait for the store (as admin_ext.c's extension
  * writes: the writer commits at once; this bounds a stuck disk). */
 #define PROV_COMMIT_TIMEOUT_MS 6000
 
@@ -246,4 +256,233 @@ admin_prov_del(struct admin_prov *p, const char *ext)
     }
     unlink_free(n);
     return 0;
+}
+
+/* ---- routes: the links on the API, and the public document ------------ */
+
+static void
+prov_url(struct admin *a, const char *token, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/prov/%s", a->base_url, token);
+}
+
+static json_t *
+prov_doc(struct admin *a, const struct admin_prov_row *row,
+         const struct admin_ext_info *e)
+{
+    /* A configuration-file extension's password is the file's. */
+    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
+    const char *password = cf ? cf->password : row->password;
+    const char *host = a->cfg->sip_host[0] ? a->cfg->sip_host : a->domain;
+    json_t *ports = json_object(), *tps = json_array();
+
+    for (size_t i = 0; i < a->listener_count; i++) {
+        const char *t = a->listeners[i].transport;
+        if (!json_object_get(ports, t)) {
+            json_object_set_new(ports, t, json_integer(a->listeners[i].port));
+            /* TLS first: signalling (and SRTP keys in SDP) encrypted on
+             * networks the phone does not control. */
+            if (strcmp(t, "tls") == 0)
+                json_array_insert_new(tps, 0, json_string(t));
+            else
+                json_array_append_new(tps, json_string(t));
+        }
+    }
+    json_t *fcm, *apns;
+    if (a->push.fcm_project_id) {
+        fcm = json_pack("{s:b, s:s, s:s*}", "configured", 1, "project_id",
+                        a->push.fcm_project_id, "sender_id",
+                        a->push.fcm_sender_id);
+    } else {
+        fcm = json_pack("{s:b, s:s}", "configured", 0, "reason",
+                        "FCM is not configured on this server: Android "
+                        "phones cannot receive call pushes");
+    }
+    if (a->push.apns_environment) {
+        apns = json_pack("{s:b, s:s, s:s*}", "configured", 1, "environment",
+                         a->push.apns_environment, "topic", a->push.apns_topic);
+    } else {
+        apns = json_pack("{s:b, s:s}", "configured", 0, "reason",
+                         "APNs is not configured on this server");
+    }
+    json_t *providers = json_array();
+    if (a->push.apns_environment)
+        json_array_append_new(providers, json_string("apns"));
+    if (a->push.fcm_project_id)
+        json_array_append_new(providers, json_string("fcm"));
+    return json_pack(
+        "{s:i, s:s, s:s, s:s, s:{s:s, s:o, s:o, s:s}, s:{s:s, s:s, s:s},"
+        " s:{s:o, s:o, s:o}}",
+        "version", 1, "extension", e->number, "display_name", e->display,
+        "domain", a->domain, "server", "host", host, "ports", ports,
+        "transports", tps, "transport",
+        json_array_size(tps) ? json_string_value(json_array_get(tps, 0))
+                             : "udp",
+        "credentials", "username", e->number, "password", password, "realm",
+        a->realm, "push", "providers", providers, "fcm", fcm, "apns", apns);
+}
+
+/* What the API and the page show of a link: its URL, lifetime and
+ * remaining fetches (never the password). */
+static json_t *
+prov_json(struct admin *a, const struct admin_prov_row *row)
+{
+    char url[512];
+    int64_t now = admin_now_s(), left = row->expires_at - now;
+    unsigned fleft =
+        row->fetches < row->max_fetches ? row->max_fetches - row->fetches : 0;
+    const char *state = left <= 0    ? "expired"
+                        : fleft == 0 ? "used up"
+                                     : "active";
+
+    prov_url(a, row->token, url, sizeof(url));
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:s}", "ext",
+                     row->ext, "url", url, "created_at",
+                     (json_int_t)row->created_at, "expires_at",
+                     (json_int_t)row->expires_at, "expires_in",
+                     (json_int_t)(left > 0 ? left : 0), "fetches",
+                     (int)row->fetches, "max_fetches", (int)row->max_fetches,
+                     "fetches_left", (int)fleft, "state", state);
+}
+
+static enum MHD_Result
+prov_create(struct admin *a, struct MHD_Connection *c,
+            const struct admin_ext_info *e)
+{
+    struct admin_prov_row row = {.created_at = admin_now_s()};
+    const struct admin_conf_ext *cf = admin_conf_find(a, e->number);
+
+    row.expires_at = row.created_at + a->cfg->prov_link_ttl_s;
+    row.max_fetches = a->cfg->prov_link_max_fetches;
+    snprintf(row.ext, sizeof(row.ext), "%s", e->number);
+    if (admin_random_hex(row.token, ADMIN_PROV_TOKEN_LEN / 2) < 0 ||
+        (!cf && admin_gen_password(row.password, sizeof(row.password)) < 0))
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                "no randomness", NULL);
+    /* An API extension gets a new password the link can hand out (the
+     * registrar keeps only HA1 values). A configuration-file extension
+     * keeps the file's, which the document reads when fetched. */
+    if (!cf) {
+        struct store_mark m = admin_write_mark(a);
+        if (reg_ext_set(a->reg, e->number, e->display, row.password, e->enabled,
+                        admin_ext_max_push(a, e->number)) < 0) {
+            explicit_bzero(&row, sizeof(row));
+            return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                    "rejected by the registrar", NULL);
+        }
+        /* The old link (if any) handed out the old password. */
+        admin_ext_revoke_link(a, e->number);
+        int rc = admin_commit_writes(a, m, "provisioning password", e->number);
+        if (rc < 0) {
+            explicit_bzero(&row, sizeof(row));
+            return admin_send_not_saved(c, rc,
+                                        "the extension's new password is in "
+                                        "effect until restart and no link was "
+                                        "made: try again");
+        }
+    }
+    if (admin_prov_put(a->prov, &row) < 0) {
+        explicit_bzero(&row, sizeof(row));
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                "cannot store the link", NULL);
+    }
+    log_notice("admin", "provisioning link created ext=%s expires_at=%lld",
+               e->number, (long long)row.expires_at);
+    json_t *out = prov_json(a, &row);
+    explicit_bzero(&row, sizeof(row));
+    return admin_send_json(c, MHD_HTTP_CREATED, out);
+}
+
+/* The public provisioning document: the link's token is the credential. */
+enum MHD_Result
+admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
+{
+    struct admin_prov_row row;
+    struct admin_ext_info e;
+    bool hex = strlen(token) == ADMIN_PROV_TOKEN_LEN;
+
+    for (const char *p = token; hex && *p; p++)
+        hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    if (!hex || admin_prov_by_token(a->prov, token, &row) < 0)
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND,
+                                "unknown or revoked link", NULL);
+    if (!admin_ext_find(a, row.ext, &e)) {
+        explicit_bzero(&row, sizeof(row));
+        return admin_send_error(c, MHD_HTTP_NOT_FOUND,
+                                "unknown or revoked link", NULL);
+    }
+    /* A link that has served its purpose stays known so the phone's user
+     * learns why it no longer works (410), not just that it does not. */
+    const char *gone = NULL;
+    if (admin_now_s() >= row.expires_at)
+        gone = "this provisioning link has expired: ask your administrator "
+               "for a new one";
+    else if (row.fetches >= row.max_fetches)
+        gone = "this provisioning link has been used as many times as it "
+               "may be: ask your administrator for a new one";
+    if (gone) {
+        log_info("admin", "provisioning link refused ext=%s: %s", row.ext,
+                 admin_now_s() >= row.expires_at ? "expired" : "fetch limit");
+        explicit_bzero(&row, sizeof(row));
+        free(e.display);
+        return admin_send_error(c, MHD_HTTP_GONE, gone, NULL);
+    }
+    /* Counted (committed) before the document leaves, so a crash cannot
+     * give the limit back. */
+    if (admin_prov_count_fetch(a->prov, row.ext) < 0) {
+        explicit_bzero(&row, sizeof(row));
+        free(e.display);
+        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                "cannot record the fetch", NULL);
+    }
+    log_info("admin", "provisioning document fetched ext=%s fetch=%u/%u",
+             row.ext, row.fetches + 1, row.max_fetches);
+    json_t *doc = prov_doc(a, &row, &e);
+    explicit_bzero(&row, sizeof(row));
+    free(e.display);
+    return admin_send_json(c, MHD_HTTP_OK, doc);
+}
+
+/* /api/extensions/N/prov[/qr.svg|/qr.png] for e: make (POST), show
+ * (GET), revoke (DELETE) its link, or draw it as a QR code. */
+enum MHD_Result
+admin_route_ext_prov(struct admin *a, struct MHD_Connection *c,
+                     const char *method, const struct admin_ext_info *e,
+                     char **seg, size_t n)
+{
+    struct admin_prov_row row;
+    char url[512];
+    enum MHD_Result ret;
+    int rc = admin_prov_by_ext(a->prov, e->number, &row);
+    if (n == 4 && admin_is_method(method, "POST")) {
+        ret = prov_create(a, c, e);
+    } else if (n == 4 && admin_is_method(method, "DELETE")) {
+        ret = rc == 0 && admin_prov_del(a->prov, e->number) == 0
+                  ? admin_send_empty(c, MHD_HTTP_NO_CONTENT)
+                  : admin_send_error(c, MHD_HTTP_NOT_FOUND,
+                                     "no provisioning link", NULL);
+    } else if (rc != 0 && admin_is_method(method, "GET")) {
+        ret = admin_send_error(c, MHD_HTTP_NOT_FOUND, "no provisioning link",
+                               NULL);
+    } else if (n == 4 && admin_is_method(method, "GET")) {
+        ret = admin_send_json(c, MHD_HTTP_OK, prov_json(a, &row));
+    } else if (n == 5 && admin_is_method(method, "GET") &&
+               (strcmp(seg[4], "qr.svg") == 0 ||
+                strcmp(seg[4], "qr.png") == 0)) {
+        size_t len = 0;
+        bool svg = strcmp(seg[4], "qr.svg") == 0;
+        prov_url(a, row.token, url, sizeof(url));
+        void *img = svg ? (void *)admin_qr_svg(url, &len)
+                        : (void *)admin_qr_png(url, 8, &len);
+        ret = img ? admin_send_raw(c, MHD_HTTP_OK,
+                                   svg ? "image/svg+xml" : "image/png", img,
+                                   len, MHD_RESPMEM_MUST_FREE)
+                  : admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                     "cannot encode QR", NULL);
+    } else {
+        ret = admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                               "method not allowed", NULL);
+    }
+    explicit_bzero(&row, sizeof(row));
+    return ret;
 }
