@@ -85,9 +85,9 @@ for spread in ${SPREADS:-no yes}; do
         for _ in $(seq 100); do [ -s "$TMP/ready" ] && break; sleep 0.1; done
         threads "$PBX" | sort >"$TMP/t0"
         prof=
-        if [ "${PERF:-0}" = 1 ] && [ "$spread" = yes ] &&
+        if [ "${PERF:-0}" = 1 ] && [ "$spread" = "${PERF_SPREAD:-yes}" ] &&
             [ "$rate" = "${RATES##* }" ]; then
-            (sleep 2; perf record -g -o "$OUTDIR/perf-$rate.data" -p "$PBX" \
+            (sleep 2; perf record ${PERF_ARGS:--g} -o "$OUTDIR/perf-$rate.data" -p "$PBX" \
                 -- sleep 8 >/dev/null 2>&1) &
             prof=$!
         fi
@@ -116,7 +116,7 @@ for spread in ${SPREADS:-no yes}; do
 done
 if ls "$OUTDIR"/perf-*.data >/dev/null 2>&1; then
     for f in "$OUTDIR"/perf-*.data; do
-        perf report -i "$f" --no-children --sort symbol --stdio 2>/dev/null |
+        perf report -i "$f" --no-children --sort ${PERF_SORT:-symbol} --stdio 2>/dev/null |
             grep -v '^#' | grep '%' | head -40 >"${f%.data}.txt"
     done
 fi
