@@ -14,7 +14,10 @@
 # receive -> read, read -> answer sent; transport/tp.c "UDP answer
 # latency"), so pushpbx's share of SIPp's p99 is known.
 #
-# SPREADS="no yes" picks the modes (default both).
+# SPREADS="no yes" picks the modes (default both). OTHERS_NICE=N renices
+# the daemon's threads other than the workers (the store's writer, main,
+# push) to N once it is ready: does the writer's batch delay the worker
+# and SIPp on a machine with few CPUs?
 #
 # One step per rate (../shared/bench/kamailio/run-load.sh, MAX_STEPS=1,
 # 10 s): same users, scenario and pass rule as register-bench.sh. Results:
@@ -83,6 +86,12 @@ for spread in ${SPREADS:-no yes}; do
         "$BIN" --config "$TMP/conf" --ready-file "$TMP/ready" 2>"$TMP/log" &
         PBX=$!
         for _ in $(seq 100); do [ -s "$TMP/ready" ] && break; sleep 0.1; done
+        if [ -n "${OTHERS_NICE:-}" ]; then
+            for t in /proc/"$PBX"/task/*; do
+                case "$(cat "$t/comm")" in pbx-worker*) continue ;; esac
+                renice -n "$OTHERS_NICE" -p "$(basename "$t")" >/dev/null
+            done
+        fi
         threads "$PBX" | sort >"$TMP/t0"
         prof=
         if [ "${PERF:-0}" = 1 ] && [ "$spread" = "${PERF_SPREAD:-yes}" ] &&
