@@ -694,8 +694,7 @@ udp_queue_us(struct tp *tp, struct tp_listener *l)
     struct timespec ks, now;
     uv_os_fd_t fd;
 
-    if (++tp->kq_tick % UDP_KQ_EVERY != 0 ||
-        uv_fileno(&l->h.handle, &fd) < 0 ||
+    if (++tp->kq_tick % UDP_KQ_EVERY != 0 || uv_fileno(&l->h.handle, &fd) < 0 ||
         ioctl(fd, SIOCGSTAMPNS, &ks) < 0 ||
         clock_gettime(CLOCK_REALTIME, &now) < 0)
         return -1;
