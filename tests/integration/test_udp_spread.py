@@ -116,3 +116,35 @@ def test_auto_spreads_only_with_three_cpus(start_pbx):
     else:
         assert sorted(handled.values()) == [0, 40], m
         assert steered == 0, m
+
+
+def test_answer_latency_split_logged_per_worker(start_pbx):
+    # Each worker logs at exit how long its UDP answers took, split at the
+    # socket (transport/tp.c): read -> answer sent for every answer, and
+    # for one datagram in four read, the kernel's receive stamp -> read.
+    # Counts only: no timing is asserted.
+    pbx = start_pbx(workers=2, sets=["sip.udp_spread=yes"])
+    u = Udp()
+    try:
+        for i in range(40):
+            r = u.exchange(request("OPTIONS", u.port,
+                                   call_id="lat-%d@test" % i), pbx.udp)
+            assert status_of(r)[0] == 200
+    finally:
+        u.close()
+    assert pbx.stop() == 0
+    log = pbx.stderr()
+    pat = (r"worker (\d) udp latency %s: n=(\d+) p50=\d+us p90=\d+us "
+           r"p99=\d+us p99\.9=\d+us max=\d+us")
+    handled = dict(re.findall(pat % r"handle \(read -> answer sent\)", log))
+    queued = dict(re.findall(
+        pat % r"queue \(kernel receive -> read, sampled\)", log))
+    total = dict(re.findall(
+        pat % r"total \(kernel receive -> answer sent, sampled\)", log))
+    # Every answer counted once, on the worker that sent it (both did).
+    assert sorted(handled) == ["0", "1"], log
+    assert sum(int(n) for n in handled.values()) == 40, log
+    # One socket (one source): one worker read all 40 and stamped 10.
+    assert [int(n) for n in queued.values()] == [10], log
+    # Each stamped request's answer got its total, wherever it was handled.
+    assert sum(int(n) for n in total.values()) == 10, log
