@@ -20,6 +20,8 @@
 #include "store/store_cfg.h"
 #include "transport/tp.h"
 
+static const char *const spread_choices[] = {"no", "yes", "auto", NULL};
+
 static const struct cfg_option sip_options[] = {
     {.key = "listen",
      .type = CFG_LIST,
@@ -50,16 +52,20 @@ static const struct cfg_option sip_options[] = {
      .help = "Worker threads, each with its own event loop and sockets "
              "(SO_REUSEPORT). 0 means one per CPU."},
     {.key = "udp_spread",
-     .type = CFG_BOOL,
-     .def = "yes",
+     .type = CFG_ENUM,
+     .def = "auto",
+     .choices = spread_choices,
      .offset = offsetof(struct app_sip_cfg, udp_spread),
      .help = "Spread UDP requests over the workers by Call-ID: the worker "
              "that reads a request hands it to the worker its Call-ID "
              "hashes to, so a single busy source (a trunk, an SBC, a load "
              "generator), which the kernel gives to one worker, uses "
              "every core. Costs one hand-over between threads for most "
-             "requests. no: each request is handled by the worker that "
-             "read it."},
+             "requests, and a second thread that must get a CPU for each "
+             "of them. no: each request is handled by the worker that "
+             "read it. auto: yes when the daemon may use 3 CPUs or more, "
+             "no on 1 or 2 CPUs, where spreading was measured to raise "
+             "the response time and lower the highest rate (BENCHMARKS.md)."},
     {.key = "user_agent",
      .type = CFG_STRING,
      .def = "pushpbx/" PUSHPBX_VERSION,

@@ -17,12 +17,24 @@
 
 #include "config/cfg.h"
 
+/* [sip] udp_spread: indexes of its choices. */
+enum app_spread {
+    APP_SPREAD_NO,
+    APP_SPREAD_YES,
+    APP_SPREAD_AUTO, /* yes when the daemon may use more than 2 CPUs */
+};
+/* CPUs (uv_available_parallelism) above which udp_spread = auto spreads:
+ * on 2 CPUs the hop's second thread competes with the reader and with
+ * whatever else runs (BENCHMARKS.md, "One UDP source over every worker"). */
+#define APP_SPREAD_AUTO_MIN_CPUS 3
+
 struct app_sip_cfg {
     struct cfg_list listen; /* "udp:0.0.0.0:5060" items */
     char *domain;
     char *realm;      /* = domain when not set */
     unsigned workers; /* 0 = auto (CPUs), resolved by the daemon */
-    bool udp_spread;  /* UDP requests to workers by Call-ID (tp_group) */
+    int udp_spread;   /* enum app_spread: UDP requests to workers by
+                         Call-ID (tp_group) */
     char *user_agent;
     unsigned t1_ms, t2_ms, t4_ms;
     unsigned max_connections;

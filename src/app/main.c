@@ -440,8 +440,13 @@ run_daemon(struct daemon *d, const char *ready_file)
             return 1;
         }
     d->workers = xcalloc(d->worker_count, sizeof(*d->workers));
-    if (d->sip->udp_spread && d->worker_count > 1)
+    bool spread = d->sip->udp_spread == APP_SPREAD_YES ||
+                  (d->sip->udp_spread == APP_SPREAD_AUTO &&
+                   uv_available_parallelism() >= APP_SPREAD_AUTO_MIN_CPUS);
+    if (spread && d->worker_count > 1)
         (void)tp_group_new(d->worker_count, &d->group);
+    log_info("app", "%u workers, UDP spreading %s", d->worker_count,
+             d->group ? "on" : "off");
 
     /* Worker 0 binds the configured addresses (port 0 picks a port); the
      * others bind worker 0's real addresses with SO_REUSEPORT. */

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -227,7 +228,11 @@ static void
 run(void *arg)
 {
     struct worker *w = arg;
+    char name[16];
 
+    /* Named for top -H, perf and bench/spread-bench.sh's CPU split. */
+    snprintf(name, sizeof(name), "pbx-worker%u", w->index);
+    (void)pthread_setname_np(pthread_self(), name);
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 

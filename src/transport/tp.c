@@ -31,12 +31,15 @@
  * to max_conns (about a thousand) mostly idle TCP connections.
  */
 #include <errno.h>
+#include <linux/sockios.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/arena.h"
@@ -120,6 +123,7 @@ struct inbox_item {
     struct tp_src src;
     bool send;
     struct tp_dest dst;
+    int64_t kq_us; /* socket queue time of a UDP datagram, -1 if unknown */
     size_t len;
     char data[];
 };
@@ -133,6 +137,19 @@ struct tp_group {
     struct tp *m[TP_MAX_WORKERS];
     _Atomic uint64_t steered[TP_MAX_WORKERS]; /* tp_group_steered */
 };
+
+/* Latency of UDP answers inside the daemon (see udp_lat_*): a histogram
+ * with 4 buckets per power of two of microseconds (19 % wide), enough for
+ * a p99 without keeping samples. Worker thread only. */
+#define LAT_BUCKETS 100
+struct lat_hist {
+    uint64_t n, max_us;
+    uint64_t b[LAT_BUCKETS];
+};
+
+/* Read the kernel's receive time of one datagram in UDP_KQ_EVERY
+ * (SIOCGSTAMPNS: one more system call each, so sampled). */
+#define UDP_KQ_EVERY 4
 
 /* A log line that may repeat at the rate of an attack: at most one per
  * second, the next one says how many were not written. */
@@ -173,6 +190,10 @@ struct tp {
     tp_relay_cb *relay; /* sends on another worker's flow */
     void *relay_arg;
     struct tp_stats stats;
+    /* UDP answer latency: read -> answer sent ("handle"), the kernel's
+     * receive -> our read ("queue", sampled) and their sum ("total"). */
+    struct lat_hist lat_handle, lat_queue, lat_total;
+    unsigned kq_tick;
     bool freeing;
     size_t open_handles;
     tp_clock_fn *clock; /* test hook (tp_set_clock); NULL = uv_now */
@@ -183,6 +204,8 @@ static _Atomic uint64_t next_flow_seq = 1;
 
 /* rx time of the message in on_recv on this thread (tp_rx_us). */
 static _Thread_local uint64_t cur_rx_us;
+/* Its socket queue time (µs; -1 = not sampled), for the total latency. */
+static _Thread_local int64_t cur_kq_us = -1;
 
 static uint64_t
 mono_us(void)
@@ -595,6 +618,107 @@ dispatch(struct tp *tp, const char *buf, size_t len, const struct tp_src *src)
     cur_rx_us = 0;
 }
 
+/* ---- UDP answer latency -------------------------------------------------
+ *
+ * Where a UDP client's response time goes, split at our socket: "queue" is
+ * the kernel's receive time of a request datagram (SIOCGSTAMPNS, sampled)
+ * to the worker's read, i.e. the worker was busy or not running; "handle"
+ * is that read to a send (every UDP send made while handling it: for a
+ * REGISTER, its answer), on the worker that read it or, with spreading,
+ * the one it was handed to (the hop included). What the client
+ * sees beyond queue + handle is its own. Logged at tp_free (notice). */
+
+static unsigned
+lat_bucket(uint64_t us)
+{
+    if (us < 4)
+        return (unsigned)us;
+    unsigned e = 63u - (unsigned)__builtin_clzll(us); /* >= 2 */
+    unsigned i = 4 * (e - 1) + (unsigned)((us >> (e - 2)) & 3);
+    return i < LAT_BUCKETS ? i : LAT_BUCKETS - 1;
+}
+
+/* Largest value of bucket i. */
+static uint64_t
+lat_upper(unsigned i)
+{
+    if (i < 4)
+        return i;
+    return ((uint64_t)(4 + i % 4 + 1) << (i / 4 - 1)) - 1;
+}
+
+static void
+lat_add(struct lat_hist *h, uint64_t us)
+{
+    h->n++;
+    h->b[lat_bucket(us)]++;
+    if (us > h->max_us)
+        h->max_us = us;
+}
+
+/* The q-th quantile (0 < q <= 1): its bucket's upper bound, at most max. */
+static uint64_t
+lat_quantile(const struct lat_hist *h, double q)
+{
+    uint64_t want = (uint64_t)((double)h->n * q + 0.999999), seen = 0;
+
+    for (unsigned i = 0; i < LAT_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= want && seen > 0)
+            return lat_upper(i) < h->max_us ? lat_upper(i) : h->max_us;
+    }
+    return h->max_us;
+}
+
+static void
+lat_log(const struct tp *tp, const char *what, const struct lat_hist *h)
+{
+    if (h->n == 0)
+        return;
+    log_notice(ROOM,
+               "worker %u udp latency %s: n=%llu p50=%lluus p90=%lluus "
+               "p99=%lluus p99.9=%lluus max=%lluus",
+               tp->cfg.worker, what, (unsigned long long)h->n,
+               (unsigned long long)lat_quantile(h, 0.5),
+               (unsigned long long)lat_quantile(h, 0.9),
+               (unsigned long long)lat_quantile(h, 0.99),
+               (unsigned long long)lat_quantile(h, 0.999),
+               (unsigned long long)h->max_us);
+}
+
+/* The time datagram just read from l waited in its socket: µs, or -1
+ * (not sampled, or no stamp). */
+static int64_t
+udp_queue_us(struct tp *tp, struct tp_listener *l)
+{
+    struct timespec ks, now;
+    uv_os_fd_t fd;
+
+    if (++tp->kq_tick % UDP_KQ_EVERY != 0 || uv_fileno(&l->h.handle, &fd) < 0 ||
+        ioctl(fd, SIOCGSTAMPNS, &ks) < 0 ||
+        clock_gettime(CLOCK_REALTIME, &now) < 0)
+        return -1;
+    int64_t d = (int64_t)(now.tv_sec - ks.tv_sec) * 1000000 +
+                (now.tv_nsec - ks.tv_nsec) / 1000;
+    if (d < 0 || d > 60 * 1000000)
+        return -1; /* no stamp yet, or the clock stepped */
+    lat_add(&tp->lat_queue, (uint64_t)d);
+    return d;
+}
+
+/* An answer left by UDP while a received message was being handled. */
+static void
+udp_lat_sent(struct tp *tp)
+{
+    if (cur_rx_us == 0)
+        return; /* a timer's retransmission, a relayed send */
+    uint64_t now = mono_us();
+    uint64_t d = now > cur_rx_us ? now - cur_rx_us : 0;
+    lat_add(&tp->lat_handle, d);
+    if (cur_kq_us >= 0)
+        lat_add(&tp->lat_total, d + (uint64_t)cur_kq_us);
+}
+
 /* ---- UDP --------------------------------------------------------------- */
 
 static void
@@ -643,12 +767,13 @@ static void steer_flush(uv_check_t *h);
  * worker. */
 static void
 udp_steer(struct tp *tp, unsigned w, const char *p, size_t len,
-          const struct tp_src *src)
+          const struct tp_src *src, int64_t kq_us)
 {
     struct inbox_item *it = xmalloc(sizeof(*it) + len);
 
     memset(it, 0, sizeof(*it));
     it->src = *src;
+    it->kq_us = kq_us;
     it->src.worker = w;
     it->len = len;
     memcpy(it->data, p, len);
@@ -714,7 +839,9 @@ steer_flush(uv_check_t *h)
         struct inbox_item *it = container_of(n, struct inbox_item, node);
         list_remove(n);
         it->src.worker = tp->cfg.worker;
+        cur_kq_us = it->kq_us;
         dispatch(tp, it->data, it->len, &it->src);
+        cur_kq_us = -1;
         free(it);
     }
     while (!list_empty(&local)) {
@@ -819,14 +946,17 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     src.listener = l->index;
     src.worker = tp->cfg.worker;
     src.rx_us = mono_us();
+    int64_t kq = udp_queue_us(tp, l);
     if (tp->cfg.group && !looks_like_response(p + k, len - k)) {
         int w = tp_group_owner(tp->cfg.group, p + k, len - k);
         if (w >= 0 && (unsigned)w != tp->cfg.worker) {
-            udp_steer(tp, (unsigned)w, p, len, &src);
+            udp_steer(tp, (unsigned)w, p, len, &src, kq);
             return;
         }
     }
+    cur_kq_us = kq;
     dispatch(tp, p, len, &src);
+    cur_kq_us = -1;
 }
 
 /* ---- TCP connections ---------------------------------------------------- */
@@ -1602,6 +1732,7 @@ udp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
     l = udp_pick(tp, dst);
     if (l == NULL)
         return -EAFNOSUPPORT;
+    udp_lat_sent(tp);
     if (count <= 8) {
         for (size_t i = 0; i < count; i++)
             bufs[i] = uv_buf_init((char *)parts[i].ptr, (unsigned)parts[i].len);
@@ -1771,6 +1902,10 @@ tp_listen(struct tp *tp, const struct tp_listen_spec *spec, char *err,
     if (spec->proto == TP_UDP) {
         uv_udp_init(tp->loop, &l->h.udp);
         rc = uv_udp_open(&l->h.udp, fd);
+        /* The first SIOCGSTAMPNS turns the socket's receive stamps on
+         * (udp_queue_us reads them). */
+        struct timespec ts;
+        (void)ioctl(fd, SIOCGSTAMPNS, &ts);
     } else {
         uv_tcp_init(tp->loop, &l->h.tcp);
         rc = uv_tcp_open(&l->h.tcp, fd);
@@ -1845,6 +1980,7 @@ tp_post(struct tp *target, struct slice raw, const struct tp_src *src)
         return -EMSGSIZE;
     it = xcalloc(1, sizeof(*it) + raw.len);
     it->src = *src;
+    it->kq_us = -1;
     it->len = raw.len;
     memcpy(it->data, raw.ptr, raw.len);
     return inbox_push(target, it);
@@ -1867,6 +2003,7 @@ tp_post_send(struct tp *target, const struct tp_dest *dst,
     it = xcalloc(1, sizeof(*it) + total);
     it->send = true;
     it->dst = *dst;
+    it->kq_us = -1;
     it->len = total;
     for (size_t i = 0; i < count; i++) {
         if (parts[i].len)
@@ -1919,7 +2056,9 @@ on_async(uv_async_t *a)
                 log_debug(ROOM, "relayed send on flow %llu failed: %s",
                           (unsigned long long)it->dst.flow_id, uv_strerror(rc));
         } else {
+            cur_kq_us = it->kq_us;
             dispatch(tp, it->data, it->len, &it->src);
+            cur_kq_us = -1;
         }
         free(it);
     }
@@ -1986,6 +2125,10 @@ tp_free(struct tp *tp)
     if (tp == NULL || tp->freeing)
         return;
     tp->freeing = true;
+    lat_log(tp, "handle (read -> answer sent)", &tp->lat_handle);
+    lat_log(tp, "queue (kernel receive -> read, sampled)", &tp->lat_queue);
+    lat_log(tp, "total (kernel receive -> answer sent, sampled)",
+            &tp->lat_total);
     if (tp->cfg.group) {
         /* Leave first: no worker posts to us once our handles close. */
         pthread_rwlock_wrlock(&tp->cfg.group->lock);
