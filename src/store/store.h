@@ -1,10 +1,18 @@
 /*
- * store: durable state in SQLite (extensions, SIP bindings, push devices,
- * provisioning links, stored chat messages), written by a thread of its own so SIP processing
- * never waits for the disk. The store owns every SQLite connection of the
- * daemon: no other room opens the database (scripts/check-source refuses
- * <sqlite3.h> outside src/store), so no other thread ever waits on a
- * SQLite lock.
+ * store: durable state (extensions, SIP bindings, push devices,
+ * provisioning links, stored chat messages, cluster nodes), written by a
+ * thread of its own so SIP processing never waits for the disk. Two
+ * backends behind one API ([store] backend): SQLite (the embedded
+ * default, one node) and PostgreSQL (libpq; several nodes share it,
+ * docs/store.md). The store owns every database connection of the
+ * daemon: no other room opens one (scripts/check-source refuses
+ * <sqlite3.h> and <libpq-fe.h> outside src/store), so no other thread
+ * ever waits on a database lock.
+ *
+ * Everything below holds on both backends unless it says otherwise. On
+ * PostgreSQL the writer sends a batch in libpq's pipeline mode as one
+ * transaction (committed at the pipeline's sync), and a commit is durable
+ * as PostgreSQL's own settings make it (synchronous_commit).
  *
  * Writes are queued (a copy of the row goes into a mutex-protected list)
  * and the writer thread commits everything queued in ONE transaction at
@@ -43,11 +51,21 @@
 struct store;
 
 /* [store] section of the configuration (option table in store_cfg.c). */
+enum store_backend { STORE_BACKEND_SQLITE, STORE_BACKEND_POSTGRESQL };
+
 struct store_cfg {
     char *path;         /* SQLite file; ":memory:" is refused */
     unsigned flush_ms;  /* batch window, 10..1000 */
     unsigned max_queue; /* queued writes before new ones are dropped */
+    char *backend;      /* "sqlite" (NULL or "" too) | "postgresql" */
+    char *postgresql;   /* libpq connection string (backend postgresql) */
+    char *node; /* NOT an option: the app sets it from [cluster] node; the
+                   origin of this store's change notifications and the
+                   filter of store_watch ("" or NULL = single node) */
 };
+
+/* The backend cfg names: 0 and *out, or -EINVAL for an unknown name. */
+int store_backend_parse(const char *name, enum store_backend *out);
 
 /* Where an extension comes from. A configuration-file extension is kept
  * in the database too (its bindings are restored with it) but the file is
@@ -91,6 +109,8 @@ struct store_binding {
     uint64_t flow_id;   /* transport connection id (not valid after a
                            restart: connections do not survive it) */
     const char *user_agent;
+    const char *node; /* the cluster node holding the phone's flow (its
+                         [cluster] node name); "" or NULL = none */
 };
 
 /* A push device row (registrar/pushdev.h; table push_devices, one row per
@@ -157,9 +177,14 @@ struct store_stats {
     uint64_t checkpoints; /* WAL checkpoints run, off the writer's thread */
 };
 
-/* Open (create) the database at cfg->path, set WAL, create the schema and
- * start the writer thread. Returns 0 and *out (owned; store_close), or a
- * negative errno with a reason in err ("store: PATH: reason"). */
+/* Open the database (SQLite: create cfg->path, WAL; PostgreSQL: connect
+ * with cfg->postgresql), create or migrate the schema (table
+ * schema_version, the same migrations on both backends) and start the
+ * writer thread. Returns 0 and *out (owned; store_close), or a negative
+ * errno with a reason in err ("store: PATH: reason"; PostgreSQL:
+ * "store: postgresql: <libpq's message>"): -EINVAL for a bad backend name
+ * or a missing connection string, -EIO (-ECONNREFUSED) when the server
+ * cannot be reached. */
 int store_open(const struct store_cfg *cfg, struct store **out, char *err,
                size_t errlen);
 /* Commit everything queued, stop the writer and close. NULL is a no-op. */
@@ -348,9 +373,73 @@ int store_msg_counts(struct store *st, int64_t now_s, store_msg_count_cb *cb,
 
 /* The highest message id ever committed (0 if none), also after the rows
  * are gone (SQLite AUTOINCREMENT keeps it), so that a new id (last + 1)
- * never names an older message again. 0 or -EIO. Start-up. */
+ * never names an older message again. 0 or -EIO. Start-up.
+ * TODO(cluster): on PostgreSQL shared by several nodes, each node counts
+ * on from the same last id at its start, so two nodes can give one id to
+ * two messages (the later put replaces the earlier); ids need a shared
+ * sequence (nextval) before stored messages are cluster-safe. */
 int store_msg_last_id(struct store *st, uint64_t *out);
 
 void store_get_stats(struct store *st, struct store_stats *out);
+
+/* The schema version of the open database (the highest row of
+ * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
+ * -EIO. Blocking read (own connection), like the loads. */
+#define STORE_SCHEMA_VERSION 2
+int store_schema_version(struct store *st, int *out);
+
+/* ---- cluster (docs/cluster.md) ---------------------------------------
+ * Several pushpbx nodes share one PostgreSQL database. The SQLite backend
+ * implements these too (one node: the rows exist, the change feed is
+ * silent). */
+
+/* A row of table nodes. Strings borrowed for the call. */
+struct store_node {
+    const char *name;      /* [cluster] node */
+    const char *advertise; /* SIP URI other nodes reach it at */
+    int64_t started_at;    /* unix seconds */
+    int64_t last_seen;     /* unix seconds (the heartbeat) */
+};
+
+/* Queue the upsert of n's row (by name), like the other writes: 0 or
+ * -ENOSPC (-EINVAL without a name). Any thread. No change notification. */
+int store_node_beat(struct store *st, const struct store_node *n);
+
+/* Read every node row (committed ones; no order). cb as store_ext_load.
+ * Blocking read on a connection of the store's (not the writer's): not on
+ * a SIP worker. 0, cb's non-zero return, or -EIO. */
+typedef int store_node_cb(const struct store_node *n, void *arg);
+int store_node_load(struct store *st, store_node_cb *cb, void *arg);
+
+/* Change feed. On PostgreSQL every committed write that touches extension
+ * X (its extension row, bindings, push devices, provisioning link,
+ * messages) also sends NOTIFY pushpbx, 'ORIGIN X' in the same
+ * transaction (a row trigger; ORIGIN is the writing store's cfg->node, ""
+ * for another client such as psql), so a notification is never seen for a
+ * write that was rolled back, nor lost for one that committed while the
+ * listener was connected.
+ *
+ * store_watch starts a listener (its own connection and thread) that calls
+ * cb(ext, origin, arg) for each notification whose origin is not this
+ * store's node, and cb(NULL, NULL, arg) once connected and after every
+ * reconnect (notifications may have been missed: the caller resynchronises
+ * everything). A lost connection is retried with a backoff from 100 ms up
+ * to 2 s. cb runs on the listener thread: it may call the blocking reads
+ * (store_ext_read, store_node_load) and queue writes. strings are borrowed
+ * for the call. At most one watch per store (-EBUSY); stopped by
+ * store_close (which waits for a running cb). SQLite: returns 0 and never
+ * calls cb. 0, -EBUSY or -errno (thread). */
+typedef void store_change_cb(const char *ext, const char *origin, void *arg);
+int store_watch(struct store *st, store_change_cb *cb, void *arg);
+
+/* One extension's current committed rows: its extension row (ecb), its
+ * bindings not expired at now_s (bcb), its push devices (pcb); any
+ * callback may be NULL; their non-zero return stops and is returned.
+ * -ENOENT when there is no extension row (no callback is called), -EIO.
+ * Blocking read on a connection of the store's (not the writer's); any
+ * thread that may wait (the watch callback), never a SIP worker. */
+int store_ext_read(struct store *st, const char *ext, int64_t now_s,
+                   store_ext_cb *ecb, store_binding_cb *bcb,
+                   store_pushdev_cb *pcb, void *arg);
 
 #endif

@@ -2,7 +2,9 @@
  * store: the [store] configuration section (style.md §9: every option is
  * declared once, here). Only data: the config room loads it.
  */
+#include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "config/cfg.h"
 #include "store/store_cfg.h"
@@ -31,12 +33,53 @@ static const struct cfg_option store_options[] = {
      .offset = offsetof(struct store_cfg, max_queue),
      .help = "Writes waiting for the disk before new ones are dropped "
              "(counted and logged; memory stays authoritative)."},
+    {.key = "backend",
+     .type = CFG_STRING,
+     .def = "sqlite",
+     .offset = offsetof(struct store_cfg, backend),
+     .help = "Where the state lives: sqlite (the file of path; one node) "
+             "or postgresql (the server of [store] postgresql; needed by a "
+             "cluster, docs/store.md)."},
+    {.key = "postgresql",
+     .type = CFG_STRING,
+     .def = "",
+     .offset = offsetof(struct store_cfg, postgresql),
+     .help = "libpq connection string of the PostgreSQL database when "
+             "backend is postgresql, e.g. \"host=/run/postgresql "
+             "dbname=pushpbx user=pushpbx\" (a password is better in "
+             "~/.pgpass than here)."},
 };
+
+/* The backend's name and its connection string, checked at load time so
+ * that a typo stops the start with the line that has it. */
+static int
+store_cfg_finish(void *sec, char *err, size_t errlen)
+{
+    struct store_cfg *c = sec;
+    enum store_backend be;
+
+    if (store_backend_parse(c->backend, &be) < 0) {
+        snprintf(err, errlen,
+                 "backend \"%s\": unknown (sqlite or postgresql)",
+                 c->backend);
+        return -EINVAL;
+    }
+    if (be == STORE_BACKEND_POSTGRESQL &&
+        (!c->postgresql || !c->postgresql[0])) {
+        snprintf(err, errlen,
+                 "backend postgresql needs postgresql = <libpq connection "
+                 "string>, e.g. \"host=/run/postgresql dbname=pushpbx\"");
+        return -EINVAL;
+    }
+    return 0;
+}
 
 const struct cfg_section store_cfg_section = {
     .name = "store",
-    .help = "Persistent storage (SQLite) of extensions and registrations.",
+    .help = "Persistent storage (SQLite, or PostgreSQL for a cluster) of "
+            "extensions, registrations, push devices and messages.",
     .options = store_options,
     .option_count = sizeof(store_options) / sizeof(store_options[0]),
     .size = sizeof(struct store_cfg),
+    .finish = store_cfg_finish,
 };

@@ -31,6 +31,7 @@ def tree(tmp_path):
     write(t, "src/sip/msg.h", '#include "base/slice.h"\n')
     write(t, "src/sip/sip_int.h", "int sip_private;\n")
     write(t, "src/store/store.c", "#include <sqlite3.h>\n#include \"sip/msg.h\"\n")
+    write(t, "src/store/store_pg.c", "#include <libpq-fe.h>\n")
     write(t, "src/proxy/proxy.h", "int proxy_x;\n")
     write(t, "src/proxy/proxy_int.h", "int proxy_private;\n")
     write(t, "src/proxy/proxy.c",
@@ -83,6 +84,12 @@ def test_clean_tree_passes(tree):
      "<sqlite3.h> is not for 'registrar'"),
     ("src/admin/admin_prov.c", "#include <sqlite3.h>\n",
      "<sqlite3.h> is not for 'admin'"),
+    # PostgreSQL too: the store owns every connection (docs/store.md)
+    ("src/registrar/bad.c", "#include <libpq-fe.h>\n",
+     "<libpq-fe.h> is not for 'registrar'"),
+    ("src/admin/bad.c", "#include <libpq-fe.h>\n",
+     "<libpq-fe.h> is not for 'admin'"),
+    ("bench/bad.c", "#include <libpq-fe.h>\n", "<libpq-fe.h> is not for 'bench'"),
     ("src/admin/bad.c", "#include <curl/curl.h>\n", "<curl/curl.h> is not for 'admin'"),
     ("src/proxy/bad.c", "#include <microhttpd.h>\n", "<microhttpd.h> is not for 'proxy'"),
     ("src/base/bad.c", "#include <uv.h>\n", "<uv.h> is not for 'base'"),

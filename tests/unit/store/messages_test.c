@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "store/store.h"
+#include "testdb.h"
 
 struct fixture {
     char dir[64];
@@ -40,6 +41,7 @@ setup(void **state)
     /* flush_ms 1000: what is on disk got there through a commit. */
     f->cfg = (struct store_cfg){
         .path = f->path, .flush_ms = 1000, .max_queue = 100000};
+    tdb_cfg(&f->cfg, f->path);
     char err[256];
     assert_int_equal(store_open(&f->cfg, &f->st, err, sizeof(err)), 0);
     *state = f;

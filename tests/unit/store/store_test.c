@@ -16,7 +16,10 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "config/cfg.h"
 #include "store/store.h"
+#include "store/store_cfg.h"
+#include "testdb.h"
 
 struct fixture {
     char dir[64];
@@ -33,6 +36,7 @@ setup(void **state)
     snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
     f->cfg = (struct store_cfg){
         .path = f->path, .flush_ms = 20, .max_queue = 100000};
+    tdb_cfg(&f->cfg, f->path);
     *state = f;
     return 0;
 }
@@ -227,6 +231,9 @@ test_batched_and_wal(void **state)
     assert_int_equal(store_binding_load(st, 0, bind_cb, &c), 0);
     assert_int_equal(c.n, 2000);
 
+    store_close(st);
+    if (tdb_pg())
+        return; /* WAL is SQLite's */
     sqlite3 *db;
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL),
                      SQLITE_OK);
@@ -237,7 +244,6 @@ test_batched_and_wal(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
     sqlite3_finalize(q);
     sqlite3_close(db);
-    store_close(st);
 }
 
 static void
@@ -269,6 +275,7 @@ test_bad_paths(void **state)
     struct store *st = NULL;
     char err[256] = "";
 
+    f->cfg.backend = "sqlite"; /* paths are SQLite's, on both runs */
     f->cfg.path = ":memory:";
     assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "store:"));
@@ -302,6 +309,80 @@ test_bad_paths(void **state)
     assert_int_equal(rmdir(bad), 0);
 }
 
+/* [store] backend and postgresql: each mistake refused with its reason,
+ * nothing left running. */
+static void
+test_bad_backend(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = NULL;
+    char err[512] = "";
+
+    f->cfg.backend = "mysql";
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "mysql"));
+    assert_non_null(strstr(err, "sqlite or postgresql"));
+
+    f->cfg.backend = "postgresql";
+    f->cfg.postgresql = "";
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "[store] postgresql is required"));
+
+    f->cfg.postgresql = "host=/tmp dbname"; /* libpq: a syntax error */
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "connection string"));
+    assert_non_null(strstr(err, "dbname"));
+
+    /* Nobody listens there: libpq's own message, no crash. */
+    f->cfg.postgresql = "host=/nonexistent-pushpbx dbname=x connect_timeout=2";
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)),
+                     -ECONNREFUSED);
+    assert_non_null(strstr(err, "store: postgresql: connect:"));
+    assert_non_null(strstr(err, "/nonexistent-pushpbx"));
+    assert_null(st);
+
+    enum store_backend be;
+    assert_int_equal(store_backend_parse(NULL, &be), 0);
+    assert_int_equal(be, STORE_BACKEND_SQLITE);
+    assert_int_equal(store_backend_parse("postgresql", &be), 0);
+    assert_int_equal(be, STORE_BACKEND_POSTGRESQL);
+    assert_int_equal(store_backend_parse("PostgreSQL", &be), -EINVAL);
+}
+
+/* The [store] options as the daemon loads them: defaults, and a bad
+ * backend or a missing connection string stops the load with a reason. */
+static void
+test_cfg_options(void **state)
+{
+    (void)state;
+    const struct cfg_section *secs[] = {&store_cfg_section};
+    struct cfg *c = NULL;
+    char err[512] = "";
+
+    assert_int_equal(cfg_load(secs, 1, NULL, NULL, 0, &c, err, sizeof(err)),
+                     0);
+    const struct store_cfg *sc = cfg_get(c, &store_cfg_section);
+    assert_string_equal(sc->backend, "sqlite");
+    assert_string_equal(sc->postgresql, "");
+    cfg_free(c);
+
+    const char *ok[] = {"store.backend=postgresql",
+                        "store.postgresql=host=/run/postgresql dbname=p"};
+    assert_int_equal(cfg_load(secs, 1, NULL, ok, 2, &c, err, sizeof(err)), 0);
+    sc = cfg_get(c, &store_cfg_section);
+    assert_string_equal(sc->postgresql, "host=/run/postgresql dbname=p");
+    cfg_free(c);
+
+    const char *bad[] = {"store.backend=mysql"};
+    assert_int_equal(cfg_load(secs, 1, NULL, bad, 1, &c, err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "mysql"));
+    const char *none[] = {"store.backend=postgresql"};
+    assert_int_equal(cfg_load(secs, 1, NULL, none, 1, &c, err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "needs postgresql"));
+}
+
 int
 main(void)
 {
@@ -313,6 +394,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_batched_and_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_backend, setup, teardown),
+        cmocka_unit_test(test_cfg_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

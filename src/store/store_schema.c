@@ -1,0 +1,156 @@
+/*
+ * store/store_schema: the one list of schema migrations of both backends
+ * (store_int.h). A database records the migrations it ran in table
+ * schema_version; store_open runs the missing ones in order.
+ *
+ * Version 1 is the schema as it was before the list existed: on SQLite
+ * its statements are CREATE ... IF NOT EXISTS, so a file written by an
+ * older pushpbx (tables there, no schema_version) passes through it
+ * unchanged. Never edit a migration that has shipped: add one.
+ */
+#include <stddef.h>
+
+#include "store/store_int.h"
+
+const char *const store_source_name[2] = {
+    [STORE_EXT_API] = "api",
+    [STORE_EXT_CONFIG] = "config",
+};
+
+const struct store_migration store_migrations[] = {
+    {.version = 1,
+     .sqlite =
+         "CREATE TABLE IF NOT EXISTS extensions("
+         " number TEXT PRIMARY KEY, display TEXT NOT NULL, realm TEXT NOT NULL,"
+         " ha1_md5 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL,"
+         " enabled INTEGER NOT NULL, max_push_devices INTEGER NOT NULL,"
+         " source TEXT NOT NULL DEFAULT 'api');"
+         "CREATE TABLE IF NOT EXISTS bindings("
+         " ext TEXT NOT NULL, bkey TEXT NOT NULL, uri TEXT NOT NULL,"
+         " params TEXT NOT NULL, instance TEXT NOT NULL,"
+         " reg_id INTEGER NOT NULL,"
+         " call_id TEXT NOT NULL, cseq INTEGER NOT NULL,"
+         " expires_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+         " path TEXT NOT NULL, source TEXT NOT NULL,"
+         " transport INTEGER NOT NULL,"
+         " flow_id INTEGER NOT NULL, user_agent TEXT NOT NULL,"
+         " PRIMARY KEY(ext, bkey));"
+         /* Push devices: the same table (and file) the registrar wrote on
+          * a connection of its own before the store owned it. */
+         "CREATE TABLE IF NOT EXISTS push_devices("
+         " provider TEXT NOT NULL, prid TEXT NOT NULL, ext TEXT NOT NULL,"
+         " param TEXT NOT NULL, instance TEXT NOT NULL,"
+         " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+         " PRIMARY KEY(provider, prid));"
+         "CREATE INDEX IF NOT EXISTS push_devices_ext ON push_devices(ext);"
+         "CREATE TABLE IF NOT EXISTS prov_links("
+         " ext TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE,"
+         " password TEXT NOT NULL, created_at INTEGER NOT NULL,"
+         " expires_at INTEGER NOT NULL, fetches INTEGER NOT NULL,"
+         " max_fetches INTEGER NOT NULL);"
+         /* AUTOINCREMENT although the ids are ours: sqlite_sequence keeps
+          * the highest id ever inserted (store_msg_last_id). */
+         "CREATE TABLE IF NOT EXISTS messages("
+         " id INTEGER PRIMARY KEY AUTOINCREMENT, ext TEXT NOT NULL,"
+         " sender_uri TEXT NOT NULL, sender_name TEXT NOT NULL,"
+         " call_id TEXT NOT NULL, cseq INTEGER NOT NULL,"
+         " content_type TEXT NOT NULL, body BLOB NOT NULL,"
+         " received_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);"
+         "CREATE INDEX IF NOT EXISTS messages_ext ON messages(ext, id);"
+         "CREATE INDEX IF NOT EXISTS messages_expires"
+         " ON messages(expires_at);",
+     /* bigint everywhere: cseq and the times do not fit an integer. */
+     .pg =
+         "CREATE TABLE extensions("
+         " number text PRIMARY KEY, display text NOT NULL, realm text NOT NULL,"
+         " ha1_md5 text NOT NULL, ha1_sha256 text NOT NULL,"
+         " enabled bigint NOT NULL, max_push_devices bigint NOT NULL,"
+         " source text NOT NULL DEFAULT 'api');"
+         "CREATE TABLE bindings("
+         " ext text NOT NULL, bkey text NOT NULL, uri text NOT NULL,"
+         " params text NOT NULL, instance text NOT NULL,"
+         " reg_id bigint NOT NULL,"
+         " call_id text NOT NULL, cseq bigint NOT NULL,"
+         " expires_at bigint NOT NULL, updated_at bigint NOT NULL,"
+         " path text NOT NULL, source text NOT NULL, transport bigint NOT NULL,"
+         " flow_id bigint NOT NULL, user_agent text NOT NULL,"
+         " PRIMARY KEY(ext, bkey));"
+         "CREATE TABLE push_devices("
+         " provider text NOT NULL, prid text NOT NULL, ext text NOT NULL,"
+         " param text NOT NULL, instance text NOT NULL,"
+         " created_at bigint NOT NULL, last_seen bigint NOT NULL,"
+         " PRIMARY KEY(provider, prid));"
+         "CREATE INDEX push_devices_ext ON push_devices(ext);"
+         "CREATE TABLE prov_links("
+         " ext text PRIMARY KEY, token text NOT NULL UNIQUE,"
+         " password text NOT NULL, created_at bigint NOT NULL,"
+         " expires_at bigint NOT NULL, fetches bigint NOT NULL,"
+         " max_fetches bigint NOT NULL);"
+         /* The ids are ours; message_seq plays sqlite_sequence's part. */
+         "CREATE TABLE messages("
+         " id bigint PRIMARY KEY, ext text NOT NULL,"
+         " sender_uri text NOT NULL, sender_name text NOT NULL,"
+         " call_id text NOT NULL, cseq bigint NOT NULL,"
+         " content_type text NOT NULL, body bytea NOT NULL,"
+         " received_at bigint NOT NULL, expires_at bigint NOT NULL);"
+         "CREATE INDEX messages_ext ON messages(ext, id);"
+         "CREATE INDEX messages_expires ON messages(expires_at);"
+         "CREATE TABLE message_seq(last_id bigint NOT NULL);"
+         "INSERT INTO message_seq VALUES(0);"
+         /* The change feed (store.h, store_watch): every row written that
+          * belongs to an extension notifies 'ORIGIN EXT' at commit, in
+          * the writing transaction. ORIGIN is the writer's session
+          * setting pushpbx.node ("" for psql). PostgreSQL folds equal
+          * notifications of one transaction into one. */
+         "CREATE FUNCTION pushpbx_notify() RETURNS trigger"
+         " LANGUAGE plpgsql AS $f$"
+         " DECLARE o text := coalesce(current_setting('pushpbx.node', true),"
+         " '');"
+         " BEGIN"
+         "  IF TG_OP <> 'INSERT' THEN"
+         "   PERFORM pg_notify('pushpbx', o || ' ' || OLD.ext); END IF;"
+         "  IF TG_OP <> 'DELETE' THEN"
+         "   PERFORM pg_notify('pushpbx', o || ' ' || NEW.ext); END IF;"
+         "  RETURN NULL;"
+         " END $f$;"
+         /* The same for extensions, whose column is number. */
+         "CREATE FUNCTION pushpbx_notify_number() RETURNS trigger"
+         " LANGUAGE plpgsql AS $f$"
+         " DECLARE o text := coalesce(current_setting('pushpbx.node', true),"
+         " '');"
+         " BEGIN"
+         "  IF TG_OP <> 'INSERT' THEN"
+         "   PERFORM pg_notify('pushpbx', o || ' ' || OLD.number); END IF;"
+         "  IF TG_OP <> 'DELETE' THEN"
+         "   PERFORM pg_notify('pushpbx', o || ' ' || NEW.number); END IF;"
+         "  RETURN NULL;"
+         " END $f$;"
+         "CREATE TRIGGER extensions_notify AFTER INSERT OR UPDATE OR DELETE"
+         " ON extensions FOR EACH ROW EXECUTE FUNCTION pushpbx_notify_number();"
+         "CREATE TRIGGER bindings_notify AFTER INSERT OR UPDATE OR DELETE"
+         " ON bindings FOR EACH ROW EXECUTE FUNCTION pushpbx_notify();"
+         "CREATE TRIGGER push_devices_notify AFTER INSERT OR UPDATE OR DELETE"
+         " ON push_devices FOR EACH ROW EXECUTE FUNCTION pushpbx_notify();"
+         "CREATE TRIGGER prov_links_notify AFTER INSERT OR UPDATE OR DELETE"
+         " ON prov_links FOR EACH ROW EXECUTE FUNCTION pushpbx_notify();"
+         "CREATE TRIGGER messages_notify AFTER INSERT OR UPDATE OR DELETE"
+         " ON messages FOR EACH ROW EXECUTE FUNCTION pushpbx_notify();"},
+    /* Cluster: the node holding each binding, and the nodes' heartbeats. */
+    {.version = 2,
+     .sqlite = "ALTER TABLE bindings ADD COLUMN node TEXT NOT NULL"
+               " DEFAULT '';"
+               "CREATE TABLE nodes(name TEXT PRIMARY KEY,"
+               " advertise TEXT NOT NULL, started_at INTEGER NOT NULL,"
+               " last_seen INTEGER NOT NULL);",
+     .pg = "ALTER TABLE bindings ADD COLUMN node text NOT NULL DEFAULT '';"
+           "CREATE TABLE nodes(name text PRIMARY KEY,"
+           " advertise text NOT NULL, started_at bigint NOT NULL,"
+           " last_seen bigint NOT NULL);"},
+};
+
+const size_t store_migration_count =
+    sizeof(store_migrations) / sizeof(store_migrations[0]);
+
+_Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) ==
+                   STORE_SCHEMA_VERSION,
+               "STORE_SCHEMA_VERSION is the last migration");
