@@ -61,13 +61,13 @@ checkpoint(struct store_ckpt *c)
     int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
                                        &log_frames, &done);
 
-    if (rc == SQLITE_OK && log_frames >= STORE_CKPT_MAX_PAGES &&
-        done < log_frames) {
-        /* The writer never paused long enough for a PASSIVE checkpoint to
-         * finish, so the WAL is never restarted and grows: RESTART waits
-         * (busy timeout) for the writer's current transaction, copies the
-         * rest and makes the next commit start the WAL over. The writer
-         * waits for it this once. */
+    if (rc == SQLITE_OK && log_frames >= STORE_CKPT_MAX_PAGES) {
+        /* The WAL starts over only at a write transaction that finds every
+         * frame copied; a writer that never pauses always adds frames
+         * while a PASSIVE checkpoint runs, so the WAL grows. RESTART
+         * waits (busy timeout) for the writer's current transaction,
+         * holds new ones back, copies the rest and lets the next commit
+         * start the WAL over. The writer waits for it this once. */
         rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_RESTART,
                                        &log_frames, &done);
         if (rc == SQLITE_OK)

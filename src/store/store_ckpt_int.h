@@ -25,9 +25,10 @@ struct store_ckpt;
 
 /* WAL pages after which a checkpoint is asked for (SQLite's own default). */
 #define STORE_CKPT_PAGES 1000
-/* A WAL this long that PASSIVE checkpoints could not finish (the writer
- * never paused) gets a RESTART checkpoint, which the writer waits for:
- * the file stays bounded (~64 MB at 4 KiB pages) under any load. */
+/* A WAL this long (PASSIVE checkpoints kept up, but the writer never
+ * paused, so the WAL never started over) gets a RESTART checkpoint, which
+ * the writer waits for: the file stays bounded (~64 MB at 4 KiB pages)
+ * under any load. */
 #define STORE_CKPT_MAX_PAGES 16000
 
 /* Turn off writer_db's automatic checkpoint, hook its commits and start the
