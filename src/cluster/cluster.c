@@ -258,7 +258,10 @@ cluster_is_peer(const struct sockaddr *host, void *arg)
     return yes;
 }
 
-/* Where a binding row of node goes: its node's "ip:port" when alive. */
+/* Where a binding row of node goes: its node's "ip:port" when alive.
+ * A node the cache does not know as alive yet (it started within the
+ * last tick, and a phone registered there at once) is read from the store
+ * here: the cache itself (and the up/down transitions) stay the tick's. */
 static bool
 node_hostport(struct cluster *cl, const char *node, char *out, size_t cap)
 {
@@ -270,7 +273,19 @@ node_hostport(struct cluster *cl, const char *node, char *out, size_t cap)
         snprintf(out, cap, "%s", x->hostport);
         ok = true;
     }
+    bool known = x != NULL;
     pthread_mutex_unlock(&cl->lock);
+    if (ok || known)
+        return ok; /* known and dead: its bindings are ignored */
+    struct node_vec nv = {.cl = cl, .now = now_s(cl)};
+    if (store_node_load(cl->st, load_node, &nv) == 0) {
+        x = find_node(nv.v, nv.n, node);
+        if (x && x->alive && x->hostport[0]) {
+            snprintf(out, cap, "%s", x->hostport);
+            ok = true;
+        }
+    }
+    free(nv.v);
     return ok;
 }
 
