@@ -5,6 +5,9 @@
  * A single node lists itself alone ("cluster": false). The rows come from
  * the app's list_nodes source (the cluster room's cache); this file only
  * shapes the answer. Admin thread; a few rows.
+ *
+ * TODO(cluster): GET /api/registrations does not say which node holds
+ * each binding (reg_contact.node); here they are only counted.
  */
 #include <stddef.h>
 

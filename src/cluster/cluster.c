@@ -448,6 +448,8 @@ apply_ext(struct cluster *cl, const char *ext)
         rows_free(&r);
         return;
     }
+    /* TODO(cluster): stored messages another node wrote for ext are not
+     * added to this node's message index (registrar/msgstore.h). */
     if (r.has_ext)
         (void)reg_ext_apply(cl->reg, &r.e);
     route_rows(cl, r.b, r.nb);
