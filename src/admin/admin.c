@@ -205,6 +205,9 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 2 && strcmp(seg[1], "calls") == 0)
         return admin_send_json(
             c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_calls, false));
+    if (n == 2 && strcmp(seg[1], "nodes") == 0) /* admin_nodes.c */
+        return admin_send_json(
+            c, MHD_HTTP_OK, admin_nodes_json(a->src.list_nodes, a->src.arg));
     if (n == 2 && strcmp(seg[1], "media") == 0)
         return admin_send_json(
             c, MHD_HTTP_OK, admin_provider_list(a, a->src.list_media, false));

@@ -199,6 +199,9 @@ struct admin_sources {
     admin_list_fn *list_wakeups;
     admin_list_fn *list_devices;
     admin_list_fn *list_media; /* GET /api/media: the rtpengines' state */
+    /* GET /api/nodes (admin_nodes.c): name, advertise, self, alive,
+     * started_at, last_seen, bindings, calls (null when unknown) */
+    admin_list_fn *list_nodes;
     /* NULL: pages filter list_devices (O(every device) a page). */
     admin_ext_list_fn *list_ext_devices;
     admin_push_test_fn *push_test;

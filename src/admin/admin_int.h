@@ -146,6 +146,11 @@ void admin_job_free(struct admin_job *j);
 struct reg_msg_table;
 struct buf;
 json_t *admin_messages_json(struct reg_msg_table *t);
+
+/* GET /api/nodes (admin_nodes.c): {"available", "cluster", "items"} from
+ * the list_nodes source (NULL: unavailable). The body is owned by the
+ * caller. Admin thread. */
+json_t *admin_nodes_json(int (*fn)(void *arg, json_t *items), void *arg);
 void admin_messages_metrics(struct buf *b, struct reg_msg_table *t);
 
 /* ---- the server (admin.c) ---------------------------------------------- */

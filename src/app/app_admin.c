@@ -28,6 +28,7 @@
 #include "app/worker.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "cluster/cluster.h"
 #include "media/client.h"
 #include "proxy/proxy.h"
 #include "push/push.h"
@@ -57,6 +58,8 @@ static struct app_admin {
     struct admin_sources wake; /* app_wake's providers, forwarded */
     struct store *store;       /* admin writes commit through it */
     struct media_relays *relays; /* [media] rtpengines; may be NULL */
+    struct cluster *cluster;     /* [cluster]; NULL for a single node */
+    struct reg *reg;
     _Atomic uint64_t calls_started, calls_ended, calls_answered;
     char fcm_project[128], fcm_sender[64];
 } the;
@@ -99,6 +102,50 @@ void
 app_admin_media(struct media_relays *relays)
 {
     the.relays = relays;
+}
+
+void
+app_admin_cluster(struct cluster *cl)
+{
+    the.cluster = cl;
+}
+
+/* GET /api/nodes: the nodes of the cluster (this one first), or this
+ * node alone when it is not in a cluster. Calls are known for this node
+ * only. */
+static int
+list_nodes(void *arg, json_t *items)
+{
+    uint64_t st = atomic_load(&the.calls_started);
+    uint64_t en = atomic_load(&the.calls_ended);
+    json_int_t calls = (json_int_t)(st > en ? st - en : 0);
+
+    (void)arg;
+    if (!the.cluster) {
+        struct reg_stats rs;
+        reg_get_stats(the.reg, &rs);
+        json_array_append_new(
+            items, json_pack("{s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:I}",
+                             "name", "", "advertise", "", "self", 1, "alive",
+                             1, "started_at", (json_int_t)0, "last_seen",
+                             (json_int_t)time(NULL), "bindings",
+                             (json_int_t)rs.bindings, "calls", calls));
+        return 0;
+    }
+    struct cluster_node_info v[64];
+    size_t n = cluster_nodes(the.cluster, v, 64);
+    /* TODO(cluster): calls of the other nodes (not in the heartbeat). */
+    for (size_t i = 0; i < n && i < 64; i++)
+        json_array_append_new(
+            items,
+            json_pack("{s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:o}", "name",
+                      v[i].name, "advertise", v[i].advertise, "self",
+                      v[i].self, "alive", v[i].alive, "started_at",
+                      (json_int_t)v[i].started_at, "last_seen",
+                      (json_int_t)v[i].last_seen, "bindings",
+                      (json_int_t)v[i].bindings, "calls",
+                      v[i].self ? json_integer(calls) : json_null()));
+    return 0;
 }
 
 /* GET /api/media: one item per rtpengine. */
@@ -993,6 +1040,7 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
         n++;
     }
     the.cfg = cfg;
+    the.reg = reg;
     the.workers = workers;
     the.worker_count = count;
     the.app_wake = wake;
@@ -1021,6 +1069,7 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .list_wakeups = the.wake.list_wakeups ? fwd_wakeups : NULL,
                 .list_devices = the.wake.list_devices ? fwd_devices : NULL,
                 .list_media = the.relays ? list_media : NULL,
+                .list_nodes = list_nodes,
                 .list_ext_devices =
                     the.wake.list_ext_devices ? fwd_ext_devices : NULL,
                 .device_del = the.wake.device_del ? fwd_device_del : NULL,

@@ -33,6 +33,12 @@ int app_admin_attach(struct proxy_shared *sh);
 struct media_relays;
 void app_admin_media(struct media_relays *relays);
 
+/* The cluster (borrowed; outlives the admin) for GET /api/nodes. Main
+ * thread, before the admin starts. NULL (single node): /api/nodes lists
+ * this node alone. */
+struct cluster;
+void app_admin_cluster(struct cluster *cl);
+
 /* Install the [extension.N] sections of the configuration file into the
  * registrar after reg_load restored the store's extensions. The file wins
  * over the database: a database extension created through the API that

@@ -13,6 +13,7 @@
 #include "admin/admin.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "cluster/cluster_cfg.h"
 #include "media/media_cfg.h"
 #include "proxy/proxy_cfg.h"
 #include "push/push_cfg.h"
@@ -247,6 +248,7 @@ static const struct cfg_section *const sections[] = {
     &reg_ext_cfg_section, &reg_msg_cfg_section, &admin_cfg_section,
     &proxy_cfg_section, &push_apns_cfg_section, &push_fcm_cfg_section,
     &push_wake_cfg_section, &media_cfg_section, &tp_tls_cfg_section,
+    &cluster_cfg_section,
     /* Later rooms add their sections here ([push.apns], ...). */
 };
 

@@ -385,3 +385,9 @@ app_wake_admin(struct admin_sources *src, struct admin_push_info *push)
         push->apns_topic = aw->ac->topic[0] ? aw->ac->topic : NULL;
     }
 }
+
+struct pushdev_table *
+app_wake_devices(struct app_wake *aw)
+{
+    return aw ? aw->devices : NULL;
+}

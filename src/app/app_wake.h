@@ -40,6 +40,9 @@ void app_wake_worker_stop(struct app_wake *aw, unsigned idx);
 void app_wake_tick(struct app_wake *aw);
 /* After every worker has stopped. NULL is a no-op. */
 void app_wake_close(struct app_wake *aw);
+/* The push-device table (borrowed; lives until app_wake_close), for the
+ * cluster's change handler. NULL aw: NULL. */
+struct pushdev_table *app_wake_devices(struct app_wake *aw);
 /* No push in flight: every push handed to the push thread has completed
  * (a stopping daemon waits for its missed-call pushes). NULL: true. Any
  * thread. */

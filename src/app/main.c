@@ -31,6 +31,8 @@
 #include "app/worker.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
+#include "cluster/cluster.h"
+#include "cluster/cluster_cfg.h"
 #include "config/cfg.h"
 #include "media/client.h"
 #include "media/media_cfg.h"
@@ -70,6 +72,7 @@ struct daemon {
     struct admin *admin;   /* admin HTTP server (own thread); may be NULL */
     struct app_wake *wake; /* push devices, push thread, wake-ups */
     struct media_relays *relays; /* [media] rtpengines; shared by workers */
+    struct cluster *cluster; /* [cluster]; NULL for a single node */
 };
 
 static void
@@ -323,6 +326,7 @@ on_expire(uv_timer_t *h)
     if (n)
         log_debug("app", "expired bindings=%zu", n);
     app_wake_tick(d->wake);
+    cluster_tick(d->cluster); /* NULL (single node): nothing */
 }
 
 /* Open the store, restore the registrar from it, then import the
@@ -333,14 +337,27 @@ registrar_open(struct daemon *d)
 {
     const struct store_cfg *sc = cfg_get(d->cfg, &store_cfg_section);
     const struct reg_cfg *rc = cfg_get(d->cfg, &reg_cfg_section);
+    const struct cluster_cfg *cc = cfg_get(d->cfg, &cluster_cfg_section);
     char err[512];
 
-    if (store_open(sc, &d->store, err, sizeof(err)) < 0) {
+    enum store_backend be = STORE_BACKEND_SQLITE;
+    (void)store_backend_parse(sc->backend, &be); /* checked when loaded */
+    if (cc->node[0] && be != STORE_BACKEND_POSTGRESQL) {
+        log_error("app", "[cluster] node = %s needs [store] backend = "
+                         "postgresql (the nodes share its database), not %s",
+                  cc->node, sc->backend && sc->backend[0] ? sc->backend
+                                                          : "sqlite");
+        return 1;
+    }
+    struct store_cfg scn = *sc;
+    scn.node = cc->node; /* "" = single node */
+    if (store_open(&scn, &d->store, err, sizeof(err)) < 0) {
         log_error("app", "%s", err);
         return 1;
     }
     struct reg_opts o = {.cfg = rc, .domain = d->sip->domain,
                          .realm = d->sip->realm, .store = d->store,
+                         .node = cc->node,
                          .messages = cfg_get(d->cfg, &reg_msg_cfg_section)};
     if (reg_new(&o, &d->reg) < 0 || reg_load(d->reg) < 0) {
         log_error("app", "registrar: cannot restore from %s", sc->path);
@@ -348,6 +365,41 @@ registrar_open(struct daemon *d)
     }
     /* The file's extensions over the database's (app_admin.c). */
     return app_admin_load_extensions(d->cfg, d->reg, d->store);
+}
+
+/* New remote bindings (another node's REGISTER): a call ringing here for
+ * that extension gets its branch, as after a local REGISTER. */
+static void
+on_remote_bindings(const char *ext, void *arg)
+{
+    struct daemon *d = arg;
+    proxy_binding_added(d->proxy, slice_cstr(ext));
+}
+
+/* [cluster] node set: join the cluster (heartbeat, other nodes' bindings
+ * and push devices, the change listener) and let the proxy trust the
+ * nodes. Before the workers. Returns 0, or 1 after logging why. */
+static int
+cluster_start(struct daemon *d)
+{
+    const struct cluster_cfg *cc = cfg_get(d->cfg, &cluster_cfg_section);
+    char err[512];
+
+    if (!cc->node[0])
+        return 0; /* single node: the cluster room stays out of the way */
+    struct cluster_opts o = {.cfg = cc,
+                             .store = d->store,
+                             .reg = d->reg,
+                             .devices = app_wake_devices(d->wake),
+                             .bindings_added = on_remote_bindings,
+                             .arg = d};
+    if (cluster_open(&o, &d->cluster, err, sizeof(err)) < 0) {
+        log_error("app", "%s", err);
+        return 1;
+    }
+    proxy_shared_set_cluster(d->proxy, cluster_is_peer, d->cluster);
+    app_admin_cluster(d->cluster);
+    return 0;
 }
 
 static void
@@ -541,6 +593,7 @@ stop:
         worker_stop(&d->workers[i]);
 join:
     admin_stop(d->admin); /* its thread reads the registrar: stop first */
+    cluster_stop(d->cluster); /* no more notes to workers about to go */
     d->admin = NULL;
     /* Workers not started run their loop to the end in worker_fini. */
     for (unsigned i = 0; i < d->worker_count; i++)
@@ -740,13 +793,17 @@ main(int argc, char **argv)
     if (status == 0)
         status = app_wake_open(cfg, d.reg, d.store, d.proxy, &d.wake);
     if (status == 0)
+        status = cluster_start(&d);
+    if (status == 0)
         app_admin_attach(d.proxy); /* call counters; before the workers */
     if (status == 0)
         status = run_daemon(&d, ready_file);
+    cluster_stop(d.cluster);    /* (again: a start that failed early) */
     app_wake_close(d.wake);     /* after the workers: joins the push thread */
     proxy_shared_free(d.proxy); /* after every worker has stopped */
     media_relays_free(d.relays);
     registrar_close(&d);
+    cluster_close(d.cluster); /* after store_close: its listener is gone */
     /* Run close callbacks of the signal handles, then free the loop. */
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);

@@ -66,6 +66,8 @@ usage(FILE *f)
                "                               (all pages, or one page of N)\n"
                "  calls                        recent calls and their "
                "outcome\n"
+               "  nodes                        the cluster's nodes: up or "
+               "down, bindings, calls\n"
                "  push list                    recent pushes\n"
                "  push test EXT                send a test push to EXT's "
                "devices\n"
@@ -432,6 +434,38 @@ show_calls(json_t *j)
                      1000.0);
         printf("%-10s %-8s %-8s %-16s %-9s %s\n", when, str(c, "from"),
                str(c, "to"), str(c, "result"), dur, str(c, "call_id"));
+    }
+}
+
+/* pushpbxctl nodes: GET /api/nodes (docs/cluster.md). */
+static void
+show_nodes(json_t *j)
+{
+    size_t i;
+    json_t *n;
+
+    if (!json_is_true(json_object_get(j, "cluster")))
+        printf("single node (no [cluster] node set)\n");
+    printf("%-16s %-5s %-28s %-9s %-8s %s\n", "NODE", "STATE", "ADVERTISE",
+           "BINDINGS", "CALLS", "LAST SEEN");
+    json_array_foreach(json_object_get(j, "items"), i, n)
+    {
+        char when[16] = "-", calls[24] = "-";
+        time_t t = (time_t)json_integer_value(json_object_get(n, "last_seen"));
+        struct tm tm;
+        if (t && localtime_r(&t, &tm))
+            strftime(when, sizeof(when), "%H:%M:%S", &tm);
+        json_t *cj = json_object_get(n, "calls");
+        if (json_is_integer(cj))
+            snprintf(calls, sizeof(calls), "%lld",
+                     (long long)json_integer_value(cj));
+        const char *name = str(n, "name");
+        printf("%-16s %-5s %-28s %-9lld %-8s %s%s\n", name[0] ? name : "-",
+               json_is_true(json_object_get(n, "alive")) ? "up" : "down",
+               str(n, "advertise")[0] ? str(n, "advertise") : "-",
+               (long long)json_integer_value(json_object_get(n, "bindings")),
+               calls, when,
+               json_is_true(json_object_get(n, "self")) ? "  (this node)" : "");
     }
 }
 
@@ -1038,6 +1072,8 @@ main(int argc, char **argv)
             ex = cmd_reg(&c, sub_argc, sub_argv);
         else if (strcmp(cmd, "calls") == 0 && sub_argc == 0)
             ex = simple(&c, "GET", "/api/calls", NULL, show_calls);
+        else if (strcmp(cmd, "nodes") == 0 && sub_argc == 0)
+            ex = simple(&c, "GET", "/api/nodes", NULL, show_nodes);
         else if (strcmp(cmd, "push") == 0)
             ex = cmd_push(&c, sub_argc, sub_argv);
         else if (strcmp(cmd, "prov") == 0)

@@ -198,6 +198,21 @@ void proxy_shared_set_media(struct proxy_shared *sh,
                             struct media_relays *relays, int relay,
                             int on_failure, int ice, int srtp);
 
+/* [cluster] (docs/cluster.md): is_peer(host, arg) answers whether an
+ * address (its host; the port is not compared) is an alive node of the
+ * cluster. With it set, an INVITE whose top Route (ours) carries
+ * pp-ext=EXT is a branch another node forked to a binding this node
+ * holds: from a peer it skips the caller's authentication (the first node
+ * did it) and forks only to this node's own bindings of EXT whose Contact
+ * is the Request-URI (no push, no remote binding; 480 if none), from
+ * anyone else it gets 403. Without it (single node) pp-ext is refused
+ * too. is_peer must be thread-safe (any worker calls it). Main thread,
+ * before proxy_new. */
+struct sockaddr;
+typedef bool proxy_peer_fn(const struct sockaddr *host, void *arg);
+void proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
+                              void *arg);
+
 /* Media counters since start, summed over workers. Any thread. */
 enum proxy_media_counter {
     PROXY_MEDIA_OFFERS,      /* offers rtpengine answered ok */

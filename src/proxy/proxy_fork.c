@@ -304,6 +304,7 @@ proxy_branch_send(struct proxy_call *c, struct branch *b,
     char via[TP_ADDRSTRLEN + 96], mp[32] = "", na[TP_ADDRSTRLEN + 16] = "";
     char nb[TP_ADDRSTRLEN + 16] = "";
     char rr[2 * (TP_ADDRSTRLEN + 200)];
+    char route[TP_ADDRSTRLEN + 96];
     struct sip_fwd f = {.ruri = b->uri ? slice_cstr(b->uri) : SLICE_NULL,
                         .pop_route = b->pop,
                         .pop_route2 = b->pop && c->pop2};
@@ -323,6 +324,17 @@ proxy_branch_send(struct proxy_call *c, struct branch *b,
              proxy_tp_upper(dst->proto), p->via_host[proxy_tpk(dst->proto)],
              b->vbranch);
     f.via = slice_cstr(via);
+    if (b->peer) {
+        /* RFC 3327 semantics: the node holding the phone's flow is the
+         * next hop; it forks to its own binding whose Contact is the
+         * Request-URI (proxy_route.c, route_peer).
+         * TODO(cluster): node to node over UDP only (the advertise URI's
+         * transport is not used); a large INVITE may need TCP. */
+        char a[TP_ADDRSTRLEN];
+        snprintf(route, sizeof(route), "Route: <sip:%s;lr;pp-ext=%s>\r\n",
+                 tp_addr_format(&dst->addr, a, sizeof(a)), c->rec.callee);
+        f.extra = slice_cstr(route);
+    }
     if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
         enum tp_proto in = c->src_a.proto, out = dst->proto;
         int n = 0;
@@ -414,7 +426,7 @@ proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
         memcpy(&d->addr.u.in4, &b->addr, sizeof(struct sockaddr_in));
         d->addr.len = sizeof(struct sockaddr_in);
     }
-    if (b->transport == REG_TP_UDP) {
+    if (b->transport == REG_TP_UDP && !(b->node && b->node[0])) {
         /* NAT rule: the source address is where a NAT'd phone is
          * reachable; but a Contact on the source's own host, or on a
          * non-private address, is honoured as written (a UA may register
@@ -478,7 +490,8 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
     c->nbr++;
     proxy_dest_from_binding(p, b, &dst);
     br->tls = b->transport == REG_TP_TLS;
-    if (b->transport == REG_TP_UDP) {
+    br->peer = b->node && b->node[0];
+    if (b->transport == REG_TP_UDP && !br->peer) {
         /* NATed: the INVITE goes to where it registered from, not to
          * its (private) Contact (proxy_dest_from_binding). */
         struct sip_uri u;
@@ -532,6 +545,8 @@ proxy_fork_new_bindings(struct proxy *p, struct proxy_call *c)
     struct reg_contact *bs;
     size_t count;
 
+    if (c->peer)
+        return; /* the node that holds the call adds its own branches */
     arena_reset(&p->a);
     if (reg_lookup(p->sh->reg, slice_cstr(c->rec.callee), &p->a, &bs, &count) <
         0)

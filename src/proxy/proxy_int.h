@@ -78,6 +78,9 @@ struct proxy_shared {
      * Kamailio's sl module does, so the ACK for such a response, which
      * matches no transaction, is known by its To tag and absorbed. */
     char sl_tag[17];
+    /* [cluster]: peer check (proxy_shared_set_cluster); NULL = single */
+    proxy_peer_fn *is_peer;
+    void *peer_arg;
 
     /* [media]: the rtpengines (NULL or empty: no relay) and the settings
      * the proxy applies (proxy_media.c); counters are atomics summed
@@ -191,6 +194,7 @@ struct branch {
     bool pop;
     uint64_t flow_b;
     struct tp_dest dst;
+    bool peer; /* a remote binding: via its node, Route with pp-ext */
 };
 
 struct proxy_call {
@@ -219,6 +223,8 @@ struct proxy_call {
     struct tp_src src_a;    /* the caller's request source (late 2xx) */
     uint64_t flow_a;        /* caller's TCP/TLS flow, 0 for UDP */
     bool pop2;              /* in-dialog: our second Route goes too */
+    bool peer;              /* forked here for another node (pp-ext): no
+                               late branches, no wake */
     /* media: an in-dialog request's dialog is relayed (our Route's
      * pp-m), PROXY_MEDIA_* as in branch.media */
     int media;

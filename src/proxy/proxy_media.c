@@ -70,6 +70,14 @@ proxy_media_count(struct proxy_shared *sh, enum proxy_media_counter k)
 }
 
 void
+proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
+                         void *arg)
+{
+    sh->is_peer = is_peer;
+    sh->peer_arg = arg;
+}
+
+void
 proxy_shared_set_media(struct proxy_shared *sh, struct media_relays *relays,
                        int relay, int on_failure, int ice, int srtp)
 {

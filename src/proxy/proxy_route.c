@@ -428,6 +428,71 @@ looped(const struct proxy *p, const struct sip_msg *req)
     return false;
 }
 
+/* [cluster] A branch another node forked to a binding this node holds
+ * (its Route carried pp-ext=EXT; docs/cluster.md). The first node
+ * authenticated the caller, holds the call and does the pushes; here the
+ * request only reaches this node's own binding(s) of EXT whose Contact is
+ * the Request-URI, over the flow or NAT pinhole this node holds. Both
+ * nodes Record-Route, so in-dialog requests pass both. */
+static void
+route_peer(struct proxy *p, struct txn *t, const struct sip_msg *req,
+           const struct tp_src *src, struct slice ext)
+{
+    struct slice user;
+    struct reg_contact *bs;
+    size_t n, k = 0;
+
+    if (!p->sh->is_peer || !p->sh->is_peer(&src->remote.u.sa, p->sh->peer_arg)) {
+        proxy_reject(p, t, 403, "Not A Cluster Node", SLICE_NULL);
+        return;
+    }
+    arena_reset(&p->a);
+    if (sip_unescape(ext, &p->a, &user) < 0 || user.len == 0 ||
+        user.len > 32) {
+        proxy_reject(p, t, 404, NULL, SLICE_NULL);
+        return;
+    }
+    int rc = reg_lookup(p->sh->reg, user, &p->a, &bs, &n);
+    if (rc < 0) {
+        proxy_reject(p, t, rc == -ENOENT ? 404 : 500, NULL, SLICE_NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!bs[i].node[0] && slice_eq_cstr(req->ruri, bs[i].uri))
+            bs[k++] = bs[i];
+    if (k == 0) {
+        proxy_reject(p, t, 480, "Not Registered Here", SLICE_NULL);
+        return;
+    }
+    struct proxy_call *c = proxy_call_new(
+        p, t, req->method == SIP_METHOD_INVITE ? CALL_FORK : CALL_RELAY, req,
+        src);
+    /* TODO(cluster): media relay (rtpengine) on a call that passes two
+     * nodes; today only the first node may relay (the peer's call has no
+     * caller media state). */
+    struct sip_uri from;
+    struct slice from_user;
+    const char *why;
+    if (sip_uri_parse(req->from.uri, &from, &why) == 0 &&
+        proxy_uri_user(&p->a, &from, &from_user) == 0)
+        proxy_copy_cstr(c->rec.caller, sizeof(c->rec.caller), from_user);
+    proxy_copy_cstr(c->rec.callee, sizeof(c->rec.callee), user);
+    display_name(req->from.display, c->caller_name, sizeof(c->caller_name));
+    c->peer = true;
+    c->pop = true;
+    if (c->kind == CALL_FORK) {
+        (void)txn_reply(t, 100, NULL, SLICE_NULL, SLICE_NULL, SLICE_NULL);
+        /* Not on p->calls: no late branch, no wake (the first node's). */
+        tq_heap_add(tp_tq(p->tp), &c->ring,
+                    tp_now_ms(p->tp) +
+                        (uint64_t)p->sh->cfg.ring_timeout_s * 1000u);
+    }
+    for (size_t i = 0; i < k && !c->final_sent; i++)
+        (void)proxy_call_add_branch(c, &bs[i]);
+    c->forked = true;
+    proxy_call_check_done(c);
+}
+
 static void
 route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
               const struct tp_src *src)
@@ -466,6 +531,11 @@ route_initial(struct proxy *p, struct txn *t, const struct sip_msg *req,
             return;
         }
         pop = true;
+        struct slice pe;
+        if (sip_uri_param(&route, "pp-ext", &pe)) {
+            route_peer(p, t, req, src, pe);
+            return;
+        }
     }
     if (sip_uri_parse(req->ruri, &ruri, &why) < 0 ||
         (ruri.scheme != SIP_URI_SIP && ruri.scheme != SIP_URI_SIPS)) {

@@ -977,3 +977,37 @@ reg_push_store(struct reg *r, struct slice ext, bool star,
         return 500;
     return cb && rc == PUSHDEV_PENDING ? REG_PENDING : 0;
 }
+
+/* ---- cluster ------------------------------------------------------------ */
+
+int
+pushdev_replace_ext(struct pushdev_table *t, const char *ext,
+                    const struct store_pushdev *rows, size_t n)
+{
+    struct list_node *h = ext_chain(t, ext);
+    int count = 0;
+
+    pthread_mutex_lock(&t->lock);
+    for (struct list_node *p = h->next, *nx; p != h; p = nx) {
+        nx = p->next;
+        struct node *x = container_of(p, struct node, by_ext);
+        /* A device whose commit is running is newer than any row read. */
+        if (strcmp(x->d.ext, ext) == 0 && !x->unsynced)
+            unlink_free(t, x);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct store_pushdev *r = &rows[i];
+        if (!r->ext || strcmp(r->ext, ext) != 0 || !r->provider ||
+            !r->prid || strlen(r->prid) > PUSHDEV_PRID_MAX)
+            continue;
+        struct node *old = find_token(t, r->provider, r->prid);
+        if (old && old->unsynced && strcmp(old->d.ext, ext) == 0)
+            continue;
+        if (old)
+            unlink_free(t, old); /* the token moved to this extension */
+        (void)load_row(r, t);
+        count++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return count;
+}

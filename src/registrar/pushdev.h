@@ -206,4 +206,12 @@ void pushdev_list(struct pushdev_table *t, pushdev_list_cb *cb, void *arg);
 
 size_t pushdev_count(struct pushdev_table *t);
 
+/* [cluster] Replace the devices of ext in memory by rows (borrowed; as
+ * another node committed them; not written back). A device whose own
+ * commit is still running here is kept. Returns the devices now known
+ * from rows. Any thread. */
+struct store_pushdev;
+int pushdev_replace_ext(struct pushdev_table *t, const char *ext,
+                        const struct store_pushdev *rows, size_t n);
+
 #endif

@@ -274,7 +274,8 @@ reg_binding_new(const struct binding *t)
     }
     size_t extra = slen(t->key) + slen(t->uri) + slen(t->params) +
                    slen(t->instance) + slen(t->call_id) + slen(t->path) +
-                   slen(t->user_agent) + slen(prov) + slen(prid) + slen(param);
+                   slen(t->user_agent) + slen(prov) + slen(prid) + slen(param) +
+                   slen(t->holder);
     struct binding *b = xmalloc(sizeof(*b) + extra);
     char *p = (char *)(b + 1);
 
@@ -290,6 +291,7 @@ reg_binding_new(const struct binding *t)
     b->call_id = pack(&p, t->call_id);
     b->path = pack(&p, t->path);
     b->user_agent = pack(&p, t->user_agent);
+    b->holder = pack(&p, t->holder);
     return b;
 }
 
@@ -385,8 +387,8 @@ count_store_rc(struct reg *r, int rc)
 void
 reg_binding_persist(struct reg *r, const struct ext *e, const struct binding *b)
 {
-    if (!r->store)
-        return;
+    if (!r->store || b->holder[0])
+        return; /* a remote binding is its node's row */
     char src[INET6_ADDRSTRLEN + 16];
     reg_addr_format(&b->addr, src, sizeof(src));
     struct store_binding sb = {
@@ -405,6 +407,7 @@ reg_binding_persist(struct reg *r, const struct ext *e, const struct binding *b)
         .transport = (int)b->transport,
         .flow_id = b->flow_id,
         .user_agent = b->user_agent,
+        .node = r->node,
     };
     count_store_rc(r, store_binding_put(r->store, &sb));
 }
@@ -412,7 +415,7 @@ reg_binding_persist(struct reg *r, const struct ext *e, const struct binding *b)
 void
 reg_binding_forget(struct reg *r, const struct ext *e, const struct binding *b)
 {
-    if (r->store)
+    if (r->store && !b->holder[0]) /* a remote binding is its node's row */
         count_store_rc(r, store_binding_del(r->store, e->number, b->key));
 }
 
@@ -435,6 +438,7 @@ reg_new(const struct reg_opts *o, struct reg **out)
     r->domain = xstrdup(o->domain);
     r->realm = xstrdup(o->realm);
     r->store = o->store;
+    r->node = xstrdup(o->node ? o->node : "");
     r->msg_cfg = o->messages;
     r->clock_ms = o->clock_ms;
     r->clock_arg = o->clock_arg;
@@ -493,6 +497,7 @@ reg_free(struct reg *r)
     reg_msg_close(r->messages);
     free(r->domain);
     free(r->realm);
+    free(r->node);
     free(r);
 }
 
@@ -610,8 +615,8 @@ reg_ext_get(struct reg *r, const char *number, struct reg_ext_info *out)
     return 0;
 }
 
-int
-reg_ext_del(struct reg *r, const char *number)
+static int
+ext_remove(struct reg *r, const char *number, bool persist)
 {
     struct shard *s = reg_shard_of(r, slice_cstr(number));
 
@@ -627,15 +632,29 @@ reg_ext_del(struct reg *r, const char *number)
     *pp = e->hnext;
     s->count--;
     index_del(r, e->number);
-    if (r->store) {
+    if (r->store && persist) {
         count_store_rc(r, store_binding_del_ext(r->store, number));
         count_store_rc(r, store_ext_del(r->store, number));
     }
     ext_free(r, e);
     pthread_mutex_unlock(&s->lock);
-    if (r->messages)
+    if (r->messages && persist)
         reg_msg_remove_ext(r->messages, number); /* and their rows */
     return 0;
+}
+
+int
+reg_ext_del(struct reg *r, const char *number)
+{
+    return ext_remove(r, number, true);
+}
+
+int
+reg_ext_forget(struct reg *r, const char *number)
+{
+    /* TODO(cluster): the stored messages index of an extension another
+     * node deleted keeps its entries until they expire. */
+    return ext_remove(r, number, false);
 }
 
 /* ---- restore ---------------------------------------------------------- */
@@ -691,6 +710,10 @@ load_binding_cb(const struct store_binding *sb, void *arg)
     struct reg *r = arg;
     struct shard *s = reg_shard_of(r, slice_cstr(sb->ext));
 
+    /* Another node's row: the cluster room applies it (reg_remote_set)
+     * with that node's address, once the node is known to be alive. */
+    if (sb->node && sb->node[0] && strcmp(sb->node, r->node) != 0)
+        return 0;
     pthread_mutex_lock(&s->lock);
     struct ext *e = reg_ext_find(s, slice_cstr(sb->ext));
     if (!e) {
@@ -810,6 +833,7 @@ fill_contact(struct reg_contact *c, const struct binding *b)
     memset(&c->addr, 0, sizeof(c->addr));
     memcpy(&c->addr, &b->addr, sizeof(b->addr));
     c->flow_id = b->flow_id;
+    c->node = b->holder;
 }
 
 static const char *
@@ -832,7 +856,8 @@ reg_contact_copy(struct arena *a, struct reg_contact *c,
     c->call_id = arena_cstr(a, b->call_id);
     c->path = arena_cstr(a, b->path);
     c->user_agent = arena_cstr(a, b->user_agent);
-    if (!c->uri || !c->pn_provider || !c->pn_prid || !c->pn_param ||
+    c->node = arena_cstr(a, b->holder);
+    if (!c->node || !c->uri || !c->pn_provider || !c->pn_prid || !c->pn_param ||
         !c->params || !c->instance || !c->call_id || !c->path || !c->user_agent)
         return -ENOMEM;
     return 0;
@@ -1053,4 +1078,160 @@ reg_get_stats(struct reg *r, struct reg_stats *out)
         .extensions = atomic_load(&r->n_extensions),
         .bindings = atomic_load(&r->n_bindings),
     };
+}
+
+/* ---- cluster: remote bindings ----------------------------------------- */
+
+int
+reg_ext_apply(struct reg *r, const struct store_ext *e)
+{
+    if (!e || !reg_ext_number_valid(e->number))
+        return -EINVAL;
+    return load_ext_cb(e, r);
+}
+
+static struct binding *
+find_key(struct ext *e, const char *key, bool remote)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        struct binding *b = container_of(pos, struct binding, node);
+        if ((b->holder[0] != '\0') == remote && strcmp(b->key, key) == 0)
+            return b;
+    }
+    return NULL;
+}
+
+int
+reg_remote_set(struct reg *r, const char *ext, const struct store_binding *rows,
+               size_t n)
+{
+    int64_t now = reg_now_s(r);
+    struct shard *s = reg_shard_of(r, slice_cstr(ext));
+    struct list_node fresh_list, *pos, *tmp;
+    struct arena a;
+    struct reg_contact *fresh = NULL;
+    size_t nfresh = 0, added = 0;
+
+    list_init(&fresh_list);
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(ext));
+    if (!e) {
+        pthread_mutex_unlock(&s->lock);
+        return -ENOENT;
+    }
+    arena_init(&a, 1u << 20);
+    if (n)
+        fresh = arena_alloc(&a, n * sizeof(*fresh));
+    for (size_t i = 0; i < n; i++) {
+        const struct store_binding *sb = &rows[i];
+        if (!sb->node || !sb->node[0] || strcmp(sb->node, r->node) == 0 ||
+            sb->expires_at <= now || !sb->key || !sb->key[0])
+            continue;
+        struct binding *local = find_key(e, sb->key, false);
+        if (local && local->updated_at >= sb->updated_at)
+            continue; /* ours is newer: the row will be overwritten */
+        if (local)
+            reg_binding_unlink_free(r, e, local); /* the phone moved */
+        struct binding *old = find_key(e, sb->key, true);
+        bool is_new = !old || strcmp(old->holder, sb->node) != 0 ||
+                      strcmp(old->uri, sb->uri ? sb->uri : "") != 0;
+        if (old)
+            reg_binding_unlink_free(r, e, old);
+        struct binding t = {
+            .key = sb->key,
+            .uri = sb->uri,
+            .params = sb->params,
+            .instance = sb->instance,
+            .call_id = sb->call_id,
+            .path = "",
+            .user_agent = sb->user_agent,
+            .holder = sb->node,
+            .reg_id = sb->reg_id,
+            .cseq = sb->cseq,
+            .expires_at = sb->expires_at,
+            .updated_at = sb->updated_at,
+            .transport = REG_TP_UDP, /* to the node, which holds the flow */
+            .flow_id = 0,
+        };
+        if (!sb->source || reg_addr_parse(sb->source, &t.addr) < 0)
+            continue;
+        struct binding *b = reg_binding_new(&t);
+        /* Kept aside until the old remote ones are gone (below). */
+        list_push_back(&fresh_list, &b->node);
+        added += is_new;
+        if (is_new && r->bind_cb && fresh &&
+            reg_contact_copy(&a, &fresh[nfresh], b) == 0)
+            nfresh++;
+    }
+    list_for_each_safe(pos, tmp, &e->bindings)
+    {
+        struct binding *b = container_of(pos, struct binding, node);
+        if (b->holder[0])
+            reg_binding_unlink_free(r, e, b);
+    }
+    list_for_each_safe(pos, tmp, &fresh_list)
+    {
+        struct binding *b = container_of(pos, struct binding, node);
+        list_remove(&b->node);
+        /* Keep "most recently updated first" (max_contacts: short). */
+        struct list_node *at = e->bindings.next;
+        while (at != &e->bindings &&
+               container_of(at, struct binding, node)->updated_at >
+                   b->updated_at)
+            at = at->next;
+        list_insert_before(at, &b->node);
+        e->binding_count++;
+        atomic_fetch_add(&r->n_bindings, 1);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (nfresh)
+        r->bind_cb(ext, fresh, nfresh, r->bind_arg);
+    arena_fini(&a);
+    return (int)added;
+}
+
+static size_t
+walk_node(struct reg *r, const char *node, bool drop)
+{
+    int64_t now = reg_now_s(r);
+    size_t count = 0;
+
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        struct shard *s = &r->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t k = 0; k < s->nbuckets; k++)
+            for (struct ext *e = s->tab[k]; e; e = e->hnext) {
+                struct list_node *pos, *tmp;
+                list_for_each_safe(pos, tmp, &e->bindings)
+                {
+                    struct binding *b =
+                        container_of(pos, struct binding, node);
+                    if (strcmp(b->holder, node) != 0 ||
+                        (!drop && b->expires_at <= now))
+                        continue;
+                    count++;
+                    if (drop)
+                        reg_binding_unlink_free(r, e, b);
+                }
+            }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return count;
+}
+
+size_t
+reg_remote_drop_node(struct reg *r, const char *node)
+{
+    if (!node || !node[0])
+        return 0; /* never this node's own */
+    return walk_node(r, node, true);
+}
+
+size_t
+reg_count_node(struct reg *r, const char *node)
+{
+    return walk_node(r, node ? node : "", false);
 }

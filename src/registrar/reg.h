@@ -111,6 +111,10 @@ struct reg_opts {
                                   a numeric IP: requests reach us by IP) */
     const char *realm;         /* [sip] realm */
     struct store *store;       /* borrowed; NULL = no persistence */
+    /* [cluster] node (copied); NULL or "" = single node. Bindings are
+     * persisted with it, and reg_load skips the rows other nodes hold
+     * (the cluster room applies them: reg_remote_set). */
+    const char *node;
     /* [messages]: read until reg_load returns (it opens the stored
      * messages' index with it); NULL = defaults. Without a store there
      * is no index (reg_messages returns NULL). */
@@ -234,6 +238,11 @@ struct reg_contact {
     enum reg_transport transport; /* how the REGISTER arrived */
     struct sockaddr_storage addr; /* its source: route here (NAT) */
     uint64_t flow_id;             /* 0 after a restart or for UDP */
+    /* "" for a binding of this node. A remote binding (another [cluster]
+     * node holds the phone's flow, reg_remote_set) carries that node's
+     * name; its transport is UDP and addr is that node's advertised
+     * address: the proxy routes the branch there (Route pp-ext). */
+    const char *node;
 };
 
 /* Current (unexpired) bindings of extension ext, newest first, copied into
@@ -344,6 +353,43 @@ int reg_auth_request(struct reg *r, const struct sip_msg *req,
  * challenged, so the proxy answers it statelessly (no transaction, no
  * retransmitted 407). Any thread. */
 bool reg_auth_has_credentials(const struct reg *r, const struct sip_msg *req);
+
+/* ---- cluster: bindings other nodes hold ----------------------------------
+ * Each node keeps the bindings of the phones whose flow it holds; the
+ * bindings other nodes hold (read from the shared store by the cluster
+ * room) are kept as remote bindings (reg_contact.node != ""): memory only,
+ * never written back, looked up like any binding. */
+
+/* Replace the remote bindings of extension ext by rows (borrowed; the
+ * extension's rows as the store has them, this node's own included: those
+ * and rows of node "" are skipped; a row whose key names a local binding
+ * updated at or after it is skipped too, otherwise the row wins: the phone
+ * moved to that node). Each row's source must be the holding node's
+ * advertised "ip:port" and its transport UDP (the branch goes there).
+ * Expired rows are skipped. A row that is new (no remote binding with the
+ * same key, node and URI before) fires the bind callback exactly like a
+ * local REGISTER (reg_set_bind_cb), on the calling thread, with no lock
+ * held. Returns the number of new bindings, or -ENOENT (no such
+ * extension). Any thread. */
+struct store_binding;
+int reg_remote_set(struct reg *r, const char *ext,
+                   const struct store_binding *rows, size_t n);
+
+/* Drop every remote binding held by node (it stopped beating). Returns
+ * how many. O(bindings). Any thread. */
+size_t reg_remote_drop_node(struct reg *r, const char *node);
+
+/* Unexpired bindings held by node ("" = this node's own). O(bindings):
+ * for the admin's node list. Any thread. */
+size_t reg_count_node(struct reg *r, const char *node);
+
+/* Create or update extension e->number in memory from another node's row
+ * (not written back). 0 or -EINVAL. Any thread. */
+struct store_ext;
+int reg_ext_apply(struct reg *r, const struct store_ext *e);
+/* Remove extension number and its bindings from memory only (another
+ * node deleted it). 0 or -ENOENT. Any thread. */
+int reg_ext_forget(struct reg *r, const char *number);
 
 struct reg_stats {
     uint64_t registers;     /* REGISTERs handled */

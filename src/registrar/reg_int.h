@@ -42,6 +42,10 @@ struct binding {
     const char *call_id;
     const char *path;
     const char *user_agent;
+    /* "" for a binding of this node; else the [cluster] node holding the
+     * phone's flow (a remote binding: reg_remote_set, never persisted
+     * here, routed via that node). */
+    const char *holder;
     uint32_t reg_id;
     uint32_t cseq;
     int64_t expires_at; /* unix s */
@@ -158,6 +162,7 @@ struct reg {
     struct reg_cfg cfg;
     char *domain;
     char *realm;
+    char *node; /* [cluster] node; "" = single node */
     struct store *store;
     const struct reg_msg_cfg *msg_cfg; /* until reg_load */
     struct reg_msg_table *messages;    /* reg_load; NULL without store */

@@ -34,6 +34,7 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "registrar/reg_int.h"
+#include "store/store.h"
 #include "sip/build.h"
 #include "sip/uri.h"
 #include "store/store.h"
@@ -392,6 +393,15 @@ add_date(struct buf *b, int64_t now_s)
     return buf_printf(b, "Date: %s\r\n", date);
 }
 
+/* Nobody waits for a binding's early commit (a failure is logged and
+ * counted by the store; the next refresh writes the row again). */
+static void
+commit_behind(int rc, void *arg)
+{
+    (void)rc;
+    (void)arg;
+}
+
 /* Apply the contacts to extension e (shard lock held) and build the 200's
  * headers. Returns 0, or a SIP status to answer instead (nothing changed). */
 static int
@@ -458,6 +468,14 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
             .addr = c->addr,
             .flow_id = c->src->flow_id,
         };
+        /* [cluster] A new binding (not a refresh) is what other nodes
+         * wait for (a woken phone registering here while another node
+         * holds its call): it is committed at once instead of within
+         * flush_ms. One node: written behind as always. */
+        bool now = r->node[0] && r->store &&
+                   (!old || old->holder[0] || strcmp(old->uri, t.uri) != 0);
+        struct store_mark mk = now ? store_mark(r->store)
+                                   : (struct store_mark){0};
         if (old) {
             if (strcmp(old->key, rc->key) != 0)
                 reg_binding_forget(r, e, old);
@@ -466,6 +484,8 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
         struct binding *b = reg_binding_new(&t);
         reg_binding_link(r, e, b);
         reg_binding_persist(r, e, b);
+        if (now)
+            store_commit_async(r->store, mk, commit_behind, NULL);
         if (r->bind_cb && reg_contact_copy(&c->a, &fresh[*nfresh], b) == 0)
             (*nfresh)++;
     }

@@ -168,6 +168,14 @@ async function refreshPushes() {
 }
 
 async function refreshCalls() {
+  const n = await api("GET", "/api/nodes");
+  $("#nodes").hidden = !n.cluster;
+  if (n.cluster)
+    $("#node-table tbody").innerHTML = n.items.map((x) => `<tr>
+      <td>${esc(x.name)}${x.self ? " (this node)" : ""}</td>
+      <td><span class="badge ${x.alive ? "ok" : "bad"}">${x.alive ? "up" : "down"}</span></td>
+      <td><code>${esc(x.advertise)}</code></td><td>${esc(x.bindings)}</td>
+      <td>${esc(x.calls != null ? x.calls : "")}</td><td>${esc(when(x.last_seen))}</td></tr>`).join("");
   const w = await api("GET", "/api/wakeups");
   listTable("#wake-table", "#wakeups-na", w, (x) => `<tr><td>${esc(x.ext)}</td>
     <td><code>${esc(x.call_id)}</code></td><td>${esc(x.from)}</td>

@@ -1,0 +1,33 @@
+/*
+ * admin/admin_nodes: GET /api/nodes, the nodes of a pushpbx cluster
+ * (docs/cluster.md) as this node sees them: up or down (heartbeat within
+ * [cluster] node_timeout_s), the bindings each holds, this node's calls.
+ * A single node lists itself alone ("cluster": false). The rows come from
+ * the app's list_nodes source (the cluster room's cache); this file only
+ * shapes the answer. Admin thread; a few rows.
+ *
+ * TODO(cluster): GET /api/registrations does not say which node holds
+ * each binding (reg_contact.node); here they are only counted.
+ */
+#include <stddef.h>
+
+#include "admin/admin_int.h"
+
+json_t *
+admin_nodes_json(int (*fn)(void *arg, json_t *items), void *arg)
+{
+    json_t *items = json_array();
+    bool ok = fn != NULL;
+
+    if (fn && fn(arg, items) < 0) {
+        json_array_clear(items);
+        ok = false;
+    }
+    /* One unnamed item: this node alone, not in a cluster. */
+    json_t *first = json_array_get(items, 0);
+    const char *name =
+        first ? json_string_value(json_object_get(first, "name")) : NULL;
+    bool cluster = name && name[0];
+    return json_pack("{s:b, s:b, s:o}", "available", ok, "cluster", cluster,
+                     "items", items);
+}
