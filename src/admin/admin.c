@@ -1225,6 +1225,7 @@ metrics_text(struct admin *a, size_t *len)
     metric(&b, "pushpbx_media_rejected_total", "counter",
            "Calls refused after a failed offer (on_failure = reject).",
            k.media_rejected);
+    admin_media_metrics(&b, a->src.media_latency, a->src.arg);
     metric(&b, "pushpbx_pending_wakeups", "gauge",
            "Calls waiting for a pushed device to register.", k.pending_wakeups);
     metric2(&b, "pushpbx_pushes_sent_total", "Pushes the provider accepted.",
@@ -1679,6 +1680,11 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 3 && strcmp(seg[1], "wake") == 0 &&
         strcmp(seg[2], "latency") == 0 && is(method, "GET"))
         return route_wake_latency(a, c);
+    if (n == 3 && strcmp(seg[1], "media") == 0 &&
+        strcmp(seg[2], "latency") == 0 && is(method, "GET"))
+        return send_json(c, MHD_HTTP_OK,
+                         admin_media_latency_json(a->src.media_latency,
+                                                  a->src.arg));
     if (n == 2 && strcmp(seg[1], "status") == 0) {
         struct reg_stats rs;
         reg_get_stats(a->reg, &rs);

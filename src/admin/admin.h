@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "config/cfg.h"
+#include "media/media_lat.h"
 
 struct reg;
 struct store;
@@ -177,6 +178,12 @@ typedef void admin_counters_fn(void *arg, struct admin_counters *out);
 typedef void admin_wake_latency_fn(void *arg, bool exact,
                                    struct admin_wake_lat out[2]);
 
+/* The time media relay added to call set-up (media/media_lat.h): out[k]
+ * for each enum media_lat_kind. exact as for admin_wake_latency_fn (GET
+ * /api/media/latency passes true, /metrics false). */
+typedef void admin_media_latency_fn(void *arg, bool exact,
+                                    struct media_lat_stats out[MEDIA_LAT_COUNT]);
+
 /* GET /healthz: fill parts (borrowed object) with one {"ok", "detail"}
  * object per part of the daemon and return 0 when every part answered,
  * nonzero otherwise. Bounded in time (about a second at most); runs on
@@ -206,6 +213,7 @@ struct admin_sources {
     admin_push_check_fn *push_check;
     admin_counters_fn *counters;
     admin_wake_latency_fn *wake_latency;
+    admin_media_latency_fn *media_latency; /* NULL: no media relay */
     admin_health_fn *health;
 };
 

@@ -14,6 +14,8 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "admin/admin.h"
+
 /* Provisioning links: one row per extension, kept by the store (table
  * prov_links of the store's database) and indexed in memory here. A row
  * holds the 128-bit link token (32 hex) and the password the link hands
@@ -140,5 +142,15 @@ struct reg_msg_table;
 struct buf;
 json_t *admin_messages_json(struct reg_msg_table *t);
 void admin_messages_metrics(struct buf *b, struct reg_msg_table *t);
+
+/* The set-up time media relay added (admin_media.c), from fn (the
+ * admin_sources' media_latency; NULL: none). The GET /api/media/latency
+ * body {"available", "offer", "answer", "call": {"count", "sum_s",
+ * "samples", "min_us", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
+ * "buckets_le"}} (owned), and the pushpbx_media_setup_seconds histogram
+ * appended to b. Admin thread. */
+json_t *admin_media_latency_json(admin_media_latency_fn *fn, void *arg);
+void admin_media_metrics(struct buf *b, admin_media_latency_fn *fn,
+                         void *arg);
 
 #endif

@@ -29,6 +29,7 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "media/client.h"
+#include "media/media_lat.h"
 #include "proxy/proxy.h"
 #include "push/push.h"
 #include "push/push_cfg.h"
@@ -273,6 +274,16 @@ wake_latency(void *arg, bool exact, struct admin_wake_lat out[2])
 {
     (void)arg;
     app_wake_latency(exact, out);
+}
+
+/* The set-up time media relay added (the proxy's media_lat). */
+static void
+media_latency(void *arg, bool exact,
+              struct media_lat_stats out[MEDIA_LAT_COUNT])
+{
+    (void)arg;
+    for (int k = 0; k < MEDIA_LAT_COUNT; k++)
+        media_lat_get(proxy_media_lat(the.proxy), k, exact, &out[k]);
 }
 
 static void
@@ -1028,6 +1039,10 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .push_check = push_check,
                 .counters = counters,
                 .wake_latency = wake_latency,
+                .media_latency =
+                    the.relays && media_relays_count(the.relays)
+                        ? media_latency
+                        : NULL,
                 .health = health,
             },
     };

@@ -43,6 +43,7 @@
 struct reg;
 struct reg_contact;
 struct media_relays;
+struct media_lat;
 struct proxy;
 struct proxy_shared;
 struct proxy_call;
@@ -197,6 +198,11 @@ enum proxy_media_srtp {
 void proxy_shared_set_media(struct proxy_shared *sh,
                             struct media_relays *relays, int relay,
                             int on_failure, int ice, int srtp);
+
+/* The time media relay added to call set-up (media/media_lat.h: offer,
+ * answer, per call), recorded by the workers; read it with media_lat_get.
+ * NULL before proxy_shared_set_media (or for a NULL sh). Any thread. */
+struct media_lat *proxy_media_lat(struct proxy_shared *sh);
 
 /* Media counters since start, summed over workers. Any thread. */
 enum proxy_media_counter {
