@@ -148,7 +148,7 @@ void admin_messages_metrics(struct buf *b, struct reg_msg_table *t);
  * body {"available", "offer", "answer", "call": {"count", "sum_s",
  * "samples", "min_us", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
  * "buckets_le"}} (owned), and the pushpbx_media_setup_seconds histogram
- * appended to b. Admin thread. */
+ * appended to b (nothing without fn). Admin thread. */
 json_t *admin_media_latency_json(admin_media_latency_fn *fn, void *arg);
 void admin_media_metrics(struct buf *b, admin_media_latency_fn *fn,
                          void *arg);

@@ -10,13 +10,16 @@
 #include "admin/admin_int.h"
 #include "base/buf.h"
 
+static const char *const names[ADMIN_MEDIA_INTERVALS] = {"offer", "answer",
+                                                         "call"};
+
 static json_t *
-lat_json(const struct media_lat_stats *l)
+lat_json(const struct admin_media_lat *l)
 {
     json_t *b = json_object();
-    for (int i = 0; i < MEDIA_LAT_BUCKETS; i++) {
+    for (int i = 0; i < ADMIN_MEDIA_BUCKETS; i++) {
         char le[32];
-        snprintf(le, sizeof(le), "%g", media_lat_bounds_s[i]);
+        snprintf(le, sizeof(le), "%g", l->bound_s[i]);
         json_object_set_new(b, le, json_integer((json_int_t)l->le[i]));
     }
     return json_pack("{s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o}",
@@ -31,15 +34,14 @@ lat_json(const struct media_lat_stats *l)
 json_t *
 admin_media_latency_json(admin_media_latency_fn *fn, void *arg)
 {
-    struct media_lat_stats lat[MEDIA_LAT_COUNT] = {0};
+    struct admin_media_lat lat[ADMIN_MEDIA_INTERVALS] = {0};
 
     if (!fn)
         return json_pack("{s:b}", "available", 0);
     fn(arg, true, lat);
-    json_t *o = json_pack("{s:b, s:I}", "available", 1, "samples_kept",
-                          (json_int_t)MEDIA_LAT_SAMPLES);
-    for (int k = 0; k < MEDIA_LAT_COUNT; k++)
-        json_object_set_new(o, media_lat_kind_name(k), lat_json(&lat[k]));
+    json_t *o = json_pack("{s:b}", "available", 1);
+    for (int k = 0; k < ADMIN_MEDIA_INTERVALS; k++)
+        json_object_set_new(o, names[k], lat_json(&lat[k]));
     return o;
 }
 
@@ -47,10 +49,11 @@ void
 admin_media_metrics(struct buf *b, admin_media_latency_fn *fn, void *arg)
 {
     static const char name[] = "pushpbx_media_setup_seconds";
-    struct media_lat_stats lat[MEDIA_LAT_COUNT] = {0};
+    struct admin_media_lat lat[ADMIN_MEDIA_INTERVALS] = {0};
 
-    if (fn)
-        fn(arg, false, lat);
+    if (!fn)
+        return; /* no rtpengine configured */
+    fn(arg, false, lat);
     buf_printf(b,
                "# HELP %s Time a message waited for rtpengine: interval "
                "offer (a request with SDP held for the offer), answer (a "
@@ -58,12 +61,12 @@ admin_media_metrics(struct buf *b, admin_media_latency_fn *fn, void *arg)
                "first answer of a relayed call's branch).\n"
                "# TYPE %s histogram\n",
                name, name);
-    for (int k = 0; k < MEDIA_LAT_COUNT; k++) {
-        const struct media_lat_stats *l = &lat[k];
-        const char *iv = media_lat_kind_name(k);
-        for (int i = 0; i < MEDIA_LAT_BUCKETS; i++)
+    for (int k = 0; k < ADMIN_MEDIA_INTERVALS; k++) {
+        const struct admin_media_lat *l = &lat[k];
+        const char *iv = names[k];
+        for (int i = 0; i < ADMIN_MEDIA_BUCKETS; i++)
             buf_printf(b, "%s_bucket{interval=\"%s\",le=\"%g\"} %llu\n", name,
-                       iv, media_lat_bounds_s[i],
+                       iv, l->bound_s[i],
                        (unsigned long long)l->le[i]);
         buf_printf(b,
                    "%s_bucket{interval=\"%s\",le=\"+Inf\"} %llu\n"
