@@ -6,7 +6,8 @@ set-up (GET /api/media/latency, docs/media.md "Set-up time") and print it.
     media-lat-hook.py SCENARIO INDEX RATE STEP_DIR
 
 Environment: MB_ADMIN_PORT, MB_ADMIN_TOKEN (the daemon's admin API),
-MB_STATE (a file kept between steps: the counts before this step).
+MB_STATE (a file kept between steps: the counts before this step, and
+whose: STEP_SERVER_PIDS, set by run-load.sh).
 Nothing is printed when no pushpbx admin answers (the Kamailio run) or no
 call was relayed (relay = off). Writes STEP_DIR/media-latency.json (the
 whole answer) and STEP_DIR/media-latency.txt (one line, for the summary).
@@ -63,15 +64,16 @@ def main():
     if not lat or not lat.get("available"):
         return
     before = None
+    pids = os.environ.get("STEP_SERVER_PIDS", "").strip()
     if state and os.path.exists(state):
         with open(state) as f:
             before = json.load(f)
-        # a new daemon (the next variant): counts started again
-        if before["call"]["count"] > lat["call"]["count"]:
+        # another daemon (the next variant): its counts started at 0
+        if before.get("pids") != pids:
             before = None
     if state:
         with open(state, "w") as f:
-            json.dump(lat, f)
+            json.dump(dict(lat, pids=pids), f)
     with open(os.path.join(d, "media-latency.json"), "w") as f:
         json.dump(lat, f, indent=1)
     c = lat["call"]

@@ -39,7 +39,8 @@
 #                        there, and at the server's other UDP sockets (its ng
 #                        client sockets: rtpengine's answers), "ng drops R/C"
 #   STEP_HOOK=           a command run after each step as
-#                        `$STEP_HOOK SCENARIO INDEX RATE STEP_DIR`; its output
+#                        `$STEP_HOOK SCENARIO INDEX RATE STEP_DIR` (with
+#                        STEP_SERVER_PIDS in its environment); its output
 #                        goes to the summary (media-bench: in-daemon figures)
 #
 # Search: start rate, doubled after every passing step until a step fails,
@@ -415,7 +416,7 @@ step() {
 	echo "$scen;$idx;$rate;$n;$created;$ok;$uac_failed;$uas_failed;$retr;$wall_s;$achieved;$p50;$p90;$p99;$pmax;$srv_pct;$sipp_pct;$other_pct;$total_pct;$srv_drops;$other_drops;$verdict" >> "$STEPS_CSV"
 	[ "$KEEP_RAW" = 1 ] || rm -f "$dir"/*_rtt.csv
 	if [ -n "$STEP_HOOK" ]; then
-		$STEP_HOOK "$scen" "$idx" "$rate" "$dir" 2>&1 | sed 's/^/    /' | tee -a "$SUMMARY"
+		STEP_SERVER_PIDS="$SERVER_PIDS" $STEP_HOOK "$scen" "$idx" "$rate" "$dir" 2>&1 | sed 's/^/    /' | tee -a "$SUMMARY"
 	fi
 }
 
