@@ -67,8 +67,11 @@ CONF
             cp "$CONF" "$TMP/$name.conf"
         fi
         rm -f "$TMP/ready"
+        # PBX_ARGS: more daemon arguments, split on spaces (e.g. --set
+        # admin.enabled=yes for media-bench's in-daemon figures).
+        # shellcheck disable=SC2086
         "$BIN" --config "$TMP/$name.conf" --ready-file "$TMP/ready" \
-            2>"$OUTDIR/$name.log" &
+            ${PBX_ARGS:-} 2>"$OUTDIR/$name.log" &
         PBX_PID=$!
         i=0
         while [ ! -s "$TMP/ready" ]; do

@@ -223,6 +223,11 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
     if (n == 3 && strcmp(seg[1], "wake") == 0 &&
         strcmp(seg[2], "latency") == 0 && admin_is_method(method, "GET"))
         return admin_route_wake_latency(a, c);
+    if (n == 3 && strcmp(seg[1], "media") == 0 &&
+        strcmp(seg[2], "latency") == 0 && admin_is_method(method, "GET"))
+        return admin_send_json(
+            c, MHD_HTTP_OK,
+            admin_media_latency_json(a->src.media_latency, a->src.arg));
     if (n == 2 && strcmp(seg[1], "status") == 0)
         return admin_route_status(a, c);
     return admin_send_error(c, MHD_HTTP_NOT_FOUND, "no such route", NULL);

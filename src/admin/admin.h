@@ -177,6 +177,32 @@ typedef void admin_counters_fn(void *arg, struct admin_counters *out);
 typedef void admin_wake_latency_fn(void *arg, bool exact,
                                    struct admin_wake_lat out[2]);
 
+/* The time media relay added to call set-up (docs/media.md "Set-up
+ * time"), one interval: the histogram's upper bounds and cumulative counts
+ * (Prometheus "le"), count and sum since start, and with exact the
+ * percentiles over the recent samples kept. */
+#define ADMIN_MEDIA_BUCKETS 16
+enum admin_media_interval {
+    ADMIN_MEDIA_OFFER,
+    ADMIN_MEDIA_ANSWER,
+    ADMIN_MEDIA_CALL,
+    ADMIN_MEDIA_INTERVALS
+};
+struct admin_media_lat {
+    double bound_s[ADMIN_MEDIA_BUCKETS];
+    uint64_t le[ADMIN_MEDIA_BUCKETS];
+    uint64_t count;
+    double sum_s;
+    uint64_t samples;
+    uint64_t min_us, p50_us, p90_us, p99_us, max_us;
+    double mean_us;
+};
+/* Fill out[ADMIN_MEDIA_OFFER..CALL]. exact as for admin_wake_latency_fn
+ * (GET /api/media/latency passes true, /metrics false). */
+typedef void
+admin_media_latency_fn(void *arg, bool exact,
+                       struct admin_media_lat out[ADMIN_MEDIA_INTERVALS]);
+
 /* GET /healthz: fill parts (borrowed object) with one {"ok", "detail"}
  * object per part of the daemon and return 0 when every part answered,
  * nonzero otherwise. Bounded in time (about a second at most); runs on
@@ -209,6 +235,7 @@ struct admin_sources {
     admin_push_check_fn *push_check;
     admin_counters_fn *counters;
     admin_wake_latency_fn *wake_latency;
+    admin_media_latency_fn *media_latency; /* NULL: no media relay */
     admin_health_fn *health;
 };
 

@@ -340,4 +340,16 @@ enum MHD_Result admin_route_healthz(struct admin *a, struct MHD_Connection *c);
 /* GET /api/status. */
 enum MHD_Result admin_route_status(struct admin *a, struct MHD_Connection *c);
 
+/* ---- media (admin_media.c) --------------------------------------------- */
+
+/* The set-up time media relay added (admin_media.c), from fn (the
+ * admin_sources' media_latency; NULL: none). The GET /api/media/latency
+ * body {"available", "offer", "answer", "call": {"count", "sum_s",
+ * "samples", "min_us", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
+ * "buckets_le"}} (owned), and the pushpbx_media_setup_seconds histogram
+ * appended to b (nothing without fn). Admin thread. */
+json_t *admin_media_latency_json(admin_media_latency_fn *fn, void *arg);
+void admin_media_metrics(struct buf *b, admin_media_latency_fn *fn,
+                         void *arg);
+
 #endif

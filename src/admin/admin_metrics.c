@@ -147,6 +147,7 @@ metrics_text(struct admin *a, size_t *len)
          "Calls waiting for a pushed device to register.", k.pending_wakeups},
     };
     metric_rows(&b, media, sizeof(media) / sizeof(media[0]));
+    admin_media_metrics(&b, a->src.media_latency, a->src.arg);
     metric2(&b, "pushpbx_pushes_sent_total", "Pushes the provider accepted.",
             k.pushes_sent);
     metric2(&b, "pushpbx_pushes_failed_total",

@@ -30,6 +30,7 @@
 #include "base/xmalloc.h"
 #include "cluster/cluster.h"
 #include "media/client.h"
+#include "media/media_lat.h"
 #include "proxy/proxy.h"
 #include "push/push.h"
 #include "push/push_cfg.h"
@@ -320,6 +321,36 @@ wake_latency(void *arg, bool exact, struct admin_wake_lat out[2])
 {
     (void)arg;
     app_wake_latency(exact, out);
+}
+
+/* The set-up time media relay added (the proxy's media_lat). */
+_Static_assert(ADMIN_MEDIA_BUCKETS == MEDIA_LAT_BUCKETS &&
+                   (int)ADMIN_MEDIA_INTERVALS == (int)MEDIA_LAT_COUNT &&
+                   (int)ADMIN_MEDIA_CALL == (int)MEDIA_LAT_CALL,
+               "admin and media latency shapes differ");
+static void
+media_latency(void *arg, bool exact,
+              struct admin_media_lat out[ADMIN_MEDIA_INTERVALS])
+{
+    (void)arg;
+    for (int k = 0; k < MEDIA_LAT_COUNT; k++) {
+        struct media_lat_stats st;
+        struct admin_media_lat *o = &out[k];
+        media_lat_get(proxy_media_lat(the.proxy), k, exact, &st);
+        for (int i = 0; i < MEDIA_LAT_BUCKETS; i++) {
+            o->bound_s[i] = media_lat_bounds_s[i];
+            o->le[i] = st.le[i];
+        }
+        o->count = st.count;
+        o->sum_s = st.sum_s;
+        o->samples = st.samples;
+        o->min_us = st.min_us;
+        o->p50_us = st.p50_us;
+        o->p90_us = st.p90_us;
+        o->p99_us = st.p99_us;
+        o->max_us = st.max_us;
+        o->mean_us = st.mean_us;
+    }
 }
 
 static void
@@ -1077,6 +1108,10 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
                 .push_check = push_check,
                 .counters = counters,
                 .wake_latency = wake_latency,
+                .media_latency =
+                    the.relays && media_relays_count(the.relays)
+                        ? media_latency
+                        : NULL,
                 .health = health,
             },
     };

@@ -1,11 +1,16 @@
 /*
  * media/client: ng requests on a worker's loop (see client.h).
  *
- * Pending requests sit on one list and are found by cookie with a linear
- * scan: an ng answer usually comes back in well under a millisecond, so a
- * worker has a handful pending even at hundreds of calls per second (a
- * table would pay off only with thousands outstanding, i.e. a dead relay
- * under load, and then the timeouts bound the list anyway).
+ * Requests sent and waiting for an answer sit on one list and are found
+ * by cookie with a linear scan: an ng answer usually comes back in well
+ * under a millisecond, and the window ([media] window) bounds how many a
+ * worker has in flight per relay. Requests over the window wait, unsent,
+ * on that relay's queue (in order) and go out as answers come back: a
+ * burst of calls is never sent to rtpengine faster than it answers, so
+ * its ng socket buffer does not overflow (the kernel would drop the
+ * excess and each dropped request would cost a timeout_ms repeat). A
+ * request holds its slot from its first send to a relay until it is
+ * answered, fails over or gives up; repeats and probes take no slot.
  *
  * Timers: every try is armed at now + timeout_ms, the same for all, so one
  * FIFO queue (base/tq) holds them in deadline order; the probe of down
@@ -31,6 +36,8 @@
 
 #define MAX_DATAGRAM 65536
 #define MAX_NODES 8192 /* a delete answer of a 2-leg call: ~300 */
+#define QUEUE_MAX 16384 /* requests waiting for a slot, per relay */
+#define RCVBUF (1 << 20) /* our sockets' receive buffer (rtpengine's answers) */
 
 struct relay {
     struct sockaddr_storage addr;
@@ -45,13 +52,19 @@ struct media_relays {
     size_t count;
     struct relay relay[MEDIA_MAX_RELAYS];
     unsigned timeout_ms, retries, probe_ms;
+    unsigned window;      /* in flight per client and relay; 0: no limit */
     uint32_t cookie_salt; /* differs per process run */
     atomic_uint rr;       /* round-robin for requests without call-id */
     pthread_mutex_t lock;
 };
 
+enum where { P_NEW, P_LISTED, P_QUEUED };
+
 struct pending {
-    struct list_node link;
+    struct list_node link; /* c->pending (P_LISTED: sent, or failing from
+                              the loop) or c->waitq[relay] (P_QUEUED) */
+    enum where where;
+    int holds;             /* relay whose window slot it holds, or -1 */
     struct tq_entry timer;
     struct media_client *c;
     uint64_t id;
@@ -79,7 +92,9 @@ struct media_client {
     struct tq_fifo retry_q, probe_q;
     struct tq_entry probe;
     struct list_node pending;
-    size_t pending_count;
+    size_t pending_count; /* every request, listed, queued or new */
+    struct list_node waitq[MEDIA_MAX_RELAYS];
+    unsigned inflight[MEDIA_MAX_RELAYS], queued[MEDIA_MAX_RELAYS];
     uint64_t next_id;
     char prefix[32];
     size_t prefix_len;
@@ -135,6 +150,7 @@ media_relays_new(const struct media_cfg *cfg, struct media_relays **out,
     r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 500;
     r->retries = cfg->retries;
     r->probe_ms = cfg->probe_ms ? cfg->probe_ms : 5000;
+    r->window = cfg->window;
     if (getrandom(&r->cookie_salt, sizeof(r->cookie_salt), 0) !=
         sizeof(r->cookie_salt))
         r->cookie_salt = (uint32_t)uv_hrtime() ^ (uint32_t)getpid();
@@ -221,12 +237,38 @@ arm(struct media_client *c)
     uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+static void drain(struct media_client *c, int relay);
+
+/* Give p's window slot back and let the relay's queue move. */
+static void
+release(struct media_client *c, struct pending *p)
+{
+    int r = p->holds;
+
+    if (r < 0)
+        return;
+    p->holds = -1;
+    c->inflight[r]--;
+    drain(c, r);
+}
+
+static void
+unlink_p(struct media_client *c, struct pending *p)
+{
+    if (p->where == P_QUEUED)
+        c->queued[p->relay]--;
+    if (p->where != P_NEW)
+        list_remove(&p->link);
+    p->where = P_NEW;
+}
+
 static void
 pending_free(struct media_client *c, struct pending *p)
 {
     tq_cancel(&p->timer);
-    list_remove(&p->link);
+    unlink_p(c, p);
     c->pending_count--;
+    release(c, p);
     buf_fini(&p->msg);
     free(p);
 }
@@ -265,6 +307,11 @@ static void
 transmit(struct media_client *c, struct pending *p)
 {
     struct relay *rl = &c->relays->relay[p->relay];
+    if (p->where != P_LISTED) {
+        unlink_p(c, p);
+        list_push_back(&c->pending, &p->link);
+        p->where = P_LISTED;
+    }
     uv_udp_t *u = sock_for(c, rl);
     uv_buf_t b = uv_buf_init(p->msg.data, (unsigned)p->msg.len);
     int rc = u ? uv_udp_try_send(u, &b, 1, (const struct sockaddr *)&rl->addr)
@@ -299,13 +346,74 @@ next_relay(struct media_client *c, struct pending *p)
     return -1;
 }
 
+/* p cannot be tried anywhere: its callback runs from the loop
+ * (on_retry, relay -1), never from inside the call that found it out. */
+static void
+fail_later(struct media_client *c, struct pending *p)
+{
+    unlink_p(c, p);
+    list_push_back(&c->pending, &p->link); /* media_client_cancel finds it */
+    p->where = P_LISTED;
+    p->relay = -1;
+    tq_heap_add(&c->tq, &p->timer, uv_now(c->loop));
+}
+
 static void
 start_on(struct media_client *c, struct pending *p, int relay)
 {
+    unsigned w = c->relays->window;
+
+    release(c, p); /* failover: the old relay's slot */
     p->relay = relay;
     p->tried |= 1u << relay;
     p->tries_here = 0;
+    if (w && !p->probe) {
+        if (c->inflight[relay] >= w) {
+            if (c->queued[relay] >= QUEUE_MAX) {
+                log_warn("media", "ng queue for %s full (%d requests): "
+                         "request failed", c->relays->relay[relay].name,
+                         QUEUE_MAX);
+                fail_later(c, p);
+                return;
+            }
+            unlink_p(c, p);
+            list_push_back(&c->waitq[relay], &p->link);
+            p->where = P_QUEUED;
+            c->queued[relay]++;
+            return;
+        }
+        c->inflight[relay]++;
+        p->holds = relay;
+    }
     transmit(c, p);
+}
+
+/* Send queued requests of relay while it has free slots. One waiting for
+ * a relay marked down since it queued goes to another relay that is up,
+ * or fails (unless it is sticky: then it is sent, like any request to the
+ * relay that has its call). */
+static void
+drain(struct media_client *c, int relay)
+{
+    unsigned w = c->relays->window;
+
+    while (!c->closing && !list_empty(&c->waitq[relay]) &&
+           (!w || c->inflight[relay] < w)) {
+        struct pending *p =
+            container_of(c->waitq[relay].next, struct pending, link);
+        unlink_p(c, p);
+        if (!p->sticky && !atomic_load(&c->relays->relay[relay].up)) {
+            int next = next_relay(c, p);
+            if (next >= 0)
+                start_on(c, p, next);
+            else
+                fail_later(c, p);
+            continue;
+        }
+        c->inflight[relay]++;
+        p->holds = relay;
+        transmit(c, p);
+    }
 }
 
 static void
@@ -360,6 +468,8 @@ pending_new(struct media_client *c, enum media_ng_cmd cmd)
     p->id = ++c->next_id;
     p->cmd = cmd;
     p->relay = -1;
+    p->holds = -1;
+    p->where = P_NEW;
     p->t0_ns = uv_hrtime();
     tq_entry_init(&p->timer, on_retry);
     buf_init(&p->msg, MAX_DATAGRAM);
@@ -367,7 +477,6 @@ pending_new(struct media_client *c, enum media_ng_cmd cmd)
     buf_printf(&p->msg, "%" PRIu64, p->id);
     p->cookie_len = p->msg.len;
     buf_append(&p->msg, " ", 1);
-    list_push_back(&c->pending, &p->link);
     c->pending_count++;
     return p;
 }
@@ -453,24 +562,35 @@ media_client_send(struct media_client *c, const struct media_ng_req *req,
         if (first >= 0)
             start_on(c, p, first);
     }
-    if (p->relay < 0) /* nothing to try: call back from the loop */
-        tq_heap_add(&c->tq, &p->timer, uv_now(c->loop));
+    if (p->relay < 0 && p->where == P_NEW) /* nothing to try */
+        fail_later(c, p);
     arm(c);
     return 0;
+}
+
+static struct pending *
+find_id(struct list_node *list, uint64_t id)
+{
+    struct list_node *n;
+
+    for (n = list->next; n != list; n = n->next) {
+        struct pending *p = container_of(n, struct pending, link);
+        if (p->id == id && !p->probe)
+            return p;
+    }
+    return NULL;
 }
 
 void
 media_client_cancel(struct media_client *c, uint64_t id)
 {
-    struct list_node *n, *tmp;
+    struct pending *p = find_id(&c->pending, id);
 
-    list_for_each_safe(n, tmp, &c->pending)
-    {
-        struct pending *p = container_of(n, struct pending, link);
-        if (p->id == id && !p->probe) {
-            pending_free(c, p);
-            return;
-        }
+    for (size_t i = 0; !p && i < c->relays->count; i++)
+        p = find_id(&c->waitq[i], id);
+    if (p) {
+        pending_free(c, p);
+        arm(c);
     }
 }
 
@@ -633,8 +753,13 @@ open_udp(struct media_client *c, uv_udp_t *u, bool *opened, int family)
     *opened = true;
     rc = uv_udp_bind(u, (const struct sockaddr *)&any,
                      family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
-    if (rc == 0)
+    if (rc == 0) {
+        /* Room for a window's answers even while the worker is busy with
+         * SIP (the kernel caps it at net.core.rmem_max). */
+        int size = RCVBUF;
+        (void)uv_recv_buffer_size((uv_handle_t *)u, &size);
         rc = uv_udp_recv_start(u, on_alloc, on_recv);
+    }
     return rc;
 }
 
@@ -661,6 +786,8 @@ media_client_new(uv_loop_t *loop, struct media_relays *relays,
     c->loop = loop;
     c->relays = relays;
     list_init(&c->pending);
+    for (size_t i = 0; i < MEDIA_MAX_RELAYS; i++)
+        list_init(&c->waitq[i]);
     tq_init(&c->tq);
     tq_fifo_init(&c->tq, &c->retry_q, relays->timeout_ms);
     tq_fifo_init(&c->tq, &c->probe_q, relays->probe_ms);
@@ -698,10 +825,13 @@ media_client_close(struct media_client *c)
 
     if (c == NULL || c->closing)
         return;
+    c->closing = true; /* drain sends nothing more */
     list_for_each_safe(n, tmp, &c->pending)
         pending_free(c, container_of(n, struct pending, link));
+    for (size_t i = 0; i < c->relays->count; i++)
+        list_for_each_safe(n, tmp, &c->waitq[i])
+            pending_free(c, container_of(n, struct pending, link));
     tq_cancel(&c->probe);
-    c->closing = true;
     uv_timer_stop(&c->timer);
     if (c->has4)
         uv_close((uv_handle_t *)&c->udp4, on_closed);

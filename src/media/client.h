@@ -21,7 +21,14 @@
  * the same relay for the same call); relays marked down are skipped while
  * another is up. A down relay is pinged every probe_ms and marked up again
  * on its first answer. A request fails at the latest after
- * relays * (retries + 1) * timeout_ms.
+ * relays * (retries + 1) * timeout_ms from its first send.
+ *
+ * At most [media] window requests per client are in flight to one relay
+ * (0: no limit); the others wait, unsent, in that relay's queue in the
+ * order they were made and are sent as answers come back (the queue's
+ * wait is not part of timeout_ms). A queued request whose relay is marked
+ * down meanwhile goes to another relay that is up, or fails (NO_RELAY);
+ * a sticky one is still sent there.
  *
  * Anything that is not the answer to a pending request (garbage, a late
  * repeat, a stranger's datagram) is counted and dropped.

@@ -90,6 +90,20 @@ static const struct cfg_option media_options[] = {
      .offset = offsetof(struct media_cfg, probe_ms),
      .help = "An rtpengine marked down is pinged this often and marked "
              "up again on its first answer; calls avoid it meanwhile."},
+    {.key = "window",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 4096,
+     .def = "64",
+     .offset = offsetof(struct media_cfg, window),
+     .help = "ng requests each SIP worker keeps in flight per rtpengine; "
+             "more wait in the worker's queue, in order, and go out as "
+             "answers come back (the wait counts in the set-up time, not "
+             "in timeout_ms). A burst larger than rtpengine's ng socket "
+             "buffer (about 100 requests with Linux's default 208 KiB) is "
+             "dropped by the kernel and costs a timeout_ms repeat; a small "
+             "window throttles calls when rtpengine answers slowly. 0: no "
+             "limit."},
 };
 
 static int

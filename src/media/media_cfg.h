@@ -35,6 +35,8 @@ struct media_cfg {
     unsigned probe_ms;         /* ping an rtpengine marked down this often */
     int srtp;                  /* 0 tls: RTP/SAVP towards TLS bindings and
                                   RTP/AVP towards others; 1 keep */
+    unsigned window;           /* ng requests in flight per worker and
+                                  rtpengine; 0: no limit */
 };
 
 extern const struct cfg_section media_cfg_section;

@@ -43,6 +43,7 @@
 struct reg;
 struct reg_contact;
 struct media_relays;
+struct media_lat;
 struct proxy;
 struct proxy_shared;
 struct proxy_call;
@@ -212,6 +213,11 @@ struct sockaddr;
 typedef bool proxy_peer_fn(const struct sockaddr *host, void *arg);
 void proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
                               void *arg);
+
+/* The time media relay added to call set-up (media/media_lat.h: offer,
+ * answer, per call), recorded by the workers; read it with media_lat_get.
+ * NULL before proxy_shared_set_media (or for a NULL sh). Any thread. */
+struct media_lat *proxy_media_lat(struct proxy_shared *sh);
 
 /* Media counters since start, summed over workers. Any thread. */
 enum proxy_media_counter {

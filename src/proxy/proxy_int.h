@@ -25,6 +25,7 @@
 
 struct media_client;
 struct media_relays;
+struct media_lat;
 struct media_cfg;
 
 #define PROXY_MAX_OBSERVERS 4
@@ -91,6 +92,7 @@ struct proxy_shared {
     int media_ice;        /* enum media_ice */
     int media_srtp;       /* enum proxy_media_srtp */
     _Atomic uint64_t media_counts[PROXY_MEDIA_COUNTERS];
+    struct media_lat *media_lat; /* set-up time relay added (owned) */
 
     pthread_mutex_t rec_lock; /* the record ring */
     struct proxy_call_record *recs;
@@ -188,6 +190,8 @@ struct branch {
     char vbranch[TXN_BRANCH_MAX];
     int media;       /* PROXY_MEDIA_NONE, _ANY or the rtpengine index */
     bool media_wait; /* offer in flight: the request is not sent yet */
+    bool media_timed;        /* media_offer_us set, no answer timed yet */
+    uint64_t media_offer_us; /* how long the INVITE waited for its offer */
     bool nat;        /* the binding is behind NAT (private Contact that
                         differs from where it registered from) */
     bool tls;        /* the binding is TLS (SRTP towards it) */

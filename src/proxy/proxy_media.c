@@ -32,6 +32,7 @@
 #include "base/xmalloc.h"
 #include "media/client.h"
 #include "media/media_cfg.h"
+#include "media/media_lat.h"
 #include "proxy/proxy_int.h"
 #include "sip/build.h"
 #include "sip/uri.h"
@@ -55,6 +56,7 @@ struct media_op {
     size_t len;
     struct tp_dest dst; /* OP_ACK */
     bool pop2;
+    uint64_t t0_us; /* made (media_lat_now_us): the held message's wait */
 };
 
 static void
@@ -87,6 +89,24 @@ proxy_shared_set_media(struct proxy_shared *sh, struct media_relays *relays,
     sh->media_on_failure = on_failure;
     sh->media_ice = ice;
     sh->media_srtp = srtp;
+    if (!sh->media_lat)
+        sh->media_lat = media_lat_new();
+}
+
+struct media_lat *
+proxy_media_lat(struct proxy_shared *sh)
+{
+    return sh ? sh->media_lat : NULL;
+}
+
+/* The message op held was handed on (or dropped because its call ended):
+ * how long it waited for rtpengine, as one sample of k. */
+static uint64_t
+held(struct media_op *op, enum media_lat_kind k)
+{
+    uint64_t us = media_lat_now_us() - op->t0_us;
+    media_lat_add(op->p->sh->media_lat, k, us);
+    return us;
 }
 
 int
@@ -280,6 +300,7 @@ op_new(struct proxy *p, struct proxy_call *c, struct branch *b, enum op_kind k)
     op->call = c;
     op->br = b;
     op->kind = k;
+    op->t0_us = media_lat_now_us();
     return op;
 }
 
@@ -496,6 +517,15 @@ offer_done(struct media_op *op, const struct media_ng_result *res, bool ok)
         b->media = PROXY_MEDIA_NONE;
         rc = proxy_branch_send(c, b, NULL);
     }
+    if (rc == 0) {
+        /* The request waited this long for rtpengine. A fork's branch
+         * keeps it for the call's set-up sample (its first answer). */
+        uint64_t us = held(op, MEDIA_LAT_OFFER);
+        if (c->kind == CALL_FORK && ok) {
+            b->media_offer_us = us;
+            b->media_timed = true;
+        }
+    }
     if (rc < 0) {
         log_info("proxy", "branch to %s not started: %s call_id=%s",
                  b->uri ? b->uri : "(dialog)", strerror(-rc), op->call_id);
@@ -530,6 +560,15 @@ response_done(struct media_op *op, const struct media_ng_result *res, bool ok)
             c->media = res->relay;
             c->media_used = true;
         }
+        /* Timed before the relay: a 2xx may end the call's life. */
+        uint64_t us = held(op, op->late ? MEDIA_LAT_OFFER : MEDIA_LAT_ANSWER);
+        if (!op->late && c->kind == CALL_FORK && b->media_timed) {
+            /* The branch's first 18x/2xx with SDP: what relay added to
+             * this call's set-up (once per branch). */
+            b->media_timed = false;
+            media_lat_add(c->p->sh->media_lat, MEDIA_LAT_CALL,
+                          b->media_offer_us + us);
+        }
         proxy_branch_relay(c, b, &m, &sdp);
     } else {
         log_warn("proxy",
@@ -538,6 +577,7 @@ response_done(struct media_op *op, const struct media_ng_result *res, bool ok)
                  op->late ? "offer" : "answer", m.status,
                  media_ng_status_name(res->status), res->error ? ": " : "",
                  res->error ? res->error : "", op->call_id);
+        held(op, op->late ? MEDIA_LAT_OFFER : MEDIA_LAT_ANSWER);
         proxy_branch_relay(c, b, &m, NULL);
     }
     arena_fini(&a);
@@ -571,8 +611,10 @@ ack_done(struct media_op *op, const struct media_ng_result *res, bool ok)
         .via = slice_cstr(via), .pop_route = true, .pop_route2 = op->pop2};
     buf_reset(&p->out);
     if (sip_build_forward(&p->out, &m, &fw) == 0 &&
-        tp_send(p->tp, &op->dst, buf_slice(&p->out), NULL) == 0)
+        tp_send(p->tp, &op->dst, buf_slice(&p->out), NULL) == 0) {
         p->stats.acks_forwarded++;
+        held(op, MEDIA_LAT_ANSWER);
+    }
     arena_fini(&a);
 }
 

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "proxy/proxy_int.h"
+#include "media/media_lat.h"
 #include "media/ng.h"
 #include "sip/build.h"
 
@@ -127,6 +128,7 @@ proxy_shared_free(struct proxy_shared *sh)
     pthread_mutex_destroy(&sh->rec_lock);
     free(sh->recs);
     free(sh->domain);
+    media_lat_free(sh->media_lat);
     free(sh);
 }
 

@@ -1,0 +1,142 @@
+/*
+ * media/media_lat: set-up time added by media relay (see media_lat.h).
+ * The histogram counters are atomics; the sample rings share one mutex,
+ * held only to store a sample or copy a ring.
+ */
+#include "media/media_lat.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/xmalloc.h"
+
+const double media_lat_bounds_s[MEDIA_LAT_BUCKETS] = {
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002,
+    0.005,   0.01,   0.025,  0.05,   0.1,    0.25,    0.5,   1};
+
+struct lat_one {
+    atomic_uint_fast64_t bucket[MEDIA_LAT_BUCKETS]; /* not cumulative */
+    atomic_uint_fast64_t count, sum_us;
+    uint32_t ring[MEDIA_LAT_SAMPLES]; /* under lock */
+    size_t next, n;
+};
+
+struct media_lat {
+    pthread_mutex_t lock;
+    struct lat_one k[MEDIA_LAT_COUNT];
+};
+
+const char *
+media_lat_kind_name(enum media_lat_kind k)
+{
+    static const char *const names[MEDIA_LAT_COUNT] = {"offer", "answer",
+                                                       "call"};
+    return (unsigned)k < MEDIA_LAT_COUNT ? names[k] : "?";
+}
+
+struct media_lat *
+media_lat_new(void)
+{
+    struct media_lat *l = xcalloc(1, sizeof(*l));
+    pthread_mutex_init(&l->lock, NULL);
+    return l;
+}
+
+void
+media_lat_free(struct media_lat *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+uint64_t
+media_lat_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void
+media_lat_add(struct media_lat *l, enum media_lat_kind k, uint64_t us)
+{
+    if (!l || (unsigned)k >= MEDIA_LAT_COUNT)
+        return;
+    struct lat_one *o = &l->k[k];
+    size_t b = 0;
+    while (b < MEDIA_LAT_BUCKETS && (double)us / 1e6 > media_lat_bounds_s[b])
+        b++;
+    if (b < MEDIA_LAT_BUCKETS)
+        atomic_fetch_add_explicit(&o->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&o->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&o->sum_us, us, memory_order_relaxed);
+    pthread_mutex_lock(&l->lock);
+    o->ring[o->next] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    o->next = (o->next + 1) % MEDIA_LAT_SAMPLES;
+    if (o->n < MEDIA_LAT_SAMPLES)
+        o->n++;
+    pthread_mutex_unlock(&l->lock);
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest rank: the smallest sample with at least q of them at or below. */
+static uint64_t
+rank(const uint32_t *v, size_t n, double q)
+{
+    size_t r = (size_t)(q * (double)n + 0.999999);
+    if (r < 1)
+        r = 1;
+    if (r > n)
+        r = n;
+    return v[r - 1];
+}
+
+void
+media_lat_get(struct media_lat *l, enum media_lat_kind k, bool exact,
+              struct media_lat_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!l || (unsigned)k >= MEDIA_LAT_COUNT)
+        return;
+    struct lat_one *o = &l->k[k];
+    uint64_t cum = 0;
+    for (size_t i = 0; i < MEDIA_LAT_BUCKETS; i++) {
+        cum += atomic_load_explicit(&o->bucket[i], memory_order_relaxed);
+        out->le[i] = cum;
+    }
+    out->count = atomic_load_explicit(&o->count, memory_order_relaxed);
+    out->sum_s =
+        (double)atomic_load_explicit(&o->sum_us, memory_order_relaxed) / 1e6;
+    if (!exact)
+        return;
+    uint32_t *v = xmalloc(MEDIA_LAT_SAMPLES * sizeof(*v));
+    pthread_mutex_lock(&l->lock);
+    size_t n = o->n;
+    memcpy(v, o->ring, n * sizeof(*v)); /* order does not matter */
+    pthread_mutex_unlock(&l->lock);
+    if (n) {
+        qsort(v, n, sizeof(*v), cmp_u32);
+        double sum = 0;
+        for (size_t i = 0; i < n; i++)
+            sum += v[i];
+        out->samples = n;
+        out->min_us = v[0];
+        out->p50_us = rank(v, n, 0.50);
+        out->p90_us = rank(v, n, 0.90);
+        out->p99_us = rank(v, n, 0.99);
+        out->max_us = v[n - 1];
+        out->mean_us = sum / (double)n;
+    }
+    free(v);
+}
