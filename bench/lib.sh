@@ -1,5 +1,6 @@
 # bench/lib.sh: shared by the SIPp comparisons with Kamailio
-# (register-bench.sh, call-bench.sh). Sourced, not run. The caller sets
+# (register-bench.sh, call-bench.sh, media-bench.sh; tls-bench.sh uses
+# bench_pbx_conf). Sourced, not run. The caller sets
 #   BENCH     the bench's name (results go to bench/results/$BENCH-<stamp>/)
 #   SCENARIO  the run-load.sh scenario (register | call)
 #   UNIT      the label of the printed rate (REGISTER/s, calls/s)
@@ -32,23 +33,7 @@ bench_compare() {
     trap bench_cleanup EXIT INT TERM
 
     CONF="$TMP/pushpbx.conf"
-    cat >"$CONF" <<CONF
-[sip]
-listen = udp:127.0.0.1:$PORT
-domain = 127.0.0.1
-workers = $WORKERS
-[log]
-level = warn
-[admin]
-enabled = no
-[registrar]
-digest_algorithms = md5
-[store]
-path = $TMP/bench.db
-CONF
-    tail -n +2 "$KAM/users.csv" | while IFS=';' read -r user pw; do
-        printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
-    done >>"$CONF"
+    bench_pbx_conf "$CONF" "udp:127.0.0.1:$PORT" "$KAM/users.csv"
     # PBX_CONF_EXTRA: a file appended to every variant's configuration
     # (e.g. a [media] section); PBX_VARIANT_SECTION: the section the
     # variants' option goes to (default sip).
@@ -100,6 +85,31 @@ CONF
             'BEGIN { if (k > 0) printf "%.2f", p / k; else print "n/a" }')" |
             tee -a "$OUTDIR/ratio.txt"
     done
+}
+
+# bench_pbx_conf FILE LISTEN USERS_CSV: the pushpbx side of a comparison
+# with Kamailio (also bench/tls-bench.sh): $WORKERS workers, log level
+# warn, no admin, digest MD5, the store in $TMP, one extension per line of
+# the shared users.csv. A caller appends sections for its own options (a
+# section may appear again with other keys).
+bench_pbx_conf() {
+    cat >"$1" <<CONF
+[sip]
+listen = $2
+domain = 127.0.0.1
+workers = $WORKERS
+[log]
+level = warn
+[admin]
+enabled = no
+[registrar]
+digest_algorithms = md5
+[store]
+path = $TMP/bench.db
+CONF
+    tail -n +2 "$3" | while IFS=';' read -r user pw; do
+        printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
+    done >>"$1"
 }
 
 bench_rate() { # the highest passing rate run-load.sh reported in FILE

@@ -42,6 +42,7 @@ KAM_PORT=${KAM_PORT:-5071}
 KAM_SHM_MB=${KAM_SHM_MB:-2048}
 KAM_MALLOC=${KAM_MALLOC:-qm}
 OUTDIR="$ROOT/bench/results/tls-$(date -u +%Y%m%d-%H%M%S)"
+. "$ROOT/bench/lib.sh" # bench_pbx_conf
 
 die() { echo "tls-bench: $*" >&2; exit 1; }
 [ -x "$BIN" ] || die "$BIN missing (make build)"
@@ -76,31 +77,19 @@ tcp_listening() { # port
 
 start_pushpbx() {
 	local conf="$TMP/pushpbx.conf" i
-	cat >"$conf" <<CONF
+	bench_pbx_conf "$conf" "tls:127.0.0.1:$PBX_PORT" "$SHARED/users.csv"
+	cat >>"$conf" <<CONF
 [sip]
-listen = tls:127.0.0.1:$PBX_PORT
-domain = 127.0.0.1
-workers = $WORKERS
 max_connections = 20000
 tcp_max_per_source = 0
 tcp_idle_timeout_s = 3600
 [tls]
 cert_file = $TMP/cert.pem
 key_file = $TMP/key.pem
-[log]
-level = warn
-[admin]
-enabled = no
 [registrar]
-digest_algorithms = md5
 max_contacts = 64
 auth_fail_threshold = 0
-[store]
-path = $TMP/bench.db
 CONF
-	tail -n +2 "$SHARED/users.csv" | while IFS=';' read -r user pw; do
-		printf '[extension.%s]\npassword = %s\n' "$user" "$pw"
-	done >>"$conf"
 	rm -f "$TMP/bench.db" "$TMP/ready"
 	"$BIN" --config "$conf" --ready-file "$TMP/ready" >>"$OUTDIR/pushpbx.log" 2>&1 &
 	SPID=$!

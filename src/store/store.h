@@ -31,12 +31,16 @@
  * changes, provisioning links, a push REGISTER's device before its 200 OK)
  * take a mark, queue as usual and call store_commit(): the writer commits
  * at once, grouping them with whatever else is queued, and the caller
- * waits (bounded) for that transaction's result. Only the writer waits on
+ * waits (bounded) for that transaction's result (store_commit_async: a
+ * callback instead, for a SIP worker). Only the store's connections wait on
  * SQLite's locks (busy timeout 5 s against another process such as an
  * operator's sqlite3 shell); a caller waits at most its own timeout.
  *
- * Reads (store_*_load) happen at start-up on a short-lived connection of
- * their own; WAL lets them run next to the writer.
+ * Connections, SQLite: the writer's; the checkpoint thread's (store_ckpt.c,
+ * woken by the writer's WAL hook); a short-lived read-only one per blocking
+ * read (the loads at start-up, the admin's reads) on the caller's thread;
+ * store_backup's. WAL lets them run next to the writer. PostgreSQL: the
+ * writer's, a reader's, and store_watch's listener (docs/store.md).
  *
  * Thread: every function is thread-safe except store_open/store_close,
  * which belong to the owner (the daemon's main thread).

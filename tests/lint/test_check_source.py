@@ -37,6 +37,9 @@ def tree(tmp_path):
     write(t, "src/proxy/proxy.c",
           '#include "proxy_int.h"\n#include "proxy/proxy.h"\n#include <uv.h>\n')
     write(t, "src/push/client.c", "#include <curl/curl.h>\n")
+    write(t, "src/push/push.h", "int push_x;\n")
+    write(t, "src/cluster/cluster.h", '#include "registrar/reg.h"\n')
+    write(t, "src/registrar/reg.h", '#include "store/store.h"\n')
     write(t, "src/wake/wake.h", '#include "proxy/proxy.h"\n')
     write(t, "src/wake/wake.c", '#include "wake/wake.h"\n#include <uv.h>\n')
     write(t, "src/admin/admin.c", "#include <microhttpd.h>\n#include \"proxy/proxy.h\"\n")
@@ -69,13 +72,23 @@ def test_clean_tree_passes(tree):
     # rule 1: edges, resolved; '..' refused
     ("src/sip/bad.c", '#include "proxy/proxy.h"\n', "may not include 'proxy/'"),
     ("src/sip/bad.c", '#include "../proxy/proxy.h"\n', "escapes with '..'"),
+    # resolved, not read as text: "./proxy/..." lands in proxy all the same
+    ("src/sip/bad.c", '#include "./proxy/proxy.h"\n', "may not include 'proxy/'"),
     ("src/base/bad.c", '#include "sip/msg.h"\n', "may not include 'sip/'"),
     # wake observes the proxy; the proxy never knows wake
     ("src/proxy/bad.c", '#include "wake/wake.h"\n', "may not include 'wake/'"),
+    # cluster sits on the registrar and the store; it reaches the proxy
+    # only through app's wiring, and nothing below it knows it
+    ("src/cluster/bad.c", '#include "proxy/proxy.h"\n',
+     "'cluster' may not include 'proxy/'"),
+    ("src/registrar/bad.c", '#include "cluster/cluster.h"\n',
+     "'registrar' may not include 'cluster/'"),
     # rule 2: _int.h is private
     ("src/admin/bad.c", '#include "proxy/proxy_int.h"\n', "private to room 'proxy'"),
     ("tests/unit/admin/bad_test.c", '#include "proxy/proxy_int.h"\n',
      "private to room 'proxy'"),
+    ("bench/bad.c", '#include "proxy/proxy_int.h"\n', "private to room 'proxy'"),
+    ("src/app/bad.c", '#include "proxy/proxy_int.h"\n', "private to room 'proxy'"),
     # rule 3: library headers
     ("src/sip/bad.c", "#include <sqlite3.h>\n", "<sqlite3.h> is not for 'sip'"),
     ("src/proxy/bad.c", "#include <sqlite3.h>\n", "<sqlite3.h> is not for 'proxy'"),
@@ -94,12 +107,24 @@ def test_clean_tree_passes(tree):
     ("src/proxy/bad.c", "#include <microhttpd.h>\n", "<microhttpd.h> is not for 'proxy'"),
     ("src/base/bad.c", "#include <uv.h>\n", "<uv.h> is not for 'base'"),
     ("src/sip/bad.c", "#include <uv.h>\n", "<uv.h> is not for 'sip'"),
+    ("src/config/bad.c", "#include <uv.h>\n", "<uv.h> is not for 'config'"),
+    # the cluster reads other nodes' changes through the store, never libpq
+    ("src/cluster/bad.c", "#include <libpq-fe.h>\n",
+     "<libpq-fe.h> is not for 'cluster'"),
+    ("src/wake/bad.c", "#include <curl/curl.h>\n", "<curl/curl.h> is not for 'wake'"),
+    ("src/app/bad.c", "#include <sqlite3.h>\n", "<sqlite3.h> is not for 'app'"),
     ("src/push/bad.c", "#include <nghttp2/nghttp2.h>\n", "is not for 'push'"),
     # rule 4: programs
-    ("src/ctl/bad.c", '#include "wake/wake.h"\n', None),
+    ("src/ctl/bad.c", '#include "wake/wake.h"\n', "'ctl' may not include 'wake/'"),
+    ("src/ctl/bad.c", "#include <sqlite3.h>\n", "<sqlite3.h> is not for 'ctl'"),
+    ("src/ctl/bad.c", "#include <microhttpd.h>\n", "<microhttpd.h> is not for 'ctl'"),
     ("src/ctl/bad.c", '#include "proxy/proxy.h"\n', "'ctl' may not include 'proxy/'"),
     ("src/pushsim/bad.c", '#include "proxy/proxy.h"\n',
      "'pushsim' may not include 'proxy/'"),
+    # pushsim signs with jose, never with the push room's code
+    ("src/pushsim/bad.c", '#include "push/push.h"\n',
+     "'pushsim' may not include 'push/'"),
+    ("src/pushsim/bad.c", "#include <sqlite3.h>\n", "<sqlite3.h> is not for 'pushsim'"),
     # rule 5: tests and bench
     ("tests/unit/sip/bad_test.c", '#include "proxy/proxy.h"\n',
      "'sip' may not include 'proxy/'"),
@@ -132,6 +157,28 @@ def test_file_without_header_comment(tree):
         f.write("int x;\n")
     rc, out = run(tree)
     assert rc == 1 and "src/sip/nohead.c:1: file does not start with a comment" in out, out
+
+
+@pytest.mark.parametrize("fn", ["strcpy", "strcat", "sprintf", "vsprintf",
+                                "strtok", "atoi", "atol", "atoll", "gets",
+                                "sscanf"])
+def test_each_banned_function(tree, fn):
+    write(tree, "src/sip/bad.c", f"void f(void){{ {fn}(0); }}\n")
+    rc, out = run(tree)
+    assert rc == 1 and f"src/sip/bad.c:2: banned function" in out, out
+
+
+def test_banned_name_in_comment_or_string_passes(tree):
+    write(tree, "src/sip/ok.c",
+          '/* strcpy(d, s) is banned */\nconst char *s = "atoi(x)";\n')
+    rc, out = run(tree)
+    assert rc == 0, out
+
+
+def test_unit_tests_of_unknown_room(tree):
+    write(tree, "tests/unit/newroom/x_test.c", "int x;\n")
+    rc, out = run(tree)
+    assert rc == 1 and "tests/unit/newroom: no room 'newroom'" in out, out
 
 
 def test_unknown_room(tree):
