@@ -58,6 +58,9 @@
 #define TIMER_RUN_MAX 1024
 /* Ciphertext read at once (a few TLS records); one buffer per worker. */
 #define TLS_RBUF_LEN (64 * 1024)
+/* A TLS connection keeps OpenSSL's record buffers and its plaintext buffer
+ * while it is busy; they are freed once it has been quiet this long. */
+#define TLS_QUIET_MS 1000
 
 struct tp_listener {
     struct tp *tp;
@@ -97,6 +100,7 @@ struct tp_conn {
     int close_status;
     SSL *ssl;               /* TLS connection; NULL for TCP */
     struct tp_tls_io tlsio; /* ssl's BIO reads/writes through this */
+    struct tq_entry quiet;  /* TLS: frees the buffers when quiet */
     uv_connect_t connect_req;
 };
 
@@ -155,6 +159,7 @@ struct tp {
     char *udp_buf;
     struct tq tq;
     struct tq_fifo idle_fifo, connect_fifo, first_fifo, msg_fifo;
+    struct tq_fifo quiet_fifo; /* TLS connections' buffers (TLS_QUIET_MS) */
     struct log_limit log_max_conns, log_per_source, log_tls;
     char *tls_rbuf;     /* ciphertext read buffer (TLS_RBUF_LEN) */
     struct buf tls_out; /* ciphertext SSL wrote during one call */
@@ -221,6 +226,7 @@ tp_release(struct tp *tp)
     tq_fifo_fini(&tp->connect_fifo);
     tq_fifo_fini(&tp->first_fifo);
     tq_fifo_fini(&tp->msg_fifo);
+    tq_fifo_fini(&tp->quiet_fifo);
     tq_fini(&tp->tq);
     list_for_each_safe(n, tmp, &tp->inbox)
     {
@@ -892,6 +898,7 @@ conn_close(struct tp_conn *c, int status)
     c->closing = true;
     c->close_status = status;
     tq_cancel(&c->timer);
+    tq_cancel(&c->quiet);
     if (c->src_held) {
         src_release(&c->remote);
         c->src_held = false;
@@ -982,12 +989,16 @@ conn_arm(struct tp_conn *c, enum conn_phase ph)
 /* After a read was cut into msgs messages: pick the deadline. Before its
  * first message an accepted connection keeps the one set at the accept;
  * a partial message keeps the one set when it started (a byte now and
- * then does not extend it); otherwise the idle timeout starts again. */
+ * then does not extend it); otherwise the idle timeout starts again. On
+ * TLS a record that SSL holds half read is a partial message too: its
+ * plaintext is not out yet, and a peer dripping it must meet the message
+ * deadline, not the idle timeout. */
 static void
 conn_after_read(struct tp_conn *c, size_t msgs)
 {
     bool partial =
-        c->rlen > 0 && sip_skip_keepalive(c->rbuf, c->rlen) < c->rlen;
+        (c->rlen > 0 && sip_skip_keepalive(c->rbuf, c->rlen) < c->rlen) ||
+        (c->ssl && SSL_has_pending(c->ssl));
 
     if (c->phase == PHASE_FIRST && msgs == 0)
         return;
@@ -998,6 +1009,8 @@ conn_after_read(struct tp_conn *c, size_t msgs)
     }
     conn_arm(c, PHASE_IDLE);
 }
+
+static void on_tls_quiet(struct tq_entry *e);
 
 /* A new connection object with its handle initialised (counted). */
 static struct tp_conn *
@@ -1010,6 +1023,7 @@ conn_new(struct tp *tp)
     list_init(&c->link);
     list_init(&c->hlink);
     tq_entry_init(&c->timer, on_conn_timer);
+    tq_entry_init(&c->quiet, on_tls_quiet);
     uv_tcp_init(tp->loop, &c->tcp);
     tp->open_handles++;
     return c;
@@ -1244,6 +1258,10 @@ tls_drain(struct tp_conn *c)
         tls_flush(c);
         if (n > 0) {
             c->rlen += (size_t)n;
+            /* All ciphertext taken and no record left inside SSL: the
+             * next SSL_read could only ask for more. */
+            if (c->tlsio.in_len == 0 && !SSL_has_pending(c->ssl))
+                break;
             continue;
         }
         if (e == SSL_ERROR_WANT_READ)
@@ -1261,6 +1279,41 @@ tls_drain(struct tp_conn *c)
         return msgs;
     }
     return msgs + conn_process(c);
+}
+
+/* c used its buffers just now: they stay until it is quiet for
+ * TLS_QUIET_MS. A busy phone (a REGISTER every few ms in the benchmark, a
+ * call's messages) so reuses them instead of a malloc and free of ~17 KiB
+ * per record and direction (what SSL_MODE_RELEASE_BUFFERS did), and an
+ * idle one holds none. */
+static void
+tls_busy(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+
+    tq_fifo_add(&tp->quiet_fifo, &c->quiet, tp_now_ms(tp));
+}
+
+/* Quiet for TLS_QUIET_MS: free OpenSSL's record buffers and the plaintext
+ * buffer, so that an idle connection costs its SSL object and socket only
+ * (100,000 idle phones). SSL_free_buffers refuses while a record is half
+ * read (it is then kept, and the message deadline bounds how long). */
+static void
+on_tls_quiet(struct tq_entry *e)
+{
+    struct tp_conn *c = container_of(e, struct tp_conn, quiet);
+
+    if (c->closing || !c->ssl)
+        return;
+    if (SSL_free_buffers(c->ssl) == 1)
+        c->tp->stats.tls_released++;
+    else
+        tls_busy(c); /* try again later */
+    if (c->rlen == 0 && c->rbuf) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->ralloc = 0;
+    }
 }
 
 static void
@@ -1281,6 +1334,7 @@ tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    tls_busy(c);
     c->tlsio.in = buf->base;
     c->tlsio.in_len = (size_t)nread;
     if (!c->tls_ready) {
@@ -1302,12 +1356,6 @@ tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->closing || tp->freeing)
         return;
     conn_after_read(c, msgs);
-    if (c->rlen == 0 && c->rbuf) {
-        /* Idle TLS connections keep no plaintext buffer (100k phones). */
-        free(c->rbuf);
-        c->rbuf = NULL;
-        c->ralloc = 0;
-    }
 }
 
 /* Send one message on a TLS connection: one SSL_write (the parts joined),
@@ -1342,6 +1390,8 @@ tls_send(struct tp_conn *c, const struct slice *parts, size_t count,
         return -EPROTO;
     }
     rc = tls_flush(c);
+    if (!c->closing)
+        tls_busy(c); /* SSL_write took its write buffer */
     return rc;
 }
 
@@ -1497,14 +1547,46 @@ on_write(uv_write_t *req, int status)
 }
 
 /* Queue bytes (parts joined) on c's socket; over the write-queue cap the
- * peer does not read and c is closed. */
+ * peer does not read and c is closed. When nothing is queued the bytes
+ * are written at once from the caller's parts (one writev, no copy, no
+ * write request); only what the socket does not take is copied and
+ * queued. */
 static int
 conn_write(struct tp_conn *c, const struct slice *parts, size_t count,
            size_t total)
 {
     struct tp *tp = c->tp;
+    struct slice rest[8];
     int rc;
 
+    if (c->tcp.write_queue_size == 0 && !c->connecting && count <= 8) {
+        uv_buf_t bufs[8];
+        for (size_t i = 0; i < count; i++)
+            bufs[i] = uv_buf_init((char *)parts[i].ptr, (unsigned)parts[i].len);
+        /* UV_EAGAIN also while libuv still has writes queued. */
+        rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)count);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            conn_close(c, rc);
+            return rc;
+        }
+        if (rc > 0) {
+            size_t skip = (size_t)rc, n = 0;
+            if (skip == total)
+                return 0;
+            for (size_t i = 0; i < count; i++) {
+                if (skip >= parts[i].len) {
+                    skip -= parts[i].len;
+                    continue;
+                }
+                rest[n++] = slice_make(parts[i].ptr + skip,
+                                       parts[i].len - skip);
+                skip = 0;
+            }
+            parts = rest;
+            count = n;
+            total -= (size_t)rc;
+        }
+    }
     if (c->tcp.write_queue_size + total > tp->cfg.max_write_queue) {
         log_warn(ROOM, "tcp flow %llu: peer does not read, closing",
                  (unsigned long long)c->id);
@@ -1955,6 +2037,7 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     tq_fifo_init(&tp->tq, &tp->connect_fifo, cfg->connect_timeout_ms);
     tq_fifo_init(&tp->tq, &tp->first_fifo, cfg->first_message_ms);
     tq_fifo_init(&tp->tq, &tp->msg_fifo, cfg->message_ms);
+    tq_fifo_init(&tp->tq, &tp->quiet_fifo, TLS_QUIET_MS);
     tq_set_notify(&tp->tq, on_tq_notify, tp);
     uv_timer_init(loop, &tp->timer);
     tp->timer.data = tp;

@@ -382,6 +382,9 @@ struct tp_stats {
     uint64_t pings_answered, stun_answered;
     uint64_t tls_handshakes, tls_failed; /* accepted TLS connections whose
                                             handshake completed / failed */
+    uint64_t tls_released; /* times a quiet TLS connection's buffers were
+                              freed (TLS_QUIET_MS after its last read or
+                              write) */
 };
 void tp_stats_get(const struct tp *tp, struct tp_stats *out);
 
