@@ -52,7 +52,8 @@ struct daemon {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm, sighup;
     struct tp_tls *tls;     /* [tls] context; NULL without tls: listeners */
-    struct tp_group *group; /* UDP spreading ([sip] udp_spread) or NULL */
+    struct tp_group *group; /* UDP spreading ([sip] udp_spread) and
+                               connection balancing; NULL: 1 worker */
     /* What a SIGHUP reload loads again (reload_config). */
     const char *config_path, *state_dir;
     const char *const *sets;
@@ -440,8 +441,8 @@ run_daemon(struct daemon *d, const char *ready_file)
             return 1;
         }
     d->workers = xcalloc(d->worker_count, sizeof(*d->workers));
-    if (d->sip->udp_spread && d->worker_count > 1)
-        (void)tp_group_new(d->worker_count, &d->group);
+    if (d->worker_count > 1 && tp_group_new(d->worker_count, &d->group) == 0)
+        tp_group_set_udp_spread(d->group, d->sip->udp_spread);
 
     /* Worker 0 binds the configured addresses (port 0 picks a port); the
      * others bind worker 0's real addresses with SO_REUSEPORT. */

@@ -31,6 +31,7 @@
  * to max_conns (about a thousand) mostly idle TCP connections.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -116,26 +117,34 @@ struct udp_sreq {
     char data[];
 };
 
-/* A received message handed over by another worker (tp_post), or bytes
+/* A received message handed over by another worker (tp_post), bytes
  * to send on one of our flows for another worker (tp_post_send: send is
- * true and dst says where). */
+ * true and dst says where), or a connection another worker accepted for
+ * us (conn: the socket and the index of its listener). */
 struct inbox_item {
     struct list_node node;
     struct tp_src src;
     bool send;
+    bool conn; /* conn_fd, conn_listener */
+    int conn_fd, conn_listener;
     struct tp_dest dst;
     size_t len;
     char data[];
 };
 
-/* UDP spreading (tp.h): members by worker index. The read lock covers a
+/* The workers (tp.h): members by worker index. The read lock covers a
  * post to a member, the write lock a join or leave, so a member leaves
- * (at tp_free) before its inbox and async handle can go. */
+ * (at tp_free) before its inbox and async handle can go. conns[w] counts
+ * w's open connections plus those handed to w and not yet taken up (the
+ * accepting worker adds them, so a burst of accepts does not all go to
+ * the same worker before it has counted them). */
 struct tp_group {
     pthread_rwlock_t lock;
     unsigned n;
+    bool udp_spread;
     struct tp *m[TP_MAX_WORKERS];
     _Atomic uint64_t steered[TP_MAX_WORKERS]; /* tp_group_steered */
+    _Atomic long conns[TP_MAX_WORKERS];
 };
 
 /* A log line that may repeat at the rate of an attack: at most one per
@@ -230,7 +239,10 @@ tp_release(struct tp *tp)
     tq_fini(&tp->tq);
     list_for_each_safe(n, tmp, &tp->inbox)
     {
-        free(container_of(n, struct inbox_item, node));
+        struct inbox_item *it = container_of(n, struct inbox_item, node);
+        if (it->conn)
+            close(it->conn_fd);
+        free(it);
     }
     pthread_mutex_destroy(&tp->inbox_lock);
     for (size_t i = 0; i < TP_MAX_WORKERS; i++)
@@ -740,8 +752,24 @@ tp_group_new(unsigned n, struct tp_group **out)
     g = xcalloc(1, sizeof(*g));
     pthread_rwlock_init(&g->lock, NULL);
     g->n = n;
+    g->udp_spread = true;
     *out = g;
     return 0;
+}
+
+void
+tp_group_set_udp_spread(struct tp_group *g, bool on)
+{
+    g->udp_spread = on;
+}
+
+/* w's connection count changed by delta (see struct tp_group). */
+static void
+group_count(struct tp *tp, unsigned w, long delta)
+{
+    if (tp->cfg.group)
+        atomic_fetch_add_explicit(&tp->cfg.group->conns[w], delta,
+                                  memory_order_relaxed);
 }
 
 void
@@ -825,7 +853,8 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     src.listener = l->index;
     src.worker = tp->cfg.worker;
     src.rx_us = mono_us();
-    if (tp->cfg.group && !looks_like_response(p + k, len - k)) {
+    if (tp->cfg.group && tp->cfg.group->udp_spread &&
+        !looks_like_response(p + k, len - k)) {
         int w = tp_group_owner(tp->cfg.group, p + k, len - k);
         if (w >= 0 && (unsigned)w != tp->cfg.worker) {
             udp_steer(tp, (unsigned)w, p, len, &src);
@@ -908,6 +937,7 @@ conn_close(struct tp_conn *c, int status)
         list_remove(&c->link);
         tp->nconns--;
         flow_del(c->id);
+        group_count(tp, tp->cfg.worker, -1);
     }
     uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
@@ -1407,6 +1437,141 @@ fill_names(struct tp_conn *c)
         c->remote.len = (socklen_t)len;
 }
 
+/* Take up an accepted socket c on tp: the limits, then the reads (TLS:
+ * the handshake). counted: a worker that handed c over already counted it
+ * in the group as ours. */
+static void
+conn_admit(struct tp *tp, struct tp_conn *c, const struct tp_listener *l,
+           bool counted)
+{
+    /* Refusals below close an accepted socket that was never registered
+     * (not reported as a flow). */
+    if (tp->nconns >= tp->cfg.max_conns) {
+        tp->stats.conns_rejected++;
+        log_limited(tp, &tp->log_max_conns,
+                    "max_connections %zu reached on worker %u: connection "
+                    "refused",
+                    tp->cfg.max_conns, tp->cfg.worker);
+        goto refuse;
+    }
+    fill_names(c);
+    if (c->remote.len == 0)
+        goto refuse; /* reset before we could ask who it was */
+    if (!src_acquire(&c->remote, tp->cfg.max_per_source)) {
+        char who[TP_ADDRSTRLEN];
+        tp->stats.conns_rejected_source++;
+        log_limited(tp, &tp->log_per_source,
+                    "%s has %zu connections (tcp_max_per_source): "
+                    "connection refused",
+                    tp_addr_host(&c->remote, who, sizeof(who)),
+                    tp->cfg.max_per_source);
+        goto refuse;
+    }
+    c->src_held = true;
+    tp->stats.conns_accepted++;
+    c->listener = l->index;
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_register(c);
+    if (!counted)
+        group_count(tp, tp->cfg.worker, 1);
+    conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
+    if (l->proto == TP_TLS) {
+        c->tlsio.out = tls_out;
+        c->tlsio.arg = tp;
+        c->ssl = tp_tls_ssl_new(tp->cfg.tls, &c->tlsio);
+        if (!c->ssl ||
+            uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read) != 0)
+            conn_close(c, -EIO);
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
+        conn_close(c, -EIO);
+    return;
+refuse:
+    if (counted)
+        group_count(tp, tp->cfg.worker, -1);
+    conn_close(c, 0);
+}
+
+static int inbox_push(struct tp *target, struct inbox_item *it);
+
+/* The kernel spreads new connections over the workers' listening sockets
+ * by a hash of the 4-tuple, so a few dozen phones (or a load test) can
+ * land 60/40 on two workers, and a connection stays where it is. A
+ * worker that accepts a connection while another worker of its group
+ * has fewer hands the socket over (a dup of the descriptor through that
+ * worker's inbox) before reading from it: connections stay within one of
+ * each other over the workers, as Kamailio's tcp_main hands each one to
+ * its least busy worker. Returns true when c went (and was closed here). */
+static bool
+conn_hand_over(struct tp *tp, struct tp_conn *c, const struct tp_listener *l)
+{
+    struct tp_group *g = tp->cfg.group;
+    unsigned self = tp->cfg.worker, best = self;
+    long least;
+    uv_os_fd_t ofd;
+    int fd, rc = -1;
+
+    if (g == NULL || g->n < 2)
+        return false;
+    least = atomic_load_explicit(&g->conns[self], memory_order_relaxed);
+    for (unsigned w = 0; w < g->n; w++) {
+        long n = atomic_load_explicit(&g->conns[w], memory_order_relaxed);
+        if (w != self && n < least) {
+            least = n;
+            best = w;
+        }
+    }
+    if (best == self)
+        return false;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &ofd) != 0 ||
+        (fd = fcntl(ofd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return false;
+    struct inbox_item *it = xcalloc(1, sizeof(*it));
+    it->conn = true;
+    it->conn_fd = fd;
+    it->conn_listener = l->index;
+    pthread_rwlock_rdlock(&g->lock);
+    if (g->m[best] != NULL) {
+        atomic_fetch_add_explicit(&g->conns[best], 1, memory_order_relaxed);
+        rc = inbox_push(g->m[best], it); /* frees it when full */
+        if (rc < 0)
+            atomic_fetch_sub_explicit(&g->conns[best], 1, memory_order_relaxed);
+    } else {
+        free(it); /* left the group: stopping */
+    }
+    pthread_rwlock_unlock(&g->lock);
+    if (rc < 0) {
+        close(fd);
+        return false;
+    }
+    tp->stats.conns_handed_over++;
+    conn_close(c, 0); /* our descriptor; the socket lives on in fd */
+    return true;
+}
+
+/* A socket another worker accepted for us (conn_hand_over). */
+static void
+conn_adopt(struct tp *tp, int fd, int listener)
+{
+    struct tp_conn *c;
+
+    if (listener < 0 || (size_t)listener >= tp->nlisteners ||
+        !tp_proto_stream(tp->listeners[listener]->proto)) {
+        close(fd); /* cannot happen: every worker has the same listeners */
+        group_count(tp, tp->cfg.worker, -1);
+        return;
+    }
+    c = conn_new(tp);
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        group_count(tp, tp->cfg.worker, -1);
+        conn_close(c, 0);
+        return;
+    }
+    conn_admit(tp, c, tp->listeners[listener], true);
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
@@ -1426,50 +1591,9 @@ on_connection(uv_stream_t *server, int status)
         conn_close(c, 0);
         return;
     }
-    /* Refusals below close an accepted socket that was never registered
-     * (not reported as a flow). */
-    if (tp->nconns >= tp->cfg.max_conns) {
-        tp->stats.conns_rejected++;
-        log_limited(tp, &tp->log_max_conns,
-                    "max_connections %zu reached on worker %u: connection "
-                    "refused",
-                    tp->cfg.max_conns, tp->cfg.worker);
-        conn_close(c, 0);
+    if (conn_hand_over(tp, c, l))
         return;
-    }
-    fill_names(c);
-    if (c->remote.len == 0) {
-        conn_close(c, 0); /* reset before we could ask who it was */
-        return;
-    }
-    if (!src_acquire(&c->remote, tp->cfg.max_per_source)) {
-        char who[TP_ADDRSTRLEN];
-        tp->stats.conns_rejected_source++;
-        log_limited(tp, &tp->log_per_source,
-                    "%s has %zu connections (tcp_max_per_source): "
-                    "connection refused",
-                    tp_addr_host(&c->remote, who, sizeof(who)),
-                    tp->cfg.max_per_source);
-        conn_close(c, 0);
-        return;
-    }
-    c->src_held = true;
-    tp->stats.conns_accepted++;
-    c->listener = l->index;
-    uv_tcp_nodelay(&c->tcp, 1);
-    conn_register(c);
-    conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
-    if (l->proto == TP_TLS) {
-        c->tlsio.out = tls_out;
-        c->tlsio.arg = tp;
-        c->ssl = tp_tls_ssl_new(tp->cfg.tls, &c->tlsio);
-        if (!c->ssl ||
-            uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read) != 0)
-            conn_close(c, -EIO);
-        return;
-    }
-    if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
-        conn_close(c, -EIO);
+    conn_admit(tp, c, l, false);
 }
 
 static void
@@ -1511,6 +1635,7 @@ conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_register(c);
+    group_count(tp, tp->cfg.worker, 1);
     conn_arm(c, PHASE_CONNECT);
     *out = c;
     return 0;
@@ -1578,8 +1703,8 @@ conn_write(struct tp_conn *c, const struct slice *parts, size_t count,
                     skip -= parts[i].len;
                     continue;
                 }
-                rest[n++] = slice_make(parts[i].ptr + skip,
-                                       parts[i].len - skip);
+                rest[n++] =
+                    slice_make(parts[i].ptr + skip, parts[i].len - skip);
                 skip = 0;
             }
             parts = rest;
@@ -1988,10 +2113,14 @@ on_async(uv_async_t *a)
         struct inbox_item *it = container_of(n, struct inbox_item, node);
         list_remove(n);
         if (tp->freeing) {
+            if (it->conn)
+                close(it->conn_fd);
             free(it);
             continue;
         }
-        if (it->send) {
+        if (it->conn) {
+            conn_adopt(tp, it->conn_fd, it->conn_listener);
+        } else if (it->send) {
             /* Our flow (or, if it closed meanwhile, dst->addr). The
              * sender's transaction learns of a failure only by its
              * timeout: the send was already reported as queued. */

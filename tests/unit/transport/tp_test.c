@@ -917,6 +917,65 @@ test_tcp_partial_writes_in_order(void **state)
     ctx_fini(&c);
 }
 
+/* Two workers of a group on one port: the kernel's hash spreads new
+ * connections over their SO_REUSEPORT sockets unevenly; the accepting
+ * worker hands a connection to the other when that one has fewer, so
+ * the counts end within one of each other, and every handed-over
+ * connection carries its messages (received as the other worker's). */
+static void
+test_tcp_connections_balanced_over_group(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_group *g;
+    struct tp *tp2;
+    struct tp_addr bound;
+    char port[64];
+    enum { N = 200 };
+    static int fds[N];
+    static const char m[] = OPTIONS_MSG("z9hG4bKbal");
+
+    (void)state;
+    assert_int_equal(tp_group_new(2, &g), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.max_per_source = 0;
+    cfg.group = g;
+    cfg.worker = 0;
+    ctx_init_cfg(&c, &cfg);
+    cfg.worker = 1;
+    tp2 = tp_with(&c, &cfg);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    snprintf(port, sizeof(port), "tcp:127.0.0.1:%u", tp_addr_port(&bound));
+    struct tp_listen_spec sp = spec_of(port);
+    assert_true(tp_listen(tp2, &sp, NULL, 0) >= 0);
+
+    for (int i = 0; i < N; i++) {
+        fds[i] = tcp_client(&bound);
+        write_all(fds[i], m, sizeof(m) - 1);
+        if (i % 20 == 19)
+            run_until(&c, &c.recv_count, i + 1, 3000);
+    }
+    run_until(&c, &c.recv_count, N, 5000);
+    assert_int_equal(c.recv_count, N);
+    size_t n1 = tp_conn_count(c.tp), n2 = tp_conn_count(tp2);
+    struct tp_stats s1, s2;
+    tp_stats_get(c.tp, &s1);
+    tp_stats_get(tp2, &s2);
+    print_message("connections %zu + %zu, handed over %llu + %llu\n", n1, n2,
+                  (unsigned long long)s1.conns_handed_over,
+                  (unsigned long long)s2.conns_handed_over);
+    assert_int_equal(n1 + n2, N);
+    assert_true(n1 <= n2 + 1 && n2 <= n1 + 1);
+    assert_int_equal(s1.conns_accepted + s2.conns_accepted, N);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    run_until(&c, &c.closed_count, N, 5000);
+    assert_int_equal(c.closed_count, N);
+    tp_free(tp2);
+    ctx_fini(&c);
+    tp_group_free(g);
+}
+
 /* ---- TLS ---------------------------------------------------------------- */
 
 /* A self-signed P-256 certificate and its key in two temporary files. */
@@ -940,13 +999,13 @@ make_cert(char cert_path[64], char key_path[64])
                                (const unsigned char *)"127.0.0.1", -1, -1, 0);
     X509_set_issuer_name(x, n);
     assert_true(X509_sign(x, key, EVP_sha256()) > 0);
-    strcpy(cert_path, "/tmp/tp_test_cert_XXXXXX");
+    snprintf(cert_path, 64, "%s", "/tmp/tp_test_cert_XXXXXX");
     fd = mkstemp(cert_path);
     assert_true(fd >= 0);
     f = fdopen(fd, "w");
     assert_int_equal(PEM_write_X509(f, x), 1);
     fclose(f);
-    strcpy(key_path, "/tmp/tp_test_key_XXXXXX");
+    snprintf(key_path, 64, "%s", "/tmp/tp_test_key_XXXXXX");
     fd = mkstemp(key_path);
     assert_true(fd >= 0);
     f = fdopen(fd, "w");
@@ -1168,6 +1227,7 @@ main(void)
         cmocka_unit_test(test_tcp_slow_deadlines),
         cmocka_unit_test(test_udp_token_method_and_stun),
         cmocka_unit_test(test_tcp_partial_writes_in_order),
+        cmocka_unit_test(test_tcp_connections_balanced_over_group),
         cmocka_unit_test(test_tls_quiet_frees_buffers),
         cmocka_unit_test(test_tls_dripped_record_meets_message_deadline),
     };
