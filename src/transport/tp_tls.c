@@ -12,7 +12,7 @@
  * of its own between reads, so an idle connection costs its SSL object,
  * not two grown memory buffers. OpenSSL's record buffers (~17 KiB each
  * way) stay while the connection is busy and are freed by tp.c once it
- * has been quiet for a second (SSL_free_buffers); SSL_MODE_RELEASE_BUFFERS
+ * has been quiet for 200 ms (SSL_free_buffers); SSL_MODE_RELEASE_BUFFERS
  * would free and allocate them again for every record.
  *
  * Reload: tp_tls_reload builds a complete new SSL_CTX from the files and
