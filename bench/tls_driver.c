@@ -786,30 +786,35 @@ main(int argc, char **argv)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 
     long mem0 = servers_kib();
-    int res[2], go[2];
-    if (pipe(res) < 0 || pipe(go) < 0)
+    /* One result pipe per process: the stats (400 KB, more than PIPE_BUF)
+     * of processes writing at once into one pipe would interleave. */
+    int res[64][2], go[2];
+    if (pipe(go) < 0)
         die("pipe");
     pid_t kids[64];
     for (unsigned p = 0; p < opt.procs; p++) {
         unsigned first = opt.conns * p / opt.procs;
         unsigned last = opt.conns * (p + 1) / opt.procs;
+        if (pipe(res[p]) < 0)
+            die("pipe");
         kids[p] = fork();
         if (kids[p] < 0)
             die("fork");
         if (kids[p] == 0) {
-            close(res[0]);
+            for (unsigned q = 0; q <= p; q++)
+                close(res[q][0]);
             close(go[1]);
             srandom((unsigned)getpid());
-            child_run(first, last - first, res[1], go[0]);
+            child_run(first, last - first, res[p][1], go[0]);
         }
+        close(res[p][1]);
     }
-    close(res[1]);
     close(go[0]);
     uint64_t t0 = now_us();
     if (opt.mode != M_HS) {
         for (unsigned p = 0; p < opt.procs; p++) {
             char r;
-            if (read(res[0], &r, 1) != 1)
+            if (read(res[p][0], &r, 1) != 1)
                 die("a driver process failed during set-up");
         }
         printf("set-up: %u connections connected and registered in %.1f s\n",
@@ -832,7 +837,8 @@ main(int argc, char **argv)
     for (unsigned p = 0; p < opt.procs; p++) {
         size_t got = 0;
         while (got < sizeof(*one)) {
-            ssize_t k = read(res[0], (char *)one + got, sizeof(*one) - got);
+            ssize_t k =
+                read(res[p][0], (char *)one + got, sizeof(*one) - got);
             if (k <= 0)
                 die("a driver process failed");
             got += (size_t)k;

@@ -54,7 +54,8 @@ struct daemon {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm, sighup;
     struct tp_tls *tls;     /* [tls] context; NULL without tls: listeners */
-    struct tp_group *group; /* UDP spreading ([sip] udp_spread) or NULL */
+    struct tp_group *group; /* UDP spreading ([sip] udp_spread) and
+                               connection balancing; NULL: 1 worker */
     /* What a SIGHUP reload loads again (reload_config). */
     const char *config_path, *state_dir;
     const char *const *sets;
@@ -495,10 +496,12 @@ run_daemon(struct daemon *d, const char *ready_file)
     bool spread = d->sip->udp_spread == APP_SPREAD_YES ||
                   (d->sip->udp_spread == APP_SPREAD_AUTO &&
                    uv_available_parallelism() >= APP_SPREAD_AUTO_MIN_CPUS);
-    if (spread && d->worker_count > 1)
-        (void)tp_group_new(d->worker_count, &d->group);
+    /* The group exists with more than one worker (TCP/TLS connections are
+     * balanced over it); UDP spreading is its own switch. */
+    if (d->worker_count > 1 && tp_group_new(d->worker_count, &d->group) == 0)
+        tp_group_set_udp_spread(d->group, spread);
     log_info("app", "%u workers, UDP spreading %s", d->worker_count,
-             d->group ? "on" : "off");
+             d->group && spread ? "on" : "off");
 
     /* Worker 0 binds the configured addresses (port 0 picks a port); the
      * others bind worker 0's real addresses with SO_REUSEPORT. */

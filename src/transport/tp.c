@@ -31,6 +31,7 @@
  * to max_conns (about a thousand) mostly idle TCP connections.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -61,6 +62,13 @@
 #define TIMER_RUN_MAX 1024
 /* Ciphertext read at once (a few TLS records); one buffer per worker. */
 #define TLS_RBUF_LEN (64 * 1024)
+/* A TLS connection keeps OpenSSL's record buffers and its plaintext buffer
+ * while it is busy; they are freed once it has been quiet this long. Short,
+ * so that connections set up in a burst (a restart: every phone
+ * reconnects) do not all hold ~35 KiB at once and leave the heap high;
+ * long next to the gaps of a busy connection (a call's messages, a load
+ * test's REGISTER every few ms). */
+#define TLS_QUIET_MS 200
 
 struct tp_listener {
     struct tp *tp;
@@ -100,6 +108,7 @@ struct tp_conn {
     int close_status;
     SSL *ssl;               /* TLS connection; NULL for TCP */
     struct tp_tls_io tlsio; /* ssl's BIO reads/writes through this */
+    struct tq_entry quiet;  /* TLS: frees the buffers when quiet */
     uv_connect_t connect_req;
 };
 
@@ -115,27 +124,35 @@ struct udp_sreq {
     char data[];
 };
 
-/* A received message handed over by another worker (tp_post), or bytes
+/* A received message handed over by another worker (tp_post), bytes
  * to send on one of our flows for another worker (tp_post_send: send is
- * true and dst says where). */
+ * true and dst says where), or a connection another worker accepted for
+ * us (conn: the socket and the index of its listener). */
 struct inbox_item {
     struct list_node node;
     struct tp_src src;
     bool send;
+    bool conn; /* conn_fd, conn_listener */
+    int conn_fd, conn_listener;
     struct tp_dest dst;
     int64_t kq_us; /* socket queue time of a UDP datagram, -1 if unknown */
     size_t len;
     char data[];
 };
 
-/* UDP spreading (tp.h): members by worker index. The read lock covers a
+/* The workers (tp.h): members by worker index. The read lock covers a
  * post to a member, the write lock a join or leave, so a member leaves
- * (at tp_free) before its inbox and async handle can go. */
+ * (at tp_free) before its inbox and async handle can go. conns[w] counts
+ * w's open connections plus those handed to w and not yet taken up (the
+ * accepting worker adds them, so a burst of accepts does not all go to
+ * the same worker before it has counted them). */
 struct tp_group {
     pthread_rwlock_t lock;
     unsigned n;
+    bool udp_spread;
     struct tp *m[TP_MAX_WORKERS];
     _Atomic uint64_t steered[TP_MAX_WORKERS]; /* tp_group_steered */
+    _Atomic long conns[TP_MAX_WORKERS];
 };
 
 /* Latency of UDP answers inside the daemon (see udp_lat_*): a histogram
@@ -172,6 +189,7 @@ struct tp {
     char *udp_buf;
     struct tq tq;
     struct tq_fifo idle_fifo, connect_fifo, first_fifo, msg_fifo;
+    struct tq_fifo quiet_fifo; /* TLS connections' buffers (TLS_QUIET_MS) */
     struct log_limit log_max_conns, log_per_source, log_tls;
     char *tls_rbuf;     /* ciphertext read buffer (TLS_RBUF_LEN) */
     struct buf tls_out; /* ciphertext SSL wrote during one call */
@@ -244,10 +262,14 @@ tp_release(struct tp *tp)
     tq_fifo_fini(&tp->connect_fifo);
     tq_fifo_fini(&tp->first_fifo);
     tq_fifo_fini(&tp->msg_fifo);
+    tq_fifo_fini(&tp->quiet_fifo);
     tq_fini(&tp->tq);
     list_for_each_safe(n, tmp, &tp->inbox)
     {
-        free(container_of(n, struct inbox_item, node));
+        struct inbox_item *it = container_of(n, struct inbox_item, node);
+        if (it->conn)
+            close(it->conn_fd);
+        free(it);
     }
     pthread_mutex_destroy(&tp->inbox_lock);
     for (size_t i = 0; i < TP_MAX_WORKERS; i++)
@@ -861,8 +883,24 @@ tp_group_new(unsigned n, struct tp_group **out)
     g = xcalloc(1, sizeof(*g));
     pthread_rwlock_init(&g->lock, NULL);
     g->n = n;
+    g->udp_spread = true;
     *out = g;
     return 0;
+}
+
+void
+tp_group_set_udp_spread(struct tp_group *g, bool on)
+{
+    g->udp_spread = on;
+}
+
+/* w's connection count changed by delta (see struct tp_group). */
+static void
+group_count(struct tp *tp, unsigned w, long delta)
+{
+    if (tp->cfg.group)
+        atomic_fetch_add_explicit(&tp->cfg.group->conns[w], delta,
+                                  memory_order_relaxed);
 }
 
 void
@@ -947,7 +985,8 @@ udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     src.worker = tp->cfg.worker;
     src.rx_us = mono_us();
     int64_t kq = udp_queue_us(tp, l);
-    if (tp->cfg.group && !looks_like_response(p + k, len - k)) {
+    if (tp->cfg.group && tp->cfg.group->udp_spread &&
+        !looks_like_response(p + k, len - k)) {
         int w = tp_group_owner(tp->cfg.group, p + k, len - k);
         if (w >= 0 && (unsigned)w != tp->cfg.worker) {
             udp_steer(tp, (unsigned)w, p, len, &src, kq);
@@ -1022,6 +1061,7 @@ conn_close(struct tp_conn *c, int status)
     c->closing = true;
     c->close_status = status;
     tq_cancel(&c->timer);
+    tq_cancel(&c->quiet);
     if (c->src_held) {
         src_release(&c->remote);
         c->src_held = false;
@@ -1031,6 +1071,7 @@ conn_close(struct tp_conn *c, int status)
         list_remove(&c->link);
         tp->nconns--;
         flow_del(c->id);
+        group_count(tp, tp->cfg.worker, -1);
     }
     uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
@@ -1112,12 +1153,16 @@ conn_arm(struct tp_conn *c, enum conn_phase ph)
 /* After a read was cut into msgs messages: pick the deadline. Before its
  * first message an accepted connection keeps the one set at the accept;
  * a partial message keeps the one set when it started (a byte now and
- * then does not extend it); otherwise the idle timeout starts again. */
+ * then does not extend it); otherwise the idle timeout starts again. On
+ * TLS a record that SSL holds half read is a partial message too: its
+ * plaintext is not out yet, and a peer dripping it must meet the message
+ * deadline, not the idle timeout. */
 static void
 conn_after_read(struct tp_conn *c, size_t msgs)
 {
     bool partial =
-        c->rlen > 0 && sip_skip_keepalive(c->rbuf, c->rlen) < c->rlen;
+        (c->rlen > 0 && sip_skip_keepalive(c->rbuf, c->rlen) < c->rlen) ||
+        (c->ssl && SSL_has_pending(c->ssl));
 
     if (c->phase == PHASE_FIRST && msgs == 0)
         return;
@@ -1128,6 +1173,8 @@ conn_after_read(struct tp_conn *c, size_t msgs)
     }
     conn_arm(c, PHASE_IDLE);
 }
+
+static void on_tls_quiet(struct tq_entry *e);
 
 /* A new connection object with its handle initialised (counted). */
 static struct tp_conn *
@@ -1140,6 +1187,7 @@ conn_new(struct tp *tp)
     list_init(&c->link);
     list_init(&c->hlink);
     tq_entry_init(&c->timer, on_conn_timer);
+    tq_entry_init(&c->quiet, on_tls_quiet);
     uv_tcp_init(tp->loop, &c->tcp);
     tp->open_handles++;
     return c;
@@ -1374,6 +1422,10 @@ tls_drain(struct tp_conn *c)
         tls_flush(c);
         if (n > 0) {
             c->rlen += (size_t)n;
+            /* All ciphertext taken and no record left inside SSL: the
+             * next SSL_read could only ask for more. */
+            if (c->tlsio.in_len == 0 && !SSL_has_pending(c->ssl))
+                break;
             continue;
         }
         if (e == SSL_ERROR_WANT_READ)
@@ -1391,6 +1443,41 @@ tls_drain(struct tp_conn *c)
         return msgs;
     }
     return msgs + conn_process(c);
+}
+
+/* c used its buffers just now: they stay until it is quiet for
+ * TLS_QUIET_MS. A busy phone (a REGISTER every few ms in the benchmark, a
+ * call's messages) so reuses them instead of a malloc and free of ~17 KiB
+ * per record and direction (what SSL_MODE_RELEASE_BUFFERS did), and an
+ * idle one holds none. */
+static void
+tls_busy(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+
+    tq_fifo_add(&tp->quiet_fifo, &c->quiet, tp_now_ms(tp));
+}
+
+/* Quiet for TLS_QUIET_MS: free OpenSSL's record buffers and the plaintext
+ * buffer, so that an idle connection costs its SSL object and socket only
+ * (100,000 idle phones). SSL_free_buffers refuses while a record is half
+ * read (it is then kept, and the message deadline bounds how long). */
+static void
+on_tls_quiet(struct tq_entry *e)
+{
+    struct tp_conn *c = container_of(e, struct tp_conn, quiet);
+
+    if (c->closing || !c->ssl)
+        return;
+    if (SSL_free_buffers(c->ssl) == 1)
+        c->tp->stats.tls_released++;
+    else
+        tls_busy(c); /* try again later */
+    if (c->rlen == 0 && c->rbuf) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->ralloc = 0;
+    }
 }
 
 static void
@@ -1411,6 +1498,7 @@ tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    tls_busy(c);
     c->tlsio.in = buf->base;
     c->tlsio.in_len = (size_t)nread;
     if (!c->tls_ready) {
@@ -1432,12 +1520,6 @@ tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->closing || tp->freeing)
         return;
     conn_after_read(c, msgs);
-    if (c->rlen == 0 && c->rbuf) {
-        /* Idle TLS connections keep no plaintext buffer (100k phones). */
-        free(c->rbuf);
-        c->rbuf = NULL;
-        c->ralloc = 0;
-    }
 }
 
 /* Send one message on a TLS connection: one SSL_write (the parts joined),
@@ -1472,6 +1554,8 @@ tls_send(struct tp_conn *c, const struct slice *parts, size_t count,
         return -EPROTO;
     }
     rc = tls_flush(c);
+    if (!c->closing)
+        tls_busy(c); /* SSL_write took its write buffer */
     return rc;
 }
 
@@ -1485,6 +1569,141 @@ fill_names(struct tp_conn *c)
     len = (int)sizeof(c->remote.u);
     if (uv_tcp_getpeername(&c->tcp, &c->remote.u.sa, &len) == 0)
         c->remote.len = (socklen_t)len;
+}
+
+/* Take up an accepted socket c on tp: the limits, then the reads (TLS:
+ * the handshake). counted: a worker that handed c over already counted it
+ * in the group as ours. */
+static void
+conn_admit(struct tp *tp, struct tp_conn *c, const struct tp_listener *l,
+           bool counted)
+{
+    /* Refusals below close an accepted socket that was never registered
+     * (not reported as a flow). */
+    if (tp->nconns >= tp->cfg.max_conns) {
+        tp->stats.conns_rejected++;
+        log_limited(tp, &tp->log_max_conns,
+                    "max_connections %zu reached on worker %u: connection "
+                    "refused",
+                    tp->cfg.max_conns, tp->cfg.worker);
+        goto refuse;
+    }
+    fill_names(c);
+    if (c->remote.len == 0)
+        goto refuse; /* reset before we could ask who it was */
+    if (!src_acquire(&c->remote, tp->cfg.max_per_source)) {
+        char who[TP_ADDRSTRLEN];
+        tp->stats.conns_rejected_source++;
+        log_limited(tp, &tp->log_per_source,
+                    "%s has %zu connections (tcp_max_per_source): "
+                    "connection refused",
+                    tp_addr_host(&c->remote, who, sizeof(who)),
+                    tp->cfg.max_per_source);
+        goto refuse;
+    }
+    c->src_held = true;
+    tp->stats.conns_accepted++;
+    c->listener = l->index;
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_register(c);
+    if (!counted)
+        group_count(tp, tp->cfg.worker, 1);
+    conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
+    if (l->proto == TP_TLS) {
+        c->tlsio.out = tls_out;
+        c->tlsio.arg = tp;
+        c->ssl = tp_tls_ssl_new(tp->cfg.tls, &c->tlsio);
+        if (!c->ssl ||
+            uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read) != 0)
+            conn_close(c, -EIO);
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
+        conn_close(c, -EIO);
+    return;
+refuse:
+    if (counted)
+        group_count(tp, tp->cfg.worker, -1);
+    conn_close(c, 0);
+}
+
+static int inbox_push(struct tp *target, struct inbox_item *it);
+
+/* The kernel spreads new connections over the workers' listening sockets
+ * by a hash of the 4-tuple, so a few dozen phones (or a load test) can
+ * land 60/40 on two workers, and a connection stays where it is. A
+ * worker that accepts a connection while another worker of its group
+ * has fewer hands the socket over (a dup of the descriptor through that
+ * worker's inbox) before reading from it: connections stay within one of
+ * each other over the workers, as Kamailio's tcp_main hands each one to
+ * its least busy worker. Returns true when c went (and was closed here). */
+static bool
+conn_hand_over(struct tp *tp, struct tp_conn *c, const struct tp_listener *l)
+{
+    struct tp_group *g = tp->cfg.group;
+    unsigned self = tp->cfg.worker, best = self;
+    long least;
+    uv_os_fd_t ofd;
+    int fd, rc = -1;
+
+    if (g == NULL || g->n < 2)
+        return false;
+    least = atomic_load_explicit(&g->conns[self], memory_order_relaxed);
+    for (unsigned w = 0; w < g->n; w++) {
+        long n = atomic_load_explicit(&g->conns[w], memory_order_relaxed);
+        if (w != self && n < least) {
+            least = n;
+            best = w;
+        }
+    }
+    if (best == self)
+        return false;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &ofd) != 0 ||
+        (fd = fcntl(ofd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return false;
+    struct inbox_item *it = xcalloc(1, sizeof(*it));
+    it->conn = true;
+    it->conn_fd = fd;
+    it->conn_listener = l->index;
+    pthread_rwlock_rdlock(&g->lock);
+    if (g->m[best] != NULL) {
+        atomic_fetch_add_explicit(&g->conns[best], 1, memory_order_relaxed);
+        rc = inbox_push(g->m[best], it); /* frees it when full */
+        if (rc < 0)
+            atomic_fetch_sub_explicit(&g->conns[best], 1, memory_order_relaxed);
+    } else {
+        free(it); /* left the group: stopping */
+    }
+    pthread_rwlock_unlock(&g->lock);
+    if (rc < 0) {
+        close(fd);
+        return false;
+    }
+    tp->stats.conns_handed_over++;
+    conn_close(c, 0); /* our descriptor; the socket lives on in fd */
+    return true;
+}
+
+/* A socket another worker accepted for us (conn_hand_over). */
+static void
+conn_adopt(struct tp *tp, int fd, int listener)
+{
+    struct tp_conn *c;
+
+    if (listener < 0 || (size_t)listener >= tp->nlisteners ||
+        !tp_proto_stream(tp->listeners[listener]->proto)) {
+        close(fd); /* cannot happen: every worker has the same listeners */
+        group_count(tp, tp->cfg.worker, -1);
+        return;
+    }
+    c = conn_new(tp);
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        group_count(tp, tp->cfg.worker, -1);
+        conn_close(c, 0);
+        return;
+    }
+    conn_admit(tp, c, tp->listeners[listener], true);
 }
 
 static void
@@ -1506,50 +1725,9 @@ on_connection(uv_stream_t *server, int status)
         conn_close(c, 0);
         return;
     }
-    /* Refusals below close an accepted socket that was never registered
-     * (not reported as a flow). */
-    if (tp->nconns >= tp->cfg.max_conns) {
-        tp->stats.conns_rejected++;
-        log_limited(tp, &tp->log_max_conns,
-                    "max_connections %zu reached on worker %u: connection "
-                    "refused",
-                    tp->cfg.max_conns, tp->cfg.worker);
-        conn_close(c, 0);
+    if (conn_hand_over(tp, c, l))
         return;
-    }
-    fill_names(c);
-    if (c->remote.len == 0) {
-        conn_close(c, 0); /* reset before we could ask who it was */
-        return;
-    }
-    if (!src_acquire(&c->remote, tp->cfg.max_per_source)) {
-        char who[TP_ADDRSTRLEN];
-        tp->stats.conns_rejected_source++;
-        log_limited(tp, &tp->log_per_source,
-                    "%s has %zu connections (tcp_max_per_source): "
-                    "connection refused",
-                    tp_addr_host(&c->remote, who, sizeof(who)),
-                    tp->cfg.max_per_source);
-        conn_close(c, 0);
-        return;
-    }
-    c->src_held = true;
-    tp->stats.conns_accepted++;
-    c->listener = l->index;
-    uv_tcp_nodelay(&c->tcp, 1);
-    conn_register(c);
-    conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
-    if (l->proto == TP_TLS) {
-        c->tlsio.out = tls_out;
-        c->tlsio.arg = tp;
-        c->ssl = tp_tls_ssl_new(tp->cfg.tls, &c->tlsio);
-        if (!c->ssl ||
-            uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read) != 0)
-            conn_close(c, -EIO);
-        return;
-    }
-    if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
-        conn_close(c, -EIO);
+    conn_admit(tp, c, l, false);
 }
 
 static void
@@ -1591,6 +1769,7 @@ conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_register(c);
+    group_count(tp, tp->cfg.worker, 1);
     conn_arm(c, PHASE_CONNECT);
     *out = c;
     return 0;
@@ -1627,14 +1806,46 @@ on_write(uv_write_t *req, int status)
 }
 
 /* Queue bytes (parts joined) on c's socket; over the write-queue cap the
- * peer does not read and c is closed. */
+ * peer does not read and c is closed. When nothing is queued the bytes
+ * are written at once from the caller's parts (one writev, no copy, no
+ * write request); only what the socket does not take is copied and
+ * queued. */
 static int
 conn_write(struct tp_conn *c, const struct slice *parts, size_t count,
            size_t total)
 {
     struct tp *tp = c->tp;
+    struct slice rest[8];
     int rc;
 
+    if (c->tcp.write_queue_size == 0 && !c->connecting && count <= 8) {
+        uv_buf_t bufs[8];
+        for (size_t i = 0; i < count; i++)
+            bufs[i] = uv_buf_init((char *)parts[i].ptr, (unsigned)parts[i].len);
+        /* UV_EAGAIN also while libuv still has writes queued. */
+        rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)count);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            conn_close(c, rc);
+            return rc;
+        }
+        if (rc > 0) {
+            size_t skip = (size_t)rc, n = 0;
+            if (skip == total)
+                return 0;
+            for (size_t i = 0; i < count; i++) {
+                if (skip >= parts[i].len) {
+                    skip -= parts[i].len;
+                    continue;
+                }
+                rest[n++] =
+                    slice_make(parts[i].ptr + skip, parts[i].len - skip);
+                skip = 0;
+            }
+            parts = rest;
+            count = n;
+            total -= (size_t)rc;
+        }
+    }
     if (c->tcp.write_queue_size + total > tp->cfg.max_write_queue) {
         log_warn(ROOM, "tcp flow %llu: peer does not read, closing",
                  (unsigned long long)c->id);
@@ -2043,10 +2254,14 @@ on_async(uv_async_t *a)
         struct inbox_item *it = container_of(n, struct inbox_item, node);
         list_remove(n);
         if (tp->freeing) {
+            if (it->conn)
+                close(it->conn_fd);
             free(it);
             continue;
         }
-        if (it->send) {
+        if (it->conn) {
+            conn_adopt(tp, it->conn_fd, it->conn_listener);
+        } else if (it->send) {
             /* Our flow (or, if it closed meanwhile, dst->addr). The
              * sender's transaction learns of a failure only by its
              * timeout: the send was already reported as queued. */
@@ -2094,6 +2309,7 @@ tp_new(uv_loop_t *loop, const struct tp_cfg *cfg, struct tp **out)
     tq_fifo_init(&tp->tq, &tp->connect_fifo, cfg->connect_timeout_ms);
     tq_fifo_init(&tp->tq, &tp->first_fifo, cfg->first_message_ms);
     tq_fifo_init(&tp->tq, &tp->msg_fifo, cfg->message_ms);
+    tq_fifo_init(&tp->tq, &tp->quiet_fifo, TLS_QUIET_MS);
     tq_set_notify(&tp->tq, on_tq_notify, tp);
     uv_timer_init(loop, &tp->timer);
     tp->timer.data = tp;

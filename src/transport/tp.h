@@ -69,6 +69,14 @@
  * whichever port it came from. Responses are not steered here: the branch
  * of our client transactions names their worker (txn_branch_worker).
  *
+ * Connection balancing: the same hash spreads new TCP/TLS connections
+ * over the workers' listening sockets, unevenly for a few dozen of them
+ * (a 30/20 split of 50 is common), and a connection stays on its worker.
+ * A worker of a tp_group that accepts a connection while another member
+ * has fewer hands it over (a dup of the socket through that worker's
+ * inbox) before reading from it, so the members' counts stay within one
+ * of each other.
+ *
  * Threads: everything here is worker-thread only (the thread running the
  * loop), except tp_post() and tp_post_send(), which any thread may call.
  */
@@ -179,7 +187,8 @@ struct tp_rx {
 
 struct tp;
 struct tp_tls;   /* TLS contexts, shared by the workers (tp_tls.c) */
-struct tp_group; /* the workers that share UDP requests by Call-ID */
+struct tp_group; /* the workers: they share UDP requests by Call-ID and
+                    balance accepted connections */
 
 /* Receive callback: one per tp. It may send, close flows, even call
  * tp_free() (the tp re-checks after every callback). */
@@ -209,7 +218,8 @@ struct tp_cfg {
     struct tp_tls *tls;          /* borrowed, outlives the tp; NULL = no
                                     TLS listeners (tls: items fail) */
     struct tp_group *group;      /* borrowed, outlives the tp; NULL = no
-                                    UDP spreading (file comment) */
+                                    UDP spreading and no connection
+                                    balancing (file comment) */
     tp_recv_cb *on_recv;         /* required */
     tp_flow_cb *on_flow_closed;
     void *arg; /* passed to both callbacks */
@@ -219,13 +229,16 @@ struct tp_cfg {
 void tp_cfg_defaults(struct tp_cfg *cfg);
 
 /* A group of n workers (1..TP_MAX_WORKERS) that spread UDP requests over
- * each other by Call-ID. Each tp created with cfg.group joins it at
- * tp_new (slot cfg.worker) and leaves it when its memory goes; a request
- * for a slot that is empty (not created yet, or gone) is handled where it
- * was read. Returns 0 and *out, or -EINVAL. Free with tp_group_free()
- * after every member tp is gone. Any thread. */
+ * each other by Call-ID and balance accepted connections. Each tp created with
+ * cfg.group joins it at tp_new (slot cfg.worker) and leaves it when its memory
+ * goes; a request for a slot that is empty (not created yet, or gone) is
+ * handled where it was read. Returns 0 and *out, or -EINVAL. Free with
+ * tp_group_free() after every member tp is gone. Any thread. */
 int tp_group_new(unsigned n, struct tp_group **out);
 void tp_group_free(struct tp_group *g);
+/* UDP spreading by Call-ID on (the default) or off; accepted connections
+ * are balanced over the group either way. Before the members start. */
+void tp_group_set_udp_spread(struct tp_group *g, bool on);
 /* The worker of the group that owns the request datagram buf[0..len)
  * (leading CRLFs skipped): its Call-ID hash modulo the group size, or -1
  * when the peek finds no Call-ID. Any thread. */
@@ -382,6 +395,11 @@ struct tp_stats {
     uint64_t pings_answered, stun_answered;
     uint64_t tls_handshakes, tls_failed; /* accepted TLS connections whose
                                             handshake completed / failed */
+    uint64_t conns_handed_over; /* accepted here, handed to a worker of the
+                                   group with fewer connections */
+    uint64_t tls_released;      /* times a quiet TLS connection's buffers were
+                                   freed (TLS_QUIET_MS after its last read or
+                                   write) */
 };
 void tp_stats_get(const struct tp *tp, struct tp_stats *out);
 

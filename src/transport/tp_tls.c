@@ -9,9 +9,11 @@
  * set by tp.c for the duration of the read callback, never copied), and
  * writes append to the worker's output buffer, which tp.c hands to
  * uv_write after each SSL call. Unlike BIO_s_mem, the BIO keeps no buffer
- * of its own between reads, so an idle connection costs its SSL object
- * (OpenSSL's record buffers are released when empty:
- * SSL_MODE_RELEASE_BUFFERS), not two grown memory buffers.
+ * of its own between reads, so an idle connection costs its SSL object,
+ * not two grown memory buffers. OpenSSL's record buffers (~17 KiB each
+ * way) stay while the connection is busy and are freed by tp.c once it
+ * has been quiet for 200 ms (SSL_free_buffers); SSL_MODE_RELEASE_BUFFERS
+ * would free and allocate them again for every record.
  *
  * Reload: tp_tls_reload builds a complete new SSL_CTX from the files and
  * swaps the pointer under a mutex; the workers take a reference (SSL_new
@@ -136,8 +138,8 @@ ctx_build(const struct tp_tls *t, SSL_CTX **out, char *err, size_t errlen)
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
-    /* Idle connections hold no record buffers: 100k phones idle. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: a busy connection keeps its record
+     * buffers, a quiet one has them freed by tp.c (SSL_free_buffers). */
     /* No server-side session cache (its memory grows with clients);
      * resumption still works with stateless tickets. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

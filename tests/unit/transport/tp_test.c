@@ -17,6 +17,11 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "transport/tp.h"
 
@@ -856,6 +861,354 @@ test_post_from_thread(void **state)
     ctx_fini(&c);
 }
 
+/* A peer that does not read: replies sent while the socket is full are
+ * written partly at once and the rest queued, and the peer, once it
+ * reads, gets every byte in order (the write that takes part of a
+ * message continues where it stopped, across the parts of a send). */
+static void
+test_tcp_partial_writes_in_order(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_addr bound;
+    static const char m[] = OPTIONS_MSG("z9hG4bKpart");
+    enum { MSGS = 400, LEN = 3001 };
+    static char sent[MSGS * LEN];
+    int small = 4096;
+
+    (void)state;
+    tp_cfg_defaults(&cfg);
+    cfg.max_write_queue = 4 * MSGS * LEN;
+    ctx_init_cfg(&c, &cfg);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(connect(fd, &bound.u.sa, bound.len), 0);
+    write_all(fd, m, sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+
+    struct tp_dest d = {.proto = TP_TCP, .flow_id = c.last_src.flow_id};
+    for (int i = 0; i < MSGS; i++) {
+        char *p = sent + (size_t)i * LEN;
+        for (int k = 0; k < LEN; k++)
+            p[k] = (char)('a' + (i * 7 + k) % 26);
+        /* three parts of uneven size, as a response with a body */
+        struct slice parts[3] = {slice_make(p, 17), slice_make(p + 17, 1000),
+                                 slice_make(p + 1017, LEN - 1017)};
+        assert_int_equal(tp_sendv(c.tp, &d, parts, 3, NULL), 0);
+    }
+    /* The socket could not take it all: some of it waits in libuv. */
+    assert_true(tp_flow_alive(c.tp, d.flow_id));
+    static char got[MSGS * LEN];
+    size_t have = 0;
+    while (have < sizeof(got)) {
+        ssize_t n = read_wait(&c, fd, got + have, sizeof(got) - have, 3000);
+        assert_true(n > 0);
+        have += (size_t)n;
+    }
+    assert_memory_equal(got, sent, sizeof(sent));
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.tx_errors, 0);
+    close(fd);
+    ctx_fini(&c);
+}
+
+/* Two workers of a group on one port: the kernel's hash spreads new
+ * connections over their SO_REUSEPORT sockets unevenly; the accepting
+ * worker hands a connection to the other when that one has fewer, so
+ * the counts end within one of each other, and every handed-over
+ * connection carries its messages (received as the other worker's). */
+static void
+test_tcp_connections_balanced_over_group(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_group *g;
+    struct tp *tp2;
+    struct tp_addr bound;
+    char port[64];
+    enum { N = 200 };
+    static int fds[N];
+    static const char m[] = OPTIONS_MSG("z9hG4bKbal");
+
+    (void)state;
+    assert_int_equal(tp_group_new(2, &g), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.max_per_source = 0;
+    cfg.group = g;
+    cfg.worker = 0;
+    ctx_init_cfg(&c, &cfg);
+    cfg.worker = 1;
+    tp2 = tp_with(&c, &cfg);
+    assert_true(listen_on(&c, "tcp:127.0.0.1:0", &bound) >= 0);
+    snprintf(port, sizeof(port), "tcp:127.0.0.1:%u", tp_addr_port(&bound));
+    struct tp_listen_spec sp = spec_of(port);
+    assert_true(tp_listen(tp2, &sp, NULL, 0) >= 0);
+
+    for (int i = 0; i < N; i++) {
+        fds[i] = tcp_client(&bound);
+        write_all(fds[i], m, sizeof(m) - 1);
+        if (i % 20 == 19)
+            run_until(&c, &c.recv_count, i + 1, 3000);
+    }
+    run_until(&c, &c.recv_count, N, 5000);
+    assert_int_equal(c.recv_count, N);
+    size_t n1 = tp_conn_count(c.tp), n2 = tp_conn_count(tp2);
+    struct tp_stats s1, s2;
+    tp_stats_get(c.tp, &s1);
+    tp_stats_get(tp2, &s2);
+    print_message("connections %zu + %zu, handed over %llu + %llu\n", n1, n2,
+                  (unsigned long long)s1.conns_handed_over,
+                  (unsigned long long)s2.conns_handed_over);
+    assert_int_equal(n1 + n2, N);
+    assert_true(n1 <= n2 + 1 && n2 <= n1 + 1);
+    assert_int_equal(s1.conns_accepted + s2.conns_accepted, N);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    run_until(&c, &c.closed_count, N, 5000);
+    assert_int_equal(c.closed_count, N);
+    tp_free(tp2);
+    ctx_fini(&c);
+    tp_group_free(g);
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* A self-signed P-256 certificate and its key in two temporary files. */
+static void
+make_cert(char cert_path[64], char key_path[64])
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    FILE *f;
+    int fd;
+
+    assert_non_null(key);
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+                               (const unsigned char *)"127.0.0.1", -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    snprintf(cert_path, 64, "%s", "/tmp/tp_test_cert_XXXXXX");
+    fd = mkstemp(cert_path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    assert_int_equal(PEM_write_X509(f, x), 1);
+    fclose(f);
+    snprintf(key_path, 64, "%s", "/tmp/tp_test_key_XXXXXX");
+    fd = mkstemp(key_path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL),
+                     1);
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+struct tls_peer {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+};
+
+/* Run the loop while an SSL call on the non-blocking client wants I/O. */
+static int
+tls_pump(struct ctx *c, struct tls_peer *p, int (*op)(SSL *, void *, int),
+         void *buf, int len)
+{
+    for (int waited = 0; waited < 3000; waited += 5) {
+        int r = op(p->ssl, buf, len);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(p->ssl, r);
+        assert_true(e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE);
+        struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+        poll(&pf, 1, 5);
+    }
+    fail_msg("TLS peer: no progress in 3 s");
+    return -1;
+}
+
+static int
+op_connect(SSL *ssl, void *buf, int len)
+{
+    (void)buf;
+    (void)len;
+    return SSL_connect(ssl);
+}
+
+static int
+op_read(SSL *ssl, void *buf, int len)
+{
+    return SSL_read(ssl, buf, len);
+}
+
+static int
+op_write(SSL *ssl, void *buf, int len)
+{
+    return SSL_write(ssl, buf, len);
+}
+
+static void
+tls_peer_open(struct ctx *c, struct tls_peer *p, const struct tp_addr *to)
+{
+    p->fd = tcp_client(to);
+    assert_int_equal(fcntl(p->fd, F_SETFL, O_NONBLOCK), 0);
+    p->ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(p->ctx);
+    SSL_CTX_set_verify(p->ctx, SSL_VERIFY_NONE, NULL);
+    p->ssl = SSL_new(p->ctx);
+    SSL_set_fd(p->ssl, p->fd);
+    assert_int_equal(tls_pump(c, p, op_connect, NULL, 0), 1);
+}
+
+static void
+tls_peer_close(struct tls_peer *p)
+{
+    SSL_free(p->ssl);
+    SSL_CTX_free(p->ctx);
+    close(p->fd);
+}
+
+/* A TLS connection keeps its buffers while busy and frees them once quiet
+ * (idle memory), then works as before: a request in, a reply out. */
+static void
+test_tls_quiet_frees_buffers(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    struct tp_addr bound;
+    struct tp_stats st;
+    struct tls_peer p;
+    char cert[64], key[64], err[256], buf[256];
+    static const char m[] = OPTIONS_MSG("z9hG4bKtls");
+    static const char reply[] = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    (void)state;
+    make_cert(cert, key);
+    tc.cert_file = cert;
+    tc.key_file = key;
+    assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.tls = t;
+    ctx_init_cfg(&c, &cfg);
+    assert_true(listen_on(&c, "tls:127.0.0.1:0", &bound) >= 0);
+    tls_peer_open(&c, &p, &bound);
+
+    for (int round = 1; round <= 2; round++) {
+        assert_int_equal(tls_pump(&c, &p, op_write, (void *)m, sizeof(m) - 1),
+                         (int)sizeof(m) - 1);
+        run_until(&c, &c.recv_count, round, 2000);
+        assert_int_equal(c.recv_count, round);
+        assert_int_equal(c.last_src.proto, TP_TLS);
+        struct tp_dest d = {.proto = TP_TLS, .flow_id = c.last_src.flow_id};
+        assert_int_equal(
+            tp_send(c.tp, &d, slice_make(reply, sizeof(reply) - 1), NULL), 0);
+        assert_int_equal(tls_pump(&c, &p, op_read, buf, sizeof(buf)),
+                         (int)sizeof(reply) - 1);
+        assert_memory_equal(buf, reply, sizeof(reply) - 1);
+        /* Busy: the buffers stay. */
+        tp_stats_get(c.tp, &st);
+        assert_int_equal(st.tls_released, (uint64_t)round - 1);
+        /* Quiet for a second: freed. */
+        run_until(&c, NULL, 0, 1300);
+        tp_stats_get(c.tp, &st);
+        assert_int_equal(st.tls_released, (uint64_t)round);
+    }
+    assert_int_equal(st.tls_handshakes, 1);
+    tls_peer_close(&p);
+    run_until(&c, &c.closed_count, 1, 2000);
+    assert_int_equal(c.closed_count, 1);
+    ctx_fini(&c);
+    tp_tls_free(t);
+    unlink(cert);
+    unlink(key);
+}
+
+/* After its first message a TLS connection that drips a record one byte
+ * at a time is closed by the message deadline, as a TCP connection
+ * dripping a message is: the half record sits inside SSL, not in the
+ * plaintext buffer, and must not count as an idle connection (whose
+ * every read would move a 10-minute timeout). */
+static void
+test_tls_dripped_record_meets_message_deadline(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    struct tp_addr bound;
+    struct tp_stats st;
+    struct tls_peer p;
+    char cert[64], key[64], err[256], buf[64];
+    static const char m[] = OPTIONS_MSG("z9hG4bKdrip");
+    unsigned char rec[1024];
+
+    (void)state;
+    make_cert(cert, key);
+    tc.cert_file = cert;
+    tc.key_file = key;
+    assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.tls = t;
+    cfg.message_ms = 400;
+    ctx_init_cfg(&c, &cfg);
+    assert_true(listen_on(&c, "tls:127.0.0.1:0", &bound) >= 0);
+    tls_peer_open(&c, &p, &bound);
+    assert_int_equal(tls_pump(&c, &p, op_write, (void *)m, sizeof(m) - 1),
+                     (int)sizeof(m) - 1);
+    run_until(&c, &c.recv_count, 1, 2000);
+    assert_int_equal(c.recv_count, 1);
+
+    /* The next message's record, written to memory, then dripped. */
+    BIO *mem = BIO_new(BIO_s_mem());
+    assert_non_null(mem);
+    SSL_set0_wbio(p.ssl, mem);
+    assert_int_equal(SSL_write(p.ssl, m, sizeof(m) - 1), (int)sizeof(m) - 1);
+    int len = BIO_read(mem, rec, sizeof(rec));
+    assert_true(len > 40);
+    uv_update_time(&c.loop);
+    uint64_t start = uv_now(&c.loop);
+    int took = -1;
+    for (int i = 0; i < len - 1; i++) {
+        bool sent = send(p.fd, rec + i, 1, MSG_NOSIGNAL) == 1;
+        ssize_t n = sent ? read_wait(&c, p.fd, buf, sizeof(buf), 40) : 0;
+        uv_update_time(&c.loop);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+            took = (int)(uv_now(&c.loop) - start); /* closed by the server */
+            break;
+        }
+        if (uv_now(&c.loop) - start > 3000)
+            break;
+    }
+    assert_true(took >= 350 && took < 1500);
+    run_until(&c, &c.closed_count, 1, 1000);
+    assert_int_equal(c.closed_count, 1);
+    assert_int_equal(c.closed_status, UV_ETIMEDOUT);
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.conns_closed_slow, 1);
+    assert_int_equal(c.recv_count, 1);
+    tls_peer_close(&p);
+    ctx_fini(&c);
+    tp_tls_free(t);
+    unlink(cert);
+    unlink(key);
+}
+
 int
 main(void)
 {
@@ -872,6 +1225,10 @@ main(void)
         cmocka_unit_test(test_tcp_per_source_cap),
         cmocka_unit_test(test_tcp_slow_deadlines),
         cmocka_unit_test(test_udp_token_method_and_stun),
+        cmocka_unit_test(test_tcp_partial_writes_in_order),
+        cmocka_unit_test(test_tcp_connections_balanced_over_group),
+        cmocka_unit_test(test_tls_quiet_frees_buffers),
+        cmocka_unit_test(test_tls_dripped_record_meets_message_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
