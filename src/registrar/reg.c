@@ -240,6 +240,9 @@ index_del(struct reg *r, const char *number)
     pthread_mutex_unlock(&ix->lock);
 }
 
+/* Add extension number to shard s (locked). display NULL: a placeholder
+ * for bindings restored before their extension (reg_load), neither in
+ * the index nor visible to anyone before the restore ends. */
 static struct ext *
 shard_add(struct reg *r, struct shard *s, const char *number,
           const char *display)
@@ -249,7 +252,7 @@ shard_add(struct reg *r, struct shard *s, const char *number,
 
     memcpy(e->number, number, len);
     e->shard = (uint8_t)(s - r->shards);
-    e->display = xstrdup(display);
+    e->display = display ? xstrdup(display) : NULL;
     e->max_push_devices = 1;
     list_init(&e->bindings);
     if (s->count + 1 > 2 * s->nbuckets)
@@ -258,7 +261,8 @@ shard_add(struct reg *r, struct shard *s, const char *number,
     e->hnext = s->tab[b];
     s->tab[b] = e;
     s->count++;
-    index_add(r, e->number);
+    if (display)
+        index_add(r, e->number);
     atomic_fetch_add(&r->n_extensions, 1);
     return e;
 }
@@ -876,6 +880,10 @@ load_ext_cb(const struct store_ext *se, void *arg)
     struct ext *e = reg_ext_find(s, slice_cstr(se->number));
     if (!e) {
         e = shard_add(r, s, se->number, se->display);
+    } else if (!e->display) { /* a placeholder of load_binding_cb */
+        e->display = xstrdup(se->display);
+        index_add(r, e->number);
+        atomic_fetch_sub(&r->n_placeholders, 1);
     } else {
         free(e->display);
         e->display = xstrdup(se->display);
@@ -910,6 +918,12 @@ load_binding_cb(const struct store_binding *sb, void *arg)
 
     pthread_mutex_lock(&s->lock);
     struct ext *e = reg_ext_find(s, slice_cstr(sb->ext));
+    if (!e && reg_ext_number_valid(sb->ext)) {
+        /* Extensions load at the same time (reg_load): its row may come
+         * later. Dropped at the end if it never does. */
+        e = shard_add(r, s, sb->ext, NULL);
+        atomic_fetch_add(&r->n_placeholders, 1);
+    }
     if (!e) {
         pthread_mutex_unlock(&s->lock);
         if (r->store)
@@ -966,6 +980,56 @@ thread_cpu_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The extensions' half of reg_load, on a thread of its own. */
+struct ext_loader {
+    struct reg *r;
+    int rc;
+    int64_t ms, cpu_ms;
+};
+
+static void *
+ext_load_thread(void *arg)
+{
+    struct ext_loader *el = arg;
+    int64_t t0 = mono_ms(), cpu0 = thread_cpu_ms();
+
+    el->rc = store_ext_load(el->r->store, load_ext_cb, el->r);
+    el->ms = mono_ms() - t0;
+    el->cpu_ms = thread_cpu_ms() - cpu0;
+    return NULL;
+}
+
+/* Drop the placeholders no extension row claimed, with their bindings'
+ * rows (bindings of an extension that no longer exists). */
+static void
+drop_placeholders(struct reg *r)
+{
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        struct shard *s = &r->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t bk = 0; bk < s->nbuckets; bk++) {
+            struct ext **pp = &s->tab[bk];
+            while (*pp) {
+                struct ext *e = *pp;
+                if (e->display) {
+                    pp = &e->hnext;
+                    continue;
+                }
+                *pp = e->hnext;
+                s->count--;
+                struct list_node *pos;
+                for (pos = e->bindings.next; pos != &e->bindings;
+                     pos = pos->next)
+                    reg_binding_forget(r, e,
+                                       container_of(pos, struct binding, node));
+                ext_free(r, e);
+                atomic_fetch_sub(&r->n_placeholders, 1);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
 int
 reg_load(struct reg *r)
 {
@@ -985,15 +1049,30 @@ reg_load(struct reg *r)
             pthread_mutex_unlock(&s->lock);
         }
     }
+    /* Extensions and bindings load at the same time, on two threads and
+     * two SQLite connections (at a million, seconds each): a binding
+     * whose extension has not arrived yet gets a placeholder that the
+     * extension's row fills in. Extension rows keep the index in order
+     * (placeholders are not in it). */
     r->loading = true;
-    int rc = store_ext_load(r->store, load_ext_cb, r);
+    struct ext_loader el = {.r = r};
+    pthread_t th;
+    bool threaded = pthread_create(&th, NULL, ext_load_thread, &el) == 0;
+    if (!threaded)
+        ext_load_thread(&el);
+    int64_t t1 = mono_ms(), bcpu0 = thread_cpu_ms();
+    int rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
+    int64_t bind_ms = mono_ms() - t1, bind_cpu = thread_cpu_ms() - bcpu0;
+    if (threaded)
+        pthread_join(th, NULL);
     r->loading = false;
+    if (rc == 0)
+        rc = el.rc;
+    if (atomic_load(&r->n_placeholders) > 0)
+        drop_placeholders(r);
     pthread_mutex_lock(&r->index.lock);
     index_sort(&r->index);
     pthread_mutex_unlock(&r->index.lock);
-    int64_t t1 = mono_ms();
-    if (rc == 0)
-        rc = store_binding_load(r->store, reg_now_s(r), load_binding_cb, r);
     if (rc == 0 && !r->messages) {
         char err[256];
         struct reg_msg_opts mo = {.store = r->store,
@@ -1008,12 +1087,13 @@ reg_load(struct reg *r)
     if (rc == 0)
         log_info("registrar",
                  "restored extensions=%zu bindings=%zu in %lld ms "
-                 "(extensions %lld ms, bindings %lld ms; CPU %lld ms)",
+                 "(extensions %lld ms, CPU %lld ms; bindings %lld ms, CPU "
+                 "%lld ms; together CPU %lld ms)",
                  (size_t)atomic_load(&r->n_extensions),
                  (size_t)atomic_load(&r->n_bindings),
-                 (long long)(mono_ms() - t0), (long long)(t1 - t0),
-                 (long long)(mono_ms() - t1),
-                 (long long)(thread_cpu_ms() - cpu0));
+                 (long long)(mono_ms() - t0), (long long)el.ms,
+                 (long long)el.cpu_ms, (long long)bind_ms, (long long)bind_cpu,
+                 (long long)(thread_cpu_ms() - cpu0 + el.cpu_ms));
     return rc < 0 ? rc : 0;
 }
 

@@ -207,7 +207,9 @@ struct reg {
     atomic_uint_fast64_t nonce_seq; /* makes every nonce unique */
 
     struct shard shards[REG_SHARDS];
-    atomic_size_t n_config; /* extensions with from_config */
+    atomic_size_t n_config;       /* extensions with from_config */
+    atomic_size_t n_placeholders; /* reg_load: bindings' extensions not
+                                     restored (yet) */
     struct ext_index index;
     bool loading; /* reg_load: append to index, sort at the end */
     atomic_size_t expire_next; /* reg_expire_some's next shard */

@@ -404,6 +404,77 @@ test_restore_push_params(void **state)
     arena_fini(&a);
 }
 
+/* Bindings and extensions are restored at the same time (reg_load's two
+ * threads): a binding whose extension row never comes is dropped, with
+ * its row, and leaves no extension behind (in the tables, the counts or
+ * the listing index). */
+static void
+test_restore_orphan_bindings(void **state)
+{
+    struct t *t = *state;
+    int64_t now = t->now_ms / 1000;
+    struct store_ext se = {.number = "1",
+                           .display = "One",
+                           .realm = REALM,
+                           .ha1_md5 = "0123456789abcdef0123456789abcdef",
+                           .ha1_sha256 = "0123456789abcdef0123456789abcdef"
+                                         "0123456789abcdef0123456789abcdef",
+                           .enabled = true,
+                           .max_push_devices = 1};
+    assert_int_equal(store_ext_put(t->st, &se), 0);
+    put_binding(t, "k0", "sip:1@h", now);
+    /* Orphans: of extension "2" (no row) and of an invalid number. */
+    static const char *const orphans[] = {"2", "bad number!"};
+    for (size_t i = 0; i < 2; i++) {
+        struct store_binding sb = {.ext = orphans[i],
+                                   .key = "o",
+                                   .uri = "sip:o@h",
+                                   .params = "",
+                                   .instance = "",
+                                   .call_id = "c",
+                                   .cseq = 1,
+                                   .expires_at = now + 3600,
+                                   .updated_at = now,
+                                   .path = "",
+                                   .source = "192.0.2.1:5060",
+                                   .user_agent = "UA"};
+        assert_int_equal(store_binding_put(t->st, &sb), 0);
+    }
+    assert_int_equal(store_sync(t->st), 0);
+    size_t rows = 0;
+    assert_int_equal(store_count(t->st, "bindings", &rows), 0);
+    assert_int_equal(rows, 3);
+
+    reg_free(t->r);
+    start_reg(t);
+    assert_int_equal(reg_load(t->r), 0);
+    struct reg_stats st;
+    reg_get_stats(t->r, &st);
+    assert_int_equal(st.extensions, 1);
+    assert_int_equal(st.bindings, 1);
+    struct arena a;
+    struct reg_contact *v;
+    size_t n;
+    arena_init(&a, 4096);
+    assert_int_equal(reg_lookup(t->r, SLICE_LIT("2"), &a, &v, &n), -ENOENT);
+    assert_int_equal(reg_lookup(t->r, SLICE_LIT("1"), &a, &v, &n), 0);
+    assert_int_equal(n, 1);
+    arena_fini(&a);
+    struct reg_ext_info info;
+    assert_int_equal(reg_ext_get(t->r, "1", &info), 0);
+    assert_string_equal(info.display, "One");
+    struct page p;
+    struct reg_page pg;
+    assert_int_equal(page(t, NULL, 10, &p, &pg), 1);
+    assert_int_equal(pg.total, 1);
+    assert_string_equal(p.num[0], "1");
+    assert_int_equal(p.bindings[0], 1);
+    /* The orphans' rows are gone from the database. */
+    assert_int_equal(store_sync(t->st), 0);
+    assert_int_equal(store_count(t->st, "bindings", &rows), 0);
+    assert_int_equal(rows, 1);
+}
+
 /* Which extensions came from the configuration file: restored from the
  * store's source column, marked, counted, listed, and forgotten with
  * their extension (reg_ext_mark_config and friends). */
@@ -477,6 +548,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_config_marks, setup_empty,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_restore_orphan_bindings,
+                                        setup_empty, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
