@@ -752,6 +752,25 @@ test_longest_values(void **state)
         pushdev_close(t->pd);
         open_pd(t);
     }
+    /* A stored row too long for a struct pushdev is skipped at load, not
+     * cut (a cut token would be pushed to, and fail, for ever). */
+    char over_prid[PUSHDEV_PRID_MAX + 2];
+    memset(over_prid, 'c', sizeof(over_prid) - 1);
+    over_prid[sizeof(over_prid) - 1] = '\0';
+    struct store_pushdev row = {.ext = "5",
+                                .provider = "fcm",
+                                .prid = over_prid,
+                                .param = "p",
+                                .instance = "",
+                                .created_at = t->now_ms / 1000,
+                                .last_seen = t->now_ms / 1000};
+    assert_int_equal(store_pushdev_put(t->st, &row), 0);
+    assert_int_equal(store_sync(t->st), 0);
+    pushdev_close(t->pd);
+    open_pd(t);
+    assert_int_equal(pushdev_find_ext(t->pd, "5", out, 4), 0);
+    assert_int_equal(pushdev_count(t->pd), 2);
+
     /* One character more is refused, not cut. */
     struct pushdev over = big;
     memset(over.instance, 'u', sizeof(over.instance)); /* no NUL left */
