@@ -21,6 +21,11 @@ it (with pushsim so that [apns] is configured; admin on), and measures:
 
     bench/million-bench.py [--build build-rel] [--sizes 1000,1000000]
         [--reg-secs 10] [--rounds 1] [--full] [--api-timeout 20]
+        [--restart-only] [--log-level info] [--wrap 'perf record -g --']
+
+--restart-only skips the REGISTERs and admin requests; --wrap starts the
+daemon under a profiler (restart and CPU times then include the
+profiler's cost: for where the time goes, not for the figures).
 
 Databases are cached in --cache (default /tmp/pushpbx-million) and copied
 for each start. Loopback only; every process started here is stopped by
@@ -193,31 +198,38 @@ def run_size(a, n, tmp, sim_port):
     run = tempfile.mkdtemp(prefix="run-", dir=tmp)
     shutil.copy(src, run + "/bench.db")
     conf = ("[sip]\nlisten = udp:127.0.0.1:0\ndomain = %s\nworkers = %d\n"
-            "[log]\nlevel = notice\n[registrar]\ndigest_algorithms = md5\n"
+            "[log]\nlevel = %s\n[registrar]\ndigest_algorithms = md5\n"
             "[store]\npath = %s/bench.db\n[admin]\nenabled = yes\n"
             "listen = 127.0.0.1:0\ntoken = benchtoken-0123456789\nprov_db = \n"
             "[apns]\nenabled = yes\nbase_url = https://127.0.0.1:%d\n"
             "key_file = %s/apns.p8\nkey_id = DEMOKEY001\nteam_id = %s\n"
             "topic = %s\nca_file = %s/sim-cert.pem\n[fcm]\nenabled = no\n"
-            % (DOMAIN, a.workers, run, sim_port, tmp, TEAM, BUNDLE, tmp))
+            % (DOMAIN, a.workers, a.log_level, run, sim_port, tmp, TEAM,
+               BUNDLE, tmp))
     open(run + "/pushpbx.conf", "w").write(conf)
     res = {"size": n}
-    pbx = None
+    pbx = pid = None
     try:
         subprocess.run(["sync"])
         t0 = time.perf_counter()
         pbx = subprocess.Popen(
-            [a.pbx, "--config", run + "/pushpbx.conf", "--ready-file",
-             run + "/ready"], cwd=run, stdout=subprocess.DEVNULL,
+            a.wrap.split() + [a.pbx, "--config", run + "/pushpbx.conf",
+                              "--ready-file", run + "/ready"],
+            cwd=run, stdout=subprocess.DEVNULL,
             stderr=open(run + "/pushpbx.log", "wb"))
         ready = wait_file(run + "/ready", pbx, "pushpbx", 300)
         res["restart_s"] = time.perf_counter() - t0
-        res["restart_cpu_s"] = cpu_s(pbx.pid)
-        res["rss_kib"] = rss_kib(pbx.pid)
+        pid = ready["pid"]  # the daemon's, also under --wrap
+        res["restart_cpu_s"] = cpu_s(pid)
+        res["rss_kib"] = rss_kib(pid)
+        if a.restart_only:
+            res.update(reg_line="", reg_per_s=0.0, rss_after_kib=0)
+            return res
         sip = [l["port"] for l in ready["listen"] if l["transport"] == "udp"][0]
         admin = ready.get("admin_port")
         # REGISTER/s: the first 1000 extensions.
         users = min(1000, n)
+        cpu0 = cpu_s(pid)
         out = subprocess.run(
             [a.driver, "-t", "127.0.0.1:%d" % sip, "-u", str(FIRST), "-n",
              str(users), "-c", "64", "-d", str(a.reg_secs), "-w", "2", "-s",
@@ -228,7 +240,14 @@ def run_size(a, n, tmp, sim_port):
             res["reg_per_s"] = float(out.stdout.split()[1])
         except (IndexError, ValueError):
             res["reg_per_s"] = 0.0
-        res["rss_after_kib"] = rss_kib(pbx.pid)
+        res["rss_after_kib"] = rss_kib(pid)
+        # The daemon's CPU per registration (401 + 200; warm-up included):
+        # steadier than the rate on a shared machine.
+        try:
+            ok = int(out.stdout.split("ok")[1].split()[0])
+        except (IndexError, ValueError):
+            ok = 0
+        res["reg_cpu_us"] = ((cpu_s(pid) - cpu0) * 1e6 / ok) if ok else 0.0
         # Admin latency: best of 3 for each page.
         mid = str(FIRST + n // 2)
         last = str(FIRST + max(0, n - 100))
@@ -248,10 +267,15 @@ def run_size(a, n, tmp, sim_port):
                 best = ms if best is None else min(best, ms)
             res["api_" + name] = (best, code, size)
     finally:
-        stop(pbx)
+        if pbx and a.wrap and pid and pbx.poll() is None:
+            try:  # the daemon itself: the wrapper then writes its output
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        stop(pbx, timeout=120 if a.wrap else 20)
         log = open(run + "/pushpbx.log").read() if pbx else ""
         res["restored"] = [l for l in log.splitlines()
-                           if "restored" in l or "push devices" in l][:2]
+                           if "restored" in l or "push devices" in l][:3]
         if not a.keep:
             shutil.rmtree(run, ignore_errors=True)
     return res
@@ -269,6 +293,16 @@ def main():
     ap.add_argument("--api-timeout", type=float, default=20.0)
     ap.add_argument("--cache", default="/tmp/pushpbx-million")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--restart-only", action="store_true",
+                    help="measure the restart and RSS only (no REGISTERs, "
+                    "no admin requests)")
+    ap.add_argument("--wrap", default="",
+                    help="command line to start the daemon under, e.g. "
+                    "'perf record -g -o /tmp/p.data --' or 'strace -f -c "
+                    "-o /tmp/s.txt'")
+    ap.add_argument("--log-level", default="notice",
+                    help="the daemon's [log] level (info shows the restore's "
+                    "own timings)")
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
     a.pbx = os.path.join(a.build, "src", "app", "pushpbx")
@@ -297,10 +331,12 @@ def main():
                 r = run_size(a, n, tmp, sr["https_port"])
                 results.setdefault(n, []).append(r)
                 print("size %d round %d: restart %.2f s (CPU %.2f s), RSS "
-                      "%.1f MiB (after REGISTERs %.1f MiB), %s" %
+                      "%.1f MiB (after REGISTERs %.1f MiB), %s, daemon CPU "
+                      "%.0f us a registration" %
                       (n, rnd + 1, r["restart_s"], r["restart_cpu_s"],
                        r["rss_kib"] / 1024.0,
-                       r["rss_after_kib"] / 1024.0, r["reg_line"]))
+                       r["rss_after_kib"] / 1024.0, r["reg_line"],
+                       r.get("reg_cpu_us", 0.0)))
                 for k in ("first", "middle", "last", "full"):
                     v = r.get("api_" + k)
                     if v:

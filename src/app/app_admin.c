@@ -848,75 +848,67 @@ push_info(const struct cfg *cfg, struct admin_push_info *pi)
 
 /* ---- extensions of the configuration file ------------------------------ */
 
-struct db_ext {
-    char *number;
-    enum store_ext_source source;
-};
-
-struct db_exts {
-    struct db_ext *v;
-    size_t count, alloc;
-};
-
-static int
-collect_db_ext(const struct store_ext *e, void *arg)
+/* Is number one of the file's n [extension.N] sections? */
+static bool
+in_file(const struct cfg *cfg, size_t n, const char *number)
 {
-    struct db_exts *d = arg;
-
-    if (d->count == d->alloc) {
-        d->alloc = d->alloc ? 2 * d->alloc : 16;
-        d->v = xrealloc(d->v, d->alloc * sizeof(*d->v));
+    for (size_t k = 0; k < n; k++) {
+        const char *num;
+        cfg_instance(cfg, &reg_ext_cfg_section, k, &num);
+        if (strcmp(num, number) == 0)
+            return true;
     }
-    d->v[d->count++] =
-        (struct db_ext){.number = xstrdup(e->number), .source = e->source};
-    return 0;
+    return false;
 }
 
+/* The file against what the database holds, as the registrar restored it
+ * (reg_ext_is_config: each extension's source is kept in memory, so the
+ * extension table is not read a second time at start: a million rows).
+ * The file wins, and every case where that changes something is
+ * logged. */
 int
 app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
                           struct store *st)
 {
     size_t n = cfg_instance_count(cfg, &reg_ext_cfg_section);
-    struct db_exts db = {0};
+    size_t file_marked = 0;
     int rc = 0;
 
     the.store = st;
-    if (st && store_ext_load(st, collect_db_ext, &db) < 0) {
-        log_error("app", "cannot read the extensions of the store");
-        return 1;
-    }
-    /* What the database holds, against the file. The file wins, and every
-     * case where that changes something is logged. */
-    for (size_t i = 0; i < db.count; i++) {
-        const struct db_ext *d = &db.v[i];
-        const char *path = NULL;
-        size_t idx = n;
-        for (size_t k = 0; k < n; k++) {
-            const char *number;
-            cfg_instance(cfg, &reg_ext_cfg_section, k, &number);
-            if (strcmp(number, d->number) == 0)
-                idx = k;
-        }
-        if (idx < n && d->source == STORE_EXT_API) {
+    for (size_t i = 0; i < n; i++) {
+        const char *number, *path = NULL;
+        cfg_instance(cfg, &reg_ext_cfg_section, i, &number);
+        int src = reg_ext_is_config(reg, number);
+        if (src == 1) {
+            file_marked++;
+        } else if (src == 0) {
             unsigned line =
-                cfg_instance_origin(cfg, &reg_ext_cfg_section, idx, &path);
+                cfg_instance_origin(cfg, &reg_ext_cfg_section, i, &path);
             log_warn("app",
                      "extension %s: created through the admin API, and "
                      "now defined in %s line %u: the configuration file "
                      "wins (its password, name and settings replace the "
                      "database's; the API can no longer change it)",
-                     d->number, path ? path : "--set", line);
-        } else if (idx == n && d->source == STORE_EXT_CONFIG) {
+                     number, path ? path : "--set", line);
+        }
+    }
+    /* Marked extensions the file no longer defines: only when there are
+     * more marked than the file's marked ones (the walk visits every
+     * extension). */
+    if (reg_ext_config_count(reg) > file_marked) {
+        char(*gone)[REG_NUMBER_LEN_MAX + 1];
+        size_t ngone = reg_ext_config_list(reg, &gone);
+        for (size_t i = 0; i < ngone; i++) {
+            if (in_file(cfg, n, gone[i]))
+                continue;
             log_notice("app",
                        "extension %s: no longer in the configuration file: "
                        "removed with its registrations",
-                       d->number);
-            reg_ext_del(reg, d->number);
+                       gone[i]);
+            reg_ext_del(reg, gone[i]);
         }
+        free(gone);
     }
-    for (size_t i = 0; i < db.count; i++)
-        free(db.v[i].number);
-    free(db.v);
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *number;
         const struct reg_ext_cfg *e =
@@ -925,9 +917,11 @@ app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
                         e->max_push_devices) < 0) {
             log_error("app", "[extension.%s]: bad extension number", number);
             rc = 1;
-        } else if (st) {
-            store_ext_set_source(st, number, STORE_EXT_CONFIG);
+            continue;
         }
+        reg_ext_mark_config(reg, number);
+        if (st)
+            store_ext_set_source(st, number, STORE_EXT_CONFIG);
     }
     return rc;
 }
@@ -960,12 +954,6 @@ conf_exts(const struct cfg *cfg, size_t *count)
 int
 app_admin_reload(const struct cfg *cfg, struct reg *reg, struct admin *admin)
 {
-    /* The comparison reads the database: what is still queued (the
-     * extensions' sources written at start) must be on disk first. */
-    if (the.store &&
-        store_commit(the.store, store_mark(the.store), 5000) < 0)
-        log_warn("app", "reload: the store did not commit what was queued; "
-                        "removed extensions may be missed");
     int rc = app_admin_load_extensions(cfg, reg, the.store);
     size_t n;
     struct admin_conf_ext *conf = conf_exts(cfg, &n);

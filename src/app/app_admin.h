@@ -44,9 +44,12 @@ void app_admin_cluster(struct cluster *cl);
  * over the database: a database extension created through the API that
  * the file now defines is replaced (logged), and one that came from the
  * file but is no longer in it is removed (logged). File extensions are
- * marked STORE_EXT_CONFIG in the store. Remembers st (may be NULL) for
- * app_admin_start: the admin's writes are committed through it. Returns 0,
- * or 1 after logging a bad section. Main thread, before the workers. */
+ * marked STORE_EXT_CONFIG in the store and in the registrar
+ * (reg_ext_mark_config), whose copy of the sources is what the file is
+ * compared with (the extension table is not read again). Remembers st (may be
+ * NULL) for app_admin_start: the admin's writes are committed through it.
+ * Returns 0, or 1 after logging a bad section. Main thread, before the workers.
+ */
 int app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
                               struct store *st);
 

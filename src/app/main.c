@@ -65,6 +65,9 @@ struct daemon {
     bool draining, stopping;
     struct store *store; /* SQLite writer thread */
     struct reg *reg;     /* shared by every worker's core */
+    uv_thread_t loader;  /* runs reg_load (registrar_open) */
+    bool loading;        /* loader started, not joined yet */
+    int load_rc;         /* reg_load's result, once joined */
     uv_timer_t expire;   /* reg_expire_some() once a second */
     uv_timer_t watchdog; /* systemd WATCHDOG=1 pings (Type=notify) */
     bool watchdog_on;
@@ -330,9 +333,19 @@ on_expire(uv_timer_t *h)
     cluster_tick(d->cluster); /* NULL (single node): nothing */
 }
 
-/* Open the store, restore the registrar from it, then import the
- * configured extensions (passwords become HA1 values). Returns 0, or 1
- * after logging why. */
+static void
+load_thread(void *arg)
+{
+    struct daemon *d = arg;
+
+    d->load_rc = reg_load(d->reg);
+}
+
+/* Open the store and start restoring the registrar from it on a thread of
+ * its own: the push devices (app_wake_open) load meanwhile on the main
+ * thread, from their own table on their own connection (store.h), and at
+ * a million phones each load takes seconds. Nothing reads the registrar's
+ * tables until registrar_ready. Returns 0, or 1 after logging why. */
 static int
 registrar_open(struct daemon *d)
 {
@@ -360,8 +373,36 @@ registrar_open(struct daemon *d)
                          .realm = d->sip->realm, .store = d->store,
                          .node = cc->node,
                          .messages = cfg_get(d->cfg, &reg_msg_cfg_section)};
-    if (reg_new(&o, &d->reg) < 0 || reg_load(d->reg) < 0) {
-        log_error("app", "registrar: cannot restore from %s", sc->path);
+    if (reg_new(&o, &d->reg) < 0) {
+        log_error("app", "registrar: bad domain or realm");
+        return 1;
+    }
+    int e = uv_thread_create(&d->loader, load_thread, d);
+    if (e < 0) {
+        log_error("app", "registrar: cannot start the loader: %s",
+                  uv_strerror(e));
+        return 1;
+    }
+    d->loading = true;
+    return 0;
+}
+
+/* Wait for the registrar's restore (a no-op when none runs), then import
+ * the configured extensions (passwords become HA1 values). Returns 0, or
+ * 1 after logging why. Called on every path once registrar_open
+ * succeeded, before anything reads the registrar or it is freed. */
+static int
+registrar_ready(struct daemon *d)
+{
+    if (!d->loading)
+        return d->reg ? 0 : 1;
+    uv_thread_join(&d->loader);
+    d->loading = false;
+    if (d->load_rc < 0) {
+        log_error(
+            "app", "registrar: cannot restore from %s",
+            ((const struct store_cfg *)cfg_get(d->cfg, &store_cfg_section))
+                ->path);
         return 1;
     }
     /* The file's extensions over the database's (app_admin.c). */
@@ -795,6 +836,11 @@ main(int argc, char **argv)
     }
     if (status == 0)
         status = app_wake_open(cfg, d.reg, d.store, d.proxy, &d.wake);
+    if (d.loading) { /* joined on every path: registrar_close frees it */
+        int lrc = registrar_ready(&d);
+        if (status == 0)
+            status = lrc;
+    }
     if (status == 0)
         status = cluster_start(&d);
     if (status == 0)

@@ -8,7 +8,8 @@
  * another extension moves it). Both tables double when there are more
  * devices than buckets (from 4096), so chains stay about one long at a
  * million devices; a fixed 4096 made every REGISTER walk ~250 nodes there
- * (bench/million-bench.py). ~600 bytes a device.
+ * (bench/million-bench.py). A node is ~200 bytes for an APNs device
+ * (struct node).
  *
  * Writes: a put or removal changes memory and queues its store writes
  * under the table mutex (the store's queue lock nests inside it; the
@@ -46,13 +47,67 @@
  * this: idle expiry counts in days, so an hour of drift is harmless. */
 #define LAST_SEEN_PERSIST_S 3600
 
+/* A device in memory: its strings packed after the node, each as long as
+ * it is (ext, provider, prid, instance, NUL-terminated, in that order),
+ * and its pn-param interned (an app's topic or project id: shared by all
+ * its devices): ~200 bytes for an APNs device instead of the ~640 of a
+ * struct pushdev, whose arrays are sized for the longest values
+ * (bench/million-bench.py). Copied out as a struct pushdev (node_get). */
 struct node {
     struct list_node by_ext;
     struct list_node by_tok;
-    struct pushdev d;
     uint64_t gen;  /* which put made it (t->gen), to clear unsynced */
-    bool unsynced; /* its commit has not succeeded (yet) */
+    int64_t created_at;
+    int64_t last_seen;
+    const char *param; /* in t->params */
+    bool unsynced;     /* its commit has not succeeded (yet) */
+    uint8_t o_prov;    /* offsets in s[] (ext is at 0) */
+    uint16_t o_prid, o_inst;
+    char s[];
 };
+
+static inline const char *
+nd_ext(const struct node *n)
+{
+    return n->s;
+}
+
+static inline const char *
+nd_prov(const struct node *n)
+{
+    return n->s + n->o_prov;
+}
+
+static inline const char *
+nd_prid(const struct node *n)
+{
+    return n->s + n->o_prid;
+}
+
+static inline const char *
+nd_param(const struct node *n)
+{
+    return n->param;
+}
+
+static inline const char *
+nd_inst(const struct node *n)
+{
+    return n->s + n->o_inst;
+}
+
+/* Copy n out as a struct pushdev (only the strings' bytes are written). */
+static void
+node_get(const struct node *n, struct pushdev *d)
+{
+    memcpy(d->ext, nd_ext(n), n->o_prov);
+    memcpy(d->provider, nd_prov(n), (size_t)(n->o_prid - n->o_prov));
+    memcpy(d->prid, nd_prid(n), (size_t)(n->o_inst - n->o_prid));
+    memcpy(d->param, n->param, strlen(n->param) + 1);
+    memcpy(d->instance, nd_inst(n), strlen(nd_inst(n)) + 1);
+    d->created_at = n->created_at;
+    d->last_seen = n->last_seen;
+}
 
 struct pushdev_table {
     pthread_mutex_t lock;
@@ -66,11 +121,37 @@ struct pushdev_table {
     struct list_node *tok_tab;
     size_t nbuckets;
     size_t count;
+    struct reg_strtab params; /* the nodes' pn-param values */
     /* Asynchronous commits whose callback has not run yet (pushdev_close
      * waits for them: their callback reads the table). */
     size_t inflight;
     pthread_cond_t idle;
 };
+
+/* A node holding copies of the strings (each within its struct pushdev
+ * bound: the callers checked) and the times. Under t->lock. */
+static struct node *
+node_new(struct pushdev_table *t, const char *ext, const char *prov,
+         const char *prid, const char *param, const char *inst,
+         int64_t created_at, int64_t last_seen)
+{
+    size_t le = strlen(ext) + 1, lv = strlen(prov) + 1;
+    size_t lp = strlen(prid) + 1, li = strlen(inst) + 1;
+    struct node *n = xmalloc(sizeof(*n) + le + lv + lp + li);
+
+    memset(n, 0, sizeof(*n));
+    n->o_prov = (uint8_t)le;
+    n->o_prid = (uint16_t)(le + lv);
+    n->o_inst = (uint16_t)(n->o_prid + lp);
+    memcpy(n->s, ext, le);
+    memcpy(n->s + n->o_prov, prov, lv);
+    memcpy(n->s + n->o_prid, prid, lp);
+    memcpy(n->s + n->o_inst, inst, li);
+    n->param = reg_strtab_get(&t->params, param);
+    n->created_at = created_at;
+    n->last_seen = last_seen;
+    return n;
+}
 
 static int64_t
 now_s(const struct pushdev_table *t)
@@ -140,13 +221,12 @@ tables_grow(struct pushdev_table *t)
         while (!list_empty(&oe[i])) {
             struct node *n = container_of(oe[i].prev, struct node, by_ext);
             list_remove(&n->by_ext);
-            list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
+            list_push_front(ext_chain(t, nd_ext(n)), &n->by_ext);
         }
         while (!list_empty(&ot[i])) {
             struct node *n = container_of(ot[i].prev, struct node, by_tok);
             list_remove(&n->by_tok);
-            list_push_front(tok_chain(t, n->d.provider, n->d.prid),
-                            &n->by_tok);
+            list_push_front(tok_chain(t, nd_prov(n), nd_prid(n)), &n->by_tok);
         }
     }
     free(oe);
@@ -229,27 +309,27 @@ pushdev_is_voip(const struct pushdev *d)
 
 /* Queue d's row. Under t->lock. */
 static void
-queue_put(struct pushdev_table *t, const struct pushdev *d)
+queue_put(struct pushdev_table *t, struct node *n)
 {
     if (!t->st)
         return;
-    struct store_pushdev r = {.ext = d->ext,
-                              .provider = d->provider,
-                              .prid = d->prid,
-                              .param = d->param,
-                              .instance = d->instance,
-                              .created_at = d->created_at,
-                              .last_seen = d->last_seen};
+    struct store_pushdev r = {.ext = nd_ext(n),
+                              .provider = nd_prov(n),
+                              .prid = nd_prid(n),
+                              .param = nd_param(n),
+                              .instance = nd_inst(n),
+                              .created_at = n->created_at,
+                              .last_seen = n->last_seen};
     /* A refused write shows in the store_commit that follows (or in the
      * store's counters for the writes nobody waits for). */
     (void)store_pushdev_put(t->st, &r);
 }
 
 static void
-queue_del(struct pushdev_table *t, const struct pushdev *d)
+queue_del(struct pushdev_table *t, struct node *n)
 {
     if (t->st)
-        (void)store_pushdev_del(t->st, d->provider, d->prid);
+        (void)store_pushdev_del(t->st, nd_prov(n), nd_prid(n));
 }
 
 /* Wait for the writes queued since m. Never under t->lock. */
@@ -274,28 +354,38 @@ mark(struct pushdev_table *t)
     return t->st ? store_mark(t->st) : (struct store_mark){0};
 }
 
+static bool
+fits(const char *s, size_t cap)
+{
+    return s && strlen(s) < cap;
+}
+
 static void link_node(struct pushdev_table *t, struct node *n);
 
 static int
 load_row(const struct store_pushdev *r, void *arg)
 {
     struct pushdev_table *t = arg;
-    struct node *n = xcalloc(1, sizeof(*n));
 
-    snprintf(n->d.ext, sizeof(n->d.ext), "%s", r->ext);
-    snprintf(n->d.provider, sizeof(n->d.provider), "%s", r->provider);
-    snprintf(n->d.prid, sizeof(n->d.prid), "%s", r->prid);
-    snprintf(n->d.param, sizeof(n->d.param), "%s", r->param);
-    snprintf(n->d.instance, sizeof(n->d.instance), "%s", r->instance);
-    n->d.created_at = r->created_at;
-    n->d.last_seen = r->last_seen;
+    /* A row too long for a struct pushdev was never written by us: skip
+     * it rather than cut it (a cut token would push nowhere). */
+    if (!fits(r->ext, PUSHDEV_EXT_MAX + 1) ||
+        !fits(r->provider, PUSHDEV_PROVIDER_MAX + 1) ||
+        !fits(r->prid, PUSHDEV_PRID_MAX + 1) ||
+        !fits(r->param, PUSHDEV_PARAM_MAX + 1) ||
+        !fits(r->instance, PUSHDEV_INSTANCE_MAX + 1)) {
+        log_warn("pushdev", "store: skipping an over-long push device row");
+        return 0;
+    }
+    struct node *n = node_new(t, r->ext, r->provider, r->prid, r->param,
+                              r->instance, r->created_at, r->last_seen);
     /* Rows come in no order (store.h): link in front, then move behind
      * the devices of the same extension seen later (most recent first). */
     link_node(t, n);
-    struct list_node *h = ext_chain(t, n->d.ext), *after = NULL;
+    struct list_node *h = ext_chain(t, nd_ext(n)), *after = NULL;
     for (struct list_node *p = n->by_ext.next; p != h; p = p->next) {
         const struct node *x = container_of(p, struct node, by_ext);
-        if (strcmp(x->d.ext, n->d.ext) == 0 && x->d.last_seen > n->d.last_seen)
+        if (strcmp(nd_ext(x), nd_ext(n)) == 0 && x->last_seen > n->last_seen)
             after = p;
     }
     if (after) {
@@ -313,8 +403,8 @@ link_node(struct pushdev_table *t, struct node *n)
     if (t->count + 1 > t->nbuckets)
         tables_grow(t);
     /* Most recently seen first in the extension's chain. */
-    list_push_front(ext_chain(t, n->d.ext), &n->by_ext);
-    list_push_front(tok_chain(t, n->d.provider, n->d.prid), &n->by_tok);
+    list_push_front(ext_chain(t, nd_ext(n)), &n->by_ext);
+    list_push_front(tok_chain(t, nd_prov(n), nd_prid(n)), &n->by_tok);
     t->count++;
 }
 
@@ -324,6 +414,7 @@ unlink_free(struct pushdev_table *t, struct node *n)
     list_remove(&n->by_ext);
     list_remove(&n->by_tok);
     t->count--;
+    reg_strtab_put(&t->params, n->param);
     free(n);
 }
 
@@ -367,6 +458,9 @@ pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
             t->tok_tab = tab_new(t->nbuckets);
         }
         int64_t cutoff = now_s(t) - (int64_t)t->idle_s;
+        struct timespec t0, t1, c0, c1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         int rc = store_pushdev_load(t->st, cutoff, load_row, t);
         if (rc < 0) {
             snprintf(err, errlen, "pushdev: cannot load the push devices: %s",
@@ -375,6 +469,16 @@ pushdev_open(const struct pushdev_opts *o, struct pushdev_table **out,
             pushdev_close(t);
             return rc;
         }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        log_info("pushdev",
+                 "restored push devices=%zu in %lld ms (CPU %lld "
+                 "ms)",
+                 t->count,
+                 (long long)((t1.tv_sec - t0.tv_sec) * 1000 +
+                             (t1.tv_nsec - t0.tv_nsec) / 1000000),
+                 (long long)((c1.tv_sec - c0.tv_sec) * 1000 +
+                             (c1.tv_nsec - c0.tv_nsec) / 1000000));
     }
     *out = t;
     return 0;
@@ -399,6 +503,7 @@ pushdev_close(struct pushdev_table *t)
     pthread_mutex_destroy(&t->lock);
     free(t->ext_tab);
     free(t->tok_tab);
+    reg_strtab_fini(&t->params);
     free(t);
 }
 
@@ -408,17 +513,10 @@ find_token(struct pushdev_table *t, const char *provider, const char *prid)
     struct list_node *h = tok_chain(t, provider, prid);
     for (struct list_node *p = h->next; p != h; p = p->next) {
         struct node *n = container_of(p, struct node, by_tok);
-        if (strcmp(n->d.provider, provider) == 0 &&
-            strcmp(n->d.prid, prid) == 0)
+        if (strcmp(nd_prov(n), provider) == 0 && strcmp(nd_prid(n), prid) == 0)
             return n;
     }
     return NULL;
-}
-
-static bool
-fits(const char *s, size_t cap)
-{
-    return s && strlen(s) < cap;
 }
 
 /* The memory side of a put (under the mutex) and the queueing of its
@@ -435,8 +533,9 @@ put_mem(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     if (created)
         *created = false;
     if (!d->ext[0] || !d->provider[0] || !d->prid[0] ||
-        !fits(d->ext, sizeof(d->ext)) || !fits(d->prid, sizeof(d->prid)) ||
-        !fits(d->param, sizeof(d->param)) ||
+        !fits(d->ext, sizeof(d->ext)) ||
+        !fits(d->provider, sizeof(d->provider)) ||
+        !fits(d->prid, sizeof(d->prid)) || !fits(d->param, sizeof(d->param)) ||
         !fits(d->instance, sizeof(d->instance)))
         return -EINVAL;
     if (max < 1)
@@ -450,13 +549,13 @@ put_mem(struct pushdev_table *t, const struct pushdev *d, unsigned max,
 
     /* Pure refresh: same token, same extension, nothing changed, and
      * already on disk. */
-    if (same && !same->unsynced && strcmp(same->d.ext, d->ext) == 0 &&
-        strcmp(same->d.param, d->param) == 0 &&
-        strcmp(same->d.instance, d->instance) == 0 &&
-        now - same->d.last_seen < LAST_SEEN_PERSIST_S) {
-        same->d.last_seen = now;
+    if (same && !same->unsynced && strcmp(nd_ext(same), d->ext) == 0 &&
+        strcmp(nd_param(same), d->param) == 0 &&
+        strcmp(nd_inst(same), d->instance) == 0 &&
+        now - same->last_seen < LAST_SEEN_PERSIST_S) {
+        same->last_seen = now;
         list_remove(&same->by_ext);
-        list_push_front(ext_chain(t, same->d.ext), &same->by_ext);
+        list_push_front(ext_chain(t, nd_ext(same)), &same->by_ext);
         pthread_mutex_unlock(&t->lock);
         return 0;
     }
@@ -470,9 +569,9 @@ put_mem(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     struct node *keep[PUSHDEV_MAX_PER_EXT * 2];
     for (struct list_node *p = h->next; p != h; p = p->next) {
         struct node *n = container_of(p, struct node, by_ext);
-        if (n == same || strcmp(n->d.ext, d->ext) != 0)
+        if (n == same || strcmp(nd_ext(n), d->ext) != 0)
             continue;
-        if (d->instance[0] && strcmp(n->d.instance, d->instance) == 0) {
+        if (d->instance[0] && strcmp(nd_inst(n), d->instance) == 0) {
             drop[ndrop++] = n;
             continue;
         }
@@ -484,11 +583,10 @@ put_mem(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     while (kept + 1 > max && ndrop < sizeof(drop) / sizeof(drop[0]))
         drop[ndrop++] = keep[--kept];
 
-    struct node *nn = xcalloc(1, sizeof(*nn));
-    nn->d = *d;
-    nn->d.created_at =
-        same && strcmp(same->d.ext, d->ext) == 0 ? same->d.created_at : now;
-    nn->d.last_seen = now;
+    struct node *nn = node_new(
+        t, d->ext, d->provider, d->prid, d->param, d->instance,
+        same && strcmp(nd_ext(same), d->ext) == 0 ? same->created_at : now,
+        now);
     nn->gen = ++t->gen;
     nn->unsynced = true;
     *gen = nn->gen;
@@ -498,14 +596,14 @@ put_mem(struct pushdev_table *t, const struct pushdev *d, unsigned max,
     *m = mark(t);
     for (size_t i = 0; i < ndrop; i++)
         if (drop[i] != same) /* same's row is replaced by the put */
-            queue_del(t, &drop[i]->d);
-    queue_put(t, &nn->d);
+            queue_del(t, drop[i]);
+    queue_put(t, nn);
 
-    bool is_new = !same || strcmp(same->d.ext, d->ext) != 0;
+    bool is_new = !same || strcmp(nd_ext(same), d->ext) != 0;
     for (size_t i = 0; i < ndrop; i++) {
-        if (drop[i] != same || strcmp(same->d.ext, d->ext) != 0)
+        if (drop[i] != same || strcmp(nd_ext(same), d->ext) != 0)
             log_info("pushdev", "device replaced ext=%s provider=%s",
-                     drop[i]->d.ext, drop[i]->d.provider);
+                     nd_ext(drop[i]), nd_prov(drop[i]));
         unlink_free(t, drop[i]);
     }
     link_node(t, nn);
@@ -636,7 +734,7 @@ remove_ext_mem(struct pushdev_table *t, const char *ext, struct store_mark *m)
     for (struct list_node *p = h->next, *nx; p != h; p = nx) {
         nx = p->next;
         struct node *n = container_of(p, struct node, by_ext);
-        if (strcmp(n->d.ext, ext) == 0) {
+        if (strcmp(nd_ext(n), ext) == 0) {
             unlink_free(t, n);
             removed++;
         }
@@ -679,9 +777,9 @@ remove_token(struct pushdev_table *t, const char *provider, const char *prid,
     *m = mark(t);
     struct node *n = find_token(t, provider, prid);
     if (n) {
-        queue_del(t, &n->d);
-        snprintf(ext, extcap, "%s", n->d.ext);
-        log_notice("pushdev", "device removed ext=%s provider=%s", n->d.ext,
+        queue_del(t, n);
+        snprintf(ext, extcap, "%s", nd_ext(n));
+        log_notice("pushdev", "device removed ext=%s provider=%s", nd_ext(n),
                    provider);
         unlink_free(t, n);
         removed = 1;
@@ -728,8 +826,8 @@ pushdev_find_ext(struct pushdev_table *t, const char *ext, struct pushdev *out,
     pthread_mutex_lock(&t->lock);
     for (struct list_node *p = h->next; p != h && n < cap; p = p->next) {
         struct node *x = container_of(p, struct node, by_ext);
-        if (strcmp(x->d.ext, ext) == 0)
-            out[n++] = x->d;
+        if (strcmp(nd_ext(x), ext) == 0)
+            node_get(x, &out[n++]);
     }
     pthread_mutex_unlock(&t->lock);
     return n;
@@ -745,15 +843,15 @@ pushdev_match(struct pushdev_table *t, const char *ext, const char *provider,
     pthread_mutex_lock(&t->lock);
     for (struct list_node *p = h->next; p != h; p = p->next) {
         struct node *x = container_of(p, struct node, by_ext);
-        if (strcmp(x->d.ext, ext) != 0)
+        if (strcmp(nd_ext(x), ext) != 0)
             continue;
         bool tok = provider && prid && prid[0] &&
-                   strcmp(x->d.provider, provider) == 0 &&
-                   strcmp(x->d.prid, prid) == 0;
+                   strcmp(nd_prov(x), provider) == 0 &&
+                   strcmp(nd_prid(x), prid) == 0;
         bool inst =
-            instance && instance[0] && strcmp(x->d.instance, instance) == 0;
+            instance && instance[0] && strcmp(nd_inst(x), instance) == 0;
         if (tok || inst) {
-            *out = x->d;
+            node_get(x, out);
             found = true;
             break;
         }
@@ -774,11 +872,11 @@ pushdev_expire(struct pushdev_table *t)
         for (struct list_node *p = h->next, *nx; p != h; p = nx) {
             nx = p->next;
             struct node *x = container_of(p, struct node, by_ext);
-            if (x->d.last_seen >= cutoff)
+            if (x->last_seen >= cutoff)
                 continue;
-            queue_del(t, &x->d); /* not waited for: see pushdev.h */
+            queue_del(t, x); /* not waited for: see pushdev.h */
             log_info("pushdev", "idle device expired ext=%s provider=%s",
-                     x->d.ext, x->d.provider);
+                     nd_ext(x), nd_prov(x));
             unlink_free(t, x);
             n++;
         }
@@ -793,8 +891,11 @@ pushdev_list(struct pushdev_table *t, pushdev_list_cb *cb, void *arg)
     pthread_mutex_lock(&t->lock);
     for (size_t i = 0; i < t->nbuckets; i++) {
         struct list_node *h = &t->ext_tab[i];
-        for (struct list_node *p = h->next; p != h; p = p->next)
-            cb(&container_of(p, struct node, by_ext)->d, arg);
+        for (struct list_node *p = h->next; p != h; p = p->next) {
+            struct pushdev d;
+            node_get(container_of(p, struct node, by_ext), &d);
+            cb(&d, arg);
+        }
     }
     pthread_mutex_unlock(&t->lock);
 }
@@ -992,7 +1093,7 @@ pushdev_replace_ext(struct pushdev_table *t, const char *ext,
         nx = p->next;
         struct node *x = container_of(p, struct node, by_ext);
         /* A device whose commit is running is newer than any row read. */
-        if (strcmp(x->d.ext, ext) == 0 && !x->unsynced)
+        if (strcmp(nd_ext(x), ext) == 0 && !x->unsynced)
             unlink_free(t, x);
     }
     for (size_t i = 0; i < n; i++) {
@@ -1001,7 +1102,7 @@ pushdev_replace_ext(struct pushdev_table *t, const char *ext,
             !r->prid || strlen(r->prid) > PUSHDEV_PRID_MAX)
             continue;
         struct node *old = find_token(t, r->provider, r->prid);
-        if (old && old->unsynced && strcmp(old->d.ext, ext) == 0)
+        if (old && old->unsynced && strcmp(nd_ext(old), ext) == 0)
             continue;
         if (old)
             unlink_free(t, old); /* the token moved to this extension */

@@ -172,6 +172,27 @@ int reg_ext_get(struct reg *r, const char *number, struct reg_ext_info *out);
 /* Remove an extension and all its bindings. 0 or -ENOENT. */
 int reg_ext_del(struct reg *r, const char *number);
 
+/* Extensions of the configuration file. The store keeps each extension's
+ * source (store.h enum store_ext_source: the admin API or an
+ * [extension.N] section); the registrar keeps a copy of "from the file",
+ * restored by reg_load and set by reg_ext_mark_config, so that the daemon
+ * compares the file with the database (at start and on reload) without
+ * reading the extension table again (a million rows). An extension
+ * created by reg_ext_set is not marked; a mark goes with its extension
+ * (reg_ext_del). Any thread.
+ *
+ * reg_ext_mark_config: mark number as the file's (the caller tells the
+ * store too: store_ext_set_source). Returns 0 or -ENOENT.
+ * reg_ext_is_config: 1 (the file's), 0 (not), or -ENOENT.
+ * reg_ext_config_count: how many are marked. O(1).
+ * reg_ext_config_list: the marked numbers into *out (owned by the
+ * caller: free), returns their count. Walks every extension. */
+#define REG_NUMBER_LEN_MAX 32
+int reg_ext_mark_config(struct reg *r, const char *number);
+int reg_ext_is_config(struct reg *r, const char *number);
+size_t reg_ext_config_count(struct reg *r);
+size_t reg_ext_config_list(struct reg *r, char (**out)[REG_NUMBER_LEN_MAX + 1]);
+
 /* Where a request came from (the transport's source descriptor). */
 struct reg_src {
     enum reg_transport transport;

@@ -586,6 +586,8 @@ ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
 {
     struct shard *s = reg_shard_of(r, number);
 
+    uint8_t md5[16], sha[32];
+
     memset(v, 0, sizeof(*v));
     pthread_mutex_lock(&s->lock);
     struct ext *e = reg_ext_find(s, number);
@@ -593,10 +595,14 @@ ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
         v->found = true;
         v->enabled = e->enabled;
         v->ha1_valid = e->ha1_valid;
-        memcpy(v->ha1_md5, e->ha1_md5, sizeof(v->ha1_md5));
-        memcpy(v->ha1_sha256, e->ha1_sha256, sizeof(v->ha1_sha256));
+        memcpy(md5, e->ha1_md5, sizeof(md5));
+        memcpy(sha, e->ha1_sha256, sizeof(sha));
     }
     pthread_mutex_unlock(&s->lock);
+    if (v->found) { /* stored in binary (reg_int.h struct ext) */
+        reg_ha1_hex(md5, sizeof(md5), v->ha1_md5);
+        reg_ha1_hex(sha, sizeof(sha), v->ha1_sha256);
+    }
 }
 
 int

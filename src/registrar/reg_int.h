@@ -17,7 +17,7 @@
 #include "registrar/reg.h"
 
 #define REG_SHARDS 64
-#define REG_NUMBER_MAX 32
+#define REG_NUMBER_MAX REG_NUMBER_LEN_MAX /* reg.h */
 #define REG_NONCE_LEN 64 /* 16 hex time + 16 hex counter + 32 hex MAC */
 
 /* Compact socket address: a binding costs 28 bytes here instead of the 128
@@ -28,6 +28,16 @@ union reg_addr {
     struct sockaddr_in6 in6;
 };
 
+/* Where one RFC 8599 param of a binding's uri is, unescaped: len bytes
+ * at uri + off, inside the uri when the value needed no unescaping (the
+ * usual case: a token is not stored twice), else a copy packed after the
+ * binding's other strings. len 0: "" (absent, malformed, holding a NUL or
+ * too long). Not NUL-terminated: reg.c pn_get copies one out. */
+struct reg_pn_ref {
+    uint32_t off, len;
+};
+enum { REG_PN_PROVIDER, REG_PN_PRID, REG_PN_PARAM, REG_PN_COUNT };
+
 /* One registered contact. All strings live in the same allocation, right
  * after the struct (one malloc per binding; replaced, never edited, when
  * refreshed with different values). */
@@ -35,13 +45,12 @@ struct binding {
     struct list_node node; /* in ext->bindings, most recently updated first */
     const char *key;       /* store key: instance "#" reg-id, or the URI */
     const char *uri;
-    const char *pn_provider, *pn_prid, *pn_param; /* of uri, unescaped
-                                                     (reg_binding_new) */
+    struct reg_pn_ref pn[REG_PN_COUNT]; /* of uri (reg_binding_new) */
     const char *params;
     const char *instance;
     const char *call_id;
     const char *path;
-    const char *user_agent;
+    const char *user_agent; /* interned: its shard's agents */
     /* "" for a binding of this node; else the [cluster] node holding the
      * phone's flow (a remote binding: reg_remote_set, never persisted
      * here, routed via that node). */
@@ -55,24 +64,51 @@ struct binding {
     uint64_t flow_id;
 };
 
+/* One extension: ~110 bytes and its display name at a million
+ * (bench/million-bench.py): the number is stored after the struct, the
+ * HA1 values in binary (reg_ha1_hex gives them back as hex). */
 struct ext {
     struct ext *hnext;
-    char *number;
     char *display;
-    char ha1_md5[33];
-    char ha1_sha256[65];
+    uint8_t ha1_md5[16];
+    uint8_t ha1_sha256[32];
     bool ha1_valid; /* HA1 values belong to our realm */
     bool enabled;
+    bool from_config; /* the store's source is the configuration file */
+    uint8_t shard;    /* index in reg->shards */
     unsigned max_push_devices;
     struct list_node bindings;
     size_t binding_count;
+    char number[]; /* NUL-terminated; never changes */
 };
+
+/* Lower-case hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
+void reg_ha1_hex(const uint8_t *bin, size_t n, char *out);
+
+/* Interned strings: one counted copy of each distinct string, for values
+ * most phones share (a fleet's few User-Agents: 45 bytes a binding at a
+ * million). Chained hash, doubled past one entry a bucket. Not
+ * thread-safe: under its owner's lock. */
+struct reg_str;
+struct reg_strtab {
+    struct reg_str **tab;
+    size_t nbuckets, count;
+};
+/* The interned copy of s (a new one, or one more reference); "" for "" or
+ * NULL (not counted). */
+const char *reg_strtab_get(struct reg_strtab *t, const char *s);
+/* Drop a reference to s, a reg_strtab_get result of t; freed at the
+ * last. */
+void reg_strtab_put(struct reg_strtab *t, const char *s);
+/* Free t's table (every string must have been put). */
+void reg_strtab_fini(struct reg_strtab *t);
 
 struct shard {
     pthread_mutex_t lock;
     struct ext **tab;
     size_t nbuckets;
     size_t count;
+    struct reg_strtab agents; /* bindings' user_agent values */
 };
 
 /* Every extension number in listing order (shorter first, then byte
@@ -176,6 +212,9 @@ struct reg {
     atomic_uint_fast64_t nonce_seq; /* makes every nonce unique */
 
     struct shard shards[REG_SHARDS];
+    atomic_size_t n_config;       /* extensions with from_config */
+    atomic_size_t n_placeholders; /* reg_load: bindings' extensions not
+                                     restored (yet) */
     struct ext_index index;
     bool loading; /* reg_load: append to index, sort at the end */
     atomic_size_t expire_next; /* reg_expire_some's next shard */
@@ -200,7 +239,10 @@ reg_now_s(const struct reg *r)
 /* reg.c: tables. Callers hold the shard lock for the ext they touch. */
 struct shard *reg_shard_of(struct reg *r, struct slice number);
 struct ext *reg_ext_find(struct shard *s, struct slice number);
-struct binding *reg_binding_new(const struct binding *tmpl);
+/* A binding copied from tmpl for e (its strings packed, its user_agent
+ * interned in e's shard). Under e's shard lock. */
+struct binding *reg_binding_new(struct reg *r, struct ext *e,
+                                const struct binding *tmpl);
 void reg_binding_unlink_free(struct reg *r, struct ext *e, struct binding *b);
 void reg_binding_link(struct reg *r, struct ext *e, struct binding *b);
 void reg_binding_persist(struct reg *r, const struct ext *e,

@@ -481,7 +481,7 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
                 reg_binding_forget(r, e, old);
             reg_binding_unlink_free(r, e, old);
         }
-        struct binding *b = reg_binding_new(&t);
+        struct binding *b = reg_binding_new(r, e, &t);
         reg_binding_link(r, e, b);
         reg_binding_persist(r, e, b);
         if (now)

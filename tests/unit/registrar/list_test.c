@@ -277,6 +277,255 @@ test_restore_many(void **state)
     assert_string_equal(w.last, "9999");
 }
 
+/* A binding row for extension "1" with Contact URI uri. */
+static void
+put_binding(struct t *t, const char *key, const char *uri, int64_t updated)
+{
+    struct store_binding sb = {.ext = "1",
+                               .key = key,
+                               .uri = uri,
+                               .params = "",
+                               .instance = "",
+                               .call_id = "c",
+                               .cseq = 1,
+                               .expires_at = updated + 3600,
+                               .updated_at = updated,
+                               .path = "",
+                               .source = "192.0.2.1:5060",
+                               .user_agent = "UA"};
+    assert_int_equal(store_binding_put(t->st, &sb), 0);
+}
+
+struct pn_seen {
+    char prid[5][PUSHDEV_PRID_MAX + 1];
+    char param[5][PUSHDEV_PARAM_MAX + 1];
+    char provider[5][16];
+    size_t n;
+};
+
+static void
+on_pn(const char *ext, const char *display, bool enabled,
+      const struct reg_contact *c, size_t count, void *arg)
+{
+    struct pn_seen *ps = arg;
+    (void)ext;
+    (void)display;
+    (void)enabled;
+    for (size_t i = 0; i < count && i < 5; i++) {
+        snprintf(ps->prid[i], sizeof(ps->prid[i]), "%s", c[i].pn_prid);
+        snprintf(ps->param[i], sizeof(ps->param[i]), "%s", c[i].pn_param);
+        snprintf(ps->provider[i], sizeof(ps->provider[i]), "%s",
+                 c[i].pn_provider);
+    }
+    ps->n = count;
+}
+
+/* The push params of a restored binding (reg_int.h struct reg_pn_ref: a
+ * plain value is found inside the stored URI, an escaped one is kept
+ * decoded): plain, escaped, absent, too long plain (""), too long only
+ * before decoding (kept), and a decoded NUL (""), read through both
+ * reg_lookup (copies in an arena) and reg_list_ext (borrowed). */
+static void
+test_restore_push_params(void **state)
+{
+    struct t *t = *state;
+    int64_t now = t->now_ms / 1000;
+    char uri[2048], longv[PUSHDEV_PRID_MAX + 2], esc[1024], want[300];
+    struct store_ext se = {.number = "1",
+                           .display = "",
+                           .realm = REALM,
+                           .ha1_md5 = "0123456789abcdef0123456789abcdef",
+                           .ha1_sha256 = "0123456789abcdef0123456789abcdef"
+                                         "0123456789abcdef0123456789abcdef",
+                           .enabled = true,
+                           .max_push_devices = 1};
+    assert_int_equal(store_ext_put(t->st, &se), 0);
+
+    /* Newest first: k = 0 is the newest. */
+    put_binding(t, "k0",
+                "sip:1@h;pn-provider=apns;pn-prid=ab12;pn-param=T.app.voip",
+                now - 1);
+    put_binding(t, "k1",
+                "sip:1@h;pn-provider=%61pns;pn-prid=a%62%31%32;"
+                "pn-param=T.app%2evoip;transport=udp",
+                now - 2);
+    put_binding(t, "k2", "sip:1@h;transport=udp", now - 3);
+    memset(longv, 'a', sizeof(longv) - 1); /* PUSHDEV_PRID_MAX + 1 */
+    longv[sizeof(longv) - 1] = '\0';
+    snprintf(uri, sizeof(uri), "sip:1@h;pn-provider=fcm;pn-prid=%s;pn-param=p",
+             longv);
+    put_binding(t, "k3", uri, now - 4);
+    /* PUSHDEV_PRID_MAX characters, 3 of them escaped (longer raw). */
+    memset(want, 'b', PUSHDEV_PRID_MAX);
+    want[PUSHDEV_PRID_MAX] = '\0';
+    snprintf(esc, sizeof(esc), "%%62%%62%%62%s", want + 3);
+    snprintf(uri, sizeof(uri),
+             "sip:1@h;pn-provider=fcm;pn-prid=%s;pn-param=p%%00q", esc);
+    put_binding(t, "k4", uri, now - 5);
+    assert_int_equal(store_sync(t->st), 0);
+
+    reg_free(t->r);
+    start_reg(t);
+    assert_int_equal(reg_load(t->r), 0);
+
+    struct arena a;
+    struct reg_contact *v;
+    size_t n;
+    arena_init(&a, 65536);
+    assert_int_equal(reg_lookup(t->r, SLICE_LIT("1"), &a, &v, &n), 0);
+    assert_int_equal(n, 5);
+    struct pn_seen ps = {0};
+    assert_int_equal(reg_list_ext(t->r, "1", on_pn, &ps), 0);
+    assert_int_equal(ps.n, 5);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(v[i].pn_provider, "apns");
+        assert_string_equal(v[i].pn_prid, "ab12");
+        assert_string_equal(v[i].pn_param, "T.app.voip");
+        assert_string_equal(ps.provider[i], "apns");
+        assert_string_equal(ps.prid[i], "ab12");
+        assert_string_equal(ps.param[i], "T.app.voip");
+    }
+    assert_string_equal(v[2].pn_provider, "");
+    assert_string_equal(v[2].pn_prid, "");
+    assert_string_equal(v[2].pn_param, "");
+    assert_string_equal(ps.prid[2], "");
+    assert_string_equal(v[3].pn_provider, "fcm");
+    assert_string_equal(v[3].pn_prid, ""); /* too long */
+    assert_string_equal(v[3].pn_param, "p");
+    assert_string_equal(ps.prid[3], "");
+    assert_string_equal(v[4].pn_prid, want);
+    assert_string_equal(ps.prid[4], want);
+    assert_string_equal(v[4].pn_param, ""); /* decoded NUL */
+    assert_string_equal(ps.param[4], "");
+    /* The URI itself as stored. */
+    assert_string_equal(v[1].uri, "sip:1@h;pn-provider=%61pns;pn-prid="
+                                  "a%62%31%32;pn-param=T.app%2evoip;"
+                                  "transport=udp");
+    arena_fini(&a);
+}
+
+/* Bindings and extensions are restored at the same time (reg_load's two
+ * threads): a binding whose extension row never comes is dropped, with
+ * its row, and leaves no extension behind (in the tables, the counts or
+ * the listing index). */
+static void
+test_restore_orphan_bindings(void **state)
+{
+    struct t *t = *state;
+    int64_t now = t->now_ms / 1000;
+    struct store_ext se = {.number = "1",
+                           .display = "One",
+                           .realm = REALM,
+                           .ha1_md5 = "0123456789abcdef0123456789abcdef",
+                           .ha1_sha256 = "0123456789abcdef0123456789abcdef"
+                                         "0123456789abcdef0123456789abcdef",
+                           .enabled = true,
+                           .max_push_devices = 1};
+    assert_int_equal(store_ext_put(t->st, &se), 0);
+    put_binding(t, "k0", "sip:1@h", now);
+    /* Orphans: of extension "2" (no row) and of an invalid number. */
+    static const char *const orphans[] = {"2", "bad number!"};
+    for (size_t i = 0; i < 2; i++) {
+        struct store_binding sb = {.ext = orphans[i],
+                                   .key = "o",
+                                   .uri = "sip:o@h",
+                                   .params = "",
+                                   .instance = "",
+                                   .call_id = "c",
+                                   .cseq = 1,
+                                   .expires_at = now + 3600,
+                                   .updated_at = now,
+                                   .path = "",
+                                   .source = "192.0.2.1:5060",
+                                   .user_agent = "UA"};
+        assert_int_equal(store_binding_put(t->st, &sb), 0);
+    }
+    assert_int_equal(store_sync(t->st), 0);
+    size_t rows = 0;
+    assert_int_equal(store_count(t->st, "bindings", &rows), 0);
+    assert_int_equal(rows, 3);
+
+    reg_free(t->r);
+    start_reg(t);
+    assert_int_equal(reg_load(t->r), 0);
+    struct reg_stats st;
+    reg_get_stats(t->r, &st);
+    assert_int_equal(st.extensions, 1);
+    assert_int_equal(st.bindings, 1);
+    struct arena a;
+    struct reg_contact *v;
+    size_t n;
+    arena_init(&a, 4096);
+    assert_int_equal(reg_lookup(t->r, SLICE_LIT("2"), &a, &v, &n), -ENOENT);
+    assert_int_equal(reg_lookup(t->r, SLICE_LIT("1"), &a, &v, &n), 0);
+    assert_int_equal(n, 1);
+    arena_fini(&a);
+    struct reg_ext_info info;
+    assert_int_equal(reg_ext_get(t->r, "1", &info), 0);
+    assert_string_equal(info.display, "One");
+    struct page p;
+    struct reg_page pg;
+    assert_int_equal(page(t, NULL, 10, &p, &pg), 1);
+    assert_int_equal(pg.total, 1);
+    assert_string_equal(p.num[0], "1");
+    assert_int_equal(p.bindings[0], 1);
+    /* The orphans' rows are gone from the database. */
+    assert_int_equal(store_sync(t->st), 0);
+    assert_int_equal(store_count(t->st, "bindings", &rows), 0);
+    assert_int_equal(rows, 1);
+}
+
+/* Which extensions came from the configuration file: restored from the
+ * store's source column, marked, counted, listed, and forgotten with
+ * their extension (reg_ext_mark_config and friends). */
+static void
+test_config_marks(void **state)
+{
+    struct t *t = *state;
+    static const char *const nums[] = {"10", "11", "12", "13"};
+
+    for (size_t i = 0; i < 4; i++) {
+        struct store_ext se = {.number = nums[i],
+                               .display = "",
+                               .realm = REALM,
+                               .ha1_md5 = "0123456789abcdef0123456789abcdef",
+                               .ha1_sha256 = "0123456789abcdef0123456789abcdef"
+                                             "0123456789abcdef0123456789abcdef",
+                               .enabled = true,
+                               .max_push_devices = 1,
+                               .source =
+                                   i % 2 ? STORE_EXT_CONFIG : STORE_EXT_API};
+        assert_int_equal(store_ext_put(t->st, &se), 0);
+    }
+    assert_int_equal(store_sync(t->st), 0);
+    reg_free(t->r);
+    start_reg(t);
+    assert_int_equal(reg_load(t->r), 0);
+    assert_int_equal(reg_ext_config_count(t->r), 2);
+    assert_int_equal(reg_ext_is_config(t->r, "10"), 0);
+    assert_int_equal(reg_ext_is_config(t->r, "11"), 1);
+    assert_int_equal(reg_ext_is_config(t->r, "99"), -ENOENT);
+    char(*v)[REG_NUMBER_LEN_MAX + 1];
+    size_t n = reg_ext_config_list(t->r, &v);
+    assert_int_equal(n, 2);
+    assert_true((strcmp(v[0], "11") == 0 && strcmp(v[1], "13") == 0) ||
+                (strcmp(v[0], "13") == 0 && strcmp(v[1], "11") == 0));
+    free(v);
+
+    assert_int_equal(reg_ext_mark_config(t->r, "10"), 0);
+    assert_int_equal(reg_ext_mark_config(t->r, "10"), 0); /* once */
+    assert_int_equal(reg_ext_mark_config(t->r, "99"), -ENOENT);
+    assert_int_equal(reg_ext_config_count(t->r), 3);
+    assert_int_equal(reg_ext_del(t->r, "11"), 0);
+    assert_int_equal(reg_ext_config_count(t->r), 2);
+    /* A new extension is the API's until marked. */
+    add(t, "14");
+    assert_int_equal(reg_ext_is_config(t->r, "14"), 0);
+    n = reg_ext_config_list(t->r, &v);
+    assert_int_equal(n, 2);
+    free(v);
+}
+
 static int
 setup_empty(void **state)
 {
@@ -291,10 +540,16 @@ main(void)
         cmocka_unit_test_setup_teardown(test_page_order_and_cursor, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_page_bounds, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_page_changes_between_pages,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_changes_between_pages, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_restore_many, setup_empty,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_restore_push_params, setup_empty,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_config_marks, setup_empty,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_orphan_bindings,
+                                        setup_empty, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -681,6 +681,105 @@ test_async_locked(void **state)
     done_fini(&star);
 }
 
+/* Every field at its longest, and the shortest: a device is stored as
+ * its strings packed after the node (pushdev.c struct node); each comes
+ * back whole through every read (find_ext, match, list) and a reopen. */
+struct listed {
+    struct pushdev v[4];
+    size_t n;
+};
+
+static void
+on_listed(const struct pushdev *d, void *arg)
+{
+    struct listed *l = arg;
+    if (l->n < 4)
+        l->v[l->n] = *d;
+    l->n++;
+}
+
+static void
+check_same(const struct pushdev *a, const struct pushdev *b)
+{
+    assert_string_equal(a->ext, b->ext);
+    assert_string_equal(a->provider, b->provider);
+    assert_string_equal(a->prid, b->prid);
+    assert_string_equal(a->param, b->param);
+    assert_string_equal(a->instance, b->instance);
+}
+
+static void
+test_longest_values(void **state)
+{
+    struct t *t = *state;
+    struct pushdev big, small, out[4], m;
+    char ext[PUSHDEV_EXT_MAX + 1], prid[PUSHDEV_PRID_MAX + 1];
+    char param[PUSHDEV_PARAM_MAX + 1], inst[PUSHDEV_INSTANCE_MAX + 1];
+
+    memset(ext, '7', sizeof(ext) - 1);
+    ext[sizeof(ext) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(prid) - 1; i++)
+        prid[i] = "ab:-_.0123456789"[i % 16];
+    prid[sizeof(prid) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(param) - 1; i++)
+        param[i] = i % 8 == 7 ? '.' : (char)('a' + i % 26);
+    param[sizeof(param) - 1] = '\0';
+    memset(inst, 'u', sizeof(inst) - 1);
+    inst[sizeof(inst) - 1] = '\0';
+    big = dev(ext, "fcm", prid, param, inst);
+    assert_string_equal(big.ext, ext); /* dev() cut nothing */
+    assert_string_equal(big.prid, prid);
+    assert_string_equal(big.param, param);
+    assert_string_equal(big.instance, inst);
+    small = dev("1", "apns", APNS_TOK, "T.b", "");
+    assert_int_equal(pushdev_put(t->pd, &big, 1, NULL), 0);
+    assert_int_equal(pushdev_put(t->pd, &small, 1, NULL), 0);
+
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(pushdev_find_ext(t->pd, ext, out, 4), 1);
+        check_same(&out[0], &big);
+        assert_int_equal(out[0].created_at, t->now_ms / 1000);
+        assert_int_equal(out[0].last_seen, t->now_ms / 1000);
+        assert_true(pushdev_match(t->pd, ext, NULL, NULL, inst, &m));
+        check_same(&m, &big);
+        assert_true(pushdev_match(t->pd, "1", "apns", APNS_TOK, NULL, &m));
+        check_same(&m, &small);
+        struct listed l = {0};
+        pushdev_list(t->pd, on_listed, &l);
+        assert_int_equal(l.n, 2);
+        check_same(strcmp(l.v[0].ext, "1") == 0 ? &l.v[1] : &l.v[0], &big);
+        /* The same from the database. */
+        pushdev_close(t->pd);
+        open_pd(t);
+    }
+    /* A stored row too long for a struct pushdev is skipped at load, not
+     * cut (a cut token would be pushed to, and fail, for ever). */
+    char over_prid[PUSHDEV_PRID_MAX + 2];
+    memset(over_prid, 'c', sizeof(over_prid) - 1);
+    over_prid[sizeof(over_prid) - 1] = '\0';
+    struct store_pushdev row = {.ext = "5",
+                                .provider = "fcm",
+                                .prid = over_prid,
+                                .param = "p",
+                                .instance = "",
+                                .created_at = t->now_ms / 1000,
+                                .last_seen = t->now_ms / 1000};
+    assert_int_equal(store_pushdev_put(t->st, &row), 0);
+    assert_int_equal(store_sync(t->st), 0);
+    pushdev_close(t->pd);
+    open_pd(t);
+    assert_int_equal(pushdev_find_ext(t->pd, "5", out, 4), 0);
+    assert_int_equal(pushdev_count(t->pd), 2);
+
+    /* One character more is refused, not cut. */
+    struct pushdev over = big;
+    memset(over.instance, 'u', sizeof(over.instance)); /* no NUL left */
+    assert_int_equal(pushdev_put(t->pd, &over, 1, NULL), -EINVAL);
+    over = big;
+    memset(over.provider, 'p', sizeof(over.provider));
+    assert_int_equal(pushdev_put(t->pd, &over, 1, NULL), -EINVAL);
+}
+
 int
 main(void)
 {
@@ -697,6 +796,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_locked_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_locked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_longest_values, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
