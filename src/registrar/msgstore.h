@@ -21,6 +21,9 @@
  * STORE_MSG_ID_BLOCK ids from one sequence (store_msg_id_block), so no
  * two nodes give one id to two messages. Between nodes the delivery
  * order is the id order, i.e. by block, not by arrival.
+ * TODO(cluster): order messages of one extension stored on different
+ * nodes by arrival (e.g. received_at, then id), in memory, in the cap and
+ * in delivery alike.
  *
  * Order: ids are assigned here, increasing, under the table mutex, and
  * the store write is queued under the same mutex, so memory, disk and
