@@ -183,6 +183,10 @@ route_api(struct admin *a, struct MHD_Connection *c, const char *method,
           struct admin_req *rq, char **seg, size_t n)
 {
     if (n == 2 && strcmp(seg[1], "backup") == 0) {
+        /* Whatever the method: there is no backup here to take. */
+        if (a->db_postgresql)
+            return admin_send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+                                    ADMIN_BACKUP_PG_ERROR, NULL);
         if (!admin_is_method(method, "GET"))
             return admin_send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
                                     "method not allowed", NULL);
@@ -503,6 +507,8 @@ admin_start(const struct admin_opts *o, struct admin **out, char *err,
     a->domain = xstrdup(o->domain ? o->domain : "");
     a->realm = xstrdup(o->realm ? o->realm : a->domain);
     a->db_path = xstrdup(o->db_path ? o->db_path : "");
+    a->db_postgresql = o->db_postgresql;
+    a->node = xstrdup(o->node ? o->node : "");
     a->listener_count = o->listener_count;
     a->listeners = xcalloc(o->listener_count + 1, sizeof(*a->listeners));
     for (size_t i = 0; i < o->listener_count; i++) {
@@ -605,6 +611,7 @@ admin_stop(struct admin *a)
     free(a->push.apns_topic);
     free(a->domain);
     free(a->db_path);
+    free(a->node);
     free(a->realm);
     explicit_bzero(a->token, sizeof(a->token));
     pthread_mutex_destroy(&a->log_mu);

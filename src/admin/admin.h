@@ -266,6 +266,12 @@ struct admin_opts {
     /* The store's database file, for GET /api/backup (copied); NULL or ""
      * = no backups. */
     const char *db_path;
+    /* The store is PostgreSQL ([store] backend): GET /api/backup answers
+     * 501 "the database is PostgreSQL: back it up with pg_dump". */
+    bool db_postgresql;
+    /* This node's [cluster] node (copied); NULL or "" = a single node.
+     * The registrations list names the node holding each binding. */
+    const char *node;
     const struct admin_conf_ext *conf_exts; /* copied */
     size_t conf_ext_count;
     const char *domain; /* [sip] domain (copied) */

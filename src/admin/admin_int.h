@@ -164,6 +164,8 @@ struct admin {
     struct reg *reg;
     char *domain, *realm;
     char *db_path; /* GET /api/backup; may be "" */
+    bool db_postgresql; /* GET /api/backup: 501, use pg_dump */
+    char *node;         /* [cluster] node; "" = single node */
     struct admin_sip_listener *listeners;
     size_t listener_count;
     struct {
@@ -335,6 +337,10 @@ enum MHD_Result admin_route_wake_latency(struct admin *a,
 
 /* GET /api/backup: the database as a download. Admin thread. */
 enum MHD_Result admin_route_backup(struct admin *a, struct MHD_Connection *c);
+/* The answer (501) to /api/backup on the postgresql backend, any method:
+ * the store's online backup is SQLite's; PostgreSQL has its own tools. */
+#define ADMIN_BACKUP_PG_ERROR                                                  \
+    "the database is PostgreSQL: back it up with pg_dump"
 /* GET /healthz (no token): 200 or 503 with the failing parts. */
 enum MHD_Result admin_route_healthz(struct admin *a, struct MHD_Connection *c);
 /* GET /api/status. */

@@ -4,10 +4,8 @@
  * [cluster] node_timeout_s), the bindings each holds, this node's calls.
  * A single node lists itself alone ("cluster": false). The rows come from
  * the app's list_nodes source (the cluster room's cache); this file only
- * shapes the answer. Admin thread; a few rows.
- *
- * TODO(cluster): GET /api/registrations does not say which node holds
- * each binding (reg_contact.node); here they are only counted.
+ * shapes the answer. Admin thread; a few rows. (GET /api/registrations
+ * names the node of each binding: admin_reg.c.)
  */
 #include <stddef.h>
 

@@ -2,8 +2,9 @@
  * admin/admin_reg: the registration routes of the admin API: GET
  * /api/registrations (one page in listing order, ?limit= and ?after=;
  * docs/admin.md "Pages") and GET /api/extensions/N/registrations (one
- * extension), each row with its bindings and, from admin_push.c, its push
- * devices.
+ * extension), each row with its bindings (each naming the [cluster] node
+ * that holds it: this node's name for its own, "" on a single node) and,
+ * from admin_push.c, its push devices.
  *
  * A page costs O(log extensions + limit) in the registrar
  * (reg_list_page), whatever the installation's size: a client walks a
@@ -60,6 +61,7 @@ addr_text(const struct sockaddr_storage *ss, char *out, size_t outlen)
 struct reg_collect {
     json_t *items; /* array of {number, name, enabled, bindings:[]} */
     int64_t now;
+    const char *self; /* this node's [cluster] node; "" single node */
 };
 
 static void
@@ -76,12 +78,13 @@ collect_reg(const char *ext, const char *display, bool enabled,
         addr_text(&k->addr, src, sizeof(src));
         int64_t left = k->expires_at - rc->now;
         json_array_append_new(
-            b, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "contact", uri,
-                         "source", src, "transport", tp_name(k->transport),
+            b, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "contact",
+                         uri, "source", src, "transport", tp_name(k->transport),
                          "user_agent", k->user_agent ? k->user_agent : "",
                          "instance", k->instance ? k->instance : "",
                          "expires_at", (json_int_t)k->expires_at, "expires_in",
-                         (json_int_t)(left > 0 ? left : 0)));
+                         (json_int_t)(left > 0 ? left : 0), "node",
+                         k->node && k->node[0] ? k->node : rc->self));
     }
     json_array_append_new(rc->items,
                           json_pack("{s:s, s:s, s:b, s:o, s:[]}", "number", ext,
@@ -93,7 +96,8 @@ collect_reg(const char *ext, const char *display, bool enabled,
 json_t *
 admin_reg_one(struct admin *a, const char *number)
 {
-    struct reg_collect rc = {.items = json_array(), .now = admin_now_s()};
+    struct reg_collect rc = {
+        .items = json_array(), .now = admin_now_s(), .self = a->node};
 
     if (reg_list_ext(a->reg, number, collect_reg, &rc) < 0) {
         json_decref(rc.items);
@@ -123,7 +127,8 @@ admin_route_registrations(struct admin *a, struct MHD_Connection *c)
     if (after && after[0] && !reg_ext_number_valid(after))
         return admin_send_error(c, MHD_HTTP_BAD_REQUEST,
                                 "after must be an extension number", "after");
-    struct reg_collect rc = {.items = json_array(), .now = admin_now_s()};
+    struct reg_collect rc = {
+        .items = json_array(), .now = admin_now_s(), .self = a->node};
     struct reg_page pg;
     reg_list_page(a->reg, after, (size_t)limit, collect_reg, &rc, &pg);
     admin_push_add(a, rc.items);

@@ -29,6 +29,7 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "cluster/cluster.h"
+#include "cluster/cluster_cfg.h"
 #include "media/client.h"
 #include "media/media_lat.h"
 #include "proxy/proxy.h"
@@ -1069,12 +1070,17 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
     size_t next;
     struct admin_conf_ext *conf = conf_exts(cfg, &next);
 
+    const struct store_cfg *sc = cfg_get(cfg, &store_cfg_section);
+    enum store_backend be = STORE_BACKEND_SQLITE;
+    (void)store_backend_parse(sc->backend, &be); /* checked at start */
+    const struct cluster_cfg *cc = cfg_get(cfg, &cluster_cfg_section);
     struct admin_opts o = {
         .cfg = ac,
         .reg = reg,
         .store = the.store,
-        .db_path = ((const struct store_cfg *)cfg_get(cfg, &store_cfg_section))
-                       ->path,
+        .db_path = sc->path,
+        .db_postgresql = be == STORE_BACKEND_POSTGRESQL,
+        .node = cc->node,
         .conf_exts = conf,
         .conf_ext_count = next,
         .domain = sip->domain,

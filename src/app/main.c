@@ -785,7 +785,20 @@ main(int argc, char **argv)
         /* Offline: the daemon must be stopped (the store's instance lock
          * tells). Exit 0 restored, 1 refused or failed. */
         const struct store_cfg *sc = cfg_get(cfg, &store_cfg_section);
-        status = store_restore(sc->path, restore, err, sizeof(err));
+        enum store_backend be = STORE_BACKEND_SQLITE;
+        if (store_backend_parse(sc->backend, &be) < 0) {
+            snprintf(err, sizeof(err), "[store] backend: unknown \"%s\"",
+                     sc->backend);
+            status = -EINVAL;
+        } else if (be == STORE_BACKEND_POSTGRESQL) {
+            /* The backup is a SQLite file; PostgreSQL has its own tools. */
+            snprintf(err, sizeof(err),
+                     "the database is PostgreSQL: restore it with pg_restore"
+                     " or psql (backups are made with pg_dump)");
+            status = -ENOTSUP;
+        } else {
+            status = store_restore(sc->path, restore, err, sizeof(err));
+        }
         if (status == 0)
             printf("pushpbx: %s restored from %s\n", sc->path, restore);
         else

@@ -23,6 +23,7 @@
 #include "base/xmalloc.h"
 #include "cluster/cluster.h"
 #include "cluster/cluster_cfg.h"
+#include "registrar/msgstore.h"
 #include "registrar/pushdev.h"
 #include "registrar/reg.h"
 #include "sip/uri.h"
@@ -428,12 +429,32 @@ route_rows(struct cluster *cl, struct store_binding *v, size_t n)
 
 /* ---- applying changes -------------------------------------------------- */
 
+/* Stored messages another node wrote or removed for ext (NULL: every
+ * extension): the message index follows the table (a REGISTER here then
+ * delivers them as if stored here). Also when the extension is gone: its
+ * rows went with it. */
+static void
+refresh_messages(struct cluster *cl, const char *ext)
+{
+    struct reg_msg_table *mt = reg_messages(cl->reg);
+    if (!mt)
+        return;
+    int n = reg_msg_refresh(mt, ext);
+    if (n < 0)
+        log_warn("cluster", "cannot read the stored messages of %s: %s",
+                 ext ? ext : "every extension", strerror(-n));
+    else if (n > 0)
+        log_debug("cluster", "stored messages of %s from another node: %d",
+                  ext ? ext : "every extension", n);
+}
+
 static void
 apply_ext(struct cluster *cl, const char *ext)
 {
     struct rows r = {0};
     int rc = store_ext_read(cl->st, ext, now_s(cl), take_ext, take_binding,
                             take_pushdev, &r);
+    refresh_messages(cl, ext);
     if (rc == -ENOENT) {
         if (reg_ext_forget(cl->reg, ext) == 0)
             log_info("cluster", "extension %s removed by another node", ext);
@@ -448,8 +469,6 @@ apply_ext(struct cluster *cl, const char *ext)
         rows_free(&r);
         return;
     }
-    /* TODO(cluster): stored messages another node wrote for ext are not
-     * added to this node's message index (registrar/msgstore.h). */
     if (r.has_ext)
         (void)reg_ext_apply(cl->reg, &r.e);
     route_rows(cl, r.b, r.nb);
@@ -526,6 +545,7 @@ resync(struct cluster *cl)
         rows_free(&r);
         return;
     }
+    refresh_messages(cl, NULL);
     route_rows(cl, r.b, r.nb);
     if (r.nb)
         qsort(r.b, r.nb, sizeof(*r.b), cmp_binding);

@@ -315,8 +315,8 @@ show_ext_one(json_t *j)
 static void
 show_reg_header(void)
 {
-    printf("%-8s %-12s %-5s %-22s %-8s %s\n", "EXT", "NAME", "TP", "SOURCE",
-           "EXPIRES", "CONTACT / PUSH");
+    printf("%-8s %-12s %-5s %-22s %-8s %-10s %s\n", "EXT", "NAME", "TP",
+           "SOURCE", "EXPIRES", "NODE", "CONTACT / PUSH");
 }
 
 /* The rows of one page of GET /api/registrations. */
@@ -331,20 +331,21 @@ show_reg_rows(json_t *j)
         json_t *bs = json_object_get(e, "bindings");
         json_t *ps = json_object_get(e, "push");
         if (json_array_size(bs) == 0)
-            printf("%-8s %-12s %-5s %-22s %-8s %s\n", str(e, "number"),
-                   str(e, "name"), "-", "-", "-", "(not registered)");
+            printf("%-8s %-12s %-5s %-22s %-8s %-10s %s\n", str(e, "number"),
+                   str(e, "name"), "-", "-", "-", "-", "(not registered)");
         json_array_foreach(bs, k, b)
         {
+            const char *node = str(b, "node");
             printf(
-                "%-8s %-12s %-5s %-22s %-8lld %s\n", str(e, "number"),
+                "%-8s %-12s %-5s %-22s %-8lld %-10s %s\n", str(e, "number"),
                 str(e, "name"), str(b, "transport"), str(b, "source"),
                 (long long)json_integer_value(json_object_get(b, "expires_in")),
-                str(b, "contact"));
+                node[0] ? node : "-", str(b, "contact"));
         }
         json_array_foreach(ps, k, b)
         {
-            printf("%-8s %-12s %-5s %-22s %-8s push %s %s... %s\n",
-                   str(e, "number"), "", "", "", "", str(b, "provider"),
+            printf("%-8s %-12s %-5s %-22s %-8s %-10s push %s %s... %s\n",
+                   str(e, "number"), "", "", "", "", "", str(b, "provider"),
                    str(b, "token_prefix"), str(b, "state"));
         }
     }
@@ -779,8 +780,14 @@ cmd_backup(struct ctl *c, int argc, char **argv)
     if (f)
         fclose(f);
     if (status != 200 || !written || !sqlite) {
-        if (status >= 300)
-            fprintf(stderr, "pushpbxctl: backup refused: HTTP %ld\n", status);
+        if (status >= 300) {
+            /* The error body ({"error": ...}) went to the file. */
+            json_t *j = json_load_file(part, 0, NULL);
+            const char *e = json_string_value(json_object_get(j, "error"));
+            fprintf(stderr, "pushpbxctl: backup refused: HTTP %ld%s%s\n",
+                    status, e ? ": " : "", e ? e : "");
+            json_decref(j);
+        }
         else if (status == 200)
             fprintf(stderr, "pushpbxctl: the download is not a database\n");
         unlink(part);

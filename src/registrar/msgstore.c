@@ -29,6 +29,10 @@
 #include "base/xmalloc.h"
 
 #define NBUCKETS 1024
+/* Ids this node removed lately (delivered, expired, dropped): a refresh
+ * whose read still saw the row (its delete not yet committed) must not
+ * bring it back. */
+#define GONE_RING 1024
 
 struct ent {
     uint64_t id;
@@ -37,6 +41,7 @@ struct ent {
     int64_t received_at; /* unix s */
     int64_t expires_at;  /* unix s */
     int64_t claimed_ms;  /* 0, or when reg_msg_claim gave it out */
+    uint64_t durable_seq; /* t->durable_seq when its commit succeeded */
 };
 
 struct ext {
@@ -57,6 +62,14 @@ struct reg_msg_table {
     pthread_cond_t idle; /* inflight reached 0 */
     unsigned inflight;   /* callbacks the store still owes us */
     uint64_t next_id;
+    /* Ids from the store's shared sequence (postgresql: several nodes
+     * store into one table): next_id .. id_end - 1 is this node's block,
+     * spare_first the next one (0: none yet; reg_msg_expire fetches it). */
+    bool shared_ids;
+    uint64_t id_end, spare_first;
+    uint64_t durable_seq; /* counts successful commits (refresh races) */
+    uint64_t gone[GONE_RING];
+    unsigned gone_next;
     int64_t next_due_s; /* INT64_MAX: nothing to expire */
     struct ext *buckets[NBUCKETS];
     struct reg_msg_stats stats; /* waiting/bytes kept up to date */
@@ -169,6 +182,7 @@ ent_remove(struct reg_msg_table *t, struct ext *e, size_t k)
 {
     t->stats.waiting--;
     t->stats.bytes -= e->ents[k].body_len;
+    t->gone[t->gone_next++ % GONE_RING] = e->ents[k].id;
     memmove(&e->ents[k], &e->ents[k + 1],
             (e->count - k - 1) * sizeof(e->ents[0]));
     e->count--;
@@ -181,7 +195,14 @@ ent_append(struct reg_msg_table *t, struct ext *e, const struct ent *n)
         e->cap = e->cap ? e->cap * 2 : 4;
         e->ents = xrealloc(e->ents, e->cap * sizeof(e->ents[0]));
     }
-    e->ents[e->count++] = *n;
+    /* In id order: another node's messages (reg_msg_refresh) may have
+     * higher ids than this node's block. */
+    size_t k = e->count++;
+    while (k > 0 && e->ents[k - 1].id > n->id) {
+        e->ents[k] = e->ents[k - 1];
+        k--;
+    }
+    e->ents[k] = *n;
     t->stats.waiting++;
     t->stats.bytes += n->body_len;
     if (n->expires_at < t->next_due_s)
@@ -217,7 +238,7 @@ load_one(const struct store_msg *m, void *arg)
     };
 
     ent_append(t, e, &n);
-    if (m->id >= t->next_id)
+    if (!t->shared_ids && m->id >= t->next_id)
         t->next_id = m->id + 1;
     return 0;
 }
@@ -254,7 +275,15 @@ reg_msg_open(const struct reg_msg_opts *o, struct reg_msg_table **out,
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->idle, NULL);
 
-    int rc = store_msg_last_id(t->store, &last);
+    uint64_t first = 0;
+    int rc = store_msg_id_block(t->store, &first);
+    if (rc == 0) {
+        t->shared_ids = true;
+        t->next_id = first;
+        t->id_end = first + STORE_MSG_ID_BLOCK;
+    } else if (rc == -ENOTSUP) {
+        rc = store_msg_last_id(t->store, &last);
+    }
     if (rc == 0)
         rc = store_msg_load(t->store, NULL, now_ms(t) / 1000, false, load_one,
                             t);
@@ -263,7 +292,7 @@ reg_msg_open(const struct reg_msg_opts *o, struct reg_msg_table **out,
         reg_msg_close(t);
         return rc;
     }
-    if (last >= t->next_id)
+    if (!t->shared_ids && last >= t->next_id)
         t->next_id = last + 1;
     /* An extension loaded over the cap (the cap was lowered): keep the
      * newest, as reg_msg_put would. */
@@ -343,6 +372,60 @@ reg_msg_content_type_ok(const struct reg_msg_table *t, const char *content_type)
     return reg_msg_type_allowed(&t->types, content_type);
 }
 
+/* ---- ids ------------------------------------------------------------- */
+
+/* The next id into *id, or false when the shared block and its spare are
+ * used up. Under t->lock. */
+static bool
+take_id(struct reg_msg_table *t, uint64_t *id)
+{
+    if (t->shared_ids && t->next_id == t->id_end) {
+        if (!t->spare_first)
+            return false;
+        t->next_id = t->spare_first;
+        t->id_end = t->spare_first + STORE_MSG_ID_BLOCK;
+        t->spare_first = 0;
+    }
+    *id = t->next_id++;
+    return true;
+}
+
+/* A block fetched from the store: the current one when that is used up,
+ * else the spare (a second block fetched meanwhile is left unused: ids
+ * may have gaps). Under t->lock. */
+static void
+add_block(struct reg_msg_table *t, uint64_t first)
+{
+    if (t->next_id == t->id_end) {
+        t->next_id = first;
+        t->id_end = first + STORE_MSG_ID_BLOCK;
+    } else if (!t->spare_first) {
+        t->spare_first = first;
+    }
+}
+
+/* The tick: fetch the spare block ahead of need, so that reg_msg_put
+ * does not read from the store. */
+static void
+refill_ids(struct reg_msg_table *t)
+{
+    uint64_t first;
+
+    pthread_mutex_lock(&t->lock);
+    bool need = t->shared_ids && !t->spare_first;
+    pthread_mutex_unlock(&t->lock);
+    if (!need)
+        return;
+    int rc = store_msg_id_block(t->store, &first);
+    if (rc < 0) {
+        log_warn("registrar", "cannot reserve message ids: %s", strerror(-rc));
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    add_block(t, first);
+    pthread_mutex_unlock(&t->lock);
+}
+
 /* ---- put -------------------------------------------------------------- */
 
 struct put_ctx {
@@ -364,8 +447,10 @@ on_put_commit(int rc, void *arg)
     struct ext *e = find_id(t, p->ext, p->id, &k);
     if (rc == 0) {
         t->stats.stored++;
-        if (e)
+        if (e) {
             e->ents[k].durable = true;
+            e->ents[k].durable_seq = ++t->durable_seq;
+        }
     } else {
         /* Not on disk (rolled back or refused): not in memory either, and
          * a delete in case a refused-looking write still lands. The
@@ -410,7 +495,24 @@ reg_msg_put(struct reg_msg_table *t, const struct store_msg *m,
     row.expires_at = now_s + t->ttl_s;
 
     pthread_mutex_lock(&t->lock);
-    row.id = p->id = t->next_id++;
+    while (!take_id(t, &p->id)) {
+        /* This node's ids ran out before the tick fetched the next block
+         * (over STORE_MSG_ID_BLOCK messages in a second): fetch it here,
+         * a blocking read, outside the lock. */
+        uint64_t first;
+        pthread_mutex_unlock(&t->lock);
+        int brc = store_msg_id_block(t->store, &first);
+        if (brc < 0) {
+            log_warn("registrar", "no message id: %s", strerror(-brc));
+            cb(-EIO, 0, arg);
+            free(p->ext);
+            free(p);
+            return 0;
+        }
+        pthread_mutex_lock(&t->lock);
+        add_block(t, first);
+    }
+    row.id = p->id;
     struct store_mark mark = store_mark(t->store);
     /* Queued under the lock: the store sees puts in id order. The store
      * applies the same cap in the same transaction. */
@@ -599,6 +701,7 @@ reg_msg_expire(struct reg_msg_table *t)
     int64_t now_s = now_ms(t) / 1000;
     size_t n = 0;
 
+    refill_ids(t);
     pthread_mutex_lock(&t->lock);
     if (now_s < t->next_due_s) {
         pthread_mutex_unlock(&t->lock);
@@ -672,4 +775,170 @@ reg_msg_list(struct reg_msg_table *t, reg_msg_ext_cb *cb, void *arg)
         }
     }
     pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- refresh (another node wrote) ------------------------------------- */
+
+struct row {
+    char *ext;
+    uint64_t id;
+    uint32_t body_len;
+    int64_t received_at, expires_at;
+};
+
+struct rowset {
+    struct row *v;
+    size_t n, cap;
+};
+
+static int
+take_row(const struct store_msg *m, void *arg)
+{
+    struct rowset *rs = arg;
+
+    if (rs->n == rs->cap) {
+        rs->cap = rs->cap ? rs->cap * 2 : 16;
+        rs->v = xrealloc(rs->v, rs->cap * sizeof(rs->v[0]));
+    }
+    rs->v[rs->n++] = (struct row){
+        .ext = xstrdup(m->ext),
+        .id = m->id,
+        .body_len = (uint32_t)m->body_len,
+        .received_at = m->received_at,
+        .expires_at = m->expires_at,
+    };
+    return 0;
+}
+
+static int
+cmp_ent(const void *a, const void *b)
+{
+    uint64_t x = ((const struct ent *)a)->id, y = ((const struct ent *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static int
+cmp_row_ext(const void *a, const void *b)
+{
+    return strcmp(((const struct row *)a)->ext, ((const struct row *)b)->ext);
+}
+
+static bool
+rows_have(const struct row *r, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++) /* n: one extension's, at most the cap */
+        if (r[i].id == id)
+            return true;
+    return false;
+}
+
+static bool
+recently_gone(const struct reg_msg_table *t, uint64_t id)
+{
+    for (unsigned i = 0; i < GONE_RING; i++)
+        if (t->gone[i] == id)
+            return true;
+    return false;
+}
+
+/* ext's entries against its rows r[0..n) (read after mark): keep what is
+ * being committed or delivered, or became durable after the read; drop
+ * the other durable entries whose row is gone; add the rows this node
+ * does not know. Under t->lock. Returns how many were added. */
+static size_t
+merge_ext(struct reg_msg_table *t, const char *number, const struct row *r,
+          size_t n, uint64_t mark)
+{
+    struct ext *e = ext_find(t, number, n > 0);
+    size_t added = 0, k = 0;
+
+    if (!e)
+        return 0;
+    size_t cap = e->count + n + 1;
+    struct ent *v = xcalloc(cap, sizeof(*v));
+    for (size_t i = 0; i < e->count; i++) {
+        const struct ent *x = &e->ents[i];
+        if (!x->durable || x->claimed_ms || x->durable_seq > mark ||
+            rows_have(r, n, x->id)) {
+            v[k++] = *x;
+        } else {
+            t->stats.waiting--;
+            t->stats.bytes -= x->body_len;
+        }
+    }
+    size_t kept = k;
+    for (size_t j = 0; j < n; j++) {
+        bool known = false;
+        for (size_t i = 0; i < kept && !known; i++)
+            known = v[i].id == r[j].id;
+        if (known || recently_gone(t, r[j].id))
+            continue;
+        v[k++] = (struct ent){
+            .id = r[j].id,
+            .body_len = r[j].body_len,
+            .durable = true,
+            .received_at = r[j].received_at,
+            .expires_at = r[j].expires_at,
+        };
+        t->stats.waiting++;
+        t->stats.bytes += r[j].body_len;
+        if (r[j].expires_at < t->next_due_s)
+            t->next_due_s = r[j].expires_at;
+        added++;
+    }
+    qsort(v, k, sizeof(v[0]), cmp_ent);
+    free(e->ents);
+    e->ents = v;
+    e->count = k;
+    e->cap = cap;
+    ext_free_if_empty(t, e);
+    return added;
+}
+
+int
+reg_msg_refresh(struct reg_msg_table *t, const char *ext)
+{
+    struct rowset rs = {0};
+
+    pthread_mutex_lock(&t->lock);
+    uint64_t mark = t->durable_seq;
+    pthread_mutex_unlock(&t->lock);
+    int rc = store_msg_load(t->store, ext, now_ms(t) / 1000, false, take_row,
+                            &rs);
+    if (rc < 0) {
+        for (size_t i = 0; i < rs.n; i++)
+            free(rs.v[i].ext);
+        free(rs.v);
+        return rc;
+    }
+    size_t added = 0;
+    pthread_mutex_lock(&t->lock);
+    if (ext) {
+        added = merge_ext(t, ext, rs.v, rs.n, mark);
+    } else {
+        /* Every extension: the rows come ordered by extension; then the
+         * extensions this node knows that have no row any more. */
+        for (size_t i = 0; i < rs.n;) {
+            size_t j = i;
+            while (j < rs.n && strcmp(rs.v[j].ext, rs.v[i].ext) == 0)
+                j++;
+            added += merge_ext(t, rs.v[i].ext, &rs.v[i], j - i, mark);
+            i = j;
+        }
+        for (unsigned b = 0; b < NBUCKETS; b++) {
+            struct ext *e = t->buckets[b];
+            while (e) {
+                struct ext *after = e->next;
+                struct row key = {.ext = e->number};
+                if (!bsearch(&key, rs.v, rs.n, sizeof(rs.v[0]), cmp_row_ext))
+                    (void)merge_ext(t, e->number, NULL, 0, mark);
+                e = after;
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    for (size_t i = 0; i < rs.n; i++)
+        free(rs.v[i].ext);
+    free(rs.v);
+    return (int)added;
 }

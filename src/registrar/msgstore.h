@@ -16,6 +16,15 @@
  * index answers "has this extension messages?" without any I/O, and is
  * loaded from the store at start (reg_msg_open).
  *
+ * Ids: SQLite (one node) numbers on from the highest id ever used; on
+ * PostgreSQL (a cluster shares the table) each node takes blocks of
+ * STORE_MSG_ID_BLOCK ids from one sequence (store_msg_id_block), so no
+ * two nodes give one id to two messages. Between nodes the delivery
+ * order is the id order, i.e. by block, not by arrival.
+ * TODO(cluster): order messages of one extension stored on different
+ * nodes by arrival (e.g. received_at, then id), in memory, in the cap and
+ * in delivery alike.
+ *
  * Order: ids are assigned here, increasing, under the table mutex, and
  * the store write is queued under the same mutex, so memory, disk and
  * delivery order are the order reg_msg_put was called in (the order the
@@ -177,8 +186,23 @@ size_t reg_msg_remove_ext(struct reg_msg_table *t, const char *ext);
 
 /* Drop the messages whose expires_at has passed (memory at once, the
  * store's rows with one queued purge). Cheap when nothing is due (one
- * comparison). Returns how many. Call about once a second. */
+ * comparison). On the postgresql backend it also reserves this node's
+ * next block of message ids ahead of need (store_msg_id_block, a
+ * blocking read once per STORE_MSG_ID_BLOCK messages). Returns how many.
+ * Call about once a second, from the main thread. */
 size_t reg_msg_expire(struct reg_msg_table *t);
+
+/* Bring the index in line with the store's rows of ext (NULL: of every
+ * extension) after another node of a cluster wrote some (docs/cluster.md:
+ * the change feed names the extension): rows this node does not know
+ * are added (committed, deliverable at once), entries whose row is gone
+ * (delivered, expired or dropped by another node, extension deleted) are
+ * removed. Entries still being committed or delivered here are kept, and
+ * so is an entry committed after the read began; a row this node removed
+ * a moment ago (its delete not committed yet) is not brought back.
+ * Returns how many were added, or -EIO. Blocking read (store_msg_load,
+ * no bodies): the cluster's listener thread, never a SIP worker. */
+int reg_msg_refresh(struct reg_msg_table *t, const char *ext);
 
 /* The SIP side counts each message push it sent (push_send accepted),
  * for /metrics. */

@@ -829,8 +829,8 @@ reg_ext_del(struct reg *r, const char *number)
 int
 reg_ext_forget(struct reg *r, const char *number)
 {
-    /* TODO(cluster): the stored messages index of an extension another
-     * node deleted keeps its entries until they expire. */
+    /* Its stored messages: the cluster refreshes the message index from
+     * the table (reg_msg_refresh), where the other node deleted them. */
     return ext_remove(r, number, false);
 }
 

@@ -724,6 +724,15 @@ store_msg_last_id(struct store *st, uint64_t *out)
 }
 
 int
+store_msg_id_block(struct store *st, uint64_t *first)
+{
+    *first = 0;
+    if (!st->ops->msg_id_block)
+        return -ENOTSUP;
+    return st->ops->msg_id_block(st, first);
+}
+
+int
 store_schema_version(struct store *st, int *out)
 {
     return st->ops->schema_version(st, out);

@@ -377,19 +377,28 @@ int store_msg_counts(struct store *st, int64_t now_s, store_msg_count_cb *cb,
 
 /* The highest message id ever committed (0 if none), also after the rows
  * are gone (SQLite AUTOINCREMENT keeps it), so that a new id (last + 1)
- * never names an older message again. 0 or -EIO. Start-up.
- * TODO(cluster): on PostgreSQL shared by several nodes, each node counts
- * on from the same last id at its start, so two nodes can give one id to
- * two messages (the later put replaces the earlier); ids need a shared
- * sequence (nextval) before stored messages are cluster-safe. */
+ * never names an older message again. 0 or -EIO. Start-up. On the
+ * postgresql backend a node numbers its messages from store_msg_id_block
+ * instead (several nodes share the table). */
 int store_msg_last_id(struct store *st, uint64_t *out);
+
+/* Message ids shared by the nodes of a cluster (docs/cluster.md): reserve
+ * the STORE_MSG_ID_BLOCK ids *first .. *first + STORE_MSG_ID_BLOCK - 1,
+ * never given to any other caller, on any node, before or after (a
+ * PostgreSQL sequence, nextval: committed at once, never rolled back, and
+ * it starts above every id an older pushpbx wrote). 0, -EIO, or -ENOTSUP
+ * on the sqlite backend (one node: number on from store_msg_last_id).
+ * Blocking read (own connection): start-up or the main thread's tick,
+ * never a SIP worker in the common case. */
+#define STORE_MSG_ID_BLOCK 1000
+int store_msg_id_block(struct store *st, uint64_t *first);
 
 void store_get_stats(struct store *st, struct store_stats *out);
 
 /* The schema version of the open database (the highest row of
  * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
  * -EIO. Blocking read (own connection), like the loads. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 int store_schema_version(struct store *st, int *out);
 
 /* ---- cluster (docs/cluster.md) ---------------------------------------

@@ -106,6 +106,8 @@ struct store_be_ops {
     int (*msg_counts)(struct store *st, int64_t now_s, store_msg_count_cb *cb,
                       void *arg);
     int (*msg_last_id)(struct store *st, uint64_t *out);
+    /* NULL: store_msg_id_block answers -ENOTSUP (SQLite). */
+    int (*msg_id_block)(struct store *st, uint64_t *first);
     int (*schema_version)(struct store *st, int *out);
     int (*node_load)(struct store *st, store_node_cb *cb, void *arg);
     int (*watch)(struct store *st, store_change_cb *cb, void *arg);

@@ -1075,6 +1075,17 @@ pg_msg_last_id(struct store *st, uint64_t *out)
 }
 
 static int
+pg_msg_id_block(struct store *st, uint64_t *first)
+{
+    struct rows x = {.st = st};
+    int rc = read_rows(st, "message id block",
+                       "SELECT nextval('message_ids')", 0, NULL, NULL,
+                       row_count, &x);
+    *first = rc == 0 ? x.count : 0;
+    return rc == 0 && x.count == 0 ? -EIO : rc;
+}
+
+static int
 pg_schema_version(struct store *st, int *out)
 {
     struct rows x = {.st = st};
@@ -1333,6 +1344,7 @@ const struct store_be_ops store_pg_ops = {
     .msg_load = pg_msg_load,
     .msg_counts = pg_msg_counts,
     .msg_last_id = pg_msg_last_id,
+    .msg_id_block = pg_msg_id_block,
     .schema_version = pg_schema_version,
     .node_load = pg_node_load,
     .watch = pg_watch,

@@ -146,7 +146,20 @@ const struct store_migration store_migrations[] = {
            "CREATE TABLE nodes(name text PRIMARY KEY,"
            " advertise text NOT NULL, started_at bigint NOT NULL,"
            " last_seen bigint NOT NULL);"},
+    /* Cluster: message ids from one sequence for every node, handed out
+     * in blocks of STORE_MSG_ID_BLOCK (store_msg_id_block), above every
+     * id used before. SQLite (one node) numbers on as before. */
+    {.version = 3,
+     .sqlite = NULL,
+     .pg = "CREATE SEQUENCE message_ids INCREMENT BY 1000 MINVALUE 1;"
+           "DO $d$ BEGIN PERFORM setval('message_ids',"
+           " greatest((SELECT max(last_id) FROM message_seq),"
+           " (SELECT coalesce(max(id), 0) FROM messages)) + 1, false);"
+           " END $d$;"},
 };
+
+_Static_assert(STORE_MSG_ID_BLOCK == 1000,
+               "migration 3's INCREMENT BY is STORE_MSG_ID_BLOCK");
 
 const size_t store_migration_count =
     sizeof(store_migrations) / sizeof(store_migrations[0]);

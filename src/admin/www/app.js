@@ -76,7 +76,7 @@ function sipCell(b) {
   return b.map((x) => `<div class="entry live"><span class="badge ok">registered</span>
     <code>${esc(x.contact)}</code>
     <div class="meta">${esc(x.transport.toUpperCase())} from ${esc(x.source)}
-    &middot; ${esc(x.user_agent || "unknown agent")} &middot; expires in ${esc(x.expires_in)} s</div></div>`).join("");
+    &middot; ${esc(x.user_agent || "unknown agent")} &middot; expires in ${esc(x.expires_in)} s${x.node ? ` &middot; node <b>${esc(x.node)}</b>` : ""}</div></div>`).join("");
 }
 function pushCell(p, available) {
   if (!available) return '<div class="entry"><span class="muted">push: not available yet</span></div>';

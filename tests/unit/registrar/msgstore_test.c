@@ -296,6 +296,64 @@ ids_never_reused(void **state)
     assert_true(b > a);
 }
 
+/* Two indexes on one table (two cluster nodes; docs/cluster.md):
+ * reg_msg_refresh makes the other's puts, deliveries and removals show;
+ * a message delivered here is not brought back by a refresh that may
+ * still see its row. */
+static void
+refresh_follows_another_index(void **state)
+{
+    struct fixture *f = *state;
+    struct reg_msg_table *t2;
+    char err[256];
+    struct reg_msg_opts o = {
+        .store = f->st, .cfg = &f->cfg, .clock_ms = fake_clock, .clock_arg = f};
+    assert_int_equal(reg_msg_open(&o, &t2, err, sizeof(err)), 0);
+
+    uint64_t a = put(f, "100", "one", 1);
+    uint64_t b = put(f, "100", "two", 2);
+    put(f, "200", "other", 1);
+    assert_int_equal(reg_msg_count(t2, "100"), 0);
+    assert_int_equal(reg_msg_refresh(t2, "100"), 2);
+    assert_int_equal(reg_msg_count(t2, "100"), 2);
+    assert_int_equal(reg_msg_count(t2, "200"), 0);
+    assert_int_equal(reg_msg_refresh(t2, "100"), 0); /* nothing new */
+
+    /* t2 delivers the first; a refresh of t2 at once (its delete perhaps
+     * not committed yet) does not bring it back. */
+    struct wait w;
+    wait_init(&w);
+    assert_int_equal(reg_msg_claim(t2, "100", on_claim, &w), 0);
+    wait_for(&w);
+    assert_int_equal(w.rc, 0);
+    assert_int_equal(w.id, a);
+    assert_string_equal(w.body, "one");
+    reg_msg_done(t2, "100", a, true);
+    assert_int_equal(reg_msg_refresh(t2, "100"), 0);
+    assert_int_equal(reg_msg_count(t2, "100"), 1);
+
+    /* Once committed, the first index drops it too. */
+    assert_int_equal(store_sync(f->st), 0);
+    assert_int_equal(reg_msg_refresh(f->t, "100"), 0);
+    struct reg_msg_info info[4];
+    assert_int_equal(reg_msg_list_ext(f->t, "100", info, 4), 1);
+    assert_int_equal(info[0].id, b);
+
+    /* Every extension at once: 200 appears at t2; removed there, it goes
+     * from the first index as well. */
+    assert_int_equal(reg_msg_refresh(t2, NULL), 1);
+    assert_int_equal(reg_msg_count(t2, "200"), 1);
+    assert_int_equal(reg_msg_remove_ext(t2, "200"), 1);
+    assert_int_equal(store_sync(f->st), 0);
+    assert_int_equal(reg_msg_refresh(f->t, NULL), 0);
+    assert_int_equal(reg_msg_count(f->t, "200"), 0);
+    assert_int_equal(reg_msg_count(f->t, "100"), 1);
+    struct reg_msg_stats s;
+    reg_msg_get_stats(f->t, &s);
+    assert_int_equal(s.waiting, 1);
+    reg_msg_close(t2);
+}
+
 static void
 cap_drops_oldest(void **state)
 {
@@ -469,6 +527,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(refresh_follows_another_index, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(put_claim_deliver_in_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(failed_delivery_keeps_it_first, setup,

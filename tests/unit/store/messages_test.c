@@ -346,6 +346,38 @@ expiry_on_load_and_purge(void **state)
     assert_int_equal(s.ids[0], 3);
 }
 
+/* Message ids for a cluster: PostgreSQL hands out disjoint blocks from
+ * one sequence, to this store and to a second one on the same database
+ * (another node), and after a reopen; SQLite has none. */
+static void
+id_blocks_disjoint_between_stores(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = 0, b = 0, c = 0;
+
+    if (!tdb_pg()) {
+        assert_int_equal(store_msg_id_block(f->st, &a), -ENOTSUP);
+        return;
+    }
+    assert_int_equal(store_msg_id_block(f->st, &a), 0);
+    assert_true(a >= 1);
+
+    struct store *other;
+    char err[256];
+    assert_int_equal(store_open(&f->cfg, &other, err, sizeof(err)), 0);
+    assert_int_equal(store_msg_id_block(other, &b), 0);
+    assert_int_equal(store_msg_id_block(f->st, &c), 0);
+    store_close(other);
+    /* Three blocks of STORE_MSG_ID_BLOCK ids, none overlapping. */
+    assert_true(b >= a + STORE_MSG_ID_BLOCK);
+    assert_true(c >= b + STORE_MSG_ID_BLOCK);
+    /* And a reopen (a node's restart) goes on above them. */
+    reopen(f);
+    uint64_t d = 0;
+    assert_int_equal(store_msg_id_block(f->st, &d), 0);
+    assert_true(d >= c + STORE_MSG_ID_BLOCK);
+}
+
 struct counts {
     char ext[4][8];
     uint64_t count[4], bytes[4];
@@ -461,6 +493,8 @@ main(void)
         cmocka_unit_test_setup_teardown(last_id_survives_deletes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(del_ext_and_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(id_blocks_disjoint_between_stores,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,94 @@
+"""[cluster] stored messages across nodes (docs/cluster.md, docs/messages.md).
+
+Two nodes (A on 127.0.0.2, B on 127.0.0.3) on a private PostgreSQL, push to
+one pushsim (the helpers and fixtures of test_cluster.py). The app (100)
+goes to background at A; the sender is 200 (a Python phone answering the
+407):
+
+  - a MESSAGE stored on A for the sleeping app is delivered when the app
+    registers at B, once; B's delivery removes it from A too: the app
+    registering at A afterwards does not get it again;
+  - messages stored on A and on B for one app get different ids (one
+    sequence for the cluster): the app gets both, none replaced.
+"""
+import pytest
+
+# Fixtures: pytest finds them in this module's namespace.
+from pgfixture import pg_server  # noqa: F401
+from test_cluster import cluster, wait_for, wake_cluster  # noqa: F401
+from wakeharness import (VOIP, apns_token, background, hget, keys,
+                         phones)  # noqa: F401
+
+APP, SENDER = "100", "200"
+
+
+def stored(p):
+    """{ext: count} of node p's message index (GET /api/messages)."""
+    st, j = p.admin.call("GET", "/api/messages")
+    assert st == 200, j
+    return {x["ext"]: x["count"] for x in j["items"]}
+
+
+def app_device_at(p):
+    return lambda: any(d["ext"] == APP for d in
+                       p.admin.call("GET", "/api/devices")[1]["items"])
+
+
+def test_stored_on_a_delivered_at_b_once(wake_cluster, phones):
+    start, sim, _ = wake_cluster
+    a, b = start("A", "127.0.0.2"), start("B", "127.0.0.3")
+    pn = ("apns", apns_token(), VOIP)
+    background(phones(a, APP), pn)
+    snd = phones(a, SENDER)
+    r = snd.message(APP, "stored on A", call_id="clmsg-1")
+    assert r["status"] == 202, r["first"]
+    sim.wait_push(pn[1], kind="message")  # A pushed
+    # B heard the write: its index has the message too.
+    wait_for("B's index has the message", lambda: stored(b) == {APP: 1},
+             timeout=5)
+    # The app wakes and registers at B: B delivers it.
+    app = phones(b, APP)
+    assert app.register(pn=pn)["status"] == 200
+    m = app.wait_messages(1)[0]
+    assert m["body"] == "stored on A"
+    assert hget(m, "call-id") == "clmsg-1"
+    # Delivered: gone from the table, so from A's index as well.
+    wait_for("A's index empty", lambda: stored(a) == {}, timeout=5)
+    wait_for("B's index empty", lambda: stored(b) == {}, timeout=5)
+    # The app goes to background at B and registers at A next: A has
+    # nothing to deliver again. A MESSAGE sent to
+    # the live binding afterwards is the next (and only other) one the
+    # app gets.
+    assert app.register(pn=pn, expires=0)["status"] == 200
+    app_a = phones(a, APP)
+    assert app_a.register(pn=pn)["status"] == 200
+    r = snd.message(APP, "live at A", call_id="clmsg-2")
+    assert r["status"] == 200, r["first"]
+    got = app_a.wait_messages(1)
+    assert [x["body"] for x in got] == ["live at A"]
+    assert [x["body"] for x in app.messages] == ["stored on A"]
+    assert len(sim.pushes(pn[1])) == 1
+
+
+def test_messages_stored_on_both_nodes_keep_their_ids(wake_cluster, phones):
+    start, sim, _ = wake_cluster
+    a, b = start("A", "127.0.0.2"), start("B", "127.0.0.3")
+    pn = ("apns", apns_token(), VOIP)
+    background(phones(a, APP), pn)
+    wait_for("B has the app's push device", app_device_at(b), timeout=5)
+    r = phones(a, SENDER).message(APP, "via A", call_id="ids-a")
+    assert r["status"] == 202, r["first"]
+    r = phones(b, SENDER).message(APP, "via B", call_id="ids-b")
+    assert r["status"] == 202, r["first"]
+    pushes = sim.wait_push(pn[1], count=2, kind="message")
+    ids = [int(p["payload"]["message_id"]) for p in pushes]
+    assert len(set(ids)) == 2, ids  # one sequence for every node
+    wait_for("both nodes index both", lambda: stored(a) == {APP: 2} and
+             stored(b) == {APP: 2}, timeout=5)
+    app = phones(b, APP)
+    assert app.register(pn=pn)["status"] == 200
+    got = app.wait_messages(2)
+    # A started first: its block of ids is below B's, so A's goes first.
+    assert [x["body"] for x in got] == ["via A", "via B"]
+    wait_for("A's index empty", lambda: stored(a) == {}, timeout=5)
+    wait_for("B's index empty", lambda: stored(b) == {}, timeout=5)
