@@ -58,6 +58,7 @@ struct cluster {
     pthread_mutex_t apply; /* one change handler or resync at a time */
     bool stopped;          /* cluster_stop: the handler does nothing; under
                               apply */
+    unsigned listens;      /* listener (re)connections seen; under apply */
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -604,6 +605,16 @@ on_change(const char *ext, const char *origin, void *arg)
     if (cl->stopped) {
         /* the registrar may be gone already */
     } else if (!ext) {
+        /* A reconnect (not the first connect): the database was away, so
+         * the write-behind rows of REGISTERs answered meanwhile may have
+         * been rolled back with their batch. Memory is authoritative:
+         * write this node's bindings again. */
+        if (cl->listens++ > 0) {
+            size_t n = reg_persist_local(cl->reg);
+            log_notice("cluster", "listener reconnected: %zu binding%s of "
+                                  "this node written again",
+                       n, n == 1 ? "" : "s");
+        }
         resync(cl);
     } else if (reg_ext_number_valid(ext)) {
         log_debug("cluster", "change of extension %s by node %s", ext,

@@ -1563,6 +1563,35 @@ reg_remote_drop_node(struct reg *r, const char *node)
 }
 
 size_t
+reg_persist_local(struct reg *r)
+{
+    int64_t now = reg_now_s(r);
+    size_t count = 0;
+
+    if (!r->store)
+        return 0;
+    for (size_t i = 0; i < REG_SHARDS; i++) {
+        struct shard *s = &r->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t k = 0; k < s->nbuckets; k++)
+            for (struct ext *e = s->tab[k]; e; e = e->hnext) {
+                struct list_node *pos, *tmp;
+                list_for_each_safe(pos, tmp, &e->bindings)
+                {
+                    const struct binding *b =
+                        container_of(pos, struct binding, node);
+                    if (b->holder[0] || b->expires_at <= now)
+                        continue;
+                    reg_binding_persist(r, e, b);
+                    count++;
+                }
+            }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return count;
+}
+
+size_t
 reg_count_node(struct reg *r, const char *node)
 {
     return walk_node(r, node ? node : "", false);

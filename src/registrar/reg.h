@@ -400,6 +400,14 @@ int reg_remote_set(struct reg *r, const char *ext,
  * how many. O(bindings). Any thread. */
 size_t reg_remote_drop_node(struct reg *r, const char *node);
 
+/* Queue every unexpired binding this node holds for writing again
+ * (write-behind, committed within flush_ms): after the database was back
+ * from an outage, the rows of REGISTERs answered 200 while their batch
+ * failed are written (memory is authoritative). Bindings removed during
+ * the outage stay in the database until they expire. Returns how many.
+ * O(bindings). Any thread. */
+size_t reg_persist_local(struct reg *r);
+
 /* Unexpired bindings held by node ("" = this node's own). O(bindings):
  * for the admin's node list. Any thread. */
 size_t reg_count_node(struct reg *r, const char *node);
