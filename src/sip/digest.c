@@ -5,7 +5,11 @@
  * The parser is a small cursor loop over "scheme 1*SP param *(, param)",
  * slices only. The hashes go through OpenSSL EVP so MD5 and SHA-256 share
  * one path; a computation is a few short updates (a REGISTER costs three
- * hashes), so creating an EVP_MD_CTX per hash is not worth optimising.
+ * hashes). The two EVP_MDs are fetched once per process (pthread_once;
+ * fetched EVP_MD objects are shareable across threads): EVP_md5() and
+ * EVP_sha256() would make EVP_DigestInit_ex look the implementation up in
+ * the provider store on every hash. The EVP_MD_CTX stays per hash (one
+ * small allocation, no fetch).
  * No state: nonces, nc tracking and throttling belong to the registrar.
  */
 #include "sip/digest.h"
@@ -13,6 +17,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <pthread.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -269,16 +275,32 @@ sip_auth_unquote(struct slice s, struct arena *a, struct slice *out)
 
 /* ---- hashes ----------------------------------------------------------- */
 
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+/* Fetched once, never freed (process lifetime, reachable: not a leak). */
+static const EVP_MD *md_md5, *md_sha256;
+
+static void
+md_fetch(void)
+{
+    EVP_MD *m = EVP_MD_fetch(NULL, "MD5", NULL);
+    EVP_MD *s = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+
+    /* A provider without them (FIPS for MD5): the implicit-fetch path. */
+    md_md5 = m ? m : EVP_md5();
+    md_sha256 = s ? s : EVP_sha256();
+}
+
 static const EVP_MD *
 md_of(enum sip_digest_alg alg)
 {
+    pthread_once(&md_once, md_fetch);
     switch (alg) {
     case SIP_DIGEST_MD5:
     case SIP_DIGEST_MD5_SESS:
-        return EVP_md5();
+        return md_md5;
     case SIP_DIGEST_SHA256:
     case SIP_DIGEST_SHA256_SESS:
-        return EVP_sha256();
+        return md_sha256;
     default:
         return NULL;
     }
@@ -299,7 +321,7 @@ h_join(const EVP_MD *md, const struct slice *parts, size_t n, char *out)
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, md, NULL);
+    int ok = ctx && EVP_DigestInit_ex2(ctx, md, NULL);
 
     for (size_t i = 0; ok && i < n; i++) {
         if (i > 0)
