@@ -981,6 +981,67 @@ test_table_free_terminates(void **state)
     assert_int_equal(e.ev[TXN_EV_TERMINATED], 1);
 }
 
+/* A freed transaction goes to the table's spares and the next one reuses
+ * its memory (txn.c "Spares"): the new one must start clean. The old one
+ * sent a 180 (stored response), took a status and a TU context, and was
+ * answered 486 statelessly (terminated with all that set); the spare is
+ * poisoned in the sanitizer build. The new INVITE must get the automatic
+ * 100 (no status left over), and its retransmission before any response
+ * must get nothing (no stored 180 left over: Proceeding resends the last
+ * response it sent itself). */
+static void
+test_spare_reuse_is_clean(void **state)
+{
+    struct env e;
+    char req[1024];
+    size_t n;
+    struct txn *old, *t;
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    n = peer_request(req, sizeof(req), "INVITE", "z9hG4bKspare-old", "INVITE");
+    peer_send(&e, req, n);
+    old = e.last_server;
+    assert_non_null(old);
+    assert_int_equal(txn_reply(old, 180, "Ringing", SLICE_LIT("srvtag"),
+                               SLICE_NULL, SLICE_NULL),
+                     0);
+    turn(&e);
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 180);
+    assert_int_equal(txn_reply_stateless(old, 486, "Busy Here",
+                                         SLICE_LIT("srvtag"), SLICE_NULL),
+                     0);
+    turn(&e); /* freed: to the spares */
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 486);
+    assert_int_equal(txn_count(e.tt), 0);
+
+    n = peer_request(req, sizeof(req), "INVITE", "z9hG4bKspare-new", "INVITE");
+    peer_send(&e, req, n);
+    t = e.last_server;
+    assert_ptr_equal(t, old); /* the spare was reused */
+    assert_int_equal(txn_kind(t), TXN_INVITE_SERVER);
+    assert_int_equal(txn_state(t), TXN_PROCEEDING);
+    assert_int_equal(txn_status(t), 0);
+    assert_ptr_equal(txn_arg(t), &e);
+    assert_non_null(txn_request(t));
+    assert_true(slice_eq_cstr(txn_request(t)->via.branch, "z9hG4bKspare-new"));
+    assert_int_equal(txn_count(e.tt), 1);
+    /* A retransmission before any response: nothing to resend. */
+    peer_send(&e, req, n);
+    assert_nothing_sent(&e);
+    /* The automatic 100 comes, as for any fresh INVITE. */
+    advance(&e, TRYING);
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 100);
+    assert_true(slice_eq_cstr(g.m.via.branch, "z9hG4bKspare-new"));
+    assert_nothing_sent(&e);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
 int
 main(void)
 {
@@ -997,6 +1058,7 @@ main(void)
         cmocka_unit_test(test_table_free_terminates),
         cmocka_unit_test(test_server_many_compacted),
         cmocka_unit_test(test_server_rfc2543_compacted),
+        cmocka_unit_test(test_spare_reuse_is_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
