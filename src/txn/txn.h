@@ -250,5 +250,10 @@ size_t txn_count(const struct txn_table *tt);
  * 1024 each) once fewer than one per eight buckets is left; for tests and
  * memory figures. Worker thread. */
 size_t txn_table_buckets(const struct txn_table *tt);
+/* Spare transaction structs and request bodies the table keeps for
+ * reuse (each at most 128: the rest of a peak goes back to malloc); for
+ * tests and memory figures. Worker thread. */
+void txn_table_spares(const struct txn_table *tt, size_t *structs,
+                      size_t *bodies);
 
 #endif

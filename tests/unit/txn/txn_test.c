@@ -1042,6 +1042,49 @@ test_spare_reuse_is_clean(void **state)
     env_fini(&e);
 }
 
+/* The spares are bounded: 200 transactions end together (Timer J), 128
+ * structs are kept and the rest freed; a new request takes one. UDP
+ * non-INVITE servers hand their body back when compacted, so one body
+ * serves them all in turn. */
+static void
+test_spares_bounded(void **state)
+{
+    enum { N = 200, MAX = 128 };
+    struct env e;
+    char req[1024], br[32];
+    size_t structs, bodies;
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    e.reply_at_once = true;
+    for (int i = 0; i < N; i++) {
+        snprintf(br, sizeof(br), "z9hG4bKbound%d", i);
+        size_t n = peer_request(req, sizeof(req), "OPTIONS", br, "OPTIONS");
+        peer_send(&e, req, n);
+        assert_true(peer_next(&e, &g));
+        assert_int_equal(g.m.status, 200);
+    }
+    assert_int_equal(txn_count(e.tt), N);
+    txn_table_spares(e.tt, &structs, &bodies);
+    assert_int_equal(structs, 0);
+    assert_int_equal(bodies, 1);
+    advance(&e, 64 * T1); /* J */
+    assert_int_equal(txn_count(e.tt), 0);
+    txn_table_spares(e.tt, &structs, &bodies);
+    assert_int_equal(structs, MAX);
+    assert_int_equal(bodies, 1);
+    size_t n = peer_request(req, sizeof(req), "OPTIONS", "z9hG4bKbound-new",
+                            "OPTIONS");
+    peer_send(&e, req, n);
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 200);
+    txn_table_spares(e.tt, &structs, &bodies);
+    assert_int_equal(structs, MAX - 1);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
 int
 main(void)
 {
@@ -1059,6 +1102,7 @@ main(void)
         cmocka_unit_test(test_server_many_compacted),
         cmocka_unit_test(test_server_rfc2543_compacted),
         cmocka_unit_test(test_spare_reuse_is_clean),
+        cmocka_unit_test(test_spares_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
