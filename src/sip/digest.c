@@ -5,7 +5,12 @@
  * The parser is a small cursor loop over "scheme 1*SP param *(, param)",
  * slices only. The hashes go through OpenSSL EVP so MD5 and SHA-256 share
  * one path; a computation is a few short updates (a REGISTER costs three
- * hashes), so creating an EVP_MD_CTX per hash is not worth optimising.
+ * hashes). The two EVP_MDs are fetched once per process (pthread_once;
+ * fetched EVP_MD objects are shareable across threads): EVP_md5() and
+ * EVP_sha256() would make EVP_DigestInit_ex look the implementation up in
+ * the provider store on every hash. Each thread keeps one EVP_MD_CTX
+ * (a pthread key, freed when the thread exits) and re-inits it per hash
+ * instead of allocating and freeing one per hash.
  * No state: nonces, nc tracking and throttling belong to the registrar.
  */
 #include "sip/digest.h"
@@ -13,6 +18,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <pthread.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -269,16 +276,41 @@ sip_auth_unquote(struct slice s, struct arena *a, struct slice *out)
 
 /* ---- hashes ----------------------------------------------------------- */
 
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+/* Fetched once, never freed (process lifetime, reachable: not a leak). */
+static const EVP_MD *md_md5, *md_sha256;
+static pthread_key_t ctx_key;
+static bool ctx_key_ok;
+
+static void
+ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void
+md_fetch(void)
+{
+    ctx_key_ok = pthread_key_create(&ctx_key, ctx_free) == 0;
+    EVP_MD *m = EVP_MD_fetch(NULL, "MD5", NULL);
+    EVP_MD *s = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+
+    /* A provider without them (FIPS for MD5): the implicit-fetch path. */
+    md_md5 = m ? m : EVP_md5();
+    md_sha256 = s ? s : EVP_sha256();
+}
+
 static const EVP_MD *
 md_of(enum sip_digest_alg alg)
 {
+    (void)pthread_once(&md_once, md_fetch);
     switch (alg) {
     case SIP_DIGEST_MD5:
     case SIP_DIGEST_MD5_SESS:
-        return EVP_md5();
+        return md_md5;
     case SIP_DIGEST_SHA256:
     case SIP_DIGEST_SHA256_SESS:
-        return EVP_sha256();
+        return md_sha256;
     default:
         return NULL;
     }
@@ -298,8 +330,15 @@ h_join(const EVP_MD *md, const struct slice *parts, size_t n, char *out)
     static const char hex[] = "0123456789abcdef";
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, md, NULL);
+    EVP_MD_CTX *ctx = ctx_key_ok ? pthread_getspecific(ctx_key) : NULL;
+    bool owned = false; /* freed here: the thread could not keep it */
+    int ok;
+
+    if (ctx == NULL) { /* this thread's first hash */
+        ctx = EVP_MD_CTX_new();
+        owned = !ctx_key_ok || pthread_setspecific(ctx_key, ctx) != 0;
+    }
+    ok = ctx && EVP_DigestInit_ex2(ctx, md, NULL);
 
     for (size_t i = 0; ok && i < n; i++) {
         if (i > 0)
@@ -308,7 +347,8 @@ h_join(const EVP_MD *md, const struct slice *parts, size_t n, char *out)
             ok = EVP_DigestUpdate(ctx, parts[i].ptr, parts[i].len);
     }
     ok = ok && EVP_DigestFinal_ex(ctx, d, &dlen);
-    EVP_MD_CTX_free(ctx);
+    if (owned)
+        EVP_MD_CTX_free(ctx);
     if (!ok || dlen * 2 > 64)
         abort();
     for (unsigned int i = 0; i < dlen; i++) {

@@ -981,6 +981,110 @@ test_table_free_terminates(void **state)
     assert_int_equal(e.ev[TXN_EV_TERMINATED], 1);
 }
 
+/* A freed transaction goes to the table's spares and the next one reuses
+ * its memory (txn.c "Spares"): the new one must start clean. The old one
+ * sent a 180 (stored response), took a status and a TU context, and was
+ * answered 486 statelessly (terminated with all that set); the spare is
+ * poisoned in the sanitizer build. The new INVITE must get the automatic
+ * 100 (no status left over), and its retransmission before any response
+ * must get nothing (no stored 180 left over: Proceeding resends the last
+ * response it sent itself). */
+static void
+test_spare_reuse_is_clean(void **state)
+{
+    struct env e;
+    char req[1024];
+    size_t n;
+    struct txn *old, *t;
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    n = peer_request(req, sizeof(req), "INVITE", "z9hG4bKspare-old", "INVITE");
+    peer_send(&e, req, n);
+    old = e.last_server;
+    assert_non_null(old);
+    assert_int_equal(txn_reply(old, 180, "Ringing", SLICE_LIT("srvtag"),
+                               SLICE_NULL, SLICE_NULL),
+                     0);
+    turn(&e);
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 180);
+    assert_int_equal(txn_reply_stateless(old, 486, "Busy Here",
+                                         SLICE_LIT("srvtag"), SLICE_NULL),
+                     0);
+    turn(&e); /* freed: to the spares */
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 486);
+    assert_int_equal(txn_count(e.tt), 0);
+
+    n = peer_request(req, sizeof(req), "INVITE", "z9hG4bKspare-new", "INVITE");
+    peer_send(&e, req, n);
+    t = e.last_server;
+    assert_ptr_equal(t, old); /* the spare was reused */
+    assert_int_equal(txn_kind(t), TXN_INVITE_SERVER);
+    assert_int_equal(txn_state(t), TXN_PROCEEDING);
+    assert_int_equal(txn_status(t), 0);
+    assert_ptr_equal(txn_arg(t), &e);
+    assert_non_null(txn_request(t));
+    assert_true(slice_eq_cstr(txn_request(t)->via.branch, "z9hG4bKspare-new"));
+    assert_int_equal(txn_count(e.tt), 1);
+    /* A retransmission before any response: nothing to resend. */
+    peer_send(&e, req, n);
+    assert_nothing_sent(&e);
+    /* The automatic 100 comes, as for any fresh INVITE. */
+    advance(&e, TRYING);
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 100);
+    assert_true(slice_eq_cstr(g.m.via.branch, "z9hG4bKspare-new"));
+    assert_nothing_sent(&e);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
+/* The spares are bounded: 200 transactions end together (Timer J), 128
+ * structs are kept and the rest freed; a new request takes one. UDP
+ * non-INVITE servers hand their body back when compacted, so one body
+ * serves them all in turn. */
+static void
+test_spares_bounded(void **state)
+{
+    enum { N = 200, MAX = 128 };
+    struct env e;
+    char req[1024], br[32];
+    size_t structs, bodies;
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    e.reply_at_once = true;
+    for (int i = 0; i < N; i++) {
+        snprintf(br, sizeof(br), "z9hG4bKbound%d", i);
+        size_t n = peer_request(req, sizeof(req), "OPTIONS", br, "OPTIONS");
+        peer_send(&e, req, n);
+        assert_true(peer_next(&e, &g));
+        assert_int_equal(g.m.status, 200);
+    }
+    assert_int_equal(txn_count(e.tt), N);
+    txn_table_spares(e.tt, &structs, &bodies);
+    assert_int_equal(structs, 0);
+    assert_int_equal(bodies, 1);
+    advance(&e, 64 * T1); /* J */
+    assert_int_equal(txn_count(e.tt), 0);
+    txn_table_spares(e.tt, &structs, &bodies);
+    assert_int_equal(structs, MAX);
+    assert_int_equal(bodies, 1);
+    size_t n = peer_request(req, sizeof(req), "OPTIONS", "z9hG4bKbound-new",
+                            "OPTIONS");
+    peer_send(&e, req, n);
+    assert_true(peer_next(&e, &g));
+    assert_int_equal(g.m.status, 200);
+    txn_table_spares(e.tt, &structs, &bodies);
+    assert_int_equal(structs, MAX - 1);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
 int
 main(void)
 {
@@ -997,6 +1101,8 @@ main(void)
         cmocka_unit_test(test_table_free_terminates),
         cmocka_unit_test(test_server_many_compacted),
         cmocka_unit_test(test_server_rfc2543_compacted),
+        cmocka_unit_test(test_spare_reuse_is_clean),
+        cmocka_unit_test(test_spares_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
