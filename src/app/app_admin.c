@@ -5,8 +5,8 @@
  * The admin takes one struct admin_sources with one arg. app_wake fills
  * one for its push devices, recent pushes and wake-ups; this file keeps
  * that one aside and hands the admin its own, which forwards to wake's
- * callbacks and adds recent calls (proxy_records), call and SIP method
- * counters, the test push and the push check. One daemon per process, so
+ * callbacks and adds recent calls (the store's call_records), call and
+ * SIP method counters, the test push and the push check. One daemon per process, so
  * the state is a file-static struct (set on the main thread before the
  * admin thread starts, read-only afterwards except the atomic counters).
  */
@@ -33,6 +33,7 @@
 #include "media/client.h"
 #include "media/media_lat.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_cfg.h"
 #include "push/push.h"
 #include "push/push_cfg.h"
 #include "registrar/reg.h"
@@ -41,8 +42,8 @@
 #include "store/store_cfg.h"
 #include "transport/tp.h"
 
-/* The admin shows at most this many finished calls (the proxy's ring may
- * be larger: [proxy] call_records). */
+/* The admin shows at most this many finished calls, newest first, of
+ * every node (table call_records: [proxy] call_records rows per node). */
 #define APP_ADMIN_CALLS_MAX 1000
 /* A probe or test push: per-attempt timeout, attempts, and deadline. The
  * admin's job thread and the HTTP client wait for it, so all three are
@@ -62,6 +63,7 @@ static struct app_admin {
     struct media_relays *relays; /* [media] rtpengines; may be NULL */
     struct cluster *cluster;     /* [cluster]; NULL for a single node */
     struct reg *reg;
+    unsigned call_keep; /* [proxy] call_records: rows kept per node */
     _Atomic uint64_t calls_started, calls_ended, calls_answered;
     char fcm_project[128], fcm_sender[64];
 } the;
@@ -75,12 +77,58 @@ on_call_started(const struct proxy_call_info *info, void *arg)
     return false; /* no opinion on holding the call */
 }
 
+/* The record as a call_records row, queued (one op: no I/O on the
+ * worker). Written again when its media figures come (the same key: an
+ * upsert). */
+static void
+store_record(const struct proxy_call_record *rec)
+{
+    struct store_call c = {
+        .call_id = rec->call_id,
+        .caller = rec->caller,
+        .callee = rec->callee,
+        .outcome = proxy_outcome_name(rec->outcome),
+        .status = rec->status,
+        .answered_by = rec->answered_by,
+        .branches = rec->branches,
+        .started_ms = rec->started_ms,
+        .ringing_ms = rec->ringing_ms,
+        .ended_ms = rec->ended_ms,
+        .media = rec->media,
+        .media_stats = rec->media_stats,
+        .media_one_way = rec->media_one_way,
+        .media_none = rec->media_none,
+    };
+
+    if (!the.store)
+        return;
+    for (int l = 0; l < 2; l++)
+        c.leg[l] = (struct store_call_leg){
+            .packets = rec->leg[l].packets,
+            .bytes = rec->leg[l].bytes,
+            .lost = rec->leg[l].lost,
+            .jitter = rec->leg[l].jitter,
+            .has_lost = rec->leg[l].has_lost,
+            .has_jitter = rec->leg[l].has_jitter,
+        };
+    if (store_call_put(the.store, &c, the.call_keep) == -ENOSPC)
+        log_warn("app", "call record %s not stored: store queue full",
+                 rec->call_id);
+}
+
 static void
 on_call_ended(const struct proxy_call_record *rec, void *arg)
 {
     atomic_fetch_add_explicit(&the.calls_ended, 1, memory_order_relaxed);
     if (rec->outcome == PROXY_OUT_ANSWERED)
         atomic_fetch_add_explicit(&the.calls_answered, 1, memory_order_relaxed);
+    store_record(rec);
+}
+
+static void
+on_call_media(const struct proxy_call_record *rec, void *arg)
+{
+    store_record(rec);
 }
 
 int
@@ -89,6 +137,7 @@ app_admin_attach(struct proxy_shared *sh)
     static const struct proxy_observer obs = {
         .call_started = on_call_started,
         .call_ended = on_call_ended,
+        .call_media = on_call_media,
     };
 
     the.proxy = sh;
@@ -232,65 +281,74 @@ fwd_device_del(void *arg, const char *ext, const char *id)
 
 /* ---- recent calls -------------------------------------------------------- */
 
+/* One row of the store as an /api/calls item. */
+static int
+call_item(const struct store_call *c, void *arg)
+{
+    json_t *items = arg;
+    char who[PROXY_REC_URI_MAX], result[48];
+
+    /* the Contact of the answering binding may carry a push token */
+    admin_redact_uri(c->answered_by, who, sizeof(who));
+    snprintf(result, sizeof(result), "%s %d", c->outcome, c->status);
+    json_t *media = json_null();
+    if (c->media) {
+        /* leg[0]: what rtpengine got from the caller, [1] the callee */
+        media = json_pack(
+            "{s:b, s:s, s:I, s:I, s:I, s:I}", "stats", c->media_stats, "flag",
+            !c->media_stats     ? ""
+            : c->media_none     ? "no media"
+            : c->media_one_way ? "one-way audio"
+                                : "",
+            "caller_packets", (json_int_t)c->leg[0].packets, "caller_bytes",
+            (json_int_t)c->leg[0].bytes, "callee_packets",
+            (json_int_t)c->leg[1].packets, "callee_bytes",
+            (json_int_t)c->leg[1].bytes);
+        for (int l = 0; l < 2; l++) {
+            const char *side = l ? "callee" : "caller";
+            char k[32];
+            if (c->leg[l].has_lost) {
+                snprintf(k, sizeof(k), "%s_lost", side);
+                json_object_set_new(media, k,
+                                    json_integer((json_int_t)c->leg[l].lost));
+            }
+            if (c->leg[l].has_jitter) {
+                snprintf(k, sizeof(k), "%s_jitter", side);
+                json_object_set_new(
+                    media, k, json_integer((json_int_t)c->leg[l].jitter));
+            }
+        }
+    }
+    json_t *item = json_pack(
+        "{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i,"
+        " s:I, s:I, s:I, s:I}",
+        "id", (json_int_t)c->id, "node", c->node, "call_id", c->call_id,
+        "from", c->caller, "to", c->callee, "state", "ended", "outcome",
+        c->outcome, "status", c->status, "result", result, "answered_by", who,
+        "branches", (int)c->branches, "started_at",
+        (json_int_t)(c->started_ms / 1000), "ended_at",
+        (json_int_t)(c->ended_ms / 1000), "ringing_ms",
+        (json_int_t)(c->ringing_ms ? c->ringing_ms - c->started_ms : 0),
+        "duration_ms", (json_int_t)(c->ended_ms - c->started_ms));
+    if (!item) { /* a string that is not UTF-8: skip the row */
+        json_decref(media);
+        return 0;
+    }
+    json_object_set_new(item, "media", media);
+    json_array_append_new(items, item);
+    return 0;
+}
+
+/* GET /api/calls: the newest calls of every node, from the store (table
+ * call_records), so any node of a cluster lists them all. */
 static int
 list_calls(void *arg, json_t *items)
 {
-    struct proxy_call_record *r = xcalloc(APP_ADMIN_CALLS_MAX, sizeof(*r));
-    size_t n = proxy_records(the.proxy, r, APP_ADMIN_CALLS_MAX);
-    char who[PROXY_REC_URI_MAX], result[48];
-
-    for (size_t i = 0; i < n; i++) {
-        const char *out = proxy_outcome_name(r[i].outcome);
-        /* the Contact of the answering binding may carry a push token */
-        admin_redact_uri(r[i].answered_by, who, sizeof(who));
-        snprintf(result, sizeof(result), "%s %d", out, r[i].status);
-        json_t *media = json_null();
-        if (r[i].media) {
-            /* leg[0]: what rtpengine got from the caller, [1] the callee */
-            media = json_pack(
-                "{s:b, s:s, s:I, s:I, s:I, s:I}", "stats", r[i].media_stats,
-                "flag",
-                !r[i].media_stats     ? ""
-                : r[i].media_none     ? "no media"
-                : r[i].media_one_way ? "one-way audio"
-                                      : "",
-                "caller_packets", (json_int_t)r[i].leg[0].packets,
-                "caller_bytes", (json_int_t)r[i].leg[0].bytes,
-                "callee_packets", (json_int_t)r[i].leg[1].packets,
-                "callee_bytes", (json_int_t)r[i].leg[1].bytes);
-            for (int l = 0; l < 2; l++) {
-                const char *side = l ? "callee" : "caller";
-                char k[32];
-                if (r[i].leg[l].has_lost) {
-                    snprintf(k, sizeof(k), "%s_lost", side);
-                    json_object_set_new(media, k,
-                                        json_integer((json_int_t)r[i].leg[l].lost));
-                }
-                if (r[i].leg[l].has_jitter) {
-                    snprintf(k, sizeof(k), "%s_jitter", side);
-                    json_object_set_new(
-                        media, k, json_integer((json_int_t)r[i].leg[l].jitter));
-                }
-            }
-        }
-        json_t *item =
-            json_pack(
-                "{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i,"
-                " s:I, s:I, s:I, s:I}",
-                "id", (json_int_t)r[i].id, "call_id", r[i].call_id, "from",
-                r[i].caller, "to", r[i].callee, "state", "ended", "outcome",
-                out, "status", r[i].status, "result", result, "answered_by",
-                who, "branches", (int)r[i].branches, "started_at",
-                (json_int_t)(r[i].started_ms / 1000), "ended_at",
-                (json_int_t)(r[i].ended_ms / 1000), "ringing_ms",
-                (json_int_t)(r[i].ringing_ms ? r[i].ringing_ms - r[i].started_ms
-                                             : 0),
-                "duration_ms", (json_int_t)(r[i].ended_ms - r[i].started_ms));
-        json_object_set_new(item, "media", media);
-        json_array_append_new(items, item);
-    }
-    free(r);
-    return 0;
+    (void)arg;
+    if (!the.store)
+        return 0;
+    int rc = store_call_load(the.store, APP_ADMIN_CALLS_MAX, call_item, items);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- counters ------------------------------------------------------------ */
@@ -876,6 +934,9 @@ app_admin_load_extensions(const struct cfg *cfg, struct reg *reg,
     int rc = 0;
 
     the.store = st;
+    the.call_keep =
+        ((const struct proxy_cfg *)cfg_get(cfg, &proxy_cfg_section))
+            ->call_records;
     for (size_t i = 0; i < n; i++) {
         const char *number, *path = NULL;
         cfg_instance(cfg, &reg_ext_cfg_section, i, &number);

@@ -164,6 +164,9 @@ struct proxy_msg_info {
  *   cancels, a branch answers, or the ring time passes. false = no
  *   opinion (a call with no binding then ends with 480 at once).
  * call_ended: the final outcome; rec is borrowed.
+ * call_media: the media figures of an ended call came (rtpengine's
+ *   delete answer, after call_ended: at the BYE for an answered call);
+ *   rec is the whole record again, borrowed, on the worker that got them.
  * branch_sent: a branch's request was just handed to the transport
  *   (after txn_client_start succeeded): every branch of a fork, the first
  *   ones and those added later. Called on every branch, so it must be
@@ -171,6 +174,7 @@ struct proxy_msg_info {
 struct proxy_observer {
     bool (*call_started)(const struct proxy_call_info *info, void *arg);
     void (*call_ended)(const struct proxy_call_record *rec, void *arg);
+    void (*call_media)(const struct proxy_call_record *rec, void *arg);
     void (*branch_sent)(const struct proxy_branch_info *bi, void *arg);
     /* message_stored: a MESSAGE was stored and answered 202 (on the
      * worker that answered it; [wake] pushes the extension's devices). */

@@ -22,8 +22,9 @@ static const struct cfg_option proxy_options[] = {
      .max = 1000000,
      .def = "1000",
      .offset = offsetof(struct proxy_cfg, call_records),
-     .help = "Finished calls kept in memory (newest first) for the admin "
-             "listing and missed-call notifications."},
+     .help = "Finished calls kept (newest first) in memory and in the "
+             "store's call_records table (per node) for the admin listing "
+             "and missed-call notifications."},
     {.key = "max_branches",
      .type = CFG_UINT,
      .min = 1,

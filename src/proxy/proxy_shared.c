@@ -24,6 +24,9 @@ void
 proxy_record_media(struct proxy_shared *sh, const char *call_id,
                    const struct media_ng_stats *st)
 {
+    struct proxy_call_record copy;
+    bool found = false;
+
     pthread_mutex_lock(&sh->rec_lock);
     for (size_t k = 0; k < sh->rec_count; k++) {
         size_t i = (sh->rec_next + sh->rec_cap - 1 - k) % sh->rec_cap;
@@ -55,9 +58,16 @@ proxy_record_media(struct proxy_shared *sh, const char *call_id,
                                           .has_lost = g->has_lost,
                                           .has_jitter = g->has_jitter};
         }
+        copy = *r;
+        found = true;
         break;
     }
     pthread_mutex_unlock(&sh->rec_lock);
+    if (!found)
+        return;
+    for (size_t i = 0; i < sh->obs_count; i++)
+        if (sh->obs[i].ops.call_media)
+            sh->obs[i].ops.call_media(&copy, sh->obs[i].arg);
 }
 
 void

@@ -160,6 +160,7 @@ writer_main(void *arg)
                 st->stats.batches++;
             st->stats.msg_capped += st->w_capped;
             st->stats.msg_purged += st->w_purged;
+            st->stats.calls_capped += st->w_calls_capped;
         } else {
             st->stats.errors++;
             st->failed_since_sync = true;
@@ -742,6 +743,88 @@ int
 store_node_load(struct store *st, store_node_cb *cb, void *arg)
 {
     return st->ops->node_load(st, cb, arg);
+}
+
+int
+store_call_put(struct store *st, const struct store_call *c, unsigned keep)
+{
+    if (!c->call_id || !c->call_id[0])
+        return -EINVAL;
+    struct op *o = op_new(OP_CALL_PUT);
+    int64_t flags = (c->media ? STORE_CALL_MEDIA : 0) |
+                    (c->media_stats ? STORE_CALL_MEDIA_STATS : 0) |
+                    (c->media_one_way ? STORE_CALL_ONE_WAY : 0) |
+                    (c->media_none ? STORE_CALL_NO_MEDIA : 0);
+
+    o->s[0] = dup_or_empty(c->node ? c->node : st->node);
+    o->s[1] = dup_or_empty(c->call_id);
+    o->s[2] = dup_or_empty(c->caller);
+    o->s[3] = dup_or_empty(c->callee);
+    o->s[4] = dup_or_empty(c->outcome);
+    o->s[5] = dup_or_empty(c->answered_by);
+    o->i[0] = c->status;
+    o->i[1] = c->branches;
+    o->i[2] = c->started_ms;
+    o->i[3] = c->ringing_ms;
+    o->i[4] = c->ended_ms;
+    for (int l = 0; l < 2; l++) {
+        const struct store_call_leg *g = &c->leg[l];
+        if (g->has_lost)
+            flags |= STORE_CALL_LEG_LOST << (2 * l);
+        if (g->has_jitter)
+            flags |= STORE_CALL_LEG_JITTER << (2 * l);
+        /* counters above INT64_MAX do not happen; keep the column signed */
+        o->i[6 + 4 * l] = (int64_t)(g->packets & INT64_MAX);
+        o->i[7 + 4 * l] = (int64_t)(g->bytes & INT64_MAX);
+        o->i[8 + 4 * l] = (int64_t)(g->lost & INT64_MAX);
+        o->i[9 + 4 * l] = (int64_t)(g->jitter & INT64_MAX);
+    }
+    o->i[5] = flags;
+    o->i[14] = keep;
+    return enqueue(st, o);
+}
+
+void
+store_call_from_row(struct store_call *c, uint64_t id,
+                    const char *const strs[6], const int64_t ints[14])
+{
+    int64_t f = ints[5];
+
+    *c = (struct store_call){
+        .id = id,
+        .node = strs[0],
+        .call_id = strs[1],
+        .caller = strs[2],
+        .callee = strs[3],
+        .outcome = strs[4],
+        .answered_by = strs[5],
+        .status = (int)ints[0],
+        .branches = (unsigned)ints[1],
+        .started_ms = ints[2],
+        .ringing_ms = ints[3],
+        .ended_ms = ints[4],
+        .media = f & STORE_CALL_MEDIA,
+        .media_stats = f & STORE_CALL_MEDIA_STATS,
+        .media_one_way = f & STORE_CALL_ONE_WAY,
+        .media_none = f & STORE_CALL_NO_MEDIA,
+    };
+    for (int l = 0; l < 2; l++) {
+        struct store_call_leg *g = &c->leg[l];
+        g->has_lost = f & (STORE_CALL_LEG_LOST << (2 * l));
+        g->has_jitter = f & (STORE_CALL_LEG_JITTER << (2 * l));
+        g->packets = (uint64_t)ints[6 + 4 * l];
+        g->bytes = (uint64_t)ints[7 + 4 * l];
+        g->lost = (uint64_t)ints[8 + 4 * l];
+        g->jitter = (uint64_t)ints[9 + 4 * l];
+    }
+}
+
+int
+store_call_load(struct store *st, size_t limit, store_call_cb *cb, void *arg)
+{
+    if (limit == 0)
+        return 0;
+    return st->ops->call_load(st, limit, cb, arg);
 }
 
 int

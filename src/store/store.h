@@ -1,6 +1,7 @@
 /*
  * store: durable state (extensions, SIP bindings, push devices,
- * provisioning links, stored chat messages, cluster nodes), written by a
+ * provisioning links, stored chat messages, call records, cluster
+ * nodes), written by a
  * thread of its own so SIP processing never waits for the disk. Two
  * backends behind one API ([store] backend): SQLite (the embedded
  * default, one node) and PostgreSQL (libpq; several nodes share it,
@@ -179,6 +180,7 @@ struct store_stats {
     uint64_t msg_capped;  /* messages deleted by store_msg_put's cap */
     uint64_t msg_purged;  /* expired messages deleted by store_msg_purge */
     uint64_t checkpoints; /* WAL checkpoints run, off the writer's thread */
+    uint64_t calls_capped; /* call records deleted by store_call_put's cap */
 };
 
 /* Open the database (SQLite: create cfg->path, WAL; PostgreSQL: connect
@@ -393,12 +395,68 @@ int store_msg_last_id(struct store *st, uint64_t *out);
 #define STORE_MSG_ID_BLOCK 1000
 int store_msg_id_block(struct store *st, uint64_t *first);
 
+/* ---- call records (table call_records, docs/calls.md) ----------------
+ * One row per finished call, written behind from the proxy's call_ended
+ * observer (app_admin.c) and read by the admin's /api/calls: in a cluster
+ * every node's calls are in the one table, each with the node that
+ * handled it. */
+
+/* One side of a relayed call's media (rtpengine's delete answer). */
+struct store_call_leg {
+    uint64_t packets, bytes;
+    uint64_t lost, jitter;
+    bool has_lost, has_jitter;
+};
+
+/* A call record row. Strings borrowed for the call; NULL is stored as "".
+ * Times are unix milliseconds. */
+struct store_call {
+    uint64_t id;          /* store_call_load: the row's id (unique in the
+                             database); ignored by store_call_put */
+    const char *node;     /* the node that handled the call: put: NULL =
+                             the store's own (cfg->node, "" single node) */
+    const char *call_id;  /* with node and started_ms: the row's key */
+    const char *caller;   /* authenticated extension */
+    const char *callee;   /* extension called */
+    const char *outcome;  /* proxy_outcome_name(): "answered", ... */
+    int status;           /* final status sent to the caller */
+    const char *answered_by; /* Contact URI that answered, "" otherwise
+                                (as given: the reader redacts it) */
+    unsigned branches;
+    int64_t started_ms, ringing_ms, ended_ms; /* ringing_ms 0: never rang */
+    bool media;         /* relayed through rtpengine */
+    bool media_stats;   /* leg[] hold rtpengine's figures */
+    bool media_one_way; /* media flowed from one side only */
+    bool media_none;    /* no media from either side */
+    struct store_call_leg leg[2]; /* [0] the caller's side, [1] callee's */
+};
+
+/* Queue the insert of c, or the replacement of the row with the same
+ * node, call_id and started_ms (the media figures that come after the
+ * call ended: one more put). keep > 0: in the same transaction, the
+ * oldest rows of that node beyond its newest keep (by id, the order they
+ * were first written in) are deleted ([proxy] call_records; counted in
+ * calls_capped). One queued op, no I/O on the caller's thread: a SIP
+ * worker may call it. 0, -EINVAL (no call_id) or -ENOSPC. Any thread. */
+int store_call_put(struct store *st, const struct store_call *c,
+                   unsigned keep);
+
+/* Read the newest limit rows (every node's), newest first: by ended_ms,
+ * then id, descending (an index on the end time: the read costs limit
+ * rows, whatever the table holds). cb as store_ext_load. Committed rows
+ * only (a put is seen once its batch committed, within flush_ms).
+ * Blocking read on a connection of the store's: the admin thread, never
+ * a SIP worker. 0, cb's non-zero return, or -EIO. */
+typedef int store_call_cb(const struct store_call *c, void *arg);
+int store_call_load(struct store *st, size_t limit, store_call_cb *cb,
+                    void *arg);
+
 void store_get_stats(struct store *st, struct store_stats *out);
 
 /* The schema version of the open database (the highest row of
  * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
  * -EIO. Blocking read (own connection), like the loads. */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 int store_schema_version(struct store *st, int *out);
 
 /* ---- cluster (docs/cluster.md) ---------------------------------------

@@ -38,6 +38,7 @@ enum op_kind {
     OP_MSG_PURGE,
     OP_MSG_GET,  /* a read on the writer's connection; ends the window */
     OP_NODE_PUT, /* store_node_beat */
+    OP_CALL_PUT, /* store_call_put */
 };
 
 /* A queued write (an owned copy of the row). Field use per kind:
@@ -59,12 +60,17 @@ enum op_kind {
  *                  i: id cseq received_at expires_at cap; blob: body
  *   OP_MSG_DEL     i: id        OP_MSG_PURGE  i: now
  *   OP_MSG_GET     i: id; the backend fills s[0..4], blob, i[1..3], rc
- *   OP_NODE_PUT    s: name advertise  i: started_at last_seen */
+ *   OP_NODE_PUT    s: name advertise  i: started_at last_seen
+ *   OP_CALL_PUT    s: node call_id caller callee outcome answered_by
+ *                  i: status branches started_ms ringing_ms ended_ms
+ *                     media(flags) then per leg (caller, callee): packets
+ *                     bytes lost jitter; i[14]: keep (0 = no cap)
+ *                  (store_call_flags: the bits of media) */
 struct op {
     struct list_node node;
     enum op_kind kind;
     char *s[11]; /* owned strings, meaning depends on kind */
-    int64_t i[6];
+    int64_t i[15];
     /* OP_COMMIT only, under st->lock: the caller's mark, the result, and
      * whether the caller gave up waiting (then the writer frees the op). */
     uint64_t mark;
@@ -110,6 +116,8 @@ struct store_be_ops {
     int (*msg_id_block)(struct store *st, uint64_t *first);
     int (*schema_version)(struct store *st, int *out);
     int (*node_load)(struct store *st, store_node_cb *cb, void *arg);
+    int (*call_load)(struct store *st, size_t limit, store_call_cb *cb,
+                     void *arg);
     int (*watch)(struct store *st, store_change_cb *cb, void *arg);
     int (*ext_read)(struct store *st, const char *ext, int64_t now_s,
                     store_ext_cb *ecb, store_binding_cb *bcb,
@@ -147,7 +155,7 @@ struct store {
     unsigned reads;  /* OP_MSG_GET queued: run without waiting */
     /* Writer thread only: rows the current batch deleted by cap/purge,
      * added to stats when it commits. */
-    uint64_t w_capped, w_purged;
+    uint64_t w_capped, w_purged, w_calls_capped;
     bool failed_since_sync;
     bool stop;
     struct store_stats stats;
@@ -165,6 +173,47 @@ struct store_migration {
 };
 extern const struct store_migration store_migrations[];
 extern const size_t store_migration_count;
+
+/* The column media of call_records: these bits. */
+enum store_call_flag {
+    STORE_CALL_MEDIA = 1,
+    STORE_CALL_MEDIA_STATS = 2,
+    STORE_CALL_ONE_WAY = 4,
+    STORE_CALL_NO_MEDIA = 8,
+    STORE_CALL_LEG_LOST = 16,   /* << 2 * leg: leg[leg].has_lost */
+    STORE_CALL_LEG_JITTER = 32, /* << 2 * leg: leg[leg].has_jitter */
+};
+/* The row's columns in the order both backends read them (store_call_load):
+ * id first, then the columns of the insert. */
+#define STORE_CALL_COLS                                                        \
+    "id, node, call_id, caller, callee, outcome, status, answered_by,"         \
+    " branches, started_ms, ringing_ms, ended_ms, media, caller_packets,"      \
+    " caller_bytes, caller_lost, caller_jitter, callee_packets,"               \
+    " callee_bytes, callee_lost, callee_jitter"
+/* The insert's columns ($1..$20 / ?1..?20) and the upsert's update. */
+#define STORE_CALL_INSERT                                                      \
+    "INSERT INTO call_records(node, call_id, caller, callee, outcome,"        \
+    " status, answered_by, branches, started_ms, ringing_ms, ended_ms,"        \
+    " media, caller_packets, caller_bytes, caller_lost, caller_jitter,"        \
+    " callee_packets, callee_bytes, callee_lost, callee_jitter)"
+#define STORE_CALL_UPSERT                                                      \
+    " ON CONFLICT(node, call_id, started_ms) DO UPDATE SET"                   \
+    " caller=excluded.caller, callee=excluded.callee,"                         \
+    " outcome=excluded.outcome, status=excluded.status,"                       \
+    " answered_by=excluded.answered_by, branches=excluded.branches,"           \
+    " ringing_ms=excluded.ringing_ms, ended_ms=excluded.ended_ms,"             \
+    " media=excluded.media, caller_packets=excluded.caller_packets,"           \
+    " caller_bytes=excluded.caller_bytes, caller_lost=excluded.caller_lost,"   \
+    " caller_jitter=excluded.caller_jitter,"                                   \
+    " callee_packets=excluded.callee_packets,"                                 \
+    " callee_bytes=excluded.callee_bytes, callee_lost=excluded.callee_lost,"   \
+    " callee_jitter=excluded.callee_jitter"
+/* Fill c from a row read as text/integers by a backend: ints[k] is the
+ * k-th integer column after id (status .. callee_jitter, 14 of them),
+ * strs the six text columns (node call_id caller callee outcome
+ * answered_by). */
+void store_call_from_row(struct store_call *c, uint64_t id,
+                         const char *const strs[6], const int64_t ints[14]);
 
 /* Name of enum store_ext_source values in the extensions.source column. */
 extern const char *const store_source_name[2];

@@ -65,6 +65,8 @@ enum pst {
     P_MSG_PURGE,
     P_MSG_GET,
     P_NODE_PUT,
+    P_CALL_PUT,
+    P_CALL_CAP,
     P__COUNT
 };
 
@@ -156,6 +158,16 @@ static const struct {
                     " DO UPDATE SET advertise=EXCLUDED.advertise,"
                     " started_at=EXCLUDED.started_at,"
                     " last_seen=EXCLUDED.last_seen"},
+    [P_CALL_PUT] = {"call_put",
+                    STORE_CALL_INSERT
+                    " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,"
+                    "$15,$16,$17,$18,$19,$20)" STORE_CALL_UPSERT},
+    /* Keep the newest $2 rows of node $1 (P_MSG_CAP's way): a node only
+     * deletes its own rows, so nodes never wait on each other here. */
+    [P_CALL_CAP] = {"call_cap",
+                    "DELETE FROM call_records WHERE node=$1 AND id <= (SELECT"
+                    " id FROM call_records WHERE node=$1 ORDER BY id DESC"
+                    " LIMIT 1 OFFSET $2)"},
 };
 
 /* The backend's state (st->be). */
@@ -392,9 +404,9 @@ nz(const char *s)
 static bool
 send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
 {
-    char num[6][24];
-    const char *v[16];
-    int len[16], fmt[16];
+    char num[15][24];
+    const char *v[20];
+    int len[20], fmt[20];
     const char *cap[2];
     enum pst id[3];
     int nid = 0, n = 0;
@@ -402,7 +414,8 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
     for (size_t k = 0; k < sizeof(o->s) / sizeof(o->s[0]); k++)
         if (o->s[k])
             utf8_fix(o->s[k]);
-    for (int k = 0; k < 6; k++)
+    int nnum = o->kind == OP_CALL_PUT ? 15 : 6;
+    for (int k = 0; k < nnum; k++)
         snprintf(num[k], sizeof(num[k]), "%lld", (long long)o->i[k]);
     switch (o->kind) {
     case OP_EXT_PUT:
@@ -492,6 +505,18 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
         v[n++] = num[1];
         id[nid++] = P_NODE_PUT;
         break;
+    case OP_CALL_PUT:
+        /* $1-$5 s[0..4], $6 i[0], $7 s[5], $8 i[1], $9-$20 i[2..13] */
+        for (int k = 0; k < 5; k++)
+            v[n++] = nz(o->s[k]);
+        v[n++] = num[0];
+        v[n++] = nz(o->s[5]);
+        for (int k = 1; k < 14; k++)
+            v[n++] = num[k];
+        id[nid++] = P_CALL_PUT;
+        if (o->i[14] > 0)
+            id[nid++] = P_CALL_CAP;
+        break;
     case OP_COMMIT:
         return true;
     default:
@@ -505,6 +530,11 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
             pn = 2;
         } else if (id[q] == P_MSG_SEQ) {
             pn = 1; /* $1 = id */
+        } else if (id[q] == P_CALL_CAP) {
+            cap[0] = nz(o->s[0]); /* $1 node, $2 how many to keep */
+            cap[1] = num[14];
+            pv = cap;
+            pn = 2;
         } else if (id[q] == P_MSG_CAP) {
             cap[0] = nz(o->s[0]); /* $1 ext, $2 how many to keep */
             cap[1] = num[4];
@@ -597,6 +627,8 @@ read_one(struct store *st, struct pg *pg, const struct pend *p)
         ; /* nothing to take */
     else if (ok && p->id == P_MSG_CAP)
         st->w_capped += cmd_rows(r);
+    else if (ok && p->id == P_CALL_CAP)
+        st->w_calls_capped += cmd_rows(r);
     else if (ok && p->id == P_MSG_PURGE)
         st->w_purged += cmd_rows(r);
     else if (ok && p->id == P_MSG_GET)
@@ -631,7 +663,7 @@ attempt(struct store *st, struct pg *pg, struct list_node *batch)
     char err[512];
     bool ok = true;
 
-    st->w_capped = st->w_purged = 0;
+    st->w_capped = st->w_purged = st->w_calls_capped = 0;
     list_for_each_safe(pos, tmp, batch)
     {
         struct op *o = container_of(pos, struct op, node);
@@ -668,7 +700,7 @@ pg_run_batch(struct store *st, struct list_node *batch, size_t count)
     struct pg *pg = st->be;
     char err[512];
 
-    st->w_capped = st->w_purged = 0;
+    st->w_capped = st->w_purged = st->w_calls_capped = 0;
     if (count == 0)
         return true; /* only store_commit requests: nothing to write */
     /* A connection the server dropped (a restart) is only seen when it is
@@ -1106,6 +1138,40 @@ pg_node_load(struct store *st, store_node_cb *cb, void *arg)
                      0, NULL, NULL, row_node, &x);
 }
 
+/* A call_records row read with STORE_CALL_COLS. */
+static int
+row_call(PGresult *r, void *ctx)
+{
+    struct rows *x = ctx;
+    static const int text_col[6] = {1, 2, 3, 4, 5, 7};
+    static const int int_col[14] = {6,  8,  9,  10, 11, 12, 13,
+                                    14, 15, 16, 17, 18, 19, 20};
+    const char *strs[6];
+    int64_t ints[14];
+    struct store_call c;
+
+    for (int k = 0; k < 6; k++)
+        strs[k] = PQgetvalue(r, 0, text_col[k]);
+    for (int k = 0; k < 14; k++)
+        ints[k] = i64(r, int_col[k]);
+    store_call_from_row(&c, (uint64_t)i64(r, 0), strs, ints);
+    return ((store_call_cb *)x->cb)(&c, x->arg);
+}
+
+static int
+pg_call_load(struct store *st, size_t limit, store_call_cb *cb, void *arg)
+{
+    struct rows x = {.st = st, .cb = (void (*)(void))cb, .arg = arg};
+    char lim[24];
+
+    snprintf(lim, sizeof(lim), "%llu",
+             (unsigned long long)(limit > (uint64_t)INT64_MAX ? INT64_MAX : limit));
+    return read_rows(st, "load call records",
+                     "SELECT " STORE_CALL_COLS " FROM call_records"
+                     " ORDER BY ended_ms DESC, id DESC LIMIT $1::bigint",
+                     1, lim, NULL, row_call, &x);
+}
+
 /* The three reads in one repeatable-read transaction: one snapshot. */
 static int
 pg_ext_read(struct store *st, const char *ext, int64_t now_s, store_ext_cb *ecb,
@@ -1347,6 +1413,7 @@ const struct store_be_ops store_pg_ops = {
     .msg_id_block = pg_msg_id_block,
     .schema_version = pg_schema_version,
     .node_load = pg_node_load,
+    .call_load = pg_call_load,
     .watch = pg_watch,
     .ext_read = pg_ext_read,
 };

@@ -156,6 +156,47 @@ const struct store_migration store_migrations[] = {
            " greatest((SELECT max(last_id) FROM message_seq),"
            " (SELECT coalesce(max(id), 0) FROM messages)) + 1, false);"
            " END $d$;"},
+    /* Call records (docs/calls.md): every node's finished calls, bounded
+     * per node by [proxy] call_records (store_call_put's cap, by id within
+     * a node), listed newest first by end time. The key (node, call_id,
+     * started_ms) makes a put an upsert: the media figures that come
+     * later, and a batch sent again after a lost answer, replace the row. */
+    {.version = 4,
+     .sqlite = "CREATE TABLE call_records("
+               " id INTEGER PRIMARY KEY, node TEXT NOT NULL,"
+               " call_id TEXT NOT NULL, caller TEXT NOT NULL,"
+               " callee TEXT NOT NULL, outcome TEXT NOT NULL,"
+               " status INTEGER NOT NULL, answered_by TEXT NOT NULL,"
+               " branches INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+               " ringing_ms INTEGER NOT NULL, ended_ms INTEGER NOT NULL,"
+               " media INTEGER NOT NULL,"
+               " caller_packets INTEGER NOT NULL,"
+               " caller_bytes INTEGER NOT NULL, caller_lost INTEGER NOT NULL,"
+               " caller_jitter INTEGER NOT NULL,"
+               " callee_packets INTEGER NOT NULL,"
+               " callee_bytes INTEGER NOT NULL, callee_lost INTEGER NOT NULL,"
+               " callee_jitter INTEGER NOT NULL);"
+               "CREATE UNIQUE INDEX call_records_key"
+               " ON call_records(node, call_id, started_ms);"
+               "CREATE INDEX call_records_node ON call_records(node, id);"
+               "CREATE INDEX call_records_ended"
+               " ON call_records(ended_ms, id);",
+     .pg = "CREATE TABLE call_records("
+           " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+           " node text NOT NULL, call_id text NOT NULL, caller text NOT NULL,"
+           " callee text NOT NULL, outcome text NOT NULL,"
+           " status bigint NOT NULL, answered_by text NOT NULL,"
+           " branches bigint NOT NULL, started_ms bigint NOT NULL,"
+           " ringing_ms bigint NOT NULL, ended_ms bigint NOT NULL,"
+           " media bigint NOT NULL, caller_packets bigint NOT NULL,"
+           " caller_bytes bigint NOT NULL, caller_lost bigint NOT NULL,"
+           " caller_jitter bigint NOT NULL, callee_packets bigint NOT NULL,"
+           " callee_bytes bigint NOT NULL, callee_lost bigint NOT NULL,"
+           " callee_jitter bigint NOT NULL);"
+           "CREATE UNIQUE INDEX call_records_key"
+           " ON call_records(node, call_id, started_ms);"
+           "CREATE INDEX call_records_node ON call_records(node, id);"
+           "CREATE INDEX call_records_ended ON call_records(ended_ms, id);"},
 };
 
 _Static_assert(STORE_MSG_ID_BLOCK == 1000,

@@ -43,6 +43,8 @@ enum stmt_id {
     ST_MSG_PURGE,
     ST_MSG_GET,
     ST_NODE_PUT,
+    ST_CALL_PUT,
+    ST_CALL_CAP,
     ST__COUNT
 };
 
@@ -99,6 +101,13 @@ static const char *const stmt_sql[ST__COUNT] = {
                     " DO UPDATE SET advertise=excluded.advertise,"
                     " started_at=excluded.started_at,"
                     " last_seen=excluded.last_seen",
+    [ST_CALL_PUT] = STORE_CALL_INSERT
+    " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,"
+    "?19,?20)" STORE_CALL_UPSERT,
+    /* Keep the newest ?2 rows of node ?1, as ST_MSG_CAP does. */
+    [ST_CALL_CAP] = "DELETE FROM call_records WHERE node=?1 AND id <= (SELECT"
+                    " id FROM call_records WHERE node=?1 ORDER BY id DESC"
+                    " LIMIT 1 OFFSET ?2)",
 };
 
 /* The backend's state (st->be). */
@@ -225,6 +234,43 @@ run_msg_put(struct store *st, struct sq *q, const struct op *o)
 }
 
 static int
+run_call_put(struct store *st, struct sq *q, const struct op *o)
+{
+    sqlite3_stmt *s = q->stmt[ST_CALL_PUT];
+    /* s[]: node call_id caller callee outcome answered_by (?1-?5, ?7);
+     * i[0] ?6, i[1] ?8, i[2..13] ?9..?20 */
+    int rc = SQLITE_OK;
+
+    for (int k = 0; k < 5 && rc == SQLITE_OK; k++)
+        rc = bind_text(s, k + 1, o->s[k]);
+    if (rc == SQLITE_OK)
+        rc = bind_text(s, 7, o->s[5]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 6, o->i[0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 8, o->i[1]);
+    for (int k = 2; k < 14 && rc == SQLITE_OK; k++)
+        rc = sqlite3_bind_int64(s, 7 + k, o->i[k]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE || o->i[14] <= 0)
+        return rc;
+    s = q->stmt[ST_CALL_CAP];
+    rc = bind_text(s, 1, o->s[0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, o->i[14]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        st->w_calls_capped += (uint64_t)sqlite3_changes(q->db);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int
 run_op(struct store *st, struct sq *q, struct op *o)
 {
     sqlite3_stmt *s;
@@ -282,6 +328,8 @@ run_op(struct store *st, struct sq *q, struct op *o)
         return run_get(q, o);
     case OP_MSG_PUT:
         return run_msg_put(st, q, o);
+    case OP_CALL_PUT:
+        return run_call_put(st, q, o);
     case OP_MSG_DEL:
     case OP_MSG_PURGE:
         s = q->stmt[o->kind == OP_MSG_DEL ? ST_MSG_DEL : ST_MSG_PURGE];
@@ -358,7 +406,7 @@ run_batch(struct store *st, struct list_node *batch, size_t count)
     struct list_node *pos, *tmp;
     int rc;
 
-    st->w_capped = st->w_purged = 0;
+    st->w_capped = st->w_purged = st->w_calls_capped = 0;
     if (count == 0)
         return true; /* only store_commit requests: nothing to write */
     rc = step_simple(q, ST_BEGIN);
@@ -1121,6 +1169,56 @@ out:
     return rc;
 }
 
+static int
+sq_call_load(struct store *st, size_t limit, store_call_cb *cb, void *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s = NULL;
+    int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
+
+    if (rc < 0)
+        return rc;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT " STORE_CALL_COLS " FROM call_records"
+                           " ORDER BY ended_ms DESC, id DESC LIMIT ?1",
+                           -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 1, limit > (uint64_t)INT64_MAX ? INT64_MAX
+                                                   : (int64_t)limit) !=
+            SQLITE_OK) {
+        log_error("store", "load call records: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+        goto out;
+    }
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        /* columns: id, node call_id caller callee outcome, status,
+         * answered_by, then 13 integers */
+        static const int text_col[6] = {1, 2, 3, 4, 5, 7};
+        static const int int_col[14] = {6,  8,  9,  10, 11, 12, 13,
+                                        14, 15, 16, 17, 18, 19, 20};
+        const char *strs[6];
+        int64_t ints[14];
+        struct store_call c;
+        for (int k = 0; k < 6; k++)
+            strs[k] = col_text(s, text_col[k]);
+        for (int k = 0; k < 14; k++)
+            ints[k] = sqlite3_column_int64(s, int_col[k]);
+        store_call_from_row(&c, (uint64_t)sqlite3_column_int64(s, 0), strs,
+                            ints);
+        rc = cb(&c, arg);
+        if (rc != 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE) {
+        log_error("store", "load call records: %s", sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
 /* One extension's rows in one read transaction (a consistent view). */
 static int
 sq_ext_read(struct store *st, const char *ext, int64_t now_s, store_ext_cb *ecb,
@@ -1250,6 +1348,7 @@ const struct store_be_ops store_sqlite_ops = {
     .msg_last_id = sq_msg_last_id,
     .schema_version = sq_schema_version,
     .node_load = sq_node_load,
+    .call_load = sq_call_load,
     .watch = sq_watch,
     .ext_read = sq_ext_read,
     .checkpoints = sq_checkpoints,
