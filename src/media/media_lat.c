@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/lat.h"
 #include "base/xmalloc.h"
 
 const double media_lat_bounds_s[MEDIA_LAT_BUCKETS] = {
@@ -68,38 +69,14 @@ media_lat_add(struct media_lat *l, enum media_lat_kind k, uint64_t us)
     if (!l || (unsigned)k >= MEDIA_LAT_COUNT)
         return;
     struct lat_one *o = &l->k[k];
-    size_t b = 0;
-    while (b < MEDIA_LAT_BUCKETS && (double)us / 1e6 > media_lat_bounds_s[b])
-        b++;
+    size_t b = lat_bucket(media_lat_bounds_s, MEDIA_LAT_BUCKETS, us);
     if (b < MEDIA_LAT_BUCKETS)
         atomic_fetch_add_explicit(&o->bucket[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&o->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&o->sum_us, us, memory_order_relaxed);
     pthread_mutex_lock(&l->lock);
-    o->ring[o->next] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-    o->next = (o->next + 1) % MEDIA_LAT_SAMPLES;
-    if (o->n < MEDIA_LAT_SAMPLES)
-        o->n++;
+    lat_ring_put(o->ring, MEDIA_LAT_SAMPLES, &o->next, &o->n, us);
     pthread_mutex_unlock(&l->lock);
-}
-
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest rank: the smallest sample with at least q of them at or below. */
-static uint64_t
-rank(const uint32_t *v, size_t n, double q)
-{
-    size_t r = (size_t)(q * (double)n + 0.999999);
-    if (r < 1)
-        r = 1;
-    if (r > n)
-        r = n;
-    return v[r - 1];
 }
 
 void
@@ -125,18 +102,14 @@ media_lat_get(struct media_lat *l, enum media_lat_kind k, bool exact,
     size_t n = o->n;
     memcpy(v, o->ring, n * sizeof(*v)); /* order does not matter */
     pthread_mutex_unlock(&l->lock);
-    if (n) {
-        qsort(v, n, sizeof(*v), cmp_u32);
-        double sum = 0;
-        for (size_t i = 0; i < n; i++)
-            sum += v[i];
-        out->samples = n;
-        out->min_us = v[0];
-        out->p50_us = rank(v, n, 0.50);
-        out->p90_us = rank(v, n, 0.90);
-        out->p99_us = rank(v, n, 0.99);
-        out->max_us = v[n - 1];
-        out->mean_us = sum / (double)n;
-    }
+    struct lat_exact e;
+    lat_exact(v, n, &e);
+    out->samples = e.samples;
+    out->min_us = e.min_us;
+    out->p50_us = e.p50_us;
+    out->p90_us = e.p90_us;
+    out->p99_us = e.p99_us;
+    out->max_us = e.max_us;
+    out->mean_us = e.mean_us;
     free(v);
 }

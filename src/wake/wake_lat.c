@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/lat.h"
 #include "base/list.h"
 #include "base/log.h"
 #include "base/xmalloc.h"
@@ -89,38 +90,14 @@ wake_lat_add(struct wake *w, enum wake_interval which, uint64_t us)
     if ((unsigned)which >= WAKE_LAT_COUNT)
         return;
     struct wlat *l = &w->lat[which];
-    size_t b = 0;
-    while (b < WAKE_HIST_BUCKETS && (double)us / 1e6 > wake_hist_bounds_s[b])
-        b++;
+    size_t b = lat_bucket(wake_hist_bounds_s, WAKE_HIST_BUCKETS, us);
     if (b < WAKE_HIST_BUCKETS)
         atomic_fetch_add(&l->bucket[b], 1);
     atomic_fetch_add(&l->count, 1);
     atomic_fetch_add(&l->sum_us, us);
     pthread_mutex_lock(&w->lat_lock);
-    l->ring[l->next] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-    l->next = (l->next + 1) % WAKE_LAT_SAMPLES;
-    if (l->n < WAKE_LAT_SAMPLES)
-        l->n++;
+    lat_ring_put(l->ring, WAKE_LAT_SAMPLES, &l->next, &l->n, us);
     pthread_mutex_unlock(&w->lat_lock);
-}
-
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest rank: the smallest sample with at least q of them at or below. */
-static uint64_t
-rank(const uint32_t *v, size_t n, double q)
-{
-    size_t k = (size_t)(q * (double)n + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > n)
-        k = n;
-    return v[k - 1];
 }
 
 void
@@ -145,19 +122,15 @@ wake_lat_get(struct wake *w, enum wake_interval which, bool exact,
     size_t n = l->n;
     memcpy(v, l->ring, n * sizeof(*v)); /* order does not matter */
     pthread_mutex_unlock(&w->lat_lock);
-    if (n) {
-        qsort(v, n, sizeof(*v), cmp_u32);
-        double sum = 0;
-        for (size_t i = 0; i < n; i++)
-            sum += v[i];
-        out->samples = n;
-        out->min_us = v[0];
-        out->p50_us = rank(v, n, 0.50);
-        out->p90_us = rank(v, n, 0.90);
-        out->p99_us = rank(v, n, 0.99);
-        out->p999_us = rank(v, n, 0.999);
-        out->max_us = v[n - 1];
-        out->mean_us = sum / (double)n;
-    }
+    struct lat_exact e;
+    lat_exact(v, n, &e);
+    out->samples = e.samples;
+    out->min_us = e.min_us;
+    out->p50_us = e.p50_us;
+    out->p90_us = e.p90_us;
+    out->p99_us = e.p99_us;
+    out->p999_us = e.p999_us;
+    out->max_us = e.max_us;
+    out->mean_us = e.mean_us;
     free(v);
 }
