@@ -35,9 +35,7 @@ static int
 setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/pp-commit-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+    tdb_dir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "commit");
     /* The longest batch window: a write that is on disk early was
      * committed by store_commit, not by the window. */
     f->cfg = (struct store_cfg){
@@ -51,13 +49,7 @@ static int
 teardown(void **state)
 {
     struct fixture *f = *state;
-    char p[160];
-    static const char *const sfx[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, sfx[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    tdb_dir_remove(f->dir, f->path);
     free(f);
     return 0;
 }

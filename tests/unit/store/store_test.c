@@ -31,9 +31,7 @@ static int
 setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/pp-store-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+    tdb_dir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "store");
     f->cfg = (struct store_cfg){
         .path = f->path, .flush_ms = 20, .max_queue = 100000};
     tdb_cfg(&f->cfg, f->path);
@@ -45,13 +43,7 @@ static int
 teardown(void **state)
 {
     struct fixture *f = *state;
-    char p[160];
-    static const char *const sfx[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, sfx[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    tdb_dir_remove(f->dir, f->path);
     free(f);
     return 0;
 }

@@ -3,12 +3,14 @@
  */
 #include "testdb.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
@@ -160,4 +162,26 @@ int
 tdb_server_start(void)
 {
     return pg_ctl("-w -t 30 start");
+}
+
+void
+tdb_dir_make(char *dir, size_t dcap, char *path, size_t pcap, const char *tag)
+{
+    snprintf(dir, dcap, "/tmp/pp-%s-XXXXXX", tag);
+    if (!mkdtemp(dir))
+        fail_msg("mkdtemp %s: %s", dir, strerror(errno));
+    snprintf(path, pcap, "%s/t.db", dir);
+}
+
+void
+tdb_dir_remove(const char *dir, const char *path)
+{
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    char p[512];
+
+    for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+        snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
+        unlink(p);
+    }
+    rmdir(dir);
 }

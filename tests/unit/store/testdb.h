@@ -10,8 +10,18 @@
 #define PUSHPBX_TESTS_STORE_TESTDB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "store/store.h"
+
+/* A temporary directory for a test's SQLite file: dir becomes
+ * "/tmp/pp-TAG-XXXXXX" (created; fails the test if it cannot be) and path
+ * "DIR/t.db". The store tests' common set-up. */
+void tdb_dir_make(char *dir, size_t dcap, char *path, size_t pcap,
+                  const char *tag);
+/* Remove path, its -wal and -shm files, then dir (left in place if
+ * anything else is still in it). */
+void tdb_dir_remove(const char *dir, const char *path);
 
 /* True when the tests run on PostgreSQL. */
 bool tdb_pg(void);
