@@ -2,7 +2,8 @@
  * registrar/msgstore: index of stored chat messages; see msgstore.h.
  *
  * Layout: a hash of extensions (fixed bucket array, chains), each with an
- * array of entries in id order. Entries leave mostly from the front
+ * array of entries in arrival order, (received_us, id) (msgstore.h,
+ * "Order"). Entries leave mostly from the front
  * (delivery, expiry, cap), and an extension holds at most
  * max_per_extension (1,000) of 40 bytes, so removal is a memmove of at
  * most 40 KB: simpler than a ring and far below the cost of the SIP
@@ -36,6 +37,7 @@
 
 struct ent {
     uint64_t id;
+    int64_t received_us; /* arrival order, with id (ent_before) */
     uint32_t body_len;
     bool durable;        /* its commit succeeded */
     int64_t received_at; /* unix s */
@@ -68,6 +70,10 @@ struct reg_msg_table {
     bool shared_ids;
     uint64_t id_end, spare_first;
     uint64_t durable_seq; /* counts successful commits (refresh races) */
+    /* The highest received_us this node gave or saw (load, refresh): the
+     * next put gets more, so a message stored here after another one was
+     * known here, from any node, is ordered after it. */
+    int64_t last_us;
     uint64_t gone[GONE_RING];
     unsigned gone_next;
     int64_t next_due_s; /* INT64_MAX: nothing to expire */
@@ -126,14 +132,38 @@ reg_msg_is_composing(const char *content_type)
 /* ---- table ------------------------------------------------------------ */
 
 static int64_t
-now_ms(const struct reg_msg_table *t)
+now_us(const struct reg_msg_table *t)
 {
     struct timespec ts;
 
     if (t->clock_ms)
-        return t->clock_ms(t->clock_arg);
+        return t->clock_ms(t->clock_arg) * 1000;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+now_ms(const struct reg_msg_table *t)
+{
+    return now_us(t) / 1000;
+}
+
+/* Arrival order: a was received before b. The same order as the store's
+ * loads and cap, (received_us, id). */
+static bool
+ent_before(const struct ent *a, const struct ent *b)
+{
+    return a->received_us != b->received_us ? a->received_us < b->received_us
+                                            : a->id < b->id;
+}
+
+/* A received_us met (loaded, or another node's): the next put goes after
+ * it. Under t->lock (or before the table is shared). */
+static void
+saw_us(struct reg_msg_table *t, int64_t us)
+{
+    if (us > t->last_us)
+        t->last_us = us;
 }
 
 static unsigned
@@ -195,10 +225,11 @@ ent_append(struct reg_msg_table *t, struct ext *e, const struct ent *n)
         e->cap = e->cap ? e->cap * 2 : 4;
         e->ents = xrealloc(e->ents, e->cap * sizeof(e->ents[0]));
     }
-    /* In id order: another node's messages (reg_msg_refresh) may have
-     * higher ids than this node's block. */
+    /* In arrival order: a message of another node (reg_msg_refresh) may
+     * have arrived before this node's last ones, whatever its id (ids
+     * come in blocks per node). */
     size_t k = e->count++;
-    while (k > 0 && e->ents[k - 1].id > n->id) {
+    while (k > 0 && ent_before(n, &e->ents[k - 1])) {
         e->ents[k] = e->ents[k - 1];
         k--;
     }
@@ -231,6 +262,7 @@ load_one(const struct store_msg *m, void *arg)
     struct ext *e = ext_find(t, m->ext, true);
     struct ent n = {
         .id = m->id,
+        .received_us = m->received_us,
         .body_len = (uint32_t)m->body_len,
         .durable = true,
         .received_at = m->received_at,
@@ -238,6 +270,7 @@ load_one(const struct store_msg *m, void *arg)
     };
 
     ent_append(t, e, &n);
+    saw_us(t, m->received_us);
     if (!t->shared_ids && m->id >= t->next_id)
         t->next_id = m->id + 1;
     return 0;
@@ -489,7 +522,7 @@ reg_msg_put(struct reg_msg_table *t, const struct store_msg *m,
     p->cb = cb;
     p->arg = arg;
 
-    int64_t now_s = now_ms(t) / 1000;
+    int64_t now = now_us(t), now_s = now / 1000000;
     struct store_msg row = *m;
     row.received_at = now_s;
     row.expires_at = now_s + t->ttl_s;
@@ -513,6 +546,11 @@ reg_msg_put(struct reg_msg_table *t, const struct store_msg *m,
         add_block(t, first);
     }
     row.id = p->id;
+    /* Taken with the id, under the lock: on this node received_us
+     * increases with the id, even when the clock steps back, so arrival
+     * order here is the order reg_msg_put was called in. */
+    row.received_us = now > t->last_us ? now : t->last_us + 1;
+    t->last_us = row.received_us;
     struct store_mark mark = store_mark(t->store);
     /* Queued under the lock: the store sees puts in id order. The store
      * applies the same cap in the same transaction. */
@@ -520,6 +558,7 @@ reg_msg_put(struct reg_msg_table *t, const struct store_msg *m,
     struct ext *e = ext_find(t, m->ext, true);
     struct ent n = {
         .id = row.id,
+        .received_us = row.received_us,
         .body_len = (uint32_t)row.body_len,
         .received_at = row.received_at,
         .expires_at = row.expires_at,
@@ -635,8 +674,14 @@ reg_msg_claim(struct reg_msg_table *t, const char *ext, reg_msg_claim_cb *cb,
         return -ENOENT;
     }
     struct ent *h = &e->ents[0];
-    if (!h->durable || (h->claimed_ms != 0 &&
-                        now - h->claimed_ms < REG_MSG_CLAIM_TIMEOUT_MS)) {
+    /* One delivery per extension at a time: the one out need not be the
+     * head any more (another node's message that arrived before it was
+     * learnt of meanwhile, or the head dropped by the cap). */
+    bool out = !h->durable;
+    for (size_t i = 0; i < e->count && !out; i++)
+        out = e->ents[i].claimed_ms != 0 &&
+              now - e->ents[i].claimed_ms < REG_MSG_CLAIM_TIMEOUT_MS;
+    if (out) {
         pthread_mutex_unlock(&t->lock);
         return -EBUSY;
     }
@@ -782,6 +827,7 @@ reg_msg_list(struct reg_msg_table *t, reg_msg_ext_cb *cb, void *arg)
 struct row {
     char *ext;
     uint64_t id;
+    int64_t received_us;
     uint32_t body_len;
     int64_t received_at, expires_at;
 };
@@ -803,6 +849,7 @@ take_row(const struct store_msg *m, void *arg)
     rs->v[rs->n++] = (struct row){
         .ext = xstrdup(m->ext),
         .id = m->id,
+        .received_us = m->received_us,
         .body_len = (uint32_t)m->body_len,
         .received_at = m->received_at,
         .expires_at = m->expires_at,
@@ -813,8 +860,7 @@ take_row(const struct store_msg *m, void *arg)
 static int
 cmp_ent(const void *a, const void *b)
 {
-    uint64_t x = ((const struct ent *)a)->id, y = ((const struct ent *)b)->id;
-    return x < y ? -1 : x > y;
+    return ent_before(a, b) ? -1 : ent_before(b, a);
 }
 
 static int
@@ -869,12 +915,14 @@ merge_ext(struct reg_msg_table *t, const char *number, const struct row *r,
     size_t kept = k;
     for (size_t j = 0; j < n; j++) {
         bool known = false;
+        saw_us(t, r[j].received_us);
         for (size_t i = 0; i < kept && !known; i++)
             known = v[i].id == r[j].id;
         if (known || recently_gone(t, r[j].id))
             continue;
         v[k++] = (struct ent){
             .id = r[j].id,
+            .received_us = r[j].received_us,
             .body_len = r[j].body_len,
             .durable = true,
             .received_at = r[j].received_at,

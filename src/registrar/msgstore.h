@@ -19,19 +19,26 @@
  * Ids: SQLite (one node) numbers on from the highest id ever used; on
  * PostgreSQL (a cluster shares the table) each node takes blocks of
  * STORE_MSG_ID_BLOCK ids from one sequence (store_msg_id_block), so no
- * two nodes give one id to two messages. Between nodes the delivery
- * order is the id order, i.e. by block, not by arrival.
- * TODO(cluster): order messages of one extension stored on different
- * nodes by arrival (e.g. received_at, then id), in memory, in the cap and
- * in delivery alike.
+ * two nodes give one id to two messages. Ids say nothing about order
+ * between nodes (a node's block may be below another's).
  *
- * Order: ids are assigned here, increasing, under the table mutex, and
- * the store write is queued under the same mutex, so memory, disk and
- * delivery order are the order reg_msg_put was called in (the order the
- * MESSAGEs were received, hence their Call-ID/CSeq order). At most one
- * message per extension is being delivered at a time (reg_msg_claim gives
- * only the oldest, and only when it is not already out), so a failed
- * delivery never lets a younger message overtake it.
+ * Order: one extension's messages are ordered by arrival, (received_us,
+ * id): received_us is the wall clock in microseconds when reg_msg_put
+ * ran, raised when needed above every received_us this node gave or saw
+ * (loaded at start, or another node's, read by reg_msg_refresh). The
+ * index, the cap (memory and store_msg_put's), delivery and the store's
+ * loads all use that one order, so every node of a cluster agrees on it.
+ * On one node the id and received_us are taken together under the table
+ * mutex, both increasing, and the store write is queued under the same
+ * mutex, so memory, disk and delivery order are the order reg_msg_put
+ * was called in (the order the MESSAGEs were received, hence their
+ * Call-ID/CSeq order), also if the clock steps back. Between nodes it is
+ * the order of their clocks (keep them in step: NTP), except that a
+ * message stored after this node knew of another one comes after it.
+ * At most one message per extension is being delivered at a time
+ * (reg_msg_claim gives only the oldest, and only when none of the
+ * extension's messages is out), so a failed delivery never lets a
+ * younger message overtake it.
  *
  * Limits: [messages] max_per_extension (the oldest is dropped, counted;
  * the store applies the same cap in the same transaction), ttl_days
@@ -121,8 +128,9 @@ bool reg_msg_content_type_ok(const struct reg_msg_table *t,
 typedef void reg_msg_put_cb(int rc, uint64_t id, void *arg);
 
 /* Store m for m->ext (read: ext, sender_uri, sender_name, call_id, cseq,
- * content_type, body/body_len; id, received_at and expires_at are set
- * here, received_at = now, expires_at = now + ttl). The message is in the
+ * content_type, body/body_len; id, received_at, received_us and
+ * expires_at are set here, received_at = now, expires_at = now + ttl,
+ * received_us as in "Order" above). The message is in the
  * index at once, queued to the store, and committed at once
  * (store_commit_async); cb(rc, id, arg) runs exactly once when the
  * commit is done: on the store's writer thread, or on the calling thread
@@ -147,8 +155,8 @@ struct reg_msg_info {
     int64_t received_at, expires_at; /* unix seconds */
     bool claimed;                    /* being delivered now */
 };
-/* Copy up to cap of ext's committed messages, oldest first. Returns how
- * many ext has in all (may exceed cap). */
+/* Copy up to cap of ext's committed messages, oldest (by arrival)
+ * first. Returns how many ext has in all (may exceed cap). */
 size_t reg_msg_list_ext(struct reg_msg_table *t, const char *ext,
                         struct reg_msg_info *out, size_t cap);
 
@@ -160,12 +168,13 @@ size_t reg_msg_list_ext(struct reg_msg_table *t, const char *ext,
  * message stays first). Same thread rules as reg_msg_put_cb. */
 typedef void reg_msg_claim_cb(int rc, const struct store_msg *m, void *arg);
 
-/* Claim the oldest committed message of ext for delivery to a binding
- * and read its row from the store (store_msg_get_async: never blocks).
- * Returns 0 (cb will run exactly once; after a 0 there, the caller must
- * report the outcome with reg_msg_done), -ENOENT (ext has no committed
- * message), -EBUSY (the oldest is being delivered already, by this or
- * another worker, or is still being committed: retry when that ends).
+/* Claim the oldest (by arrival, "Order" above) committed message of ext
+ * for delivery to a binding and read its row from the store
+ * (store_msg_get_async: never blocks). Returns 0 (cb will run exactly
+ * once; after a 0 there, the caller must report the outcome with
+ * reg_msg_done), -ENOENT (ext has no committed message), -EBUSY (a
+ * message of ext is being delivered already, by this or another worker,
+ * or the oldest is still being committed: retry when that ends).
  * Expired messages met on the way are dropped (counted). Any thread. */
 int reg_msg_claim(struct reg_msg_table *t, const char *ext,
                   reg_msg_claim_cb *cb, void *arg);

@@ -148,6 +148,7 @@ writer_main(void *arg)
                 .cseq = (uint32_t)o->i[1],
                 .received_at = o->i[2],
                 .expires_at = o->i[3],
+                .received_us = o->i[4],
             };
             o->get_cb(grc, grc == 0 ? &m : NULL, o->cb_arg);
             store_op_free(o);
@@ -426,6 +427,7 @@ store_msg_put(struct store *st, const struct store_msg *m,
     o->i[2] = m->received_at;
     o->i[3] = m->expires_at;
     o->i[4] = max_per_ext;
+    o->i[5] = m->received_us;
     return enqueue(st, o);
 }
 

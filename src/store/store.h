@@ -160,6 +160,13 @@ struct store_msg {
     size_t body_len;          /* bytes (also filled without bodies) */
     int64_t received_at;      /* unix seconds */
     int64_t expires_at;       /* unix seconds; gone at or after it */
+    /* The arrival order across nodes (docs/messages.md "Order"): unix
+     * microseconds when the message was received, as the storing node
+     * set it (reg_msg_put: never below what that node stored or saw
+     * before, so on one node it increases with the id). One extension's
+     * messages are ordered by (received_us, id). Rows of a pushpbx before
+     * schema version 5 have received_at * 1000000. */
+    int64_t received_us;
 };
 
 /* Per extension, for the admin page (store_msg_counts). */
@@ -228,7 +235,8 @@ int store_prov_del(struct store *st, const char *ext);
 
 /* Queue the insert of m (body copied). max_per_ext > 0: in the same
  * transaction, the oldest messages of m->ext beyond the newest
- * max_per_ext are deleted (by id order; counted in msg_capped). Durable
+ * max_per_ext are deleted (oldest by arrival: (received_us, id) order;
+ * counted in msg_capped). Durable
  * only once committed: the SIP side answers 202 after store_mark +
  * store_msg_put + store_commit_async (reg_msg_put does exactly that).
  * Returns 0, -EINVAL (id 0 or no ext) or -ENOSPC. Any thread. */
@@ -361,8 +369,9 @@ int store_prov_import(struct store *st, const char *path, char *err,
                       size_t errlen);
 
 /* Read the messages not expired at now_s (expired ones are deleted
- * through the writer instead of passed), ordered by extension then id
- * (the order they were received in). ext NULL: every extension; else
+ * through the writer instead of passed), ordered by extension, then by
+ * arrival: received_us, then id (the order they were received in, also
+ * across the nodes of a cluster). ext NULL: every extension; else
  * only that one. bodies false: m->body is NULL (body_len is still set),
  * which is what the start-up index load wants. cb as store_ext_load.
  * Reads committed rows only (own connection); blocks: start-up, admin
@@ -456,7 +465,7 @@ void store_get_stats(struct store *st, struct store_stats *out);
 /* The schema version of the open database (the highest row of
  * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
  * -EIO. Blocking read (own connection), like the loads. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 int store_schema_version(struct store *st, int *out);
 
 /* ---- cluster (docs/cluster.md) ---------------------------------------

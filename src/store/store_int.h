@@ -57,9 +57,10 @@ enum op_kind {
  *   OP_PROV_PUT, OP_PROV_IMPORT  s: ext token password
  *                  i: created_at expires_at fetches max_fetches
  *   OP_MSG_PUT     s: ext sender_uri sender_name call_id content_type
- *                  i: id cseq received_at expires_at cap; blob: body
+ *                  i: id cseq received_at expires_at cap received_us;
+ *                  blob: body
  *   OP_MSG_DEL     i: id        OP_MSG_PURGE  i: now
- *   OP_MSG_GET     i: id; the backend fills s[0..4], blob, i[1..3], rc
+ *   OP_MSG_GET     i: id; the backend fills s[0..4], blob, i[1..4], rc
  *   OP_NODE_PUT    s: name advertise  i: started_at last_seen
  *   OP_CALL_PUT    s: node call_id caller callee outcome answered_by
  *                  i: status branches started_ms ringing_ms ended_ms

@@ -130,28 +130,31 @@ static const struct {
     [P_MSG_PUT] = {"msg_put",
                    "INSERT INTO messages(id, ext, sender_uri, sender_name,"
                    " call_id, cseq, content_type, body, received_at,"
-                   " expires_at) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                   " expires_at, received_us)"
+                   " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
                    " ON CONFLICT(id) DO UPDATE SET ext=EXCLUDED.ext,"
                    " sender_uri=EXCLUDED.sender_uri,"
                    " sender_name=EXCLUDED.sender_name,"
                    " call_id=EXCLUDED.call_id, cseq=EXCLUDED.cseq,"
                    " content_type=EXCLUDED.content_type, body=EXCLUDED.body,"
                    " received_at=EXCLUDED.received_at,"
-                   " expires_at=EXCLUDED.expires_at"},
+                   " expires_at=EXCLUDED.expires_at,"
+                   " received_us=EXCLUDED.received_us"},
     [P_MSG_SEQ] = {"msg_seq",
                    "UPDATE message_seq SET last_id=$1 WHERE last_id < $1"},
+    /* The newest $2 of $1 by arrival, as ST_MSG_CAP on SQLite. */
     [P_MSG_CAP] = {"msg_cap",
-                   "DELETE FROM messages WHERE ext=$1 AND id <= (SELECT id"
-                   " FROM messages WHERE ext=$1 ORDER BY id DESC LIMIT 1"
-                   " OFFSET $2)"},
+                   "DELETE FROM messages WHERE ext=$1 AND (received_us, id)"
+                   " <= (SELECT received_us, id FROM messages WHERE ext=$1"
+                   " ORDER BY received_us DESC, id DESC LIMIT 1 OFFSET $2)"},
     [P_MSG_DEL] = {"msg_del", "DELETE FROM messages WHERE id=$1"},
     [P_MSG_DEL_EXT] = {"msg_del_ext", "DELETE FROM messages WHERE ext=$1"},
     [P_MSG_PURGE] = {"msg_purge",
                      "DELETE FROM messages WHERE expires_at <= $1"},
     [P_MSG_GET] = {"msg_get",
                    "SELECT ext, sender_uri, sender_name, call_id,"
-                   " content_type, body, cseq, received_at, expires_at"
-                   " FROM messages WHERE id=$1"},
+                   " content_type, body, cseq, received_at, expires_at,"
+                   " received_us FROM messages WHERE id=$1"},
     [P_NODE_PUT] = {"node_put",
                     "INSERT INTO nodes(name, advertise, started_at,"
                     " last_seen) VALUES($1,$2,$3,$4) ON CONFLICT(name)"
@@ -485,6 +488,7 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
         v[n++] = o->blob ? o->blob : "";
         v[n++] = num[2];
         v[n++] = num[3];
+        v[n++] = num[5]; /* received_us */
         id[nid++] = P_MSG_PUT;
         id[nid++] = P_MSG_SEQ;
         if (o->i[4] > 0)
@@ -595,7 +599,7 @@ take_get(struct op *o, PGresult *r)
         memcpy(o->blob, b, o->blob_len);
     ((char *)o->blob)[o->blob_len] = '\0'; /* text bodies: a C string */
     PQfreemem(b);
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++) /* cseq received_at expires_at received_us */
         o->i[1 + k] = strtoll(PQgetvalue(r, 0, 6 + k), NULL, 10);
     o->rc = 0;
 }
@@ -947,6 +951,7 @@ row_msg(PGresult *r, void *ctx)
         .body_len = (size_t)i64(r, 8),
         .received_at = i64(r, 9),
         .expires_at = i64(r, 10),
+        .received_us = i64(r, 11),
     };
     int rc = 0;
     if (m.expires_at <= x->now_s)
@@ -1072,7 +1077,8 @@ pg_msg_load(struct store *st, const char *ext, int64_t now_s, bool bodies,
     snprintf(sql, sizeof(sql),
              "SELECT id, ext, sender_uri, sender_name, call_id, cseq,"
              " content_type, %s, octet_length(body), received_at,"
-             " expires_at FROM messages%s ORDER BY ext, id",
+             " expires_at, received_us FROM messages%s"
+             " ORDER BY ext, received_us, id",
              bodies ? "body" : "NULL", ext ? " WHERE ext=$1" : "");
     return read_rows(st, "load messages", sql, ext ? 1 : 0, ext, NULL, row_msg,
                      &x);

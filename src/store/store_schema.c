@@ -197,6 +197,23 @@ const struct store_migration store_migrations[] = {
            " ON call_records(node, call_id, started_ms);"
            "CREATE INDEX call_records_node ON call_records(node, id);"
            "CREATE INDEX call_records_ended ON call_records(ended_ms, id);"},
+    /* Stored messages in arrival order across nodes (docs/messages.md
+     * "Order"): the arrival time in microseconds, set by the storing node
+     * (store_msg.received_us); one extension's messages are loaded,
+     * capped and delivered by (received_us, id). Rows written before get
+     * their second (received_at * 1000000): among themselves they stay in
+     * id order, the order one node received them in. */
+    {.version = 5,
+     .sqlite = "ALTER TABLE messages ADD COLUMN received_us INTEGER NOT NULL"
+               " DEFAULT 0;"
+               "UPDATE messages SET received_us = received_at * 1000000;"
+               "DROP INDEX IF EXISTS messages_ext;"
+               "CREATE INDEX messages_ext ON messages(ext, received_us, id);",
+     .pg = "ALTER TABLE messages ADD COLUMN received_us bigint NOT NULL"
+           " DEFAULT 0;"
+           "UPDATE messages SET received_us = received_at * 1000000;"
+           "DROP INDEX IF EXISTS messages_ext;"
+           "CREATE INDEX messages_ext ON messages(ext, received_us, id);"},
 };
 
 _Static_assert(STORE_MSG_ID_BLOCK == 1000,

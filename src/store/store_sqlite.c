@@ -83,19 +83,20 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_PROV_DEL] = "DELETE FROM prov_links WHERE ext=?1",
     [ST_MSG_PUT] = "INSERT OR REPLACE INTO messages(id, ext, sender_uri,"
                    " sender_name, call_id, cseq, content_type, body,"
-                   " received_at, expires_at)"
-                   " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-    /* Keep the newest ?2 of ?1: the row at offset ?2 from the newest and
-     * every older one go (NULL, so nothing, when there are fewer). */
-    [ST_MSG_CAP] = "DELETE FROM messages WHERE ext=?1 AND id <= (SELECT id"
-                   " FROM messages WHERE ext=?1 ORDER BY id DESC LIMIT 1"
-                   " OFFSET ?2)",
+                   " received_at, expires_at, received_us)"
+                   " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+    /* Keep the newest ?2 of ?1 by arrival, (received_us, id): the row at
+     * offset ?2 from the newest and every older one go (NULL, so
+     * nothing, when there are fewer). */
+    [ST_MSG_CAP] = "DELETE FROM messages WHERE ext=?1 AND (received_us, id)"
+                   " <= (SELECT received_us, id FROM messages WHERE ext=?1"
+                   " ORDER BY received_us DESC, id DESC LIMIT 1 OFFSET ?2)",
     [ST_MSG_DEL] = "DELETE FROM messages WHERE id=?1",
     [ST_MSG_DEL_EXT] = "DELETE FROM messages WHERE ext=?1",
     [ST_MSG_PURGE] = "DELETE FROM messages WHERE expires_at <= ?1",
     [ST_MSG_GET] = "SELECT ext, sender_uri, sender_name, call_id,"
-                   " content_type, body, cseq, received_at, expires_at"
-                   " FROM messages WHERE id=?1",
+                   " content_type, body, cseq, received_at, expires_at,"
+                   " received_us FROM messages WHERE id=?1",
     [ST_NODE_PUT] = "INSERT INTO nodes(name, advertise, started_at,"
                     " last_seen) VALUES(?1,?2,?3,?4) ON CONFLICT(name)"
                     " DO UPDATE SET advertise=excluded.advertise,"
@@ -184,6 +185,7 @@ run_get(struct sq *q, struct op *o)
         o->i[1] = sqlite3_column_int64(s, 6);
         o->i[2] = sqlite3_column_int64(s, 7);
         o->i[3] = sqlite3_column_int64(s, 8);
+        o->i[4] = sqlite3_column_int64(s, 9);
         o->rc = 0;
         rc = SQLITE_DONE;
     } else if (rc == SQLITE_DONE) {
@@ -199,7 +201,7 @@ run_msg_put(struct store *st, struct sq *q, const struct op *o)
 {
     sqlite3_stmt *s = q->stmt[ST_MSG_PUT];
     /* s[]: ext sender_uri sender_name call_id content_type
-     * i[]: id cseq received_at expires_at cap */
+     * i[]: id cseq received_at expires_at cap received_us */
     static const int text_col[5] = {2, 3, 4, 5, 7};
     int rc = sqlite3_bind_int64(s, 1, o->i[0]);
 
@@ -214,6 +216,8 @@ run_msg_put(struct store *st, struct sq *q, const struct op *o)
         rc = sqlite3_bind_int64(s, 9, o->i[2]);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(s, 10, o->i[3]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 11, o->i[5]);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(s);
     sqlite3_reset(s);
@@ -915,8 +919,8 @@ sq_msg_load(struct store *st, const char *ext, int64_t now_s, bool bodies,
      * with 64 KiB messages. */
     snprintf(sql, sizeof(sql),
              "SELECT id, ext, sender_uri, sender_name, call_id, cseq,"
-             " content_type, %s, length(body), received_at, expires_at"
-             " FROM messages%s ORDER BY ext, id",
+             " content_type, %s, length(body), received_at, expires_at,"
+             " received_us FROM messages%s ORDER BY ext, received_us, id",
              bodies ? "body" : "NULL", ext ? " WHERE ext=?1" : "");
     if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK ||
         (ext && sqlite3_bind_text(s, 1, ext, -1, SQLITE_STATIC) != SQLITE_OK)) {
@@ -938,6 +942,7 @@ sq_msg_load(struct store *st, const char *ext, int64_t now_s, bool bodies,
             .body_len = (size_t)sqlite3_column_int64(s, 8),
             .received_at = sqlite3_column_int64(s, 9),
             .expires_at = sqlite3_column_int64(s, 10),
+            .received_us = sqlite3_column_int64(s, 11),
         };
         if (m.expires_at <= now_s) {
             store_msg_del(st, m.id);

@@ -7,7 +7,10 @@
  * delivered one is gone from memory and disk; the cap drops the oldest
  * (counted, the new one still accepted); the TTL drops messages from
  * memory and disk; ids continue after a restart even when every message
- * was delivered; the content-type checks ignore case and parameters.
+ * was delivered; the content-type checks ignore case and parameters;
+ * messages of two cluster nodes (ids in blocks per node) are kept,
+ * capped, loaded and delivered in arrival order, and one node's order is
+ * the order received even when its clock steps back.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -354,6 +357,141 @@ refresh_follows_another_index(void **state)
     reg_msg_close(t2);
 }
 
+/* Node b of a cluster stores a message for ext in the shared table as its
+ * reg_msg_put would: an id from its own block, received_us from its own
+ * clock. */
+static void
+other_node_put(struct fixture *f, const char *ext, uint64_t id,
+               const char *text, int64_t received_ms)
+{
+    struct store_msg m = {
+        .id = id,
+        .ext = ext,
+        .sender_uri = "sip:101@example.com",
+        .call_id = "conv-b@host",
+        .cseq = 1,
+        .content_type = "text/plain",
+        .body = text,
+        .body_len = strlen(text),
+        .received_at = received_ms / 1000,
+        .expires_at = received_ms / 1000 + 7 * 86400,
+        .received_us = received_ms * 1000,
+    };
+    struct store_mark mk = store_mark(f->st);
+    assert_int_equal(store_msg_put(f->st, &m, f->cfg.max_per_extension), 0);
+    assert_int_equal(store_commit(f->st, mk, 5000), 0);
+}
+
+/* ext's message ids, oldest first, as the index gives them out. */
+static size_t
+ids_of(struct fixture *f, const char *ext, uint64_t *ids, size_t cap)
+{
+    struct reg_msg_info info[16];
+    size_t n = reg_msg_list_ext(f->t, ext, info, 16);
+    assert_true(n <= cap && n <= 16);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = info[i].id;
+    return n;
+}
+
+static void
+assert_ids(struct fixture *f, const char *ext, const uint64_t *want,
+           size_t n)
+{
+    uint64_t got[16];
+    assert_int_equal(ids_of(f, ext, got, 16), n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(got[i], want[i]);
+}
+
+/* Two nodes (docs/cluster.md): this index is node a (ids 1..), node b
+ * stores into the same table with ids above a's (101.., later 201: this
+ * SQLite index numbers on after the highest id it loads, so b's ids stay
+ * clear of those a takes after a restart). The
+ * messages arrive b1 a1 b2 a2, one millisecond apart; a hears of b's
+ * later (reg_msg_refresh). The index, the start-up load, the cap and the
+ * delivery all go by arrival, not by id: b1 a1 b2 a2. A message stored
+ * at a after a knew of one from b comes after it, even when b's clock is
+ * ahead. */
+static void
+two_nodes_interleaved_by_arrival(void **state)
+{
+    struct fixture *f = *state;
+    close_all(f);
+    f->cfg.max_per_extension = 4;
+    open_all(f);
+    const int64_t t0 = f->now_ms;
+
+    f->now_ms = t0 + 1;
+    uint64_t a1 = put(f, "100", "a1", 1);
+    f->now_ms = t0 + 3;
+    uint64_t a2 = put(f, "100", "a2", 2);
+    other_node_put(f, "100", 101, "b1", t0);
+    other_node_put(f, "100", 102, "b2", t0 + 2);
+    assert_int_equal(reg_msg_refresh(f->t, "100"), 2);
+    assert_ids(f, "100", (uint64_t[]){101, a1, 102, a2}, 4);
+
+    /* The same order loaded at start. */
+    close_all(f);
+    open_all(f);
+    assert_ids(f, "100", (uint64_t[]){101, a1, 102, a2}, 4);
+
+    /* Full: a3 drops b1, the first received (not a1, the lowest id), in
+     * memory and in the table. */
+    f->now_ms = t0 + 4;
+    uint64_t a3 = put(f, "100", "a3", 3);
+    assert_ids(f, "100", (uint64_t[]){a1, 102, a2, a3}, 4);
+    struct reg_msg_stats s;
+    reg_msg_get_stats(f->t, &s);
+    assert_int_equal(s.dropped, 1);
+    close_all(f);
+    open_all(f);
+    assert_ids(f, "100", (uint64_t[]){a1, 102, a2, a3}, 4);
+
+    /* Delivered in that order, one at a time. */
+    const char *want[] = {"a1", "b2", "a2", "a3"};
+    for (int i = 0; i < 4; i++) {
+        struct wait w;
+        assert_int_equal(claim(f, "100", &w), 0);
+        assert_string_equal(w.body, want[i]);
+        struct wait busy;
+        assert_int_equal(claim(f, "100", &busy), -EBUSY);
+        reg_msg_done(f->t, "100", w.id, true);
+    }
+
+    /* b's clock is 10 s ahead: its b3 is known here before a4 is put, so
+     * a4 goes after it. */
+    other_node_put(f, "100", 201, "b3", t0 + 10000);
+    assert_int_equal(reg_msg_refresh(f->t, "100"), 1);
+    f->now_ms = t0 + 5;
+    uint64_t a4 = put(f, "100", "a4", 4);
+    assert_ids(f, "100", (uint64_t[]){201, a4}, 2);
+    close_all(f);
+    open_all(f);
+    assert_ids(f, "100", (uint64_t[]){201, a4}, 2);
+}
+
+/* One node whose clock steps back (also across a restart): the order is
+ * still the order received, the id order. */
+static void
+clock_step_back_keeps_receipt_order(void **state)
+{
+    struct fixture *f = *state;
+    const int64_t t0 = f->now_ms;
+    uint64_t x = put(f, "100", "x", 1);
+    f->now_ms = t0 - 5000;
+    uint64_t y = put(f, "100", "y", 2);
+    close_all(f);
+    open_all(f);
+    f->now_ms = t0 - 4000;
+    uint64_t z = put(f, "100", "z", 3);
+    assert_true(x < y && y < z);
+    assert_ids(f, "100", (uint64_t[]){x, y, z}, 3);
+    struct wait w;
+    assert_int_equal(claim(f, "100", &w), 0);
+    assert_string_equal(w.body, "x");
+}
+
 static void
 cap_drops_oldest(void **state)
 {
@@ -536,6 +674,10 @@ main(void)
         cmocka_unit_test_setup_teardown(survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(ids_never_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(cap_drops_oldest, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_nodes_interleaved_by_arrival,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(clock_step_back_keeps_receipt_order,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(ttl_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(limits_and_types, setup, teardown),
         cmocka_unit_test_setup_teardown(remove_ext_and_vanished_row, setup,

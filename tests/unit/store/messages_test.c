@@ -1,8 +1,9 @@
 /*
  * messages_test: the messages table ([messages] first pass). A message
  * (binary body included) survives a close and reopen once committed;
- * loads come in id order per extension, with or without bodies; the cap
- * keeps the newest max_per_ext and counts what it dropped; expired rows
+ * loads come in arrival order per extension, (received_us, id), with or
+ * without bodies, also when ids come in blocks per node; the cap keeps
+ * the newest max_per_ext by arrival and counts what it dropped; expired rows
  * are skipped and deleted by the load and by store_msg_purge (counted);
  * counts per extension never read a body; the last id survives the
  * deletion of every row; store_msg_get_async finds a message queued but
@@ -146,7 +147,7 @@ struct got {
     int rc;
     uint64_t id;
     uint32_t cseq;
-    int64_t received_at, expires_at;
+    int64_t received_at, expires_at, received_us;
     char ext[16], sender_uri[64], sender_name[64], call_id[64], ctype[64];
     char body[64];
     size_t body_len;
@@ -163,6 +164,7 @@ on_get(int rc, const struct store_msg *m, void *arg)
         g->cseq = m->cseq;
         g->received_at = m->received_at;
         g->expires_at = m->expires_at;
+        g->received_us = m->received_us;
         snprintf(g->ext, sizeof(g->ext), "%s", m->ext);
         snprintf(g->sender_uri, sizeof(g->sender_uri), "%s", m->sender_uri);
         snprintf(g->sender_name, sizeof(g->sender_name), "%s", m->sender_name);
@@ -206,6 +208,7 @@ get_every_column(void **state)
     m.content_type = "message/cpim";
     m.call_id = "abc@host";
     m.cseq = 42;
+    m.received_us = 1234567890;
     put_commit(f->st, &m, 0);
     reopen(f);
 
@@ -216,6 +219,7 @@ get_every_column(void **state)
     assert_int_equal(g.cseq, 42);
     assert_int_equal(g.received_at, 1234);
     assert_int_equal(g.expires_at, 1234 + 7 * 86400);
+    assert_int_equal(g.received_us, 1234567890);
     assert_string_equal(g.ext, "100");
     assert_string_equal(g.sender_uri, "sip:101@example.com");
     assert_string_equal(g.sender_name, "Zoë");
@@ -299,6 +303,57 @@ cap_drops_oldest(void **state)
     struct store_stats stats;
     store_get_stats(f->st, &stats);
     assert_int_equal(stats.msg_capped, 2);
+}
+
+/* Two nodes' messages to one extension (docs/cluster.md): ids come in
+ * blocks per node (node a 1.., node b 1001..), so the id order is not the
+ * order received. Loads and the cap go by arrival, (received_us, id):
+ * the load gives b1 a1 b2 a2 (not a1 a2 b1 b2), and the cap drops the
+ * oldest by arrival (b1, although a1 has the lowest id). */
+static void
+load_and_cap_by_arrival(void **state)
+{
+    struct fixture *f = *state;
+    const int64_t t0 = 1700000000000000; /* us */
+    struct {
+        uint64_t id;
+        const char *body;
+        int64_t us;
+    } in[] = {
+        /* queued in id order, received interleaved */
+        {1, "a1", t0 + 1000},
+        {2, "a2", t0 + 3000},
+        {1001, "b1", t0},
+        {1002, "b2", t0 + 2000},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        struct store_msg m = msg(in[i].id, "100", in[i].body, 1700000000);
+        m.received_us = in[i].us;
+        put_commit(f->st, &m, 4);
+    }
+    struct seen s = {0};
+    assert_int_equal(
+        store_msg_load(f->st, "100", 1700000001, true, collect, &s), 0);
+    assert_int_equal(s.n, 4);
+    const char *want[] = {"b1", "a1", "b2", "a2"};
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(s.bodies[i], want[i]);
+
+    /* A fifth (node a, last): the cap of 4 drops b1, the first received. */
+    struct store_msg m = msg(3, "100", "a3", 1700000000);
+    m.received_us = t0 + 4000;
+    put_commit(f->st, &m, 4);
+    struct store_stats stats;
+    store_get_stats(f->st, &stats);
+    assert_int_equal(stats.msg_capped, 1);
+    reopen(f);
+    struct seen all = {0};
+    assert_int_equal(
+        store_msg_load(f->st, NULL, 1700000001, true, collect, &all), 0);
+    assert_int_equal(all.n, 4);
+    const char *kept[] = {"a1", "b2", "a2", "a3"};
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(all.bodies[i], kept[i]);
 }
 
 static void
@@ -478,6 +533,8 @@ main(void)
         cmocka_unit_test_setup_teardown(load_in_order_per_extension, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(cap_drops_oldest, setup, teardown),
+        cmocka_unit_test_setup_teardown(load_and_cap_by_arrival, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(expiry_on_load_and_purge, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(counts_per_extension, setup, teardown),
