@@ -412,7 +412,8 @@ assert_ids(struct fixture *f, const char *ext, const uint64_t *want,
  * later (reg_msg_refresh). The index, the start-up load, the cap and the
  * delivery all go by arrival, not by id: b1 a1 b2 a2. A message stored
  * at a after a knew of one from b comes after it, even when b's clock is
- * ahead. */
+ * ahead. One delivery per extension at a time, also when an older
+ * message is learnt of while a younger one is out. */
 static void
 two_nodes_interleaved_by_arrival(void **state)
 {
@@ -469,6 +470,21 @@ two_nodes_interleaved_by_arrival(void **state)
     close_all(f);
     open_all(f);
     assert_ids(f, "100", (uint64_t[]){201, a4}, 2);
+
+    /* b3 is being delivered when a message b received before it (b0,
+     * committed late) is learnt of: b0 is now the oldest, but the
+     * extension's one delivery is out, so no second one starts. */
+    struct wait w;
+    assert_int_equal(claim(f, "100", &w), 0);
+    assert_string_equal(w.body, "b3");
+    other_node_put(f, "100", 202, "b0", t0 + 9000);
+    assert_int_equal(reg_msg_refresh(f->t, "100"), 1);
+    assert_ids(f, "100", (uint64_t[]){202, 201, a4}, 3);
+    struct wait busy;
+    assert_int_equal(claim(f, "100", &busy), -EBUSY);
+    reg_msg_done(f->t, "100", 201, true);
+    assert_int_equal(claim(f, "100", &w), 0);
+    assert_string_equal(w.body, "b0");
 }
 
 /* One node whose clock steps back (also across a restart): the order is
