@@ -395,8 +395,7 @@ ids_of(struct fixture *f, const char *ext, uint64_t *ids, size_t cap)
 }
 
 static void
-assert_ids(struct fixture *f, const char *ext, const uint64_t *want,
-           size_t n)
+assert_ids(struct fixture *f, const char *ext, const uint64_t *want, size_t n)
 {
     uint64_t got[16];
     assert_int_equal(ids_of(f, ext, got, 16), n);
@@ -690,8 +689,8 @@ main(void)
         cmocka_unit_test_setup_teardown(survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(ids_never_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(cap_drops_oldest, setup, teardown),
-        cmocka_unit_test_setup_teardown(two_nodes_interleaved_by_arrival,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(two_nodes_interleaved_by_arrival, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(clock_step_back_keeps_receipt_order,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(ttl_expiry, setup, teardown),

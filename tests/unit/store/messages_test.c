@@ -356,6 +356,56 @@ load_and_cap_by_arrival(void **state)
         assert_string_equal(all.bodies[i], kept[i]);
 }
 
+/* A database from before schema version 5 (no received_us): the
+ * migration gives its rows their second (received_at * 1000000), so
+ * they load by received time and, within one second, in id order (the
+ * order one node received them in). */
+static void
+migration_5_keeps_old_order(void **state)
+{
+    struct fixture *f = *state;
+    store_close(f->st);
+    f->st = NULL;
+    struct tdb *d = tdb_open(&f->cfg);
+    assert_non_null(d);
+    assert_int_equal(tdb_exec(d,
+                              "DROP INDEX messages_ext;"
+                              "ALTER TABLE messages DROP COLUMN received_us;"
+                              "CREATE INDEX messages_ext ON messages(ext, id);"
+                              "DELETE FROM schema_version WHERE version = 5;"),
+                     0);
+    static const char *const rows[] = {
+        /* id, received_at: 3 came a second before 1 and 2 */
+        "(1, 2001)", "(2, 2001)", "(3, 2000)"};
+    for (size_t i = 0; i < 3; i++) {
+        char sql[512];
+        /* Both backends name the columns of VALUES column1, column2. */
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO messages(id, ext, sender_uri, sender_name,"
+                 " call_id, cseq, content_type, body, received_at,"
+                 " expires_at) SELECT v.column1, '100', 's', '', 'c', 1,"
+                 " 'text/plain', %s, v.column2, 999999 FROM (VALUES %s) v",
+                 tdb_pg() ? "'x'::bytea" : "x'78'", rows[i]);
+        assert_int_equal(tdb_exec(d, sql), 0);
+    }
+    tdb_close(d);
+    char err[256];
+    assert_int_equal(store_open(&f->cfg, &f->st, err, sizeof(err)), 0);
+    assert_int_equal(tdb_count(&f->cfg, "SELECT max(version) FROM"
+                                        " schema_version"),
+                     STORE_SCHEMA_VERSION);
+    struct seen s = {0};
+    assert_int_equal(store_msg_load(f->st, "100", 2002, false, collect, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(s.ids[0], 3);
+    assert_int_equal(s.ids[1], 1);
+    assert_int_equal(s.ids[2], 2);
+    struct got g;
+    get_wait(f->st, 1, &g);
+    assert_int_equal(g.rc, 0);
+    assert_int_equal(g.received_us, 2001 * 1000000LL);
+}
+
 static void
 expiry_on_load_and_purge(void **state)
 {
@@ -534,6 +584,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(cap_drops_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(load_and_cap_by_arrival, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(migration_5_keeps_old_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(expiry_on_load_and_purge, setup,
                                         teardown),
