@@ -209,8 +209,11 @@ const struct store_migration store_migrations[] = {
                "UPDATE messages SET received_us = received_at * 1000000;"
                "DROP INDEX IF EXISTS messages_ext;"
                "CREATE INDEX messages_ext ON messages(ext, received_us, id);",
+     /* The default is for a node still running an older pushpbx while
+      * the others are upgraded: its inserts name no received_us and get
+      * the server's clock. */
      .pg = "ALTER TABLE messages ADD COLUMN received_us bigint NOT NULL"
-           " DEFAULT 0;"
+           " DEFAULT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;"
            "UPDATE messages SET received_us = received_at * 1000000;"
            "DROP INDEX IF EXISTS messages_ext;"
            "CREATE INDEX messages_ext ON messages(ext, received_us, id);"},
