@@ -271,6 +271,23 @@ response_scan(const char *msg, const char *hend, struct resp *r)
     }
 }
 
+/* The "\r\n\r\n" that ends the header of the message at buf[0..len), or
+ * NULL. Line by line with memchr: glibc's memmem costs several times more
+ * on a ~400-byte response. */
+static char *
+head_end(char *buf, size_t len)
+{
+    char *p = buf, *end = buf + len;
+
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (p - buf >= 1 && p[-1] == '\r' && end - p >= 3 && p[1] == '\r' &&
+            p[2] == '\n')
+            return p - 1;
+        p++;
+    }
+    return NULL;
+}
+
 /* The params of a Digest challenge we use; each a slice into the message,
  * NULL when absent. */
 struct challenge {
@@ -540,7 +557,7 @@ on_readable(struct conn *c)
         }
         c->in_len += (size_t)n;
         for (;;) {
-            char *hend = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+            char *hend = head_end(c->in, c->in_len);
             if (!hend)
                 break;
             struct resp rs;
