@@ -127,13 +127,13 @@ static struct {
 
 static SSL_CTX *ctx;
 static int ep;
-static unsigned self_pid;    /* this process's, for branches */
-static char req_uri[40];     /* sip:HOST:PORT of the target */
+static unsigned self_pid; /* this process's, for branches */
+static char req_uri[40];  /* sip:HOST:PORT of the target */
 static size_t req_uri_len;
 static char ha2[32];         /* MD5("REGISTER:" req_uri), hex */
 static char realm_seen[128]; /* the last realm challenged with */
 static size_t realm_seen_len;
-static unsigned realm_gen;   /* bumped when realm_seen changes */
+static unsigned realm_gen; /* bumped when realm_seen changes */
 static EVP_MD *md5;
 static EVP_MD_CTX *md5_ctx;
 static struct stats st;
@@ -266,7 +266,8 @@ response_scan(const char *msg, const char *hend, struct resp *r)
                 r->auth_end = e ? e : hend;
             }
             break;
-        default: break;
+        default:
+            break;
         }
     }
 }
@@ -991,8 +992,7 @@ main(int argc, char **argv)
     if (!md5 || !md5_ctx)
         die("MD5 is not available");
     char a2[64];
-    md5_hex(a2, (size_t)snprintf(a2, sizeof(a2), "REGISTER:%s", req_uri),
-            ha2);
+    md5_hex(a2, (size_t)snprintf(a2, sizeof(a2), "REGISTER:%s", req_uri), ha2);
 
     long mem0 = servers_kib();
     /* One result pipe per process: the stats (400 KB, more than PIPE_BUF)
