@@ -64,6 +64,23 @@ proxy_other_flow(const struct sip_uri *route, const struct tp_src *src)
     return 0;
 }
 
+/* [cluster] A request over a connection that is neither side's flow:
+ * when our Route says one side is another node (pp-nd, proxy_fork.c) and
+ * the request comes from a node, it goes to the other side's flow (a
+ * node's requests come over whichever connection its worker has to us);
+ * from anyone else, nowhere in particular (0: by address). */
+static uint64_t
+node_side(const struct proxy *p, const struct sip_uri *route,
+          const struct tp_src *src)
+{
+    struct slice nd;
+
+    if (!p->sh->is_peer || !sip_param_get(route->params, "pp-nd", &nd) ||
+        nd.len != 1 || !p->sh->is_peer(&src->remote.u.sa, p->sh->peer_arg))
+        return 0;
+    return param_u64(route->params, nd.ptr[0] == 'b' ? "pp-fa" : "pp-fb");
+}
+
 /* After our top Route (first, already parsed): if the second Route value
  * is us too (double record-routing), *last gets it and *pop2 is set. The
  * next Route value after ours goes into *next. Returns 1 when there is
@@ -179,6 +196,8 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         return;
     }
     uint64_t f = proxy_other_flow(&route, src);
+    if (!f && src->flow_id)
+        f = node_side(p, &route, src);
     if (!f && nr == 0)
         nat_target(&route, src, &dst);
     int media = proxy_route_media(&route);

@@ -73,9 +73,10 @@ proxy_media_count(struct proxy_shared *sh, enum proxy_media_counter k)
 
 void
 proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
-                         void *arg)
+                         proxy_peer_uri_fn *peer_uri, void *arg)
 {
     sh->is_peer = is_peer;
+    sh->peer_uri = peer_uri;
     sh->peer_arg = arg;
 }
 
