@@ -51,7 +51,8 @@ static const struct cfg_option cluster_options[] = {
 /* The advertise URI other nodes will use: sip:IP[:PORT] with at most a
  * transport parameter, udp or tcp (the proxy sends node-to-node requests
  * over it, proxy_fork.c). TLS is refused: pushpbx opens no TLS
- * connections, so no node could reach this one. */
+ * connections, so no node could reach this one.
+ * TODO(cluster): node-to-node TLS (needs outbound TLS in transport/). */
 static int
 advertise_check(const char *uri, char *err, size_t errlen)
 {

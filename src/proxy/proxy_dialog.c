@@ -13,6 +13,14 @@
  * in-dialog request pops our one or two Routes and goes over the flow of
  * the other side, so a NAT'd TCP/TLS phone is reached over its own
  * connection.
+ *
+ * [cluster] pp-nd=a|b names the side that is another node (proxy_fork.c):
+ * its requests come over any of its workers' connections, so a request
+ * from a node that matches neither flow goes to the other side's flow
+ * (node_side).
+ * TODO(cluster): an in-dialog request keeps the transport its Route entry
+ * names: a re-INVITE over 1300 bytes between nodes on a UDP advertise URI
+ * is not moved to TCP (RFC 3261 §18.1.1), only the initial INVITE is.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -498,7 +498,9 @@ binding_reachable(const struct reg_contact *b)
  * UDP, TCP when the request is too large (peer_any, proxy_branch_send).
  * TLS is refused at the advertising node's start (cluster_cfg.c), so an
  * advertise asking for it, or a node not in the cache yet, leaves UDP to
- * the binding's address (the node's). Media: the phone's side is known
+ * the binding's address (the node's).
+ * TODO(cluster): a node not in the nodes cache yet (it started within
+ * the last heartbeat) is reached over UDP whatever it advertises. Media: the phone's side is known
  * by its Contact only (the node, not the phone, sends its signalling):
  * NATed when the Contact's host is private, TLS (SRTP) when it asks for
  * TLS. */
