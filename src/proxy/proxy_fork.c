@@ -499,11 +499,11 @@ binding_reachable(const struct reg_contact *b)
  * TLS is refused at the advertising node's start (cluster_cfg.c), so an
  * advertise asking for it, or a node not in the cache yet, leaves UDP to
  * the binding's address (the node's).
+ * Media: the phone's side is known by its Contact only (the node, not the
+ * phone, sends its signalling): NATed when the Contact's host is private,
+ * TLS (SRTP) when it asks for TLS.
  * TODO(cluster): a node not in the nodes cache yet (it started within
- * the last heartbeat) is reached over UDP whatever it advertises. Media: the phone's side is known
- * by its Contact only (the node, not the phone, sends its signalling):
- * NATed when the Contact's host is private, TLS (SRTP) when it asks for
- * TLS. */
+ * the last heartbeat) is reached over UDP whatever it advertises. */
 static void
 peer_dest(const struct proxy *p, const struct reg_contact *b,
           struct branch *br, struct tp_dest *d)
