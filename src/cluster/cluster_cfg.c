@@ -88,8 +88,7 @@ advertise_check(const char *uri, char *err, size_t errlen)
      * silently dropped from the Route other nodes build. */
     struct slice ps = u.params;
     while (ps.len) {
-        const char *semi = ps.ptr[0] == ';' ? ps.ptr : NULL;
-        if (semi) {
+        if (ps.ptr[0] == ';') {
             ps.ptr++;
             ps.len--;
         }
