@@ -439,7 +439,8 @@ cluster_start(struct daemon *d)
         log_error("app", "%s", err);
         return 1;
     }
-    proxy_shared_set_cluster(d->proxy, cluster_is_peer, d->cluster);
+    proxy_shared_set_cluster(d->proxy, cluster_is_peer, cluster_peer_advertise,
+                             d->cluster);
     app_admin_cluster(d->cluster);
     return 0;
 }

@@ -260,6 +260,25 @@ cluster_is_peer(const struct sockaddr *host, void *arg)
     return yes;
 }
 
+bool
+cluster_peer_advertise(const char *node, char *uri, size_t cap, void *arg)
+{
+    struct cluster *cl = arg;
+    bool ok = false;
+
+    if (!cl || !node || !cap)
+        return false;
+    pthread_mutex_lock(&cl->lock);
+    const struct node *x = find_node(cl->nodes, cl->count, node);
+    if (x && x->alive && x->hostport[0] && strcmp(x->name, cl->self) != 0 &&
+        strlen(x->advertise) < cap) {
+        snprintf(uri, cap, "%s", x->advertise);
+        ok = true;
+    }
+    pthread_mutex_unlock(&cl->lock);
+    return ok;
+}
+
 /* Where a binding row of node goes: its node's "ip:port" when alive.
  * A node the cache does not know as alive yet (it started within the
  * last tick, and a phone registered there at once) is read from the store

@@ -94,6 +94,14 @@ void cluster_tick(struct cluster *cl);
  * other than this one? A proxy_peer_fn (proxy.h). Any thread. */
 bool cluster_is_peer(const struct sockaddr *host, void *arg);
 
+/* The advertise URI of node (an alive node other than this one, as the
+ * nodes cache has it) copied into uri (cap bytes): true, or false when
+ * the node is not known alive or its URI does not fit. A
+ * proxy_peer_uri_fn (proxy.h): the proxy sends a call for a phone that
+ * node holds over the URI's transport. Any thread. */
+bool cluster_peer_advertise(const char *node, char *uri, size_t cap,
+                            void *arg);
+
 /* A node as the admin sees it (copies). */
 struct cluster_node_info {
     char name[64];

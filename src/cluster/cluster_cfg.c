@@ -1,17 +1,20 @@
 /*
  * cluster: the [cluster] configuration section (style.md §9: every option
  * is declared once, here) and its cross-field check (advertise is required
- * with node, and must be a numeric sip: URI: nodes reach each other
- * without DNS).
+ * with node, and must be a numeric sip: URI with at most a transport
+ * parameter, udp or tcp: nodes reach each other without DNS, over that
+ * transport).
  */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cluster/cluster.h"
 #include "cluster/cluster_cfg.h"
 #include "config/cfg.h"
+#include "sip/uri.h"
 
 static const struct cfg_option cluster_options[] = {
     {.key = "node",
@@ -27,9 +30,13 @@ static const struct cfg_option cluster_options[] = {
      .def = "",
      .offset = offsetof(struct cluster_cfg, advertise),
      .help = "The SIP URI other nodes reach this node at, with a numeric "
-             "host (e.g. sip:10.0.0.5:5060; UDP). Required when node is "
-             "set; other nodes route calls for the phones registered here "
-             "to it and trust requests from its host."},
+             "host: sip:10.0.0.5:5060 (UDP, and TCP on the same port for "
+             "a request over 1300 bytes, RFC 3261 18.1.1), "
+             "sip:10.0.0.5:5060;transport=tcp (always TCP) or "
+             ";transport=udp (always UDP). TLS (sips:, transport=tls) is "
+             "refused: nodes open no TLS connections. Required when node "
+             "is set; other nodes route calls for the phones registered "
+             "here to it and trust requests from its host."},
     {.key = "node_timeout_s",
      .type = CFG_UINT,
      .min = 2,
@@ -40,6 +47,71 @@ static const struct cfg_option cluster_options[] = {
              "this long is dead: the bindings it held are ignored (its "
              "phones re-register at another node) until it beats again."},
 };
+
+/* The advertise URI other nodes will use: sip:IP[:PORT] with at most a
+ * transport parameter, udp or tcp (the proxy sends node-to-node requests
+ * over it, proxy_fork.c). TLS is refused: pushpbx opens no TLS
+ * connections, so no node could reach this one.
+ * TODO(cluster): node-to-node TLS (needs outbound TLS in transport/). */
+static int
+advertise_check(const char *uri, char *err, size_t errlen)
+{
+    static const char want[] =
+        "want sip:IP[:PORT] with a numeric host, optionally ;transport=udp "
+        "or ;transport=tcp";
+    struct sip_uri u;
+    const char *why;
+    char hostport[64];
+
+    if (sip_uri_parse(slice_cstr(uri), &u, &why) < 0) {
+        snprintf(err, errlen, "advertise \"%s\": %s; %s", uri, why, want);
+        return -EINVAL;
+    }
+    struct slice tr = SLICE_NULL;
+    bool has_tr = sip_uri_param(&u, "transport", &tr);
+    if (u.scheme == SIP_URI_SIPS ||
+        (has_tr && slice_eq_nocase_cstr(tr, "tls"))) {
+        snprintf(err, errlen,
+                 "advertise \"%s\": TLS between nodes is not supported "
+                 "(pushpbx opens no TLS connections, so no node could reach "
+                 "this one); use sip: with ;transport=tcp or udp",
+                 uri);
+        return -EINVAL;
+    }
+    if (has_tr && !slice_eq_nocase_cstr(tr, "udp") &&
+        !slice_eq_nocase_cstr(tr, "tcp")) {
+        snprintf(err, errlen, "advertise \"%s\": transport \"%.*s\" is not "
+                 "udp or tcp", uri, (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
+        return -EINVAL;
+    }
+    /* Only transport: other parameters, a user part or headers would be
+     * silently dropped from the Route other nodes build. */
+    struct slice ps = u.params;
+    while (ps.len) {
+        if (ps.ptr[0] == ';') {
+            ps.ptr++;
+            ps.len--;
+        }
+        const char *end = memchr(ps.ptr, ';', ps.len);
+        size_t n = end ? (size_t)(end - ps.ptr) : ps.len;
+        const char *eq = memchr(ps.ptr, '=', n);
+        size_t name = eq ? (size_t)(eq - ps.ptr) : n;
+        if (name && !(name == 9 && strncasecmp(ps.ptr, "transport", 9) == 0)) {
+            snprintf(err, errlen, "advertise \"%s\": parameter \"%.*s\" is "
+                     "not understood; %s", uri, (int)(name > 32 ? 32 : name),
+                     ps.ptr, want);
+            return -EINVAL;
+        }
+        ps.ptr += n;
+        ps.len -= n;
+    }
+    if (u.user.len || u.headers.len || (u.has_port && u.port == 0) ||
+        cluster_advertise_parse(uri, hostport, sizeof(hostport), NULL) < 0) {
+        snprintf(err, errlen, "advertise \"%s\": %s", uri, want);
+        return -EINVAL;
+    }
+    return 0;
+}
 
 static int
 cluster_finish(void *sec, char *err, size_t errlen)
@@ -64,15 +136,7 @@ cluster_finish(void *sec, char *err, size_t errlen)
                               "(e.g. sip:10.0.0.5:5060)");
         return -EINVAL;
     }
-    char hostport[64];
-    if (cluster_advertise_parse(c->advertise, hostport, sizeof(hostport),
-                                NULL) < 0) {
-        snprintf(err, errlen,
-                 "advertise \"%s\": want sip:IP[:PORT] with a numeric host",
-                 c->advertise);
-        return -EINVAL;
-    }
-    return 0;
+    return advertise_check(c->advertise, err, errlen);
 }
 
 const struct cfg_section cluster_cfg_section = {

@@ -209,14 +209,21 @@ void proxy_shared_set_media(struct proxy_shared *sh,
  * pp-ext=EXT is a branch another node forked to a binding this node
  * holds: from a peer it skips the caller's authentication (the first node
  * did it) and forks only to this node's own bindings of EXT whose Contact
- * is the Request-URI (no push, no remote binding; 480 if none), from
- * anyone else it gets 403. Without it (single node) pp-ext is refused
- * too. is_peer must be thread-safe (any worker calls it). Main thread,
- * before proxy_new. */
+ * is the Request-URI (no push, no remote binding, no media relay: the
+ * node that received the call relays; 480 if none), from anyone else it
+ * gets 403. Without it (single node) pp-ext is refused too.
+ * peer_uri(node, uri, cap, arg) copies the advertise URI of an alive node
+ * (false: unknown): a branch to a phone that node holds goes over the
+ * URI's transport (transport=tcp: TCP; no transport: UDP, TCP for a
+ * request over 1300 bytes, RFC 3261 §18.1.1); may be NULL (UDP to the
+ * binding's address). Both must be thread-safe (any worker calls them).
+ * Main thread, before proxy_new. */
 struct sockaddr;
 typedef bool proxy_peer_fn(const struct sockaddr *host, void *arg);
+typedef bool proxy_peer_uri_fn(const char *node, char *uri, size_t cap,
+                               void *arg);
 void proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
-                              void *arg);
+                              proxy_peer_uri_fn *peer_uri, void *arg);
 
 /* The time media relay added to call set-up (media/media_lat.h: offer,
  * answer, per call), recorded by the workers; read it with media_lat_get.

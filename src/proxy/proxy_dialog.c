@@ -13,6 +13,14 @@
  * in-dialog request pops our one or two Routes and goes over the flow of
  * the other side, so a NAT'd TCP/TLS phone is reached over its own
  * connection.
+ *
+ * [cluster] pp-nd=a|b names the side that is another node (proxy_fork.c):
+ * its requests come over any of its workers' connections, so a request
+ * from a node that matches neither flow goes to the other side's flow
+ * (node_side).
+ * TODO(cluster): an in-dialog request keeps the transport its Route entry
+ * names: a re-INVITE over 1300 bytes between nodes on a UDP advertise URI
+ * is not moved to TCP (RFC 3261 §18.1.1), only the initial INVITE is.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -62,6 +70,23 @@ proxy_other_flow(const struct sip_uri *route, const struct tp_src *src)
     if (!f)
         return fa ? fa : fb; /* UDP side: the TCP one, if any */
     return 0;
+}
+
+/* [cluster] A request over a connection that is neither side's flow:
+ * when our Route says one side is another node (pp-nd, proxy_fork.c) and
+ * the request comes from a node, it goes to the other side's flow (a
+ * node's requests come over whichever connection its worker has to us);
+ * from anyone else, nowhere in particular (0: by address). */
+static uint64_t
+node_side(const struct proxy *p, const struct sip_uri *route,
+          const struct tp_src *src)
+{
+    struct slice nd;
+
+    if (!p->sh->is_peer || !sip_param_get(route->params, "pp-nd", &nd) ||
+        nd.len != 1 || !p->sh->is_peer(&src->remote.u.sa, p->sh->peer_arg))
+        return 0;
+    return param_u64(route->params, nd.ptr[0] == 'b' ? "pp-fa" : "pp-fb");
 }
 
 /* After our top Route (first, already parsed): if the second Route value
@@ -179,6 +204,8 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
         return;
     }
     uint64_t f = proxy_other_flow(&route, src);
+    if (!f && src->flow_id)
+        f = node_side(p, &route, src);
     if (!f && nr == 0)
         nat_target(&route, src, &dst);
     int media = proxy_route_media(&route);

@@ -294,45 +294,36 @@ proxy_branch_start(struct proxy_call *c, struct branch *b,
     return proxy_branch_send(c, b, NULL);
 }
 
-int
-proxy_branch_send(struct proxy_call *c, struct branch *b,
-                  const struct slice *body)
+/* Build branch b's request (req, with its body replaced when relayed)
+ * into p->out, for b->dst's transport: our Via, the Route to the node
+ * that holds a remote binding, and our Record-Route (twice when the
+ * transport changes). 0 or a negative code. */
+static int
+branch_build(struct proxy_call *c, struct branch *b, const struct sip_msg *req)
 {
     struct proxy *p = c->p;
-    const struct sip_msg *req0 = c->st ? txn_request(c->st) : NULL;
     const struct tp_dest *dst = &b->dst;
     char via[TP_ADDRSTRLEN + 96], mp[32] = "", na[TP_ADDRSTRLEN + 16] = "";
-    char nb[TP_ADDRSTRLEN + 16] = "";
+    char nb[TP_ADDRSTRLEN + 24] = "";
     char rr[2 * (TP_ADDRSTRLEN + 200)];
-    char route[TP_ADDRSTRLEN + 96];
+    char route[TP_ADDRSTRLEN + 128];
     struct sip_fwd f = {.ruri = b->uri ? slice_cstr(b->uri) : SLICE_NULL,
                         .pop_route = b->pop,
                         .pop_route2 = b->pop && c->pop2};
-    struct sip_msg copy;
-    int rc;
 
-    b->media_wait = false;
-    if (!req0)
-        return -ECANCELED;
-    const struct sip_msg *req = req0;
-    if (body) {
-        copy = *req0;
-        copy.body = *body;
-        req = &copy;
-    }
     snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
              proxy_tp_upper(dst->proto), p->via_host[proxy_tpk(dst->proto)],
              b->vbranch);
     f.via = slice_cstr(via);
     if (b->peer) {
         /* RFC 3327 semantics: the node holding the phone's flow is the
-         * next hop; it forks to its own binding whose Contact is the
-         * Request-URI (proxy_route.c, route_peer).
-         * TODO(cluster): node to node over UDP only (the advertise URI's
-         * transport is not used); a large INVITE may need TCP. */
+         * next hop, reached over its advertise URI's transport
+         * (peer_dest); it forks to its own binding whose Contact is the
+         * Request-URI (proxy_route.c, route_peer). */
         char a[TP_ADDRSTRLEN];
-        snprintf(route, sizeof(route), "Route: <sip:%s;lr;pp-ext=%s>\r\n",
-                 tp_addr_format(&dst->addr, a, sizeof(a)), c->rec.callee);
+        snprintf(route, sizeof(route), "Route: <sip:%s%s;lr;pp-ext=%s>\r\n",
+                 tp_addr_format(&dst->addr, a, sizeof(a)),
+                 proxy_tp_uri_param(dst->proto), c->rec.callee);
         f.extra = slice_cstr(route);
     }
     if (c->kind == CALL_FORK && req->method == SIP_METHOD_INVITE) {
@@ -341,18 +332,27 @@ proxy_branch_send(struct proxy_call *c, struct branch *b,
         /* pp-m: the dialog's media is relayed (by rtpengine N, or "a":
          * any, chosen by the Call-ID); pp-na/pp-nb: where a NATed side
          * (caller a, callee b) sent its requests from, so in-dialog
-         * requests reach it there and not at its private Contact. */
+         * requests reach it there and not at its private Contact (a
+         * remote binding's side is its node, never NATed). */
         if (b->media >= 0)
             snprintf(mp, sizeof(mp), ";pp-m=%d", b->media);
         else if (b->media == PROXY_MEDIA_ANY)
             snprintf(mp, sizeof(mp), ";pp-m=a");
         if (c->nat_a[0])
             snprintf(na, sizeof(na), ";pp-na=%s", c->nat_a);
-        if (b->nat && dst->proto == TP_UDP) {
+        if (b->nat && !b->peer && dst->proto == TP_UDP) {
             char a[TP_ADDRSTRLEN];
             snprintf(nb, sizeof(nb), ";pp-nb=%s",
                      tp_addr_format(&dst->addr, a, sizeof(a)));
         }
+        /* pp-nd: which side is another [cluster] node (b: the node
+         * holding the callee, a: the node that sent us the call); its
+         * requests may come over any of its connections, so its flow
+         * cannot tell the sides apart (proxy_dialog.c, node_side). */
+        if (b->peer)
+            snprintf(nb + strlen(nb), sizeof(nb) - strlen(nb), ";pp-nd=b");
+        else if (c->peer)
+            snprintf(nb + strlen(nb), sizeof(nb) - strlen(nb), ";pp-nd=a");
         if (out != in) /* the callee's side first: it is nearest to it */
             n = snprintf(rr, sizeof(rr),
                          "<sip:%s%s;lr;pp-fa=%" PRIx64 ";pp-fb=%" PRIx64
@@ -366,7 +366,39 @@ proxy_branch_send(struct proxy_call *c, struct branch *b,
         f.record_route = slice_cstr(rr);
     }
     buf_reset(&p->out);
-    rc = sip_build_forward(&p->out, req, &f);
+    return sip_build_forward(&p->out, req, &f);
+}
+
+int
+proxy_branch_send(struct proxy_call *c, struct branch *b,
+                  const struct slice *body)
+{
+    struct proxy *p = c->p;
+    const struct sip_msg *req0 = c->st ? txn_request(c->st) : NULL;
+    const struct tp_dest *dst = &b->dst;
+    struct sip_msg copy;
+    int rc;
+
+    b->media_wait = false;
+    if (!req0)
+        return -ECANCELED;
+    const struct sip_msg *req = req0;
+    if (body) {
+        copy = *req0;
+        copy.body = *body;
+        req = &copy;
+    }
+    rc = branch_build(c, b, req);
+    if (rc == 0 && b->peer_any && dst->proto == TP_UDP &&
+        p->out.len > PROXY_UDP_MAX) {
+        /* Too large for UDP (RFC 3261 §18.1.1) and the node's advertise
+         * allows TCP (no transport named: its TCP listener is on the same
+         * port, RFC 3263 §4.2). */
+        log_debug("proxy", "branch to node over TCP: %zu bytes call_id=%s",
+                  p->out.len, c->rec.call_id);
+        b->dst.proto = TP_TCP;
+        rc = branch_build(c, b, req);
+    }
     if (rc < 0)
         return rc;
     rc = txn_client_start(p->tt, buf_slice(&p->out), dst, on_branch_event, b,
@@ -460,6 +492,43 @@ binding_reachable(const struct reg_contact *b)
     return b->transport == REG_TP_UDP || tp_flow_open(b->flow_id);
 }
 
+/* [cluster] A remote binding's branch goes to its node's advertise URI
+ * (docs/cluster.md): transport=tcp over TCP (a connection of this worker
+ * to the node's address, opened on first use and reused); no transport:
+ * UDP, TCP when the request is too large (peer_any, proxy_branch_send).
+ * TLS is refused at the advertising node's start (cluster_cfg.c), so an
+ * advertise asking for it, or a node not in the cache yet, leaves UDP to
+ * the binding's address (the node's).
+ * Media: the phone's side is known by its Contact only (the node, not the
+ * phone, sends its signalling): NATed when the Contact's host is private,
+ * TLS (SRTP) when it asks for TLS.
+ * TODO(cluster): a node not in the nodes cache yet (it started within
+ * the last heartbeat) is reached over UDP whatever it advertises. */
+static void
+peer_dest(const struct proxy *p, const struct reg_contact *b,
+          struct branch *br, struct tp_dest *d)
+{
+    char uri[256];
+    struct sip_uri u;
+    struct tp_dest ad, cd;
+    struct slice tr;
+    const char *why;
+
+    br->peer_any = true;
+    if (sip_uri_parse(slice_cstr(b->uri), &u, &why) == 0) {
+        br->tls = proxy_uri_proto(&u) == TP_TLS;
+        br->nat = proxy_dest_from_uri(&u, &cd) == 0 &&
+                  proxy_private_addr(&cd.addr);
+    }
+    if (!p->sh->peer_uri ||
+        !p->sh->peer_uri(b->node, uri, sizeof(uri), p->sh->peer_arg) ||
+        sip_uri_parse(slice_cstr(uri), &u, &why) < 0 ||
+        proxy_dest_from_uri(&u, &ad) < 0 || ad.proto == TP_TLS)
+        return;
+    *d = ad;
+    br->peer_any = !sip_uri_param(&u, "transport", &tr);
+}
+
 int
 proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
 {
@@ -491,6 +560,8 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
     proxy_dest_from_binding(p, b, &dst);
     br->tls = b->transport == REG_TP_TLS;
     br->peer = b->node && b->node[0];
+    if (br->peer)
+        peer_dest(p, b, br, &dst);
     if (b->transport == REG_TP_UDP && !br->peer) {
         /* NATed: the INVITE goes to where it registered from, not to
          * its (private) Contact (proxy_dest_from_binding). */

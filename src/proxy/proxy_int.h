@@ -81,6 +81,7 @@ struct proxy_shared {
     char sl_tag[17];
     /* [cluster]: peer check (proxy_shared_set_cluster); NULL = single */
     proxy_peer_fn *is_peer;
+    proxy_peer_uri_fn *peer_uri; /* NULL: node to node over UDP */
     void *peer_arg;
 
     /* [media]: the rtpengines (NULL or empty: no relay) and the settings
@@ -166,6 +167,10 @@ struct proxy {
 };
 
 #define PROXY_MAX_BRANCHES 32
+/* RFC 3261 §18.1.1: a request larger than this (200 bytes under a 1500
+ * byte path MTU) goes over TCP when the next hop allows it (a node whose
+ * advertise URI names no transport). */
+#define PROXY_UDP_MAX 1300
 
 enum call_kind { CALL_FORK, CALL_RELAY };
 
@@ -199,6 +204,8 @@ struct branch {
     uint64_t flow_b;
     struct tp_dest dst;
     bool peer; /* a remote binding: via its node, Route with pp-ext */
+    bool peer_any; /* its node's advertise names no transport: UDP, or
+                      TCP for a request over PROXY_UDP_MAX (§18.1.1) */
 };
 
 struct proxy_call {

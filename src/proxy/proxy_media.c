@@ -73,9 +73,10 @@ proxy_media_count(struct proxy_shared *sh, enum proxy_media_counter k)
 
 void
 proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
-                         void *arg)
+                         proxy_peer_uri_fn *peer_uri, void *arg)
 {
     sh->is_peer = is_peer;
+    sh->peer_uri = peer_uri;
     sh->peer_arg = arg;
 }
 
@@ -257,12 +258,16 @@ req_init(const struct proxy_shared *sh, struct media_ng_req *r,
 }
 
 /* received-from and SIP-source-address for a side whose signalling came
- * from addr (nothing known for a TCP/TLS flow: endpoint learning does). */
+ * from addr (nothing known for a TCP/TLS flow, nor when addr is another
+ * [cluster] node, which relays the signalling of a phone it holds: the
+ * phone's media is not at the node's address; rtpengine's endpoint
+ * learning finds it from its first RTP). */
 static void
-req_source(struct media_ng_req *r, struct slice sdp, const struct tp_addr *addr,
-           char *ip, size_t cap)
+req_source(const struct proxy_shared *sh, struct media_ng_req *r,
+           struct slice sdp, const struct tp_addr *addr, char *ip, size_t cap)
 {
-    if (!addr || addr->len == 0)
+    if (!addr || addr->len == 0 ||
+        (sh->is_peer && sh->is_peer(&addr->u.sa, sh->peer_arg)))
         return;
     r->received_from = slice_cstr(tp_addr_host(addr, ip, cap));
     r->sip_source = sdp_nat(sdp, addr);
@@ -336,7 +341,12 @@ proxy_media_offer(struct proxy_call *c, struct branch *b,
     bool has = proxy_sdp_body(req, &sdp);
     req_init(sh, &r, MEDIA_NG_OFFER, req->call_id);
     if (c->kind == CALL_FORK) {
-        if (req->method != SIP_METHOD_INVITE)
+        /* [cluster] One relay per call: the node that received it offers
+         * and answers (its Record-Route carries pp-m, so in-dialog
+         * requests are relayed there too); the node that holds the
+         * callee's flow (c->peer) passes the SDP unchanged
+         * (docs/cluster.md). */
+        if (req->method != SIP_METHOD_INVITE || c->peer)
             return false;
         if (sh->media_relay != MEDIA_RELAY_ALWAYS && !c->caller_nat && !b->nat)
             return false; /* relay = nat, nobody behind NAT */
@@ -355,7 +365,7 @@ proxy_media_offer(struct proxy_call *c, struct branch *b,
     }
     r.from_tag = req->from.tag;
     r.sdp = sdp;
-    req_source(&r, sdp, &c->src_a.remote, ip, sizeof(ip));
+    req_source(sh, &r, sdp, &c->src_a.remote, ip, sizeof(ip));
     if (c->kind == CALL_FORK && c->caller_nat)
         r.sip_source = true;
     struct media_op *op = op_new(p, c, b, OP_OFFER);
@@ -398,8 +408,8 @@ proxy_media_response(struct proxy_call *c, struct branch *b,
     if (c->kind == CALL_FORK)
         r.via_branch = slice_cstr(b->vbranch);
     r.sdp = sdp;
-    req_source(&r, sdp, b->dst.proto == TP_UDP ? &b->dst.addr : NULL, ip,
-               sizeof(ip));
+    req_source(p->sh, &r, sdp, b->dst.proto == TP_UDP ? &b->dst.addr : NULL,
+               ip, sizeof(ip));
     struct media_op *op = op_new(p, c, b, OP_RESPONSE);
     op->late = late;
     op_hold(op, rsp);
@@ -423,8 +433,8 @@ proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
     r.from_tag = ack->to.tag;
     r.to_tag = ack->from.tag;
     r.sdp = sdp;
-    req_source(&r, sdp, src->proto == TP_UDP ? &src->remote : NULL, ip,
-               sizeof(ip));
+    req_source(p->sh, &r, sdp, src->proto == TP_UDP ? &src->remote : NULL,
+               ip, sizeof(ip));
     struct media_op *op = op_new(p, NULL, NULL, OP_ACK);
     op->dst = *dst;
     op->pop2 = pop2;

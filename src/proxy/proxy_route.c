@@ -467,9 +467,8 @@ route_peer(struct proxy *p, struct txn *t, const struct sip_msg *req,
     struct proxy_call *c = proxy_call_new(
         p, t, req->method == SIP_METHOD_INVITE ? CALL_FORK : CALL_RELAY, req,
         src);
-    /* TODO(cluster): media relay (rtpengine) on a call that passes two
-     * nodes; today only the first node may relay (the peer's call has no
-     * caller media state). */
+    /* No media relay here: the node that received the call relays it,
+     * once (proxy_media_offer; docs/cluster.md). */
     struct sip_uri from;
     struct slice from_user;
     const char *why;

@@ -1751,10 +1751,42 @@ on_connect(uv_connect_t *req, int status)
         conn_close(c, -EIO);
 }
 
+/* The host of our first TCP listener of addr's family bound to one
+ * address (not the wildcard), port 0, in *out: an outbound connection
+ * leaves from the address we listen on and name in our Via and
+ * Record-Route (a [cluster] node is recognised by its source host), not
+ * from whatever address the route picks. false: let the kernel choose. */
+static bool
+conn_source(const struct tp *tp, const struct tp_addr *addr,
+            struct tp_addr *out)
+{
+    static const uint8_t any6[16];
+    int fam = addr->u.sa.sa_family;
+
+    for (size_t i = 0; i < tp->nlisteners; i++) {
+        const struct tp_listener *l = tp->listeners[i];
+        if (l->proto != TP_TCP || l->addr.u.sa.sa_family != fam)
+            continue;
+        if (fam == AF_INET && l->addr.u.in4.sin_addr.s_addr == INADDR_ANY)
+            return false;
+        if (fam == AF_INET6 &&
+            memcmp(&l->addr.u.in6.sin6_addr, any6, sizeof(any6)) == 0)
+            return false;
+        *out = l->addr;
+        if (fam == AF_INET)
+            out->u.in4.sin_port = 0;
+        else
+            out->u.in6.sin6_port = 0;
+        return true;
+    }
+    return false;
+}
+
 static int
 conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
 {
     struct tp_conn *c;
+    struct tp_addr from;
     int rc;
 
     if (tp->nconns >= tp->cfg.max_conns)
@@ -1762,6 +1794,12 @@ conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
     c = conn_new(tp);
     c->remote = *addr;
     c->connecting = true;
+    rc = conn_source(tp, addr, &from) ? uv_tcp_bind(&c->tcp, &from.u.sa, 0)
+                                        : 0;
+    if (rc < 0) {
+        conn_close(c, rc); /* not registered: not reported */
+        return rc;
+    }
     rc = uv_tcp_connect(&c->connect_req, &c->tcp, &addr->u.sa, on_connect);
     if (rc < 0) {
         conn_close(c, rc); /* not registered: not reported */

@@ -296,6 +296,10 @@ class Call:
         self.to_tag = _tag(ok.get("To"))
         rr = ok.all("Record-Route")
         assert rr, "no Record-Route in 200: " + ok.raw
+        # The route set is every entry in reverse (RFC 3261 §12.1.2), not
+        # every header line: a proxy that record-routes twice puts both
+        # entries in one line.
+        rr = [x.strip() for v in rr for x in v.split(",")]
         self.route = ", ".join(reversed(rr))
         self.remote = re.search(r"<([^>]+)>", ok.get("Contact")).group(1)
 

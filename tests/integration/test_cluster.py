@@ -59,7 +59,9 @@ class Cluster:
     def __init__(self, tmp_path, dsn):
         self.tmp, self.dsn, self.nodes = tmp_path, dsn, []
 
-    def start(self, name, host, extra=""):
+    def start(self, name, host, extra="", advertise=""):
+        """Start node name on host; advertise is appended to its
+        advertise URI (e.g. ";transport=tcp")."""
         port = free_port_on(host)
         d = self.tmp / name
         d.mkdir(exist_ok=True)
@@ -68,10 +70,11 @@ class Cluster:
             "udp:%s:%d tcp:%s:%d" % (host, port, host, port)) +
             "\n[store]\nbackend = postgresql\npostgresql = %s\n"
             "flush_ms = 50\n"
-            "\n[cluster]\nnode = %s\nadvertise = sip:%s:%d\n"
+            "\n[cluster]\nnode = %s\nadvertise = sip:%s:%d%s\n"
             "node_timeout_s = %d\n"
             "\n[admin]\nlisten = 127.0.0.1:0\ntoken = %s\n%s%s" %
-            (self.dsn, name, host, port, TIMEOUT_S, TOKEN, EXTS, extra))
+            (self.dsn, name, host, port, advertise, TIMEOUT_S, TOKEN, EXTS,
+             extra))
         p = Pbx(d, conf)
         p.host = host
         p.name = name
@@ -201,15 +204,27 @@ def test_advertise_required(tmp_path):
 
 # --- (2) remote bindings + routing via the holding node --------------------
 
-def call_via_b(cluster):
-    """100 registered at A calls 200 registered at B, answered."""
-    a = cluster.start("A", "127.0.0.2")
-    b = cluster.start("B", "127.0.0.3")
+def call_via_b(cluster, advertise="", caller_tcp=False, caller_contact=None):
+    """100 registered at A calls 200 registered at B, answered. advertise:
+    appended to both nodes' advertise URI; caller_contact: the caller's
+    Contact (e.g. a NATed phone's private address)."""
+    a = cluster.start("A", "127.0.0.2", advertise=advertise)
+    b = cluster.start("B", "127.0.0.3", advertise=advertise)
     callee = ua_at(b, "200")
-    caller = ua_at(a, "100")
+    caller = UA(a, "100", caller_tcp)
+    if caller_contact:
+        caller.contact = caller_contact
+    caller.register()
     wait_for("A sees 200's binding held by B", held_by(a, "B"))
+    call, cl = answered_via_b(a, b, caller, callee)
+    return a, b, caller, callee, call, cl
+
+
+def answered_via_b(a, b, caller, callee, extra=""):
+    """caller (at node a) calls callee (at node b), answered and ACKed:
+    (Call, Callee); extra: header lines added to the INVITE."""
     call = Call(caller, "200")
-    assert call.invite(expect_100=True) is None
+    assert call.invite(expect_100=True, extra=extra) is None
     inv = callee.request("INVITE")
     assert inv.ruri.startswith("sip:200@127.0.0.1:%d" % callee.port)
     rr = inv.all("Record-Route")
@@ -228,7 +243,7 @@ def call_via_b(cluster):
     call.ack()
     ack = callee.request("ACK")
     assert _tag(ack.get("To")) == cl.tag
-    return a, b, caller, callee, call, cl
+    return call, cl
 
 
 def test_register_at_b_call_from_a_bye_from_caller(cluster):
