@@ -667,6 +667,12 @@ split_comma(struct slice *rest)
     const char *p = rest->ptr, *e = rest->ptr + rest->len, *s = p;
     bool quoted = false, angle = false;
 
+    /* Most values are one element (a Via, a Contact): no comma at all
+     * means no split, found by memchr rather than byte by byte. */
+    if (!memchr(p, ',', rest->len)) {
+        *rest = slice_make(e, 0);
+        return slice_make(s, (size_t)(e - s));
+    }
     for (; p < e; p++) {
         char ch = *p;
         if (quoted) {
