@@ -155,6 +155,8 @@ struct txn_table {
     size_t nspare;
     struct txn_body bodies[TXN_SPARE_MAX]; /* spare bodies */
     size_t nbodies;
+    struct buf scratch; /* a response with received=/rport filled in,
+                           before set_out copies it (reused, no malloc) */
 };
 
 static const struct txn_timers default_timers = {500, 4000, 5000};
@@ -982,16 +984,25 @@ txn_respond(struct txn *t, int status, struct slice bytes)
          * every transport (over TCP/TLS a phone such as liblinphone takes
          * its own port from it for its Contact). */
         char host[TP_ADDRSTRLEN], app[TP_ADDRSTRLEN + 32];
-        struct buf b;
-        snprintf(app, sizeof(app), ";received=%s;rport=%u",
-                 tp_addr_host(&t->src.remote, host, sizeof(host)),
-                 (unsigned)tp_addr_port(&t->src.remote));
-        buf_init(&b, SIP_MAX_MSG_LEN);
-        if (sip_build_via_append(&b, bytes, slice_cstr(app)) == 0)
-            set_out(t, buf_slice(&b));
+        size_t n = sizeof(";received=") - 1, hl;
+        struct buf *b = &t->tt->scratch;
+
+        /* ";received=HOST;rport=PORT", without printf (every response) */
+        memcpy(app, ";received=", n);
+        tp_addr_host(&t->src.remote, host, sizeof(host));
+        hl = strlen(host);
+        memcpy(app + n, host, hl);
+        n += hl;
+        memcpy(app + n, ";rport=", sizeof(";rport=") - 1);
+        n += sizeof(";rport=") - 1;
+        n += fmt_u64(app + n, tp_addr_port(&t->src.remote));
+        buf_reset(b);
+        if (sip_build_via_append(b, bytes, slice_make(app, n)) == 0)
+            set_out(t, buf_slice(b));
         else
             set_out(t, bytes);
-        buf_fini(&b);
+        if (b->alloc > TXN_SPARE_BUF)
+            buf_fini(b); /* keep no large buffer after an odd response */
     } else {
         set_out(t, bytes);
     }
@@ -1279,6 +1290,7 @@ txn_table_new(struct tp *tp, const struct txn_cfg *cfg, struct txn_table **out)
     list_init(&tt->compact);
     list_init(&tt->dead);
     list_init(&tt->spare);
+    buf_init(&tt->scratch, SIP_MAX_MSG_LEN);
     tq_fifo_init(tp_tq(tp), &tt->fifo_long, 64 * (uint64_t)tm->t1_ms);
     tq_fifo_init(tp_tq(tp), &tt->fifo_t4, tm->t4_ms);
     tq_fifo_init(tp_tq(tp), &tt->fifo_zero, 0);
@@ -1310,6 +1322,7 @@ txn_table_free(struct txn_table *tt)
     }
     free_dead(tt);
     spares_free(tt);
+    buf_fini(&tt->scratch);
     tq_fifo_fini(&tt->fifo_long);
     tq_fifo_fini(&tt->fifo_t4);
     tq_fifo_fini(&tt->fifo_zero);
