@@ -73,15 +73,26 @@ buf_append_cstr(struct buf *b, const char *s)
     return buf_append(b, s, strlen(s));
 }
 
+/* One vsnprintf into the room the buffer already has; a second one only
+ * when the text did not fit (it used to measure first, then write: every
+ * call formatted twice). Failures put back the NUL at data[len]. */
 int
 buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
+    size_t room = b->alloc > b->len ? b->alloc - b->len : 0;
     va_list ap2;
     int n, rc;
 
     va_copy(ap2, ap);
-    n = vsnprintf(NULL, 0, fmt, ap2);
+    n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap2);
     va_end(ap2);
+    if (n >= 0 && (size_t)n < room &&
+        !(b->cap && ((size_t)n > b->cap || b->len > b->cap - (size_t)n))) {
+        b->len += (size_t)n;
+        return 0;
+    }
+    if (room)
+        b->data[b->len] = '\0';
     if (n < 0)
         return -EINVAL;
     rc = reserve(b, (size_t)n);
@@ -90,6 +101,29 @@ buf_vprintf(struct buf *b, const char *fmt, va_list ap)
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;
     return 0;
+}
+
+size_t
+fmt_u64(char *out, unsigned long long v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+int
+buf_append_u64(struct buf *b, unsigned long long v)
+{
+    char d[20];
+
+    return buf_append(b, d, fmt_u64(d, v));
 }
 
 int

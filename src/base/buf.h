@@ -30,6 +30,13 @@ int buf_append_cstr(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* v in decimal, without printf (hot paths: status codes, lengths,
+ * ports). */
+int buf_append_u64(struct buf *b, unsigned long long v);
+
+/* The decimal digits of v into out, which has room for 20; no NUL.
+ * Returns how many (1..20). */
+size_t fmt_u64(char *out, unsigned long long v);
 
 static inline struct slice
 buf_slice(const struct buf *b)

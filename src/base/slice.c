@@ -20,12 +20,6 @@ slice_eq_nocase(struct slice a, struct slice b)
     return true;
 }
 
-bool
-slice_eq_nocase_cstr(struct slice a, const char *s)
-{
-    return slice_eq_nocase(a, slice_cstr(s));
-}
-
 static inline bool
 is_ws(char c)
 {

@@ -65,7 +65,18 @@ hex_digit(char c)
 
 /* ASCII case-insensitive comparison (SIP tokens, header names). */
 bool slice_eq_nocase(struct slice a, struct slice b);
-bool slice_eq_nocase_cstr(struct slice a, const char *s);
+
+/* The same against a C string. Inline so that a literal's length is
+ * known at compile time (no strlen) and a length mismatch costs no
+ * call: header and parameter names are compared against literals on
+ * every message. */
+static inline bool
+slice_eq_nocase_cstr(struct slice a, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    return a.len == n && slice_eq_nocase(a, (struct slice){ s, n });
+}
 
 /* Trim SP, HTAB, CR, LF at both ends. */
 struct slice slice_trim(struct slice s);

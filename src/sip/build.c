@@ -74,10 +74,9 @@ put_range(struct wr *w, const char *from, const char *to)
 static void
 put_u(struct wr *w, unsigned long v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%lu", v);
+    char tmp[20];
 
-    put(w, tmp, (size_t)n);
+    put(w, tmp, fmt_u64(tmp, v)); /* no printf: two of these a response */
 }
 
 static int

@@ -146,24 +146,26 @@ static struct slice *
 field_for(struct sip_auth *a, struct slice name)
 {
     static const struct {
-        const char *name;
+        struct slice name;
         size_t off;
     } fields[] = {
-        {"username", offsetof(struct sip_auth, username)},
-        {"realm", offsetof(struct sip_auth, realm)},
-        {"nonce", offsetof(struct sip_auth, nonce)},
-        {"uri", offsetof(struct sip_auth, uri)},
-        {"response", offsetof(struct sip_auth, response)},
-        {"algorithm", offsetof(struct sip_auth, algorithm)},
-        {"cnonce", offsetof(struct sip_auth, cnonce)},
-        {"opaque", offsetof(struct sip_auth, opaque)},
-        {"qop", offsetof(struct sip_auth, qop)},
-        {"nc", offsetof(struct sip_auth, nc)},
-        {"stale", offsetof(struct sip_auth, stale)},
-        {"domain", offsetof(struct sip_auth, domain)},
+        {SLICE_LIT("username"), offsetof(struct sip_auth, username)},
+        {SLICE_LIT("realm"), offsetof(struct sip_auth, realm)},
+        {SLICE_LIT("nonce"), offsetof(struct sip_auth, nonce)},
+        {SLICE_LIT("uri"), offsetof(struct sip_auth, uri)},
+        {SLICE_LIT("response"), offsetof(struct sip_auth, response)},
+        {SLICE_LIT("algorithm"), offsetof(struct sip_auth, algorithm)},
+        {SLICE_LIT("cnonce"), offsetof(struct sip_auth, cnonce)},
+        {SLICE_LIT("opaque"), offsetof(struct sip_auth, opaque)},
+        {SLICE_LIT("qop"), offsetof(struct sip_auth, qop)},
+        {SLICE_LIT("nc"), offsetof(struct sip_auth, nc)},
+        {SLICE_LIT("stale"), offsetof(struct sip_auth, stale)},
+        {SLICE_LIT("domain"), offsetof(struct sip_auth, domain)},
     };
+    /* Lengths first: most names differ in length from most fields. */
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        if (slice_eq_nocase_cstr(name, fields[i].name))
+        if (fields[i].name.len == name.len &&
+            slice_eq_nocase(name, fields[i].name))
             return (struct slice *)((char *)a + fields[i].off);
     }
     return NULL;

@@ -555,6 +555,64 @@ sip_msg_parse(struct sip_msg *m, const char *buf, size_t len, struct arena *a,
     return 0;
 }
 
+/* --- copy by rebasing ---------------------------------------------------- */
+
+struct rebase {
+    const char *from; /* the old buffer */
+    size_t len;
+    const char *to; /* the copy */
+    bool bad;
+};
+
+/* Move s from the old buffer into the copy. An empty slice outside the
+ * buffer (NULL, or a static "") is kept as it is: sip_msg_parse makes the
+ * same one from the copy; a non-empty one outside cannot be rebased. */
+static void
+rebase(struct rebase *r, struct slice *s)
+{
+    uintptr_t p = (uintptr_t)s->ptr, b = (uintptr_t)r->from;
+
+    if (p >= b && p - b <= r->len && s->len <= r->len - (p - b))
+        s->ptr = r->to + (p - b);
+    else if (s->len != 0)
+        r->bad = true;
+}
+
+int
+sip_msg_rebase(struct sip_msg *dst, const struct sip_msg *src,
+               const char *buf, size_t len, struct arena *a)
+{
+    struct rebase r = {src->buf, len, buf, false};
+    struct slice *s[] = {
+        &dst->method_name,     &dst->ruri,          &dst->reason,
+        &dst->body,            &dst->call_id,       &dst->cseq.method_name,
+        &dst->via.transport,   &dst->via.host,      &dst->via.branch,
+        &dst->via.received,    &dst->via.params,    &dst->via.raw,
+        &dst->from.display,    &dst->from.uri,      &dst->from.params,
+        &dst->from.tag,        &dst->to.display,    &dst->to.uri,
+        &dst->to.params,       &dst->to.tag,
+    };
+    struct sip_hdr *h;
+
+    if (src->len > len || src->hdr_count > SIP_MAX_HEADERS)
+        return -1;
+    h = arena_alloc(a, (src->hdr_count ? src->hdr_count : 1) * sizeof(*h));
+    if (h == NULL)
+        return -1;
+    memcpy(dst, src, sizeof(*dst));
+    dst->buf = buf;
+    dst->hdrs = h;
+    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
+        rebase(&r, s[i]);
+    for (size_t i = 0; i < src->hdr_count; i++) {
+        h[i] = src->hdrs[i];
+        rebase(&r, &h[i].name);
+        rebase(&r, &h[i].value);
+        rebase(&r, &h[i].raw);
+    }
+    return r.bad ? -1 : 0;
+}
+
 /* --- lookup and iteration ------------------------------------------------ */
 
 const struct sip_hdr *
@@ -609,6 +667,12 @@ split_comma(struct slice *rest)
     const char *p = rest->ptr, *e = rest->ptr + rest->len, *s = p;
     bool quoted = false, angle = false;
 
+    /* Most values are one element (a Via, a Contact): no comma at all
+     * means no split, found by memchr rather than byte by byte. */
+    if (!memchr(p, ',', rest->len)) {
+        *rest = slice_make(e, 0);
+        return slice_make(s, (size_t)(e - s));
+    }
     for (; p < e; p++) {
         char ch = *p;
         if (quoted) {

@@ -188,6 +188,16 @@ struct sip_msg {
 int sip_msg_parse(struct sip_msg *m, const char *buf, size_t len,
                   struct arena *a, struct sip_error *err);
 
+/* Copy a parsed message onto a byte copy of its buffer without parsing
+ * again: *dst becomes what sip_msg_parse(dst, buf, len, a, err) gives, with
+ * src->buf[0..len) the bytes src was parsed from and buf[0..len) a copy of
+ * them (every slice is moved by buf - src->buf; the header array is copied
+ * into a). src must be a successful parse of exactly those len bytes and
+ * stays untouched. Returns 0, or -1 (dst unusable; parse instead) when a
+ * slice of src lies outside src->buf[0..len] or a is at its cap. */
+int sip_msg_rebase(struct sip_msg *dst, const struct sip_msg *src,
+                   const char *buf, size_t len, struct arena *a);
+
 /* Stream framing: given bytes received on a stream, tell whether a whole
  * message is present. Returns its length (>0), 0 if more bytes are needed,
  * or -1 if the bytes can never form a message (missing, malformed or

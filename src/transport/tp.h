@@ -181,7 +181,8 @@ struct tp_rx {
      * parser filled before failing: check msg->via.host before answering. */
     const struct sip_msg *msg;
     const struct sip_error *err; /* NULL when the parse succeeded */
-    struct slice raw;            /* the framed bytes (borrowed) */
+    struct slice raw;            /* the framed bytes (borrowed): msg is
+                                    the parse of exactly these */
     struct tp_src src;
 };
 

@@ -10,6 +10,8 @@
 
 #include "transport/tp.h"
 
+#include "base/buf.h"
+
 const char *
 tp_proto_name(enum tp_proto p)
 {
@@ -93,6 +95,22 @@ tp_addr_parse(struct slice s, bool allow_no_port, struct tp_addr *out)
     return tp_addr_from_ip(host, (uint16_t)p, out);
 }
 
+/* Dotted quad of an IPv4 address, without inet_ntop's sprintf (it is
+ * formatted for every response's received=). out has room for 16. */
+static void
+ipv4_text(const struct in_addr *ip, char *out)
+{
+    const unsigned char *b = (const unsigned char *)&ip->s_addr;
+    size_t n = 0;
+
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            out[n++] = '.';
+        n += fmt_u64(out + n, b[i]);
+    }
+    out[n] = '\0';
+}
+
 char *
 tp_addr_host(const struct tp_addr *a, char *out, size_t cap)
 {
@@ -101,6 +119,10 @@ tp_addr_host(const struct tp_addr *a, char *out, size_t cap)
     if (cap == 0)
         return out;
     out[0] = '\0';
+    if (a->u.sa.sa_family == AF_INET && cap >= INET_ADDRSTRLEN) {
+        ipv4_text(&a->u.in4.sin_addr, out);
+        return out;
+    }
     if (a->u.sa.sa_family == AF_INET)
         src = &a->u.in4.sin_addr;
     else if (a->u.sa.sa_family == AF_INET6)

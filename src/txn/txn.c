@@ -155,6 +155,8 @@ struct txn_table {
     size_t nspare;
     struct txn_body bodies[TXN_SPARE_MAX]; /* spare bodies */
     size_t nbodies;
+    struct buf scratch; /* a response with received=/rport filled in,
+                           before set_out copies it (reused, no malloc) */
 };
 
 static const struct txn_timers default_timers = {500, 4000, 5000};
@@ -659,8 +661,13 @@ on_trying(struct tq_entry *e)
 /* ---- creation -------------------------------------------------------------
  */
 
+/* A transaction holding a copy of bytes and its parse. parsed, when not
+ * NULL, is the parse of exactly bytes (tp_rx's msg and raw): the copy
+ * takes it by moving its slices (sip_msg_rebase) instead of parsing the
+ * bytes a second time, which was a tenth of a REGISTER's instructions. */
 static struct txn *
-txn_alloc(struct txn_table *tt, struct slice bytes, struct sip_error *err)
+txn_alloc(struct txn_table *tt, struct slice bytes,
+          const struct sip_msg *parsed, struct sip_error *err)
 {
     struct txn *t;
     const struct sip_msg *r;
@@ -694,8 +701,12 @@ txn_alloc(struct txn_table *tt, struct slice bytes, struct sip_error *err)
     t->req_len = bytes.len;
     tt->count++;
     t->req = arena_alloc(&t->body.arena, sizeof(*t->req));
-    if (t->req == NULL || sip_msg_parse(t->req, t->req_bytes, t->req_len,
-                                        &t->body.arena, err) != 0) {
+    if (t->req == NULL ||
+        ((parsed == NULL || parsed->buf != bytes.ptr ||
+          sip_msg_rebase(t->req, parsed, t->req_bytes, t->req_len,
+                         &t->body.arena) != 0) &&
+         sip_msg_parse(t->req, t->req_bytes, t->req_len, &t->body.arena,
+                       err) != 0)) {
         txn_release(t);
         return NULL;
     }
@@ -796,7 +807,7 @@ txn_client_start(struct txn_table *tt, struct slice bytes,
 
     if (bytes.len > SIP_MAX_MSG_LEN)
         return -EMSGSIZE;
-    t = txn_alloc(tt, bytes, &err);
+    t = txn_alloc(tt, bytes, NULL, &err);
     if (t == NULL)
         return -EINVAL;
     if (!t->req->is_request || t->req->method == SIP_METHOD_ACK ||
@@ -973,16 +984,25 @@ txn_respond(struct txn *t, int status, struct slice bytes)
          * every transport (over TCP/TLS a phone such as liblinphone takes
          * its own port from it for its Contact). */
         char host[TP_ADDRSTRLEN], app[TP_ADDRSTRLEN + 32];
-        struct buf b;
-        snprintf(app, sizeof(app), ";received=%s;rport=%u",
-                 tp_addr_host(&t->src.remote, host, sizeof(host)),
-                 (unsigned)tp_addr_port(&t->src.remote));
-        buf_init(&b, SIP_MAX_MSG_LEN);
-        if (sip_build_via_append(&b, bytes, slice_cstr(app)) == 0)
-            set_out(t, buf_slice(&b));
+        size_t n = sizeof(";received=") - 1, hl;
+        struct buf *b = &t->tt->scratch;
+
+        /* ";received=HOST;rport=PORT", without printf (every response) */
+        memcpy(app, ";received=", n);
+        tp_addr_host(&t->src.remote, host, sizeof(host));
+        hl = strlen(host);
+        memcpy(app + n, host, hl);
+        n += hl;
+        memcpy(app + n, ";rport=", sizeof(";rport=") - 1);
+        n += sizeof(";rport=") - 1;
+        n += fmt_u64(app + n, tp_addr_port(&t->src.remote));
+        buf_reset(b);
+        if (sip_build_via_append(b, bytes, slice_make(app, n)) == 0)
+            set_out(t, buf_slice(b));
         else
             set_out(t, bytes);
-        buf_fini(&b);
+        if (b->alloc > TXN_SPARE_BUF)
+            buf_fini(b); /* keep no large buffer after an odd response */
     } else {
         set_out(t, bytes);
     }
@@ -1074,7 +1094,7 @@ static struct txn *
 server_new(struct txn_table *tt, const struct tp_rx *rx)
 {
     struct sip_error err = {0, NULL};
-    struct txn *t = txn_alloc(tt, rx->raw, &err);
+    struct txn *t = txn_alloc(tt, rx->raw, rx->err ? NULL : rx->msg, &err);
 
     if (t == NULL)
         return NULL;
@@ -1270,6 +1290,7 @@ txn_table_new(struct tp *tp, const struct txn_cfg *cfg, struct txn_table **out)
     list_init(&tt->compact);
     list_init(&tt->dead);
     list_init(&tt->spare);
+    buf_init(&tt->scratch, SIP_MAX_MSG_LEN);
     tq_fifo_init(tp_tq(tp), &tt->fifo_long, 64 * (uint64_t)tm->t1_ms);
     tq_fifo_init(tp_tq(tp), &tt->fifo_t4, tm->t4_ms);
     tq_fifo_init(tp_tq(tp), &tt->fifo_zero, 0);
@@ -1301,6 +1322,7 @@ txn_table_free(struct txn_table *tt)
     }
     free_dead(tt);
     spares_free(tt);
+    buf_fini(&tt->scratch);
     tq_fifo_fini(&tt->fifo_long);
     tq_fifo_fini(&tt->fifo_t4);
     tq_fifo_fini(&tt->fifo_zero);

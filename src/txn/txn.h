@@ -8,8 +8,9 @@
  * transaction: every timer is a struct tq_entry in the worker's tq
  * (tp_tq()): fixed timeouts in FIFO queues, the doubling A/E/G in the heap.
  *
- * Each transaction keeps its own copy of the request bytes (parsed again
- * into its own arena, style.md §5) and, for server transactions, the last
+ * Each transaction keeps its own copy of the request bytes (with its parse
+ * in its own arena, style.md §5: a server transaction's is the received
+ * parse rebased onto the copy, a client's a fresh parse) and, for server transactions, the last
  * response it sent, which it resends when the request is retransmitted.
  * Once a transaction has its final response (sent or received; an INVITE
  * server's 2xx included) it drops the request copy at the end of that

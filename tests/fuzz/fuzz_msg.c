@@ -6,7 +6,9 @@
  * slice lies inside the input, a frame never exceeds the input, and a
  * message the stream framer accepts parses to the same length.
  * sip_peek_call_id (the UDP spreading peek) runs on every input too, and
- * must find the Call-ID of every request the parser accepts.
+ * must find the Call-ID of every request the parser accepts. Every
+ * accepted message is also copied with sip_msg_rebase and compared with a
+ * fresh parse of the copy.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -81,6 +83,41 @@ values(const struct sip_msg *m, enum sip_hdr_id id, const char *buf, size_t len)
     }
 }
 
+/* sip_msg_rebase onto a copy equals a fresh parse of the copy (the
+ * struct byte for byte but for the header array's address, and each
+ * header). */
+static void
+rebase_check(const struct sip_msg *m, const char *buf, size_t size)
+{
+    char *copy = malloc(size ? size : 1);
+    struct arena a;
+    struct sip_msg r, f;
+    struct sip_error err;
+
+    if (!copy)
+        abort();
+    memcpy(copy, buf, size);
+    arena_init(&a, SIP_MSG_ARENA_CAP);
+    if (sip_msg_rebase(&r, m, copy, size, &a) != 0 ||
+        sip_msg_parse(&f, copy, size, &a, &err) != 0 ||
+        r.hdr_count != f.hdr_count)
+        abort();
+    for (size_t i = 0; i < f.hdr_count; i++)
+        if (r.hdrs[i].id != f.hdrs[i].id ||
+            r.hdrs[i].name.ptr != f.hdrs[i].name.ptr ||
+            r.hdrs[i].name.len != f.hdrs[i].name.len ||
+            r.hdrs[i].value.ptr != f.hdrs[i].value.ptr ||
+            r.hdrs[i].value.len != f.hdrs[i].value.len ||
+            r.hdrs[i].raw.ptr != f.hdrs[i].raw.ptr ||
+            r.hdrs[i].raw.len != f.hdrs[i].raw.len)
+            abort();
+    r.hdrs = f.hdrs;
+    if (memcmp(&r, &f, sizeof(r)) != 0)
+        abort();
+    arena_fini(&a);
+    free(copy);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -118,6 +155,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uri_check(m.to.uri, buf, size);
         if (m.max_forwards > 255 || m.cseq.num > 0x7fffffffu)
             abort();
+        rebase_check(&m, buf, size);
     } else if (!err.reason || err.status < 400 || err.status > 599) {
         abort();
     }

@@ -1209,6 +1209,34 @@ test_tls_dripped_record_meets_message_deadline(void **state)
     unlink(key);
 }
 
+/* tp_addr_host formats IPv4 itself (no inet_ntop): the same text as
+ * inet_ntop for edge values, IPv6 unchanged, a small buffer still
+ * handled, and tp_addr_format built on it. */
+static void
+test_addr_host_text(void **state)
+{
+    static const char *v4[] = {"0.0.0.0", "255.255.255.255", "10.1.0.1",
+                               "127.0.0.1", "192.168.100.9", "1.20.255.0"};
+    struct tp_addr a;
+    char out[TP_ADDRSTRLEN], ref[INET6_ADDRSTRLEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+        assert_int_equal(tp_addr_from_ip(slice_cstr(v4[i]), 5062, &a), 0);
+        assert_non_null(inet_ntop(AF_INET, &a.u.in4.sin_addr, ref, sizeof(ref)));
+        assert_string_equal(tp_addr_host(&a, out, sizeof(out)), ref);
+        assert_string_equal(ref, v4[i]);
+    }
+    assert_string_equal(tp_addr_format(&a, out, sizeof(out)),
+                        "1.20.255.0:5062");
+    char small[8];
+    assert_string_equal(tp_addr_host(&a, small, sizeof(small)), "?");
+    assert_int_equal(tp_addr_from_ip(SLICE_LIT("2001:db8::1"), 5060, &a), 0);
+    assert_string_equal(tp_addr_host(&a, out, sizeof(out)), "2001:db8::1");
+    assert_string_equal(tp_addr_format(&a, out, sizeof(out)),
+                        "[2001:db8::1]:5060");
+}
+
 int
 main(void)
 {
@@ -1229,6 +1257,7 @@ main(void)
         cmocka_unit_test(test_tcp_connections_balanced_over_group),
         cmocka_unit_test(test_tls_quiet_frees_buffers),
         cmocka_unit_test(test_tls_dripped_record_meets_message_deadline),
+        cmocka_unit_test(test_addr_host_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
