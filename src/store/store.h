@@ -456,7 +456,7 @@ void store_get_stats(struct store *st, struct store_stats *out);
 /* The schema version of the open database (the highest row of
  * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
  * -EIO. Blocking read (own connection), like the loads. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 int store_schema_version(struct store *st, int *out);
 
 /* ---- cluster (docs/cluster.md) ---------------------------------------
@@ -470,6 +470,7 @@ struct store_node {
     const char *advertise; /* SIP URI other nodes reach it at */
     int64_t started_at;    /* unix seconds */
     int64_t last_seen;     /* unix seconds (the heartbeat) */
+    int64_t calls;         /* calls it handled at last_seen (schema 5) */
 };
 
 /* Queue the upsert of n's row (by name), like the other writes: 0 or

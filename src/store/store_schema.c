@@ -197,6 +197,12 @@ const struct store_migration store_migrations[] = {
            " ON call_records(node, call_id, started_ms);"
            "CREATE INDEX call_records_node ON call_records(node, id);"
            "CREATE INDEX call_records_ended ON call_records(ended_ms, id);"},
+    /* Cluster: each node's current calls in its heartbeat row (the
+     * admin's node list shows every node's, docs/cluster.md). */
+    {.version = 5,
+     .sqlite = "ALTER TABLE nodes ADD COLUMN calls INTEGER NOT NULL"
+               " DEFAULT 0;",
+     .pg = "ALTER TABLE nodes ADD COLUMN calls bigint NOT NULL DEFAULT 0;"},
 };
 
 _Static_assert(STORE_MSG_ID_BLOCK == 1000,
