@@ -35,6 +35,7 @@ struct node {
     char hostport[64]; /* "ip:port" of advertise */
     struct sockaddr_storage sa;
     int64_t started_at, last_seen;
+    int64_t calls; /* in its last heartbeat */
     bool alive;
 };
 
@@ -51,9 +52,11 @@ struct cluster {
     int64_t (*clock_s)(void *arg);
     void *clock_arg;
 
-    pthread_mutex_t lock; /* nodes, count */
+    pthread_mutex_t lock; /* nodes, count, calls_fn */
     struct node *nodes;
     size_t count;
+    cluster_calls_fn *calls_fn;
+    void *calls_arg;
 
     pthread_mutex_t apply; /* one change handler or resync at a time */
     bool stopped;          /* cluster_stop: the handler does nothing; under
@@ -171,6 +174,7 @@ load_node(const struct store_node *sn, void *arg)
         x->hostport[0] = '\0';
     x->started_at = sn->started_at;
     x->last_seen = sn->last_seen;
+    x->calls = sn->calls;
     bool self = strcmp(x->name, nv->cl->self) == 0;
     x->alive = self || (x->hostport[0] &&
                         x->last_seen >= nv->now - (int64_t)nv->cl->timeout_s);
@@ -187,13 +191,24 @@ find_node(const struct node *v, size_t n, const char *name)
     return NULL;
 }
 
+static int64_t
+calls_now(struct cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    cluster_calls_fn *fn = cl->calls_fn;
+    void *arg = cl->calls_arg;
+    pthread_mutex_unlock(&cl->lock);
+    return fn ? (int64_t)fn(arg) : 0;
+}
+
 static void
 beat(struct cluster *cl, int64_t now)
 {
     struct store_node me = {.name = cl->self,
                             .advertise = cl->advertise,
                             .started_at = cl->started_at,
-                            .last_seen = now};
+                            .last_seen = now,
+                            .calls = calls_now(cl)};
     int rc = store_node_beat(cl->st, &me);
     if (rc < 0)
         log_warn("cluster", "heartbeat not queued: %s", strerror(-rc));
@@ -449,7 +464,9 @@ refresh_messages(struct cluster *cl, const char *ext)
                   ext ? ext : "every extension", n);
 }
 
-static void
+/* Read ext again and apply it. Returns true when it is gone (no row:
+ * forgotten here, with its bindings and push devices). */
+static bool
 apply_ext(struct cluster *cl, const char *ext)
 {
     struct rows r = {0};
@@ -462,13 +479,13 @@ apply_ext(struct cluster *cl, const char *ext)
         if (cl->devices)
             (void)pushdev_replace_ext(cl->devices, ext, NULL, 0);
         rows_free(&r);
-        return;
+        return true;
     }
     if (rc < 0) {
         log_warn("cluster", "cannot read extension %s: %s", ext,
                  strerror(-rc));
         rows_free(&r);
-        return;
+        return false;
     }
     if (r.has_ext)
         (void)reg_ext_apply(cl->reg, &r.e);
@@ -481,12 +498,17 @@ apply_ext(struct cluster *cl, const char *ext)
     log_debug("cluster", "extension %s applied: bindings=%zu new=%d devices=%zu",
               ext, r.nb, added, r.nd);
     rows_free(&r);
+    return false;
 }
 
 struct names {
     char **v;
     size_t n, cap;
 };
+
+/* How long a resynchronisation waits for this node's own queued writes
+ * before it reads the extensions (they must be in the read). */
+#define RESYNC_COMMIT_MS 2000
 
 static void
 collect_name(const char *ext, const char *display, bool enabled,
@@ -519,11 +541,58 @@ cmp_pushdev(const void *a, const void *b)
 }
 
 static int
+cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+names_free(struct names *nm)
+{
+    for (size_t i = 0; i < nm->n; i++)
+        free(nm->v[i]);
+    free(nm->v);
+    memset(nm, 0, sizeof(*nm));
+}
+
+/* store_ext_load's callback of resync: apply the row, note its number. */
+struct ext_rows {
+    struct cluster *cl;
+    struct names seen;
+};
+
+static int
 apply_ext_row(const struct store_ext *e, void *arg)
 {
-    struct cluster *cl = arg;
-    (void)reg_ext_apply(cl->reg, e);
+    struct ext_rows *x = arg;
+    (void)reg_ext_apply(x->cl->reg, e);
+    collect_name(e->number, NULL, false, NULL, 0, &x->seen);
     return 0;
+}
+
+/* The extensions of before (this node's memory before the read) that the
+ * read did not return: deleted by another node while no notification
+ * could tell us. Each is read once more (apply_ext: -ENOENT forgets it,
+ * its bindings and push devices; a row that is there after all is
+ * applied). Only memory from before the read is candidate, and this
+ * node's own queued writes were committed before the read, so an
+ * extension created here (memory first, then the commit) is never taken
+ * for a deleted one. Returns how many were forgotten. */
+static size_t
+forget_deleted(struct cluster *cl, struct names *before, struct names *seen)
+{
+    size_t gone = 0;
+
+    if (seen->n)
+        qsort(seen->v, seen->n, sizeof(*seen->v), cmp_name);
+    for (size_t i = 0; i < before->n; i++) {
+        const char *ext = before->v[i];
+        if (seen->n && bsearch(&ext, seen->v, seen->n, sizeof(*seen->v),
+                               cmp_name))
+            continue;
+        gone += apply_ext(cl, ext) ? 1 : 0;
+    }
+    return gone;
 }
 
 /* Everything again: every extension row, then each extension's remote
@@ -532,11 +601,25 @@ static void
 resync(struct cluster *cl)
 {
     struct rows r = {0};
-    struct names nm = {0};
+    struct names nm = {0}, before = {0};
+    struct ext_rows er = {.cl = cl};
 
-    int rc = store_ext_load(cl->st, apply_ext_row, cl);
-    /* TODO(cluster): an extension deleted by another node while this
-     * node's listener was away stays here until the next restart. */
+    /* The extensions in memory now, then this node's queued writes
+     * committed (an extension created here is in memory before its row
+     * is committed), then the rows: an extension of before that the read
+     * does not return was deleted by another node. */
+    reg_list(cl->reg, collect_name, &before);
+    int crc = store_commit(cl->st, store_mark(cl->st), RESYNC_COMMIT_MS);
+    int rc = store_ext_load(cl->st, apply_ext_row, &er);
+    size_t gone = 0;
+    if (rc == 0 && crc == 0)
+        gone = forget_deleted(cl, &before, &er.seen);
+    else if (rc == 0)
+        log_warn("cluster", "resynchronisation: this node's writes not "
+                            "committed (%s): deleted extensions kept until "
+                            "the next one", strerror(-crc));
+    names_free(&before);
+    names_free(&er.seen);
     if (rc == 0)
         rc = store_binding_load(cl->st, now_s(cl), take_binding, &r);
     if (rc == 0 && cl->devices)
@@ -587,12 +670,11 @@ resync(struct cluster *cl)
             (void)pushdev_replace_ext(cl->devices, ext,
                                       r.nd ? r.d + dl : NULL, de - dl);
         }
-        free(nm.v[i]);
     }
-    free(nm.v);
     log_notice("cluster", "resynchronised: extensions=%zu binding rows=%zu "
-                          "push devices=%zu",
-               nm.n, remote, r.nd);
+                          "push devices=%zu deleted extensions=%zu",
+               nm.n, remote, r.nd, gone);
+    names_free(&nm);
     rows_free(&r);
 }
 
@@ -619,7 +701,7 @@ on_change(const char *ext, const char *origin, void *arg)
     } else if (reg_ext_number_valid(ext)) {
         log_debug("cluster", "change of extension %s by node %s", ext,
                   origin ? origin : "?");
-        apply_ext(cl, ext);
+        (void)apply_ext(cl, ext);
     }
     pthread_mutex_unlock(&cl->apply);
 }
@@ -716,6 +798,17 @@ cluster_tick(struct cluster *cl)
     }
 }
 
+void
+cluster_set_calls(struct cluster *cl, cluster_calls_fn *fn, void *arg)
+{
+    if (!cl)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    cl->calls_fn = fn;
+    cl->calls_arg = arg;
+    pthread_mutex_unlock(&cl->lock);
+}
+
 const char *
 cluster_self(const struct cluster *cl)
 {
@@ -745,10 +838,15 @@ cluster_nodes(struct cluster *cl, struct cluster_node_info *out, size_t cap)
         v[i].alive = x->alive;
         v[i].started_at = x->started_at;
         v[i].last_seen = x->last_seen;
+        v[i].calls = x->alive ? x->calls : -1;
     }
     pthread_mutex_unlock(&cl->lock);
-    for (size_t i = 0; i < n; i++)
+    int64_t mine = calls_now(cl);
+    for (size_t i = 0; i < n; i++) {
         v[i].bindings = reg_count_node(cl->reg, v[i].self ? "" : v[i].name);
+        if (v[i].self)
+            v[i].calls = mine; /* fresher than our heartbeat */
+    }
     qsort(v, n, sizeof(*v), cmp_info);
     memcpy(out, v, (n < cap ? n : cap) * sizeof(*v));
     free(v);

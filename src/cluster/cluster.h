@@ -4,8 +4,8 @@
  * the others:
  *
  *  - heartbeat: cluster_tick (the main thread's 1 s tick) queues this
- *    node's row (store_node_beat: name, advertise, started_at, last_seen)
- *    and reads every node's row back (store_node_load) into the nodes
+ *    node's row (store_node_beat: name, advertise, started_at, last_seen,
+ *    its current calls: cluster_set_calls) and reads every node's row back (store_node_load) into the nodes
  *    cache: a node is alive while last_seen >= now - node_timeout_s;
  *  - the nodes cache (name, advertised address, alive) answers the proxy's
  *    "is this source a node" (cluster_is_peer), the admin's node list and
@@ -90,6 +90,13 @@ void cluster_close(struct cluster *cl);
  * node came (back) to life. Blocks for one read of the nodes table. */
 void cluster_tick(struct cluster *cl);
 
+/* How many calls this node has now (the app's count), put in each
+ * heartbeat so that every node's admin shows every node's calls. Any
+ * thread; short. */
+typedef size_t cluster_calls_fn(void *arg);
+/* Set it (NULL: 0 calls). Main thread, like cluster_tick. */
+void cluster_set_calls(struct cluster *cl, cluster_calls_fn *fn, void *arg);
+
 /* Is host (the port is ignored) the advertised host of an alive node
  * other than this one? A proxy_peer_fn (proxy.h). Any thread. */
 bool cluster_is_peer(const struct sockaddr *host, void *arg);
@@ -101,6 +108,9 @@ struct cluster_node_info {
     bool self, alive;
     int64_t started_at, last_seen; /* unix s */
     size_t bindings; /* unexpired bindings it holds, as this node sees */
+    /* Its calls: this node's now (cluster_set_calls), another node's as
+     * of its last heartbeat; -1 for a node that is down (they ended). */
+    int64_t calls;
 };
 /* Copy at most cap nodes (self first, then by name) into out; returns how
  * many there are (may exceed cap). Counts bindings (O(bindings)). Any
