@@ -48,6 +48,7 @@ struct cluster {
     struct reg *reg;
     struct pushdev_table *devices;
     cluster_added_fn *added;
+    cluster_down_fn *down;
     void *arg;
     int64_t (*clock_s)(void *arg);
     void *clock_arg;
@@ -243,8 +244,11 @@ reload_nodes(struct cluster *cl, bool *revived)
             *revived = true;
         }
         if (!x->alive && o && o->alive) {
-            /* TODO(cluster): calls that were ringing on the dead node end
-             * with it; no node takes them over. */
+            /* Calls held on the dead node end with it (their caller's
+             * transaction was there). Calls held here that ring a phone
+             * via it: its branches stop now, and the phone's binding at
+             * another node (if it moved already, or later while the call
+             * rings) gets a branch (node_down: proxy_node_down). */
             pthread_mutex_lock(&cl->apply); /* not under a change */
             size_t n = reg_remote_drop_node(cl->reg, x->name);
             pthread_mutex_unlock(&cl->apply);
@@ -252,6 +256,8 @@ reload_nodes(struct cluster *cl, bool *revived)
                      "node %s is down (no heartbeat for %u s): %zu bindings "
                      "it held are ignored",
                      x->name, cl->timeout_s, n);
+            if (cl->down && x->hostport[0])
+                cl->down(x->name, &x->sa, cl->arg);
         }
     }
     free(old);
@@ -724,6 +730,7 @@ cluster_open(const struct cluster_opts *o, struct cluster **out, char *err,
     cl->reg = o->reg;
     cl->devices = o->devices;
     cl->added = o->bindings_added;
+    cl->down = o->node_down;
     cl->arg = o->arg;
     cl->clock_s = o->clock_s;
     cl->clock_arg = o->clock_arg;

@@ -18,8 +18,10 @@
  *    (pushdev_replace_ext); new remote bindings fire the registrar's bind
  *    callback like a local REGISTER, then bindings_added (the app passes
  *    it to proxy_binding_added). A (re)connected listener resynchronises
- *    everything; so does a node coming back to life, and a node that dies
- *    has its remote bindings dropped (reg_remote_drop_node).
+ *    everything, removing what is no longer in the store; so does a node
+ *    coming back to life. A node that dies has its remote bindings
+ *    dropped (reg_remote_drop_node) and is reported to node_down (the
+ *    app stops the ringing branches sent via it: proxy_node_down).
  *
  * With [cluster] node empty no cluster is opened (cluster_open is not
  * called): the single-node path does not pass through this room.
@@ -57,13 +59,21 @@ int cluster_advertise_parse(const char *uri, char *hostport, size_t cap,
  * Listener or main thread; must be thread-safe and short. */
 typedef void cluster_added_fn(const char *ext, void *arg);
 
+/* Node name was declared down (no heartbeat for node_timeout_s; its
+ * remote bindings were just dropped); addr is its advertised address.
+ * The app stops the branches of ringing calls sent via it
+ * (proxy_node_down). Main thread; must be short. */
+typedef void cluster_down_fn(const char *name,
+                             const struct sockaddr_storage *addr, void *arg);
+
 struct cluster_opts {
     const struct cluster_cfg *cfg; /* copied; cfg->node not empty */
     struct store *store;           /* borrowed; PostgreSQL */
     struct reg *reg;               /* borrowed */
     struct pushdev_table *devices; /* borrowed; NULL: no push devices */
     cluster_added_fn *bindings_added; /* may be NULL */
-    void *arg;
+    cluster_down_fn *node_down;       /* may be NULL */
+    void *arg;                        /* of both */
     /* Wall clock in s; NULL = time(). For tests. */
     int64_t (*clock_s)(void *arg);
     void *clock_arg;
