@@ -604,30 +604,38 @@ forget_deleted(struct cluster *cl, struct names *before, struct names *seen)
     return gone;
 }
 
-/* Everything again: every extension row, then each extension's remote
- * bindings and push devices. Under cl->apply. */
+/* The start of a resynchronisation: the extensions in memory now (into
+ * before) and the store's queue position. An extension created here is
+ * in memory before its row is committed: its write is queued before the
+ * mark, and resync_from waits for the mark before it reads. */
+static struct store_mark
+resync_note(struct cluster *cl, struct names *before)
+{
+    reg_list(cl->reg, collect_name, before);
+    return store_mark(cl->st);
+}
+
+/* Everything again: every extension row (an extension of before that the
+ * read does not return was deleted by another node), then each
+ * extension's remote bindings and push devices. Frees before. Under
+ * cl->apply. */
 static void
-resync(struct cluster *cl)
+resync_from(struct cluster *cl, struct names *before, struct store_mark mark)
 {
     struct rows r = {0};
-    struct names nm = {0}, before = {0};
+    struct names nm = {0};
     struct ext_rows er = {.cl = cl};
 
-    /* The extensions in memory now, then this node's queued writes
-     * committed (an extension created here is in memory before its row
-     * is committed), then the rows: an extension of before that the read
-     * does not return was deleted by another node. */
-    reg_list(cl->reg, collect_name, &before);
-    int crc = store_commit(cl->st, store_mark(cl->st), RESYNC_COMMIT_MS);
+    int crc = store_commit(cl->st, mark, RESYNC_COMMIT_MS);
     int rc = store_ext_load(cl->st, apply_ext_row, &er);
     size_t gone = 0;
     if (rc == 0 && crc == 0)
-        gone = forget_deleted(cl, &before, &er.seen);
+        gone = forget_deleted(cl, before, &er.seen);
     else if (rc == 0)
         log_warn("cluster", "resynchronisation: this node's writes not "
                             "committed (%s): deleted extensions kept until "
                             "the next one", strerror(-crc));
-    names_free(&before);
+    names_free(before);
     names_free(&er.seen);
     if (rc == 0)
         rc = store_binding_load(cl->st, now_s(cl), take_binding, &r);
@@ -688,6 +696,14 @@ resync(struct cluster *cl)
 }
 
 static void
+resync(struct cluster *cl)
+{
+    struct names before = {0};
+    struct store_mark m = resync_note(cl, &before);
+    resync_from(cl, &before, m);
+}
+
+static void
 on_change(const char *ext, const char *origin, void *arg)
 {
     struct cluster *cl = arg;
@@ -699,14 +715,17 @@ on_change(const char *ext, const char *origin, void *arg)
         /* A reconnect (not the first connect): the database was away, so
          * the write-behind rows of REGISTERs answered meanwhile may have
          * been rolled back with their batch. Memory is authoritative:
-         * write this node's bindings again. */
+         * write this node's bindings again. The resynchronisation waits
+         * for this node's writes queued before those only. */
+        struct names before = {0};
+        struct store_mark m = resync_note(cl, &before);
         if (cl->listens++ > 0) {
             size_t n = reg_persist_local(cl->reg);
             log_notice("cluster", "listener reconnected: %zu binding%s of "
                                   "this node written again",
                        n, n == 1 ? "" : "s");
         }
-        resync(cl);
+        resync_from(cl, &before, m);
     } else if (reg_ext_number_valid(ext)) {
         log_debug("cluster", "change of extension %s by node %s", ext,
                   origin ? origin : "?");

@@ -14,6 +14,7 @@ Nodes and helpers of test_cluster.py (a private PostgreSQL, A on
 """
 import json
 import subprocess
+import time
 
 # Fixtures: pytest finds them in this module's namespace.
 from pgfixture import pg_server  # noqa: F401
@@ -92,8 +93,11 @@ def test_calls_on_b_shown_on_a(cluster):
     cl = Callee(callee, inv)
     cl.reply(180)
     assert caller.response("INVITE").status == 180
+    t0 = time.monotonic()
     wait_for("A's /api/nodes shows B's call",
              lambda: nodes(a)["B"]["calls"] == 1, timeout=5)
+    print("a call ringing on B -> shown on A's /api/nodes: %.0f ms" %
+          ((time.monotonic() - t0) * 1000))
     assert nodes(a)["A"]["calls"] == 0
     assert nodes(b)["B"]["calls"] == 1
     assert ctl_calls(a, "B") == "1" and ctl_calls(a, "A") == "0"

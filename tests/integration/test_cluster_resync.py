@@ -19,6 +19,8 @@ B's own API answers 404 for 300, B's REGISTER of 300 is refused, B keeps
 no binding or push device of 300 and no remote binding of 200, and the
 phone registered at B itself (100) is still registered there.
 """
+import time
+
 # Fixtures: pytest finds them in this module's namespace.
 from pgfixture import pg_server  # noqa: F401
 from test_cluster import cluster, wake_cluster  # noqa: F401
@@ -114,11 +116,14 @@ def test_resync_removes_what_was_deleted(wake_cluster, phones,  # noqa: F811
         assert b.admin.call("GET", "/api/extensions/300")[0] == 200
     finally:
         b_may_connect(pg_server, True)
+    t0 = time.monotonic()
 
     assert b.wait_log("listener connected again")
     wait_for("B forgot 300 (resynchronised)",
              lambda: b.admin.call("GET", "/api/extensions/300")[0] == 404,
              timeout=5)
+    print("B may connect again -> 300 gone from B's API: %.0f ms "
+          "(listener backoff up to 2 s)" % ((time.monotonic() - t0) * 1000))
     assert b.wait_log("deleted extensions=1")
     assert "300" not in device_exts(b)
     assert binding_nodes(b, "300") == []
