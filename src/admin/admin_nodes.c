@@ -1,7 +1,8 @@
 /*
  * admin/admin_nodes: GET /api/nodes, the nodes of a pushpbx cluster
  * (docs/cluster.md) as this node sees them: up or down (heartbeat within
- * [cluster] node_timeout_s), the bindings each holds, this node's calls.
+ * [cluster] node_timeout_s), the bindings each holds, the calls each has
+ * (another node's from its heartbeat row).
  * A single node lists itself alone ("cluster": false). The rows come from
  * the app's list_nodes source (the cluster room's cache); this file only
  * shapes the answer. Admin thread; a few rows. (GET /api/registrations

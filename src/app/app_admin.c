@@ -155,21 +155,32 @@ app_admin_media(struct media_relays *relays)
     the.relays = relays;
 }
 
+/* The calls up now (started, not ended). Any thread. */
+static size_t
+calls_active(void *arg)
+{
+    uint64_t st = atomic_load(&the.calls_started);
+    uint64_t en = atomic_load(&the.calls_ended);
+
+    (void)arg;
+    return (size_t)(st > en ? st - en : 0);
+}
+
 void
 app_admin_cluster(struct cluster *cl)
 {
     the.cluster = cl;
+    cluster_set_calls(cl, calls_active, NULL); /* into the heartbeat */
 }
 
 /* GET /api/nodes: the nodes of the cluster (this one first), or this
- * node alone when it is not in a cluster. Calls are known for this node
- * only. */
+ * node alone when it is not in a cluster. Calls: this node's now, another
+ * node's as of its last heartbeat (at most a second old), null for a node
+ * that is down. */
 static int
 list_nodes(void *arg, json_t *items)
 {
-    uint64_t st = atomic_load(&the.calls_started);
-    uint64_t en = atomic_load(&the.calls_ended);
-    json_int_t calls = (json_int_t)(st > en ? st - en : 0);
+    json_int_t calls = (json_int_t)calls_active(NULL);
 
     (void)arg;
     if (!the.cluster) {
@@ -185,7 +196,6 @@ list_nodes(void *arg, json_t *items)
     }
     struct cluster_node_info v[64];
     size_t n = cluster_nodes(the.cluster, v, 64);
-    /* TODO(cluster): calls of the other nodes (not in the heartbeat). */
     for (size_t i = 0; i < n && i < 64; i++)
         json_array_append_new(
             items,
@@ -195,7 +205,8 @@ list_nodes(void *arg, json_t *items)
                       (json_int_t)v[i].started_at, "last_seen",
                       (json_int_t)v[i].last_seen, "bindings",
                       (json_int_t)v[i].bindings, "calls",
-                      v[i].self ? json_integer(calls) : json_null()));
+                      v[i].calls >= 0 ? json_integer((json_int_t)v[i].calls)
+                                      : json_null()));
     return 0;
 }
 
@@ -417,11 +428,9 @@ counters(void *arg, struct admin_counters *out)
 {
     if (the.wake.counters)
         the.wake.counters(the.wake.arg, out); /* push side */
-    uint64_t st =
+    out->calls_total =
         atomic_load_explicit(&the.calls_started, memory_order_relaxed);
-    uint64_t en = atomic_load_explicit(&the.calls_ended, memory_order_relaxed);
-    out->calls_total = st;
-    out->calls_active = st > en ? st - en : 0;
+    out->calls_active = calls_active(NULL);
     out->calls_answered =
         atomic_load_explicit(&the.calls_answered, memory_order_relaxed);
     media_counters(out);

@@ -418,6 +418,14 @@ on_remote_bindings(const char *ext, void *arg)
     proxy_binding_added(d->proxy, slice_cstr(ext));
 }
 
+static void
+on_node_down(const char *name, const struct sockaddr_storage *addr, void *arg)
+{
+    struct daemon *d = arg;
+    (void)name;
+    proxy_node_down(d->proxy, addr);
+}
+
 /* [cluster] node set: join the cluster (heartbeat, other nodes' bindings
  * and push devices, the change listener) and let the proxy trust the
  * nodes. Before the workers. Returns 0, or 1 after logging why. */
@@ -434,6 +442,7 @@ cluster_start(struct daemon *d)
                              .reg = d->reg,
                              .devices = app_wake_devices(d->wake),
                              .bindings_added = on_remote_bindings,
+                             .node_down = on_node_down,
                              .arg = d};
     if (cluster_open(&o, &d->cluster, err, sizeof(err)) < 0) {
         log_error("app", "%s", err);

@@ -35,6 +35,7 @@ struct node {
     char hostport[64]; /* "ip:port" of advertise */
     struct sockaddr_storage sa;
     int64_t started_at, last_seen;
+    int64_t calls; /* in its last heartbeat */
     bool alive;
 };
 
@@ -47,13 +48,16 @@ struct cluster {
     struct reg *reg;
     struct pushdev_table *devices;
     cluster_added_fn *added;
+    cluster_down_fn *down;
     void *arg;
     int64_t (*clock_s)(void *arg);
     void *clock_arg;
 
-    pthread_mutex_t lock; /* nodes, count */
+    pthread_mutex_t lock; /* nodes, count, calls_fn */
     struct node *nodes;
     size_t count;
+    cluster_calls_fn *calls_fn;
+    void *calls_arg;
 
     pthread_mutex_t apply; /* one change handler or resync at a time */
     bool stopped;          /* cluster_stop: the handler does nothing; under
@@ -171,6 +175,7 @@ load_node(const struct store_node *sn, void *arg)
         x->hostport[0] = '\0';
     x->started_at = sn->started_at;
     x->last_seen = sn->last_seen;
+    x->calls = sn->calls;
     bool self = strcmp(x->name, nv->cl->self) == 0;
     x->alive = self || (x->hostport[0] &&
                         x->last_seen >= nv->now - (int64_t)nv->cl->timeout_s);
@@ -187,13 +192,24 @@ find_node(const struct node *v, size_t n, const char *name)
     return NULL;
 }
 
+static int64_t
+calls_now(struct cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    cluster_calls_fn *fn = cl->calls_fn;
+    void *arg = cl->calls_arg;
+    pthread_mutex_unlock(&cl->lock);
+    return fn ? (int64_t)fn(arg) : 0;
+}
+
 static void
 beat(struct cluster *cl, int64_t now)
 {
     struct store_node me = {.name = cl->self,
                             .advertise = cl->advertise,
                             .started_at = cl->started_at,
-                            .last_seen = now};
+                            .last_seen = now,
+                            .calls = calls_now(cl)};
     int rc = store_node_beat(cl->st, &me);
     if (rc < 0)
         log_warn("cluster", "heartbeat not queued: %s", strerror(-rc));
@@ -228,8 +244,11 @@ reload_nodes(struct cluster *cl, bool *revived)
             *revived = true;
         }
         if (!x->alive && o && o->alive) {
-            /* TODO(cluster): calls that were ringing on the dead node end
-             * with it; no node takes them over. */
+            /* Calls held on the dead node end with it (their caller's
+             * transaction was there). Calls held here that ring a phone
+             * via it: its branches stop now, and the phone's binding at
+             * another node (if it moved already, or later while the call
+             * rings) gets a branch (node_down: proxy_node_down). */
             pthread_mutex_lock(&cl->apply); /* not under a change */
             size_t n = reg_remote_drop_node(cl->reg, x->name);
             pthread_mutex_unlock(&cl->apply);
@@ -237,6 +256,8 @@ reload_nodes(struct cluster *cl, bool *revived)
                      "node %s is down (no heartbeat for %u s): %zu bindings "
                      "it held are ignored",
                      x->name, cl->timeout_s, n);
+            if (cl->down && x->hostport[0])
+                cl->down(x->name, &x->sa, cl->arg);
         }
     }
     free(old);
@@ -468,7 +489,12 @@ refresh_messages(struct cluster *cl, const char *ext)
                   ext ? ext : "every extension", n);
 }
 
-static void
+/* Read ext again and apply it. Returns true when it is gone (no row:
+ * forgotten here, with its bindings and push devices).
+ * TODO(cluster): provisioning links are not applied (the admin indexes
+ * them at start): a link made or revoked on another node is known here
+ * after a restart; one whose extension is gone answers 404. */
+static bool
 apply_ext(struct cluster *cl, const char *ext)
 {
     struct rows r = {0};
@@ -481,13 +507,13 @@ apply_ext(struct cluster *cl, const char *ext)
         if (cl->devices)
             (void)pushdev_replace_ext(cl->devices, ext, NULL, 0);
         rows_free(&r);
-        return;
+        return true;
     }
     if (rc < 0) {
         log_warn("cluster", "cannot read extension %s: %s", ext,
                  strerror(-rc));
         rows_free(&r);
-        return;
+        return false;
     }
     if (r.has_ext)
         (void)reg_ext_apply(cl->reg, &r.e);
@@ -500,12 +526,17 @@ apply_ext(struct cluster *cl, const char *ext)
     log_debug("cluster", "extension %s applied: bindings=%zu new=%d devices=%zu",
               ext, r.nb, added, r.nd);
     rows_free(&r);
+    return false;
 }
 
 struct names {
     char **v;
     size_t n, cap;
 };
+
+/* How long a resynchronisation waits for this node's own queued writes
+ * before it reads the extensions (they must be in the read). */
+#define RESYNC_COMMIT_MS 2000
 
 static void
 collect_name(const char *ext, const char *display, bool enabled,
@@ -538,24 +569,93 @@ cmp_pushdev(const void *a, const void *b)
 }
 
 static int
+cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+names_free(struct names *nm)
+{
+    for (size_t i = 0; i < nm->n; i++)
+        free(nm->v[i]);
+    free(nm->v);
+    memset(nm, 0, sizeof(*nm));
+}
+
+/* store_ext_load's callback of resync: apply the row, note its number. */
+struct ext_rows {
+    struct cluster *cl;
+    struct names seen;
+};
+
+static int
 apply_ext_row(const struct store_ext *e, void *arg)
 {
-    struct cluster *cl = arg;
-    (void)reg_ext_apply(cl->reg, e);
+    struct ext_rows *x = arg;
+    (void)reg_ext_apply(x->cl->reg, e);
+    collect_name(e->number, NULL, false, NULL, 0, &x->seen);
     return 0;
 }
 
-/* Everything again: every extension row, then each extension's remote
- * bindings and push devices. Under cl->apply. */
+/* The extensions of before (this node's memory before the read) that the
+ * read did not return: deleted by another node while no notification
+ * could tell us. Each is read once more (apply_ext: -ENOENT forgets it,
+ * its bindings and push devices; a row that is there after all is
+ * applied). Only memory from before the read is candidate, and this
+ * node's own queued writes were committed before the read, so an
+ * extension created here (memory first, then the commit) is never taken
+ * for a deleted one. Returns how many were forgotten. */
+static size_t
+forget_deleted(struct cluster *cl, struct names *before, struct names *seen)
+{
+    size_t gone = 0;
+
+    if (seen->n)
+        qsort(seen->v, seen->n, sizeof(*seen->v), cmp_name);
+    for (size_t i = 0; i < before->n; i++) {
+        const char *ext = before->v[i];
+        if (seen->n && bsearch(&ext, seen->v, seen->n, sizeof(*seen->v),
+                               cmp_name))
+            continue;
+        gone += apply_ext(cl, ext) ? 1 : 0;
+    }
+    return gone;
+}
+
+/* The start of a resynchronisation: the extensions in memory now (into
+ * before) and the store's queue position. An extension created here is
+ * in memory before its row is committed: its write is queued before the
+ * mark, and resync_from waits for the mark before it reads. */
+static struct store_mark
+resync_note(struct cluster *cl, struct names *before)
+{
+    reg_list(cl->reg, collect_name, before);
+    return store_mark(cl->st);
+}
+
+/* Everything again: every extension row (an extension of before that the
+ * read does not return was deleted by another node), then each
+ * extension's remote bindings and push devices. Frees before. Under
+ * cl->apply. */
 static void
-resync(struct cluster *cl)
+resync_from(struct cluster *cl, struct names *before, struct store_mark mark)
 {
     struct rows r = {0};
     struct names nm = {0};
+    struct ext_rows er = {.cl = cl};
 
-    int rc = store_ext_load(cl->st, apply_ext_row, cl);
-    /* TODO(cluster): an extension deleted by another node while this
-     * node's listener was away stays here until the next restart. */
+    int crc = store_commit(cl->st, mark, RESYNC_COMMIT_MS);
+    int rc = store_ext_load(cl->st, apply_ext_row, &er);
+    size_t gone = 0;
+    if (rc == 0 && crc == 0)
+        gone = forget_deleted(cl, before, &er.seen);
+    else if (rc == 0)
+        log_warn("cluster", "resynchronisation: this node's writes not "
+                            "committed (%s): deleted extensions kept until "
+                            "the next one", strerror(-crc));
+    names_free(before);
+    names_free(&er.seen);
     if (rc == 0)
         rc = store_binding_load(cl->st, now_s(cl), take_binding, &r);
     if (rc == 0 && cl->devices)
@@ -606,13 +706,20 @@ resync(struct cluster *cl)
             (void)pushdev_replace_ext(cl->devices, ext,
                                       r.nd ? r.d + dl : NULL, de - dl);
         }
-        free(nm.v[i]);
     }
-    free(nm.v);
     log_notice("cluster", "resynchronised: extensions=%zu binding rows=%zu "
-                          "push devices=%zu",
-               nm.n, remote, r.nd);
+                          "push devices=%zu deleted extensions=%zu",
+               nm.n, remote, r.nd, gone);
+    names_free(&nm);
     rows_free(&r);
+}
+
+static void
+resync(struct cluster *cl)
+{
+    struct names before = {0};
+    struct store_mark m = resync_note(cl, &before);
+    resync_from(cl, &before, m);
 }
 
 static void
@@ -627,18 +734,21 @@ on_change(const char *ext, const char *origin, void *arg)
         /* A reconnect (not the first connect): the database was away, so
          * the write-behind rows of REGISTERs answered meanwhile may have
          * been rolled back with their batch. Memory is authoritative:
-         * write this node's bindings again. */
+         * write this node's bindings again. The resynchronisation waits
+         * for this node's writes queued before those only. */
+        struct names before = {0};
+        struct store_mark m = resync_note(cl, &before);
         if (cl->listens++ > 0) {
             size_t n = reg_persist_local(cl->reg);
             log_notice("cluster", "listener reconnected: %zu binding%s of "
                                   "this node written again",
                        n, n == 1 ? "" : "s");
         }
-        resync(cl);
+        resync_from(cl, &before, m);
     } else if (reg_ext_number_valid(ext)) {
         log_debug("cluster", "change of extension %s by node %s", ext,
                   origin ? origin : "?");
-        apply_ext(cl, ext);
+        (void)apply_ext(cl, ext);
     }
     pthread_mutex_unlock(&cl->apply);
 }
@@ -661,6 +771,7 @@ cluster_open(const struct cluster_opts *o, struct cluster **out, char *err,
     cl->reg = o->reg;
     cl->devices = o->devices;
     cl->added = o->bindings_added;
+    cl->down = o->node_down;
     cl->arg = o->arg;
     cl->clock_s = o->clock_s;
     cl->clock_arg = o->clock_arg;
@@ -735,6 +846,17 @@ cluster_tick(struct cluster *cl)
     }
 }
 
+void
+cluster_set_calls(struct cluster *cl, cluster_calls_fn *fn, void *arg)
+{
+    if (!cl)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    cl->calls_fn = fn;
+    cl->calls_arg = arg;
+    pthread_mutex_unlock(&cl->lock);
+}
+
 const char *
 cluster_self(const struct cluster *cl)
 {
@@ -764,10 +886,15 @@ cluster_nodes(struct cluster *cl, struct cluster_node_info *out, size_t cap)
         v[i].alive = x->alive;
         v[i].started_at = x->started_at;
         v[i].last_seen = x->last_seen;
+        v[i].calls = x->alive ? x->calls : -1;
     }
     pthread_mutex_unlock(&cl->lock);
-    for (size_t i = 0; i < n; i++)
+    int64_t mine = calls_now(cl);
+    for (size_t i = 0; i < n; i++) {
         v[i].bindings = reg_count_node(cl->reg, v[i].self ? "" : v[i].name);
+        if (v[i].self)
+            v[i].calls = mine; /* fresher than our heartbeat */
+    }
     qsort(v, n, sizeof(*v), cmp_info);
     memcpy(out, v, (n < cap ? n : cap) * sizeof(*v));
     free(v);

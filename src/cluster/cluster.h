@@ -4,8 +4,8 @@
  * the others:
  *
  *  - heartbeat: cluster_tick (the main thread's 1 s tick) queues this
- *    node's row (store_node_beat: name, advertise, started_at, last_seen)
- *    and reads every node's row back (store_node_load) into the nodes
+ *    node's row (store_node_beat: name, advertise, started_at, last_seen,
+ *    its current calls: cluster_set_calls) and reads every node's row back (store_node_load) into the nodes
  *    cache: a node is alive while last_seen >= now - node_timeout_s;
  *  - the nodes cache (name, advertised address, alive) answers the proxy's
  *    "is this source a node" (cluster_is_peer), the admin's node list and
@@ -18,8 +18,10 @@
  *    (pushdev_replace_ext); new remote bindings fire the registrar's bind
  *    callback like a local REGISTER, then bindings_added (the app passes
  *    it to proxy_binding_added). A (re)connected listener resynchronises
- *    everything; so does a node coming back to life, and a node that dies
- *    has its remote bindings dropped (reg_remote_drop_node).
+ *    everything, removing what is no longer in the store; so does a node
+ *    coming back to life. A node that dies has its remote bindings
+ *    dropped (reg_remote_drop_node) and is reported to node_down (the
+ *    app stops the ringing branches sent via it: proxy_node_down).
  *
  * With [cluster] node empty no cluster is opened (cluster_open is not
  * called): the single-node path does not pass through this room.
@@ -57,13 +59,21 @@ int cluster_advertise_parse(const char *uri, char *hostport, size_t cap,
  * Listener or main thread; must be thread-safe and short. */
 typedef void cluster_added_fn(const char *ext, void *arg);
 
+/* Node name was declared down (no heartbeat for node_timeout_s; its
+ * remote bindings were just dropped); addr is its advertised address.
+ * The app stops the branches of ringing calls sent via it
+ * (proxy_node_down). Main thread; must be short. */
+typedef void cluster_down_fn(const char *name,
+                             const struct sockaddr_storage *addr, void *arg);
+
 struct cluster_opts {
     const struct cluster_cfg *cfg; /* copied; cfg->node not empty */
     struct store *store;           /* borrowed; PostgreSQL */
     struct reg *reg;               /* borrowed */
     struct pushdev_table *devices; /* borrowed; NULL: no push devices */
     cluster_added_fn *bindings_added; /* may be NULL */
-    void *arg;
+    cluster_down_fn *node_down;       /* may be NULL */
+    void *arg;                        /* of both */
     /* Wall clock in s; NULL = time(). For tests. */
     int64_t (*clock_s)(void *arg);
     void *clock_arg;
@@ -90,6 +100,13 @@ void cluster_close(struct cluster *cl);
  * node came (back) to life. Blocks for one read of the nodes table. */
 void cluster_tick(struct cluster *cl);
 
+/* How many calls this node has now (the app's count), put in each
+ * heartbeat so that every node's admin shows every node's calls. Any
+ * thread; short. */
+typedef size_t cluster_calls_fn(void *arg);
+/* Set it (NULL: 0 calls). Main thread, like cluster_tick. */
+void cluster_set_calls(struct cluster *cl, cluster_calls_fn *fn, void *arg);
+
 /* Is host (the port is ignored) the advertised host of an alive node
  * other than this one? A proxy_peer_fn (proxy.h). Any thread. */
 bool cluster_is_peer(const struct sockaddr *host, void *arg);
@@ -109,6 +126,9 @@ struct cluster_node_info {
     bool self, alive;
     int64_t started_at, last_seen; /* unix s */
     size_t bindings; /* unexpired bindings it holds, as this node sees */
+    /* Its calls: this node's now (cluster_set_calls), another node's as
+     * of its last heartbeat; -1 for a node that is down (they ended). */
+    int64_t calls;
 };
 /* Copy at most cap nodes (self first, then by name) into out; returns how
  * many there are (may exceed cap). Counts bindings (O(bindings)). Any

@@ -225,6 +225,9 @@ proxy_notes_run(struct proxy *p)
         case PROXY_NOTE_MSG_DELIVER:
             proxy_msg_note_deliver(p, note);
             break;
+        case PROXY_NOTE_NODE_DOWN:
+            proxy_note_node_down(p, note);
+            break;
         }
         free(note);
     }

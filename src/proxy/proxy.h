@@ -291,6 +291,19 @@ void proxy_on_request(struct proxy *p, struct txn *t, const struct sip_msg *req,
  * new ones at once. Any thread (queued to each worker, uv_async). */
 void proxy_binding_added(struct proxy_shared *sh, struct slice ext);
 
+/* A cluster node was declared down (docs/cluster.md); node is its
+ * advertised address (ip and port). On every worker, each call's branches
+ * sent via that node stop: a CANCEL goes out (in case the node is only
+ * cut off), the branch's transaction is given up at once and counts as
+ * 480. The worker then re-reads the callee's bindings and forks to new
+ * ones (the phone may have registered at another node already), and a
+ * call with nothing left ringing ends (§16.7: 480 when nothing better)
+ * unless an observer holds it (wake). A binding with a stopped branch's
+ * Contact that appears later while the call rings gets a new branch.
+ * Any thread: queued to every worker. */
+void proxy_node_down(struct proxy_shared *sh,
+                     const struct sockaddr_storage *node);
+
 /* The app's REGISTER handling answered 200 to reg: if it carried a
  * Contact (other than "*"), call proxy_binding_added for its To user.
  * Worker thread. */

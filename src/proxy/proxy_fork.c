@@ -225,11 +225,12 @@ proxy_branch_relay(struct proxy_call *c, struct branch *b,
     proxy_call_check_done(c);
 }
 
-static void
-branch_synth(struct proxy_call *c, struct branch *b, int status)
+/* A final of our own for branch b (none received); false if it had one. */
+static bool
+branch_set_final(struct proxy_call *c, struct branch *b, int status)
 {
     if (b->status)
-        return;
+        return false;
     b->status = status;
     if (proxy_status_better(status, c->best_status)) {
         c->best_status = status;
@@ -238,7 +239,14 @@ branch_synth(struct proxy_call *c, struct branch *b, int status)
         c->best = NULL;
         c->best_len = 0;
     }
-    proxy_call_check_done(c);
+    return true;
+}
+
+static void
+branch_synth(struct proxy_call *c, struct branch *b, int status)
+{
+    if (branch_set_final(c, b, status))
+        proxy_call_check_done(c);
 }
 
 static void
@@ -541,7 +549,7 @@ proxy_call_add_branch(struct proxy_call *c, const struct reg_contact *b)
      * unless it came back on a new connection after its old one closed
      * (a phone reconnecting gives the same Contact URI). */
     for (size_t i = 0; i < c->nbr; i++)
-        if (strcmp(c->br[i].uri, b->uri) == 0 &&
+        if (!c->br[i].gone && strcmp(c->br[i].uri, b->uri) == 0 &&
             (c->br[i].flow_id == b->flow_id || tp_flow_open(c->br[i].flow_id)))
             return -EEXIST;
     if (!binding_reachable(b)) {
@@ -651,4 +659,71 @@ proxy_note_release(struct proxy *p, const struct proxy_note *n)
     log_info("proxy", "call released by its observer call_id=%s status=%d",
              c->rec.call_id, n->status);
     proxy_call_check_done(c);
+}
+
+/* Is d the address (host and port) a? */
+static bool
+dest_is(const struct tp_dest *d, const struct sockaddr_storage *a)
+{
+    if (d->addr.u.sa.sa_family != a->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        return d->addr.u.in4.sin_addr.s_addr == x->sin_addr.s_addr &&
+               d->addr.u.in4.sin_port == x->sin_port;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+        return memcmp(&d->addr.u.in6.sin6_addr, &x->sin6_addr, 16) == 0 &&
+               d->addr.u.in6.sin6_port == x->sin6_port;
+    }
+    return false;
+}
+
+/* proxy_node_down on this worker: stop c's branches via the node. */
+static void
+node_down_call(struct proxy *p, struct proxy_call *c,
+               const struct sockaddr_storage *node)
+{
+    size_t stopped = 0;
+
+    for (size_t i = 0; i < c->nbr; i++) {
+        struct branch *b = &c->br[i];
+        if (!b->peer || b->gone || !dest_is(&b->dst, node))
+            continue;
+        b->gone = true;
+        if (!branch_set_final(c, b, 480))
+            continue; /* it had its final: nothing rings there */
+        if (b->ct && !b->cancelled)
+            (void)txn_cancel(b->ct, SLICE_NULL); /* if only cut off */
+        b->cancelled = true;
+        stopped++;
+        log_notice("proxy",
+                   "branch via a node that is down stopped call_id=%s "
+                   "callee=%s contact=%s",
+                   c->rec.call_id, c->rec.callee, b->uri);
+    }
+    if (!stopped)
+        return;
+    /* Where the phone may be now: a binding at another node (or here). */
+    if (!c->final_sent && c->kind == CALL_FORK)
+        proxy_fork_new_bindings(p, c);
+    for (size_t i = 0; i < c->nbr; i++)
+        if (c->br[i].gone && c->br[i].ct)
+            txn_client_abandon(c->br[i].ct); /* its final is set: ignored */
+    proxy_call_check_done(c);
+}
+
+void
+proxy_note_node_down(struct proxy *p, const struct proxy_note *n)
+{
+    struct list_node *cn, *ctmp;
+
+    list_for_each_safe(cn, ctmp, &p->all)
+    {
+        struct proxy_call *c = container_of(cn, struct proxy_call, anode);
+        c->refs++; /* its last branch given up must not free it here */
+        node_down_call(p, c, &n->addr);
+        proxy_call_unref(c);
+    }
 }

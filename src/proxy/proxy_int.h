@@ -109,6 +109,7 @@ enum proxy_note_kind {
     PROXY_NOTE_LATE,        /* proxy_late_cancel */
     PROXY_NOTE_MSG_PUT,     /* a MESSAGE's commit ended (proxy_message.c) */
     PROXY_NOTE_MSG_DELIVER, /* a stored message was read: send it */
+    PROXY_NOTE_NODE_DOWN,   /* proxy_node_down: addr is the node's */
 };
 
 /* A notification queued to one worker (cross-thread work for its calls).
@@ -206,6 +207,8 @@ struct branch {
     bool peer; /* a remote binding: via its node, Route with pp-ext */
     bool peer_any; /* its node's advertise names no transport: UDP, or
                       TCP for a request over PROXY_UDP_MAX (§18.1.1) */
+    bool gone; /* its node was declared down: stopped (480); a binding
+                  with its Contact is a new branch */
 };
 
 struct proxy_call {
@@ -377,6 +380,7 @@ void proxy_dest_from_binding(const struct proxy *p, const struct reg_contact *b,
 /* Re-read the callee's bindings and fork c to the new ones. */
 void proxy_fork_new_bindings(struct proxy *p, struct proxy_call *c);
 void proxy_note_release(struct proxy *p, const struct proxy_note *n);
+void proxy_note_node_down(struct proxy *p, const struct proxy_note *n);
 
 /* proxy_media.c */
 /* Open/close this worker's ng client (proxy_new, proxy_free). */

@@ -322,6 +322,27 @@ proxy_binding_added(struct proxy_shared *sh, struct slice ext)
 }
 
 void
+proxy_node_down(struct proxy_shared *sh, const struct sockaddr_storage *node)
+{
+    bool on[TP_MAX_WORKERS] = {false};
+
+    if (!sh || !node)
+        return;
+    pthread_mutex_lock(&sh->lock);
+    for (unsigned w = 0; w < TP_MAX_WORKERS; w++)
+        on[w] = sh->workers[w] != NULL;
+    pthread_mutex_unlock(&sh->lock);
+    for (unsigned w = 0; w < TP_MAX_WORKERS; w++) {
+        if (!on[w])
+            continue;
+        struct proxy_note *n = xcalloc(1, sizeof(*n));
+        n->kind = PROXY_NOTE_NODE_DOWN;
+        n->addr = *node;
+        (void)proxy_note_post(sh, w, n);
+    }
+}
+
+void
 proxy_call_release(struct proxy_shared *sh, unsigned worker,
                    const char *call_id, const char *callee, int status)
 {

@@ -393,6 +393,7 @@ store_node_beat(struct store *st, const struct store_node *n)
     o->s[1] = dup_or_empty(n->advertise);
     o->i[0] = n->started_at;
     o->i[1] = n->last_seen;
+    o->i[2] = n->calls;
     return enqueue(st, o);
 }
 

@@ -165,7 +165,7 @@ struct store_msg {
      * set it (reg_msg_put: never below what that node stored or saw
      * before, so on one node it increases with the id). One extension's
      * messages are ordered by (received_us, id). Rows of a pushpbx before
-     * schema version 5 have received_at * 1000000. */
+     * schema version 6 have received_at * 1000000. */
     int64_t received_us;
 };
 
@@ -465,7 +465,7 @@ void store_get_stats(struct store *st, struct store_stats *out);
 /* The schema version of the open database (the highest row of
  * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
  * -EIO. Blocking read (own connection), like the loads. */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 int store_schema_version(struct store *st, int *out);
 
 /* ---- cluster (docs/cluster.md) ---------------------------------------
@@ -479,6 +479,7 @@ struct store_node {
     const char *advertise; /* SIP URI other nodes reach it at */
     int64_t started_at;    /* unix seconds */
     int64_t last_seen;     /* unix seconds (the heartbeat) */
+    int64_t calls;         /* calls it handled at last_seen (schema 5) */
 };
 
 /* Queue the upsert of n's row (by name), like the other writes: 0 or

@@ -61,7 +61,7 @@ enum op_kind {
  *                  blob: body
  *   OP_MSG_DEL     i: id        OP_MSG_PURGE  i: now
  *   OP_MSG_GET     i: id; the backend fills s[0..4], blob, i[1..4], rc
- *   OP_NODE_PUT    s: name advertise  i: started_at last_seen
+ *   OP_NODE_PUT    s: name advertise  i: started_at last_seen calls
  *   OP_CALL_PUT    s: node call_id caller callee outcome answered_by
  *                  i: status branches started_ms ringing_ms ended_ms
  *                     media(flags) then per leg (caller, callee): packets

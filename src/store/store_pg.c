@@ -157,10 +157,11 @@ static const struct {
                    " received_us FROM messages WHERE id=$1"},
     [P_NODE_PUT] = {"node_put",
                     "INSERT INTO nodes(name, advertise, started_at,"
-                    " last_seen) VALUES($1,$2,$3,$4) ON CONFLICT(name)"
+                    " last_seen, calls) VALUES($1,$2,$3,$4,$5)"
+                    " ON CONFLICT(name)"
                     " DO UPDATE SET advertise=EXCLUDED.advertise,"
                     " started_at=EXCLUDED.started_at,"
-                    " last_seen=EXCLUDED.last_seen"},
+                    " last_seen=EXCLUDED.last_seen, calls=EXCLUDED.calls"},
     [P_CALL_PUT] = {"call_put",
                     STORE_CALL_INSERT
                     " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,"
@@ -507,6 +508,7 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
         v[n++] = nz(o->s[1]);
         v[n++] = num[0];
         v[n++] = num[1];
+        v[n++] = num[2];
         id[nid++] = P_NODE_PUT;
         break;
     case OP_CALL_PUT:
@@ -918,6 +920,7 @@ row_node(PGresult *r, void *ctx)
         .advertise = PQgetvalue(r, 0, 1),
         .started_at = i64(r, 2),
         .last_seen = i64(r, 3),
+        .calls = i64(r, 4),
     };
     return ((store_node_cb *)x->cb)(&n, x->arg);
 }
@@ -1139,7 +1142,7 @@ pg_node_load(struct store *st, store_node_cb *cb, void *arg)
 {
     struct rows x = {.st = st, .cb = (void (*)(void))cb, .arg = arg};
     return read_rows(st, "load nodes",
-                     "SELECT name, advertise, started_at, last_seen"
+                     "SELECT name, advertise, started_at, last_seen, calls"
                      " FROM nodes",
                      0, NULL, NULL, row_node, &x);
 }

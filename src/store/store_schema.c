@@ -197,13 +197,19 @@ const struct store_migration store_migrations[] = {
            " ON call_records(node, call_id, started_ms);"
            "CREATE INDEX call_records_node ON call_records(node, id);"
            "CREATE INDEX call_records_ended ON call_records(ended_ms, id);"},
+    /* Cluster: each node's current calls in its heartbeat row (the
+     * admin's node list shows every node's, docs/cluster.md). */
+    {.version = 5,
+     .sqlite = "ALTER TABLE nodes ADD COLUMN calls INTEGER NOT NULL"
+               " DEFAULT 0;",
+     .pg = "ALTER TABLE nodes ADD COLUMN calls bigint NOT NULL DEFAULT 0;"},
     /* Stored messages in arrival order across nodes (docs/messages.md
      * "Order"): the arrival time in microseconds, set by the storing node
      * (store_msg.received_us); one extension's messages are loaded,
      * capped and delivered by (received_us, id). Rows written before get
      * their second (received_at * 1000000): among themselves they stay in
      * id order, the order one node received them in. */
-    {.version = 5,
+    {.version = 6,
      .sqlite = "ALTER TABLE messages ADD COLUMN received_us INTEGER NOT NULL"
                " DEFAULT 0;"
                "UPDATE messages SET received_us = received_at * 1000000;"

@@ -98,10 +98,11 @@ static const char *const stmt_sql[ST__COUNT] = {
                    " content_type, body, cseq, received_at, expires_at,"
                    " received_us FROM messages WHERE id=?1",
     [ST_NODE_PUT] = "INSERT INTO nodes(name, advertise, started_at,"
-                    " last_seen) VALUES(?1,?2,?3,?4) ON CONFLICT(name)"
+                    " last_seen, calls) VALUES(?1,?2,?3,?4,?5)"
+                    " ON CONFLICT(name)"
                     " DO UPDATE SET advertise=excluded.advertise,"
                     " started_at=excluded.started_at,"
-                    " last_seen=excluded.last_seen",
+                    " last_seen=excluded.last_seen, calls=excluded.calls",
     [ST_CALL_PUT] = STORE_CALL_INSERT
     " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,"
     "?19,?20)" STORE_CALL_UPSERT,
@@ -379,7 +380,7 @@ run_op(struct store *st, struct sq *q, struct op *o)
         rc = bind_text(s, 1, o->s[0]);
         if (rc == SQLITE_OK)
             rc = bind_text(s, 2, o->s[1]);
-        for (int k = 0; k < 2 && rc == SQLITE_OK; k++)
+        for (int k = 0; k < 3 && rc == SQLITE_OK; k++)
             rc = sqlite3_bind_int64(s, 3 + k, o->i[k]);
         break;
     }
@@ -1145,8 +1146,8 @@ sq_node_load(struct store *st, store_node_cb *cb, void *arg)
     if (rc < 0)
         return rc;
     if (sqlite3_prepare_v2(db,
-                           "SELECT name, advertise, started_at, last_seen"
-                           " FROM nodes",
+                           "SELECT name, advertise, started_at, last_seen,"
+                           " calls FROM nodes",
                            -1, &s, NULL) != SQLITE_OK) {
         log_error("store", "load nodes: %s", sqlite3_errmsg(db));
         rc = -EIO;
@@ -1159,6 +1160,7 @@ sq_node_load(struct store *st, store_node_cb *cb, void *arg)
             .advertise = col_text(s, 1),
             .started_at = sqlite3_column_int64(s, 2),
             .last_seen = sqlite3_column_int64(s, 3),
+            .calls = sqlite3_column_int64(s, 4),
         };
         rc = cb(&n, arg);
         if (rc != 0)

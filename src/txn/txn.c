@@ -1221,6 +1221,25 @@ txn_server_matches(struct txn_table *tt, const struct sip_msg *m)
                            : m->cseq.method_name) != NULL;
 }
 
+/* A client transaction waiting for its final: give up on it. */
+static bool
+abandon(struct txn *t)
+{
+    if (is_server(t) || (t->state != TXN_CALLING && t->state != TXN_TRYING &&
+                         t->state != TXN_PROCEEDING))
+        return false;
+    notify(t, TXN_EV_TRANSPORT_ERROR, NULL);
+    terminate(t);
+    return true;
+}
+
+void
+txn_client_abandon(struct txn *t)
+{
+    if (t)
+        (void)abandon(t);
+}
+
 void
 txn_flow_closed(struct txn_table *tt, uint64_t flow_id)
 {
@@ -1234,13 +1253,9 @@ txn_flow_closed(struct txn_table *tt, uint64_t flow_id)
         struct txn *t = container_of(n, struct txn, link);
         if (is_server(t) || t->src.flow_id != flow_id)
             continue;
-        if (t->state == TXN_CALLING || t->state == TXN_TRYING ||
-            t->state == TXN_PROCEEDING) {
-            notify(t, TXN_EV_TRANSPORT_ERROR, NULL);
-            terminate(t);
-            /* tmp may have been terminated by the TU: restart. */
-            tmp = tt->all.next;
-        }
+        if (abandon(t))
+            tmp = tt->all.next; /* tmp may have been terminated by the TU:
+                                   restart */
     }
 }
 

@@ -164,6 +164,13 @@ int txn_recv(struct txn_table *tt, const struct tp_rx *rx);
  * transactions waiting for a final response on it get
  * TXN_EV_TRANSPORT_ERROR and terminate. */
 void txn_flow_closed(struct txn_table *tt, uint64_t flow_id);
+/* Give up client transaction t, whose next hop is known to be gone (a
+ * cluster node declared down): a transaction still waiting for its final
+ * response gets TXN_EV_TRANSPORT_ERROR and terminates, as for a closed
+ * flow; nothing is sent (a CANCEL asked for before is its own
+ * transaction and goes on). No-op for a server transaction or once a
+ * final arrived. The transaction's worker. */
+void txn_client_abandon(struct txn *t);
 /* Does request m match a server transaction of this table (a
  * retransmission, or the ACK of a non-2xx final we sent)? Such a request
  * stays on this worker whatever the proxy would steer. Worker thread. */

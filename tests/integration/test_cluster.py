@@ -145,7 +145,7 @@ def test_nodes_up_then_down_after_kill9(cluster):
     na = nodes(a)
     assert na["A"]["self"] and not na["B"]["self"]
     assert na["B"]["advertise"] == "sip:127.0.0.3:%d" % b.ports["udp"]
-    assert na["A"]["calls"] == 0 and na["B"]["calls"] is None
+    assert na["A"]["calls"] == 0 and na["B"]["calls"] == 0
     st, j = a.admin.call("GET", "/api/nodes")
     assert j["cluster"] is True and j["available"] is True
     rc, out, err = ctl(a, "nodes", token=TOKEN)
@@ -164,6 +164,7 @@ def test_nodes_up_then_down_after_kill9(cluster):
     # Not before node_timeout_s (minus one tick of the 1 s heartbeat).
     assert waited >= TIMEOUT_S - 1.5, waited
     assert a.wait_log("node B is down")
+    assert nodes(a)["B"]["calls"] is None  # a node down has none
     rc, out, err = ctl(a, "nodes", token=TOKEN)
     assert any(l.split()[:2] == ["B", "down"] for l in out.splitlines()), out
 
@@ -425,3 +426,80 @@ def test_kill9_a_phones_reregister_at_b_and_are_woken(wake_cluster, phones):
     assert wait_until(lambda: dev2.invites_for(call), 5)
     final = desk2.wait_final(call, 5)
     assert final is not None and final["status"] == 200, final
+
+
+# --- (4) a node dies while a call held elsewhere rings a phone via it ------
+
+def ring_via_b(cluster, phones):
+    """A and B; 200's desk phone at A and its mobile at B, both ringing a
+    call from 100 at A (held on A, the mobile's branch via B)."""
+    a = cluster.start("A", "127.0.0.2")
+    b = cluster.start("B", "127.0.0.3")
+    desk = phones(a, "200", on_invite="ring")
+    mobile = phones(b, "200", on_invite="ring")
+    assert desk.register()["status"] == 200
+    assert mobile.register()["status"] == 200
+    caller = phones(a, "100")
+    wait_for("A sees 200's mobile held by B", held_by(a, "B"))
+    call = caller.invite("200")
+    wait_for("the desk and the mobile (via B) ring",
+             lambda: desk.invites_for(call) and mobile.invites_for(call))
+    assert caller.wait_call_status(call, lambda s: s == 180, 5)
+    return a, b, desk, mobile, caller, call
+
+
+@pytest.mark.parametrize("moved", ["before", "after"])
+def test_node_down_stops_its_branches_phone_rung_at_new_node(cluster, phones,
+                                                              moved):
+    """The mobile registers at A (its second proxy; the same Contact)
+    before or after A declares B down: either way its branch via B stops
+    when B is declared down and it rings again via A, while the desk
+    keeps the call ringing."""
+    a, b, desk, mobile, caller, call = ring_via_b(cluster, phones)
+
+    def move_to_a():
+        mobile.on_invite = "answer"
+        mobile.pbx = a
+        assert mobile.register()["status"] == 200
+
+    t0 = time.monotonic()
+    cluster.kill9(b)
+    if moved == "before":
+        move_to_a()
+    wait_for("A sees B down", lambda: not nodes(a)["B"]["alive"],
+             timeout=TIMEOUT_S + 5)
+    down_s = time.monotonic() - t0
+    assert down_s >= TIMEOUT_S - 1.5, down_s
+    if moved == "after":
+        # The desk still rings: the call goes on.
+        assert caller.wait_call_status(call, lambda s: s >= 200, 0.2) is None
+        move_to_a()
+    wait_for("the mobile rung again, via A",
+             lambda: len(mobile.invites_for(call)) == 2, timeout=5)
+    assert a.wait_log("branch via a node that is down stopped")
+    print("kill -9 of B -> B down at A, its branch stopped: %.1f s "
+          "(node_timeout_s = %d)" % (down_s, TIMEOUT_S))
+    final = caller.wait_final(call, 5)
+    assert final is not None and final["status"] == 200, final
+    wait_for("the desk's branch cancelled", lambda: desk.cancels_for(call),
+             timeout=5)
+
+
+def test_node_down_ends_a_call_ringing_only_via_it(cluster, phones):
+    a = cluster.start("A", "127.0.0.2")
+    b = cluster.start("B", "127.0.0.3")
+    mobile = phones(b, "200", on_invite="ring")
+    assert mobile.register()["status"] == 200
+    caller = phones(a, "100")
+    wait_for("A sees 200 held by B", held_by(a, "B"))
+    call = caller.invite("200")
+    assert caller.wait_call_status(call, lambda s: s == 180, 5)
+    t0 = time.monotonic()
+    cluster.kill9(b)
+    # Nothing else rings it: the caller gets 480 once B is declared down
+    # (after node_timeout_s), not at the ring timeout (45 s).
+    final = caller.wait_final(call, TIMEOUT_S + 5)
+    took = time.monotonic() - t0
+    print("kill -9 of B -> the caller's final: %.1f s" % took)
+    assert final is not None and final["status"] == 480, final
+    assert took >= TIMEOUT_S - 1.5, took

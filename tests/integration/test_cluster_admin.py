@@ -5,6 +5,8 @@ Nodes and helpers of test_cluster.py (a private PostgreSQL, A on
 
   - GET /api/registrations, on either node, names the node holding each
     binding, and `pushpbxctl reg list` shows it in its NODE column;
+  - GET /api/nodes and `pushpbxctl nodes` on A show the calls up on B
+    (each node's count is in its heartbeat row);
   - the backup is SQLite's: on PostgreSQL GET and POST /api/backup answer
     501 "the database is PostgreSQL: back it up with pg_dump",
     `pushpbxctl backup` says so and writes no file, and `pushpbx
@@ -12,10 +14,13 @@ Nodes and helpers of test_cluster.py (a private PostgreSQL, A on
 """
 import json
 import subprocess
+import time
 
 # Fixtures: pytest finds them in this module's namespace.
 from pgfixture import pg_server  # noqa: F401
 from test_cluster import TOKEN, cluster, held_by, ua_at, wait_for  # noqa: F401
+from test_cluster import nodes
+from test_calls import SDP, Call, Callee
 from test_ctl import ctl
 from conftest import BIN
 
@@ -61,6 +66,56 @@ def test_registrations_name_the_holding_node(cluster):
     assert got["100"] == ["B"] and got["200"] == ["A"], got
     ua_a.close()
     ua_b.close()
+
+
+def ctl_calls(p, node):
+    """The CALLS column of node in `pushpbxctl nodes` on p."""
+    rc, out, err = ctl(p, "nodes", token=TOKEN)
+    assert rc == 0, err
+    head = out.splitlines()[0]
+    col = head.index("CALLS")
+    for line in out.splitlines()[1:]:
+        if line.split()[0] == node:
+            return line[col:].split()[0]
+    raise AssertionError(out)
+
+
+def test_calls_on_b_shown_on_a(cluster):
+    a = cluster.start("A", "127.0.0.2")
+    b = cluster.start("B", "127.0.0.3")
+    caller = ua_at(b, "100")
+    callee = ua_at(b, "200")
+    wait_for("A sees B up", lambda: nodes(a).get("B", {}).get("alive"))
+    assert nodes(a)["B"]["calls"] == 0
+    call = Call(caller, "200")  # a call on B alone, ringing
+    assert call.invite() is None
+    inv = callee.request("INVITE")
+    cl = Callee(callee, inv)
+    cl.reply(180)
+    assert caller.response("INVITE").status == 180
+    t0 = time.monotonic()
+    wait_for("A's /api/nodes shows B's call",
+             lambda: nodes(a)["B"]["calls"] == 1, timeout=5)
+    print("a call ringing on B -> shown on A's /api/nodes: %.0f ms" %
+          ((time.monotonic() - t0) * 1000))
+    assert nodes(a)["A"]["calls"] == 0
+    assert nodes(b)["B"]["calls"] == 1
+    assert ctl_calls(a, "B") == "1" and ctl_calls(a, "A") == "0"
+    # Answered: the call is set up, no longer counted (as on one node).
+    cl.reply(200, SDP)
+    ok = caller.response("INVITE")
+    assert ok.status == 200, ok.raw
+    call.established(ok)
+    call.ack()
+    callee.request("ACK")
+    wait_for("A's /api/nodes shows B's call set up",
+             lambda: nodes(a)["B"]["calls"] == 0, timeout=5)
+    call.in_dialog("BYE")
+    bye = callee.request("BYE")
+    callee.answer(bye, 200, cl.tag, contact=False)
+    assert caller.response("BYE").status == 200
+    caller.close()
+    callee.close()
 
 
 def test_backup_refused_on_postgresql(cluster, tmp_path):

@@ -33,6 +33,16 @@ def stored(p):
     return {x["ext"]: x["count"] for x in j["items"]}
 
 
+def both_up(a, b):
+    """Each node sees the other up: a request B routes via A (a remote
+    binding B still has) is not refused as from a stranger (403 Not A
+    Cluster Node) because A has not read B's first heartbeat yet."""
+    for p in (a, b):
+        wait_for("%s sees both nodes up" % p.name,
+                 lambda: len(nodes(p)) == 2 and
+                 all(n["alive"] for n in nodes(p).values()))
+
+
 def app_device_at(p):
     return lambda: any(d["ext"] == APP for d in
                        p.admin.call("GET", "/api/devices")[1]["items"])
@@ -55,6 +65,7 @@ def asleep_at_both(a, b):
 def test_stored_on_a_delivered_at_b_once(wake_cluster, phones):
     start, sim, _ = wake_cluster
     a, b = start("A", "127.0.0.2"), start("B", "127.0.0.3")
+    both_up(a, b)
     pn = ("apns", apns_token(), VOIP)
     background(phones(a, APP), pn)
     snd = phones(a, SENDER)
@@ -91,6 +102,7 @@ def test_stored_on_a_delivered_at_b_once(wake_cluster, phones):
 def test_messages_stored_on_both_nodes_keep_their_ids(wake_cluster, phones):
     start, sim, _ = wake_cluster
     a, b = start("A", "127.0.0.2"), start("B", "127.0.0.3")
+    both_up(a, b)
     pn = ("apns", apns_token(), VOIP)
     background(phones(a, APP), pn)
     asleep_at_both(a, b)

@@ -136,8 +136,9 @@ node_cb(const struct store_node *n, void *arg)
 {
     struct nodes *x = arg;
     assert_true(x->n < 4);
-    snprintf(x->rows[x->n++], sizeof(x->rows[0]), "%s|%s|%lld|%lld", n->name,
-             n->advertise, (long long)n->started_at, (long long)n->last_seen);
+    snprintf(x->rows[x->n++], sizeof(x->rows[0]), "%s|%s|%lld|%lld|%lld",
+             n->name, n->advertise, (long long)n->started_at,
+             (long long)n->last_seen, (long long)n->calls);
     return 0;
 }
 
@@ -164,6 +165,7 @@ test_node_beat_load(void **state)
     assert_int_equal(store_node_beat(st, &a), 0);
     assert_int_equal(store_node_beat(st, &b), 0);
     a.last_seen = 102; /* the next heartbeat updates the row */
+    a.calls = 3;       /* with its calls (schema 5) */
     assert_int_equal(store_node_beat(st, &a), 0);
     struct store_node bad = {.name = ""};
     assert_int_equal(store_node_beat(st, &bad), -EINVAL);
@@ -172,8 +174,8 @@ test_node_beat_load(void **state)
     assert_int_equal(store_node_load(st, node_cb, &x), 0);
     assert_int_equal(x.n, 2);
     qsort(x.rows, (size_t)x.n, sizeof(x.rows[0]), cmp_rows);
-    assert_string_equal(x.rows[0], "a|sip:127.0.0.2:5070|100|102");
-    assert_string_equal(x.rows[1], "b|sip:127.0.0.3:5070|90|95");
+    assert_string_equal(x.rows[0], "a|sip:127.0.0.2:5070|100|102|3");
+    assert_string_equal(x.rows[1], "b|sip:127.0.0.3:5070|90|95|0");
     store_close(st);
 }
 

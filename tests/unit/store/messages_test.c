@@ -356,12 +356,12 @@ load_and_cap_by_arrival(void **state)
         assert_string_equal(all.bodies[i], kept[i]);
 }
 
-/* A database from before schema version 5 (no received_us): the
+/* A database from before schema version 6 (no received_us): the
  * migration gives its rows their second (received_at * 1000000), so
  * they load by received time and, within one second, in id order (the
  * order one node received them in). */
 static void
-migration_5_keeps_old_order(void **state)
+migration_received_us_keeps_old_order(void **state)
 {
     struct fixture *f = *state;
     store_close(f->st);
@@ -372,7 +372,7 @@ migration_5_keeps_old_order(void **state)
                               "DROP INDEX messages_ext;"
                               "ALTER TABLE messages DROP COLUMN received_us;"
                               "CREATE INDEX messages_ext ON messages(ext, id);"
-                              "DELETE FROM schema_version WHERE version = 5;"),
+                              "DELETE FROM schema_version WHERE version = 6;"),
                      0);
     static const char *const rows[] = {
         /* id, received_at: 3 came a second before 1 and 2 */
@@ -598,7 +598,7 @@ main(void)
         cmocka_unit_test_setup_teardown(cap_drops_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(load_and_cap_by_arrival, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(migration_5_keeps_old_order, setup,
+        cmocka_unit_test_setup_teardown(migration_received_us_keeps_old_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(expiry_on_load_and_purge, setup,
                                         teardown),

@@ -637,6 +637,40 @@ test_invite_client_cancel(void **state)
     env_fini(&e);
 }
 
+/* An INVITE client in Proceeding whose next hop is gone (a cluster node
+ * declared down): txn_client_abandon ends it at once, without sending
+ * anything; a late response no longer matches. */
+static void
+test_invite_client_abandon(void **state)
+{
+    struct env e;
+    struct buf inv;
+    char bi[TXN_BRANCH_MAX];
+    struct txn *t = NULL;
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    make_request(&e, &inv, "INVITE", bi);
+    struct tp_dest d = to_peer(&e);
+    assert_int_equal(
+        txn_client_start(e.tt, buf_slice(&inv), &d, on_event, &e, &t), 0);
+    assert_true(peer_next(&e, &g));
+    peer_reply(&e, &g.m, 180);
+    assert_int_equal(e.ev[TXN_EV_RESPONSE], 1);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 0);
+    txn_client_abandon(t);
+    assert_int_equal(e.ev[TXN_EV_TRANSPORT_ERROR], 1);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 1);
+    assert_nothing_sent(&e);
+    peer_reply(&e, &g.m, 200);
+    assert_int_equal(e.unmatched, 1);
+    assert_int_equal(e.ev[TXN_EV_RESPONSE], 1);
+    buf_fini(&inv);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
 /* Non-INVITE server: the retransmitted request is absorbed and answered
  * with the stored response; J ends it. */
 static void
@@ -1095,6 +1129,7 @@ main(void)
         cmocka_unit_test(test_invite_client_non2xx_ack),
         cmocka_unit_test(test_invite_client_accepted),
         cmocka_unit_test(test_invite_client_cancel),
+        cmocka_unit_test(test_invite_client_abandon),
         cmocka_unit_test(test_server_absorbs_retransmission),
         cmocka_unit_test(test_invite_server_cancel),
         cmocka_unit_test(test_invite_server_accepted_and_h),
