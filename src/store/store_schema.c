@@ -197,6 +197,30 @@ const struct store_migration store_migrations[] = {
            " ON call_records(node, call_id, started_ms);"
            "CREATE INDEX call_records_node ON call_records(node, id);"
            "CREATE INDEX call_records_ended ON call_records(ended_ms, id);"},
+    /* Cluster: silent refreshes. A REGISTER refresh rewrites its binding
+     * row (expires_at, updated_at, cseq...) and, through version 1's
+     * trigger, notified the extension, so every other node read it back
+     * (store_ext_read): ~4 statements per registration on two nodes
+     * instead of 1. Other nodes route on the row's key, uri, params (push
+     * parameters), instance, reg_id and node only (they replace source,
+     * transport and flow_id by the holding node's address, cluster.c
+     * route_rows); an update that changes none of those is silent. An
+     * insert and a delete always notify: the holding node deletes the row
+     * when the binding expires there (reg_expire), and the other nodes keep
+     * a remote binding until then, whatever its expiry as last read
+     * (reg_remote_set; or until its node stops beating). SQLite (one node)
+     * has no triggers. */
+    {.version = 5,
+     .sqlite = NULL,
+     .pg = "DROP TRIGGER bindings_notify ON bindings;"
+           "CREATE TRIGGER bindings_notify AFTER INSERT OR DELETE"
+           " ON bindings FOR EACH ROW EXECUTE FUNCTION pushpbx_notify();"
+           "CREATE TRIGGER bindings_notify_route AFTER UPDATE ON bindings"
+           " FOR EACH ROW WHEN ((OLD.ext, OLD.bkey, OLD.uri, OLD.params,"
+           " OLD.instance, OLD.reg_id, OLD.node) IS DISTINCT FROM"
+           " (NEW.ext, NEW.bkey, NEW.uri, NEW.params, NEW.instance,"
+           " NEW.reg_id, NEW.node))"
+           " EXECUTE FUNCTION pushpbx_notify();"},
 };
 
 _Static_assert(STORE_MSG_ID_BLOCK == 1000,
