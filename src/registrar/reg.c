@@ -591,6 +591,10 @@ reg_binding_expiry(const struct binding *b, int64_t now)
     return b->expires_at + ((now - b->expires_at) / period + 1) * period;
 }
 
+/* TODO(cluster): a delete lost while the store could not write (an
+ * outage) leaves the row until a node next loads the bindings, and the
+ * other nodes route to this one for it until then (docs/cluster.md, "Not
+ * yet"): they no longer expire remote bindings themselves. */
 void
 reg_binding_expire(struct reg *r, struct ext *e, struct binding *b)
 {
