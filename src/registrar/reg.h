@@ -392,9 +392,10 @@ bool reg_auth_has_credentials(const struct reg *r, const struct sip_msg *req);
  * moved to that node). Each row's source must be the holding node's
  * advertised "ip:port" and its transport UDP (the branch goes there).
  * Expired rows are skipped. A remote binding then lives, routable, until
- * the next call for its extension or reg_remote_drop_node: its expiry is
- * the row's as read, and its node's refreshes of it are silent (schema
- * version 5; reg_lookup, reg_list and reg_expire do not expire it). A row
+ * the next reg_remote_set of its extension without it (its node deleted
+ * the row) or reg_remote_drop_node: its expiry is the row's as read, and
+ * its node's refreshes of it are silent (schema version 5; reg_lookup,
+ * reg_list and reg_expire do not expire it). A row
  * that is new (no remote binding with the
  * same key, node and URI before) fires the bind callback exactly like a
  * local REGISTER (reg_set_bind_cb), on the calling thread, with no lock
