@@ -17,7 +17,8 @@
 #    PostgreSQL the statements per registration and per second
 #    (pg_stat_statements: every statement the server ran, the heartbeat
 #    and the listener's reads included) and WAL bytes per registration
-#    (pg_current_wal_lsn before and after).
+#    (pg_current_wal_lsn before and after); the statements run most are in
+#    each run's statements.txt.
 # 2. Wake across nodes: bench/wake_driver.py with the calls on node a and
 #    the woken phones registering at node a (local) or at node b (cross);
 #    the interval is measured on the phone's side, on this one machine:
@@ -25,12 +26,27 @@
 #    cross case: B reads the REGISTER, commits the binding, PostgreSQL
 #    notifies A, A reads the extension and sends the INVITE via B). The
 #    cross-node cost is the difference of the two.
+# 3. calls/s with the SIPp call harness of call-bench.sh (run-load.sh
+#    --scenarios call: the 1000 users registered first, then step load of
+#    complete calls, INVITE with 407 digest auth, 180, 200, ACK, BYE after
+#    HOLD_MS) against, back to back:
+#      sqlite   one node, callers and callees on it
+#      pg2      two nodes on PostgreSQL: the callees register at node b,
+#               the callers call node a, so every call crosses nodes
+#               (A authenticates, forks via B's advertise with a pp-ext
+#               Route, B sends it to the phone; both Record-Route). The
+#               driver is a copy of run-load.sh whose registration pass
+#               goes to PREREG_TARGET (node b), cross_driver.
+#    The same figures as part 1, per completed call, counted from the end
+#    of the registration pass (the calls only).
 #
 #   bench/cluster-bench.sh [BUILD_DIR]     (default: build-rel, Release:
 #                                           cmake -S . -B build-rel
 #                                           -DCMAKE_BUILD_TYPE=Release)
 #   env: ROUNDS=2  STEP_SECS=5 MAX_STEPS=5 (run-load.sh, per search)
-#        WAKE_DEVICES=200 WAKE_RATE=50 WAKE_DURATION=10  PARTS="reg wake"
+#        WAKE_DEVICES=200 WAKE_RATE=50 WAKE_DURATION=10
+#        PARTS="reg wake call" (default all three)
+#        HOLD_MS (run-load.sh's call hold time, default 1000)
 #        SYNC_COMMIT=on (PostgreSQL's synchronous_commit; off: a commit
 #        does not wait for its WAL flush)
 #
@@ -53,7 +69,7 @@ BIN="$BUILD/src/app/pushpbx"
 SIM="$BUILD/src/pushsim/pushsim"
 KAM=${KAM_DIR:-$ROOT/../shared/bench/kamailio}
 ROUNDS=${ROUNDS:-2}
-PARTS=${PARTS:-reg wake}
+PARTS=${PARTS:-reg wake call}
 export STEP_SECS=${STEP_SECS:-5} MAX_STEPS=${MAX_STEPS:-5}
 WAKE_DEVICES=${WAKE_DEVICES:-200}
 WAKE_RATE=${WAKE_RATE:-50}
@@ -99,6 +115,11 @@ reset_db() {
         -c "DROP DATABASE IF EXISTS pushpbx WITH (FORCE)" \
         -c "CREATE DATABASE pushpbx" >/dev/null
     psql_ "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    psql_ "SELECT pg_stat_statements_reset()" >/dev/null
+}
+top_statements() { # the statements PostgreSQL ran most since reset_db
+    psql_ "SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+           FROM pg_stat_statements ORDER BY calls DESC LIMIT 15" | tr '|' '\t'
 }
 pg_counters() { # "statements wal_lsn_bytes"
     psql_ "SELECT (SELECT coalesce(sum(calls),0) FROM pg_stat_statements),
@@ -194,12 +215,31 @@ half() {
     echo "$d"
 }
 
-rate_of() { grep -o 'RESULT register: highest passing rate [0-9]*' "$1" | grep -o '[0-9]*$' || echo 0; }
-regs_of() { # completed registrations over every step of a run-load.sh OUT
-    awk -F';' 'NR > 1 && $1 == "register" { s += $6 } END { print s + 0 }' "$1/steps.csv"
+# run-load.sh results; SCEN: register (default) or call
+rate_of() { # FILE [SCEN]: the highest passing rate
+    grep -o "RESULT ${2:-register}: highest passing rate [0-9]*" "$1" | grep -o '[0-9]*$' || echo 0
 }
-secs_of() { # seconds of load (sum of the steps' wall time)
-    awk -F';' 'NR > 1 && $1 == "register" { s += $10 } END { print s + 0 }' "$1/steps.csv"
+regs_of() { # OUT [SCEN]: completed registrations (calls) over every step
+    awk -F';' -v sc="${2:-register}" 'NR > 1 && $1 == sc { s += $6 } END { print s + 0 }' "$1/steps.csv"
+}
+secs_of() { # OUT [SCEN]: seconds of load (sum of the steps' wall time)
+    awk -F';' -v sc="${2:-register}" 'NR > 1 && $1 == sc { s += $10 } END { print s + 0 }' "$1/steps.csv"
+}
+
+# acct_line LABEL UNIT RATE N SECS PBX_TICKS PG_TICKS [STATEMENTS WAL_BYTES]:
+# the summary line of one search: the rate, CPU per completed UNIT and, on
+# PostgreSQL (STATEMENTS given), statements and WAL bytes per UNIT
+acct_line() {
+    awk -v label="$1" -v unit="$2" -v r="$3" -v n="$4" -v sec="$5" \
+        -v t="$6" -v p="$7" -v s="${8:-}" -v w="${9:-}" -v hz="$HZ" 'BEGIN {
+        if (n < 1) n = 1; if (sec <= 0) sec = 1
+        u = unit == "registration" ? "REGISTER/s" : "calls/s"
+        printf "%s: %6d %s  (%d %ss)  CPU/%s: pushpbx %.0f us, postgres %.0f us",
+            label, r, u, n, unit, unit, t / hz * 1e6 / n, p / hz * 1e6 / n
+        if (s != "")
+            printf "  statements: %.2f/%s, %.0f/s; WAL %.0f bytes/%s",
+                s / n, unit, s / sec, w / n, unit
+        printf "\n" }'
 }
 
 # one_reg CONFIG: one REGISTER search of CONFIG (sqlite | pg1 | pg2)
@@ -248,20 +288,118 @@ one_reg() {
         secs=$(secs_of "$out/a")
     fi
     t1=$(ticks_of $pa $pb); p1=$(ticks_of "$PG_PID")
-    local line
-    line=$(awk -v r="$rate" -v n="$regs" -v t="$((t1 - t0))" -v p="$((p1 - p0))" \
-        -v hz="$HZ" -v cfg="$cfg" -v run="$RUN" 'BEGIN { if (n < 1) n = 1
-        printf "%-6s run %d: %6d REGISTER/s  (%d registrations)  CPU/registration: pushpbx %.0f us, postgres %.0f us",
-            cfg, run, r, n, t / hz * 1e6 / n, p / hz * 1e6 / n }')
+    local s1 w1 ds="" dw=""
     if [ $pg = 1 ]; then
         read -r s1 w1 <<< "$(pg_counters)"
-        line="$line$(awk -v s="$((s1 - s0))" -v w="$(awk -v a="$w1" -v b="$w0" 'BEGIN { printf "%.0f", a - b }')" \
-            -v n="$regs" -v sec="$secs" 'BEGIN { if (n < 1) n = 1; if (sec <= 0) sec = 1
-            printf "  statements: %.2f/registration, %.0f/s; WAL %.0f bytes/registration",
-                s / n, s / sec, w / n }')"
+        ds=$((s1 - s0)); dw=$(awk -v a="$w1" -v b="$w0" 'BEGIN { printf "%.0f", a - b }')
     fi
-    say "$line"
+    [ $pg = 0 ] || top_statements >"$out/statements.txt"
+    say "$(acct_line "$(printf '%-6s run %d' "$cfg" "$RUN")" registration "$rate" \
+        "$regs" "$secs" "$((t1 - t0))" "$((p1 - p0))" $ds $dw)"
     grep -h RESULT "$out"/*.txt | sed 's/^/    /' | tee -a "$OUTDIR/summary.txt"
+    stop "$pa"; forget "$pa"
+    if [ -n "$pb" ]; then stop "$pb"; forget "$pb"; fi
+}
+
+# --- part 3: calls/s ----------------------------------------------------------
+
+# cross_driver: a copy of run-load.sh whose registration pass (every user
+# at the UAS address, before the calls) goes to $PREREG_TARGET instead of
+# --target; the load steps are unchanged. Prints its folder.
+cross_driver() {
+    local d="$TMP/load-cross"
+    mkdir -p "$d"
+    ln -sfn "$KAM/sipp" "$d/sipp"
+    # shellcheck disable=SC2016
+    sed '/^preregister() {/,/^}/ s/uac "\$TARGET"/uac "${PREREG_TARGET:?}"/' \
+        "$KAM/run-load.sh" >"$d/run-load.sh"
+    chmod +x "$d/run-load.sh"
+    grep -q 'uac "${PREREG_TARGET:?}"' "$d/run-load.sh" || {
+        echo "cluster-bench: run-load.sh's registration pass not found" >&2
+        exit 1
+    }
+    echo "$d"
+}
+
+# ports N: N distinct free ports on 127.0.0.1
+ports() {
+    local v="" p
+    while [ "$(echo $v | wc -w)" -lt "$1" ]; do
+        p=$(free_port 127.0.0.1)
+        case " $v " in *" $p "*) ;; *) v="$v $p" ;; esac
+    done
+    echo $v
+}
+
+# alive_at ADMIN_PORT NODE: wait (at most 15 s) until the node answering
+# at ADMIN_PORT sees NODE up (it drops rows of nodes it does not know)
+alive_at() {
+    local i=0
+    until curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$1/api/nodes" |
+        python3 -c 'import json,sys; n={x["name"]: x for x in json.load(sys.stdin)["items"]}; sys.exit(0 if n.get(sys.argv[1], {}).get("alive") else 1)' "$2" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 150 ] && { echo "cluster-bench: node $2 not seen up" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+# one_call CONFIG: one call search of CONFIG (sqlite | pg2)
+one_call() {
+    local cfg=$1 out="$OUTDIR/call-$cfg-$RUN" pa pb="" porta portb pre drv=$KAM
+    local pg=0 ua uc us poll
+    mkdir -p "$out"
+    porta=$(free_port 127.0.0.2)
+    if [ "$cfg" = sqlite ]; then
+        conf a 127.0.0.2 "$porta" sqlite ""
+        pre=127.0.0.2:$porta
+    else
+        reset_db; pg=1
+        portb=$(free_port 127.0.0.3)
+        local adm
+        adm=$(printf '[admin]\nlisten = 127.0.0.1:0\ntoken = %s\n' "$TOKEN")
+        conf a 127.0.0.2 "$porta" postgresql a "$adm"
+        conf b 127.0.0.3 "$portb" postgresql b "$adm"
+        drv=$(cross_driver)
+        pre=127.0.0.3:$portb
+    fi
+    start a; pa=$PID
+    if [ $pg = 1 ]; then
+        start b; pb=$PID
+        alive_at "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_port"])' "$TMP/a.ready")" b
+    fi
+    read -r ua uc us <<< "$(ports 3)"
+    # The counters from the end of the registration pass: the calls only.
+    (
+        until grep -qs 'pre-registration:' "$out/a/summary.txt"; do sleep 0.1; done
+        echo "$(ticks_of $pa $pb) $(ticks_of "$PG_PID") $([ $pg = 1 ] && pg_counters || echo '- -')" >"$out/acct0"
+    ) &
+    poll=$!
+    PREREG_TARGET=$pre UAC_REG_PORT=$ua UAC_CALL_PORT=$uc UAS_PORT=$us OUT="$out/a" \
+        "$drv/run-load.sh" --target "127.0.0.2:$porta" --domain bench.local \
+        --server-pid "$pa" ${pb:+--server-pid "$pb"} --scenarios call \
+        >"$out/a.txt" 2>&1 || true
+    kill "$poll" 2>/dev/null || true
+    wait "$poll" 2>/dev/null || true
+    local t0 p0 s0 w0 t1 p1 s1 w1 ds="" dw=""
+    t1=$(ticks_of $pa $pb); p1=$(ticks_of "$PG_PID")
+    if [ -s "$out/acct0" ]; then
+        read -r t0 p0 s0 w0 <"$out/acct0"
+    else
+        t0=$t1; p0=$p1; s0=-; w0=-
+    fi
+    if [ $pg = 1 ] && [ "$s0" != - ]; then
+        read -r s1 w1 <<< "$(pg_counters)"
+        ds=$((s1 - s0)); dw=$(awk -v a="$w1" -v b="$w0" 'BEGIN { printf "%.0f", a - b }')
+    fi
+    local label="$cfg"
+    if [ $pg = 1 ]; then
+        label="pg2 (a->b)"
+        top_statements >"$out/statements.txt"
+    fi
+    say "$(acct_line "$(printf 'call %-10s run %d' "$label" "$RUN")" call \
+        "$(rate_of "$out/a.txt" call)" "$(regs_of "$out/a" call)" \
+        "$(secs_of "$out/a" call)" "$((t1 - t0))" "$((p1 - p0))" $ds $dw)"
+    grep -h 'RESULT\|pre-registration' "$out/a.txt" | sed 's/^/    /' | tee -a "$OUTDIR/summary.txt"
     stop "$pa"; forget "$pa"
     if [ -n "$pb" ]; then stop "$pb"; forget "$pb"; fi
 }
@@ -331,6 +469,9 @@ for RUN in $(seq 1 "$ROUNDS"); do
         for cfg in sqlite pg1 pg2; do one_reg $cfg; done ;;
     esac
     case " $PARTS " in *" wake "*) wake ;; esac
+    case " $PARTS " in *" call "*)
+        for cfg in sqlite pg2; do one_call $cfg; done ;;
+    esac
 done
 say "load after: $(uptime)"
 echo "results: $OUTDIR"

@@ -4,11 +4,8 @@
  * table a second per node (a handful of rows), and one extension read per
  * change another node makes; a full resynchronisation (start, listener
  * reconnected, a node back to life) reads every extension, binding and
- * push device once: O(rows), seconds at a million, rare.
- *
- * TODO(cluster): the issue's benchmark (REGISTER/s and calls/s of two
- * nodes on PostgreSQL against one on SQLite, cross-node wake p99) is not
- * in bench/ yet.
+ * push device once: O(rows), seconds at a million, rare. Measured by
+ * bench/cluster-bench.sh (BENCHMARKS.md, "Cluster on PostgreSQL").
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -580,6 +580,29 @@ reg_binding_forget(struct reg *r, const struct ext *e, const struct binding *b)
         count_store_rc(r, store_binding_del(r->store, e->number, b->key));
 }
 
+int64_t
+reg_binding_expiry(const struct binding *b, int64_t now)
+{
+    if (!b->holder[0] || b->expires_at > now)
+        return b->expires_at;
+    int64_t period = b->expires_at - b->updated_at;
+    if (period < 1)
+        period = 1;
+    return b->expires_at + ((now - b->expires_at) / period + 1) * period;
+}
+
+/* TODO(cluster): a delete lost while the store could not write (an
+ * outage) leaves the row until a node next loads the bindings, and the
+ * other nodes route to this one for it until then (docs/cluster.md, "Not
+ * yet"): they no longer expire remote bindings themselves. */
+void
+reg_binding_expire(struct reg *r, struct ext *e, struct binding *b)
+{
+    if (r->node[0])
+        reg_binding_forget(r, e, b); /* no-op for a remote binding */
+    reg_binding_unlink_free(r, e, b);
+}
+
 /* ---- life cycle ------------------------------------------------------- */
 
 int
@@ -1228,12 +1251,13 @@ reg_lookup(struct reg *r, struct slice ext, struct arena *a,
     list_for_each_safe(pos, tmp, &e->bindings)
     {
         const struct binding *b = container_of(pos, struct binding, node);
-        if (b->expires_at <= now)
+        if (!reg_binding_live(b, now))
             continue;
         if (reg_contact_copy(a, &v[n], b) < 0) {
             rc = -ENOMEM;
             goto out;
         }
+        v[n].expires_at = reg_binding_expiry(b, now);
         n++;
     }
     *out = v;
@@ -1255,8 +1279,9 @@ list_ext_locked(const struct ext *e, int64_t now, reg_list_cb *cb, void *arg)
 
     for (pos = e->bindings.next; pos != &e->bindings; pos = pos->next) {
         const struct binding *b = container_of(pos, struct binding, node);
-        if (b->expires_at > now && n < 64) {
+        if (reg_binding_live(b, now) && n < 64) {
             fill_contact(&v[n], b, &ps[n]);
+            v[n].expires_at = reg_binding_expiry(b, now);
             n++;
         }
     }
@@ -1349,8 +1374,8 @@ expire_shard(struct reg *r, struct shard *s, int64_t now)
             list_for_each_safe(pos, tmp, &e->bindings)
             {
                 struct binding *b = container_of(pos, struct binding, node);
-                if (b->expires_at <= now) {
-                    reg_binding_unlink_free(r, e, b);
+                if (!reg_binding_live(b, now)) {
+                    reg_binding_expire(r, e, b);
                     dropped++;
                 }
             }
@@ -1542,7 +1567,7 @@ walk_node(struct reg *r, const char *node, bool drop)
                     struct binding *b =
                         container_of(pos, struct binding, node);
                     if (strcmp(b->holder, node) != 0 ||
-                        (!drop && b->expires_at <= now))
+                        (!drop && !reg_binding_live(b, now)))
                         continue;
                     count++;
                     if (drop)

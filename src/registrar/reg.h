@@ -340,7 +340,11 @@ size_t reg_list_page(struct reg *r, const char *after, size_t limit,
                      reg_list_cb *cb, void *arg, struct reg_page *pg);
 
 /* Drop expired bindings (memory only: the store drops them at the next
- * start). Returns how many were dropped. Call about once a second. */
+ * start; in a cluster their rows are deleted, which tells the other
+ * nodes). A remote binding is not expired here whatever its expiry as
+ * last heard: its node's refreshes are silent, it lives until its node
+ * deletes its row or stops beating (reg_remote_set). Returns how many were
+ * dropped. Call about once a second. */
 size_t reg_expire(struct reg *r);
 
 /* reg_expire for the next `shards` shards only (round robin; a full pass
@@ -387,7 +391,12 @@ bool reg_auth_has_credentials(const struct reg *r, const struct sip_msg *req);
  * updated at or after it is skipped too, otherwise the row wins: the phone
  * moved to that node). Each row's source must be the holding node's
  * advertised "ip:port" and its transport UDP (the branch goes there).
- * Expired rows are skipped. A row that is new (no remote binding with the
+ * Expired rows are skipped. A remote binding then lives, routable, until
+ * the next reg_remote_set of its extension without it (its node deleted
+ * the row) or reg_remote_drop_node: its expiry is the row's as read, and
+ * its node's refreshes of it are silent (schema version 6; reg_lookup,
+ * reg_list and reg_expire do not expire it). A row
+ * that is new (no remote binding with the
  * same key, node and URI before) fires the bind callback exactly like a
  * local REGISTER (reg_set_bind_cb), on the calling thread, with no lock
  * held. Returns the number of new bindings, or -ENOENT (no such

@@ -249,6 +249,27 @@ void reg_binding_persist(struct reg *r, const struct ext *e,
                          const struct binding *b);
 void reg_binding_forget(struct reg *r, const struct ext *e,
                         const struct binding *b);
+/* [cluster] Is b routable at now? A binding of this node while its
+ * expiry is ahead. A remote binding always: refreshes at its node are
+ * silent (schema version 6), so its expiry here is the one of the last
+ * change this node heard of; it lives until its node deletes the row (at
+ * expiry there, reg_binding_expire; the delete notifies and
+ * reg_remote_set drops it) or stops beating (reg_remote_drop_node). */
+static inline bool
+reg_binding_live(const struct binding *b, int64_t now)
+{
+    return b->holder[0] != '\0' || b->expires_at > now;
+}
+/* b's expiry as answered (a REGISTER's 200) and listed: expires_at; for a
+ * remote binding past the expiry last heard, that expiry moved on by whole
+ * periods (expires_at - updated_at, the phone's refresh interval at its
+ * node) to the first one after now: the real one is not known here. */
+int64_t reg_binding_expiry(const struct binding *b, int64_t now);
+/* Unlink and free b, which expired (!reg_binding_live). In a cluster its
+ * row is deleted too: that notifies, so the other nodes drop their remote
+ * copy. One node: memory only, as before (the store drops expired rows at
+ * the next start). Under e's shard lock. */
+void reg_binding_expire(struct reg *r, struct ext *e, struct binding *b);
 /* Copy b into c with its strings in arena a. 0 or -ENOMEM. */
 int reg_contact_copy(struct arena *a, struct reg_contact *c,
                      const struct binding *b);

@@ -497,8 +497,8 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
     list_for_each_safe(pos, tmp, &e->bindings)
     {
         struct binding *b = container_of(pos, struct binding, node);
-        if (b->expires_at <= c->now) {
-            reg_binding_unlink_free(r, e, b);
+        if (!reg_binding_live(b, c->now)) {
+            reg_binding_expire(r, e, b);
         } else if (++kept > r->cfg.max_contacts) {
             reg_binding_forget(r, e, b);
             reg_binding_unlink_free(r, e, b);
@@ -510,7 +510,8 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
     {
         struct binding *b = container_of(pos, struct binding, node);
         if (buf_printf(&c->extra, "Contact: <%s>%s;expires=%lld\r\n", b->uri,
-                       b->params, (long long)(b->expires_at - c->now)) < 0)
+                       b->params,
+                       (long long)(reg_binding_expiry(b, c->now) - c->now)) < 0)
             return 500;
     }
     if (path[0] && buf_printf(&c->extra, "Path: %s\r\n", path) < 0)

@@ -165,7 +165,7 @@ struct store_msg {
      * set it (reg_msg_put: never below what that node stored or saw
      * before, so on one node it increases with the id). One extension's
      * messages are ordered by (received_us, id). Rows of a pushpbx before
-     * schema version 6 have received_at * 1000000. */
+     * schema version 7 have received_at * 1000000. */
     int64_t received_us;
 };
 
@@ -465,7 +465,7 @@ void store_get_stats(struct store *st, struct store_stats *out);
 /* The schema version of the open database (the highest row of
  * schema_version) into *out: STORE_SCHEMA_VERSION after store_open. 0 or
  * -EIO. Blocking read (own connection), like the loads. */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 int store_schema_version(struct store *st, int *out);
 
 /* ---- cluster (docs/cluster.md) ---------------------------------------
@@ -498,7 +498,9 @@ int store_node_load(struct store *st, store_node_cb *cb, void *arg);
  * transaction (a row trigger; ORIGIN is the writing store's cfg->node, ""
  * for another client such as psql), so a notification is never seen for a
  * write that was rolled back, nor lost for one that committed while the
- * listener was connected.
+ * listener was connected. Except a binding refresh: an update of a
+ * binding row that keeps its key, uri, params, instance, reg_id and node
+ * (a new expiry, cseq, source...) is silent (schema version 6).
  *
  * store_watch starts a listener (its own connection and thread) that calls
  * cb(ext, origin, arg) for each notification whose origin is not this

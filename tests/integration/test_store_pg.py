@@ -44,7 +44,7 @@ def test_bindings_in_postgresql_survive_restart(start_pbx, pg_server):
     rows = pg_server.psql("SELECT count(*) FROM bindings WHERE ext='100'")
     assert rows.strip() == "2", rows
     assert pg_server.psql("SELECT max(version) FROM schema_version").strip() \
-        == "6"
+        == "7"
     pbx2 = start_pbx(workers=2, extra=extra)
     rc, out, last = sipp(pbx2, "reg_fetch.xml")
     assert rc == 0, out

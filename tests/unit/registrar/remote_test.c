@@ -5,7 +5,9 @@
  * address, never written back; a new one fires the bind callback like a
  * local REGISTER, a known one does not; a node's bindings dropped when it
  * dies; a local binding newer than a row wins, an older one is replaced
- * (the phone moved to the other node).
+ * (the phone moved to the other node); a remote binding is not expired
+ * by its expiry as read (its node's refreshes are silent), and a local
+ * one's expiry deletes its row in a cluster.
  */
 #include <errno.h>
 
@@ -165,6 +167,80 @@ test_phone_moved(void **state)
     assert_string_equal(bs[0].node, "B");
 }
 
+/* Refreshes at the holding node are silent (schema version 6): a remote
+ * binding past the expiry its row had when read stays routable, listed
+ * and counted, and reg_expire keeps it; it goes when its node stops
+ * beating (or deletes the row: reg_remote_set without it). */
+static void
+test_remote_outlives_its_expiry(void **state)
+{
+    struct t *t = *state;
+    struct reg_contact *bs;
+    int64_t now = t->now_ms / 1000;
+
+    assert_int_equal(
+        register_ok(t, (struct req){
+                           .contacts = "Contact: <sip:100@192.0.2.7:5062>\r\n",
+                           .expires = "60"}),
+        200);
+    struct store_binding r1 = row(t, "k1", "sip:100@192.0.2.9:5080", "B", now);
+    assert_int_equal(reg_remote_set(t->r, "100", &r1, 1), 1);
+    t->now_ms += 400 * 1000; /* both past their expiry */
+    assert_int_equal(lookup(t, &bs), 1);
+    assert_string_equal(bs[0].node, "B");
+    /* Shown moved on by its period (300 s): now + 200. */
+    assert_int_equal(bs[0].expires_at, now + 600);
+    assert_int_equal(reg_count_node(t->r, "B"), 1);
+    assert_int_equal(reg_expire(t->r), 1); /* the local one only */
+    assert_int_equal(lookup(t, &bs), 1);
+    assert_int_equal(reg_remote_drop_node(t->r, "B"), 1);
+    assert_int_equal(lookup(t, &bs), 0);
+}
+
+static size_t
+binding_rows(struct t *t)
+{
+    size_t n = 0;
+    assert_int_equal(store_sync(t->st), 0);
+    assert_int_equal(store_count(t->st, "bindings", &n), 0);
+    return n;
+}
+
+/* The holding node's expiry deletes the row in a cluster (the delete
+ * notifies the other nodes, which keep their copy until then); one node
+ * keeps it until the next start, as before. */
+static void
+test_expiry_deletes_the_row_in_a_cluster(void **state)
+{
+    struct t *t = *state;
+    struct req q = {.contacts = "Contact: <sip:100@192.0.2.7:5062>\r\n",
+                    .expires = "60"};
+
+    assert_int_equal(register_ok(t, q), 200);
+    assert_int_equal(binding_rows(t), 1);
+    t->now_ms += 61 * 1000;
+    assert_int_equal(reg_expire(t->r), 1);
+    assert_int_equal(binding_rows(t), 1); /* one node: memory only */
+
+    reg_free(t->r);
+    struct reg_opts o = {.cfg = &t->cfg,
+                         .domain = DOMAIN,
+                         .realm = REALM,
+                         .store = t->st,
+                         .node = "A",
+                         .clock_ms = fake_clock,
+                         .clock_arg = t};
+    assert_int_equal(reg_new(&o, &t->r), 0);
+    assert_int_equal(reg_ext_set(t->r, "100", "Alice", "secret100", true, 1),
+                     0);
+    q.call_id = "cid-2";
+    assert_int_equal(register_ok(t, q), 200);
+    assert_int_equal(binding_rows(t), 1);
+    t->now_ms += 61 * 1000;
+    assert_int_equal(reg_expire(t->r), 1);
+    assert_int_equal(binding_rows(t), 0);
+}
+
 static void
 test_ext_apply_forget(void **state)
 {
@@ -195,6 +271,8 @@ main(void)
         T(test_remote_added_once),
         T(test_local_kept_and_drop_node),
         T(test_phone_moved),
+        T(test_remote_outlives_its_expiry),
+        T(test_expiry_deletes_the_row_in_a_cluster),
         T(test_ext_apply_forget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -415,6 +415,120 @@ test_watch(void **state)
     store_close(a);
 }
 
+/* Write through b, commit, then a marker extension through b: once the
+ * marker arrived, every notification of the write did too (commit order).
+ * Returns the events for extension num that came with it. */
+static int
+events_of(struct feed *fd, struct store *b, const char *num,
+          const struct store_binding *w, const char *marker)
+{
+    pthread_mutex_lock(&fd->mu);
+    fd->log[0] = '\0';
+    pthread_mutex_unlock(&fd->mu);
+    struct store_mark m = store_mark(b);
+    assert_int_equal(store_binding_put(b, w), 0);
+    assert_int_equal(store_commit(b, m, 2000), 0);
+    m = store_mark(b);
+    struct store_ext e = ext(marker);
+    assert_int_equal(store_ext_put(b, &e), 0);
+    assert_int_equal(store_commit(b, m, 2000), 0);
+    char want[64], got[64];
+    snprintf(want, sizeof(want), "%s<b ", marker);
+    assert_true(feed_wait(fd, want, 1));
+    snprintf(got, sizeof(got), "%s<b ", num);
+    int n = 0;
+    pthread_mutex_lock(&fd->mu);
+    for (const char *p = fd->log; (p = strstr(p, got)) != NULL; p++)
+        n++;
+    pthread_mutex_unlock(&fd->mu);
+    return n;
+}
+
+/* Silent refreshes (schema version 6): an update of a binding that only
+ * moves its expiry and bookkeeping (cseq, call_id, source, user_agent,
+ * updated_at, transport, flow_id) notifies no one; a new binding, a
+ * changed uri, params, instance, reg_id or node, and a delete do. */
+static void
+test_refresh_is_silent(void **state)
+{
+    struct fixture *f = *state;
+    struct feed fd;
+    feed_init(&fd);
+
+    struct store *a = open_store(f, "a");
+    assert_int_equal(store_watch(a, feed_cb, &fd), 0);
+    struct store_ext e = ext("300");
+    struct store_binding w = binding("300", "k", 1000, "b");
+    if (!tdb_pg()) {
+        /* One node: no triggers, nothing to hear, a refresh written. */
+        struct store_mark m = store_mark(a);
+        assert_int_equal(store_ext_put(a, &e), 0);
+        assert_int_equal(store_binding_put(a, &w), 0);
+        w.expires_at = 2000;
+        w.cseq = 4000000001u;
+        assert_int_equal(store_binding_put(a, &w), 0);
+        assert_int_equal(store_commit(a, m, 2000), 0);
+        struct ext_rows x = {0};
+        assert_int_equal(
+            store_ext_read(a, "300", 500, NULL, er_bind, NULL, &x), 0);
+        assert_string_equal(x.line, "B:300/k/4000000001/b ");
+        store_close(a);
+        assert_int_equal(fd.resyncs + fd.events, 0);
+        return;
+    }
+    assert_true(feed_wait(&fd, NULL, 1)); /* connected */
+    struct store *b = open_store(f, "b");
+    struct store_mark m = store_mark(b);
+    assert_int_equal(store_ext_put(b, &e), 0);
+    assert_int_equal(store_commit(b, m, 2000), 0);
+    assert_true(feed_wait(&fd, "300<b ", 1));
+
+    assert_int_equal(events_of(&fd, b, "300", &w, "901"), 1); /* new */
+    /* Refreshes: each field alone, then all of them at once. */
+    w.expires_at = 2000;
+    assert_int_equal(events_of(&fd, b, "300", &w, "902"), 0);
+    w.updated_at = 6;
+    w.cseq = 4000000001u;
+    assert_int_equal(events_of(&fd, b, "300", &w, "903"), 0);
+    w.call_id = "c2";
+    w.source = "127.0.0.1:5064";
+    w.user_agent = "ua2";
+    w.transport = 2;
+    w.flow_id = 10;
+    w.path = "<sip:p;lr>";
+    w.expires_at = 3000;
+    assert_int_equal(events_of(&fd, b, "300", &w, "904"), 0);
+    /* Written all the same. */
+    struct ext_rows x = {0};
+    assert_int_equal(store_ext_read(a, "300", 500, NULL, er_bind, NULL, &x),
+                     0);
+    assert_string_equal(x.line, "B:300/k/4000000001/b ");
+    /* What other nodes route on. */
+    w.uri = "sip:300@127.0.0.1:5999";
+    assert_int_equal(events_of(&fd, b, "300", &w, "905"), 1);
+    w.params = ";pn-provider=apns";
+    assert_int_equal(events_of(&fd, b, "300", &w, "906"), 1);
+    w.instance = "<urn:uuid:1>";
+    assert_int_equal(events_of(&fd, b, "300", &w, "907"), 1);
+    w.reg_id = 2;
+    assert_int_equal(events_of(&fd, b, "300", &w, "908"), 1);
+    w.node = "c"; /* the phone moved to node c */
+    assert_int_equal(events_of(&fd, b, "300", &w, "909"), 1);
+    /* Another binding of the extension: new, notifies. */
+    struct store_binding w2 = binding("300", "k2", 1000, "b");
+    assert_int_equal(events_of(&fd, b, "300", &w2, "910"), 1);
+    /* A delete notifies (the holding node's expiry: reg_expire). */
+    pthread_mutex_lock(&fd.mu);
+    fd.log[0] = '\0';
+    pthread_mutex_unlock(&fd.mu);
+    m = store_mark(b);
+    assert_int_equal(store_binding_del(b, "300", "k"), 0);
+    assert_int_equal(store_commit(b, m, 2000), 0);
+    assert_true(feed_wait(&fd, "300<b ", 1));
+    store_close(b);
+    store_close(a);
+}
+
 static void
 test_watch_reconnect(void **state)
 {
@@ -548,6 +662,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_binding_node_and_ext_read, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_is_silent, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_watch_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_killed_under_load, setup,
                                         teardown),

@@ -356,7 +356,7 @@ load_and_cap_by_arrival(void **state)
         assert_string_equal(all.bodies[i], kept[i]);
 }
 
-/* A database from before schema version 6 (no received_us): the
+/* A database from before schema version 7 (no received_us): the
  * migration gives its rows their second (received_at * 1000000), so
  * they load by received time and, within one second, in id order (the
  * order one node received them in). */
@@ -372,7 +372,7 @@ migration_received_us_keeps_old_order(void **state)
                               "DROP INDEX messages_ext;"
                               "ALTER TABLE messages DROP COLUMN received_us;"
                               "CREATE INDEX messages_ext ON messages(ext, id);"
-                              "DELETE FROM schema_version WHERE version = 6;"),
+                              "DELETE FROM schema_version WHERE version = 7;"),
                      0);
     static const char *const rows[] = {
         /* id, received_at: 3 came a second before 1 and 2 */
