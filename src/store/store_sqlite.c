@@ -158,6 +158,14 @@ bind_text(sqlite3_stmt *s, int idx, const char *v)
     return sqlite3_bind_text(s, idx, v ? v : "", -1, SQLITE_STATIC);
 }
 
+/* String k of a packed op (store_int.h) with its known length: SQLite
+ * need not strlen it again (a binding refresh binds eleven). */
+static int
+bind_op_text(sqlite3_stmt *s, int idx, const struct op *o, int k)
+{
+    return sqlite3_bind_text(s, idx, o->s[k], (int)o->len[k], SQLITE_STATIC);
+}
+
 /* Bind the op's values to its statement and step it. Returns SQLITE_DONE
  * on success, another sqlite3 code otherwise. */
 /* OP_MSG_GET: copy the row into o (o->rc = 0), or o->rc = -ENOENT. */
@@ -348,26 +356,24 @@ run_op(struct store *st, struct sq *q, struct op *o)
     case OP_EXT_DEL:
     case OP_BIND_DEL_EXT:
         s = q->stmt[o->kind == OP_EXT_DEL ? ST_EXT_DEL : ST_BIND_DEL_EXT];
-        rc = bind_text(s, 1, o->s[0]);
+        rc = bind_op_text(s, 1, o, 0);
         break;
     case OP_BIND_DEL:
         s = q->stmt[ST_BIND_DEL];
-        rc = bind_text(s, 1, o->s[0]);
+        rc = bind_op_text(s, 1, o, 0);
         if (rc == SQLITE_OK)
-            rc = bind_text(s, 2, o->s[1]);
+            rc = bind_op_text(s, 2, o, 1);
         break;
     case OP_BIND_PUT: {
         s = q->stmt[ST_BIND_PUT];
-        /* s[]: ext key uri params instance call_id path source ua
+        /* s[]: ext key uri params instance call_id path source ua node
          * i[]: reg_id cseq expires_at updated_at transport flow_id */
-        static const int text_col[9] = {1, 2, 3, 4, 5, 7, 11, 12, 15};
+        static const int text_col[10] = {1, 2, 3, 4, 5, 7, 11, 12, 15, 16};
         static const int int_col[6] = {6, 8, 9, 10, 13, 14};
-        for (int k = 0; k < 9 && rc == SQLITE_OK; k++)
-            rc = bind_text(s, text_col[k], o->s[k]);
+        for (int k = 0; k < 10 && rc == SQLITE_OK; k++)
+            rc = bind_op_text(s, text_col[k], o, k);
         for (int k = 0; k < 6 && rc == SQLITE_OK; k++)
             rc = sqlite3_bind_int64(s, int_col[k], o->i[k]);
-        if (rc == SQLITE_OK)
-            rc = bind_text(s, 16, o->s[9]);
         break;
     }
     case OP_NODE_PUT: {
