@@ -61,11 +61,19 @@ static const char *const stmt_sql[ST__COUNT] = {
                    " ha1_md5=?4, ha1_sha256=?5, enabled=?6,"
                    " max_push_devices=?7",
     [ST_EXT_DEL] = "DELETE FROM extensions WHERE number=?1",
+    /* An upsert, not INSERT OR REPLACE: a refresh updates the row in
+     * place (the key is unchanged, so the primary-key index is not
+     * touched) where REPLACE deleted it from the table and the index and
+     * inserted it again under a new rowid. Same row afterwards. */
     [ST_BIND_PUT] =
-        "INSERT OR REPLACE INTO bindings(ext, bkey, uri, params, instance,"
+        "INSERT INTO bindings(ext, bkey, uri, params, instance,"
         " reg_id, call_id, cseq, expires_at, updated_at, path, source,"
         " transport, flow_id, user_agent, node)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+        " ON CONFLICT(ext, bkey) DO UPDATE SET uri=?3, params=?4,"
+        " instance=?5, reg_id=?6, call_id=?7, cseq=?8, expires_at=?9,"
+        " updated_at=?10, path=?11, source=?12, transport=?13,"
+        " flow_id=?14, user_agent=?15, node=?16",
     [ST_BIND_DEL] = "DELETE FROM bindings WHERE ext=?1 AND bkey=?2",
     [ST_BIND_DEL_EXT] = "DELETE FROM bindings WHERE ext=?1",
     [ST_EXT_SOURCE] = "UPDATE extensions SET source=?2 WHERE number=?1",
