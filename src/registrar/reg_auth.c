@@ -227,10 +227,15 @@ void
 reg_nonce_make(struct reg *r, int64_t now_s, char *out)
 {
     uint64_t seq = atomic_fetch_add(&r->nonce_seq, 1);
-    uint8_t mac[NONCE_MAC_LEN];
+    uint64_t ts = (uint64_t)now_s;
+    uint8_t be[16], mac[NONCE_MAC_LEN];
 
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)now_s,
-             (unsigned long long)seq);
+    /* "%016llx%016llx" of now_s and seq, without printf. */
+    for (int i = 0; i < 8; i++) {
+        be[i] = (uint8_t)(ts >> (56 - 8 * i));
+        be[8 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    }
+    hex_encode(be, sizeof(be), out);
     nonce_mac(r, out, mac);
     hex_encode(mac, sizeof(mac), out + 32);
     out[REG_NONCE_LEN] = '\0';
@@ -600,15 +605,23 @@ challenge(struct reg *r, const struct reg_auth_req *q, bool stale,
     char nonce[REG_NONCE_LEN + 1];
 
     reg_nonce_make(r, q->now_s, nonce);
+    /* Appended piece by piece: buf_printf's vsnprintf cost more than the
+     * nonce's MAC. */
+#define LIT(b, s) buf_append(b, s, sizeof(s) - 1)
     for (const char *const *a = offered(r); *a; a++)
-        if (buf_printf(hdrs,
-                       "%s: Digest realm=\"%s\", nonce=\"%s\", "
-                       "algorithm=%s, qop=\"auth\"%s\r\n",
-                       proxy ? "Proxy-Authenticate" : "WWW-Authenticate",
-                       r->realm, nonce, *a, stale ? ", stale=true" : "") < 0) {
+        if ((proxy ? LIT(hdrs, "Proxy-Authenticate: Digest realm=\"")
+                   : LIT(hdrs, "WWW-Authenticate: Digest realm=\"")) < 0 ||
+            buf_append_cstr(hdrs, r->realm) < 0 ||
+            LIT(hdrs, "\", nonce=\"") < 0 ||
+            buf_append(hdrs, nonce, REG_NONCE_LEN) < 0 ||
+            LIT(hdrs, "\", algorithm=") < 0 ||
+            buf_append_cstr(hdrs, *a) < 0 || LIT(hdrs, ", qop=\"auth\"") < 0 ||
+            (stale && LIT(hdrs, ", stale=true") < 0) ||
+            LIT(hdrs, "\r\n") < 0) {
             *reason = NULL;
             return 500;
         }
+#undef LIT
     atomic_fetch_add(&r->n_challenged, 1);
     *reason = proxy ? "Proxy Authentication Required" : "Unauthorized";
     return proxy ? 407 : 401;
@@ -664,8 +677,11 @@ struct ext_view {
     char ha1_md5[33], ha1_sha256[65];
 };
 
+/* The extension's state, and its HA1 for the algorithm (sha256 or MD5)
+ * in hex: only that one is written out. */
 static void
-ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
+ext_snapshot(struct reg *r, struct slice number, bool sha256,
+             struct ext_view *v)
 {
     struct shard *s = reg_shard_of(r, number);
 
@@ -682,10 +698,10 @@ ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
         memcpy(sha, e->ha1_sha256, sizeof(sha));
     }
     pthread_mutex_unlock(&s->lock);
-    if (v->found) { /* stored in binary (reg_int.h struct ext) */
-        reg_ha1_hex(md5, sizeof(md5), v->ha1_md5);
+    if (v->found && sha256) /* stored in binary (reg_int.h struct ext) */
         reg_ha1_hex(sha, sizeof(sha), v->ha1_sha256);
-    }
+    else if (v->found)
+        reg_ha1_hex(md5, sizeof(md5), v->ha1_md5);
 }
 
 int
@@ -745,7 +761,7 @@ reg_auth_check(struct reg *r, const struct reg_auth_req *q, struct buf *hdrs,
     }
 
     struct ext_view v;
-    ext_snapshot(r, au.username, &v);
+    ext_snapshot(r, au.username, is_sha256(au.alg), &v);
     if (!v.found && q->kind == REG_AUTH_REGISTER &&
         r->cfg.unknown_ext == REG_UNKNOWN_404) {
         *reason = "Not Found";

@@ -63,7 +63,6 @@ struct ctx {
     struct arena a;
     struct buf extra; /* headers for the response */
     union reg_addr addr;
-    char src_text[INET6_ADDRSTRLEN + 16];
     int64_t now;
     struct slice ext; /* unescaped To user (arena) */
     reg_commit_cb *cb; /* reg_handle_async: the push device's commit */
@@ -638,9 +637,13 @@ handle(struct ctx *c)
         slice_to_cstr(c->ext, ext, sizeof(ext));
         r->bind_cb(ext, fresh, nfresh, r->bind_arg);
     }
-    log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s%s",
-              SLICE_ARG(c->ext), count, c->src_text,
-              pst == REG_PENDING ? " (push device commit pending)" : "");
+    if (LOG_DEBUG <= log_level) { /* the source's text only for the log */
+        char src[INET6_ADDRSTRLEN + 16];
+        reg_addr_format(&c->addr, src, sizeof(src));
+        log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s%s",
+                  SLICE_ARG(c->ext), count, src,
+                  pst == REG_PENDING ? " (push device commit pending)" : "");
+    }
     return pst == REG_PENDING ? REG_PENDING : 200;
 }
 
@@ -722,7 +725,6 @@ handle_top(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
         buf_init(&c.extra, REG_EXTRA_CAP);
     }
     src_to_addr(src, &c.addr);
-    reg_addr_format(&c.addr, c.src_text, sizeof(c.src_text));
     atomic_fetch_add(&r->n_registers, 1);
     int rc = handle(&c);
     if (sc) {

@@ -43,6 +43,73 @@ test_challenge(void **state)
     assert_int_equal(t->m.to.tag.len > 0, 1);
 }
 
+static int
+row_source(const struct store_binding *b, void *arg)
+{
+    snprintf(arg, 64, "%s", b->source);
+    return 0;
+}
+
+/* The challenge's exact text (both lines, and the stale one), and the
+ * nonce: 16 hex digits of the time, 16 of a counter, 32 of the MAC, all
+ * lowercase; the same nonce with its MAC in capitals, or one MAC digit
+ * changed, is not ours (stale challenge for the right password). The
+ * binding's store row names its source as "a.b.c.d:port". */
+
+static void
+test_challenge_text_and_nonce(void **state)
+{
+    struct t *t = *state;
+    char line[512], nonce[128];
+
+    send_reg(t, &(struct req){.contacts = C1});
+    assert_int_equal(t->status, 401);
+    assert_int_equal(strlen(t->nonce), 64);
+    for (size_t i = 0; i < 64; i++)
+        assert_non_null(strchr("0123456789abcdef", t->nonce[i]));
+    snprintf(line, sizeof(line), "%016llx",
+             (unsigned long long)(t->now_ms / 1000));
+    assert_memory_equal(t->nonce, line, 16);
+    for (int k = 0; k < 2; k++) {
+        snprintf(line, sizeof(line),
+                 "\r\nWWW-Authenticate: Digest realm=\"" REALM "\", "
+                 "nonce=\"%s\", algorithm=%s, qop=\"auth\"\r\n",
+                 t->nonce, k ? "MD5" : "SHA-256");
+        assert_true(rsp_has(t, line));
+    }
+
+    snprintf(nonce, sizeof(nonce), "%s", t->nonce);
+    bool letter = false;
+    for (size_t i = 32; i < 64; i++)
+        if (nonce[i] >= 'a') {
+            nonce[i] = (char)(nonce[i] - 'a' + 'A');
+            letter = true;
+        }
+    if (letter) { /* all 32 MAC digits 0-9: chance 2^-21 */
+        send_reg(t, &(struct req){.contacts = C1, .auth = true,
+                                  .nonce = nonce});
+        assert_int_equal(t->status, 401);
+        snprintf(line, sizeof(line),
+                 "\r\nWWW-Authenticate: Digest realm=\"" REALM "\", "
+                 "nonce=\"%s\", algorithm=MD5, qop=\"auth\", "
+                 "stale=true\r\n",
+                 t->nonce);
+        assert_true(rsp_has(t, line));
+    }
+    snprintf(nonce, sizeof(nonce), "%s", t->nonce);
+    nonce[63] = nonce[63] == '0' ? '1' : '0';
+    send_reg(t, &(struct req){.contacts = C1, .auth = true, .nonce = nonce});
+    assert_int_equal(t->status, 401);
+    assert_true(rsp_has(t, "stale=true"));
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
+    assert_int_equal(t->status, 200);
+
+    char src[64] = "";
+    assert_int_equal(store_sync(t->st), 0);
+    assert_int_equal(store_binding_load(t->st, 0, row_source, src), 0);
+    assert_string_equal(src, "192.0.2.7:5062");
+}
+
 static void
 test_algorithm_choice(void **state)
 {
@@ -626,6 +693,7 @@ main(void)
         T(test_unknown_extension_policies),
         T(test_identity_checks),
         T(test_stale_and_replay),
+        T(test_challenge_text_and_nonce),
         T(test_bad_input),
         T(test_nonce_table_burst),
         T(test_expires_rules),
