@@ -473,11 +473,10 @@ reg_binding_unlink_free(struct reg *r, struct ext *e, struct binding *b)
     free(b);
 }
 
-/* v in decimal at p (no NUL); returns the end. */
-static char *
-dec_u(char *p, unsigned v)
+char *
+reg_dec_u64(char *p, uint64_t v)
 {
-    char t[10];
+    char t[20];
     int n = 0;
 
     do {
@@ -501,10 +500,10 @@ reg_addr_format(const union reg_addr *a, char *out, size_t cap)
         const uint8_t *b = (const uint8_t *)&a->in.sin_addr;
         char t[sizeof("255.255.255.255:65535")], *p = t;
         for (int i = 0; i < 4; i++) {
-            p = dec_u(p, b[i]);
+            p = reg_dec_u64(p, b[i]);
             *p++ = i < 3 ? '.' : ':';
         }
-        p = dec_u(p, ntohs(a->in.sin_port));
+        p = reg_dec_u64(p, ntohs(a->in.sin_port));
         if (cap) {
             size_t n = (size_t)(p - t) < cap ? (size_t)(p - t) : cap - 1;
             memcpy(out, t, n);

@@ -323,6 +323,10 @@ find_binding(struct ext *e, const struct req_contact *rc)
                 return b;
             continue;
         }
+        /* The same text is the same URI (rc's parsed): the common
+         * refresh needs no parse of the stored one. */
+        if (strcmp(b->uri, rc->uri_text) == 0)
+            return b;
         struct sip_uri bu;
         const char *why;
         if (sip_uri_parse(slice_cstr(b->uri), &bu, &why) == 0 &&
@@ -383,13 +387,20 @@ user_agent(struct ctx *c)
 static int
 add_date(struct buf *b, int64_t now_s)
 {
-    char date[64];
-    struct tm tm;
-    time_t t = (time_t)now_s;
+    /* This thread's last line: it changes once a second. */
+    static _Thread_local int64_t last_s = INT64_MIN;
+    static _Thread_local char line[80];
+    static _Thread_local size_t len;
 
-    gmtime_r(&t, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    return buf_printf(b, "Date: %s\r\n", date);
+    if (now_s != last_s) {
+        struct tm tm;
+        time_t t = (time_t)now_s;
+        gmtime_r(&t, &tm);
+        len = strftime(line, sizeof(line),
+                       "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        last_s = now_s;
+    }
+    return buf_append(b, line, len);
 }
 
 /* Nobody waits for a binding's early commit (a failure is logged and
@@ -508,8 +519,19 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
     list_for_each_safe(pos, tmp, &e->bindings)
     {
         struct binding *b = container_of(pos, struct binding, node);
-        if (buf_printf(&c->extra, "Contact: <%s>%s;expires=%lld\r\n", b->uri,
-                       b->params, (long long)(b->expires_at - c->now)) < 0)
+        /* "Contact: <%s>%s;expires=%lld\r\n" without printf. */
+        char num[24], *end = num;
+        int64_t left = b->expires_at - c->now; /* > 0: expired ones left */
+        if (left < 0)
+            *end++ = '-';
+        end = reg_dec_u64(end, left < 0 ? 0 - (uint64_t)left : (uint64_t)left);
+        if (buf_append(&c->extra, "Contact: <", 10) < 0 ||
+            buf_append_cstr(&c->extra, b->uri) < 0 ||
+            buf_append(&c->extra, ">", 1) < 0 ||
+            buf_append_cstr(&c->extra, b->params) < 0 ||
+            buf_append(&c->extra, ";expires=", 9) < 0 ||
+            buf_append(&c->extra, num, (size_t)(end - num)) < 0 ||
+            buf_append(&c->extra, "\r\n", 2) < 0)
             return 500;
     }
     if (path[0] && buf_printf(&c->extra, "Path: %s\r\n", path) < 0)

@@ -7,9 +7,11 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "config/cfg.h"
 #include "registrar/reg_cfg.h"
+
 #include "reg_harness.h"
 
 static int
@@ -108,6 +110,49 @@ test_challenge_text_and_nonce(void **state)
     assert_int_equal(store_sync(t->st), 0);
     assert_int_equal(store_binding_load(t->st, 0, row_source, src), 0);
     assert_string_equal(src, "192.0.2.7:5062");
+}
+
+/* The 200's Contact and Date lines, exactly; the Date follows the clock
+ * (a new second, a new line). A refresh with the same Contact text, and
+ * one spelled differently but equal by RFC 3261 §19.1.4, update the one
+ * binding. */
+static void
+date_line(struct t *t, char *out, size_t cap)
+{
+    time_t now = (time_t)(t->now_ms / 1000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, cap, "\r\nDate: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+static void
+test_ok_lines_text(void **state)
+{
+    struct t *t = *state;
+    char date[80];
+
+    assert_int_equal(register_ok(t, (struct req){.contacts = C1}), 200);
+    assert_true(rsp_has(
+        t, "\r\nContact: <sip:100@192.0.2.7:5062>;expires=3600\r\n"));
+    date_line(t, date, sizeof(date));
+    assert_true(rsp_has(t, date));
+    t->now_ms += 1000;
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
+    assert_int_equal(t->status, 200);
+    date_line(t, date, sizeof(date));
+    assert_true(rsp_has(t, date));
+    assert_int_equal(contact_count(t), 1);
+    send_reg(t, &(struct req){.contacts = "Contact: <sip:100@192.0.2.7:5062;"
+                                          "transport=udp>\r\n",
+                              .auth = true});
+    assert_int_equal(t->status, 200);
+    assert_int_equal(contact_count(t), 2);
+    send_reg(t, &(struct req){.contacts = "Contact: <SIP:100@192.0.2.7:5062;"
+                                          "Transport=UDP>;expires=60\r\n",
+                              .auth = true});
+    assert_int_equal(t->status, 200);
+    assert_int_equal(contact_count(t), 2);
+    assert_true(rsp_has(t, ";expires=60\r\n"));
 }
 
 static void
@@ -694,6 +739,7 @@ main(void)
         T(test_identity_checks),
         T(test_stale_and_replay),
         T(test_challenge_text_and_nonce),
+        T(test_ok_lines_text),
         T(test_bad_input),
         T(test_nonce_table_burst),
         T(test_expires_rules),
