@@ -10,6 +10,7 @@
 #include "store/store_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,10 +545,23 @@ migrate(sqlite3 *db, char *err, size_t errlen, const char *path)
     return rc;
 }
 
+/* Before SQLite's first use in the process: no memory statistics (we
+ * read none), so sqlite3_malloc/free take no global mutex; most of a
+ * binding write's mutex work on the writer. Later (the library already
+ * initialised) it is refused and changes nothing. */
+static void
+sq_global_config(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int
 sq_open(struct store *st, const struct store_cfg *cfg, char *err, size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     const char *path = cfg->path ? cfg->path : "";
+
+    pthread_once(&once, sq_global_config);
 
     if (path[0] == '\0' || strcmp(path, ":memory:") == 0) {
         store_errf(err, errlen, path, "path", "a file path is required");
