@@ -590,12 +590,16 @@ handle(struct ctx *c)
     if (rc != 0)
         return rc;
 
-    struct sip_uri from;
-    struct slice from_user;
-    if (uri_user(c, m->from.uri, &from, &from_user) < 0)
-        return bad_request(c, "Bad From URI");
-    if (!slice_eq(from_user, c->ext))
-        return forbidden(c, "From Does Not Match To");
+    /* A From URI of the same text as To's (the usual REGISTER) parses
+     * to the same user: no second parse. */
+    if (!slice_eq(m->from.uri, m->to.uri)) {
+        struct sip_uri from;
+        struct slice from_user;
+        if (uri_user(c, m->from.uri, &from, &from_user) < 0)
+            return bad_request(c, "Bad From URI");
+        if (!slice_eq(from_user, c->ext))
+            return forbidden(c, "From Does Not Match To");
+    }
 
     struct req_contact v[MAX_REQ_CONTACTS];
     bool star;
