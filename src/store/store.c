@@ -251,6 +251,8 @@ op_new_packed(enum op_kind kind, const char *const *str, size_t n)
     size_t len[sizeof(((struct op *)0)->s) / sizeof(char *)];
     size_t total = 0;
 
+    if (n > sizeof(len) / sizeof(len[0]))
+        abort(); /* a caller's mistake: more strings than an op holds */
     for (size_t k = 0; k < n; k++) {
         len[k] = str[k] ? strlen(str[k]) : 0;
         if (len[k] > UINT32_MAX - 1)
