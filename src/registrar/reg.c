@@ -473,14 +473,42 @@ reg_binding_unlink_free(struct reg *r, struct ext *e, struct binding *b)
     free(b);
 }
 
+char *
+reg_dec_u64(char *p, uint64_t v)
+{
+    char t[20];
+    int n = 0;
+
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = t[--n];
+    return p;
+}
+
 int
 reg_addr_format(const union reg_addr *a, char *out, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN];
 
     if (a->sa.sa_family == AF_INET) {
-        inet_ntop(AF_INET, &a->in.sin_addr, ip, sizeof(ip));
-        snprintf(out, cap, "%s:%u", ip, ntohs(a->in.sin_port));
+        /* What inet_ntop and "%s:%u" wrote (truncated to cap as
+         * snprintf does), by hand: every binding's store row carries it
+         * (reg_binding_persist). */
+        const uint8_t *b = (const uint8_t *)&a->in.sin_addr;
+        char t[sizeof("255.255.255.255:65535")], *p = t;
+        for (int i = 0; i < 4; i++) {
+            p = reg_dec_u64(p, b[i]);
+            *p++ = i < 3 ? '.' : ':';
+        }
+        p = reg_dec_u64(p, ntohs(a->in.sin_port));
+        if (cap) {
+            size_t n = (size_t)(p - t) < cap ? (size_t)(p - t) : cap - 1;
+            memcpy(out, t, n);
+            out[n] = '\0';
+        }
         return 0;
     }
     if (a->sa.sa_family == AF_INET6) {

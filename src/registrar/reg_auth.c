@@ -19,6 +19,8 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -63,6 +65,7 @@ hex_encode(const uint8_t *in, size_t n, char *out)
 }
 
 static int throttle_init(struct reg *r);
+static int mac_keys(struct reg *r);
 static void throttle_fini(struct throttle *th);
 
 int
@@ -73,7 +76,7 @@ reg_auth_init(struct reg *r)
         RAND_bytes((unsigned char *)&seq0, sizeof(seq0)) != 1)
         return -EIO;
     r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (r->sha256 == NULL)
+    if (r->sha256 == NULL || mac_keys(r) < 0)
         return -EIO;
     /* Random start (nonces differ across restarts even within one
      * second), top bit clear so the counter never wraps. */
@@ -115,6 +118,9 @@ reg_auth_fini(struct reg *r)
     }
     free(nt->tab);
     pthread_mutex_destroy(&nt->lock);
+    EVP_MD_CTX_free(r->mac_inner);
+    EVP_MD_CTX_free(r->mac_outer);
+    r->mac_inner = r->mac_outer = NULL;
     EVP_MD_free(r->sha256);
     r->sha256 = NULL;
     if (r->throttle) {
@@ -126,51 +132,134 @@ reg_auth_fini(struct reg *r)
 /* HMAC-SHA256 (RFC 2104) over "<32 hex>:<realm>", written out with the
  * digest fetched once at init: OpenSSL 3's HMAC() goes through EVP_Q_mac,
  * which fetches the MAC and the digest by name on every call (about 1/8
- * of the CPU of a REGISTER in the profile). Same bytes as HMAC(). */
+ * of the CPU of a REGISTER in the profile). Same bytes as HMAC(). The
+ * key blocks are hashed once (mac_keys, at init); a MAC copies those two
+ * states into this thread's context (no EVP_MD_CTX per call). */
 #define HMAC_BLOCK 64
+#define NONCE_MAC_LEN 16 /* bytes of the MAC in a nonce (32 hex) */
+
+static pthread_key_t mac_ctx_key;
+static pthread_once_t mac_ctx_once = PTHREAD_ONCE_INIT;
+static bool mac_ctx_key_ok;
 
 static void
-nonce_mac(const struct reg *r, const char *ts_hex, char *out_hex)
+mac_ctx_free(void *p)
 {
-    uint8_t ipad[HMAC_BLOCK], opad[HMAC_BLOCK], inner[EVP_MAX_MD_SIZE];
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned int ilen = 0, mdlen = 0;
-    size_t rlen = strlen(r->realm);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok;
+    EVP_MD_CTX_free(p);
+}
+
+static void
+mac_ctx_key_init(void)
+{
+    mac_ctx_key_ok = pthread_key_create(&mac_ctx_key, mac_ctx_free) == 0;
+}
+
+/* This thread's context for nonce MACs; *owned when it could not be
+ * kept (the caller frees it). NULL: out of memory. */
+static EVP_MD_CTX *
+mac_ctx(bool *owned)
+{
+    pthread_once(&mac_ctx_once, mac_ctx_key_init);
+    EVP_MD_CTX *ctx = mac_ctx_key_ok ? pthread_getspecific(mac_ctx_key) : NULL;
+
+    *owned = false;
+    if (ctx == NULL) { /* this thread's first nonce */
+        ctx = EVP_MD_CTX_new();
+        *owned = ctx && (!mac_ctx_key_ok ||
+                         pthread_setspecific(mac_ctx_key, ctx) != 0);
+    }
+    return ctx;
+}
+
+/* Hash the two key blocks into r->mac_inner / r->mac_outer. */
+static int
+mac_keys(struct reg *r)
+{
+    uint8_t ipad[HMAC_BLOCK], opad[HMAC_BLOCK];
 
     static_assert(sizeof(r->secret) <= HMAC_BLOCK, "key fits one block");
-    if (rlen > 255)
-        rlen = 255; /* as the old "%.32s:%s" into 289 bytes did */
     memset(ipad, 0x36, sizeof(ipad));
     memset(opad, 0x5c, sizeof(opad));
     for (size_t i = 0; i < sizeof(r->secret); i++) {
         ipad[i] ^= r->secret[i];
         opad[i] ^= r->secret[i];
     }
-    ok = ctx != NULL && EVP_DigestInit_ex2(ctx, r->sha256, NULL) &&
-         EVP_DigestUpdate(ctx, ipad, sizeof(ipad)) &&
+    r->mac_inner = EVP_MD_CTX_new();
+    r->mac_outer = EVP_MD_CTX_new();
+    bool ok = r->mac_inner && r->mac_outer &&
+              EVP_DigestInit_ex2(r->mac_inner, r->sha256, NULL) &&
+              EVP_DigestUpdate(r->mac_inner, ipad, sizeof(ipad)) &&
+              EVP_DigestInit_ex2(r->mac_outer, r->sha256, NULL) &&
+              EVP_DigestUpdate(r->mac_outer, opad, sizeof(opad));
+    explicit_bzero(ipad, sizeof(ipad));
+    explicit_bzero(opad, sizeof(opad));
+    return ok ? 0 : -EIO;
+}
+
+/* The first NONCE_MAC_LEN bytes of the MAC of ts_hex (32 hex digits). */
+static void
+nonce_mac(const struct reg *r, const char *ts_hex, uint8_t *out)
+{
+    uint8_t inner[EVP_MAX_MD_SIZE], md[EVP_MAX_MD_SIZE];
+    unsigned int ilen = 0, mdlen = 0;
+    size_t rlen = strlen(r->realm);
+    bool owned;
+    EVP_MD_CTX *ctx = mac_ctx(&owned);
+    int ok;
+
+    if (rlen > 255)
+        rlen = 255; /* as the old "%.32s:%s" into 289 bytes did */
+    ok = ctx != NULL && EVP_MD_CTX_copy_ex(ctx, r->mac_inner) &&
          EVP_DigestUpdate(ctx, ts_hex, 32) && EVP_DigestUpdate(ctx, ":", 1) &&
          EVP_DigestUpdate(ctx, r->realm, rlen) &&
          EVP_DigestFinal_ex(ctx, inner, &ilen) &&
-         EVP_DigestInit_ex2(ctx, r->sha256, NULL) &&
-         EVP_DigestUpdate(ctx, opad, sizeof(opad)) &&
+         EVP_MD_CTX_copy_ex(ctx, r->mac_outer) &&
          EVP_DigestUpdate(ctx, inner, ilen) &&
          EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
-    if (!ok || mdlen < 16)
+    if (owned)
+        EVP_MD_CTX_free(ctx);
+    if (!ok || mdlen < NONCE_MAC_LEN)
         abort(); /* OOM inside OpenSSL: fatal (style.md §4) */
-    hex_encode(md, 16, out_hex);
+    memcpy(out, md, NONCE_MAC_LEN);
 }
 
 void
 reg_nonce_make(struct reg *r, int64_t now_s, char *out)
 {
     uint64_t seq = atomic_fetch_add(&r->nonce_seq, 1);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)now_s,
-             (unsigned long long)seq);
-    nonce_mac(r, out, out + 32);
+    uint64_t ts = (uint64_t)now_s;
+    uint8_t be[16], mac[NONCE_MAC_LEN];
+
+    /* "%016llx%016llx" of now_s and seq, without printf. */
+    for (int i = 0; i < 8; i++) {
+        be[i] = (uint8_t)(ts >> (56 - 8 * i));
+        be[8 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    }
+    hex_encode(be, sizeof(be), out);
+    nonce_mac(r, out, mac);
+    hex_encode(mac, sizeof(mac), out + 32);
     out[REG_NONCE_LEN] = '\0';
+}
+
+/* n bytes from 2n lowercase hex digits (what reg_nonce_make writes; any
+ * other spelling is not one of our nonces). */
+static bool
+parse_hex_lower(const char *p, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = p[2 * i + j];
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                           : -1;
+            if (d < 0)
+                return false;
+            v = v << 4 | d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return true;
 }
 
 static bool
@@ -219,16 +308,15 @@ reg_nonce_check(struct reg *r, struct slice nonce, struct slice nc,
                 int64_t now_s)
 {
     uint64_t ts, seq, ncv;
-    char mac[32];
+    uint8_t mac[NONCE_MAC_LEN], got[NONCE_MAC_LEN];
 
+    /* The MAC is compared in binary: no hex of our own to write. */
     if (nonce.len != REG_NONCE_LEN || !parse_hex_u64(nonce.ptr, 16, &ts) ||
-        !parse_hex_u64(nonce.ptr + 16, 16, &seq))
+        !parse_hex_u64(nonce.ptr + 16, 16, &seq) ||
+        !parse_hex_lower(nonce.ptr + 32, sizeof(got), got))
         return NONCE_BAD;
-    char ts_hex[33];
-    memcpy(ts_hex, nonce.ptr, 32);
-    ts_hex[32] = '\0';
-    nonce_mac(r, ts_hex, mac);
-    if (!sip_digest_equal(slice_make(mac, 32), slice_make(nonce.ptr + 32, 32)))
+    nonce_mac(r, nonce.ptr, mac);
+    if (CRYPTO_memcmp(mac, got, sizeof(mac)) != 0)
         return NONCE_BAD;
     if ((int64_t)ts > now_s + 5) /* from the future: not ours */
         return NONCE_BAD;
@@ -517,15 +605,23 @@ challenge(struct reg *r, const struct reg_auth_req *q, bool stale,
     char nonce[REG_NONCE_LEN + 1];
 
     reg_nonce_make(r, q->now_s, nonce);
+    /* Appended piece by piece: buf_printf's vsnprintf cost more than the
+     * nonce's MAC. */
+#define LIT(b, s) buf_append(b, s, sizeof(s) - 1)
     for (const char *const *a = offered(r); *a; a++)
-        if (buf_printf(hdrs,
-                       "%s: Digest realm=\"%s\", nonce=\"%s\", "
-                       "algorithm=%s, qop=\"auth\"%s\r\n",
-                       proxy ? "Proxy-Authenticate" : "WWW-Authenticate",
-                       r->realm, nonce, *a, stale ? ", stale=true" : "") < 0) {
+        if ((proxy ? LIT(hdrs, "Proxy-Authenticate: Digest realm=\"")
+                   : LIT(hdrs, "WWW-Authenticate: Digest realm=\"")) < 0 ||
+            buf_append_cstr(hdrs, r->realm) < 0 ||
+            LIT(hdrs, "\", nonce=\"") < 0 ||
+            buf_append(hdrs, nonce, REG_NONCE_LEN) < 0 ||
+            LIT(hdrs, "\", algorithm=") < 0 ||
+            buf_append_cstr(hdrs, *a) < 0 || LIT(hdrs, ", qop=\"auth\"") < 0 ||
+            (stale && LIT(hdrs, ", stale=true") < 0) ||
+            LIT(hdrs, "\r\n") < 0) {
             *reason = NULL;
             return 500;
         }
+#undef LIT
     atomic_fetch_add(&r->n_challenged, 1);
     *reason = proxy ? "Proxy Authentication Required" : "Unauthorized";
     return proxy ? 407 : 401;
@@ -581,8 +677,11 @@ struct ext_view {
     char ha1_md5[33], ha1_sha256[65];
 };
 
+/* The extension's state, and its HA1 for the algorithm (sha256 or MD5)
+ * in hex: only that one is written out. */
 static void
-ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
+ext_snapshot(struct reg *r, struct slice number, bool sha256,
+             struct ext_view *v)
 {
     struct shard *s = reg_shard_of(r, number);
 
@@ -599,10 +698,10 @@ ext_snapshot(struct reg *r, struct slice number, struct ext_view *v)
         memcpy(sha, e->ha1_sha256, sizeof(sha));
     }
     pthread_mutex_unlock(&s->lock);
-    if (v->found) { /* stored in binary (reg_int.h struct ext) */
-        reg_ha1_hex(md5, sizeof(md5), v->ha1_md5);
+    if (v->found && sha256) /* stored in binary (reg_int.h struct ext) */
         reg_ha1_hex(sha, sizeof(sha), v->ha1_sha256);
-    }
+    else if (v->found)
+        reg_ha1_hex(md5, sizeof(md5), v->ha1_md5);
 }
 
 int
@@ -662,7 +761,7 @@ reg_auth_check(struct reg *r, const struct reg_auth_req *q, struct buf *hdrs,
     }
 
     struct ext_view v;
-    ext_snapshot(r, au.username, &v);
+    ext_snapshot(r, au.username, is_sha256(au.alg), &v);
     if (!v.found && q->kind == REG_AUTH_REGISTER &&
         r->cfg.unknown_ext == REG_UNKNOWN_404) {
         *reason = "Not Found";

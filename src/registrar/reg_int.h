@@ -206,6 +206,10 @@ struct reg {
     void *clock_arg;
     uint8_t secret[32]; /* nonce HMAC key, random per process */
     EVP_MD *sha256;     /* fetched once: HMAC() fetches per call (slow) */
+    /* SHA-256 after the HMAC's key block (secret ^ ipad, secret ^ opad),
+     * hashed once at init: a nonce MAC copies them instead of hashing
+     * the two key blocks again (half its compressions). Read-only. */
+    EVP_MD_CTX *mac_inner, *mac_outer;
     /* HA1 of a random password for a name that is no extension: unknown
      * users get the same digest work as known ones (reg_auth_check). */
     char dummy_ha1_md5[33], dummy_ha1_sha256[65];
@@ -274,6 +278,8 @@ void reg_binding_expire(struct reg *r, struct ext *e, struct binding *b);
 int reg_contact_copy(struct arena *a, struct reg_contact *c,
                      const struct binding *b);
 int reg_addr_format(const union reg_addr *a, char *out, size_t cap);
+/* v in decimal at p (no NUL, at most 20 bytes); returns the end. */
+char *reg_dec_u64(char *p, uint64_t v);
 int reg_addr_parse(const char *s, union reg_addr *out);
 
 /* pushdev.c: the REGISTER side of push devices (see reg_set_push). */

@@ -63,7 +63,6 @@ struct ctx {
     struct arena a;
     struct buf extra; /* headers for the response */
     union reg_addr addr;
-    char src_text[INET6_ADDRSTRLEN + 16];
     int64_t now;
     struct slice ext; /* unescaped To user (arena) */
     reg_commit_cb *cb; /* reg_handle_async: the push device's commit */
@@ -324,6 +323,10 @@ find_binding(struct ext *e, const struct req_contact *rc)
                 return b;
             continue;
         }
+        /* The same text is the same URI (rc's parsed): the common
+         * refresh needs no parse of the stored one. */
+        if (strcmp(b->uri, rc->uri_text) == 0)
+            return b;
         struct sip_uri bu;
         const char *why;
         if (sip_uri_parse(slice_cstr(b->uri), &bu, &why) == 0 &&
@@ -384,13 +387,20 @@ user_agent(struct ctx *c)
 static int
 add_date(struct buf *b, int64_t now_s)
 {
-    char date[64];
-    struct tm tm;
-    time_t t = (time_t)now_s;
+    /* This thread's last line: it changes once a second. */
+    static _Thread_local int64_t last_s = INT64_MIN;
+    static _Thread_local char line[80];
+    static _Thread_local size_t len;
 
-    gmtime_r(&t, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    return buf_printf(b, "Date: %s\r\n", date);
+    if (now_s != last_s) {
+        struct tm tm;
+        time_t t = (time_t)now_s;
+        gmtime_r(&t, &tm);
+        len = strftime(line, sizeof(line),
+                       "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        last_s = now_s;
+    }
+    return buf_append(b, line, len);
 }
 
 /* Nobody waits for a binding's early commit (a failure is logged and
@@ -509,9 +519,19 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
     list_for_each_safe(pos, tmp, &e->bindings)
     {
         struct binding *b = container_of(pos, struct binding, node);
-        if (buf_printf(&c->extra, "Contact: <%s>%s;expires=%lld\r\n", b->uri,
-                       b->params,
-                       (long long)(reg_binding_expiry(b, c->now) - c->now)) < 0)
+        /* "Contact: <%s>%s;expires=%lld\r\n" without printf. */
+        char num[24], *end = num;
+        int64_t left = reg_binding_expiry(b, c->now) - c->now;
+        if (left < 0)
+            *end++ = '-';
+        end = reg_dec_u64(end, left < 0 ? 0 - (uint64_t)left : (uint64_t)left);
+        if (buf_append(&c->extra, "Contact: <", 10) < 0 ||
+            buf_append_cstr(&c->extra, b->uri) < 0 ||
+            buf_append(&c->extra, ">", 1) < 0 ||
+            buf_append_cstr(&c->extra, b->params) < 0 ||
+            buf_append(&c->extra, ";expires=", 9) < 0 ||
+            buf_append(&c->extra, num, (size_t)(end - num)) < 0 ||
+            buf_append(&c->extra, "\r\n", 2) < 0)
             return 500;
     }
     if (path[0] && buf_printf(&c->extra, "Path: %s\r\n", path) < 0)
@@ -570,12 +590,16 @@ handle(struct ctx *c)
     if (rc != 0)
         return rc;
 
-    struct sip_uri from;
-    struct slice from_user;
-    if (uri_user(c, m->from.uri, &from, &from_user) < 0)
-        return bad_request(c, "Bad From URI");
-    if (!slice_eq(from_user, c->ext))
-        return forbidden(c, "From Does Not Match To");
+    /* A From URI of the same text as To's (the usual REGISTER) parses
+     * to the same user: no second parse. */
+    if (!slice_eq(m->from.uri, m->to.uri)) {
+        struct sip_uri from;
+        struct slice from_user;
+        if (uri_user(c, m->from.uri, &from, &from_user) < 0)
+            return bad_request(c, "Bad From URI");
+        if (!slice_eq(from_user, c->ext))
+            return forbidden(c, "From Does Not Match To");
+    }
 
     struct req_contact v[MAX_REQ_CONTACTS];
     bool star;
@@ -639,9 +663,13 @@ handle(struct ctx *c)
         slice_to_cstr(c->ext, ext, sizeof(ext));
         r->bind_cb(ext, fresh, nfresh, r->bind_arg);
     }
-    log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s%s",
-              SLICE_ARG(c->ext), count, c->src_text,
-              pst == REG_PENDING ? " (push device commit pending)" : "");
+    if (LOG_DEBUG <= log_level) { /* the source's text only for the log */
+        char src[INET6_ADDRSTRLEN + 16];
+        reg_addr_format(&c->addr, src, sizeof(src));
+        log_debug("registrar", "registered ext=%.*s contacts=%zu src=%s%s",
+                  SLICE_ARG(c->ext), count, src,
+                  pst == REG_PENDING ? " (push device commit pending)" : "");
+    }
     return pst == REG_PENDING ? REG_PENDING : 200;
 }
 
@@ -723,7 +751,6 @@ handle_top(struct reg *r, const struct sip_msg *req, const struct reg_src *src,
         buf_init(&c.extra, REG_EXTRA_CAP);
     }
     src_to_addr(src, &c.addr);
-    reg_addr_format(&c.addr, c.src_text, sizeof(c.src_text));
     atomic_fetch_add(&r->n_registers, 1);
     int rc = handle(&c);
     if (sc) {

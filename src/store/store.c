@@ -40,8 +40,9 @@ store_op_free(struct op *o)
 
     for (size_t k = 0; k < sizeof(o->s) / sizeof(o->s[0]); k++) {
         if (secret && o->s[k])
-            explicit_bzero(o->s[k], strlen(o->s[k]));
-        free(o->s[k]);
+            explicit_bzero(o->s[k], o->packed ? o->len[k] : strlen(o->s[k]));
+        if (!o->packed)
+            free(o->s[k]);
     }
     free(o->blob);
     free(o);
@@ -240,16 +241,53 @@ op_new(enum op_kind kind)
     return o;
 }
 
+/* An op with copies of the n strings str[] (NULL = "") packed after the
+ * struct: one allocation per queued write, freed by the writer with one
+ * free() (a binding refresh made ten before, the biggest malloc caller of
+ * a REGISTER in the profile), and each length kept so that the backend
+ * binds text without measuring it again. */
+static struct op *
+op_new_packed(enum op_kind kind, const char *const *str, size_t n)
+{
+    size_t len[sizeof(((struct op *)0)->s) / sizeof(char *)];
+    size_t total = 0;
+
+    if (n > sizeof(len) / sizeof(len[0]))
+        abort(); /* a caller's mistake: more strings than an op holds */
+    for (size_t k = 0; k < n; k++) {
+        len[k] = str[k] ? strlen(str[k]) : 0;
+        if (len[k] > UINT32_MAX - 1)
+            len[k] = 0; /* not a SIP value: written as "" */
+        total += len[k] + 1;
+    }
+    struct op *o = xmalloc(sizeof(*o) + total);
+    char *p = (char *)(o + 1);
+
+    memset(o, 0, sizeof(*o));
+    o->kind = kind;
+    o->packed = true;
+    for (size_t k = 0; k < n; k++) {
+        if (len[k])
+            memcpy(p, str[k], len[k]);
+        p[len[k]] = '\0';
+        o->s[k] = p;
+        o->len[k] = (uint32_t)len[k];
+        p += len[k] + 1;
+    }
+    return o;
+}
+
+#define OP_PACKED(kind, ...)                                                   \
+    op_new_packed(kind, (const char *const[]){__VA_ARGS__},                    \
+                  sizeof((const char *const[]){__VA_ARGS__}) /                 \
+                      sizeof(const char *))
+
 int
 store_ext_put(struct store *st, const struct store_ext *e)
 {
-    struct op *o = op_new(OP_EXT_PUT);
+    struct op *o = OP_PACKED(OP_EXT_PUT, e->number, e->display, e->realm,
+                             e->ha1_md5, e->ha1_sha256);
 
-    o->s[0] = dup_or_empty(e->number);
-    o->s[1] = dup_or_empty(e->display);
-    o->s[2] = dup_or_empty(e->realm);
-    o->s[3] = dup_or_empty(e->ha1_md5);
-    o->s[4] = dup_or_empty(e->ha1_sha256);
     o->i[0] = e->enabled ? 1 : 0;
     o->i[1] = e->max_push_devices;
     o->i[2] = e->source == STORE_EXT_CONFIG ? STORE_EXT_CONFIG : STORE_EXT_API;
@@ -260,9 +298,8 @@ int
 store_ext_set_source(struct store *st, const char *number,
                      enum store_ext_source source)
 {
-    struct op *o = op_new(OP_EXT_SOURCE);
+    struct op *o = OP_PACKED(OP_EXT_SOURCE, number);
 
-    o->s[0] = dup_or_empty(number);
     o->i[0] = source == STORE_EXT_CONFIG ? STORE_EXT_CONFIG : STORE_EXT_API;
     return enqueue(st, o);
 }
@@ -270,26 +307,18 @@ store_ext_set_source(struct store *st, const char *number,
 int
 store_ext_del(struct store *st, const char *number)
 {
-    struct op *o = op_new(OP_EXT_DEL);
+    struct op *o = OP_PACKED(OP_EXT_DEL, number);
 
-    o->s[0] = dup_or_empty(number);
     return enqueue(st, o);
 }
 
 int
 store_binding_put(struct store *st, const struct store_binding *b)
 {
-    struct op *o = op_new(OP_BIND_PUT);
+    struct op *o = OP_PACKED(OP_BIND_PUT, b->ext, b->key, b->uri, b->params,
+                             b->instance, b->call_id, b->path, b->source,
+                             b->user_agent, b->node);
 
-    o->s[0] = dup_or_empty(b->ext);
-    o->s[1] = dup_or_empty(b->key);
-    o->s[2] = dup_or_empty(b->uri);
-    o->s[3] = dup_or_empty(b->params);
-    o->s[4] = dup_or_empty(b->instance);
-    o->s[5] = dup_or_empty(b->call_id);
-    o->s[6] = dup_or_empty(b->path);
-    o->s[7] = dup_or_empty(b->source);
-    o->s[8] = dup_or_empty(b->user_agent);
     o->i[0] = b->reg_id;
     o->i[1] = b->cseq;
     o->i[2] = b->expires_at;
@@ -297,40 +326,31 @@ store_binding_put(struct store *st, const struct store_binding *b)
     o->i[4] = b->transport;
     /* SQLite integers are signed 64-bit; flow ids stay far below 2^63. */
     o->i[5] = (int64_t)(b->flow_id & INT64_MAX);
-    /* No copy for the single-node case: NULL is written as "". */
-    o->s[9] = b->node && b->node[0] ? xstrdup(b->node) : NULL;
     return enqueue(st, o);
 }
 
 int
 store_binding_del(struct store *st, const char *ext, const char *key)
 {
-    struct op *o = op_new(OP_BIND_DEL);
+    struct op *o = OP_PACKED(OP_BIND_DEL, ext, key);
 
-    o->s[0] = dup_or_empty(ext);
-    o->s[1] = dup_or_empty(key);
     return enqueue(st, o);
 }
 
 int
 store_binding_del_ext(struct store *st, const char *ext)
 {
-    struct op *o = op_new(OP_BIND_DEL_EXT);
+    struct op *o = OP_PACKED(OP_BIND_DEL_EXT, ext);
 
-    o->s[0] = dup_or_empty(ext);
     return enqueue(st, o);
 }
 
 int
 store_pushdev_put(struct store *st, const struct store_pushdev *d)
 {
-    struct op *o = op_new(OP_PD_PUT);
+    struct op *o = OP_PACKED(OP_PD_PUT, d->ext, d->provider, d->prid,
+                             d->param, d->instance);
 
-    o->s[0] = dup_or_empty(d->ext);
-    o->s[1] = dup_or_empty(d->provider);
-    o->s[2] = dup_or_empty(d->prid);
-    o->s[3] = dup_or_empty(d->param);
-    o->s[4] = dup_or_empty(d->instance);
     o->i[0] = d->created_at;
     o->i[1] = d->last_seen;
     return enqueue(st, o);
@@ -339,30 +359,24 @@ store_pushdev_put(struct store *st, const struct store_pushdev *d)
 int
 store_pushdev_del(struct store *st, const char *provider, const char *prid)
 {
-    struct op *o = op_new(OP_PD_DEL);
+    struct op *o = OP_PACKED(OP_PD_DEL, provider, prid);
 
-    o->s[0] = dup_or_empty(provider);
-    o->s[1] = dup_or_empty(prid);
     return enqueue(st, o);
 }
 
 int
 store_pushdev_del_ext(struct store *st, const char *ext)
 {
-    struct op *o = op_new(OP_PD_DEL_EXT);
+    struct op *o = OP_PACKED(OP_PD_DEL_EXT, ext);
 
-    o->s[0] = dup_or_empty(ext);
     return enqueue(st, o);
 }
 
 static struct op *
 prov_op(enum op_kind kind, const struct store_prov *p)
 {
-    struct op *o = op_new(kind);
+    struct op *o = OP_PACKED(kind, p->ext, p->token, p->password);
 
-    o->s[0] = dup_or_empty(p->ext);
-    o->s[1] = dup_or_empty(p->token);
-    o->s[2] = dup_or_empty(p->password);
     o->i[0] = p->created_at;
     o->i[1] = p->expires_at;
     o->i[2] = p->fetches;
@@ -400,9 +414,8 @@ store_node_beat(struct store *st, const struct store_node *n)
 int
 store_prov_del(struct store *st, const char *ext)
 {
-    struct op *o = op_new(OP_PROV_DEL);
+    struct op *o = OP_PACKED(OP_PROV_DEL, ext);
 
-    o->s[0] = dup_or_empty(ext);
     return enqueue(st, o);
 }
 

@@ -48,7 +48,7 @@ enum op_kind {
  *   OP_EXT_DEL, OP_BIND_DEL_EXT, OP_PD_DEL_EXT, OP_PROV_DEL,
  *   OP_MSG_DEL_EXT s: ext
  *   OP_BIND_PUT    s: ext key uri params instance call_id path source ua
- *                     node (s[9] NULL = "": no copy for a single node)
+ *                     node ("" for a single node)
  *                  i: reg_id cseq expires_at updated_at transport flow_id
  *   OP_BIND_DEL    s: ext key
  *   OP_PD_PUT      s: ext provider prid param instance
@@ -70,7 +70,14 @@ enum op_kind {
 struct op {
     struct list_node node;
     enum op_kind kind;
+    /* packed (op_new_packed in store.c: the extension, binding, push
+     * device and provisioning ops): s[k] points into the op's own
+     * allocation, after the struct, never NULL, and len[k] is its
+     * length; one free() frees everything. Else s[k] are separate
+     * allocations (or NULL) and len[] is unused. */
+    bool packed;
     char *s[11]; /* owned strings, meaning depends on kind */
+    uint32_t len[11];
     int64_t i[15];
     /* OP_COMMIT only, under st->lock: the caller's mark, the result, and
      * whether the caller gave up waiting (then the writer frees the op). */

@@ -404,6 +404,26 @@ nz(const char *s)
     return s ? s : "";
 }
 
+/* "%lld" of v into out (24 bytes) without snprintf: six per binding
+ * write, on the writer thread. */
+static void
+i64_text(char *out, int64_t v)
+{
+    char t[20];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    int n = 0;
+
+    do {
+        t[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *out++ = '-';
+    while (n)
+        *out++ = t[--n];
+    *out = '\0';
+}
+
 /* Send the statement(s) of o; record each in pend. false: send failed. */
 static bool
 send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
@@ -420,7 +440,7 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
             utf8_fix(o->s[k]);
     int nnum = o->kind == OP_CALL_PUT ? 15 : 6;
     for (int k = 0; k < nnum; k++)
-        snprintf(num[k], sizeof(num[k]), "%lld", (long long)o->i[k]);
+        i64_text(num[k], o->i[k]);
     switch (o->kind) {
     case OP_EXT_PUT:
         for (int k = 0; k < 5; k++)

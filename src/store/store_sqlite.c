@@ -10,6 +10,7 @@
 #include "store/store_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,11 +62,19 @@ static const char *const stmt_sql[ST__COUNT] = {
                    " ha1_md5=?4, ha1_sha256=?5, enabled=?6,"
                    " max_push_devices=?7",
     [ST_EXT_DEL] = "DELETE FROM extensions WHERE number=?1",
+    /* An upsert, not INSERT OR REPLACE: a refresh updates the row in
+     * place (the key is unchanged, so the primary-key index is not
+     * touched) where REPLACE deleted it from the table and the index and
+     * inserted it again under a new rowid. Same row afterwards. */
     [ST_BIND_PUT] =
-        "INSERT OR REPLACE INTO bindings(ext, bkey, uri, params, instance,"
+        "INSERT INTO bindings(ext, bkey, uri, params, instance,"
         " reg_id, call_id, cseq, expires_at, updated_at, path, source,"
         " transport, flow_id, user_agent, node)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+        " ON CONFLICT(ext, bkey) DO UPDATE SET uri=?3, params=?4,"
+        " instance=?5, reg_id=?6, call_id=?7, cseq=?8, expires_at=?9,"
+        " updated_at=?10, path=?11, source=?12, transport=?13,"
+        " flow_id=?14, user_agent=?15, node=?16",
     [ST_BIND_DEL] = "DELETE FROM bindings WHERE ext=?1 AND bkey=?2",
     [ST_BIND_DEL_EXT] = "DELETE FROM bindings WHERE ext=?1",
     [ST_EXT_SOURCE] = "UPDATE extensions SET source=?2 WHERE number=?1",
@@ -158,6 +167,14 @@ static int
 bind_text(sqlite3_stmt *s, int idx, const char *v)
 {
     return sqlite3_bind_text(s, idx, v ? v : "", -1, SQLITE_STATIC);
+}
+
+/* String k of a packed op (store_int.h) with its known length: SQLite
+ * need not strlen it again (a binding refresh binds eleven). */
+static int
+bind_op_text(sqlite3_stmt *s, int idx, const struct op *o, int k)
+{
+    return sqlite3_bind_text(s, idx, o->s[k], (int)o->len[k], SQLITE_STATIC);
 }
 
 /* Bind the op's values to its statement and step it. Returns SQLITE_DONE
@@ -353,26 +370,24 @@ run_op(struct store *st, struct sq *q, struct op *o)
     case OP_EXT_DEL:
     case OP_BIND_DEL_EXT:
         s = q->stmt[o->kind == OP_EXT_DEL ? ST_EXT_DEL : ST_BIND_DEL_EXT];
-        rc = bind_text(s, 1, o->s[0]);
+        rc = bind_op_text(s, 1, o, 0);
         break;
     case OP_BIND_DEL:
         s = q->stmt[ST_BIND_DEL];
-        rc = bind_text(s, 1, o->s[0]);
+        rc = bind_op_text(s, 1, o, 0);
         if (rc == SQLITE_OK)
-            rc = bind_text(s, 2, o->s[1]);
+            rc = bind_op_text(s, 2, o, 1);
         break;
     case OP_BIND_PUT: {
         s = q->stmt[ST_BIND_PUT];
-        /* s[]: ext key uri params instance call_id path source ua
+        /* s[]: ext key uri params instance call_id path source ua node
          * i[]: reg_id cseq expires_at updated_at transport flow_id */
-        static const int text_col[9] = {1, 2, 3, 4, 5, 7, 11, 12, 15};
+        static const int text_col[10] = {1, 2, 3, 4, 5, 7, 11, 12, 15, 16};
         static const int int_col[6] = {6, 8, 9, 10, 13, 14};
-        for (int k = 0; k < 9 && rc == SQLITE_OK; k++)
-            rc = bind_text(s, text_col[k], o->s[k]);
+        for (int k = 0; k < 10 && rc == SQLITE_OK; k++)
+            rc = bind_op_text(s, text_col[k], o, k);
         for (int k = 0; k < 6 && rc == SQLITE_OK; k++)
             rc = sqlite3_bind_int64(s, int_col[k], o->i[k]);
-        if (rc == SQLITE_OK)
-            rc = bind_text(s, 16, o->s[9]);
         break;
     }
     case OP_NODE_PUT: {
@@ -535,10 +550,23 @@ migrate(sqlite3 *db, char *err, size_t errlen, const char *path)
     return rc;
 }
 
+/* Before SQLite's first use in the process: no memory statistics (we
+ * read none), so sqlite3_malloc/free take no global mutex; most of a
+ * binding write's mutex work on the writer. Later (the library already
+ * initialised) it is refused and changes nothing. */
+static void
+sq_global_config(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int
 sq_open(struct store *st, const struct store_cfg *cfg, char *err, size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     const char *path = cfg->path ? cfg->path : "";
+
+    pthread_once(&once, sq_global_config);
 
     if (path[0] == '\0' || strcmp(path, ":memory:") == 0) {
         store_errf(err, errlen, path, "path", "a file path is required");

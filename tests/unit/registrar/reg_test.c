@@ -7,9 +7,11 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "config/cfg.h"
 #include "registrar/reg_cfg.h"
+
 #include "reg_harness.h"
 
 static int
@@ -41,6 +43,116 @@ test_challenge(void **state)
     assert_true(rsp_has(t, "realm=\"" REALM "\""));
     assert_false(rsp_has(t, "stale=true"));
     assert_int_equal(t->m.to.tag.len > 0, 1);
+}
+
+static int
+row_source(const struct store_binding *b, void *arg)
+{
+    snprintf(arg, 64, "%s", b->source);
+    return 0;
+}
+
+/* The challenge's exact text (both lines, and the stale one), and the
+ * nonce: 16 hex digits of the time, 16 of a counter, 32 of the MAC, all
+ * lowercase; the same nonce with its MAC in capitals, or one MAC digit
+ * changed, is not ours (stale challenge for the right password). The
+ * binding's store row names its source as "a.b.c.d:port". */
+
+static void
+test_challenge_text_and_nonce(void **state)
+{
+    struct t *t = *state;
+    char line[512], nonce[128];
+
+    send_reg(t, &(struct req){.contacts = C1});
+    assert_int_equal(t->status, 401);
+    assert_int_equal(strlen(t->nonce), 64);
+    for (size_t i = 0; i < 64; i++)
+        assert_non_null(strchr("0123456789abcdef", t->nonce[i]));
+    snprintf(line, sizeof(line), "%016llx",
+             (unsigned long long)(t->now_ms / 1000));
+    assert_memory_equal(t->nonce, line, 16);
+    for (int k = 0; k < 2; k++) {
+        snprintf(line, sizeof(line),
+                 "\r\nWWW-Authenticate: Digest realm=\"" REALM "\", "
+                 "nonce=\"%s\", algorithm=%s, qop=\"auth\"\r\n",
+                 t->nonce, k ? "MD5" : "SHA-256");
+        assert_true(rsp_has(t, line));
+    }
+
+    snprintf(nonce, sizeof(nonce), "%s", t->nonce);
+    bool letter = false;
+    for (size_t i = 32; i < 64; i++)
+        if (nonce[i] >= 'a') {
+            nonce[i] = (char)(nonce[i] - 'a' + 'A');
+            letter = true;
+        }
+    if (letter) { /* all 32 MAC digits 0-9: chance 2^-21 */
+        send_reg(t, &(struct req){.contacts = C1, .auth = true,
+                                  .nonce = nonce});
+        assert_int_equal(t->status, 401);
+        snprintf(line, sizeof(line),
+                 "\r\nWWW-Authenticate: Digest realm=\"" REALM "\", "
+                 "nonce=\"%s\", algorithm=MD5, qop=\"auth\", "
+                 "stale=true\r\n",
+                 t->nonce);
+        assert_true(rsp_has(t, line));
+    }
+    snprintf(nonce, sizeof(nonce), "%s", t->nonce);
+    nonce[63] = nonce[63] == '0' ? '1' : '0';
+    send_reg(t, &(struct req){.contacts = C1, .auth = true, .nonce = nonce});
+    assert_int_equal(t->status, 401);
+    assert_true(rsp_has(t, "stale=true"));
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
+    assert_int_equal(t->status, 200);
+
+    char src[64] = "";
+    assert_int_equal(store_sync(t->st), 0);
+    assert_int_equal(store_binding_load(t->st, 0, row_source, src), 0);
+    assert_string_equal(src, "192.0.2.7:5062");
+}
+
+/* The 200's Contact and Date lines, exactly; the Date follows the clock
+ * (a new second, a new line). A refresh with the same Contact text, and
+ * one spelled differently but equal by RFC 3261 §19.1.4, update the one
+ * binding. */
+static void
+date_line(struct t *t, char *out, size_t cap)
+{
+    time_t now = (time_t)(t->now_ms / 1000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, cap, "\r\nDate: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+static void
+test_ok_lines_text(void **state)
+{
+    struct t *t = *state;
+    char date[80];
+
+    assert_int_equal(register_ok(t, (struct req){.contacts = C1}), 200);
+    assert_true(rsp_has(
+        t, "\r\nContact: <sip:100@192.0.2.7:5062>;expires=3600\r\n"));
+    date_line(t, date, sizeof(date));
+    assert_true(rsp_has(t, date));
+    t->now_ms += 1000;
+    send_reg(t, &(struct req){.contacts = C1, .auth = true});
+    assert_int_equal(t->status, 200);
+    date_line(t, date, sizeof(date));
+    assert_true(rsp_has(t, date));
+    assert_int_equal(contact_count(t), 1);
+    send_reg(t, &(struct req){.contacts = "Contact: <sip:100@192.0.2.7:5062;"
+                                          "transport=udp>\r\n",
+                              .auth = true});
+    assert_int_equal(t->status, 200);
+    assert_int_equal(contact_count(t), 2);
+    send_reg(t, &(struct req){.contacts = "Contact: <SIP:100@192.0.2.7:5062;"
+                                          "Transport=UDP>;expires=60\r\n",
+                              .auth = true});
+    assert_int_equal(t->status, 200);
+    assert_int_equal(contact_count(t), 2);
+    assert_true(rsp_has(t, ";expires=60\r\n"));
 }
 
 static void
@@ -626,6 +738,8 @@ main(void)
         T(test_unknown_extension_policies),
         T(test_identity_checks),
         T(test_stale_and_replay),
+        T(test_challenge_text_and_nonce),
+        T(test_ok_lines_text),
         T(test_bad_input),
         T(test_nonce_table_burst),
         T(test_expires_rules),

@@ -172,6 +172,95 @@ test_roundtrip_and_reopen(void **state)
     store_close(st);
 }
 
+/* Every column of a loaded binding, copied. */
+struct row {
+    int n;
+    char s[10][4096]; /* ext key uri params instance call_id path source ua
+                         node */
+    int64_t i[6];     /* reg_id cseq expires_at updated_at transport flow */
+};
+
+static int
+row_cb(const struct store_binding *b, void *arg)
+{
+    struct row *r = arg;
+    const char *v[10] = {b->ext,  b->key,    b->uri,    b->params,
+                         b->instance, b->call_id, b->path, b->source,
+                         b->user_agent, b->node};
+
+    r->n++;
+    for (int k = 0; k < 10; k++)
+        snprintf(r->s[k], sizeof(r->s[k]), "%s", v[k] ? v[k] : "(null)");
+    r->i[0] = b->reg_id;
+    r->i[1] = b->cseq;
+    r->i[2] = b->expires_at;
+    r->i[3] = b->updated_at;
+    r->i[4] = b->transport;
+    r->i[5] = (int64_t)b->flow_id;
+    return 0;
+}
+
+/* A second write of the same (ext, key) replaces every other column
+ * (the write is an upsert): each value changed, one made empty, one
+ * 3000 bytes long, the node set and then cleared; and a refresh that
+ * changes only cseq and the times keeps the rest (INT64_MIN too). */
+static void
+test_binding_rewrite_every_column(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st;
+    char err[256];
+    static char ua[3001];
+
+    memset(ua, 'u', sizeof(ua) - 1);
+    assert_int_equal(store_open(&f->cfg, &st, err, sizeof(err)), 0);
+    struct store_binding b = {
+        .ext = "100", .key = "k1", .uri = "sip:a@10.0.0.1",
+        .params = ";p=1", .instance = "<urn:uuid:1>", .reg_id = 1,
+        .call_id = "c1", .cseq = 1, .expires_at = 5000, .updated_at = 1000,
+        .path = "<sip:p1>", .source = "10.0.0.1:5060", .transport = 1,
+        .flow_id = 11, .user_agent = "ua1", .node = "n1"};
+    assert_int_equal(store_binding_put(st, &b), 0);
+    assert_int_equal(store_sync(st), 0);
+    b = (struct store_binding){
+        .ext = "100", .key = "k1", .uri = "sip:b@10.0.0.2",
+        .params = "", .instance = "<urn:uuid:2>", .reg_id = 2,
+        .call_id = "c2", .cseq = 2, .expires_at = 6000, .updated_at = 2000,
+        .path = NULL, .source = "10.0.0.2:5061", .transport = 2,
+        .flow_id = 22, .user_agent = ua, .node = NULL};
+    assert_int_equal(store_binding_put(st, &b), 0);
+    assert_int_equal(store_sync(st), 0);
+
+    static struct row r;
+    static const char *const want[10] = {
+        "100", "k1", "sip:b@10.0.0.2", "", "<urn:uuid:2>", "c2", "",
+        "10.0.0.2:5061", NULL, ""};
+    static const int64_t wanti[6] = {2, 2, 6000, 2000, 2, 22};
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_binding_load(st, 1000, row_cb, &r), 0);
+    assert_int_equal(r.n, 1);
+    for (int k = 0; k < 10; k++)
+        assert_string_equal(r.s[k], want[k] ? want[k] : ua);
+    for (int k = 0; k < 6; k++)
+        assert_int_equal(r.i[k], wanti[k]);
+
+    b.cseq = 3;
+    b.expires_at = 7000;
+    b.updated_at = INT64_MIN; /* any int64 round-trips (PostgreSQL: text) */
+    assert_int_equal(store_binding_put(st, &b), 0);
+    assert_int_equal(store_sync(st), 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_binding_load(st, 1000, row_cb, &r), 0);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.s[2], "sip:b@10.0.0.2");
+    assert_string_equal(r.s[8], ua);
+    assert_int_equal(r.i[1], 3);
+    assert_int_equal(r.i[2], 7000);
+    assert_true(r.i[3] == INT64_MIN);
+    assert_int_equal(r.i[5], 22);
+    store_close(st);
+}
+
 static void
 test_expired_not_loaded(void **state)
 {
@@ -381,6 +470,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_and_reopen, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_binding_rewrite_every_column,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_not_loaded, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batched_and_wal, setup, teardown),
