@@ -73,6 +73,8 @@ guard_main(void *arg)
     struct admin_guard *g = arg;
     struct timespec until;
 
+    (void)pthread_setname_np(pthread_self(), "pbx-admin-guard");
+
     pthread_mutex_lock(&g->mu);
     while (!g->stopping) {
         clock_gettime(CLOCK_MONOTONIC, &until);
@@ -247,6 +249,8 @@ static void *
 jobs_main(void *arg)
 {
     struct admin_jobs *js = arg;
+
+    (void)pthread_setname_np(pthread_self(), "pbx-admin-job");
 
     pthread_mutex_lock(&js->mu);
     for (;;) {

@@ -12,6 +12,7 @@
  * (cannot bind, cannot start a thread), 2 bad usage or bad configuration
  * (or --check-push with no provider enabled), 8 --check-push failed.
  */
+#include <pthread.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -337,6 +338,8 @@ static void
 load_thread(void *arg)
 {
     struct daemon *d = arg;
+
+    (void)pthread_setname_np(pthread_self(), "pbx-load");
 
     d->load_rc = reg_load(d->reg);
 }

@@ -10,6 +10,7 @@
  */
 #include "registrar/reg.h"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -473,21 +474,6 @@ reg_binding_unlink_free(struct reg *r, struct ext *e, struct binding *b)
     free(b);
 }
 
-char *
-reg_dec_u64(char *p, uint64_t v)
-{
-    char t[20];
-    int n = 0;
-
-    do {
-        t[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = t[--n];
-    return p;
-}
-
 int
 reg_addr_format(const union reg_addr *a, char *out, size_t cap)
 {
@@ -500,10 +486,10 @@ reg_addr_format(const union reg_addr *a, char *out, size_t cap)
         const uint8_t *b = (const uint8_t *)&a->in.sin_addr;
         char t[sizeof("255.255.255.255:65535")], *p = t;
         for (int i = 0; i < 4; i++) {
-            p = reg_dec_u64(p, b[i]);
+            p += fmt_u64(p, b[i]);
             *p++ = i < 3 ? '.' : ':';
         }
-        p = reg_dec_u64(p, ntohs(a->in.sin_port));
+        p += fmt_u64(p, ntohs(a->in.sin_port));
         if (cap) {
             size_t n = (size_t)(p - t) < cap ? (size_t)(p - t) : cap - 1;
             memcpy(out, t, n);
@@ -1077,6 +1063,8 @@ ext_load_thread(void *arg)
 {
     struct ext_loader *el = arg;
     int64_t t0 = mono_ms(), cpu0 = thread_cpu_ms();
+
+    (void)pthread_setname_np(pthread_self(), "pbx-load-ext");
 
     el->rc = store_ext_load(el->r->store, load_ext_cb, el->r);
     el->ms = mono_ms() - t0;

@@ -278,8 +278,6 @@ void reg_binding_expire(struct reg *r, struct ext *e, struct binding *b);
 int reg_contact_copy(struct arena *a, struct reg_contact *c,
                      const struct binding *b);
 int reg_addr_format(const union reg_addr *a, char *out, size_t cap);
-/* v in decimal at p (no NUL, at most 20 bytes); returns the end. */
-char *reg_dec_u64(char *p, uint64_t v);
 int reg_addr_parse(const char *s, union reg_addr *out);
 
 /* pushdev.c: the REGISTER side of push devices (see reg_set_push). */

@@ -524,7 +524,7 @@ update_bindings(struct ctx *c, struct ext *e, struct req_contact *v, size_t n,
         int64_t left = reg_binding_expiry(b, c->now) - c->now;
         if (left < 0)
             *end++ = '-';
-        end = reg_dec_u64(end, left < 0 ? 0 - (uint64_t)left : (uint64_t)left);
+        end += fmt_u64(end, left < 0 ? 0 - (uint64_t)left : (uint64_t)left);
         if (buf_append(&c->extra, "Contact: <", 10) < 0 ||
             buf_append_cstr(&c->extra, b->uri) < 0 ||
             buf_append(&c->extra, ">", 1) < 0 ||

@@ -77,6 +77,8 @@ writer_main(void *arg)
 {
     struct store *st = arg;
 
+    (void)pthread_setname_np(pthread_self(), "pbx-store");
+
     pthread_mutex_lock(&st->lock);
     for (;;) {
         while (st->queue_len == 0 && !st->stop)

@@ -86,6 +86,8 @@ ckpt_main(void *arg)
 {
     struct store_ckpt *c = arg;
 
+    (void)pthread_setname_np(pthread_self(), "pbx-checkpoint");
+
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->pending && !c->stop)

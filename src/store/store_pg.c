@@ -1279,6 +1279,8 @@ watch_main(void *arg)
     struct store *st = arg;
     struct pg *pg = st->be;
     int backoff_ms = 100;
+
+    (void)pthread_setname_np(pthread_self(), "pbx-listen");
     bool logged = false;
     char err[512];
 

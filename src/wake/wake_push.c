@@ -17,6 +17,7 @@
  * call push marked on its call) and frees it. Workers never wait for a
  * result.
  */
+#include <pthread.h>
 #include <uv.h>
 
 #include <errno.h>
@@ -182,6 +183,8 @@ static void
 push_thread(void *arg)
 {
     struct wake *w = arg;
+
+    (void)pthread_setname_np(pthread_self(), "pbx-push");
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
