@@ -68,7 +68,7 @@ main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    char key[32], ext[16];
+    char key[48], ext[24];
     double t0 = now_s();
     for (long i = 0; i < n; i++) {
         long b = i % k;

@@ -95,7 +95,7 @@ relay_read(uv_loop_t *loop, struct relay_sock *rs, char cookies[][64],
             assert_non_null(sp);
             *sp = '\0';
             if (n < cap)
-                snprintf(cookies[n], 64, "%s", buf);
+                snprintf(cookies[n], 64, "%.63s", buf);
             n++;
         }
     }
