@@ -19,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/list.h"
 #include "base/log.h"
@@ -72,12 +75,22 @@ deadline_after(struct timespec *ts, unsigned ms)
     }
 }
 
+void
+store_thread_nice(unsigned nice, const char *what)
+{
+    /* Linux: a thread is a task with a nice value of its own. */
+    if (nice > 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
+                                (int)nice) < 0)
+        log_warn("store", "%s thread: nice %u: %s", what, nice, strerror(errno));
+}
+
 static void *
 writer_main(void *arg)
 {
     struct store *st = arg;
 
     (void)pthread_setname_np(pthread_self(), "pbx-store");
+    store_thread_nice(st->writer_nice, "writer");
 
     pthread_mutex_lock(&st->lock);
     for (;;) {
@@ -639,6 +652,7 @@ store_open(const struct store_cfg *cfg, struct store **out, char *err,
                    : cfg->flush_ms > 1000 ? 1000
                                           : cfg->flush_ms;
     st->max_queue = cfg->max_queue ? cfg->max_queue : 100000;
+    st->writer_nice = cfg->writer_nice > 19 ? 19 : cfg->writer_nice;
     list_init(&st->queue);
     pthread_mutex_init(&st->lock, NULL);
     pthread_cond_init(&st->wake, NULL);

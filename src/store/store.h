@@ -62,6 +62,7 @@ struct store_cfg {
     char *path;         /* SQLite file; ":memory:" is refused */
     unsigned flush_ms;  /* batch window, 10..1000 */
     unsigned max_queue; /* queued writes before new ones are dropped */
+    unsigned writer_nice; /* nice of the writer and checkpoint threads */
     char *backend;      /* "sqlite" (NULL or "" too) | "postgresql" */
     char *postgresql;   /* libpq connection string (backend postgresql) */
     char *node; /* NOT an option: the app sets it from [cluster] node; the

@@ -33,6 +33,17 @@ static const struct cfg_option store_options[] = {
      .offset = offsetof(struct store_cfg, max_queue),
      .help = "Writes waiting for the disk before new ones are dropped "
              "(counted and logged; memory stays authoritative)."},
+    {.key = "writer_nice",
+     .type = CFG_UINT,
+     .min = 0,
+     .max = 19,
+     .def = "0",
+     .offset = offsetof(struct store_cfg, writer_nice),
+     .help = "Nice value of the store's writer and checkpoint threads "
+             "(0..19): above 0 they yield the CPU to the SIP workers when "
+             "both want it, which shortens the SIP tail on a busy "
+             "machine; a push device's commit (acknowledged only once "
+             "committed) may then wait longer (docs/store.md)."},
     {.key = "backend",
      .type = CFG_STRING,
      .def = "sqlite",

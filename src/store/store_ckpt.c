@@ -20,11 +20,13 @@
 #include "base/log.h"
 #include "base/xmalloc.h"
 #include "store/store_ckpt_int.h"
+#include "store/store_int.h"
 
 struct store_ckpt {
     sqlite3 *writer_db; /* hooked; owned by the store */
     sqlite3 *db;        /* ours */
     pthread_t thread;
+    unsigned nice; /* [store] writer_nice, set by its thread */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool pending; /* a checkpoint was asked for */
@@ -87,6 +89,7 @@ ckpt_main(void *arg)
     struct store_ckpt *c = arg;
 
     (void)pthread_setname_np(pthread_self(), "pbx-checkpoint");
+    store_thread_nice(c->nice, "checkpoint");
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
@@ -104,8 +107,8 @@ ckpt_main(void *arg)
 }
 
 int
-store_ckpt_start(sqlite3 *writer_db, const char *path, struct store_ckpt **out,
-                 char *err, size_t errlen)
+store_ckpt_start(sqlite3 *writer_db, const char *path, unsigned nice,
+                 struct store_ckpt **out, char *err, size_t errlen)
 {
     struct store_ckpt *c = xcalloc(1, sizeof(*c));
     int rc = sqlite3_open_v2(path, &c->db,
@@ -132,6 +135,7 @@ store_ckpt_start(sqlite3 *writer_db, const char *path, struct store_ckpt **out,
     /* Only a RESTART checkpoint waits for the writer (checkpoint()). */
     sqlite3_busy_timeout(c->db, 5000);
     c->writer_db = writer_db;
+    c->nice = nice;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wake, NULL);
     rc = pthread_create(&c->thread, NULL, ckpt_main, c);

@@ -32,10 +32,11 @@ struct store_ckpt;
 #define STORE_CKPT_MAX_PAGES 16000
 
 /* Turn off writer_db's automatic checkpoint, hook its commits and start the
- * checkpoint thread on a connection of its own to path. 0 and *out, or a
+ * checkpoint thread (at nice value nice, [store] writer_nice) on a
+ * connection of its own to path. 0 and *out, or a
  * negative errno with a reason in err (writer_db is left as it was).
  * On the writer's owner thread, before the writer starts. */
-int store_ckpt_start(sqlite3 *writer_db, const char *path,
+int store_ckpt_start(sqlite3 *writer_db, const char *path, unsigned nice,
                      struct store_ckpt **out, char *err, size_t errlen);
 /* Stop the thread and close its connection, after the writer stopped and
  * before the writer's connection is closed (that last close checkpoints

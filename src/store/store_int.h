@@ -145,6 +145,7 @@ struct store {
     char *path; /* SQLite: the file (NULL on PostgreSQL) */
     unsigned flush_ms;
     unsigned max_queue;
+    unsigned writer_nice; /* cfg->writer_nice, 0..19 */
 
     pthread_t thread;
     pthread_mutex_t lock;
@@ -236,5 +237,8 @@ void store_errf(char *err, size_t errlen, const char *where, const char *what,
 
 /* Free a queued op (wipes a provisioning link's password first). */
 void store_op_free(struct op *o);
+/* Give the calling thread nice value nice (> 0; 0 leaves it), naming it
+ * `what` in the warning logged when the system refuses. */
+void store_thread_nice(unsigned nice, const char *what);
 
 #endif

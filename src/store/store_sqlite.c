@@ -629,7 +629,7 @@ sq_open(struct store *st, const struct store_cfg *cfg, char *err, size_t errlen)
             goto fail;
         }
     }
-    rc = store_ckpt_start(q->db, path, &q->ckpt, err, errlen);
+    rc = store_ckpt_start(q->db, path, st->writer_nice, &q->ckpt, err, errlen);
     if (rc < 0)
         goto fail;
     st->path = xstrdup(path);

@@ -14,6 +14,7 @@ daemon acknowledges is on disk, whichever room asked.
 Pushes need pushsim (the daemon serves a push contact only for a provider
 it has configured): built next to pushpbx, as for test_wake.py.
 """
+import os
 import signal
 import sqlite3
 import time
@@ -180,3 +181,28 @@ def test_old_prov_db_imported_once(start_pbx, tmp_path):
     # The next start reads the store only (the old file is gone).
     pbx = start_pbx(workers=2, extra=extra)
     assert admin_call(pbx, "GET", "/prov/" + token, auth=False)[0] == 410
+
+
+def threads(pid):
+    """{thread name: nice value} of a process (Linux /proc)."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+            name = f.read().strip()
+        with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+            # Fields after the parenthesised name: nice is field 19.
+            nice = int(f.read().rsplit(")", 1)[1].split()[16])
+        out[name] = nice
+    return out
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_writer_nice(start_pbx, nice):
+    """[store] writer_nice lowers the writer's and checkpoint thread's
+    priority, and only theirs: the SIP workers keep nice 0."""
+    pbx = start_pbx(workers=2, sets=["store.writer_nice=%d" % nice])
+    t = threads(pbx.proc.pid)
+    assert t["pbx-store"] == nice, t
+    assert t["pbx-checkpoint"] == nice, t
+    assert t["pbx-worker0"] == 0 and t["pbx-worker1"] == 0, t
+    assert t["pushpbx"] == 0, t
