@@ -234,6 +234,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sockets", type=int, default=8)
     ap.add_argument("--options-rate", type=float, default=0.0)
+    ap.add_argument("--set", action="append", default=[], metavar="S.K=V",
+                    help="a daemon option, as pushpbx --set (repeatable)")
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
     pbx_bin = os.path.join(a.build, "src", "app", "pushpbx")
@@ -266,7 +268,8 @@ def main():
         open(tmp + "/pushpbx.conf", "w").write(conf)
         pbx = subprocess.Popen(
             [pbx_bin, "--config", tmp + "/pushpbx.conf", "--ready-file",
-             tmp + "/pbx.ready"], cwd=tmp, stdout=subprocess.DEVNULL,
+             tmp + "/pbx.ready"] +
+            [x for kv in a.set for x in ("--set", kv)], cwd=tmp, stdout=subprocess.DEVNULL,
             stderr=open(tmp + "/pushpbx.log", "wb"))
         pr = wait_file(tmp + "/pbx.ready", pbx, "pushpbx")
         port = [l["port"] for l in pr["listen"] if l["transport"] == "udp"][0]
