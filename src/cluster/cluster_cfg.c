@@ -143,6 +143,21 @@ cluster_finish(void *sec, char *err, size_t errlen)
     return advertise_check(c->advertise, err, errlen);
 }
 
+bool
+cluster_advertise_tls(const struct cluster_cfg *c)
+{
+    struct sip_uri u;
+    struct slice tr;
+    const char *why;
+
+    if (!c->node || !c->node[0] || !c->advertise ||
+        sip_uri_parse(slice_cstr(c->advertise), &u, &why) < 0)
+        return false;
+    return u.scheme == SIP_URI_SIPS ||
+           (sip_uri_param(&u, "transport", &tr) &&
+            slice_eq_nocase_cstr(tr, "tls"));
+}
+
 const struct cfg_section cluster_cfg_section = {
     .name = "cluster",
     .help = "Several pushpbx nodes on one PostgreSQL database "

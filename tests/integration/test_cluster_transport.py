@@ -221,6 +221,16 @@ def test_tls_node_with_untrusted_certificate_is_not_reached(cluster, ca_dir,
      'parameter "maddr" is not understood'),
 ])
 def test_bad_advertise_refused_at_start(tmp_path, uri, why):
+    assert_refused(tmp_path, uri, why)
+
+
+def test_tls_advertise_without_tls_listener_refused(tmp_path):
+    assert_refused(tmp_path, "sip:127.0.0.2:5999;transport=tls",
+                   "[cluster] advertise asks for TLS: [sip] listen needs a "
+                   "tls: item", quote=False)
+
+
+def assert_refused(tmp_path, uri, why, quote=True):
     conf = BASE_CONFIG.format(workers=1) + (
         "\n[store]\nbackend = postgresql\npostgresql = host=/nonexistent\n"
         "\n[cluster]\nnode = A\nadvertise = %s\n" % uri)
@@ -230,5 +240,6 @@ def test_bad_advertise_refused_at_start(tmp_path, uri, why):
                        timeout=20, cwd=str(tmp_path))
     err = r.stderr.decode(errors="replace")
     assert r.returncode != 0
-    assert re.search(r'advertise "%s": ' % re.escape(uri), err), err
+    if quote:
+        assert re.search(r'advertise "%s": ' % re.escape(uri), err), err
     assert why in err, err
