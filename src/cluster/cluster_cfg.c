@@ -56,7 +56,11 @@ static const struct cfg_option cluster_options[] = {
  * node-to-node requests over it, proxy_fork.c; TLS connections are
  * opened and verified by transport/). Whether this node has a tls:
  * listener on that port is for main.c to check: the option table does not
- * see [sip] listen. */
+ * see [sip] listen.
+ * TODO(cluster): the host must be numeric, so a TLS node is verified by
+ * its IP address, with the one certificate its phones see too (a name
+ * here, resolved, and a second [tls] certificate for nodes would let the
+ * phones keep a public certificate). */
 static int
 advertise_check(const char *uri, char *err, size_t errlen)
 {
