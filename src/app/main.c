@@ -779,8 +779,10 @@ main(int argc, char **argv)
             while (j < nspecs && specs[j].proto != TP_TLS)
                 j++;
         if (j == nspecs) {
-            fprintf(stderr, "pushpbx: %s: [cluster] advertise asks for TLS: "
-                            "[sip] listen needs a tls: item\n", config);
+            fprintf(stderr,
+                    "pushpbx: %s: [cluster] advertise asks for TLS: "
+                    "[sip] listen needs a tls: item\n",
+                    config);
             cfg_free(cfg);
             free(sets);
             return EXIT_CONFIG;

@@ -80,16 +80,18 @@ advertise_check(const char *uri, char *err, size_t errlen)
     if (u.scheme == SIP_URI_SIPS && has_tr &&
         !slice_eq_nocase_cstr(tr, "tls")) {
         /* RFC 5630: sips: means TLS on every hop. */
-        snprintf(err, errlen, "advertise \"%s\": sips: with transport "
-                 "\"%.*s\": sips: is TLS only", uri,
-                 (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
+        snprintf(err, errlen,
+                 "advertise \"%s\": sips: with transport "
+                 "\"%.*s\": sips: is TLS only",
+                 uri, (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
         return -EINVAL;
     }
     if (has_tr && !slice_eq_nocase_cstr(tr, "udp") &&
         !slice_eq_nocase_cstr(tr, "tcp") && !slice_eq_nocase_cstr(tr, "tls")) {
-        snprintf(err, errlen, "advertise \"%s\": transport \"%.*s\" is not "
-                 "udp, tcp or tls", uri, (int)(tr.len > 32 ? 32 : tr.len),
-                 tr.ptr);
+        snprintf(err, errlen,
+                 "advertise \"%s\": transport \"%.*s\" is not "
+                 "udp, tcp or tls",
+                 uri, (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
         return -EINVAL;
     }
     /* Only transport: other parameters, a user part or headers would be
@@ -157,9 +159,8 @@ cluster_advertise_tls(const struct cluster_cfg *c)
     if (!c->node || !c->node[0] || !c->advertise ||
         sip_uri_parse(slice_cstr(c->advertise), &u, &why) < 0)
         return false;
-    return u.scheme == SIP_URI_SIPS ||
-           (sip_uri_param(&u, "transport", &tr) &&
-            slice_eq_nocase_cstr(tr, "tls"));
+    return u.scheme == SIP_URI_SIPS || (sip_uri_param(&u, "transport", &tr) &&
+                                        slice_eq_nocase_cstr(tr, "tls"));
 }
 
 const struct cfg_section cluster_cfg_section = {

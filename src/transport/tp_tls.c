@@ -451,8 +451,8 @@ tp_tls_client_new(struct tp_tls *t, struct tp_tls_io *io, const char *host)
 {
     unsigned char ip[16];
     SSL *ssl = ssl_new(t, io, true);
-    bool literal = inet_pton(AF_INET, host, ip) == 1 ||
-                   inet_pton(AF_INET6, host, ip) == 1;
+    bool literal =
+        inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
 
     if (!ssl)
         return NULL;

@@ -25,6 +25,7 @@
 #include <openssl/x509v3.h>
 
 #include "transport/tp.h"
+#include "transport/tp_int.h"
 
 #define OPTIONS_MSG(branch)                                                    \
     "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\n"                                    \
@@ -1263,10 +1264,8 @@ test_tls_outbound_verified_and_queued(void **state)
     ctx_init_cfg(&c, &cfg);
     assert_true(listen_on(&c, "tls:127.0.0.1:0", &bound) >= 0);
     struct tp_dest d = {.proto = TP_TLS, .addr = bound, .listener = -1};
-    assert_int_equal(tp_send(c.tp, &d, slice_make(m1, sizeof(m1) - 1), &f1),
-                     0);
-    assert_int_equal(tp_send(c.tp, &d, slice_make(m2, sizeof(m2) - 1), &f2),
-                     0);
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m1, sizeof(m1) - 1), &f1), 0);
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m2, sizeof(m2) - 1), &f2), 0);
     assert_int_not_equal(f1, 0);
     assert_int_equal(f1, f2); /* the connection being opened */
     assert_true(tp_flow_alive(c.tp, f1));
@@ -1278,8 +1277,7 @@ test_tls_outbound_verified_and_queued(void **state)
     char host[TP_ADDRSTRLEN];
     assert_string_equal(tp_addr_host(&c.last_src.remote, host, sizeof(host)),
                         "127.0.0.1");
-    assert_int_equal(tp_send(c.tp, &d, slice_make(m3, sizeof(m3) - 1), &f3),
-                     0);
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m3, sizeof(m3) - 1), &f3), 0);
     assert_int_equal(f3, f1); /* reused */
     run_until(&c, &c.recv_count, 3, 3000);
     assert_string_equal(c.last_branch, "z9hG4bKout3");
@@ -1329,10 +1327,9 @@ test_tls_outbound_unverified_fails(void **state)
         tp_cfg_defaults(&cfg);
         cfg.tls = t;
         ctx_init_cfg(&c, &cfg);
-        assert_true(listen_on(&c,
-                              round == 0 ? "tls:127.0.0.1:0"
-                                         : "tls:127.0.0.2:0",
-                              &bound) >= 0);
+        assert_true(
+            listen_on(&c, round == 0 ? "tls:127.0.0.1:0" : "tls:127.0.0.2:0",
+                      &bound) >= 0);
         struct tp_dest d = {.proto = TP_TLS, .addr = bound, .listener = -1};
         assert_int_equal(tp_send(c.tp, &d, slice_make(m, sizeof(m) - 1), &f),
                          0);
@@ -1427,6 +1424,50 @@ test_tls_outbound_handshake_deadline(void **state)
     unlink(key);
 }
 
+/* The client SSL object of an outbound connection: an IP literal is
+ * checked as an address and sent no SNI (RFC 6066 §3); a name is sent as
+ * SNI and checked as a host name. */
+static void
+test_tls_client_names(void **state)
+{
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    struct tp_tls_io io = {0};
+    char cert[64], key[64], err[256];
+
+    (void)state;
+    make_cert(cert, key);
+    tc.cert_file = cert;
+    tc.key_file = key;
+    tc.server_ca_file = cert;
+    assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+    const char *hosts[] = {"127.0.0.1", "::1", "pbx.example.com"};
+    for (size_t i = 0; i < 3; i++) {
+        SSL *ssl = tp_tls_client_new(t, &io, hosts[i]);
+        assert_non_null(ssl);
+        assert_false(SSL_is_server(ssl));
+        assert_int_equal(SSL_get_verify_mode(ssl), SSL_VERIFY_PEER);
+        const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        const char *host = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+        char *ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
+        if (i < 2) {
+            assert_null(sni);
+            assert_null(host);
+            assert_non_null(ip);
+            assert_string_equal(ip, i == 0 ? "127.0.0.1" : "0:0:0:0:0:0:0:1");
+        } else {
+            assert_null(ip);
+            assert_string_equal(sni, "pbx.example.com");
+            assert_string_equal(host, "pbx.example.com");
+        }
+        OPENSSL_free(ip);
+        SSL_free(ssl);
+    }
+    tp_tls_free(t);
+    unlink(cert);
+    unlink(key);
+}
+
 /* tp_addr_host formats IPv4 itself (no inet_ntop): the same text as
  * inet_ntop for edge values, IPv6 unchanged, a small buffer still
  * handled, and tp_addr_format built on it. */
@@ -1478,6 +1519,7 @@ main(void)
         cmocka_unit_test(test_tls_outbound_verified_and_queued),
         cmocka_unit_test(test_tls_outbound_unverified_fails),
         cmocka_unit_test(test_tls_outbound_handshake_deadline),
+        cmocka_unit_test(test_tls_client_names),
         cmocka_unit_test(test_addr_host_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
