@@ -130,20 +130,24 @@ def ca_dir(tmp_path):
     return d
 
 
-def start_tls_nodes(cluster, ca_dir, ca_opt="ca_file", b_dir=None):
-    """A and B advertising sip:HOST:PORT;transport=tls; B's certificate
-    from b_dir's CA when given (one A does not trust)."""
-    a = cluster.start("A", "127.0.0.2", advertise=";transport=tls", tls=True,
+def start_tls_nodes(cluster, ca_dir, ca_opt="ca_file", b_dir=None,
+                    scheme="sip"):
+    """A and B advertising sip:HOST:PORT;transport=tls (scheme "sips":
+    sips:HOST:PORT); B's certificate from b_dir's CA when given (one A does
+    not trust)."""
+    adv, tls = (";transport=tls", True) if scheme == "sip" else ("", "sips")
+    a = cluster.start("A", "127.0.0.2", advertise=adv, tls=tls,
                       extra=tls_conf(ca_dir, "127.0.0.2", ca_opt))
-    b = cluster.start("B", "127.0.0.3", advertise=";transport=tls", tls=True,
+    b = cluster.start("B", "127.0.0.3", advertise=adv, tls=tls,
                       extra=tls_conf(b_dir or ca_dir, "127.0.0.3", ca_opt,
                                      ca=ca_dir))
     return a, b
 
 
-@pytest.mark.parametrize("ca_opt", ["ca_file", "server_ca_file"])
-def test_tls_advertise_node_to_node_over_tls(cluster, ca_dir, ca_opt):
-    a, b = start_tls_nodes(cluster, ca_dir, ca_opt)
+@pytest.mark.parametrize("ca_opt,scheme", [("ca_file", "sip"),
+                                           ("server_ca_file", "sips")])
+def test_tls_advertise_node_to_node_over_tls(cluster, ca_dir, ca_opt, scheme):
+    a, b = start_tls_nodes(cluster, ca_dir, ca_opt, scheme=scheme)
     assert b.ports["tls"] != b.ports["udp"]
     callee = ua_at(b, "200")
     caller = ua_at(a, "100")
