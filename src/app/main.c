@@ -773,6 +773,24 @@ main(int argc, char **argv)
         free(sets);
         return EXIT_CONFIG;
     }
+    if (cluster_advertise_tls(cfg_get(cfg, &cluster_cfg_section))) {
+        /* Other nodes connect to our tls: listener, and our own TLS
+         * connections to them need its [tls] certificate. */
+        struct tp_listen_spec specs[TP_MAX_LISTENERS];
+        size_t nspecs = 0, j = 0;
+        if (listen_specs(cfg_get(cfg, &app_sip_section), specs, &nspecs) == 0)
+            while (j < nspecs && specs[j].proto != TP_TLS)
+                j++;
+        if (j == nspecs) {
+            fprintf(stderr,
+                    "pushpbx: %s: [cluster] advertise asks for TLS: "
+                    "[sip] listen needs a tls: item\n",
+                    config);
+            cfg_free(cfg);
+            free(sets);
+            return EXIT_CONFIG;
+        }
+    }
     if (check) {
         /* A tls: listener's files are part of the configuration: a
          * missing, mismatched or expired certificate fails the check (the

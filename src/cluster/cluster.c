@@ -89,8 +89,8 @@ cluster_advertise_parse(const char *uri, char *hostport, size_t cap,
     struct sockaddr_storage tmp;
 
     if (!uri || sip_uri_parse(slice_cstr(uri), &u, &why) < 0 ||
-        u.scheme != SIP_URI_SIP || u.host.len == 0 ||
-        u.host.len >= sizeof(host))
+        (u.scheme != SIP_URI_SIP && u.scheme != SIP_URI_SIPS) ||
+        u.host.len == 0 || u.host.len >= sizeof(host))
         return -EINVAL;
     struct slice h = u.host;
     if (h.len > 2 && h.ptr[0] == '[') {
@@ -99,7 +99,11 @@ cluster_advertise_parse(const char *uri, char *hostport, size_t cap,
     }
     memcpy(host, h.ptr, h.len);
     host[h.len] = '\0';
-    unsigned port = u.has_port ? u.port : 5060;
+    struct slice tr;
+    bool tls =
+        u.scheme == SIP_URI_SIPS || (sip_uri_param(&u, "transport", &tr) &&
+                                     slice_eq_nocase_cstr(tr, "tls"));
+    unsigned port = u.has_port ? u.port : tls ? 5061 : 5060;
     if (!sa)
         sa = &tmp;
     memset(sa, 0, sizeof(*sa));

@@ -49,8 +49,9 @@ struct pushdev_table;
 /* Is s a valid node name: 1..63 of [A-Za-z0-9_.-]? Pure. */
 bool cluster_node_name_valid(const char *s);
 
-/* Parse an advertise URI "sip:HOST[:PORT]" (numeric host, default port
- * 5060; parameters ignored) into "ip:port" ("[v6]:port") in hostport
+/* Parse an advertise URI "sip:HOST[:PORT]" or "sips:HOST[:PORT]" (numeric
+ * host, default port 5060, 5061 for sips: or transport=tls; other
+ * parameters ignored) into "ip:port" ("[v6]:port") in hostport
  * (cap >= 64) and, when sa is not NULL, the address. 0 or -EINVAL. */
 int cluster_advertise_parse(const char *uri, char *hostport, size_t cap,
                             struct sockaddr_storage *sa);

@@ -1,9 +1,9 @@
 /*
  * cluster: the [cluster] configuration section (style.md §9: every option
  * is declared once, here) and its cross-field check (advertise is required
- * with node, and must be a numeric sip: URI with at most a transport
- * parameter, udp or tcp: nodes reach each other without DNS, over that
- * transport).
+ * with node, and must be a numeric sip: or sips: URI with at most a
+ * transport parameter, udp, tcp or tls: nodes reach each other without
+ * DNS, over that transport).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -33,10 +33,13 @@ static const struct cfg_option cluster_options[] = {
              "host: sip:10.0.0.5:5060 (UDP, and TCP on the same port for "
              "a request over 1300 bytes, RFC 3261 18.1.1), "
              "sip:10.0.0.5:5060;transport=tcp (always TCP) or "
-             ";transport=udp (always UDP). TLS (sips:, transport=tls) is "
-             "refused: nodes open no TLS connections. Required when node "
-             "is set; other nodes route calls for the phones registered "
-             "here to it and trust requests from its host."},
+             ";transport=udp (always UDP), or over TLS: "
+             "sip:10.0.0.5:5061;transport=tls or sips:10.0.0.5:5061 (needs "
+             "a tls: listener on that port whose certificate names the "
+             "address; other nodes verify it, [tls] server_ca_file). "
+             "Required when node is set; other nodes route calls for the "
+             "phones registered here to it and trust requests from its "
+             "host."},
     {.key = "node_timeout_s",
      .type = CFG_UINT,
      .min = 2,
@@ -48,17 +51,22 @@ static const struct cfg_option cluster_options[] = {
              "phones re-register at another node) until it beats again."},
 };
 
-/* The advertise URI other nodes will use: sip:IP[:PORT] with at most a
- * transport parameter, udp or tcp (the proxy sends node-to-node requests
- * over it, proxy_fork.c). TLS is refused: pushpbx opens no TLS
- * connections, so no node could reach this one.
- * TODO(cluster): node-to-node TLS (needs outbound TLS in transport/). */
+/* The advertise URI other nodes will use: sip:IP[:PORT] or sips:IP[:PORT]
+ * with at most a transport parameter, udp, tcp or tls (the proxy sends
+ * node-to-node requests over it, proxy_fork.c; TLS connections are
+ * opened and verified by transport/). Whether this node has a tls:
+ * listener on that port is for main.c to check: the option table does not
+ * see [sip] listen.
+ * TODO(cluster): the host must be numeric, so a TLS node is verified by
+ * its IP address, with the one certificate its phones see too (a name
+ * here, resolved, and a second [tls] certificate for nodes would let the
+ * phones keep a public certificate). */
 static int
 advertise_check(const char *uri, char *err, size_t errlen)
 {
     static const char want[] =
-        "want sip:IP[:PORT] with a numeric host, optionally ;transport=udp "
-        "or ;transport=tcp";
+        "want sip:IP[:PORT] or sips:IP[:PORT] with a numeric host, "
+        "optionally ;transport=udp, ;transport=tcp or ;transport=tls";
     struct sip_uri u;
     const char *why;
     char hostport[64];
@@ -69,19 +77,21 @@ advertise_check(const char *uri, char *err, size_t errlen)
     }
     struct slice tr = SLICE_NULL;
     bool has_tr = sip_uri_param(&u, "transport", &tr);
-    if (u.scheme == SIP_URI_SIPS ||
-        (has_tr && slice_eq_nocase_cstr(tr, "tls"))) {
+    if (u.scheme == SIP_URI_SIPS && has_tr &&
+        !slice_eq_nocase_cstr(tr, "tls")) {
+        /* RFC 5630: sips: means TLS on every hop. */
         snprintf(err, errlen,
-                 "advertise \"%s\": TLS between nodes is not supported "
-                 "(pushpbx opens no TLS connections, so no node could reach "
-                 "this one); use sip: with ;transport=tcp or udp",
-                 uri);
+                 "advertise \"%s\": sips: with transport "
+                 "\"%.*s\": sips: is TLS only",
+                 uri, (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
         return -EINVAL;
     }
     if (has_tr && !slice_eq_nocase_cstr(tr, "udp") &&
-        !slice_eq_nocase_cstr(tr, "tcp")) {
-        snprintf(err, errlen, "advertise \"%s\": transport \"%.*s\" is not "
-                 "udp or tcp", uri, (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
+        !slice_eq_nocase_cstr(tr, "tcp") && !slice_eq_nocase_cstr(tr, "tls")) {
+        snprintf(err, errlen,
+                 "advertise \"%s\": transport \"%.*s\" is not "
+                 "udp, tcp or tls",
+                 uri, (int)(tr.len > 32 ? 32 : tr.len), tr.ptr);
         return -EINVAL;
     }
     /* Only transport: other parameters, a user part or headers would be
@@ -137,6 +147,20 @@ cluster_finish(void *sec, char *err, size_t errlen)
         return -EINVAL;
     }
     return advertise_check(c->advertise, err, errlen);
+}
+
+bool
+cluster_advertise_tls(const struct cluster_cfg *c)
+{
+    struct sip_uri u;
+    struct slice tr;
+    const char *why;
+
+    if (!c->node || !c->node[0] || !c->advertise ||
+        sip_uri_parse(slice_cstr(c->advertise), &u, &why) < 0)
+        return false;
+    return u.scheme == SIP_URI_SIPS || (sip_uri_param(&u, "transport", &tr) &&
+                                        slice_eq_nocase_cstr(tr, "tls"));
 }
 
 const struct cfg_section cluster_cfg_section = {

@@ -5,6 +5,8 @@
 #ifndef PUSHPBX_CLUSTER_CLUSTER_CFG_H
 #define PUSHPBX_CLUSTER_CLUSTER_CFG_H
 
+#include <stdbool.h>
+
 #include "config/cfg.h"
 
 /* [cluster] (docs/cluster.md). node "" = a single node: the cluster room
@@ -17,5 +19,10 @@ struct cluster_cfg {
 };
 
 extern const struct cfg_section cluster_cfg_section;
+
+/* Does the advertise URI c->advertise ask for TLS (sips:, or
+ * transport=tls)? Then other nodes connect to this node's tls: listener,
+ * and the daemon refuses to start without one. false with no node. */
+bool cluster_advertise_tls(const struct cluster_cfg *c);
 
 #endif

@@ -501,12 +501,12 @@ binding_reachable(const struct reg_contact *b)
 }
 
 /* [cluster] A remote binding's branch goes to its node's advertise URI
- * (docs/cluster.md): transport=tcp over TCP (a connection of this worker
- * to the node's address, opened on first use and reused); no transport:
- * UDP, TCP when the request is too large (peer_any, proxy_branch_send).
- * TLS is refused at the advertising node's start (cluster_cfg.c), so an
- * advertise asking for it, or a node not in the cache yet, leaves UDP to
- * the binding's address (the node's).
+ * (docs/cluster.md): transport=tcp over TCP, sips: or transport=tls over
+ * TLS (a connection of this worker to the node's address, opened on first
+ * use and reused; TLS: the node's certificate verified by transport/); no
+ * transport: UDP, TCP when the request is too large (peer_any,
+ * proxy_branch_send). A node not in the cache yet leaves UDP to the
+ * binding's address (the node's).
  * Media: the phone's side is known by its Contact only (the node, not the
  * phone, sends its signalling): NATed when the Contact's host is private,
  * TLS (SRTP) when it asks for TLS.
@@ -531,10 +531,10 @@ peer_dest(const struct proxy *p, const struct reg_contact *b,
     if (!p->sh->peer_uri ||
         !p->sh->peer_uri(b->node, uri, sizeof(uri), p->sh->peer_arg) ||
         sip_uri_parse(slice_cstr(uri), &u, &why) < 0 ||
-        proxy_dest_from_uri(&u, &ad) < 0 || ad.proto == TP_TLS)
+        proxy_dest_from_uri(&u, &ad) < 0)
         return;
     *d = ad;
-    br->peer_any = !sip_uri_param(&u, "transport", &tr);
+    br->peer_any = ad.proto == TP_UDP && !sip_uri_param(&u, "transport", &tr);
 }
 
 int

@@ -8,6 +8,18 @@
  * handshake runs inside the read callbacks (no blocking, no thread) and
  * counts within the first-message deadline of the accept.
  *
+ * Outbound TLS (a request to a TLS next hop with no connection yet): the
+ * connection is opened like an outbound TCP one (from the tls: listener's
+ * address), with a client SSL object (tp_tls_client_new: the server's
+ * certificate and its name or address are verified); once connected we
+ * send the ClientHello and the handshake runs in the read callbacks within
+ * first_message_ms, as an accepted one does. Messages sent meanwhile wait
+ * in c->pend (plaintext, capped by max_write_queue) and are written when
+ * the handshake completes; a failed handshake or verification closes the
+ * flow with -EPROTO (UV_ETIMEDOUT at the deadline), reported through
+ * on_flow_closed like a refused TCP connect, and is logged at most once a
+ * second per worker.
+ *
  * Invariants:
  *  - Every libuv handle the tp opens is counted in open_handles; the tp
  *    memory is freed by the close callback that brings it to zero, so a
@@ -105,10 +117,14 @@ struct tp_conn {
     bool connecting, closing, report_close;
     bool src_held;  /* counted in the per-source table */
     bool tls_ready; /* TLS handshake done */
+    bool tls_client; /* outbound TLS: we run the client side */
     int close_status;
     SSL *ssl;               /* TLS connection; NULL for TCP */
     struct tp_tls_io tlsio; /* ssl's BIO reads/writes through this */
     struct tq_entry quiet;  /* TLS: frees the buffers when quiet */
+    char *pend;             /* outbound TLS: plaintext sent before the
+                               handshake completed */
+    size_t pend_len;
     uv_connect_t connect_req;
 };
 
@@ -1046,6 +1062,7 @@ conn_closed_cb(uv_handle_t *h)
         tp->cfg.on_flow_closed(tp, c->id, c->close_status, tp->cfg.arg);
     SSL_free(c->ssl);
     free(c->rbuf);
+    free(c->pend);
     free(c);
     handle_closed(tp);
 }
@@ -1099,6 +1116,16 @@ on_conn_timer(struct tq_entry *e)
         log_debug(ROOM, "tcp flow %llu: connect timeout", id);
         break;
     case PHASE_FIRST:
+        if (c->tls_client) {
+            char who[TP_ADDRSTRLEN];
+            tp->stats.tls_failed++;
+            log_limited(tp, &tp->log_tls,
+                        "tls: connection to %s failed: handshake not "
+                        "complete within %u ms",
+                        tp_addr_format(&c->remote, who, sizeof(who)),
+                        tp->cfg.first_message_ms);
+            break;
+        }
         tp->stats.conns_closed_slow++;
         log_debug(ROOM,
                   "tcp flow %llu: no complete message within %u ms "
@@ -1339,6 +1366,7 @@ tls_out(void *arg, const char *p, size_t len)
 
 static int conn_write(struct tp_conn *c, const struct slice *parts,
                       size_t count, size_t total);
+static void tls_busy(struct tp_conn *c);
 
 /* Write what SSL produced during the last call on c (handshake flights,
  * alerts, records) as one uv_write. */
@@ -1376,19 +1404,73 @@ static void
 tls_fail(struct tp_conn *c, const char *why)
 {
     struct tp *tp = c->tp;
-    char who[TP_ADDRSTRLEN], reason[128];
-    unsigned long e = ERR_peek_last_error();
+    char who[TP_ADDRSTRLEN], reason[160];
 
-    if (why == NULL) {
-        const char *r = e ? ERR_reason_error_string(e) : NULL;
-        snprintf(reason, sizeof(reason), "%s", r ? r : "protocol error");
-        why = reason;
-    }
+    if (why == NULL)
+        why = tp_tls_fail_reason(c->ssl, reason, sizeof(reason));
     ERR_clear_error();
     tp->stats.tls_failed++;
-    log_limited(tp, &tp->log_tls, "tls: connection from %s closed: %s",
+    log_limited(tp, &tp->log_tls,
+                c->tls_client ? "tls: connection to %s failed: %s"
+                              : "tls: connection from %s closed: %s",
                 tp_addr_format(&c->remote, who, sizeof(who)), why);
     conn_close(c, -EPROTO);
+}
+
+/* Outbound TLS: the handshake completed; write what was sent meanwhile,
+ * one SSL_write per SIP_MAX_MSG_LEN (the worker's ciphertext buffer holds
+ * that much). */
+static void
+tls_pend_flush(struct tp_conn *c)
+{
+    char *p = c->pend;
+    size_t len = c->pend_len;
+
+    c->pend = NULL;
+    c->pend_len = 0;
+    for (size_t off = 0; off < len && !c->closing;) {
+        size_t n = len - off < SIP_MAX_MSG_LEN ? len - off : SIP_MAX_MSG_LEN;
+        int w = SSL_write(c->ssl, p + off, (int)n);
+        if (w <= 0) {
+            buf_reset(&c->tp->tls_out);
+            ERR_clear_error();
+            conn_close(c, -EPROTO);
+            break;
+        }
+        tls_flush(c);
+        off += (size_t)w;
+    }
+    free(p);
+}
+
+/* One step of the handshake on what was read (both sides): 1 done, 0 it
+ * wants more, -1 failed (c closed, logged). */
+static int
+tls_handshake(struct tp_conn *c)
+{
+    struct tp *tp = c->tp;
+    int r = SSL_do_handshake(c->ssl);
+    int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+
+    tls_flush(c);
+    if (c->closing)
+        return -1; /* the write failed */
+    if (r != 1) {
+        if (e == SSL_ERROR_WANT_READ)
+            return 0; /* the deadline keeps running */
+        tls_fail(c, NULL);
+        return -1;
+    }
+    c->tls_ready = true;
+    tp->stats.tls_handshakes++;
+    if (c->tls_client) {
+        /* We spoke first: no first-message deadline from now on. */
+        conn_arm(c, PHASE_IDLE);
+        tls_pend_flush(c);
+        if (!c->closing)
+            tls_busy(c);
+    }
+    return 1;
 }
 
 /* Decrypt what was read into the plaintext buffer and process every whole
@@ -1501,19 +1583,9 @@ tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     tls_busy(c);
     c->tlsio.in = buf->base;
     c->tlsio.in_len = (size_t)nread;
-    if (!c->tls_ready) {
-        int r = SSL_do_handshake(c->ssl);
-        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-        tls_flush(c);
-        if (r != 1) {
-            c->tlsio.in_len = 0;
-            if (e == SSL_ERROR_WANT_READ)
-                return; /* the accept's deadline keeps running */
-            tls_fail(c, NULL);
-            return;
-        }
-        c->tls_ready = true;
-        tp->stats.tls_handshakes++;
+    if (!c->tls_ready && tls_handshake(c) != 1) {
+        c->tlsio.in_len = 0;
+        return;
     }
     size_t msgs = tls_drain(c);
     c->tlsio.in_len = 0;
@@ -1532,6 +1604,18 @@ tls_send(struct tp_conn *c, const struct slice *parts, size_t count,
     const char *p;
     int n, rc;
 
+    if (!c->tls_ready && c->tls_client) {
+        /* Outbound, handshake running: written when it completes. */
+        if (c->pend_len + total > tp->cfg.max_write_queue)
+            return -ENOBUFS;
+        c->pend = xrealloc(c->pend, c->pend_len + total);
+        for (size_t i = 0; i < count; i++) {
+            if (parts[i].len)
+                memcpy(c->pend + c->pend_len, parts[i].ptr, parts[i].len);
+            c->pend_len += parts[i].len;
+        }
+        return 0;
+    }
     if (!c->tls_ready)
         return -ENOTCONN; /* nothing to say before the phone spoke */
     if (count == 1) {
@@ -1746,26 +1830,38 @@ on_connect(uv_connect_t *req, int status)
         return;
     }
     fill_names(c);
+    if (c->ssl) {
+        /* The handshake has the deadline of an accepted connection's. */
+        conn_arm(c, tp->cfg.first_message_ms ? PHASE_FIRST : PHASE_IDLE);
+        if (uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read) != 0) {
+            conn_close(c, -EIO);
+            return;
+        }
+        tls_busy(c);
+        c->tlsio.in_len = 0;
+        (void)tls_handshake(c); /* the ClientHello */
+        return;
+    }
     conn_arm(c, PHASE_IDLE); /* we speak first: no first-message deadline */
     if (uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read) != 0)
         conn_close(c, -EIO);
 }
 
-/* The host of our first TCP listener of addr's family bound to one
- * address (not the wildcard), port 0, in *out: an outbound connection
- * leaves from the address we listen on and name in our Via and
+/* The host of our first listener of proto (TCP or TLS) and addr's family
+ * bound to one address (not the wildcard), port 0, in *out: an outbound
+ * connection leaves from the address we listen on and name in our Via and
  * Record-Route (a [cluster] node is recognised by its source host), not
  * from whatever address the route picks. false: let the kernel choose. */
 static bool
-conn_source(const struct tp *tp, const struct tp_addr *addr,
-            struct tp_addr *out)
+conn_source(const struct tp *tp, enum tp_proto proto,
+            const struct tp_addr *addr, struct tp_addr *out)
 {
     static const uint8_t any6[16];
     int fam = addr->u.sa.sa_family;
 
     for (size_t i = 0; i < tp->nlisteners; i++) {
         const struct tp_listener *l = tp->listeners[i];
-        if (l->proto != TP_TCP || l->addr.u.sa.sa_family != fam)
+        if (l->proto != proto || l->addr.u.sa.sa_family != fam)
             continue;
         if (fam == AF_INET && l->addr.u.in4.sin_addr.s_addr == INADDR_ANY)
             return false;
@@ -1782,20 +1878,41 @@ conn_source(const struct tp *tp, const struct tp_addr *addr,
     return false;
 }
 
+static void tls_bufs(struct tp *tp);
+
+/* Open a connection to addr (proto TCP, or TLS: a client SSL object that
+ * verifies addr's host). Registered at once: sends queue on it. */
 static int
-conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
+conn_connect(struct tp *tp, enum tp_proto proto, const struct tp_addr *addr,
+             struct tp_conn **out)
 {
     struct tp_conn *c;
     struct tp_addr from;
     int rc;
 
+    if (proto == TP_TLS && !tp->cfg.tls)
+        return -EPROTONOSUPPORT; /* no [tls] context: no tls: listener */
     if (tp->nconns >= tp->cfg.max_conns)
         return -EMFILE;
     c = conn_new(tp);
     c->remote = *addr;
     c->connecting = true;
-    rc = conn_source(tp, addr, &from) ? uv_tcp_bind(&c->tcp, &from.u.sa, 0)
-                                        : 0;
+    if (proto == TP_TLS) {
+        char host[TP_ADDRSTRLEN];
+        tls_bufs(tp);
+        c->tls_client = true;
+        c->tlsio.out = tls_out;
+        c->tlsio.arg = tp;
+        c->ssl = tp_tls_client_new(tp->cfg.tls, &c->tlsio,
+                                   tp_addr_host(addr, host, sizeof(host)));
+        if (!c->ssl) {
+            conn_close(c, -ENOMEM); /* not registered: not reported */
+            return -ENOMEM;
+        }
+    }
+    rc = conn_source(tp, proto, addr, &from)
+             ? uv_tcp_bind(&c->tcp, &from.u.sa, 0)
+             : 0;
     if (rc < 0) {
         conn_close(c, rc); /* not registered: not reported */
         return rc;
@@ -1813,17 +1930,18 @@ conn_connect(struct tp *tp, const struct tp_addr *addr, struct tp_conn **out)
     return 0;
 }
 
-/* An open (or opening) connection to addr. O(connections): a linear scan,
- * fine for the hundreds of flows a worker holds; connect-out is rare next
- * to sends on a known flow id. */
+/* An open (or opening) connection to addr over TLS (tls) or plain TCP.
+ * O(connections): a linear scan, fine for the hundreds of flows a worker
+ * holds; connect-out is rare next to sends on a known flow id. */
 static struct tp_conn *
-conn_by_addr(const struct tp *tp, const struct tp_addr *addr)
+conn_by_addr(const struct tp *tp, const struct tp_addr *addr, bool tls)
 {
     const struct list_node *n;
 
     for (n = tp->conns.next; n != &tp->conns; n = n->next) {
         struct tp_conn *c = container_of(n, struct tp_conn, link);
-        if (!c->closing && !c->ssl && tp_addr_equal(&c->remote, addr))
+        if (!c->closing && (c->ssl != NULL) == tls &&
+            tp_addr_equal(&c->remote, addr))
             return c;
     }
     return NULL;
@@ -1909,6 +2027,17 @@ conn_write(struct tp_conn *c, const struct slice *parts, size_t count,
     return 0;
 }
 
+/* The worker's TLS buffers, allocated with its first TLS listener or
+ * outbound TLS connection. */
+static void
+tls_bufs(struct tp *tp)
+{
+    if (!tp->tls_rbuf) {
+        tp->tls_rbuf = xmalloc(TLS_RBUF_LEN);
+        tp->tls_plain = xmalloc(SIP_MAX_MSG_LEN);
+    }
+}
+
 static int
 tcp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
          size_t count, size_t total, uint64_t *flow_out)
@@ -1919,13 +2048,13 @@ tcp_send(struct tp *tp, const struct tp_dest *dst, const struct slice *parts,
     if (c != NULL && c->closing)
         c = NULL;
     if (c == NULL) {
-        /* A TLS peer is reached only over a flow it opened (phones cannot
-         * accept connections; we open no TLS connections). */
-        if (dst->addr.len == 0 || dst->proto == TP_TLS)
+        /* No address: a phone's flow that is gone (phones cannot accept
+         * connections). Else reuse or open one of dst's transport. */
+        if (dst->addr.len == 0)
             return -ENOTCONN;
-        c = conn_by_addr(tp, &dst->addr);
+        c = conn_by_addr(tp, &dst->addr, dst->proto == TP_TLS);
         if (c == NULL) {
-            rc = conn_connect(tp, &dst->addr, &c);
+            rc = conn_connect(tp, dst->proto, &dst->addr, &c);
             if (rc < 0)
                 return rc;
         }
@@ -2130,10 +2259,8 @@ tp_listen(struct tp *tp, const struct tp_listen_spec *spec, char *err,
                      what);
         return -EPROTONOSUPPORT;
     }
-    if (spec->proto == TP_TLS && !tp->tls_rbuf) {
-        tp->tls_rbuf = xmalloc(TLS_RBUF_LEN);
-        tp->tls_plain = xmalloc(SIP_MAX_MSG_LEN);
-    }
+    if (spec->proto == TP_TLS)
+        tls_bufs(tp);
     rc = open_socket(tp, spec, &fd);
     if (rc < 0)
         goto fail;

@@ -1,8 +1,9 @@
 /*
  * transport/tp: SIP over UDP, TCP and TLS on one libuv loop (one struct tp
  * per worker thread). A TLS connection is a TCP connection with an SSL
- * object (tp_tls.c): the same framing, flows, limits and deadlines; we
- * accept TLS connections but never open one.
+ * object (tp_tls.c): the same framing, flows, limits and deadlines. We
+ * accept TLS connections (phones) and open them to a TLS next hop that has
+ * no connection yet (another cluster node), verifying its certificate.
  *
  * A worker is a thread + uv_loop + one struct tp + one struct txn_table.
  * The tp owns the worker's sockets (its own UDP socket per listener, opened
@@ -217,7 +218,8 @@ struct tp_cfg {
     size_t max_write_queue;      /* bytes queued per connection; def 1 MiB */
     uint32_t connect_timeout_ms; /* outbound TCP connect; default 10 s */
     struct tp_tls *tls;          /* borrowed, outlives the tp; NULL = no
-                                    TLS listeners (tls: items fail) */
+                                    TLS listeners (tls: items fail) and
+                                    no outbound TLS */
     struct tp_group *group;      /* borrowed, outlives the tp; NULL = no
                                     UDP spreading and no connection
                                     balancing (file comment) */
@@ -273,12 +275,11 @@ int tp_listener(const struct tp *tp, size_t i, struct tp_listen_spec *out);
 /* Where to send. */
 struct tp_dest {
     enum tp_proto proto;
-    struct tp_addr addr; /* UDP: destination; TCP: where to connect if
-                            flow_id is not alive (len 0: do not connect);
-                            TLS: never connected to (we do not open TLS
-                            connections; a TLS peer is reached only over
-                            a flow it opened) */
-    uint64_t flow_id;    /* TCP: preferred connection; 0 = by addr */
+    struct tp_addr addr; /* UDP: destination; TCP/TLS: where to connect if
+                            flow_id is not alive (len 0: do not connect,
+                            as for a phone's flow); TLS: the server's
+                            certificate must name this IP address */
+    uint64_t flow_id;    /* TCP/TLS: preferred connection; 0 = by addr */
     int listener;        /* UDP: send from this listener's socket; -1 =
                             the first UDP listener of addr's family */
 };
@@ -290,14 +291,19 @@ struct tp_dest {
 void tp_dest_reply(const struct tp_src *src, struct tp_dest *out);
 
 /* Send one message (parts are concatenated; bytes are copied before
- * return, so parts are borrowed). UDP: sendto now. TCP: queue on the live
- * flow dst->flow_id; if that is not alive (or 0), reuse an open connection
- * to dst->addr, else open one (connect-out; the bytes are written once it
- * connects). *flow_out (may be NULL) gets the flow used (0 for UDP).
+ * return, so parts are borrowed). UDP: sendto now. TCP/TLS: queue on the
+ * live flow dst->flow_id; if that is not alive (or 0), reuse an open
+ * connection of that transport to dst->addr, else open one (connect-out,
+ * from our first listener of that transport when it is bound to one
+ * address; the bytes are written once it connects, for TLS once the
+ * handshake completed and the server's certificate was verified).
+ * *flow_out (may be NULL) gets the flow used (0 for UDP).
  * Returns 0; -EMSGSIZE above SIP_MAX_MSG_LEN; -ENOTCONN if the flow is gone
  * and there is no address; -EAFNOSUPPORT/-ENOENT if no UDP socket fits;
- * -ENOBUFS over the write-queue cap; -EMFILE at max_conns; or a send
- * error. Asynchronous connect/write failures close the flow and are
+ * -ENOBUFS over the write-queue cap; -EMFILE at max_conns;
+ * -EPROTONOSUPPORT for TLS without cfg.tls; or a send error. Asynchronous
+ * connect, handshake (-EPROTO; UV_ETIMEDOUT past first_message_ms),
+ * verification (-EPROTO) and write failures close the flow and are
  * reported through on_flow_closed. Worker thread only. */
 int tp_sendv(struct tp *tp, const struct tp_dest *dst,
              const struct slice *parts, size_t count, uint64_t *flow_out);
@@ -394,8 +400,9 @@ struct tp_stats {
     uint64_t conns_accepted, conns_rejected, conns_closed_garbage;
     uint64_t conns_rejected_source, conns_closed_slow;
     uint64_t pings_answered, stun_answered;
-    uint64_t tls_handshakes, tls_failed; /* accepted TLS connections whose
-                                            handshake completed / failed */
+    uint64_t tls_handshakes, tls_failed; /* TLS connections (accepted or
+                                            opened) whose handshake
+                                            completed / failed */
     uint64_t conns_handed_over; /* accepted here, handed to a worker of the
                                    group with fewer connections */
     uint64_t tls_released;      /* times a quiet TLS connection's buffers were
@@ -411,9 +418,10 @@ size_t tp_source_conns(const struct tp_addr *a);
 
 /* ---- TLS (tp_tls.c) ------------------------------------------------------
  *
- * One struct tp_tls per process holds the server SSL_CTX built from the
- * [tls] section; every worker's tp borrows it (tp_cfg.tls) and takes a
- * reference to the current context for each accepted connection, so a
+ * One struct tp_tls per process holds the server and client SSL_CTXs built
+ * from the [tls] section; every worker's tp borrows it (tp_cfg.tls) and
+ * takes a reference to the current context for each accepted or opened
+ * connection, so a
  * reload swaps the context for new connections while open ones keep the
  * one they started with (OpenSSL counts the references).
  */
@@ -423,13 +431,18 @@ struct tp_tls_cfg {
     char *cert_file; /* PEM chain, leaf first */
     char *key_file;  /* PEM private key */
     char *ca_file;   /* "" = no client certificates asked */
+    char *server_ca_file; /* "" = ca_file, else the system's store: CAs
+                             of the servers we connect to */
     int min_version; /* 0 = TLS 1.2, 1 = TLS 1.3 */
     char *ciphers;   /* OpenSSL cipher list for TLS 1.2 */
 };
 struct cfg_section;
 extern const struct cfg_section tp_tls_cfg_section;
 
-/* Load cfg's files into a new context holder. cfg is copied. Returns 0
+/* Load cfg's files into a new context holder (the server context of the
+ * tls: listeners and the client context of outbound connections: CAs of
+ * server_ca_file, else ca_file, else the system's default store; cert_file
+ * as the client certificate when a server asks). cfg is copied. Returns 0
  * and *out (owned; tp_tls_free), or -EINVAL / -ENOENT with "file: reason"
  * in err. Any thread, at start-up. */
 int tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,

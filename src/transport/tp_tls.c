@@ -15,12 +15,21 @@
  * has been quiet for 200 ms (SSL_free_buffers); SSL_MODE_RELEASE_BUFFERS
  * would free and allocate them again for every record.
  *
- * Reload: tp_tls_reload builds a complete new SSL_CTX from the files and
- * swaps the pointer under a mutex; the workers take a reference (SSL_new
- * up-refs the context) under the same mutex once per accepted connection.
- * Open connections keep the context they started with until they close;
- * a file that does not load leaves the old context in place.
+ * Outbound connections (a request to a sips:/transport=tls next hop: another
+ * cluster node) use a second, client SSL_CTX built from the same files: it
+ * verifies the server's certificate (server_ca_file, else ca_file, else
+ * the system's default CA store) and its name or IP address against the
+ * host we connect to (tp_tls_client_new), and presents cert_file when the
+ * server asks for a client certificate (nodes with ca_file set verify each
+ * other both ways).
+ *
+ * Reload: tp_tls_reload builds complete new SSL_CTXs from the files and
+ * swaps the pointers under a mutex; the workers take a reference (SSL_new
+ * up-refs the context) under the same mutex once per connection. Open
+ * connections keep the context they started with until they close; a
+ * file that does not load leaves the old contexts in place.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -67,7 +76,20 @@ static const struct cfg_option tls_options[] = {
      .offset = offsetof(struct tp_tls_cfg, ca_file),
      .help = "PEM CA certificates for client certificates. When set, "
              "every TLS client must present a certificate signed by one "
-             "of them (mutual TLS); empty asks for none."},
+             "of them (mutual TLS); empty asks for none. Also verifies the "
+             "servers pushpbx connects to when server_ca_file is empty."},
+    {.key = "server_ca_file",
+     .type = CFG_PATH,
+     .def = "",
+     .offset = offsetof(struct tp_tls_cfg, server_ca_file),
+     .help = "PEM CA certificates that verify the servers pushpbx connects "
+             "to over TLS (other [cluster] nodes with a sips: or "
+             "transport=tls advertise URI): their certificate must be "
+             "signed by one of them and name the address connected to "
+             "(subjectAltName IP or DNS). Empty: ca_file when set, else the "
+             "system's default CA store. Set this and leave ca_file empty "
+             "to verify nodes without asking phones for client "
+             "certificates. Read again on SIGHUP."},
     {.key = "min_version",
      .type = CFG_ENUM,
      .def = "1.2",
@@ -95,9 +117,10 @@ const struct cfg_section tp_tls_cfg_section = {
 
 struct tp_tls {
     pthread_mutex_t lock;
-    SSL_CTX *ctx; /* current; one reference is ours */
+    SSL_CTX *ctx;  /* current server context; one reference is ours */
+    SSL_CTX *cctx; /* current client context (outbound connections) */
     unsigned generation;
-    char *cert_file, *key_file, *ca_file, *ciphers;
+    char *cert_file, *key_file, *ca_file, *server_ca_file, *ciphers;
     int min_version;
 };
 
@@ -185,6 +208,69 @@ fail:
     return -EINVAL;
 }
 
+/* The client context of outbound connections: the same versions and
+ * ciphers; the server's certificate verified (server_ca_file, else ca_file,
+ * else the system's store; the host is checked per connection); cert_file
+ * presented when the server asks for a client certificate. */
+static int
+cctx_build(const struct tp_tls *t, SSL_CTX **out, char *err, size_t errlen)
+{
+    const char *ca = t->server_ca_file[0] ? t->server_ca_file : t->ca_file;
+    char why[256];
+    SSL_CTX *ctx;
+
+    ERR_clear_error();
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "SSL_CTX_new: %s", ssl_reason(why, sizeof(why)));
+        return -ENOMEM;
+    }
+    SSL_CTX_set_min_proto_version(ctx, t->min_version == 1 ? TLS1_3_VERSION
+                                                           : TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    if (t->ciphers[0] && SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1) {
+        snprintf(err, errlen, "[tls] ciphers '%s': %s", t->ciphers,
+                 ssl_reason(why, sizeof(why)));
+        goto fail;
+    }
+    if (ca[0] ? SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1
+              : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        snprintf(err, errlen, "%s: %s", ca[0] ? ca : "default CA store",
+                 ssl_reason(why, sizeof(why)));
+        goto fail;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* Checked by ctx_build just before. */
+    if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "%s: %s", t->cert_file,
+                 ssl_reason(why, sizeof(why)));
+        goto fail;
+    }
+    *out = ctx;
+    return 0;
+fail:
+    SSL_CTX_free(ctx);
+    return -EINVAL;
+}
+
+/* Both contexts, or neither (err says why). */
+static int
+ctxs_build(const struct tp_tls *t, SSL_CTX **ctx, SSL_CTX **cctx, char *err,
+           size_t errlen)
+{
+    int rc = ctx_build(t, ctx, err, errlen);
+
+    if (rc < 0)
+        return rc;
+    rc = cctx_build(t, cctx, err, errlen);
+    if (rc < 0) {
+        SSL_CTX_free(*ctx);
+        *ctx = NULL;
+    }
+    return rc;
+}
+
 int
 tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,
            size_t errlen)
@@ -196,9 +282,10 @@ tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,
     t->cert_file = xstrdup(cfg->cert_file ? cfg->cert_file : "");
     t->key_file = xstrdup(cfg->key_file ? cfg->key_file : "");
     t->ca_file = xstrdup(cfg->ca_file ? cfg->ca_file : "");
+    t->server_ca_file = xstrdup(cfg->server_ca_file ? cfg->server_ca_file : "");
     t->ciphers = xstrdup(cfg->ciphers ? cfg->ciphers : "");
     t->min_version = cfg->min_version;
-    rc = ctx_build(t, &t->ctx, err, errlen);
+    rc = ctxs_build(t, &t->ctx, &t->cctx, err, errlen);
     if (rc < 0) {
         tp_tls_free(t);
         return rc;
@@ -210,17 +297,20 @@ tp_tls_new(const struct tp_tls_cfg *cfg, struct tp_tls **out, char *err,
 int
 tp_tls_reload(struct tp_tls *t, char *err, size_t errlen)
 {
-    SSL_CTX *ctx, *old;
-    int rc = ctx_build(t, &ctx, err, errlen);
+    SSL_CTX *ctx, *cctx, *old, *cold;
+    int rc = ctxs_build(t, &ctx, &cctx, err, errlen);
 
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&t->lock);
     old = t->ctx;
+    cold = t->cctx;
     t->ctx = ctx;
+    t->cctx = cctx;
     t->generation++;
     pthread_mutex_unlock(&t->lock);
     SSL_CTX_free(old); /* open connections hold their own references */
+    SSL_CTX_free(cold);
     return 0;
 }
 
@@ -236,10 +326,12 @@ tp_tls_free(struct tp_tls *t)
     if (!t)
         return;
     SSL_CTX_free(t->ctx);
+    SSL_CTX_free(t->cctx);
     pthread_mutex_destroy(&t->lock);
     free(t->cert_file);
     free(t->key_file);
     free(t->ca_file);
+    free(t->server_ca_file);
     free(t->ciphers);
     free(t);
 }
@@ -320,15 +412,17 @@ bio_method_init(void)
     BIO_meth_set_create(bio_method, bio_create);
 }
 
-SSL *
-tp_tls_ssl_new(struct tp_tls *t, struct tp_tls_io *io)
+/* An SSL object on t's current server or client context with io as its
+ * BIO. */
+static SSL *
+ssl_new(struct tp_tls *t, struct tp_tls_io *io, bool client)
 {
     SSL *ssl;
     BIO *bio;
 
     pthread_once(&bio_once, bio_method_init);
     pthread_mutex_lock(&t->lock);
-    ssl = SSL_new(t->ctx); /* takes a reference to the context */
+    ssl = SSL_new(client ? t->cctx : t->ctx); /* takes a reference */
     pthread_mutex_unlock(&t->lock);
     if (!ssl)
         return NULL;
@@ -339,8 +433,58 @@ tp_tls_ssl_new(struct tp_tls *t, struct tp_tls_io *io)
     }
     BIO_set_data(bio, io);
     SSL_set_bio(ssl, bio, bio); /* one BIO both ways; ssl owns it */
-    SSL_set_accept_state(ssl);
     return ssl;
+}
+
+SSL *
+tp_tls_ssl_new(struct tp_tls *t, struct tp_tls_io *io)
+{
+    SSL *ssl = ssl_new(t, io, false);
+
+    if (ssl)
+        SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+SSL *
+tp_tls_client_new(struct tp_tls *t, struct tp_tls_io *io, const char *host)
+{
+    unsigned char ip[16];
+    SSL *ssl = ssl_new(t, io, true);
+    bool literal =
+        inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+
+    if (!ssl)
+        return NULL;
+    /* RFC 6066 §3: no SNI for an address literal; the certificate must
+     * then name the address (subjectAltName IP, RFC 5922 §7.1 falls back
+     * to it), else the host name (subjectAltName DNS). */
+    if (literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1
+                : (SSL_set_tlsext_host_name(ssl, host) != 1 ||
+                   SSL_set1_host(ssl, host) != 1)) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+const char *
+tp_tls_fail_reason(SSL *ssl, char *buf, size_t cap)
+{
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    unsigned long e = ERR_peek_last_error();
+
+    if (v != X509_V_OK) {
+        snprintf(buf, cap, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+    } else {
+        const char *r = e ? ERR_reason_error_string(e) : NULL;
+        snprintf(buf, cap, "%s", r ? r : "protocol error");
+    }
+    ERR_clear_error();
+    return buf;
 }
 
 int

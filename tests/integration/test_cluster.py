@@ -59,22 +59,28 @@ class Cluster:
     def __init__(self, tmp_path, dsn):
         self.tmp, self.dsn, self.nodes = tmp_path, dsn, []
 
-    def start(self, name, host, extra="", advertise=""):
+    def start(self, name, host, extra="", advertise="", tls=False):
         """Start node name on host; advertise is appended to its
-        advertise URI (e.g. ";transport=tcp")."""
-        port = free_port_on(host)
+        advertise URI (e.g. ";transport=tcp"). tls: also a tls: listener
+        on a port of its own, which the advertise URI names (extra then
+        carries the [tls] section); tls="sips": a sips: advertise URI."""
+        port = listen_port = free_port_on(host)
+        listen = "udp:%s:%d tcp:%s:%d" % (host, port, host, port)
+        if tls:
+            while port == listen_port:
+                port = free_port_on(host)
+            listen += " tls:%s:%d" % (host, port)
         d = self.tmp / name
         d.mkdir(exist_ok=True)
         conf = (BASE_CONFIG.format(workers=2).replace(
-            "udp:127.0.0.1:0 tcp:127.0.0.1:0",
-            "udp:%s:%d tcp:%s:%d" % (host, port, host, port)) +
+            "udp:127.0.0.1:0 tcp:127.0.0.1:0", listen) +
             "\n[store]\nbackend = postgresql\npostgresql = %s\n"
             "flush_ms = 50\n"
-            "\n[cluster]\nnode = %s\nadvertise = sip:%s:%d%s\n"
+            "\n[cluster]\nnode = %s\nadvertise = %s:%s:%d%s\n"
             "node_timeout_s = %d\n"
             "\n[admin]\nlisten = 127.0.0.1:0\ntoken = %s\n%s%s" %
-            (self.dsn, name, host, port, advertise, TIMEOUT_S, TOKEN, EXTS,
-             extra))
+            (self.dsn, name, "sips" if tls == "sips" else "sip", host, port,
+             advertise, TIMEOUT_S, TOKEN, EXTS, extra))
         p = Pbx(d, conf)
         p.host = host
         p.name = name

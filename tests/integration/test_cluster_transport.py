@@ -12,8 +12,16 @@ test_calls.UA on 127.0.0.1 over UDP. 100 at A calls 200 at B:
     TCP too;
   - advertise without a transport: UDP, but an INVITE over 1300 bytes
     (RFC 3261 §18.1.1) goes over TCP;
-  - a bad advertise URI (TLS, an unknown transport, a user part, another
-    parameter) stops the node at start with a clear error.
+  - advertise ;transport=tls (each node with a tls: listener and a
+    certificate for its address from a test CA, test_tls.make_cert): A
+    opens a TLS connection to B, verifies B's certificate against [tls]
+    ca_file (or server_ca_file) and its IP, and the call crosses over TLS
+    both ways; a node whose certificate another CA signed is not reached:
+    the caller gets 500 (the branch's 503, RFC 3261 §16.7) and A's log
+    says why;
+  - a bad advertise URI (sips: with another transport, an unknown
+    transport, a user part, another parameter) stops the node at start
+    with a clear error.
 """
 import re
 import subprocess
@@ -26,6 +34,8 @@ from test_cluster import (answered_via_b, call_via_b, cluster,  # noqa: F401
                           held_by, ua_at, wait_for)
 
 from conftest import BASE_CONFIG, BIN
+from test_calls import Call
+from test_tls import make_ca, make_cert
 
 
 def vias(msg):
@@ -103,15 +113,128 @@ def test_large_invite_between_nodes_over_tcp(cluster):
     callee.close()
 
 
+def tls_conf(ca_dir, host, ca_opt="ca_file", ca=None):
+    """[tls] of the node on host: a certificate for its address signed by
+    ca_dir's CA; ca_opt names the CA file that verifies the other nodes
+    (ca: another directory's CA)."""
+    cert, key = make_cert(ca_dir, "node-" + host, cn=host, ip=host)
+    return ("\n[tls]\ncert_file = %s\nkey_file = %s\n%s = %s\n"
+            % (cert, key, ca_opt, (ca or ca_dir) / "ca.pem"))
+
+
+@pytest.fixture
+def ca_dir(tmp_path):
+    d = tmp_path / "ca"
+    d.mkdir()
+    make_ca(d)
+    return d
+
+
+def start_tls_nodes(cluster, ca_dir, ca_opt="ca_file", b_dir=None,
+                    scheme="sip"):
+    """A and B advertising sip:HOST:PORT;transport=tls (scheme "sips":
+    sips:HOST:PORT); B's certificate from b_dir's CA when given (one A does
+    not trust)."""
+    adv, tls = (";transport=tls", True) if scheme == "sip" else ("", "sips")
+    a = cluster.start("A", "127.0.0.2", advertise=adv, tls=tls,
+                      extra=tls_conf(ca_dir, "127.0.0.2", ca_opt))
+    b = cluster.start("B", "127.0.0.3", advertise=adv, tls=tls,
+                      extra=tls_conf(b_dir or ca_dir, "127.0.0.3", ca_opt,
+                                     ca=ca_dir))
+    return a, b
+
+
+@pytest.mark.parametrize("ca_opt,scheme", [("ca_file", "sip"),
+                                           ("server_ca_file", "sips")])
+def test_tls_advertise_node_to_node_over_tls(cluster, ca_dir, ca_opt, scheme):
+    a, b = start_tls_nodes(cluster, ca_dir, ca_opt, scheme=scheme)
+    assert b.ports["tls"] != b.ports["udp"]
+    callee = ua_at(b, "200")
+    caller = ua_at(a, "100")
+    wait_for("A sees 200's binding held by B", held_by(a, "B"))
+    call, cl = answered_via_b(a, b, caller, callee)
+    inv = cl.inv
+    # B's Via (to the phone), A's (to B, over TLS from A's tls: listener),
+    # the caller's.
+    v = vias(inv)
+    assert len(v) == 3, v
+    assert v[0].startswith("SIP/2.0/UDP 127.0.0.3:%d;" % b.ports["udp"]), v
+    assert v[1].startswith("SIP/2.0/TLS 127.0.0.2:%d;" % a.ports["tls"]), v
+    # Both nodes record-route twice: UDP on the phones' sides, TLS between.
+    rr = routes(inv)
+    assert len(rr) == 4, rr
+    assert "transport" not in rr[0] and "127.0.0.3:" in rr[0], rr
+    assert "<sip:127.0.0.3:%d;transport=tls;lr;" % b.ports["tls"] in rr[1], rr
+    assert "<sip:127.0.0.2:%d;transport=tls;lr;" % a.ports["tls"] in rr[2], rr
+    assert "transport" not in rr[3] and "127.0.0.2:" in rr[3], rr
+    # The caller's BYE: A -> B over TLS.
+    call.in_dialog("BYE")
+    bye = callee.request("BYE")
+    bv = vias(bye)
+    assert len(bv) == 3, bv
+    assert bv[1].startswith("SIP/2.0/TLS 127.0.0.2:%d;" % a.ports["tls"]), bv
+    callee.answer(bye, 200, cl.tag, contact=False)
+    assert caller.response("BYE").status == 200
+    # A second call, ended by the callee: B -> A over TLS.
+    call2, cl2 = answered_via_b(a, b, caller, callee)
+    assert vias(cl2.inv)[1].startswith("SIP/2.0/TLS 127.0.0.2:"), cl2.inv.raw
+    cl2.bye()
+    bye = caller.request("BYE")
+    bv = vias(bye)
+    assert len(bv) == 3, bv
+    assert bv[1].startswith("SIP/2.0/TLS 127.0.0.3:%d;" % b.ports["tls"]), bv
+    caller.answer(bye, 200, call2.tag, contact=False)
+    assert callee.response("BYE").status == 200
+    assert a.wait_log("call ended answered")
+    assert b.wait_log("call ended answered")
+    caller.close()
+    callee.close()
+
+
+def test_tls_node_with_untrusted_certificate_is_not_reached(cluster, ca_dir,
+                                                            tmp_path):
+    # B's certificate is signed by a CA that A's ca_file does not hold.
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    make_ca(other)
+    a, b = start_tls_nodes(cluster, ca_dir, b_dir=other)
+    callee = ua_at(b, "200")
+    caller = ua_at(a, "100")
+    wait_for("A sees 200's binding held by B", held_by(a, "B"))
+    call = Call(caller, "200")
+    assert call.invite(expect_100=True) is None
+    r = call.response()
+    # The branch's transport error is a 503, which a proxy passes upstream
+    # as 500 (RFC 3261 §16.7 step 6), as for a node unreachable over TCP.
+    assert r.status == 500, r.raw
+    call.ack_failure(r)
+    assert a.wait_log("tls: connection to 127.0.0.3:%d failed: certificate "
+                      "verify failed" % b.ports["tls"])
+    assert not callee.queue, callee.queue
+    caller.close()
+    callee.close()
+
+
 @pytest.mark.parametrize("uri,why", [
-    ("sips:127.0.0.2:5999", "TLS between nodes is not supported"),
-    ("sip:127.0.0.2:5999;transport=tls", "TLS between nodes is not supported"),
-    ("sip:127.0.0.2:5999;transport=sctp", 'transport "sctp" is not udp or tcp'),
-    ("sip:pbx@127.0.0.2:5999", "want sip:IP[:PORT] with a numeric host"),
+    ("sips:127.0.0.2:5999;transport=tcp", "sips: is TLS only"),
+    ("sip:127.0.0.2:5999;transport=sctp",
+     'transport "sctp" is not udp, tcp or tls'),
+    ("sip:pbx@127.0.0.2:5999",
+     "want sip:IP[:PORT] or sips:IP[:PORT] with a numeric host"),
     ("sip:127.0.0.2:5999;maddr=10.0.0.9",
      'parameter "maddr" is not understood'),
 ])
 def test_bad_advertise_refused_at_start(tmp_path, uri, why):
+    assert_refused(tmp_path, uri, why)
+
+
+def test_tls_advertise_without_tls_listener_refused(tmp_path):
+    assert_refused(tmp_path, "sip:127.0.0.2:5999;transport=tls",
+                   "[cluster] advertise asks for TLS: [sip] listen needs a "
+                   "tls: item", quote=False)
+
+
+def assert_refused(tmp_path, uri, why, quote=True):
     conf = BASE_CONFIG.format(workers=1) + (
         "\n[store]\nbackend = postgresql\npostgresql = host=/nonexistent\n"
         "\n[cluster]\nnode = A\nadvertise = %s\n" % uri)
@@ -121,5 +244,6 @@ def test_bad_advertise_refused_at_start(tmp_path, uri, why):
                        timeout=20, cwd=str(tmp_path))
     err = r.stderr.decode(errors="replace")
     assert r.returncode != 0
-    assert re.search(r'advertise "%s": ' % re.escape(uri), err), err
+    if quote:
+        assert re.search(r'advertise "%s": ' % re.escape(uri), err), err
     assert why in err, err

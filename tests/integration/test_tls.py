@@ -48,9 +48,9 @@ def make_ca(d):
              "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA", cwd=d)
 
 
-def make_cert(d, name, cn="127.0.0.1"):
-    """name.pem / name.key signed by d's CA, for IP 127.0.0.1."""
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+def make_cert(d, name, cn="127.0.0.1", ip="127.0.0.1"):
+    """name.pem / name.key signed by d's CA, for IP ip."""
+    (d / "ext.cnf").write_text("subjectAltName=IP:%s\n" % ip)
     _openssl("req", "-newkey", "ec", "-pkeyopt",
              "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
              name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn,

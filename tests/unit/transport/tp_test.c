@@ -22,8 +22,10 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "transport/tp.h"
+#include "transport/tp_int.h"
 
 #define OPTIONS_MSG(branch)                                                    \
     "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\n"                                    \
@@ -47,6 +49,8 @@ struct ctx {
     int closed_count;
     uint64_t closed_flow;
     int closed_status;
+    uint64_t closed_flows[8]; /* the first 8 closes, in order */
+    int closed_statuses[8];
 };
 
 static void
@@ -71,6 +75,10 @@ on_closed(struct tp *tp, uint64_t flow, int status, void *arg)
     struct ctx *c = arg;
 
     (void)tp;
+    if (c->closed_count < 8) {
+        c->closed_flows[c->closed_count] = flow;
+        c->closed_statuses[c->closed_count] = status;
+    }
     c->closed_count++;
     c->closed_flow = flow;
     c->closed_status = status;
@@ -978,7 +986,8 @@ test_tcp_connections_balanced_over_group(void **state)
 
 /* ---- TLS ---------------------------------------------------------------- */
 
-/* A self-signed P-256 certificate and its key in two temporary files. */
+/* A self-signed P-256 certificate for IP 127.0.0.1 (subjectAltName) and
+ * its key in two temporary files. */
 static void
 make_cert(char cert_path[64], char key_path[64])
 {
@@ -998,6 +1007,14 @@ make_cert(char cert_path[64], char key_path[64])
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
                                (const unsigned char *)"127.0.0.1", -1, -1, 0);
     X509_set_issuer_name(x, n);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *san =
+        X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+    assert_non_null(san);
+    assert_int_equal(X509_add_ext(x, san, -1), 1);
+    X509_EXTENSION_free(san);
     assert_true(X509_sign(x, key, EVP_sha256()) > 0);
     snprintf(cert_path, 64, "%s", "/tmp/tp_test_cert_XXXXXX");
     fd = mkstemp(cert_path);
@@ -1209,6 +1226,248 @@ test_tls_dripped_record_meets_message_deadline(void **state)
     unlink(key);
 }
 
+/* Outbound TLS: a tp with a tls: listener that trusts its own certificate
+ * (server_ca_file) sends to its own listener's address. The two messages
+ * sent while the connection and handshake run are kept and arrive in
+ * order once the certificate (and IP 127.0.0.1 in it) was verified; the
+ * next message reuses the connection; a reply on the accepted flow comes
+ * back on the outbound one. The connection leaves from the tls:
+ * listener's address. */
+static void
+test_tls_outbound_verified_and_queued(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    struct tp_addr bound;
+    struct tp_stats st;
+    char cert[64], key[64], err[256];
+    static const char m1[] = OPTIONS_MSG("z9hG4bKout1");
+    static const char m2[] = OPTIONS_MSG("z9hG4bKout2");
+    static const char m3[] = OPTIONS_MSG("z9hG4bKout3");
+    static const char reply[] = "SIP/2.0 200 OK\r\n"
+                                "Via: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bKr\r\n"
+                                "From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n"
+                                "Call-ID: r\r\nCSeq: 1 OPTIONS\r\n"
+                                "Content-Length: 0\r\n\r\n";
+    uint64_t f1 = 0, f2 = 0, f3 = 0;
+
+    (void)state;
+    make_cert(cert, key);
+    tc.cert_file = cert;
+    tc.key_file = key;
+    tc.server_ca_file = cert;
+    assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.tls = t;
+    ctx_init_cfg(&c, &cfg);
+    assert_true(listen_on(&c, "tls:127.0.0.1:0", &bound) >= 0);
+    struct tp_dest d = {.proto = TP_TLS, .addr = bound, .listener = -1};
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m1, sizeof(m1) - 1), &f1), 0);
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m2, sizeof(m2) - 1), &f2), 0);
+    assert_int_not_equal(f1, 0);
+    assert_int_equal(f1, f2); /* the connection being opened */
+    assert_true(tp_flow_alive(c.tp, f1));
+    run_until(&c, &c.recv_count, 2, 3000);
+    assert_int_equal(c.recv_count, 2);
+    assert_string_equal(c.last_branch, "z9hG4bKout2");
+    assert_int_equal(c.last_src.proto, TP_TLS);
+    assert_true(c.last_src.listener >= 0); /* the accepted side */
+    char host[TP_ADDRSTRLEN];
+    assert_string_equal(tp_addr_host(&c.last_src.remote, host, sizeof(host)),
+                        "127.0.0.1");
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m3, sizeof(m3) - 1), &f3), 0);
+    assert_int_equal(f3, f1); /* reused */
+    run_until(&c, &c.recv_count, 3, 3000);
+    assert_string_equal(c.last_branch, "z9hG4bKout3");
+    struct tp_dest back = {.proto = TP_TLS, .flow_id = c.last_src.flow_id};
+    assert_int_equal(
+        tp_send(c.tp, &back, slice_make(reply, sizeof(reply) - 1), NULL), 0);
+    run_until(&c, &c.recv_count, 4, 3000);
+    assert_int_equal(c.recv_count, 4);
+    assert_int_equal(c.last_src.flow_id, f1);
+    assert_int_equal(c.last_src.listener, -1);
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.tls_handshakes, 2); /* both ends */
+    assert_int_equal(st.tls_failed, 0);
+    assert_int_equal(c.closed_count, 0);
+    ctx_fini(&c);
+    tp_tls_free(t);
+    unlink(cert);
+    unlink(key);
+}
+
+/* Outbound TLS to a server whose certificate does not verify: signed by
+ * no CA we trust, then trusted but for another address (the certificate
+ * names 127.0.0.1, we connect to 127.0.0.2). Each time the message is
+ * never delivered and the flow closes with -EPROTO (on_flow_closed, as a
+ * refused TCP connect). */
+static void
+test_tls_outbound_unverified_fails(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    struct tp_addr bound;
+    struct tp_stats st;
+    char cert[64], key[64], other[64], okey[64], err[256];
+    static const char m[] = OPTIONS_MSG("z9hG4bKbad");
+    uint64_t f = 0;
+
+    (void)state;
+    make_cert(cert, key);
+    make_cert(other, okey);
+    for (int round = 0; round < 2; round++) {
+        tc.cert_file = cert;
+        tc.key_file = key;
+        tc.server_ca_file = round == 0 ? other : cert;
+        assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+        tp_cfg_defaults(&cfg);
+        cfg.tls = t;
+        ctx_init_cfg(&c, &cfg);
+        assert_true(
+            listen_on(&c, round == 0 ? "tls:127.0.0.1:0" : "tls:127.0.0.2:0",
+                      &bound) >= 0);
+        struct tp_dest d = {.proto = TP_TLS, .addr = bound, .listener = -1};
+        assert_int_equal(tp_send(c.tp, &d, slice_make(m, sizeof(m) - 1), &f),
+                         0);
+        run_until(&c, &c.closed_count, 2, 3000); /* both ends */
+        assert_int_equal(c.closed_count, 2);
+        bool seen = false;
+        for (int i = 0; i < 2; i++)
+            if (c.closed_flows[i] == f) {
+                seen = true;
+                assert_int_equal(c.closed_statuses[i], -EPROTO);
+            }
+        assert_true(seen);
+        assert_false(tp_flow_alive(c.tp, f));
+        assert_int_equal(c.recv_count, 0);
+        tp_stats_get(c.tp, &st);
+        assert_int_equal(st.tls_handshakes, 0);
+        assert_true(st.tls_failed >= 1);
+        ctx_fini(&c);
+        tp_tls_free(t);
+    }
+    unlink(cert);
+    unlink(key);
+    unlink(other);
+    unlink(okey);
+}
+
+/* Outbound TLS to a server that accepts the connection and never answers
+ * the ClientHello: closed at first_message_ms, as an accepted connection
+ * whose client never finishes its handshake. */
+static void
+test_tls_outbound_handshake_deadline(void **state)
+{
+    struct ctx c;
+    struct tp_cfg cfg;
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    char cert[64], key[64], err[256], buf[512];
+    static const char m[] = OPTIONS_MSG("z9hG4bKmute");
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sin);
+    uint64_t f = 0;
+
+    (void)state;
+    make_cert(cert, key);
+    tc.cert_file = cert;
+    tc.key_file = key;
+    tc.server_ca_file = cert;
+    assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+    tp_cfg_defaults(&cfg);
+    cfg.tls = t;
+    cfg.first_message_ms = 300;
+    ctx_init_cfg(&c, &cfg);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    struct tp_dest d = {.proto = TP_TLS, .listener = -1};
+    memcpy(&d.addr.u.in4, &sin, sizeof(sin));
+    d.addr.len = sizeof(sin);
+    uv_update_time(&c.loop);
+    uint64_t start = uv_now(&c.loop);
+    assert_int_equal(tp_send(c.tp, &d, slice_make(m, sizeof(m) - 1), &f), 0);
+    int fd = -1;
+    for (int i = 0; i < 200 && fd < 0; i++) {
+        struct pollfd pf = {.fd = lfd, .events = POLLIN};
+        uv_run(&c.loop, UV_RUN_NOWAIT);
+        if (poll(&pf, 1, 5) == 1)
+            fd = accept(lfd, NULL, NULL);
+    }
+    assert_true(fd >= 0);
+    /* The ClientHello arrives; nothing is answered. */
+    ssize_t n = read_wait(&c, fd, buf, sizeof(buf), 2000);
+    assert_true(n > 5);
+    assert_int_equal((unsigned char)buf[0], 22); /* handshake record */
+    run_until(&c, &c.closed_count, 1, 3000);
+    uv_update_time(&c.loop);
+    uint64_t took = uv_now(&c.loop) - start;
+    assert_int_equal(c.closed_count, 1);
+    assert_int_equal(c.closed_flow, f);
+    assert_int_equal(c.closed_status, UV_ETIMEDOUT);
+    assert_true(took >= 250 && took < 2000);
+    struct tp_stats st;
+    tp_stats_get(c.tp, &st);
+    assert_int_equal(st.tls_failed, 1);
+    close(fd);
+    close(lfd);
+    ctx_fini(&c);
+    tp_tls_free(t);
+    unlink(cert);
+    unlink(key);
+}
+
+/* The client SSL object of an outbound connection: an IP literal is
+ * checked as an address and sent no SNI (RFC 6066 §3); a name is sent as
+ * SNI and checked as a host name. */
+static void
+test_tls_client_names(void **state)
+{
+    struct tp_tls_cfg tc = {.ciphers = "", .ca_file = ""};
+    struct tp_tls *t;
+    struct tp_tls_io io = {0};
+    char cert[64], key[64], err[256];
+
+    (void)state;
+    make_cert(cert, key);
+    tc.cert_file = cert;
+    tc.key_file = key;
+    tc.server_ca_file = cert;
+    assert_int_equal(tp_tls_new(&tc, &t, err, sizeof(err)), 0);
+    const char *hosts[] = {"127.0.0.1", "::1", "pbx.example.com"};
+    for (size_t i = 0; i < 3; i++) {
+        SSL *ssl = tp_tls_client_new(t, &io, hosts[i]);
+        assert_non_null(ssl);
+        assert_false(SSL_is_server(ssl));
+        assert_int_equal(SSL_get_verify_mode(ssl), SSL_VERIFY_PEER);
+        const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        const char *host = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+        char *ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
+        if (i < 2) {
+            assert_null(sni);
+            assert_null(host);
+            assert_non_null(ip);
+            assert_string_equal(ip, i == 0 ? "127.0.0.1" : "0:0:0:0:0:0:0:1");
+        } else {
+            assert_null(ip);
+            assert_string_equal(sni, "pbx.example.com");
+            assert_string_equal(host, "pbx.example.com");
+        }
+        OPENSSL_free(ip);
+        SSL_free(ssl);
+    }
+    tp_tls_free(t);
+    unlink(cert);
+    unlink(key);
+}
+
 /* tp_addr_host formats IPv4 itself (no inet_ntop): the same text as
  * inet_ntop for edge values, IPv6 unchanged, a small buffer still
  * handled, and tp_addr_format built on it. */
@@ -1257,6 +1516,10 @@ main(void)
         cmocka_unit_test(test_tcp_connections_balanced_over_group),
         cmocka_unit_test(test_tls_quiet_frees_buffers),
         cmocka_unit_test(test_tls_dripped_record_meets_message_deadline),
+        cmocka_unit_test(test_tls_outbound_verified_and_queued),
+        cmocka_unit_test(test_tls_outbound_unverified_fails),
+        cmocka_unit_test(test_tls_outbound_handshake_deadline),
+        cmocka_unit_test(test_tls_client_names),
         cmocka_unit_test(test_addr_host_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
