@@ -138,6 +138,9 @@ struct sip_error {
     const char *reason; /* static text naming the fault */
 };
 
+/* A slice added here (or to a struct held here) must be added to the list
+ * sip_msg_rebase moves (msg.c); unit/sip_torture_test compares a rebased
+ * copy with a fresh parse, field by field, and must learn it too. */
 struct sip_msg {
     const char *buf; /* the message bytes (borrowed) */
     size_t len;      /* bytes of buf this message used: leading CRLFs,
