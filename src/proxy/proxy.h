@@ -53,6 +53,8 @@ struct proxy_cfg {
     unsigned ring_timeout_s; /* default 45 */
     unsigned call_records;   /* ring size of the call log; default 1000 */
     unsigned max_branches;   /* forks per call; default 16 (<= 32) */
+    unsigned timer_c_s;      /* RFC 3261 Timer C of a branch's INVITE;
+                                default 181 (the RFC: over 3 minutes) */
 };
 
 void proxy_cfg_defaults(struct proxy_cfg *c);

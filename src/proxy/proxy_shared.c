@@ -74,7 +74,10 @@ void
 proxy_cfg_defaults(struct proxy_cfg *c)
 {
     *c = (struct proxy_cfg){
-        .ring_timeout_s = 45, .call_records = 1000, .max_branches = 16};
+        .ring_timeout_s = 45,
+        .call_records = 1000,
+        .max_branches = 16,
+        .timer_c_s = 181};
 }
 
 const char *
