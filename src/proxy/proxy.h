@@ -232,6 +232,13 @@ void proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
  * NULL before proxy_shared_set_media (or for a NULL sh). Any thread. */
 struct media_lat *proxy_media_lat(struct proxy_shared *sh);
 
+/* Calls (and relayed requests) whose state the workers still hold: a
+ * call stays until its caller's transaction and every branch's have
+ * ended, so after traffic stops this falls back to 0 within 64*T1 (a
+ * branch whose CANCEL got no answer included). For /metrics
+ * (pushpbx_calls_open). Any thread. */
+size_t proxy_calls_open(struct proxy_shared *sh);
+
 /* Media counters since start, summed over workers. Any thread. */
 enum proxy_media_counter {
     PROXY_MEDIA_OFFERS,      /* offers rtpengine answered ok */

@@ -70,6 +70,13 @@ proxy_record_media(struct proxy_shared *sh, const char *call_id,
             sh->obs[i].ops.call_media(&copy, sh->obs[i].arg);
 }
 
+size_t
+proxy_calls_open(struct proxy_shared *sh)
+{
+    return sh ? atomic_load_explicit(&sh->calls_open, memory_order_relaxed)
+              : 0;
+}
+
 void
 proxy_cfg_defaults(struct proxy_cfg *c)
 {

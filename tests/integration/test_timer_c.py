@@ -11,20 +11,23 @@ hold the call:
   provisional, and the branch is CANCELled.
 - §9.1: an INVITE branch whose CANCEL gets no answer (the ring timeout's
   CANCEL here, or Timer C's) is given up 64*T1 after the CANCEL
-  (T1 = 100 ms in these tests: 6.4 s), so the call is freed: with
-  [sip] shutdown_ms = 8000 the daemon then exits at once on SIGTERM
-  (proxy_busy() is 0) instead of waiting for the open branch until the
-  end of the grace time.
+  (T1 = 100 ms in these tests: 6.4 s), so the call is freed: the
+  metric pushpbx_calls_open (calls whose state is held) falls back to 0,
+  and with [sip] shutdown_ms = 8000 the daemon then exits at once on
+  SIGTERM (proxy_busy() is 0) instead of waiting for the open branch
+  until the end of the grace time.
 
 The peers are SIPp processes, with test_calls_sipp.py's harness (Env,
 Phone).
 """
 import time
+import urllib.request
 
 import pytest
 
 from test_calls_sipp import EXTS, Env, caller, received_once
 
+TOKEN = "timer-c-test-token-0123456789"
 SHUTDOWN_MS = 8000
 GIVEN_UP = "INVITE given up: no final response 64*T1 after its CANCEL"
 # 64*T1 = 6.4 s after the CANCEL, plus a loaded machine's slack.
@@ -45,12 +48,37 @@ def env(start_pbx):
 
 
 def start(env, ring, timer_c=None):
-    sets = ["sip.shutdown_ms=%d" % SHUTDOWN_MS]
+    sets = ["sip.shutdown_ms=%d" % SHUTDOWN_MS, "admin.token=" + TOKEN]
     if timer_c is not None:
         sets.append("proxy.timer_c_s=%d" % timer_c)
     env.pbx = env.start_pbx(workers=2, extra=EXTS.format(ring=ring),
                             sets=sets)
     return env
+
+
+def metric(pbx, name):
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/metrics" % pbx.info["admin_port"],
+        headers={"authorization": "Bearer " + TOKEN})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no metric %s in:\n%s" % (name, text))
+
+
+def call_freed(pbx):
+    """The caller was answered (calls_active 0 at once); the call's
+    state goes once the unanswered branch is given up (calls_open 0,
+    polled: 64*T1 after the CANCEL), and the daemon logs why."""
+    assert metric(pbx, "pushpbx_calls_active") == 0
+    deadline = time.monotonic() + GIVEN_UP_WAIT_S
+    while metric(pbx, "pushpbx_calls_open") != 0:
+        assert time.monotonic() < deadline, \
+            "call still held after %.0f s%s" % (GIVEN_UP_WAIT_S, pbx.stderr())
+        time.sleep(0.1)
+    assert GIVEN_UP in pbx.stderr()
 
 
 def exits_promptly(pbx):
@@ -78,7 +106,7 @@ def test_timer_c_answers_caller_408(env):
     assert took < 10, "408 after %.1f s" % took
     assert env.logged("Timer C: no final response to the INVITE")
     assert env.logged("call ended no-answer status=408")
-    assert env.pbx.wait_log(GIVEN_UP, GIVEN_UP_WAIT_S), env.pbx.stderr()
+    call_freed(env.pbx)
     exits_promptly(env.pbx)
 
 
@@ -94,6 +122,6 @@ def test_unanswered_cancel_frees_branch(env):
     callee.wait()
     received_once(c, 480)
     assert env.logged("call ended no-answer status=480")
-    assert env.pbx.wait_log(GIVEN_UP, GIVEN_UP_WAIT_S), env.pbx.stderr()
+    call_freed(env.pbx)
     assert "Timer C" not in env.pbx.stderr()  # default 181 s: not yet
     exits_promptly(env.pbx)
