@@ -9,6 +9,10 @@ hold the call:
   default): with a ring timeout longer than the test, the caller still
   gets its final answer, 408, once Timer C fires after the last
   provisional, and the branch is CANCELled.
+- Timer C is what ends a relayed re-INVITE whose callee answered 100
+  Trying and vanished (call_uas_reinvite_vanish.xml): no ring timeout
+  there; a 100 does not reset Timer C, so the re-INVITE gets 408 1 s
+  after it was forwarded.
 - §9.1: an INVITE branch whose CANCEL gets no answer (the ring timeout's
   CANCEL here, or Timer C's) is given up 64*T1 after the CANCEL
   (T1 = 100 ms in these tests: 6.4 s), so the call is freed: the
@@ -124,4 +128,19 @@ def test_unanswered_cancel_frees_branch(env):
     assert env.logged("call ended no-answer status=480")
     call_freed(env.pbx)
     assert "Timer C" not in env.pbx.stderr()  # default 181 s: not yet
+    exits_promptly(env.pbx)
+
+
+def test_timer_c_ends_reinvite_after_100(env):
+    """A re-INVITE in an answered call: the callee sends 100 only and is
+    gone. Timer C (not reset by the 100) CANCELs it and the caller's
+    re-INVITE gets 408; the call's state is then freed."""
+    start(env, ring=60, timer_c=1)
+    callee = env.callee("call_uas_reinvite_vanish.xml")
+    c = caller(env)
+    c.run("call_uac_reinvite_408.xml", callee="200", domain="test.local")
+    callee.wait()  # it got the CANCEL of its re-INVITE
+    received_once(c, 408)
+    assert env.logged("Timer C: no final response to the INVITE")
+    call_freed(env.pbx)
     exits_promptly(env.pbx)
