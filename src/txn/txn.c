@@ -700,10 +700,10 @@ on_timer_c(struct tq_entry *e)
              "Timer C: no final response to the INVITE %" PRIu32
              " ms after its last provisional: CANCEL, 408 call_id=" SLICE_FMT,
              t->timer_c_ms, SLICE_ARG(t->call_id));
-    if (!t->cancel_pending) {
+    if (!t->cancel_pending) { /* a CANCEL without extra lines */
         t->cancel_pending = true;
         free(t->cancel_extra);
-        t->cancel_extra = NULL;
+        t->cancel_extra = xmalloc(1);
         t->cancel_extra_len = 0;
     }
     send_cancel(t); /* arms the §9.1 timer that ends the transaction */
