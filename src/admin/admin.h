@@ -142,6 +142,7 @@ struct admin_counters {
     uint64_t calls_total;    /* calls the proxy routed (started) */
     uint64_t calls_answered; /* of those, answered (2xx) */
     uint64_t calls_active;
+    uint64_t calls_open; /* calls whose state is still held */
     uint64_t pending_wakeups;
     uint64_t pushes_sent[2];
     uint64_t pushes_failed[2];

@@ -102,6 +102,11 @@ metrics_text(struct admin *a, size_t *len)
         {"pushpbx_calls_answered_total", "counter",
          "Calls answered (a branch sent 2xx).", k.calls_answered},
         {"pushpbx_calls_active", "gauge", "Calls in progress.", k.calls_active},
+        {"pushpbx_calls_open", "gauge",
+         "Calls and relayed requests whose state is still held: until "
+         "every transaction of theirs has ended (a branch whose CANCEL got "
+         "no answer: 64*T1 after it).",
+         k.calls_open},
     };
     metric_rows(&b, counts, sizeof(counts) / sizeof(counts[0]));
     if (k.media_relay_count) {

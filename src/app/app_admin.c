@@ -431,6 +431,7 @@ counters(void *arg, struct admin_counters *out)
     out->calls_total =
         atomic_load_explicit(&the.calls_started, memory_order_relaxed);
     out->calls_active = calls_active(NULL);
+    out->calls_open = proxy_calls_open(the.proxy);
     out->calls_answered =
         atomic_load_explicit(&the.calls_answered, memory_order_relaxed);
     media_counters(out);

@@ -53,6 +53,8 @@ struct proxy_cfg {
     unsigned ring_timeout_s; /* default 45 */
     unsigned call_records;   /* ring size of the call log; default 1000 */
     unsigned max_branches;   /* forks per call; default 16 (<= 32) */
+    unsigned timer_c_s;      /* RFC 3261 Timer C of a branch's INVITE;
+                                default 181 (the RFC: over 3 minutes) */
 };
 
 void proxy_cfg_defaults(struct proxy_cfg *c);
@@ -229,6 +231,13 @@ void proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
  * answer, per call), recorded by the workers; read it with media_lat_get.
  * NULL before proxy_shared_set_media (or for a NULL sh). Any thread. */
 struct media_lat *proxy_media_lat(struct proxy_shared *sh);
+
+/* Calls (and relayed requests) whose state the workers still hold: a
+ * call stays until its caller's transaction and every branch's have
+ * ended, so after traffic stops this falls back to 0 within 64*T1 (a
+ * branch whose CANCEL got no answer included). For /metrics
+ * (pushpbx_calls_open). Any thread. */
+size_t proxy_calls_open(struct proxy_shared *sh);
 
 /* Media counters since start, summed over workers. Any thread. */
 enum proxy_media_counter {

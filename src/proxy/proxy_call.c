@@ -139,6 +139,7 @@ call_free(struct proxy_call *c)
         free(c->br[i].auth);
     }
     free(c->best);
+    atomic_fetch_sub_explicit(&c->p->sh->calls_open, 1, memory_order_relaxed);
     free(c);
 }
 
@@ -184,6 +185,7 @@ proxy_call_new(struct proxy *p, struct txn *t, enum call_kind kind,
 {
     struct proxy_call *c = xcalloc(1, sizeof(*c));
 
+    atomic_fetch_add_explicit(&p->sh->calls_open, 1, memory_order_relaxed);
     c->p = p;
     c->kind = kind;
     c->st = t;

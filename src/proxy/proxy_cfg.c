@@ -33,6 +33,21 @@ static const struct cfg_option proxy_options[] = {
      .offset = offsetof(struct proxy_cfg, max_branches),
      .help = "Devices one call is forked to at most (including devices "
              "added while it rings)."},
+    {.key = "timer_c_s",
+     .type = CFG_UINT,
+     .min = 1,
+     .max = 86400,
+     .def = "181",
+     .offset = offsetof(struct proxy_cfg, timer_c_s),
+     .help = "RFC 3261 Timer C: seconds a forwarded INVITE (a call's "
+             "branch, a relayed re-INVITE) may go without a final "
+             "response, counted again from each 101-199 provisional. "
+             "When it fires the branch counts as 408 Request Timeout and "
+             "is CANCELled if it sent a provisional; with no answer to the "
+             "CANCEL either its transaction ends 64*T1 later. RFC 3261 "
+             "wants more than 3 minutes: values of 180 or less are for "
+             "tests only. The ring timeout (ring_timeout_s) usually ends "
+             "a ringing call first."},
 };
 
 const struct cfg_section proxy_cfg_section = {

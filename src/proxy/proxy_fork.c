@@ -413,6 +413,8 @@ proxy_branch_send(struct proxy_call *c, struct branch *b,
                           &b->ct);
     if (rc < 0)
         return rc;
+    if (txn_kind(b->ct) == TXN_INVITE_CLIENT) /* §16.6 step 11 */
+        (void)txn_client_timer_c(b->ct, p->sh->cfg.timer_c_s * 1000u);
     b->started = true;
     c->refs++;
     if (c->kind == CALL_FORK) {

@@ -62,6 +62,9 @@ struct proxy_shared {
      * committed, a claim being read): they post to sh, so
      * proxy_shared_free waits for them (proxy_msg_wait_idle). */
     atomic_size_t msg_inflight;
+    /* struct proxy_call in memory on every worker (proxy_calls_open):
+     * from proxy_call_new to the end of its last transaction. */
+    atomic_size_t calls_open;
     /* Where calls ring, by callee: (ext, worker) -> count of fork calls
      * waiting for new bindings on that worker, under lock. A REGISTER is
      * noted only to the workers listed for its extension

@@ -70,11 +70,21 @@ proxy_record_media(struct proxy_shared *sh, const char *call_id,
             sh->obs[i].ops.call_media(&copy, sh->obs[i].arg);
 }
 
+size_t
+proxy_calls_open(struct proxy_shared *sh)
+{
+    return sh ? atomic_load_explicit(&sh->calls_open, memory_order_relaxed)
+              : 0;
+}
+
 void
 proxy_cfg_defaults(struct proxy_cfg *c)
 {
     *c = (struct proxy_cfg){
-        .ring_timeout_s = 45, .call_records = 1000, .max_branches = 16};
+        .ring_timeout_s = 45,
+        .call_records = 1000,
+        .max_branches = 16,
+        .timer_c_s = 181};
 }
 
 const char *

@@ -2,10 +2,13 @@
  * txn: the four RFC 3261 §17 state machines (+ RFC 6026 Accepted) and the
  * per-worker table that matches messages to them.
  *
- * Timers: the doubling A/E/G go to the worker tq's heap (t->retrans); every
+ * Timers: the doubling A/E/G go to the worker tq's heap (t->retrans), as
+ * does an INVITE client's Timer C (t->timer_c, set by the proxy per
+ * transaction: txn_client_timer_c); every
  * fixed timeout goes to one of the table's FIFO queues (t->timeout), one
  * queue per distinct duration, so deadline order is insertion order:
- *   fifo_long  = 64*T1: B, F, H, J(UDP), L, M, and D(UDP)
+ *   fifo_long  = 64*T1: B, F, H, J(UDP), L, M, and D(UDP); an INVITE
+ *                       client's end 64*T1 after its CANCEL (§9.1)
  *   fifo_t4    = T4:    I(UDP), K(UDP)
  *   fifo_zero  = 0:     D, I, J, K over TCP (terminate on the next timer run,
  *                       not inside the TU's call)
@@ -60,6 +63,7 @@
 #include "txn/txn.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +103,8 @@ struct txn {
     struct tq_entry retrans;
     struct tq_entry timeout;
     struct tq_entry trying;
+    struct tq_entry timer_c; /* INVITE client: Timer C (txn_client_timer_c) */
+    uint32_t timer_c_ms;     /* 0: no Timer C */
     uint64_t interval_ms; /* current A/E/G interval */
     bool reliable;
     bool rfc2543;    /* server request without the magic cookie */
@@ -128,6 +134,8 @@ struct txn {
     int status;
 
     bool cancel_pending;
+    bool cancel_sent;  /* INVITE client: our CANCEL went out (§9.1 timer) */
+    bool timeout_told; /* TXN_EV_TIMEOUT reported (Timer C): not twice */
     char *cancel_extra;
     size_t cancel_extra_len;
 
@@ -320,6 +328,7 @@ notify(struct txn *t, enum txn_event ev, const struct sip_msg *rsp)
 }
 
 static void check_start(struct txn_table *tt);
+static void send_cancel(struct txn *t);
 
 /* Forget the stored bytes and free their buffer (a compacted transaction
  * that will hold no response: memory, not speed, counts there). */
@@ -342,6 +351,7 @@ terminate(struct txn *t)
     tq_cancel(&t->retrans);
     tq_cancel(&t->timeout);
     tq_cancel(&t->trying);
+    tq_cancel(&t->timer_c);
     if (list_linked(&t->hlink)) {
         list_remove(&t->hlink);
         (is_server(t) ? &tt->sh : &tt->ch)->count--;
@@ -634,10 +644,18 @@ on_timeout(struct tq_entry *e)
     struct txn *t = container_of(e, struct txn, timeout);
 
     switch (t->state) {
-    case TXN_CALLING:    /* B */
-    case TXN_TRYING:     /* F */
-    case TXN_PROCEEDING: /* F (non-INVITE client only arms it here) */
+    case TXN_CALLING: /* B */
+    case TXN_TRYING:  /* F */
         notify(t, TXN_EV_TIMEOUT, NULL);
+        break;
+    case TXN_PROCEEDING: /* F; INVITE client: 64*T1 after its CANCEL */
+        if (t->kind == TXN_INVITE_CLIENT)
+            log_info(ROOM,
+                     "INVITE given up: no final response 64*T1 after its "
+                     "CANCEL (RFC 3261 section 9.1) call_id=" SLICE_FMT,
+                     SLICE_ARG(t->call_id));
+        if (!t->timeout_told)
+            notify(t, TXN_EV_TIMEOUT, NULL);
         break;
     case TXN_COMPLETED:
         if (t->kind == TXN_INVITE_SERVER) /* H: no ACK came */
@@ -656,6 +674,41 @@ on_trying(struct tq_entry *e)
 
     if (t->state == TXN_PROCEEDING && t->status == 0)
         txn_reply(t, 100, "Trying", SLICE_NULL, SLICE_NULL, SLICE_NULL);
+}
+
+/* Timer C (RFC 3261 §16.8) of an INVITE client: no final response within
+ * timer_c_ms of the INVITE or of its last 101-199 response. */
+static void
+on_timer_c(struct tq_entry *e)
+{
+    struct txn *t = container_of(e, struct txn, timer_c);
+
+    if (t->state == TXN_CALLING) {
+        /* No provisional: as if a 408 had arrived (no CANCEL before a
+         * provisional, §9.1). */
+        log_info(ROOM,
+                 "Timer C: no response to the INVITE in %" PRIu32
+                 " ms: 408 call_id=" SLICE_FMT,
+                 t->timer_c_ms, SLICE_ARG(t->call_id));
+        notify(t, TXN_EV_TIMEOUT, NULL);
+        terminate(t);
+        return;
+    }
+    if (t->state != TXN_PROCEEDING || t->cancel_sent)
+        return;
+    log_info(ROOM,
+             "Timer C: no final response to the INVITE %" PRIu32
+             " ms after its last provisional: CANCEL, 408 call_id=" SLICE_FMT,
+             t->timer_c_ms, SLICE_ARG(t->call_id));
+    if (!t->cancel_pending) { /* a CANCEL without extra lines */
+        t->cancel_pending = true;
+        free(t->cancel_extra);
+        t->cancel_extra = xmalloc(1);
+        t->cancel_extra_len = 0;
+    }
+    send_cancel(t); /* arms the §9.1 timer that ends the transaction */
+    t->timeout_told = true;
+    notify(t, TXN_EV_TIMEOUT, NULL);
 }
 
 /* ---- creation -------------------------------------------------------------
@@ -694,6 +747,7 @@ txn_alloc(struct txn_table *tt, struct slice bytes,
     tq_entry_init(&t->retrans, on_retrans);
     tq_entry_init(&t->timeout, on_timeout);
     tq_entry_init(&t->trying, on_trying);
+    tq_entry_init(&t->timer_c, on_timer_c);
     body_get(tt, &t->body, bytes.len);
     t->req_bytes = t->body.buf;
     if (bytes.len)
@@ -860,6 +914,26 @@ send_cancel(struct txn *t)
     if (rc < 0)
         log_warn(ROOM, "CANCEL not sent: %s", strerror(-rc));
     buf_fini(&b);
+    /* §9.1: with no final response 64*T1 after the CANCEL, the INVITE is
+     * given up (TXN_EV_TIMEOUT: 408), also when the CANCEL could not be
+     * sent or got no answer; Timer C has done its part. */
+    t->cancel_sent = true;
+    tq_cancel(&t->timer_c);
+    arm_long(t);
+}
+
+int
+txn_client_timer_c(struct txn *t, uint32_t ms)
+{
+    if (t->kind != TXN_INVITE_CLIENT || ms == 0)
+        return -EINVAL;
+    if (t->state != TXN_CALLING && t->state != TXN_PROCEEDING)
+        return 0; /* a final arrived: nothing to time */
+    if (t->cancel_sent)
+        return 0; /* §9.1's timer runs */
+    t->timer_c_ms = ms;
+    tq_heap_add(tp_tq(t->tt->tp), &t->timer_c, tp_now_ms(t->tt->tp) + ms);
+    return 0;
 }
 
 int
@@ -905,10 +979,14 @@ client_response(struct txn *t, const struct sip_msg *rsp)
         if (t->state != TXN_CALLING && t->state != TXN_TRYING &&
             t->state != TXN_PROCEEDING)
             return; /* late provisional: absorb */
-        if (t->kind == TXN_INVITE_CLIENT) {
+        if (t->kind == TXN_INVITE_CLIENT && was_calling) {
             tq_cancel(&t->retrans); /* A stops; B stops (§17.1.1.2) */
-            tq_cancel(&t->timeout);
+            tq_cancel(&t->timeout); /* (in Proceeding it is §9.1's) */
         }
+        if (t->kind == TXN_INVITE_CLIENT && st > 100 &&
+            tq_armed(&t->timer_c)) /* §16.7 step 2: 101-199 reset C */
+            tq_heap_add(tp_tq(t->tt->tp), &t->timer_c,
+                        tp_now_ms(t->tt->tp) + t->timer_c_ms);
         t->state = TXN_PROCEEDING;
         t->status = st;
         notify(t, TXN_EV_RESPONSE, rsp);
@@ -916,6 +994,7 @@ client_response(struct txn *t, const struct sip_msg *rsp)
             send_cancel(t);
         return;
     }
+    tq_cancel(&t->timer_c); /* a final: C stops */
     if (t->kind == TXN_INVITE_CLIENT) {
         if (st < 300) {
             if (t->state == TXN_COMPLETED)

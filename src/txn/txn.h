@@ -2,7 +2,9 @@
  * txn: RFC 3261 §17 transactions with the RFC 6026 Accepted states, one
  * table per worker, on the worker's transport (tp.h).
  *
- * Four state machines: INVITE client (timers A, B, D; Accepted with M),
+ * Four state machines: INVITE client (timers A, B, D; Accepted with M;
+ * the proxy's Timer C on request, txn_client_timer_c; 64*T1 after its
+ * CANCEL, §9.1),
  * non-INVITE client (E, F, K), INVITE server (G, H, I; Accepted with L) and
  * non-INVITE server (J). T1/T2/T4 are configurable. No libuv handle per
  * transaction: every timer is a struct tq_entry in the worker's tq
@@ -105,6 +107,10 @@ enum txn_event {
      * Retransmitted non-2xx finals are absorbed, not reported. */
     TXN_EV_RESPONSE = 1,
     /* Client: timer B/F fired without a final response (treat as 408).
+     * INVITE client: no final response 64*T1 after our CANCEL (§9.1), or
+     * Timer C fired (txn_client_timer_c; then, if a provisional had come,
+     * the transaction goes on until the CANCEL's outcome or §9.1's 64*T1,
+     * and reports no second TIMEOUT; a 2xx meanwhile is still reported).
      * Server INVITE: timer H fired, no ACK for our non-2xx final. */
     TXN_EV_TIMEOUT,
     /* Client: the request could not be sent (treat as 503, §16.9), or its
@@ -196,10 +202,30 @@ int txn_client_start(struct txn_table *tt, struct slice bytes,
 /* Cancel an INVITE client transaction (RFC 3261 §9.1): build a CANCEL
  * (extra: CRLF-terminated lines, e.g. a Reason header) and send it in its
  * own non-INVITE client transaction to the same destination, once a
- * provisional response has arrived (deferred until then if none has).
- * Its response is absorbed. Does nothing after a final response. Returns
- * 0, -EINVAL if t is not an INVITE client, or a send error. */
+ * provisional response has arrived (deferred until then if none has:
+ * timer B still ends it). Its response is absorbed. If no final response
+ * to the INVITE comes within 64*T1 of the CANCEL (a peer that vanished,
+ * or ignores CANCEL), the INVITE transaction reports TXN_EV_TIMEOUT (408)
+ * and terminates (§9.1's "SHOULD destroy"): no CANCEL leaves a
+ * transaction, and its TU's call, waiting forever. Does nothing after a
+ * final response. Returns 0, -EINVAL if t is not an INVITE client, or a
+ * send error. */
 int txn_cancel(struct txn *t, struct slice extra);
+
+/* Timer C (RFC 3261 §16.6 step 11, §16.7 step 2, §16.8) on INVITE client
+ * t, for a proxy's branch: call it right after txn_client_start. Runs ms
+ * from now, is set again by each 101-199 response and stops at the final
+ * response or when a CANCEL has been sent (§9.1's 64*T1 takes over). When
+ * it fires with no provisional received, the TU gets TXN_EV_TIMEOUT and
+ * the transaction terminates (as if a 408 had arrived); after a
+ * provisional, a CANCEL is sent (no Reason) and the TU gets
+ * TXN_EV_TIMEOUT (count the branch as 408): the transaction then lives
+ * until the 487 (ACKed, absorbed as a final the TU already counted) or
+ * 64*T1, the 2xx of a callee that answered meanwhile still going up.
+ * RFC 3261 wants ms > 3 minutes; less is for tests. Returns 0 (also when
+ * t has its final or its CANCEL already: nothing armed), or -EINVAL for a
+ * transaction that is not an INVITE client, or ms 0. */
+int txn_client_timer_c(struct txn *t, uint32_t ms);
 
 /* Send a response on a server transaction. bytes: the whole response (e.g.
  * from sip_build_response or sip_build_response_forward), copied; status:

@@ -210,6 +210,8 @@ test_cfg_defaults_match_table(void **state)
     assert_int_equal(got->ring_timeout_s, def.ring_timeout_s);
     assert_int_equal(got->call_records, def.call_records);
     assert_int_equal(got->max_branches, def.max_branches);
+    assert_int_equal(got->timer_c_s, def.timer_c_s);
+    assert_true(def.timer_c_s > 180); /* RFC 3261 §16.6 step 11 */
     cfg_free(c);
 }
 

@@ -637,6 +637,148 @@ test_invite_client_cancel(void **state)
     env_fini(&e);
 }
 
+/* §9.1: an INVITE client whose CANCEL gets no answer at all (a peer that
+ * vanished after its 180) is given up 64*T1 after the CANCEL: TIMEOUT
+ * (the TU counts 408), then TERMINATED; before, it waited for ever. */
+static void
+test_invite_client_cancel_unanswered(void **state)
+{
+    struct env e;
+    struct buf inv;
+    char bi[TXN_BRANCH_MAX];
+    struct txn *t = NULL;
+    static struct got g, r;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    arena_init(&r.a, SIP_MSG_ARENA_CAP);
+    make_request(&e, &inv, "INVITE", bi);
+    struct tp_dest d = to_peer(&e);
+    assert_int_equal(
+        txn_client_start(e.tt, buf_slice(&inv), &d, on_event, &e, &t), 0);
+    assert_true(peer_next(&e, &g));
+    peer_reply(&e, &g.m, 180);
+    advance(&e, 1000); /* Proceeding: no timer of its own */
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 0);
+    assert_int_equal(txn_cancel(t, SLICE_NULL), 0);
+    assert_true(peer_next(&e, &r));
+    assert_int_equal(r.m.method, SIP_METHOD_CANCEL);
+    uint64_t sent_at = r.at_ms;
+    advance(&e, 64 * T1 - 1); /* the CANCEL's E retransmissions, its F */
+    while (peer_next(&e, &r))
+        assert_int_equal(r.m.method, SIP_METHOD_CANCEL);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 0);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 0);
+    advance(&e, 1);
+    assert_int_equal(e.now - sent_at, 64 * T1);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 1);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 1);
+    assert_nothing_sent(&e);
+    assert_int_equal(txn_count(e.tt), 0);
+    buf_fini(&inv);
+    arena_fini(&g.a);
+    arena_fini(&r.a);
+    env_fini(&e);
+}
+
+/* Timer C (§16.8): reset by 101-199 (not by 100); when it fires after a
+ * provisional the branch is CANCELled and the TU told TIMEOUT once; the
+ * 487 is then ACKed and ends the transaction as usual. */
+static void
+test_invite_client_timer_c_cancels(void **state)
+{
+    enum { C = 4000 };
+    struct env e;
+    struct buf inv;
+    char bi[TXN_BRANCH_MAX];
+    struct txn *t = NULL;
+    static struct got g, r;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    arena_init(&r.a, SIP_MSG_ARENA_CAP);
+    make_request(&e, &inv, "INVITE", bi);
+    struct tp_dest d = to_peer(&e);
+    assert_int_equal(
+        txn_client_start(e.tt, buf_slice(&inv), &d, on_event, &e, &t), 0);
+    assert_int_equal(txn_client_timer_c(t, C), 0);
+    assert_true(peer_next(&e, &g));
+    peer_reply(&e, &g.m, 100); /* A and B stop; C goes on */
+    advance(&e, 1000);
+    peer_reply(&e, &g.m, 180); /* C again from here */
+    uint64_t rang = e.now;
+    advance(&e, 2000);
+    peer_reply(&e, &g.m, 183); /* and again */
+    rang = e.now;
+    assert_nothing_sent(&e);
+    advance(&e, C - 1);
+    assert_nothing_sent(&e);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 0);
+    advance(&e, 1);
+    assert_true(peer_next(&e, &r));
+    assert_int_equal(r.m.method, SIP_METHOD_CANCEL);
+    assert_int_equal(r.at_ms - rang, C);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 1);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 0);
+    peer_reply(&e, &r.m, 200); /* to the CANCEL */
+    peer_reply(&e, &g.m, 487);
+    assert_true(peer_next(&e, &r));
+    assert_int_equal(r.m.method, SIP_METHOD_ACK);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 1); /* not twice */
+    advance(&e, 64 * T1); /* D */
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 1);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 1);
+    assert_int_equal(txn_count(e.tt), 0);
+    buf_fini(&inv);
+    arena_fini(&g.a);
+    arena_fini(&r.a);
+    env_fini(&e);
+}
+
+/* Timer C with no provisional at all: as if a 408 had arrived (no CANCEL
+ * may go before a provisional); here C is shorter than B. A 2xx after it
+ * matches nothing. Timer C is for INVITE clients only. */
+static void
+test_invite_client_timer_c_no_provisional(void **state)
+{
+    struct env e;
+    struct buf inv, opt;
+    char bi[TXN_BRANCH_MAX], bo[TXN_BRANCH_MAX];
+    struct txn *t = NULL, *o = NULL;
+    static struct got g;
+
+    env_init(&e);
+    arena_init(&g.a, SIP_MSG_ARENA_CAP);
+    make_request(&e, &inv, "INVITE", bi);
+    make_request(&e, &opt, "OPTIONS", bo);
+    struct tp_dest d = to_peer(&e);
+    assert_int_equal(
+        txn_client_start(e.tt, buf_slice(&inv), &d, on_event, &e, &t), 0);
+    assert_int_equal(
+        txn_client_start(e.tt, buf_slice(&opt), &d, NULL, NULL, &o), 0);
+    assert_int_equal(txn_client_timer_c(o, 100), -EINVAL);
+    assert_int_equal(txn_client_timer_c(t, 0), -EINVAL);
+    assert_int_equal(txn_client_timer_c(t, 10 * T1), 0);
+    while (peer_next(&e, &g))
+        ;
+    advance(&e, 10 * T1 - 1);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 0);
+    advance(&e, 1);
+    assert_int_equal(e.ev[TXN_EV_TIMEOUT], 1);
+    assert_int_equal(e.ev[TXN_EV_TERMINATED], 1);
+    while (peer_next(&e, &g)) /* A's INVITEs and E's OPTIONS so far */
+        assert_true(g.m.method == SIP_METHOD_INVITE ||
+                    g.m.method == SIP_METHOD_OPTIONS);
+    advance(&e, 64 * T1); /* OPTIONS: F */
+    while (peer_next(&e, &g))
+        assert_int_equal(g.m.method, SIP_METHOD_OPTIONS);
+    assert_int_equal(txn_count(e.tt), 0);
+    buf_fini(&inv);
+    buf_fini(&opt);
+    arena_fini(&g.a);
+    env_fini(&e);
+}
+
 /* An INVITE client in Proceeding whose next hop is gone (a cluster node
  * declared down): txn_client_abandon ends it at once, without sending
  * anything; a late response no longer matches. */
@@ -1130,6 +1272,9 @@ main(void)
         cmocka_unit_test(test_invite_client_accepted),
         cmocka_unit_test(test_invite_client_cancel),
         cmocka_unit_test(test_invite_client_abandon),
+        cmocka_unit_test(test_invite_client_cancel_unanswered),
+        cmocka_unit_test(test_invite_client_timer_c_cancels),
+        cmocka_unit_test(test_invite_client_timer_c_no_provisional),
         cmocka_unit_test(test_server_absorbs_retransmission),
         cmocka_unit_test(test_invite_server_cancel),
         cmocka_unit_test(test_invite_server_accepted_and_h),
