@@ -108,13 +108,14 @@ def test_link_made_on_a_serves_through_b(cluster):
 
 def test_link_revoked_on_a_is_revoked_on_b(cluster):
     a = cluster.start("A", "127.0.0.2")
-    b = cluster.start("B", "127.0.0.3")
-    both_up(a, b)
     # A configuration-file extension (100 on both nodes): its link hands
-    # out the file's password.
+    # out the file's password. Made before B starts: B loads it at start,
+    # so only the revocation is the change feed's.
     st, link = a.admin.call("POST", "/api/extensions/100/prov")
     assert st == 201, link
-    wait_link(b, "100", token(link))
+    b = cluster.start("B", "127.0.0.3")
+    both_up(a, b)
+    assert token(link_at(b, "100")[1]) == token(link)
     st, doc = fetch(b, token(link))
     assert st == 200 and doc["credentials"]["password"] == "pw100", doc
     assert a.admin.call("DELETE", "/api/extensions/100/prov")[0] == 204
@@ -141,12 +142,16 @@ def test_link_revoked_on_a_is_revoked_on_b(cluster):
 def test_one_time_link_used_through_b_refused_through_a(cluster):
     one = "[admin]\nprov_link_max_fetches = 1\n"
     a = cluster.start("A", "127.0.0.2", extra=one)
-    b = cluster.start("B", "127.0.0.3", extra=one)
-    both_up(a, b)
-    make_ext(a, b, "300")
+    st, j = a.admin.call("POST", "/api/extensions",
+                         {"number": "300", "password": PW300})
+    assert st == 201, j
+    # Made before B starts (B loads it): only the fetch counted through
+    # B is the change feed's.
     st, link = a.admin.call("POST", "/api/extensions/300/prov")
     assert st == 201 and link["max_fetches"] == 1, link
-    wait_link(b, "300", token(link))
+    b = cluster.start("B", "127.0.0.3", extra=one)
+    both_up(a, b)
+    assert token(link_at(b, "300")[1]) == token(link)
     st, doc = fetch(b, token(link))
     assert st == 200 and doc["extension"] == "300", doc
     t0 = time.monotonic()
@@ -165,6 +170,8 @@ def test_one_time_link_used_through_b_refused_through_a(cluster):
 def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
                                                         pg_server):  # noqa
     a = cluster.start("A", "127.0.0.2")
+    st, old = a.admin.call("POST", "/api/extensions/100/prov")
+    assert st == 201, old  # B loads it at start
     if not pg_server.psql("SELECT 1 FROM pg_roles WHERE rolname = '%s'" %
                           B_ROLE).strip():
         pg_server.psql("CREATE ROLE %s SUPERUSER" % B_ROLE)
@@ -173,9 +180,7 @@ def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
     b = cluster.start("B", "127.0.0.3")
     both_up(a, b)
     make_ext(a, b, "300")
-    st, old = a.admin.call("POST", "/api/extensions/100/prov")
-    assert st == 201, old
-    wait_link(b, "100", token(old))
+    assert token(link_at(b, "100")[1]) == token(old)
 
     b_may_connect(pg_server, False)
     try:
@@ -200,8 +205,8 @@ def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
     finally:
         b_may_connect(pg_server, True)
     assert b.wait_log("listener connected again")
-    assert b.wait_log("provisioning links read again: 1")
     wait_link(b, "300", token(new), timeout=2)
+    assert b.wait_log("provisioning links read again: 1")
     assert link_at(b, "100")[0] == 404
     assert fetch(b, token(old))[0] == 404
     st, doc = fetch(b, token(new))
