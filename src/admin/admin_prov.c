@@ -113,18 +113,26 @@ index_put(struct admin_prov *p, const struct admin_prov_row *row)
     list_push_back(&p->tok_tab[hash(row->token)], &n->by_tok);
 }
 
+/* A store row as the index keeps it. */
+static void
+row_from(const struct store_prov *r, struct admin_prov_row *row)
+{
+    memset(row, 0, sizeof(*row));
+    snprintf(row->ext, sizeof(row->ext), "%s", r->ext);
+    snprintf(row->token, sizeof(row->token), "%s", r->token);
+    snprintf(row->password, sizeof(row->password), "%s", r->password);
+    row->created_at = r->created_at;
+    row->expires_at = r->expires_at;
+    row->fetches = r->fetches;
+    row->max_fetches = r->max_fetches;
+}
+
 static int
 load_row(const struct store_prov *r, void *arg)
 {
-    struct admin_prov_row row = {0};
+    struct admin_prov_row row;
 
-    snprintf(row.ext, sizeof(row.ext), "%s", r->ext);
-    snprintf(row.token, sizeof(row.token), "%s", r->token);
-    snprintf(row.password, sizeof(row.password), "%s", r->password);
-    row.created_at = r->created_at;
-    row.expires_at = r->expires_at;
-    row.fetches = r->fetches;
-    row.max_fetches = r->max_fetches;
+    row_from(r, &row);
     index_put(arg, &row);
     explicit_bzero(&row, sizeof(row));
     return 0;
@@ -233,23 +241,30 @@ struct prov_rows {
     size_t n, cap;
 };
 
+static void
+rows_free(struct prov_rows *x)
+{
+    if (x->v)
+        explicit_bzero(x->v, x->cap * sizeof(*x->v)); /* passwords */
+    free(x->v);
+}
+
+/* admin_prov_reload's callback: rows kept aside until the read is whole.
+ * Grown by copy, not realloc, so no freed block keeps a password. */
 static int
 take_row(const struct store_prov *r, void *arg)
 {
     struct prov_rows *x = arg;
     if (x->n == x->cap) {
-        x->cap = x->cap ? 2 * x->cap : 64;
-        x->v = xrealloc(x->v, x->cap * sizeof(*x->v));
+        size_t cap = x->cap ? 2 * x->cap : 64;
+        struct admin_prov_row *v = xcalloc(cap, sizeof(*v));
+        if (x->n)
+            memcpy(v, x->v, x->n * sizeof(*v));
+        rows_free(x);
+        x->v = v;
+        x->cap = cap;
     }
-    struct admin_prov_row *row = &x->v[x->n++];
-    memset(row, 0, sizeof(*row));
-    snprintf(row->ext, sizeof(row->ext), "%s", r->ext);
-    snprintf(row->token, sizeof(row->token), "%s", r->token);
-    snprintf(row->password, sizeof(row->password), "%s", r->password);
-    row->created_at = r->created_at;
-    row->expires_at = r->expires_at;
-    row->fetches = r->fetches;
-    row->max_fetches = r->max_fetches;
+    row_from(r, &x->v[x->n++]);
     return 0;
 }
 
@@ -268,9 +283,7 @@ admin_prov_reload(struct admin_prov *p, size_t *count)
             index_put(p, &x.v[i]);
     }
     pthread_mutex_unlock(&p->lock);
-    if (x.v)
-        explicit_bzero(x.v, x.cap * sizeof(*x.v));
-    free(x.v);
+    rows_free(&x);
     if (rc < 0)
         log_warn("admin", "cannot read the provisioning links: %s",
                  strerror(-rc));
