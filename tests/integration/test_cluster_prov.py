@@ -25,7 +25,8 @@ from test_cluster import cluster  # noqa: F401
 
 from test_calls import UA
 from test_cluster import nodes, wait_for
-from test_cluster_resync import B_ROLE, b_may_connect, listener_pids
+from test_cluster_resync import (B_ROLE, b_may_connect, cut_listener,
+                                 listener_pids)
 
 PW300 = "secret300"
 
@@ -182,13 +183,8 @@ def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
     make_ext(a, b, "300")
     assert token(link_at(b, "100")[1]) == token(old)
 
-    b_may_connect(pg_server, False)
     try:
-        pids = listener_pids(pg_server)
-        assert len(pids) == 1, pids
-        assert pg_server.psql("SELECT pg_terminate_backend(%s)" %
-                              pids[0]).strip() == "t"
-        assert b.wait_log("listener lost its connection")
+        cut_listener(pg_server, b)
         # While B cannot hear: 300's link made, 100's revoked.
         st, new = a.admin.call("POST", "/api/extensions/300/prov")
         assert st == 201, new
