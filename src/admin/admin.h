@@ -294,6 +294,13 @@ int admin_start(const struct admin_opts *o, struct admin **out, char *err,
  * read-only. Any thread. a NULL: nothing. */
 void admin_conf_reload(struct admin *a, const struct admin_conf_ext *exts,
                        size_t count);
+/* Another node of a cluster changed what the store holds (the change
+ * feed, docs/cluster.md): ext's provisioning link may have been made,
+ * used or revoked there, so read it again; ext NULL: read every link
+ * again (a resynchronisation). Memory only (nothing is written). Any
+ * thread that may block for a read (the store's listener); a NULL: no-op.
+ * Must not run concurrently with admin_stop. */
+void admin_prov_changed(struct admin *a, const char *ext);
 /* Port actually bound (useful with listen port 0). */
 unsigned admin_port(const struct admin *a);
 /* Stop the HTTP thread (waits for the request in progress and for running

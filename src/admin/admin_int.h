@@ -26,7 +26,9 @@
  * holds the 128-bit link token (32 hex) and the password the link hands
  * out: the registrar keeps only HA1 values, so (re)generating a link also
  * sets a new password. Thread: the admin thread (and admin_start/
- * admin_stop); no lock. */
+ * admin_stop); in a cluster also the store's listener thread
+ * (admin_prov_refresh, admin_prov_reload): every call takes the table's
+ * mutex. */
 struct admin_prov;
 struct store;
 
@@ -72,6 +74,16 @@ int admin_prov_del(struct admin_prov *p, const char *ext);
 /* Count one document served by ext's link (committed before return, so
  * the limit holds across a crash). 0, -ENOENT or -EIO. */
 int admin_prov_count_fetch(struct admin_prov *p, const char *ext);
+/* Another node wrote ext's link (a cluster's change feed): read the row
+ * again (store_prov_read) and put it in the index, or drop ext's link
+ * when there is none. 0, or the read's error (logged; index unchanged).
+ * Blocks for the read. No store (tests): 0. */
+int admin_prov_refresh(struct admin_prov *p, const char *ext);
+/* Read every link again and replace the index with them (a cluster's
+ * resynchronisation: links made and revoked while no notification could
+ * say so); *count (may be NULL) gets how many. 0, or the read's error
+ * (logged; index unchanged). Blocks for the read. */
+int admin_prov_reload(struct admin_prov *p, size_t *count);
 
 /* Embedded files of src/admin/www (generated at build time). */
 struct admin_asset {

@@ -14,14 +14,21 @@
  * admin reads, in memory, loaded at start. A write is queued to the store and
  * waited for (store_commit) before memory changes and before the admin answers,
  * so a link handed out, a fetch counted or a revocation survives a crash.
+ * In a cluster another node's write reaches the index through the change
+ * feed: admin_prov_refresh reads one extension's row again,
+ * admin_prov_reload every row (docs/cluster.md).
  *
- * Load: a few per administrator click and one per document fetched, all
- * on the admin thread (the MHD thread handles one request at a time), so
- * the index needs no lock. Rows: one per extension at most; two hash
- * tables (by extension, by token) of 1024 chains keep lookups short up to
- * the ~100k extensions we target.
+ * Load: a few per administrator click and one per document fetched, on
+ * the admin thread (the MHD thread handles one request at a time); in a
+ * cluster, one read per change another node made to an extension, on the
+ * store's listener thread. One mutex, held by each call from its lookup
+ * to its commit or read included, so a row read from the store never
+ * overwrites a newer write of this node. Rows: one per extension at most;
+ * two hash tables (by extension, by token) of 1024 chains keep lookups
+ * short up to the ~100k extensions we target.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +52,7 @@ struct prov_node {
 
 struct admin_prov {
     struct store *st; /* borrowed; NULL: memory only */
+    pthread_mutex_t lock; /* the tables, and a write or read in progress */
     struct list_node ext_tab[NBUCKETS], tok_tab[NBUCKETS];
 };
 
@@ -105,18 +113,26 @@ index_put(struct admin_prov *p, const struct admin_prov_row *row)
     list_push_back(&p->tok_tab[hash(row->token)], &n->by_tok);
 }
 
+/* A store row as the index keeps it. */
+static void
+row_from(const struct store_prov *r, struct admin_prov_row *row)
+{
+    memset(row, 0, sizeof(*row));
+    snprintf(row->ext, sizeof(row->ext), "%s", r->ext);
+    snprintf(row->token, sizeof(row->token), "%s", r->token);
+    snprintf(row->password, sizeof(row->password), "%s", r->password);
+    row->created_at = r->created_at;
+    row->expires_at = r->expires_at;
+    row->fetches = r->fetches;
+    row->max_fetches = r->max_fetches;
+}
+
 static int
 load_row(const struct store_prov *r, void *arg)
 {
-    struct admin_prov_row row = {0};
+    struct admin_prov_row row;
 
-    snprintf(row.ext, sizeof(row.ext), "%s", r->ext);
-    snprintf(row.token, sizeof(row.token), "%s", r->token);
-    snprintf(row.password, sizeof(row.password), "%s", r->password);
-    row.created_at = r->created_at;
-    row.expires_at = r->expires_at;
-    row.fetches = r->fetches;
-    row.max_fetches = r->max_fetches;
+    row_from(r, &row);
     index_put(arg, &row);
     explicit_bzero(&row, sizeof(row));
     return 0;
@@ -129,6 +145,7 @@ admin_prov_open(struct store *st, const char *legacy_path,
     struct admin_prov *p = xcalloc(1, sizeof(*p));
 
     p->st = st;
+    pthread_mutex_init(&p->lock, NULL);
     for (size_t i = 0; i < NBUCKETS; i++) {
         list_init(&p->ext_tab[i]);
         list_init(&p->tok_tab[i]);
@@ -157,16 +174,23 @@ admin_prov_open(struct store *st, const char *legacy_path,
     return 0;
 }
 
-void
-admin_prov_close(struct admin_prov *p)
+static void
+index_clear(struct admin_prov *p)
 {
-    if (!p)
-        return;
     for (size_t i = 0; i < NBUCKETS; i++) {
         struct list_node *h = &p->ext_tab[i];
         while (!list_empty(h))
             unlink_free(container_of(h->next, struct prov_node, by_ext));
     }
+}
+
+void
+admin_prov_close(struct admin_prov *p)
+{
+    if (!p)
+        return;
+    index_clear(p);
+    pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
@@ -174,22 +198,98 @@ int
 admin_prov_by_ext(struct admin_prov *p, const char *ext,
                   struct admin_prov_row *row)
 {
+    pthread_mutex_lock(&p->lock);
     struct prov_node *n = find_ext(p, ext);
-    if (!n)
-        return -ENOENT;
-    *row = n->row;
-    return 0;
+    if (n)
+        *row = n->row;
+    pthread_mutex_unlock(&p->lock);
+    return n ? 0 : -ENOENT;
 }
 
 int
 admin_prov_by_token(struct admin_prov *p, const char *token,
                     struct admin_prov_row *row)
 {
+    pthread_mutex_lock(&p->lock);
     struct prov_node *n = find_token(p, token);
-    if (!n)
-        return -ENOENT;
-    *row = n->row;
+    if (n)
+        *row = n->row;
+    pthread_mutex_unlock(&p->lock);
+    return n ? 0 : -ENOENT;
+}
+
+int
+admin_prov_refresh(struct admin_prov *p, const char *ext)
+{
+    if (!p->st)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    int rc = store_prov_read(p->st, ext, load_row, p);
+    if (rc == -ENOENT) {
+        unlink_free(find_ext(p, ext)); /* revoked (or never made) */
+        rc = 0;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (rc < 0)
+        log_warn("admin", "cannot read the provisioning link of %s: %s", ext,
+                 strerror(-rc));
+    return rc;
+}
+
+struct prov_rows {
+    struct admin_prov_row *v;
+    size_t n, cap;
+};
+
+static void
+rows_free(struct prov_rows *x)
+{
+    if (x->v)
+        explicit_bzero(x->v, x->cap * sizeof(*x->v)); /* passwords */
+    free(x->v);
+}
+
+/* admin_prov_reload's callback: rows kept aside until the read is whole.
+ * Grown by copy, not realloc, so no freed block keeps a password. */
+static int
+take_row(const struct store_prov *r, void *arg)
+{
+    struct prov_rows *x = arg;
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? 2 * x->cap : 64;
+        struct admin_prov_row *v = xcalloc(cap, sizeof(*v));
+        if (x->n)
+            memcpy(v, x->v, x->n * sizeof(*v));
+        rows_free(x);
+        x->v = v;
+        x->cap = cap;
+    }
+    row_from(r, &x->v[x->n++]);
     return 0;
+}
+
+int
+admin_prov_reload(struct admin_prov *p, size_t *count)
+{
+    struct prov_rows x = {0};
+
+    if (!p->st)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    int rc = store_prov_load(p->st, take_row, &x);
+    if (rc == 0) { /* replaced only by a complete read */
+        index_clear(p);
+        for (size_t i = 0; i < x.n; i++)
+            index_put(p, &x.v[i]);
+    }
+    pthread_mutex_unlock(&p->lock);
+    rows_free(&x);
+    if (rc < 0)
+        log_warn("admin", "cannot read the provisioning links: %s",
+                 strerror(-rc));
+    else if (count)
+        *count = x.n;
+    return rc;
 }
 
 /* Queue row's write and wait for its commit. */
@@ -217,23 +317,29 @@ commit_put(struct admin_prov *p, const struct admin_prov_row *row)
 int
 admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row)
 {
-    if (commit_put(p, row) < 0)
-        return -EIO;
-    index_put(p, row);
-    return 0;
+    pthread_mutex_lock(&p->lock);
+    int rc = commit_put(p, row);
+    if (rc == 0)
+        index_put(p, row);
+    pthread_mutex_unlock(&p->lock);
+    return rc < 0 ? -EIO : 0;
 }
 
 int
 admin_prov_count_fetch(struct admin_prov *p, const char *ext)
 {
+    pthread_mutex_lock(&p->lock);
     struct prov_node *n = find_ext(p, ext);
-    if (!n)
+    if (!n) {
+        pthread_mutex_unlock(&p->lock);
         return -ENOENT;
+    }
     struct admin_prov_row row = n->row;
     row.fetches++;
     int rc = commit_put(p, &row);
     if (rc == 0)
         n->row.fetches = row.fetches;
+    pthread_mutex_unlock(&p->lock);
     explicit_bzero(&row, sizeof(row));
     return rc < 0 ? -EIO : 0;
 }
@@ -241,24 +347,43 @@ admin_prov_count_fetch(struct admin_prov *p, const char *ext)
 int
 admin_prov_del(struct admin_prov *p, const char *ext)
 {
+    int rc = 0;
+
+    pthread_mutex_lock(&p->lock);
     struct prov_node *n = find_ext(p, ext);
-    if (!n)
-        return -ENOENT;
-    if (p->st) {
+    if (!n) {
+        rc = -ENOENT;
+    } else if (p->st) {
         struct store_mark m = store_mark(p->st);
         (void)store_prov_del(p->st, ext);
-        int rc = store_commit(p->st, m, PROV_COMMIT_TIMEOUT_MS);
+        rc = store_commit(p->st, m, PROV_COMMIT_TIMEOUT_MS);
         if (rc < 0) {
             log_warn("admin", "provisioning link not revoked: %s ext=%s",
                      strerror(-rc), ext);
-            return -EIO;
+            rc = -EIO;
         }
     }
-    unlink_free(n);
-    return 0;
+    if (rc == 0)
+        unlink_free(n);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
 }
 
 /* ---- routes: the links on the API, and the public document ------------ */
+
+void
+admin_prov_changed(struct admin *a, const char *ext)
+{
+    if (!a || !a->prov)
+        return;
+    if (ext) {
+        (void)admin_prov_refresh(a->prov, ext);
+        return;
+    }
+    size_t n = 0;
+    if (admin_prov_reload(a->prov, &n) == 0)
+        log_info("admin", "provisioning links read again: %zu", n);
+}
 
 static void
 prov_url(struct admin *a, const char *token, char *out, size_t outlen)
@@ -429,11 +554,16 @@ admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
     }
     /* Counted (committed) before the document leaves, so a crash cannot
      * give the limit back. */
-    if (admin_prov_count_fetch(a->prov, row.ext) < 0) {
+    int crc = admin_prov_count_fetch(a->prov, row.ext);
+    if (crc < 0) {
         explicit_bzero(&row, sizeof(row));
         free(e.display);
-        return admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                "cannot record the fetch", NULL);
+        /* -ENOENT: revoked through another node a moment ago. */
+        return crc == -ENOENT
+                   ? admin_send_error(c, MHD_HTTP_NOT_FOUND,
+                                      "unknown or revoked link", NULL)
+                   : admin_send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                      "cannot record the fetch", NULL);
     }
     log_info("admin", "provisioning document fetched ext=%s fetch=%u/%u",
              row.ext, row.fetches + 1, row.max_fetches);

@@ -13,6 +13,7 @@
 #include "app/app_admin.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,21 @@ app_admin_cluster(struct cluster *cl)
 {
     the.cluster = cl;
     cluster_set_calls(cl, calls_active, NULL); /* into the heartbeat */
+}
+
+/* The admin the change feed reaches (set once it runs, in a cluster);
+ * the lock orders a change against that moment. main.c stops the
+ * cluster's handler before the admin. */
+static pthread_mutex_t changed_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct admin *changed_admin;
+
+void
+app_admin_cluster_changed(const char *ext, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&changed_lock);
+    admin_prov_changed(changed_admin, ext); /* NULL: not yet */
+    pthread_mutex_unlock(&changed_lock);
 }
 
 /* GET /api/nodes: the nodes of the cluster (this one first), or this
@@ -1183,6 +1199,14 @@ app_admin_start(const struct cfg *cfg, const struct app_sip_cfg *sip,
     push_info(cfg, &o.push);
     rc = admin_start(&o, out, err, sizeof(err));
     free(conf); /* admin_start copied it */
+    if (rc == 0 && the.cluster) {
+        /* Changes another node made since admin_start read the links
+         * were not applied (no admin yet): read them all again. */
+        pthread_mutex_lock(&changed_lock);
+        changed_admin = *out;
+        admin_prov_changed(changed_admin, NULL);
+        pthread_mutex_unlock(&changed_lock);
+    }
     if (rc < 0) {
         /* The admin must not take SIP down (a busy port when several
          * daemons share a host, an unwritable var/): log and go on. */

@@ -39,6 +39,14 @@ void app_admin_media(struct media_relays *relays);
 struct cluster;
 void app_admin_cluster(struct cluster *cl);
 
+/* A cluster_changed_fn (cluster.h; arg unused): another node changed ext
+ * (NULL: anything, a resynchronisation); the admin's provisioning links
+ * are read again (admin_prov_changed). Before the admin runs: nothing
+ * (app_admin_start reads every link again once the admin is up, after
+ * the admin's own load, so a change in between is not lost). The
+ * store's listener thread or the main thread. */
+void app_admin_cluster_changed(const char *ext, void *arg);
+
 /* Install the [extension.N] sections of the configuration file into the
  * registrar after reg_load restored the store's extensions. The file wins
  * over the database: a database extension created through the API that

@@ -446,6 +446,7 @@ cluster_start(struct daemon *d)
                              .devices = app_wake_devices(d->wake),
                              .bindings_added = on_remote_bindings,
                              .node_down = on_node_down,
+                             .changed = app_admin_cluster_changed,
                              .arg = d};
     if (cluster_open(&o, &d->cluster, err, sizeof(err)) < 0) {
         log_error("app", "%s", err);
@@ -649,8 +650,10 @@ stop:
     for (unsigned i = 0; i < d->worker_count; i++)
         worker_stop(&d->workers[i]);
 join:
+    /* No more notes to workers about to go, nor calls into the admin
+     * (provisioning links): before admin_stop. */
+    cluster_stop(d->cluster);
     admin_stop(d->admin); /* its thread reads the registrar: stop first */
-    cluster_stop(d->cluster); /* no more notes to workers about to go */
     d->admin = NULL;
     /* Workers not started run their loop to the end in worker_fini. */
     for (unsigned i = 0; i < d->worker_count; i++)

@@ -46,6 +46,7 @@ struct cluster {
     struct pushdev_table *devices;
     cluster_added_fn *added;
     cluster_down_fn *down;
+    cluster_changed_fn *changed;
     void *arg;
     int64_t (*clock_s)(void *arg);
     void *clock_arg;
@@ -491,10 +492,8 @@ refresh_messages(struct cluster *cl, const char *ext)
 }
 
 /* Read ext again and apply it. Returns true when it is gone (no row:
- * forgotten here, with its bindings and push devices).
- * TODO(cluster): provisioning links are not applied (the admin indexes
- * them at start): a link made or revoked on another node is known here
- * after a restart; one whose extension is gone answers 404. */
+ * forgotten here, with its bindings and push devices). The provisioning
+ * link is not the registrar's: on_change passes ext to cl->changed. */
 static bool
 apply_ext(struct cluster *cl, const char *ext)
 {
@@ -711,6 +710,8 @@ resync_from(struct cluster *cl, struct names *before, struct store_mark mark)
     log_notice("cluster", "resynchronised: extensions=%zu binding rows=%zu "
                           "push devices=%zu deleted extensions=%zu",
                nm.n, remote, r.nd, gone);
+    if (cl->changed)
+        cl->changed(NULL, cl->arg); /* provisioning links */
     names_free(&nm);
     rows_free(&r);
 }
@@ -750,6 +751,8 @@ on_change(const char *ext, const char *origin, void *arg)
         log_debug("cluster", "change of extension %s by node %s", ext,
                   origin ? origin : "?");
         (void)apply_ext(cl, ext);
+        if (cl->changed)
+            cl->changed(ext, cl->arg);
     }
     pthread_mutex_unlock(&cl->apply);
 }
@@ -773,6 +776,7 @@ cluster_open(const struct cluster_opts *o, struct cluster **out, char *err,
     cl->devices = o->devices;
     cl->added = o->bindings_added;
     cl->down = o->node_down;
+    cl->changed = o->changed;
     cl->arg = o->arg;
     cl->clock_s = o->clock_s;
     cl->clock_arg = o->clock_arg;

@@ -17,9 +17,10 @@
  *    holding node's advertised address) and its push devices
  *    (pushdev_replace_ext); new remote bindings fire the registrar's bind
  *    callback like a local REGISTER, then bindings_added (the app passes
- *    it to proxy_binding_added). A (re)connected listener resynchronises
- *    everything, removing what is no longer in the store; so does a node
- *    coming back to life. A node that dies has its remote bindings
+ *    it to proxy_binding_added); then changed (the app passes it to the
+ *    admin's provisioning links). A (re)connected listener resynchronises
+ *    everything, removing what is no longer in the store (changed with
+ *    ext NULL); so does a node coming back to life. A node that dies has its remote bindings
  *    dropped (reg_remote_drop_node) and is reported to node_down (the
  *    app stops the ringing branches sent via it: proxy_node_down).
  *
@@ -67,6 +68,13 @@ typedef void cluster_added_fn(const char *ext, void *arg);
 typedef void cluster_down_fn(const char *name,
                              const struct sockaddr_storage *addr, void *arg);
 
+/* Another node changed ext in the store (after the handler applied it to
+ * the registrar and push devices), for state kept outside this room (the
+ * admin's provisioning links); ext NULL: anything may have changed (a
+ * resynchronisation). Listener or main thread, one call at a time (under
+ * the handler's serialisation); may block for a read of the store. */
+typedef void cluster_changed_fn(const char *ext, void *arg);
+
 struct cluster_opts {
     const struct cluster_cfg *cfg; /* copied; cfg->node not empty */
     struct store *store;           /* borrowed; PostgreSQL */
@@ -74,7 +82,8 @@ struct cluster_opts {
     struct pushdev_table *devices; /* borrowed; NULL: no push devices */
     cluster_added_fn *bindings_added; /* may be NULL */
     cluster_down_fn *node_down;       /* may be NULL */
-    void *arg;                        /* of both */
+    cluster_changed_fn *changed;      /* may be NULL */
+    void *arg;                        /* of the three */
     /* Wall clock in s; NULL = time(). For tests. */
     int64_t (*clock_s)(void *arg);
     void *clock_arg;

@@ -733,7 +733,32 @@ store_pushdev_load(struct store *st, int64_t idle_before_s,
 int
 store_prov_load(struct store *st, store_prov_cb *cb, void *arg)
 {
-    return st->ops->prov_load(st, cb, arg);
+    return st->ops->prov_load(st, NULL, cb, arg);
+}
+
+struct prov_one {
+    store_prov_cb *cb;
+    void *arg;
+    bool found;
+};
+
+static int
+prov_one(const struct store_prov *p, void *arg)
+{
+    struct prov_one *o = arg;
+    o->found = true;
+    return o->cb(p, o->arg);
+}
+
+int
+store_prov_read(struct store *st, const char *ext, store_prov_cb *cb,
+                void *arg)
+{
+    struct prov_one o = {.cb = cb, .arg = arg};
+    if (!ext)
+        return -EINVAL;
+    int rc = st->ops->prov_load(st, ext, prov_one, &o);
+    return rc == 0 && !o.found ? -ENOENT : rc;
 }
 
 int

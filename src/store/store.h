@@ -355,6 +355,12 @@ int store_pushdev_load(struct store *st, int64_t idle_before_s,
 /* Read every provisioning link. Same rules as store_ext_load. */
 typedef int store_prov_cb(const struct store_prov *p, void *arg);
 int store_prov_load(struct store *st, store_prov_cb *cb, void *arg);
+/* Read ext's provisioning link (one row at most: cb is called once).
+ * 0, -ENOENT (no link), cb's non-zero return, -EINVAL (ext NULL) or
+ * -EIO. Committed rows only, on a connection of the store's: blocks (the
+ * change handler of a cluster, the admin thread), never a SIP worker. */
+int store_prov_read(struct store *st, const char *ext, store_prov_cb *cb,
+                    void *arg);
 
 /* One-time migration of the provisioning links that older versions kept
  * in a SQLite file of their own (table admin_prov of [admin] prov_db).

@@ -114,7 +114,9 @@ struct store_be_ops {
                         void *arg);
     int (*pushdev_load)(struct store *st, int64_t idle_before_s,
                         store_pushdev_cb *cb, void *arg);
-    int (*prov_load)(struct store *st, store_prov_cb *cb, void *arg);
+    /* ext NULL: every link; else only ext's (store_prov_read). */
+    int (*prov_load)(struct store *st, const char *ext, store_prov_cb *cb,
+                     void *arg);
     int (*msg_load)(struct store *st, const char *ext, int64_t now_s,
                     bool bodies, store_msg_cb *cb, void *arg);
     int (*msg_counts)(struct store *st, int64_t now_s, store_msg_count_cb *cb,

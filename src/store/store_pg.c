@@ -1047,6 +1047,8 @@ pg_count(struct store *st, const char *table, size_t *out)
     "ext, bkey, uri, params, instance, reg_id, call_id, cseq, expires_at,"     \
     " updated_at, path, source, transport, flow_id, user_agent, node"
 #define PD_COLS "ext, provider, prid, param, instance, created_at, last_seen"
+#define PROV_COLS                                                              \
+    "ext, token, password, created_at, expires_at, fetches, max_fetches"
 
 static int
 pg_ext_load(struct store *st, store_ext_cb *cb, void *arg)
@@ -1079,13 +1081,16 @@ pg_pushdev_load(struct store *st, int64_t idle_before_s, store_pushdev_cb *cb,
 }
 
 static int
-pg_prov_load(struct store *st, store_prov_cb *cb, void *arg)
+pg_prov_load(struct store *st, const char *ext, store_prov_cb *cb, void *arg)
 {
     struct rows x = {.st = st, .cb = (void (*)(void))cb, .arg = arg};
+    if (ext)
+        return read_rows(st, "read provisioning link",
+                         "SELECT " PROV_COLS " FROM prov_links WHERE ext=$1",
+                         1, ext, NULL, row_prov, &x);
     return read_rows(st, "load provisioning links",
-                     "SELECT ext, token, password, created_at, expires_at,"
-                     " fetches, max_fetches FROM prov_links ORDER BY ext",
-                     0, NULL, NULL, row_prov, &x);
+                     "SELECT " PROV_COLS " FROM prov_links ORDER BY ext", 0,
+                     NULL, NULL, row_prov, &x);
 }
 
 static int

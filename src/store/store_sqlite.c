@@ -873,16 +873,16 @@ out:
  * columns: its links get expires_at 0, i.e. they are expired (410), as
  * the old admin's own migration did. */
 static int
-prov_rows(sqlite3 *db, const char *table, bool import, store_prov_cb *cb,
-          void *arg)
+prov_rows(sqlite3 *db, const char *table, bool import, const char *ext,
+          store_prov_cb *cb, void *arg)
 {
     char sql[256];
     sqlite3_stmt *s = NULL;
 
     snprintf(sql, sizeof(sql),
              "SELECT ext, token, password, created_at, expires_at, fetches,"
-             " max_fetches FROM %s ORDER BY ext",
-             table);
+             " max_fetches FROM %s%s ORDER BY ext",
+             table, ext ? " WHERE ext=?1" : "");
     if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK && import) {
         snprintf(sql, sizeof(sql),
                  "SELECT ext, token, password, created_at, 0, 0, 0"
@@ -892,8 +892,10 @@ prov_rows(sqlite3 *db, const char *table, bool import, store_prov_cb *cb,
         s = NULL;
         (void)sqlite3_prepare_v2(db, sql, -1, &s, NULL);
     }
-    if (!s) {
+    if (!s || (ext && sqlite3_bind_text(s, 1, ext, -1, SQLITE_STATIC) !=
+                          SQLITE_OK)) {
         log_error("store", "load %s: %s", table, sqlite3_errmsg(db));
+        sqlite3_finalize(s);
         return -EIO;
     }
     int rc = 0, step;
@@ -920,14 +922,14 @@ prov_rows(sqlite3 *db, const char *table, bool import, store_prov_cb *cb,
 }
 
 static int
-sq_prov_load(struct store *st, store_prov_cb *cb, void *arg)
+sq_prov_load(struct store *st, const char *ext, store_prov_cb *cb, void *arg)
 {
     sqlite3 *db;
     int rc = open_db(st->path, SQLITE_OPEN_READONLY, &db, NULL, 0);
 
     if (rc < 0)
         return rc;
-    rc = prov_rows(db, "prov_links", false, cb, arg);
+    rc = prov_rows(db, "prov_links", false, ext, cb, arg);
     sqlite3_close(db);
     return rc;
 }
@@ -1125,7 +1127,7 @@ store_prov_import(struct store *st, const char *path, char *err, size_t errlen)
     sqlite3_finalize(probe);
     struct store_mark m = store_mark(st);
     struct import im = {.st = st};
-    rc = prov_rows(db, "admin_prov", true, import_row, &im);
+    rc = prov_rows(db, "admin_prov", true, NULL, import_row, &im);
     sqlite3_close(db);
     if (rc == 0)
         rc = store_commit(st, m, 10000);

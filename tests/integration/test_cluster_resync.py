@@ -47,6 +47,17 @@ def b_may_connect(pg, yes):
     pg.psql("ALTER ROLE %s %s" % (B_ROLE, "LOGIN" if yes else "NOLOGIN"))
 
 
+def cut_listener(pg, b):
+    """End B's LISTEN backend while B may not log in (b_may_connect
+    False), so that B misses every notification until it may again."""
+    b_may_connect(pg, False)
+    pids = listener_pids(pg)
+    assert len(pids) == 1, pids
+    assert pg.psql("SELECT pg_terminate_backend(%s)" % pids[0]).strip() \
+        == "t"
+    assert b.wait_log("listener lost its connection")
+
+
 def device_exts(p):
     st, j = p.admin.call("GET", "/api/devices")
     assert st == 200, j
@@ -95,13 +106,8 @@ def test_resync_removes_what_was_deleted(wake_cluster, phones,  # noqa: F811
              binding_nodes(b, "200") == ["A"])
     assert binding_nodes(b, "100") == ["B"]
 
-    b_may_connect(pg_server, False)
     try:
-        pids = listener_pids(pg_server)
-        assert len(pids) == 1, pids
-        assert pg_server.psql("SELECT pg_terminate_backend(%s)" %
-                              pids[0]).strip() == "t"
-        assert b.wait_log("listener lost its connection")
+        cut_listener(pg_server, b)
         st, j = a.admin.call("DELETE", "/api/extensions/300")
         assert st in (200, 204), j
         assert away.register(expires=0)["status"] == 200

@@ -217,12 +217,21 @@ test_prov_links(void **state)
     assert_int_equal(store_prov_load(st, prov_cb, &s), 0);
     assert_int_equal(s.n, 1);
     assert_string_equal(s.rows[0], "100|t2|pw|1|2|0|4");
+    /* One extension's link (a cluster's change handler). */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(store_prov_read(st, "100", prov_cb, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.rows[0], "100|t2|pw|1|2|0|4");
+    assert_int_equal(store_prov_read(st, "101", prov_cb, &s), -ENOENT);
+    assert_int_equal(store_prov_read(st, NULL, prov_cb, &s), -EINVAL);
+    assert_int_equal(s.n, 1);
     m = store_mark(st);
     assert_int_equal(store_prov_del(st, "100"), 0);
     assert_int_equal(store_commit(st, m, 2000), 0);
     memset(&s, 0, sizeof(s));
     assert_int_equal(store_prov_load(st, prov_cb, &s), 0);
     assert_int_equal(s.n, 0);
+    assert_int_equal(store_prov_read(st, "100", prov_cb, &s), -ENOENT);
     store_close(st);
 }
 
