@@ -16,6 +16,10 @@
 #   IDLE_CONNS=19000 (0: skip) IDLE_PROCS=2 WORKERS=2 PBX_PORT=5091
 #   KAM_PORT=5071 KAM_SHM_MB=2048 KAM_MALLOC=qm (-x: qm, fm, tlsf)
 #   SERVERS="pushpbx kamailio" (the order of each round)
+#   PIN="0:1": the server (every process and thread of it) on CPU list 0,
+#   the driver on CPU list 1 (taskset), so that the load generator does
+#   not take the server's CPU; the rate is then the server's on its CPUs
+#   (unset: both float over every CPU, as before)
 #   IDLE_SERVERS (default $SERVERS; Kamailio 5.6.3 with OpenSSL 3 crashed
 #   in the idle test at about 3,900 connections here)
 # Needs: kamailio and kamailio-tls-modules (apt-get install -y kamailio
@@ -42,6 +46,10 @@ KAM_PORT=${KAM_PORT:-5071}
 KAM_SHM_MB=${KAM_SHM_MB:-2048}
 KAM_MALLOC=${KAM_MALLOC:-qm}
 OUTDIR="$ROOT/bench/results/tls-$(date -u +%Y%m%d-%H%M%S)"
+SRV_PIN= DRV_PIN=
+if [ -n "${PIN:-}" ]; then
+	SRV_PIN="taskset -c ${PIN%%:*}" DRV_PIN="taskset -c ${PIN#*:}"
+fi
 . "$ROOT/bench/lib.sh" # bench_pbx_conf
 
 die() { echo "tls-bench: $*" >&2; exit 1; }
@@ -91,7 +99,7 @@ max_contacts = 64
 auth_fail_threshold = 0
 CONF
 	rm -f "$TMP/bench.db" "$TMP/ready"
-	"$BIN" --config "$conf" --ready-file "$TMP/ready" >>"$OUTDIR/pushpbx.log" 2>&1 &
+	$SRV_PIN "$BIN" --config "$conf" --ready-file "$TMP/ready" >>"$OUTDIR/pushpbx.log" 2>&1 &
 	SPID=$!
 	for i in $(seq 1 100); do [ -s "$TMP/ready" ] && break; sleep 0.1; done
 	[ -s "$TMP/ready" ] || die "pushpbx did not start (see $OUTDIR/pushpbx.log)"
@@ -111,7 +119,7 @@ start_kamailio() {
 	sed -e "s|@CERT@|$TMP/cert.pem|" -e "s|@KEY@|$TMP/key.pem|" "$KDIR/tls.cfg" >"$run/tls.cfg"
 	# Kamailio's processes: main + attendant + TCP/TLS workers + timers + ctl
 	# all share the descriptor limit of the session
-	kamailio -f "$KDIR/kamailio-tls.cfg" -DD -E -x "$KAM_MALLOC" -m "$KAM_SHM_MB" -M 16 -Y "$run" -w "$run" \
+	$SRV_PIN kamailio -f "$KDIR/kamailio-tls.cfg" -DD -E -x "$KAM_MALLOC" -m "$KAM_SHM_MB" -M 16 -Y "$run" -w "$run" \
 		-A "KAM_LISTEN=tls:127.0.0.1:$KAM_PORT" -A "KAM_CHILDREN=$WORKERS" \
 		-A "KAM_DBURL=\"text://$run/db\"" -A "KAM_CTL=\"unix:$run/ctl.sock\"" \
 		-A "KAM_TLSCFG=\"$run/tls.cfg\"" >>"$OUTDIR/kamailio.log" 2>&1 &
@@ -139,7 +147,7 @@ drive() { # name args...: runs the driver, appends its RESULT line to results
 	local name=$1
 	shift
 	local line
-	line=$("$DRV" -t "127.0.0.1:$PORT" -p "$SPID" -u 1000 -n 1000 -w pw "$@" 2>>"$OUTDIR/driver.log" |
+	line=$($DRV_PIN "$DRV" -t "127.0.0.1:$PORT" -p "$SPID" -u 1000 -n 1000 -w pw "$@" 2>>"$OUTDIR/driver.log" |
 		tee -a "$OUTDIR/driver.log" | grep '^RESULT')
 	echo "$name $line" | tee -a "$OUTDIR/results.txt"
 }
@@ -161,7 +169,7 @@ run_idle() {
 	stop_server
 }
 
-echo "tls-bench $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $WORKERS workers each; load: $(cut -d' ' -f1-3 /proc/loadavg)" |
+echo "tls-bench $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $WORKERS workers each${PIN:+, server on CPU ${PIN%%:*}, driver on CPU ${PIN#*:}}; load: $(cut -d' ' -f1-3 /proc/loadavg)" |
 	tee "$OUTDIR/results.txt"
 servers=${SERVERS:-"pushpbx kamailio"}
 for r in $(seq 1 "$REPEAT"); do

@@ -84,6 +84,31 @@ store_thread_nice(unsigned nice, const char *what)
         log_warn("store", "%s thread: nice %u: %s", what, nice, strerror(errno));
 }
 
+/* A call record's cap (keep the newest N rows of its node: a DELETE that
+ * walks N index entries) runs once a batch per node, after that node's last
+ * record of the batch: the rows left are the same as with a cap after each
+ * insert, for a fraction of the work (at 3,000 calls/s and N = 1000, the
+ * per-insert cap was most of PostgreSQL's CPU). */
+static void
+call_caps_once(struct list_node *batch)
+{
+    const char *seen[8];
+    size_t n = 0;
+
+    for (struct list_node *pos = batch->prev; pos != batch; pos = pos->prev) {
+        struct op *o = container_of(pos, struct op, node);
+        if (o->kind != OP_CALL_PUT || o->i[14] <= 0)
+            continue;
+        size_t k = 0;
+        while (k < n && strcmp(seen[k], o->s[0]) != 0)
+            k++;
+        if (k < n)
+            o->i[14] = 0; /* a later record of its node caps */
+        else if (n < sizeof(seen) / sizeof(seen[0]))
+            seen[n++] = o->s[0];
+    }
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -128,6 +153,7 @@ writer_main(void *arg)
         st->reads = 0;
         pthread_mutex_unlock(&st->lock);
 
+        call_caps_once(&batch);
         bool ok = st->ops->run_batch(st, &batch, count);
         /* Free the writes now (outside the lock); keep the commit
          * requests, whose callers are told under the lock. */

@@ -312,6 +312,28 @@ class Call:
     def ack(self):
         self.in_dialog("ACK", cseq=self.invite_cseq)
 
+    def answered(self, cl):
+        """The callee (cl, a Callee) answers 200 with SDP; the caller takes
+        the 200, ACKs it, and the callee must get the ACK in the dialog
+        the 200 made (its To tag): returned."""
+        cl.reply(200, SDP)
+        ok = self.response()
+        assert ok.status == 200, ok.raw
+        self.established(ok)
+        self.ack()
+        ack = cl.ua.request("ACK")
+        assert _tag(ack.get("To")) == cl.tag, ack.raw
+        return ack
+
+    def hang_up(self, cl):
+        """BYE from the caller, answered 200 by the callee (cl); the BYE
+        the callee got is returned."""
+        self.in_dialog("BYE")
+        bye = cl.ua.request("BYE")
+        cl.ua.answer(bye, 200, cl.tag, contact=False)
+        assert self.ua.response("BYE").status == 200
+        return bye
+
 
 class Callee:
     """Callee side of one dialog (sends in-dialog requests back)."""
@@ -375,23 +397,14 @@ def setup_answered(pbx, uas, caller_tcp=False, callee_tcp=False):
     cl.reply(180)
     r = caller.response("INVITE")
     assert r.status == 180
-    cl.reply(200, SDP)
-    ok = caller.response("INVITE")
-    assert ok.status == 200, ok.raw
-    call.established(ok)
-    call.ack()
-    ack = callee.request("ACK")
-    assert _tag(ack.get("To")) == cl.tag
+    call.answered(cl)
     return caller, callee, call, cl
 
 
 def test_answered_bye_from_caller(call_pbx, uas):
     pbx = call_pbx()
     caller, callee, call, cl = setup_answered(pbx, uas)
-    call.in_dialog("BYE")
-    bye = callee.request("BYE")
-    callee.answer(bye, 200, cl.tag, contact=False)
-    assert caller.response("BYE").status == 200
+    call.hang_up(cl)
     assert pbx.wait_log("call ended answered")
 
 
@@ -786,12 +799,7 @@ def test_tcp_caller_and_callee_on_any_workers(call_pbx, uas):
         fa, fb = _flow_worker(rr, "pp-fa"), _flow_worker(rr, "pp-fb")
         seen.add("same" if fa == fb else "cross")
         cl = Callee(callee, inv)
-        cl.reply(200, SDP)
-        ok = caller.response("INVITE")
-        assert ok.status == 200, ok.raw
-        call.established(ok)
-        call.ack()
-        assert _tag(callee.request("ACK").get("To")) == cl.tag
+        call.answered(cl)
         cl.bye()
         bye = caller.request("BYE")
         caller.answer(bye, 200, call.tag, contact=False)

@@ -20,7 +20,7 @@ import time
 from pgfixture import pg_server  # noqa: F401
 from test_cluster import TOKEN, cluster, held_by, ua_at, wait_for  # noqa: F401
 from test_cluster import nodes
-from test_calls import SDP, Call, Callee
+from test_calls import Call, Callee
 from test_ctl import ctl
 from conftest import BIN
 
@@ -102,18 +102,10 @@ def test_calls_on_b_shown_on_a(cluster):
     assert nodes(b)["B"]["calls"] == 1
     assert ctl_calls(a, "B") == "1" and ctl_calls(a, "A") == "0"
     # Answered: the call is set up, no longer counted (as on one node).
-    cl.reply(200, SDP)
-    ok = caller.response("INVITE")
-    assert ok.status == 200, ok.raw
-    call.established(ok)
-    call.ack()
-    callee.request("ACK")
+    call.answered(cl)
     wait_for("A's /api/nodes shows B's call set up",
              lambda: nodes(a)["B"]["calls"] == 0, timeout=5)
-    call.in_dialog("BYE")
-    bye = callee.request("BYE")
-    callee.answer(bye, 200, cl.tag, contact=False)
-    assert caller.response("BYE").status == 200
+    call.hang_up(cl)
     caller.close()
     callee.close()
 

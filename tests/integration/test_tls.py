@@ -28,7 +28,7 @@ import uuid
 
 import pytest
 
-from test_calls import EXTS, SDP, UA, Call, Callee, _tag
+from test_calls import EXTS, UA, Call, Callee
 import wakeharness
 from wakeharness import (Phone, Sim, apns_token, keys,  # noqa: F401
                          wait_until)
@@ -217,12 +217,7 @@ def answered(pbx, made, certs, a, b):
     cl = Callee(callee, inv)
     cl.reply(180)
     assert caller.response("INVITE").status == 180
-    cl.reply(200, SDP)
-    ok = caller.response("INVITE")
-    assert ok.status == 200, ok.raw
-    call.established(ok)
-    call.ack()
-    assert _tag(callee.request("ACK").get("To")) == cl.tag
+    call.answered(cl)
     return caller, callee, call, cl, inv
 
 
