@@ -71,9 +71,16 @@ int admin_prov_by_token(struct admin_prov *p, const char *token,
 int admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row);
 /* 0, -ENOENT or -EIO. */
 int admin_prov_del(struct admin_prov *p, const char *ext);
-/* Count one document served by ext's link (committed before return, so
- * the limit holds across a crash). 0, -ENOENT or -EIO. */
-int admin_prov_count_fetch(struct admin_prov *p, const char *ext);
+/* Count one document served by the link row->token of row->ext, in the
+ * store (store_prov_count_fetch: one UPDATE, committed before return, so
+ * the limit holds across a crash and across the nodes of a cluster) and
+ * in the index. 0: counted; -EACCES: not counted, the link no longer
+ * serves at now_s (expired or used up, maybe through another node); in
+ * both row's fetches, max_fetches and expires_at are the stored ones.
+ * -ENOENT: no such link (revoked or renewed, maybe through another node:
+ * dropped from the index); -EIO: not counted (store failure, logged). */
+int admin_prov_count_fetch(struct admin_prov *p, struct admin_prov_row *row,
+                           int64_t now_s);
 /* Another node wrote ext's link (a cluster's change feed): read the row
  * again (store_prov_read) and put it in the index, or drop ext's link
  * when there is none. 0, or the read's error (logged; index unchanged).

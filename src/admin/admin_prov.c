@@ -325,23 +325,63 @@ admin_prov_put(struct admin_prov *p, const struct admin_prov_row *row)
     return rc < 0 ? -EIO : 0;
 }
 
-int
-admin_prov_count_fetch(struct admin_prov *p, const char *ext)
+/* No store (tests): the count store_prov_count_fetch makes, in memory. */
+static void
+count_in_memory(const struct admin_prov_row *row, int64_t now_s,
+                struct store_prov_count *c)
 {
-    pthread_mutex_lock(&p->lock);
-    struct prov_node *n = find_ext(p, ext);
-    if (!n) {
-        pthread_mutex_unlock(&p->lock);
-        return -ENOENT;
+    memset(c, 0, sizeof(*c));
+    c->found = true;
+    c->fetches = row->fetches;
+    c->max_fetches = row->max_fetches;
+    c->expires_at = row->expires_at;
+    if (c->fetches < c->max_fetches && now_s < c->expires_at) {
+        c->fetches++;
+        c->counted = true;
     }
-    struct admin_prov_row row = n->row;
-    row.fetches++;
-    int rc = commit_put(p, &row);
-    if (rc == 0)
-        n->row.fetches = row.fetches;
+}
+
+int
+admin_prov_count_fetch(struct admin_prov *p, struct admin_prov_row *row,
+                       int64_t now_s)
+{
+    struct store_prov_count c = {0};
+    int rc = 0;
+
+    pthread_mutex_lock(&p->lock);
+    struct prov_node *n = find_ext(p, row->ext);
+    if (n && strcmp(n->row.token, row->token) != 0)
+        n = NULL; /* renewed: not the link fetched */
+    /* The count is the database's own (one UPDATE on the row that still
+     * holds the token, only while it may serve): nodes counting at once
+     * never serve more than max_fetches, and a row another node deleted
+     * is not written back (docs/cluster.md). */
+    if (p->st)
+        rc = store_prov_count_fetch(p->st, row->ext, row->token, now_s,
+                                    PROV_COMMIT_TIMEOUT_MS, &c);
+    else if (n)
+        count_in_memory(&n->row, now_s, &c);
+    if (rc < 0) {
+        log_warn("admin", "provisioning fetch not counted: %s ext=%s",
+                 strerror(-rc), row->ext);
+        rc = -EIO;
+    } else if (!c.found) {
+        unlink_free(n); /* revoked or renewed (by another node) */
+        rc = -ENOENT;
+    } else {
+        /* The row as the database has it now (other nodes' counts too). */
+        row->fetches = c.fetches;
+        row->max_fetches = c.max_fetches;
+        row->expires_at = c.expires_at;
+        if (n) {
+            n->row.fetches = c.fetches;
+            n->row.max_fetches = c.max_fetches;
+            n->row.expires_at = c.expires_at;
+        }
+        rc = c.counted ? 0 : -EACCES;
+    }
     pthread_mutex_unlock(&p->lock);
-    explicit_bzero(&row, sizeof(row));
-    return rc < 0 ? -EIO : 0;
+    return rc;
 }
 
 int
@@ -518,6 +558,20 @@ prov_create(struct admin *a, struct MHD_Connection *c,
     return admin_send_json(c, MHD_HTTP_CREATED, out);
 }
 
+#define PROV_USED_UP                                                           \
+    "this provisioning link has been used as many times as it may be: ask "    \
+    "your administrator for a new one"
+
+/* Why row no longer serves at now (the 410's text), or NULL. */
+static const char *
+prov_gone(const struct admin_prov_row *row, int64_t now)
+{
+    if (now >= row->expires_at)
+        return "this provisioning link has expired: ask your administrator "
+               "for a new one";
+    return row->fetches >= row->max_fetches ? PROV_USED_UP : NULL;
+}
+
 /* The public provisioning document: the link's token is the credential. */
 enum MHD_Result
 admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
@@ -537,28 +591,26 @@ admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
                                 "unknown or revoked link", NULL);
     }
     /* A link that has served its purpose stays known so the phone's user
-     * learns why it no longer works (410), not just that it does not. */
-    const char *gone = NULL;
-    if (admin_now_s() >= row.expires_at)
-        gone = "this provisioning link has expired: ask your administrator "
-               "for a new one";
-    else if (row.fetches >= row.max_fetches)
-        gone = "this provisioning link has been used as many times as it "
-               "may be: ask your administrator for a new one";
-    if (gone) {
+     * learns why it no longer works (410), not just that it does not.
+     * Counted (committed) before the document leaves, so a crash cannot
+     * give the limit back; the count is the store's (one UPDATE), which
+     * also refuses what another node used up or revoked a moment ago. */
+    int64_t now = admin_now_s();
+    int crc = prov_gone(&row, now) ? -EACCES
+                                   : admin_prov_count_fetch(a->prov, &row, now);
+    if (crc == -EACCES) {
+        const char *gone = prov_gone(&row, now);
         log_info("admin", "provisioning link refused ext=%s: %s", row.ext,
-                 admin_now_s() >= row.expires_at ? "expired" : "fetch limit");
+                 now >= row.expires_at ? "expired" : "fetch limit");
         explicit_bzero(&row, sizeof(row));
         free(e.display);
-        return admin_send_error(c, MHD_HTTP_GONE, gone, NULL);
+        return admin_send_error(c, MHD_HTTP_GONE,
+                                gone ? gone : PROV_USED_UP, NULL);
     }
-    /* Counted (committed) before the document leaves, so a crash cannot
-     * give the limit back. */
-    int crc = admin_prov_count_fetch(a->prov, row.ext);
     if (crc < 0) {
         explicit_bzero(&row, sizeof(row));
         free(e.display);
-        /* -ENOENT: revoked through another node a moment ago. */
+        /* -ENOENT: revoked (or renewed) through another node. */
         return crc == -ENOENT
                    ? admin_send_error(c, MHD_HTTP_NOT_FOUND,
                                       "unknown or revoked link", NULL)
@@ -566,7 +618,7 @@ admin_route_prov(struct admin *a, struct MHD_Connection *c, const char *token)
                                       "cannot record the fetch", NULL);
     }
     log_info("admin", "provisioning document fetched ext=%s fetch=%u/%u",
-             row.ext, row.fetches + 1, row.max_fetches);
+             row.ext, row.fetches, row.max_fetches);
     json_t *doc = prov_doc(a, &row, &e);
     explicit_bzero(&row, sizeof(row));
     free(e.display);

@@ -39,7 +39,8 @@ store_errf(char *err, size_t errlen, const char *where, const char *what,
 void
 store_op_free(struct op *o)
 {
-    bool secret = o->kind == OP_PROV_PUT || o->kind == OP_PROV_IMPORT;
+    bool secret = o->kind == OP_PROV_PUT || o->kind == OP_PROV_IMPORT ||
+                  o->kind == OP_PROV_FETCH; /* the token */
 
     for (size_t k = 0; k < sizeof(o->s) / sizeof(o->s[0]); k++) {
         if (secret && o->s[k])
@@ -128,7 +129,8 @@ writer_main(void *arg)
              * the wait early so shutdown does not lose flush_ms. */
             struct timespec until;
             deadline_after(&until, st->flush_ms);
-            while (!st->stop && st->urgent == 0 && st->reads == 0) {
+            while (!st->stop && st->urgent == 0 && st->reads == 0 &&
+                   st->fetches == 0) {
                 if (pthread_cond_timedwait(&st->wake, &st->lock, &until) ==
                     ETIMEDOUT)
                     break;
@@ -151,6 +153,7 @@ writer_main(void *arg)
         st->queue_len = 0;
         st->urgent = 0;
         st->reads = 0;
+        st->fetches = 0;
         pthread_mutex_unlock(&st->lock);
 
         call_caps_once(&batch);
@@ -164,7 +167,7 @@ writer_main(void *arg)
         {
             struct op *o = container_of(pos, struct op, node);
             list_remove(pos);
-            if (o->kind == OP_COMMIT)
+            if (o->kind == OP_COMMIT || o->kind == OP_PROV_FETCH)
                 list_push_back(&requests, pos);
             else if (o->kind == OP_MSG_GET)
                 list_push_back(&gets, pos);
@@ -222,8 +225,12 @@ writer_main(void *arg)
             }
             /* Every batch up to this one is finished, later ones have not
              * run: fail_hi > mark means a batch holding a write queued
-             * after the caller's mark was rolled back. */
-            o->rc = st->fail_hi > o->mark ? -EIO : 0;
+             * after the caller's mark was rolled back. A fetch counted
+             * is the backend's answer, once this batch committed. */
+            if (o->kind == OP_PROV_FETCH)
+                o->rc = ok ? o->rc : -EIO;
+            else
+                o->rc = st->fail_hi > o->mark ? -EIO : 0;
             o->done = true;
             if (o->cb)
                 list_push_back(&async, pos);
@@ -435,6 +442,60 @@ int
 store_prov_import_row(struct store *st, const struct store_prov *p)
 {
     return enqueue(st, prov_op(OP_PROV_IMPORT, p));
+}
+
+int
+store_prov_count_fetch(struct store *st, const char *ext, const char *token,
+                       int64_t now_s, unsigned timeout_ms,
+                       struct store_prov_count *out)
+{
+    if (!ext || !token || !out)
+        return -EINVAL;
+    struct op *o = OP_PACKED(OP_PROV_FETCH, ext, token);
+    struct timespec until;
+    int rc = 0;
+
+    o->i[0] = now_s;
+    o->rc = -EIO; /* a backend that did not run it */
+    deadline_after(&until, timeout_ms);
+    pthread_mutex_lock(&st->lock);
+    if (st->stop || st->queue_len >= st->max_queue) {
+        rc = st->stop ? -ESHUTDOWN : -ENOSPC;
+        if (rc == -ENOSPC)
+            st->stats.dropped++;
+        pthread_mutex_unlock(&st->lock);
+        store_op_free(o);
+        return rc;
+    }
+    /* Queued like a write (ordered after this thread's writes), waited
+     * for like a commit request. */
+    list_push_back(&st->queue, &o->node);
+    st->queue_len++;
+    st->seq_queued++;
+    st->stats.queued++;
+    st->fetches++;
+    pthread_cond_signal(&st->wake); /* also ends a batch window */
+    while (!o->done) {
+        if (pthread_cond_timedwait(&st->done, &st->lock, &until) ==
+                ETIMEDOUT &&
+            !o->done) {
+            o->abandoned = true; /* the writer frees it */
+            pthread_mutex_unlock(&st->lock);
+            return -ETIMEDOUT;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    rc = o->rc;
+    if (rc == 0)
+        *out = (struct store_prov_count){
+            .counted = o->i[1] != 0,
+            .found = o->i[2] != 0,
+            .fetches = (unsigned)o->i[3],
+            .max_fetches = (unsigned)o->i[4],
+            .expires_at = o->i[5],
+        };
+    store_op_free(o);
+    return rc;
 }
 
 int

@@ -230,6 +230,32 @@ int store_pushdev_del_ext(struct store *st, const char *ext);
 int store_prov_put(struct store *st, const struct store_prov *p);
 int store_prov_del(struct store *st, const char *ext);
 
+/* What store_prov_count_fetch found: counted, and ext's row as it is
+ * after the count (read in the same transaction, after it). */
+struct store_prov_count {
+    bool counted; /* this fetch was counted: fetches includes it */
+    bool found;   /* ext's row still holds the token (else revoked, renewed
+                     or never made) */
+    unsigned fetches, max_fetches; /* the row's, when found */
+    int64_t expires_at;            /* the row's, when found */
+};
+/* Count one document served by ext's link token, in the database and
+ * only there: fetches = fetches + 1 on the row of ext that still holds
+ * token, while fetches < max_fetches and now_s < expires_at (one UPDATE,
+ * so two nodes counting at once never serve more than max_fetches, and a
+ * row another node deleted stays deleted: nothing is written back). Runs
+ * on the writer at once (no batch window, like store_commit) and returns
+ * when its transaction committed: 0 and *out. Else not counted as far as
+ * the caller may know: -EINVAL (a NULL argument), -ENOSPC (queue full),
+ * -ESHUTDOWN, -EIO (the transaction failed; on PostgreSQL a commit whose
+ * answer was lost is sent again, which may count this fetch twice: never
+ * more than max_fetches), -ETIMEDOUT (not committed within timeout_ms; it
+ * may still be: a fetch lost, never one too many). Blocks: the admin
+ * thread, never a SIP worker. */
+int store_prov_count_fetch(struct store *st, const char *ext,
+                           const char *token, int64_t now_s,
+                           unsigned timeout_ms, struct store_prov_count *out);
+
 /* ---- stored messages (table messages) ------------------------------
  * The message index (registrar/msgstore.h) is the only caller; it keeps
  * the ids and order in memory and the bodies here. */

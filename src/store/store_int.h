@@ -31,6 +31,7 @@ enum op_kind {
     OP_PROV_PUT,
     OP_PROV_IMPORT, /* store_prov_import: a row already there wins */
     OP_PROV_DEL,
+    OP_PROV_FETCH, /* store_prov_count_fetch: a write with a result */
     OP_COMMIT, /* store_commit's request: no SQL, ends the batch window */
     OP_MSG_PUT,
     OP_MSG_DEL,
@@ -56,6 +57,8 @@ enum op_kind {
  *   OP_PD_DEL      s: provider prid
  *   OP_PROV_PUT, OP_PROV_IMPORT  s: ext token password
  *                  i: created_at expires_at fetches max_fetches
+ *   OP_PROV_FETCH  s: ext token  i: now; the backend sets rc (0) and
+ *                  i[1..5]: counted found fetches max_fetches expires_at
  *   OP_MSG_PUT     s: ext sender_uri sender_name call_id content_type
  *                  i: id cseq received_at expires_at cap received_us;
  *                  blob: body
@@ -79,8 +82,9 @@ struct op {
     char *s[11]; /* owned strings, meaning depends on kind */
     uint32_t len[11];
     int64_t i[15];
-    /* OP_COMMIT only, under st->lock: the caller's mark, the result, and
-     * whether the caller gave up waiting (then the writer frees the op). */
+    /* OP_COMMIT and OP_PROV_FETCH, under st->lock: the caller's mark
+     * (OP_COMMIT), the result, and whether the caller gave up waiting
+     * (then the writer frees the op). */
     uint64_t mark;
     int rc;
     bool done, abandoned;
@@ -164,6 +168,7 @@ struct store {
     uint64_t fail_hi;
     unsigned urgent; /* OP_COMMIT queued: commit without waiting */
     unsigned reads;  /* OP_MSG_GET queued: run without waiting */
+    unsigned fetches; /* OP_PROV_FETCH queued: run without waiting */
     /* Writer thread only: rows the current batch deleted by cap/purge,
      * added to stats when it commits. */
     uint64_t w_capped, w_purged, w_calls_capped;

@@ -57,6 +57,8 @@ enum pst {
     P_PROV_PUT,
     P_PROV_IMPORT,
     P_PROV_DEL,
+    P_PROV_FETCH,
+    P_PROV_ROW,
     P_MSG_PUT,
     P_MSG_SEQ,
     P_MSG_CAP,
@@ -127,6 +129,17 @@ static const struct {
                        " created_at, expires_at, fetches, max_fetches)"
                        " VALUES($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING"},
     [P_PROV_DEL] = {"prov_del", "DELETE FROM prov_links WHERE ext=$1"},
+    /* store_prov_count_fetch: one UPDATE (it waits for another node's
+     * open count or delete of the row, then checks the row again), then
+     * the row as it is (read committed: a statement of its own sees
+     * what the others committed meanwhile, and this count). */
+    [P_PROV_FETCH] = {"prov_fetch",
+                      "UPDATE prov_links SET fetches=fetches+1 WHERE ext=$1"
+                      " AND token=$2 AND fetches < max_fetches"
+                      " AND expires_at > $3"},
+    [P_PROV_ROW] = {"prov_row",
+                    "SELECT fetches, max_fetches, expires_at FROM prov_links"
+                    " WHERE ext=$1 AND token=$2"},
     [P_MSG_PUT] = {"msg_put",
                    "INSERT INTO messages(id, ext, sender_uri, sender_name,"
                    " call_id, cseq, content_type, body, received_at,"
@@ -500,6 +513,13 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
             id[nid++] = P_PROV_CLEAR; /* takes $1 and $2 only */
         id[nid++] = o->kind == OP_PROV_PUT ? P_PROV_PUT : P_PROV_IMPORT;
         break;
+    case OP_PROV_FETCH:
+        v[n++] = nz(o->s[0]);
+        v[n++] = nz(o->s[1]);
+        v[n++] = num[0];
+        id[nid++] = P_PROV_FETCH;
+        id[nid++] = P_PROV_ROW; /* takes $1 and $2 only */
+        break;
     case OP_MSG_PUT:
         v[n++] = num[0];
         for (int k = 0; k < 4; k++)
@@ -552,7 +572,7 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
         const char *const *pv = v;
         int pn = n;
         const int *plen = NULL, *pfmt = NULL;
-        if (id[q] == P_PROV_CLEAR) {
+        if (id[q] == P_PROV_CLEAR || id[q] == P_PROV_ROW) {
             pn = 2;
         } else if (id[q] == P_MSG_SEQ) {
             pn = 1; /* $1 = id */
@@ -626,6 +646,16 @@ take_get(struct op *o, PGresult *r)
     o->rc = 0;
 }
 
+/* OP_PROV_FETCH's row as the count left it (o->rc 0; store_int.h). */
+static void
+take_prov_row(struct op *o, PGresult *r)
+{
+    o->i[2] = PQntuples(r) > 0;
+    for (int k = 0; k < 3; k++)
+        o->i[3 + k] = o->i[2] ? strtoll(PQgetvalue(r, 0, k), NULL, 10) : 0;
+    o->rc = 0;
+}
+
 /* Read the result of one sent statement (and the NULL that ends it). */
 static bool
 read_one(struct store *st, struct pg *pg, const struct pend *p)
@@ -659,6 +689,10 @@ read_one(struct store *st, struct pg *pg, const struct pend *p)
         st->w_purged += cmd_rows(r);
     else if (ok && p->id == P_MSG_GET)
         take_get(p->o, r);
+    else if (ok && p->id == P_PROV_FETCH)
+        p->o->i[1] = cmd_rows(r) == 1;
+    else if (ok && p->id == P_PROV_ROW)
+        take_prov_row(p->o, r);
     PQclear(r);
     r = PQgetResult(pg->w);
     if (r) { /* not a single result: the pipeline is out of step */
@@ -732,7 +766,8 @@ pg_run_batch(struct store *st, struct list_node *batch, size_t count)
     /* A connection the server dropped (a restart) is only seen when it is
      * used: then the batch goes once more on a new one. Every write is an
      * upsert or a delete, so sending it again after a commit whose answer
-     * was lost does no harm. */
+     * was lost does no harm; but a fetch count (OP_PROV_FETCH) then counts
+     * twice: one fetch lost, never one too many (store.h). */
     for (int round = 0; round < 2; round++) {
         if (!pg->w) {
             if (w_connect(st, pg, err, sizeof(err)) < 0) {

@@ -37,6 +37,8 @@ enum stmt_id {
     ST_PROV_PUT,
     ST_PROV_IMPORT,
     ST_PROV_DEL,
+    ST_PROV_FETCH,
+    ST_PROV_ROW,
     ST_MSG_PUT,
     ST_MSG_CAP,
     ST_MSG_DEL,
@@ -90,6 +92,13 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " password, created_at, expires_at, fetches,"
                        " max_fetches) VALUES(?1,?2,?3,?4,?5,?6,?7)",
     [ST_PROV_DEL] = "DELETE FROM prov_links WHERE ext=?1",
+    /* store_prov_count_fetch: counted only on the link fetched, only
+     * while it may serve; then the row as it is. */
+    [ST_PROV_FETCH] = "UPDATE prov_links SET fetches=fetches+1 WHERE ext=?1"
+                      " AND token=?2 AND fetches < max_fetches"
+                      " AND expires_at > ?3",
+    [ST_PROV_ROW] = "SELECT fetches, max_fetches, expires_at FROM prov_links"
+                    " WHERE ext=?1 AND token=?2",
     [ST_MSG_PUT] = "INSERT OR REPLACE INTO messages(id, ext, sender_uri,"
                    " sender_name, call_id, cseq, content_type, body,"
                    " received_at, expires_at, received_us)"
@@ -208,6 +217,41 @@ run_get(struct sq *q, struct op *o)
         rc = SQLITE_DONE;
     } else if (rc == SQLITE_DONE) {
         o->rc = -ENOENT;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+/* OP_PROV_FETCH: count (or not), then read the row (store_int.h). */
+static int
+run_prov_fetch(struct sq *q, struct op *o)
+{
+    sqlite3_stmt *u = q->stmt[ST_PROV_FETCH], *s = q->stmt[ST_PROV_ROW];
+    int rc = bind_op_text(u, 1, o, 0);
+
+    if (rc == SQLITE_OK)
+        rc = bind_op_text(u, 2, o, 1);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(u, 3, o->i[0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(u);
+    o->i[1] = rc == SQLITE_DONE && sqlite3_changes(q->db) == 1;
+    sqlite3_reset(u);
+    sqlite3_clear_bindings(u);
+    if (rc != SQLITE_DONE)
+        return rc;
+    rc = bind_op_text(s, 1, o, 0);
+    if (rc == SQLITE_OK)
+        rc = bind_op_text(s, 2, o, 1);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    o->i[2] = rc == SQLITE_ROW;
+    for (int k = 0; k < 3; k++)
+        o->i[3 + k] = rc == SQLITE_ROW ? sqlite3_column_int64(s, k) : 0;
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+        o->rc = 0;
+        rc = SQLITE_DONE;
     }
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
@@ -348,6 +392,8 @@ run_op(struct store *st, struct sq *q, struct op *o)
         return SQLITE_DONE;
     case OP_MSG_GET:
         return run_get(q, o);
+    case OP_PROV_FETCH:
+        return run_prov_fetch(q, o);
     case OP_MSG_PUT:
         return run_msg_put(st, q, o);
     case OP_CALL_PUT:

@@ -180,7 +180,17 @@ test_prov_table(void **state)
     char old[33];
     snprintf(old, sizeof(old), "%032d", 1);
     assert_int_equal(admin_prov_by_token(p, old, &got), -ENOENT);
-    assert_int_equal(admin_prov_count_fetch(p, "100"), 0);
+    /* A fetch is counted while the link may serve, then refused. */
+    row.expires_at = 4102444800; /* 2100 */
+    row.max_fetches = 1;
+    assert_int_equal(admin_prov_put(p, &row), 0);
+    assert_int_equal(admin_prov_count_fetch(p, &row, 1000), 0);
+    assert_int_equal(row.fetches, 1);
+    assert_int_equal(admin_prov_count_fetch(p, &row, 1000), -EACCES);
+    assert_int_equal(row.fetches, 1);
+    got = row;
+    snprintf(got.token, sizeof(got.token), "%s", old);
+    assert_int_equal(admin_prov_count_fetch(p, &got, 1000), -ENOENT);
     admin_prov_close(p);
 
     /* Committed before each call returned (flush_ms is 1 s here, so a
