@@ -16,7 +16,20 @@ document is fetched once (/prov/<token>, counted):
     through A (as on one node after one fetch);
   - made and revoked on A while B's notification listener is away: B's
     resynchronisation (the listener back) brings its links up to date.
+
+A fetch is counted by the database (one UPDATE on the row that still
+holds the token, only while the link may serve), not written from a
+node's index:
+
+  - a one-time link fetched through A and B at the same moment (each
+    connection open first, the two requests sent together) is served
+    once: one 200 and one 410, round after round;
+  - a link revoked on A while B, not hearing it, counts a fetch: B
+    answers 404 and the row is not written back; revoked on both.
 """
+import http.client
+import json
+import threading
 import time
 
 # Fixtures: pytest finds them in this module's namespace.
@@ -168,17 +181,22 @@ def test_one_time_link_used_through_b_refused_through_a(cluster):
     assert "used as many times as it may be" in j_a["error"], j_a
 
 
-def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
-                                                        pg_server):  # noqa
-    a = cluster.start("A", "127.0.0.2")
-    st, old = a.admin.call("POST", "/api/extensions/100/prov")
-    assert st == 201, old  # B loads it at start
+def start_b_own_role(cluster, pg_server):  # noqa: F811
+    """B started as B_ROLE, so that cut_listener can keep B from hearing."""
     if not pg_server.psql("SELECT 1 FROM pg_roles WHERE rolname = '%s'" %
                           B_ROLE).strip():
         pg_server.psql("CREATE ROLE %s SUPERUSER" % B_ROLE)
     b_may_connect(pg_server, True)
     cluster.dsn = cluster.dsn.replace("user=postgres", "user=" + B_ROLE)
-    b = cluster.start("B", "127.0.0.3")
+    return cluster.start("B", "127.0.0.3")
+
+
+def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
+                                                        pg_server):  # noqa
+    a = cluster.start("A", "127.0.0.2")
+    st, old = a.admin.call("POST", "/api/extensions/100/prov")
+    assert st == 201, old  # B loads it at start
+    b = start_b_own_role(cluster, pg_server)
     both_up(a, b)
     make_ext(a, b, "300")
     assert token(link_at(b, "100")[1]) == token(old)
@@ -207,3 +225,90 @@ def test_resync_brings_links_made_and_revoked_meanwhile(cluster,
     assert fetch(b, token(old))[0] == 404
     st, doc = fetch(b, token(new))
     assert st == 200 and doc["extension"] == "300", doc
+
+
+def fetch_at_once(peers, tok):
+    """[(status, JSON)] of the document fetched through each of peers at
+    the same moment: every connection is open first, then the requests
+    leave together."""
+    go = threading.Barrier(len(peers))
+    out = [None] * len(peers)
+
+    def run(i, p):
+        c = http.client.HTTPConnection("127.0.0.1", p.admin.port, timeout=10)
+        try:
+            c.connect()
+            go.wait(timeout=10)
+            c.request("GET", "/prov/" + tok)
+            r = c.getresponse()
+            out[i] = (r.status, json.loads(r.read() or b"null"))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(i, p))
+               for i, p in enumerate(peers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert all(o is not None for o in out), out
+    return out
+
+
+def test_one_time_link_fetched_through_a_and_b_at_once(cluster,
+                                                       pg_server):  # noqa
+    one = "[admin]\nprov_link_max_fetches = 1\n"
+    a = cluster.start("A", "127.0.0.2", extra=one)
+    b = cluster.start("B", "127.0.0.3", extra=one)
+    both_up(a, b)
+    # Each round a new one-time link of 100 (the file's extension: the
+    # document hands out the file's password) made on A.
+    for rnd in range(5):
+        st, link = a.admin.call("POST", "/api/extensions/100/prov")
+        assert st == 201 and link["max_fetches"] == 1, link
+        wait_link(b, "100", token(link))
+        got = fetch_at_once((a, b), token(link))
+        assert sorted(st for st, _ in got) == [200, 410], (rnd, got)
+        gone = [j for st, j in got if st == 410][0]
+        assert "used as many times as it may be" in gone["error"], gone
+        assert pg_server.psql("SELECT fetches FROM prov_links"
+                              " WHERE ext = '100'").strip() == "1"
+        for p in (a, b):
+            wait_for("%s sees the link used up" % p.name,
+                     lambda: link_at(p, "100")[1]["state"] == "used up",
+                     timeout=5)
+            assert link_at(p, "100")[1]["fetches"] == 1
+
+
+def test_link_revoked_on_a_while_b_counts_stays_revoked(cluster,
+                                                        pg_server):  # noqa
+    a = cluster.start("A", "127.0.0.2")
+    st, link = a.admin.call("POST", "/api/extensions/100/prov")
+    assert st == 201, link  # B loads it at start
+    b = start_b_own_role(cluster, pg_server)
+    both_up(a, b)
+    tok = token(link)
+    assert token(link_at(b, "100")[1]) == tok
+    try:
+        # B does not hear the revocation: its fetch comes while the link
+        # is still in its index, as one that raced the revocation does.
+        cut_listener(pg_server, b)
+        assert a.admin.call("DELETE", "/api/extensions/100/prov")[0] == 204
+        assert link_at(b, "100")[0] == 200
+        st, j = fetch(b, tok)
+        assert st == 404 and j["error"] == "unknown or revoked link", j
+        # Not written back, and B knows now.
+        assert pg_server.psql("SELECT count(*) FROM prov_links").strip() \
+            == "0"
+        assert link_at(b, "100")[0] == 404
+        # B's listener was refused meanwhile: it reads every link again
+        # when it gets through.
+        assert b.wait_log("(retrying)")
+    finally:
+        b_may_connect(pg_server, True)
+    assert b.wait_log("listener connected again")
+    assert b.wait_log("provisioning links read again: 0")
+    for p in (a, b):
+        assert link_at(p, "100")[0] == 404
+        assert fetch(p, tok)[0] == 404
+    assert pg_server.psql("SELECT count(*) FROM prov_links").strip() == "0"
