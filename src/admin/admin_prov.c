@@ -14,6 +14,10 @@
  * admin reads, in memory, loaded at start. A write is queued to the store and
  * waited for (store_commit) before memory changes and before the admin answers,
  * so a link handed out, a fetch counted or a revocation survives a crash.
+ * A fetch is counted by the database itself (store_prov_count_fetch: one
+ * UPDATE on the row that still holds the token, only while it may serve),
+ * never by writing the index's row back: the limit holds across nodes
+ * and a link another node revoked stays revoked.
  * In a cluster another node's write reaches the index through the change
  * feed: admin_prov_refresh reads one extension's row again,
  * admin_prov_reload every row (docs/cluster.md).
