@@ -79,8 +79,11 @@ open_store(struct fixture *f, const char *node)
 static void
 put_link(struct store *st, const char *tok, unsigned max, int64_t expires)
 {
-    struct store_prov p = {.ext = "100", .token = tok, .password = "pw",
-                           .created_at = 1, .expires_at = expires,
+    struct store_prov p = {.ext = "100",
+                           .token = tok,
+                           .password = "pw",
+                           .created_at = 1,
+                           .expires_at = expires,
                            .max_fetches = max};
     struct store_mark m = store_mark(st);
     assert_int_equal(store_prov_put(st, &p), 0);
@@ -90,8 +93,7 @@ put_link(struct store *st, const char *tok, unsigned max, int64_t expires)
 static long long
 fetches_in_db(struct fixture *f)
 {
-    return tdb_count(&f->cfg,
-                     "SELECT fetches FROM prov_links WHERE ext='100'");
+    return tdb_count(&f->cfg, "SELECT fetches FROM prov_links WHERE ext='100'");
 }
 
 static void
@@ -106,17 +108,15 @@ test_count_until_gone(void **state)
     assert_int_equal(store_prov_count_fetch(st, "100", NULL, NOW, 5000, &c),
                      -EINVAL);
     /* No link at all. */
-    assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c), 0);
     assert_false(c.counted);
     assert_false(c.found);
-    assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM prov_links"),
-                     0);
+    assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM prov_links"), 0);
 
     put_link(st, "t1", 2, FAR);
     for (unsigned k = 1; k <= 2; k++) {
-        assert_int_equal(
-            store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c), 0);
+        assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c),
+                         0);
         assert_true(c.counted);
         assert_true(c.found);
         assert_int_equal(c.fetches, k);
@@ -126,8 +126,7 @@ test_count_until_gone(void **state)
         assert_int_equal(fetches_in_db(f), k);
     }
     /* Used up: refused, the row as it is. */
-    assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c), 0);
     assert_false(c.counted);
     assert_true(c.found);
     assert_int_equal(c.fetches, 2);
@@ -135,22 +134,18 @@ test_count_until_gone(void **state)
 
     /* Renewed: the old token counts nothing, on no row. */
     put_link(st, "t2", 2, 500);
-    assert_int_equal(store_prov_count_fetch(st, "100", "t1", 10, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "100", "t1", 10, 5000, &c), 0);
     assert_false(c.counted);
     assert_false(c.found);
     assert_int_equal(fetches_in_db(f), 0);
     /* Another extension's token is not this link. */
-    assert_int_equal(store_prov_count_fetch(st, "101", "t2", 10, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "101", "t2", 10, 5000, &c), 0);
     assert_false(c.found);
     /* Lifetime: served before expires_at, not at it (as on one node). */
-    assert_int_equal(store_prov_count_fetch(st, "100", "t2", 499, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "100", "t2", 499, 5000, &c), 0);
     assert_true(c.counted);
     assert_int_equal(c.fetches, 1);
-    assert_int_equal(store_prov_count_fetch(st, "100", "t2", 500, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "100", "t2", 500, 5000, &c), 0);
     assert_false(c.counted);
     assert_true(c.found);
     assert_int_equal(c.fetches, 1);
@@ -284,8 +279,7 @@ count_behind(struct fixture *f, struct store *st, const char *sql)
             (!probe ||
              tdb_int(probe, "SELECT count(*) FROM pg_locks l JOIN"
                             " pg_stat_activity a USING (pid) WHERE NOT"
-                            " l.granted AND a.query LIKE '%prov_links%'") >
-                 0);
+                            " l.granted AND a.query LIKE '%prov_links%'") > 0);
         if (waiting)
             break;
         assert_false(waiter_done(&w)); /* it must wait for us */
@@ -311,8 +305,8 @@ test_count_behind_another_node(void **state)
 
     /* Used up by another node while this count waits. */
     put_link(st, "t1", 3, FAR);
-    struct waiter w = count_behind(
-        f, st, "UPDATE prov_links SET fetches=3 WHERE ext='100'");
+    struct waiter w =
+        count_behind(f, st, "UPDATE prov_links SET fetches=3 WHERE ext='100'");
     assert_false(w.c.counted);
     assert_true(w.c.found);
     assert_int_equal(w.c.fetches, 3);
@@ -324,15 +318,12 @@ test_count_behind_another_node(void **state)
     w = count_behind(f, st, "DELETE FROM prov_links WHERE ext='100'");
     assert_false(w.c.counted);
     assert_false(w.c.found);
-    assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM prov_links"),
-                     0);
+    assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM prov_links"), 0);
     /* Nor by a later count. */
     struct store_prov_count c;
-    assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c),
-                     0);
+    assert_int_equal(store_prov_count_fetch(st, "100", "t1", NOW, 5000, &c), 0);
     assert_false(c.found);
-    assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM prov_links"),
-                     0);
+    assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM prov_links"), 0);
     store_close(st);
 }
 
@@ -340,8 +331,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_count_until_gone, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_count_until_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_counts_keep_the_limit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_count_behind_another_node, setup,
