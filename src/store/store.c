@@ -199,12 +199,12 @@ writer_main(void *arg)
         pthread_mutex_lock(&st->lock);
         if (ok) {
             st->stats.committed += count - reads;
-            if (count > reads)
+            if (count > reads) {
                 st->stats.batches++;
-            if (count > reads && st->w_failing)
-                st->stats.recoveries++; /* writes commit again */
-            if (count > reads)
+                if (st->w_failing)
+                    st->stats.recoveries++; /* writes commit again */
                 st->w_failing = false;
+            }
             st->stats.msg_capped += st->w_capped;
             st->stats.msg_purged += st->w_purged;
             st->stats.calls_capped += st->w_calls_capped;
