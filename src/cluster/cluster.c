@@ -61,6 +61,7 @@ struct cluster {
     bool stopped;          /* cluster_stop: the handler does nothing; under
                               apply */
     unsigned listens;      /* listener (re)connections seen; under apply */
+    uint64_t recoveries;   /* the store's, as of the last repair_own; tick */
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -724,6 +725,55 @@ resync(struct cluster *cl)
     resync_from(cl, &before, m);
 }
 
+/* store_binding_load's callback of repair_own: (ext, key) of this node's
+ * rows, whatever their expiry (the other nodes route to a row until it is
+ * deleted). */
+struct own_rows {
+    const char *self;
+    struct names ext, key;
+};
+
+static int
+take_own(const struct store_binding *b, void *arg)
+{
+    struct own_rows *o = arg;
+    if (strcmp(b->node, o->self) == 0) {
+        collect_name(b->ext, NULL, false, NULL, 0, &o->ext);
+        collect_name(b->key, NULL, false, NULL, 0, &o->key);
+    }
+    return 0;
+}
+
+/* The store's writer committed again after failed batches: the writes of
+ * those batches were rolled back. Memory is authoritative for this node's
+ * bindings: each one is written again (a REGISTER answered 200 meanwhile),
+ * and each row of this node that memory no longer has (an Expires: 0 or
+ * an expiry whose delete was lost) is deleted, which notifies the other
+ * nodes, who drop their copy. One pass, nothing removed and added back: a
+ * live binding's row is only ever rewritten. false: the rows could not be
+ * read (retried at the next tick). O(rows), rare. */
+static bool
+repair_own(struct cluster *cl)
+{
+    struct own_rows o = {.self = cl->self};
+    int rc = store_binding_load(cl->st, INT64_MIN, take_own, &o);
+    if (rc < 0) {
+        log_warn("cluster", "cannot read this node's bindings to repair "
+                            "them: %s", strerror(-rc));
+    } else {
+        size_t put = reg_persist_local(cl->reg), gone = 0;
+        for (size_t i = 0; i < o.ext.n; i++)
+            gone += reg_drop_unheld(cl->reg, o.ext.v[i], o.key.v[i]) ? 1 : 0;
+        log_notice("cluster", "store writes again: %zu binding%s of this "
+                              "node written again, %zu row%s it no longer "
+                              "holds deleted",
+                   put, put == 1 ? "" : "s", gone, gone == 1 ? "" : "s");
+    }
+    names_free(&o.ext);
+    names_free(&o.key);
+    return rc == 0;
+}
+
 static void
 on_change(const char *ext, const char *origin, void *arg)
 {
@@ -733,19 +783,13 @@ on_change(const char *ext, const char *origin, void *arg)
     if (cl->stopped) {
         /* the registrar may be gone already */
     } else if (!ext) {
-        /* A reconnect (not the first connect): the database was away, so
-         * the write-behind rows of REGISTERs answered meanwhile may have
-         * been rolled back with their batch. Memory is authoritative:
-         * write this node's bindings again. The resynchronisation waits
-         * for this node's writes queued before those only. */
+        /* A reconnect (not the first connect): the database was away.
+         * This node's own rows are the writer's to repair (repair_own,
+         * when its batches commit again after failing). */
         struct names before = {0};
         struct store_mark m = resync_note(cl, &before);
-        if (cl->listens++ > 0) {
-            size_t n = reg_persist_local(cl->reg);
-            log_notice("cluster", "listener reconnected: %zu binding%s of "
-                                  "this node written again",
-                       n, n == 1 ? "" : "s");
-        }
+        if (cl->listens++ > 0)
+            log_notice("cluster", "listener reconnected: resynchronising");
         resync_from(cl, &before, m);
     } else if (reg_ext_number_valid(ext)) {
         log_debug("cluster", "change of extension %s by node %s", ext,
@@ -786,6 +830,9 @@ cluster_open(const struct cluster_opts *o, struct cluster **out, char *err,
 
     beat(cl, cl->started_at);
     (void)store_sync(cl->st); /* our row (and our own writes) first */
+    struct store_stats ss;
+    store_get_stats(cl->st, &ss);
+    cl->recoveries = ss.recoveries;
     bool revived;
     int rc = reload_nodes(cl, &revived);
     if (rc < 0) {
@@ -837,6 +884,10 @@ cluster_tick(struct cluster *cl)
     if (!cl)
         return;
     beat(cl, now_s(cl));
+    struct store_stats ss;
+    store_get_stats(cl->st, &ss);
+    if (ss.recoveries != cl->recoveries && repair_own(cl))
+        cl->recoveries = ss.recoveries;
     bool revived = false;
     int rc = reload_nodes(cl, &revived);
     if (rc < 0) {

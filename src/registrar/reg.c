@@ -605,16 +605,43 @@ reg_binding_expiry(const struct binding *b, int64_t now)
     return b->expires_at + ((now - b->expires_at) / period + 1) * period;
 }
 
-/* TODO(cluster): a delete lost while the store could not write (an
- * outage) leaves the row until a node next loads the bindings, and the
- * other nodes route to this one for it until then (docs/cluster.md, "Not
- * yet"): they no longer expire remote bindings themselves. */
+/* A delete lost while the store could not write (an outage) would leave
+ * the row, and the other nodes routing to this one for it (they do not
+ * expire remote bindings themselves): the cluster's repair after the
+ * writer recovered (cluster.c repair_own) runs reg_drop_unheld on each row
+ * of this node. */
 void
 reg_binding_expire(struct reg *r, struct ext *e, struct binding *b)
 {
     if (r->node[0])
         reg_binding_forget(r, e, b); /* no-op for a remote binding */
     reg_binding_unlink_free(r, e, b);
+}
+
+bool
+reg_drop_unheld(struct reg *r, const char *ext, const char *key)
+{
+    if (!r->store || !r->node[0] || !ext || !key)
+        return false;
+    struct shard *s = reg_shard_of(r, slice_cstr(ext));
+    bool held = false;
+    pthread_mutex_lock(&s->lock);
+    struct ext *e = reg_ext_find(s, slice_cstr(ext));
+    struct list_node *pos, *tmp;
+    if (e)
+        list_for_each_safe(pos, tmp, &e->bindings)
+        {
+            const struct binding *b = container_of(pos, struct binding, node);
+            if (!b->holder[0] && strcmp(b->key, key) == 0)
+                held = true;
+        }
+    /* Under the lock: every change of ext's bindings queues its write
+     * under it too, so a binding of this key added after this check has
+     * its put queued after this delete, and its row comes back. */
+    if (!held)
+        count_store_rc(r, store_binding_del_node(r->store, ext, key, r->node));
+    pthread_mutex_unlock(&s->lock);
+    return !held;
 }
 
 /* ---- life cycle ------------------------------------------------------- */

@@ -412,10 +412,18 @@ size_t reg_remote_drop_node(struct reg *r, const char *node);
 /* Queue every unexpired binding this node holds for writing again
  * (write-behind, committed within flush_ms): after the database was back
  * from an outage, the rows of REGISTERs answered 200 while their batch
- * failed are written (memory is authoritative). Bindings removed during
- * the outage stay in the database until they expire. Returns how many.
+ * failed are written (memory is authoritative). Returns how many.
  * O(bindings). Any thread. */
 size_t reg_persist_local(struct reg *r);
+
+/* [cluster] Row (ext, key) of this node's in the database: when this node
+ * holds no binding of ext with that key (removed while the database could
+ * not take the delete), queue the row's delete (only while it still names
+ * this node: store_binding_del_node) and return true; else false, nothing
+ * queued. Memory is checked and the delete queued under ext's shard lock,
+ * so a binding of that key added meanwhile is written after the delete.
+ * O(bindings of ext). Any thread. */
+bool reg_drop_unheld(struct reg *r, const char *ext, const char *key);
 
 /* Unexpired bindings held by node ("" = this node's own). O(bindings):
  * for the admin's node list. Any thread. */

@@ -202,13 +202,18 @@ writer_main(void *arg)
         pthread_mutex_lock(&st->lock);
         if (ok) {
             st->stats.committed += count - reads;
-            if (count > reads)
+            if (count > reads) {
                 st->stats.batches++;
+                if (st->w_failing)
+                    st->stats.recoveries++; /* writes commit again */
+                st->w_failing = false;
+            }
             st->stats.msg_capped += st->w_capped;
             st->stats.msg_purged += st->w_purged;
             st->stats.calls_capped += st->w_calls_capped;
         } else {
             st->stats.errors++;
+            st->w_failing = true;
             st->failed_since_sync = true;
             st->fail_hi = last;
         }
@@ -381,6 +386,15 @@ int
 store_binding_del(struct store *st, const char *ext, const char *key)
 {
     struct op *o = OP_PACKED(OP_BIND_DEL, ext, key);
+
+    return enqueue(st, o);
+}
+
+int
+store_binding_del_node(struct store *st, const char *ext, const char *key,
+                       const char *node)
+{
+    struct op *o = OP_PACKED(OP_BIND_DEL_NODE, ext, key, node);
 
     return enqueue(st, o);
 }

@@ -189,6 +189,11 @@ struct store_stats {
     uint64_t msg_purged;  /* expired messages deleted by store_msg_purge */
     uint64_t checkpoints; /* WAL checkpoints run, off the writer's thread */
     uint64_t calls_capped; /* call records deleted by store_call_put's cap */
+    /* Write batches committed right after one or more failed ones (an
+     * outage ended): the writes of the failed batches were rolled back
+     * and are lost, so a caller that wrote behind (the registrar's
+     * bindings) writes its state again when this moves. */
+    uint64_t recoveries;
 };
 
 /* Open the database (SQLite: create cfg->path, WAL; PostgreSQL: connect
@@ -212,6 +217,12 @@ int store_binding_put(struct store *st, const struct store_binding *b);
 int store_binding_del(struct store *st, const char *ext, const char *key);
 /* Delete every binding of ext. */
 int store_binding_del_ext(struct store *st, const char *ext);
+/* Delete binding (ext, key) only while its row names node: the repair of
+ * a delete lost in an outage (reg_drop_unheld) leaves a row another node
+ * took over (the phone registered there since) alone. Queued as the
+ * others; no-op when there is no such row. */
+int store_binding_del_node(struct store *st, const char *ext, const char *key,
+                           const char *node);
 /* Set the source of extension number's row (no-op if there is none). */
 int store_ext_set_source(struct store *st, const char *number,
                          enum store_ext_source source);

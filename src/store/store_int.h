@@ -40,6 +40,7 @@ enum op_kind {
     OP_MSG_GET,  /* a read on the writer's connection; ends the window */
     OP_NODE_PUT, /* store_node_beat */
     OP_CALL_PUT, /* store_call_put */
+    OP_BIND_DEL_NODE, /* store_binding_del_node */
 };
 
 /* A queued write (an owned copy of the row). Field use per kind:
@@ -52,6 +53,7 @@ enum op_kind {
  *                     node ("" for a single node)
  *                  i: reg_id cseq expires_at updated_at transport flow_id
  *   OP_BIND_DEL    s: ext key
+ *   OP_BIND_DEL_NODE  s: ext key node
  *   OP_PD_PUT      s: ext provider prid param instance
  *                  i: created_at last_seen
  *   OP_PD_DEL      s: provider prid
@@ -173,6 +175,7 @@ struct store {
      * added to stats when it commits. */
     uint64_t w_capped, w_purged, w_calls_capped;
     bool failed_since_sync;
+    bool w_failing; /* writer only: its last write batch failed */
     bool stop;
     struct store_stats stats;
 };

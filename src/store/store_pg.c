@@ -49,6 +49,7 @@ enum pst {
     P_BIND_PUT,
     P_BIND_DEL,
     P_BIND_DEL_EXT,
+    P_BIND_DEL_NODE,
     P_EXT_SOURCE,
     P_PD_PUT,
     P_PD_DEL,
@@ -103,6 +104,8 @@ static const struct {
     [P_BIND_DEL] = {"bind_del",
                     "DELETE FROM bindings WHERE ext=$1 AND bkey=$2"},
     [P_BIND_DEL_EXT] = {"bind_del_ext", "DELETE FROM bindings WHERE ext=$1"},
+    [P_BIND_DEL_NODE] = {"bind_del_node", "DELETE FROM bindings WHERE"
+                                          " ext=$1 AND bkey=$2 AND node=$3"},
     [P_EXT_SOURCE] = {"ext_source",
                       "UPDATE extensions SET source=$2 WHERE number=$1"},
     [P_PD_PUT] = {"pd_put",
@@ -495,6 +498,11 @@ send_op(struct pg *pg, struct op *o, struct pend *pend, size_t *npend)
         v[n++] = nz(o->s[0]);
         v[n++] = nz(o->s[1]);
         id[nid++] = o->kind == OP_BIND_DEL ? P_BIND_DEL : P_PD_DEL;
+        break;
+    case OP_BIND_DEL_NODE:
+        for (int k = 0; k < 3; k++)
+            v[n++] = nz(o->s[k]);
+        id[nid++] = P_BIND_DEL_NODE;
         break;
     case OP_PD_PUT:
         for (int k = 0; k < 5; k++)

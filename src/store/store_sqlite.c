@@ -30,6 +30,7 @@ enum stmt_id {
     ST_BIND_PUT,
     ST_BIND_DEL,
     ST_BIND_DEL_EXT,
+    ST_BIND_DEL_NODE,
     ST_EXT_SOURCE,
     ST_PD_PUT,
     ST_PD_DEL,
@@ -79,6 +80,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         " flow_id=?14, user_agent=?15, node=?16",
     [ST_BIND_DEL] = "DELETE FROM bindings WHERE ext=?1 AND bkey=?2",
     [ST_BIND_DEL_EXT] = "DELETE FROM bindings WHERE ext=?1",
+    [ST_BIND_DEL_NODE] =
+        "DELETE FROM bindings WHERE ext=?1 AND bkey=?2 AND node=?3",
     [ST_EXT_SOURCE] = "UPDATE extensions SET source=?2 WHERE number=?1",
     [ST_PD_PUT] = "INSERT OR REPLACE INTO push_devices(ext, provider, prid,"
                   " param, instance, created_at, last_seen)"
@@ -419,10 +422,13 @@ run_op(struct store *st, struct sq *q, struct op *o)
         rc = bind_op_text(s, 1, o, 0);
         break;
     case OP_BIND_DEL:
-        s = q->stmt[ST_BIND_DEL];
+    case OP_BIND_DEL_NODE:
+        s = q->stmt[o->kind == OP_BIND_DEL ? ST_BIND_DEL : ST_BIND_DEL_NODE];
         rc = bind_op_text(s, 1, o, 0);
         if (rc == SQLITE_OK)
             rc = bind_op_text(s, 2, o, 1);
+        if (rc == SQLITE_OK && o->kind == OP_BIND_DEL_NODE)
+            rc = bind_op_text(s, 3, o, 2);
         break;
     case OP_BIND_PUT: {
         s = q->stmt[ST_BIND_PUT];

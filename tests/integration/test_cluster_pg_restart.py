@@ -176,7 +176,8 @@ def test_pg_restart_under_load(wake_cluster, pg_server, mode):  # noqa: F811
     # Everything acknowledged is in PostgreSQL. Push devices and admin
     # writes were committed before their answer; the binding rows of plain
     # REGISTERs are write-behind: a node writes its bindings again when its
-    # listener reconnects, so they are awaited (bounded).
+    # store's writer commits again after failed batches, so they are
+    # awaited (bounded).
     def lost():
         devs = set(pg_server.psql("SELECT prid FROM push_devices").split())
         exts = set(pg_server.psql("SELECT number FROM extensions").split())

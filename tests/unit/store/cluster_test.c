@@ -3,7 +3,8 @@
  * the schema version, on the backend under test (testdb.h): the schema
  * is at STORE_SCHEMA_VERSION and migrates once; a newer database is
  * refused; node heartbeats round-trip; a binding keeps its node;
- * store_ext_read gives one extension's rows. On PostgreSQL also: a write
+ * store_ext_read gives one extension's rows; store_binding_del_node
+ * spares another node's row. On PostgreSQL also: a write
  * of a second store with another node name reaches the first store's
  * watch callback (its own writes do not), cb(NULL, NULL) comes after the
  * listener connects and again after the server restarts; and a server
@@ -274,6 +275,53 @@ test_binding_node_and_ext_read(void **state)
     assert_true(strstr(seen, "k1=b ") != NULL);
     assert_true(strstr(seen, "k3= ") != NULL);
     assert_true(strstr(seen, "k2") == NULL);
+    store_close(st);
+}
+
+/* store_binding_del_node deletes a row only while it names that node;
+ * on PostgreSQL, a write batch committed after failed ones counts in
+ * store_stats.recoveries (what makes a node repair its rows). */
+static void
+test_binding_del_node(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_store(f, "a");
+    struct store_mark m = store_mark(st);
+
+    struct store_binding b1 = binding("100", "k1", 1000, "a");
+    struct store_binding b2 = binding("100", "k2", 1000, "b");
+    assert_int_equal(store_binding_put(st, &b1), 0);
+    assert_int_equal(store_binding_put(st, &b2), 0);
+    assert_int_equal(store_commit(st, m, 2000), 0);
+    m = store_mark(st);
+    assert_int_equal(store_binding_del_node(st, "100", "k1", "a"), 0);
+    assert_int_equal(store_binding_del_node(st, "100", "k2", "a"), 0);
+    assert_int_equal(store_binding_del_node(st, "100", "k9", "a"), 0);
+    assert_int_equal(store_commit(st, m, 2000), 0);
+    char seen[128] = "";
+    assert_int_equal(store_binding_load(st, 500, bind_node_cb, seen), 0);
+    assert_string_equal(seen, "k2=b ");
+
+    struct store_stats ss;
+    store_get_stats(st, &ss);
+    assert_int_equal(ss.recoveries, 0);
+    if (tdb_pg()) {
+        assert_int_equal(tdb_server_stop("fast"), 0);
+        m = store_mark(st);
+        assert_int_equal(store_binding_put(st, &b1), 0);
+        assert_int_equal(store_commit(st, m, 5000), -EIO);
+        assert_int_equal(tdb_server_start(), 0);
+        m = store_mark(st);
+        assert_int_equal(store_binding_put(st, &b1), 0);
+        assert_int_equal(store_commit(st, m, 5000), 0);
+        store_get_stats(st, &ss);
+        assert_int_equal(ss.recoveries, 1);
+        m = store_mark(st);
+        assert_int_equal(store_binding_put(st, &b2), 0);
+        assert_int_equal(store_commit(st, m, 5000), 0);
+        store_get_stats(st, &ss);
+        assert_int_equal(ss.recoveries, 1); /* once an outage */
+    }
     store_close(st);
 }
 
@@ -660,6 +708,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_schema_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_beat_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binding_node_and_ext_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_binding_del_node, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_is_silent, setup,
