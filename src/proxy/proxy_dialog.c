@@ -95,7 +95,10 @@ node_side(const struct proxy *p, const struct sip_uri *route,
  * PROXY_UDP_MAX goes there over TCP (its TCP listener is on the same
  * port: docs/cluster.md), as a call's branch does (proxy_fork.c,
  * peer_dest and proxy_branch_send). Only in a dialog with a node side
- * (pp-nd in our Route): a lookup in the nodes cache (a mutex, no I/O). */
+ * (pp-nd in our Route): a lookup in the nodes cache (a mutex, no I/O).
+ * TODO(cluster): an ACK whose SDP answer goes to rtpengine first
+ * (proxy_media_ack, a relayed call's late offer) is sent over UDP
+ * however large it is. */
 static bool
 to_node_any(const struct proxy *p, const struct sip_uri *route,
             const struct tp_dest *dst)
