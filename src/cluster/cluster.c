@@ -54,6 +54,11 @@ struct cluster {
     pthread_mutex_t lock; /* nodes, count, calls_fn */
     struct node *nodes;
     size_t count;
+    /* Nodes the change handler read from the store before a tick had
+     * (node_hostport): for their advertise URI only (cluster_peer_advertise),
+     * dropped at the next reload of the nodes. */
+    struct node *early;
+    size_t early_n;
     cluster_calls_fn *calls_fn;
     void *calls_arg;
 
@@ -236,6 +241,9 @@ reload_nodes(struct cluster *cl, bool *revived)
     size_t old_n = cl->count;
     cl->nodes = nv.v;
     cl->count = nv.n;
+    free(cl->early); /* the cache has them now */
+    cl->early = NULL;
+    cl->early_n = 0;
     pthread_mutex_unlock(&cl->lock);
     for (size_t i = 0; i < nv.n; i++) {
         const struct node *x = &nv.v[i];
@@ -284,16 +292,49 @@ cluster_is_peer(const struct sockaddr *host, void *arg)
     return yes;
 }
 
+static bool
+same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
+{
+    if (!same_host(a, b))
+        return false;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_port ==
+               ((const struct sockaddr_in *)b)->sin_port;
+    return ((const struct sockaddr_in6 *)a)->sin6_port ==
+           ((const struct sockaddr_in6 *)b)->sin6_port;
+}
+
+/* The node of the nodes cache (or, unknown there, of the early ones)
+ * named node, or else whose advertised address is addr. Under cl->lock. */
+static const struct node *
+peer_find(const struct cluster *cl, const char *node,
+          const struct sockaddr *addr)
+{
+    if (node) {
+        const struct node *x = find_node(cl->nodes, cl->count, node);
+        return x ? x : find_node(cl->early, cl->early_n, node);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const struct node *v = pass ? cl->early : cl->nodes;
+        size_t n = pass ? cl->early_n : cl->count;
+        for (size_t i = 0; i < n; i++)
+            if (v[i].hostport[0] && same_addr(addr, &v[i].sa))
+                return &v[i];
+    }
+    return NULL;
+}
+
 bool
-cluster_peer_advertise(const char *node, char *uri, size_t cap, void *arg)
+cluster_peer_advertise(const char *node, const struct sockaddr *addr,
+                       char *uri, size_t cap, void *arg)
 {
     struct cluster *cl = arg;
     bool ok = false;
 
-    if (!cl || !node || !cap)
+    if (!cl || (!node && !addr) || !cap)
         return false;
     pthread_mutex_lock(&cl->lock);
-    const struct node *x = find_node(cl->nodes, cl->count, node);
+    const struct node *x = peer_find(cl, node, addr);
     if (x && x->alive && x->hostport[0] && strcmp(x->name, cl->self) != 0 &&
         strlen(x->advertise) < cap) {
         snprintf(uri, cap, "%s", x->advertise);
@@ -303,17 +344,38 @@ cluster_peer_advertise(const char *node, char *uri, size_t cap, void *arg)
     return ok;
 }
 
+/* Keep x (read by node_hostport) until the next reload of the nodes. */
+static void
+early_add(struct cluster *cl, const struct node *x)
+{
+    struct node *o = NULL;
+
+    pthread_mutex_lock(&cl->lock);
+    for (size_t i = 0; i < cl->early_n && !o; i++)
+        if (strcmp(cl->early[i].name, x->name) == 0)
+            o = &cl->early[i];
+    if (!o) {
+        cl->early = xrealloc(cl->early, (cl->early_n + 1) * sizeof(*o));
+        o = &cl->early[cl->early_n++];
+    }
+    *o = *x;
+    pthread_mutex_unlock(&cl->lock);
+}
+
 /* Where a binding row of node goes: its node's "ip:port" when alive.
  * A node the cache does not know as alive yet (it started within the
  * last tick, and a phone registered there at once) is read from the store
- * here: the cache itself (and the up/down transitions) stay the tick's. */
+ * here: the cache itself (and the up/down transitions) stay the tick's,
+ * but its row is kept among the early ones until then, so that a call
+ * for that phone goes over its advertise URI's transport
+ * (cluster_peer_advertise) and not over UDP. */
 static bool
 node_hostport(struct cluster *cl, const char *node, char *out, size_t cap)
 {
     bool ok = false;
 
     pthread_mutex_lock(&cl->lock);
-    const struct node *x = find_node(cl->nodes, cl->count, node);
+    const struct node *x = peer_find(cl, node, NULL);
     if (x && x->alive && x->hostport[0]) {
         snprintf(out, cap, "%s", x->hostport);
         ok = true;
@@ -328,6 +390,7 @@ node_hostport(struct cluster *cl, const char *node, char *out, size_t cap)
         if (x && x->alive && x->hostport[0]) {
             snprintf(out, cap, "%s", x->hostport);
             ok = true;
+            early_add(cl, x);
         }
     }
     free(nv.v);
@@ -873,6 +936,7 @@ cluster_close(struct cluster *cl)
     if (!cl)
         return;
     free(cl->nodes);
+    free(cl->early);
     pthread_mutex_destroy(&cl->lock);
     pthread_mutex_destroy(&cl->apply);
     free(cl);

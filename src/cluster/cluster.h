@@ -122,12 +122,15 @@ void cluster_set_calls(struct cluster *cl, cluster_calls_fn *fn, void *arg);
 bool cluster_is_peer(const struct sockaddr *host, void *arg);
 
 /* The advertise URI of node (an alive node other than this one, as the
- * nodes cache has it) copied into uri (cap bytes): true, or false when
- * the node is not known alive or its URI does not fit. A
- * proxy_peer_uri_fn (proxy.h): the proxy sends a call for a phone that
- * node holds over the URI's transport. Any thread. */
-bool cluster_peer_advertise(const char *node, char *uri, size_t cap,
-                            void *arg);
+ * nodes cache has it, or as the change handler read it from the store
+ * for a node the cache does not know yet), or, when node is NULL, of the
+ * node whose advertised address (host and port) is addr, copied into uri
+ * (cap bytes): true, or false when no such node is known alive or its
+ * URI does not fit. A proxy_peer_uri_fn (proxy.h): the proxy sends a call
+ * for a phone that node holds, and an in-dialog request to that node,
+ * over the URI's transport. Any thread (a mutex, no I/O). */
+bool cluster_peer_advertise(const char *node, const struct sockaddr *addr,
+                            char *uri, size_t cap, void *arg);
 
 /* A node as the admin sees it (copies). */
 struct cluster_node_info {

@@ -214,16 +214,19 @@ void proxy_shared_set_media(struct proxy_shared *sh,
  * is the Request-URI (no push, no remote binding, no media relay: the
  * node that received the call relays; 480 if none), from anyone else it
  * gets 403. Without it (single node) pp-ext is refused too.
- * peer_uri(node, uri, cap, arg) copies the advertise URI of an alive node
- * (false: unknown): a branch to a phone that node holds goes over the
- * URI's transport (transport=tcp: TCP; no transport: UDP, TCP for a
- * request over 1300 bytes, RFC 3261 §18.1.1); may be NULL (UDP to the
- * binding's address). Both must be thread-safe (any worker calls them).
- * Main thread, before proxy_new. */
+ * peer_uri(node, addr, uri, cap, arg) copies the advertise URI of an
+ * alive node named node, or with node NULL of the node whose advertised
+ * address (host and port) is addr (false: unknown): a branch to a phone
+ * that node holds goes over the URI's transport (transport=tcp: TCP; no
+ * transport: UDP, TCP for a request over 1300 bytes, RFC 3261 §18.1.1),
+ * and so does an in-dialog request to that node (its Route entry's
+ * address, a dialog whose Record-Route names a node side: pp-nd); may be
+ * NULL (UDP to the binding's address). Both must be thread-safe (any
+ * worker calls them). Main thread, before proxy_new. */
 struct sockaddr;
 typedef bool proxy_peer_fn(const struct sockaddr *host, void *arg);
-typedef bool proxy_peer_uri_fn(const char *node, char *uri, size_t cap,
-                               void *arg);
+typedef bool proxy_peer_uri_fn(const char *node, const struct sockaddr *addr,
+                               char *uri, size_t cap, void *arg);
 void proxy_shared_set_cluster(struct proxy_shared *sh, proxy_peer_fn *is_peer,
                               proxy_peer_uri_fn *peer_uri, void *arg);
 

@@ -17,10 +17,11 @@
  * [cluster] pp-nd=a|b names the side that is another node (proxy_fork.c):
  * its requests come over any of its workers' connections, so a request
  * from a node that matches neither flow goes to the other side's flow
- * (node_side).
- * TODO(cluster): an in-dialog request keeps the transport its Route entry
- * names: a re-INVITE over 1300 bytes between nodes on a UDP advertise URI
- * is not moved to TCP (RFC 3261 §18.1.1), only the initial INVITE is.
+ * (node_side). A request to the node goes over the transport its Route
+ * entry names, and when that is UDP and the node's advertise URI names no
+ * transport, over TCP to the same address when it is larger than
+ * PROXY_UDP_MAX (RFC 3261 §18.1.1), as the initial INVITE (to_node_any):
+ * a re-INVITE with a big SDP, either way.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -87,6 +88,52 @@ node_side(const struct proxy *p, const struct sip_uri *route,
         nd.len != 1 || !p->sh->is_peer(&src->remote.u.sa, p->sh->peer_arg))
         return 0;
     return param_u64(route->params, nd.ptr[0] == 'b' ? "pp-fa" : "pp-fb");
+}
+
+/* [cluster] Is dst another node, reached over UDP at the address of its
+ * advertise URI, which names no transport? Then a request larger than
+ * PROXY_UDP_MAX goes there over TCP (its TCP listener is on the same
+ * port: docs/cluster.md), as a call's branch does (proxy_fork.c,
+ * peer_dest and proxy_branch_send). Only in a dialog with a node side
+ * (pp-nd in our Route): a lookup in the nodes cache (a mutex, no I/O).
+ * TODO(cluster): an ACK whose SDP answer goes to rtpengine first
+ * (proxy_media_ack, a relayed call's late offer) is sent over UDP
+ * however large it is. */
+static bool
+to_node_any(const struct proxy *p, const struct sip_uri *route,
+            const struct tp_dest *dst)
+{
+    char uri[256];
+    struct sip_uri u;
+    struct slice nd, tr;
+    struct tp_dest ad;
+    const char *why;
+
+    if (dst->proto != TP_UDP || dst->flow_id || !p->sh->peer_uri ||
+        !sip_param_get(route->params, "pp-nd", &nd) ||
+        !p->sh->peer_uri(NULL, &dst->addr.u.sa, uri, sizeof(uri),
+                         p->sh->peer_arg) ||
+        sip_uri_parse(slice_cstr(uri), &u, &why) < 0 ||
+        proxy_dest_from_uri(&u, &ad) < 0)
+        return false;
+    return ad.proto == TP_UDP && !sip_uri_param(&u, "transport", &tr);
+}
+
+/* A stateless ACK (for a 2xx) with our Via for dst's transport. */
+static int
+ack_build(struct proxy *p, const struct sip_msg *req, const struct tp_dest *dst,
+          bool pop2)
+{
+    char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
+
+    txn_branch_new(p->tt, branch);
+    snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
+             proxy_tp_upper(dst->proto), p->via_host[proxy_tpk(dst->proto)],
+             branch);
+    struct sip_fwd fw = {
+        .via = slice_cstr(via), .pop_route = true, .pop_route2 = pop2};
+    buf_reset(&p->out);
+    return sip_build_forward(&p->out, req, &fw);
 }
 
 /* After our top Route (first, already parsed): if the second Route value
@@ -220,18 +267,15 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
     if (!t && media != PROXY_MEDIA_NONE &&
         proxy_media_ack(p, req, &dst, pop2, media, src))
         return; /* the answer in the ACK goes to rtpengine first */
+    bool node_any = !f && to_node_any(p, &route, &dst);
     if (!t) {
         /* ACK for a 2xx: stateless, its own transaction downstream. */
-        char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
-        txn_branch_new(p->tt, branch);
-        snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
-                 proxy_tp_upper(dst.proto), p->via_host[proxy_tpk(dst.proto)],
-                 branch);
-        struct sip_fwd fw = {
-            .via = slice_cstr(via), .pop_route = true, .pop_route2 = pop2};
-        buf_reset(&p->out);
-        if (sip_build_forward(&p->out, req, &fw) == 0 &&
-            tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
+        int rc = ack_build(p, req, &dst, pop2);
+        if (rc == 0 && node_any && p->out.len > PROXY_UDP_MAX) {
+            dst.proto = TP_TCP; /* §18.1.1, as proxy_branch_send */
+            rc = ack_build(p, req, &dst, pop2);
+        }
+        if (rc == 0 && tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
             p->stats.acks_forwarded++;
         return;
     }
@@ -239,7 +283,7 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
     c->pop2 = pop2;
     c->media = media;
     c->nbr = 1;
-    c->br[0] = (struct branch){.call = c};
+    c->br[0] = (struct branch){.call = c, .peer_any = node_any};
     int rc =
         proxy_branch_start(c, &c->br[0], &dst, SLICE_NULL, true, 0, SLICE_NULL);
     p->stats.in_dialog++;

@@ -401,8 +401,9 @@ proxy_branch_send(struct proxy_call *c, struct branch *b,
         p->out.len > PROXY_UDP_MAX) {
         /* Too large for UDP (RFC 3261 §18.1.1) and the node's advertise
          * allows TCP (no transport named: its TCP listener is on the same
-         * port, RFC 3263 §4.2). */
-        log_debug("proxy", "branch to node over TCP: %zu bytes call_id=%s",
+         * port, RFC 3263 §4.2): a call's branch or an in-dialog request
+         * to the node (proxy_dialog.c, to_node_any). */
+        log_debug("proxy", "request to node over TCP: %zu bytes call_id=%s",
                   p->out.len, c->rec.call_id);
         b->dst.proto = TP_TCP;
         rc = branch_build(c, b, req);
@@ -507,13 +508,13 @@ binding_reachable(const struct reg_contact *b)
  * TLS (a connection of this worker to the node's address, opened on first
  * use and reused; TLS: the node's certificate verified by transport/); no
  * transport: UDP, TCP when the request is too large (peer_any,
- * proxy_branch_send). A node not in the cache yet leaves UDP to the
- * binding's address (the node's).
+ * proxy_branch_send). A node that started within the last heartbeat is
+ * known by the row the change handler read with its binding
+ * (cluster_peer_advertise: a mutex, no I/O here); a node not known at all
+ * leaves UDP to the binding's address (the node's).
  * Media: the phone's side is known by its Contact only (the node, not the
  * phone, sends its signalling): NATed when the Contact's host is private,
- * TLS (SRTP) when it asks for TLS.
- * TODO(cluster): a node not in the nodes cache yet (it started within
- * the last heartbeat) is reached over UDP whatever it advertises. */
+ * TLS (SRTP) when it asks for TLS. */
 static void
 peer_dest(const struct proxy *p, const struct reg_contact *b,
           struct branch *br, struct tp_dest *d)
@@ -531,7 +532,8 @@ peer_dest(const struct proxy *p, const struct reg_contact *b,
                   proxy_private_addr(&cd.addr);
     }
     if (!p->sh->peer_uri ||
-        !p->sh->peer_uri(b->node, uri, sizeof(uri), p->sh->peer_arg) ||
+        !p->sh->peer_uri(b->node, NULL, uri, sizeof(uri),
+                        p->sh->peer_arg) ||
         sip_uri_parse(slice_cstr(uri), &u, &why) < 0 ||
         proxy_dest_from_uri(&u, &ad) < 0)
         return;

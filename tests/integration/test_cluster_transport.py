@@ -11,7 +11,12 @@ test_calls.UA on 127.0.0.1 over UDP. 100 at A calls 200 at B:
     node's), so the ACK and the callee's BYE cross between the nodes over
     TCP too;
   - advertise without a transport: UDP, but an INVITE over 1300 bytes
-    (RFC 3261 §18.1.1) goes over TCP;
+    (RFC 3261 §18.1.1) goes over TCP, and so does a re-INVITE over 1300
+    bytes in a call that crossed on UDP, from the caller (A -> B) and from
+    the callee (B -> A);
+  - a node that A has not heard a heartbeat of yet (its row and its
+    phone's binding written in one transaction, before A's next read of
+    the nodes) is reached over the transport its advertise URI names;
   - advertise ;transport=tls (each node with a tls: listener and a
     certificate for its address from a test CA, test_tls.make_cert): A
     opens a TLS connection to B, verifies B's certificate against [tls]
@@ -34,7 +39,9 @@ from test_cluster import (answered_via_b, call_via_b, cluster,  # noqa: F401
                           held_by, ua_at, wait_for)
 
 from conftest import BASE_CONFIG, BIN
-from test_calls import Call
+from test_calls import SDP, Call
+from test_cluster import nodes
+from test_cluster_admin import binding_nodes
 from test_tls import make_ca, make_cert
 
 
@@ -104,6 +111,119 @@ def test_large_invite_between_nodes_over_tcp(cluster):
     assert len(rr) == 4, rr
     assert ";transport=tcp;lr;" in rr[1] and ";transport=tcp;lr;" in rr[2]
     big.hang_up(cl2)
+    caller.close()
+    callee.close()
+
+
+# An offer over 1300 bytes on its own: many codecs.
+BIG_SDP = SDP + "".join("a=rtpmap:%d x-test-codec-%02d/8000\r\n" % (96 + i, i)
+                        for i in range(30))
+
+
+def callee_reinvite(cl, body):
+    """The callee (cl, a Callee) sends a re-INVITE with body through the
+    route set of the INVITE it got (CSeq 2: its BYE would be 1)."""
+    ua, inv = cl.ua, cl.inv
+    ua.send("INVITE %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+            "From: %s;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 2 INVITE\r\n"
+            "Contact: %s\r\nRoute: %s\r\nContent-Type: application/sdp\r\n"
+            "Content-Length: %d\r\n\r\n%s" %
+            (cl.remote, ua.via(), inv.get("To"), cl.tag, inv.get("From"),
+             inv.get("Call-ID"), ua.contact, cl.route, len(body), body))
+
+
+def callee_ack(cl):
+    ua, inv = cl.ua, cl.inv
+    ua.send("ACK %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+            "From: %s;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 2 ACK\r\n"
+            "Route: %s\r\nContent-Length: 0\r\n\r\n" %
+            (cl.remote, ua.via(), inv.get("To"), cl.tag, inv.get("From"),
+             inv.get("Call-ID"), cl.route))
+
+
+def test_large_reinvite_between_nodes_over_tcp(cluster):
+    # A small INVITE: the call crosses on UDP, one Record-Route per node.
+    a, b, caller, callee, call, cl = call_via_b(cluster)
+    assert vias(cl.inv)[1].startswith("SIP/2.0/UDP 127.0.0.2:"), cl.inv.raw
+    assert len(routes(cl.inv)) == 2, cl.inv.raw
+    # The caller's re-INVITE over 1300 bytes: A -> B over TCP (§18.1.1),
+    # to B's listener on the port of its Record-Route (its advertise).
+    call.in_dialog("INVITE", body=BIG_SDP)
+    reinv = callee.request("INVITE")
+    assert len(reinv.raw) > 1300
+    assert reinv.body == BIG_SDP
+    v = vias(reinv)
+    assert len(v) == 3, v
+    assert v[0].startswith("SIP/2.0/UDP 127.0.0.3:%d;" % b.ports["udp"]), v
+    assert v[1].startswith("SIP/2.0/TCP 127.0.0.2:%d;" % a.ports["tcp"]), v
+    callee.answer(reinv, 200, cl.tag, SDP)
+    assert caller.response("INVITE").status == 200
+    call.in_dialog("ACK", cseq=caller.cseq)
+    callee.request("ACK")
+    # The callee's re-INVITE over 1300 bytes: B -> A over TCP.
+    callee_reinvite(cl, BIG_SDP)
+    reinv = caller.request("INVITE")
+    assert reinv.body == BIG_SDP
+    v = vias(reinv)
+    assert len(v) == 3, v
+    assert v[0].startswith("SIP/2.0/UDP 127.0.0.2:%d;" % a.ports["udp"]), v
+    assert v[1].startswith("SIP/2.0/TCP 127.0.0.3:%d;" % b.ports["tcp"]), v
+    caller.answer(reinv, 200, call.tag, SDP)
+    ok = callee.response("INVITE")
+    assert ok.status == 200 and ok.body == SDP, ok.raw
+    callee_ack(cl)
+    ack = caller.request("ACK")
+    assert ack.get("CSeq") == "2 ACK"
+    # A small request still crosses on UDP.
+    call.hang_up(cl)
+    assert a.wait_log("call ended answered")
+    assert b.wait_log("call ended answered")
+    caller.close()
+    callee.close()
+
+
+def test_node_not_yet_heard_of_reached_over_its_transport(cluster, pg_server):
+    """A node whose heartbeat A has not read yet (its row and its phone's
+    binding in one transaction, as a node that just started and at once
+    registered a phone) is reached over its advertise URI's transport
+    (TCP), not over UDP. The node is B under a second name (C0, C1...:
+    its row names B's address with ;transport=tcp), so B takes the call.
+    An attempt where A's 1 s read of the nodes came between the commit and
+    the call is not conclusive (A knew the node by then) and is repeated
+    with a new name."""
+    a = cluster.start("A", "127.0.0.2")
+    b = cluster.start("B", "127.0.0.3")
+    callee = ua_at(b, "200")
+    caller = ua_at(a, "100")
+    wait_for("A sees 200's binding held by B", held_by(a, "B"))
+    for i in range(8):
+        name = "C%d" % i
+        pg_server.psql(
+            "BEGIN; INSERT INTO nodes(name, advertise, started_at, last_seen)"
+            " VALUES ('%s', 'sip:127.0.0.3:%d;transport=tcp',"
+            " extract(epoch from now())::bigint,"
+            " extract(epoch from now())::bigint);"
+            " UPDATE bindings SET node = '%s' WHERE ext = '200'; COMMIT;"
+            % (name, b.ports["udp"], name))
+        wait_for("A sees 200's binding held by " + name,
+                 lambda: binding_nodes(a, "200") == [name], timeout=5)
+        call, cl = answered_via_b(a, b, caller, callee)
+        known = name in nodes(a)
+        call.hang_up(cl)
+        pg_server.psql("DELETE FROM nodes WHERE name = '%s'" % name)
+        if known:
+            continue  # A read the nodes meanwhile: try again
+        # A's Via: TCP from A's TCP listener (B knows A by its host).
+        v = vias(cl.inv)
+        assert len(v) == 3, v
+        assert v[1].startswith("SIP/2.0/TCP 127.0.0.2:%d;" % a.ports["tcp"]), v
+        rr = routes(cl.inv)
+        assert ";transport=tcp;lr;" in rr[1] and ";transport=tcp;lr;" in rr[2]
+        break
+    else:
+        pytest.fail("A read the nodes between the commit and the call in "
+                    "every attempt")
+    pg_server.psql("UPDATE bindings SET node = 'B' WHERE ext = '200'")
     caller.close()
     callee.close()
 
