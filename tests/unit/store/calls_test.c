@@ -22,43 +22,18 @@
 #include "store/store.h"
 #include "testdb.h"
 
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct store_cfg cfg;
-};
-
 static int
 setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    tdb_dir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "calls");
-    f->cfg = (struct store_cfg){
-        .path = f->path, .flush_ms = 20, .max_queue = 100000, .node = "A"};
-    tdb_cfg(&f->cfg, f->path);
-    *state = f;
+    *state = tdb_fixture_new("calls", 20, "A");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-    tdb_dir_remove(f->dir, f->path);
-    free(f);
+    tdb_fixture_free(*state);
     return 0;
-}
-
-static struct store *
-open_store(struct fixture *f, const char *node)
-{
-    struct store *st = NULL;
-    char err[512];
-    struct store_cfg c = f->cfg;
-    c.node = (char *)node;
-    if (store_open(&c, &st, err, sizeof(err)) != 0)
-        fail_msg("store_open: %s", err);
-    return st;
 }
 
 static struct store_call
@@ -111,8 +86,8 @@ collect(const struct store_call *c, void *arg)
 static void
 test_round_trip_and_order(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "A");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "A");
     struct store_call a = call("c-old", 1700000001000);
     struct store_call b = call("c-new", 1700000009000);
     b.outcome = "no_answer";
@@ -185,7 +160,7 @@ test_round_trip_and_order(void **state)
     store_close(st);
 
     /* durable: a new store (a restarted daemon) reads them back */
-    st = open_store(f, "A");
+    st = tdb_fixture_open(f, "A");
     struct got again = {0};
     assert_int_equal(store_call_load(st, 10, collect, &again), 0);
     assert_int_equal(again.n, 3);
@@ -196,8 +171,8 @@ test_round_trip_and_order(void **state)
 static void
 test_media_update_replaces_row(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "A");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "A");
     struct store_call a = call("c1", 1700000001000);
     a.media = true;
 
@@ -232,8 +207,8 @@ test_media_update_replaces_row(void **state)
 static void
 test_cap_keeps_newest_of_node(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "A");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "A");
     char id[16];
 
     /* two rows of node B, untouched by A's cap */
@@ -268,8 +243,8 @@ test_cap_keeps_newest_of_node(void **state)
 static void
 test_end_time_index(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "A");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "A");
     int v = 0;
 
     assert_int_equal(store_schema_version(st, &v), 0);

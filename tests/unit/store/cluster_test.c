@@ -28,43 +28,18 @@
 #include "store/store.h"
 #include "testdb.h"
 
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct store_cfg cfg;
-};
-
 static int
 setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    tdb_dir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "cluster");
-    f->cfg = (struct store_cfg){
-        .path = f->path, .flush_ms = 20, .max_queue = 100000, .node = "a"};
-    tdb_cfg(&f->cfg, f->path);
-    *state = f;
+    *state = tdb_fixture_new("cluster", 20, "a");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-    tdb_dir_remove(f->dir, f->path);
-    free(f);
+    tdb_fixture_free(*state);
     return 0;
-}
-
-static struct store *
-open_store(struct fixture *f, const char *node)
-{
-    struct store *st = NULL;
-    char err[512];
-    struct store_cfg c = f->cfg;
-    c.node = (char *)node;
-    if (store_open(&c, &st, err, sizeof(err)) != 0)
-        fail_msg("store_open: %s", err);
-    return st;
 }
 
 static struct store_ext
@@ -101,15 +76,15 @@ binding(const char *ext, const char *key, int64_t expires_at, const char *node)
 static void
 test_schema_version(void **state)
 {
-    struct fixture *f = *state;
+    struct tdb_fixture *f = *state;
     int v = 0;
 
-    struct store *st = open_store(f, "a");
+    struct store *st = tdb_fixture_open(f, "a");
     assert_int_equal(store_schema_version(st, &v), 0);
     assert_int_equal(v, STORE_SCHEMA_VERSION);
     store_close(st);
     /* Opened again: nothing runs twice. */
-    st = open_store(f, "a");
+    st = tdb_fixture_open(f, "a");
     store_close(st);
     assert_int_equal(tdb_count(&f->cfg, "SELECT count(*) FROM schema_version"),
                      STORE_SCHEMA_VERSION);
@@ -152,8 +127,8 @@ cmp_rows(const void *a, const void *b)
 static void
 test_node_beat_load(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "a");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "a");
 
     struct store_node a = {.name = "a",
                            .advertise = "sip:127.0.0.2:5070",
@@ -229,8 +204,8 @@ bind_node_cb(const struct store_binding *b, void *arg)
 static void
 test_binding_node_and_ext_read(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "a");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "a");
     struct store_mark m = store_mark(st);
 
     struct store_ext e = ext("100");
@@ -284,8 +259,8 @@ test_binding_node_and_ext_read(void **state)
 static void
 test_binding_del_node(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "a");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "a");
     struct store_mark m = store_mark(st);
 
     struct store_binding b1 = binding("100", "k1", 1000, "a");
@@ -382,11 +357,11 @@ feed_wait(struct feed *fd, const char *want, int resyncs)
 static void
 test_watch(void **state)
 {
-    struct fixture *f = *state;
+    struct tdb_fixture *f = *state;
     struct feed fd;
     feed_init(&fd);
 
-    struct store *a = open_store(f, "a");
+    struct store *a = tdb_fixture_open(f, "a");
     assert_int_equal(store_watch(a, feed_cb, &fd), 0);
     if (!tdb_pg()) {
         /* One node: nothing to hear, ever. */
@@ -399,7 +374,7 @@ test_watch(void **state)
     }
     assert_int_equal(store_watch(a, feed_cb, &fd), -EBUSY);
     assert_true(feed_wait(&fd, NULL, 1)); /* connected */
-    struct store *b = open_store(f, "b");
+    struct store *b = tdb_fixture_open(f, "b");
 
     /* Our own write first, then b's: b's arrives, ours never does
      * (notifications come in commit order). */
@@ -499,11 +474,11 @@ events_of(struct feed *fd, struct store *b, const char *num,
 static void
 test_refresh_is_silent(void **state)
 {
-    struct fixture *f = *state;
+    struct tdb_fixture *f = *state;
     struct feed fd;
     feed_init(&fd);
 
-    struct store *a = open_store(f, "a");
+    struct store *a = tdb_fixture_open(f, "a");
     assert_int_equal(store_watch(a, feed_cb, &fd), 0);
     struct store_ext e = ext("300");
     struct store_binding w = binding("300", "k", 1000, "b");
@@ -525,7 +500,7 @@ test_refresh_is_silent(void **state)
         return;
     }
     assert_true(feed_wait(&fd, NULL, 1)); /* connected */
-    struct store *b = open_store(f, "b");
+    struct store *b = tdb_fixture_open(f, "b");
     struct store_mark m = store_mark(b);
     assert_int_equal(store_ext_put(b, &e), 0);
     assert_int_equal(store_commit(b, m, 2000), 0);
@@ -580,11 +555,11 @@ test_refresh_is_silent(void **state)
 static void
 test_watch_reconnect(void **state)
 {
-    struct fixture *f = *state;
+    struct tdb_fixture *f = *state;
     struct feed fd;
     feed_init(&fd);
 
-    struct store *a = open_store(f, "a");
+    struct store *a = tdb_fixture_open(f, "a");
     assert_int_equal(store_watch(a, feed_cb, &fd), 0);
     if (!tdb_pg()) {
         store_close(a);
@@ -592,7 +567,7 @@ test_watch_reconnect(void **state)
         return;
     }
     assert_true(feed_wait(&fd, NULL, 1));
-    struct store *b = open_store(f, "b");
+    struct store *b = tdb_fixture_open(f, "b");
     assert_int_equal(tdb_server_stop("fast"), 0);
     assert_int_equal(tdb_server_start(), 0);
     /* The listener is back and says so: resync. */
@@ -648,11 +623,11 @@ load_main(void *arg)
 static void
 test_server_killed_under_load(void **state)
 {
-    struct fixture *f = *state;
+    struct tdb_fixture *f = *state;
     struct load l = {0};
     pthread_t t;
 
-    l.st = open_store(f, "a");
+    l.st = tdb_fixture_open(f, "a");
     if (!tdb_pg()) {
         /* SQLite has no server to lose: the load alone. */
         assert_int_equal(pthread_create(&t, NULL, load_main, &l), 0);

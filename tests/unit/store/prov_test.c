@@ -34,45 +34,20 @@
 #define FAR 4102444800 /* 2100-01-01: not expired */
 #define NOW 1000000
 
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct store_cfg cfg;
-};
-
 static int
 setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    tdb_dir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "prov");
     /* The longest batch window: a count seen at once was committed by
      * the count, not by the window. */
-    f->cfg = (struct store_cfg){
-        .path = f->path, .flush_ms = 1000, .max_queue = 100000, .node = "a"};
-    tdb_cfg(&f->cfg, f->path);
-    *state = f;
+    *state = tdb_fixture_new("prov", 1000, "a");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-    tdb_dir_remove(f->dir, f->path);
-    free(f);
+    tdb_fixture_free(*state);
     return 0;
-}
-
-static struct store *
-open_store(struct fixture *f, const char *node)
-{
-    struct store *st = NULL;
-    char err[512];
-    struct store_cfg c = f->cfg;
-    c.node = (char *)node;
-    if (store_open(&c, &st, err, sizeof(err)) != 0)
-        fail_msg("store_open: %s", err);
-    return st;
 }
 
 /* ext 100's link, token tok, committed. */
@@ -91,7 +66,7 @@ put_link(struct store *st, const char *tok, unsigned max, int64_t expires)
 }
 
 static long long
-fetches_in_db(struct fixture *f)
+fetches_in_db(struct tdb_fixture *f)
 {
     return tdb_count(&f->cfg, "SELECT fetches FROM prov_links WHERE ext='100'");
 }
@@ -99,8 +74,8 @@ fetches_in_db(struct fixture *f)
 static void
 test_count_until_gone(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "a");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "a");
     struct store_prov_count c;
 
     assert_int_equal(store_prov_count_fetch(st, NULL, "t1", NOW, 5000, &c),
@@ -188,11 +163,11 @@ count_main(void *arg)
 static void
 test_concurrent_counts_keep_the_limit(void **state)
 {
-    struct fixture *f = *state;
+    struct tdb_fixture *f = *state;
     /* Two nodes on PostgreSQL, each its own writer and connection: their
      * counts race in the database. SQLite has one node: one store. */
-    struct store *a = open_store(f, "a");
-    struct store *b = tdb_pg() ? open_store(f, "b") : a;
+    struct store *a = tdb_fixture_open(f, "a");
+    struct store *b = tdb_pg() ? tdb_fixture_open(f, "b") : a;
     pthread_barrier_t go;
     pthread_t t[THREADS];
     struct counter w[THREADS];
@@ -256,7 +231,7 @@ waiter_done(struct waiter *w)
  * transaction that stays open until the count has reached the database
  * and waits for it; then commits. The count is refused. */
 static struct waiter
-count_behind(struct fixture *f, struct store *st, const char *sql)
+count_behind(struct tdb_fixture *f, struct store *st, const char *sql)
 {
     struct tdb *d = tdb_open(&f->cfg);
     struct waiter w = {.st = st};
@@ -300,8 +275,8 @@ count_behind(struct fixture *f, struct store *st, const char *sql)
 static void
 test_count_behind_another_node(void **state)
 {
-    struct fixture *f = *state;
-    struct store *st = open_store(f, "b");
+    struct tdb_fixture *f = *state;
+    struct store *st = tdb_fixture_open(f, "b");
 
     /* Used up by another node while this count waits. */
     put_link(st, "t1", 3, FAR);

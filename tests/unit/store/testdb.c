@@ -185,3 +185,41 @@ tdb_dir_remove(const char *dir, const char *path)
     }
     rmdir(dir);
 }
+
+struct tdb_fixture *
+tdb_fixture_new(const char *tag, unsigned flush_ms, const char *node)
+{
+    struct tdb_fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        fail_msg("out of memory");
+    tdb_dir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), tag);
+    f->cfg = (struct store_cfg){.path = f->path,
+                                .flush_ms = flush_ms,
+                                .max_queue = 100000,
+                                .node = (char *)node};
+    tdb_cfg(&f->cfg, f->path);
+    return f;
+}
+
+void
+tdb_fixture_free(struct tdb_fixture *f)
+{
+    if (f == NULL)
+        return;
+    tdb_dir_remove(f->dir, f->path);
+    free(f);
+}
+
+struct store *
+tdb_fixture_open(const struct tdb_fixture *f, const char *node)
+{
+    struct store *st = NULL;
+    char err[512];
+    struct store_cfg c = f->cfg;
+
+    c.node = (char *)node;
+    if (store_open(&c, &st, err, sizeof(err)) != 0)
+        fail_msg("store_open: %s", err);
+    return st;
+}

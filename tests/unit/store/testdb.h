@@ -23,6 +23,22 @@ void tdb_dir_make(char *dir, size_t dcap, char *path, size_t pcap,
  * anything else is still in it). */
 void tdb_dir_remove(const char *dir, const char *path);
 
+/* The fixture most store tests share: a temporary directory (SQLite) or
+ * the emptied PostgreSQL database, and a cfg for it. */
+struct tdb_fixture {
+    char dir[64];
+    char path[128];
+    struct store_cfg cfg;
+};
+/* A new fixture (tdb_dir_make with tag, tdb_cfg) whose cfg has flush_ms
+ * and node; tdb_fixture_free removes what it made. */
+struct tdb_fixture *tdb_fixture_new(const char *tag, unsigned flush_ms,
+                                    const char *node);
+void tdb_fixture_free(struct tdb_fixture *f);
+/* store_open of f's cfg as node (fails the test with store_open's reason
+ * when it cannot). */
+struct store *tdb_fixture_open(const struct tdb_fixture *f, const char *node);
+
 /* True when the tests run on PostgreSQL. */
 bool tdb_pg(void);
 
