@@ -85,6 +85,24 @@ store_thread_nice(unsigned nice, const char *what)
         log_warn("store", "%s thread: nice %u: %s", what, nice, strerror(errno));
 }
 
+/* With st->lock held, wait until the writer marks o done: 0 (the lock
+ * still held), or -ETIMEDOUT at until (o abandoned: the writer frees it;
+ * the lock released). */
+static int
+wait_done(struct store *st, struct op *o, const struct timespec *until)
+{
+    while (!o->done) {
+        if (pthread_cond_timedwait(&st->done, &st->lock, until) ==
+                ETIMEDOUT &&
+            !o->done) {
+            o->abandoned = true;
+            pthread_mutex_unlock(&st->lock);
+            return -ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
 /* A call record's cap (keep the newest N rows of its node: a DELETE that
  * walks N index entries) runs once a batch per node, after that node's last
  * record of the batch: the rows left are the same as with a cap after each
@@ -489,15 +507,8 @@ store_prov_count_fetch(struct store *st, const char *ext, const char *token,
     st->stats.queued++;
     st->fetches++;
     pthread_cond_signal(&st->wake); /* also ends a batch window */
-    while (!o->done) {
-        if (pthread_cond_timedwait(&st->done, &st->lock, &until) ==
-                ETIMEDOUT &&
-            !o->done) {
-            o->abandoned = true; /* the writer frees it */
-            pthread_mutex_unlock(&st->lock);
-            return -ETIMEDOUT;
-        }
-    }
+    if (wait_done(st, o, &until) < 0)
+        return -ETIMEDOUT;
     pthread_mutex_unlock(&st->lock);
     rc = o->rc;
     if (rc == 0)
@@ -677,15 +688,8 @@ store_commit(struct store *st, struct store_mark m, unsigned timeout_ms)
     st->seq_queued++;
     st->urgent++;
     pthread_cond_signal(&st->wake); /* also ends a batch window */
-    while (!o->done) {
-        if (pthread_cond_timedwait(&st->done, &st->lock, &until) ==
-                ETIMEDOUT &&
-            !o->done) {
-            o->abandoned = true; /* the writer frees it */
-            pthread_mutex_unlock(&st->lock);
-            return -ETIMEDOUT;
-        }
-    }
+    if (wait_done(st, o, &until) < 0)
+        return -ETIMEDOUT;
     rc = o->rc;
     pthread_mutex_unlock(&st->lock);
     store_op_free(o);
