@@ -21,7 +21,8 @@
  * entry names, and when that is UDP and the node's advertise URI names no
  * transport, over TCP to the same address when it is larger than
  * PROXY_UDP_MAX (RFC 3261 §18.1.1), as the initial INVITE (to_node_any):
- * a re-INVITE with a big SDP, either way.
+ * a re-INVITE with a big SDP, either way, or an ACK with a big SDP answer
+ * (also when it went to rtpengine first).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -96,9 +97,9 @@ node_side(const struct proxy *p, const struct sip_uri *route,
  * port: docs/cluster.md), as a call's branch does (proxy_fork.c,
  * peer_dest and proxy_branch_send). Only in a dialog with a node side
  * (pp-nd in our Route): a lookup in the nodes cache (a mutex, no I/O).
- * TODO(cluster): an ACK whose SDP answer goes to rtpengine first
- * (proxy_media_ack, a relayed call's late offer) is sent over UDP
- * however large it is. */
+ * An ACK whose SDP answer goes to rtpengine first (proxy_media_ack, a
+ * relayed call's late offer) keeps this answer until it is sent
+ * (proxy_ack_send), so it moves to TCP too. */
 static bool
 to_node_any(const struct proxy *p, const struct sip_uri *route,
             const struct tp_dest *dst)
@@ -134,6 +135,22 @@ ack_build(struct proxy *p, const struct sip_msg *req, const struct tp_dest *dst,
         .via = slice_cstr(via), .pop_route = true, .pop_route2 = pop2};
     buf_reset(&p->out);
     return sip_build_forward(&p->out, req, &fw);
+}
+
+bool
+proxy_ack_send(struct proxy *p, const struct sip_msg *req,
+               struct tp_dest *dst, bool pop2, bool node_any)
+{
+    int rc = ack_build(p, req, dst, pop2);
+
+    if (rc == 0 && node_any && p->out.len > PROXY_UDP_MAX) {
+        dst->proto = TP_TCP; /* §18.1.1, as proxy_branch_send */
+        rc = ack_build(p, req, dst, pop2);
+    }
+    if (rc != 0 || tp_send(p->tp, dst, buf_slice(&p->out), NULL) != 0)
+        return false;
+    p->stats.acks_forwarded++;
+    return true;
 }
 
 /* After our top Route (first, already parsed): if the second Route value
@@ -264,19 +281,13 @@ proxy_route_in_dialog(struct proxy *p, struct txn *t, const struct sip_msg *req,
     }
     if (media != PROXY_MEDIA_NONE && req->method == SIP_METHOD_BYE)
         proxy_media_delete(p, req->call_id, req->from.tag, media);
-    if (!t && media != PROXY_MEDIA_NONE &&
-        proxy_media_ack(p, req, &dst, pop2, media, src))
-        return; /* the answer in the ACK goes to rtpengine first */
     bool node_any = !f && to_node_any(p, &route, &dst);
+    if (!t && media != PROXY_MEDIA_NONE &&
+        proxy_media_ack(p, req, &dst, pop2, node_any, media, src))
+        return; /* the answer in the ACK goes to rtpengine first */
     if (!t) {
         /* ACK for a 2xx: stateless, its own transaction downstream. */
-        int rc = ack_build(p, req, &dst, pop2);
-        if (rc == 0 && node_any && p->out.len > PROXY_UDP_MAX) {
-            dst.proto = TP_TCP; /* §18.1.1, as proxy_branch_send */
-            rc = ack_build(p, req, &dst, pop2);
-        }
-        if (rc == 0 && tp_send(p->tp, &dst, buf_slice(&p->out), NULL) == 0)
-            p->stats.acks_forwarded++;
+        proxy_ack_send(p, req, &dst, pop2, node_any);
         return;
     }
     struct proxy_call *c = proxy_call_new(p, t, CALL_RELAY, req, src);

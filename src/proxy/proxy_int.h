@@ -345,6 +345,14 @@ void proxy_reject(struct proxy *p, struct txn *t, int status,
 /* The flow of the other side of a dialog, from our Route's pp-fa/pp-fb. */
 uint64_t proxy_other_flow(const struct sip_uri *route,
                           const struct tp_src *src);
+/* Send req, an ACK for a 2xx, statelessly to dst with our Via for dst's
+ * transport, popping our Route (and the second, pop2). node_any: dst is
+ * another node reached over UDP whose advertise URI names no transport
+ * (to_node_any), so an ACK over PROXY_UDP_MAX goes over TCP instead
+ * (dst->proto is then TP_TCP). Builds in p->out; counts acks_forwarded.
+ * true when sent. */
+bool proxy_ack_send(struct proxy *p, const struct sip_msg *req,
+                    struct tp_dest *dst, bool pop2, bool node_any);
 /* Relay an in-dialog request (t NULL: an ACK, stateless). */
 void proxy_route_in_dialog(struct proxy *p, struct txn *t,
                            const struct sip_msg *req, const struct tp_src *src);
@@ -401,11 +409,12 @@ bool proxy_media_offer(struct proxy_call *c, struct branch *b,
 bool proxy_media_response(struct proxy_call *c, struct branch *b,
                           const struct sip_msg *rsp);
 /* An in-dialog ACK with SDP (the answer to an offer in a 2xx) in a relayed
- * dialog: held until rtpengine answered, then sent to dst. true when
+ * dialog: held until rtpengine answered, then sent to dst by
+ * proxy_ack_send (node_any: over TCP when large, as there). true when
  * held. */
 bool proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
-                     const struct tp_dest *dst, bool pop2, int relay,
-                     const struct tp_src *src);
+                     const struct tp_dest *dst, bool pop2, bool node_any,
+                     int relay, const struct tp_src *src);
 /* The call ended (or a relayed dialog's BYE): delete its session. */
 void proxy_media_delete(struct proxy *p, struct slice call_id,
                         struct slice from_tag, int relay);

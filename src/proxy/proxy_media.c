@@ -56,6 +56,7 @@ struct media_op {
     size_t len;
     struct tp_dest dst; /* OP_ACK */
     bool pop2;
+    bool node_any; /* OP_ACK: to a node, TCP when large (proxy_ack_send) */
     uint64_t t0_us; /* made (media_lat_now_us): the held message's wait */
 };
 
@@ -418,8 +419,8 @@ proxy_media_response(struct proxy_call *c, struct branch *b,
 
 bool
 proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
-                const struct tp_dest *dst, bool pop2, int relay,
-                const struct tp_src *src)
+                const struct tp_dest *dst, bool pop2, bool node_any,
+                int relay, const struct tp_src *src)
 {
     struct media_ng_req r;
     struct slice sdp;
@@ -438,6 +439,7 @@ proxy_media_ack(struct proxy *p, const struct sip_msg *ack,
     struct media_op *op = op_new(p, NULL, NULL, OP_ACK);
     op->dst = *dst;
     op->pop2 = pop2;
+    op->node_any = node_any;
     op_hold(op, ack);
     return op_send(p, op, &r, relay) == 0;
 }
@@ -600,7 +602,6 @@ ack_done(struct media_op *op, const struct media_ng_result *res, bool ok)
     struct arena a;
     struct sip_msg m;
     struct sip_error e;
-    char branch[TXN_BRANCH_MAX], via[TP_ADDRSTRLEN + 96];
 
     arena_init(&a, HOLD_ARENA_CAP);
     if (sip_msg_parse(&m, op->msg, op->len, &a, &e) < 0) {
@@ -613,18 +614,8 @@ ack_done(struct media_op *op, const struct media_ng_result *res, bool ok)
         log_warn("proxy", "media: answer in an ACK failed (%s), relayed "
                  "unchanged call_id=%s",
                  media_ng_status_name(res->status), op->call_id);
-    txn_branch_new(p->tt, branch);
-    snprintf(via, sizeof(via), "SIP/2.0/%s %s;branch=%s",
-             proxy_tp_upper(op->dst.proto),
-             p->via_host[proxy_tpk(op->dst.proto)], branch);
-    struct sip_fwd fw = {
-        .via = slice_cstr(via), .pop_route = true, .pop_route2 = op->pop2};
-    buf_reset(&p->out);
-    if (sip_build_forward(&p->out, &m, &fw) == 0 &&
-        tp_send(p->tp, &op->dst, buf_slice(&p->out), NULL) == 0) {
-        p->stats.acks_forwarded++;
+    if (proxy_ack_send(p, &m, &op->dst, op->pop2, op->node_any))
         held(op, MEDIA_LAT_ANSWER);
-    }
     arena_fini(&a);
 }
 

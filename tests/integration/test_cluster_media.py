@@ -15,6 +15,12 @@ caller: the relay sends to the callee's SDP address, not to B's, which
 only carries the callee's signalling), a re-INVITE from the callee
 (B -> A) is relayed by A too, and after BYE rtpengine has no call and A's
 call record has the media figures.
+
+A late offer (100 at A calls 200 at B without SDP, 200 offers in its 200,
+100 answers in the ACK) with an ACK over 1300 bytes: A sends the answer
+to rtpengine first (proxy_media_ack), then the ACK to B over TCP (RFC 3261
+§18.1.1, B's advertise URI names no transport), as any other in-dialog
+request to a node; RTP flows through the relay.
 """
 import pytest
 
@@ -132,6 +138,64 @@ def test_call_across_nodes_relayed_once(cluster, rtpengine):
         assert metric(a, "pushpbx_media_calls_total") == 1
         assert metric(b, "pushpbx_media_calls_total") == 0
         assert offers(b) == 0
+    finally:
+        caller.close()
+        callee.close()
+
+
+def ack_answer(phone, call, resp, body):
+    """phone's ACK for the 2xx resp with an SDP answer body, through the
+    route set of resp."""
+    target = hget(resp, "contact").split("<")[1].split(">")[0]
+    route = "".join("Route: %s\r\n" % v for v in
+                    reversed(hget(resp, "record-route", True)))
+    phone.send("ACK %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+               "%sFrom: <sip:%s@test.local>;tag=%s\r\nTo: %s\r\n"
+               "Call-ID: %s\r\nCSeq: %d ACK\r\n"
+               "Content-Type: application/sdp\r\nContent-Length: %d\r\n"
+               "\r\n%s" % (target, phone.via(), route, phone.ext, phone.tag,
+                            hget(resp, "to"), call["call_id"], call["cseq"],
+                            len(body), body))
+
+
+def test_late_offer_large_ack_to_node_over_tcp(cluster, rtpengine):
+    media = MEDIA % rtpengine.address
+    a = cluster.start("A", "127.0.0.2", media)
+    b = cluster.start("B", "127.0.0.3", media)
+    callee = MediaPhone(b, "200", on_invite="answer")
+    caller = MediaPhone(a, "100")
+    try:
+        assert callee.register()["status"] == 200
+        wait_for("A sees 200's binding held by B", held_by(a, "B"))
+        call = caller.invite("200")  # no SDP: the callee offers in its 200
+        final = caller.wait_final(call, 8)
+        assert final is not None and final["status"] == 200, final
+        _, caller_port = media_of(final["body"])
+        assert in_range(rtpengine, caller_port), final["body"]
+        # The answer, over 1300 bytes with rtpengine's changes (attributes
+        # rtpengine passes through).
+        pad = "".join("a=x-pad%d:%s\r\n" % (i, "p" * 70) for i in range(20))
+        ack_answer(caller, call, final, sdp(caller.rtp_port, 1) + pad)
+        acks = wait_for("the callee's ACK",
+                        lambda: callee.requests_for(call, "ACK"))
+        ack = acks[0]
+        assert len(ack["body"]) > 1300, len(ack["body"])
+        assert "x-pad19:" in ack["body"], ack["body"]
+        _, callee_port = media_of(ack["body"])
+        assert in_range(rtpengine, callee_port), ack["body"]
+        # B's Via, A's, the caller's: A sent it to B over TCP.
+        v = hget(ack, "via", True)
+        assert len(v) == 3, v
+        assert v[1].startswith("SIP/2.0/TCP 127.0.0.2:%d;" % a.ports["tcp"]), v
+        assert offers(a) == 1 and offers(b) == 0, (offers(a), offers(b))
+        caller.send_rtp(caller_port, 5, 0xca11)
+        assert callee.recv_rtp(5) == [0xca11] * 5
+        callee.send_rtp(callee_port, 5, 0xb0b)
+        assert caller.recv_rtp(5) == [0xb0b] * 5
+        bye = caller.in_dialog(call, final, "BYE")
+        assert bye["status"] == 200, bye["first"]
+        assert wait_no_calls(rtpengine) == [], \
+            "rtpengine still has the call after BYE"
     finally:
         caller.close()
         callee.close()
