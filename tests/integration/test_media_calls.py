@@ -81,10 +81,11 @@ class MediaPhone(Phone):
         else:
             super()._on_request(m)
 
-    def invite_sdp(self, to):
-        """An authenticated INVITE with an SDP offer (the 407 round first);
-        returns call."""
-        body = sdp(self.rtp_port, 1)
+    def invite_sdp(self, to, body=None):
+        """An authenticated INVITE with an SDP offer (the 407 round first;
+        body: the offer, this phone's own by default); returns call."""
+        if body is None:
+            body = sdp(self.rtp_port, 1)
         call = {"call_id": uuid.uuid4().hex, "to": to, "cseq": 0,
                 "ruri": "sip:%s@test.local" % to}
         authz = ""

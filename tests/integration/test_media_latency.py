@@ -11,15 +11,14 @@ caller offers a private c= address (behind NAT) is relayed and leaves one
 offer, one answer and one call sample, the call's being the sum of the
 other two.
 """
-import uuid
 
 import pytest
 
 from conftest import Pbx
 from rtpengine import rtpengine, start_rtpengine  # noqa: F401
-from test_media_calls import MediaPhone, digest_for, in_range, media_of
+from test_media_calls import MediaPhone, in_range, media_of
 from wakeharness import (CONF, KID, TEAM, BUNDLE, RING_S, Sim, admin_get,
-                         hget, keys, require_pushsim)  # noqa: F401
+                         keys, require_pushsim)  # noqa: F401
 
 
 def sdp_at(host, port):
@@ -33,32 +32,7 @@ class NatPhone(MediaPhone):
     private one: what a phone behind NAT puts in its SDP)."""
 
     def invite_at(self, to, host):
-        body = sdp_at(host, self.rtp_port)
-        call = {"call_id": uuid.uuid4().hex, "to": to, "cseq": 0,
-                "ruri": "sip:%s@test.local" % to}
-        authz = ""
-        for _ in range(2):
-            call["cseq"] += 1
-            call["via"] = self.via()
-            self.send("INVITE %s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
-                      "From: <sip:%s@test.local>;tag=%s\r\n"
-                      "To: <sip:%s@test.local>\r\nCall-ID: %s\r\n"
-                      "CSeq: %d INVITE\r\nContact: <sip:%s@127.0.0.1:%d>\r\n"
-                      "%sContent-Type: application/sdp\r\n"
-                      "Content-Length: %d\r\n\r\n%s" %
-                      (call["ruri"], call["via"], self.ext, self.tag, to,
-                       call["call_id"], call["cseq"], self.ext, self.port,
-                       authz, len(body), body))
-            if authz:
-                return call
-            r = self.wait_response(
-                pred=lambda m: hget(m, "call-id") == call["call_id"] and
-                m["status"] >= 200)
-            assert r is not None and r["status"] == 407, r and r["first"]
-            self.ack(call, r)
-            authz = "Proxy-Authorization: %s\r\n" % digest_for(
-                self, r, call["ruri"])
-        return call
+        return self.invite_sdp(to, sdp_at(host, self.rtp_port))
 
 
 def run_pbx(keys, tmp_path, media):
