@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/xmalloc.h"
+
 size_t
 lat_bucket(const double *bounds_s, size_t nb, uint64_t us)
 {
@@ -61,4 +63,18 @@ lat_exact(uint32_t *v, size_t n, struct lat_exact *e)
     e->p999_us = rank(v, n, 0.999);
     e->max_us = v[n - 1];
     e->mean_us = sum / (double)n;
+}
+
+void
+lat_exact_ring(const uint32_t *ring, const size_t *n, size_t cap,
+               pthread_mutex_t *lock, struct lat_exact *e)
+{
+    uint32_t *v = xmalloc(cap * sizeof(*v));
+
+    pthread_mutex_lock(lock);
+    size_t k = *n < cap ? *n : cap;
+    memcpy(v, ring, k * sizeof(*v)); /* order does not matter */
+    pthread_mutex_unlock(lock);
+    lat_exact(v, k, e);
+    free(v);
 }

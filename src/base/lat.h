@@ -8,6 +8,7 @@
 #ifndef PUSHPBX_BASE_LAT_H
 #define PUSHPBX_BASE_LAT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,5 +32,10 @@ struct lat_exact {
 /* Sort v[0..n) in place and fill e (nearest rank: the smallest sample
  * with at least q of them at or below). n == 0: e all zero. */
 void lat_exact(uint32_t *v, size_t n, struct lat_exact *e);
+
+/* lat_exact over a ring of cap samples that lock guards: *n and the
+ * samples are copied under lock, sorted and counted outside it. */
+void lat_exact_ring(const uint32_t *ring, const size_t *n, size_t cap,
+                    pthread_mutex_t *lock, struct lat_exact *e);
 
 #endif

@@ -97,13 +97,8 @@ media_lat_get(struct media_lat *l, enum media_lat_kind k, bool exact,
         (double)atomic_load_explicit(&o->sum_us, memory_order_relaxed) / 1e6;
     if (!exact)
         return;
-    uint32_t *v = xmalloc(MEDIA_LAT_SAMPLES * sizeof(*v));
-    pthread_mutex_lock(&l->lock);
-    size_t n = o->n;
-    memcpy(v, o->ring, n * sizeof(*v)); /* order does not matter */
-    pthread_mutex_unlock(&l->lock);
     struct lat_exact e;
-    lat_exact(v, n, &e);
+    lat_exact_ring(o->ring, &o->n, MEDIA_LAT_SAMPLES, &l->lock, &e);
     out->samples = e.samples;
     out->min_us = e.min_us;
     out->p50_us = e.p50_us;
@@ -111,5 +106,4 @@ media_lat_get(struct media_lat *l, enum media_lat_kind k, bool exact,
     out->p99_us = e.p99_us;
     out->max_us = e.max_us;
     out->mean_us = e.mean_us;
-    free(v);
 }

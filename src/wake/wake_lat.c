@@ -16,7 +16,6 @@
 #include "base/lat.h"
 #include "base/list.h"
 #include "base/log.h"
-#include "base/xmalloc.h"
 #include "registrar/pushdev.h"
 #include "wake/wake_int.h"
 
@@ -117,13 +116,8 @@ wake_lat_get(struct wake *w, enum wake_interval which, bool exact,
     out->sum_s = (double)atomic_load(&l->sum_us) / 1e6;
     if (!exact)
         return;
-    uint32_t *v = xmalloc(WAKE_LAT_SAMPLES * sizeof(*v));
-    pthread_mutex_lock(&w->lat_lock);
-    size_t n = l->n;
-    memcpy(v, l->ring, n * sizeof(*v)); /* order does not matter */
-    pthread_mutex_unlock(&w->lat_lock);
     struct lat_exact e;
-    lat_exact(v, n, &e);
+    lat_exact_ring(l->ring, &l->n, WAKE_LAT_SAMPLES, &w->lat_lock, &e);
     out->samples = e.samples;
     out->min_us = e.min_us;
     out->p50_us = e.p50_us;
@@ -132,5 +126,4 @@ wake_lat_get(struct wake *w, enum wake_interval which, bool exact,
     out->p999_us = e.p999_us;
     out->max_us = e.max_us;
     out->mean_us = e.mean_us;
-    free(v);
 }

@@ -67,6 +67,29 @@ test_exact_nearest_rank(void **state)
     assert_int_equal(e.max_us, 0);
 }
 
+/* lat_exact_ring: the samples the ring holds (n of them, not cap), the
+ * ring itself left in its order. */
+static void
+test_exact_ring(void **state)
+{
+    (void)state;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    uint32_t ring[8] = {0};
+    size_t next = 0, n = 0;
+    struct lat_exact e;
+
+    for (uint64_t us = 5; us >= 1; us--)
+        lat_ring_put(ring, 8, &next, &n, us * 10);
+    lat_exact_ring(ring, &n, 8, &lock, &e);
+    assert_int_equal(e.samples, 5);
+    assert_int_equal(e.min_us, 10);
+    assert_int_equal(e.p50_us, 30);
+    assert_int_equal(e.max_us, 50);
+    assert_int_equal(ring[0], 50); /* not sorted in place */
+    lat_exact_ring(ring, &(size_t){0}, 8, &lock, &e);
+    assert_int_equal(e.samples, 0);
+}
+
 int
 main(void)
 {
@@ -74,6 +97,7 @@ main(void)
         cmocka_unit_test(test_bucket),
         cmocka_unit_test(test_ring_keeps_last),
         cmocka_unit_test(test_exact_nearest_rank),
+        cmocka_unit_test(test_exact_ring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
